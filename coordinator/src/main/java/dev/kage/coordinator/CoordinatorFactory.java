@@ -1,0 +1,43 @@
+package dev.kage.coordinator;
+
+import dev.kage.agent.AgentCatalog;
+import dev.kage.config.Env;
+import dev.kage.config.KageSettings;
+import dev.kage.coordinator.auth.ApiKeys;
+import dev.kage.coordinator.task.SubmitRequestParser;
+import dev.kage.coordinator.task.TaskService;
+import dev.kage.events.EventLog;
+import dev.kage.queue.JobQueue;
+import dev.kage.redis.KageKeys;
+import dev.kage.store.TaskStore;
+import dev.kage.task.LiveTaskState;
+import io.lettuce.core.api.sync.RedisCommands;
+import io.micronaut.context.annotation.Factory;
+import jakarta.inject.Singleton;
+import java.time.Clock;
+
+/** Builds the coordinator's services from the shared clients. */
+@Factory
+public class CoordinatorFactory {
+
+    @Singleton
+    public ApiKeys apiKeys(Env env) {
+        return ApiKeys.load(env);
+    }
+
+    @Singleton
+    public LiveTaskState liveTaskState(KageKeys keys, RedisCommands<String, String> redis) {
+        return new LiveTaskState(keys, redis);
+    }
+
+    @Singleton
+    public SubmitRequestParser submitRequestParser(AgentCatalog catalog, KageSettings settings) {
+        return new SubmitRequestParser(catalog, settings);
+    }
+
+    @Singleton
+    public TaskService taskService(KageSettings settings, TaskStore store, JobQueue queue, LiveTaskState live,
+                                   EventLog events, Clock clock) {
+        return new TaskService(settings, store, queue, live, events, clock);
+    }
+}

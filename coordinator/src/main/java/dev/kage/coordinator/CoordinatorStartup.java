@@ -1,0 +1,47 @@
+package dev.kage.coordinator;
+
+import dev.kage.agent.AgentCatalog;
+import dev.kage.config.KageSettings;
+import dev.kage.coordinator.auth.ApiKeys;
+import dev.kage.queue.JobQueue;
+import dev.kage.store.Database;
+import io.micronaut.context.annotation.Context;
+import jakarta.annotation.PostConstruct;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Built eagerly at start-up so bad configuration, an unreachable database or Redis fails the start
+ * instead of the first request: validates settings and keys, migrates the schema, creates the agents'
+ * streams and consumer groups.
+ */
+@Context
+public class CoordinatorStartup {
+    private static final Logger LOG = LoggerFactory.getLogger(CoordinatorStartup.class);
+
+    private final KageSettings settings;
+    private final AgentCatalog catalog;
+    private final ApiKeys keys;
+    private final JobQueue queue;
+    private final Database database;
+
+    public CoordinatorStartup(KageSettings settings, AgentCatalog catalog, ApiKeys keys, JobQueue queue, Database database) {
+        this.settings = settings;
+        this.catalog = catalog;
+        this.keys = keys;
+        this.queue = queue;
+        this.database = database;
+    }
+
+    @PostConstruct
+    void start() {
+        for (String agent : catalog.names()) {
+            queue.ensureStreams(agent);
+        }
+        if (keys.devMode()) {
+            LOG.warn("KAGE_DEV_MODE=true: the development API key is accepted. Never run a shared fleet like this.");
+        }
+        LOG.info("Coordinator ready: agents {}, namespace '{}', schema '{}', BUDGET_MODE={}", catalog.names(),
+                settings.namespace(), database.schema(), settings.budgetMode().name().toLowerCase());
+    }
+}

@@ -1,0 +1,53 @@
+package dev.kage.coordinator.api;
+
+import dev.kage.coordinator.task.InvalidRequestException;
+import dev.kage.coordinator.task.TaskService.QueueUnavailableException;
+import dev.kage.store.StoreException;
+import io.lettuce.core.RedisException;
+import io.micronaut.context.annotation.Factory;
+import io.micronaut.http.HttpRequest;
+import io.micronaut.http.HttpResponse;
+import io.micronaut.http.HttpStatus;
+import io.micronaut.http.server.exceptions.ExceptionHandler;
+import jakarta.inject.Singleton;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/** Maps each domain exception to its status and a JSON {@link ErrorBody}. */
+@Factory
+public class ErrorHandlers {
+    private static final Logger LOG = LoggerFactory.getLogger(ErrorHandlers.class);
+
+    @Singleton
+    public ExceptionHandler<InvalidRequestException, HttpResponse<ErrorBody>> invalidRequest() {
+        return (HttpRequest request, InvalidRequestException e) -> HttpResponse.<ErrorBody>status(HttpStatus.BAD_REQUEST)
+                .body(new ErrorBody("validation_failed", "the request is invalid: " + e.getMessage(), e.errors()));
+    }
+
+    @Singleton
+    public ExceptionHandler<StoreException, HttpResponse<ErrorBody>> storeDown() {
+        return (HttpRequest request, StoreException e) -> {
+            LOG.error("Postgres unavailable for {} {}: {}", request.getMethod(), request.getPath(), e.getMessage());
+            return HttpResponse.<ErrorBody>status(HttpStatus.SERVICE_UNAVAILABLE)
+                    .header("Retry-After", "5")
+                    .body(ErrorBody.of("database_unavailable", "the database is unavailable; retry shortly"));
+        };
+    }
+
+    @Singleton
+    public ExceptionHandler<QueueUnavailableException, HttpResponse<ErrorBody>> queueDown() {
+        return (HttpRequest request, QueueUnavailableException e) -> HttpResponse.<ErrorBody>status(HttpStatus.SERVICE_UNAVAILABLE)
+                .header("Retry-After", "5")
+                .body(ErrorBody.of("queue_unavailable", e.getMessage()));
+    }
+
+    @Singleton
+    public ExceptionHandler<RedisException, HttpResponse<ErrorBody>> redisDown() {
+        return (HttpRequest request, RedisException e) -> {
+            LOG.error("Redis unavailable for {} {}: {}", request.getMethod(), request.getPath(), e.getMessage());
+            return HttpResponse.<ErrorBody>status(HttpStatus.SERVICE_UNAVAILABLE)
+                    .header("Retry-After", "5")
+                    .body(ErrorBody.of("redis_unavailable", "Redis is unavailable; retry shortly"));
+        };
+    }
+}

@@ -1,0 +1,301 @@
+package dev.kage.coordinator.task;
+
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.core.StreamReadConstraints;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.json.JsonMapper;
+import dev.kage.agent.AgentCatalog;
+import dev.kage.config.GitRefs;
+import dev.kage.config.KageSettings;
+import dev.kage.coordinator.api.ErrorBody.FieldError;
+import dev.kage.task.Assignment;
+import dev.kage.task.Priority;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Set;
+import java.util.regex.Pattern;
+
+/**
+ * Turns a raw request body into a {@link SubmitRequest}, whatever the {@code Content-Type} (the seed's
+ * own {@code curl -d} sends none that says JSON). Every problem is collected and reported with the
+ * field's path; nothing is guessed. Thread-safe.
+ */
+public final class SubmitRequestParser {
+    public static final int MAX_DESCRIPTION_CHARS = 100_000;
+    public static final int MAX_ASSIGNMENTS = 16;
+    public static final int MAX_REPO_CHARS = 2_048;
+    public static final int MAX_METADATA_BYTES = 16_384;
+    public static final long MAX_TOKENS_LIMIT = 1_000_000_000L;
+    private static final int MAX_NESTING = 32;
+    private static final Set<String> KNOWN = Set.of("description", "cli_assignments", "priority", "repo", "base_branch",
+            "budget", "metadata");
+    private static final Pattern URL_REPO = Pattern.compile("(https?|ssh|git|file)://[^\\s]+");
+    private static final Pattern SCP_REPO = Pattern.compile("[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\\s]+");
+
+    private final ObjectMapper json;
+    private final AgentCatalog agents;
+    private final KageSettings settings;
+
+    public SubmitRequestParser(AgentCatalog agents, KageSettings settings) {
+        this.agents = agents;
+        this.settings = settings;
+        JsonMapper mapper = JsonMapper.builder()
+                .enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
+                .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
+                .build();
+        mapper.getFactory().setStreamReadConstraints(StreamReadConstraints.builder().maxNestingDepth(MAX_NESTING).build());
+        this.json = mapper;
+    }
+
+    /**
+     * @throws InvalidRequestException listing every bad field
+     */
+    public SubmitRequest parse(byte[] body) {
+        JsonNode root = readJson(body);
+        List<FieldError> errors = new ArrayList<>();
+        if (!root.isObject()) {
+            throw new InvalidRequestException(List.of(new FieldError("body", "must be a JSON object")));
+        }
+        List<String> ignored = new ArrayList<>();
+        for (Iterator<String> names = root.fieldNames(); names.hasNext(); ) {
+            String name = names.next();
+            if (!KNOWN.contains(name)) {
+                ignored.add(name);
+            }
+        }
+        String description = description(root.get("description"), errors);
+        List<Assignment> assignments = assignments(root.get("cli_assignments"), errors);
+        Priority priority = priority(root.get("priority"), errors);
+        String repo = repo(root.get("repo"), errors);
+        String baseBranch = baseBranch(root.get("base_branch"), errors);
+        Long maxTokens = budget(root.get("budget"), errors);
+        String metadata = metadata(root.get("metadata"), errors);
+        if (!errors.isEmpty()) {
+            throw new InvalidRequestException(errors);
+        }
+        return new SubmitRequest(description, assignments, priority, repo, baseBranch, maxTokens, metadata, ignored);
+    }
+
+    private JsonNode readJson(byte[] body) {
+        if (body == null || body.length == 0) {
+            throw new InvalidRequestException(List.of(new FieldError("body", "is empty; send a JSON object with "
+                    + "description and cli_assignments")));
+        }
+        try {
+            StandardCharsets.UTF_8.newDecoder().onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT).decode(ByteBuffer.wrap(body));
+        } catch (CharacterCodingException e) {
+            throw new InvalidRequestException(List.of(new FieldError("body", "is not valid UTF-8")));
+        }
+        try {
+            JsonNode node = json.readTree(body);
+            if (node == null || node.isMissingNode()) {
+                throw new InvalidRequestException(List.of(new FieldError("body", "is empty")));
+            }
+            return node;
+        } catch (JsonProcessingException e) {
+            throw new InvalidRequestException(List.of(new FieldError("body", "is not valid JSON: " + e.getOriginalMessage())));
+        } catch (java.io.IOException e) {
+            throw new InvalidRequestException(List.of(new FieldError("body", "cannot be read: " + e.getMessage())));
+        }
+    }
+
+    private static String description(JsonNode node, List<FieldError> errors) {
+        if (node == null || node.isNull()) {
+            errors.add(new FieldError("description", "is required: what the agents should do"));
+            return null;
+        }
+        if (!node.isTextual()) {
+            errors.add(new FieldError("description", "must be a string"));
+            return null;
+        }
+        String text = node.asText();
+        if (text.isBlank()) {
+            errors.add(new FieldError("description", "must not be blank"));
+        } else if (text.length() > MAX_DESCRIPTION_CHARS) {
+            errors.add(new FieldError("description", "is " + text.length() + " characters; at most " + MAX_DESCRIPTION_CHARS));
+        } else if (text.indexOf('\0') >= 0) {
+            errors.add(new FieldError("description", "must not contain NUL characters"));
+        }
+        return text;
+    }
+
+    private List<Assignment> assignments(JsonNode node, List<FieldError> errors) {
+        List<Assignment> result = new ArrayList<>();
+        if (node == null || node.isNull()) {
+            errors.add(new FieldError("cli_assignments", "is required: a list like [{\"cli_name\": \"claude-code\", \"timeout\": 300}]"));
+            return result;
+        }
+        if (!node.isArray()) {
+            errors.add(new FieldError("cli_assignments", "must be an array of {cli_name, timeout} objects"));
+            return result;
+        }
+        if (node.isEmpty()) {
+            errors.add(new FieldError("cli_assignments", "must name at least one agent"));
+            return result;
+        }
+        if (node.size() > MAX_ASSIGNMENTS) {
+            errors.add(new FieldError("cli_assignments", "has " + node.size() + " entries; at most " + MAX_ASSIGNMENTS));
+            return result;
+        }
+        Set<String> seen = new HashSet<>();
+        for (int i = 0; i < node.size(); i++) {
+            String path = "cli_assignments[" + i + "]";
+            JsonNode entry = node.get(i);
+            if (!entry.isObject()) {
+                errors.add(new FieldError(path, "must be an object with cli_name and timeout"));
+                continue;
+            }
+            JsonNode name = entry.get("cli_name");
+            String cliName = null;
+            if (name == null || name.isNull()) {
+                errors.add(new FieldError(path + ".cli_name", "is required; configured agents: " + agents.names()));
+            } else if (!name.isTextual()) {
+                errors.add(new FieldError(path + ".cli_name", "must be a string"));
+            } else if (agents.find(name.asText()).isEmpty()) {
+                errors.add(new FieldError(path + ".cli_name", "unknown agent '" + printable(name.asText())
+                        + "'; configured agents: " + agents.names()));
+            } else if (!seen.add(name.asText())) {
+                errors.add(new FieldError(path + ".cli_name", "agent '" + name.asText() + "' is assigned twice"));
+            } else {
+                cliName = name.asText();
+            }
+            int timeout = settings.defaultCliTimeout();
+            JsonNode t = entry.get("timeout");
+            if (t != null && !t.isNull()) {
+                if (!t.isIntegralNumber() || !t.canConvertToInt()) {
+                    errors.add(new FieldError(path + ".timeout", "must be a whole number of seconds between 1 and "
+                            + KageSettings.MAX_CLI_TIMEOUT));
+                    continue;
+                }
+                timeout = t.intValue();
+                if (timeout < 1 || timeout > KageSettings.MAX_CLI_TIMEOUT) {
+                    errors.add(new FieldError(path + ".timeout", "is " + timeout + "; must be between 1 and "
+                            + KageSettings.MAX_CLI_TIMEOUT + " seconds"));
+                    continue;
+                }
+            }
+            if (cliName != null) {
+                result.add(new Assignment(cliName, timeout));
+            }
+        }
+        return result;
+    }
+
+    private static Priority priority(JsonNode node, List<FieldError> errors) {
+        if (node == null || node.isNull()) {
+            return Priority.NORMAL;
+        }
+        if (node.isTextual()) {
+            var priority = Priority.fromWireName(node.asText());
+            if (priority.isPresent()) {
+                return priority.get();
+            }
+        }
+        errors.add(new FieldError("priority", "must be one of high, normal, low"));
+        return Priority.NORMAL;
+    }
+
+    private static String repo(JsonNode node, List<FieldError> errors) {
+        if (node == null || node.isNull()) {
+            return null;
+        }
+        if (!node.isTextual()) {
+            errors.add(new FieldError("repo", "must be a string: a path or git URL"));
+            return null;
+        }
+        String repo = node.asText();
+        if (repo.isBlank() || repo.length() > MAX_REPO_CHARS) {
+            errors.add(new FieldError("repo", "must be a path or git URL of 1 to " + MAX_REPO_CHARS + " characters"));
+        } else if (repo.chars().anyMatch(c -> c < 0x20 || c == 0x7f)) {
+            errors.add(new FieldError("repo", "must not contain control characters"));
+        } else if (repo.startsWith("-")) {
+            errors.add(new FieldError("repo", "must not start with '-'"));
+        } else if (repo.contains("::")) {
+            errors.add(new FieldError("repo", "transport '" + printable(repo.substring(0, repo.indexOf("::")))
+                    + "::' is not allowed; use a path or an http(s), ssh, git or file URL"));
+        } else if (!repo.startsWith("/") && !URL_REPO.matcher(repo).matches() && !SCP_REPO.matcher(repo).matches()) {
+            errors.add(new FieldError("repo", "must be an absolute path or an http(s), ssh, git or file URL"));
+        }
+        return repo;
+    }
+
+    private static String baseBranch(JsonNode node, List<FieldError> errors) {
+        if (node == null || node.isNull()) {
+            return null;
+        }
+        if (!node.isTextual() || !GitRefs.isValidBranchName(node.asText())) {
+            errors.add(new FieldError("base_branch", "must be a git branch name such as main or release/1.2 "
+                    + "(letters, digits, '.', '_', '-', '/'; no '..', no leading '-')"));
+            return null;
+        }
+        return node.asText();
+    }
+
+    private static Long budget(JsonNode node, List<FieldError> errors) {
+        if (node == null || node.isNull()) {
+            return null;
+        }
+        if (!node.isObject()) {
+            errors.add(new FieldError("budget", "must be an object such as {\"max_tokens\": 20000}"));
+            return null;
+        }
+        for (Iterator<String> names = node.fieldNames(); names.hasNext(); ) {
+            String name = names.next();
+            if (!name.equals("max_tokens")) {
+                errors.add(new FieldError("budget." + printable(name), "is not supported by this version; use budget.max_tokens"));
+            }
+        }
+        JsonNode max = node.get("max_tokens");
+        if (max == null || max.isNull()) {
+            return null;
+        }
+        if (!max.isIntegralNumber() || !max.canConvertToLong() || max.longValue() < 1 || max.longValue() > MAX_TOKENS_LIMIT) {
+            errors.add(new FieldError("budget.max_tokens", "must be a whole number of tokens between 1 and " + MAX_TOKENS_LIMIT));
+            return null;
+        }
+        return max.longValue();
+    }
+
+    private String metadata(JsonNode node, List<FieldError> errors) {
+        if (node == null || node.isNull()) {
+            return null;
+        }
+        if (!node.isObject()) {
+            errors.add(new FieldError("metadata", "must be a JSON object"));
+            return null;
+        }
+        String text = node.toString();
+        if (text.getBytes(StandardCharsets.UTF_8).length > MAX_METADATA_BYTES) {
+            errors.add(new FieldError("metadata", "is larger than " + MAX_METADATA_BYTES + " bytes"));
+            return null;
+        }
+        if (text.contains("\\u0000")) {
+            errors.add(new FieldError("metadata", "must not contain NUL characters"));
+            return null;
+        }
+        return text;
+    }
+
+    /** A caller's value made safe to echo in an error: control characters escaped, length capped. */
+    static String printable(String value) {
+        StringBuilder out = new StringBuilder();
+        value.codePoints().limit(64).forEach(c -> {
+            if (c < 0x20 || c == 0x7f) {
+                out.append(String.format("\\u%04x", c));
+            } else {
+                out.appendCodePoint(c);
+            }
+        });
+        return value.codePointCount(0, value.length()) > 64 ? out + "…" : out.toString();
+    }
+}

@@ -1,0 +1,839 @@
+#!/usr/bin/env bash
+# ops/services.sh up|down|status [--purge]
+#
+# Makes Redis (>= 7) and PostgreSQL (>= 14) reachable at REDIS_URL and DATABASE_URL.
+#
+#   up      reuse what is already running; otherwise (local host only) start installed
+#           binaries, or install them from Debian packages when we may; then make sure
+#           the database named in DATABASE_URL exists. Idempotent.
+#   status  one line per service: reachable or not, version.
+#   down    stop only what this script started (it records that in the state dir);
+#           services it found running are left alone. `down --purge` also deletes the
+#           data of the private instances it created.
+#
+# Environment:
+#   REDIS_URL        default redis://127.0.0.1:6379   (redis://[user][:password@]host[:port][/db])
+#   DATABASE_URL     default postgresql://postgres@127.0.0.1:5432/kage
+#                    (libpq URL, or jdbc:postgresql://host:port/db?user=..&password=..)
+#   KAGE_STATE_DIR   where started instances keep data, logs and markers
+#                    (default <repo>/.run/services)
+#   KAGE_SERVICES_NO_INSTALL=1   never install packages, only report how to get them
+#   KAGE_SERVICES_WAIT           seconds to wait for readiness (default 30)
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
+STATE_DIR=${KAGE_STATE_DIR:-$REPO_DIR/.run/services}
+WAIT_SECONDS=${KAGE_SERVICES_WAIT:-30}
+REDIS_MIN_MAJOR=7
+PG_MIN_VERSION_NUM=140000
+
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/kage}
+
+APT_UPDATED=0
+
+log() { printf '%s\n' "$*"; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() {
+  printf 'ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+usage() {
+  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+# ---------------------------------------------------------------- URL parsing
+
+urldecode() {
+  local s=$1
+  if [[ $s == *%* ]]; then
+    s=${s//\\/\\\\}
+    printf '%b' "${s//%/\\x}"
+  else
+    printf '%s' "$s"
+  fi
+}
+
+# split_authority AUTHORITY -> sets AUTH_USER AUTH_PASS AUTH_HOST AUTH_PORT (raw, undecoded)
+split_authority() {
+  local authority=$1 userinfo="" hostport
+  AUTH_USER="" AUTH_PASS="" AUTH_HOST="" AUTH_PORT=""
+  if [[ $authority == *@* ]]; then
+    userinfo=${authority%@*}
+    hostport=${authority##*@}
+  else
+    hostport=$authority
+  fi
+  if [[ -n $userinfo ]]; then
+    if [[ $userinfo == *:* ]]; then
+      AUTH_USER=${userinfo%%:*}
+      AUTH_PASS=${userinfo#*:}
+    else
+      AUTH_USER=$userinfo
+    fi
+  fi
+  if [[ $hostport == \[* ]]; then # [ipv6]:port
+    AUTH_HOST=${hostport#\[}
+    AUTH_HOST=${AUTH_HOST%%\]*}
+    local after=${hostport#*\]}
+    if [[ $after == :* ]]; then AUTH_PORT=${after#:}; fi
+  elif [[ $hostport == *:*:* ]]; then # bare ipv6 without port
+    AUTH_HOST=$hostport
+  elif [[ $hostport == *:* ]]; then
+    AUTH_HOST=${hostport%%:*}
+    AUTH_PORT=${hostport#*:}
+  else
+    AUTH_HOST=$hostport
+  fi
+}
+
+# Sets R_HOST R_PORT R_USER R_PASS R_DB R_TLS
+parse_redis_url() {
+  local url=$1 rest
+  R_TLS=0
+  case $url in
+    redis://*) rest=${url#redis://} ;;
+    rediss://*)
+      rest=${url#rediss://}
+      R_TLS=1
+      ;;
+    *://*) die "REDIS_URL must start with redis:// or rediss:// (got '$url')" ;;
+    *) rest=$url ;;
+  esac
+  rest=${rest%%\?*}
+  local authority=${rest%%/*} path=""
+  [[ $rest == */* ]] && path=${rest#*/}
+  split_authority "$authority"
+  R_HOST=${AUTH_HOST:-127.0.0.1}
+  R_PORT=${AUTH_PORT:-6379}
+  R_USER=$(urldecode "$AUTH_USER")
+  R_PASS=$(urldecode "$AUTH_PASS")
+  R_DB=${path:-0}
+  [[ $R_PORT =~ ^[0-9]+$ ]] || die "REDIS_URL has a bad port '$R_PORT'"
+  [[ $R_DB =~ ^[0-9]+$ ]] || die "REDIS_URL has a bad database number '$R_DB'"
+}
+
+# Sets P_HOST P_PORT P_USER P_PASS P_DB
+parse_database_url() {
+  local url=$1 rest query=""
+  case $url in
+    jdbc:postgresql://*) rest=${url#jdbc:postgresql://} ;;
+    jdbc:postgresql:*) # short form jdbc:postgresql:dbname
+      rest="/${url#jdbc:postgresql:}"
+      ;;
+    postgresql://*) rest=${url#postgresql://} ;;
+    postgres://*) rest=${url#postgres://} ;;
+    *) die "DATABASE_URL must be postgresql://user@host:port/db or jdbc:postgresql://host:port/db?user=... (got '$url')" ;;
+  esac
+  if [[ $rest == *\?* ]]; then
+    query=${rest#*\?}
+    rest=${rest%%\?*}
+  fi
+  local authority=${rest%%/*} path=""
+  [[ $rest == */* ]] && path=${rest#*/}
+  split_authority "$authority"
+  local host=$AUTH_HOST port=$AUTH_PORT user=$AUTH_USER pass=$AUTH_PASS db=$path
+  local kv k v
+  local -a pairs=()
+  if [[ -n $query ]]; then
+    IFS='&' read -r -a pairs <<<"$query"
+  fi
+  for kv in "${pairs[@]}"; do
+    k=${kv%%=*}
+    v=""
+    [[ $kv == *=* ]] && v=${kv#*=}
+    case $k in
+      user) user=$v ;;
+      password) pass=$v ;;
+      host) host=$v ;;
+      port) port=$v ;;
+      dbname) db=$v ;;
+    esac
+  done
+  P_HOST=$(urldecode "${host:-127.0.0.1}")
+  [[ $P_HOST == /* ]] && P_HOST=127.0.0.1 # unix socket dir in the URL: probe over TCP instead
+  P_PORT=${port:-5432}
+  P_USER=$(urldecode "${user:-postgres}")
+  P_PASS=$(urldecode "$pass")
+  P_DB=$(urldecode "${db:-$P_USER}")
+  [[ $P_PORT =~ ^[0-9]+$ ]] || die "DATABASE_URL has a bad port '$P_PORT'"
+  [[ -n $P_DB ]] || die "DATABASE_URL names no database"
+}
+
+is_local_host() {
+  case $1 in
+    127.* | localhost | ::1 | 0:0:0:0:0:0:0:1) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# host as bash /dev/tcp wants it
+tcp_host() {
+  case $1 in
+    localhost) printf '127.0.0.1' ;;
+    *) printf '%s' "$1" ;;
+  esac
+}
+
+tcp_open() { # host port
+  # shellcheck disable=SC2016 # the inner script expands its own positional parameters
+  timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$(tcp_host "$1")" "$2" 2>/dev/null
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# ---------------------------------------------------------------- privileges
+
+SUDO=()
+can_admin() {
+  if [[ $(id -u) -eq 0 ]]; then
+    SUDO=()
+    return 0
+  fi
+  if have sudo && sudo -n true 2>/dev/null; then
+    SUDO=(sudo -n)
+    return 0
+  fi
+  return 1
+}
+
+apt_install() { # packages...
+  [[ ${KAGE_SERVICES_NO_INSTALL:-0} == 1 ]] && return 1
+  have apt-get || return 1
+  can_admin || return 1
+  if [[ $APT_UPDATED -eq 0 ]]; then
+    log "apt-get update (once) ..."
+    "${SUDO[@]}" apt-get update -qq || return 1
+    APT_UPDATED=1
+  fi
+  log "installing $* from Debian packages ..."
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" || return 1
+}
+
+# run a command as the OS user that must own a postgres data dir
+PG_OS_USER=""
+as_pg_user() {
+  if [[ -n $PG_OS_USER ]]; then
+    if have runuser; then
+      runuser -u "$PG_OS_USER" -- "$@"
+    else
+      local q
+      printf -v q '%q ' "$@"
+      su "$PG_OS_USER" -s /bin/sh -c "$q"
+    fi
+  else
+    "$@"
+  fi
+}
+
+# ---------------------------------------------------------------- redis
+
+redis_cli() { # args...
+  local -a cmd=(redis-cli -h "$R_HOST" -p "$R_PORT" -n "$R_DB")
+  [[ $R_TLS -eq 1 ]] && cmd+=(--tls)
+  [[ -n $R_USER ]] && cmd+=(--user "$R_USER")
+  if [[ -n $R_PASS ]]; then
+    REDISCLI_AUTH=$R_PASS timeout 5 "${cmd[@]}" "$@"
+  else
+    timeout 5 "${cmd[@]}" "$@"
+  fi
+}
+
+# Send one inline command over /dev/tcp (plain TCP only); prints the raw reply.
+redis_raw() { # command...
+  local auth=""
+  if [[ -n $R_PASS ]]; then
+    if [[ -n $R_USER ]]; then auth="AUTH $R_USER $R_PASS"; else auth="AUTH $R_PASS"; fi
+  fi
+  # shellcheck disable=SC2016 # the inner script expands its own positional parameters
+  timeout 5 bash -c '
+    exec 3<>"/dev/tcp/$1/$2" || exit 1
+    cr=$(printf "\r")
+    if [[ -n $3 ]]; then
+      printf "%s\r\n" "$3" >&3
+      IFS= read -r -t 3 _ <&3 || exit 1
+    fi
+    printf "%s\r\nQUIT\r\n" "$4" >&3
+    while IFS= read -r -t 3 line <&3; do printf "%s\n" "${line%"$cr"}"; done
+  ' _ "$(tcp_host "$R_HOST")" "$R_PORT" "$auth" "$*" 2>/dev/null || true
+}
+
+redis_ping() {
+  local reply
+  if have redis-cli; then
+    reply=$(redis_cli ping 2>/dev/null || true)
+  else
+    [[ $R_TLS -eq 1 ]] && return 1
+    reply=$(redis_raw PING | head -n1)
+  fi
+  [[ $reply == *PONG* ]]
+}
+
+redis_version() {
+  local info
+  if have redis-cli; then
+    info=$(redis_cli info server 2>/dev/null || true)
+  else
+    info=$(redis_raw INFO server)
+  fi
+  info=$(printf '%s\n' "$info" | tr -d '\r' | sed -n 's/^redis_version://p' | head -n1)
+  printf '%s' "${info:-unknown}"
+}
+
+redis_check_version() {
+  local v major
+  v=$(redis_version)
+  major=${v%%.*}
+  if [[ $major =~ ^[0-9]+$ ]] && ((major < REDIS_MIN_MAJOR)); then
+    warn "redis at $R_HOST:$R_PORT is version $v; Kage Bunshin needs Redis >= $REDIS_MIN_MAJOR (streams XAUTOCLAIM, functions). Upgrade it or use 'docker compose up -d redis'."
+    return 1
+  fi
+  [[ $v == unknown ]] && warn "redis at $R_HOST:$R_PORT: could not read its version"
+  log "redis: version $v"
+}
+
+redis_wait() {
+  local i
+  for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+    redis_ping && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
+redis_start_local() {
+  local bin dir bind
+  bin=$(command -v redis-server)
+  dir="$STATE_DIR/redis-$R_PORT"
+  mkdir -p "$dir"
+  case $R_HOST in
+    ::1 | 0:0:0:0:0:0:0:1) bind=::1 ;;
+    localhost) bind=127.0.0.1 ;;
+    *) bind=$R_HOST ;;
+  esac
+  local -a args=(--daemonize yes --port "$R_PORT" --bind "$bind" --dir "$dir"
+    --save "" --appendonly no --logfile "$dir/redis.log" --pidfile "$dir/redis.pid")
+  if [[ -n $R_PASS && -z $R_USER ]]; then
+    args+=(--requirepass "$R_PASS")
+  fi
+  rm -f "$dir/redis.pid"
+  if ! "$bin" "${args[@]}"; then
+    warn "redis-server failed to start; see $dir/redis.log"
+    return 1
+  fi
+  if ! redis_wait; then
+    warn "redis-server did not answer PING within ${WAIT_SECONDS}s; last log lines:"
+    tail -n 5 "$dir/redis.log" >&2 || true
+    return 1
+  fi
+  local pid=""
+  [[ -s $dir/redis.pid ]] && pid=$(<"$dir/redis.pid")
+  printf 'kind=redis-server\npid=%s\nbin=%s\nport=%s\n' "$pid" "$bin" "$R_PORT" >"$STATE_DIR/redis-$R_PORT.started"
+  log "redis: started redis-server from $bin on $bind:$R_PORT (pid ${pid:-?}, data $dir)"
+}
+
+redis_how_to() {
+  cat >&2 <<EOF
+redis: nothing answers at $R_HOST:$R_PORT and this script could not start one. Get Redis >= 7 with either:
+    docker compose up -d redis postgres        # from $REPO_DIR
+    sudo apt-get update && sudo apt-get install -y redis-server && $0 up
+  or point REDIS_URL at a running Redis.
+EOF
+}
+
+redis_up() {
+  parse_redis_url "$REDIS_URL"
+  if redis_ping; then
+    log "redis: already running at $R_HOST:$R_PORT (reused)"
+    redis_check_version || true
+    return 0
+  fi
+  if ! is_local_host "$R_HOST"; then
+    warn "redis: $R_HOST:$R_PORT is not reachable and is not a local address; not starting anything"
+    redis_how_to
+    return 1
+  fi
+  if tcp_open "$R_HOST" "$R_PORT"; then
+    warn "redis: something listens on $R_HOST:$R_PORT but does not answer PING like Redis (wrong password or another program?)"
+    return 1
+  fi
+  if ! have redis-server; then
+    if apt_install redis-server redis-tools; then
+      log "redis: installed redis-server from Debian packages ($(command -v redis-server))"
+      # the package may have started its own service on the default port
+      if redis_ping; then
+        log "redis: the Debian package's service answers at $R_HOST:$R_PORT (reused; managed by the system, not by this script)"
+        redis_check_version || true
+        return 0
+      fi
+    else
+      redis_how_to
+      return 1
+    fi
+  fi
+  redis_start_local || return 1
+  redis_check_version || true
+}
+
+redis_status() {
+  parse_redis_url "$REDIS_URL"
+  local extra=""
+  [[ -f $STATE_DIR/redis-$R_PORT.started ]] && extra=" (started by ops/services.sh)"
+  if redis_ping; then
+    log "redis: reachable at $R_HOST:$R_PORT, version $(redis_version)$extra"
+    return 0
+  fi
+  log "redis: NOT reachable at $R_HOST:$R_PORT"
+  return 1
+}
+
+pid_is() { # pid name-fragment
+  [[ -n $1 && -r /proc/$1/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$1/cmdline" | grep -q -- "$2"
+}
+
+redis_down() {
+  parse_redis_url "$REDIS_URL"
+  local marker="$STATE_DIR/redis-$R_PORT.started"
+  if [[ ! -f $marker ]]; then
+    if redis_ping; then
+      log "redis: not started by ops/services.sh, left running at $R_HOST:$R_PORT"
+    else
+      log "redis: not running at $R_HOST:$R_PORT, nothing to stop"
+    fi
+    return 0
+  fi
+  local pid
+  pid=$(sed -n 's/^pid=//p' "$marker")
+  if [[ -z $pid && -s $STATE_DIR/redis-$R_PORT/redis.pid ]]; then
+    pid=$(<"$STATE_DIR/redis-$R_PORT/redis.pid")
+  fi
+  if pid_is "$pid" redis-server; then
+    kill -TERM "$pid"
+    local i
+    for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+      pid_is "$pid" redis-server || break
+      sleep 0.5
+    done
+    if pid_is "$pid" redis-server; then
+      warn "redis: pid $pid did not stop within ${WAIT_SECONDS}s"
+      return 1
+    fi
+    log "redis: stopped redis-server pid $pid (started by ops/services.sh)"
+  else
+    log "redis: the redis-server this script started (pid ${pid:-?}) is no longer running"
+  fi
+  rm -f "$marker"
+  if [[ $PURGE -eq 1 ]]; then
+    rm -rf "$STATE_DIR/redis-$R_PORT"
+    log "redis: removed $STATE_DIR/redis-$R_PORT"
+  fi
+}
+
+# ---------------------------------------------------------------- postgres
+
+pg_env() { # run a command with PGPASSWORD/PGCONNECT_TIMEOUT set
+  if [[ -n $P_PASS ]]; then
+    PGPASSWORD=$P_PASS PGCONNECT_TIMEOUT=5 "$@"
+  else
+    PGCONNECT_TIMEOUT=5 "$@"
+  fi
+}
+
+pg_tool() { # name of a client tool: PATH first, then the newest /usr/lib/postgresql/*/bin
+  local t=$1 d
+  if have "$t"; then
+    command -v "$t"
+    return 0
+  fi
+  d=$(pg_bindir) || return 1
+  [[ -x $d/$t ]] && printf '%s\n' "$d/$t"
+}
+
+pg_bindir() { # newest server binaries: /usr/lib/postgresql/<highest version>/bin, else PATH
+  local d best
+  best=$(for d in /usr/lib/postgresql/*/bin; do
+    if [[ -x $d/initdb && -x $d/pg_ctl ]]; then printf '%s\n' "$d"; fi
+  done | sort -V | tail -n1)
+  if [[ -n $best ]]; then
+    printf '%s\n' "$best"
+  elif have initdb && have pg_ctl; then
+    dirname "$(command -v initdb)"
+  else
+    return 1
+  fi
+}
+
+pg_ready() {
+  local isready
+  if isready=$(pg_tool pg_isready); then
+    pg_env "$isready" -q -h "$P_HOST" -p "$P_PORT" -U "$P_USER" -t 3 >/dev/null 2>&1
+  else
+    tcp_open "$P_HOST" "$P_PORT"
+  fi
+}
+
+pg_wait() {
+  local i
+  for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+    pg_ready && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
+psql_run() { # dbname, SQL on stdin, extra psql args...
+  local db=$1 psql
+  shift
+  psql=$(pg_tool psql) || return 127
+  pg_env "$psql" -X -q -At -w -v ON_ERROR_STOP=1 -h "$P_HOST" -p "$P_PORT" -U "$P_USER" -d "$db" "$@"
+}
+
+pg_version_num() {
+  printf 'SHOW server_version_num;\n' | psql_run postgres 2>/dev/null ||
+    printf 'SHOW server_version_num;\n' | psql_run template1 2>/dev/null
+}
+
+pg_check_version() {
+  if ! pg_tool psql >/dev/null; then
+    warn "postgres: psql is missing, cannot read the server version (apt-get install postgresql-client)"
+    return 0
+  fi
+  local num
+  num=$(pg_version_num || true)
+  if [[ ! $num =~ ^[0-9]+$ ]]; then
+    warn "postgres at $P_HOST:$P_PORT: could not read server_version_num as user '$P_USER'"
+    return 1
+  fi
+  if ((num < PG_MIN_VERSION_NUM)); then
+    warn "postgres at $P_HOST:$P_PORT is version $num (server_version_num); Kage Bunshin needs PostgreSQL >= 14. Upgrade it or use 'docker compose up -d postgres'."
+    return 1
+  fi
+  log "postgres: version $((num / 10000)).$((num % 10000)) (server_version_num $num)"
+}
+
+pg_ensure_db() {
+  if ! pg_tool psql >/dev/null; then
+    warn "postgres: psql is missing, cannot check or create database '$P_DB' (apt-get install postgresql-client)"
+    return 1
+  fi
+  local admin_db=postgres exists
+  if ! exists=$(printf "SELECT 1 FROM pg_database WHERE datname = :'db';\n" | psql_run "$admin_db" -v db="$P_DB" 2>/dev/null); then
+    admin_db=template1
+    exists=$(printf "SELECT 1 FROM pg_database WHERE datname = :'db';\n" | psql_run "$admin_db" -v db="$P_DB") || {
+      warn "postgres: cannot log in as '$P_USER' at $P_HOST:$P_PORT to check for database '$P_DB'. Put the password in DATABASE_URL (postgresql://user:password@host:port/db), or on a development machine let pg_hba.conf trust 127.0.0.1/32 and ::1/128 and reload."
+      return 1
+    }
+  fi
+  if [[ $exists == 1 ]]; then
+    log "postgres: database '$P_DB' exists"
+    return 0
+  fi
+  if printf 'CREATE DATABASE :"db";\n' | psql_run "$admin_db" -v db="$P_DB"; then
+    log "postgres: created database '$P_DB'"
+  else
+    warn "postgres: could not create database '$P_DB' as '$P_USER' (does it have CREATEDB?)"
+    return 1
+  fi
+}
+
+# Prints "version cluster status" of a Debian cluster configured on our port, if any.
+pg_cluster_on_port() {
+  have pg_lsclusters || return 1
+  pg_lsclusters --no-header 2>/dev/null | awk -v p="$P_PORT" '$3 == p { print $1, $2, $4; exit }' | grep .
+}
+
+# Only for a cluster this script has just installed: make loopback TCP logins trusted,
+# as in the private cluster and the compose file (development machines only).
+pg_trust_loopback() { # version cluster
+  local hba="/etc/postgresql/$1/$2/pg_hba.conf" tmp
+  [[ -w $hba ]] || return 1
+  grep -q 'ops/services.sh' "$hba" && return 0
+  tmp=$(mktemp)
+  {
+    printf '# added by ops/services.sh: trust loopback TCP logins (development machine)\n'
+    printf 'host    all             all             127.0.0.1/32            trust\n'
+    printf 'host    all             all             ::1/128                 trust\n'
+    cat "$hba"
+  } >"$tmp"
+  cat "$tmp" >"$hba" # keeps owner and mode
+  rm -f "$tmp"
+  log "postgres: $hba now trusts loopback TCP logins"
+  pg_ctlcluster "$1" "$2" reload >/dev/null 2>&1 || true
+}
+
+pg_start_debian_cluster() { # version cluster
+  local ver=$1 name=$2
+  can_admin || SUDO=() # not root and no sudo: works only if we own the cluster
+  local -a ctl=(pg_ctlcluster)
+  if pg_ctlcluster --help 2>&1 | grep -q skip-systemctl-redirect; then
+    ctl+=(--skip-systemctl-redirect)
+  fi
+  log "postgres: starting Debian cluster $ver/$name with pg_ctlcluster ..."
+  "${SUDO[@]}" "${ctl[@]}" "$ver" "$name" start || return 1
+  if ! pg_wait; then
+    warn "postgres: cluster $ver/$name did not become ready within ${WAIT_SECONDS}s"
+    return 1
+  fi
+  mkdir -p "$STATE_DIR"
+  printf 'kind=pg_ctlcluster\nversion=%s\ncluster=%s\nport=%s\n' "$ver" "$name" "$P_PORT" >"$STATE_DIR/postgres-$P_PORT.started"
+  log "postgres: started cluster $ver/$name with pg_ctlcluster on port $P_PORT"
+}
+
+pg_start_private() {
+  local bindir base data listen
+  bindir=$(pg_bindir) || return 1
+  base="$STATE_DIR/postgres-$P_PORT"
+  data="$base/data"
+  PG_OS_USER=""
+  if [[ $(id -u) -eq 0 ]]; then
+    # PostgreSQL refuses to run as root.
+    if ! id postgres >/dev/null 2>&1; then
+      log "postgres: creating the 'postgres' system user to own the data directory"
+      useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres
+    fi
+    PG_OS_USER=postgres
+  fi
+  mkdir -p "$base"
+  if [[ -n $PG_OS_USER ]]; then
+    chown "$PG_OS_USER:" "$base"
+    if ! as_pg_user test -w "$base"; then
+      # the state dir sits below a folder the postgres user cannot enter: use /var/tmp instead
+      rmdir "$base" 2>/dev/null || true
+      base="/var/tmp/kage-services/postgres-$P_PORT"
+      data="$base/data"
+      mkdir -p "$base"
+      chown "$PG_OS_USER:" "$base"
+      log "postgres: the postgres user cannot reach $STATE_DIR, keeping this instance's data in $base"
+    fi
+  fi
+  case $P_HOST in
+    localhost) listen=localhost ;;
+    *) listen=$P_HOST ;;
+  esac
+  if [[ ! -f $data/PG_VERSION ]]; then
+    log "postgres: initdb a private cluster in $data ($bindir)"
+    rm -rf "$data"
+    as_pg_user "$bindir/initdb" -D "$data" -U "$P_USER" -A trust -E UTF8 --locale=C >"$base/initdb.log" 2>&1 || {
+      warn "postgres: initdb failed; see $base/initdb.log"
+      tail -n 5 "$base/initdb.log" >&2 || true
+      return 1
+    }
+    # port, address and no unix socket (TCP only: socket paths have a length limit)
+    as_pg_user tee -a "$data/postgresql.conf" >/dev/null <<EOF
+
+# written by ops/services.sh
+port = $P_PORT
+listen_addresses = '$listen'
+unix_socket_directories = ''
+fsync = off
+EOF
+  fi
+  log "postgres: starting $bindir/postgres on $listen:$P_PORT ..."
+  if ! as_pg_user "$bindir/pg_ctl" -D "$data" -l "$base/postgres.log" -w -t "$WAIT_SECONDS" start >/dev/null; then
+    warn "postgres: pg_ctl start failed; last log lines:"
+    tail -n 5 "$base/postgres.log" >&2 || true
+    return 1
+  fi
+  if ! pg_wait; then
+    warn "postgres: did not become ready within ${WAIT_SECONDS}s; see $base/postgres.log"
+    return 1
+  fi
+  printf 'kind=pg_ctl\nbindir=%s\ndata=%s\nosuser=%s\nport=%s\n' "$bindir" "$data" "$PG_OS_USER" "$P_PORT" >"$STATE_DIR/postgres-$P_PORT.started"
+  log "postgres: started $bindir/postgres (private cluster, data $data, run as ${PG_OS_USER:-$(id -un)}) on port $P_PORT"
+}
+
+pg_how_to() {
+  cat >&2 <<EOF
+postgres: nothing answers at $P_HOST:$P_PORT and this script could not start one. Get PostgreSQL >= 14 with either:
+    docker compose up -d redis postgres        # from $REPO_DIR
+    sudo apt-get update && sudo apt-get install -y postgresql && $0 up
+  or point DATABASE_URL at a running PostgreSQL.
+EOF
+}
+
+pg_up() {
+  parse_database_url "$DATABASE_URL"
+  if pg_ready; then
+    log "postgres: already running at $P_HOST:$P_PORT (reused)"
+  elif ! is_local_host "$P_HOST"; then
+    warn "postgres: $P_HOST:$P_PORT is not reachable and is not a local address; not starting anything"
+    pg_how_to
+    return 1
+  elif tcp_open "$P_HOST" "$P_PORT"; then
+    warn "postgres: something listens on $P_HOST:$P_PORT but pg_isready does not accept it"
+    return 1
+  else
+    local cl="" started=0 ver name
+    if cl=$(pg_cluster_on_port); then
+      read -r ver name _ <<<"$cl"
+      if pg_start_debian_cluster "$ver" "$name"; then
+        started=1
+      else
+        warn "postgres: could not start Debian cluster $ver/$name; trying a private cluster"
+      fi
+    fi
+    if [[ $started -eq 0 ]] && ! pg_bindir >/dev/null; then
+      if apt_install postgresql postgresql-client; then
+        log "postgres: installed postgresql from Debian packages ($(pg_bindir))"
+        if cl=$(pg_cluster_on_port); then
+          read -r ver name _ <<<"$cl"
+          # a brand-new cluster from the package asks for passwords over TCP: trust loopback
+          pg_trust_loopback "$ver" "$name" || true
+          if pg_ready; then
+            log "postgres: the Debian package's cluster $ver/$name answers at $P_HOST:$P_PORT (reused; managed by the system, not by this script)"
+            started=1
+          elif pg_start_debian_cluster "$ver" "$name"; then
+            started=1
+          fi
+        fi
+      else
+        pg_how_to
+        return 1
+      fi
+    fi
+    if [[ $started -eq 0 ]]; then
+      pg_start_private || {
+        pg_how_to
+        return 1
+      }
+    fi
+  fi
+  local rc=0
+  pg_check_version || true # too old or unreadable: warned; a login problem fails below
+  pg_ensure_db || rc=1
+  return "$rc"
+}
+
+pg_status() {
+  parse_database_url "$DATABASE_URL"
+  local extra="" num="" dbstate=""
+  [[ -f $STATE_DIR/postgres-$P_PORT.started ]] && extra=" (started by ops/services.sh)"
+  if pg_ready; then
+    if pg_tool psql >/dev/null; then
+      num=$(pg_version_num || true)
+      if printf "SELECT 1 FROM pg_database WHERE datname = :'db';\n" | psql_run postgres -v db="$P_DB" 2>/dev/null | grep -qx 1; then
+        dbstate=", database '$P_DB' exists"
+      else
+        dbstate=", database '$P_DB' missing (run: $0 up)"
+      fi
+    fi
+    if [[ $num =~ ^[0-9]+$ ]]; then
+      log "postgres: reachable at $P_HOST:$P_PORT, version $((num / 10000)).$((num % 10000))$dbstate$extra"
+    else
+      log "postgres: reachable at $P_HOST:$P_PORT, version unknown (psql missing or login failed)$extra"
+    fi
+    return 0
+  fi
+  log "postgres: NOT reachable at $P_HOST:$P_PORT"
+  return 1
+}
+
+pg_down() {
+  parse_database_url "$DATABASE_URL"
+  local marker="$STATE_DIR/postgres-$P_PORT.started"
+  if [[ ! -f $marker ]]; then
+    if pg_ready; then
+      log "postgres: not started by ops/services.sh, left running at $P_HOST:$P_PORT"
+    else
+      log "postgres: not running at $P_HOST:$P_PORT, nothing to stop"
+    fi
+    return 0
+  fi
+  local kind
+  kind=$(sed -n 's/^kind=//p' "$marker")
+  case $kind in
+    pg_ctlcluster)
+      ver=$(sed -n 's/^version=//p' "$marker")
+      name=$(sed -n 's/^cluster=//p' "$marker")
+      can_admin || true
+      local -a ctl=(pg_ctlcluster)
+      pg_ctlcluster --help 2>&1 | grep -q skip-systemctl-redirect && ctl+=(--skip-systemctl-redirect)
+      if "${SUDO[@]}" "${ctl[@]}" "$ver" "$name" stop -m fast; then
+        log "postgres: stopped Debian cluster $ver/$name (started by ops/services.sh)"
+      else
+        warn "postgres: pg_ctlcluster $ver $name stop failed (already stopped?)"
+      fi
+      ;;
+    pg_ctl)
+      local bindir data osuser
+      bindir=$(sed -n 's/^bindir=//p' "$marker")
+      data=$(sed -n 's/^data=//p' "$marker")
+      osuser=$(sed -n 's/^osuser=//p' "$marker")
+      PG_OS_USER=$osuser
+      if [[ -f $data/postmaster.pid ]]; then
+        if as_pg_user "$bindir/pg_ctl" -D "$data" -m fast -w -t "$WAIT_SECONDS" stop >/dev/null; then
+          log "postgres: stopped the private cluster in $data (started by ops/services.sh)"
+        else
+          warn "postgres: pg_ctl stop failed for $data"
+          return 1
+        fi
+      else
+        log "postgres: the private cluster in $data is not running"
+      fi
+      if [[ $PURGE -eq 1 ]]; then
+        rm -rf "$(dirname "$data")"
+        log "postgres: removed $(dirname "$data")"
+      else
+        log "postgres: data kept in $data (down --purge deletes it)"
+      fi
+      ;;
+    *)
+      warn "postgres: unknown marker $marker, leaving everything alone"
+      return 1
+      ;;
+  esac
+  rm -f "$marker"
+}
+
+# ---------------------------------------------------------------- main
+
+PURGE=0
+main() {
+  local action=${1:-}
+  shift || true
+  local a
+  for a in "$@"; do
+    case $a in
+      --purge) PURGE=1 ;;
+      *) die "unknown argument '$a' (usage: $0 up|down|status [--purge])" ;;
+    esac
+  done
+  [[ $WAIT_SECONDS =~ ^[0-9]+$ ]] || die "KAGE_SERVICES_WAIT must be a whole number of seconds (got '$WAIT_SECONDS')"
+  local rc=0
+  case $action in
+    up)
+      redis_up || rc=1
+      pg_up || rc=1
+      if [[ $rc -eq 0 ]]; then
+        log "services: ready (REDIS_URL=$REDIS_URL DATABASE_URL=$DATABASE_URL)"
+      else
+        log "services: NOT all ready, see the messages above" >&2
+      fi
+      ;;
+    status)
+      redis_status || rc=1
+      pg_status || rc=1
+      ;;
+    down)
+      redis_down || rc=1
+      pg_down || rc=1
+      if [[ $PURGE -eq 1 && -d $STATE_DIR ]]; then
+        rmdir "$STATE_DIR" 2>/dev/null || true
+      fi
+      ;;
+    -h | --help | help) usage ;;
+    *)
+      usage >&2
+      exit 2
+      ;;
+  esac
+  return "$rc"
+}
+
+# Sourcing the file (for tests) defines the functions without running anything.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi

@@ -1,0 +1,107 @@
+package dev.kage.agent;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * One agent as the operator configured it. Immutable and thread-safe.
+ *
+ * @param name                  the name tasks use in {@code cli_assignments[].cli_name}
+ * @param type                  how it runs
+ * @param argv                  argv template; {@code {prompt}}, {@code {task_id}}, {@code {agent}}, {@code {workdir}} and
+ *                              {@code {model}} are replaced inside elements, never through a shell
+ * @param output                how its standard output is parsed
+ * @param envPassthrough        names of environment variables handed to the process (API keys); their values are never logged
+ * @param model                 model name reported in results, may be empty
+ * @param encoding              jtokkit encoding for counting tokens when the agent reports none
+ * @param estimatedOutputTokens tokens reserved for the answer before a run, added to the prompt's count
+ * @param inputUsdPerMillion    price of input tokens, USD per 1M, used when the agent reports no cost
+ * @param outputUsdPerMillion   price of output tokens, USD per 1M, used when the agent reports no cost
+ * @param baseDir               folder of the configuration file; relative executables are resolved against it
+ */
+public record AgentConfig(
+        String name,
+        AgentType type,
+        List<String> argv,
+        OutputFormat output,
+        List<String> envPassthrough,
+        String model,
+        String encoding,
+        long estimatedOutputTokens,
+        double inputUsdPerMillion,
+        double outputUsdPerMillion,
+        Path baseDir) {
+
+    public static final Pattern NAME = Pattern.compile("[a-z0-9][a-z0-9_-]{0,63}");
+    private static final Pattern PLACEHOLDER = Pattern.compile("\\{(prompt|task_id|agent|workdir|model)}");
+
+    public AgentConfig {
+        argv = List.copyOf(argv);
+        envPassthrough = List.copyOf(envPassthrough);
+    }
+
+    /**
+     * The argv for one run. Each placeholder is replaced in a single pass, so a prompt that contains
+     * {@code {task_id}} stays as written.
+     */
+    public List<String> render(String prompt, String taskId, Path workdir) {
+        Map<String, String> values = Map.of(
+                "prompt", prompt,
+                "task_id", taskId,
+                "agent", name,
+                "workdir", workdir.toString(),
+                "model", model);
+        List<String> rendered = new ArrayList<>(argv.size());
+        for (int i = 0; i < argv.size(); i++) {
+            String element = argv.get(i);
+            if (i == 0) {
+                rendered.add(executable().toString());
+                continue;
+            }
+            Matcher matcher = PLACEHOLDER.matcher(element);
+            StringBuilder out = new StringBuilder();
+            while (matcher.find()) {
+                matcher.appendReplacement(out, Matcher.quoteReplacement(values.get(matcher.group(1))));
+            }
+            matcher.appendTail(out);
+            rendered.add(out.toString());
+        }
+        return rendered;
+    }
+
+    /** The program to start: a path relative to the config file's folder, an absolute path, or a name on {@code PATH}. */
+    public Path executable() {
+        String program = argv.getFirst();
+        if (program.contains("/")) {
+            return baseDir.resolve(program).normalize();
+        }
+        return Path.of(program);
+    }
+
+    /** Where the executable was found, or empty when it is not installed or not executable. */
+    public Optional<Path> locateExecutable(String pathVariable) {
+        Path program = executable();
+        if (program.isAbsolute()) {
+            return Files.isRegularFile(program) && Files.isExecutable(program) ? Optional.of(program) : Optional.empty();
+        }
+        if (pathVariable == null) {
+            return Optional.empty();
+        }
+        for (String dir : pathVariable.split(":")) {
+            if (dir.isEmpty()) {
+                continue;
+            }
+            Path candidate = Path.of(dir).resolve(program);
+            if (Files.isRegularFile(candidate) && Files.isExecutable(candidate)) {
+                return Optional.of(candidate);
+            }
+        }
+        return Optional.empty();
+    }
+}

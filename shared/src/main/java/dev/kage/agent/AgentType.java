@@ -1,0 +1,26 @@
+package dev.kage.agent;
+
+/** The kinds of agent an operator can configure. */
+public enum AgentType {
+    /** An operator-defined argv template run as a process, with an output parser. */
+    COMMAND("command");
+
+    private final String wireName;
+
+    AgentType(String wireName) {
+        this.wireName = wireName;
+    }
+
+    public String wireName() {
+        return wireName;
+    }
+
+    public static AgentType fromWireName(String name) {
+        for (AgentType type : values()) {
+            if (type.wireName.equals(name)) {
+                return type;
+            }
+        }
+        throw new IllegalArgumentException("unknown agent type '" + name + "' (supported: command)");
+    }
+}

@@ -1,0 +1,114 @@
+package dev.kage.config;
+
+import io.lettuce.core.RedisURI;
+import java.util.regex.Pattern;
+
+/**
+ * Settings both the coordinator and the workers read, with the seed's variable names and defaults.
+ * Immutable and thread-safe; built once at start-up by {@link #load(Env)}, which fails with a
+ * {@link ConfigException} naming the variable when a value is bad.
+ *
+ * @param namespace             prefix of every Redis key ({@code KAGE_NAMESPACE}, default {@code kage})
+ * @param redisUrl              {@code REDIS_URL}
+ * @param database              {@code DATABASE_URL}, libpq or JDBC form
+ * @param dbSchema              Postgres schema holding Kage's tables ({@code KAGE_DB_SCHEMA}, default {@code development_docs})
+ * @param maxTokensPerTask      {@code MAX_TOKENS_PER_TASK}, tokens, default 50000
+ * @param tokenWarningThreshold {@code TOKEN_WARNING_THRESHOLD}, fraction of a budget, default 0.8
+ * @param maxRequestsPerMinute  {@code MAX_REQUESTS_PER_MINUTE}, per agent across the fleet, default 50
+ * @param backoffBaseSeconds    {@code RATE_LIMIT_BACKOFF_BASE}, seconds, default 1.0
+ * @param backoffMaxSeconds     {@code RATE_LIMIT_BACKOFF_MAX}, seconds, default 60
+ * @param rateLimitMaxRetries   {@code RATE_LIMIT_MAX_RETRIES}, default 5
+ * @param defaultCliTimeout     {@code DEFAULT_CLI_TIMEOUT}, seconds, default 300
+ * @param maxParallelClis       {@code MAX_PARALLEL_CLIS}, agent processes one worker runs at once, default 5
+ * @param worktreeCleanupDays   {@code WORKTREE_CLEANUP_DAYS}, default 7
+ * @param maxActiveWorktrees    {@code MAX_ACTIVE_WORKTREES}, per worker, default 50
+ * @param baseBranch            {@code BASE_BRANCH}, default {@code main}
+ * @param budgetMode            {@code BUDGET_MODE}, {@code log} (default, the seed's behaviour) or {@code enforce}
+ */
+public record KageSettings(
+        String namespace,
+        String redisUrl,
+        DatabaseUrl database,
+        String dbSchema,
+        long maxTokensPerTask,
+        double tokenWarningThreshold,
+        int maxRequestsPerMinute,
+        double backoffBaseSeconds,
+        double backoffMaxSeconds,
+        int rateLimitMaxRetries,
+        int defaultCliTimeout,
+        int maxParallelClis,
+        int worktreeCleanupDays,
+        int maxActiveWorktrees,
+        String baseBranch,
+        BudgetMode budgetMode) {
+
+    public static final String DEFAULT_NAMESPACE = "kage";
+    public static final String DEFAULT_REDIS_URL = "redis://127.0.0.1:6379";
+    public static final String DEFAULT_SCHEMA = "development_docs";
+    public static final long DEFAULT_MAX_TOKENS_PER_TASK = 50_000;
+    public static final double DEFAULT_TOKEN_WARNING_THRESHOLD = 0.8;
+    public static final int DEFAULT_MAX_REQUESTS_PER_MINUTE = 50;
+    public static final double DEFAULT_BACKOFF_BASE = 1.0;
+    public static final double DEFAULT_BACKOFF_MAX = 60.0;
+    public static final int DEFAULT_MAX_RETRIES = 5;
+    public static final int DEFAULT_CLI_TIMEOUT = 300;
+    public static final int DEFAULT_MAX_PARALLEL_CLIS = 5;
+    public static final int DEFAULT_WORKTREE_CLEANUP_DAYS = 7;
+    public static final int DEFAULT_MAX_ACTIVE_WORKTREES = 50;
+    public static final String DEFAULT_BASE_BRANCH = "main";
+
+    /** Longest timeout a task may ask for: one day. */
+    public static final int MAX_CLI_TIMEOUT = 86_400;
+
+    private static final Pattern NAMESPACE = Pattern.compile("[A-Za-z0-9_.-]{1,64}");
+    private static final Pattern SCHEMA = Pattern.compile("[a-z_][a-z0-9_]{0,62}");
+
+    public static KageSettings load(Env env) {
+        String namespace = env.string("KAGE_NAMESPACE", DEFAULT_NAMESPACE);
+        if (!NAMESPACE.matcher(namespace).matches()) {
+            throw new ConfigException("KAGE_NAMESPACE=" + namespace + ": must be 1-64 letters, digits, '.', '_' or '-'");
+        }
+        String redisUrl = env.string("REDIS_URL", DEFAULT_REDIS_URL);
+        try {
+            RedisURI.create(redisUrl);
+        } catch (RuntimeException e) {
+            throw new ConfigException("REDIS_URL: not a Redis URL (" + e.getMessage() + "); expected e.g. " + DEFAULT_REDIS_URL);
+        }
+        DatabaseUrl database = DatabaseUrl.parse("DATABASE_URL", env.string("DATABASE_URL", DatabaseUrl.DEFAULT));
+        String schema = env.string("KAGE_DB_SCHEMA", DEFAULT_SCHEMA);
+        if (!SCHEMA.matcher(schema).matches()) {
+            throw new ConfigException("KAGE_DB_SCHEMA=" + schema + ": must be a lower-case SQL identifier, e.g. " + DEFAULT_SCHEMA);
+        }
+        int timeout = env.positiveInt("DEFAULT_CLI_TIMEOUT", DEFAULT_CLI_TIMEOUT);
+        if (timeout > MAX_CLI_TIMEOUT) {
+            throw new ConfigException("DEFAULT_CLI_TIMEOUT=" + timeout + ": must be at most " + MAX_CLI_TIMEOUT + " seconds");
+        }
+        double backoffBase = env.positiveDouble("RATE_LIMIT_BACKOFF_BASE", DEFAULT_BACKOFF_BASE);
+        double backoffMax = env.positiveDouble("RATE_LIMIT_BACKOFF_MAX", DEFAULT_BACKOFF_MAX);
+        if (backoffMax < backoffBase) {
+            throw new ConfigException("RATE_LIMIT_BACKOFF_MAX=" + backoffMax + ": must not be below RATE_LIMIT_BACKOFF_BASE=" + backoffBase);
+        }
+        String baseBranch = env.string("BASE_BRANCH", DEFAULT_BASE_BRANCH);
+        if (!GitRefs.isValidBranchName(baseBranch)) {
+            throw new ConfigException("BASE_BRANCH=" + baseBranch + ": not a valid git branch name");
+        }
+        return new KageSettings(
+                namespace,
+                redisUrl,
+                database,
+                schema,
+                env.positiveLong("MAX_TOKENS_PER_TASK", DEFAULT_MAX_TOKENS_PER_TASK),
+                env.fraction("TOKEN_WARNING_THRESHOLD", DEFAULT_TOKEN_WARNING_THRESHOLD),
+                env.positiveInt("MAX_REQUESTS_PER_MINUTE", DEFAULT_MAX_REQUESTS_PER_MINUTE),
+                backoffBase,
+                backoffMax,
+                env.positiveInt("RATE_LIMIT_MAX_RETRIES", DEFAULT_MAX_RETRIES),
+                timeout,
+                env.positiveInt("MAX_PARALLEL_CLIS", DEFAULT_MAX_PARALLEL_CLIS),
+                env.positiveInt("WORKTREE_CLEANUP_DAYS", DEFAULT_WORKTREE_CLEANUP_DAYS),
+                env.positiveInt("MAX_ACTIVE_WORKTREES", DEFAULT_MAX_ACTIVE_WORKTREES),
+                baseBranch,
+                env.oneOf("BUDGET_MODE", BudgetMode.class, BudgetMode.LOG));
+    }
+}

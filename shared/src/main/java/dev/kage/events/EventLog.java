@@ -1,0 +1,43 @@
+package dev.kage.events;
+
+import dev.kage.redis.KageKeys;
+import io.lettuce.core.XAddArgs;
+import io.lettuce.core.api.sync.RedisCommands;
+import java.time.Clock;
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+/**
+ * Appends lifecycle events (task submitted, job started, job finished) to the capped stream
+ * {@code kage:events}, for dashboards and server-sent events. Thread-safe.
+ */
+public final class EventLog {
+    /** Roughly how many events the stream keeps; older ones are trimmed. */
+    public static final long MAX_EVENTS = 10_000;
+
+    private final KageKeys keys;
+    private final RedisCommands<String, String> redis;
+    private final Clock clock;
+
+    public EventLog(KageKeys keys, RedisCommands<String, String> redis, Clock clock) {
+        this.keys = keys;
+        this.redis = redis;
+        this.clock = clock;
+    }
+
+    /**
+     * @param type   e.g. {@code task.submitted}, {@code job.started}, {@code job.finished}
+     * @param fields event data; null values are left out
+     */
+    public void publish(String type, Map<String, String> fields) {
+        Map<String, String> body = new LinkedHashMap<>();
+        body.put("type", type);
+        body.put("at", clock.instant().toString());
+        fields.forEach((k, v) -> {
+            if (v != null) {
+                body.put(k, v);
+            }
+        });
+        redis.xadd(keys.events(), XAddArgs.Builder.maxlen(MAX_EVENTS).approximateTrimming(), body);
+    }
+}

@@ -1,0 +1,146 @@
+package dev.kage.infra;
+
+import dev.kage.agent.AgentCatalog;
+import dev.kage.budget.TokenBudget;
+import dev.kage.config.ConfigException;
+import dev.kage.config.Env;
+import dev.kage.config.KageSettings;
+import dev.kage.events.EventLog;
+import dev.kage.queue.JobQueue;
+import dev.kage.ratelimit.AgentRateLimiter;
+import dev.kage.redis.KageKeys;
+import dev.kage.store.Database;
+import dev.kage.store.TaskStore;
+import io.lettuce.core.ClientOptions;
+import io.lettuce.core.RedisClient;
+import io.lettuce.core.RedisURI;
+import io.lettuce.core.TimeoutOptions;
+import io.lettuce.core.api.StatefulRedisConnection;
+import io.lettuce.core.api.sync.RedisCommands;
+import io.micronaut.context.annotation.Bean;
+import io.micronaut.context.annotation.Factory;
+import io.micronaut.context.env.Environment;
+import jakarta.inject.Named;
+import jakarta.inject.Singleton;
+import java.nio.file.Path;
+import java.time.Clock;
+import java.time.Duration;
+import java.util.Locale;
+import org.redisson.Redisson;
+import org.redisson.api.RedissonClient;
+import org.redisson.config.Config;
+
+/**
+ * Builds the clients both applications share (Lettuce, Redisson, Jdbi) and the services on top of
+ * them, each once, with shutdown on context close.
+ *
+ * <p>Settings are read by their environment-variable names ({@code MAX_TOKENS_PER_TASK}); Micronaut
+ * also exposes each variable as a dotted property ({@code max.tokens.per.task}), which is what tests
+ * set.
+ */
+@Factory
+public class KageFactory {
+
+    /** Command timeout of the shared connection; blocking reads use their own connections. */
+    public static final Duration REDIS_COMMAND_TIMEOUT = Duration.ofSeconds(10);
+
+    @Singleton
+    public Env env(Environment environment) {
+        return new Env(name -> environment.getProperty(name.toLowerCase(Locale.ROOT).replace('_', '.'), String.class));
+    }
+
+    @Singleton
+    public KageSettings settings(Env env) {
+        return KageSettings.load(env);
+    }
+
+    @Singleton
+    public AgentCatalog agentCatalog(Env env) {
+        String file = env.get(AgentCatalog.VARIABLE).orElseThrow(() -> new ConfigException(AgentCatalog.VARIABLE
+                + " is not set: point it at the agents file, e.g. ops/agents/agents.yml"));
+        return AgentCatalog.load(Path.of(file));
+    }
+
+    @Singleton
+    public Clock clock() {
+        return Clock.systemUTC();
+    }
+
+    @Singleton
+    public KageKeys keys(KageSettings settings) {
+        return new KageKeys(settings.namespace());
+    }
+
+    @Singleton
+    @Bean(preDestroy = "shutdown")
+    public RedisClient redisClient(KageSettings settings) {
+        RedisClient client = RedisClient.create(settings.redisUrl());
+        client.setOptions(ClientOptions.builder()
+                .autoReconnect(true)
+                .timeoutOptions(TimeoutOptions.enabled(REDIS_COMMAND_TIMEOUT))
+                .build());
+        return client;
+    }
+
+    @Singleton
+    @Bean(preDestroy = "close")
+    @Named("shared")
+    public StatefulRedisConnection<String, String> sharedConnection(RedisClient client) {
+        return client.connect();
+    }
+
+    @Singleton
+    public RedisCommands<String, String> redis(@Named("shared") StatefulRedisConnection<String, String> connection) {
+        return connection.sync();
+    }
+
+    @Singleton
+    @Bean(preDestroy = "shutdown")
+    public RedissonClient redisson(KageSettings settings) {
+        RedisURI uri = RedisURI.create(settings.redisUrl());
+        Config config = new Config();
+        var server = config.useSingleServer()
+                .setAddress((uri.isSsl() ? "rediss://" : "redis://") + uri.getHost() + ":" + uri.getPort())
+                .setDatabase(uri.getDatabase())
+                .setConnectionMinimumIdleSize(1)
+                .setConnectionPoolSize(8);
+        if (uri.getUsername() != null) {
+            server.setUsername(uri.getUsername());
+        }
+        if (uri.getPassword() != null) {
+            server.setPassword(new String(uri.getPassword()));
+        }
+        return Redisson.create(config);
+    }
+
+    @Singleton
+    @Bean(preDestroy = "close")
+    public Database database(KageSettings settings) {
+        return Database.open(settings.database(), settings.dbSchema(), "kage", 8);
+    }
+
+    @Singleton
+    public TaskStore taskStore(Database database) {
+        return new TaskStore(database);
+    }
+
+    @Singleton
+    public JobQueue jobQueue(KageKeys keys, RedisCommands<String, String> redis) {
+        return new JobQueue(keys, redis);
+    }
+
+    @Singleton
+    public EventLog eventLog(KageKeys keys, RedisCommands<String, String> redis, Clock clock) {
+        return new EventLog(keys, redis, clock);
+    }
+
+    @Singleton
+    public TokenBudget tokenBudget(KageKeys keys, RedisCommands<String, String> redis, KageSettings settings) {
+        return new TokenBudget(keys, redis, settings.budgetMode(), settings.tokenWarningThreshold());
+    }
+
+    @Singleton
+    public AgentRateLimiter rateLimiter(KageKeys keys, RedissonClient redisson, KageSettings settings) {
+        return new AgentRateLimiter(keys, redisson, settings.maxRequestsPerMinute());
+    }
+}

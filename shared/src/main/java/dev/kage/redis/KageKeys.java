@@ -1,0 +1,69 @@
+package dev.kage.redis;
+
+import dev.kage.task.Priority;
+
+/**
+ * Every Redis key Kage uses, and nothing else builds one. Keys read well in {@code redis-cli}; the part
+ * in braces is the Redis Cluster hash tag, so what one script or one {@code XREADGROUP} touches shares
+ * a slot. Immutable and thread-safe.
+ *
+ * <table>
+ *   <caption>Keys (namespace {@code kage})</caption>
+ *   <tr><td>{@code kage:jobs:{agent}:priority}</td><td>stream, group {@code workers}: queued jobs</td></tr>
+ *   <tr><td>{@code kage:task:{tenant}:id}</td><td>hash: live task and per-job state</td></tr>
+ *   <tr><td>{@code kage:budget:{tenant}:task:id}</td><td>hash: a task's token pool</td></tr>
+ *   <tr><td>{@code kage:rl:agent:rpm}</td><td>Redisson rate limiter</td></tr>
+ *   <tr><td>{@code kage:worker:id}</td><td>hash with TTL: heartbeat</td></tr>
+ *   <tr><td>{@code kage:events}</td><td>capped stream of lifecycle events</td></tr>
+ * </table>
+ */
+public final class KageKeys {
+    /** The consumer group every worker reads the job streams through. */
+    public static final String WORKER_GROUP = "workers";
+
+    private final String namespace;
+
+    public KageKeys(String namespace) {
+        this.namespace = namespace;
+    }
+
+    public String namespace() {
+        return namespace;
+    }
+
+    public String jobStream(String agent, Priority priority) {
+        return namespace + ":jobs:{" + agent + "}:" + priority.wireName();
+    }
+
+    public String delayedJobs() {
+        return namespace + ":jobs:delayed";
+    }
+
+    public String deadLetters() {
+        return namespace + ":jobs:dead";
+    }
+
+    public String task(String tenant, String taskId) {
+        return namespace + ":task:{" + tenant + "}:" + taskId;
+    }
+
+    public String taskBudget(String tenant, String taskId) {
+        return namespace + ":budget:{" + tenant + "}:task:" + taskId;
+    }
+
+    public String requestLimiter(String agent) {
+        return namespace + ":rl:" + agent + ":rpm";
+    }
+
+    public String cooldown(String agent) {
+        return namespace + ":cooldown:" + agent;
+    }
+
+    public String worker(String workerId) {
+        return namespace + ":worker:" + workerId;
+    }
+
+    public String events() {
+        return namespace + ":events";
+    }
+}

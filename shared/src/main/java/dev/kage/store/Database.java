@@ -1,0 +1,88 @@
+package dev.kage.store;
+
+import com.zaxxer.hikari.HikariConfig;
+import com.zaxxer.hikari.HikariDataSource;
+import dev.kage.config.DatabaseUrl;
+import java.time.Duration;
+import org.flywaydb.core.Flyway;
+import org.jdbi.v3.core.Jdbi;
+import org.jdbi.v3.postgres.PostgresPlugin;
+import org.jdbi.v3.sqlobject.SqlObjectPlugin;
+
+/**
+ * The connection pool, the schema's migrations and the {@link Jdbi} on top. Every connection's
+ * {@code search_path} is the configured schema, so SQL names tables without a schema. Thread-safe;
+ * close it once at shutdown.
+ */
+public final class Database implements AutoCloseable {
+    private final HikariDataSource dataSource;
+    private final Jdbi jdbi;
+    private final String schema;
+
+    private Database(HikariDataSource dataSource, String schema) {
+        this.dataSource = dataSource;
+        this.schema = schema;
+        this.jdbi = Jdbi.create(dataSource).installPlugin(new SqlObjectPlugin()).installPlugin(new PostgresPlugin());
+    }
+
+    /**
+     * Opens a pool and applies the migrations (Flyway takes a Postgres advisory lock, so a coordinator
+     * and workers starting together migrate once).
+     *
+     * @param poolName    shown in Hikari's logs and metrics
+     * @param maxPoolSize connections at most
+     */
+    public static Database open(DatabaseUrl url, String schema, String poolName, int maxPoolSize) {
+        HikariConfig config = new HikariConfig();
+        config.setPoolName(poolName);
+        config.setJdbcUrl(url.jdbcUrl());
+        if (url.user() != null) {
+            config.setUsername(url.user());
+        }
+        if (url.password() != null) {
+            config.setPassword(url.password());
+        }
+        config.setMaximumPoolSize(maxPoolSize);
+        config.setMinimumIdle(1);
+        config.setConnectionTimeout(Duration.ofSeconds(10).toMillis());
+        config.setInitializationFailTimeout(-1);
+        config.setConnectionInitSql("SET search_path TO \"" + schema + "\"");
+        HikariDataSource dataSource = new HikariDataSource(config);
+        try {
+            Flyway.configure()
+                    .dataSource(dataSource)
+                    .schemas(schema)
+                    .defaultSchema(schema)
+                    .createSchemas(true)
+                    .locations("classpath:db/migration")
+                    .load()
+                    .migrate();
+        } catch (RuntimeException e) {
+            dataSource.close();
+            throw new StoreException("cannot migrate schema " + schema + " at " + url.jdbcUrl() + ": " + e.getMessage(), e);
+        }
+        return new Database(dataSource, schema);
+    }
+
+    public Jdbi jdbi() {
+        return jdbi;
+    }
+
+    public String schema() {
+        return schema;
+    }
+
+    /** True when a connection answers {@code SELECT 1} now. */
+    public boolean isReachable() {
+        try {
+            return jdbi.withHandle(h -> h.createQuery("SELECT 1").mapTo(Integer.class).one()) == 1;
+        } catch (RuntimeException e) {
+            return false;
+        }
+    }
+
+    @Override
+    public void close() {
+        dataSource.close();
+    }
+}

@@ -1,0 +1,22 @@
+package dev.kage.task;
+
+import java.time.Instant;
+import java.util.UUID;
+
+/**
+ * One row of {@code task_errors}. Immutable.
+ *
+ * @param errorType    e.g. {@code BudgetExceededError}, {@code TimeoutError}, {@code AgentError}
+ * @param detailsJson  a JSON object with the error's context; never holds secrets
+ * @param occurredAt   set by the database; {@code null} before insertion
+ */
+public record ErrorRecord(
+        UUID taskId,
+        String jobId,
+        String cliName,
+        String errorType,
+        String errorMessage,
+        String detailsJson,
+        boolean retryable,
+        Instant occurredAt) {
+}

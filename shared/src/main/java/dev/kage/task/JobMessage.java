@@ -1,0 +1,97 @@
+package dev.kage.task;
+
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * One job as it travels in a stream entry: everything a worker needs to run it, with explicit field
+ * names. Unknown fields are ignored when reading, so workers and coordinators of neighbouring
+ * versions can share a queue. Immutable.
+ *
+ * @param jobId          {@code <taskId>:<agent>}, unique per assignment
+ * @param taskId         the task
+ * @param tenant         the tenant that submitted it
+ * @param agent          the configured agent that runs it
+ * @param priority       its stream's priority
+ * @param description    the prompt, passed to the agent as an argument, never through a shell
+ * @param repo           repository path or URL, empty for the worker's default
+ * @param baseBranch     branch the worktree starts from
+ * @param timeoutSeconds how long the agent may run
+ * @param tokenLimit     the task's token pool size
+ * @param attempt        1 for the first run
+ */
+public record JobMessage(
+        String jobId,
+        String taskId,
+        String tenant,
+        String agent,
+        Priority priority,
+        String description,
+        String repo,
+        String baseBranch,
+        int timeoutSeconds,
+        long tokenLimit,
+        int attempt) {
+
+    public static String jobId(String taskId, String agent) {
+        return taskId + ":" + agent;
+    }
+
+    public Map<String, String> toFields() {
+        Map<String, String> fields = new HashMap<>();
+        fields.put("job_id", jobId);
+        fields.put("task_id", taskId);
+        fields.put("tenant", tenant);
+        fields.put("agent", agent);
+        fields.put("priority", priority.wireName());
+        fields.put("description", description);
+        fields.put("repo", repo == null ? "" : repo);
+        fields.put("base_branch", baseBranch);
+        fields.put("timeout", Integer.toString(timeoutSeconds));
+        fields.put("token_limit", Long.toString(tokenLimit));
+        fields.put("attempt", Integer.toString(attempt));
+        return fields;
+    }
+
+    /**
+     * @throws IllegalArgumentException naming the field when an entry is not a job (a poison entry)
+     */
+    public static JobMessage fromFields(Map<String, String> fields) {
+        return new JobMessage(
+                required(fields, "job_id"),
+                required(fields, "task_id"),
+                required(fields, "tenant"),
+                required(fields, "agent"),
+                Priority.fromWireName(required(fields, "priority"))
+                        .orElseThrow(() -> new IllegalArgumentException("job field 'priority' is not high|normal|low")),
+                required(fields, "description"),
+                fields.getOrDefault("repo", ""),
+                required(fields, "base_branch"),
+                integer(fields, "timeout"),
+                Long.parseLong(required(fields, "token_limit")),
+                integer(fields, "attempt"));
+    }
+
+    private static String required(Map<String, String> fields, String name) {
+        String value = fields.get(name);
+        if (value == null) {
+            throw new IllegalArgumentException("job field '" + name + "' is missing");
+        }
+        return value;
+    }
+
+    private static int integer(Map<String, String> fields, String name) {
+        try {
+            return Integer.parseInt(required(fields, name));
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("job field '" + name + "' is not an integer");
+        }
+    }
+
+    /** A copy without the description, for logs. */
+    public Map<String, String> logFields() {
+        Map<String, String> fields = new HashMap<>(toFields());
+        fields.put("description", "<" + description.length() + " chars>");
+        return fields;
+    }
+}

@@ -1,0 +1,60 @@
+package dev.kage.task;
+
+import dev.kage.redis.KageKeys;
+import io.lettuce.core.api.sync.RedisCommands;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.Optional;
+
+/**
+ * A task's live state in Redis ({@code kage:task:{tenant}:<id>}): one field per job with its status
+ * ({@code job:<agent>}), the worker running it ({@code worker:<agent>}) and the task's status, for
+ * {@code redis-cli} and for answering status requests without Postgres. Postgres stays the durable
+ * record. Thread-safe.
+ */
+public final class LiveTaskState {
+    /** How long a task's live state outlives its last change. */
+    public static final Duration TTL = Duration.ofDays(7);
+
+    private final KageKeys keys;
+    private final RedisCommands<String, String> redis;
+
+    public LiveTaskState(KageKeys keys, RedisCommands<String, String> redis) {
+        this.keys = keys;
+        this.redis = redis;
+    }
+
+    public void created(String tenant, String taskId, Iterable<String> agents) {
+        Map<String, String> fields = new HashMap<>();
+        fields.put("status", TaskStatus.QUEUED.wireName());
+        for (String agent : agents) {
+            fields.put("job:" + agent, JobStatus.QUEUED.wireName());
+        }
+        write(tenant, taskId, fields);
+    }
+
+    public void jobStarted(String tenant, String taskId, String agent, String workerId) {
+        write(tenant, taskId, Map.of("job:" + agent, JobStatus.RUNNING.wireName(), "worker:" + agent, workerId,
+                "status", TaskStatus.RUNNING.wireName()));
+    }
+
+    public void jobFinished(String tenant, String taskId, String agent, JobStatus status, TaskStatus taskStatus) {
+        write(tenant, taskId, Map.of("job:" + agent, status.wireName(), "status", taskStatus.wireName()));
+    }
+
+    /** The job's live status, when Redis still holds it. */
+    public Optional<JobStatus> job(String tenant, String taskId, String agent) {
+        return Optional.ofNullable(redis.hget(keys.task(tenant, taskId), "job:" + agent)).flatMap(JobStatus::fromWireName);
+    }
+
+    public Map<String, String> all(String tenant, String taskId) {
+        return redis.hgetall(keys.task(tenant, taskId));
+    }
+
+    private void write(String tenant, String taskId, Map<String, String> fields) {
+        String key = keys.task(tenant, taskId);
+        redis.hset(key, fields);
+        redis.pexpire(key, TTL.toMillis());
+    }
+}

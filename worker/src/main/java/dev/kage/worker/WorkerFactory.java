@@ -1,0 +1,62 @@
+package dev.kage.worker;
+
+import dev.kage.agent.AgentCatalog;
+import dev.kage.budget.TokenBudget;
+import dev.kage.config.ConfigException;
+import dev.kage.config.Env;
+import dev.kage.config.KageSettings;
+import dev.kage.events.EventLog;
+import dev.kage.queue.JobQueue;
+import dev.kage.ratelimit.AgentRateLimiter;
+import dev.kage.redis.KageKeys;
+import dev.kage.store.TaskStore;
+import dev.kage.task.LiveTaskState;
+import dev.kage.worker.process.ProcessRunner;
+import dev.kage.worker.run.JobRunner;
+import dev.kage.worker.run.WorkerRuntime;
+import dev.kage.worker.worktree.WorktreeManager;
+import io.lettuce.core.RedisClient;
+import io.lettuce.core.api.sync.RedisCommands;
+import io.micronaut.context.annotation.Bean;
+import io.micronaut.context.annotation.Factory;
+import jakarta.inject.Singleton;
+import java.time.Clock;
+
+/** Builds the worker's parts from the shared clients. */
+@Factory
+public class WorkerFactory {
+
+    @Singleton
+    public WorkerSettings workerSettings(Env env, AgentCatalog catalog) {
+        WorkerSettings settings = WorkerSettings.load(env, catalog);
+        String path = System.getenv("PATH");
+        for (String name : settings.agents()) {
+            var agent = catalog.require(name);
+            if (agent.locateExecutable(path).isEmpty()) {
+                throw new ConfigException(AgentCatalog.VARIABLE + ": agent '" + name + "': program '" + agent.argv().getFirst()
+                        + "' (" + agent.executable() + ") is not installed or not executable");
+            }
+        }
+        return settings;
+    }
+
+    @Singleton
+    public LiveTaskState liveTaskState(KageKeys keys, RedisCommands<String, String> redis) {
+        return new LiveTaskState(keys, redis);
+    }
+
+    @Singleton
+    public JobRunner jobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue,
+                               TaskStore store, LiveTaskState live, EventLog events, TokenBudget budget,
+                               AgentRateLimiter rateLimiter) {
+        return new JobRunner(settings, worker, catalog, queue, store, live, events, budget, rateLimiter,
+                new WorktreeManager(worker.workDir()), new ProcessRunner());
+    }
+
+    @Singleton
+    @Bean(preDestroy = "stop")
+    public WorkerRuntime workerRuntime(KageSettings settings, WorkerSettings worker, KageKeys keys, RedisClient redisClient,
+                                       RedisCommands<String, String> redis, JobQueue queue, JobRunner runner, Clock clock) {
+        return new WorkerRuntime(worker, settings.maxParallelClis(), keys, redisClient, redis, queue, runner, clock);
+    }
+}

@@ -1,0 +1,64 @@
+package dev.kage.worker;
+
+import dev.kage.agent.AgentCatalog;
+import dev.kage.config.ConfigException;
+import dev.kage.config.Env;
+import java.lang.management.ManagementFactory;
+import java.net.InetAddress;
+import java.net.UnknownHostException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.List;
+import java.util.regex.Pattern;
+
+/**
+ * Settings only a worker reads. Immutable.
+ *
+ * @param workerId      this process's consumer name and heartbeat id ({@code KAGE_WORKER_ID}, default host-pid)
+ * @param workDir       repository caches and worktrees live below it ({@code KAGE_WORK_DIR}, default ~/.kage/work/&lt;id&gt;)
+ * @param defaultRepo   repository for tasks that name none ({@code KAGE_DEFAULT_REPO}); may be empty
+ * @param agents        agents this worker serves ({@code KAGE_WORKER_AGENTS}, comma-separated; default all configured)
+ * @param pushBranches  push each agent's branch to the repository's origin ({@code KAGE_PUSH_BRANCHES}, default true)
+ * @param shutdownGrace how long running jobs may finish on shutdown ({@code KAGE_SHUTDOWN_GRACE_SECONDS}, default 30)
+ */
+public record WorkerSettings(String workerId, Path workDir, String defaultRepo, List<String> agents, boolean pushBranches,
+                             Duration shutdownGrace) {
+
+    private static final Pattern ID = Pattern.compile("[A-Za-z0-9_.-]{1,100}");
+
+    public static WorkerSettings load(Env env, AgentCatalog catalog) {
+        String workerId = env.string("KAGE_WORKER_ID", defaultWorkerId());
+        if (!ID.matcher(workerId).matches()) {
+            throw new ConfigException("KAGE_WORKER_ID=" + workerId + ": must be 1-100 letters, digits, '.', '_' or '-'");
+        }
+        Path workDir = env.get("KAGE_WORK_DIR").map(Path::of)
+                .orElse(Path.of(System.getProperty("user.home"), ".kage", "work"))
+                .resolve(workerId).toAbsolutePath();
+        List<String> agents = env.get("KAGE_WORKER_AGENTS")
+                .map(v -> Arrays.stream(v.split(",")).map(String::trim).filter(s -> !s.isEmpty()).toList())
+                .orElse(catalog.names());
+        for (String agent : agents) {
+            if (catalog.find(agent).isEmpty()) {
+                throw new ConfigException("KAGE_WORKER_AGENTS names '" + agent + "', which " + AgentCatalog.VARIABLE
+                        + " does not configure (configured: " + catalog.names() + ")");
+            }
+        }
+        if (agents.isEmpty()) {
+            throw new ConfigException("KAGE_WORKER_AGENTS: a worker must serve at least one agent");
+        }
+        return new WorkerSettings(workerId, workDir, env.string("KAGE_DEFAULT_REPO", ""), agents,
+                env.bool("KAGE_PUSH_BRANCHES", true), Duration.ofSeconds(env.positiveLong("KAGE_SHUTDOWN_GRACE_SECONDS", 30)));
+    }
+
+    private static String defaultWorkerId() {
+        String host;
+        try {
+            host = InetAddress.getLocalHost().getHostName();
+        } catch (UnknownHostException e) {
+            host = "worker";
+        }
+        String pid = ManagementFactory.getRuntimeMXBean().getName().split("@")[0];
+        return (host + "-" + pid).replaceAll("[^A-Za-z0-9_.-]", "-");
+    }
+}

@@ -1,0 +1,123 @@
+package dev.kage.worker.process;
+
+import java.io.File;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Runs an agent as a process: argv only (never a shell), a clean environment, standard input from
+ * {@code /dev/null}, output captured up to a cap, and a timeout that kills the whole process tree —
+ * SIGTERM first, SIGKILL to whatever is still alive after {@link #KILL_GRACE}. Thread-safe.
+ */
+public final class ProcessRunner {
+    private static final Logger LOG = LoggerFactory.getLogger(ProcessRunner.class);
+
+    /** Time between SIGTERM and SIGKILL. */
+    public static final Duration KILL_GRACE = Duration.ofSeconds(5);
+    /** Bytes of each stream kept from the start and from the end. */
+    public static final int HEAD_BYTES = 256 * 1024;
+    public static final int TAIL_BYTES = 256 * 1024;
+
+    /**
+     * @param argv    program and arguments, passed to the OS as they are
+     * @param workdir the process's working directory
+     * @param env     the process's whole environment
+     * @param timeout how long it may run
+     * @throws IOException          when the program cannot be started
+     * @throws InterruptedException when the calling thread is interrupted; the process tree is killed first
+     */
+    public ProcessOutcome run(List<String> argv, Path workdir, Map<String, String> env, Duration timeout)
+            throws IOException, InterruptedException {
+        ProcessBuilder builder = new ProcessBuilder(argv).directory(workdir.toFile());
+        builder.environment().clear();
+        builder.environment().putAll(env);
+        builder.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
+        long started = System.nanoTime();
+        Process process = builder.start();
+        CappedOutput stdout = new CappedOutput(HEAD_BYTES, TAIL_BYTES);
+        CappedOutput stderr = new CappedOutput(HEAD_BYTES / 4, TAIL_BYTES / 4);
+        CompletableFuture<Void> outReader = drain(process.getInputStream(), stdout);
+        CompletableFuture<Void> errReader = drain(process.getErrorStream(), stderr);
+        boolean timedOut = false;
+        boolean killed = false;
+        try {
+            if (!process.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
+                timedOut = true;
+                LOG.info("pid {} passed its timeout of {}s; killing its process tree", process.pid(), timeout.toSeconds());
+                killTree(process);
+            }
+        } catch (InterruptedException e) {
+            killed = true;
+            killTree(process);
+            Thread.currentThread().interrupt();
+        }
+        awaitReader(outReader);
+        awaitReader(errReader);
+        if (killed) {
+            throw new InterruptedException("run of " + argv.getFirst() + " stopped; its process tree was killed");
+        }
+        return new ProcessOutcome(process.exitValue(), timedOut, false, stdout.text(), stdout.tailText(), stderr.text(),
+                stdout.totalBytes(), Duration.ofNanos(System.nanoTime() - started));
+    }
+
+    /** SIGTERM to the process and every descendant, then SIGKILL to those still alive after the grace period. */
+    static void killTree(Process process) {
+        List<ProcessHandle> tree = process.descendants().toList();
+        process.destroy();
+        tree.forEach(ProcessHandle::destroy);
+        long deadline = System.nanoTime() + KILL_GRACE.toNanos();
+        for (ProcessHandle handle : concat(process.toHandle(), tree)) {
+            long left = deadline - System.nanoTime();
+            try {
+                handle.onExit().get(Math.max(0, left), TimeUnit.NANOSECONDS);
+            } catch (TimeoutException | ExecutionException stillAlive) {
+                handle.destroyForcibly();
+            } catch (InterruptedException e) {
+                handle.destroyForcibly();
+                Thread.currentThread().interrupt();
+            }
+        }
+        // Children started after the first snapshot are caught here.
+        process.descendants().forEach(ProcessHandle::destroyForcibly);
+        process.destroyForcibly();
+        try {
+            process.waitFor(KILL_GRACE.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    private static List<ProcessHandle> concat(ProcessHandle first, List<ProcessHandle> rest) {
+        return java.util.stream.Stream.concat(java.util.stream.Stream.of(first), rest.stream()).toList();
+    }
+
+    private static CompletableFuture<Void> drain(java.io.InputStream in, CappedOutput sink) {
+        return CompletableFuture.runAsync(() -> {
+            try (in) {
+                sink.drain(in);
+            } catch (IOException e) {
+                // The stream closes when the process is killed; what was read is kept.
+            }
+        }, runnable -> Thread.ofVirtual().name("agent-output").start(runnable));
+    }
+
+    private static void awaitReader(CompletableFuture<Void> reader) {
+        try {
+            // A grandchild that inherited the pipe can keep it open after the process exits; don't wait forever.
+            reader.get(KILL_GRACE.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (TimeoutException | ExecutionException e) {
+            reader.cancel(true);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+}

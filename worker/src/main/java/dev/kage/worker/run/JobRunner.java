@@ -1,0 +1,311 @@
+package dev.kage.worker.run;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.agent.AgentCatalog;
+import dev.kage.agent.AgentConfig;
+import dev.kage.budget.TokenBudget;
+import dev.kage.budget.TokenBudget.Reservation;
+import dev.kage.budget.TokenBudget.Settlement;
+import dev.kage.config.KageSettings;
+import dev.kage.events.EventLog;
+import dev.kage.queue.JobQueue;
+import dev.kage.queue.JobQueue.ClaimedJob;
+import dev.kage.ratelimit.AgentRateLimiter;
+import dev.kage.store.StoreException;
+import dev.kage.store.TaskStore;
+import dev.kage.task.ErrorRecord;
+import dev.kage.task.JobMessage;
+import dev.kage.task.JobStatus;
+import dev.kage.task.LiveTaskState;
+import dev.kage.task.ResultRecord;
+import dev.kage.task.TaskStatus;
+import dev.kage.tokens.TokenCounter;
+import dev.kage.tokens.Usage;
+import dev.kage.worker.WorkerSettings;
+import dev.kage.worker.agent.AgentReport;
+import dev.kage.worker.agent.OutputParser;
+import dev.kage.worker.process.ProcessOutcome;
+import dev.kage.worker.process.ProcessRunner;
+import dev.kage.worker.worktree.GitException;
+import dev.kage.worker.worktree.Worktree;
+import dev.kage.worker.worktree.WorktreeManager;
+import java.io.IOException;
+import java.math.BigDecimal;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Runs one claimed job from permit to acknowledgement: rate-limit permit, budget reservation, a fresh
+ * worktree on {@code kage/<task>/<agent>}, the agent process, usage, settlement, commit and push, the
+ * result and error rows, then {@code XACK}. The entry is acknowledged only after its outcome is in
+ * Postgres, so a worker that dies midway leaves it pending for another. Thread-safe: one instance
+ * runs many jobs at once.
+ */
+public final class JobRunner {
+    private static final Logger LOG = LoggerFactory.getLogger(JobRunner.class);
+    private static final ObjectMapper JSON = new ObjectMapper();
+    /** Characters of the agent's answer kept in {@code output_summary}. */
+    static final int SUMMARY_CHARS = 4_000;
+
+    private final KageSettings settings;
+    private final WorkerSettings worker;
+    private final AgentCatalog catalog;
+    private final JobQueue queue;
+    private final TaskStore store;
+    private final LiveTaskState live;
+    private final EventLog events;
+    private final TokenBudget budget;
+    private final AgentRateLimiter rateLimiter;
+    private final WorktreeManager worktrees;
+    private final ProcessRunner processes;
+
+    public JobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue, TaskStore store,
+                     LiveTaskState live, EventLog events, TokenBudget budget, AgentRateLimiter rateLimiter,
+                     WorktreeManager worktrees, ProcessRunner processes) {
+        this.settings = settings;
+        this.worker = worker;
+        this.catalog = catalog;
+        this.queue = queue;
+        this.store = store;
+        this.live = live;
+        this.events = events;
+        this.budget = budget;
+        this.rateLimiter = rateLimiter;
+        this.worktrees = worktrees;
+        this.processes = processes;
+    }
+
+    /**
+     * Runs the job to its outcome and acknowledges it.
+     *
+     * @throws InterruptedException when the worker is stopping; the entry stays pending for another worker
+     */
+    public void run(ClaimedJob claimed) throws InterruptedException {
+        JobMessage job;
+        try {
+            job = claimed.job();
+        } catch (JobQueue.MalformedJobException e) {
+            LOG.error("Dropping a stream entry that is not a job, to the dead letters: {}", e.getMessage());
+            queue.deadLetter(claimed, e.getMessage());
+            return;
+        }
+        UUID taskId = UUID.fromString(job.taskId());
+        AgentConfig agent = catalog.require(job.agent());
+        LOG.info("Job {} (attempt {}) starting on {}", job.jobId(), job.attempt(), worker.workerId());
+        live.jobStarted(job.tenant(), job.taskId(), job.agent(), worker.workerId());
+        store.markRunning(taskId);
+        events.publish("job.started", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                "worker", worker.workerId()));
+
+        rateLimiter.acquire(job.agent());
+
+        Outcome outcome = execute(job, agent);
+        TaskStatus taskStatus = store.recordOutcome(outcome.result(), outcome.errors());
+        live.jobFinished(job.tenant(), job.taskId(), job.agent(), outcome.result().status(), taskStatus);
+        queue.ack(claimed);
+        events.publish("job.finished", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                "status", outcome.result().status().wireName(), "task_status", taskStatus.wireName()));
+        LOG.info("Job {} {}: {} tokens, ${}, {} ms; task {} is {}", job.jobId(), outcome.result().status().wireName(),
+                outcome.result().totalTokens(), outcome.result().cost(), outcome.result().durationMs(), job.taskId(),
+                taskStatus.wireName());
+    }
+
+    private Outcome execute(JobMessage job, AgentConfig agent) throws InterruptedException {
+        UUID taskId = UUID.fromString(job.taskId());
+        String reservationId = job.jobId() + "#" + job.attempt();
+        long promptTokens = TokenCounter.count(agent.encoding(), job.description());
+        long estimate = promptTokens + agent.estimatedOutputTokens();
+        Reservation reservation = budget.reserve(job.tenant(), job.taskId(), reservationId, estimate, job.tokenLimit());
+        if (!reservation.accepted()) {
+            long wouldUse = reservation.used() + reservation.reserved() + estimate;
+            ErrorRecord error = budgetError(job, wouldUse, reservation.limit(), reservation.used(), false);
+            LOG.warn("Job {} not started: {}", job.jobId(), error.errorMessage());
+            return new Outcome(failedResult(job, agent, "not started: " + error.errorMessage(), null), List.of(error));
+        }
+
+        String branch = "kage/" + job.taskId() + "/" + job.agent();
+        String repo = job.repo().isBlank() ? worker.defaultRepo() : job.repo();
+        Worktree worktree;
+        try {
+            worktree = worktrees.create(repo, job.baseBranch(), branch, job.taskId() + "-" + job.agent());
+        } catch (GitException e) {
+            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            ErrorRecord error = error(job, "WorktreeError", e.getMessage(), Map.of("repo", repo, "base_branch", job.baseBranch()),
+                    e.retryable());
+            return new Outcome(failedResult(job, agent, e.getMessage(), null), List.of(error));
+        }
+        try {
+            return runAgent(job, agent, worktree, reservationId);
+        } finally {
+            try {
+                worktrees.remove(worktree);
+            } catch (GitException e) {
+                LOG.warn("Could not remove worktree {}: {}", worktree.path(), e.getMessage());
+            }
+        }
+    }
+
+    private Outcome runAgent(JobMessage job, AgentConfig agent, Worktree worktree, String reservationId)
+            throws InterruptedException {
+        Map<String, String> env = agentEnvironment(job, agent);
+        Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
+        List<String> argv = agent.render(job.description(), job.taskId(), worktree.path());
+        ProcessOutcome process;
+        try {
+            process = processes.run(argv, worktree.path(), env, Duration.ofSeconds(job.timeoutSeconds()));
+        } catch (IOException e) {
+            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            ErrorRecord error = error(job, "AgentStartError", "cannot start " + argv.getFirst() + ": " + e.getMessage(),
+                    Map.of("program", argv.getFirst()), false);
+            return new Outcome(failedResult(job, agent, error.errorMessage(), worktree), List.of(error));
+        } catch (InterruptedException e) {
+            // Stopping: give the reservation back; the entry stays pending and runs again elsewhere.
+            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            throw e;
+        }
+
+        AgentReport report = OutputParser.parse(agent, job.description(), process.stdout(), process.stdoutTail());
+        Usage usage = report.usage();
+        Settlement settlement = budget.settle(job.tenant(), job.taskId(), reservationId, usage.totalTokens(), job.tokenLimit());
+        List<ErrorRecord> errors = new ArrayList<>();
+        if (settlement.warningNow()) {
+            LOG.warn("Token budget warning: task {} has used {} of {} tokens ({}%)", job.taskId(), settlement.used(),
+                    settlement.limit(), settlement.percentUsed());
+            events.publish("budget.warning", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                    "tokens_used", Long.toString(settlement.used()), "token_limit", Long.toString(settlement.limit())));
+        }
+        if (settlement.firstTime() && settlement.exceeded()) {
+            ErrorRecord violation = budgetError(job, settlement.used(), settlement.limit(), settlement.used(),
+                    settlement.warningIssued());
+            LOG.warn("Budget violation (BUDGET_MODE={}): {}", settings.budgetMode().name().toLowerCase(), violation.errorMessage());
+            errors.add(violation);
+        }
+
+        JobStatus status = JobStatus.COMPLETED;
+        String summary = redactor.redact(report.result());
+        if (process.timedOut()) {
+            status = JobStatus.FAILED;
+            errors.add(error(job, "TimeoutError", "Agent " + job.agent() + " passed its timeout of " + job.timeoutSeconds()
+                    + "s and was killed", Map.of("timeout", job.timeoutSeconds()), true));
+        } else if (process.exitCode() != 0 || report.isError()) {
+            status = JobStatus.FAILED;
+            String stderr = redactor.redact(tail(process.stderr(), 2_000));
+            errors.add(error(job, "AgentError", "Agent " + job.agent() + " exited with code " + process.exitCode()
+                    + (report.isError() ? " and reported an error" : ""), Map.of("exit_code", process.exitCode(),
+                    "stderr_tail", stderr, "result", truncate(summary == null ? "" : summary, 2_000)), false));
+        }
+
+        String commitSha = null;
+        String diffStat = null;
+        try {
+            WorktreeManager.Commit commit = worktrees.commit(worktree, "kage: " + job.agent() + " for task " + job.taskId());
+            commitSha = commit.sha();
+            diffStat = commit.diffStat();
+            if (worker.pushBranches()) {
+                worktrees.push(worktree);
+            }
+        } catch (GitException e) {
+            errors.add(error(job, "GitError", "Could not commit or push " + worktree.branch() + ": " + e.getMessage(),
+                    Map.of("branch", worktree.branch()), e.retryable()));
+        }
+
+        ResultRecord result = new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), status,
+                truncate(summary, SUMMARY_CHARS), usage.inputTokens(), usage.outputTokens(), usage.cacheReadTokens(),
+                usage.cacheWriteTokens(), usage.costUsd(), usage.source().wireName(), agent.model(),
+                process.duration().toMillis(), process.timedOut() ? null : process.exitCode(), worktree.branch(), commitSha,
+                diffStat, worker.workerId(), job.attempt(), null);
+        return new Outcome(result, errors);
+    }
+
+    private Map<String, String> agentEnvironment(JobMessage job, AgentConfig agent) {
+        Map<String, String> env = new HashMap<>();
+        for (String name : List.of("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")) {
+            String value = System.getenv(name);
+            if (value != null) {
+                env.put(name, value);
+            }
+        }
+        env.putIfAbsent("PATH", "/usr/local/bin:/usr/bin:/bin");
+        for (String name : agent.envPassthrough()) {
+            String value = System.getenv(name);
+            if (value != null) {
+                env.put(name, value);
+            }
+        }
+        env.put("KAGE_TASK_ID", job.taskId());
+        env.put("KAGE_JOB_ID", job.jobId());
+        env.put("KAGE_AGENT", job.agent());
+        return env;
+    }
+
+    private ResultRecord failedResult(JobMessage job, AgentConfig agent, String summary, Worktree worktree) {
+        return new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), JobStatus.FAILED,
+                truncate(summary, SUMMARY_CHARS), 0, 0, 0, 0, BigDecimal.ZERO.setScale(6), Usage.UsageSource.AGENT.wireName(),
+                agent.model(), 0, null, worktree == null ? null : worktree.branch(), null, null, worker.workerId(),
+                job.attempt(), null);
+    }
+
+    /** A violation row exactly in the seed's shape. */
+    private ErrorRecord budgetError(JobMessage job, long tokensUsed, long limit, long settled, boolean warningIssued) {
+        Map<String, Object> stats = new LinkedHashMap<>();
+        stats.put("tokens_used", tokensUsed);
+        stats.put("tokens_remaining", limit - tokensUsed);
+        stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * tokensUsed / limit) / 10.0);
+        stats.put("warning_issued", warningIssued || tokensUsed >= settings.tokenWarningThreshold() * limit);
+        Map<String, Object> details = new LinkedHashMap<>();
+        details.put("cli_name", job.agent());
+        details.put("tokens_used", tokensUsed);
+        details.put("token_limit", limit);
+        details.put("usage_stats", stats);
+        details.put("budget_mode", settings.budgetMode().name().toLowerCase());
+        details.put("tokens_settled", settled);
+        return new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), "BudgetExceededError",
+                "Task would exceed token budget: " + tokensUsed + " > " + limit, json(details), false, null);
+    }
+
+    private ErrorRecord error(JobMessage job, String type, String message, Map<String, ?> details, boolean retryable) {
+        Map<String, Object> all = new LinkedHashMap<>();
+        all.put("cli_name", job.agent());
+        all.put("attempt", job.attempt());
+        all.putAll(details);
+        return new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), type, message, json(all), retryable, null);
+    }
+
+    private static String json(Map<String, ?> value) {
+        try {
+            return JSON.writeValueAsString(value);
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static String truncate(String text, int max) {
+        if (text == null || text.length() <= max) {
+            return text;
+        }
+        return text.substring(0, max) + "…";
+    }
+
+    private static String tail(String text, int max) {
+        if (text == null || text.length() <= max) {
+            return text;
+        }
+        return "…" + text.substring(text.length() - max);
+    }
+
+    private record Outcome(ResultRecord result, List<ErrorRecord> errors) {
+    }
+
+    /** Postgres refused the outcome; the entry stays pending. */
+    static boolean isStoreOutage(RuntimeException e) {
+        return e instanceof StoreException;
+    }
+}

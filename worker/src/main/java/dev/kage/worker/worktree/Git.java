@@ -1,0 +1,73 @@
+package dev.kage.worker.worktree;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * Runs {@code git} with argv (never a shell), no terminal prompts and only safe transports.
+ * Thread-safe.
+ */
+final class Git {
+    /** Transports a task's repository may use; {@code ext::} and friends could run commands. */
+    static final String ALLOWED_PROTOCOLS = "file:git:http:https:ssh";
+    private static final long TIMEOUT_SECONDS = 300;
+
+    private Git() {
+    }
+
+    /**
+     * @param cwd  working directory, or {@code null} for the current one
+     * @param args arguments after {@code git}
+     * @return standard output, trimmed
+     * @throws GitException with git's message when it exits non-zero or takes longer than five minutes
+     */
+    static String run(Path cwd, String... args) {
+        List<String> argv = new ArrayList<>(args.length + 5);
+        argv.add("git");
+        argv.add("-c");
+        argv.add("core.hooksPath=/dev/null");
+        argv.add("-c");
+        argv.add("commit.gpgsign=false");
+        argv.addAll(List.of(args));
+        ProcessBuilder builder = new ProcessBuilder(argv).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
+        if (cwd != null) {
+            builder.directory(cwd.toFile());
+        }
+        Map<String, String> env = builder.environment();
+        env.put("GIT_TERMINAL_PROMPT", "0");
+        env.put("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS);
+        env.put("GIT_CONFIG_NOSYSTEM", "1");
+        env.put("LC_ALL", "C");
+        try {
+            Process process = builder.start();
+            var errors = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+                try {
+                    return process.getErrorStream().readAllBytes();
+                } catch (IOException e) {
+                    return new byte[0];
+                }
+            }, runnable -> Thread.ofVirtual().start(runnable));
+            var stdout = process.getInputStream().readAllBytes();
+            var stderr = errors.join();
+            if (!process.waitFor(TIMEOUT_SECONDS, TimeUnit.SECONDS)) {
+                process.destroyForcibly();
+                throw new GitException("git " + String.join(" ", args) + ": timed out", true);
+            }
+            if (process.exitValue() != 0) {
+                throw new GitException("git " + String.join(" ", args) + ": " + new String(stderr, StandardCharsets.UTF_8).trim(),
+                        false);
+            }
+            return new String(stdout, StandardCharsets.UTF_8).trim();
+        } catch (IOException e) {
+            throw new GitException("git could not be started (is it installed?): " + e.getMessage(), false);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new GitException("interrupted while running git " + args[0], true);
+        }
+    }
+}

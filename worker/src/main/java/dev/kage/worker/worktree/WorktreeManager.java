@@ -1,0 +1,169 @@
+package dev.kage.worker.worktree;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.stream.Stream;
+
+/**
+ * One bare clone per repository per worker ({@code <workDir>/repos}), one {@code git worktree} per
+ * job ({@code <workDir>/worktrees}). Operations on one repository's clone are serialised by a lock
+ * per clone; different repositories proceed in parallel. Thread-safe.
+ */
+public final class WorktreeManager {
+
+    private final Path repos;
+    private final Path worktrees;
+    private final Map<Path, ReentrantLock> locks = new ConcurrentHashMap<>();
+
+    public WorktreeManager(Path workDir) {
+        this.repos = workDir.resolve("repos");
+        this.worktrees = workDir.resolve("worktrees");
+    }
+
+    /**
+     * Fetches the repository into this worker's clone and checks out {@code branch} from
+     * {@code baseBranch} in a fresh worktree named {@code dirName}. A leftover worktree or branch of
+     * the same name (a crashed earlier run) is replaced.
+     *
+     * @throws GitException when the repository cannot be cloned or the base branch does not exist
+     */
+    public Worktree create(String repo, String baseBranch, String branch, String dirName) {
+        if (repo.isBlank() || repo.startsWith("-")) {
+            throw new GitException("repository '" + repo + "' is not a path or URL", false);
+        }
+        Path cache = repos.resolve(cacheName(repo));
+        Path path = worktrees.resolve(dirName);
+        ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
+        lock.lock();
+        try {
+            Files.createDirectories(repos);
+            Files.createDirectories(worktrees);
+            if (!Files.exists(cache.resolve("HEAD"))) {
+                Path partial = repos.resolve(cache.getFileName() + ".partial");
+                deleteRecursively(partial);
+                Git.run(null, "clone", "--bare", "--quiet", "--", repo, partial.toString());
+                Files.move(partial, cache);
+            }
+            Git.run(cache, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*");
+            String baseSha;
+            try {
+                baseSha = Git.run(cache, "rev-parse", "--verify", "--quiet", "refs/remotes/origin/" + baseBranch + "^{commit}");
+            } catch (GitException e) {
+                throw new GitException("base branch '" + baseBranch + "' does not exist in " + repo, false);
+            }
+            if (Files.exists(path)) {
+                try {
+                    Git.run(cache, "worktree", "remove", "--force", path.toString());
+                } catch (GitException notRegistered) {
+                    deleteRecursively(path);
+                }
+            }
+            Git.run(cache, "worktree", "prune");
+            Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
+            return new Worktree(cache, path, branch, baseSha);
+        } catch (IOException e) {
+            throw new GitException("cannot prepare " + path + ": " + e.getMessage(), true);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Commits whatever the agent changed (and did not commit itself) on the worktree's branch.
+     *
+     * @return the branch head and {@code git diff --shortstat} against the base, empty when nothing changed
+     */
+    public Commit commit(Worktree worktree, String message) {
+        Git.run(worktree.path(), "add", "-A");
+        if (!Git.run(worktree.path(), "status", "--porcelain").isEmpty()) {
+            Git.run(worktree.path(), "-c", "user.name=Kage Bunshin", "-c", "user.email=kage@localhost", "commit", "--quiet",
+                    "--no-verify", "-m", message);
+        }
+        String head = Git.run(worktree.path(), "rev-parse", "HEAD");
+        String stat = Git.run(worktree.path(), "diff", "--shortstat", worktree.baseSha(), head);
+        return new Commit(head, stat);
+    }
+
+    /** Pushes the worktree's branch to the repository it was cloned from, replacing an older push of it. */
+    public void push(Worktree worktree) {
+        ReentrantLock lock = locks.computeIfAbsent(worktree.cache(), c -> new ReentrantLock());
+        lock.lock();
+        try {
+            Git.run(worktree.cache(), "push", "--quiet", "--force", "origin",
+                    "refs/heads/" + worktree.branch() + ":refs/heads/" + worktree.branch());
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Removes the worktree's folder; the branch stays in the clone (and in the origin when pushed). */
+    public void remove(Worktree worktree) {
+        ReentrantLock lock = locks.computeIfAbsent(worktree.cache(), c -> new ReentrantLock());
+        lock.lock();
+        try {
+            Git.run(worktree.cache(), "worktree", "remove", "--force", worktree.path().toString());
+        } catch (GitException e) {
+            deleteRecursively(worktree.path());
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Worktrees present now. */
+    public long activeWorktrees() {
+        if (!Files.isDirectory(worktrees)) {
+            return 0;
+        }
+        try (Stream<Path> entries = Files.list(worktrees)) {
+            return entries.count();
+        } catch (IOException e) {
+            return 0;
+        }
+    }
+
+    static String cacheName(String repo) {
+        try {
+            byte[] digest = MessageDigest.getInstance("SHA-256").digest(repo.getBytes(StandardCharsets.UTF_8));
+            String base = repo.replaceAll("\\.git/?$", "").replaceAll("/+$", "");
+            base = base.substring(base.lastIndexOf('/') + 1).replaceAll("[^A-Za-z0-9_.-]", "_");
+            if (base.isEmpty() || base.startsWith(".")) {
+                base = "repo";
+            }
+            return base + "-" + HexFormat.of().formatHex(digest, 0, 6) + ".git";
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static void deleteRecursively(Path path) {
+        if (!Files.exists(path)) {
+            return;
+        }
+        try (Stream<Path> walk = Files.walk(path)) {
+            walk.sorted(java.util.Comparator.reverseOrder()).forEach(p -> {
+                try {
+                    Files.deleteIfExists(p);
+                } catch (IOException ignored) {
+                    // best effort; git worktree prune tidies what is left
+                }
+            });
+        } catch (IOException ignored) {
+            // best effort
+        }
+    }
+
+    /**
+     * @param sha      the branch head after the run
+     * @param diffStat {@code git diff --shortstat} against the base; empty when the agent changed nothing
+     */
+    public record Commit(String sha, String diffStat) {
+    }
+}
