@@ -1,0 +1,89 @@
+package dev.kage.config;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+
+class KageSettingsTest {
+
+    @Test
+    void defaultsAreTheSeeds() {
+        KageSettings settings = KageSettings.load(Env.of(Map.of()));
+        assertThat(settings.maxTokensPerTask()).isEqualTo(50_000);
+        assertThat(settings.tokenWarningThreshold()).isEqualTo(0.8);
+        assertThat(settings.maxRequestsPerMinute()).isEqualTo(50);
+        assertThat(settings.backoffBaseSeconds()).isEqualTo(1.0);
+        assertThat(settings.backoffMaxSeconds()).isEqualTo(60.0);
+        assertThat(settings.rateLimitMaxRetries()).isEqualTo(5);
+        assertThat(settings.defaultCliTimeout()).isEqualTo(300);
+        assertThat(settings.maxParallelClis()).isEqualTo(5);
+        assertThat(settings.worktreeCleanupDays()).isEqualTo(7);
+        assertThat(settings.maxActiveWorktrees()).isEqualTo(50);
+        assertThat(settings.namespace()).isEqualTo("kage");
+        assertThat(settings.dbSchema()).isEqualTo("development_docs");
+        assertThat(settings.redisUrl()).isEqualTo("redis://127.0.0.1:6379");
+        assertThat(settings.database().jdbcUrl()).isEqualTo("jdbc:postgresql://127.0.0.1:5432/kage");
+        assertThat(settings.database().user()).isEqualTo("postgres");
+        assertThat(settings.budgetMode()).isEqualTo(BudgetMode.LOG);
+    }
+
+    @Test
+    void seedVariablesOverrideDefaults() {
+        KageSettings settings = KageSettings.load(Env.of(Map.of("MAX_TOKENS_PER_TASK", "100000",
+                "MAX_REQUESTS_PER_MINUTE", "100", "BASE_BRANCH", "master", "BUDGET_MODE", "enforce")));
+        assertThat(settings.maxTokensPerTask()).isEqualTo(100_000);
+        assertThat(settings.maxRequestsPerMinute()).isEqualTo(100);
+        assertThat(settings.baseBranch()).isEqualTo("master");
+        assertThat(settings.budgetMode()).isEqualTo(BudgetMode.ENFORCE);
+    }
+
+    @Test
+    void badValuesNameTheVariableTheValueAndTheRule() {
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("MAX_REQUESTS_PER_MINUTE", "abc"))))
+                .isInstanceOf(ConfigException.class)
+                .hasMessage("MAX_REQUESTS_PER_MINUTE=abc: must be a positive integer (default 50)");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("MAX_TOKENS_PER_TASK", "-5"))))
+                .hasMessageStartingWith("MAX_TOKENS_PER_TASK=-5: must be a positive integer");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("TOKEN_WARNING_THRESHOLD", "1.5"))))
+                .hasMessageStartingWith("TOKEN_WARNING_THRESHOLD=1.5: must be a fraction");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("BUDGET_MODE", "strict"))))
+                .hasMessageStartingWith("BUDGET_MODE=strict: must be one of log|enforce");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("DATABASE_URL", "mysql://x/y"))))
+                .hasMessageStartingWith("DATABASE_URL: scheme must be postgresql://");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("BASE_BRANCH", "--upload-pack=x"))))
+                .hasMessageStartingWith("BASE_BRANCH=--upload-pack=x: not a valid git branch name");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("RATE_LIMIT_BACKOFF_BASE", "10", "RATE_LIMIT_BACKOFF_MAX", "5"))))
+                .hasMessageContaining("RATE_LIMIT_BACKOFF_MAX=5.0: must not be below RATE_LIMIT_BACKOFF_BASE=10.0");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_NAMESPACE", "a b"))))
+                .hasMessageStartingWith("KAGE_NAMESPACE=a b:");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("DEFAULT_CLI_TIMEOUT", "100000"))))
+                .hasMessageStartingWith("DEFAULT_CLI_TIMEOUT=100000: must be at most 86400");
+    }
+
+    @Test
+    void databaseUrlAcceptsLibpqAndJdbcFormsAndHidesThePassword() {
+        DatabaseUrl libpq = DatabaseUrl.parse("DATABASE_URL", "postgresql://kage:s%40cret@db.example:6543/fleet?sslmode=require");
+        assertThat(libpq.jdbcUrl()).isEqualTo("jdbc:postgresql://db.example:6543/fleet?sslmode=require");
+        assertThat(libpq.user()).isEqualTo("kage");
+        assertThat(libpq.password()).isEqualTo("s@cret");
+        assertThat(libpq.toString()).doesNotContain("s@cret").contains("***");
+
+        DatabaseUrl jdbc = DatabaseUrl.parse("DATABASE_URL", "jdbc:postgresql://localhost/kage?user=postgres");
+        assertThat(jdbc.jdbcUrl()).isEqualTo("jdbc:postgresql://localhost/kage?user=postgres");
+        assertThatThrownBy(() -> DatabaseUrl.parse("DATABASE_URL", "postgresql://host:5432/"))
+                .hasMessageContaining("no database name");
+    }
+
+    @Test
+    void branchNamesThatCouldBeOptionsOrTraversalAreRefused() {
+        assertThat(GitRefs.isValidBranchName("main")).isTrue();
+        assertThat(GitRefs.isValidBranchName("release/1.2")).isTrue();
+        assertThat(GitRefs.isValidBranchName("feature/x_y-z")).isTrue();
+        for (String bad : new String[] {"-b", "--output=/tmp/x", "a..b", "../../etc", "a/.hidden", "x.lock", "a b",
+                "a;rm -rf /", "$(id)", "", "a//b", "/abs", "trail/", "@", "naïve"}) {
+            assertThat(GitRefs.isValidBranchName(bad)).as(bad).isFalse();
+        }
+    }
+}

@@ -1,0 +1,58 @@
+package dev.kage.testing;
+
+import dev.kage.redis.KageKeys;
+import io.lettuce.core.KeyScanCursor;
+import io.lettuce.core.RedisClient;
+import io.lettuce.core.ScanArgs;
+import io.lettuce.core.ScanCursor;
+import io.lettuce.core.api.StatefulRedisConnection;
+import io.lettuce.core.api.sync.RedisCommands;
+import java.util.List;
+
+/**
+ * A Lettuce client on the test Redis with a fresh namespace; {@link #close()} deletes every key of
+ * that namespace (and only those: never FLUSHALL).
+ */
+public final class RedisFixture implements AutoCloseable {
+    private final RedisClient client;
+    private final StatefulRedisConnection<String, String> connection;
+    private final String namespace = TestServices.newNamespace();
+
+    public RedisFixture() {
+        client = RedisClient.create(TestServices.redisUrl());
+        connection = client.connect();
+    }
+
+    public String namespace() {
+        return namespace;
+    }
+
+    public KageKeys keys() {
+        return new KageKeys(namespace);
+    }
+
+    public RedisCommands<String, String> redis() {
+        return connection.sync();
+    }
+
+    public RedisClient client() {
+        return client;
+    }
+
+    @Override
+    public void close() {
+        RedisCommands<String, String> redis = connection.sync();
+        for (String pattern : List.of(namespace + ":*", "{" + namespace + ":*")) {
+            ScanCursor cursor = ScanCursor.INITIAL;
+            do {
+                KeyScanCursor<String> page = redis.scan(cursor, ScanArgs.Builder.matches(pattern).limit(500));
+                if (!page.getKeys().isEmpty()) {
+                    redis.del(page.getKeys().toArray(String[]::new));
+                }
+                cursor = page;
+            } while (!cursor.isFinished());
+        }
+        connection.close();
+        client.shutdown();
+    }
+}
