@@ -1,0 +1,89 @@
+package dev.kage.worker.agent;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.kage.agent.AgentConfig;
+import dev.kage.agent.AgentType;
+import dev.kage.agent.OutputFormat;
+import dev.kage.tokens.TokenCounter;
+import dev.kage.tokens.Usage.UsageSource;
+import java.nio.file.Path;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+class OutputParserTest {
+    private static final String CLAUDE_RESULT = """
+            {"type":"result","subtype":"success","is_error":false,"result":"Done: wrote NEW.md","session_id":"s-1",\
+            "num_turns":2,"duration_ms":2100,"total_cost_usd":0.012345,"usage":{"input_tokens":1200,"output_tokens":340,\
+            "cache_read_input_tokens":5000,"cache_creation_input_tokens":700}}""";
+
+    @Test
+    void claudeJsonUsageAndCostComeFromTheAgentsReport() {
+        AgentReport report = OutputParser.parse(agent(OutputFormat.CLAUDE_JSON), "prompt", CLAUDE_RESULT, CLAUDE_RESULT);
+        assertThat(report.result()).isEqualTo("Done: wrote NEW.md");
+        assertThat(report.isError()).isFalse();
+        assertThat(report.sessionId()).isEqualTo("s-1");
+        assertThat(report.usage().inputTokens()).isEqualTo(1200);
+        assertThat(report.usage().outputTokens()).isEqualTo(340);
+        assertThat(report.usage().cacheReadTokens()).isEqualTo(5000);
+        assertThat(report.usage().cacheWriteTokens()).isEqualTo(700);
+        assertThat(report.usage().totalTokens()).isEqualTo(7240);
+        assertThat(report.usage().costUsd()).isEqualByComparingTo("0.012345");
+        assertThat(report.usage().source()).isEqualTo(UsageSource.AGENT);
+    }
+
+    @Test
+    void streamJsonIsReadFromItsFinalResultLine() {
+        String stream = """
+                {"type":"system","subtype":"init","session_id":"s-1"}
+                {"type":"assistant","message":{"content":[{"type":"text","text":"working"}]}}
+                """ + CLAUDE_RESULT + "\n";
+        AgentReport report = OutputParser.parse(agent(OutputFormat.CLAUDE_JSON), "prompt", stream, stream);
+        assertThat(report.usage().outputTokens()).isEqualTo(340);
+    }
+
+    @Test
+    void aRateLimitedClaudeRunIsAnError() {
+        String limited = """
+                {"type":"result","subtype":"success","is_error":true,"api_error_status":429,\
+                "result":"API Error: Request rejected (429) · rate limited","usage":{"input_tokens":0,"output_tokens":0}}""";
+        AgentReport report = OutputParser.parse(agent(OutputFormat.CLAUDE_JSON), "p", limited, limited);
+        assertThat(report.isError()).isTrue();
+        assertThat(report.result()).contains("429");
+    }
+
+    @Test
+    void outputWithoutAReportIsCountedWithTheTokenizerAndPricedFromConfig() {
+        String output = "I changed three files and ran the tests.";
+        AgentReport report = OutputParser.parse(agent(OutputFormat.CLAUDE_JSON), "Fix the bug", output, output);
+        assertThat(report.usage().source()).isEqualTo(UsageSource.TOKENIZER);
+        assertThat(report.usage().inputTokens()).isEqualTo(TokenCounter.count("o200k_base", "Fix the bug"));
+        assertThat(report.usage().outputTokens()).isEqualTo(TokenCounter.count("o200k_base", output));
+        long in = report.usage().inputTokens();
+        long out = report.usage().outputTokens();
+        assertThat(report.usage().costUsd().doubleValue()).isEqualTo((in * 3.0 + out * 15.0) / 1_000_000, org.assertj.core.data.Offset.offset(1e-6));
+    }
+
+    @Test
+    void openAiUsageIsRead() {
+        String body = """
+                {"id":"chatcmpl-1","choices":[{"message":{"role":"assistant","content":"hi"}}],\
+                "usage":{"prompt_tokens":50,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":10}}}""";
+        AgentReport report = OutputParser.parse(agent(OutputFormat.OPENAI_JSON), "p", body, body);
+        assertThat(report.result()).isEqualTo("hi");
+        assertThat(report.usage().inputTokens()).isEqualTo(40);
+        assertThat(report.usage().cacheReadTokens()).isEqualTo(10);
+        assertThat(report.usage().outputTokens()).isEqualTo(7);
+    }
+
+    @Test
+    void specialTokenTextCountsAsOrdinaryText() {
+        assertThat(TokenCounter.count("cl100k_base", "<|endoftext|> hello")).isPositive();
+        assertThat(TokenCounter.estimate("abcdefgh")).isEqualTo(2);
+    }
+
+    private static AgentConfig agent(OutputFormat format) {
+        return new AgentConfig("test", AgentType.COMMAND, List.of("/bin/true", "{prompt}"), format, List.of(), "m", "o200k_base",
+                1000, 3.0, 15.0, Path.of("/"));
+    }
+}

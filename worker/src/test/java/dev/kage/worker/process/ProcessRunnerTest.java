@@ -1,0 +1,92 @@
+package dev.kage.worker.process;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class ProcessRunnerTest {
+    private static final Map<String, String> ENV = Map.of("PATH", "/usr/local/bin:/usr/bin:/bin");
+    private final ProcessRunner runner = new ProcessRunner();
+
+    @TempDir
+    Path dir;
+
+    @Test
+    void aTimeoutKillsTheWholeTreeEvenChildrenThatIgnoreSigterm() throws Exception {
+        Path pids = dir.resolve("pids");
+        ProcessOutcome outcome = runner.run(List.of("bash", fixture("ignore-term.sh"), pids.toString()), dir, ENV,
+                Duration.ofSeconds(2));
+        assertThat(outcome.timedOut()).isTrue();
+        assertThat(outcome.succeeded()).isFalse();
+        List<Long> tree = Arrays.stream(Files.readString(pids).trim().split(" ")).map(Long::parseLong).toList();
+        assertThat(tree).hasSize(2);
+        // A killed grandchild is reaped by init, not by us: it may linger a moment as a zombie, which runs nothing.
+        for (long pid : tree) {
+            await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(running(pid)).as("pid %d runs", pid).isFalse());
+        }
+    }
+
+    /** True while the process exists and is not a zombie. */
+    static boolean running(long pid) throws java.io.IOException {
+        Path stat = Path.of("/proc", Long.toString(pid), "stat");
+        if (!Files.exists(stat)) {
+            return false;
+        }
+        String text;
+        try {
+            text = Files.readString(stat);
+        } catch (java.nio.file.NoSuchFileException gone) {
+            return false;
+        }
+        return text.charAt(text.lastIndexOf(')') + 2) != 'Z';
+    }
+
+    @Test
+    void aFloodIsCappedKeepingHeadAndTail() throws Exception {
+        long bytes = 20_000_000;
+        ProcessOutcome outcome = runner.run(List.of("bash", fixture("flood.sh"), Long.toString(bytes)), dir, ENV,
+                Duration.ofSeconds(60));
+        assertThat(outcome.succeeded()).isTrue();
+        assertThat(outcome.stdoutBytes()).isEqualTo(bytes + 5);
+        assertThat(outcome.stdout().length()).isLessThan(ProcessRunner.HEAD_BYTES + ProcessRunner.TAIL_BYTES + 100);
+        assertThat(outcome.stdout()).contains("bytes omitted").endsWith("END\n");
+        assertThat(outcome.stdoutTail()).endsWith("END\n");
+    }
+
+    @Test
+    void theProcessSeesOnlyTheEnvironmentItIsGivenAndNoStdin() throws Exception {
+        ProcessOutcome outcome = runner.run(List.of("bash", fixture("env-and-stdin.sh")), dir,
+                Map.of("PATH", "/usr/bin:/bin", "ONLY_THIS", "yes"), Duration.ofSeconds(10));
+        assertThat(outcome.exitCode()).isZero();
+        assertThat(outcome.stdout()).contains("ONLY_THIS=yes").contains("STDIN:\n").doesNotContain("HOME=");
+    }
+
+    @Test
+    void argumentsReachTheProgramAsIsWithoutAShell() throws Exception {
+        Path marker = dir.resolve("pwned");
+        String hostile = "x; touch " + marker + " $(touch " + marker + ") `touch " + marker + "` | tee " + marker;
+        ProcessOutcome outcome = runner.run(List.of("printf", "%s", hostile), dir, ENV, Duration.ofSeconds(10));
+        assertThat(outcome.stdout()).isEqualTo(hostile);
+        assertThat(marker).doesNotExist();
+    }
+
+    @Test
+    void theExitCodeAndStderrAreReported() throws Exception {
+        ProcessOutcome outcome = runner.run(List.of("bash", "-c", "echo oops >&2; exit 7"), dir, ENV, Duration.ofSeconds(10));
+        assertThat(outcome.exitCode()).isEqualTo(7);
+        assertThat(outcome.stderr()).isEqualTo("oops\n");
+        assertThat(outcome.timedOut()).isFalse();
+    }
+
+    static String fixture(String name) {
+        return Path.of("src", "test", "resources", "fixtures", name).toAbsolutePath().toString();
+    }
+}

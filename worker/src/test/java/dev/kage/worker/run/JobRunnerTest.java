@@ -1,0 +1,233 @@
+package dev.kage.worker.run;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.agent.AgentCatalog;
+import dev.kage.agent.AgentConfig;
+import dev.kage.agent.AgentType;
+import dev.kage.agent.OutputFormat;
+import dev.kage.budget.TokenBudget;
+import dev.kage.config.BudgetMode;
+import dev.kage.config.Env;
+import dev.kage.config.KageSettings;
+import dev.kage.events.EventLog;
+import dev.kage.queue.JobQueue;
+import dev.kage.queue.JobQueue.ClaimedJob;
+import dev.kage.ratelimit.AgentRateLimiter;
+import dev.kage.redis.KageKeys;
+import dev.kage.store.TaskStore;
+import dev.kage.task.Assignment;
+import dev.kage.task.ErrorRecord;
+import dev.kage.task.JobMessage;
+import dev.kage.task.JobStatus;
+import dev.kage.task.LiveTaskState;
+import dev.kage.task.Priority;
+import dev.kage.task.ResultRecord;
+import dev.kage.task.TaskRecord;
+import dev.kage.task.TaskStatus;
+import dev.kage.testing.DatabaseFixture;
+import dev.kage.testing.RedisFixture;
+import dev.kage.testing.TestServices;
+import dev.kage.worker.WorkerSettings;
+import dev.kage.worker.process.ProcessRunner;
+import dev.kage.worker.worktree.GitTestRepos;
+import dev.kage.worker.worktree.WorktreeManager;
+import io.lettuce.core.api.StatefulRedisConnection;
+import java.nio.file.Path;
+import java.time.Clock;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.redisson.Redisson;
+import org.redisson.api.RedissonClient;
+import org.redisson.config.Config;
+
+/** One job at a time through the whole worker path, on real Redis, Postgres, git and agent processes. */
+class JobRunnerTest {
+    private static final Path DEMO_AGENT = Path.of("..", "ops", "agents", "demo-agent").toAbsolutePath().normalize();
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    @TempDir
+    Path dir;
+
+    private final RedisFixture redis = new RedisFixture();
+    private final DatabaseFixture db = new DatabaseFixture();
+    private final TaskStore store = db.store();
+    private RedissonClient redisson;
+    private StatefulRedisConnection<String, String> blocking;
+    private Path origin;
+
+    @BeforeEach
+    void setUp() throws Exception {
+        origin = GitTestRepos.create(dir.resolve("origin"));
+        Config config = new Config();
+        config.useSingleServer().setAddress(TestServices.redisUrl());
+        redisson = Redisson.create(config);
+        blocking = redis.client().connect();
+    }
+
+    @AfterEach
+    void tearDown() {
+        blocking.close();
+        redisson.shutdown();
+        redis.close();
+        db.close();
+    }
+
+    @Test
+    void theDemoAgentsEditAndReportedUsageEndUpInTheRowsAndOnItsBranch() throws Exception {
+        String description = "Add a line to the demo file";
+        Run run = run(BudgetMode.LOG, agent("claude-code", List.of(DEMO_AGENT.toString(), "-p", "{prompt}", "--output-format",
+                "json")), description, 50_000, "main", 60);
+
+        assertThat(run.result.status()).isEqualTo(JobStatus.COMPLETED);
+        assertThat(run.result.tokensIn()).isEqualTo((description.length() + 3) / 4 + 50);
+        assertThat(run.result.tokensOut()).isEqualTo(120);
+        assertThat(run.result.usageSource()).isEqualTo("agent");
+        assertThat(run.result.cost()).isPositive();
+        assertThat(run.result.diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
+        assertThat(run.result.branch()).isEqualTo("kage/" + run.task.id() + "/claude-code");
+        assertThat(run.errors).isEmpty();
+        assertThat(GitTestRepos.git(origin, "show", run.result.branch() + ":KAGE_DEMO.md")).contains(description);
+        assertThat(store.find("acme", run.task.id()).orElseThrow().status()).isEqualTo(TaskStatus.COMPLETED);
+        assertThat(pending()).isZero();
+        assertThat(new LiveTaskState(redis.keys(), redis.redis()).job("acme", run.task.id().toString(), "claude-code"))
+                .contains(JobStatus.COMPLETED);
+        var pool = new TokenBudget(redis.keys(), redis.redis(), BudgetMode.LOG, 0.8).state("acme", run.task.id().toString(), 50_000);
+        assertThat(pool.used()).isEqualTo(run.result.totalTokens());
+        assertThat(pool.reserved()).isZero();
+    }
+
+    @Test
+    void inLogModeAnOverrunCompletesAndIsRecordedInTheSeedsShape() throws Exception {
+        Run run = run(BudgetMode.LOG, agent("claude-code", List.of(DEMO_AGENT.toString(), "-p", "{prompt}", "--output-format",
+                "json")), "Quick test", 100, "main", 60);
+
+        assertThat(run.result.status()).isEqualTo(JobStatus.COMPLETED);
+        long used = run.result.totalTokens();
+        assertThat(run.errors).singleElement().satisfies(error -> {
+            assertThat(error.errorType()).isEqualTo("BudgetExceededError");
+            assertThat(error.errorMessage()).isEqualTo("Task would exceed token budget: " + used + " > 100");
+            JsonNode details = JSON.readTree(error.detailsJson());
+            assertThat(details.get("cli_name").asText()).isEqualTo("claude-code");
+            assertThat(details.get("tokens_used").asLong()).isEqualTo(used);
+            assertThat(details.get("token_limit").asLong()).isEqualTo(100);
+            JsonNode stats = details.get("usage_stats");
+            assertThat(stats.get("tokens_used").asLong()).isEqualTo(used);
+            assertThat(stats.get("tokens_remaining").asLong()).isEqualTo(100 - used);
+            assertThat(stats.get("percent_used").asDouble()).isEqualTo(Math.round(1000.0 * used / 100) / 10.0);
+            assertThat(stats.get("warning_issued").asBoolean()).isTrue();
+        });
+    }
+
+    @Test
+    void inEnforceModeAJobThatCannotReserveDoesNotStart() throws Exception {
+        Run run = run(BudgetMode.ENFORCE, agent("claude-code", List.of(DEMO_AGENT.toString(), "-p", "{prompt}", "--output-format",
+                "json")), "Quick test", 100, "main", 60);
+
+        assertThat(run.result.status()).isEqualTo(JobStatus.FAILED);
+        assertThat(run.result.totalTokens()).isZero();
+        assertThat(run.result.outputSummary()).startsWith("not started: Task would exceed token budget:");
+        assertThat(run.errors).singleElement().extracting(ErrorRecord::errorType).isEqualTo("BudgetExceededError");
+        assertThat(GitTestRepos.git(origin, "branch", "--list", "kage/*")).isEmpty();
+        assertThat(pending()).isZero();
+    }
+
+    @Test
+    void anAgentPastItsTimeoutIsKilledAndTheJobFailsWithATimeoutError() throws Exception {
+        String fixture = Path.of("src", "test", "resources", "fixtures", "ignore-term.sh").toAbsolutePath().toString();
+        Run run = run(BudgetMode.LOG, agent("stubborn", List.of("/bin/bash", fixture, dir.resolve("pids").toString(), "{prompt}")),
+                "hang", 50_000, "main", 1);
+
+        assertThat(run.result.status()).isEqualTo(JobStatus.FAILED);
+        assertThat(run.result.exitCode()).isNull();
+        assertThat(run.errors).extracting(ErrorRecord::errorType).contains("TimeoutError");
+        assertThat(store.find("acme", run.task.id()).orElseThrow().status()).isEqualTo(TaskStatus.FAILED);
+    }
+
+    @Test
+    void aNonZeroExitFailsTheJobWithTheExitCodeAndStderr() throws Exception {
+        Run run = run(BudgetMode.LOG, agent("crasher", List.of("/bin/bash", "-c", "echo boom >&2; exit 3", "crasher", "{prompt}")),
+                "crash", 50_000, "main", 30);
+
+        assertThat(run.result.status()).isEqualTo(JobStatus.FAILED);
+        assertThat(run.result.exitCode()).isEqualTo(3);
+        assertThat(run.result.usageSource()).isEqualTo("tokenizer");
+        assertThat(run.errors).singleElement().satisfies(error -> {
+            assertThat(error.errorType()).isEqualTo("AgentError");
+            assertThat(error.errorMessage()).isEqualTo("Agent crasher exited with code 3");
+            assertThat(JSON.readTree(error.detailsJson()).get("stderr_tail").asText()).isEqualTo("boom\n");
+        });
+    }
+
+    @Test
+    void aMissingBaseBranchFailsTheJobWithAWorktreeErrorAndReleasesTheReservation() throws Exception {
+        Run run = run(BudgetMode.ENFORCE, agent("claude-code", List.of(DEMO_AGENT.toString(), "-p", "{prompt}")),
+                "x", 50_000, "no-such-branch", 30);
+
+        assertThat(run.result.status()).isEqualTo(JobStatus.FAILED);
+        assertThat(run.errors).singleElement().satisfies(error -> {
+            assertThat(error.errorType()).isEqualTo("WorktreeError");
+            assertThat(error.errorMessage()).contains("base branch 'no-such-branch' does not exist");
+        });
+        var pool = new TokenBudget(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8).state("acme", run.task.id().toString(), 50_000);
+        assertThat(pool.reserved()).isZero();
+    }
+
+    private Run run(BudgetMode mode, AgentConfig agent, String description, long tokenLimit, String baseBranch, int timeout)
+            throws Exception {
+        KageKeys keys = redis.keys();
+        Map<String, String> env = TestServices.environment(redis.namespace(), db.schema());
+        env.put("BUDGET_MODE", mode.name());
+        KageSettings settings = KageSettings.load(Env.of(env));
+        AgentCatalog catalog = new AgentCatalog(List.of(agent));
+        WorkerSettings worker = new WorkerSettings("test-worker", dir.resolve("work"), origin.toString(), List.of(agent.name()),
+                true, Duration.ofSeconds(5));
+        JobQueue queue = new JobQueue(keys, redis.redis());
+        LiveTaskState live = new LiveTaskState(keys, redis.redis());
+        JobRunner runner = new JobRunner(settings, worker, catalog, queue, store, live,
+                new EventLog(keys, redis.redis(), Clock.systemUTC()), new TokenBudget(keys, redis.redis(), mode, 0.8),
+                new AgentRateLimiter(keys, redisson, 1_000), new WorktreeManager(worker.workDir()), new ProcessRunner());
+
+        TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", description, TaskStatus.QUEUED, Priority.NORMAL, null,
+                baseBranch, List.of(new Assignment(agent.name(), timeout)), null, tokenLimit, Instant.now(), Instant.now(), null);
+        store.insert(task);
+        queue.ensureStreams(agent.name());
+        queue.enqueue(new JobMessage(JobMessage.jobId(task.id().toString(), agent.name()), task.id().toString(), "acme",
+                agent.name(), Priority.NORMAL, description, "", baseBranch, timeout, tokenLimit, 1));
+        List<ClaimedJob> claimed = queue.read(blocking.sync(), agent.name(), "test-worker", Duration.ofSeconds(1));
+        assertThat(claimed).hasSize(1);
+        runner.run(claimed.getFirst());
+        ResultRecord result = store.results(task.id()).getFirst();
+        return new Run(task, result, store.errors(task.id()));
+    }
+
+    private long pending() {
+        long total = 0;
+        for (String agent : List.of("claude-code", "stubborn", "crasher")) {
+            for (Priority p : Priority.values()) {
+                String stream = redis.keys().jobStream(agent, p);
+                if (redis.redis().exists(stream) == 1) {
+                    total += redis.redis().xpending(stream, KageKeys.WORKER_GROUP).getCount();
+                }
+            }
+        }
+        return total;
+    }
+
+    private static AgentConfig agent(String name, List<String> argv) {
+        return new AgentConfig(name, AgentType.COMMAND, argv, OutputFormat.CLAUDE_JSON, List.of(), "demo", "o200k_base", 1_000,
+                3.0, 15.0, Path.of("/"));
+    }
+
+    private record Run(TaskRecord task, ResultRecord result, List<ErrorRecord> errors) {
+    }
+}

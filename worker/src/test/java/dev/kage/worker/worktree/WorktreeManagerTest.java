@@ -1,0 +1,98 @@
+package dev.kage.worker.worktree;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import dev.kage.worker.worktree.WorktreeManager.Commit;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class WorktreeManagerTest {
+    @TempDir
+    Path dir;
+    private Path origin;
+    private WorktreeManager manager;
+
+    @BeforeEach
+    void createOrigin() throws Exception {
+        origin = GitTestRepos.create(dir.resolve("origin"));
+        manager = new WorktreeManager(dir.resolve("work"));
+    }
+
+    @Test
+    void anAgentsEditIsCommittedOnItsBranchAndPushedToTheOrigin() throws Exception {
+        Worktree worktree = manager.create(origin.toString(), "main", "kage/t1/demo", "t1-demo");
+        assertThat(worktree.path().resolve("README.md")).exists();
+        Files.writeString(worktree.path().resolve("NEW.md"), "hello\n");
+        Commit commit = manager.commit(worktree, "kage: demo for task t1");
+        manager.push(worktree);
+        manager.remove(worktree);
+
+        assertThat(commit.diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
+        assertThat(worktree.path()).doesNotExist();
+        assertThat(Git.run(origin, "show", "kage/t1/demo:NEW.md")).isEqualTo("hello");
+        assertThat(Git.run(origin, "rev-parse", "kage/t1/demo")).isEqualTo(commit.sha());
+    }
+
+    @Test
+    void nothingChangedMeansNoCommitAndAnEmptyDiffStat() {
+        Worktree worktree = manager.create(origin.toString(), "main", "kage/t2/demo", "t2-demo");
+        Commit commit = manager.commit(worktree, "nothing");
+        assertThat(commit.sha()).isEqualTo(worktree.baseSha());
+        assertThat(commit.diffStat()).isEmpty();
+    }
+
+    @Test
+    void aMissingBaseBranchOrRepositoryIsAClearNonRetryableError() {
+        assertThatThrownBy(() -> manager.create(origin.toString(), "nope", "kage/t3/demo", "t3-demo"))
+                .isInstanceOf(GitException.class)
+                .hasMessageContaining("base branch 'nope' does not exist")
+                .satisfies(e -> assertThat(((GitException) e).retryable()).isFalse());
+        assertThatThrownBy(() -> manager.create(dir.resolve("missing").toString(), "main", "kage/t3/demo", "t3-demo"))
+                .isInstanceOf(GitException.class);
+        assertThatThrownBy(() -> manager.create("--upload-pack=touch /tmp/x", "main", "kage/t3/demo", "t3-demo"))
+                .hasMessageContaining("is not a path or URL");
+        assertThatThrownBy(() -> manager.create("ext::sh -c touch% /tmp/kage-ext-pwned", "main", "kage/t3/demo", "t3-demo"))
+                .isInstanceOf(GitException.class);
+        assertThat(Path.of("/tmp/kage-ext-pwned")).doesNotExist();
+    }
+
+    @Test
+    void aLeftoverWorktreeOfACrashedRunIsReplaced() throws Exception {
+        Worktree first = manager.create(origin.toString(), "main", "kage/t4/demo", "t4-demo");
+        Files.writeString(first.path().resolve("junk"), "half-done");
+        Worktree second = manager.create(origin.toString(), "main", "kage/t4/demo", "t4-demo");
+        assertThat(second.path().resolve("junk")).doesNotExist();
+        assertThat(manager.activeWorktrees()).isEqualTo(1);
+    }
+
+    @Test
+    void manyJobsOnOneRepositoryAtOnceEachGetTheirOwnBranch() throws Exception {
+        ExecutorService pool = Executors.newFixedThreadPool(6);
+        List<Future<Commit>> commits = new ArrayList<>();
+        for (int i = 0; i < 6; i++) {
+            int n = i;
+            commits.add(pool.submit(() -> {
+                Worktree worktree = manager.create(origin.toString(), "main", "kage/t5/agent" + n, "t5-agent" + n);
+                Files.writeString(worktree.path().resolve("file" + n), "n=" + n + "\n");
+                Commit commit = manager.commit(worktree, "agent " + n);
+                manager.push(worktree);
+                manager.remove(worktree);
+                return commit;
+            }));
+        }
+        for (Future<Commit> commit : commits) {
+            assertThat(commit.get().diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
+        }
+        pool.shutdown();
+        assertThat(Git.run(origin, "branch", "--list", "kage/t5/*").lines().count()).isEqualTo(6);
+    }
+}
