@@ -1,0 +1,133 @@
+package dev.kage.coordinator.task;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import dev.kage.agent.AgentCatalog;
+import dev.kage.agent.AgentConfig;
+import dev.kage.agent.AgentType;
+import dev.kage.agent.OutputFormat;
+import dev.kage.config.Env;
+import dev.kage.config.KageSettings;
+import dev.kage.coordinator.api.ErrorBody.FieldError;
+import dev.kage.task.Assignment;
+import dev.kage.task.Priority;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+
+class SubmitRequestParserTest {
+    private final SubmitRequestParser parser = new SubmitRequestParser(new AgentCatalog(List.of(agent("claude-code"),
+            agent("demo"))), KageSettings.load(Env.of(Map.of())));
+
+    @Test
+    void theSeedsBodyIsAcceptedWithDefaults() {
+        SubmitRequest request = parse("""
+                {"description": "Quick test", "cli_assignments": [{"cli_name": "claude-code", "timeout": 60}]}""");
+        assertThat(request.description()).isEqualTo("Quick test");
+        assertThat(request.assignments()).containsExactly(new Assignment("claude-code", 60));
+        assertThat(request.priority()).isEqualTo(Priority.NORMAL);
+        assertThat(request.repo()).isNull();
+        assertThat(request.maxTokens()).isNull();
+        assertThat(request.ignoredFields()).isEmpty();
+    }
+
+    @Test
+    void optionalFieldsAreReadAndUnknownOnesReported() {
+        SubmitRequest request = parse("""
+                {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "priority": "high",
+                 "repo": "https://example.com/x.git", "base_branch": "release/1.2", "budget": {"max_tokens": 2000},
+                 "metadata": {"ticket": "KB-1"}, "context": "x"}""");
+        assertThat(request.assignments()).containsExactly(new Assignment("demo", 300));
+        assertThat(request.priority()).isEqualTo(Priority.HIGH);
+        assertThat(request.baseBranch()).isEqualTo("release/1.2");
+        assertThat(request.maxTokens()).isEqualTo(2000);
+        assertThat(request.metadataJson()).isEqualTo("{\"ticket\":\"KB-1\"}");
+        assertThat(request.ignoredFields()).containsExactly("context");
+    }
+
+    @ParameterizedTest(name = "{0} → {1}")
+    @CsvSource(delimiter = '|', textBlock = """
+            not json                                                                        | body
+            []                                                                              | body
+            "text"                                                                          | body
+            {"description": "a", "description": "b", "cli_assignments": [{"cli_name": "demo"}]} | body
+            {"cli_assignments": [{"cli_name": "demo"}]}                                     | description
+            {"description": "", "cli_assignments": [{"cli_name": "demo"}]}                  | description
+            {"description": 5, "cli_assignments": [{"cli_name": "demo"}]}                   | description
+            {"description": "a\\u0000b", "cli_assignments": [{"cli_name": "demo"}]}         | description
+            {"description": "d"}                                                            | cli_assignments
+            {"description": "d", "cli_assignments": []}                                     | cli_assignments
+            {"description": "d", "cli_assignments": {"cli_name": "demo"}}                   | cli_assignments
+            {"description": "d", "cli_assignments": ["demo"]}                               | cli_assignments[0]
+            {"description": "d", "cli_assignments": [{"timeout": 5}]}                       | cli_assignments[0].cli_name
+            {"description": "d", "cli_assignments": [{"cli_name": "rm -rf /"}]}             | cli_assignments[0].cli_name
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}, {"cli_name": "demo"}]} | cli_assignments[1].cli_name
+            {"description": "d", "cli_assignments": [{"cli_name": "demo", "timeout": 0}]}   | cli_assignments[0].timeout
+            {"description": "d", "cli_assignments": [{"cli_name": "demo", "timeout": -5}]}  | cli_assignments[0].timeout
+            {"description": "d", "cli_assignments": [{"cli_name": "demo", "timeout": 1.5}]} | cli_assignments[0].timeout
+            {"description": "d", "cli_assignments": [{"cli_name": "demo", "timeout": "60"}]} | cli_assignments[0].timeout
+            {"description": "d", "cli_assignments": [{"cli_name": "demo", "timeout": 99999999999}]} | cli_assignments[0].timeout
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "priority": "urgent"} | priority
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "repo": "--upload-pack=x"} | repo
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "repo": "ext::sh -c id"} | repo
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "repo": "../../etc"} | repo
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "base_branch": "-x"} | base_branch
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "base_branch": "../main"} | base_branch
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "budget": {"max_tokens": 0}} | budget.max_tokens
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "budget": {"max_usd": 5}} | budget.max_usd
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "metadata": [1]} | metadata
+            """)
+    void badInputNamesTheField(String body, String field) {
+        assertThatThrownBy(() -> parse(body))
+                .isInstanceOf(InvalidRequestException.class)
+                .satisfies(e -> assertThat(((InvalidRequestException) e).errors()).extracting(FieldError::field).contains(field));
+    }
+
+    @Test
+    void everyBadFieldIsReportedAtOnce() {
+        assertThatThrownBy(() -> parse("""
+                {"description": "", "cli_assignments": [{"cli_name": "nope", "timeout": 0}], "priority": 3}"""))
+                .satisfies(e -> assertThat(((InvalidRequestException) e).errors()).extracting(FieldError::field)
+                        .containsExactly("description", "cli_assignments[0].cli_name", "cli_assignments[0].timeout", "priority"));
+    }
+
+    @Test
+    void deepNestingAndInvalidUtf8AreRefusedAsBodyErrors() {
+        String deep = "{\"description\": \"d\", \"cli_assignments\": [{\"cli_name\": \"demo\"}], \"metadata\": "
+                + "{\"a\":".repeat(100) + "1" + "}".repeat(100) + "}";
+        assertThatThrownBy(() -> parse(deep)).satisfies(e -> assertThat(((InvalidRequestException) e).errors())
+                .extracting(FieldError::field).containsExactly("body"));
+        byte[] invalid = {'{', '"', 'd', '"', ':', '"', (byte) 0xC3, (byte) 0x28, '"', '}'};
+        assertThatThrownBy(() -> parser.parse(invalid)).hasMessageContaining("not valid UTF-8");
+        assertThatThrownBy(() -> parser.parse(new byte[0])).hasMessageContaining("body: is empty");
+    }
+
+    @Test
+    void tooManyAssignmentsAreRefused() {
+        StringBuilder body = new StringBuilder("{\"description\": \"d\", \"cli_assignments\": [");
+        for (int i = 0; i < 17; i++) {
+            body.append(i == 0 ? "" : ",").append("{\"cli_name\": \"demo\"}");
+        }
+        assertThatThrownBy(() -> parse(body + "]}")).hasMessageContaining("has 17 entries; at most 16");
+    }
+
+    @Test
+    void callerValuesEchoedInErrorsAreMadePrintable() {
+        assertThatThrownBy(() -> parse("{\"description\": \"d\", \"cli_assignments\": [{\"cli_name\": \"x\\r\\nSet-Cookie: a\"}]}"))
+                .hasMessageContaining("unknown agent 'x\\u000d\\u000aSet-Cookie: a'");
+    }
+
+    private SubmitRequest parse(String body) {
+        return parser.parse(body.getBytes(StandardCharsets.UTF_8));
+    }
+
+    private static AgentConfig agent(String name) {
+        return new AgentConfig(name, AgentType.COMMAND, List.of("/bin/true", "{prompt}"), OutputFormat.TEXT, List.of(), "",
+                "o200k_base", 1000, 0, 0, Path.of("/"));
+    }
+}
