@@ -1,15 +1,19 @@
 package dev.kage.worker;
 
+import dev.kage.agent.AgentCatalog;
 import dev.kage.config.ConfigException;
+import dev.kage.config.Env;
+import dev.kage.config.KageSettings;
 import dev.kage.worker.run.WorkerRuntime;
 import io.micronaut.context.ApplicationContext;
-import io.micronaut.context.exceptions.BeanInstantiationException;
+import java.nio.file.Path;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The worker process: no public API, only claim loops and a heartbeat. Exits with status 2 and a
- * message naming the variable when configuration is bad.
+ * The worker process: no public API, only claim loops and a heartbeat. Configuration is checked
+ * before anything starts; a bad value ends the process with status 2 and one line naming the variable.
+ * SIGTERM stops claiming and lets running jobs finish within {@code KAGE_SHUTDOWN_GRACE_SECONDS}.
  */
 public final class WorkerApplication {
     private static final Logger LOG = LoggerFactory.getLogger(WorkerApplication.class);
@@ -18,26 +22,18 @@ public final class WorkerApplication {
     }
 
     public static void main(String[] args) {
-        ApplicationContext context;
         try {
-            context = ApplicationContext.builder(WorkerApplication.class).args(args).start();
-            context.getBean(WorkerRuntime.class).start();
-        } catch (BeanInstantiationException e) {
-            Throwable cause = rootCause(e);
-            if (cause instanceof ConfigException) {
-                LOG.error("Worker cannot start: {}", cause.getMessage());
-                System.exit(2);
-            }
-            throw e;
+            Env env = Env.system();
+            KageSettings.load(env);
+            AgentCatalog catalog = AgentCatalog.load(Path.of(env.get(AgentCatalog.VARIABLE).orElseThrow(() -> new ConfigException(
+                    AgentCatalog.VARIABLE + " is not set: point it at the agents file, e.g. ops/agents/agents.yml"))));
+            WorkerFactory.checkExecutables(WorkerSettings.load(env, catalog), catalog);
+        } catch (ConfigException e) {
+            LOG.error("Worker cannot start: {}", e.getMessage());
+            System.exit(2);
         }
+        ApplicationContext context = ApplicationContext.builder(WorkerApplication.class).args(args).start();
         Runtime.getRuntime().addShutdownHook(new Thread(context::close, "kage-shutdown"));
-    }
-
-    static Throwable rootCause(Throwable e) {
-        Throwable cause = e;
-        while (cause.getCause() != null && cause.getCause() != cause) {
-            cause = cause.getCause();
-        }
-        return cause;
+        context.getBean(WorkerRuntime.class).start();
     }
 }

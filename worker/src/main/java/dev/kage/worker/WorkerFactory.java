@@ -29,6 +29,14 @@ public class WorkerFactory {
     @Singleton
     public WorkerSettings workerSettings(Env env, AgentCatalog catalog) {
         WorkerSettings settings = WorkerSettings.load(env, catalog);
+        checkExecutables(settings, catalog);
+        return settings;
+    }
+
+    /**
+     * @throws ConfigException naming the agent when the program of an agent this worker serves is missing
+     */
+    static void checkExecutables(WorkerSettings settings, AgentCatalog catalog) {
         String path = System.getenv("PATH");
         for (String name : settings.agents()) {
             var agent = catalog.require(name);
@@ -37,7 +45,6 @@ public class WorkerFactory {
                         + "' (" + agent.executable() + ") is not installed or not executable");
             }
         }
-        return settings;
     }
 
     @Singleton

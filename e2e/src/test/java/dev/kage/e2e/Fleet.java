@@ -1,0 +1,129 @@
+package dev.kage.e2e;
+
+import static org.awaitility.Awaitility.await;
+
+import dev.kage.testing.TestServices;
+import java.io.IOException;
+import java.net.ServerSocket;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The packaged coordinator and workers as separate processes on the test Redis and Postgres, each with
+ * its own namespace, schema, port and log file. {@link #close()} stops them with SIGTERM (SIGKILL
+ * after 30 s) and drops the namespace's keys and the schema.
+ */
+final class Fleet implements AutoCloseable {
+    static final Path ROOT = Path.of(System.getProperty("kage.repo.root", "..")).toAbsolutePath().normalize();
+    static final Path COORDINATOR_JAR = Path.of(System.getProperty("kage.coordinator.jar",
+            ROOT.resolve("coordinator/target/kage-coordinator.jar").toString()));
+    static final Path WORKER_JAR = Path.of(System.getProperty("kage.worker.jar",
+            ROOT.resolve("worker/target/kage-worker.jar").toString()));
+    static final String JAVA = ProcessHandle.current().info().command().orElse("java");
+
+    final dev.kage.testing.RedisFixture redis = new dev.kage.testing.RedisFixture();
+    final String schema = TestServices.newSchema();
+    final Path logs;
+    final int port;
+    private final List<Process> processes = new ArrayList<>();
+    private final HttpClient http = HttpClient.newHttpClient();
+
+    Fleet(Path logs) throws IOException {
+        this.logs = Files.createDirectories(logs);
+        try (ServerSocket socket = new ServerSocket(0)) {
+            port = socket.getLocalPort();
+        }
+    }
+
+    /** Settings every process of this fleet shares. */
+    Map<String, String> baseEnvironment() {
+        Map<String, String> env = new HashMap<>(TestServices.environment(redis.namespace(), schema));
+        env.put("KAGE_AGENTS_FILE", ROOT.resolve("ops/agents/agents.yml").toString());
+        env.put("PATH", System.getenv("PATH"));
+        env.put("HOME", System.getProperty("user.home"));
+        return env;
+    }
+
+    Process startCoordinator(Map<String, String> extra) throws IOException {
+        Map<String, String> env = baseEnvironment();
+        env.put("PORT", Integer.toString(port));
+        env.put("KAGE_DEV_MODE", "true");
+        env.putAll(extra);
+        return start("coordinator", COORDINATOR_JAR, env);
+    }
+
+    Process startWorker(String id, Path workDir, Path defaultRepo, Map<String, String> extra) throws IOException {
+        Map<String, String> env = baseEnvironment();
+        env.put("KAGE_WORKER_ID", id);
+        env.put("KAGE_WORK_DIR", workDir.toString());
+        env.put("KAGE_DEFAULT_REPO", defaultRepo.toString());
+        env.putAll(extra);
+        return start(id, WORKER_JAR, env);
+    }
+
+    Process start(String name, Path jar, Map<String, String> env) throws IOException {
+        ProcessBuilder builder = new ProcessBuilder(JAVA, "-Xmx256m", "-jar", jar.toString())
+                .redirectErrorStream(true)
+                .redirectOutput(logs.resolve(name + ".log").toFile());
+        builder.environment().clear();
+        builder.environment().putAll(env);
+        Process process = builder.start();
+        processes.add(process);
+        return process;
+    }
+
+    void awaitHealthy() {
+        await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofMillis(300)).until(() -> {
+            try {
+                return get("/health", null).statusCode() == 200;
+            } catch (IOException notYet) {
+                return false;
+            }
+        });
+    }
+
+    HttpResponse<String> get(String path, String key) throws IOException, InterruptedException {
+        HttpRequest.Builder request = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + path)).GET();
+        if (key != null) {
+            request.header("X-API-Key", key);
+        }
+        return http.send(request.build(), HttpResponse.BodyHandlers.ofString());
+    }
+
+    /** POSTs exactly like the seed's curl: no Content-Type that says JSON. */
+    HttpResponse<String> post(String path, String key, String body) throws IOException, InterruptedException {
+        return http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + path))
+                .header("X-API-Key", key)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
+    }
+
+    String log(String name) throws IOException {
+        Path file = logs.resolve(name + ".log");
+        return Files.exists(file) ? Files.readString(file) : "";
+    }
+
+    @Override
+    public void close() throws Exception {
+        for (Process process : processes) {
+            process.destroy();
+        }
+        for (Process process : processes) {
+            if (!process.waitFor(30, TimeUnit.SECONDS)) {
+                process.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+            }
+        }
+        redis.close();
+        TestServices.dropSchema(schema);
+    }
+}

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# ops/lib/common.sh: helpers sourced by the ops scripts (not run on its own).
+#
+#   kage_root              print the repository root (derived from this file's location)
+#   find_java              export JAVA_HOME for a JDK >= 21 (with javac), or explain how to get one and exit 1
+#   say MSG...             print "[kage] MSG" to stdout
+#   warn MSG...            print "[kage] WARNING: MSG" to stderr
+#   die MSG...             print "[kage] ERROR: MSG" to stderr and exit 1
+#   db_url_with_name URL NAME   DATABASE_URL with its database replaced by NAME (libpq or jdbc form)
+#
+# Settings: KAGE_JAVA_MIN (minimum Java feature version, default 21).
+
+KAGE_COMMON_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+KAGE_JAVA_MIN=${KAGE_JAVA_MIN:-21}
+
+say() { printf '[kage] %s\n' "$*"; }
+warn() { printf '[kage] WARNING: %s\n' "$*" >&2; }
+die() {
+  printf '[kage] ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+kage_root() {
+  (cd "$KAGE_COMMON_DIR/../.." && pwd)
+}
+
+# java_home_version HOME -> prints the full version ("21.0.5", "1.8.0_392") of the JDK in HOME,
+# or fails when HOME is not a JDK (java and javac must both be there).
+java_home_version() {
+  local home=$1 v=""
+  [[ -n $home && -x $home/bin/java && -x $home/bin/javac ]] || return 1
+  if [[ -r $home/release ]]; then
+    v=$(sed -n 's/^JAVA_VERSION="\{0,1\}\([^"]*\)"\{0,1\}[[:space:]]*$/\1/p' "$home/release" | head -n 1)
+  fi
+  if [[ -z $v ]]; then
+    # `openjdk version "21.0.5" 2024-10-15` / `java version "1.8.0_392"`
+    v=$("$home/bin/java" -version 2>&1 | sed -n 's/^.* version "\([^"]*\)".*$/\1/p' | head -n 1)
+  fi
+  [[ -n $v ]] || return 1
+  printf '%s' "$v"
+}
+
+# java_feature VERSION -> 8 for "1.8.0_392", 21 for "21.0.5", 25 for "25"
+java_feature() {
+  local v=$1
+  if [[ $v == 1.* ]]; then
+    v=${v#1.}
+  fi
+  v=${v%%[!0-9]*}
+  printf '%s' "${v:-0}"
+}
+
+# java_home_ok HOME -> succeeds when HOME is a JDK >= KAGE_JAVA_MIN
+java_home_ok() {
+  local v
+  v=$(java_home_version "$1") || return 1
+  (($(java_feature "$v") >= KAGE_JAVA_MIN))
+}
+
+# version_gt A B -> succeeds when version A sorts after version B
+version_gt() {
+  [[ $1 != "$2" && $(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -n 1) == "$1" ]]
+}
+
+find_java() {
+  local home="" candidate v best="" best_v="" java_bin
+  # 1. JAVA_HOME when it qualifies
+  if [[ -n ${JAVA_HOME:-} ]] && java_home_ok "$JAVA_HOME"; then
+    home=$JAVA_HOME
+  fi
+  # 2. `java` on PATH, resolved to its real home
+  if [[ -z $home ]] && java_bin=$(command -v java 2>/dev/null); then
+    java_bin=$(readlink -f "$java_bin" 2>/dev/null || printf '%s' "$java_bin")
+    candidate=$(cd "$(dirname "$java_bin")/.." 2>/dev/null && pwd) || candidate=""
+    if [[ -n $candidate ]] && java_home_ok "$candidate"; then
+      home=$candidate
+    fi
+  fi
+  # 3. the usual install locations: the highest version that qualifies
+  if [[ -z $home ]]; then
+    local -a dirs=()
+    local pattern
+    for pattern in /usr/lib/jvm/* /usr/local/*jdk* /opt/*jdk* /opt/java/* \
+      "$HOME"/.sdkman/candidates/java/* "$HOME"/.jdks/* \
+      /Library/Java/JavaVirtualMachines/*/Contents/Home; do
+      [[ -d $pattern && ! -L $pattern ]] && dirs+=("$pattern")
+    done
+    for candidate in "${dirs[@]}"; do
+      v=$(java_home_version "$candidate") || continue
+      (($(java_feature "$v") >= KAGE_JAVA_MIN)) || continue
+      if [[ -z $best ]] || version_gt "$v" "$best_v"; then
+        best=$candidate
+        best_v=$v
+      fi
+    done
+    home=$best
+  fi
+  if [[ -z $home ]]; then
+    {
+      printf '[kage] ERROR: no JDK %s or newer found (looked at JAVA_HOME, java on PATH, /usr/lib/jvm, /opt, ~/.sdkman, ~/.jdks).\n' "$KAGE_JAVA_MIN"
+      printf '[kage] Install one, then run this again (or point JAVA_HOME at it):\n'
+      printf '[kage]   Debian/Ubuntu: sudo apt-get install openjdk-21-jdk-headless\n'
+      printf '[kage]   Fedora/RHEL:   sudo dnf install java-21-openjdk-devel\n'
+      printf '[kage]   macOS:         brew install --cask temurin@21\n'
+      printf '[kage]   SDKMAN:        sdk install java 21-tem\n'
+      printf '[kage]   or download Eclipse Temurin 21+ from https://adoptium.net/\n'
+    } >&2
+    exit 1
+  fi
+  JAVA_HOME=$home
+  export JAVA_HOME
+}
+
+# db_url_with_name URL NAME: the same server, user and options, another database.
+db_url_with_name() {
+  local url=$1 name=$2 scheme rest query="" authority
+  case $url in
+    jdbc:postgresql://* | postgresql://* | postgres://*)
+      scheme=${url%%://*}://
+      rest=${url#*://}
+      ;;
+    *) die "DATABASE_URL must be postgresql://user@host:port/db or jdbc:postgresql://host:port/db (got '$url')" ;;
+  esac
+  if [[ $rest == *\?* ]]; then
+    query="?${rest#*\?}"
+    rest=${rest%%\?*}
+  fi
+  authority=${rest%%/*}
+  # a dbname= option would win over the path: replace it too
+  if [[ $query =~ ^(.*[?\&])dbname=[^\&]*(.*)$ ]]; then
+    query=${BASH_REMATCH[1]}dbname=$name${BASH_REMATCH[2]}
+  fi
+  printf '%s%s/%s%s' "$scheme" "$authority" "$name" "$query"
+}

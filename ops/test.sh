@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# ops/test.sh [maven args...]
+#
+# The whole check, as CI runs it (.ci/run):
+#   1. Redis and Postgres (ops/services.sh up)
+#   2. ./mvnw -B verify [maven args...]   e.g. ops/test.sh -DskipTests, ops/test.sh -pl shared
+#   3. a quickstart smoke run (ops/quickstart.sh start, then stop) in its own run dir, port,
+#      Redis namespace and database, so the README's first command cannot rot.
+#
+# Environment:
+#   KAGE_SKIP_SMOKE=1    skip step 3
+#   KAGE_SMOKE_PORT      coordinator port of the smoke run [18003]
+#   REDIS_URL, DATABASE_URL   as for ops/services.sh; the smoke run uses the same server
+#                        with the database kage_smoke and the namespace kage-smoke
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+ROOT=$(kage_root)
+cd "$ROOT"
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+export DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/kage}
+
+say "services ..."
+ops/services.sh up || die "Redis/Postgres are not ready (see above)"
+find_java
+say "Java: $JAVA_HOME"
+
+say "./mvnw -B verify $*"
+./mvnw -B verify "$@" || die "the Maven build failed"
+
+if [[ ${KAGE_SKIP_SMOKE:-} == 1 ]]; then
+  say "KAGE_SKIP_SMOKE=1: no quickstart smoke run"
+  exit 0
+fi
+
+SMOKE_RUN=$ROOT/.run/smoke
+SMOKE_DB_URL=$(db_url_with_name "$DATABASE_URL" kage_smoke)
+smoke_env=(KAGE_RUN_DIR="$SMOKE_RUN" PORT="${KAGE_SMOKE_PORT:-18003}" KAGE_NAMESPACE=kage-smoke
+  DATABASE_URL="$SMOKE_DB_URL" KAGE_SKIP_BUILD=1)
+
+smoke_stop() {
+  env "${smoke_env[@]}" ops/quickstart.sh stop || warn "stopping the smoke run failed"
+}
+
+say "quickstart smoke run (run dir $SMOKE_RUN, port ${KAGE_SMOKE_PORT:-18003}, namespace kage-smoke, database kage_smoke) ..."
+# leftovers of an interrupted earlier run would be reused: start from fresh processes
+smoke_stop
+trap smoke_stop EXIT
+smoke_rc=0
+env "${smoke_env[@]}" ops/quickstart.sh start || smoke_rc=$?
+if ((smoke_rc != 0)); then
+  die "the quickstart smoke run failed (exit $smoke_rc; logs in $SMOKE_RUN)"
+fi
+say "quickstart smoke run passed"
