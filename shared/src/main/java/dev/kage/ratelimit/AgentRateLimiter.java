@@ -34,8 +34,9 @@ public final class AgentRateLimiter {
     }
 
     /**
-     * Takes one permit for {@code agent}, waiting as long as needed. Logs the seed's line
-     * ("Rate limit: 50/50 RPM. Waiting 5.2s...") once per wait, not per poll.
+     * Takes one permit for {@code agent}, waiting as long as needed. Logs one line when it has to
+     * wait ("Rate limit: 50/50 RPM for claude-code. Waiting for a permit...") and one when the wait
+     * ends, never one per poll.
      *
      * @return how long the caller waited
      * @throws InterruptedException when the worker is shutting down
@@ -46,16 +47,21 @@ public final class AgentRateLimiter {
             return Duration.ZERO;
         }
         long started = System.nanoTime();
-        RateLimiterConfig config = limiter.getConfig();
-        long rate = config.getRate();
-        LOG.info("Rate limit: {}/{} RPM for {}. Waiting {}s...", rate, rate, agent,
-                String.format("%.1f", Math.max(0.1, limiter.remainTimeToLive() / 1000.0)));
+        long rate = limiter.getConfig().getRate();
+        LOG.info("Rate limit: {}/{} RPM for {}. Waiting for a permit...", rate, rate, agent);
         while (!limiter.tryAcquire(1, Duration.ofSeconds(1))) {
             if (Thread.currentThread().isInterrupted()) {
                 throw new InterruptedException("interrupted while waiting for a rate-limit permit for " + agent);
             }
         }
-        return Duration.ofNanos(System.nanoTime() - started);
+        Duration waited = Duration.ofNanos(System.nanoTime() - started);
+        LOG.info("Rate limit: permit for {} after {}s", agent, String.format("%.1f", waited.toMillis() / 1000.0));
+        return waited;
+    }
+
+    /** Permits {@code agent} has left in the current window, across the fleet. */
+    public long availablePermits(String agent) {
+        return limiter(agent).availablePermits();
     }
 
     private RRateLimiter limiter(String agent) {

@@ -97,6 +97,7 @@ public final class QuickstartClient {
             } catch (IOException notYet) {
                 // the coordinator is still starting
             }
+            // Polling a remote process that is starting: there is no event to wait on.
             Thread.sleep(500);
         } while (System.nanoTime() < deadline);
         out.println("coordinator at " + url + " did not report healthy within " + waitSeconds + "s");
@@ -157,6 +158,7 @@ public final class QuickstartClient {
                 out.println("task " + taskId + " did not finish within " + waitSeconds + "s");
                 return 1;
             }
+            // Poll interval of a command-line client; the task's events stream is for later clients.
             Thread.sleep(500);
         }
         printAgents(task);
