@@ -4,14 +4,20 @@ import dev.kage.agent.AgentCatalog;
 import dev.kage.config.Env;
 import dev.kage.config.KageSettings;
 import dev.kage.coordinator.auth.ApiKeys;
+import dev.kage.coordinator.events.EventHub;
 import dev.kage.coordinator.task.SubmitRequestParser;
+import dev.kage.coordinator.task.TaskListing;
 import dev.kage.coordinator.task.TaskService;
 import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
 import dev.kage.redis.KageKeys;
+import dev.kage.store.Database;
+import dev.kage.store.TaskQueries;
 import dev.kage.store.TaskStore;
 import dev.kage.task.LiveTaskState;
+import io.lettuce.core.RedisClient;
 import io.lettuce.core.api.sync.RedisCommands;
+import io.micronaut.context.annotation.Bean;
 import io.micronaut.context.annotation.Factory;
 import jakarta.inject.Singleton;
 import java.time.Clock;
@@ -39,5 +45,24 @@ public class CoordinatorFactory {
     public TaskService taskService(KageSettings settings, TaskStore store, JobQueue queue, LiveTaskState live,
                                    EventLog events, Clock clock) {
         return new TaskService(settings, store, queue, live, events, clock);
+    }
+
+    @Singleton
+    public TaskQueries taskQueries(Database database) {
+        return new TaskQueries(database);
+    }
+
+    @Singleton
+    public TaskListing taskListing(TaskQueries queries, AgentCatalog catalog) {
+        return new TaskListing(queries, catalog);
+    }
+
+    /** The one reader of {@code kage:events} behind every SSE stream, closed at shutdown. */
+    @Singleton
+    @Bean(preDestroy = "close")
+    public EventHub eventHub(RedisClient client, KageKeys keys) {
+        EventHub hub = new EventHub(client, keys);
+        hub.start();
+        return hub;
     }
 }

@@ -37,7 +37,7 @@ public final class AgentCatalog {
     public static final long DEFAULT_ESTIMATED_OUTPUT_TOKENS = 4_000;
 
     private static final Set<String> KEYS = Set.of("type", "argv", "output", "env", "model", "encoding",
-            "estimated_output_tokens", "prices");
+            "estimated_output_tokens", "prices", "retry");
 
     private final Map<String, AgentConfig> agents;
 
@@ -145,7 +145,39 @@ public final class AgentCatalog {
             throw new ConfigException(prefix + "prices must be a mapping with input_per_mtok and output_per_mtok (USD per 1M tokens)");
         }
         return new AgentConfig(name, type, argv, output, env, String.valueOf(settings.getOrDefault("model", "")), encoding,
-                estimated, inputPrice, outputPrice, baseDir);
+                estimated, inputPrice, outputPrice, baseDir, retry(prefix, settings.get("retry")));
+    }
+
+    private static RetryPolicy retry(String prefix, Object value) {
+        if (value == null) {
+            return RetryPolicy.DEFAULT;
+        }
+        if (!(value instanceof Map<?, ?> retry)) {
+            throw new ConfigException(prefix + "retry must be a mapping with max_attempts, exit_codes, on_timeout");
+        }
+        for (Object key : retry.keySet()) {
+            if (!Set.of("max_attempts", "exit_codes", "on_timeout").contains(String.valueOf(key))) {
+                throw new ConfigException(prefix + "unknown setting 'retry." + key + "' (known: max_attempts, exit_codes, on_timeout)");
+            }
+        }
+        int attempts = (int) number(prefix, "retry.max_attempts", retry.get("max_attempts"), RetryPolicy.DEFAULT.maxAttempts());
+        java.util.Set<Integer> codes = new java.util.HashSet<>();
+        if (retry.get("exit_codes") != null) {
+            if (!(retry.get("exit_codes") instanceof List<?> list)) {
+                throw new ConfigException(prefix + "retry.exit_codes must be a list of exit codes");
+            }
+            for (Object code : list) {
+                if (!(code instanceof Integer c) || c < 1 || c > 255) {
+                    throw new ConfigException(prefix + "retry.exit_codes: " + code + " is not an exit code from 1 to 255");
+                }
+                codes.add(c);
+            }
+        }
+        Object onTimeout = retry.get("on_timeout");
+        if (onTimeout != null && !(onTimeout instanceof Boolean)) {
+            throw new ConfigException(prefix + "retry.on_timeout must be true or false");
+        }
+        return new RetryPolicy(attempts, codes, Boolean.TRUE.equals(onTimeout));
     }
 
     private static List<String> stringList(String prefix, String key, Object value) {

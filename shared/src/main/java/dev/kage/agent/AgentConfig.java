@@ -24,6 +24,7 @@ import java.util.regex.Pattern;
  * @param inputUsdPerMillion    price of input tokens, USD per 1M, used when the agent reports no cost
  * @param outputUsdPerMillion   price of output tokens, USD per 1M, used when the agent reports no cost
  * @param baseDir               folder of the configuration file; relative executables are resolved against it
+ * @param retry                 when a failed run is tried again
  */
 public record AgentConfig(
         String name,
@@ -36,7 +37,8 @@ public record AgentConfig(
         long estimatedOutputTokens,
         double inputUsdPerMillion,
         double outputUsdPerMillion,
-        Path baseDir) {
+        Path baseDir,
+        RetryPolicy retry) {
 
     public static final Pattern NAME = Pattern.compile("[a-z0-9][a-z0-9_-]{0,63}");
     private static final Pattern PLACEHOLDER = Pattern.compile("\\{(prompt|task_id|agent|workdir|model)}");

@@ -1,13 +1,10 @@
 package dev.kage.budget;
 
-import dev.kage.KageException;
 import dev.kage.config.BudgetMode;
 import dev.kage.redis.KageKeys;
+import dev.kage.redis.LuaScript;
 import io.lettuce.core.ScriptOutputType;
 import io.lettuce.core.api.sync.RedisCommands;
-import java.io.IOException;
-import java.io.InputStream;
-import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.List;
 
@@ -22,8 +19,8 @@ public final class TokenBudget {
     /** How long a pool outlives its last change. */
     public static final Duration POOL_TTL = Duration.ofDays(7);
 
-    private static final String RESERVE = script("reserve.lua");
-    private static final String SETTLE = script("settle.lua");
+    private static final LuaScript RESERVE = LuaScript.load(TokenBudget.class, "reserve.lua");
+    private static final LuaScript SETTLE = LuaScript.load(TokenBudget.class, "settle.lua");
 
     private final KageKeys keys;
     private final RedisCommands<String, String> redis;
@@ -46,7 +43,7 @@ public final class TokenBudget {
      * @param limit         the pool's size in tokens, applied when the pool is created
      */
     public Reservation reserve(String tenant, String taskId, String reservationId, long tokens, long limit) {
-        List<Object> reply = redis.eval(RESERVE, ScriptOutputType.MULTI, new String[] {keys.taskBudget(tenant, taskId)},
+        List<Object> reply = RESERVE.run(redis, ScriptOutputType.MULTI, new String[] {keys.taskBudget(tenant, taskId)},
                 reservationId, Long.toString(tokens), Long.toString(limit), mode.name().toLowerCase(),
                 Long.toString(POOL_TTL.toMillis()));
         long status = (Long) reply.get(0);
@@ -58,7 +55,7 @@ public final class TokenBudget {
      * changes nothing and reports {@link Settlement#firstTime()} false.
      */
     public Settlement settle(String tenant, String taskId, String reservationId, long actualTokens, long limit) {
-        List<Object> reply = redis.eval(SETTLE, ScriptOutputType.MULTI, new String[] {keys.taskBudget(tenant, taskId)},
+        List<Object> reply = SETTLE.run(redis, ScriptOutputType.MULTI, new String[] {keys.taskBudget(tenant, taskId)},
                 reservationId, Long.toString(actualTokens), Double.toString(warningThreshold), Long.toString(limit),
                 Long.toString(POOL_TTL.toMillis()));
         return new Settlement((Long) reply.get(0) == 1, (Long) reply.get(1), (Long) reply.get(2), (Long) reply.get(3) == 1,
@@ -76,17 +73,6 @@ public final class TokenBudget {
 
     public BudgetMode mode() {
         return mode;
-    }
-
-    private static String script(String name) {
-        try (InputStream in = TokenBudget.class.getResourceAsStream(name)) {
-            if (in == null) {
-                throw new KageException("budget script " + name + " missing from the classpath", false);
-            }
-            return new String(in.readAllBytes(), StandardCharsets.UTF_8);
-        } catch (IOException e) {
-            throw new KageException("budget script " + name + " unreadable", false, e);
-        }
     }
 
     /**

@@ -24,6 +24,7 @@ import java.util.regex.Pattern;
  * @param maxActiveWorktrees    {@code MAX_ACTIVE_WORKTREES}, per worker, default 50
  * @param baseBranch            {@code BASE_BRANCH}, default {@code main}
  * @param budgetMode            {@code BUDGET_MODE}, {@code log} (default, the seed's behaviour) or {@code enforce}
+ * @param queue                 delivery, reclaim, retry and trimming settings
  */
 public record KageSettings(
         String namespace,
@@ -41,7 +42,8 @@ public record KageSettings(
         int worktreeCleanupDays,
         int maxActiveWorktrees,
         String baseBranch,
-        BudgetMode budgetMode) {
+        BudgetMode budgetMode,
+        QueueSettings queue) {
 
     public static final String DEFAULT_NAMESPACE = "kage";
     public static final String DEFAULT_REDIS_URL = "redis://127.0.0.1:6379";
@@ -109,6 +111,7 @@ public record KageSettings(
                 env.positiveInt("WORKTREE_CLEANUP_DAYS", DEFAULT_WORKTREE_CLEANUP_DAYS),
                 env.positiveInt("MAX_ACTIVE_WORKTREES", DEFAULT_MAX_ACTIVE_WORKTREES),
                 baseBranch,
-                env.oneOf("BUDGET_MODE", BudgetMode.class, BudgetMode.LOG));
+                env.oneOf("BUDGET_MODE", BudgetMode.class, BudgetMode.LOG),
+                QueueSettings.load(env));
     }
 }

@@ -1,27 +1,61 @@
 package dev.kage.queue;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.kage.KageException;
 import dev.kage.redis.KageKeys;
+import dev.kage.redis.LuaScript;
 import dev.kage.task.JobMessage;
 import dev.kage.task.Priority;
 import io.lettuce.core.Consumer;
+import io.lettuce.core.Limit;
+import io.lettuce.core.Range;
 import io.lettuce.core.RedisBusyException;
+import io.lettuce.core.ScriptOutputType;
 import io.lettuce.core.StreamMessage;
+import io.lettuce.core.XClaimArgs;
 import io.lettuce.core.XGroupCreateArgs;
+import io.lettuce.core.XPendingArgs;
 import io.lettuce.core.XReadArgs;
 import io.lettuce.core.XReadArgs.StreamOffset;
+import io.lettuce.core.XTrimArgs;
 import io.lettuce.core.api.sync.RedisCommands;
+import io.lettuce.core.models.stream.PendingMessage;
+import io.lettuce.core.models.stream.PendingMessages;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
+import java.util.UUID;
 
 /**
- * The job streams: one per agent and priority, read through consumer group {@value KageKeys#WORKER_GROUP}.
- * Thread-safe as long as each thread that calls {@link #read} passes its own connection: a blocking
- * {@code XREADGROUP} holds its connection for the whole block time.
+ * The job streams — one per agent and priority, read through consumer group
+ * {@value KageKeys#WORKER_GROUP} — with the agent's delayed set and the dead-letter stream. Every
+ * step that must not lose or duplicate a job (enqueue once, ack and reschedule, hand back, refresh
+ * only what one still owns) is one Lua script on the agent's hash tag. Thread-safe as long as each
+ * thread that calls {@link #read} passes its own connection: a blocking {@code XREADGROUP} holds its
+ * connection for the whole block time.
+ *
+ * <p><b>Priority rule.</b> A claim loop looks at {@code high} first, then {@code normal}, then
+ * {@code low}; but every 4th read looks at {@code normal} first and every 10th at {@code low} first.
+ * Under a backlog of all three, normal jobs therefore get at least about a fifth and low jobs a tenth
+ * of the claims: no priority starves.
  */
 public final class JobQueue {
+    /** How long the marker that a job attempt was enqueued lives. */
+    public static final Duration ENQUEUE_MARKER_TTL = Duration.ofDays(7);
+
+    private static final LuaScript ENQUEUE = LuaScript.load(JobQueue.class, "enqueue.lua");
+    private static final LuaScript DEFER = LuaScript.load(JobQueue.class, "defer.lua");
+    private static final LuaScript PROMOTE = LuaScript.load(JobQueue.class, "promote.lua");
+    private static final LuaScript HANDBACK = LuaScript.load(JobQueue.class, "handback.lua");
+    private static final LuaScript REFRESH = LuaScript.load(JobQueue.class, "refresh.lua");
+    private static final LuaScript DELCONSUMER = LuaScript.load(JobQueue.class, "delconsumer.lua");
+    private static final ObjectMapper JSON = new ObjectMapper();
+
     private final KageKeys keys;
     private final RedisCommands<String, String> redis;
 
@@ -48,21 +82,32 @@ public final class JobQueue {
         }
     }
 
-    /** Adds the job to its agent's stream for its priority and returns the entry id. */
-    public String enqueue(JobMessage job) {
-        return redis.xadd(keys.jobStream(job.agent(), job.priority()), job.toFields());
+    /**
+     * Adds the job's attempt to its stream unless that attempt was added before (a reconciler racing
+     * the coordinator, a replayed command).
+     *
+     * @return the entry id, or empty when the attempt had been enqueued already
+     */
+    public Optional<String> enqueue(JobMessage job) {
+        String id = ENQUEUE.run(redis, ScriptOutputType.VALUE,
+                new String[] {keys.jobStream(job.agent(), job.priority()), keys.enqueued(job.agent(), job.jobId(), job.attempt())},
+                flatten(Long.toString(ENQUEUE_MARKER_TTL.toMillis()), job.toFields()));
+        return Optional.ofNullable(id);
     }
 
     /**
-     * Claims new entries for {@code consumer}: first a non-blocking look at each priority from high to
-     * low, then, when all are empty, one blocking read of all three for at most {@code block}.
-     * A blocking read can return one entry per priority when several arrive at once.
+     * Claims new entries for {@code consumer}: a non-blocking look at each priority in the order the
+     * priority rule gives for {@code round}, then, when all are empty, one blocking read of all three
+     * for at most {@code block}. A blocking read can return one entry per priority when several arrive
+     * at once.
      *
      * @param blockingConnection a connection used by this caller only
+     * @param round              how many reads this loop made before, for the priority rule
      */
-    public List<ClaimedJob> read(RedisCommands<String, String> blockingConnection, String agent, String consumer, Duration block) {
+    public List<ClaimedJob> read(RedisCommands<String, String> blockingConnection, String agent, String consumer, Duration block,
+                                 long round) {
         Consumer<String> who = Consumer.from(KageKeys.WORKER_GROUP, consumer);
-        for (Priority priority : Priority.values()) {
+        for (Priority priority : order(round)) {
             List<StreamMessage<String, String>> messages = blockingConnection.xreadgroup(who, XReadArgs.Builder.count(1),
                     StreamOffset.lastConsumed(keys.jobStream(agent, priority)));
             if (!messages.isEmpty()) {
@@ -77,22 +122,259 @@ public final class JobQueue {
         return toJobs(blockingConnection.xreadgroup(who, XReadArgs.Builder.count(1).block(block), offsets));
     }
 
+    /** Same as {@link #read(RedisCommands, String, String, Duration, long)} for the first round. */
+    public List<ClaimedJob> read(RedisCommands<String, String> blockingConnection, String agent, String consumer, Duration block) {
+        return read(blockingConnection, agent, consumer, block, 0);
+    }
+
+    /** The order priorities are looked at in read number {@code round}; see the class comment. */
+    public static List<Priority> order(long round) {
+        if (round % 10 == 9) {
+            return List.of(Priority.LOW, Priority.HIGH, Priority.NORMAL);
+        }
+        if (round % 4 == 3) {
+            return List.of(Priority.NORMAL, Priority.HIGH, Priority.LOW);
+        }
+        return List.of(Priority.HIGH, Priority.NORMAL, Priority.LOW);
+    }
+
     /** Acknowledges a finished job so it leaves the pending list. */
     public void ack(ClaimedJob job) {
         redis.xack(job.stream(), KageKeys.WORKER_GROUP, job.entryId());
     }
 
     /**
+     * Acknowledges the entry and schedules {@code next} (usually the next attempt) at {@code due},
+     * atomically.
+     */
+    public void defer(ClaimedJob claimed, JobMessage next, Instant due) {
+        DEFER.run(redis, ScriptOutputType.INTEGER, new String[] {claimed.stream(), keys.delayedJobs(next.agent())},
+                KageKeys.WORKER_GROUP, claimed.entryId(), Long.toString(due.toEpochMilli()), delayedMember(next));
+    }
+
+    /** Moves the agent's due delayed jobs to their streams; safe to call from every process at once. */
+    public long promoteDue(String agent, Instant now) {
+        Long moved = PROMOTE.run(redis, ScriptOutputType.INTEGER, new String[] {keys.delayedJobs(agent),
+                keys.jobStream(agent, Priority.HIGH), keys.jobStream(agent, Priority.NORMAL), keys.jobStream(agent, Priority.LOW)},
+                Long.toString(now.toEpochMilli()), "100");
+        return moved == null ? 0 : moved;
+    }
+
+    /** Jobs waiting in the agent's delayed set. */
+    public long delayed(String agent) {
+        return redis.zcard(keys.delayedJobs(agent));
+    }
+
+    /**
+     * Gives a claimed job back for another worker to take at once: acknowledges it and adds the same
+     * job as a new entry, atomically.
+     *
+     * @return false when this consumer no longer held the entry (nothing was added)
+     */
+    public boolean handBack(ClaimedJob claimed) {
+        String id = HANDBACK.run(redis, ScriptOutputType.VALUE, new String[] {claimed.stream()},
+                flatten(KageKeys.WORKER_GROUP, claimed.entryId(), claimed.fields()));
+        return id != null;
+    }
+
+    /**
+     * Resets the idle time of an entry {@code consumer} still owns, without counting a delivery.
+     */
+    public Ownership refresh(ClaimedJob claimed, String consumer) {
+        Long owned = REFRESH.run(redis, ScriptOutputType.INTEGER, new String[] {claimed.stream()}, KageKeys.WORKER_GROUP,
+                consumer, claimed.entryId());
+        if (owned == null || owned == 0) {
+            return Ownership.GONE;
+        }
+        return owned == 1 ? Ownership.OWNED : Ownership.TAKEN;
+    }
+
+    /** What {@link #refresh} found. */
+    public enum Ownership {
+        /** Still this consumer's; its idle time is reset. */
+        OWNED,
+        /** Another consumer holds it now: it was reclaimed. */
+        TAKEN,
+        /** Pending nowhere: acknowledged already, or lost with a Redis that kept no data. */
+        GONE
+    }
+
+    /** Pending entries of the agent idle for at least {@code idle}, oldest first, at most {@code count} per priority. */
+    public List<PendingEntry> stale(String agent, Duration idle, int count) {
+        List<PendingEntry> stale = new ArrayList<>();
+        for (Priority priority : Priority.values()) {
+            String stream = keys.jobStream(agent, priority);
+            List<PendingMessage> pending = redis.xpending(stream, XPendingArgs.Builder
+                    .xpending(KageKeys.WORKER_GROUP, Range.create("-", "+"), Limit.from(count)).idle(idle));
+            for (PendingMessage message : pending) {
+                stale.add(new PendingEntry(stream, message.getId(), message.getConsumer(), message.getMsSinceLastDelivery(),
+                        message.getRedeliveryCount()));
+            }
+        }
+        return stale;
+    }
+
+    /**
+     * Takes over one entry, counting a delivery, if it is still idle for at least {@code minIdle}:
+     * two reclaimers racing for one entry cannot both win, since the first resets its idle time.
+     *
+     * @return the claimed job, or empty when someone else took it or it no longer exists
+     */
+    public Optional<ClaimedJob> claim(String stream, String consumer, Duration minIdle, String entryId) {
+        List<StreamMessage<String, String>> claimed = redis.xclaim(stream, Consumer.from(KageKeys.WORKER_GROUP, consumer),
+                XClaimArgs.Builder.minIdleTime(minIdle), entryId);
+        return claimed.stream()
+                .filter(m -> m.getBody() != null && !m.getBody().isEmpty())
+                .findFirst()
+                .map(m -> new ClaimedJob(stream, m.getId(), m.getBody()));
+    }
+
+    /**
      * Moves an entry to the dead-letter stream with the reason, then acknowledges it. The copy keeps
      * every original field, so it can be replayed.
+     *
+     * @return the dead letter's id
      */
-    public void deadLetter(ClaimedJob job, String reason) {
-        Map<String, String> fields = new java.util.HashMap<>(job.fields() == null ? Map.of() : job.fields());
+    public String deadLetter(ClaimedJob job, String reason) {
+        Map<String, String> fields = new HashMap<>(job.fields() == null ? Map.of() : job.fields());
         fields.put("dead_reason", reason);
         fields.put("dead_from_stream", job.stream());
         fields.put("dead_from_id", job.entryId());
-        redis.xadd(keys.deadLetters(), fields);
+        String id = redis.xadd(keys.deadLetters(), fields);
         redis.xack(job.stream(), KageKeys.WORKER_GROUP, job.entryId());
+        return id;
+    }
+
+    /** The newest dead letters, newest first. */
+    public List<DeadLetter> deadLetters(int count) {
+        return redis.xrevrange(keys.deadLetters(), Range.create("-", "+"), Limit.from(count)).stream()
+                .map(m -> new DeadLetter(m.getId(), m.getBody()))
+                .toList();
+    }
+
+    public Optional<DeadLetter> deadLetter(String id) {
+        return redis.xrange(keys.deadLetters(), Range.create(id, id)).stream().findFirst()
+                .map(m -> new DeadLetter(m.getId(), m.getBody()));
+    }
+
+    /**
+     * Puts a dead letter back on its stream as a new attempt, once however often this is called, and
+     * removes it from the dead letters.
+     *
+     * @return the job as enqueued, or empty when this letter was already replayed
+     */
+    public Optional<JobMessage> replay(DeadLetter letter, int nextAttempt) {
+        Boolean first = redis.setnx(keys.replayed(letter.id()), "1");
+        if (!Boolean.TRUE.equals(first)) {
+            return Optional.empty();
+        }
+        redis.pexpire(keys.replayed(letter.id()), ENQUEUE_MARKER_TTL.toMillis());
+        JobMessage job = letter.job().withAttempt(nextAttempt);
+        enqueue(job);
+        redis.xdel(keys.deadLetters(), letter.id());
+        return Optional.of(job);
+    }
+
+    /** Consumer names in the agent's group on {@code stream}. */
+    public List<String> consumers(String stream) {
+        return redis.xinfoConsumers(stream, KageKeys.WORKER_GROUP).stream()
+                .map(info -> String.valueOf(asMap(info).get("name")))
+                .toList();
+    }
+
+    /** Removes a consumer name only when it holds no pending entry (dropping them would lose jobs). */
+    public boolean removeConsumerIfIdle(String stream, String consumer) {
+        Long removed = DELCONSUMER.run(redis, ScriptOutputType.INTEGER, new String[] {stream}, KageKeys.WORKER_GROUP, consumer);
+        return removed != null && removed == 1;
+    }
+
+    /**
+     * Trims the agent's streams, removing only entries that are delivered and acknowledged, and
+     * keeping the newest {@code keepAcked} entries for inspection.
+     *
+     * @return entries removed
+     */
+    public long trim(String agent, long keepAcked) {
+        long removed = 0;
+        for (Priority priority : Priority.values()) {
+            String stream = keys.jobStream(agent, priority);
+            String lastDelivered = lastDeliveredId(stream);
+            if (lastDelivered == null || lastDelivered.equals("0-0")) {
+                continue;
+            }
+            String threshold = lastDelivered;
+            PendingMessages summary = redis.xpending(stream, KageKeys.WORKER_GROUP);
+            if (summary.getCount() > 0 && summary.getMessageIds().getLower().getValue() != null) {
+                threshold = min(threshold, summary.getMessageIds().getLower().getValue());
+            }
+            List<StreamMessage<String, String>> newest = redis.xrevrange(stream, Range.create("-", "+"), Limit.from(keepAcked));
+            if (newest.size() < keepAcked) {
+                continue;
+            }
+            threshold = min(threshold, newest.getLast().getId());
+            removed += redis.xtrim(stream, XTrimArgs.Builder.minId(threshold));
+        }
+        return removed;
+    }
+
+    private String lastDeliveredId(String stream) {
+        for (Object group : redis.xinfoGroups(stream)) {
+            Map<String, Object> info = asMap(group);
+            if (KageKeys.WORKER_GROUP.equals(String.valueOf(info.get("name")))) {
+                return String.valueOf(info.get("last-delivered-id"));
+            }
+        }
+        return null;
+    }
+
+    /** The smaller of two stream ids. */
+    static String min(String a, String b) {
+        return compareIds(a, b) <= 0 ? a : b;
+    }
+
+    static int compareIds(String a, String b) {
+        String[] x = a.split("-");
+        String[] y = b.split("-");
+        int byTime = Long.compare(Long.parseLong(x[0]), Long.parseLong(y[0]));
+        return byTime != 0 ? byTime : Long.compare(Long.parseLong(x[1]), Long.parseLong(y[1]));
+    }
+
+    @SuppressWarnings("unchecked")
+    private static Map<String, Object> asMap(Object replyList) {
+        Map<String, Object> map = new HashMap<>();
+        List<Object> list = (List<Object>) replyList;
+        for (int i = 0; i + 1 < list.size(); i += 2) {
+            map.put(String.valueOf(list.get(i)), list.get(i + 1));
+        }
+        return map;
+    }
+
+    private static String delayedMember(JobMessage job) {
+        Map<String, String> fields = new HashMap<>(job.toFields());
+        // Two schedulings of one job attempt stay two members of the set.
+        fields.put("delay_id", UUID.randomUUID().toString());
+        try {
+            return JSON.writeValueAsString(fields);
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    private static String[] flatten(String first, Map<String, String> fields) {
+        return flatten(first, null, fields);
+    }
+
+    private static String[] flatten(String first, String second, Map<String, String> fields) {
+        List<String> args = new ArrayList<>();
+        args.add(first);
+        if (second != null) {
+            args.add(second);
+        }
+        fields.forEach((k, v) -> {
+            args.add(k);
+            args.add(v);
+        });
+        return args.toArray(String[]::new);
     }
 
     private List<ClaimedJob> toJobs(List<StreamMessage<String, String>> messages) {
@@ -120,6 +402,38 @@ public final class JobQueue {
             } catch (IllegalArgumentException e) {
                 throw new MalformedJobException(stream + " " + entryId + ": " + e.getMessage());
             }
+        }
+
+        /** {@code stream/entryId}, how a worker names its in-flight entries in its heartbeat. */
+        public String key() {
+            return stream + "/" + entryId;
+        }
+    }
+
+    /**
+     * A pending entry as {@code XPENDING} reports it.
+     *
+     * @param idleMs     milliseconds since it was last delivered or refreshed
+     * @param deliveries how often it was delivered (refreshes do not count)
+     */
+    public record PendingEntry(String stream, String entryId, String consumer, long idleMs, long deliveries) {
+        public String key() {
+            return stream + "/" + entryId;
+        }
+    }
+
+    /**
+     * An entry of the dead-letter stream.
+     *
+     * @param fields the job's fields plus {@code dead_reason}, {@code dead_from_stream}, {@code dead_from_id}
+     */
+    public record DeadLetter(String id, Map<String, String> fields) {
+        public JobMessage job() {
+            return JobMessage.fromFields(fields);
+        }
+
+        public String reason() {
+            return fields.getOrDefault("dead_reason", "");
         }
     }
 

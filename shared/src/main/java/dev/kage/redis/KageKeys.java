@@ -10,6 +10,10 @@ import dev.kage.task.Priority;
  * <table>
  *   <caption>Keys (namespace {@code kage})</caption>
  *   <tr><td>{@code kage:jobs:{agent}:priority}</td><td>stream, group {@code workers}: queued jobs</td></tr>
+ *   <tr><td>{@code kage:jobs:{agent}:delayed}</td><td>sorted set by due time (ms): retries and deferrals</td></tr>
+ *   <tr><td>{@code kage:jobs:{agent}:once:job#attempt}</td><td>string with TTL: the job was enqueued</td></tr>
+ *   <tr><td>{@code kage:jobs:dead}</td><td>stream: dead letters, replayable</td></tr>
+ *   <tr><td>{@code kage:outbox:{agent}}</td><td>list: outcomes waiting for Postgres</td></tr>
  *   <tr><td>{@code kage:task:{tenant}:id}</td><td>hash: live task and per-job state</td></tr>
  *   <tr><td>{@code kage:budget:{tenant}:task:id}</td><td>hash: a task's token pool</td></tr>
  *   <tr><td>{@code kage:rl:agent:rpm}</td><td>Redisson rate limiter</td></tr>
@@ -35,8 +39,32 @@ public final class KageKeys {
         return namespace + ":jobs:{" + agent + "}:" + priority.wireName();
     }
 
-    public String delayedJobs() {
-        return namespace + ":jobs:delayed";
+    /**
+     * The agent's delayed set. One per agent (not one global set as first drafted) so that moving a
+     * due job into its stream is one script on one hash tag.
+     */
+    public String delayedJobs(String agent) {
+        return namespace + ":jobs:{" + agent + "}:delayed";
+    }
+
+    /** Marker that a job's attempt was added to its stream, so a second enqueue adds nothing. */
+    public String enqueued(String agent, String jobId, int attempt) {
+        return namespace + ":jobs:{" + agent + "}:once:" + jobId + "#" + attempt;
+    }
+
+    /** Marker that a dead letter was replayed, so two replays of one letter enqueue it once. */
+    public String replayed(String deadLetterId) {
+        return namespace + ":jobs:dead:replayed:" + deadLetterId;
+    }
+
+    /** Outcomes a worker could not write to Postgres yet, flushed when it answers again. */
+    public String outbox(String agent) {
+        return namespace + ":outbox:{" + agent + "}";
+    }
+
+    /** Prefix of every worker heartbeat key, for scans. */
+    public String workerPrefix() {
+        return namespace + ":worker:";
     }
 
     public String deadLetters() {

@@ -68,7 +68,7 @@ public final class TaskStore {
     }
 
     public List<ResultRecord> results(UUID taskId) {
-        return call(handle -> handle.createQuery("SELECT * FROM execution_results WHERE task_id = :id ORDER BY id")
+        return call(handle -> handle.createQuery("SELECT * FROM execution_results WHERE task_id = :id ORDER BY attempt, id")
                 .bind("id", taskId)
                 .map((rs, ctx) -> resultRow(rs))
                 .list());
@@ -105,19 +105,20 @@ public final class TaskStore {
     }
 
     /**
-     * Records a finished job and the task's resulting status in one transaction. A result for a job
-     * that already has one is ignored (a job re-delivered after its result was written), and so are
-     * its errors.
+     * Records a job attempt's outcome and the task's resulting status in one transaction. A second
+     * outcome for the same job attempt is ignored (a job re-delivered after its outcome was written, an
+     * outcome flushed twice from the outbox), and so are its errors unless they carry their own keys.
+     * The task's status follows the newest attempt of each job; a cancelled task stays cancelled.
      *
      * @return the task's status after this outcome
      */
     public TaskStatus recordOutcome(ResultRecord result, List<ErrorRecord> errors) {
         return call(handle -> handle.inTransaction(tx -> {
-            List<Map<String, Object>> assignments = parseAssignments(tx.createQuery(
-                            "SELECT cli_assignments::text FROM tasks WHERE id = :id FOR UPDATE")
+            var task = tx.createQuery("SELECT cli_assignments::text AS assignments, status FROM tasks WHERE id = :id FOR UPDATE")
                     .bind("id", result.taskId())
-                    .mapTo(String.class)
-                    .one());
+                    .mapToMap()
+                    .one();
+            List<Map<String, Object>> assignments = parseAssignments(String.valueOf(task.get("assignments")));
             int inserted = tx.createUpdate("""
                             INSERT INTO execution_results (task_id, job_id, cli_name, status, output_summary, tokens_in,
                                 tokens_out, cache_read_tokens, cache_write_tokens, total_tokens, cost, usage_source, model,
@@ -125,17 +126,24 @@ public final class TaskStore {
                             VALUES (:taskId, :jobId, :cliName, :status, :outputSummary, :tokensIn, :tokensOut,
                                 :cacheReadTokens, :cacheWriteTokens, :totalTokens, :cost, :usageSource, :model, :durationMs,
                                 :exitCode, :branch, :commitSha, :diffStat, :workerId, :attempt)
-                            ON CONFLICT (job_id) DO NOTHING
+                            ON CONFLICT (job_id, attempt) DO NOTHING
                             """)
                     .bindMethods(result)
                     .bind("status", result.status().wireName())
                     .execute();
-            if (inserted == 1) {
-                for (ErrorRecord error : errors) {
+            for (ErrorRecord error : errors) {
+                if (inserted == 1 || error.errorKey() != null) {
                     insertError(tx, error);
                 }
             }
-            List<JobStatus> statuses = new ArrayList<>(tx.createQuery("SELECT status FROM execution_results WHERE task_id = :id")
+            TaskStatus current = TaskStatus.fromWireName(String.valueOf(task.get("status"))).orElse(TaskStatus.RUNNING);
+            if (current == TaskStatus.CANCELLED) {
+                return current;
+            }
+            List<JobStatus> statuses = new ArrayList<>(tx.createQuery("""
+                            SELECT DISTINCT ON (job_id) status FROM execution_results
+                            WHERE task_id = :id ORDER BY job_id, attempt DESC
+                            """)
                     .bind("id", result.taskId())
                     .mapTo(String.class)
                     .map(s -> JobStatus.fromWireName(s).orElse(JobStatus.FAILED))
@@ -157,6 +165,123 @@ public final class TaskStore {
         }));
     }
 
+    /** True when this job attempt already has an outcome row. */
+    public boolean hasOutcome(String jobId, int attempt) {
+        return call(handle -> handle.createQuery("SELECT count(*) FROM execution_results WHERE job_id = :job AND attempt = :attempt")
+                .bind("job", jobId)
+                .bind("attempt", attempt)
+                .mapTo(Long.class)
+                .one() > 0);
+    }
+
+    /** Appends error rows (idempotently for rows with a key), e.g. a failed attempt that will be retried. */
+    public void insertErrors(List<ErrorRecord> errors) {
+        run(handle -> handle.useTransaction(tx -> errors.forEach(e -> insertError(tx, e))));
+    }
+
+    /**
+     * Inserts the task unless the tenant already has one with this idempotency key.
+     *
+     * @return empty when inserted; otherwise the existing task and the request hash it was created with
+     */
+    public Optional<Existing> insertIdempotent(TaskRecord task, String idempotencyKey, String requestHash) {
+        return call(handle -> handle.inTransaction(tx -> {
+            int inserted = tx.createUpdate("""
+                            INSERT INTO tasks (id, tenant, description, status, priority, repo, base_branch,
+                                               cli_assignments, metadata, token_limit, idempotency_key, request_hash)
+                            VALUES (:id, :tenant, :description, :status, :priority, :repo, :baseBranch,
+                                    CAST(:assignments AS jsonb), CAST(:metadata AS jsonb), :tokenLimit, :key, :hash)
+                            ON CONFLICT (tenant, idempotency_key) DO NOTHING
+                            """)
+                    .bind("id", task.id())
+                    .bind("tenant", task.tenant())
+                    .bind("description", task.description())
+                    .bind("status", task.status().wireName())
+                    .bind("priority", task.priority().wireName())
+                    .bind("repo", task.repo())
+                    .bind("baseBranch", task.baseBranch())
+                    .bind("assignments", assignmentsJson(task.assignments()))
+                    .bind("metadata", task.metadataJson())
+                    .bind("tokenLimit", task.tokenLimit())
+                    .bind("key", idempotencyKey)
+                    .bind("hash", requestHash)
+                    .execute();
+            if (inserted == 1) {
+                return Optional.<Existing>empty();
+            }
+            return Optional.of(tx.createQuery("SELECT * FROM tasks WHERE tenant = :tenant AND idempotency_key = :key")
+                    .bind("tenant", task.tenant())
+                    .bind("key", idempotencyKey)
+                    .map((rs, ctx) -> new Existing(taskRow(rs), rs.getString("request_hash")))
+                    .one());
+        }));
+    }
+
+    /** Notes that every job of the task is in Redis, so the reconciler leaves it alone. */
+    public void markEnqueued(UUID taskId) {
+        run(handle -> handle.createUpdate("UPDATE tasks SET enqueued_at = now() WHERE id = :id AND enqueued_at IS NULL")
+                .bind("id", taskId)
+                .execute());
+    }
+
+    /** Queued tasks whose jobs were not confirmed in Redis and that are older than {@code olderThanSeconds}. */
+    public List<TaskRecord> unenqueued(long olderThanSeconds, int limit) {
+        return call(handle -> handle.createQuery("""
+                        SELECT * FROM tasks
+                        WHERE enqueued_at IS NULL AND status = 'queued'
+                          AND created_at < now() - make_interval(secs => :age)
+                        ORDER BY created_at LIMIT :limit
+                        """)
+                .bind("age", (double) olderThanSeconds)
+                .bind("limit", limit)
+                .map((rs, ctx) -> taskRow(rs))
+                .list());
+    }
+
+    /**
+     * Cancels the tenant's task unless it already ended.
+     *
+     * @return the task's status before the call, or empty when the tenant has no such task
+     */
+    public Optional<TaskStatus> cancel(String tenant, UUID taskId) {
+        return call(handle -> handle.inTransaction(tx -> {
+            Optional<TaskStatus> before = tx.createQuery("SELECT status FROM tasks WHERE id = :id AND tenant = :tenant FOR UPDATE")
+                    .bind("id", taskId)
+                    .bind("tenant", tenant)
+                    .mapTo(String.class)
+                    .findOne()
+                    .flatMap(TaskStatus::fromWireName);
+            if (before.isPresent() && !before.get().isFinal()) {
+                tx.createUpdate("""
+                                UPDATE tasks SET status = 'cancelled', cancel_requested_at = now(), updated_at = now(),
+                                                 completed_at = now()
+                                WHERE id = :id
+                                """)
+                        .bind("id", taskId)
+                        .execute();
+            }
+            return before;
+        }));
+    }
+
+    /** A failed or partial task whose dead job was replayed runs again. */
+    public void reopen(UUID taskId) {
+        run(handle -> handle.createUpdate("""
+                        UPDATE tasks SET status = 'running', completed_at = NULL, updated_at = now()
+                        WHERE id = :id AND status IN ('failed', 'partial')
+                        """)
+                .bind("id", taskId)
+                .execute());
+    }
+
+    /**
+     * A task found by its idempotency key.
+     *
+     * @param requestHash hash of the request that created it
+     */
+    public record Existing(TaskRecord task, String requestHash) {
+    }
+
     /** Appends one error row outside any job outcome (an enqueue failure, a budget warning). */
     public void insertError(ErrorRecord error) {
         run(handle -> insertError(handle, error));
@@ -164,8 +289,11 @@ public final class TaskStore {
 
     private static int insertError(Handle handle, ErrorRecord error) {
         return handle.createUpdate("""
-                        INSERT INTO task_errors (task_id, job_id, cli_name, error_type, error_message, error_details, retryable)
-                        VALUES (:taskId, :jobId, :cliName, :errorType, :errorMessage, CAST(:detailsJson AS jsonb), :retryable)
+                        INSERT INTO task_errors (task_id, job_id, cli_name, error_type, error_message, error_details, retryable,
+                                                 error_key)
+                        VALUES (:taskId, :jobId, :cliName, :errorType, :errorMessage, CAST(:detailsJson AS jsonb), :retryable,
+                                :errorKey)
+                        ON CONFLICT (error_key) DO NOTHING
                         """)
                 .bindMethods(error)
                 .bind("detailsJson", error.detailsJson() == null ? "{}" : error.detailsJson())
@@ -226,7 +354,8 @@ public final class TaskStore {
                 rs.getString("error_message"),
                 rs.getString("error_details"),
                 rs.getBoolean("retryable"),
-                instant(rs, "occurred_at"));
+                instant(rs, "occurred_at"),
+                rs.getString("error_key"));
     }
 
     private static Instant instant(ResultSet rs, String column) throws SQLException {

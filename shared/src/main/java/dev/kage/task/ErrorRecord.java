@@ -9,6 +9,8 @@ import java.util.UUID;
  * @param errorType    e.g. {@code BudgetExceededError}, {@code TimeoutError}, {@code AgentError}
  * @param detailsJson  a JSON object with the error's context; never holds secrets
  * @param occurredAt   set by the database; {@code null} before insertion
+ * @param errorKey     makes writing the row idempotent (e.g. {@code <job>#<attempt>#<type>}): a second row
+ *                     with the same key is not written; {@code null} for rows that need no such guard
  */
 public record ErrorRecord(
         UUID taskId,
@@ -18,5 +20,6 @@ public record ErrorRecord(
         String errorMessage,
         String detailsJson,
         boolean retryable,
-        Instant occurredAt) {
+        Instant occurredAt,
+        String errorKey) {
 }

@@ -33,6 +33,12 @@ public record JobMessage(
         long tokenLimit,
         int attempt) {
 
+    /** The same job as attempt {@code next}. */
+    public JobMessage withAttempt(int next) {
+        return new JobMessage(jobId, taskId, tenant, agent, priority, description, repo, baseBranch, timeoutSeconds, tokenLimit,
+                next);
+    }
+
     public static String jobId(String taskId, String agent) {
         return taskId + ":" + agent;
     }

@@ -43,6 +43,21 @@ public final class LiveTaskState {
         write(tenant, taskId, Map.of("job:" + agent, status.wireName(), "status", taskStatus.wireName()));
     }
 
+    /** A job whose attempt failed waits in the delayed set for its next attempt. */
+    public void jobRetrying(String tenant, String taskId, String agent, int nextAttempt, java.time.Instant due) {
+        write(tenant, taskId, Map.of("job:" + agent, JobStatus.QUEUED.wireName(), "attempt:" + agent,
+                Integer.toString(nextAttempt), "retry_at:" + agent, due.toString()));
+    }
+
+    /** Marks the task cancelled: workers skip its queued jobs and stop its running ones. */
+    public void cancel(String tenant, String taskId) {
+        write(tenant, taskId, Map.of("cancelled", "1", "status", TaskStatus.CANCELLED.wireName()));
+    }
+
+    public boolean isCancelled(String tenant, String taskId) {
+        return "1".equals(redis.hget(keys.task(tenant, taskId), "cancelled"));
+    }
+
     /** The job's live status, when Redis still holds it. */
     public Optional<JobStatus> job(String tenant, String taskId, String agent) {
         return Optional.ofNullable(redis.hget(keys.task(tenant, taskId), "job:" + agent)).flatMap(JobStatus::fromWireName);

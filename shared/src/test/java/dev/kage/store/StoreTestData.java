@@ -34,6 +34,6 @@ public final class StoreTestData {
                 "Task would exceed token budget: 51000 > 50000",
                 "{\"cli_name\": \"" + agent + "\", \"tokens_used\": 51000, \"token_limit\": 50000, \"usage_stats\": "
                         + "{\"tokens_used\": 51000, \"tokens_remaining\": -1000, \"percent_used\": 102.0, \"warning_issued\": true}}",
-                false, null);
+                false, null, JobMessage.jobId(task.id().toString(), agent) + "#1#BudgetExceededError");
     }
 }

@@ -13,6 +13,7 @@ import dev.kage.store.TaskStore;
 import dev.kage.task.LiveTaskState;
 import dev.kage.worker.process.ProcessRunner;
 import dev.kage.worker.run.JobRunner;
+import dev.kage.worker.run.OutcomeRecorder;
 import dev.kage.worker.run.WorkerRuntime;
 import dev.kage.worker.worktree.WorktreeManager;
 import io.lettuce.core.RedisClient;
@@ -53,17 +54,24 @@ public class WorkerFactory {
     }
 
     @Singleton
+    public OutcomeRecorder outcomeRecorder(TaskStore store, KageKeys keys, RedisCommands<String, String> redis) {
+        return new OutcomeRecorder(store, keys, redis);
+    }
+
+    @Singleton
     public JobRunner jobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue,
                                TaskStore store, LiveTaskState live, EventLog events, TokenBudget budget,
-                               AgentRateLimiter rateLimiter) {
+                               AgentRateLimiter rateLimiter, OutcomeRecorder outcomes, Clock clock) {
         return new JobRunner(settings, worker, catalog, queue, store, live, events, budget, rateLimiter,
-                new WorktreeManager(worker.workDir()), new ProcessRunner());
+                new WorktreeManager(worker.workDir()), new ProcessRunner(), outcomes, clock);
     }
 
     @Singleton
     @Bean(preDestroy = "stop")
     public WorkerRuntime workerRuntime(KageSettings settings, WorkerSettings worker, KageKeys keys, RedisClient redisClient,
-                                       RedisCommands<String, String> redis, JobQueue queue, JobRunner runner, Clock clock) {
-        return new WorkerRuntime(worker, settings.maxParallelClis(), keys, redisClient, redis, queue, runner, clock);
+                                       RedisCommands<String, String> redis, JobQueue queue, JobRunner runner,
+                                       LiveTaskState live, OutcomeRecorder outcomes, Clock clock) {
+        return new WorkerRuntime(worker, settings.queue(), settings.maxParallelClis(), keys, redisClient, redis, queue, runner,
+                live, outcomes, clock);
     }
 }

@@ -1,7 +1,9 @@
 package dev.kage.coordinator.api;
 
 import dev.kage.coordinator.task.InvalidRequestException;
+import dev.kage.coordinator.task.TaskService.IdempotencyConflictException;
 import dev.kage.coordinator.task.TaskService.QueueUnavailableException;
+import java.util.List;
 import dev.kage.store.StoreException;
 import io.lettuce.core.RedisException;
 import io.micronaut.context.annotation.Factory;
@@ -32,6 +34,13 @@ public class ErrorHandlers {
                     .header("Retry-After", "5")
                     .body(ErrorBody.of("database_unavailable", "the database is unavailable; retry shortly"));
         };
+    }
+
+    @Singleton
+    public ExceptionHandler<IdempotencyConflictException, HttpResponse<ErrorBody>> idempotencyConflict() {
+        return (HttpRequest request, IdempotencyConflictException e) -> HttpResponse.<ErrorBody>status(HttpStatus.UNPROCESSABLE_ENTITY)
+                .body(new ErrorBody("idempotency_conflict", e.getMessage(),
+                        List.of(new ErrorBody.FieldError("Idempotency-Key", "was used for a different request"))));
     }
 
     @Singleton

@@ -20,10 +20,13 @@ import io.micronaut.http.MediaType;
 import io.micronaut.http.annotation.Body;
 import io.micronaut.http.annotation.Controller;
 import io.micronaut.http.annotation.Get;
+import io.micronaut.http.annotation.Header;
+import io.micronaut.core.annotation.Nullable;
 import io.micronaut.http.annotation.PathVariable;
 import io.micronaut.http.annotation.Post;
 import io.micronaut.scheduling.TaskExecutors;
 import io.micronaut.scheduling.annotation.ExecuteOn;
+import jakarta.inject.Inject;
 import java.math.BigDecimal;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -60,15 +63,27 @@ public class TaskController {
      */
     @Post(consumes = {MediaType.APPLICATION_JSON, MediaType.APPLICATION_FORM_URLENCODED, MediaType.TEXT_PLAIN,
             MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
-    public HttpResponse<SubmitResponse> submit(HttpRequest<?> request, @Body byte[] body) {
+    public HttpResponse<SubmitResponse> submit(HttpRequest<?> request, @Body byte[] body,
+                                               @Nullable @Header("Idempotency-Key") String idempotencyKey) {
         String tenant = tenant(request);
         SubmitRequest submit = parser.parse(body);
-        TaskRecord task = service.submit(tenant, submit);
+        TaskService.Submitted submitted = service.submit(tenant, submit, IdempotencyKeys.validate(idempotencyKey), body);
+        TaskRecord task = submitted.task();
         String url = "/api/v1/tasks/" + task.id();
         return HttpResponse.<SubmitResponse>status(HttpStatus.ACCEPTED)
                 .header("Location", url)
+                .header("Idempotent-Replayed", Boolean.toString(submitted.replayed()))
                 .body(new SubmitResponse(task.id().toString(), task.status().wireName(), url,
                         task.assignments().stream().map(Assignment::cliName).toList(), submit.ignoredFields()));
+    }
+
+    @Inject
+    TaskListing listing;
+
+    /** The tenant's tasks, newest first, filtered and paged by query parameters (see {@link TaskListing}). */
+    @Get(produces = MediaType.APPLICATION_JSON)
+    public TaskListView list(HttpRequest<?> request) {
+        return listing.list(tenant(request), request.getParameters());
     }
 
     @Get(value = "/{id}", produces = MediaType.APPLICATION_JSON)

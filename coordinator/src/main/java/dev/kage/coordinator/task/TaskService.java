@@ -4,30 +4,39 @@ import dev.kage.KageException;
 import dev.kage.config.KageSettings;
 import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
+import dev.kage.queue.JobQueue.DeadLetter;
 import dev.kage.store.TaskStore;
 import dev.kage.task.Assignment;
-import dev.kage.task.ErrorRecord;
 import dev.kage.task.JobMessage;
 import dev.kage.task.LiveTaskState;
 import dev.kage.task.TaskRecord;
 import dev.kage.task.TaskStatus;
 import io.lettuce.core.RedisException;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.time.Clock;
+import java.util.HexFormat;
+import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.UUID;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Accepts tasks: writes the task to Postgres, then one job per assignment to its agent's stream.
- * Thread-safe.
+ * Accepts, cancels and replays tasks. Thread-safe.
  *
- * <p>Order and failure: the row is written first, so a job never exists without its task. When the
- * stream write fails, the task is marked {@code failed} with an {@code EnqueueError} row and the
- * caller gets 503; the reconciler that re-enqueues instead is planned with the queue work.
+ * <p><b>No dual-write gap.</b> The task row is written first, with {@code enqueued_at} empty; then
+ * each job is added to its stream through a script that adds a job attempt at most once; then
+ * {@code enqueued_at} is set. A coordinator that dies in between, or a Redis that is down at that
+ * moment, leaves a queued task with {@code enqueued_at} empty, which {@link #reconcile} (run every
+ * few seconds by every coordinator) enqueues: the enqueue-once script makes a second enqueue of the
+ * same attempt a no-op, so a task is neither stuck nor run twice. A job never exists without its row.
  */
 public final class TaskService {
     private static final Logger LOG = LoggerFactory.getLogger(TaskService.class);
+    /** A task younger than this is still being enqueued by the coordinator that accepted it. */
+    static final long RECONCILE_AFTER_SECONDS = 5;
 
     private final KageSettings settings;
     private final TaskStore store;
@@ -46,38 +55,157 @@ public final class TaskService {
     }
 
     /**
-     * @throws QueueUnavailableException when the jobs could not be enqueued (the task is recorded as failed)
+     * Records and enqueues a task. With an idempotency key, a repeated request returns the task the
+     * first one created.
+     *
+     * @param idempotencyKey the {@code Idempotency-Key} header, or {@code null}
+     * @param body           the raw request body, whose hash tells a repeat from a different request
+     * @throws IdempotencyConflictException when the key was used for a different request
      */
-    public TaskRecord submit(String tenant, SubmitRequest request) {
+    public Submitted submit(String tenant, SubmitRequest request, String idempotencyKey, byte[] body) {
         UUID id = UUID.randomUUID();
         long tokenLimit = request.maxTokens() == null ? settings.maxTokensPerTask() : request.maxTokens();
         String baseBranch = request.baseBranch() == null ? settings.baseBranch() : request.baseBranch();
         TaskRecord task = new TaskRecord(id, tenant, request.description(), TaskStatus.QUEUED, request.priority(),
                 request.repo(), baseBranch, request.assignments(), request.metadataJson(), tokenLimit, clock.instant(),
                 clock.instant(), null);
-        store.insert(task);
-        try {
-            live.created(tenant, id.toString(), request.assignments().stream().map(Assignment::cliName).toList());
-            for (Assignment assignment : request.assignments()) {
-                queue.enqueue(new JobMessage(JobMessage.jobId(id.toString(), assignment.cliName()), id.toString(), tenant,
-                        assignment.cliName(), request.priority(), request.description(),
-                        request.repo() == null ? "" : request.repo(), baseBranch, assignment.timeoutSeconds(), tokenLimit, 1));
+        if (idempotencyKey == null) {
+            store.insert(task);
+        } else {
+            String hash = sha256(body);
+            Optional<TaskStore.Existing> existing = store.insertIdempotent(task, idempotencyKey, hash);
+            if (existing.isPresent()) {
+                if (!existing.get().requestHash().equals(hash)) {
+                    throw new IdempotencyConflictException("Idempotency-Key '" + idempotencyKey
+                            + "' was used for a different request (task " + existing.get().task().id() + ")");
+                }
+                return new Submitted(existing.get().task(), true);
             }
-            events.publish("task.submitted", Map.of("task_id", id.toString(), "tenant", tenant,
-                    "agents", String.join(",", request.assignments().stream().map(Assignment::cliName).toList())));
-        } catch (RedisException e) {
-            LOG.error("Task {} recorded but its jobs could not be enqueued: {}", id, e.getMessage());
-            store.insertError(new ErrorRecord(id, null, null, "EnqueueError", "Jobs could not be written to Redis: "
-                    + e.getMessage(), "{}", true, null));
-            store.setStatus(id, TaskStatus.FAILED);
-            throw new QueueUnavailableException("the queue (Redis) is unavailable; task " + id + " was not started", e);
         }
-        LOG.info("Task {} for tenant {} queued for {}", id, tenant,
-                request.assignments().stream().map(Assignment::cliName).toList());
-        return task;
+        enqueue(task);
+        return new Submitted(task, false);
     }
 
-    /** Redis refused the job; answered with 503. */
+    /**
+     * Adds the task's jobs to their streams (each attempt once, however often this runs) and marks the
+     * task enqueued. A Redis outage leaves the task for {@link #reconcile}.
+     *
+     * @return true when every job is in Redis
+     */
+    boolean enqueue(TaskRecord task) {
+        String id = task.id().toString();
+        try {
+            live.created(task.tenant(), id, task.assignments().stream().map(Assignment::cliName).toList());
+            for (Assignment assignment : task.assignments()) {
+                queue.enqueue(new JobMessage(JobMessage.jobId(id, assignment.cliName()), id, task.tenant(), assignment.cliName(),
+                        task.priority(), task.description(), task.repo() == null ? "" : task.repo(), task.baseBranch(),
+                        assignment.timeoutSeconds(), task.tokenLimit(), 1));
+            }
+            events.publish("task.submitted", Map.of("task_id", id, "tenant", task.tenant(),
+                    "agents", String.join(",", task.assignments().stream().map(Assignment::cliName).toList())));
+        } catch (RedisException e) {
+            LOG.error("Task {} is recorded but Redis refused its jobs ({}); the reconciler enqueues it when Redis answers",
+                    id, e.getMessage());
+            return false;
+        }
+        store.markEnqueued(task.id());
+        LOG.info("Task {} for tenant {} queued for {}", id, task.tenant(),
+                task.assignments().stream().map(Assignment::cliName).toList());
+        return true;
+    }
+
+    /**
+     * Enqueues queued tasks whose jobs were never confirmed in Redis (a coordinator died between the
+     * row and the streams, or Redis was down).
+     *
+     * @return tasks enqueued
+     */
+    public int reconcile() {
+        int done = 0;
+        for (TaskRecord task : store.unenqueued(RECONCILE_AFTER_SECONDS, 100)) {
+            LOG.info("Reconciler: task {} was never confirmed in Redis; enqueuing it", task.id());
+            if (!enqueue(task)) {
+                break;
+            }
+            done++;
+        }
+        return done;
+    }
+
+    /**
+     * Cancels the tenant's task: queued jobs never start, running agents are stopped by their workers
+     * within a second (their process trees killed, their reservations released).
+     *
+     * @return the status before, or empty when the tenant has no such task
+     */
+    public Optional<TaskStatus> cancel(String tenant, UUID taskId) {
+        Optional<TaskStatus> before = store.cancel(tenant, taskId);
+        if (before.isPresent() && !before.get().isFinal()) {
+            live.cancel(tenant, taskId.toString());
+            events.publish("task.cancelled", Map.of("task_id", taskId.toString(), "tenant", tenant,
+                    "task_status", TaskStatus.CANCELLED.wireName()));
+            LOG.info("Task {} of tenant {} cancelled (was {})", taskId, tenant, before.get().wireName());
+        }
+        return before;
+    }
+
+    /** The tenant's dead letters, newest first. */
+    public List<DeadLetter> deadLetters(String tenant, int limit) {
+        return queue.deadLetters(1_000).stream()
+                .filter(letter -> tenant.equals(letter.fields().get("tenant")))
+                .limit(limit)
+                .toList();
+    }
+
+    /**
+     * Puts the tenant's dead letter back on its stream as a new attempt.
+     *
+     * @return the job as enqueued; empty when the tenant has no such letter or it was replayed already
+     */
+    public Optional<JobMessage> replay(String tenant, String deadLetterId) {
+        Optional<DeadLetter> letter = queue.deadLetter(deadLetterId).filter(l -> tenant.equals(l.fields().get("tenant")));
+        if (letter.isEmpty()) {
+            return Optional.empty();
+        }
+        int next;
+        try {
+            next = letter.get().job().attempt() + 1;
+        } catch (IllegalArgumentException notAJob) {
+            return Optional.empty();
+        }
+        Optional<JobMessage> replayed = queue.replay(letter.get(), next);
+        replayed.ifPresent(job -> {
+            store.reopen(UUID.fromString(job.taskId()));
+            live.jobRetrying(tenant, job.taskId(), job.agent(), job.attempt(), clock.instant());
+            events.publish("job.replayed", Map.of("task_id", job.taskId(), "tenant", tenant, "agent", job.agent(),
+                    "attempt", Integer.toString(job.attempt()), "dead_letter_id", deadLetterId));
+        });
+        return replayed;
+    }
+
+    private static String sha256(byte[] body) {
+        try {
+            return HexFormat.of().formatHex(MessageDigest.getInstance("SHA-256").digest(body == null ? new byte[0] : body));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /**
+     * @param task     the task
+     * @param replayed true when an earlier request with the same idempotency key created it
+     */
+    public record Submitted(TaskRecord task, boolean replayed) {
+    }
+
+    /** An idempotency key reused with a different body; answered with 422. */
+    public static final class IdempotencyConflictException extends KageException {
+        public IdempotencyConflictException(String message) {
+            super(message, false);
+        }
+    }
+
+    /** Redis refused a request that needs it; answered with 503. */
     public static final class QueueUnavailableException extends KageException {
         public QueueUnavailableException(String message, Throwable cause) {
             super(message, true, cause);

@@ -128,6 +128,6 @@ class SubmitRequestParserTest {
 
     private static AgentConfig agent(String name) {
         return new AgentConfig(name, AgentType.COMMAND, List.of("/bin/true", "{prompt}"), OutputFormat.TEXT, List.of(), "",
-                "o200k_base", 1000, 0, 0, Path.of("/"));
+                "o200k_base", 1000, 0, 0, Path.of("/"), dev.kage.agent.RetryPolicy.DEFAULT);
     }
 }

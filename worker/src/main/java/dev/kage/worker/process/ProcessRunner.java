@@ -17,9 +17,27 @@ import org.slf4j.LoggerFactory;
  * Runs an agent as a process: argv only (never a shell), a clean environment, standard input from
  * {@code /dev/null}, output captured up to a cap, and a timeout that kills the whole process tree —
  * SIGTERM first, SIGKILL to whatever is still alive after {@link #KILL_GRACE}. Thread-safe.
+ *
+ * <p>When util-linux {@code setpriv} is installed, the agent is started through
+ * {@code setpriv --pdeathsig KILL}, so it dies with the worker: a worker killed with {@code kill -9}
+ * leaves no agent running on a job that another worker will reclaim. Processes are started from one
+ * long-lived platform thread because the kernel sends that signal when the <em>thread</em> that
+ * started the process ends, and virtual threads' carriers come and go.
  */
 public final class ProcessRunner {
     private static final Logger LOG = LoggerFactory.getLogger(ProcessRunner.class);
+    private static final Path SETPRIV = Path.of("/usr/bin/setpriv");
+    private static final java.util.concurrent.ExecutorService SPAWNER = java.util.concurrent.Executors.newSingleThreadExecutor(
+            Thread.ofPlatform().daemon().name("kage-spawner").factory());
+
+    private final boolean dieWithWorker;
+
+    public ProcessRunner() {
+        this.dieWithWorker = java.nio.file.Files.isExecutable(SETPRIV);
+        if (!dieWithWorker) {
+            LOG.warn("{} not found: agents started by this worker keep running if the worker is killed with SIGKILL", SETPRIV);
+        }
+    }
 
     /** Time between SIGTERM and SIGKILL. */
     public static final Duration KILL_GRACE = Duration.ofSeconds(5);
@@ -37,12 +55,17 @@ public final class ProcessRunner {
      */
     public ProcessOutcome run(List<String> argv, Path workdir, Map<String, String> env, Duration timeout)
             throws IOException, InterruptedException {
-        ProcessBuilder builder = new ProcessBuilder(argv).directory(workdir.toFile());
+        List<String> command = argv;
+        if (dieWithWorker) {
+            command = new java.util.ArrayList<>(List.of(SETPRIV.toString(), "--pdeathsig", "KILL", "--"));
+            command.addAll(argv);
+        }
+        ProcessBuilder builder = new ProcessBuilder(command).directory(workdir.toFile());
         builder.environment().clear();
         builder.environment().putAll(env);
         builder.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
         long started = System.nanoTime();
-        Process process = builder.start();
+        Process process = start(builder);
         CappedOutput stdout = new CappedOutput(HEAD_BYTES, TAIL_BYTES);
         CappedOutput stderr = new CappedOutput(HEAD_BYTES / 4, TAIL_BYTES / 4);
         CompletableFuture<Void> outReader = drain(process.getInputStream(), stdout);
@@ -67,6 +90,17 @@ public final class ProcessRunner {
         }
         return new ProcessOutcome(process.exitValue(), timedOut, false, stdout.text(), stdout.tailText(), stderr.text(),
                 stdout.totalBytes(), Duration.ofNanos(System.nanoTime() - started));
+    }
+
+    private static Process start(ProcessBuilder builder) throws IOException, InterruptedException {
+        try {
+            return SPAWNER.submit(builder::start).get();
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof IOException io) {
+                throw io;
+            }
+            throw new IOException(e.getCause());
+        }
     }
 
     /** SIGTERM to the process and every descendant, then SIGKILL to those still alive after the grace period. */

@@ -32,7 +32,11 @@ import dev.kage.worker.worktree.Worktree;
 import dev.kage.worker.worktree.WorktreeManager;
 import java.io.IOException;
 import java.math.BigDecimal;
+import java.time.Clock;
 import java.time.Duration;
+import java.time.Instant;
+import java.util.Optional;
+import java.util.concurrent.ThreadLocalRandom;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -66,10 +70,12 @@ public final class JobRunner {
     private final AgentRateLimiter rateLimiter;
     private final WorktreeManager worktrees;
     private final ProcessRunner processes;
+    private final OutcomeRecorder outcomes;
+    private final Clock clock;
 
     public JobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue, TaskStore store,
                      LiveTaskState live, EventLog events, TokenBudget budget, AgentRateLimiter rateLimiter,
-                     WorktreeManager worktrees, ProcessRunner processes) {
+                     WorktreeManager worktrees, ProcessRunner processes, OutcomeRecorder outcomes, Clock clock) {
         this.settings = settings;
         this.worker = worker;
         this.catalog = catalog;
@@ -81,14 +87,17 @@ public final class JobRunner {
         this.rateLimiter = rateLimiter;
         this.worktrees = worktrees;
         this.processes = processes;
+        this.outcomes = outcomes;
+        this.clock = clock;
     }
 
     /**
-     * Runs the job to its outcome and acknowledges it.
-     *
-     * @throws InterruptedException when the worker is stopping; the entry stays pending for another worker
+     * Runs the job to its outcome and acknowledges it; a failed attempt that may be retried is
+     * rescheduled instead. When {@code control} stops the job, the entry is handled as the reason says:
+     * cancelled (recorded and acknowledged), shutdown (handed back to the queue) or lost (left alone).
      */
-    public void run(ClaimedJob claimed) throws InterruptedException {
+    public void run(ClaimedJob claimed, JobControl control) {
+        control.bind(Thread.currentThread());
         JobMessage job;
         try {
             job = claimed.job();
@@ -97,30 +106,149 @@ public final class JobRunner {
             queue.deadLetter(claimed, e.getMessage());
             return;
         }
+        try {
+            runJob(claimed, job, control);
+        } catch (InterruptedException | RuntimeException e) {
+            JobControl.StopReason reason = control.reason();
+            if (reason == null) {
+                if (e instanceof RuntimeException runtime) {
+                    throw runtime;
+                }
+                reason = JobControl.StopReason.SHUTDOWN;
+            }
+            stopped(claimed, job, reason);
+        } finally {
+            Thread.interrupted();
+        }
+    }
+
+    /**
+     * An entry delivered {@code deliveries} times that never finished (it kills or hangs its workers):
+     * to the dead letters, with a failed result and a {@code PoisonJobError} row.
+     */
+    public void poisoned(ClaimedJob claimed, long deliveries) {
+        String reason = "delivered " + deliveries + " times without finishing";
+        String deadId = queue.deadLetter(claimed, reason);
+        JobMessage job;
+        try {
+            job = claimed.job();
+        } catch (JobQueue.MalformedJobException e) {
+            LOG.error("Dead-lettered {} (not a job): {}", claimed.key(), e.getMessage());
+            return;
+        }
+        AgentConfig agent = catalog.require(job.agent());
+        ErrorRecord error = error(job, "PoisonJobError", "Job " + job.jobId() + " was " + reason
+                + "; moved to the dead letters as " + deadId, Map.of("deliveries", deliveries, "dead_letter_id", deadId), false);
+        Optional<TaskStatus> taskStatus = outcomes.record(job.agent(), failedResult(job, agent, error.errorMessage(), null),
+                List.of(error));
+        live.jobFinished(job.tenant(), job.taskId(), job.agent(), JobStatus.FAILED, taskStatus.orElse(TaskStatus.RUNNING));
+        Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                "status", JobStatus.FAILED.wireName(), "dead_letter_id", deadId));
+        taskStatus.ifPresent(s -> event.put("task_status", s.wireName()));
+        events.publish("job.dead_lettered", event);
+        LOG.error("Job {} {}; dead letter {}", job.jobId(), reason, deadId);
+    }
+
+    private void runJob(ClaimedJob claimed, JobMessage job, JobControl control) throws InterruptedException {
         UUID taskId = UUID.fromString(job.taskId());
         AgentConfig agent = catalog.require(job.agent());
+        if (alreadyRecorded(job)) {
+            LOG.info("Job {} attempt {} already has its outcome; acknowledging the re-delivery", job.jobId(), job.attempt());
+            queue.ack(claimed);
+            return;
+        }
+        if (live.isCancelled(job.tenant(), job.taskId())) {
+            finish(claimed, job, new Outcome(cancelledResult(job, agent, "cancelled before it started", null), List.of()));
+            return;
+        }
         LOG.info("Job {} (attempt {}) starting on {}", job.jobId(), job.attempt(), worker.workerId());
         live.jobStarted(job.tenant(), job.taskId(), job.agent(), worker.workerId());
-        store.markRunning(taskId);
+        try {
+            store.markRunning(taskId);
+        } catch (StoreException e) {
+            LOG.warn("Could not mark task {} running ({}); the job runs all the same", job.taskId(), e.getMessage());
+        }
         events.publish("job.started", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
-                "worker", worker.workerId()));
+                "worker", worker.workerId(), "attempt", Integer.toString(job.attempt())));
 
         rateLimiter.acquire(job.agent());
 
-        Outcome outcome = execute(job, agent);
-        TaskStatus taskStatus = store.recordOutcome(outcome.result(), outcome.errors());
-        live.jobFinished(job.tenant(), job.taskId(), job.agent(), outcome.result().status(), taskStatus);
-        queue.ack(claimed);
-        events.publish("job.finished", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
-                "status", outcome.result().status().wireName(), "task_status", taskStatus.wireName()));
-        LOG.info("Job {} {}: {} tokens, ${}, {} ms; task {} is {}", job.jobId(), outcome.result().status().wireName(),
-                outcome.result().totalTokens(), outcome.result().cost(), outcome.result().durationMs(), job.taskId(),
-                taskStatus.wireName());
+        Outcome outcome = execute(job, agent, claimed.entryId());
+        if (control.reason() != null) {
+            throw new InterruptedException("stopped: " + control.reason());
+        }
+        ErrorRecord retryable = outcome.errors().stream().filter(ErrorRecord::retryable).findFirst().orElse(null);
+        if (outcome.result().status() == JobStatus.FAILED && retryable != null && job.attempt() < agent.retry().maxAttempts()) {
+            retry(claimed, job, outcome, retryable);
+            return;
+        }
+        finish(claimed, job, outcome);
     }
 
-    private Outcome execute(JobMessage job, AgentConfig agent) throws InterruptedException {
-        UUID taskId = UUID.fromString(job.taskId());
-        String reservationId = job.jobId() + "#" + job.attempt();
+    /** Records the outcome (or keeps it in the outbox while Postgres is down), then acknowledges the entry. */
+    private void finish(ClaimedJob claimed, JobMessage job, Outcome outcome) {
+        Optional<TaskStatus> taskStatus = outcomes.record(job.agent(), outcome.result(), outcome.errors());
+        live.jobFinished(job.tenant(), job.taskId(), job.agent(), outcome.result().status(), taskStatus.orElse(TaskStatus.RUNNING));
+        queue.ack(claimed);
+        Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                "status", outcome.result().status().wireName(), "attempt", Integer.toString(job.attempt())));
+        taskStatus.ifPresent(s -> event.put("task_status", s.wireName()));
+        events.publish("job.finished", event);
+        LOG.info("Job {} {}: {} tokens, ${}, {} ms; task {} is {}", job.jobId(), outcome.result().status().wireName(),
+                outcome.result().totalTokens(), outcome.result().cost(), outcome.result().durationMs(), job.taskId(),
+                taskStatus.map(TaskStatus::wireName).orElse("(outcome kept in the outbox)"));
+    }
+
+    private void retry(ClaimedJob claimed, JobMessage job, Outcome outcome, ErrorRecord cause) {
+        int next = job.attempt() + 1;
+        Instant due = clock.instant().plus(settings.queue().retryDelay(next, ThreadLocalRandom.current().nextDouble()));
+        outcomes.recordErrors(job.agent(), outcome.errors());
+        queue.defer(claimed, job.withAttempt(next), due);
+        live.jobRetrying(job.tenant(), job.taskId(), job.agent(), next, due);
+        events.publish("job.retry_scheduled", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                "attempt", Integer.toString(next), "due", due.toString(), "error_type", cause.errorType()));
+        LOG.info("Job {} attempt {} failed ({}); attempt {} at {}", job.jobId(), job.attempt(), cause.errorType(), next, due);
+    }
+
+    private void stopped(ClaimedJob claimed, JobMessage job, JobControl.StopReason reason) {
+        switch (reason) {
+            case CANCELLED -> {
+                AgentConfig agent = catalog.require(job.agent());
+                finish(claimed, job, new Outcome(cancelledResult(job, agent, "cancelled while running; its process tree was killed",
+                        "kage/" + job.taskId() + "/" + job.agent()), List.of()));
+            }
+            case SHUTDOWN -> {
+                boolean handedBack = queue.handBack(claimed);
+                LOG.info("Job {} stopped by shutdown; {}", job.jobId(),
+                        handedBack ? "handed back to the queue for another worker" : "no longer ours, left alone");
+                if (handedBack) {
+                    live.jobRetrying(job.tenant(), job.taskId(), job.agent(), job.attempt(), clock.instant());
+                    events.publish("job.handed_back", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                            "worker", worker.workerId()));
+                }
+            }
+            case LOST -> LOG.warn("Job {} was reclaimed by another worker while running here; stopped it and left it alone",
+                    job.jobId());
+        }
+    }
+
+    private boolean alreadyRecorded(JobMessage job) {
+        try {
+            return store.hasOutcome(job.jobId(), job.attempt());
+        } catch (StoreException e) {
+            return false;
+        }
+    }
+
+    private ResultRecord cancelledResult(JobMessage job, AgentConfig agent, String summary, String branch) {
+        return new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), JobStatus.CANCELLED, summary, 0, 0, 0, 0,
+                BigDecimal.ZERO.setScale(6), Usage.UsageSource.AGENT.wireName(), agent.model(), 0, null, branch, null, null,
+                worker.workerId(), job.attempt(), null);
+    }
+
+    private Outcome execute(JobMessage job, AgentConfig agent, String entryId) throws InterruptedException {
+        // One reservation per delivery: a handed-back or reclaimed job reserves afresh, a replayed command does not.
+        String reservationId = job.jobId() + "#" + job.attempt() + "#" + entryId;
         long promptTokens = TokenCounter.count(agent.encoding(), job.description());
         long estimate = promptTokens + agent.estimatedOutputTokens();
         Reservation reservation = budget.reserve(job.tenant(), job.taskId(), reservationId, estimate, job.tokenLimit());
@@ -194,13 +322,16 @@ public final class JobRunner {
         if (process.timedOut()) {
             status = JobStatus.FAILED;
             errors.add(error(job, "TimeoutError", "Agent " + job.agent() + " passed its timeout of " + job.timeoutSeconds()
-                    + "s and was killed", Map.of("timeout", job.timeoutSeconds()), true));
+                    + "s and was killed", Map.of("timeout", job.timeoutSeconds()), agent.retry().retryable(0, true)));
         } else if (process.exitCode() != 0 || report.isError()) {
             status = JobStatus.FAILED;
             String stderr = redactor.redact(tail(process.stderr(), 2_000));
-            errors.add(error(job, "AgentError", "Agent " + job.agent() + " exited with code " + process.exitCode()
+            boolean crashed = process.exitCode() >= 128;
+            errors.add(error(job, crashed ? "AgentCrashError" : "AgentError", "Agent " + job.agent() + " exited with code "
+                    + process.exitCode() + (crashed ? " (killed by signal " + (process.exitCode() - 128) + ")" : "")
                     + (report.isError() ? " and reported an error" : ""), Map.of("exit_code", process.exitCode(),
-                    "stderr_tail", stderr, "result", truncate(summary == null ? "" : summary, 2_000)), false));
+                    "stderr_tail", stderr, "result", truncate(summary == null ? "" : summary, 2_000)),
+                    agent.retry().retryable(process.exitCode(), false)));
         }
 
         String commitSha = null;
@@ -268,7 +399,8 @@ public final class JobRunner {
         details.put("budget_mode", settings.budgetMode().name().toLowerCase());
         details.put("tokens_settled", settled);
         return new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), "BudgetExceededError",
-                "Task would exceed token budget: " + tokensUsed + " > " + limit, json(details), false, null);
+                "Task would exceed token budget: " + tokensUsed + " > " + limit, json(details), false, null,
+                errorKey(job, "BudgetExceededError"));
     }
 
     private ErrorRecord error(JobMessage job, String type, String message, Map<String, ?> details, boolean retryable) {
@@ -276,7 +408,12 @@ public final class JobRunner {
         all.put("cli_name", job.agent());
         all.put("attempt", job.attempt());
         all.putAll(details);
-        return new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), type, message, json(all), retryable, null);
+        return new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), type, message, json(all), retryable, null,
+                errorKey(job, type));
+    }
+
+    private static String errorKey(JobMessage job, String type) {
+        return job.jobId() + "#" + job.attempt() + "#" + type;
     }
 
     private static String json(Map<String, ?> value) {
@@ -304,8 +441,4 @@ public final class JobRunner {
     private record Outcome(ResultRecord result, List<ErrorRecord> errors) {
     }
 
-    /** Postgres refused the outcome; the entry stays pending. */
-    static boolean isStoreOutage(RuntimeException e) {
-        return e instanceof StoreException;
-    }
 }

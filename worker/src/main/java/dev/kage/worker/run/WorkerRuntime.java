@@ -1,10 +1,15 @@
 package dev.kage.worker.run;
 
+import dev.kage.config.QueueSettings;
 import dev.kage.queue.JobQueue;
 import dev.kage.queue.JobQueue.ClaimedJob;
+import dev.kage.queue.JobQueue.PendingEntry;
 import dev.kage.redis.KageKeys;
+import dev.kage.task.LiveTaskState;
+import dev.kage.task.Priority;
 import dev.kage.worker.WorkerSettings;
 import io.lettuce.core.RedisClient;
+import io.lettuce.core.RedisCommandExecutionException;
 import io.lettuce.core.RedisException;
 import io.lettuce.core.api.StatefulRedisConnection;
 import io.lettuce.core.api.sync.RedisCommands;
@@ -13,7 +18,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
+import java.util.Optional;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -24,10 +29,20 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * A worker's moving parts: one claim loop per served agent (each with its own Redis connection for
- * blocking reads), {@code MAX_PARALLEL_CLIS} slots shared by all agents, jobs on virtual threads, and
- * a heartbeat ({@code kage:worker:<id>}, refreshed every {@link #HEARTBEAT_EVERY}, expiring after
- * {@link #HEARTBEAT_TTL}). Thread-safe; {@link #start()} once, {@link #stop()} once.
+ * A worker's moving parts. Thread-safe; {@link #start()} once, {@link #stop()} once.
+ * <ul>
+ *   <li>one claim loop per served agent, each with its own Redis connection for blocking reads, all
+ *       sharing {@code MAX_PARALLEL_CLIS} slots; jobs run on virtual threads;</li>
+ *   <li>a heartbeat ({@code kage:worker:<id>}, every {@link #HEARTBEAT_EVERY}, expiring after
+ *       {@link #HEARTBEAT_TTL}) that lists the in-flight entries and refreshes each one's idle time,
+ *       so a long job on a live worker is never reclaimed; an entry found taken by another worker is
+ *       stopped here;</li>
+ *   <li>a reclaimer that takes over entries idle past {@code KAGE_RECLAIM_IDLE_SECONDS} whose worker's
+ *       heartbeat lapsed or that their worker no longer tracks, and sends entries delivered
+ *       {@code KAGE_MAX_DELIVERIES} times without finishing to the dead letters;</li>
+ *   <li>housekeeping: due delayed jobs moved to their streams, cancelled tasks' jobs stopped, outcomes
+ *       kept during a Postgres outage written, streams trimmed, dead consumer names removed.</li>
+ * </ul>
  */
 public final class WorkerRuntime {
     private static final Logger LOG = LoggerFactory.getLogger(WorkerRuntime.class);
@@ -35,35 +50,44 @@ public final class WorkerRuntime {
     public static final Duration BLOCK = Duration.ofSeconds(2);
     public static final Duration HEARTBEAT_EVERY = Duration.ofSeconds(5);
     public static final Duration HEARTBEAT_TTL = Duration.ofSeconds(20);
+    static final Duration CANCEL_CHECK_EVERY = Duration.ofSeconds(1);
+    static final Duration TRIM_EVERY = Duration.ofSeconds(60);
     /** Pause after Redis refused a read, so an outage is not a hot loop. */
     static final Duration OUTAGE_PAUSE = Duration.ofSeconds(1);
 
     private final WorkerSettings worker;
+    private final QueueSettings queueSettings;
     private final int slotCount;
     private final KageKeys keys;
     private final RedisClient redisClient;
     private final RedisCommands<String, String> redis;
     private final JobQueue queue;
     private final JobRunner runner;
+    private final LiveTaskState live;
+    private final OutcomeRecorder outcomes;
     private final Clock clock;
     private final Semaphore slots;
-    private final Set<String> inFlight = ConcurrentHashMap.newKeySet();
+    private final Map<String, Running> inFlight = new ConcurrentHashMap<>();
     private final ExecutorService jobs = Executors.newThreadPerTaskExecutor(Thread.ofVirtual().name("kage-job-", 0).factory());
-    private final ScheduledExecutorService heartbeat = Executors.newSingleThreadScheduledExecutor(
-            Thread.ofPlatform().daemon().name("kage-heartbeat").factory());
+    private final ScheduledExecutorService housekeeping = Executors.newScheduledThreadPool(2,
+            Thread.ofPlatform().daemon().name("kage-housekeeping-", 0).factory());
     private final List<Thread> loops = new ArrayList<>();
     private final List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
     private volatile boolean running;
 
-    public WorkerRuntime(WorkerSettings worker, int slotCount, KageKeys keys, RedisClient redisClient,
-                         RedisCommands<String, String> redis, JobQueue queue, JobRunner runner, Clock clock) {
+    public WorkerRuntime(WorkerSettings worker, QueueSettings queueSettings, int slotCount, KageKeys keys, RedisClient redisClient,
+                         RedisCommands<String, String> redis, JobQueue queue, JobRunner runner, LiveTaskState live,
+                         OutcomeRecorder outcomes, Clock clock) {
         this.worker = worker;
+        this.queueSettings = queueSettings;
         this.slotCount = slotCount;
         this.keys = keys;
         this.redisClient = redisClient;
         this.redis = redis;
         this.queue = queue;
         this.runner = runner;
+        this.live = live;
+        this.outcomes = outcomes;
         this.clock = clock;
         this.slots = new Semaphore(slotCount);
     }
@@ -77,20 +101,23 @@ public final class WorkerRuntime {
             queue.ensureStreams(agent);
         }
         beat();
-        heartbeat.scheduleAtFixedRate(this::beat, HEARTBEAT_EVERY.toMillis(), HEARTBEAT_EVERY.toMillis(), TimeUnit.MILLISECONDS);
+        every(HEARTBEAT_EVERY, this::beat);
+        every(HEARTBEAT_EVERY, this::reclaim);
+        every(CANCEL_CHECK_EVERY, this::stopCancelled);
+        every(Duration.ofSeconds(2), this::flushOutbox);
+        every(TRIM_EVERY, this::tidy);
         for (String agent : worker.agents()) {
             StatefulRedisConnection<String, String> connection = redisClient.connect();
             connections.add(connection);
-            Thread loop = Thread.ofPlatform().name("kage-claim-" + agent).start(() -> claimLoop(agent, connection.sync()));
-            loops.add(loop);
+            loops.add(Thread.ofPlatform().name("kage-claim-" + agent).start(() -> claimLoop(agent, connection.sync())));
         }
         LOG.info("Worker {} serving {} with {} slots (work dir {})", worker.workerId(), worker.agents(), slotCount,
                 worker.workDir());
     }
 
     /**
-     * Stops claiming, lets running jobs finish within the grace period, then interrupts the rest (their
-     * process trees are killed; their entries stay pending for another worker).
+     * Stops claiming, lets running jobs finish within the grace period, then stops the rest, which
+     * hand their entries back to the queue so another worker takes them at once.
      */
     public synchronized void stop() {
         if (!running) {
@@ -108,16 +135,17 @@ public final class WorkerRuntime {
         jobs.shutdown();
         try {
             if (!jobs.awaitTermination(worker.shutdownGrace().toMillis(), TimeUnit.MILLISECONDS)) {
-                LOG.warn("Grace period of {}s over; stopping {} running job(s): {}", worker.shutdownGrace().toSeconds(),
-                        inFlight.size(), inFlight);
-                jobs.shutdownNow();
-                jobs.awaitTermination(10, TimeUnit.SECONDS);
+                LOG.warn("Grace period of {}s over; handing back {} running job(s)", worker.shutdownGrace().toSeconds(),
+                        inFlight.size());
+                inFlight.values().forEach(r -> r.control().stop(JobControl.StopReason.SHUTDOWN));
+                if (!jobs.awaitTermination(30, TimeUnit.SECONDS)) {
+                    LOG.error("{} job(s) did not stop; their entries stay pending and will be reclaimed", inFlight.size());
+                }
             }
         } catch (InterruptedException e) {
-            jobs.shutdownNow();
             Thread.currentThread().interrupt();
         }
-        heartbeat.shutdownNow();
+        housekeeping.shutdownNow();
         try {
             redis.del(keys.worker(worker.workerId()));
         } catch (RedisException e) {
@@ -127,13 +155,14 @@ public final class WorkerRuntime {
         LOG.info("Worker {} stopped", worker.workerId());
     }
 
-    /** Jobs running now, by job id. */
-    public Set<String> inFlight() {
-        return Set.copyOf(inFlight);
+    /** Entries running now, as {@code stream/entryId}. */
+    public java.util.Set<String> inFlight() {
+        return java.util.Set.copyOf(inFlight.keySet());
     }
 
     private void claimLoop(String agent, RedisCommands<String, String> blocking) {
         boolean outage = false;
+        long round = 0;
         while (running) {
             try {
                 slots.acquire();
@@ -142,15 +171,21 @@ public final class WorkerRuntime {
             }
             List<ClaimedJob> claimed;
             try {
-                claimed = queue.read(blocking, agent, worker.workerId(), BLOCK);
+                queue.promoteDue(agent, clock.instant());
+                claimed = queue.read(blocking, agent, worker.workerId(), BLOCK, round++);
                 if (outage) {
-                    LOG.info("Redis is back; {} resumes claiming", agent);
+                    LOG.info("Redis answers again; {} resumes claiming", agent);
                     outage = false;
                 }
             } catch (RedisException e) {
                 slots.release();
                 if (!running) {
                     return;
+                }
+                if (isNoGroup(e)) {
+                    LOG.warn("The streams of {} or their group are gone (Redis restarted without its data?); recreating them", agent);
+                    safely(() -> queue.ensureStreams(agent));
+                    continue;
                 }
                 if (!outage) {
                     LOG.error("Cannot read jobs for {} from Redis ({}); retrying every {}s", agent, e.getMessage(),
@@ -176,19 +211,18 @@ public final class WorkerRuntime {
         }
     }
 
+    /** Runs a claimed job; the caller has taken a slot for it. */
     private void submit(ClaimedJob job) {
-        String id = job.stream() + "/" + job.entryId();
-        inFlight.add(id);
+        JobControl control = new JobControl();
+        inFlight.put(job.key(), new Running(job, control));
         jobs.execute(() -> {
             try {
-                runner.run(job);
-            } catch (InterruptedException e) {
-                LOG.info("Job {} stopped by shutdown; left pending for another worker", id);
+                runner.run(job, control);
             } catch (RuntimeException e) {
-                // The entry is not acknowledged: it stays pending and is retried (or dead-lettered) elsewhere.
-                LOG.error("Job {} failed before its outcome was recorded; left pending: {}", id, e.toString(), e);
+                // Not acknowledged: the entry stays pending; this worker stops tracking it, so the reclaimer retries it.
+                LOG.error("Job {} failed before its outcome was recorded; left pending for the reclaimer: {}", job.key(), e.toString(), e);
             } finally {
-                inFlight.remove(id);
+                inFlight.remove(job.key());
                 slots.release();
             }
         });
@@ -200,13 +234,135 @@ public final class WorkerRuntime {
             redis.hset(key, Map.of(
                     "agents", String.join(",", worker.agents()),
                     "slots", Integer.toString(slotCount),
-                    "busy", Integer.toString(slotCount - slots.availablePermits()),
-                    "in_flight", String.join(",", inFlight),
+                    "busy", Integer.toString(inFlight.size()),
+                    "in_flight", String.join(",", inFlight.keySet()),
                     "heartbeat_at", clock.instant().toString(),
                     "pid", Long.toString(ProcessHandle.current().pid())));
             redis.pexpire(key, HEARTBEAT_TTL.toMillis());
+            for (Running job : inFlight.values()) {
+                JobQueue.Ownership ownership = queue.refresh(job.claimed(), worker.workerId());
+                if (ownership == JobQueue.Ownership.TAKEN) {
+                    LOG.warn("Entry {} was reclaimed by another worker; stopping it here", job.claimed().key());
+                    job.control().stop(JobControl.StopReason.LOST);
+                }
+            }
         } catch (RedisException e) {
             LOG.warn("Heartbeat failed: {}", e.getMessage());
+        }
+    }
+
+    private void reclaim() {
+        if (!running) {
+            return;
+        }
+        for (String agent : worker.agents()) {
+            try {
+                for (PendingEntry entry : queue.stale(agent, queueSettings.reclaimIdle(), 50)) {
+                    if (inFlight.containsKey(entry.key()) || ownerStillWorksOn(entry)) {
+                        continue;
+                    }
+                    if (entry.deliveries() >= queueSettings.maxDeliveries()) {
+                        queue.claim(entry.stream(), worker.workerId(), queueSettings.reclaimIdle(), entry.entryId())
+                                .ifPresent(job -> runner.poisoned(job, entry.deliveries()));
+                        continue;
+                    }
+                    if (!slots.tryAcquire()) {
+                        break;
+                    }
+                    Optional<ClaimedJob> job = queue.claim(entry.stream(), worker.workerId(), queueSettings.reclaimIdle(),
+                            entry.entryId());
+                    if (job.isPresent()) {
+                        LOG.info("Reclaimed {} from {} (idle {} ms, delivery {})", entry.key(), entry.consumer(), entry.idleMs(),
+                                entry.deliveries() + 1);
+                        submit(job.get());
+                    } else {
+                        slots.release();
+                    }
+                }
+            } catch (RedisException e) {
+                LOG.warn("Reclaim pass for {} failed: {}", agent, e.getMessage());
+            }
+        }
+    }
+
+    /** The entry's owner has a live heartbeat that lists it: it is working on it, however long that takes. */
+    private boolean ownerStillWorksOn(PendingEntry entry) {
+        String inFlightList = redis.hget(keys.worker(entry.consumer()), "in_flight");
+        if (inFlightList == null) {
+            return false;
+        }
+        for (String key : inFlightList.split(",")) {
+            if (key.equals(entry.key())) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private void stopCancelled() {
+        for (Running job : inFlight.values()) {
+            try {
+                var message = job.claimed().job();
+                if (live.isCancelled(message.tenant(), message.taskId())) {
+                    job.control().stop(JobControl.StopReason.CANCELLED);
+                }
+            } catch (RuntimeException e) {
+                // a malformed entry or a Redis blip: the next check tries again
+            }
+        }
+    }
+
+    private void flushOutbox() {
+        for (String agent : worker.agents()) {
+            try {
+                outcomes.flush(agent);
+            } catch (RuntimeException e) {
+                LOG.debug("Outbox flush for {} failed: {}", agent, e.getMessage());
+            }
+        }
+    }
+
+    private void tidy() {
+        for (String agent : worker.agents()) {
+            try {
+                long trimmed = queue.trim(agent, queueSettings.keepAcked());
+                if (trimmed > 0) {
+                    LOG.debug("Trimmed {} acknowledged entries of {}", trimmed, agent);
+                }
+                for (Priority priority : Priority.values()) {
+                    String stream = keys.jobStream(agent, priority);
+                    for (String consumer : queue.consumers(stream)) {
+                        if (!consumer.equals(worker.workerId()) && redis.exists(keys.worker(consumer)) == 0
+                                && queue.removeConsumerIfIdle(stream, consumer)) {
+                            LOG.info("Removed consumer {} of {}: no heartbeat and nothing pending", consumer, stream);
+                        }
+                    }
+                }
+            } catch (RedisException e) {
+                LOG.warn("Housekeeping for {} failed: {}", agent, e.getMessage());
+            }
+        }
+    }
+
+    private void every(Duration period, Runnable task) {
+        housekeeping.scheduleWithFixedDelay(() -> {
+            try {
+                task.run();
+            } catch (RuntimeException e) {
+                LOG.warn("Housekeeping task failed: {}", e.toString());
+            }
+        }, period.toMillis(), period.toMillis(), TimeUnit.MILLISECONDS);
+    }
+
+    private static boolean isNoGroup(RedisException e) {
+        return e instanceof RedisCommandExecutionException && e.getMessage() != null && e.getMessage().startsWith("NOGROUP");
+    }
+
+    private static void safely(Runnable action) {
+        try {
+            action.run();
+        } catch (RedisException e) {
+            LOG.warn("Redis refused: {}", e.getMessage());
         }
     }
 
@@ -219,5 +375,8 @@ public final class WorkerRuntime {
         } catch (InterruptedException e) {
             return false;
         }
+    }
+
+    private record Running(ClaimedJob claimed, JobControl control) {
     }
 }

@@ -84,6 +84,6 @@ class OutputParserTest {
 
     private static AgentConfig agent(OutputFormat format) {
         return new AgentConfig("test", AgentType.COMMAND, List.of("/bin/true", "{prompt}"), format, List.of(), "m", "o200k_base",
-                1000, 3.0, 15.0, Path.of("/"));
+                1000, 3.0, 15.0, Path.of("/"), dev.kage.agent.RetryPolicy.DEFAULT);
     }
 }

@@ -195,7 +195,8 @@ class JobRunnerTest {
         LiveTaskState live = new LiveTaskState(keys, redis.redis());
         JobRunner runner = new JobRunner(settings, worker, catalog, queue, store, live,
                 new EventLog(keys, redis.redis(), Clock.systemUTC()), new TokenBudget(keys, redis.redis(), mode, 0.8),
-                new AgentRateLimiter(keys, redisson, 1_000), new WorktreeManager(worker.workDir()), new ProcessRunner());
+                new AgentRateLimiter(keys, redisson, 1_000), new WorktreeManager(worker.workDir()), new ProcessRunner(),
+                new OutcomeRecorder(store, keys, redis.redis()), Clock.systemUTC());
 
         TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", description, TaskStatus.QUEUED, Priority.NORMAL, null,
                 baseBranch, List.of(new Assignment(agent.name(), timeout)), null, tokenLimit, Instant.now(), Instant.now(), null);
@@ -205,7 +206,7 @@ class JobRunnerTest {
                 agent.name(), Priority.NORMAL, description, "", baseBranch, timeout, tokenLimit, 1));
         List<ClaimedJob> claimed = queue.read(blocking.sync(), agent.name(), "test-worker", Duration.ofSeconds(1));
         assertThat(claimed).hasSize(1);
-        runner.run(claimed.getFirst());
+        runner.run(claimed.getFirst(), new JobControl());
         ResultRecord result = store.results(task.id()).getFirst();
         return new Run(task, result, store.errors(task.id()));
     }
@@ -225,7 +226,7 @@ class JobRunnerTest {
 
     private static AgentConfig agent(String name, List<String> argv) {
         return new AgentConfig(name, AgentType.COMMAND, argv, OutputFormat.CLAUDE_JSON, List.of(), "demo", "o200k_base", 1_000,
-                3.0, 15.0, Path.of("/"));
+                3.0, 15.0, Path.of("/"), new dev.kage.agent.RetryPolicy(1, java.util.Set.of(), false));
     }
 
     private record Run(TaskRecord task, ResultRecord result, List<ErrorRecord> errors) {

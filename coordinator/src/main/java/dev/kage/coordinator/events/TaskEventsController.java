@@ -1,0 +1,162 @@
+package dev.kage.coordinator.events;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.coordinator.api.ErrorBody;
+import dev.kage.coordinator.auth.ApiKeyFilter;
+import dev.kage.redis.KageKeys;
+import dev.kage.store.TaskStore;
+import dev.kage.task.TaskRecord;
+import io.lettuce.core.Limit;
+import io.lettuce.core.Range;
+import io.lettuce.core.StreamMessage;
+import io.lettuce.core.api.sync.RedisCommands;
+import io.micronaut.http.HttpRequest;
+import io.micronaut.http.HttpResponse;
+import io.micronaut.http.HttpStatus;
+import io.micronaut.http.MediaType;
+import io.micronaut.http.annotation.Controller;
+import io.micronaut.http.annotation.Get;
+import io.micronaut.http.annotation.PathVariable;
+import io.micronaut.http.sse.Event;
+import io.micronaut.scheduling.TaskExecutors;
+import io.micronaut.scheduling.annotation.ExecuteOn;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import java.util.UUID;
+import reactor.core.publisher.Flux;
+import reactor.core.publisher.Mono;
+
+/**
+ * {@code GET /api/v1/tasks/{id}/events}: the task's lifecycle as server-sent events. First the task's past
+ * events still in {@code kage:events} (after {@code Last-Event-ID} when the client resumes), then live ones
+ * from the {@link EventHub}. Each SSE event is named by the event's {@code type}, carries its fields as a
+ * JSON object and the stream entry id as its id. The stream ends after the event that ends the task, or
+ * right after the replay when the task had already ended. A comment line every 15 s keeps proxies from
+ * closing a quiet stream.
+ */
+@Controller("/api/v1/tasks")
+public class TaskEventsController {
+    public static final String LAST_EVENT_ID = "Last-Event-ID";
+    /** Interval of the keep-alive comment. */
+    public static final Duration HEARTBEAT = Duration.ofSeconds(15);
+
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final int REPLAY_PAGE = 500;
+    // Marks the end of the task's events inside the merge with heartbeats; compared by identity.
+    private static final Event<String> END = Event.of("");
+
+    private final TaskStore store;
+    private final RedisCommands<String, String> redis;
+    private final KageKeys keys;
+    private final EventHub hub;
+
+    public TaskEventsController(TaskStore store, RedisCommands<String, String> redis, KageKeys keys, EventHub hub) {
+        this.store = store;
+        this.redis = redis;
+        this.keys = keys;
+        this.hub = hub;
+    }
+
+    @Get(value = "/{id}/events", produces = {MediaType.TEXT_EVENT_STREAM, MediaType.APPLICATION_JSON})
+    @ExecuteOn(TaskExecutors.BLOCKING)
+    public HttpResponse<?> events(HttpRequest<?> request, @PathVariable String id) {
+        String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class)
+                .orElseThrow(() -> new IllegalStateException("ApiKeyFilter did not run for " + request.getPath()));
+        Optional<TaskRecord> found = parseId(id).flatMap(uuid -> store.find(tenant, uuid));
+        if (found.isEmpty()) {
+            return HttpResponse.notFound(ErrorBody.of("not_found", "no task " + id + " for this API key"))
+                    .contentType(MediaType.APPLICATION_JSON_TYPE);
+        }
+        String resumeText = request.getHeaders().get(LAST_EVENT_ID);
+        Optional<String> resumeAfter = resumeText == null || resumeText.isBlank() ? Optional.empty() : StreamIds.parse(resumeText);
+        if (resumeText != null && !resumeText.isBlank() && resumeAfter.isEmpty()) {
+            return HttpResponse.status(HttpStatus.BAD_REQUEST)
+                    .contentType(MediaType.APPLICATION_JSON_TYPE)
+                    .body(new ErrorBody("validation_failed", "the request is invalid: " + LAST_EVENT_ID + " is not an event id",
+                            List.of(new ErrorBody.FieldError(LAST_EVENT_ID, "'" + printable(resumeText)
+                                    + "' is not an id this stream sent, e.g. 1718000000000-0"))));
+        }
+        TaskRecord task = found.get();
+        String taskId = task.id().toString();
+
+        // Subscribe before reading the past, so an event published in between is buffered, not lost.
+        EventHub.Subscription live = hub.subscribe(e -> taskId.equals(e.taskId()) && sameTenant(e, tenant));
+        Replay replay;
+        try {
+            replay = replay(taskId, tenant, resumeAfter.orElse(null));
+        } catch (RuntimeException e) {
+            live.close();
+            throw e;
+        }
+        Flux<StreamEvent> events;
+        if (task.status().isFinal()) {
+            live.close();
+            events = Flux.fromIterable(replay.events());
+        } else {
+            events = Flux.concat(Flux.fromIterable(replay.events()),
+                    live.events().filter(e -> StreamIds.compare(e.id(), replay.position()) > 0));
+        }
+        Flux<Event<String>> body = Flux.merge(
+                        events.takeUntil(StreamEvent::endsTask).map(TaskEventsController::sse).concatWith(Mono.just(END)),
+                        Flux.interval(HEARTBEAT, HEARTBEAT).map(tick -> Event.of("").comment("keep-alive")))
+                .takeWhile(event -> event != END)
+                .doFinally(signal -> live.close());
+        return HttpResponse.ok(body).contentType(MediaType.TEXT_EVENT_STREAM_TYPE);
+    }
+
+    /**
+     * The task's events in the stream after {@code after} (all of them when null), and the id of the last
+     * entry read, whichever task it belonged to: live events up to that id are already in the replay.
+     */
+    private Replay replay(String taskId, String tenant, String after) {
+        List<StreamEvent> events = new ArrayList<>();
+        String position = after == null ? StreamIds.ZERO : after;
+        String from = after == null ? "-" : StreamIds.successor(after);
+        while (true) {
+            List<StreamMessage<String, String>> page = redis.xrange(keys.events(), Range.create(from, "+"),
+                    Limit.from(REPLAY_PAGE));
+            for (StreamMessage<String, String> message : page) {
+                StreamEvent event = new StreamEvent(message.getId(), message.getBody());
+                if (taskId.equals(event.taskId()) && sameTenant(event, tenant)) {
+                    events.add(event);
+                }
+                position = message.getId();
+            }
+            if (page.size() < REPLAY_PAGE) {
+                return new Replay(events, position);
+            }
+            from = StreamIds.successor(position);
+        }
+    }
+
+    private static Event<String> sse(StreamEvent event) {
+        try {
+            return Event.of(JSON.writeValueAsString(event.fields())).name(event.type()).id(event.id());
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException("a map of strings is always JSON", e);
+        }
+    }
+
+    private static boolean sameTenant(StreamEvent event, String tenant) {
+        return event.tenant() == null || tenant.equals(event.tenant());
+    }
+
+    private static Optional<UUID> parseId(String id) {
+        try {
+            return Optional.of(UUID.fromString(id));
+        } catch (IllegalArgumentException e) {
+            return Optional.empty();
+        }
+    }
+
+    private static String printable(String value) {
+        String shown = value.length() > 64 ? value.substring(0, 64) + "…" : value;
+        return shown.replaceAll("\\p{Cntrl}", "?");
+    }
+
+    private record Replay(List<StreamEvent> events, String position) {
+    }
+}

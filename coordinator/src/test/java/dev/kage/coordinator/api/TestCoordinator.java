@@ -1,0 +1,83 @@
+package dev.kage.coordinator.api;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.testing.RedisFixture;
+import dev.kage.testing.TestServices;
+import io.micronaut.context.ApplicationContext;
+import io.micronaut.runtime.server.EmbeddedServer;
+import java.io.IOException;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Path;
+import java.util.Map;
+
+/**
+ * A coordinator on a random port with its own Redis namespace and Postgres schema, for API tests; {@link #close()}
+ * stops it and removes both.
+ */
+public final class TestCoordinator implements AutoCloseable {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private final RedisFixture redis = new RedisFixture();
+    private final String schema = TestServices.newSchema();
+    private final EmbeddedServer server;
+    private final HttpClient http = HttpClient.newHttpClient();
+
+    /**
+     * @param apiKeys {@code KAGE_API_KEYS}, e.g. {@code acme:acme-key-123,globex:globex-key-456}
+     */
+    public TestCoordinator(String apiKeys) {
+        Map<String, String> env = TestServices.environment(redis.namespace(), schema);
+        env.put("KAGE_AGENTS_FILE", Path.of("..", "ops", "agents", "agents.yml").toAbsolutePath().normalize().toString());
+        env.put("KAGE_API_KEYS", apiKeys);
+        Map<String, Object> properties = TestServices.properties(env);
+        properties.put("micronaut.server.port", -1);
+        server = ApplicationContext.run(EmbeddedServer.class, properties);
+    }
+
+    public RedisFixture redis() {
+        return redis;
+    }
+
+    public ApplicationContext context() {
+        return server.getApplicationContext();
+    }
+
+    public URI uri(String pathAndQuery) {
+        return URI.create("http://localhost:" + server.getPort() + pathAndQuery);
+    }
+
+    public HttpClient http() {
+        return http;
+    }
+
+    public HttpResponse<String> get(String pathAndQuery, String apiKey) throws IOException, InterruptedException {
+        return http.send(HttpRequest.newBuilder(uri(pathAndQuery)).header("X-API-Key", apiKey).GET().build(),
+                HttpResponse.BodyHandlers.ofString());
+    }
+
+    /** Submits a task through the API and returns its id. */
+    public String submit(String apiKey, String body) throws IOException, InterruptedException {
+        HttpResponse<String> response = http.send(HttpRequest.newBuilder(uri("/api/v1/tasks")).header("X-API-Key", apiKey)
+                .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(body)).build(),
+                HttpResponse.BodyHandlers.ofString());
+        if (response.statusCode() != 202) {
+            throw new AssertionError("submit answered " + response.statusCode() + ": " + response.body());
+        }
+        return json(response).get("task_id").asText();
+    }
+
+    public static JsonNode json(HttpResponse<String> response) throws IOException {
+        return JSON.readTree(response.body());
+    }
+
+    @Override
+    public void close() {
+        server.close();
+        redis.close();
+        TestServices.dropSchema(schema);
+    }
+}

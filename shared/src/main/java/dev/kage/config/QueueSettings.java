@@ -1,0 +1,52 @@
+package dev.kage.config;
+
+import java.time.Duration;
+
+/**
+ * How the job queue delivers, reclaims, retries and trims. Immutable.
+ *
+ * @param maxDeliveries    deliveries of one entry that never finished before it is a poison job and goes to the
+ *                         dead letters ({@code KAGE_MAX_DELIVERIES}, default 5)
+ * @param reclaimIdle      an in-flight entry not refreshed for this long, whose worker's heartbeat lapsed or that its
+ *                         worker no longer tracks, is reclaimed ({@code KAGE_RECLAIM_IDLE_SECONDS}, default 30; live
+ *                         workers refresh their entries every 5 s, so a long job on a live worker is never taken)
+ * @param retryBackoffBase first delay before retrying a failed run ({@code KAGE_RETRY_BACKOFF_BASE}, seconds, default 5)
+ * @param retryBackoffMax  longest retry delay ({@code KAGE_RETRY_BACKOFF_MAX}, seconds, default 300)
+ * @param keepAcked        acknowledged entries each stream keeps for inspection before trimming
+ *                         ({@code KAGE_STREAM_KEEP_ACKED}, default 1000)
+ */
+public record QueueSettings(int maxDeliveries, Duration reclaimIdle, Duration retryBackoffBase, Duration retryBackoffMax,
+                            long keepAcked) {
+
+    public static final int DEFAULT_MAX_DELIVERIES = 5;
+    public static final long DEFAULT_RECLAIM_IDLE_SECONDS = 30;
+    public static final double DEFAULT_RETRY_BACKOFF_BASE = 5;
+    public static final double DEFAULT_RETRY_BACKOFF_MAX = 300;
+    public static final long DEFAULT_KEEP_ACKED = 1_000;
+    /** Below this, a live worker's 5-second refresh could race the reclaimer. */
+    public static final long MIN_RECLAIM_IDLE_SECONDS = 15;
+
+    public static QueueSettings load(Env env) {
+        long idle = env.positiveLong("KAGE_RECLAIM_IDLE_SECONDS", DEFAULT_RECLAIM_IDLE_SECONDS);
+        if (idle < MIN_RECLAIM_IDLE_SECONDS) {
+            throw new ConfigException("KAGE_RECLAIM_IDLE_SECONDS=" + idle + ": must be at least " + MIN_RECLAIM_IDLE_SECONDS
+                    + " (workers refresh in-flight jobs every 5 s)");
+        }
+        double base = env.positiveDouble("KAGE_RETRY_BACKOFF_BASE", DEFAULT_RETRY_BACKOFF_BASE);
+        double max = env.positiveDouble("KAGE_RETRY_BACKOFF_MAX", DEFAULT_RETRY_BACKOFF_MAX);
+        if (max < base) {
+            throw new ConfigException("KAGE_RETRY_BACKOFF_MAX=" + max + ": must not be below KAGE_RETRY_BACKOFF_BASE=" + base);
+        }
+        return new QueueSettings(env.positiveInt("KAGE_MAX_DELIVERIES", DEFAULT_MAX_DELIVERIES), Duration.ofSeconds(idle),
+                Duration.ofMillis((long) (base * 1000)), Duration.ofMillis((long) (max * 1000)),
+                env.positiveLong("KAGE_STREAM_KEEP_ACKED", DEFAULT_KEEP_ACKED));
+    }
+
+    /** Delay before attempt {@code nextAttempt} (2 for the first retry): base × 2^(n−2), capped, with ±20 % jitter. */
+    public Duration retryDelay(int nextAttempt, double jitterUnit) {
+        double seconds = retryBackoffBase.toMillis() / 1000.0 * Math.pow(2, Math.max(0, nextAttempt - 2));
+        seconds = Math.min(seconds, retryBackoffMax.toMillis() / 1000.0);
+        double jitter = 1 + (jitterUnit * 2 - 1) * 0.2;
+        return Duration.ofMillis(Math.max(1, (long) (seconds * jitter * 1000)));
+    }
+}

@@ -1,0 +1,57 @@
+package dev.kage.redis;
+
+import dev.kage.KageException;
+import io.lettuce.core.RedisNoScriptException;
+import io.lettuce.core.ScriptOutputType;
+import io.lettuce.core.api.sync.RedisCommands;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.util.HexFormat;
+
+/**
+ * A Lua script from the classpath, run with {@code EVALSHA} and re-sent with {@code EVAL} when Redis
+ * does not know it (after a restart or a {@code SCRIPT FLUSH}). Immutable and thread-safe.
+ */
+public final class LuaScript {
+    private final String name;
+    private final String text;
+    private final String sha;
+
+    private LuaScript(String name, String text) {
+        this.name = name;
+        this.text = text;
+        try {
+            this.sha = HexFormat.of().formatHex(MessageDigest.getInstance("SHA-1").digest(text.getBytes(StandardCharsets.UTF_8)));
+        } catch (NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** Loads {@code name} from beside {@code owner} on the classpath. */
+    public static LuaScript load(Class<?> owner, String name) {
+        try (InputStream in = owner.getResourceAsStream(name)) {
+            if (in == null) {
+                throw new KageException("Lua script " + name + " missing from the classpath beside " + owner.getName(), false);
+            }
+            return new LuaScript(name, new String(in.readAllBytes(), StandardCharsets.UTF_8));
+        } catch (IOException e) {
+            throw new KageException("Lua script " + name + " unreadable", false, e);
+        }
+    }
+
+    public <T> T run(RedisCommands<String, String> redis, ScriptOutputType type, String[] keys, String... args) {
+        try {
+            return redis.evalsha(sha, type, keys, args);
+        } catch (RedisNoScriptException unknown) {
+            return redis.eval(text, type, keys, args);
+        }
+    }
+
+    @Override
+    public String toString() {
+        return name + "@" + sha.substring(0, 8);
+    }
+}
