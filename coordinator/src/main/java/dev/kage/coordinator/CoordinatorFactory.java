@@ -60,8 +60,8 @@ public class CoordinatorFactory {
     /** The one reader of {@code kage:events} behind every SSE stream, closed at shutdown. */
     @Singleton
     @Bean(preDestroy = "close")
-    public EventHub eventHub(RedisClient client, KageKeys keys) {
-        EventHub hub = new EventHub(client, keys);
+    public EventHub eventHub(RedisClient client, KageSettings settings, KageKeys keys) {
+        EventHub hub = new EventHub(client, settings.redisUrl(), keys);
         hub.start();
         return hub;
     }

@@ -63,12 +63,17 @@ final class Fleet implements AutoCloseable {
     }
 
     Process startWorker(String id, Path workDir, Path defaultRepo, Map<String, String> extra) throws IOException {
+        return startWorker(id, id, workDir, defaultRepo, extra);
+    }
+
+    /** A worker whose log is {@code logName}.log, so a restarted worker keeps its predecessor's log. */
+    Process startWorker(String logName, String id, Path workDir, Path defaultRepo, Map<String, String> extra) throws IOException {
         Map<String, String> env = baseEnvironment();
         env.put("KAGE_WORKER_ID", id);
         env.put("KAGE_WORK_DIR", workDir.toString());
         env.put("KAGE_DEFAULT_REPO", defaultRepo.toString());
         env.putAll(extra);
-        return start(id, WORKER_JAR, env);
+        return start(logName, WORKER_JAR, env);
     }
 
     Process start(String name, Path jar, Map<String, String> env) throws IOException {
@@ -106,6 +111,41 @@ final class Fleet implements AutoCloseable {
                 .header("X-API-Key", key)
                 .header("Content-Type", "application/x-www-form-urlencoded")
                 .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
+    }
+
+    /** Rows of a query on this fleet's schema, as "col1:col2:..." strings. */
+    java.util.List<String> query(String sql, Object... params) throws Exception {
+        dev.kage.config.DatabaseUrl url = dev.kage.config.DatabaseUrl.parse("test", TestServices.databaseUrl());
+        java.util.List<String> rows = new java.util.ArrayList<>();
+        try (java.sql.Connection connection = java.sql.DriverManager.getConnection(url.jdbcUrl(), url.user(), url.password())) {
+            connection.createStatement().execute("SET search_path TO \"" + schema + "\"");
+            try (java.sql.PreparedStatement statement = connection.prepareStatement(sql)) {
+                for (int i = 0; i < params.length; i++) {
+                    statement.setObject(i + 1, params[i]);
+                }
+                try (java.sql.ResultSet rs = statement.executeQuery()) {
+                    int columns = rs.getMetaData().getColumnCount();
+                    while (rs.next()) {
+                        StringBuilder row = new StringBuilder();
+                        for (int c = 1; c <= columns; c++) {
+                            row.append(c == 1 ? "" : ":").append(rs.getString(c));
+                        }
+                        rows.add(row.toString());
+                    }
+                }
+            }
+        } catch (java.sql.SQLException e) {
+            if (e.getMessage() != null && e.getMessage().contains("does not exist")) {
+                return rows;
+            }
+            throw e;
+        }
+        return rows;
+    }
+
+    long count(String sql, Object... params) throws Exception {
+        java.util.List<String> rows = query(sql, params);
+        return rows.isEmpty() ? 0 : Long.parseLong(rows.getFirst());
     }
 
     String log(String name) throws IOException {

@@ -146,7 +146,7 @@ class FleetIT {
         return rows;
     }
 
-    private static Path createRepo(Path path) throws Exception {
+    static Path createRepo(Path path) throws Exception {
         Files.createDirectories(path);
         git(path, "init", "--quiet", "-b", "main");
         Files.writeString(path.resolve("README.md"), "# e2e\n");
@@ -155,7 +155,7 @@ class FleetIT {
         return path;
     }
 
-    private static String git(Path cwd, String... args) throws IOException, InterruptedException {
+    static String git(Path cwd, String... args) throws IOException, InterruptedException {
         List<String> argv = new ArrayList<>(List.of("git"));
         argv.addAll(List.of(args));
         Process process = new ProcessBuilder(argv).directory(cwd.toFile()).redirectErrorStream(true).start();

@@ -44,7 +44,8 @@ public final class Database implements AutoCloseable {
         }
         config.setMaximumPoolSize(maxPoolSize);
         config.setMinimumIdle(1);
-        config.setConnectionTimeout(Duration.ofSeconds(10).toMillis());
+        // Short, so a Postgres outage turns into a quick error (an outbox write, a 503) rather than a hang.
+        config.setConnectionTimeout(Duration.ofSeconds(3).toMillis());
         config.setInitializationFailTimeout(-1);
         config.setConnectionInitSql("SET search_path TO \"" + schema + "\"");
         HikariDataSource dataSource = new HikariDataSource(config);

@@ -62,8 +62,10 @@ public class WorkerFactory {
     public JobRunner jobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue,
                                TaskStore store, LiveTaskState live, EventLog events, TokenBudget budget,
                                AgentRateLimiter rateLimiter, OutcomeRecorder outcomes, Clock clock) {
-        return new JobRunner(settings, worker, catalog, queue, store, live, events, budget, rateLimiter,
-                new WorktreeManager(worker.workDir()), new ProcessRunner(), outcomes, clock);
+        WorktreeManager worktrees = new WorktreeManager(worker.workDir());
+        worktrees.recoverAfterCrash();
+        return new JobRunner(settings, worker, catalog, queue, store, live, events, budget, rateLimiter, worktrees,
+                new ProcessRunner(), outcomes, clock);
     }
 
     @Singleton

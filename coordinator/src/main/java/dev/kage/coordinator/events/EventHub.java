@@ -6,6 +6,7 @@ import io.lettuce.core.Limit;
 import io.lettuce.core.Range;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.RedisException;
+import io.lettuce.core.RedisURI;
 import io.lettuce.core.StreamMessage;
 import io.lettuce.core.XReadArgs;
 import io.lettuce.core.api.StatefulRedisConnection;
@@ -27,7 +28,8 @@ import reactor.util.concurrent.Queues;
  * to every subscriber whose filter accepts it, however many clients are listening.
  *
  * <p>One platform thread reads with {@code XREAD BLOCK} on a connection of its own (the shared connection
- * must never block). A Redis error is logged once per outage; the thread then retries every second from
+ * must never block), with a command timeout a little longer than the block time. A Redis error is logged
+ * once per outage; the thread then drops the connection and tries a new one every second, reading on from
  * the last entry it handed out, so nothing published during an outage is skipped. Each subscriber has a
  * bounded buffer; a subscriber that falls {@value #SUBSCRIBER_BUFFER} events behind is ended with an error
  * (an SSE client resumes with {@code Last-Event-ID}) instead of growing without limit.
@@ -35,8 +37,10 @@ import reactor.util.concurrent.Queues;
  * <p>Thread-safe. {@link #start()} once, {@link #close()} at shutdown.
  */
 public final class EventHub implements AutoCloseable {
-    /** How long one {@code XREAD} waits for new entries; shorter than the client's command timeout. */
+    /** How long one {@code XREAD} waits for new entries. */
     public static final Duration BLOCK = Duration.ofSeconds(2);
+    /** The hub connection's command timeout: a read that has not answered by then is lost. */
+    public static final Duration READ_TIMEOUT = BLOCK.plusSeconds(3);
     /** Pause after a Redis error before reading again. */
     public static final Duration ERROR_PAUSE = Duration.ofSeconds(1);
     /** Events one subscriber may have waiting before it is ended. */
@@ -46,22 +50,29 @@ public final class EventHub implements AutoCloseable {
     private static final int BATCH = 256;
 
     private final RedisClient client;
+    private final RedisURI uri;
     private final String stream;
-    private final String connectionName;
+    private final String name;
     private final Set<Subscription> subscriptions = ConcurrentHashMap.newKeySet();
     private final CountDownLatch stopping = new CountDownLatch(1);
     private final Object lock = new Object();
     private final Thread thread;
 
     private volatile boolean running = true;
+    private volatile boolean reading;
     private StatefulRedisConnection<String, String> connection; // guarded by lock
     private volatile String lastId;
 
-    public EventHub(RedisClient client, KageKeys keys) {
+    /**
+     * @param redisUrl the Redis the client serves; the hub's connection is named {@code <namespace>-event-hub}
+     *                 in {@code CLIENT LIST}, also after a reconnect
+     */
+    public EventHub(RedisClient client, String redisUrl, KageKeys keys) {
         this.client = client;
         this.stream = keys.events();
-        this.connectionName = keys.namespace() + "-event-hub";
-        this.thread = Thread.ofPlatform().name("kage-event-hub").daemon(true).unstarted(this::run);
+        this.name = keys.namespace() + "-event-hub";
+        this.uri = RedisURI.builder(RedisURI.create(redisUrl)).withClientName(name).build();
+        this.thread = Thread.ofPlatform().name(name).daemon(true).unstarted(this::run);
     }
 
     /**
@@ -104,6 +115,11 @@ public final class EventHub implements AutoCloseable {
         return lastId;
     }
 
+    /** True while the last read of the stream succeeded. */
+    public boolean reading() {
+        return reading;
+    }
+
     /** Stops the thread, closes the connection and completes every subscriber's events. */
     @Override
     public void close() {
@@ -135,6 +151,7 @@ public final class EventHub implements AutoCloseable {
             try {
                 List<StreamMessage<String, String>> batch = connection().sync().xread(
                         XReadArgs.Builder.block(BLOCK).count(BATCH), XReadArgs.StreamOffset.from(stream, lastId));
+                reading = true;
                 if (failing) {
                     LOG.info("Event hub: reading {} again, after entry {}", stream, lastId);
                     failing = false;
@@ -146,9 +163,12 @@ public final class EventHub implements AutoCloseable {
                     }
                 }
             } catch (RedisException e) {
+                reading = false;
                 if (!running) {
                     break;
                 }
+                // A fresh connection per attempt: Lettuce's own reconnect backs off up to 30 s.
+                dropConnection();
                 if (!failing) {
                     LOG.warn("Event hub: cannot read {} ({}); retrying every {} s from entry {}", stream, e.getMessage(),
                             ERROR_PAUSE.toSeconds(), lastId);
@@ -156,6 +176,7 @@ public final class EventHub implements AutoCloseable {
                 }
                 pause();
             } catch (RuntimeException e) {
+                reading = false;
                 // Anything else is a bug; the hub must outlive it, or every SSE client goes quiet.
                 LOG.error("Event hub: unexpected failure reading {}; retrying from entry {}", stream, lastId, e);
                 pause();
@@ -169,11 +190,21 @@ public final class EventHub implements AutoCloseable {
                 throw new RedisException("event hub is closed");
             }
             if (connection == null) {
-                StatefulRedisConnection<String, String> fresh = client.connect();
-                fresh.sync().clientSetname(connectionName);
-                connection = fresh;
+                connection = client.connect(uri);
+                connection.setTimeout(READ_TIMEOUT);
             }
             return connection;
+        }
+    }
+
+    private void dropConnection() {
+        StatefulRedisConnection<String, String> dropped;
+        synchronized (lock) {
+            dropped = connection;
+            connection = null;
+        }
+        if (dropped != null) {
+            dropped.closeAsync();
         }
     }
 

@@ -116,6 +116,9 @@ public final class JobRunner {
                 }
                 reason = JobControl.StopReason.SHUTDOWN;
             }
+            // The interrupt has done its work (the agent is stopped); clear it, or Redis and Postgres calls that
+            // record what became of the job would be interrupted too.
+            Thread.interrupted();
             stopped(claimed, job, reason);
         } finally {
             Thread.interrupted();

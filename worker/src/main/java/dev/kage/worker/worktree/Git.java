@@ -59,8 +59,11 @@ final class Git {
                 throw new GitException("git " + String.join(" ", args) + ": timed out", true);
             }
             if (process.exitValue() != 0) {
-                throw new GitException("git " + String.join(" ", args) + ": " + new String(stderr, StandardCharsets.UTF_8).trim(),
-                        false);
+                String message = new String(stderr, StandardCharsets.UTF_8).trim();
+                // A lock another git process holds (or a crashed one left) and network trouble pass; the rest does not.
+                boolean retryable = message.contains(".lock") || message.contains("Could not resolve host")
+                        || message.contains("Connection timed out") || message.contains("Connection refused");
+                throw new GitException("git " + String.join(" ", args) + ": " + message, retryable);
             }
             return new String(stdout, StandardCharsets.UTF_8).trim();
         } catch (IOException e) {

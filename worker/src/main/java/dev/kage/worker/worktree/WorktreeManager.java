@@ -117,6 +117,39 @@ public final class WorktreeManager {
         }
     }
 
+    /**
+     * Clears what a worker killed mid-operation leaves behind: git lock files in its repository
+     * caches (only this worker's process uses them, and none of its git commands runs yet) and stale
+     * worktree registrations. Call once at start-up.
+     */
+    public void recoverAfterCrash() {
+        if (!Files.isDirectory(repos)) {
+            return;
+        }
+        try (Stream<Path> files = Files.walk(repos, 6)) {
+            files.filter(p -> p.getFileName().toString().endsWith(".lock")).forEach(lock -> {
+                try {
+                    Files.deleteIfExists(lock);
+                } catch (IOException e) {
+                    throw new GitException("cannot remove stale git lock " + lock + ": " + e.getMessage(), false);
+                }
+            });
+        } catch (IOException e) {
+            throw new GitException("cannot scan " + repos + " for stale git locks: " + e.getMessage(), false);
+        }
+        try (Stream<Path> caches = Files.list(repos)) {
+            caches.filter(p -> p.getFileName().toString().endsWith(".partial")).forEach(WorktreeManager::deleteRecursively);
+        } catch (IOException e) {
+            throw new GitException("cannot list " + repos + ": " + e.getMessage(), false);
+        }
+        deleteRecursively(worktrees);
+        try (Stream<Path> caches = Files.list(repos)) {
+            caches.filter(p -> Files.exists(p.resolve("HEAD"))).forEach(cache -> Git.run(cache, "worktree", "prune"));
+        } catch (IOException e) {
+            throw new GitException("cannot list " + repos + ": " + e.getMessage(), false);
+        }
+    }
+
     /** Worktrees present now. */
     public long activeWorktrees() {
         if (!Files.isDirectory(worktrees)) {

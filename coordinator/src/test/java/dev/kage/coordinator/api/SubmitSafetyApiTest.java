@@ -1,0 +1,135 @@
+package dev.kage.coordinator.api;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.store.Database;
+import dev.kage.store.TaskStore;
+import dev.kage.task.Priority;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.UUID;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/** Idempotent submit under concurrent duplicates, cancel answers, and the reconciler closing the dual-write gap. */
+class SubmitSafetyApiTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final String BODY =
+            "{\"description\": \"Quick test\", \"cli_assignments\": [{\"cli_name\": \"claude-code\", \"timeout\": 60}]}";
+    private static TestCoordinator coordinator;
+
+    @BeforeAll
+    static void start() {
+        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456");
+    }
+
+    @AfterAll
+    static void stop() throws Exception {
+        coordinator.close();
+    }
+
+    @Test
+    void concurrentDuplicatesWithOneIdempotencyKeyCreateOneTask() throws Exception {
+        String key = "order-" + UUID.randomUUID();
+        ExecutorService pool = Executors.newFixedThreadPool(16);
+        CountDownLatch start = new CountDownLatch(1);
+        List<Future<HttpResponse<String>>> responses = new ArrayList<>();
+        for (int i = 0; i < 16; i++) {
+            responses.add(pool.submit(() -> {
+                start.await();
+                return submit("acme-key-123", key, BODY);
+            }));
+        }
+        start.countDown();
+        List<String> ids = new ArrayList<>();
+        long replayed = 0;
+        for (Future<HttpResponse<String>> response : responses) {
+            HttpResponse<String> r = response.get();
+            assertThat(r.statusCode()).as(r.body()).isEqualTo(202);
+            ids.add(JSON.readTree(r.body()).get("task_id").asText());
+            replayed += r.headers().firstValue("Idempotent-Replayed").orElse("").equals("true") ? 1 : 0;
+        }
+        pool.shutdown();
+        assertThat(ids).containsOnly(ids.getFirst());
+        assertThat(replayed).isEqualTo(15);
+        String stream = coordinator.redis().keys().jobStream("claude-code", Priority.NORMAL);
+        long jobs = coordinator.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+")).stream()
+                .filter(m -> ids.getFirst().equals(m.getBody().get("task_id"))).count();
+        assertThat(jobs).as("one job in Redis").isEqualTo(1);
+
+        HttpResponse<String> otherTenant = submit("globex-key-456", key, BODY);
+        assertThat(otherTenant.statusCode()).isEqualTo(202);
+        assertThat(JSON.readTree(otherTenant.body()).get("task_id").asText()).as("keys are per tenant").isNotEqualTo(ids.getFirst());
+    }
+
+    @Test
+    void aKeyReusedWithADifferentBodyIs422AndMalformedKeysAre400() throws Exception {
+        String key = "k-" + UUID.randomUUID();
+        assertThat(submit("acme-key-123", key, BODY).statusCode()).isEqualTo(202);
+        HttpResponse<String> different = submit("acme-key-123", key, BODY.replace("Quick test", "Other test"));
+        assertThat(different.statusCode()).isEqualTo(422);
+        assertThat(JSON.readTree(different.body()).get("errors").get(0).get("field").asText()).isEqualTo("Idempotency-Key");
+        HttpResponse<String> malformed = submit("acme-key-123", "x".repeat(201), BODY);
+        assertThat(malformed.statusCode()).isEqualTo(400);
+        assertThat(JSON.readTree(malformed.body()).get("errors").get(0).get("field").asText()).isEqualTo("Idempotency-Key");
+    }
+
+    @Test
+    void cancelAnswers202Then409AndHidesOtherTenantsTasks() throws Exception {
+        String id = JSON.readTree(submit("acme-key-123", null, BODY).body()).get("task_id").asText();
+        assertThat(post("/api/v1/tasks/" + id + "/cancel", "globex-key-456").statusCode()).isEqualTo(404);
+        HttpResponse<String> cancelled = post("/api/v1/tasks/" + id + "/cancel", "acme-key-123");
+        assertThat(cancelled.statusCode()).isEqualTo(202);
+        assertThat(JSON.readTree(cancelled.body()).get("previous_status").asText()).isEqualTo("queued");
+        assertThat(post("/api/v1/tasks/" + id + "/cancel", "acme-key-123").statusCode()).isEqualTo(409);
+        assertThat(coordinator.redis().redis().hget(coordinator.redis().keys().task("acme", id), "cancelled")).isEqualTo("1");
+        assertThat(JSON.readTree(coordinator.get("/api/v1/tasks/" + id, "acme-key-123").body()).get("status").asText())
+                .isEqualTo("cancelled");
+        assertThat(post("/api/v1/tasks/not-a-task/cancel", "acme-key-123").statusCode()).isEqualTo(404);
+        assertThat(post("/api/v1/dead-letters/not-an-id/replay", "acme-key-123").statusCode()).isEqualTo(404);
+        HttpResponse<String> letters = coordinator.get("/api/v1/dead-letters", "acme-key-123");
+        assertThat(letters.statusCode()).as(letters.body()).isEqualTo(200);
+        assertThat(JSON.readTree(letters.body()).get("dead_letters").isArray()).as(letters.body()).isTrue();
+    }
+
+    @Test
+    void aTaskWhoseJobsNeverReachedRedisIsEnqueuedByTheReconciler() throws Exception {
+        // A task row as a coordinator that died right after the insert would leave it.
+        Database database = coordinator.context().getBean(Database.class);
+        TaskStore store = new TaskStore(database);
+        var task = new dev.kage.task.TaskRecord(UUID.randomUUID(), "acme", "orphan", dev.kage.task.TaskStatus.QUEUED,
+                Priority.NORMAL, null, "main", List.of(new dev.kage.task.Assignment("demo", 60)), null, 1000,
+                java.time.Instant.now(), java.time.Instant.now(), null);
+        store.insert(task);
+        database.jdbi().useHandle(h -> h.execute("UPDATE tasks SET created_at = now() - interval '1 minute' WHERE id = ?", task.id()));
+        String stream = coordinator.redis().keys().jobStream("demo", Priority.NORMAL);
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(() ->
+                coordinator.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+")).stream()
+                        .anyMatch(m -> task.id().toString().equals(m.getBody().get("task_id"))));
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10)).until(() ->
+                database.jdbi().withHandle(h -> h.createQuery("SELECT enqueued_at IS NOT NULL FROM tasks WHERE id = :id")
+                        .bind("id", task.id()).mapTo(Boolean.class).one()));
+    }
+
+    private static HttpResponse<String> submit(String apiKey, String idempotencyKey, String body) throws Exception {
+        HttpRequest.Builder request = HttpRequest.newBuilder(coordinator.uri("/api/v1/tasks")).header("X-API-Key", apiKey)
+                .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(body));
+        if (idempotencyKey != null) {
+            request.header("Idempotency-Key", idempotencyKey);
+        }
+        return coordinator.http().send(request.build(), HttpResponse.BodyHandlers.ofString());
+    }
+
+    private static HttpResponse<String> post(String path, String apiKey) throws Exception {
+        return coordinator.http().send(HttpRequest.newBuilder(coordinator.uri(path)).header("X-API-Key", apiKey)
+                .POST(HttpRequest.BodyPublishers.noBody()).build(), HttpResponse.BodyHandlers.ofString());
+    }
+}

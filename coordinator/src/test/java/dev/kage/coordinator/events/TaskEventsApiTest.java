@@ -1,0 +1,190 @@
+package dev.kage.coordinator.events;
+
+import static dev.kage.coordinator.api.TestCoordinator.json;
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.coordinator.api.TestCoordinator;
+import dev.kage.coordinator.events.SseReader.SseEvent;
+import dev.kage.events.EventLog;
+import dev.kage.store.TaskStore;
+import dev.kage.task.TaskStatus;
+import java.net.http.HttpResponse;
+import java.time.Clock;
+import java.time.Duration;
+import java.util.Map;
+import java.util.UUID;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/** {@code GET /api/v1/tasks/{id}/events} against a live coordinator, with events published as a worker does. */
+class TaskEventsApiTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final String ACME = "acme-key-123";
+    private static final String GLOBEX = "globex-key-456";
+    private static final String TASK = "{\"description\": \"stream me\", \"cli_assignments\": [{\"cli_name\": \"demo\"}]}";
+    private static final Duration PATIENCE = Duration.ofSeconds(10);
+
+    private static TestCoordinator coordinator;
+    private static EventLog events;
+
+    @BeforeAll
+    static void start() {
+        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456");
+        events = new EventLog(coordinator.redis().keys(), coordinator.redis().redis(), Clock.systemUTC());
+    }
+
+    @AfterAll
+    static void stop() {
+        coordinator.close();
+    }
+
+    @Test
+    void streamsTheTasksPastThenLiveEventsAndEndsWithTheTask() throws Exception {
+        String task = coordinator.submit(ACME, TASK);
+        String other = coordinator.submit(ACME, TASK);
+        try (SseReader sse = open(task, ACME, null)) {
+            assertThat(sse.response().statusCode()).isEqualTo(200);
+            assertThat(sse.response().headers().firstValue("Content-Type")).hasValueSatisfying(
+                    t -> assertThat(t).startsWith("text/event-stream"));
+            await().atMost(PATIENCE).until(() -> sse.names().contains("task.submitted"));
+
+            jobStarted(other);
+            jobStarted(task);
+            await().atMost(PATIENCE).until(() -> sse.names().contains("job.started"));
+            assertThat(sse.ended()).isFalse();
+            jobFinished(other, "completed");
+            jobFinished(task, "completed");
+
+            await().atMost(PATIENCE).until(sse::ended);
+            assertThat(sse.names()).containsExactly("task.submitted", "job.started", "job.finished");
+            for (SseEvent event : sse.events()) {
+                JsonNode data = JSON.readTree(event.data());
+                assertThat(data.get("task_id").asText()).isEqualTo(task);
+                assertThat(data.get("tenant").asText()).isEqualTo("acme");
+                assertThat(data.get("type").asText()).isEqualTo(event.name());
+                assertThat(event.id()).matches("\\d+-\\d+");
+            }
+            JsonNode finished = JSON.readTree(sse.events().get(2).data());
+            assertThat(finished.get("status").asText()).isEqualTo("completed");
+            assertThat(finished.get("task_status").asText()).isEqualTo("completed");
+            assertThat(JSON.readTree(sse.events().get(1).data()).get("worker").asText()).isEqualTo("w-1");
+        }
+    }
+
+    @Test
+    void aJobThatEndsWhileAnotherRunsDoesNotEndTheStream() throws Exception {
+        String task = coordinator.submit(ACME, TASK);
+        try (SseReader sse = open(task, ACME, null)) {
+            await().atMost(PATIENCE).until(() -> sse.names().contains("task.submitted"));
+            jobFinished(task, "running");
+            events.publish("budget.warning", Map.of("task_id", task, "tenant", "acme", "agent", "demo"));
+            await().atMost(PATIENCE).until(() -> sse.names().contains("budget.warning"));
+            assertThat(sse.ended()).isFalse();
+            events.publish("task.cancelled", Map.of("task_id", task, "tenant", "acme"));
+            await().atMost(PATIENCE).until(sse::ended);
+            assertThat(sse.names()).containsExactly("task.submitted", "job.finished", "budget.warning", "task.cancelled");
+        }
+    }
+
+    @Test
+    void lastEventIdResumesAfterThatEvent() throws Exception {
+        String task = coordinator.submit(ACME, TASK);
+        jobStarted(task);
+        jobFinished(task, "completed");
+        String startedId;
+        try (SseReader all = open(task, ACME, null)) {
+            await().atMost(PATIENCE).until(all::ended);
+            assertThat(all.names()).containsExactly("task.submitted", "job.started", "job.finished");
+            startedId = all.events().get(1).id();
+        }
+        try (SseReader resumed = open(task, ACME, startedId)) {
+            await().atMost(PATIENCE).until(resumed::ended);
+            assertThat(resumed.names()).containsExactly("job.finished");
+        }
+    }
+
+    @Test
+    void resumingALiveStreamDeliversOnlyLaterEvents() throws Exception {
+        String task = coordinator.submit(ACME, TASK);
+        jobStarted(task);
+        String startedId;
+        try (SseReader first = open(task, ACME, null)) {
+            await().atMost(PATIENCE).until(() -> first.names().contains("job.started"));
+            startedId = first.events().get(1).id();
+        }
+        EventHub hub = coordinator.context().getBean(EventHub.class);
+        await().atMost(PATIENCE).until(() -> hub.subscribers() == 0);
+        try (SseReader resumed = open(task, ACME, startedId)) {
+            // Published once the stream is live, so it arrives through the hub, not the replay.
+            await().atMost(PATIENCE).until(() -> hub.subscribers() == 1);
+            jobFinished(task, "failed");
+            await().atMost(PATIENCE).until(resumed::ended);
+            assertThat(resumed.names()).containsExactly("job.finished");
+        }
+    }
+
+    @Test
+    void aTaskThatHasAlreadyEndedStreamsItsPastAndEnds() throws Exception {
+        String task = coordinator.submit(ACME, TASK);
+        coordinator.context().getBean(TaskStore.class).setStatus(UUID.fromString(task), TaskStatus.CANCELLED);
+        try (SseReader sse = open(task, ACME, null)) {
+            await().atMost(PATIENCE).until(sse::ended);
+            assertThat(sse.names()).containsExactly("task.submitted");
+        }
+    }
+
+    @Test
+    void anotherTenantsOrAnUnknownTaskIs404JsonAndABadLastEventIdIs400() throws Exception {
+        String task = coordinator.submit(ACME, TASK);
+        for (String[] attempt : new String[][] {{task, GLOBEX}, {UUID.randomUUID().toString(), ACME}, {"not-a-uuid", ACME}}) {
+            HttpResponse<String> response = coordinator.http().send(java.net.http.HttpRequest.newBuilder(
+                            coordinator.uri("/api/v1/tasks/" + attempt[0] + "/events"))
+                    .header("X-API-Key", attempt[1]).header("Accept", "text/event-stream").GET().build(),
+                    HttpResponse.BodyHandlers.ofString());
+            assertThat(response.statusCode()).as(response.body()).isEqualTo(404);
+            assertThat(response.headers().firstValue("Content-Type")).hasValueSatisfying(
+                    t -> assertThat(t).startsWith("application/json"));
+            assertThat(json(response).get("error").asText()).isEqualTo("not_found");
+        }
+
+        HttpResponse<String> bad = coordinator.http().send(java.net.http.HttpRequest.newBuilder(
+                        coordinator.uri("/api/v1/tasks/" + task + "/events"))
+                .header("X-API-Key", ACME).header("Last-Event-ID", "yesterday").GET().build(),
+                HttpResponse.BodyHandlers.ofString());
+        assertThat(bad.statusCode()).isEqualTo(400);
+        assertThat(json(bad).get("errors").get(0).get("field").asText()).isEqualTo("Last-Event-ID");
+
+        HttpResponse<String> anonymous = coordinator.http().send(java.net.http.HttpRequest.newBuilder(
+                coordinator.uri("/api/v1/tasks/" + task + "/events")).GET().build(), HttpResponse.BodyHandlers.ofString());
+        assertThat(anonymous.statusCode()).isEqualTo(401);
+    }
+
+    @Test
+    void aClientThatHangsUpIsForgottenByTheHub() throws Exception {
+        EventHub hub = coordinator.context().getBean(EventHub.class);
+        String task = coordinator.submit(ACME, TASK);
+        int before = hub.subscribers();
+        SseReader sse = open(task, ACME, null);
+        await().atMost(PATIENCE).until(() -> sse.names().contains("task.submitted"));
+        assertThat(hub.subscribers()).isEqualTo(before + 1);
+        sse.close();
+        await().atMost(Duration.ofSeconds(30)).until(() -> hub.subscribers() == before);
+    }
+
+    private static SseReader open(String task, String key, String lastEventId) {
+        return new SseReader(coordinator.http(), coordinator.uri("/api/v1/tasks/" + task + "/events"), key, lastEventId);
+    }
+
+    private static void jobStarted(String task) {
+        events.publish("job.started", Map.of("task_id", task, "tenant", "acme", "agent", "demo", "worker", "w-1"));
+    }
+
+    private static void jobFinished(String task, String taskStatus) {
+        events.publish("job.finished", Map.of("task_id", task, "tenant", "acme", "agent", "demo",
+                "status", "completed", "task_status", taskStatus));
+    }
+}

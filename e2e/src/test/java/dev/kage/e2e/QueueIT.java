@@ -1,0 +1,323 @@
+package dev.kage.e2e;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.kage.testing.PrivateRedis;
+import dev.kage.testing.TcpProxy;
+import dev.kage.testing.TestServices;
+import java.net.URI;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The queue under faults, with a coordinator and worker processes driven through HTTP. The fixture
+ * agent ({@code fixtures/record-run.sh}) logs each run's start and end and writes OVERLAP when a run
+ * of a job starts while an earlier run of the same job is still alive.
+ */
+class QueueIT {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final String KEY = "dev-key-12345";
+    private static final Path FIXTURE = Fleet.ROOT.resolve("e2e/src/test/resources/fixtures/record-run.sh");
+
+    @TempDir
+    Path dir;
+    private Path origin;
+    private Path runs;
+    private Path agents;
+
+    @BeforeEach
+    void setUp() throws Exception {
+        origin = FleetIT.createRepo(dir.resolve("origin"));
+        runs = Files.createDirectories(dir.resolve("runs"));
+        agents = dir.resolve("agents.yml");
+        StringBuilder yaml = new StringBuilder("agents:\n");
+        for (String name : List.of("rec-a", "rec-b")) {
+            yaml.append("  ").append(name).append(":\n")
+                    .append("    argv: [\"/bin/bash\", \"").append(FIXTURE).append("\", \"{task_id}/{agent}\", \"{prompt}\"]\n")
+                    .append("    output: claude-json\n")
+                    .append("    env: [E2E_LOG_DIR]\n")
+                    .append("    retry: {max_attempts: 3, exit_codes: [75]}\n");
+        }
+        Files.writeString(agents, yaml);
+    }
+
+    @Test
+    void jobsOfAWorkerKilledMidRunAreReclaimedAndNoneRunsTwiceAtOnce() throws Exception {
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "kill-worker"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            Map<String, String> workerEnv = env(Map.of("MAX_PARALLEL_CLIS", "8"));
+            Process w1 = fleet.startWorker("kill-w1", dir.resolve("work"), origin, workerEnv);
+            fleet.startWorker("kill-w2", dir.resolve("work"), origin, workerEnv);
+            List<String> ids = new ArrayList<>();
+            for (int i = 0; i < 100; i++) {
+                ids.add(submit(fleet, "job " + i + " sleep=0.4", List.of("rec-a", "rec-b"), Map.of()));
+            }
+            await().atMost(Duration.ofSeconds(60)).until(() -> lines("end ") >= 40);
+            w1.destroyForcibly();
+            assertThat(w1.waitFor(10, TimeUnit.SECONDS)).isTrue();
+            fleet.startWorker("kill-w1-restarted", "kill-w1", dir.resolve("work"), origin, workerEnv);
+
+            await().atMost(Duration.ofSeconds(150)).pollInterval(Duration.ofSeconds(1))
+                    .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 100);
+
+            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE status = 'completed'")).isEqualTo(200);
+            assertThat(fleet.count("SELECT count(DISTINCT job_id) FROM execution_results")).isEqualTo(200);
+            for (String id : ids) {
+                for (String agent : List.of("rec-a", "rec-b")) {
+                    assertThat(read(runs.resolve("runs.log"))).contains("end " + id + "/" + agent + " ");
+                }
+            }
+            assertThat(fleet.log("kill-w2") + fleet.log("kill-w1-restarted")).contains("Reclaimed");
+        }
+    }
+
+    @Test
+    void aJobRunningLongerThanTheReclaimIdleTimeOnALiveWorkerIsNotReclaimed() throws Exception {
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "long-job"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            fleet.startWorker("long-w1", dir.resolve("work"), origin, env());
+            fleet.startWorker("long-w2", dir.resolve("work"), origin, env());
+            String id = submit(fleet, "long sleep=22", List.of("rec-a"), Map.of());
+            JsonNode task = awaitFinal(fleet, id, Duration.ofSeconds(60));
+            assertThat(task.get("status").asText()).isEqualTo("completed");
+            assertThat(count("start " + id + "/rec-a ")).isEqualTo(1);
+            assertThat(fleet.log("long-w1") + fleet.log("long-w2")).doesNotContain("Reclaimed");
+        }
+    }
+
+    @Test
+    void aPoisonJobGoesToTheDeadLettersAfterMaxDeliveriesAndCanBeReplayed() throws Exception {
+        Files.writeString(runs.resolve("poison"), "on");
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "poison"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            Map<String, String> workerEnv = env(Map.of("KAGE_MAX_DELIVERIES", "2"));
+            String id = submit(fleet, "poison pill", List.of("rec-a"), Map.of());
+            // Like a supervisor: restart the worker each time the poison kills it.
+            Process worker = fleet.startWorker("poison-w0", "poison-w", dir.resolve("work"), origin, workerEnv);
+            int restarts = 0;
+            long deadline = System.nanoTime() + Duration.ofSeconds(120).toNanos();
+            while (deadLetters(fleet).isEmpty() && System.nanoTime() < deadline) {
+                if (!worker.isAlive()) {
+                    worker = fleet.startWorker("poison-w" + (++restarts), "poison-w", dir.resolve("work"), origin, workerEnv);
+                }
+                await().pollDelay(Duration.ofMillis(500)).until(() -> true);
+            }
+            JsonNode letters = deadLetters(fleet);
+            assertThat(letters).hasSize(1);
+            assertThat(letters.get(0).get("task_id").asText()).isEqualTo(id);
+            assertThat(letters.get(0).get("reason").asText()).contains("delivered 2 times");
+            assertThat(count("poison " + id + "/rec-a ")).isEqualTo(2);
+            JsonNode failed = awaitFinal(fleet, id, Duration.ofSeconds(10));
+            assertThat(failed.get("status").asText()).isEqualTo("failed");
+            assertThat(failed.get("errors").toString()).contains("PoisonJobError");
+
+            Files.delete(runs.resolve("poison"));
+            if (!worker.isAlive()) {
+                fleet.startWorker("poison-w-final", "poison-w", dir.resolve("work"), origin, workerEnv);
+            }
+            var replay = fleet.post("/api/v1/dead-letters/" + letters.get(0).get("id").asText() + "/replay", KEY, "");
+            assertThat(replay.statusCode()).as(replay.body()).isEqualTo(202);
+            assertThat(JSON.readTree(replay.body()).get("attempt").asInt()).isEqualTo(2);
+            var again = fleet.post("/api/v1/dead-letters/" + letters.get(0).get("id").asText() + "/replay", KEY, "");
+            assertThat(again.statusCode()).as("a letter is replayed once").isEqualTo(404);
+            JsonNode done = awaitFinal(fleet, id, Duration.ofSeconds(60));
+            assertThat(done.get("status").asText()).isEqualTo("completed");
+            assertThat(fleet.query("SELECT attempt, status FROM execution_results WHERE task_id = ?::uuid ORDER BY attempt", id))
+                    .containsExactly("1:failed", "2:completed");
+            assertThat(deadLetters(fleet)).isEmpty();
+        }
+    }
+
+    @Test
+    void aFailedRunIsRetriedWithBackoffAndAFinalFailureIsRecorded() throws Exception {
+        Files.writeString(runs.resolve("fail"), "on");
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "retry"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            fleet.startWorker("retry-w1", dir.resolve("work"), origin,
+                    env(Map.of("KAGE_RETRY_BACKOFF_BASE", "1", "KAGE_RETRY_BACKOFF_MAX", "4")));
+            String retried = submit(fleet, "flaky fail=75", List.of("rec-a"), Map.of());
+            String hopeless = submit(fleet, "broken fail=3", List.of("rec-b"), Map.of());
+            await().atMost(Duration.ofSeconds(30)).until(() -> count("fail " + retried + "/rec-a ") >= 2);
+            Files.delete(runs.resolve("fail"));
+
+            JsonNode ok = awaitFinal(fleet, retried, Duration.ofSeconds(60));
+            assertThat(ok.get("status").asText()).isEqualTo("completed");
+            assertThat(fleet.query("SELECT attempt, status FROM execution_results WHERE task_id = ?::uuid", retried))
+                    .containsExactly("3:completed");
+            assertThat(fleet.query("SELECT error_type, retryable FROM task_errors WHERE task_id = ?::uuid ORDER BY id", retried))
+                    .containsExactly("AgentError:t", "AgentError:t");
+
+            JsonNode failed = awaitFinal(fleet, hopeless, Duration.ofSeconds(30));
+            assertThat(failed.get("status").asText()).as("exit code 3 is not retryable").isEqualTo("failed");
+            assertThat(count("start " + hopeless + "/rec-b ")).isEqualTo(1);
+        }
+    }
+
+    @Test
+    void cancelStopsARunningAgentAndKeepsAQueuedJobFromStarting() throws Exception {
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "cancel"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            fleet.startWorker("cancel-w1", dir.resolve("work"), origin, env(Map.of("MAX_PARALLEL_CLIS", "1")));
+            String running = submit(fleet, "slow sleep=60", List.of("rec-a"), Map.of());
+            String queued = submit(fleet, "later sleep=1", List.of("rec-a"), Map.of());
+            await().atMost(Duration.ofSeconds(30)).until(() -> count("start " + running + "/rec-a ") == 1);
+
+            var cancelQueued = fleet.post("/api/v1/tasks/" + queued + "/cancel", KEY, "");
+            assertThat(cancelQueued.statusCode()).as(cancelQueued.body()).isEqualTo(202);
+            var cancelRunning = fleet.post("/api/v1/tasks/" + running + "/cancel", KEY, "");
+            assertThat(cancelRunning.statusCode()).isEqualTo(202);
+            assertThat(JSON.readTree(cancelRunning.body()).get("previous_status").asText()).isEqualTo("running");
+
+            await().atMost(Duration.ofSeconds(20)).until(() ->
+                    fleet.query("SELECT status FROM execution_results WHERE task_id = ?::uuid", running).equals(List.of("cancelled"))
+                            && fleet.query("SELECT status FROM execution_results WHERE task_id = ?::uuid", queued)
+                            .equals(List.of("cancelled")));
+            JsonNode view = JSON.readTree(fleet.get("/api/v1/tasks/" + running, KEY).body());
+            assertThat(view.get("status").asText()).isEqualTo("cancelled");
+            assertThat(view.get("budget").get("tokens_reserved").asLong()).isZero();
+            assertThat(count("end " + running + "/rec-a ")).as("the running agent was killed").isZero();
+            assertThat(count("start " + queued + "/rec-a ")).as("the queued job never started").isZero();
+            assertThat(fleet.post("/api/v1/tasks/" + running + "/cancel", KEY, "").statusCode()).isEqualTo(409);
+        }
+    }
+
+    @Test
+    void sigtermHandsARunningJobBackAndAnotherWorkerTakesItAtOnce() throws Exception {
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "handback"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            Process w1 = fleet.startWorker("handback-w1", dir.resolve("work"), origin,
+                    env(Map.of("KAGE_SHUTDOWN_GRACE_SECONDS", "1")));
+            String id = submit(fleet, "handed over sleep=6", List.of("rec-a"), Map.of());
+            await().atMost(Duration.ofSeconds(30)).until(() -> count("start " + id + "/rec-a ") == 1);
+            fleet.startWorker("handback-w2", dir.resolve("work"), origin, env());
+            w1.destroy();
+            assertThat(w1.waitFor(40, TimeUnit.SECONDS)).isTrue();
+            assertThat(fleet.log("handback-w1")).contains("handed back to the queue");
+
+            JsonNode done = awaitFinal(fleet, id, Duration.ofSeconds(14));
+            assertThat(done.get("status").asText()).isEqualTo("completed");
+            assertThat(done.get("agents").get(0).get("worker").asText()).isEqualTo("handback-w2");
+            assertThat(count("start " + id + "/rec-a ")).isEqualTo(2);
+            assertThat(fleet.log("handback-w2")).doesNotContain("Reclaimed");
+            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+        }
+    }
+
+    @Test
+    void aRedisRestartMidRunLosesNoJob() throws Exception {
+        Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        try (PrivateRedis redis = PrivateRedis.start(true);
+             Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "redis-restart"))) {
+            Map<String, String> onPrivate = env(Map.of("REDIS_URL", redis.url()));
+            fleet.startCoordinator(onPrivate);
+            fleet.awaitHealthy();
+            fleet.startWorker("redis-w1", dir.resolve("work"), origin, onPrivate);
+            fleet.startWorker("redis-w2", dir.resolve("work"), origin, onPrivate);
+            List<String> ids = new ArrayList<>();
+            for (int i = 0; i < 30; i++) {
+                ids.add(submit(fleet, "through a restart " + i + " sleep=0.5", List.of("rec-a"), Map.of()));
+            }
+            await().atMost(Duration.ofSeconds(60)).until(() -> lines("end ") >= 5);
+            long restartedAt = System.currentTimeMillis();
+            redis.stop();
+            redis.restart();
+            await().atMost(Duration.ofSeconds(120)).pollInterval(Duration.ofSeconds(1))
+                    .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 30);
+            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(fleet.count("SELECT count(*) FROM execution_results")).isEqualTo(30);
+            long startedAfter = read(runs.resolve("runs.log")).lines().filter(l -> l.startsWith("start "))
+                    .filter(l -> Long.parseLong(l.substring(l.lastIndexOf(' ') + 1)) > restartedAt).count();
+            assertThat(startedAfter).as("jobs were still being claimed after the restart").isPositive();
+        }
+    }
+
+    @Test
+    void aPostgresOutageMidRunLosesNoRow() throws Exception {
+        URI db = URI.create(TestServices.databaseUrl());
+        try (TcpProxy proxy = TcpProxy.start(db.getHost(), db.getPort() > 0 ? db.getPort() : 5432);
+             Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "postgres-outage"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            Map<String, String> throughProxy = env(Map.of("DATABASE_URL", TcpProxy.redirectDatabaseUrl(TestServices.databaseUrl(), proxy)));
+            fleet.startWorker("pg-w1", dir.resolve("work"), origin, throughProxy);
+            List<String> ids = new ArrayList<>();
+            for (int i = 0; i < 20; i++) {
+                ids.add(submit(fleet, "during an outage " + i + " sleep=1", List.of("rec-a"), Map.of()));
+            }
+            await().atMost(Duration.ofSeconds(60)).until(() -> lines("start ") >= 3);
+            proxy.cut();
+            await().atMost(Duration.ofSeconds(60)).until(() -> lines("end ") >= 12);
+            proxy.restore();
+            await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofSeconds(1))
+                    .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 20);
+            assertThat(fleet.count("SELECT count(*) FROM execution_results")).isEqualTo(20);
+            assertThat(fleet.log("pg-w1")).contains("Postgres unavailable").contains("Postgres answers again");
+            assertThat(fleet.redis.redis().llen(fleet.redis.keys().outbox("rec-a"))).isZero();
+        }
+    }
+
+    private Map<String, String> env() {
+        return env(Map.of());
+    }
+
+    private Map<String, String> env(Map<String, String> extra) {
+        Map<String, String> env = new HashMap<>();
+        env.put("KAGE_AGENTS_FILE", agents.toString());
+        env.put("E2E_LOG_DIR", runs.toString());
+        env.put("KAGE_RECLAIM_IDLE_SECONDS", "15");
+        env.putAll(extra);
+        return env;
+    }
+
+    private String submit(Fleet fleet, String description, List<String> agentNames, Map<String, String> headers) throws Exception {
+        ObjectNode body = JSON.createObjectNode().put("description", description).put("repo", origin.toString());
+        var assignments = body.putArray("cli_assignments");
+        agentNames.forEach(a -> assignments.addObject().put("cli_name", a).put("timeout", 120));
+        var response = fleet.post("/api/v1/tasks", KEY, body.toString());
+        assertThat(response.statusCode()).as(response.body()).isEqualTo(202);
+        return JSON.readTree(response.body()).get("task_id").asText();
+    }
+
+    private static JsonNode awaitFinal(Fleet fleet, String id, Duration atMost) {
+        return await().atMost(atMost).pollInterval(Duration.ofMillis(300))
+                .until(() -> JSON.readTree(fleet.get("/api/v1/tasks/" + id, KEY).body()),
+                        t -> List.of("completed", "partial", "failed", "cancelled").contains(t.path("status").asText()));
+    }
+
+    private static JsonNode deadLetters(Fleet fleet) throws Exception {
+        return JSON.readTree(fleet.get("/api/v1/dead-letters", KEY).body()).get("dead_letters");
+    }
+
+    private long lines(String prefix) throws Exception {
+        return read(runs.resolve("runs.log")).lines().filter(l -> l.startsWith(prefix)).count();
+    }
+
+    private long count(String prefix) throws Exception {
+        return lines(prefix);
+    }
+
+    private static String read(Path file) throws Exception {
+        return Files.exists(file) ? Files.readString(file) : "";
+    }
+}

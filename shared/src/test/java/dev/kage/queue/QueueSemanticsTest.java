@@ -1,0 +1,287 @@
+package dev.kage.queue;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.kage.queue.JobQueue.ClaimedJob;
+import dev.kage.queue.JobQueue.Ownership;
+import dev.kage.redis.KageKeys;
+import dev.kage.task.JobMessage;
+import dev.kage.task.Priority;
+import dev.kage.testing.RedisFixture;
+import io.lettuce.core.api.StatefulRedisConnection;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+/** Enqueue-once, delayed jobs, refresh, reclaim, hand-back, trimming and the priority rule, on real Redis. */
+class QueueSemanticsTest {
+    private final RedisFixture redis = new RedisFixture();
+    private final JobQueue queue = new JobQueue(redis.keys(), redis.redis());
+    private final StatefulRedisConnection<String, String> blocking = redis.client().connect();
+
+    @AfterEach
+    void cleanUp() {
+        blocking.close();
+        redis.close();
+    }
+
+    @Test
+    void anAttemptIsEnqueuedOnceHoweverOftenItIsAsked() throws Exception {
+        queue.ensureStreams("demo");
+        JobMessage job = job("t1", Priority.NORMAL);
+        ExecutorService pool = Executors.newFixedThreadPool(8);
+        CountDownLatch start = new CountDownLatch(1);
+        List<Future<Boolean>> added = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            StatefulRedisConnection<String, String> connection = redis.client().connect();
+            JobQueue own = new JobQueue(redis.keys(), connection.sync());
+            added.add(pool.submit(() -> {
+                start.await();
+                try {
+                    return own.enqueue(job).isPresent();
+                } finally {
+                    connection.close();
+                }
+            }));
+        }
+        start.countDown();
+        int count = 0;
+        for (Future<Boolean> f : added) {
+            count += f.get() ? 1 : 0;
+        }
+        pool.shutdown();
+        assertThat(count).isEqualTo(1);
+        assertThat(redis.redis().xlen(stream(Priority.NORMAL))).isEqualTo(1);
+        assertThat(queue.enqueue(job.withAttempt(2))).as("the next attempt is a new job").isPresent();
+    }
+
+    @Test
+    void aDeferredJobComesBackWhenDueExactlyOnceWhoeverPromotesIt() throws Exception {
+        queue.ensureStreams("demo");
+        for (int i = 0; i < 20; i++) {
+            queue.enqueue(job("t" + i, Priority.HIGH));
+        }
+        List<ClaimedJob> claimed = new ArrayList<>();
+        for (int i = 0; i < 20; i++) {
+            claimed.addAll(queue.read(blocking.sync(), "demo", "w1", Duration.ofMillis(50)));
+        }
+        Instant due = Instant.now().minusSeconds(1);
+        for (ClaimedJob c : claimed) {
+            queue.defer(c, c.job().withAttempt(2), due);
+        }
+        assertThat(redis.redis().xpending(stream(Priority.HIGH), KageKeys.WORKER_GROUP).getCount()).isZero();
+        assertThat(queue.delayed("demo")).isEqualTo(20);
+
+        ExecutorService pool = Executors.newFixedThreadPool(6);
+        CountDownLatch start = new CountDownLatch(1);
+        List<Future<Long>> moved = new ArrayList<>();
+        for (int i = 0; i < 6; i++) {
+            StatefulRedisConnection<String, String> connection = redis.client().connect();
+            JobQueue own = new JobQueue(redis.keys(), connection.sync());
+            moved.add(pool.submit(() -> {
+                start.await();
+                try {
+                    return own.promoteDue("demo", Instant.now());
+                } finally {
+                    connection.close();
+                }
+            }));
+        }
+        start.countDown();
+        long total = 0;
+        for (Future<Long> f : moved) {
+            total += f.get();
+        }
+        pool.shutdown();
+        assertThat(total).isEqualTo(20);
+        assertThat(queue.delayed("demo")).isZero();
+        List<ClaimedJob> again = new ArrayList<>();
+        for (int i = 0; i < 20; i++) {
+            again.addAll(queue.read(blocking.sync(), "demo", "w1", Duration.ofMillis(50)));
+        }
+        assertThat(again).hasSize(20).allSatisfy(c -> assertThat(c.job().attempt()).isEqualTo(2));
+        assertThat(again.stream().map(c -> c.job().taskId()).distinct()).hasSize(20);
+    }
+
+    @Test
+    void aJobNotYetDueStaysDelayed() {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t1", Priority.NORMAL));
+        ClaimedJob c = readOne("w1");
+        queue.defer(c, c.job().withAttempt(2), Instant.now().plusSeconds(3600));
+        assertThat(queue.promoteDue("demo", Instant.now())).isZero();
+        assertThat(queue.delayed("demo")).isEqualTo(1);
+    }
+
+    @Test
+    void refreshTellsOwnedTakenAndGoneApart() {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t1", Priority.NORMAL));
+        ClaimedJob mine = readOne("w1");
+        assertThat(queue.refresh(mine, "w1")).isEqualTo(Ownership.OWNED);
+        assertThat(queue.claim(mine.stream(), "w2", Duration.ZERO, mine.entryId())).isPresent();
+        assertThat(queue.refresh(mine, "w1")).isEqualTo(Ownership.TAKEN);
+        queue.ack(mine);
+        assertThat(queue.refresh(mine, "w1")).isEqualTo(Ownership.GONE);
+    }
+
+    @Test
+    void refreshingKeepsAnEntryFromLookingStaleAndDoesNotCountADelivery() {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t1", Priority.NORMAL));
+        ClaimedJob mine = readOne("w1");
+        for (int i = 0; i < 3; i++) {
+            queue.refresh(mine, "w1");
+        }
+        List<JobQueue.PendingEntry> all = queue.stale("demo", Duration.ZERO, 10);
+        assertThat(all).singleElement().satisfies(p -> {
+            assertThat(p.consumer()).isEqualTo("w1");
+            assertThat(p.deliveries()).isEqualTo(1);
+        });
+        assertThat(queue.stale("demo", Duration.ofSeconds(5), 10)).isEmpty();
+    }
+
+    @Test
+    void twoReclaimersRacingForOneEntryCannotBothWin() throws Exception {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t1", Priority.NORMAL));
+        ClaimedJob dead = readOne("dead-worker");
+        await(Duration.ofMillis(300));
+        ExecutorService pool = Executors.newFixedThreadPool(4);
+        CountDownLatch start = new CountDownLatch(1);
+        List<Future<Boolean>> wins = new ArrayList<>();
+        for (int i = 0; i < 4; i++) {
+            String me = "reclaimer-" + i;
+            StatefulRedisConnection<String, String> connection = redis.client().connect();
+            JobQueue own = new JobQueue(redis.keys(), connection.sync());
+            wins.add(pool.submit(() -> {
+                start.await();
+                try {
+                    return own.claim(dead.stream(), me, Duration.ofMillis(200), dead.entryId()).isPresent();
+                } finally {
+                    connection.close();
+                }
+            }));
+        }
+        start.countDown();
+        int winners = 0;
+        for (Future<Boolean> w : wins) {
+            winners += w.get() ? 1 : 0;
+        }
+        pool.shutdown();
+        assertThat(winners).isEqualTo(1);
+        assertThat(queue.stale("demo", Duration.ZERO, 10)).singleElement()
+                .satisfies(p -> assertThat(p.deliveries()).isEqualTo(2));
+    }
+
+    @Test
+    void aHandedBackJobIsAtOnceAvailableToAnotherWorker() {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t1", Priority.NORMAL));
+        ClaimedJob mine = readOne("w1");
+        assertThat(queue.handBack(mine)).isTrue();
+        assertThat(queue.handBack(mine)).as("a second hand-back adds nothing").isFalse();
+        ClaimedJob theirs = readOne("w2");
+        assertThat(theirs.job()).isEqualTo(mine.job());
+        assertThat(redis.redis().xpending(stream(Priority.NORMAL), KageKeys.WORKER_GROUP).getCount()).isEqualTo(1);
+    }
+
+    @Test
+    void aConsumerHoldingPendingEntriesIsNeverRemoved() {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t1", Priority.NORMAL));
+        ClaimedJob held = readOne("gone-worker");
+        assertThat(queue.removeConsumerIfIdle(held.stream(), "gone-worker")).isFalse();
+        assertThat(queue.consumers(held.stream())).contains("gone-worker");
+        queue.ack(held);
+        assertThat(queue.removeConsumerIfIdle(held.stream(), "gone-worker")).isTrue();
+        assertThat(queue.consumers(held.stream())).doesNotContain("gone-worker");
+    }
+
+    @Test
+    void trimmingRemovesOnlyAcknowledgedEntries() {
+        queue.ensureStreams("demo");
+        for (int i = 0; i < 30; i++) {
+            queue.enqueue(job("t" + i, Priority.NORMAL));
+        }
+        List<ClaimedJob> claimed = new ArrayList<>();
+        for (int i = 0; i < 20; i++) {
+            claimed.add(readOne("w1"));
+        }
+        for (int i = 0; i < 20; i++) {
+            if (i != 5) {
+                queue.ack(claimed.get(i));
+            }
+        }
+        long removed = queue.trim("demo", 2);
+        assertThat(removed).as("entries before the oldest pending one").isEqualTo(5);
+        Map<String, String> first = redis.redis().xrange(stream(Priority.NORMAL), io.lettuce.core.Range.create("-", "+"),
+                io.lettuce.core.Limit.from(1)).getFirst().getBody();
+        assertThat(first.get("task_id")).isEqualTo("t5");
+        queue.ack(claimed.get(5));
+        queue.trim("demo", 2);
+        // 10 never delivered remain; the last delivered one stays as the group's mark.
+        assertThat(redis.redis().xlen(stream(Priority.NORMAL))).isEqualTo(11);
+        List<ClaimedJob> rest = new ArrayList<>();
+        for (int i = 0; i < 10; i++) {
+            rest.add(readOne("w1"));
+        }
+        assertThat(rest.stream().map(c -> c.job().taskId())).containsExactly("t20", "t21", "t22", "t23", "t24", "t25", "t26",
+                "t27", "t28", "t29");
+    }
+
+    @Test
+    void underABacklogHighGoesFirstButNoPriorityStarves() {
+        queue.ensureStreams("demo");
+        for (int i = 0; i < 20; i++) {
+            queue.enqueue(job("low-" + i, Priority.LOW));
+            queue.enqueue(job("normal-" + i, Priority.NORMAL));
+            queue.enqueue(job("high-" + i, Priority.HIGH));
+        }
+        List<String> order = new ArrayList<>();
+        for (long round = 0; round < 60; round++) {
+            List<ClaimedJob> claimed = queue.read(blocking.sync(), "demo", "w1", Duration.ofMillis(50), round);
+            claimed.forEach(c -> order.add(c.job().taskId()));
+        }
+        assertThat(order).hasSize(60);
+        List<String> firstTwenty = order.subList(0, 20);
+        assertThat(firstTwenty.getFirst()).startsWith("high-");
+        assertThat(firstTwenty.stream().filter(s -> s.startsWith("high-")).count()).isGreaterThanOrEqualTo(12);
+        assertThat(firstTwenty.stream().filter(s -> s.startsWith("normal-")).count()).isGreaterThanOrEqualTo(4);
+        assertThat(firstTwenty.stream().filter(s -> s.startsWith("low-")).count()).isGreaterThanOrEqualTo(1);
+        Map<String, List<Integer>> byPriority = new HashMap<>();
+        for (String id : order) {
+            byPriority.computeIfAbsent(id.substring(0, id.indexOf('-')), k -> new ArrayList<>())
+                    .add(Integer.parseInt(id.substring(id.indexOf('-') + 1)));
+        }
+        byPriority.values().forEach(seq -> assertThat(seq).as("first in, first out within a priority").isSorted());
+    }
+
+    private ClaimedJob readOne(String consumer) {
+        List<ClaimedJob> claimed = queue.read(blocking.sync(), "demo", consumer, Duration.ofMillis(100));
+        assertThat(claimed).hasSize(1);
+        return claimed.getFirst();
+    }
+
+    private String stream(Priority priority) {
+        return redis.keys().jobStream("demo", priority);
+    }
+
+    private static void await(Duration duration) {
+        org.awaitility.Awaitility.await().pollDelay(duration).until(() -> true);
+    }
+
+    private static JobMessage job(String taskId, Priority priority) {
+        return new JobMessage(JobMessage.jobId(taskId, "demo"), taskId, "acme", "demo", priority, "do it", "", "main", 60,
+                1000, 1);
+    }
+}
