@@ -1,0 +1,105 @@
+package dev.kage.coordinator.api;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.task.Priority;
+import dev.kage.testing.RedisFixture;
+import dev.kage.testing.TcpProxy;
+import dev.kage.testing.TestServices;
+import io.micronaut.context.ApplicationContext;
+import io.micronaut.runtime.server.EmbeddedServer;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Map;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/** The coordinator while Postgres or Redis is unreachable (cut by a TCP proxy in front of the real servers). */
+class OutageApiTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final String BODY =
+            "{\"description\": \"Quick test\", \"cli_assignments\": [{\"cli_name\": \"claude-code\", \"timeout\": 60}]}";
+
+    private final RedisFixture redis = new RedisFixture();
+    private final String schema = TestServices.newSchema();
+    private final HttpClient http = HttpClient.newHttpClient();
+    private TcpProxy postgresProxy;
+    private TcpProxy redisProxy;
+    private EmbeddedServer server;
+
+    @BeforeEach
+    void start() throws Exception {
+        URI db = URI.create(TestServices.databaseUrl());
+        URI rd = URI.create(TestServices.redisUrl());
+        postgresProxy = TcpProxy.start(db.getHost(), db.getPort() > 0 ? db.getPort() : 5432);
+        redisProxy = TcpProxy.start(rd.getHost(), rd.getPort() > 0 ? rd.getPort() : 6379);
+        Map<String, String> env = TestServices.environment(redis.namespace(), schema);
+        env.put("DATABASE_URL", TcpProxy.redirectDatabaseUrl(TestServices.databaseUrl(), postgresProxy));
+        env.put("REDIS_URL", TcpProxy.redirectRedisUrl(TestServices.redisUrl(), redisProxy));
+        env.put("KAGE_AGENTS_FILE", Path.of("..", "ops", "agents", "agents.yml").toAbsolutePath().normalize().toString());
+        env.put("KAGE_API_KEYS", "acme:acme-key-123");
+        Map<String, Object> properties = TestServices.properties(env);
+        properties.put("micronaut.server.port", -1);
+        properties.put("kage.reconcile.every", "1s");
+        server = ApplicationContext.run(EmbeddedServer.class, properties);
+    }
+
+    @AfterEach
+    void stop() {
+        server.close();
+        postgresProxy.close();
+        redisProxy.close();
+        redis.close();
+        TestServices.dropSchema(schema);
+    }
+
+    @Test
+    void withPostgresDownTheApiAnswers503NotA500() throws Exception {
+        postgresProxy.cut();
+        HttpResponse<String> submit = submit();
+        assertThat(submit.statusCode()).as(submit.body()).isEqualTo(503);
+        assertThat(JSON.readTree(submit.body()).get("error").asText()).isEqualTo("database_unavailable");
+        assertThat(submit.headers().firstValue("Retry-After")).isPresent();
+        HttpResponse<String> read = send(HttpRequest.newBuilder(uri("/api/v1/tasks/" + java.util.UUID.randomUUID()))
+                .header("X-API-Key", "acme-key-123").GET());
+        assertThat(read.statusCode()).isEqualTo(503);
+        HttpResponse<String> health = send(HttpRequest.newBuilder(uri("/health")).GET());
+        assertThat(health.statusCode()).isEqualTo(503);
+
+        postgresProxy.restore();
+        await().atMost(Duration.ofSeconds(20)).until(() -> submit().statusCode() == 202);
+    }
+
+    @Test
+    void withRedisDownATaskIsStillAcceptedAndEnqueuedWhenRedisReturns() throws Exception {
+        redisProxy.cut();
+        HttpResponse<String> submit = submit();
+        assertThat(submit.statusCode()).as(submit.body()).isEqualTo(202);
+        String id = JSON.readTree(submit.body()).get("task_id").asText();
+        redisProxy.restore();
+        String stream = redis.keys().jobStream("claude-code", Priority.NORMAL);
+        await().atMost(Duration.ofSeconds(40)).until(() -> redis.redis().exists(stream) == 1
+                && redis.redis().xrange(stream, io.lettuce.core.Range.create("-", "+")).stream()
+                .anyMatch(m -> id.equals(m.getBody().get("task_id"))));
+    }
+
+    private HttpResponse<String> submit() throws Exception {
+        return send(HttpRequest.newBuilder(uri("/api/v1/tasks")).header("X-API-Key", "acme-key-123")
+                .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(BODY)));
+    }
+
+    private URI uri(String path) {
+        return URI.create("http://localhost:" + server.getPort() + path);
+    }
+
+    private HttpResponse<String> send(HttpRequest.Builder request) throws Exception {
+        return http.send(request.timeout(Duration.ofSeconds(30)).build(), HttpResponse.BodyHandlers.ofString());
+    }
+}
