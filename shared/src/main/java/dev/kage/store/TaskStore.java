@@ -39,13 +39,17 @@ public final class TaskStore {
     }
 
     public void insert(TaskRecord task) {
-        run(handle -> handle.createUpdate("""
+        run(handle -> bindTask(handle.createUpdate("""
                         INSERT INTO tasks (id, tenant, description, status, priority, repo, base_branch,
                                            cli_assignments, metadata, token_limit)
                         VALUES (:id, :tenant, :description, :status, :priority, :repo, :baseBranch,
                                 CAST(:assignments AS jsonb), CAST(:metadata AS jsonb), :tokenLimit)
-                        """)
-                .bind("id", task.id())
+                        """), task)
+                .execute());
+    }
+
+    private static org.jdbi.v3.core.statement.Update bindTask(org.jdbi.v3.core.statement.Update update, TaskRecord task) {
+        return update.bind("id", task.id())
                 .bind("tenant", task.tenant())
                 .bind("description", task.description())
                 .bind("status", task.status().wireName())
@@ -54,8 +58,7 @@ public final class TaskStore {
                 .bind("baseBranch", task.baseBranch())
                 .bind("assignments", assignmentsJson(task.assignments()))
                 .bind("metadata", task.metadataJson())
-                .bind("tokenLimit", task.tokenLimit())
-                .execute());
+                .bind("tokenLimit", task.tokenLimit());
     }
 
     /** The tenant's task; another tenant's id finds nothing. */
@@ -186,23 +189,13 @@ public final class TaskStore {
      */
     public Optional<Existing> insertIdempotent(TaskRecord task, String idempotencyKey, String requestHash) {
         return call(handle -> handle.inTransaction(tx -> {
-            int inserted = tx.createUpdate("""
+            int inserted = bindTask(tx.createUpdate("""
                             INSERT INTO tasks (id, tenant, description, status, priority, repo, base_branch,
                                                cli_assignments, metadata, token_limit, idempotency_key, request_hash)
                             VALUES (:id, :tenant, :description, :status, :priority, :repo, :baseBranch,
                                     CAST(:assignments AS jsonb), CAST(:metadata AS jsonb), :tokenLimit, :key, :hash)
                             ON CONFLICT (tenant, idempotency_key) DO NOTHING
-                            """)
-                    .bind("id", task.id())
-                    .bind("tenant", task.tenant())
-                    .bind("description", task.description())
-                    .bind("status", task.status().wireName())
-                    .bind("priority", task.priority().wireName())
-                    .bind("repo", task.repo())
-                    .bind("baseBranch", task.baseBranch())
-                    .bind("assignments", assignmentsJson(task.assignments()))
-                    .bind("metadata", task.metadataJson())
-                    .bind("tokenLimit", task.tokenLimit())
+                            """), task)
                     .bind("key", idempotencyKey)
                     .bind("hash", requestHash)
                     .execute();
