@@ -30,6 +30,29 @@ public final class EventLog {
      * @param fields event data; null values are left out
      */
     public void publish(String type, Map<String, String> fields) {
+        redis.xadd(keys.events(), XAddArgs.Builder.maxlen(MAX_EVENTS).approximateTrimming(), body(type, fields));
+    }
+
+    /** Publishes many events of one type, pipelined. */
+    public void publishAll(String type, java.util.List<Map<String, String>> events) {
+        var async = redis.getStatefulConnection().async();
+        var replies = new java.util.ArrayList<io.lettuce.core.RedisFuture<String>>(events.size());
+        for (Map<String, String> fields : events) {
+            replies.add(async.xadd(keys.events(), XAddArgs.Builder.maxlen(MAX_EVENTS).approximateTrimming(), body(type, fields)));
+        }
+        for (var reply : replies) {
+            try {
+                reply.get(30, java.util.concurrent.TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new io.lettuce.core.RedisCommandInterruptedException(e);
+            } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
+                throw new io.lettuce.core.RedisException("publishing events failed: " + e.getMessage(), e);
+            }
+        }
+    }
+
+    private Map<String, String> body(String type, Map<String, String> fields) {
         Map<String, String> body = new LinkedHashMap<>();
         body.put("type", type);
         body.put("at", clock.instant().toString());
@@ -38,6 +61,6 @@ public final class EventLog {
                 body.put(k, v);
             }
         });
-        redis.xadd(keys.events(), XAddArgs.Builder.maxlen(MAX_EVENTS).approximateTrimming(), body);
+        return body;
     }
 }

@@ -96,6 +96,45 @@ public final class JobQueue {
     }
 
     /**
+     * Enqueues many jobs at once, pipelined on the connection (one round trip's wait for all), each
+     * attempt once as with {@link #enqueue}.
+     *
+     * @return how many were added (the others had been enqueued before)
+     */
+    public int enqueueAll(List<JobMessage> jobs) {
+        var async = redis.getStatefulConnection().async();
+        List<io.lettuce.core.RedisFuture<String>> replies = new ArrayList<>(jobs.size());
+        for (JobMessage job : jobs) {
+            String[] keysOf = {keys.jobStream(job.agent(), job.priority()), keys.enqueued(job.agent(), job.jobId(), job.attempt())};
+            String[] args = flatten(Long.toString(ENQUEUE_MARKER_TTL.toMillis()), job.toFields());
+            replies.add(ENQUEUE.runAsync(async, ScriptOutputType.VALUE, keysOf, args));
+        }
+        int added = 0;
+        for (io.lettuce.core.RedisFuture<String> reply : replies) {
+            if (await(reply) != null) {
+                added++;
+            }
+        }
+        return added;
+    }
+
+    private static <T> T await(io.lettuce.core.RedisFuture<T> future) {
+        try {
+            return future.get(30, java.util.concurrent.TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new io.lettuce.core.RedisCommandInterruptedException(e);
+        } catch (java.util.concurrent.ExecutionException e) {
+            if (e.getCause() instanceof io.lettuce.core.RedisException redis) {
+                throw redis;
+            }
+            throw new io.lettuce.core.RedisException(e.getCause());
+        } catch (java.util.concurrent.TimeoutException e) {
+            throw new io.lettuce.core.RedisCommandTimeoutException("pipelined enqueue did not answer within 30 s");
+        }
+    }
+
+    /**
      * Claims new entries for {@code consumer}: a non-blocking look at each priority in the order the
      * priority rule gives for {@code round}, then, when all are empty, one blocking read of all three
      * for at most {@code block}. A blocking read can return one entry per priority when several arrive

@@ -48,8 +48,31 @@ public final class TaskStore {
                 .execute());
     }
 
-    private static org.jdbi.v3.core.statement.Update bindTask(org.jdbi.v3.core.statement.Update update, TaskRecord task) {
-        return update.bind("id", task.id())
+    /** Inserts many tasks in one transaction, as one batch: all or none. */
+    public void insertAll(List<TaskRecord> tasks) {
+        run(handle -> handle.useTransaction(tx -> {
+            var batch = tx.prepareBatch("""
+                    INSERT INTO tasks (id, tenant, description, status, priority, repo, base_branch,
+                                       cli_assignments, metadata, token_limit)
+                    VALUES (:id, :tenant, :description, :status, :priority, :repo, :baseBranch,
+                            CAST(:assignments AS jsonb), CAST(:metadata AS jsonb), :tokenLimit)
+                    """);
+            for (TaskRecord task : tasks) {
+                bindTask(batch, task).add();
+            }
+            batch.execute();
+        }));
+    }
+
+    /** {@link #markEnqueued} for many tasks in one statement. */
+    public void markAllEnqueued(List<UUID> taskIds) {
+        run(handle -> handle.createUpdate("UPDATE tasks SET enqueued_at = now() WHERE id = ANY(:ids) AND enqueued_at IS NULL")
+                .bindArray("ids", UUID.class, taskIds)
+                .execute());
+    }
+
+    private static <S extends org.jdbi.v3.core.statement.SqlStatement<S>> S bindTask(S statement, TaskRecord task) {
+        return statement.bind("id", task.id())
                 .bind("tenant", task.tenant())
                 .bind("description", task.description())
                 .bind("status", task.status().wireName())

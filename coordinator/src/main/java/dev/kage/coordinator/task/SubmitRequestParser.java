@@ -32,6 +32,8 @@ import java.util.regex.Pattern;
 public final class SubmitRequestParser {
     public static final int MAX_DESCRIPTION_CHARS = 100_000;
     public static final int MAX_ASSIGNMENTS = 16;
+    /** Tasks one batch submit may carry. */
+    public static final int MAX_BATCH = 1_000;
     public static final int MAX_REPO_CHARS = 2_048;
     public static final int MAX_METADATA_BYTES = 16_384;
     public static final long MAX_TOKENS_LIMIT = 1_000_000_000L;
@@ -61,10 +63,52 @@ public final class SubmitRequestParser {
      */
     public SubmitRequest parse(byte[] body) {
         JsonNode root = readJson(body);
-        List<FieldError> errors = new ArrayList<>();
         if (!root.isObject()) {
             throw new InvalidRequestException(List.of(new FieldError("body", "must be a JSON object")));
         }
+        List<FieldError> errors = new ArrayList<>();
+        SubmitRequest request = parseTask(root, errors);
+        if (!errors.isEmpty()) {
+            throw new InvalidRequestException(errors);
+        }
+        return request;
+    }
+
+    /**
+     * A batch body {@code {"tasks": [<task>, ...]}} with 1 to {@value #MAX_BATCH} tasks; every bad field of
+     * every task is reported, as {@code tasks[3].cli_assignments[0].cli_name}.
+     *
+     * @throws InvalidRequestException listing every bad field; no task of a bad batch is accepted
+     */
+    public List<SubmitRequest> parseBatch(byte[] body) {
+        JsonNode root = readJson(body);
+        if (!root.isObject() || !root.path("tasks").isArray()) {
+            throw new InvalidRequestException(List.of(new FieldError("tasks", "is required: {\"tasks\": [<task>, ...]}")));
+        }
+        JsonNode tasks = root.get("tasks");
+        if (tasks.isEmpty() || tasks.size() > MAX_BATCH) {
+            throw new InvalidRequestException(List.of(new FieldError("tasks", "has " + tasks.size() + " entries; send 1 to "
+                    + MAX_BATCH)));
+        }
+        List<FieldError> errors = new ArrayList<>();
+        List<SubmitRequest> requests = new ArrayList<>();
+        for (int i = 0; i < tasks.size(); i++) {
+            String prefix = "tasks[" + i + "]";
+            if (!tasks.get(i).isObject()) {
+                errors.add(new FieldError(prefix, "must be a JSON object"));
+                continue;
+            }
+            List<FieldError> own = new ArrayList<>();
+            requests.add(parseTask(tasks.get(i), own));
+            own.forEach(e -> errors.add(new FieldError(prefix + "." + e.field(), e.message())));
+        }
+        if (!errors.isEmpty()) {
+            throw new InvalidRequestException(errors);
+        }
+        return requests;
+    }
+
+    private SubmitRequest parseTask(JsonNode root, List<FieldError> errors) {
         List<String> ignored = new ArrayList<>();
         for (Iterator<String> names = root.fieldNames(); names.hasNext(); ) {
             String name = names.next();
@@ -79,9 +123,6 @@ public final class SubmitRequestParser {
         String baseBranch = baseBranch(root.get("base_branch"), errors);
         Long maxTokens = budget(root.get("budget"), errors);
         String metadata = metadata(root.get("metadata"), errors);
-        if (!errors.isEmpty()) {
-            throw new InvalidRequestException(errors);
-        }
         return new SubmitRequest(description, assignments, priority, repo, baseBranch, maxTokens, metadata, ignored);
     }
 

@@ -87,6 +87,49 @@ public final class TaskService {
     }
 
     /**
+     * Records many tasks in one transaction and enqueues all their jobs in one pipeline. Without an
+     * idempotency key: a client that retries a batch should give each task its own key instead.
+     */
+    public List<TaskRecord> submitBatch(String tenant, List<SubmitRequest> requests) {
+        List<TaskRecord> tasks = new java.util.ArrayList<>(requests.size());
+        for (SubmitRequest request : requests) {
+            tasks.add(new TaskRecord(UUID.randomUUID(), tenant, request.description(), TaskStatus.QUEUED, request.priority(),
+                    request.repo(), request.baseBranch() == null ? settings.baseBranch() : request.baseBranch(),
+                    request.assignments(), request.metadataJson(),
+                    request.maxTokens() == null ? settings.maxTokensPerTask() : request.maxTokens(), clock.instant(),
+                    clock.instant(), null));
+        }
+        store.insertAll(tasks);
+        try {
+            List<JobMessage> jobs = new java.util.ArrayList<>();
+            List<Map<String, String>> submitted = new java.util.ArrayList<>();
+            for (TaskRecord task : tasks) {
+                jobs.addAll(jobsOf(task));
+                submitted.add(Map.of("task_id", task.id().toString(), "tenant", tenant,
+                        "agents", String.join(",", task.assignments().stream().map(Assignment::cliName).toList())));
+            }
+            queue.enqueueAll(jobs);
+            events.publishAll("task.submitted", submitted);
+        } catch (RedisException e) {
+            LOG.error("A batch of {} tasks is recorded but Redis refused its jobs ({}); the reconciler enqueues them", tasks.size(),
+                    e.getMessage());
+            return tasks;
+        }
+        store.markAllEnqueued(tasks.stream().map(TaskRecord::id).toList());
+        LOG.info("Batch of {} tasks for tenant {} queued", tasks.size(), tenant);
+        return tasks;
+    }
+
+    private static List<JobMessage> jobsOf(TaskRecord task) {
+        String id = task.id().toString();
+        return task.assignments().stream()
+                .map(a -> new JobMessage(JobMessage.jobId(id, a.cliName()), id, task.tenant(), a.cliName(), task.priority(),
+                        task.description(), task.repo() == null ? "" : task.repo(), task.baseBranch(), a.timeoutSeconds(),
+                        task.tokenLimit(), 1))
+                .toList();
+    }
+
+    /**
      * Adds the task's jobs to their streams (each attempt once, however often this runs) and marks the
      * task enqueued. A Redis outage leaves the task for {@link #reconcile}.
      *
@@ -96,11 +139,7 @@ public final class TaskService {
         String id = task.id().toString();
         try {
             live.created(task.tenant(), id, task.assignments().stream().map(Assignment::cliName).toList());
-            for (Assignment assignment : task.assignments()) {
-                queue.enqueue(new JobMessage(JobMessage.jobId(id, assignment.cliName()), id, task.tenant(), assignment.cliName(),
-                        task.priority(), task.description(), task.repo() == null ? "" : task.repo(), task.baseBranch(),
-                        assignment.timeoutSeconds(), task.tokenLimit(), 1));
-            }
+            jobsOf(task).forEach(queue::enqueue);
             events.publish("task.submitted", Map.of("task_id", id, "tenant", task.tenant(),
                     "agents", String.join(",", task.assignments().stream().map(Assignment::cliName).toList())));
         } catch (RedisException e) {

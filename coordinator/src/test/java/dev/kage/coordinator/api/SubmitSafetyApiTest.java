@@ -119,6 +119,38 @@ class SubmitSafetyApiTest {
                         .bind("id", task.id()).mapTo(Boolean.class).one()));
     }
 
+    @Test
+    void aBatchIsAcceptedWholeOrRefusedWhole() throws Exception {
+        String stream = coordinator.redis().keys().jobStream("demo", Priority.HIGH);
+        StringBuilder good = new StringBuilder("{\"tasks\": [");
+        for (int i = 0; i < 50; i++) {
+            good.append(i == 0 ? "" : ",").append("{\"description\": \"batch ").append(i)
+                    .append("\", \"priority\": \"high\", \"cli_assignments\": [{\"cli_name\": \"demo\"}]}");
+        }
+        good.append("]}");
+        long before = coordinator.redis().redis().exists(stream) == 1 ? coordinator.redis().redis().xlen(stream) : 0;
+        HttpResponse<String> accepted = post("/api/v1/tasks:batch", "acme-key-123", good.toString());
+        assertThat(accepted.statusCode()).as(accepted.body()).isEqualTo(202);
+        var tasks = JSON.readTree(accepted.body()).get("tasks");
+        assertThat(tasks).hasSize(50);
+        assertThat(coordinator.redis().redis().xlen(stream)).isEqualTo(before + 50);
+        String first = tasks.get(0).get("task_id").asText();
+        assertThat(coordinator.get("/api/v1/tasks/" + first, "acme-key-123").statusCode()).isEqualTo(200);
+
+        String bad = good.toString().replace("batch 3\", \"priority\": \"high\", \"cli_assignments\": [{\"cli_name\": \"demo\"}]",
+                "batch 3\", \"priority\": \"high\", \"cli_assignments\": [{\"cli_name\": \"nope\"}]");
+        HttpResponse<String> refused = post("/api/v1/tasks:batch", "acme-key-123", bad);
+        assertThat(refused.statusCode()).isEqualTo(400);
+        assertThat(JSON.readTree(refused.body()).get("errors").get(0).get("field").asText()).isEqualTo("tasks[3].cli_assignments[0].cli_name");
+        assertThat(coordinator.redis().redis().xlen(stream)).as("no job of a refused batch").isEqualTo(before + 50);
+        assertThat(post("/api/v1/tasks:batch", "acme-key-123", "{\"tasks\": []}").statusCode()).isEqualTo(400);
+    }
+
+    private static HttpResponse<String> post(String path, String apiKey, String body) throws Exception {
+        return coordinator.http().send(HttpRequest.newBuilder(coordinator.uri(path)).header("X-API-Key", apiKey)
+                .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
+    }
+
     private static HttpResponse<String> submit(String apiKey, String idempotencyKey, String body) throws Exception {
         HttpRequest.Builder request = HttpRequest.newBuilder(coordinator.uri("/api/v1/tasks")).header("X-API-Key", apiKey)
                 .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(body));
