@@ -29,6 +29,8 @@ import org.yaml.snakeyaml.constructor.SafeConstructor;
  *     output: claude-json
  *     env: [ANTHROPIC_API_KEY]
  *     model: claude-sonnet-4-5
+ *   bench:
+ *     type: noop          # completes at once with zero usage; no argv
  * </pre>
  */
 public final class AgentCatalog {
@@ -111,11 +113,12 @@ public final class AgentCatalog {
         } catch (IllegalArgumentException e) {
             throw new ConfigException(prefix + e.getMessage());
         }
-        List<String> argv = stringList(prefix, "argv", settings.get("argv"));
-        if (argv.isEmpty() || argv.getFirst().isBlank()) {
+        // A noop agent runs no program: whatever argv it is given is ignored.
+        List<String> argv = type == AgentType.NOOP ? List.of() : stringList(prefix, "argv", settings.get("argv"));
+        if (type == AgentType.COMMAND && (argv.isEmpty() || argv.getFirst().isBlank())) {
             throw new ConfigException(prefix + "argv must be a non-empty list whose first element is the program");
         }
-        if (argv.stream().noneMatch(a -> a.contains("{prompt}"))) {
+        if (type == AgentType.COMMAND && argv.stream().noneMatch(a -> a.contains("{prompt}"))) {
             throw new ConfigException(prefix + "argv must pass the task description somewhere as {prompt}");
         }
         OutputFormat output;

@@ -15,7 +15,8 @@ import java.util.regex.Pattern;
  * @param name                  the name tasks use in {@code cli_assignments[].cli_name}
  * @param type                  how it runs
  * @param argv                  argv template; {@code {prompt}}, {@code {task_id}}, {@code {agent}}, {@code {workdir}} and
- *                              {@code {model}} are replaced inside elements, never through a shell
+ *                              {@code {model}} are replaced inside elements, never through a shell; empty for a
+ *                              {@link AgentType#NOOP} agent
  * @param output                how its standard output is parsed
  * @param envPassthrough        names of environment variables handed to the process (API keys); their values are never logged
  * @param model                 model name reported in results, may be empty

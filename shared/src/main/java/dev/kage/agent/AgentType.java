@@ -3,7 +3,12 @@ package dev.kage.agent;
 /** The kinds of agent an operator can configure. */
 public enum AgentType {
     /** An operator-defined argv template run as a process, with an output parser. */
-    COMMAND("command");
+    COMMAND("command"),
+    /**
+     * Does nothing and completes at once with zero usage: no process, worktree, rate-limit permit or
+     * budget reservation. For measuring the queue itself; needs no {@code argv}.
+     */
+    NOOP("noop");
 
     private final String wireName;
 
@@ -21,6 +26,6 @@ public enum AgentType {
                 return type;
             }
         }
-        throw new IllegalArgumentException("unknown agent type '" + name + "' (supported: command)");
+        throw new IllegalArgumentException("unknown agent type '" + name + "' (supported: command, noop)");
     }
 }

@@ -135,19 +135,20 @@ public final class JobQueue {
     }
 
     /**
-     * Claims new entries for {@code consumer}: a non-blocking look at each priority in the order the
-     * priority rule gives for {@code round}, then, when all are empty, one blocking read of all three
-     * for at most {@code block}. A blocking read can return one entry per priority when several arrive
-     * at once.
+     * Claims up to {@code count} new entries for {@code consumer}: a non-blocking look at each priority
+     * in the order the priority rule gives for {@code round} (taking what the first non-empty one has,
+     * up to {@code count}), then, when all are empty, one blocking read of all three for at most
+     * {@code block}, of one entry per priority: it can return up to three entries when several arrive
+     * at once, which may be more than {@code count}.
      *
      * @param blockingConnection a connection used by this caller only
      * @param round              how many reads this loop made before, for the priority rule
      */
     public List<ClaimedJob> read(RedisCommands<String, String> blockingConnection, String agent, String consumer, Duration block,
-                                 long round) {
+                                 long round, int count) {
         Consumer<String> who = Consumer.from(KageKeys.WORKER_GROUP, consumer);
         for (Priority priority : order(round)) {
-            List<StreamMessage<String, String>> messages = blockingConnection.xreadgroup(who, XReadArgs.Builder.count(1),
+            List<StreamMessage<String, String>> messages = blockingConnection.xreadgroup(who, XReadArgs.Builder.count(count),
                     StreamOffset.lastConsumed(keys.jobStream(agent, priority)));
             if (!messages.isEmpty()) {
                 return toJobs(messages);
@@ -161,9 +162,15 @@ public final class JobQueue {
         return toJobs(blockingConnection.xreadgroup(who, XReadArgs.Builder.count(1).block(block), offsets));
     }
 
-    /** Same as {@link #read(RedisCommands, String, String, Duration, long)} for the first round. */
+    /** One entry at most, in priority order for {@code round}. */
+    public List<ClaimedJob> read(RedisCommands<String, String> blockingConnection, String agent, String consumer, Duration block,
+                                 long round) {
+        return read(blockingConnection, agent, consumer, block, round, 1);
+    }
+
+    /** One entry at most, for the first round. */
     public List<ClaimedJob> read(RedisCommands<String, String> blockingConnection, String agent, String consumer, Duration block) {
-        return read(blockingConnection, agent, consumer, block, 0);
+        return read(blockingConnection, agent, consumer, block, 0, 1);
     }
 
     /** The order priorities are looked at in read number {@code round}; see the class comment. */
@@ -265,7 +272,7 @@ public final class JobQueue {
         return claimed.stream()
                 .filter(m -> m.getBody() != null && !m.getBody().isEmpty())
                 .findFirst()
-                .map(m -> new ClaimedJob(stream, m.getId(), m.getBody()));
+                .map(m -> new ClaimedJob(stream, m.getId(), m.getBody(), true));
     }
 
     /**
@@ -430,8 +437,15 @@ public final class JobQueue {
      * @param stream  the stream key
      * @param entryId the stream entry id
      * @param fields  the raw entry; {@link #job()} parses it
+     * @param redelivered taken over from another consumer: its attempt may already have an outcome
      */
-    public record ClaimedJob(String stream, String entryId, Map<String, String> fields) {
+    public record ClaimedJob(String stream, String entryId, Map<String, String> fields, boolean redelivered) {
+
+        /** An entry read for the first time ({@code XREADGROUP >}). */
+        public ClaimedJob(String stream, String entryId, Map<String, String> fields) {
+            this(stream, entryId, fields, false);
+        }
+
         /**
          * @throws MalformedJobException when the entry is not a job (a poison entry)
          */

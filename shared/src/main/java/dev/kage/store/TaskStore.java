@@ -191,6 +191,114 @@ public final class TaskStore {
         }));
     }
 
+    /**
+     * {@link #recordOutcome} for many jobs in one transaction (group commit): one statement per step
+     * for the whole batch instead of one transaction per job. Tasks are locked in id order, so two
+     * workers writing overlapping batches cannot deadlock.
+     *
+     * @param started tasks whose jobs started since the last batch: queued ones move to running
+     * @return each touched task's status after the batch
+     */
+    public Map<UUID, TaskStatus> recordOutcomes(List<Outcome> outcomes, java.util.Collection<UUID> started) {
+        java.util.SortedSet<UUID> ids = new java.util.TreeSet<>(started);
+        outcomes.forEach(o -> ids.add(o.result().taskId()));
+        if (ids.isEmpty()) {
+            return Map.of();
+        }
+        return call(handle -> handle.inTransaction(tx -> {
+            Map<UUID, Map<String, Object>> tasks = new java.util.HashMap<>();
+            tx.createQuery("""
+                            SELECT id, status, jsonb_array_length(cli_assignments) AS jobs
+                            FROM tasks WHERE id = ANY(:ids) ORDER BY id FOR UPDATE
+                            """)
+                    .bindArray("ids", UUID.class, ids)
+                    .mapToMap()
+                    .forEach(row -> tasks.put((UUID) row.get("id"), row));
+            List<Outcome> known = outcomes.stream().filter(o -> tasks.containsKey(o.result().taskId())).toList();
+            if (!known.isEmpty()) {
+                var results = tx.prepareBatch("""
+                        INSERT INTO execution_results (task_id, job_id, cli_name, status, output_summary, tokens_in,
+                            tokens_out, cache_read_tokens, cache_write_tokens, total_tokens, cost, usage_source, model,
+                            duration_ms, exit_code, branch, commit_sha, diff_stat, worker_id, attempt)
+                        VALUES (:taskId, :jobId, :cliName, :status, :outputSummary, :tokensIn, :tokensOut,
+                            :cacheReadTokens, :cacheWriteTokens, :totalTokens, :cost, :usageSource, :model, :durationMs,
+                            :exitCode, :branch, :commitSha, :diffStat, :workerId, :attempt)
+                        ON CONFLICT (job_id, attempt) DO NOTHING
+                        """);
+                for (Outcome outcome : known) {
+                    results.bindMethods(outcome.result()).bind("status", outcome.result().status().wireName()).add();
+                }
+                int[] inserted = results.execute();
+                var errors = tx.prepareBatch("""
+                        INSERT INTO task_errors (task_id, job_id, cli_name, error_type, error_message, error_details, retryable,
+                                                 error_key)
+                        VALUES (:taskId, :jobId, :cliName, :errorType, :errorMessage, CAST(:detailsJson AS jsonb), :retryable,
+                                :errorKey)
+                        ON CONFLICT (error_key) DO NOTHING
+                        """);
+                int errorCount = 0;
+                for (int i = 0; i < known.size(); i++) {
+                    for (ErrorRecord error : known.get(i).errors()) {
+                        if (inserted[i] != 0 || error.errorKey() != null) {
+                            errors.bindMethods(error).bind("detailsJson", error.detailsJson() == null ? "{}" : error.detailsJson()).add();
+                            errorCount++;
+                        }
+                    }
+                }
+                if (errorCount > 0) {
+                    errors.execute();
+                }
+            }
+            Map<UUID, List<JobStatus>> jobs = new java.util.HashMap<>();
+            tx.createQuery("""
+                            SELECT DISTINCT ON (job_id) task_id, status FROM execution_results
+                            WHERE task_id = ANY(:ids) ORDER BY job_id, attempt DESC
+                            """)
+                    .bindArray("ids", UUID.class, tasks.keySet())
+                    .mapToMap()
+                    .forEach(row -> jobs.computeIfAbsent((UUID) row.get("task_id"), k -> new ArrayList<>())
+                            .add(JobStatus.fromWireName(String.valueOf(row.get("status"))).orElse(JobStatus.FAILED)));
+            Map<UUID, TaskStatus> after = new java.util.HashMap<>();
+            var updates = tx.prepareBatch("""
+                    UPDATE tasks SET status = :status, updated_at = now(),
+                                     completed_at = CASE WHEN :final THEN now() ELSE NULL END
+                    WHERE id = :id
+                    """);
+            int updateCount = 0;
+            for (var task : tasks.entrySet()) {
+                TaskStatus current = TaskStatus.fromWireName(String.valueOf(task.getValue().get("status"))).orElse(TaskStatus.RUNNING);
+                if (current == TaskStatus.CANCELLED) {
+                    after.put(task.getKey(), current);
+                    continue;
+                }
+                List<JobStatus> statuses = new ArrayList<>(jobs.getOrDefault(task.getKey(), List.of()));
+                int expected = ((Number) task.getValue().get("jobs")).intValue();
+                boolean anyStarted = started.contains(task.getKey()) || current != TaskStatus.QUEUED || !statuses.isEmpty();
+                while (statuses.size() < expected) {
+                    statuses.add(anyStarted ? JobStatus.RUNNING : JobStatus.QUEUED);
+                }
+                TaskStatus status = TaskStatus.of(statuses);
+                after.put(task.getKey(), status);
+                if (status != current) {
+                    updates.bind("id", task.getKey()).bind("status", status.wireName()).bind("final", status.isFinal()).add();
+                    updateCount++;
+                }
+            }
+            if (updateCount > 0) {
+                updates.execute();
+            }
+            return after;
+        }));
+    }
+
+    /**
+     * One job attempt's outcome, for {@link #recordOutcomes}.
+     *
+     * @param errors its error rows
+     */
+    public record Outcome(ResultRecord result, List<ErrorRecord> errors) {
+    }
+
     /** True when this job attempt already has an outcome row. */
     public boolean hasOutcome(String jobId, int attempt) {
         return call(handle -> handle.createQuery("SELECT count(*) FROM execution_results WHERE job_id = :job AND attempt = :attempt")

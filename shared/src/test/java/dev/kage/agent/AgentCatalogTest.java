@@ -53,6 +53,21 @@ class AgentCatalogTest {
     }
 
     @Test
+    void aNoopAgentNeedsNoArgvAndIgnoresOne() throws IOException {
+        AgentCatalog catalog = load("""
+                agents:
+                  bench:
+                    type: noop
+                  bench-with-argv:
+                    type: noop
+                    argv: ["no-such-program"]
+                """);
+        assertThat(catalog.require("bench").type()).isEqualTo(AgentType.NOOP);
+        assertThat(catalog.require("bench").argv()).isEmpty();
+        assertThat(catalog.require("bench-with-argv").argv()).isEmpty();
+    }
+
+    @Test
     void misconfiguredAgentsFailWithTheVariableTheAgentAndTheProblem() throws IOException {
         assertThatThrownBy(() -> load("agents: {}\n")).isInstanceOf(ConfigException.class)
                 .hasMessageContaining("KAGE_AGENTS_FILE=").hasMessageContaining("non-empty 'agents:' mapping");

@@ -1,6 +1,7 @@
 package dev.kage.worker;
 
 import dev.kage.agent.AgentCatalog;
+import dev.kage.agent.AgentType;
 import dev.kage.budget.TokenBudget;
 import dev.kage.config.ConfigException;
 import dev.kage.config.Env;
@@ -35,12 +36,15 @@ public class WorkerFactory {
     }
 
     /**
-     * @throws ConfigException naming the agent when the program of an agent this worker serves is missing
+     * @throws ConfigException naming the agent when the program of an agent this worker serves is missing (a noop agent has none)
      */
     static void checkExecutables(WorkerSettings settings, AgentCatalog catalog) {
         String path = System.getenv("PATH");
         for (String name : settings.agents()) {
             var agent = catalog.require(name);
+            if (agent.type() == AgentType.NOOP) {
+                continue;
+            }
             if (agent.locateExecutable(path).isEmpty()) {
                 throw new ConfigException(AgentCatalog.VARIABLE + ": agent '" + name + "': program '" + agent.argv().getFirst()
                         + "' (" + agent.executable() + ") is not installed or not executable");

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.agent.AgentConfig;
+import dev.kage.agent.AgentType;
 import dev.kage.budget.TokenBudget;
 import dev.kage.budget.TokenBudget.Reservation;
 import dev.kage.budget.TokenBudget.Settlement;
@@ -49,7 +50,8 @@ import org.slf4j.LoggerFactory;
 /**
  * Runs one claimed job from permit to acknowledgement: rate-limit permit, budget reservation, a fresh
  * worktree on {@code kage/<task>/<agent>}, the agent process, usage, settlement, commit and push, the
- * result and error rows, then {@code XACK}. The entry is acknowledged only after its outcome is in
+ * result and error rows, then {@code XACK}. A {@link AgentType#NOOP} job skips permit, reservation, worktree and
+ * process and completes at once with zero usage. The entry is acknowledged only after its outcome is in
  * Postgres, so a worker that dies midway leaves it pending for another. Thread-safe: one instance
  * runs many jobs at once.
  */
@@ -155,7 +157,7 @@ public final class JobRunner {
     private void runJob(ClaimedJob claimed, JobMessage job, JobControl control) throws InterruptedException {
         UUID taskId = UUID.fromString(job.taskId());
         AgentConfig agent = catalog.require(job.agent());
-        if (alreadyRecorded(job)) {
+        if (claimed.redelivered() && alreadyRecorded(job)) {
             LOG.info("Job {} attempt {} already has its outcome; acknowledging the re-delivery", job.jobId(), job.attempt());
             queue.ack(claimed);
             return;
@@ -166,13 +168,15 @@ public final class JobRunner {
         }
         LOG.info("Job {} (attempt {}) starting on {}", job.jobId(), job.attempt(), worker.workerId());
         live.jobStarted(job.tenant(), job.taskId(), job.agent(), worker.workerId());
-        try {
-            store.markRunning(taskId);
-        } catch (StoreException e) {
-            LOG.warn("Could not mark task {} running ({}); the job runs all the same", job.taskId(), e.getMessage());
-        }
+        outcomes.started(taskId);
         events.publish("job.started", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "worker", worker.workerId(), "attempt", Integer.toString(job.attempt())));
+
+        if (agent.type() == AgentType.NOOP) {
+            // Nothing to run: no permit, reservation, worktree or process; the bookkeeping around it stays.
+            finish(claimed, job, new Outcome(noopResult(job, agent), List.of()));
+            return;
+        }
 
         rateLimiter.acquire(job.agent());
 
@@ -246,6 +250,12 @@ public final class JobRunner {
     private ResultRecord cancelledResult(JobMessage job, AgentConfig agent, String summary, String branch) {
         return new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), JobStatus.CANCELLED, summary, 0, 0, 0, 0,
                 BigDecimal.ZERO.setScale(6), Usage.UsageSource.AGENT.wireName(), agent.model(), 0, null, branch, null, null,
+                worker.workerId(), job.attempt(), null);
+    }
+
+    private ResultRecord noopResult(JobMessage job, AgentConfig agent) {
+        return new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), JobStatus.COMPLETED, null, 0, 0, 0, 0,
+                BigDecimal.ZERO.setScale(6), Usage.UsageSource.AGENT.wireName(), agent.model(), 0, null, null, null, null,
                 worker.workerId(), job.attempt(), null);
     }
 

@@ -20,37 +20,96 @@ import org.slf4j.LoggerFactory;
  * Writes job outcomes to Postgres, or, while Postgres is down, keeps them in the agent's outbox list in
  * Redis ({@code kage:outbox:{agent}}) and writes them when it answers again. Writing is idempotent
  * (one result per job attempt, error rows by key), so an outcome flushed twice is stored once.
- * Thread-safe.
+ *
+ * <p>Outcomes are written by one writer thread in group commits: whatever outcomes wait when it is
+ * free go into one transaction (at most {@value #MAX_BATCH}), and each job thread waits until its own
+ * outcome is durable. Under light load a batch is one outcome, so nothing waits for a timer; under
+ * heavy load one transaction carries many. Thread-safe.
  */
 public final class OutcomeRecorder {
     private static final Logger LOG = LoggerFactory.getLogger(OutcomeRecorder.class);
     private static final ObjectMapper JSON = new ObjectMapper().registerModule(new JavaTimeModule())
             .disable(SerializationFeature.WRITE_DATES_AS_TIMESTAMPS);
 
+    /** Outcomes one group commit carries at most. */
+    static final int MAX_BATCH = 500;
+
     private final TaskStore store;
     private final KageKeys keys;
     private final RedisCommands<String, String> redis;
+    private final java.util.concurrent.BlockingQueue<Pending> pending = new java.util.concurrent.LinkedBlockingQueue<>();
+    private final java.util.Set<java.util.UUID> started = java.util.concurrent.ConcurrentHashMap.newKeySet();
     private volatile boolean outage;
 
     public OutcomeRecorder(TaskStore store, KageKeys keys, RedisCommands<String, String> redis) {
         this.store = store;
         this.keys = keys;
         this.redis = redis;
+        Thread.ofPlatform().daemon().name("kage-outcome-writer").start(this::writeLoop);
     }
 
     /**
-     * Records a final outcome.
+     * Notes that a job of the task started; the next group commit moves a queued task to running.
+     * Never blocks.
+     */
+    public void started(java.util.UUID taskId) {
+        started.add(taskId);
+        pending.offer(Pending.WAKE_UP);
+    }
+
+    /**
+     * Records a final outcome and returns once it is durable (in Postgres, or in the outbox while
+     * Postgres is down). Waits through interrupts: a stopped job's outcome is still written.
      *
      * @return the task's status, or empty when the outcome went to the outbox
      */
     public Optional<TaskStatus> record(String agent, ResultRecord result, List<ErrorRecord> errors) {
-        try {
-            TaskStatus status = store.recordOutcome(result, errors);
-            return Optional.of(status);
-        } catch (StoreException e) {
-            spool(agent, new Spooled(result, errors), e);
-            return Optional.empty();
+        Pending entry = new Pending(agent, new TaskStore.Outcome(result, errors), new java.util.concurrent.CompletableFuture<>());
+        pending.add(entry);
+        return entry.done().join();
+    }
+
+    private void writeLoop() {
+        List<Pending> batch = new java.util.ArrayList<>(MAX_BATCH);
+        while (true) {
+            try {
+                batch.add(pending.take());
+            } catch (InterruptedException e) {
+                return;
+            }
+            pending.drainTo(batch, MAX_BATCH - 1);
+            batch.removeIf(p -> p == Pending.WAKE_UP);
+            write(batch);
+            batch.clear();
         }
+    }
+
+    private void write(List<Pending> batch) {
+        java.util.Set<java.util.UUID> marks = new java.util.HashSet<>(started);
+        started.removeAll(marks);
+        try {
+            var statuses = store.recordOutcomes(batch.stream().map(Pending::outcome).toList(), marks);
+            for (Pending p : batch) {
+                p.done().complete(Optional.ofNullable(statuses.get(p.outcome().result().taskId())));
+            }
+        } catch (StoreException e) {
+            for (Pending p : batch) {
+                try {
+                    spool(p.agent(), new Spooled(p.outcome().result(), p.outcome().errors()), e);
+                    p.done().complete(Optional.empty());
+                } catch (RuntimeException redisToo) {
+                    p.done().completeExceptionally(redisToo);
+                }
+            }
+        } catch (RuntimeException e) {
+            batch.forEach(p -> p.done().completeExceptionally(e));
+        }
+    }
+
+    /** An outcome waiting for the writer; {@link #WAKE_UP} only makes it look at the started marks. */
+    private record Pending(String agent, TaskStore.Outcome outcome,
+                           java.util.concurrent.CompletableFuture<Optional<TaskStatus>> done) {
+        static final Pending WAKE_UP = new Pending(null, null, null);
     }
 
     /** Records the errors of an attempt that will be retried. */

@@ -52,6 +52,8 @@ public final class WorkerRuntime {
     public static final Duration HEARTBEAT_TTL = Duration.ofSeconds(20);
     static final Duration CANCEL_CHECK_EVERY = Duration.ofSeconds(1);
     static final Duration TRIM_EVERY = Duration.ofSeconds(60);
+    /** How often a claim loop moves due delayed jobs to the streams, at most. */
+    static final Duration PROMOTE_EVERY = Duration.ofMillis(250);
     /** Pause after Redis refused a read, so an outage is not a hot loop. */
     static final Duration OUTAGE_PAUSE = Duration.ofSeconds(1);
 
@@ -163,22 +165,31 @@ public final class WorkerRuntime {
     private void claimLoop(String agent, RedisCommands<String, String> blocking) {
         boolean outage = false;
         long round = 0;
+        long nextPromote = 0;
         while (running) {
             try {
                 slots.acquire();
             } catch (InterruptedException e) {
                 return;
             }
+            // Take every free slot at once, so one read can fill them all.
+            int taken = 1;
+            while (slots.tryAcquire()) {
+                taken++;
+            }
             List<ClaimedJob> claimed;
             try {
-                queue.promoteDue(agent, clock.instant());
-                claimed = queue.read(blocking, agent, worker.workerId(), BLOCK, round++);
+                if (System.nanoTime() - nextPromote >= 0) {
+                    queue.promoteDue(agent, clock.instant());
+                    nextPromote = System.nanoTime() + PROMOTE_EVERY.toNanos();
+                }
+                claimed = queue.read(blocking, agent, worker.workerId(), BLOCK, round++, taken);
                 if (outage) {
                     LOG.info("Redis answers again; {} resumes claiming", agent);
                     outage = false;
                 }
             } catch (RedisException e) {
-                slots.release();
+                slots.release(taken);
                 if (!running) {
                     return;
                 }
@@ -197,16 +208,18 @@ public final class WorkerRuntime {
                 }
                 continue;
             }
-            if (claimed.isEmpty()) {
-                slots.release();
-                continue;
+            if (claimed.size() < taken) {
+                slots.release(taken - claimed.size());
             }
             for (int i = 0; i < claimed.size(); i++) {
-                if (i > 0) {
-                    // A blocking read can hand over one entry per priority; each needs its own slot.
-                    slots.acquireUninterruptibly();
+                if (i < taken) {
+                    submit(claimed.get(i));
+                } else {
+                    // A blocking read hands over one entry per priority; with no slot for this one, give it back at once
+                    // rather than hold it unrefreshed (another worker would reclaim it while it waits here).
+                    ClaimedJob extra = claimed.get(i);
+                    safely(() -> queue.handBack(extra));
                 }
-                submit(claimed.get(i));
             }
         }
     }

@@ -182,6 +182,33 @@ class JobRunnerTest {
         assertThat(pool.reserved()).isZero();
     }
 
+    @Test
+    void aNoopJobCompletesWithZeroUsageWithoutReservationOrWorktreeAndIsAcknowledged() throws Exception {
+        AgentConfig noop = new AgentConfig("bench", AgentType.NOOP, List.of(), OutputFormat.TEXT, List.of(), "", "o200k_base", 1_000,
+                0, 0, Path.of("/"), dev.kage.agent.RetryPolicy.DEFAULT);
+        // A pool too small for the reservation and a base branch that does not exist: either would fail a command agent.
+        Run run = run(BudgetMode.ENFORCE, noop, "nothing at all", 10, "no-such-branch", 30);
+
+        assertThat(run.result.status()).isEqualTo(JobStatus.COMPLETED);
+        assertThat(run.result.totalTokens()).isZero();
+        assertThat(run.result.cost()).isZero();
+        assertThat(run.result.usageSource()).isEqualTo("agent");
+        assertThat(run.result.branch()).isNull();
+        assertThat(run.result.workerId()).isEqualTo("test-worker");
+        assertThat(run.errors).isEmpty();
+        assertThat(pending()).isZero();
+        assertThat(store.find("acme", run.task.id()).orElseThrow().status()).isEqualTo(TaskStatus.COMPLETED);
+        assertThat(new LiveTaskState(redis.keys(), redis.redis()).job("acme", run.task.id().toString(), "bench"))
+                .contains(JobStatus.COMPLETED);
+        var pool = new TokenBudget(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8).state("acme", run.task.id().toString(), 10);
+        assertThat(pool.used()).isZero();
+        assertThat(pool.reserved()).isZero();
+        assertThat(redis.redis().xrange(redis.keys().events(), io.lettuce.core.Range.create("-", "+")))
+                .extracting(m -> m.getBody().get("type"))
+                .containsExactly("job.started", "job.finished");
+        assertThat(dir.resolve("work")).doesNotExist();
+    }
+
     private Run run(BudgetMode mode, AgentConfig agent, String description, long tokenLimit, String baseBranch, int timeout)
             throws Exception {
         KageKeys keys = redis.keys();
@@ -213,7 +240,7 @@ class JobRunnerTest {
 
     private long pending() {
         long total = 0;
-        for (String agent : List.of("claude-code", "stubborn", "crasher")) {
+        for (String agent : List.of("claude-code", "stubborn", "crasher", "bench")) {
             for (Priority p : Priority.values()) {
                 String stream = redis.keys().jobStream(agent, p);
                 if (redis.redis().exists(stream) == 1) {

@@ -1,0 +1,39 @@
+package dev.kage.worker;
+
+import static org.assertj.core.api.Assertions.assertThatCode;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+import dev.kage.agent.AgentCatalog;
+import dev.kage.agent.AgentConfig;
+import dev.kage.agent.AgentType;
+import dev.kage.agent.OutputFormat;
+import dev.kage.agent.RetryPolicy;
+import dev.kage.config.ConfigException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+class WorkerFactoryTest {
+
+    @Test
+    void aNoopAgentHasNoProgramToCheckWhileAMissingProgramStopsStartUp() {
+        AgentCatalog catalog = new AgentCatalog(List.of(
+                agent("bench", AgentType.NOOP, List.of()),
+                agent("ghost", AgentType.COMMAND, List.of("/no/such/program", "{prompt}"))));
+
+        assertThatCode(() -> WorkerFactory.checkExecutables(settings("bench"), catalog)).doesNotThrowAnyException();
+        assertThatThrownBy(() -> WorkerFactory.checkExecutables(settings("ghost"), catalog))
+                .isInstanceOf(ConfigException.class)
+                .hasMessageContaining("agent 'ghost': program '/no/such/program'");
+    }
+
+    private static WorkerSettings settings(String agent) {
+        return new WorkerSettings("w", Path.of("/tmp/kage-unused"), "", List.of(agent), false, Duration.ofSeconds(1));
+    }
+
+    private static AgentConfig agent(String name, AgentType type, List<String> argv) {
+        return new AgentConfig(name, type, argv, OutputFormat.TEXT, List.of(), "", "o200k_base", 1_000, 0, 0, Path.of("/"),
+                RetryPolicy.DEFAULT);
+    }
+}
