@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# ops/bench/queue.sh: no-op jobs through the queue, Kage beside BullMQ, on the same Redis.
+#
+#   Kage    one real worker process (worker/target/kage-worker.jar) serving a `type: noop` agent with
+#           MAX_PARALLEL_CLIS=50; the jobs are enqueued first (the coordinator's Redis steps), then
+#           timed from the worker's first claim until every entry is acknowledged (each outcome is
+#           in Postgres before its XACK). Its own database kage_bench_<random> and namespace
+#           kage-bench-<random>, both removed afterwards.
+#   BullMQ  the same number of jobs added with addBulk, then one Worker with concurrency 50 and an
+#           empty processor, timed from its first job until the last 'completed' event. Its own key
+#           prefix, removed afterwards.
+#
+# Printed: jobs/s of each and the ratio Kage/BullMQ (target >= 2), Redis commands per job of each
+# (INFO commandstats before and after, the benches' own calls left out) and their ratio (target
+# <= 0.5), enqueue rates, and where the CPU went. Speed is measured here, never asserted in tests.
+#
+# Environment:
+#   BENCH_JOBS             jobs per side [20000]
+#   BENCH_RUN_DIR          bullmq's npm prefix and the worker's log [<repo>/.run/bench] (git-ignored)
+#   BENCH_WORKER_JAR       worker jar to measure [worker/target/kage-worker.jar, built when missing or older than the sources]
+#   BENCH_LOG_LEVEL        the worker's KAGE_LOG_LEVEL [INFO, the product's default]
+#   BENCH_WORKER_JAVA_OPTS extra JVM options for the worker, e.g. a JFR recording
+#   BENCH_SKIP_BULLMQ=1    measure Kage only
+#   REDIS_URL, DATABASE_URL   as for ops/services.sh (DATABASE_URL's database must exist; the bench
+#                          creates and drops its own beside it)
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=../lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+ROOT=$(kage_root)
+cd "$ROOT"
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+export DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/kage}
+JOBS=${BENCH_JOBS:-20000}
+RUN=${BENCH_RUN_DIR:-$ROOT/.run/bench}
+BULLMQ_VERSION=6.7.0
+IOREDIS_VERSION=5.11.1
+WORKER_JAR=${BENCH_WORKER_JAR:-$ROOT/worker/target/kage-worker.jar}
+
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "BENCH_JOBS=$JOBS: must be a positive integer (default 20000)"
+command -v node >/dev/null || die "node is not installed (Node 18 or newer runs the BullMQ side)"
+command -v npm >/dev/null || die "npm is not installed (it installs bullmq into $RUN)"
+
+say "services ..."
+ops/services.sh up || die "Redis/Postgres are not ready (see above)"
+find_java
+say "Java: $JAVA_HOME"
+
+# The worker jar: built when missing, or when a source of the worker or shared module is newer.
+if [[ -z ${BENCH_WORKER_JAR:-} ]]; then
+  if [[ ! -f $WORKER_JAR ]] || [[ -n $(find shared/src/main worker/src/main -newer "$WORKER_JAR" -type f -print -quit) ]]; then
+    say "building the worker jar (./mvnw -B -q -DskipTests -pl worker -am package) ..."
+    ./mvnw -B -q -DskipTests -pl worker -am package || die "the build failed (see the Maven output above)"
+  fi
+fi
+[[ -f $WORKER_JAR ]] || die "no worker jar at $WORKER_JAR"
+
+mkdir -p "$RUN"
+if [[ ${BENCH_SKIP_BULLMQ:-} != 1 ]]; then
+  installed=$(node -p "require('$RUN/node_modules/bullmq/package.json').version" 2>/dev/null || true)
+  if [[ $installed != "$BULLMQ_VERSION" || ! -d $RUN/node_modules/ioredis ]]; then
+    say "installing bullmq@$BULLMQ_VERSION and ioredis@$IOREDIS_VERSION into $RUN (git-ignored) ..."
+    npm install --prefix "$RUN" --no-audit --no-fund --loglevel=error \
+      "bullmq@$BULLMQ_VERSION" "ioredis@$IOREDIS_VERSION" >/dev/null || die "npm install failed"
+  fi
+fi
+
+# result_field LINE KEY -> the value of KEY=value in a RESULT line
+result_field() {
+  local word
+  for word in $1; do
+    if [[ $word == "$2="* ]]; then
+      printf '%s' "${word#*=}"
+      return 0
+    fi
+  done
+  die "no $2 in: $1"
+}
+
+suffix=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
+say "Kage: $JOBS no-op jobs, one worker process, MAX_PARALLEL_CLIS=50 ..."
+kage_log=$RUN/kage-$suffix.out
+BENCH_JOBS=$JOBS BENCH_RUN_DIR=$RUN/kage-$suffix BENCH_WORKER_JAR=$WORKER_JAR \
+  BENCH_ADMIN_DATABASE_URL=$DATABASE_URL BENCH_DATABASE_URL=$(db_url_with_name "$DATABASE_URL" "kage_bench_$suffix") \
+  KAGE_LOG_LEVEL=WARN \
+  "$JAVA_HOME/bin/java" -cp "$WORKER_JAR" "$ROOT/ops/bench/KageQueueBench.java" | tee "$kage_log" ||
+  die "the Kage side failed (worker log in $RUN/kage-$suffix/worker.log)"
+kage=$(grep '^RESULT kage ' "$kage_log") || die "the Kage side printed no result"
+
+if [[ ${BENCH_SKIP_BULLMQ:-} == 1 ]]; then
+  say "BENCH_SKIP_BULLMQ=1: no BullMQ run"
+  exit 0
+fi
+
+say "BullMQ $BULLMQ_VERSION: $JOBS no-op jobs, one Worker, concurrency 50 ..."
+bull_log=$RUN/bullmq-$suffix.out
+BENCH_JOBS=$JOBS BENCH_NODE_DIR=$RUN node "$ROOT/ops/bench/bullmq-bench.mjs" | tee "$bull_log" ||
+  die "the BullMQ side failed"
+bull=$(grep '^RESULT bullmq ' "$bull_log") || die "the BullMQ side printed no result"
+
+k_rate=$(result_field "$kage" jobs_per_s)
+b_rate=$(result_field "$bull" jobs_per_s)
+k_cmds=$(result_field "$kage" commands_per_job)
+b_cmds=$(result_field "$bull" commands_per_job)
+k_enq=$(result_field "$kage" enqueue_per_s)
+b_enq=$(result_field "$bull" enqueue_per_s)
+k_enq_cmds=$(result_field "$kage" enqueue_commands_per_job)
+k_single=$(result_field "$kage" enqueue_single_per_s)
+k_single_cmds=$(result_field "$kage" enqueue_single_commands_per_job)
+b_enq_cmds=$(result_field "$bull" enqueue_commands_per_job)
+
+echo
+awk -v jobs="$JOBS" -v kr="$k_rate" -v br="$b_rate" -v kc="$k_cmds" -v bc="$b_cmds" \
+  -v ke="$k_enq" -v be="$b_enq" -v kec="$k_enq_cmds" -v bec="$b_enq_cmds" -v ks="$k_single" -v ksc="$k_single_cmds" \
+  -v kcpu="$(result_field "$kage" cpu_us_client)" -v bcpu="$(result_field "$bull" cpu_us_client)" \
+  -v krcpu="$(result_field "$kage" cpu_us_redis)" -v brcpu="$(result_field "$bull" cpu_us_redis)" \
+  -v kpg="$(result_field "$kage" cpu_us_postgres)" -v kx="$(result_field "$kage" pg_xact_per_job)" 'BEGIN {
+  printf "%-34s %12s %12s %14s\n", "no-op jobs: " jobs, "Kage", "BullMQ", "Kage/BullMQ"
+  printf "%-34s %12.0f %12.0f %13.2fx   (target >= 2x: %s)\n", "processed, jobs/s", kr, br, kr / br, (kr / br >= 2 ? "met" : "MISSED")
+  printf "%-34s %12.2f %12.2f %13.2fx   (target <= 0.5x: %s)\n", "Redis commands per job", kc, bc, kc / bc, (kc / bc <= 0.5 ? "met" : "MISSED")
+  printf "%-34s %12.0f %12.0f %13.2fx   (Kage batch submit, BullMQ addBulk)\n", "enqueued, jobs/s", ke, be, ke / be
+  printf "%-34s %12.2f %12.2f\n", "Redis commands per enqueued job", kec, bec
+  printf "%-34s %12.0f %12s   (Kage one task per request, 32 threads)\n", "enqueued singly, jobs/s", ks, "-"
+  printf "%-34s %12.2f %12s\n", "Redis commands per job, singly", ksc, "-"
+  printf "%-34s %12.2f %12.2f %13.2fx\n", "Redis commands, enqueue + run", kc + kec, bc + bec, (kc + kec) / (bc + bec)
+  printf "%-34s %12.0f %12.0f\n", "CPU per job, worker process, us", kcpu, bcpu
+  printf "%-34s %12.0f %12.0f\n", "CPU per job, Redis, us", krcpu, brcpu
+  printf "%-34s %12.0f %12s\n", "CPU per job, Postgres, us", kpg, "-"
+  printf "%-34s %12.2f %12s\n", "Postgres transactions per job", kx, "-"
+}'
+echo
+say "details: $kage_log, $bull_log; Kage worker log: $RUN/kage-$suffix/worker.log"
