@@ -135,31 +135,49 @@ public final class JobQueue {
     }
 
     /**
-     * Claims up to {@code count} new entries for {@code consumer}: a non-blocking look at each priority
-     * in the order the priority rule gives for {@code round} (taking what the first non-empty one has,
-     * up to {@code count}), then, when all are empty, one blocking read of all three for at most
-     * {@code block}, of one entry per priority: it can return up to three entries when several arrive
-     * at once, which may be more than {@code count}.
+     * Claims up to {@code count} new entries for {@code consumer} without blocking: each priority in
+     * the order the priority rule gives for {@code round}, taking what the first non-empty one has.
      *
-     * @param blockingConnection a connection used by this caller only
-     * @param round              how many reads this loop made before, for the priority rule
+     * @param connection a connection used by this caller only
+     * @param round      how many reads this loop made before, for the priority rule
+     * @return empty when every stream of the agent is empty
      */
-    public List<ClaimedJob> read(RedisCommands<String, String> blockingConnection, String agent, String consumer, Duration block,
-                                 long round, int count) {
+    public List<ClaimedJob> poll(RedisCommands<String, String> connection, String agent, String consumer, long round, int count) {
         Consumer<String> who = Consumer.from(KageKeys.WORKER_GROUP, consumer);
         for (Priority priority : order(round)) {
-            List<StreamMessage<String, String>> messages = blockingConnection.xreadgroup(who, XReadArgs.Builder.count(count),
+            List<StreamMessage<String, String>> messages = connection.xreadgroup(who, XReadArgs.Builder.count(count),
                     StreamOffset.lastConsumed(keys.jobStream(agent, priority)));
             if (!messages.isEmpty()) {
                 return toJobs(messages);
             }
         }
+        return List.of();
+    }
+
+    /**
+     * Waits up to {@code block} for new entries in any of the agent's streams and claims at most one per
+     * priority: up to three when several arrive at once.
+     *
+     * @param blockingConnection a connection used by this caller only; it is held for the whole wait
+     */
+    public List<ClaimedJob> await(RedisCommands<String, String> blockingConnection, String agent, String consumer, Duration block) {
         @SuppressWarnings("unchecked")
         StreamOffset<String>[] offsets = new StreamOffset[Priority.values().length];
         for (Priority priority : Priority.values()) {
             offsets[priority.ordinal()] = StreamOffset.lastConsumed(keys.jobStream(agent, priority));
         }
-        return toJobs(blockingConnection.xreadgroup(who, XReadArgs.Builder.count(1).block(block), offsets));
+        return toJobs(blockingConnection.xreadgroup(Consumer.from(KageKeys.WORKER_GROUP, consumer),
+                XReadArgs.Builder.count(1).block(block), offsets));
+    }
+
+    /**
+     * {@link #poll} up to {@code count} entries, or when every stream is empty, {@link #await} for at
+     * most {@code block}.
+     */
+    public List<ClaimedJob> read(RedisCommands<String, String> blockingConnection, String agent, String consumer, Duration block,
+                                 long round, int count) {
+        List<ClaimedJob> polled = poll(blockingConnection, agent, consumer, round, count);
+        return polled.isEmpty() ? await(blockingConnection, agent, consumer, block) : polled;
     }
 
     /** One entry at most, in priority order for {@code round}. */

@@ -265,10 +265,23 @@ public final class TaskStore {
                     WHERE id = :id
                     """);
             int updateCount = 0;
+            java.util.Set<UUID> withOutcomes = new java.util.HashSet<>();
+            known.forEach(o -> withOutcomes.add(o.result().taskId()));
             for (var task : tasks.entrySet()) {
                 TaskStatus current = TaskStatus.fromWireName(String.valueOf(task.getValue().get("status"))).orElse(TaskStatus.RUNNING);
                 if (current == TaskStatus.CANCELLED) {
                     after.put(task.getKey(), current);
+                    continue;
+                }
+                if (!withOutcomes.contains(task.getKey())) {
+                    // Only a start: a queued task runs now. Nothing else changes, since the job that started may
+                    // be a new attempt whose predecessor's outcome must not decide the task meanwhile.
+                    TaskStatus status = current == TaskStatus.QUEUED ? TaskStatus.RUNNING : current;
+                    after.put(task.getKey(), status);
+                    if (status != current) {
+                        updates.bind("id", task.getKey()).bind("status", status.wireName()).bind("final", false).add();
+                        updateCount++;
+                    }
                     continue;
                 }
                 List<JobStatus> statuses = new ArrayList<>(jobs.getOrDefault(task.getKey(), List.of()));

@@ -133,20 +133,23 @@ public final class JobRunner {
      */
     public void poisoned(ClaimedJob claimed, long deliveries) {
         String reason = "delivered " + deliveries + " times without finishing";
-        String deadId = queue.deadLetter(claimed, reason);
         JobMessage job;
         try {
             job = claimed.job();
         } catch (JobQueue.MalformedJobException e) {
-            LOG.error("Dead-lettered {} (not a job): {}", claimed.key(), e.getMessage());
+            String deadId = queue.deadLetter(claimed, reason);
+            LOG.error("Dead-lettered {} as {} (not a job): {}", claimed.key(), deadId, e.getMessage());
             return;
         }
+        // The failure is recorded before the letter exists: a replay can then never be overtaken by it.
         AgentConfig agent = catalog.require(job.agent());
         ErrorRecord error = error(job, "PoisonJobError", "Job " + job.jobId() + " was " + reason
-                + "; moved to the dead letters as " + deadId, Map.of("deliveries", deliveries, "dead_letter_id", deadId), false);
+                + "; moved to the dead letters (entry " + claimed.entryId() + " of " + claimed.stream() + ")",
+                Map.of("deliveries", deliveries, "dead_from_stream", claimed.stream(), "dead_from_id", claimed.entryId()), false);
         Optional<TaskStatus> taskStatus = outcomes.record(job.agent(), failedResult(job, agent, error.errorMessage(), null),
                 List.of(error));
         live.jobFinished(job.tenant(), job.taskId(), job.agent(), JobStatus.FAILED, taskStatus.orElse(TaskStatus.RUNNING));
+        String deadId = queue.deadLetter(claimed, reason);
         Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "status", JobStatus.FAILED.wireName(), "dead_letter_id", deadId));
         taskStatus.ifPresent(s -> event.put("task_status", s.wireName()));

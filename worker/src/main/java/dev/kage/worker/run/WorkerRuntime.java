@@ -91,7 +91,8 @@ public final class WorkerRuntime {
         this.live = live;
         this.outcomes = outcomes;
         this.clock = clock;
-        this.slots = new Semaphore(slotCount);
+        // Fair, so a loop that gives its slots back and asks again queues behind the others.
+        this.slots = new Semaphore(slotCount, true);
     }
 
     public synchronized void start() {
@@ -162,28 +163,42 @@ public final class WorkerRuntime {
         return java.util.Set.copyOf(inFlight.keySet());
     }
 
+    /**
+     * Claims jobs of one agent while there are free slots. Slots are held only while reading without
+     * blocking: before a blocking read every slot is given back, so another agent's loop and the
+     * reclaimer are never starved by a loop waiting on empty streams; an entry that arrives during the
+     * blocking read takes a free slot then, or is handed straight back when there is none.
+     */
     private void claimLoop(String agent, RedisCommands<String, String> blocking) {
         boolean outage = false;
         long round = 0;
         long nextPromote = 0;
         while (running) {
+            int taken;
             try {
                 slots.acquire();
+                taken = 1;
+                // Take every other free slot too, so one read can fill them all.
+                while (slots.tryAcquire(0, TimeUnit.MILLISECONDS)) {
+                    taken++;
+                }
             } catch (InterruptedException e) {
                 return;
             }
-            // Take every free slot at once, so one read can fill them all.
-            int taken = 1;
-            while (slots.tryAcquire()) {
-                taken++;
-            }
             List<ClaimedJob> claimed;
+            boolean blocked = false;
             try {
                 if (System.nanoTime() - nextPromote >= 0) {
                     queue.promoteDue(agent, clock.instant());
                     nextPromote = System.nanoTime() + PROMOTE_EVERY.toNanos();
                 }
-                claimed = queue.read(blocking, agent, worker.workerId(), BLOCK, round++, taken);
+                claimed = queue.poll(blocking, agent, worker.workerId(), round++, taken);
+                if (claimed.isEmpty()) {
+                    slots.release(taken);
+                    taken = 0;
+                    blocked = true;
+                    claimed = queue.await(blocking, agent, worker.workerId(), BLOCK);
+                }
                 if (outage) {
                     LOG.info("Redis answers again; {} resumes claiming", agent);
                     outage = false;
@@ -208,17 +223,16 @@ public final class WorkerRuntime {
                 }
                 continue;
             }
-            if (claimed.size() < taken) {
+            if (!blocked && claimed.size() < taken) {
                 slots.release(taken - claimed.size());
             }
-            for (int i = 0; i < claimed.size(); i++) {
-                if (i < taken) {
-                    submit(claimed.get(i));
+            for (ClaimedJob job : claimed) {
+                if (!blocked || slots.tryAcquire()) {
+                    submit(job);
                 } else {
-                    // A blocking read hands over one entry per priority; with no slot for this one, give it back at once
-                    // rather than hold it unrefreshed (another worker would reclaim it while it waits here).
-                    ClaimedJob extra = claimed.get(i);
-                    safely(() -> queue.handBack(extra));
+                    // No slot for an entry that arrived while blocking: give it back at once rather than hold it
+                    // unrefreshed (another worker would reclaim it while it waited here).
+                    safely(() -> queue.handBack(job));
                 }
             }
         }
