@@ -137,58 +137,14 @@ public final class TaskStore {
      * The task's status follows the newest attempt of each job; a cancelled task stays cancelled.
      *
      * @return the task's status after this outcome
+     * @throws IllegalStateException when the task does not exist
      */
     public TaskStatus recordOutcome(ResultRecord result, List<ErrorRecord> errors) {
-        return call(handle -> handle.inTransaction(tx -> {
-            var task = tx.createQuery("SELECT cli_assignments::text AS assignments, status FROM tasks WHERE id = :id FOR UPDATE")
-                    .bind("id", result.taskId())
-                    .mapToMap()
-                    .one();
-            List<Map<String, Object>> assignments = parseAssignments(String.valueOf(task.get("assignments")));
-            int inserted = tx.createUpdate("""
-                            INSERT INTO execution_results (task_id, job_id, cli_name, status, output_summary, tokens_in,
-                                tokens_out, cache_read_tokens, cache_write_tokens, total_tokens, cost, usage_source, model,
-                                duration_ms, exit_code, branch, commit_sha, diff_stat, worker_id, attempt)
-                            VALUES (:taskId, :jobId, :cliName, :status, :outputSummary, :tokensIn, :tokensOut,
-                                :cacheReadTokens, :cacheWriteTokens, :totalTokens, :cost, :usageSource, :model, :durationMs,
-                                :exitCode, :branch, :commitSha, :diffStat, :workerId, :attempt)
-                            ON CONFLICT (job_id, attempt) DO NOTHING
-                            """)
-                    .bindMethods(result)
-                    .bind("status", result.status().wireName())
-                    .execute();
-            for (ErrorRecord error : errors) {
-                if (inserted == 1 || error.errorKey() != null) {
-                    insertError(tx, error);
-                }
-            }
-            TaskStatus current = TaskStatus.fromWireName(String.valueOf(task.get("status"))).orElse(TaskStatus.RUNNING);
-            if (current == TaskStatus.CANCELLED) {
-                return current;
-            }
-            List<JobStatus> statuses = new ArrayList<>(tx.createQuery("""
-                            SELECT DISTINCT ON (job_id) status FROM execution_results
-                            WHERE task_id = :id ORDER BY job_id, attempt DESC
-                            """)
-                    .bind("id", result.taskId())
-                    .mapTo(String.class)
-                    .map(s -> JobStatus.fromWireName(s).orElse(JobStatus.FAILED))
-                    .list());
-            while (statuses.size() < assignments.size()) {
-                statuses.add(JobStatus.RUNNING);
-            }
-            TaskStatus status = TaskStatus.of(statuses);
-            tx.createUpdate("""
-                            UPDATE tasks SET status = :status, updated_at = now(),
-                                             completed_at = CASE WHEN :final THEN now() ELSE NULL END
-                            WHERE id = :id
-                            """)
-                    .bind("id", result.taskId())
-                    .bind("status", status.wireName())
-                    .bind("final", status.isFinal())
-                    .execute();
-            return status;
-        }));
+        TaskStatus status = recordOutcomes(List.of(new Outcome(result, errors)), List.of()).get(result.taskId());
+        if (status == null) {
+            throw new IllegalStateException("no task " + result.taskId() + " for the outcome of " + result.jobId());
+        }
+        return status;
     }
 
     /**
