@@ -127,10 +127,15 @@ public final class WorkerRuntime {
             return;
         }
         running = false;
-        loops.forEach(Thread::interrupt);
+        // Not interrupted: a blocking XREADGROUP that was cut short on our side would stay blocked in Redis and
+        // could still take an entry (even one handed back below) for this departing consumer. Each loop ends
+        // after its read returns, within the block time, handing back what that read brought.
         for (Thread loop : loops) {
             try {
-                loop.join(BLOCK.multipliedBy(2).toMillis());
+                loop.join(BLOCK.multipliedBy(3).toMillis());
+                if (loop.isAlive()) {
+                    loop.interrupt();
+                }
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             }
@@ -176,7 +181,10 @@ public final class WorkerRuntime {
         while (running) {
             int taken;
             try {
-                slots.acquire();
+                // Poll for a slot so that a stopping worker's loop ends even while every slot is busy.
+                if (!slots.tryAcquire(200, TimeUnit.MILLISECONDS)) {
+                    continue;
+                }
                 taken = 1;
                 // Take every other free slot too, so one read can fill them all.
                 while (slots.tryAcquire(0, TimeUnit.MILLISECONDS)) {
@@ -222,6 +230,12 @@ public final class WorkerRuntime {
                     return;
                 }
                 continue;
+            }
+            if (!running) {
+                // Stopping: what this last read brought goes straight back to the queue.
+                claimed.forEach(job -> safely(() -> queue.handBack(job)));
+                slots.release(taken);
+                return;
             }
             if (!blocked && claimed.size() < taken) {
                 slots.release(taken - claimed.size());
