@@ -107,16 +107,6 @@ public final class TaskStore {
                 .list());
     }
 
-    /** Moves a queued task to running when its first job starts; later calls change nothing. */
-    public void markRunning(UUID taskId) {
-        run(handle -> handle.createUpdate("""
-                        UPDATE tasks SET status = 'running', updated_at = now()
-                        WHERE id = :id AND status = 'queued'
-                        """)
-                .bind("id", taskId)
-                .execute());
-    }
-
     /** Sets the status outright, e.g. {@code failed} when a task could not be enqueued. */
     public void setStatus(UUID taskId, TaskStatus status) {
         run(handle -> handle.createUpdate("""
@@ -373,11 +363,6 @@ public final class TaskStore {
      * @param requestHash hash of the request that created it
      */
     public record Existing(TaskRecord task, String requestHash) {
-    }
-
-    /** Appends one error row outside any job outcome (an enqueue failure, a budget warning). */
-    public void insertError(ErrorRecord error) {
-        run(handle -> insertError(handle, error));
     }
 
     private static int insertError(Handle handle, ErrorRecord error) {

@@ -40,7 +40,7 @@ class TaskStoreTest {
     void theTaskEndsOnlyWhenEveryJobHasAnOutcome() {
         TaskRecord task = task("acme", "claude-code", "demo");
         store.insert(task);
-        store.markRunning(task.id());
+        store.recordOutcomes(List.of(), List.of(task.id()));
         assertThat(store.recordOutcome(result(task, "demo", JobStatus.COMPLETED, "0.01"), List.of())).isEqualTo(TaskStatus.RUNNING);
         assertThat(store.recordOutcome(result(task, "claude-code", JobStatus.FAILED, "0.02"), List.of()))
                 .isEqualTo(TaskStatus.PARTIAL);

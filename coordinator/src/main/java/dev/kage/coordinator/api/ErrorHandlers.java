@@ -2,7 +2,6 @@ package dev.kage.coordinator.api;
 
 import dev.kage.coordinator.task.InvalidRequestException;
 import dev.kage.coordinator.task.TaskService.IdempotencyConflictException;
-import dev.kage.coordinator.task.TaskService.QueueUnavailableException;
 import java.util.List;
 import dev.kage.store.StoreException;
 import io.lettuce.core.RedisException;
@@ -41,13 +40,6 @@ public class ErrorHandlers {
         return (HttpRequest request, IdempotencyConflictException e) -> HttpResponse.<ErrorBody>status(HttpStatus.UNPROCESSABLE_ENTITY)
                 .body(new ErrorBody("idempotency_conflict", e.getMessage(),
                         List.of(new ErrorBody.FieldError("Idempotency-Key", "was used for a different request"))));
-    }
-
-    @Singleton
-    public ExceptionHandler<QueueUnavailableException, HttpResponse<ErrorBody>> queueDown() {
-        return (HttpRequest request, QueueUnavailableException e) -> HttpResponse.<ErrorBody>status(HttpStatus.SERVICE_UNAVAILABLE)
-                .header("Retry-After", "5")
-                .body(ErrorBody.of("queue_unavailable", e.getMessage()));
     }
 
     @Singleton

@@ -244,10 +244,4 @@ public final class TaskService {
         }
     }
 
-    /** Redis refused a request that needs it; answered with 503. */
-    public static final class QueueUnavailableException extends KageException {
-        public QueueUnavailableException(String message, Throwable cause) {
-            super(message, true, cause);
-        }
-    }
 }

@@ -163,11 +163,6 @@ public final class WorkerRuntime {
         LOG.info("Worker {} stopped", worker.workerId());
     }
 
-    /** Entries running now, as {@code stream/entryId}. */
-    public java.util.Set<String> inFlight() {
-        return java.util.Set.copyOf(inFlight.keySet());
-    }
-
     /**
      * Claims jobs of one agent while there are free slots. Slots are held only while reading without
      * blocking: before a blocking read every slot is given back, so another agent's loop and the
