@@ -39,7 +39,7 @@ public final class AgentCatalog {
     public static final long DEFAULT_ESTIMATED_OUTPUT_TOKENS = 4_000;
 
     private static final Set<String> KEYS = Set.of("type", "argv", "output", "env", "model", "encoding",
-            "estimated_output_tokens", "prices", "retry");
+            "estimated_output_tokens", "prices", "retry", "limits", "rate_limit_signals");
 
     private final Map<String, AgentConfig> agents;
 
@@ -96,7 +96,51 @@ public final class AgentCatalog {
             }
             agents.add(parseAgent(prefix, name, settings, baseDir));
         }
+        checkGroups(where, agents);
         return new AgentCatalog(agents);
+    }
+
+    /** Agents sharing a limit group must not name different limits for it: the provider has one. */
+    private static void checkGroups(String where, List<AgentConfig> agents) {
+        Map<String, AgentConfig> first = new LinkedHashMap<>();
+        for (AgentConfig agent : agents) {
+            AgentLimits limits = agent.limits();
+            AgentConfig other = first.putIfAbsent(limits.group(), agent);
+            if (other == null) {
+                continue;
+            }
+            AgentLimits seen = other.limits();
+            boolean conflict = (limits.requests().isPresent() && seen.requests().isPresent() && !limits.requests().equals(seen.requests()))
+                    || (limits.window().isPresent() && seen.window().isPresent() && !limits.window().equals(seen.window()))
+                    || (limits.guard().isPresent() && seen.guard().isPresent() && !limits.guard().equals(seen.guard()))
+                    || (limits.tokens() != 0 && seen.tokens() != 0 && limits.tokens() != seen.tokens());
+            if (conflict) {
+                throw new ConfigException(where + ": agents '" + other.name() + "' and '" + agent.name() + "' share limit group '"
+                        + limits.group() + "' but configure different limits for it; set the limits on one of them only, or make them equal");
+            }
+        }
+    }
+
+    /**
+     * The limit each group gets: the limits its agents configure (they agree, see {@link #load}), the
+     * fleet's defaults for the rest.
+     */
+    public Map<String, dev.kage.ratelimit.Limit> limitGroups(dev.kage.config.RateLimitSettings defaults) {
+        Map<String, AgentLimits> merged = new java.util.TreeMap<>();
+        for (AgentConfig agent : agents.values()) {
+            AgentLimits limits = agent.limits();
+            merged.merge(limits.group(), limits, (a, b) -> new AgentLimits(a.group(), a.requests().or(b::requests),
+                    a.window().or(b::window), a.tokens() != 0 ? a.tokens() : b.tokens(), a.guard().or(b::guard), Set.of(),
+                    List.of()));
+        }
+        Map<String, dev.kage.ratelimit.Limit> resolved = new LinkedHashMap<>();
+        merged.forEach((group, limits) -> resolved.put(group, limits.resolve(defaults)));
+        return resolved;
+    }
+
+    /** The limit of the group {@code agent} belongs to. */
+    public dev.kage.ratelimit.Limit limitOf(String agent, dev.kage.config.RateLimitSettings defaults) {
+        return limitGroups(defaults).get(require(agent).limits().group());
     }
 
     private static AgentConfig parseAgent(String prefix, String name, Map<?, ?> raw, Path baseDir) {
@@ -148,7 +192,90 @@ public final class AgentCatalog {
             throw new ConfigException(prefix + "prices must be a mapping with input_per_mtok and output_per_mtok (USD per 1M tokens)");
         }
         return new AgentConfig(name, type, argv, output, env, String.valueOf(settings.getOrDefault("model", "")), encoding,
-                estimated, inputPrice, outputPrice, baseDir, retry(prefix, settings.get("retry")));
+                estimated, inputPrice, outputPrice, baseDir, retry(prefix, settings.get("retry")),
+                limits(prefix, name, settings.get("limits"), settings.get("rate_limit_signals")));
+    }
+
+    private static AgentLimits limits(String prefix, String name, Object limitsValue, Object signalsValue) {
+        AgentLimits defaults = AgentLimits.defaults(name);
+        String group = name;
+        Optional<Long> requests = Optional.empty();
+        Optional<java.time.Duration> window = Optional.empty();
+        Optional<java.time.Duration> guard = Optional.empty();
+        long tokens = 0;
+        if (limitsValue != null) {
+            if (!(limitsValue instanceof Map<?, ?> limits)) {
+                throw new ConfigException(prefix + "limits must be a mapping with group, requests, window_seconds, tokens, guard_ms");
+            }
+            Set<String> known = Set.of("group", "requests", "window_seconds", "tokens", "guard_ms");
+            for (Object key : limits.keySet()) {
+                if (!known.contains(String.valueOf(key))) {
+                    throw new ConfigException(prefix + "unknown setting 'limits." + key + "' (known: " + known.stream().sorted().toList() + ")");
+                }
+            }
+            if (limits.get("group") != null) {
+                group = String.valueOf(limits.get("group"));
+                if (!AgentConfig.NAME.matcher(group).matches()) {
+                    throw new ConfigException(prefix + "limits.group '" + group + "': must be lower-case letters, digits, '-' or '_' (at most 64)");
+                }
+            }
+            if (limits.get("requests") != null) {
+                requests = Optional.of(number(prefix, "limits.requests", limits.get("requests"), 0));
+            }
+            if (limits.get("window_seconds") != null) {
+                Object w = limits.get("window_seconds");
+                if (!(w instanceof Number n) || n.doubleValue() < 0.001 || n.doubleValue() > 86_400) {
+                    throw new ConfigException(prefix + "limits.window_seconds=" + w + ": must be a number of seconds from 0.001 to 86400");
+                }
+                window = Optional.of(java.time.Duration.ofMillis(Math.round(n.doubleValue() * 1000)));
+            }
+            if (limits.get("tokens") != null) {
+                tokens = number(prefix, "limits.tokens", limits.get("tokens"), 0);
+            }
+            if (limits.get("guard_ms") != null) {
+                Object g = limits.get("guard_ms");
+                if (!(g instanceof Integer ms) || ms < 0 || ms > 60_000) {
+                    throw new ConfigException(prefix + "limits.guard_ms=" + g + ": must be an integer from 0 to 60000 milliseconds");
+                }
+                guard = Optional.of(java.time.Duration.ofMillis(ms));
+            }
+        }
+        java.util.Set<Integer> codes = Set.of();
+        List<java.util.regex.Pattern> patterns = defaults.patterns();
+        if (signalsValue != null) {
+            if (!(signalsValue instanceof Map<?, ?> signals)) {
+                throw new ConfigException(prefix + "rate_limit_signals must be a mapping with exit_codes and patterns");
+            }
+            for (Object key : signals.keySet()) {
+                if (!Set.of("exit_codes", "patterns").contains(String.valueOf(key))) {
+                    throw new ConfigException(prefix + "unknown setting 'rate_limit_signals." + key + "' (known: exit_codes, patterns)");
+                }
+            }
+            if (signals.get("exit_codes") != null) {
+                codes = new java.util.HashSet<>();
+                if (!(signals.get("exit_codes") instanceof List<?> list)) {
+                    throw new ConfigException(prefix + "rate_limit_signals.exit_codes must be a list of exit codes");
+                }
+                for (Object code : list) {
+                    if (!(code instanceof Integer c) || c < 1 || c > 255) {
+                        throw new ConfigException(prefix + "rate_limit_signals.exit_codes: " + code + " is not an exit code from 1 to 255");
+                    }
+                    codes.add(c);
+                }
+            }
+            if (signals.get("patterns") != null) {
+                patterns = new ArrayList<>();
+                for (String regex : stringList(prefix, "rate_limit_signals.patterns", signals.get("patterns"))) {
+                    try {
+                        patterns.add(java.util.regex.Pattern.compile(regex));
+                    } catch (java.util.regex.PatternSyntaxException e) {
+                        throw new ConfigException(prefix + "rate_limit_signals.patterns: '" + regex + "' is not a regular expression: "
+                                + e.getDescription());
+                    }
+                }
+            }
+        }
+        return new AgentLimits(group, requests, window, tokens, guard, codes, patterns);
     }
 
     private static RetryPolicy retry(String prefix, Object value) {

@@ -26,6 +26,7 @@ import java.util.regex.Pattern;
  * @param outputUsdPerMillion   price of output tokens, USD per 1M, used when the agent reports no cost
  * @param baseDir               folder of the configuration file; relative executables are resolved against it
  * @param retry                 when a failed run is tried again
+ * @param limits                its rate-limit group, limits and rate-limit signals
  */
 public record AgentConfig(
         String name,
@@ -39,7 +40,8 @@ public record AgentConfig(
         double inputUsdPerMillion,
         double outputUsdPerMillion,
         Path baseDir,
-        RetryPolicy retry) {
+        RetryPolicy retry,
+        AgentLimits limits) {
 
     public static final Pattern NAME = Pattern.compile("[a-z0-9][a-z0-9_-]{0,63}");
     private static final Pattern PLACEHOLDER = Pattern.compile("\\{(prompt|task_id|agent|workdir|model)}");
@@ -47,6 +49,14 @@ public record AgentConfig(
     public AgentConfig {
         argv = List.copyOf(argv);
         envPassthrough = List.copyOf(envPassthrough);
+    }
+
+    /** An agent with the default limits: its own limit group, the fleet's default limit. */
+    public AgentConfig(String name, AgentType type, List<String> argv, OutputFormat output, List<String> envPassthrough,
+                       String model, String encoding, long estimatedOutputTokens, double inputUsdPerMillion,
+                       double outputUsdPerMillion, Path baseDir, RetryPolicy retry) {
+        this(name, type, argv, output, envPassthrough, model, encoding, estimatedOutputTokens, inputUsdPerMillion,
+                outputUsdPerMillion, baseDir, retry, AgentLimits.defaults(name));
     }
 
     /**

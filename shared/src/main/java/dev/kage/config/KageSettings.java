@@ -25,6 +25,7 @@ import java.util.regex.Pattern;
  * @param baseBranch            {@code BASE_BRANCH}, default {@code main}
  * @param budgetMode            {@code BUDGET_MODE}, {@code log} (default, the seed's behaviour) or {@code enforce}
  * @param queue                 delivery, reclaim, retry and trimming settings
+ * @param rateLimit             fleet-wide rate limits and 429 handling (defaults for every limit group)
  */
 public record KageSettings(
         String namespace,
@@ -43,7 +44,8 @@ public record KageSettings(
         int maxActiveWorktrees,
         String baseBranch,
         BudgetMode budgetMode,
-        QueueSettings queue) {
+        QueueSettings queue,
+        RateLimitSettings rateLimit) {
 
     public static final String DEFAULT_NAMESPACE = "kage";
     public static final String DEFAULT_REDIS_URL = "redis://127.0.0.1:6379";
@@ -95,6 +97,8 @@ public record KageSettings(
         if (!GitRefs.isValidBranchName(baseBranch)) {
             throw new ConfigException("BASE_BRANCH=" + baseBranch + ": not a valid git branch name");
         }
+        int requestsPerWindow = env.positiveInt("MAX_REQUESTS_PER_MINUTE", DEFAULT_MAX_REQUESTS_PER_MINUTE);
+        int maxRetries = env.positiveInt("RATE_LIMIT_MAX_RETRIES", DEFAULT_MAX_RETRIES);
         return new KageSettings(
                 namespace,
                 redisUrl,
@@ -102,16 +106,17 @@ public record KageSettings(
                 schema,
                 env.positiveLong("MAX_TOKENS_PER_TASK", DEFAULT_MAX_TOKENS_PER_TASK),
                 env.fraction("TOKEN_WARNING_THRESHOLD", DEFAULT_TOKEN_WARNING_THRESHOLD),
-                env.positiveInt("MAX_REQUESTS_PER_MINUTE", DEFAULT_MAX_REQUESTS_PER_MINUTE),
+                requestsPerWindow,
                 backoffBase,
                 backoffMax,
-                env.positiveInt("RATE_LIMIT_MAX_RETRIES", DEFAULT_MAX_RETRIES),
+                maxRetries,
                 timeout,
                 env.positiveInt("MAX_PARALLEL_CLIS", DEFAULT_MAX_PARALLEL_CLIS),
                 env.positiveInt("WORKTREE_CLEANUP_DAYS", DEFAULT_WORKTREE_CLEANUP_DAYS),
                 env.positiveInt("MAX_ACTIVE_WORKTREES", DEFAULT_MAX_ACTIVE_WORKTREES),
                 baseBranch,
                 env.oneOf("BUDGET_MODE", BudgetMode.class, BudgetMode.LOG),
-                QueueSettings.load(env));
+                QueueSettings.load(env),
+                RateLimitSettings.load(env, requestsPerWindow, backoffBase, backoffMax, maxRetries));
     }
 }

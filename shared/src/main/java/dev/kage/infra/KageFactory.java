@@ -7,7 +7,8 @@ import dev.kage.config.Env;
 import dev.kage.config.KageSettings;
 import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
-import dev.kage.ratelimit.AgentRateLimiter;
+import dev.kage.ratelimit.FleetRateLimiter;
+import io.micrometer.core.instrument.Metrics;
 import dev.kage.redis.KageKeys;
 import dev.kage.store.Database;
 import dev.kage.store.TaskStore;
@@ -26,9 +27,7 @@ import java.nio.file.Path;
 import java.time.Clock;
 import java.time.Duration;
 import java.util.Locale;
-import org.redisson.Redisson;
 import org.redisson.api.RedissonClient;
-import org.redisson.config.Config;
 
 /**
  * Builds the clients both applications share (Lettuce, Redisson, Jdbi) and the services on top of
@@ -61,8 +60,24 @@ public class KageFactory {
         return AgentCatalog.load(Path.of(file));
     }
 
+    /**
+     * The process's clock. {@code KAGE_CLOCK_OFFSET_MS} skews it, for fault-injection tests only: nothing that
+     * decides across processes (rate limits, due times, reclaim) reads a process's clock, and a test proves it
+     * with one worker skewed.
+     */
     @Singleton
-    public Clock clock() {
+    public Clock clock(Env env) {
+        long offset = env.get("KAGE_CLOCK_OFFSET_MS").map(raw -> {
+            try {
+                return Long.parseLong(raw);
+            } catch (NumberFormatException e) {
+                throw new ConfigException("KAGE_CLOCK_OFFSET_MS=" + raw + ": must be an integer number of milliseconds (tests only)");
+            }
+        }).orElse(0L);
+        if (offset != 0) {
+            org.slf4j.LoggerFactory.getLogger(KageFactory.class).warn("KAGE_CLOCK_OFFSET_MS={}: this process's clock is skewed on purpose", offset);
+            return Clock.offset(Clock.systemUTC(), Duration.ofMillis(offset));
+        }
         return Clock.systemUTC();
     }
 
@@ -94,23 +109,11 @@ public class KageFactory {
         return connection.sync();
     }
 
+    /** The limiter's Redis client: short timeouts, so an unreachable Redis is noticed in about two seconds. */
     @Singleton
     @Bean(preDestroy = "shutdown")
     public RedissonClient redisson(KageSettings settings) {
-        RedisURI uri = RedisURI.create(settings.redisUrl());
-        Config config = new Config();
-        var server = config.useSingleServer()
-                .setAddress((uri.isSsl() ? "rediss://" : "redis://") + uri.getHost() + ":" + uri.getPort())
-                .setDatabase(uri.getDatabase())
-                .setConnectionMinimumIdleSize(1)
-                .setConnectionPoolSize(8);
-        if (uri.getUsername() != null) {
-            server.setUsername(uri.getUsername());
-        }
-        if (uri.getPassword() != null) {
-            server.setPassword(new String(uri.getPassword()));
-        }
-        return Redisson.create(config);
+        return FleetRateLimiter.client(settings.redisUrl());
     }
 
     @Singleton
@@ -140,7 +143,7 @@ public class KageFactory {
     }
 
     @Singleton
-    public AgentRateLimiter rateLimiter(KageKeys keys, RedissonClient redisson, KageSettings settings) {
-        return new AgentRateLimiter(keys, redisson, settings.maxRequestsPerMinute());
+    public FleetRateLimiter rateLimiter(KageKeys keys, RedissonClient redisson, KageSettings settings) {
+        return new FleetRateLimiter(keys, redisson, settings.rateLimit().onRedisError(), Metrics.globalRegistry);
     }
 }

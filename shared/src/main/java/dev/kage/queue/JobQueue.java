@@ -208,19 +208,26 @@ public final class JobQueue {
     }
 
     /**
-     * Acknowledges the entry and schedules {@code next} (usually the next attempt) at {@code due},
-     * atomically.
+     * Acknowledges the entry and schedules {@code next} (the next attempt, or the same one after a
+     * rate-limit deferral) {@code delay} from now, atomically. "Now" is the Redis server's clock, so
+     * a worker with a skewed clock schedules neither early nor late.
+     *
+     * @return when the job is due, by the server's clock
      */
-    public void defer(ClaimedJob claimed, JobMessage next, Instant due) {
-        DEFER.run(redis, ScriptOutputType.INTEGER, new String[] {claimed.stream(), keys.delayedJobs(next.agent())},
-                KageKeys.WORKER_GROUP, claimed.entryId(), Long.toString(due.toEpochMilli()), delayedMember(next));
+    public Instant defer(ClaimedJob claimed, JobMessage next, Duration delay) {
+        Long due = DEFER.run(redis, ScriptOutputType.INTEGER, new String[] {claimed.stream(), keys.delayedJobs(next.agent())},
+                KageKeys.WORKER_GROUP, claimed.entryId(), Long.toString(Math.max(0, delay.toMillis())), delayedMember(next));
+        return Instant.ofEpochMilli(due);
     }
 
-    /** Moves the agent's due delayed jobs to their streams; safe to call from every process at once. */
-    public long promoteDue(String agent, Instant now) {
+    /**
+     * Moves the agent's delayed jobs that are due by the Redis server's clock to their streams; safe
+     * to call from every process at once.
+     */
+    public long promoteDue(String agent) {
         Long moved = PROMOTE.run(redis, ScriptOutputType.INTEGER, new String[] {keys.delayedJobs(agent),
                 keys.jobStream(agent, Priority.HIGH), keys.jobStream(agent, Priority.NORMAL), keys.jobStream(agent, Priority.LOW)},
-                Long.toString(now.toEpochMilli()), "100");
+                "100");
         return moved == null ? 0 : moved;
     }
 

@@ -16,7 +16,11 @@ import dev.kage.task.Priority;
  *   <tr><td>{@code kage:outbox:{agent}}</td><td>list: outcomes waiting for Postgres</td></tr>
  *   <tr><td>{@code kage:task:{tenant}:id}</td><td>hash: live task and per-job state</td></tr>
  *   <tr><td>{@code kage:budget:{tenant}:task:id}</td><td>hash: a task's token pool</td></tr>
- *   <tr><td>{@code kage:rl:agent:rpm}</td><td>Redisson rate limiter</td></tr>
+ *   <tr><td>{@code kage:rl:{group}}</td><td>hash: a limit group's limit, source, adaptive rate</td></tr>
+ *   <tr><td>{@code kage:rl:{group}:requests}, {@code :tokens}</td><td>sorted sets by grant time (µs): permits in the window</td></tr>
+ *   <tr><td>{@code kage:rl:{group}:cooldown}</td><td>string with TTL: fleet-wide pause after a 429</td></tr>
+ *   <tr><td>{@code kage:rl:{group}:waiting:priority}</td><td>sorted set: callers waiting for a permit</td></tr>
+ *   <tr><td>{@code kage:rl:groups}</td><td>set: every limit group set up</td></tr>
  *   <tr><td>{@code kage:worker:id}</td><td>hash with TTL: heartbeat</td></tr>
  *   <tr><td>{@code kage:events}</td><td>capped stream of lifecycle events</td></tr>
  * </table>
@@ -79,12 +83,34 @@ public final class KageKeys {
         return namespace + ":budget:{" + tenant + "}:task:" + taskId;
     }
 
-    public String requestLimiter(String agent) {
-        return namespace + ":rl:" + agent + ":rpm";
+    /** A limit group's hash: limit, window, tokens, guard, source, adaptive rate. */
+    public String limiter(String group) {
+        return namespace + ":rl:{" + group + "}";
     }
 
-    public String cooldown(String agent) {
-        return namespace + ":cooldown:" + agent;
+    /** Requests granted in a group's window, scored by grant time (µs, Redis server clock). */
+    public String limiterRequests(String group) {
+        return limiter(group) + ":requests";
+    }
+
+    /** Token grants in a group's window, scored by grant time (µs). */
+    public String limiterTokens(String group) {
+        return limiter(group) + ":tokens";
+    }
+
+    /** Callers of one priority waiting for a permit of the group, scored by when their registration lapses. */
+    public String limiterWaiting(String group, Priority priority) {
+        return limiter(group) + ":waiting:" + priority.wireName();
+    }
+
+    /** The group's fleet-wide pause after a 429: exists while it lasts. */
+    public String cooldown(String group) {
+        return limiter(group) + ":cooldown";
+    }
+
+    /** Every limit group a worker or an operator has set up. */
+    public String limitGroups() {
+        return namespace + ":rl:groups";
     }
 
     public String worker(String workerId) {

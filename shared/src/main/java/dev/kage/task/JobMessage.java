@@ -19,6 +19,7 @@ import java.util.Map;
  * @param timeoutSeconds how long the agent may run
  * @param tokenLimit     the task's token pool size
  * @param attempt        1 for the first run
+ * @param rateLimitRetries 429s this attempt has met so far; a rate-limit deferral is not a new attempt
  */
 public record JobMessage(
         String jobId,
@@ -31,12 +32,25 @@ public record JobMessage(
         String baseBranch,
         int timeoutSeconds,
         long tokenLimit,
-        int attempt) {
+        int attempt,
+        int rateLimitRetries) {
 
-    /** The same job as attempt {@code next}. */
+    /** A job that has met no 429 yet. */
+    public JobMessage(String jobId, String taskId, String tenant, String agent, Priority priority, String description, String repo,
+                      String baseBranch, int timeoutSeconds, long tokenLimit, int attempt) {
+        this(jobId, taskId, tenant, agent, priority, description, repo, baseBranch, timeoutSeconds, tokenLimit, attempt, 0);
+    }
+
+    /** The same job as attempt {@code next} (which starts with no 429s). */
     public JobMessage withAttempt(int next) {
         return new JobMessage(jobId, taskId, tenant, agent, priority, description, repo, baseBranch, timeoutSeconds, tokenLimit,
-                next);
+                next, 0);
+    }
+
+    /** The same attempt after one more 429. */
+    public JobMessage withRateLimitRetry() {
+        return new JobMessage(jobId, taskId, tenant, agent, priority, description, repo, baseBranch, timeoutSeconds, tokenLimit,
+                attempt, rateLimitRetries + 1);
     }
 
     public static String jobId(String taskId, String agent) {
@@ -56,6 +70,9 @@ public record JobMessage(
         fields.put("timeout", Integer.toString(timeoutSeconds));
         fields.put("token_limit", Long.toString(tokenLimit));
         fields.put("attempt", Integer.toString(attempt));
+        if (rateLimitRetries > 0) {
+            fields.put("rl_retries", Integer.toString(rateLimitRetries));
+        }
         return fields;
     }
 
@@ -75,7 +92,8 @@ public record JobMessage(
                 required(fields, "base_branch"),
                 integer(fields, "timeout"),
                 Long.parseLong(required(fields, "token_limit")),
-                integer(fields, "attempt"));
+                integer(fields, "attempt"),
+                fields.containsKey("rl_retries") ? integer(fields, "rl_retries") : 0);
     }
 
     private static String required(Map<String, String> fields, String name) {

@@ -74,9 +74,8 @@ class QueueSemanticsTest {
         for (int i = 0; i < 20; i++) {
             claimed.addAll(queue.read(blocking.sync(), "demo", "w1", Duration.ofMillis(50)));
         }
-        Instant due = Instant.now().minusSeconds(1);
         for (ClaimedJob c : claimed) {
-            queue.defer(c, c.job().withAttempt(2), due);
+            queue.defer(c, c.job().withAttempt(2), Duration.ZERO);
         }
         assertThat(redis.redis().xpending(stream(Priority.HIGH), KageKeys.WORKER_GROUP).getCount()).isZero();
         assertThat(queue.delayed("demo")).isEqualTo(20);
@@ -90,7 +89,7 @@ class QueueSemanticsTest {
             moved.add(pool.submit(() -> {
                 start.await();
                 try {
-                    return own.promoteDue("demo", Instant.now());
+                    return own.promoteDue("demo");
                 } finally {
                     connection.close();
                 }
@@ -117,8 +116,9 @@ class QueueSemanticsTest {
         queue.ensureStreams("demo");
         queue.enqueue(job("t1", Priority.NORMAL));
         ClaimedJob c = readOne("w1");
-        queue.defer(c, c.job().withAttempt(2), Instant.now().plusSeconds(3600));
-        assertThat(queue.promoteDue("demo", Instant.now())).isZero();
+        Instant due = queue.defer(c, c.job().withAttempt(2), Duration.ofHours(1));
+        assertThat(due).isBetween(Instant.now().plusSeconds(3590), Instant.now().plusSeconds(3610));
+        assertThat(queue.promoteDue("demo")).isZero();
         assertThat(queue.delayed("demo")).isEqualTo(1);
     }
 

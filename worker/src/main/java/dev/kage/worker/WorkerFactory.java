@@ -8,7 +8,10 @@ import dev.kage.config.Env;
 import dev.kage.config.KageSettings;
 import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
-import dev.kage.ratelimit.AgentRateLimiter;
+import dev.kage.ratelimit.FleetRateLimiter;
+import dev.kage.ratelimit.Limit;
+import org.redisson.client.RedisException;
+import org.slf4j.LoggerFactory;
 import dev.kage.redis.KageKeys;
 import dev.kage.store.TaskStore;
 import dev.kage.task.LiveTaskState;
@@ -65,11 +68,31 @@ public class WorkerFactory {
     @Singleton
     public JobRunner jobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue,
                                TaskStore store, LiveTaskState live, EventLog events, TokenBudget budget,
-                               AgentRateLimiter rateLimiter, OutcomeRecorder outcomes, Clock clock) {
+                               FleetRateLimiter rateLimiter, OutcomeRecorder outcomes, Clock clock) {
+        configureLimits(settings, worker, catalog, rateLimiter);
         WorktreeManager worktrees = new WorktreeManager(worker.workDir());
         worktrees.recoverAfterCrash();
         return new JobRunner(settings, worker, catalog, queue, store, live, events, budget, rateLimiter, worktrees,
                 new ProcessRunner(), outcomes, clock);
+    }
+
+    /**
+     * Sets up the limit group of every agent this worker serves, for the whole fleet (an operator's runtime
+     * change stays in force). With Redis down the limits are still known here, and the first permit asked
+     * for sets them up.
+     */
+    static void configureLimits(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, FleetRateLimiter rateLimiter) {
+        var groups = catalog.limitGroups(settings.rateLimit());
+        for (String agent : worker.agents()) {
+            String group = catalog.require(agent).limits().group();
+            Limit limit = groups.get(group);
+            try {
+                rateLimiter.configure(group, limit);
+            } catch (RedisException e) {
+                LoggerFactory.getLogger(WorkerFactory.class).warn("Rate limit group {} not stored yet (Redis: {}); "
+                        + "the first permit asked for sets it up", group, e.getMessage());
+            }
+        }
     }
 
     @Singleton

@@ -12,7 +12,9 @@ import dev.kage.config.KageSettings;
 import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
 import dev.kage.queue.JobQueue.ClaimedJob;
-import dev.kage.ratelimit.AgentRateLimiter;
+import dev.kage.agent.AgentLimits;
+import dev.kage.ratelimit.FleetRateLimiter;
+import dev.kage.ratelimit.FleetRateLimiter.Decision;
 import dev.kage.store.StoreException;
 import dev.kage.store.TaskStore;
 import dev.kage.task.ErrorRecord;
@@ -48,9 +50,19 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Runs one claimed job from permit to acknowledgement: rate-limit permit, budget reservation, a fresh
- * worktree on {@code kage/<task>/<agent>}, the agent process, usage, settlement, commit and push, the
- * result and error rows, then {@code XACK}. A {@link AgentType#NOOP} job skips permit, reservation, worktree and
+ * Runs one claimed job from reservation to acknowledgement: budget reservation, a fresh worktree on
+ * {@code kage/<task>/<agent>}, the fleet-wide rate-limit permit (taken last, just before the agent starts,
+ * so the lag between the grant and the provider seeing the call stays small), the agent process, usage,
+ * settlement, commit and push, the result and error rows, then {@code XACK}.
+ *
+ * <p>Rate limits never cost an attempt: a job waits for its permit in its slot up to
+ * {@code RATE_LIMIT_MAX_SLOT_WAIT_SECONDS}; a longer wait, or its group's fleet-wide cooldown, sends it to
+ * the delayed set (the slot is freed). A run the agent reports as rate limited (429, overloaded) pauses
+ * the group for the whole fleet for the seed's backoff ({@code RATE_LIMIT_BACKOFF_BASE} doubling to
+ * {@code RATE_LIMIT_BACKOFF_MAX}, at least the provider's {@code Retry-After}) and is deferred as the
+ * same attempt; after {@code RATE_LIMIT_MAX_RETRIES} such deferrals the next 429 fails the job with a
+ * {@code RateLimitError} row. Every 429 is logged as a {@code RateLimitError} row (retryable while it is
+ * deferred, not retryable when it fails the job). A {@link AgentType#NOOP} job skips permit, reservation, worktree and
  * process and completes at once with zero usage. The entry is acknowledged only after its outcome is in
  * Postgres, so a worker that dies midway leaves it pending for another. Thread-safe: one instance
  * runs many jobs at once.
@@ -69,14 +81,14 @@ public final class JobRunner {
     private final LiveTaskState live;
     private final EventLog events;
     private final TokenBudget budget;
-    private final AgentRateLimiter rateLimiter;
+    private final FleetRateLimiter rateLimiter;
     private final WorktreeManager worktrees;
     private final ProcessRunner processes;
     private final OutcomeRecorder outcomes;
     private final Clock clock;
 
     public JobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue, TaskStore store,
-                     LiveTaskState live, EventLog events, TokenBudget budget, AgentRateLimiter rateLimiter,
+                     LiveTaskState live, EventLog events, TokenBudget budget, FleetRateLimiter rateLimiter,
                      WorktreeManager worktrees, ProcessRunner processes, OutcomeRecorder outcomes, Clock clock) {
         this.settings = settings;
         this.worker = worker;
@@ -181,11 +193,13 @@ public final class JobRunner {
             return;
         }
 
-        rateLimiter.acquire(job.agent());
-
         Outcome outcome = execute(job, agent, claimed.entryId());
         if (control.reason() != null) {
             throw new InterruptedException("stopped: " + control.reason());
+        }
+        if (outcome.deferral() != null) {
+            defer(claimed, job, outcome);
+            return;
         }
         ErrorRecord retryable = outcome.errors().stream().filter(ErrorRecord::retryable).findFirst().orElse(null);
         if (outcome.result().status() == JobStatus.FAILED && retryable != null && job.attempt() < agent.retry().maxAttempts()) {
@@ -211,13 +225,27 @@ public final class JobRunner {
 
     private void retry(ClaimedJob claimed, JobMessage job, Outcome outcome, ErrorRecord cause) {
         int next = job.attempt() + 1;
-        Instant due = clock.instant().plus(settings.queue().retryDelay(next, ThreadLocalRandom.current().nextDouble()));
         outcomes.recordErrors(job.agent(), outcome.errors());
-        queue.defer(claimed, job.withAttempt(next), due);
+        Instant due = queue.defer(claimed, job.withAttempt(next),
+                settings.queue().retryDelay(next, ThreadLocalRandom.current().nextDouble()));
         live.jobRetrying(job.tenant(), job.taskId(), job.agent(), next, due);
         events.publish("job.retry_scheduled", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "attempt", Integer.toString(next), "due", due.toString(), "error_type", cause.errorType()));
         LOG.info("Job {} attempt {} failed ({}); attempt {} at {}", job.jobId(), job.attempt(), cause.errorType(), next, due);
+    }
+
+    /** Back to the delayed set without using an attempt: waiting for a permit, or paused after a 429. */
+    private void defer(ClaimedJob claimed, JobMessage job, Outcome outcome) {
+        Deferral deferral = outcome.deferral();
+        if (!outcome.errors().isEmpty()) {
+            outcomes.recordErrors(job.agent(), outcome.errors());
+        }
+        Instant due = queue.defer(claimed, deferral.next(), deferral.delay());
+        live.jobRetrying(job.tenant(), job.taskId(), job.agent(), deferral.next().attempt(), due);
+        events.publish("job.rate_limited", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                "reason", deferral.reason(), "due", due.toString(), "attempt", Integer.toString(job.attempt()),
+                "rate_limit_retries", Integer.toString(deferral.next().rateLimitRetries())));
+        LOG.info("Job {} deferred ({}) until {}; not a failed attempt", job.jobId(), deferral.reason(), due);
     }
 
     private void stopped(ClaimedJob claimed, JobMessage job, JobControl.StopReason reason) {
@@ -287,7 +315,7 @@ public final class JobRunner {
             return new Outcome(failedResult(job, agent, e.getMessage(), null), List.of(error));
         }
         try {
-            return runAgent(job, agent, worktree, reservationId);
+            return runAgent(job, agent, worktree, reservationId, estimate);
         } finally {
             try {
                 worktrees.remove(worktree);
@@ -297,11 +325,22 @@ public final class JobRunner {
         }
     }
 
-    private Outcome runAgent(JobMessage job, AgentConfig agent, Worktree worktree, String reservationId)
+    private Outcome runAgent(JobMessage job, AgentConfig agent, Worktree worktree, String reservationId, long estimate)
             throws InterruptedException {
         Map<String, String> env = agentEnvironment(job, agent);
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
         List<String> argv = agent.render(job.description(), job.taskId(), worktree.path());
+        Optional<Deferral> waiting;
+        try {
+            waiting = takePermit(job, agent, estimate);
+        } catch (InterruptedException e) {
+            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            throw e;
+        }
+        if (waiting.isPresent()) {
+            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            return new Outcome(null, List.of(), waiting.get());
+        }
         ProcessOutcome process;
         try {
             process = processes.run(argv, worktree.path(), env, Duration.ofSeconds(job.timeoutSeconds()));
@@ -335,7 +374,16 @@ public final class JobRunner {
 
         JobStatus status = JobStatus.COMPLETED;
         String summary = redactor.redact(report.result());
-        if (process.timedOut()) {
+        boolean failed = process.timedOut() || process.exitCode() != 0 || report.isError();
+        String signalText = process.stdoutTail() + "\n" + process.stderr();
+        if (failed && !process.timedOut() && agent.limits().signalled(process.exitCode(), signalText)) {
+            Optional<Outcome> deferred = rateLimited(job, agent, process.exitCode(), redactor.redact(tail(signalText, 2_000)),
+                    AgentLimits.retryAfter(signalText), errors);
+            if (deferred.isPresent()) {
+                return deferred.get();
+            }
+            status = JobStatus.FAILED;
+        } else if (process.timedOut()) {
             status = JobStatus.FAILED;
             errors.add(error(job, "TimeoutError", "Agent " + job.agent() + " passed its timeout of " + job.timeoutSeconds()
                     + "s and was killed", Map.of("timeout", job.timeoutSeconds()), agent.retry().retryable(0, true)));
@@ -370,6 +418,97 @@ public final class JobRunner {
                 process.duration().toMillis(), process.timedOut() ? null : process.exitCode(), worktree.branch(), commitSha,
                 diffStat, worker.workerId(), job.attempt(), null);
         return new Outcome(result, errors);
+    }
+
+    /**
+     * Takes the job's fleet-wide permit, waiting in the slot while the wait is short.
+     *
+     * @return empty when the permit is taken; a deferral when the group is cooling down or the wait is longer
+     *         than {@code RATE_LIMIT_MAX_SLOT_WAIT_SECONDS}
+     */
+    private Optional<Deferral> takePermit(JobMessage job, AgentConfig agent, long estimate) throws InterruptedException {
+        String group = agent.limits().group();
+        Duration maxWait = settings.rateLimit().maxSlotWait();
+        long started = System.nanoTime();
+        boolean logged = false;
+        while (true) {
+            Decision decision = rateLimiter.tryAcquire(group, job.jobId(), job.priority(), estimate);
+            if (decision.granted()) {
+                if (logged) {
+                    LOG.info("Rate limit: permit for job {} ({}) after {} ms", job.jobId(), group,
+                            Duration.ofNanos(System.nanoTime() - started).toMillis());
+                }
+                return Optional.empty();
+            }
+            Duration sleep = decision.sleep();
+            Duration waited = Duration.ofNanos(System.nanoTime() - started);
+            boolean redisDown = decision.reason() == FleetRateLimiter.Reason.UNAVAILABLE;
+            if (decision.reason() == FleetRateLimiter.Reason.COOLDOWN
+                    || (!redisDown && waited.plus(decision.retryIn()).compareTo(maxWait) > 0)) {
+                rateLimiter.logWait(group, decision, decision.retryIn());
+                return Optional.of(new Deferral(job, decision.retryIn().plus(jitter(decision.spread())),
+                        decision.reason().name().toLowerCase()));
+            }
+            if (!logged) {
+                rateLimiter.logWait(group, decision, decision.retryIn());
+                logged = true;
+            }
+            Thread.sleep(sleep);
+        }
+    }
+
+    /** Up to {@code spread} more, so jobs deferred together do not come back together. */
+    private static Duration jitter(Duration spread) {
+        long ms = Math.max(1, spread.toMillis() / 10);
+        return Duration.ofMillis(ThreadLocalRandom.current().nextLong(ms + 1));
+    }
+
+    /**
+     * The agent says it was rate limited: pause its group for the whole fleet, log a {@code RateLimitError}
+     * row, and defer the job as the same attempt; or, when it has no rate-limit retries left, let it fail.
+     *
+     * @param errors where the job's other rows are (the final failure's row is added there)
+     * @return the deferral, or empty when the job fails now
+     */
+    private Optional<Outcome> rateLimited(JobMessage job, AgentConfig agent, int exitCode, String evidence,
+                                          Optional<Duration> retryAfter, List<ErrorRecord> errors) {
+        String group = agent.limits().group();
+        int seen = job.rateLimitRetries();
+        Duration pause = settings.rateLimit().backoff(seen, retryAfter);
+        FleetRateLimiter.SlowDown slowDown = rateLimiter.coolDown(group, pause);
+        boolean last = seen >= settings.rateLimit().maxRetries();
+        Map<String, Object> details = new LinkedHashMap<>();
+        details.put("limit_group", group);
+        details.put("exit_code", exitCode);
+        details.put("rate_limit_retry", seen + 1);
+        details.put("max_retries", settings.rateLimit().maxRetries());
+        details.put("backoff_ms", pause.toMillis());
+        retryAfter.ifPresent(r -> details.put("retry_after_ms", r.toMillis()));
+        details.put("effective_rate", slowDown.effective());
+        details.put("final", last);
+        details.put("output_tail", evidence);
+        ErrorRecord row = new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), "RateLimitError",
+                last ? "Agent " + job.agent() + " was still rate limited after " + seen + " retries; giving up"
+                        : "Agent " + job.agent() + " was rate limited; " + group + " paused fleet-wide for " + pause.toMillis()
+                        + " ms, retry " + (seen + 1) + " of " + settings.rateLimit().maxRetries(),
+                json(merge(job, details)), !last, null, errorKey(job, "RateLimitError#" + seen));
+        events.publish("agent.rate_limited", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                "limit_group", group, "pause_ms", Long.toString(pause.toMillis()), "final", Boolean.toString(last)));
+        LOG.warn("Rate limit: {} answered 429 for job {}; {} paused fleet-wide for {} ms ({}/{} retries)", job.agent(),
+                job.jobId(), group, pause.toMillis(), seen + 1, settings.rateLimit().maxRetries());
+        if (last) {
+            errors.add(row);
+            return Optional.empty();
+        }
+        return Optional.of(new Outcome(null, List.of(row), new Deferral(job.withRateLimitRetry(), pause, "rate_limited")));
+    }
+
+    private static Map<String, Object> merge(JobMessage job, Map<String, Object> details) {
+        Map<String, Object> all = new LinkedHashMap<>();
+        all.put("cli_name", job.agent());
+        all.put("attempt", job.attempt());
+        all.putAll(details);
+        return all;
     }
 
     private Map<String, String> agentEnvironment(JobMessage job, AgentConfig agent) {
@@ -454,7 +593,18 @@ public final class JobRunner {
         return "…" + text.substring(text.length() - max);
     }
 
-    private record Outcome(ResultRecord result, List<ErrorRecord> errors) {
+    /**
+     * What a run came to: a result with its rows, or a deferral (then {@code result} is null and
+     * {@code errors} holds rows to log before deferring).
+     */
+    private record Outcome(ResultRecord result, List<ErrorRecord> errors, Deferral deferral) {
+        Outcome(ResultRecord result, List<ErrorRecord> errors) {
+            this(result, errors, null);
+        }
+    }
+
+    /** Back to the delayed set as {@code next} after {@code delay}: not a failed attempt. */
+    private record Deferral(JobMessage next, Duration delay, String reason) {
     }
 
 }

@@ -192,7 +192,7 @@ public final class WorkerRuntime {
             boolean blocked = false;
             try {
                 if (System.nanoTime() - nextPromote >= 0) {
-                    queue.promoteDue(agent, clock.instant());
+                    queue.promoteDue(agent);
                     nextPromote = System.nanoTime() + PROMOTE_EVERY.toNanos();
                 }
                 claimed = queue.poll(blocking, agent, worker.workerId(), round++, taken);

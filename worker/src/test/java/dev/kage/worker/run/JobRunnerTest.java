@@ -15,7 +15,8 @@ import dev.kage.config.KageSettings;
 import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
 import dev.kage.queue.JobQueue.ClaimedJob;
-import dev.kage.ratelimit.AgentRateLimiter;
+import dev.kage.ratelimit.FleetRateLimiter;
+import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
 import dev.kage.redis.KageKeys;
 import dev.kage.store.TaskStore;
 import dev.kage.task.Assignment;
@@ -46,9 +47,7 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
-import org.redisson.Redisson;
 import org.redisson.api.RedissonClient;
-import org.redisson.config.Config;
 
 /** One job at a time through the whole worker path, on real Redis, Postgres, git and agent processes. */
 class JobRunnerTest {
@@ -68,9 +67,7 @@ class JobRunnerTest {
     @BeforeEach
     void setUp() throws Exception {
         origin = GitTestRepos.create(dir.resolve("origin"));
-        Config config = new Config();
-        config.useSingleServer().setAddress(TestServices.redisUrl());
-        redisson = Redisson.create(config);
+        redisson = FleetRateLimiter.client(TestServices.redisUrl());
         blocking = redis.client().connect();
     }
 
@@ -209,6 +206,12 @@ class JobRunnerTest {
         assertThat(dir.resolve("work")).doesNotExist();
     }
 
+    private FleetRateLimiter limiter(KageKeys keys, AgentCatalog catalog, KageSettings settings) {
+        FleetRateLimiter limiter = new FleetRateLimiter(keys, redisson, FleetRateLimiter.FailureMode.CLOSED, new SimpleMeterRegistry());
+        catalog.limitGroups(settings.rateLimit()).forEach(limiter::configure);
+        return limiter;
+    }
+
     private Run run(BudgetMode mode, AgentConfig agent, String description, long tokenLimit, String baseBranch, int timeout)
             throws Exception {
         KageKeys keys = redis.keys();
@@ -222,7 +225,7 @@ class JobRunnerTest {
         LiveTaskState live = new LiveTaskState(keys, redis.redis());
         JobRunner runner = new JobRunner(settings, worker, catalog, queue, store, live,
                 new EventLog(keys, redis.redis(), Clock.systemUTC()), new TokenBudget(keys, redis.redis(), mode, 0.8),
-                new AgentRateLimiter(keys, redisson, 1_000), new WorktreeManager(worker.workDir()), new ProcessRunner(),
+                limiter(keys, catalog, settings), new WorktreeManager(worker.workDir()), new ProcessRunner(),
                 new OutcomeRecorder(store, keys, redis.redis()), Clock.systemUTC());
 
         TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", description, TaskStatus.QUEUED, Priority.NORMAL, null,

@@ -1,0 +1,135 @@
+-- Takes one request permit (and `tokens` token permits) of a limit group for the whole fleet, or says
+-- how long to wait. Every time is the Redis server's clock (TIME), never a worker's, in microseconds.
+--
+-- KEYS[1] group hash: limit, window_ms, tokens_limit, guard_ms, source, effective, effective_at, tokens_used
+-- KEYS[2] requests zset: one member per grant, score = grant time (µs)
+-- KEYS[3] tokens zset: member "<grant>|<tokens>", score = grant time (µs)
+-- KEYS[4] cooldown string, PX = the fleet-wide pause after a 429
+-- KEYS[5..7] waiting zsets of high, normal, low callers, score = when the registration lapses (µs)
+-- ARGV[1] caller id (stable across polls: a job id), ARGV[2] priority rank 0 high .. 2 low,
+-- ARGV[3] tokens to take (0: none), ARGV[4] slack ms a waiter's registration outlives its wait,
+-- ARGV[5..8] the group's configured limit, window_ms, tokens_limit, guard_ms (used when the hash is missing)
+--
+-- Returns {granted 0|1, wait_ms, reason, limit, effective, used, spread_ms, tokens_used[, granted_at µs]}: reason is granted,
+-- cooldown, requests, tokens or priority; spread_ms is a later wake-up time among which waiters spread.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+local cfg = redis.call('HMGET', KEYS[1], 'limit', 'window_ms', 'tokens_limit', 'guard_ms', 'effective', 'effective_at', 'tokens_used')
+if not cfg[1] then
+  redis.call('HSET', KEYS[1], 'limit', ARGV[5], 'window_ms', ARGV[6], 'tokens_limit', ARGV[7], 'guard_ms', ARGV[8],
+    'source', 'config', 'updated_at', math.floor(now / 1000))
+  cfg = {ARGV[5], ARGV[6], ARGV[7], ARGV[8], false, false, '0'}
+end
+local limit = tonumber(cfg[1])
+local windowMs = tonumber(cfg[2])
+local tokensLimit = tonumber(cfg[3])
+-- A permit is held for the window plus the guard: a call reaches the provider a little after its grant,
+-- and the guard keeps that lag from putting one call too many into a provider-side window.
+local hold = (windowMs + tonumber(cfg[4])) * 1000
+
+-- Adaptive rate: after a decrease, one tenth of the limit comes back per window (additive increase).
+local effective = limit
+if cfg[5] then
+  local steps = math.floor((now - tonumber(cfg[6])) / (windowMs * 1000))
+  effective = math.min(limit, tonumber(cfg[5]) + steps * math.max(1, math.floor(limit / 10)))
+  if effective >= limit then
+    redis.call('HDEL', KEYS[1], 'effective', 'effective_at')
+  end
+end
+effective = math.max(1, math.floor(effective))
+
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - hold)
+local used = redis.call('ZCARD', KEYS[2])
+local tokensUsed = tonumber(cfg[7] or '0')
+if tokensLimit > 0 then
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    tokensUsed = 0
+  end
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - hold)
+  if #expired > 0 then
+    local freed = 0
+    for _, member in ipairs(expired) do
+      freed = freed + tonumber(string.match(member, '|(%d+)$'))
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - hold)
+    tokensUsed = redis.call('HINCRBY', KEYS[1], 'tokens_used', -freed)
+    if tokensUsed < 0 or redis.call('ZCARD', KEYS[3]) == 0 then
+      tokensUsed = 0
+      redis.call('HSET', KEYS[1], 'tokens_used', 0)
+    end
+  end
+end
+
+local cooldown = redis.call('PTTL', KEYS[4])
+if cooldown > 0 then
+  return {0, cooldown, 'cooldown', limit, effective, used, cooldown, tokensUsed}
+end
+
+local rank = tonumber(ARGV[2])
+local id = ARGV[1]
+local waitKey = KEYS[5 + rank]
+local ahead = 0
+for r = 0, rank - 1 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[5 + r], '-inf', now)
+  ahead = ahead + redis.call('ZCARD', KEYS[5 + r])
+end
+redis.call('ZREMRANGEBYSCORE', waitKey, '-inf', now)
+local peers = redis.call('ZCARD', waitKey)
+
+-- µs from now until the member at `index` (oldest first) of `key` is released; 0 when there is none
+local function releaseOf(key, index)
+  local entry = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
+  if #entry == 0 then
+    return 0
+  end
+  return math.max(0, tonumber(entry[2]) + hold - now)
+end
+
+local function deny(reason, waitUs, spreadUs)
+  local waitMs = math.floor(waitUs / 1000) + 1
+  local spreadMs = math.max(waitMs, math.floor(spreadUs / 1000) + 1)
+  redis.call('ZADD', waitKey, now + (spreadMs + tonumber(ARGV[4])) * 1000, id)
+  redis.call('PEXPIRE', waitKey, spreadMs + tonumber(ARGV[4]) + 1000)
+  return {0, waitMs, reason, limit, effective, used, spreadMs, tokensUsed}
+end
+
+local free = effective - used
+if free <= 0 then
+  -- Full: wait for the permit whose release makes room; waiters spread over the next releases.
+  local index = used - effective
+  return deny('requests', releaseOf(KEYS[2], index), releaseOf(KEYS[2], math.min(used - 1, index + peers + ahead)))
+end
+if ahead > 0 and free <= ahead then
+  -- What is left belongs to higher-priority callers who are waiting for it.
+  return deny('priority', releaseOf(KEYS[2], 0), releaseOf(KEYS[2], math.min(used - 1, ahead + peers)))
+end
+
+-- An estimate above the whole token limit could never fit: it takes the whole window instead.
+local tokens = math.min(tonumber(ARGV[3]), tokensLimit > 0 and tokensLimit or tonumber(ARGV[3]))
+if tokensLimit > 0 and tokens > 0 and tokensUsed + tokens > tokensLimit then
+  -- Wait until enough of the oldest token grants are released.
+  local members = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+  local needed = tokensUsed + tokens - tokensLimit
+  local freed = 0
+  local waitUs = 0
+  for i = 1, #members, 2 do
+    freed = freed + tonumber(string.match(members[i], '|(%d+)$'))
+    if freed >= needed then
+      waitUs = tonumber(members[i + 1]) + hold - now
+      break
+    end
+  end
+  return deny('tokens', waitUs, waitUs)
+end
+
+local grant = id .. '@' .. now
+redis.call('ZADD', KEYS[2], now, grant)
+redis.call('PEXPIRE', KEYS[2], math.floor(hold / 1000) * 2 + 1000)
+if tokensLimit > 0 and tokens > 0 then
+  redis.call('ZADD', KEYS[3], now, grant .. '|' .. tokens)
+  redis.call('PEXPIRE', KEYS[3], math.floor(hold / 1000) * 2 + 1000)
+  tokensUsed = redis.call('HINCRBY', KEYS[1], 'tokens_used', tokens)
+end
+redis.call('ZREM', waitKey, id)
+return {1, 0, 'granted', limit, effective, used + 1, 0, tokensUsed, now}

@@ -1,0 +1,41 @@
+-- The provider pushed back: pause the group for the whole fleet and lower its effective rate.
+--
+-- KEYS[1] group hash, KEYS[2] cooldown string
+-- ARGV[1] pause ms (0: none, only lower the rate), ARGV[2] factor the effective rate is multiplied by,
+-- ARGV[3] 'episode' (lower once per cooldown: many workers seeing one 429 burst lower it once) or
+--         'window' (lower at most once per window: rate-limit headers reporting a nearly spent quota)
+-- Returns {pause_ms in force, lowered 0|1, effective rate afterwards}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cfg = redis.call('HMGET', KEYS[1], 'limit', 'window_ms', 'effective', 'effective_at')
+if not cfg[1] then
+  return {0, 0, 0}
+end
+local limit = tonumber(cfg[1])
+local windowUs = tonumber(cfg[2]) * 1000
+local effective = limit
+if cfg[3] then
+  local steps = math.floor((now - tonumber(cfg[4])) / windowUs)
+  effective = math.min(limit, tonumber(cfg[3]) + steps * math.max(1, math.floor(limit / 10)))
+end
+effective = math.max(1, math.floor(effective))
+
+local current = redis.call('PTTL', KEYS[2])
+local pause = tonumber(ARGV[1])
+local lower
+if ARGV[3] == 'episode' then
+  lower = current <= 0
+else
+  lower = not cfg[4] or now - tonumber(cfg[4]) >= windowUs
+end
+if pause > 0 and pause > current then
+  redis.call('SET', KEYS[2], math.floor(now / 1000), 'PX', pause)
+end
+local lowered = 0
+if lower then
+  -- Recovery (one tenth of the limit per window) starts again from now.
+  effective = math.max(1, math.floor(effective * tonumber(ARGV[2])))
+  redis.call('HSET', KEYS[1], 'effective', effective, 'effective_at', now)
+  lowered = 1
+end
+return {math.max(pause, current), lowered, effective}

@@ -1,0 +1,260 @@
+package dev.kage.ratelimit;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import dev.kage.ratelimit.FleetRateLimiter.Decision;
+import dev.kage.ratelimit.FleetRateLimiter.FailureMode;
+import dev.kage.ratelimit.FleetRateLimiter.Reason;
+import dev.kage.redis.KageKeys;
+import dev.kage.task.Priority;
+import dev.kage.testing.PrivateRedis;
+import dev.kage.testing.RedisFixture;
+import dev.kage.testing.TestServices;
+import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+import org.redisson.api.RedissonClient;
+
+/** The fleet-wide limiter on a real Redis, with several clients standing in for several workers. */
+class FleetRateLimiterTest {
+    private final RedisFixture redis = new RedisFixture();
+    private final List<RedissonClient> clients = new ArrayList<>();
+
+    @AfterEach
+    void cleanUp() {
+        clients.forEach(RedissonClient::shutdown);
+        redis.close();
+    }
+
+    private FleetRateLimiter limiter() {
+        return limiter(redis.keys(), TestServices.redisUrl(), FailureMode.CLOSED, new SimpleMeterRegistry());
+    }
+
+    private FleetRateLimiter limiter(KageKeys keys, String url, FailureMode mode, SimpleMeterRegistry registry) {
+        RedissonClient client = FleetRateLimiter.client(url);
+        clients.add(client);
+        return new FleetRateLimiter(keys, client, mode, registry);
+    }
+
+    @Test
+    void threeClientsWithManyThreadsNeverPassTheLimitInAnySlidingWindow() throws Exception {
+        Limit limit = new Limit(20, Duration.ofMillis(500), 0, Duration.ofMillis(25));
+        List<FleetRateLimiter> workers = List.of(limiter(), limiter(), limiter());
+        workers.forEach(w -> w.configure("claude-code", limit));
+        ExecutorService pool = Executors.newFixedThreadPool(24);
+        List<Long> grants = Collections.synchronizedList(new ArrayList<>());
+        List<Long> serverGrants = Collections.synchronizedList(new ArrayList<>());
+        long end = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(2_600);
+        CountDownLatch start = new CountDownLatch(1);
+        List<Future<?>> runs = new ArrayList<>();
+        for (int i = 0; i < 24; i++) {
+            FleetRateLimiter worker = workers.get(i % 3);
+            runs.add(pool.submit(() -> {
+                start.await();
+                while (System.nanoTime() < end) {
+                    FleetRateLimiter.Grant grant = worker.acquire("claude-code", Priority.NORMAL, 0);
+                    grants.add(System.nanoTime());
+                    serverGrants.add(grant.decision().grantedAtMicros() * 1_000);
+                }
+                return null;
+            }));
+        }
+        start.countDown();
+        for (Future<?> run : runs) {
+            run.get(30, TimeUnit.SECONDS);
+        }
+        pool.shutdown();
+        // Exact by the Redis clock: no window + guard holds more than the limit. (What callers see adds their own
+        // scheduling lag, which the guard absorbs; the multi-process e2e test and ops/bench/ratelimit.sh measure that.)
+        List<Long> server = new ArrayList<>(serverGrants);
+        Collections.sort(server);
+        assertThat(maxInWindow(server, Duration.ofMillis(525))).as("grants in any 525 ms, Redis clock").isLessThanOrEqualTo(20);
+        List<Long> sorted = new ArrayList<>(grants);
+        // 2.6 s at 20 per 525 ms is about 100 grants; a limiter that mostly says no is as broken as one that says yes.
+        assertThat(sorted.size()).as("grants in 2.6 s").isGreaterThanOrEqualTo(60);
+    }
+
+    @Test
+    void aRuntimeChangeIsAppliedAtOnceWithoutAFreshBurst() {
+        FleetRateLimiter a = limiter();
+        FleetRateLimiter b = limiter();
+        Limit ten = new Limit(10, Duration.ofSeconds(30), 0, Duration.ZERO);
+        a.configure("codex", ten);
+        b.configure("codex", ten);
+        assertThat(takeAll(a, "codex")).isEqualTo(10);
+
+        // Raised: the ten already granted still count, so exactly ten more, not a fresh twenty.
+        a.override("codex", new Limit(20, Duration.ofSeconds(30), 0, Duration.ZERO));
+        assertThat(takeAll(b, "codex")).as("another worker sees the new limit at once").isEqualTo(10);
+
+        // Lowered below what is in the window: nothing until the window drains.
+        a.override("codex", new Limit(5, Duration.ofSeconds(30), 0, Duration.ZERO));
+        Decision denied = b.tryAcquire("codex", "job-x", Priority.NORMAL, 0);
+        assertThat(denied.granted()).isFalse();
+        assertThat(denied.reason()).isEqualTo(Reason.REQUESTS);
+        assertThat(denied.limit()).isEqualTo(5);
+
+        // A worker (re)starting with its configured limit does not undo the operator's change...
+        assertThat(b.configure("codex", ten).source()).isEqualTo("api");
+        assertThat(a.state("codex").orElseThrow().limit().requests()).isEqualTo(5);
+        // ...until the operator resets it; then a changed configuration is applied, not ignored.
+        a.reset("codex", ten);
+        assertThat(b.configure("codex", new Limit(12, Duration.ofSeconds(30), 0, Duration.ZERO)).changed()).isTrue();
+        assertThat(a.state("codex").orElseThrow().limit().requests()).isEqualTo(12);
+        assertThat(a.state("codex").orElseThrow().used()).isEqualTo(20);
+    }
+
+    @Test
+    void aCooldownPausesTheGroupForEveryWorkerAndHalvesTheRateOncePerEpisode() {
+        FleetRateLimiter a = limiter();
+        FleetRateLimiter b = limiter();
+        Limit limit = new Limit(40, Duration.ofSeconds(60), 0, Duration.ZERO);
+        a.configure("anthropic", limit);
+        b.configure("anthropic", limit);
+        assertThat(a.tryAcquire("anthropic", "j1", Priority.NORMAL, 0).granted()).isTrue();
+
+        FleetRateLimiter.SlowDown first = a.coolDown("anthropic", Duration.ofSeconds(3));
+        assertThat(first.lowered()).isTrue();
+        assertThat(first.effective()).isEqualTo(20);
+        FleetRateLimiter.SlowDown second = b.coolDown("anthropic", Duration.ofSeconds(1));
+        assertThat(second.lowered()).as("the same burst of 429s lowers the rate once").isFalse();
+        assertThat(second.pause()).as("a shorter pause does not shorten the one in force")
+                .isGreaterThan(Duration.ofMillis(2_500));
+
+        Decision denied = b.tryAcquire("anthropic", "j2", Priority.HIGH, 0);
+        assertThat(denied.granted()).isFalse();
+        assertThat(denied.reason()).isEqualTo(Reason.COOLDOWN);
+        assertThat(denied.retryIn()).isBetween(Duration.ofMillis(2_000), Duration.ofMillis(3_000));
+        FleetRateLimiter.LimitState state = a.state("anthropic").orElseThrow();
+        assertThat(state.effective()).isEqualTo(20);
+        assertThat(state.cooldown()).isPositive();
+    }
+
+    @Test
+    void theEffectiveRateIsEnforcedAndRecoversATenthPerWindow() throws Exception {
+        FleetRateLimiter a = limiter();
+        a.configure("gemini", new Limit(10, Duration.ofMillis(300), 0, Duration.ZERO));
+        a.observeQuota("gemini", 0, 100, Duration.ofMillis(1));
+        assertThat(a.state("gemini").orElseThrow().effective()).isEqualTo(8);
+        Thread.sleep(5);
+        assertThat(takeAll(a, "gemini")).as("only the effective rate is handed out").isEqualTo(8);
+        Thread.sleep(700);
+        assertThat(a.state("gemini").orElseThrow().effective()).as("two windows later: +1 per window").isEqualTo(10);
+    }
+
+    @Test
+    void highPriorityWaitersGetTheNextPermitBeforeNormalOnes() throws Exception {
+        FleetRateLimiter a = limiter();
+        FleetRateLimiter b = limiter();
+        Limit limit = new Limit(2, Duration.ofMillis(400), 0, Duration.ZERO);
+        a.configure("codex", limit);
+        b.configure("codex", limit);
+        assertThat(takeAll(a, "codex")).isEqualTo(2);
+        Decision high = a.tryAcquire("codex", "urgent", Priority.HIGH, 0);
+        assertThat(high.reason()).isEqualTo(Reason.REQUESTS);
+        Thread.sleep(high.retryIn().toMillis() + 20);
+
+        // Two permits are free and one high caller waits: one may go to a normal caller, the last is held for it.
+        assertThat(b.tryAcquire("codex", "routine-1", Priority.NORMAL, 0).granted()).isTrue();
+        Decision normal = b.tryAcquire("codex", "routine", Priority.NORMAL, 0);
+        assertThat(normal.granted()).isFalse();
+        assertThat(normal.reason()).isEqualTo(Reason.PRIORITY);
+        Decision low = b.tryAcquire("codex", "batch", Priority.LOW, 0);
+        assertThat(low.reason()).isEqualTo(Reason.PRIORITY);
+        assertThat(a.tryAcquire("codex", "urgent", Priority.HIGH, 0).granted()).isTrue();
+        // Served: the high caller is no longer registered; the normal one now waits for the window, not for it.
+        assertThat(b.tryAcquire("codex", "routine", Priority.NORMAL, 0).reason()).isEqualTo(Reason.REQUESTS);
+        assertThat(a.state("codex").orElseThrow().waiting().get(Priority.HIGH)).isZero();
+    }
+
+    @Test
+    void tokensPerWindowAreTakenAllOrNothing() {
+        FleetRateLimiter a = limiter();
+        a.configure("openai", new Limit(100, Duration.ofSeconds(30), 1_000, Duration.ZERO));
+        assertThat(a.tryAcquire("openai", "j1", Priority.NORMAL, 600).granted()).isTrue();
+        Decision tooMany = a.tryAcquire("openai", "j2", Priority.NORMAL, 500);
+        assertThat(tooMany.granted()).isFalse();
+        assertThat(tooMany.reason()).isEqualTo(Reason.TOKENS);
+        assertThat(tooMany.retryIn()).isGreaterThan(Duration.ofSeconds(25));
+        assertThat(a.tryAcquire("openai", "j3", Priority.NORMAL, 400).granted()).isTrue();
+        FleetRateLimiter.LimitState state = a.state("openai").orElseThrow();
+        assertThat(state.used()).as("the denied call took no request permit either").isEqualTo(2);
+        assertThat(state.tokensUsed()).isEqualTo(1_000);
+    }
+
+    @Test
+    void aGroupWhoseKeysVanishedIsSetUpAgainFromTheConfiguration() {
+        FleetRateLimiter a = limiter();
+        a.configure("claude-code", new Limit(3, Duration.ofSeconds(30), 0, Duration.ZERO));
+        redis.redis().del(redis.keys().limiter("claude-code"));
+        assertThat(takeAll(a, "claude-code")).isEqualTo(3);
+        assertThat(a.groups()).contains("claude-code");
+    }
+
+    @Test
+    void withRedisUnreachableItFailsClosedByDefaultAndOpenOnlyWhenToldAndCountsIt() {
+        assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        try (PrivateRedis server = PrivateRedis.start(false)) {
+            SimpleMeterRegistry closedMeters = new SimpleMeterRegistry();
+            SimpleMeterRegistry openMeters = new SimpleMeterRegistry();
+            KageKeys keys = new KageKeys(TestServices.newNamespace());
+            FleetRateLimiter closed = limiter(keys, server.url(), FailureMode.CLOSED, closedMeters);
+            FleetRateLimiter open = limiter(keys, server.url(), FailureMode.OPEN, openMeters);
+            Limit limit = new Limit(1, Duration.ofSeconds(30), 0, Duration.ZERO);
+            closed.configure("codex", limit);
+            open.configure("codex", limit);
+            assertThat(closed.tryAcquire("codex", "j1", Priority.NORMAL, 0).granted()).isTrue();
+            assertThat(open.tryAcquire("codex", "j2", Priority.NORMAL, 0).granted()).isFalse();
+
+            server.stop();
+            Decision refused = closed.tryAcquire("codex", "j3", Priority.NORMAL, 0);
+            assertThat(refused.granted()).isFalse();
+            assertThat(refused.reason()).isEqualTo(Reason.UNAVAILABLE);
+            assertThat(closedMeters.get("kage.ratelimit.redis.errors").counter().count()).isEqualTo(1);
+
+            Decision unchecked = open.tryAcquire("codex", "j4", Priority.NORMAL, 0);
+            assertThat(unchecked.granted()).isTrue();
+            assertThat(unchecked.reason()).isEqualTo(Reason.UNCHECKED);
+            assertThat(openMeters.get("kage.ratelimit.unchecked.grants").counter().count()).isEqualTo(1);
+
+            server.restart();
+            Decision back = closed.tryAcquire("codex", "j5", Priority.NORMAL, 0);
+            assertThat(back.reason()).as("checked again once Redis answers; the restarted server lost the window")
+                    .isIn(Reason.GRANTED, Reason.REQUESTS);
+        }
+    }
+
+    private static int takeAll(FleetRateLimiter limiter, String group) {
+        int taken = 0;
+        while (limiter.tryAcquire(group, "take-" + taken, Priority.NORMAL, 0).granted()) {
+            taken++;
+            if (taken > 1_000) {
+                throw new AssertionError("limiter never says no");
+            }
+        }
+        return taken;
+    }
+
+    /** The most grants (nanoTime, sorted) in any half-open window [t, t + window). */
+    static int maxInWindow(List<Long> sorted, Duration window) {
+        int max = 0;
+        int from = 0;
+        for (int to = 0; to < sorted.size(); to++) {
+            while (sorted.get(to) - sorted.get(from) >= window.toNanos()) {
+                from++;
+            }
+            max = Math.max(max, to - from + 1);
+        }
+        return max;
+    }
+}

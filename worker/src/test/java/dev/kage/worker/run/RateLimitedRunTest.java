@@ -1,0 +1,244 @@
+package dev.kage.worker.run;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.agent.AgentCatalog;
+import dev.kage.agent.AgentConfig;
+import dev.kage.agent.AgentLimits;
+import dev.kage.agent.AgentType;
+import dev.kage.agent.OutputFormat;
+import dev.kage.agent.RetryPolicy;
+import dev.kage.budget.TokenBudget;
+import dev.kage.config.BudgetMode;
+import dev.kage.config.Env;
+import dev.kage.config.KageSettings;
+import dev.kage.events.EventLog;
+import dev.kage.queue.JobQueue;
+import dev.kage.queue.JobQueue.ClaimedJob;
+import dev.kage.ratelimit.FleetRateLimiter;
+import dev.kage.ratelimit.Limit;
+import dev.kage.redis.KageKeys;
+import dev.kage.store.TaskStore;
+import dev.kage.task.Assignment;
+import dev.kage.task.ErrorRecord;
+import dev.kage.task.JobMessage;
+import dev.kage.task.JobStatus;
+import dev.kage.task.LiveTaskState;
+import dev.kage.task.Priority;
+import dev.kage.task.TaskRecord;
+import dev.kage.task.TaskStatus;
+import dev.kage.testing.DatabaseFixture;
+import dev.kage.testing.RedisFixture;
+import dev.kage.testing.TestServices;
+import dev.kage.worker.WorkerSettings;
+import dev.kage.worker.process.ProcessRunner;
+import dev.kage.worker.worktree.GitTestRepos;
+import dev.kage.worker.worktree.WorktreeManager;
+import io.lettuce.core.Range;
+import io.lettuce.core.api.StatefulRedisConnection;
+import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Clock;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import java.util.UUID;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.redisson.api.RedissonClient;
+
+/**
+ * A job meeting rate limits, through the real runner, Redis, Postgres and agent processes: a 429 is a
+ * fleet-wide pause and a deferral of the same attempt, never a failed attempt, until the retries run out.
+ */
+class RateLimitedRunTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    /** Prints what Claude Code prints when the API answers 429, and exits 1; records each start in $1. */
+    private static final String RATE_LIMITED = "echo started >> \"$1\"; "
+            + "echo '{\"type\":\"result\",\"is_error\":true,\"result\":\"API Error: 429 {\\\"type\\\":\\\"error\\\",\\\"error\\\":"
+            + "{\\\"type\\\":\\\"rate_limit_error\\\"}} retry-after: 2\"}'; exit 1";
+
+    @TempDir
+    Path dir;
+
+    private final RedisFixture redis = new RedisFixture();
+    private final DatabaseFixture db = new DatabaseFixture();
+    private final TaskStore store = db.store();
+    private RedissonClient redisson;
+    private StatefulRedisConnection<String, String> blocking;
+    private Path origin;
+    private FleetRateLimiter limiter;
+    private JobQueue queue;
+
+    @BeforeEach
+    void setUp() throws Exception {
+        origin = GitTestRepos.create(dir.resolve("origin"));
+        redisson = FleetRateLimiter.client(TestServices.redisUrl());
+        blocking = redis.client().connect();
+        limiter = new FleetRateLimiter(redis.keys(), redisson, FleetRateLimiter.FailureMode.CLOSED, new SimpleMeterRegistry());
+        queue = new JobQueue(redis.keys(), redis.redis());
+    }
+
+    @AfterEach
+    void tearDown() {
+        blocking.close();
+        redisson.shutdown();
+        redis.close();
+        db.close();
+    }
+
+    @Test
+    void a429PausesTheGroupFleetWideAndDefersTheSameAttemptWithARetryableRow() throws Exception {
+        Path starts = dir.resolve("starts");
+        AgentConfig agent = agent("claude-code", "/bin/bash", "-c", RATE_LIMITED, "agent", starts.toString(), "{prompt}");
+        Job job = submit(agent, 0);
+        runner(agent, Map.of()).run(job.claimed(), new JobControl());
+
+        assertThat(Files.readAllLines(starts)).hasSize(1);
+        assertThat(store.results(job.task().id())).as("no outcome: the job is not finished").isEmpty();
+        List<ErrorRecord> errors = store.errors(job.task().id());
+        assertThat(errors).singleElement().satisfies(error -> {
+            assertThat(error.errorType()).isEqualTo("RateLimitError");
+            assertThat(error.retryable()).isTrue();
+            JsonNode details = JSON.readTree(error.detailsJson());
+            assertThat(details.get("rate_limit_retry").asInt()).isEqualTo(1);
+            assertThat(details.get("retry_after_ms").asLong()).isEqualTo(2_000);
+            assertThat(details.get("backoff_ms").asLong()).as("Retry-After 2 s beats the first backoff of 1 s").isEqualTo(2_000);
+            assertThat(details.get("final").asBoolean()).isFalse();
+        });
+        assertThat(redis.redis().pttl(redis.keys().cooldown("claude-code"))).as("fleet-wide pause").isBetween(1_000L, 2_000L);
+        assertThat(limiter.state("claude-code").orElseThrow().effective()).as("rate halved").isEqualTo(25);
+
+        JobMessage deferred = delayedJob("claude-code");
+        assertThat(deferred.attempt()).as("a rate-limit deferral is not a failed attempt").isEqualTo(1);
+        assertThat(deferred.rateLimitRetries()).isEqualTo(1);
+        assertThat(redis.redis().xpending(job.claimed().stream(), KageKeys.WORKER_GROUP).getCount()).isZero();
+        assertThat(store.find("acme", job.task().id()).orElseThrow().status()).isNotEqualTo(TaskStatus.FAILED);
+    }
+
+    @Test
+    void afterTheLastRetryThe429FailsTheJobWithAFinalRateLimitErrorRow() throws Exception {
+        Path starts = dir.resolve("starts");
+        AgentConfig agent = agent("claude-code", "/bin/bash", "-c", RATE_LIMITED, "agent", starts.toString(), "{prompt}");
+        Job job = submit(agent, 2);
+        runner(agent, Map.of("RATE_LIMIT_MAX_RETRIES", "2")).run(job.claimed(), new JobControl());
+
+        assertThat(store.results(job.task().id())).singleElement()
+                .satisfies(result -> assertThat(result.status()).isEqualTo(JobStatus.FAILED));
+        assertThat(store.errors(job.task().id())).singleElement().satisfies(error -> {
+            assertThat(error.errorType()).isEqualTo("RateLimitError");
+            assertThat(error.retryable()).isFalse();
+            assertThat(error.errorMessage()).contains("still rate limited after 2 retries");
+            assertThat(JSON.readTree(error.detailsJson()).get("final").asBoolean()).isTrue();
+        });
+        assertThat(queue.delayed("claude-code")).isZero();
+        assertThat(store.find("acme", job.task().id()).orElseThrow().status()).isEqualTo(TaskStatus.FAILED);
+    }
+
+    @Test
+    void duringAFleetWideCooldownTheJobIsDeferredWithoutStartingTheAgent() throws Exception {
+        Path starts = dir.resolve("starts");
+        AgentConfig agent = agent("claude-code", "/bin/bash", "-c", "echo started >> \"$1\"; echo '{\"result\":\"ok\"}'",
+                "agent", starts.toString(), "{prompt}");
+        Job job = submit(agent, 0);
+        JobRunner runner = runner(agent, Map.of());
+        limiter.coolDown("claude-code", Duration.ofSeconds(20));
+        runner.run(job.claimed(), new JobControl());
+
+        assertThat(starts).doesNotExist();
+        assertThat(store.errors(job.task().id())).isEmpty();
+        JobMessage deferred = delayedJob("claude-code");
+        assertThat(deferred.attempt()).isEqualTo(1);
+        assertThat(deferred.rateLimitRetries()).as("waiting out a pause is not a 429 of this job").isZero();
+        double due = redis.redis().zrangeWithScores(redis.keys().delayedJobs("claude-code"), 0, 0).getFirst().getScore();
+        assertThat(Instant.ofEpochMilli((long) due)).isAfter(Instant.now().plusSeconds(15));
+    }
+
+    @Test
+    void aPermitFurtherAwayThanTheSlotWaitSendsTheJobToTheDelayedSetInsteadOfHoldingTheSlot() throws Exception {
+        Path starts = dir.resolve("starts");
+        AgentConfig agent = agent("codex", "/bin/bash", "-c", "echo started >> \"$1\"; echo '{\"result\":\"ok\"}'",
+                "agent", starts.toString(), "{prompt}");
+        Job job = submit(agent, 0);
+        JobRunner runner = runner(agent, Map.of("MAX_REQUESTS_PER_MINUTE", "1", "RATE_LIMIT_MAX_SLOT_WAIT_SECONDS", "0.5"));
+        assertThat(limiter.tryAcquire("codex", "someone-else", Priority.NORMAL, 0).granted()).isTrue();
+        long started = System.nanoTime();
+        runner.run(job.claimed(), new JobControl());
+
+        assertThat(Duration.ofNanos(System.nanoTime() - started)).as("did not sit out the minute in the slot")
+                .isLessThan(Duration.ofSeconds(30));
+        assertThat(starts).doesNotExist();
+        assertThat(delayedJob("codex").attempt()).isEqualTo(1);
+        assertThat(store.errors(job.task().id())).isEmpty();
+    }
+
+    @Test
+    void aShortWaitIsSpentInTheSlotAndTheAgentRunsOnce() throws Exception {
+        Path starts = dir.resolve("starts");
+        AgentConfig agent = agent("codex", "/bin/bash", "-c", "echo started >> \"$1\"; echo '{\"result\":\"about rate limits and 429s\"}'",
+                "agent", starts.toString(), "{prompt}");
+        Job job = submit(agent, 0);
+        JobRunner runner = runner(agent, Map.of("MAX_REQUESTS_PER_MINUTE", "1", "RATE_LIMIT_WINDOW_SECONDS", "1",
+                "RATE_LIMIT_MAX_SLOT_WAIT_SECONDS", "5"));
+        assertThat(limiter.tryAcquire("codex", "someone-else", Priority.NORMAL, 0).granted()).isTrue();
+        runner.run(job.claimed(), new JobControl());
+
+        assertThat(Files.readAllLines(starts)).hasSize(1);
+        assertThat(store.results(job.task().id())).singleElement().satisfies(result -> {
+            assertThat(result.status()).as("an answer that talks about 429s is not a 429").isEqualTo(JobStatus.COMPLETED);
+        });
+        assertThat(queue.delayed("codex")).isZero();
+    }
+
+    private JobRunner runner(AgentConfig agent, Map<String, String> extra) {
+        Map<String, String> env = new HashMap<>(TestServices.environment(redis.namespace(), db.schema()));
+        env.putAll(extra);
+        KageSettings settings = KageSettings.load(Env.of(env));
+        AgentCatalog catalog = new AgentCatalog(List.of(agent));
+        WorkerSettings worker = new WorkerSettings("test-worker", dir.resolve("work"), origin.toString(), List.of(agent.name()),
+                false, Duration.ofSeconds(5));
+        catalog.limitGroups(settings.rateLimit()).forEach(limiter::configure);
+        KageKeys keys = redis.keys();
+        return new JobRunner(settings, worker, catalog, queue, store, new LiveTaskState(keys, redis.redis()),
+                new EventLog(keys, redis.redis(), Clock.systemUTC()), new TokenBudget(keys, redis.redis(), BudgetMode.LOG, 0.8),
+                limiter, new WorktreeManager(worker.workDir()), new ProcessRunner(), new OutcomeRecorder(store, keys, redis.redis()),
+                Clock.systemUTC());
+    }
+
+    private Job submit(AgentConfig agent, int rateLimitRetries) {
+        TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", "do it", TaskStatus.QUEUED, Priority.NORMAL, null, "main",
+                List.of(new Assignment(agent.name(), 30)), null, 50_000, Instant.now(), Instant.now(), null);
+        store.insert(task);
+        queue.ensureStreams(agent.name());
+        queue.enqueue(new JobMessage(JobMessage.jobId(task.id().toString(), agent.name()), task.id().toString(), "acme",
+                agent.name(), Priority.NORMAL, "do it", "", "main", 30, 50_000, 1, rateLimitRetries));
+        List<ClaimedJob> claimed = queue.read(blocking.sync(), agent.name(), "test-worker", Duration.ofSeconds(1));
+        assertThat(claimed).hasSize(1);
+        return new Job(task, claimed.getFirst());
+    }
+
+    private JobMessage delayedJob(String agent) throws Exception {
+        List<String> members = redis.redis().zrangebyscore(redis.keys().delayedJobs(agent), Range.unbounded());
+        assertThat(members).hasSize(1);
+        Map<String, String> fields = new HashMap<>();
+        JSON.readTree(members.getFirst()).fields().forEachRemaining(e -> fields.put(e.getKey(), e.getValue().asText()));
+        return JobMessage.fromFields(fields);
+    }
+
+    private static AgentConfig agent(String name, String... argv) {
+        return new AgentConfig(name, AgentType.COMMAND, List.of(argv), OutputFormat.CLAUDE_JSON, List.of(), "demo", "o200k_base",
+                1_000, 3.0, 15.0, Path.of("/"), new RetryPolicy(1, Set.of(), false), AgentLimits.defaults(name));
+    }
+
+    private record Job(TaskRecord task, ClaimedJob claimed) {
+    }
+}
