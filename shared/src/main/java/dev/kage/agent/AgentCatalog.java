@@ -39,7 +39,7 @@ public final class AgentCatalog {
     public static final long DEFAULT_ESTIMATED_OUTPUT_TOKENS = 4_000;
 
     private static final Set<String> KEYS = Set.of("type", "argv", "output", "env", "model", "encoding",
-            "estimated_output_tokens", "prices", "retry", "limits", "rate_limit_signals");
+            "estimated_output_tokens", "prices", "retry", "limits", "rate_limit_signals", "base_url", "api_key_env", "max_tokens");
 
     private final Map<String, AgentConfig> agents;
 
@@ -157,8 +157,8 @@ public final class AgentCatalog {
         } catch (IllegalArgumentException e) {
             throw new ConfigException(prefix + e.getMessage());
         }
-        // A noop agent runs no program: whatever argv it is given is ignored.
-        List<String> argv = type == AgentType.NOOP ? List.of() : stringList(prefix, "argv", settings.get("argv"));
+        // A noop or HTTP agent runs no program: whatever argv it is given is ignored.
+        List<String> argv = type != AgentType.COMMAND ? List.of() : stringList(prefix, "argv", settings.get("argv"));
         if (type == AgentType.COMMAND && (argv.isEmpty() || argv.getFirst().isBlank())) {
             throw new ConfigException(prefix + "argv must be a non-empty list whose first element is the program");
         }
@@ -171,7 +171,23 @@ public final class AgentCatalog {
         } catch (IllegalArgumentException e) {
             throw new ConfigException(prefix + e.getMessage());
         }
-        List<String> env = settings.get("env") == null ? List.of() : stringList(prefix, "env", settings.get("env"));
+        List<String> env = new ArrayList<>(settings.get("env") == null ? List.of() : stringList(prefix, "env", settings.get("env")));
+        AgentConfig.HttpEndpoint endpoint = null;
+        if (type.isHttp()) {
+            endpoint = endpoint(prefix, type, settings);
+            if (endpoint.apiKeyEnv() != null && !env.contains(endpoint.apiKeyEnv())) {
+                env.add(endpoint.apiKeyEnv());
+            }
+            if (String.valueOf(settings.getOrDefault("model", "")).isBlank()) {
+                throw new ConfigException(prefix + "model is required for a " + type.wireName() + " agent");
+            }
+        } else {
+            for (String key : List.of("base_url", "api_key_env", "max_tokens")) {
+                if (settings.containsKey(key)) {
+                    throw new ConfigException(prefix + key + " applies only to openai-compatible and anthropic agents");
+                }
+            }
+        }
         for (String variable : env) {
             if (!variable.matches("[A-Za-z_][A-Za-z0-9_]*")) {
                 throw new ConfigException(prefix + "env entry '" + variable + "' is not an environment variable name");
@@ -193,7 +209,31 @@ public final class AgentCatalog {
         }
         return new AgentConfig(name, type, argv, output, env, String.valueOf(settings.getOrDefault("model", "")), encoding,
                 estimated, inputPrice, outputPrice, baseDir, retry(prefix, settings.get("retry")),
-                limits(prefix, name, settings.get("limits"), settings.get("rate_limit_signals")));
+                limits(prefix, name, settings.get("limits"), settings.get("rate_limit_signals")), endpoint);
+    }
+
+    private static AgentConfig.HttpEndpoint endpoint(String prefix, AgentType type, Map<Object, Object> settings) {
+        Object url = settings.get("base_url");
+        if (url == null) {
+            throw new ConfigException(prefix + "base_url is required for a " + type.wireName() + " agent, e.g. "
+                    + (type == AgentType.ANTHROPIC ? "https://api.anthropic.com" : "http://127.0.0.1:11434/v1"));
+        }
+        java.net.URI uri;
+        try {
+            uri = java.net.URI.create(String.valueOf(url));
+        } catch (IllegalArgumentException e) {
+            throw new ConfigException(prefix + "base_url '" + url + "' is not a URL: " + e.getMessage());
+        }
+        if (!("http".equals(uri.getScheme()) || "https".equals(uri.getScheme())) || uri.getHost() == null) {
+            throw new ConfigException(prefix + "base_url '" + url + "' must be an http:// or https:// URL with a host");
+        }
+        String keyEnv = settings.get("api_key_env") == null ? null : String.valueOf(settings.get("api_key_env"));
+        if (keyEnv != null && !keyEnv.matches("[A-Za-z_][A-Za-z0-9_]*")) {
+            throw new ConfigException(prefix + "api_key_env '" + keyEnv + "' is not an environment variable name");
+        }
+        long maxTokens = number(prefix, "max_tokens", settings.get("max_tokens"), 1_024);
+        String base = String.valueOf(url);
+        return new AgentConfig.HttpEndpoint(base.endsWith("/") ? base.substring(0, base.length() - 1) : base, keyEnv, maxTokens);
     }
 
     private static AgentLimits limits(String prefix, String name, Object limitsValue, Object signalsValue) {

@@ -27,6 +27,7 @@ import java.util.regex.Pattern;
  * @param baseDir               folder of the configuration file; relative executables are resolved against it
  * @param retry                 when a failed run is tried again
  * @param limits                its rate-limit group, limits and rate-limit signals
+ * @param endpoint              for an HTTP agent type, where and how to call it; null otherwise
  */
 public record AgentConfig(
         String name,
@@ -41,7 +42,8 @@ public record AgentConfig(
         double outputUsdPerMillion,
         Path baseDir,
         RetryPolicy retry,
-        AgentLimits limits) {
+        AgentLimits limits,
+        HttpEndpoint endpoint) {
 
     public static final Pattern NAME = Pattern.compile("[a-z0-9][a-z0-9_-]{0,63}");
     private static final Pattern PLACEHOLDER = Pattern.compile("\\{(prompt|task_id|agent|workdir|model)}");
@@ -56,7 +58,25 @@ public record AgentConfig(
                        String model, String encoding, long estimatedOutputTokens, double inputUsdPerMillion,
                        double outputUsdPerMillion, Path baseDir, RetryPolicy retry) {
         this(name, type, argv, output, envPassthrough, model, encoding, estimatedOutputTokens, inputUsdPerMillion,
-                outputUsdPerMillion, baseDir, retry, AgentLimits.defaults(name));
+                outputUsdPerMillion, baseDir, retry, AgentLimits.defaults(name), null);
+    }
+
+    /** A process agent with the given limits. */
+    public AgentConfig(String name, AgentType type, List<String> argv, OutputFormat output, List<String> envPassthrough,
+                       String model, String encoding, long estimatedOutputTokens, double inputUsdPerMillion,
+                       double outputUsdPerMillion, Path baseDir, RetryPolicy retry, AgentLimits limits) {
+        this(name, type, argv, output, envPassthrough, model, encoding, estimatedOutputTokens, inputUsdPerMillion,
+                outputUsdPerMillion, baseDir, retry, limits, null);
+    }
+
+    /**
+     * Where an HTTP agent is called.
+     *
+     * @param baseUrl   e.g. {@code http://127.0.0.1:11434/v1} (OpenAI-compatible) or {@code https://api.anthropic.com}
+     * @param apiKeyEnv the worker's environment variable holding the key, or null for none; its value is never logged
+     * @param maxTokens the answer's token cap sent with each request
+     */
+    public record HttpEndpoint(String baseUrl, String apiKeyEnv, long maxTokens) {
     }
 
     /**

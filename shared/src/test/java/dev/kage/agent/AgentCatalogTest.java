@@ -94,4 +94,78 @@ class AgentCatalogTest {
         Files.writeString(file, yaml);
         return AgentCatalog.load(file);
     }
+
+    @Test
+    void agentsBillingOneAccountShareALimitGroupWithTheFleetDefaultsFilledIn() throws IOException {
+        AgentCatalog catalog = load("""
+                agents:
+                  claude-code:
+                    argv: ["sh", "{prompt}"]
+                    limits: {group: anthropic-org, requests: 40, window_seconds: 2, guard_ms: 100}
+                    rate_limit_signals: {exit_codes: [75], patterns: ["slow down"]}
+                  claude-api:
+                    type: anthropic
+                    base_url: http://127.0.0.1:9/
+                    api_key_env: ANTHROPIC_API_KEY
+                    model: claude-sonnet
+                    limits: {group: anthropic-org, tokens: 80000}
+                  codex:
+                    argv: ["sh", "{prompt}"]
+                """);
+        dev.kage.config.RateLimitSettings defaults = dev.kage.config.KageSettings.load(dev.kage.config.Env.of(
+                java.util.Map.of("MAX_REQUESTS_PER_MINUTE", "30"))).rateLimit();
+        var groups = catalog.limitGroups(defaults);
+        assertThat(groups).containsOnlyKeys("anthropic-org", "codex");
+        assertThat(groups.get("anthropic-org")).isEqualTo(new dev.kage.ratelimit.Limit(40, java.time.Duration.ofSeconds(2), 80_000,
+                java.time.Duration.ofMillis(100)));
+        assertThat(groups.get("codex")).isEqualTo(new dev.kage.ratelimit.Limit(30, java.time.Duration.ofMinutes(1), 0,
+                java.time.Duration.ofSeconds(1)));
+        AgentConfig api = catalog.require("claude-api");
+        assertThat(api.endpoint().baseUrl()).isEqualTo("http://127.0.0.1:9");
+        assertThat(api.envPassthrough()).as("the key variable is passed, so its value is redacted").contains("ANTHROPIC_API_KEY");
+        AgentLimits signals = catalog.require("claude-code").limits();
+        assertThat(signals.signalled(75, "")).isTrue();
+        assertThat(signals.signalled(1, "please slow down")).isTrue();
+        assertThat(signals.signalled(1, "429")).as("its own patterns replace the defaults").isFalse();
+        assertThat(catalog.require("codex").limits().signalled(1, "Error: 429 Too Many Requests")).isTrue();
+        assertThat(AgentLimits.retryAfter("HTTP 429, retry-after: 2.5")).contains(java.time.Duration.ofMillis(2_500));
+    }
+
+    @Test
+    void conflictingLimitsInOneGroupAndBadLimitSettingsFailStartUpNamingThem() {
+        assertThatThrownBy(() -> load("""
+                agents:
+                  a:
+                    argv: ["sh", "{prompt}"]
+                    limits: {group: shared, requests: 10}
+                  b:
+                    argv: ["sh", "{prompt}"]
+                    limits: {group: shared, requests: 20}
+                """)).isInstanceOf(ConfigException.class).hasMessageContaining("'a' and 'b' share limit group 'shared'");
+        assertThatThrownBy(() -> load("""
+                agents:
+                  a:
+                    argv: ["sh", "{prompt}"]
+                    limits: {requests: 0}
+                """)).isInstanceOf(ConfigException.class).hasMessageContaining("limits.requests=0");
+        assertThatThrownBy(() -> load("""
+                agents:
+                  a:
+                    argv: ["sh", "{prompt}"]
+                    rate_limit_signals: {patterns: ["("]}
+                """)).isInstanceOf(ConfigException.class).hasMessageContaining("is not a regular expression");
+        assertThatThrownBy(() -> load("""
+                agents:
+                  api:
+                    type: openai-compatible
+                    base_url: "file:///etc/passwd"
+                    model: m
+                """)).isInstanceOf(ConfigException.class).hasMessageContaining("must be an http:// or https:// URL");
+        assertThatThrownBy(() -> load("""
+                agents:
+                  api:
+                    type: openai-compatible
+                    base_url: http://127.0.0.1:9/v1
+                """)).isInstanceOf(ConfigException.class).hasMessageContaining("model is required");
+    }
 }

@@ -45,7 +45,7 @@ public class WorkerFactory {
         String path = System.getenv("PATH");
         for (String name : settings.agents()) {
             var agent = catalog.require(name);
-            if (agent.type() == AgentType.NOOP) {
+            if (agent.type() != AgentType.COMMAND) {
                 continue;
             }
             if (agent.locateExecutable(path).isEmpty()) {

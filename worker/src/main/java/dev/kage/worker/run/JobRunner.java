@@ -27,6 +27,7 @@ import dev.kage.tokens.TokenCounter;
 import dev.kage.tokens.Usage;
 import dev.kage.worker.WorkerSettings;
 import dev.kage.worker.agent.AgentReport;
+import dev.kage.worker.agent.HttpAgentClient;
 import dev.kage.worker.agent.OutputParser;
 import dev.kage.worker.process.ProcessOutcome;
 import dev.kage.worker.process.ProcessRunner;
@@ -85,6 +86,7 @@ public final class JobRunner {
     private final WorktreeManager worktrees;
     private final ProcessRunner processes;
     private final OutcomeRecorder outcomes;
+    private final HttpAgentClient http = new HttpAgentClient();
     private final Clock clock;
 
     public JobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue, TaskStore store,
@@ -303,6 +305,9 @@ public final class JobRunner {
             return new Outcome(failedResult(job, agent, "not started: " + error.errorMessage(), null), List.of(error));
         }
 
+        if (agent.type().isHttp()) {
+            return executeHttp(job, agent, reservationId, estimate);
+        }
         String branch = "kage/" + job.taskId() + "/" + job.agent();
         String repo = job.repo().isBlank() ? worker.defaultRepo() : job.repo();
         Worktree worktree;
@@ -357,20 +362,8 @@ public final class JobRunner {
 
         AgentReport report = OutputParser.parse(agent, job.description(), process.stdout(), process.stdoutTail());
         Usage usage = report.usage();
-        Settlement settlement = budget.settle(job.tenant(), job.taskId(), reservationId, usage.totalTokens(), job.tokenLimit());
         List<ErrorRecord> errors = new ArrayList<>();
-        if (settlement.warningNow()) {
-            LOG.warn("Token budget warning: task {} has used {} of {} tokens ({}%)", job.taskId(), settlement.used(),
-                    settlement.limit(), settlement.percentUsed());
-            events.publish("budget.warning", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
-                    "tokens_used", Long.toString(settlement.used()), "token_limit", Long.toString(settlement.limit())));
-        }
-        if (settlement.firstTime() && settlement.exceeded()) {
-            ErrorRecord violation = budgetError(job, settlement.used(), settlement.limit(), settlement.used(),
-                    settlement.warningIssued());
-            LOG.warn("Budget violation (BUDGET_MODE={}): {}", settings.budgetMode().name().toLowerCase(), violation.errorMessage());
-            errors.add(violation);
-        }
+        settle(job, reservationId, usage, errors);
 
         JobStatus status = JobStatus.COMPLETED;
         String summary = redactor.redact(report.result());
@@ -417,6 +410,84 @@ public final class JobRunner {
                 usage.cacheWriteTokens(), usage.costUsd(), usage.source().wireName(), agent.model(),
                 process.duration().toMillis(), process.timedOut() ? null : process.exitCode(), worktree.branch(), commitSha,
                 diffStat, worker.workerId(), job.attempt(), null);
+        return new Outcome(result, errors);
+    }
+
+    /** Replaces the reservation with what the run used; a warning event and a violation row as the seed logs them. */
+    private void settle(JobMessage job, String reservationId, Usage usage, List<ErrorRecord> errors) {
+        Settlement settlement = budget.settle(job.tenant(), job.taskId(), reservationId, usage.totalTokens(), job.tokenLimit());
+        if (settlement.warningNow()) {
+            LOG.warn("Token budget warning: task {} has used {} of {} tokens ({}%)", job.taskId(), settlement.used(),
+                    settlement.limit(), settlement.percentUsed());
+            events.publish("budget.warning", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                    "tokens_used", Long.toString(settlement.used()), "token_limit", Long.toString(settlement.limit())));
+        }
+        if (settlement.firstTime() && settlement.exceeded()) {
+            ErrorRecord violation = budgetError(job, settlement.used(), settlement.limit(), settlement.used(),
+                    settlement.warningIssued());
+            LOG.warn("Budget violation (BUDGET_MODE={}): {}", settings.budgetMode().name().toLowerCase(), violation.errorMessage());
+            errors.add(violation);
+        }
+    }
+
+    /**
+     * An HTTP agent: the fleet-wide permit, one request, usage from the reply; its rate-limit headers feed
+     * the limiter's adaptive rate and a 429/529 pauses the group like a CLI's 429. No worktree: the agent
+     * edits no files.
+     */
+    private Outcome executeHttp(JobMessage job, AgentConfig agent, String reservationId, long estimate)
+            throws InterruptedException {
+        Optional<Deferral> waiting;
+        HttpAgentClient.Reply reply;
+        try {
+            waiting = takePermit(job, agent, estimate);
+            if (waiting.isPresent()) {
+                budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+                return new Outcome(null, List.of(), waiting.get());
+            }
+            reply = http.call(agent, job.description(), Duration.ofSeconds(job.timeoutSeconds()));
+        } catch (IOException e) {
+            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not reach " + agent.endpoint().baseUrl()
+                    + ": " + e.getMessage(), Map.of("base_url", agent.endpoint().baseUrl()), true);
+            return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
+        } catch (InterruptedException e) {
+            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            throw e;
+        }
+        Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
+        String group = agent.limits().group();
+        HttpAgentClient.quota(reply.headers(), Instant.now())
+                .ifPresent(q -> rateLimiter.observeQuota(group, q.remaining(), q.limit(), q.reset()));
+        List<ErrorRecord> errors = new ArrayList<>();
+        if (reply.rateLimited()) {
+            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            Optional<Outcome> deferred = rateLimited(job, agent, reply.status(), redactor.redact(tail(reply.body(), 2_000)),
+                    HttpAgentClient.retryAfter(reply.headers(), Instant.now()), errors);
+            if (deferred.isPresent()) {
+                return deferred.get();
+            }
+            return new Outcome(failedResult(job, agent, "rate limited: HTTP " + reply.status(), null), errors);
+        }
+        if (reply.timedOut()) {
+            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            ErrorRecord error = error(job, "TimeoutError", "Agent " + job.agent() + " passed its timeout of " + job.timeoutSeconds()
+                    + "s", Map.of("timeout", job.timeoutSeconds()), agent.retry().retryable(0, true));
+            return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
+        }
+        if (reply.status() / 100 != 2) {
+            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " answered HTTP " + reply.status(),
+                    Map.of("status", reply.status(), "body_tail", redactor.redact(tail(reply.body(), 2_000))), reply.status() >= 500);
+            return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
+        }
+        AgentReport report = HttpAgentClient.report(agent, job.description(), reply);
+        Usage usage = report.usage();
+        settle(job, reservationId, usage, errors);
+        ResultRecord result = new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), JobStatus.COMPLETED,
+                truncate(redactor.redact(report.result()), SUMMARY_CHARS), usage.inputTokens(), usage.outputTokens(),
+                usage.cacheReadTokens(), usage.cacheWriteTokens(), usage.costUsd(), usage.source().wireName(), agent.model(),
+                reply.duration().toMillis(), null, null, null, null, worker.workerId(), job.attempt(), null);
         return new Outcome(result, errors);
     }
 

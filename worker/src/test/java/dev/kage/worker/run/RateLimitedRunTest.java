@@ -31,6 +31,7 @@ import dev.kage.task.TaskRecord;
 import dev.kage.task.TaskStatus;
 import dev.kage.testing.DatabaseFixture;
 import dev.kage.testing.RedisFixture;
+import dev.kage.testing.ScriptedModelServer;
 import dev.kage.testing.TestServices;
 import dev.kage.worker.WorkerSettings;
 import dev.kage.worker.process.ProcessRunner;
@@ -199,6 +200,79 @@ class RateLimitedRunTest {
         assertThat(queue.delayed("codex")).isZero();
     }
 
+    @Test
+    void anOpenAiCompatibleEndpointsRetryAfterPausesTheGroupAndItsQuotaHeadersLowerTheRate() throws Exception {
+        try (ScriptedModelServer server = ScriptedModelServer.start()) {
+            server.then(ScriptedModelServer.Reply.tooManyRequests(3),
+                    ScriptedModelServer.Reply.ok("the answer", 30, 7).withHeaders(Map.of("x-ratelimit-limit-requests", "100",
+                            "x-ratelimit-remaining-requests", "4", "x-ratelimit-reset-requests", "6m0s")));
+            AgentConfig agent = httpAgent("gpt", AgentType.OPENAI_COMPATIBLE, server.openAiBaseUrl());
+            Job job = submit(agent, 0);
+            runner(agent, Map.of()).run(job.claimed(), new JobControl());
+
+            assertThat(server.requests()).singleElement().satisfies(request -> {
+                assertThat(request.path()).isEqualTo("/v1/chat/completions");
+                assertThat(JSON.readTree(request.body()).at("/messages/0/content").asText()).isEqualTo("do it");
+            });
+            assertThat(redis.redis().pttl(redis.keys().cooldown("gpt"))).as("Retry-After 3 s, fleet-wide").isBetween(2_000L, 3_000L);
+            assertThat(store.errors(job.task().id())).singleElement()
+                    .satisfies(error -> assertThat(error.errorType()).isEqualTo("RateLimitError"));
+            JobMessage deferred = delayedJob("gpt");
+            assertThat(deferred.rateLimitRetries()).isEqualTo(1);
+
+            // The same attempt, claimed again once the pause is over: it completes with the reply's usage.
+            redis.redis().del(redis.keys().cooldown("gpt"));
+            promoteNow("gpt");
+            ClaimedJob again = queue.read(blocking.sync(), "gpt", "test-worker", Duration.ofSeconds(1)).getFirst();
+            runner(agent, Map.of()).run(again, new JobControl());
+            assertThat(store.results(job.task().id())).singleElement().satisfies(result -> {
+                assertThat(result.status()).isEqualTo(JobStatus.COMPLETED);
+                assertThat(result.outputSummary()).isEqualTo("the answer");
+                assertThat(result.tokensIn()).isEqualTo(30);
+                assertThat(result.tokensOut()).isEqualTo(7);
+                assertThat(result.usageSource()).isEqualTo("agent");
+                assertThat(result.attempt()).isEqualTo(1);
+            });
+            assertThat(limiter.state("gpt").orElseThrow().effective())
+                    .as("halved by the 429; 4 of 100 left lowers it at most once per window, and it was lowered just now")
+                    .isEqualTo(25);
+        }
+    }
+
+    @Test
+    void anthropicsOverloadedAnswerIsARateLimitSignalAndItsUsageIsRead() throws Exception {
+        try (ScriptedModelServer server = ScriptedModelServer.start()) {
+            server.then(ScriptedModelServer.Reply.overloaded(), ScriptedModelServer.Reply.ok("hi", 11, 3).withHeaders(Map.of(
+                    "anthropic-ratelimit-requests-limit", "50", "anthropic-ratelimit-requests-remaining", "0",
+                    "anthropic-ratelimit-requests-reset", Instant.now().plusSeconds(5).toString())));
+            AgentConfig agent = httpAgent("claude-api", AgentType.ANTHROPIC, server.anthropicBaseUrl());
+            Job job = submit(agent, 0);
+            runner(agent, Map.of()).run(job.claimed(), new JobControl());
+            assertThat(server.requests().getFirst().path()).isEqualTo("/v1/messages");
+            assertThat(server.requests().getFirst().headers()).containsEntry("anthropic-version", "2023-06-01");
+            assertThat(redis.redis().pttl(redis.keys().cooldown("claude-api"))).as("no Retry-After: the first backoff, 1 s")
+                    .isBetween(1L, 1_000L);
+            JobMessage deferred = delayedJob("claude-api");
+            redis.redis().del(redis.keys().cooldown("claude-api"));
+            promoteNow("claude-api");
+            runner(agent, Map.of()).run(queue.read(blocking.sync(), "claude-api", "test-worker", Duration.ofSeconds(1)).getFirst(),
+                    new JobControl());
+            assertThat(store.results(job.task().id())).singleElement().satisfies(result -> {
+                assertThat(result.status()).isEqualTo(JobStatus.COMPLETED);
+                assertThat(result.tokensIn()).isEqualTo(11);
+                assertThat(result.tokensOut()).isEqualTo(3);
+            });
+            assertThat(redis.redis().pttl(redis.keys().cooldown("claude-api")))
+                    .as("the provider's quota is spent until its reset: the fleet pauses until then").isBetween(3_000L, 5_000L);
+        }
+    }
+
+    private static AgentConfig httpAgent(String name, AgentType type, String baseUrl) {
+        return new AgentConfig(name, type, List.of(), OutputFormat.TEXT, List.of(), "scripted-model", "o200k_base", 1_000, 3.0,
+                15.0, Path.of("/"), new RetryPolicy(1, Set.of(), false), AgentLimits.defaults(name),
+                new AgentConfig.HttpEndpoint(baseUrl, null, 256));
+    }
+
     private JobRunner runner(AgentConfig agent, Map<String, String> extra) {
         Map<String, String> env = new HashMap<>(TestServices.environment(redis.namespace(), db.schema()));
         env.putAll(extra);
@@ -224,6 +298,13 @@ class RateLimitedRunTest {
         List<ClaimedJob> claimed = queue.read(blocking.sync(), agent.name(), "test-worker", Duration.ofSeconds(1));
         assertThat(claimed).hasSize(1);
         return new Job(task, claimed.getFirst());
+    }
+
+    /** Makes the agent's delayed job due now and moves it to its stream, as the promoter does when it is due. */
+    private void promoteNow(String agent) {
+        String key = redis.keys().delayedJobs(agent);
+        redis.redis().zadd(key, 0, redis.redis().zrange(key, 0, 0).getFirst());
+        assertThat(queue.promoteDue(agent)).isEqualTo(1);
     }
 
     private JobMessage delayedJob(String agent) throws Exception {

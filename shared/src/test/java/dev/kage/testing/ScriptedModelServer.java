@@ -1,0 +1,173 @@
+package dev.kage.testing;
+
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpServer;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.io.UncheckedIOException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Deque;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentLinkedDeque;
+import java.util.concurrent.Executors;
+import java.util.function.Function;
+
+/**
+ * A model server on loopback that plays OpenAI's chat completions ({@code /v1/chat/completions}) and
+ * Anthropic's Messages API ({@code /v1/messages}) with answers a test scripts: text, usage, delays,
+ * 429/529 with {@code Retry-After} and rate-limit headers. Each request's arrival is recorded (server
+ * clock, µs). Thread-safe.
+ */
+public final class ScriptedModelServer implements AutoCloseable {
+
+    /** One scripted answer. */
+    public record Reply(int status, Map<String, String> headers, String text, long inputTokens, long outputTokens, Duration delay) {
+
+        public static Reply ok(String text, long inputTokens, long outputTokens) {
+            return new Reply(200, Map.of(), text, inputTokens, outputTokens, Duration.ZERO);
+        }
+
+        /** A 429 with {@code Retry-After: seconds}. */
+        public static Reply tooManyRequests(int retryAfterSeconds) {
+            return new Reply(429, Map.of("retry-after", Integer.toString(retryAfterSeconds)), null, 0, 0, Duration.ZERO);
+        }
+
+        public static Reply overloaded() {
+            return new Reply(529, Map.of(), null, 0, 0, Duration.ZERO);
+        }
+
+        public Reply withHeaders(Map<String, String> more) {
+            Map<String, String> all = new LinkedHashMap<>(headers);
+            all.putAll(more);
+            return new Reply(status, all, text, inputTokens, outputTokens, delay);
+        }
+
+        public Reply after(Duration wait) {
+            return new Reply(status, headers, text, inputTokens, outputTokens, wait);
+        }
+    }
+
+    /** A request as it arrived. */
+    public record Request(long arrivedMicros, String path, String body, Map<String, String> headers, int answeredStatus) {
+    }
+
+    private final HttpServer server;
+    private final Deque<Reply> script = new ConcurrentLinkedDeque<>();
+    private final List<Request> requests = new ArrayList<>();
+    private volatile Function<Integer, Reply> fallback = n -> Reply.ok("done", 12, 5);
+
+    private ScriptedModelServer(HttpServer server) {
+        this.server = server;
+    }
+
+    public static ScriptedModelServer start() {
+        try {
+            HttpServer server = HttpServer.create(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0), 64);
+            ScriptedModelServer scripted = new ScriptedModelServer(server);
+            server.createContext("/", scripted::handle);
+            server.setExecutor(Executors.newVirtualThreadPerTaskExecutor());
+            server.start();
+            return scripted;
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** Base URL for an {@code openai-compatible} agent ({@code .../v1}). */
+    public String openAiBaseUrl() {
+        return "http://127.0.0.1:" + server.getAddress().getPort() + "/v1";
+    }
+
+    /** Base URL for an {@code anthropic} agent. */
+    public String anthropicBaseUrl() {
+        return "http://127.0.0.1:" + server.getAddress().getPort();
+    }
+
+    /** Answers the next requests with these, in order; then the fallback. */
+    public ScriptedModelServer then(Reply... replies) {
+        script.addAll(List.of(replies));
+        return this;
+    }
+
+    /** Answers every unscripted request with {@code reply(n)}, n counting all requests from 1. */
+    public ScriptedModelServer otherwise(Function<Integer, Reply> reply) {
+        fallback = reply;
+        return this;
+    }
+
+    public List<Request> requests() {
+        synchronized (requests) {
+            return List.copyOf(requests);
+        }
+    }
+
+    private void handle(HttpExchange exchange) throws IOException {
+        long arrived = micros();
+        String body = new String(exchange.getRequestBody().readAllBytes(), StandardCharsets.UTF_8);
+        Map<String, String> headers = new LinkedHashMap<>();
+        exchange.getRequestHeaders().forEach((name, values) -> headers.put(name.toLowerCase(), String.join(",", values)));
+        Reply reply;
+        synchronized (requests) {
+            Reply next = script.pollFirst();
+            reply = next != null ? next : fallback.apply(requests.size() + 1);
+            requests.add(new Request(arrived, exchange.getRequestURI().getPath(), body, headers, reply.status()));
+        }
+        if (reply.delay().isPositive()) {
+            try {
+                Thread.sleep(reply.delay());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        boolean anthropic = exchange.getRequestURI().getPath().endsWith("/messages");
+        String json = reply.status() / 100 == 2 ? success(anthropic, reply) : error(anthropic, reply);
+        byte[] bytes = json.getBytes(StandardCharsets.UTF_8);
+        exchange.getResponseHeaders().add("Content-Type", "application/json");
+        reply.headers().forEach((name, value) -> exchange.getResponseHeaders().add(name, value));
+        exchange.sendResponseHeaders(reply.status(), bytes.length);
+        try (OutputStream out = exchange.getResponseBody()) {
+            out.write(bytes);
+        }
+    }
+
+    private static String success(boolean anthropic, Reply reply) {
+        String text = quote(reply.text());
+        if (anthropic) {
+            return "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":" + text
+                    + "}],\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":" + reply.inputTokens()
+                    + ",\"output_tokens\":" + reply.outputTokens() + "}}";
+        }
+        return "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                + "\"content\":" + text + "},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":" + reply.inputTokens()
+                + ",\"completion_tokens\":" + reply.outputTokens() + ",\"total_tokens\":" + (reply.inputTokens() + reply.outputTokens()) + "}}";
+    }
+
+    private static String error(boolean anthropic, Reply reply) {
+        String type = reply.status() == 429 ? "rate_limit_error" : reply.status() == 529 ? "overloaded_error" : "api_error";
+        if (anthropic) {
+            return "{\"type\":\"error\",\"error\":{\"type\":\"" + type + "\",\"message\":\"scripted " + reply.status() + "\"}}";
+        }
+        return "{\"error\":{\"message\":\"scripted " + reply.status() + "\",\"type\":\"" + type + "\"}}";
+    }
+
+    private static String quote(String text) {
+        return "\"" + (text == null ? "" : text.replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")) + "\"";
+    }
+
+    private static long micros() {
+        Instant now = Instant.now();
+        return now.getEpochSecond() * 1_000_000 + now.getNano() / 1_000;
+    }
+
+    @Override
+    public void close() {
+        server.stop(0);
+    }
+}

@@ -1,0 +1,236 @@
+package dev.kage.worker.agent;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.kage.agent.AgentConfig;
+import dev.kage.agent.AgentType;
+import dev.kage.tokens.TokenCounter;
+import dev.kage.tokens.Usage;
+import dev.kage.tokens.Usage.UsageSource;
+import java.io.IOException;
+import java.math.BigDecimal;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpHeaders;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.net.http.HttpTimeoutException;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.time.Instant;
+import java.time.ZonedDateTime;
+import java.time.format.DateTimeFormatter;
+import java.time.format.DateTimeParseException;
+import java.util.Optional;
+import java.util.OptionalLong;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * Calls the HTTP agent types: OpenAI-compatible chat completions and Anthropic's Messages API. The
+ * prompt travels in a JSON body, never in a URL or a header; the key comes from the variable the agent
+ * names and only goes into the request's auth header. Thread-safe.
+ */
+public final class HttpAgentClient {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    /** Replies kept in full up to this many characters (a flood is cut). */
+    static final int MAX_BODY_CHARS = 1_000_000;
+    private static final Pattern GO_DURATION = Pattern.compile("(\\d+(?:\\.\\d+)?)(ms|h|m|s)");
+
+    private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10))
+            .version(HttpClient.Version.HTTP_1_1).build();
+
+    /**
+     * One call's reply.
+     *
+     * @param status   HTTP status, 0 when no answer came (timeout)
+     * @param body     the body, cut at {@link #MAX_BODY_CHARS}
+     * @param headers  the reply's headers
+     * @param duration wall time of the call
+     */
+    public record Reply(int status, String body, HttpHeaders headers, Duration duration) {
+        public boolean timedOut() {
+            return status == 0;
+        }
+
+        /** 429, or Anthropic's 529 "overloaded", or a 503 with Retry-After: the provider asks to slow down. */
+        public boolean rateLimited() {
+            return status == 429 || status == 529 || (status == 503 && headers.firstValue("retry-after").isPresent());
+        }
+    }
+
+    /**
+     * What the provider's rate-limit headers say about its own request quota.
+     *
+     * @param remaining requests left in its window
+     * @param limit     its limit
+     * @param reset     until its window resets, zero when not given
+     */
+    public record Quota(long remaining, long limit, Duration reset) {
+    }
+
+    /**
+     * Sends the prompt and waits for the answer, at most {@code timeout}.
+     *
+     * @throws IOException when the endpoint cannot be reached
+     */
+    public Reply call(AgentConfig agent, String prompt, Duration timeout) throws IOException, InterruptedException {
+        AgentConfig.HttpEndpoint endpoint = agent.endpoint();
+        ObjectNode body = JSON.createObjectNode();
+        body.put("model", agent.model());
+        body.put("max_tokens", endpoint.maxTokens());
+        ObjectNode message = body.putArray("messages").addObject();
+        message.put("role", "user");
+        message.put("content", prompt);
+        HttpRequest.Builder request = HttpRequest.newBuilder()
+                .timeout(timeout)
+                .header("Content-Type", "application/json")
+                .POST(HttpRequest.BodyPublishers.ofString(JSON.writeValueAsString(body), StandardCharsets.UTF_8));
+        String key = endpoint.apiKeyEnv() == null ? null : System.getenv(endpoint.apiKeyEnv());
+        if (agent.type() == AgentType.ANTHROPIC) {
+            request.uri(URI.create(endpoint.baseUrl() + "/v1/messages")).header("anthropic-version", "2023-06-01");
+            if (key != null) {
+                request.header("x-api-key", key);
+            }
+        } else {
+            request.uri(URI.create(endpoint.baseUrl() + "/chat/completions"));
+            if (key != null) {
+                request.header("Authorization", "Bearer " + key);
+            }
+        }
+        long started = System.nanoTime();
+        try {
+            HttpResponse<String> response = http.send(request.build(), HttpResponse.BodyHandlers.ofString(StandardCharsets.UTF_8));
+            String text = response.body();
+            if (text.length() > MAX_BODY_CHARS) {
+                text = text.substring(0, MAX_BODY_CHARS);
+            }
+            return new Reply(response.statusCode(), text, response.headers(), Duration.ofNanos(System.nanoTime() - started));
+        } catch (HttpTimeoutException e) {
+            return new Reply(0, "", HttpHeaders.of(java.util.Map.of(), (a, b) -> true), Duration.ofNanos(System.nanoTime() - started));
+        }
+    }
+
+    /** The answer and usage of a successful reply; usage counted with jtokkit when the reply has none. */
+    public static AgentReport report(AgentConfig agent, String prompt, Reply reply) {
+        JsonNode root;
+        try {
+            root = JSON.readTree(reply.body());
+        } catch (IOException e) {
+            root = JSON.createObjectNode();
+        }
+        String answer;
+        long input;
+        long output;
+        long cacheRead = 0;
+        long cacheWrite = 0;
+        JsonNode usage;
+        if (agent.type() == AgentType.ANTHROPIC) {
+            StringBuilder text = new StringBuilder();
+            for (JsonNode block : root.path("content")) {
+                if ("text".equals(block.path("type").asText())) {
+                    text.append(block.path("text").asText());
+                }
+            }
+            answer = text.toString();
+            usage = root.path("usage");
+            input = usage.path("input_tokens").asLong();
+            output = usage.path("output_tokens").asLong();
+            cacheRead = usage.path("cache_read_input_tokens").asLong();
+            cacheWrite = usage.path("cache_creation_input_tokens").asLong();
+        } else {
+            answer = root.path("choices").path(0).path("message").path("content").asText("");
+            usage = root.path("usage");
+            long prompt0 = usage.path("prompt_tokens").asLong();
+            cacheRead = usage.path("prompt_tokens_details").path("cached_tokens").asLong();
+            input = prompt0 - cacheRead;
+            output = usage.path("completion_tokens").asLong();
+        }
+        if (!usage.isObject()) {
+            input = TokenCounter.count(agent.encoding(), prompt);
+            output = TokenCounter.count(agent.encoding(), answer);
+            BigDecimal cost = Usage.price(input, output, agent.inputUsdPerMillion(), agent.outputUsdPerMillion());
+            return new AgentReport(answer, false, new Usage(input, output, 0, 0, cost, UsageSource.TOKENIZER), root.path("id").asText(null));
+        }
+        BigDecimal cost = Usage.price(input + cacheRead + cacheWrite, output, agent.inputUsdPerMillion(), agent.outputUsdPerMillion());
+        return new AgentReport(answer, false, new Usage(input, output, cacheRead, cacheWrite, cost, UsageSource.AGENT),
+                root.path("id").asText(null));
+    }
+
+    /** {@code Retry-After} as seconds or an HTTP date. */
+    public static Optional<Duration> retryAfter(HttpHeaders headers, Instant now) {
+        Optional<String> value = headers.firstValue("retry-after");
+        if (value.isEmpty()) {
+            return Optional.empty();
+        }
+        String raw = value.get().strip();
+        try {
+            return Optional.of(Duration.ofMillis((long) (Double.parseDouble(raw) * 1000)));
+        } catch (NumberFormatException e) {
+            try {
+                Duration until = Duration.between(now, ZonedDateTime.parse(raw, DateTimeFormatter.RFC_1123_DATE_TIME).toInstant());
+                return Optional.of(until.isNegative() ? Duration.ZERO : until);
+            } catch (DateTimeParseException ignored) {
+                return Optional.empty();
+            }
+        }
+    }
+
+    /**
+     * The request quota the provider reports: OpenAI's {@code x-ratelimit-remaining-requests},
+     * {@code x-ratelimit-limit-requests}, {@code x-ratelimit-reset-requests} ("1s", "6m0s") or Anthropic's
+     * {@code anthropic-ratelimit-requests-remaining}, {@code -limit}, {@code -reset} (an RFC 3339 time).
+     */
+    public static Optional<Quota> quota(HttpHeaders headers, Instant now) {
+        OptionalLong remaining = number(headers, "x-ratelimit-remaining-requests");
+        OptionalLong limit = number(headers, "x-ratelimit-limit-requests");
+        Duration reset = headers.firstValue("x-ratelimit-reset-requests").map(HttpAgentClient::goDuration).orElse(Duration.ZERO);
+        if (remaining.isEmpty()) {
+            remaining = number(headers, "anthropic-ratelimit-requests-remaining");
+            limit = number(headers, "anthropic-ratelimit-requests-limit");
+            reset = headers.firstValue("anthropic-ratelimit-requests-reset").map(value -> {
+                try {
+                    Duration until = Duration.between(now, Instant.parse(value.strip()));
+                    return until.isNegative() ? Duration.ZERO : until;
+                } catch (DateTimeParseException e) {
+                    return Duration.ZERO;
+                }
+            }).orElse(Duration.ZERO);
+        }
+        if (remaining.isEmpty() || limit.isEmpty()) {
+            return Optional.empty();
+        }
+        return Optional.of(new Quota(remaining.getAsLong(), limit.getAsLong(), reset));
+    }
+
+    private static OptionalLong number(HttpHeaders headers, String name) {
+        Optional<String> value = headers.firstValue(name);
+        if (value.isEmpty()) {
+            return OptionalLong.empty();
+        }
+        try {
+            return OptionalLong.of(Long.parseLong(value.get().strip()));
+        } catch (NumberFormatException e) {
+            return OptionalLong.empty();
+        }
+    }
+
+    /** "1s", "6m0s", "20ms", "1h2m3.5s" as OpenAI sends them. */
+    static Duration goDuration(String value) {
+        Matcher matcher = GO_DURATION.matcher(value.strip());
+        double millis = 0;
+        boolean any = false;
+        while (matcher.find()) {
+            any = true;
+            double n = Double.parseDouble(matcher.group(1));
+            millis += switch (matcher.group(2)) {
+                case "h" -> n * 3_600_000;
+                case "m" -> n * 60_000;
+                case "s" -> n * 1_000;
+                default -> n;
+            };
+        }
+        return any ? Duration.ofMillis((long) millis) : Duration.ZERO;
+    }
+}
