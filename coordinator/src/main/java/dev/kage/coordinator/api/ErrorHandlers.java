@@ -51,4 +51,15 @@ public class ErrorHandlers {
                     .body(ErrorBody.of("redis_unavailable", "Redis is unavailable; retry shortly"));
         };
     }
+
+    /** The limiter's client (Redisson) cannot reach Redis: 503 like the rest. */
+    @Singleton
+    public ExceptionHandler<org.redisson.client.RedisException, HttpResponse<ErrorBody>> limiterRedisDown() {
+        return (HttpRequest request, org.redisson.client.RedisException e) -> {
+            LOG.error("Redis unavailable for {} {}: {}", request.getMethod(), request.getPath(), e.getMessage());
+            return HttpResponse.<ErrorBody>status(HttpStatus.SERVICE_UNAVAILABLE)
+                    .header("Retry-After", "5")
+                    .body(ErrorBody.of("redis_unavailable", "Redis is unavailable; retry shortly"));
+        };
+    }
 }

@@ -26,10 +26,20 @@ public final class ApiKeys {
 
     private final List<Entry> entries;
     private final boolean devMode;
+    private final java.util.Set<String> adminTenants;
 
-    private ApiKeys(List<Entry> entries, boolean devMode) {
+    private ApiKeys(List<Entry> entries, boolean devMode, java.util.Set<String> adminTenants) {
         this.entries = List.copyOf(entries);
         this.devMode = devMode;
+        this.adminTenants = java.util.Set.copyOf(adminTenants);
+    }
+
+    /**
+     * Whether {@code tenant} may change what the whole fleet shares (rate limits): the tenants in
+     * {@code KAGE_ADMIN_TENANTS}, and in dev mode tenant {@code default}.
+     */
+    public boolean isAdmin(String tenant) {
+        return adminTenants.contains(tenant);
     }
 
     public static ApiKeys load(Env env) {
@@ -58,7 +68,21 @@ public final class ApiKeys {
             throw new ConfigException("KAGE_API_KEYS is not set: give tenant:key pairs (e.g. KAGE_API_KEYS=acme:s3cret-key), "
                     + "or set KAGE_DEV_MODE=true to accept the development key " + DEV_KEY);
         }
-        return new ApiKeys(entries, devMode);
+        java.util.Set<String> admins = new java.util.HashSet<>();
+        for (String item : env.string("KAGE_ADMIN_TENANTS", "").split(",")) {
+            String tenant = item.trim();
+            if (tenant.isEmpty()) {
+                continue;
+            }
+            if (!TENANT.matcher(tenant).matches()) {
+                throw new ConfigException("KAGE_ADMIN_TENANTS: tenant '" + tenant + "' must be 1-64 letters, digits, '.', '_' or '-'");
+            }
+            admins.add(tenant);
+        }
+        if (devMode) {
+            admins.add(DEFAULT_TENANT);
+        }
+        return new ApiKeys(entries, devMode, admins);
     }
 
     /** The tenant of {@code presented}, or empty when no configured key matches. */

@@ -30,9 +30,17 @@ public final class TestCoordinator implements AutoCloseable {
      * @param apiKeys {@code KAGE_API_KEYS}, e.g. {@code acme:acme-key-123,globex:globex-key-456}
      */
     public TestCoordinator(String apiKeys) {
+        this(apiKeys, Map.of());
+    }
+
+    /**
+     * @param extra more settings, e.g. {@code KAGE_ADMIN_TENANTS}
+     */
+    public TestCoordinator(String apiKeys, Map<String, String> extra) {
         Map<String, String> env = TestServices.environment(redis.namespace(), schema);
         env.put("KAGE_AGENTS_FILE", Path.of("..", "ops", "agents", "agents.yml").toAbsolutePath().normalize().toString());
         env.put("KAGE_API_KEYS", apiKeys);
+        env.putAll(extra);
         Map<String, Object> properties = TestServices.properties(env);
         properties.put("micronaut.server.port", -1);
         server = ApplicationContext.run(EmbeddedServer.class, properties);

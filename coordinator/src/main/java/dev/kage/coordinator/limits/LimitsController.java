@@ -1,0 +1,240 @@
+package dev.kage.coordinator.limits;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.agent.AgentCatalog;
+import dev.kage.agent.AgentConfig;
+import dev.kage.config.KageSettings;
+import dev.kage.coordinator.api.ErrorBody;
+import dev.kage.coordinator.api.ErrorBody.FieldError;
+import dev.kage.coordinator.auth.ApiKeyFilter;
+import dev.kage.coordinator.auth.ApiKeys;
+import dev.kage.coordinator.task.InvalidRequestException;
+import dev.kage.ratelimit.FleetRateLimiter;
+import dev.kage.ratelimit.FleetRateLimiter.LimitState;
+import dev.kage.ratelimit.Limit;
+import dev.kage.task.Priority;
+import io.micronaut.core.annotation.Nullable;
+import io.micronaut.http.HttpRequest;
+import io.micronaut.http.HttpResponse;
+import io.micronaut.http.HttpStatus;
+import io.micronaut.http.MediaType;
+import io.micronaut.http.annotation.Body;
+import io.micronaut.http.annotation.Controller;
+import io.micronaut.http.annotation.Delete;
+import io.micronaut.http.annotation.Get;
+import io.micronaut.http.annotation.PathVariable;
+import io.micronaut.http.annotation.Put;
+import io.micronaut.scheduling.TaskExecutors;
+import io.micronaut.scheduling.annotation.ExecuteOn;
+import io.micronaut.serde.annotation.Serdeable;
+import io.micronaut.serde.config.naming.SnakeCaseStrategy;
+import java.io.IOException;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+
+/**
+ * The fleet's rate limits: {@code GET /api/v1/limits}, {@code GET|PUT|DELETE /api/v1/limits/{agent}}
+ * ({@code {agent}} is an agent or a limit group). A change applies to every worker at once, keeps the
+ * permits already granted (no burst) and stays in force over worker restarts until it is deleted.
+ * Reading is open to every key; changing needs an admin tenant ({@code KAGE_ADMIN_TENANTS}).
+ */
+@Controller("/api/v1/limits")
+@ExecuteOn(TaskExecutors.BLOCKING)
+public class LimitsController {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final Set<String> FIELDS = Set.of("requests", "window_seconds", "tokens", "guard_ms");
+
+    private final FleetRateLimiter limiter;
+    private final AgentCatalog catalog;
+    private final KageSettings settings;
+    private final ApiKeys keys;
+
+    public LimitsController(FleetRateLimiter limiter, AgentCatalog catalog, KageSettings settings, ApiKeys keys) {
+        this.limiter = limiter;
+        this.catalog = catalog;
+        this.settings = settings;
+        this.keys = keys;
+    }
+
+    @Get(produces = MediaType.APPLICATION_JSON)
+    public Limits list() {
+        Map<String, Limit> configured = catalog.limitGroups(settings.rateLimit());
+        Set<String> groups = new LinkedHashSet<>(configured.keySet());
+        groups.addAll(limiter.groups());
+        List<LimitView> views = new ArrayList<>();
+        for (String group : groups.stream().sorted().toList()) {
+            views.add(view(group, configured.get(group)));
+        }
+        return new Limits(views);
+    }
+
+    @Get(value = "/{agent}", produces = MediaType.APPLICATION_JSON)
+    public HttpResponse<?> get(@PathVariable String agent) {
+        Optional<String> group = group(agent);
+        if (group.isEmpty()) {
+            return unknown(agent);
+        }
+        return HttpResponse.ok(view(group.get(), catalog.limitGroups(settings.rateLimit()).get(group.get())));
+    }
+
+    /**
+     * Changes the limit for the whole fleet. The body names any of {@code requests}, {@code window_seconds},
+     * {@code tokens}, {@code guard_ms}; the others keep their current values.
+     */
+    @Put(value = "/{agent}", consumes = {MediaType.APPLICATION_JSON, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
+    public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String agent, @Nullable @Body byte[] body) {
+        Optional<HttpResponse<?>> refused = requireAdmin(request);
+        if (refused.isPresent()) {
+            return refused.get();
+        }
+        Optional<String> group = group(agent);
+        if (group.isEmpty()) {
+            return unknown(agent);
+        }
+        Limit configured = catalog.limitGroups(settings.rateLimit()).get(group.get());
+        Limit current = limiter.state(group.get()).map(LimitState::limit).orElse(configured);
+        Limit next = parse(body, current);
+        limiter.override(group.get(), next);
+        return HttpResponse.ok(view(group.get(), configured));
+    }
+
+    /** Drops the runtime change: back to the agents' configuration. */
+    @Delete(value = "/{agent}", produces = MediaType.APPLICATION_JSON)
+    public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String agent) {
+        Optional<HttpResponse<?>> refused = requireAdmin(request);
+        if (refused.isPresent()) {
+            return refused.get();
+        }
+        Optional<String> group = group(agent);
+        if (group.isEmpty()) {
+            return unknown(agent);
+        }
+        Limit configured = catalog.limitGroups(settings.rateLimit()).get(group.get());
+        if (configured == null) {
+            return HttpResponse.status(HttpStatus.CONFLICT).body(ErrorBody.of("conflict", "limit group " + group.get()
+                    + " has no configured limit to return to; change it with PUT instead"));
+        }
+        limiter.reset(group.get(), configured);
+        return HttpResponse.ok(view(group.get(), configured));
+    }
+
+    private Optional<HttpResponse<?>> requireAdmin(HttpRequest<?> request) {
+        String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
+        if (keys.isAdmin(tenant)) {
+            return Optional.empty();
+        }
+        return Optional.of(HttpResponse.status(HttpStatus.FORBIDDEN).body(ErrorBody.of("forbidden",
+                "rate limits are shared by the whole fleet; changing them needs a key of a tenant in KAGE_ADMIN_TENANTS")));
+    }
+
+    /** An agent's group, or a group by its own name. */
+    private Optional<String> group(String name) {
+        Optional<AgentConfig> agent = catalog.find(name);
+        if (agent.isPresent()) {
+            return Optional.of(agent.get().limits().group());
+        }
+        if (catalog.limitGroups(settings.rateLimit()).containsKey(name) || limiter.groups().contains(name)) {
+            return Optional.of(name);
+        }
+        return Optional.empty();
+    }
+
+    private static HttpResponse<?> unknown(String agent) {
+        return HttpResponse.notFound(ErrorBody.of("not_found", "no agent or limit group named '" + agent + "'"));
+    }
+
+    private LimitView view(String group, Limit configured) {
+        List<String> agents = catalog.names().stream().filter(n -> catalog.require(n).limits().group().equals(group)).toList();
+        Optional<LimitState> state = limiter.state(group);
+        LimitSpec spec = state.map(s -> LimitSpec.of(s.limit())).orElse(configured == null ? null : LimitSpec.of(configured));
+        return new LimitView(group, agents, configured == null ? null : LimitSpec.of(configured), spec,
+                state.map(LimitState::source).orElse("config"), state.map(LimitState::effective).orElse(spec == null ? 0 : spec.requests()),
+                state.map(LimitState::used).orElse(0L), state.map(LimitState::tokensUsed).orElse(0L),
+                state.map(s -> s.cooldown().toMillis()).orElse(0L),
+                state.map(s -> Map.of("high", s.waiting().get(Priority.HIGH), "normal", s.waiting().get(Priority.NORMAL),
+                        "low", s.waiting().get(Priority.LOW))).orElse(Map.of("high", 0L, "normal", 0L, "low", 0L)));
+    }
+
+    private static Limit parse(byte[] body, Limit current) {
+        JsonNode root;
+        try {
+            root = body == null || body.length == 0 ? null : JSON.readTree(body);
+        } catch (IOException e) {
+            throw new InvalidRequestException(List.of(new FieldError("body", "not valid JSON: " + e.getMessage())));
+        }
+        if (root == null || !root.isObject() || root.isEmpty()) {
+            throw new InvalidRequestException(List.of(new FieldError("body",
+                    "a JSON object with any of requests, window_seconds, tokens, guard_ms")));
+        }
+        List<FieldError> errors = new ArrayList<>();
+        for (Iterator<String> names = root.fieldNames(); names.hasNext(); ) {
+            String name = names.next();
+            if (!FIELDS.contains(name)) {
+                errors.add(new FieldError(name, "unknown field; known: guard_ms, requests, tokens, window_seconds"));
+            }
+        }
+        long requests = integer(root, "requests", 1, 1_000_000_000L, current.requests(), errors);
+        long tokens = integer(root, "tokens", 0, Long.MAX_VALUE / 4, current.tokens(), errors);
+        long guardMs = integer(root, "guard_ms", 0, 60_000, current.guard().toMillis(), errors);
+        Duration window = current.window();
+        JsonNode w = root.get("window_seconds");
+        if (w != null) {
+            if (!w.isNumber() || w.asDouble() < 0.001 || w.asDouble() > 86_400) {
+                errors.add(new FieldError("window_seconds", "must be a number of seconds from 0.001 to 86400"));
+            } else {
+                window = Duration.ofMillis(Math.round(w.asDouble() * 1000));
+            }
+        }
+        if (!errors.isEmpty()) {
+            throw new InvalidRequestException(errors);
+        }
+        return new Limit(requests, window, tokens, Duration.ofMillis(guardMs));
+    }
+
+    private static long integer(JsonNode root, String field, long min, long max, long current, List<FieldError> errors) {
+        JsonNode value = root.get(field);
+        if (value == null) {
+            return current;
+        }
+        if (!value.isIntegralNumber() || !value.canConvertToLong() || value.asLong() < min || value.asLong() > max) {
+            errors.add(new FieldError(field, "must be an integer from " + min + " to " + max));
+            return current;
+        }
+        return value.asLong();
+    }
+
+    /** A limit as the API shows it. */
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    public record LimitSpec(long requests, double windowSeconds, long tokens, long guardMs) {
+        static LimitSpec of(Limit limit) {
+            return new LimitSpec(limit.requests(), limit.window().toMillis() / 1000.0, limit.tokens(), limit.guard().toMillis());
+        }
+    }
+
+    /**
+     * One limit group as the fleet sees it now.
+     *
+     * @param configured what the agents' configuration says, null for a group only an operator created
+     * @param current    what is in force for the whole fleet
+     * @param source     {@code config} or {@code api} (an operator's runtime change)
+     * @param effective  requests per window after adaptive decreases (429s, quota headers); recovers by a tenth per window
+     * @param used       requests granted in the current window
+     * @param cooldownMs how long the group stays paused fleet-wide after a 429, 0 when it is not
+     * @param waiting    jobs waiting for a permit, per priority
+     */
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    public record LimitView(String group, List<String> agents, @Nullable LimitSpec configured, @Nullable LimitSpec current,
+                            String source, long effective, long used, long tokensUsed, long cooldownMs, Map<String, Long> waiting) {
+    }
+
+    @Serdeable
+    public record Limits(List<LimitView> limits) {
+    }
+}

@@ -1,0 +1,113 @@
+package dev.kage.coordinator.api;
+
+import static dev.kage.coordinator.api.TestCoordinator.json;
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import dev.kage.ratelimit.FleetRateLimiter;
+import dev.kage.ratelimit.Limit;
+import dev.kage.task.Priority;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.time.Duration;
+import java.util.Map;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/** {@code /api/v1/limits} against a live coordinator; the limiter it changes is the one every worker asks. */
+class LimitsApiTest {
+    private static final String ADMIN = "ops-key-12345";
+    private static final String TENANT = "acme-key-123";
+    private static TestCoordinator coordinator;
+
+    @BeforeAll
+    static void start() {
+        coordinator = new TestCoordinator("ops:" + ADMIN + ",acme:" + TENANT, Map.of("KAGE_ADMIN_TENANTS", "ops",
+                "MAX_REQUESTS_PER_MINUTE", "30"));
+    }
+
+    @AfterAll
+    static void stop() {
+        coordinator.close();
+    }
+
+    @Test
+    void everyConfiguredGroupIsListedWithItsConfiguredAndCurrentLimit() throws Exception {
+        HttpResponse<String> response = coordinator.get("/api/v1/limits", TENANT);
+        assertThat(response.statusCode()).isEqualTo(200);
+        JsonNode demo = find(json(response), "demo");
+        assertThat(demo.get("agents")).extracting(JsonNode::asText).containsExactly("demo");
+        assertThat(demo.at("/configured/requests").asLong()).isEqualTo(30);
+        assertThat(demo.at("/configured/window_seconds").asDouble()).isEqualTo(60.0);
+        assertThat(demo.at("/current/requests").asLong()).isEqualTo(30);
+        assertThat(demo.get("source").asText()).isEqualTo("config");
+        assertThat(demo.get("effective").asLong()).isEqualTo(30);
+        assertThat(demo.get("cooldown_ms").asLong()).isZero();
+    }
+
+    @Test
+    void anAdminChangesALimitForTheWholeFleetAndAWorkerSeesItAtOnceWithoutABurst() throws Exception {
+        FleetRateLimiter worker = coordinator.context().getBean(FleetRateLimiter.class);
+        worker.configure("claude-code", new Limit(30, Duration.ofMinutes(1), 0, Duration.ofSeconds(1)));
+        for (int i = 0; i < 5; i++) {
+            assertThat(worker.tryAcquire("claude-code", "job-" + i, Priority.NORMAL, 0).granted()).isTrue();
+        }
+
+        HttpResponse<String> changed = put("/api/v1/limits/claude-code", ADMIN, "{\"requests\": 6, \"window_seconds\": 30}");
+        assertThat(changed.statusCode()).as(changed.body()).isEqualTo(200);
+        assertThat(json(changed).at("/current/requests").asLong()).isEqualTo(6);
+        assertThat(json(changed).at("/current/window_seconds").asDouble()).isEqualTo(30.0);
+        assertThat(json(changed).get("source").asText()).isEqualTo("api");
+        assertThat(json(changed).get("used").asLong()).isEqualTo(5);
+
+        // Five were granted in the window: one more, not six more.
+        assertThat(worker.tryAcquire("claude-code", "job-5", Priority.NORMAL, 0).granted()).isTrue();
+        assertThat(worker.tryAcquire("claude-code", "job-6", Priority.NORMAL, 0).granted()).isFalse();
+        // A worker restarting with its configuration keeps the operator's change.
+        worker.configure("claude-code", new Limit(30, Duration.ofMinutes(1), 0, Duration.ofSeconds(1)));
+        assertThat(json(coordinator.get("/api/v1/limits/claude-code", TENANT)).at("/current/requests").asLong()).isEqualTo(6);
+
+        HttpResponse<String> reset = coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/limits/claude-code"))
+                .header("X-API-Key", ADMIN).DELETE().build(), HttpResponse.BodyHandlers.ofString());
+        assertThat(reset.statusCode()).isEqualTo(200);
+        assertThat(json(reset).at("/current/requests").asLong()).isEqualTo(30);
+        assertThat(json(reset).get("source").asText()).isEqualTo("config");
+    }
+
+    @Test
+    void aTenantThatIsNotAnAdminCannotChangeFleetLimits() throws Exception {
+        HttpResponse<String> response = put("/api/v1/limits/demo", TENANT, "{\"requests\": 1000}");
+        assertThat(response.statusCode()).isEqualTo(403);
+        assertThat(json(response).get("message").asText()).contains("KAGE_ADMIN_TENANTS");
+        assertThat(json(coordinator.get("/api/v1/limits/demo", TENANT)).at("/current/requests").asLong()).isEqualTo(30);
+    }
+
+    @Test
+    void badChangesAreRefusedNamingTheFieldAndChangeNothing() throws Exception {
+        for (String body : new String[] {"{\"requests\": 0}", "{\"requests\": \"many\"}", "{\"window_seconds\": -1}",
+                "{\"guard_ms\": 1.5}", "{\"rpm\": 5}", "[1]", "{", ""}) {
+            HttpResponse<String> response = put("/api/v1/limits/demo", ADMIN, body);
+            assertThat(response.statusCode()).as(body).isEqualTo(400);
+            assertThat(json(response).get("errors").get(0).get("field").asText()).as(body).isNotBlank();
+        }
+        assertThat(json(coordinator.get("/api/v1/limits/demo", TENANT)).at("/current/requests").asLong()).isEqualTo(30);
+        assertThat(coordinator.get("/api/v1/limits/no-such-agent", TENANT).statusCode()).isEqualTo(404);
+        assertThat(put("/api/v1/limits/no-such-agent", ADMIN, "{\"requests\": 3}").statusCode()).isEqualTo(404);
+    }
+
+    private static HttpResponse<String> put(String path, String key, String body) throws Exception {
+        return coordinator.http().send(HttpRequest.newBuilder(coordinator.uri(path)).header("X-API-Key", key)
+                .header("Content-Type", "application/json").PUT(HttpRequest.BodyPublishers.ofString(body)).build(),
+                HttpResponse.BodyHandlers.ofString());
+    }
+
+    private static JsonNode find(JsonNode limits, String group) {
+        for (JsonNode limit : limits.get("limits")) {
+            if (limit.get("group").asText().equals(group)) {
+                return limit;
+            }
+        }
+        throw new AssertionError("no group " + group + " in " + limits);
+    }
+}
