@@ -59,6 +59,13 @@ public final class FleetRateLimiter implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(FleetRateLimiter.class);
     /** How long a waiting caller's registration outlives its announced wait, ms. */
     static final long WAITER_SLACK_MS = 500;
+    /**
+     * A permit asked for with {@link #tryAcquire(String, String, Priority, long, boolean) sendLease} counts from
+     * grant + this until {@link #markSent} stamps it with the time its call left: a caller that stalls between
+     * grant and call (a GC pause, a starved machine) cannot see its permit released before its call is made.
+     * A caller that dies in between holds its permit this much longer than a window.
+     */
+    public static final Duration SEND_LEASE = Duration.ofSeconds(30);
     /** How long to wait before asking again while Redis is unreachable (fail-closed). */
     static final Duration UNAVAILABLE_RETRY = Duration.ofSeconds(1);
 
@@ -66,6 +73,7 @@ public final class FleetRateLimiter implements AutoCloseable {
     private static final String CONFIGURE = script("configure.lua");
     private static final String SLOW_DOWN = script("slow-down.lua");
     private static final String STATE = script("state.lua");
+    private static final String SENT = script("sent.lua");
 
     private final KageKeys keys;
     private final RedissonClient redisson;
@@ -179,9 +187,10 @@ public final class FleetRateLimiter implements AutoCloseable {
      * @param used       requests granted in the current window (including this one when granted)
      * @param tokensUsed tokens granted in the current window
      * @param grantedAtMicros when granted, the Redis server's time of the grant (µs since the epoch); else 0
+     * @param tokensTaken     when granted, the tokens taken from the window
      */
     public record Decision(boolean granted, Reason reason, Duration retryIn, Duration spread, long limit, long effective,
-                           long used, long tokensUsed, long grantedAtMicros) {
+                           long used, long tokensUsed, long grantedAtMicros, long tokensTaken) {
 
         /** How long a denied caller sleeps: a random point between {@code retryIn} and {@code spread}. */
         public Duration sleep() {
@@ -271,6 +280,14 @@ public final class FleetRateLimiter implements AutoCloseable {
      * @throws IllegalStateException when the group was never {@link #configure configured} here
      */
     public Decision tryAcquire(String group, String callerId, Priority priority, long tokens) {
+        return tryAcquire(group, callerId, priority, tokens, false);
+    }
+
+    /**
+     * As {@link #tryAcquire(String, String, Priority, long)}; with {@code sendLease} the permit counts from
+     * grant + {@link #SEND_LEASE} until the caller calls {@link #markSent} when its call leaves (which it must).
+     */
+    public Decision tryAcquire(String group, String callerId, Priority priority, long tokens, boolean sendLease) {
         Limit limit = configured.get(group);
         if (limit == null) {
             throw new IllegalStateException("rate limit group '" + group + "' is not configured");
@@ -283,7 +300,7 @@ public final class FleetRateLimiter implements AutoCloseable {
                             keys.limiterWaiting(group, Priority.LOW)),
                     callerId, Integer.toString(rank(priority)), Long.toString(Math.max(0, tokens)), Long.toString(WAITER_SLACK_MS),
                     Long.toString(limit.requests()), Long.toString(limit.window().toMillis()), Long.toString(limit.tokens()),
-                    Long.toString(limit.guard().toMillis()));
+                    Long.toString(limit.guard().toMillis()), Long.toString(sendLease ? SEND_LEASE.toMillis() : 0));
         } catch (RedisException e) {
             return unreachable(group, limit, e);
         }
@@ -292,7 +309,7 @@ public final class FleetRateLimiter implements AutoCloseable {
         }
         return new Decision(number(out.get(0)) == 1, Reason.of(String.valueOf(out.get(2))), Duration.ofMillis(number(out.get(1))),
                 Duration.ofMillis(number(out.get(6))), number(out.get(3)), number(out.get(4)), number(out.get(5)),
-                number(out.get(7)), out.size() > 8 ? number(out.get(8)) : 0);
+                number(out.get(7)), out.size() > 8 ? number(out.get(8)) : 0, out.size() > 9 ? number(out.get(9)) : 0);
     }
 
     private Decision unreachable(String group, Limit limit, RedisException e) {
@@ -304,13 +321,43 @@ public final class FleetRateLimiter implements AutoCloseable {
                 LOG.error("Rate limiter cannot reach Redis ({}); RATE_LIMIT_ON_REDIS_ERROR=open: permits for {} and every other "
                         + "group are handed out UNCHECKED until it answers; the provider's limit may be passed", e.getMessage(), group);
             }
-            return new Decision(true, Reason.UNCHECKED, Duration.ZERO, Duration.ZERO, limit.requests(), limit.requests(), 0, 0, 0);
+            return new Decision(true, Reason.UNCHECKED, Duration.ZERO, Duration.ZERO, limit.requests(), limit.requests(), 0, 0, 0, 0);
         }
         if (first) {
             LOG.error("Rate limiter cannot reach Redis ({}); RATE_LIMIT_ON_REDIS_ERROR=closed: no permit for {} or any other "
                     + "group until it answers", e.getMessage(), group);
         }
-        return new Decision(false, Reason.UNAVAILABLE, UNAVAILABLE_RETRY, UNAVAILABLE_RETRY, limit.requests(), limit.requests(), 0, 0, 0);
+        return new Decision(false, Reason.UNAVAILABLE, UNAVAILABLE_RETRY, UNAVAILABLE_RETRY, limit.requests(), limit.requests(), 0, 0, 0, 0);
+    }
+
+    /**
+     * Says that the call a permit was granted for has just left for the provider: the permit is stamped
+     * with the Redis server's time, so it is held for a full window (plus guard) after the provider sees
+     * the call, however long the call took to leave after its grant (a cold HTTP client's first connection,
+     * a process start on a loaded machine). Sent without waiting for the answer: a stamp that lands late
+     * holds the permit longer, which errs on the safe side. A failure is logged, never thrown (a leased
+     * permit is then held for its lease).
+     *
+     * @param callerId the id the permit was asked for with
+     * @param grant    the decision that granted it
+     */
+    public void markSent(String group, String callerId, Decision grant) {
+        if (!grant.granted() || grant.grantedAtMicros() == 0) {
+            return;
+        }
+        String member = callerId + "@" + grant.grantedAtMicros();
+        String tokensMember = grant.tokensTaken() > 0 ? member + "|" + grant.tokensTaken() : "";
+        try {
+            scripts.<Long>evalAsync(keys.limiter(group), RScript.Mode.READ_WRITE, SENT, RScript.ReturnType.INTEGER,
+                    List.of(keys.limiterRequests(group), keys.limiterTokens(group)), member, tokensMember)
+                    .whenComplete((stamped, error) -> {
+                        if (error != null) {
+                            LOG.warn("Rate limit: could not stamp the permit of {} for {} as sent: {}", callerId, group, error.getMessage());
+                        }
+                    });
+        } catch (RedisException e) {
+            LOG.warn("Rate limit: could not stamp the permit of {} for {} as sent: {}", callerId, group, e.getMessage());
+        }
     }
 
     /**

@@ -8,9 +8,13 @@
 -- KEYS[5..7] waiting zsets of high, normal, low callers, score = when the registration lapses (µs)
 -- ARGV[1] caller id (stable across polls: a job id), ARGV[2] priority rank 0 high .. 2 low,
 -- ARGV[3] tokens to take (0: none), ARGV[4] slack ms a waiter's registration outlives its wait,
--- ARGV[5..8] the group's configured limit, window_ms, tokens_limit, guard_ms (used when the hash is missing)
+-- ARGV[5..8] the group's configured limit, window_ms, tokens_limit, guard_ms (used when the hash is missing),
+-- ARGV[9] send lease ms: 0 when the call leaves at once (the permit counts from its grant); else the permit
+--         counts from grant + lease until the caller stamps it with the time its call left (sent.lua), so a
+--         caller that stalls between grant and call cannot see its permit released before its call is made
 --
--- Returns {granted 0|1, wait_ms, reason, limit, effective, used, spread_ms, tokens_used[, granted_at µs]}: reason is granted,
+-- Returns {granted 0|1, wait_ms, reason, limit, effective, used, spread_ms, tokens_used[, granted_at µs, tokens taken]}:
+-- reason is granted,
 -- cooldown, requests, tokens or priority; spread_ms is a later wake-up time among which waiters spread.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -77,13 +81,15 @@ end
 redis.call('ZREMRANGEBYSCORE', waitKey, '-inf', now)
 local peers = redis.call('ZCARD', waitKey)
 
--- µs from now until the member at `index` (oldest first) of `key` is released; 0 when there is none
+-- µs from now until the member at `index` (oldest first) of `key` is released; 0 when there is none. At
+-- most one hold: a permit still on its send lease is stamped (and so released within a hold) once its
+-- call leaves, which is normally a moment after its grant.
 local function releaseOf(key, index)
   local entry = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
   if #entry == 0 then
     return 0
   end
-  return math.max(0, tonumber(entry[2]) + hold - now)
+  return math.min(hold, math.max(0, tonumber(entry[2]) + hold - now))
 end
 
 local function deny(reason, waitUs, spreadUs)
@@ -123,13 +129,16 @@ if tokensLimit > 0 and tokens > 0 and tokensUsed + tokens > tokensLimit then
   return deny('tokens', waitUs, waitUs)
 end
 
-local grant = id .. '@' .. now
-redis.call('ZADD', KEYS[2], now, grant)
-redis.call('PEXPIRE', KEYS[2], math.floor(hold / 1000) * 2 + 1000)
+local grant = id .. '@' .. string.format('%.0f', now)
+local lease = tonumber(ARGV[9] or '0')
+local counted = now + lease * 1000
+local ttl = math.floor(hold / 1000) * 2 + lease + 1000
+redis.call('ZADD', KEYS[2], counted, grant)
+redis.call('PEXPIRE', KEYS[2], ttl)
 if tokensLimit > 0 and tokens > 0 then
-  redis.call('ZADD', KEYS[3], now, grant .. '|' .. tokens)
-  redis.call('PEXPIRE', KEYS[3], math.floor(hold / 1000) * 2 + 1000)
+  redis.call('ZADD', KEYS[3], counted, grant .. '|' .. tokens)
+  redis.call('PEXPIRE', KEYS[3], ttl)
   tokensUsed = redis.call('HINCRBY', KEYS[1], 'tokens_used', tokens)
 end
 redis.call('ZREM', waitKey, id)
-return {1, 0, 'granted', limit, effective, used + 1, 0, tokensUsed, now}
+return {1, 0, 'granted', limit, effective, used + 1, 0, tokensUsed, now, tokens}

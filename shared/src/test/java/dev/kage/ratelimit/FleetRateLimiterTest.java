@@ -193,6 +193,25 @@ class FleetRateLimiterTest {
     }
 
     @Test
+    void aPermitIsHeldForTheWholeWindowAfterItsCallLeftNotJustAfterItsGrant() throws Exception {
+        FleetRateLimiter a = limiter();
+        a.configure("slow-start", new Limit(1, Duration.ofMillis(600), 0, Duration.ZERO));
+        Decision grant = a.tryAcquire("slow-start", "job-1", Priority.NORMAL, 0, true);
+        assertThat(grant.granted()).isTrue();
+        Thread.sleep(900);
+        // A window and a half after the grant, the call has not left yet: the leased permit is still held.
+        assertThat(a.tryAcquire("slow-start", "job-2", Priority.NORMAL, 0).granted()).isFalse();
+        a.markSent("slow-start", "job-1", grant);
+        Thread.sleep(300);
+        // 1.2 s after the grant but 300 ms after the call left: still held, until a window after the call.
+        Decision second = a.tryAcquire("slow-start", "job-2", Priority.NORMAL, 0);
+        assertThat(second.granted()).isFalse();
+        assertThat(second.retryIn()).isBetween(Duration.ofMillis(100), Duration.ofMillis(400));
+        Thread.sleep(second.retryIn().toMillis() + 20);
+        assertThat(a.tryAcquire("slow-start", "job-2", Priority.NORMAL, 0).granted()).isTrue();
+    }
+
+    @Test
     void aGroupWhoseKeysVanishedIsSetUpAgainFromTheConfiguration() {
         FleetRateLimiter a = limiter();
         a.configure("claude-code", new Limit(3, Duration.ofSeconds(30), 0, Duration.ZERO));

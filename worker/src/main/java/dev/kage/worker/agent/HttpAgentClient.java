@@ -76,6 +76,14 @@ public final class HttpAgentClient {
      * @throws IOException when the endpoint cannot be reached
      */
     public Reply call(AgentConfig agent, String prompt, Duration timeout) throws IOException, InterruptedException {
+        return call(agent, prompt, timeout, () -> { });
+    }
+
+    /**
+     * As {@link #call(AgentConfig, String, Duration)}, calling {@code onSend} once, when the request's body
+     * starts to go out on an open connection: the moment the provider is about to see the call.
+     */
+    public Reply call(AgentConfig agent, String prompt, Duration timeout, Runnable onSend) throws IOException, InterruptedException {
         AgentConfig.HttpEndpoint endpoint = agent.endpoint();
         ObjectNode body = JSON.createObjectNode();
         body.put("model", agent.model());
@@ -86,7 +94,8 @@ public final class HttpAgentClient {
         HttpRequest.Builder request = HttpRequest.newBuilder()
                 .timeout(timeout)
                 .header("Content-Type", "application/json")
-                .POST(HttpRequest.BodyPublishers.ofString(JSON.writeValueAsString(body), StandardCharsets.UTF_8));
+                .POST(new SendingBody(HttpRequest.BodyPublishers.ofString(JSON.writeValueAsString(body), StandardCharsets.UTF_8),
+                        onSend));
         String key = endpoint.apiKeyEnv() == null ? null : System.getenv(endpoint.apiKeyEnv());
         if (agent.type() == AgentType.ANTHROPIC) {
             request.uri(URI.create(endpoint.baseUrl() + "/v1/messages")).header("anthropic-version", "2023-06-01");
@@ -109,6 +118,31 @@ public final class HttpAgentClient {
             return new Reply(response.statusCode(), text, response.headers(), Duration.ofNanos(System.nanoTime() - started));
         } catch (HttpTimeoutException e) {
             return new Reply(0, "", HttpHeaders.of(java.util.Map.of(), (a, b) -> true), Duration.ofNanos(System.nanoTime() - started));
+        }
+    }
+
+    /** A body that says when the client starts sending it. */
+    private static final class SendingBody implements HttpRequest.BodyPublisher {
+        private final HttpRequest.BodyPublisher body;
+        private final Runnable onSend;
+        private final java.util.concurrent.atomic.AtomicBoolean sent = new java.util.concurrent.atomic.AtomicBoolean();
+
+        SendingBody(HttpRequest.BodyPublisher body, Runnable onSend) {
+            this.body = body;
+            this.onSend = onSend;
+        }
+
+        @Override
+        public long contentLength() {
+            return body.contentLength();
+        }
+
+        @Override
+        public void subscribe(java.util.concurrent.Flow.Subscriber<? super java.nio.ByteBuffer> subscriber) {
+            if (sent.compareAndSet(false, true)) {
+                onSend.run();
+            }
+            body.subscribe(subscriber);
         }
     }
 

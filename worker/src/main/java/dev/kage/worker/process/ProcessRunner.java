@@ -55,6 +55,15 @@ public final class ProcessRunner {
      */
     public ProcessOutcome run(List<String> argv, Path workdir, Map<String, String> env, Duration timeout)
             throws IOException, InterruptedException {
+        return run(argv, workdir, env, timeout, () -> { });
+    }
+
+    /**
+     * As {@link #run(List, Path, Map, Duration)}, calling {@code onStarted} as soon as the process exists
+     * (before its output is read).
+     */
+    public ProcessOutcome run(List<String> argv, Path workdir, Map<String, String> env, Duration timeout, Runnable onStarted)
+            throws IOException, InterruptedException {
         List<String> command = argv;
         if (dieWithWorker) {
             command = new java.util.ArrayList<>(List.of(SETPRIV.toString(), "--pdeathsig", "KILL", "--"));
@@ -66,6 +75,7 @@ public final class ProcessRunner {
         builder.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
         long started = System.nanoTime();
         Process process = start(builder);
+        onStarted.run();
         CappedOutput stdout = new CappedOutput(HEAD_BYTES, TAIL_BYTES);
         CappedOutput stderr = new CappedOutput(HEAD_BYTES / 4, TAIL_BYTES / 4);
         CompletableFuture<Void> outReader = drain(process.getInputStream(), stdout);

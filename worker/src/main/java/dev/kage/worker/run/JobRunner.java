@@ -335,20 +335,21 @@ public final class JobRunner {
         Map<String, String> env = agentEnvironment(job, agent);
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
         List<String> argv = agent.render(job.description(), job.taskId(), worktree.path());
-        Optional<Deferral> waiting;
+        Permit permit;
         try {
-            waiting = takePermit(job, agent, estimate);
+            permit = takePermit(job, agent, estimate);
         } catch (InterruptedException e) {
             budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
             throw e;
         }
-        if (waiting.isPresent()) {
+        if (permit.deferral() != null) {
             budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
-            return new Outcome(null, List.of(), waiting.get());
+            return new Outcome(null, List.of(), permit.deferral());
         }
         ProcessOutcome process;
         try {
-            process = processes.run(argv, worktree.path(), env, Duration.ofSeconds(job.timeoutSeconds()));
+            process = processes.run(argv, worktree.path(), env, Duration.ofSeconds(job.timeoutSeconds()),
+                    () -> rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant()));
         } catch (IOException e) {
             budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
             ErrorRecord error = error(job, "AgentStartError", "cannot start " + argv.getFirst() + ": " + e.getMessage(),
@@ -437,15 +438,15 @@ public final class JobRunner {
      */
     private Outcome executeHttp(JobMessage job, AgentConfig agent, String reservationId, long estimate)
             throws InterruptedException {
-        Optional<Deferral> waiting;
         HttpAgentClient.Reply reply;
         try {
-            waiting = takePermit(job, agent, estimate);
-            if (waiting.isPresent()) {
+            Permit permit = takePermit(job, agent, estimate);
+            if (permit.deferral() != null) {
                 budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
-                return new Outcome(null, List.of(), waiting.get());
+                return new Outcome(null, List.of(), permit.deferral());
             }
-            reply = http.call(agent, job.description(), Duration.ofSeconds(job.timeoutSeconds()));
+            reply = http.call(agent, job.description(), Duration.ofSeconds(job.timeoutSeconds()),
+                    () -> rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant()));
         } catch (IOException e) {
             budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
             ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not reach " + agent.endpoint().baseUrl()
@@ -494,22 +495,22 @@ public final class JobRunner {
     /**
      * Takes the job's fleet-wide permit, waiting in the slot while the wait is short.
      *
-     * @return empty when the permit is taken; a deferral when the group is cooling down or the wait is longer
-     *         than {@code RATE_LIMIT_MAX_SLOT_WAIT_SECONDS}
+     * @return the grant, or a deferral when the group is cooling down or the wait is longer than
+     *         {@code RATE_LIMIT_MAX_SLOT_WAIT_SECONDS}
      */
-    private Optional<Deferral> takePermit(JobMessage job, AgentConfig agent, long estimate) throws InterruptedException {
+    private Permit takePermit(JobMessage job, AgentConfig agent, long estimate) throws InterruptedException {
         String group = agent.limits().group();
         Duration maxWait = settings.rateLimit().maxSlotWait();
         long started = System.nanoTime();
         boolean logged = false;
         while (true) {
-            Decision decision = rateLimiter.tryAcquire(group, job.jobId(), job.priority(), estimate);
+            Decision decision = rateLimiter.tryAcquire(group, job.jobId(), job.priority(), estimate, true);
             if (decision.granted()) {
                 if (logged) {
                     LOG.info("Rate limit: permit for job {} ({}) after {} ms", job.jobId(), group,
                             Duration.ofNanos(System.nanoTime() - started).toMillis());
                 }
-                return Optional.empty();
+                return new Permit(decision, null);
             }
             Duration sleep = decision.sleep();
             Duration waited = Duration.ofNanos(System.nanoTime() - started);
@@ -517,14 +518,16 @@ public final class JobRunner {
             if (decision.reason() == FleetRateLimiter.Reason.COOLDOWN
                     || (!redisDown && waited.plus(decision.retryIn()).compareTo(maxWait) > 0)) {
                 rateLimiter.logWait(group, decision, decision.retryIn());
-                return Optional.of(new Deferral(job, decision.retryIn().plus(jitter(decision.spread())),
+                return new Permit(null, new Deferral(job, decision.retryIn().plus(jitter(decision.spread())),
                         decision.reason().name().toLowerCase()));
             }
             if (!logged) {
                 rateLimiter.logWait(group, decision, decision.retryIn());
                 logged = true;
             }
-            Thread.sleep(sleep);
+            // Never past the slot wait: then the next answer decides between the permit and the delayed set.
+            Duration left = maxWait.minus(waited);
+            Thread.sleep(redisDown || sleep.compareTo(left) < 0 ? sleep : left.isNegative() ? Duration.ZERO : left);
         }
     }
 
@@ -672,6 +675,10 @@ public final class JobRunner {
         Outcome(ResultRecord result, List<ErrorRecord> errors) {
             this(result, errors, null);
         }
+    }
+
+    /** A permit taken ({@code grant}) or not ({@code deferral}). */
+    private record Permit(Decision grant, Deferral deferral) {
     }
 
     /** Back to the delayed set as {@code next} after {@code delay}: not a failed attempt. */
