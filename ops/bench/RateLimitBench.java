@@ -12,9 +12,9 @@
 //   kage URL NAMESPACE GROUP LIMIT WINDOW_MS THREADS START_MS END_MS OUT
 //       the same with Kage's dev.kage.ratelimit.FleetRateLimiter: connect(URL, NAMESPACE),
 //       configure(GROUP, new Limit(LIMIT, WINDOW_MS, 0, guard)), guard = BENCH_KAGE_GUARD_MS or
-//       Limit.defaultGuard, each thread loops acquire(GROUP,
-//       Priority.NORMAL, 0). Called through reflection, so the other modes compile and run while that
-//       class is missing.
+//       Limit.defaultGuard, each thread loops acquire(GROUP, Priority.NORMAL, 0, sendLease=true), records
+//       the grant time and calls markSent (the fleet's path: a worker's permit counts from its call).
+//       Called through reflection, so the other modes compile and run while that class is missing.
 //   analyze NAME LIMIT WINDOW_MS START_MS END_MS FILE...
 //       merges the files of one limiter and prints detail lines and the RESULT line (below).
 //   cleanup URL PATTERN
@@ -67,9 +67,15 @@ public class RateLimitBench {
     /** The warm-up limiter's limit per window: never reached by THREADS x WARM_UP acquires. */
     static final long WARM_LIMIT = 10_000;
 
-    /** One blocking acquire of one permit. */
+    /**
+     * One blocking acquire of one permit; {@link #sent} is told once the grant is recorded (the caller's
+     * "call"), for limiters that count a permit from when its call leaves.
+     */
     interface Permit {
-        void acquire() throws Exception;
+        Object acquire() throws Exception;
+
+        default void sent(Object grant) throws Exception {
+        }
     }
 
     public static void main(String[] args) throws Exception {
@@ -125,7 +131,13 @@ public class RateLimitBench {
         }
         RRateLimiter warm = client.getRateLimiter(key + "-warm-" + ProcessHandle.current().pid());
         warm.trySetRate(RateType.OVERALL, WARM_LIMIT, window);
-        drive(() -> limiter.acquire(1), () -> warm.acquire(1), threads, Long.parseLong(a[5]), Long.parseLong(a[6]),
+        drive(() -> {
+            limiter.acquire(1);
+            return null;
+        }, () -> {
+            warm.acquire(1);
+            return null;
+        }, threads, Long.parseLong(a[5]), Long.parseLong(a[6]),
                 Path.of(a[7]));
     }
 
@@ -151,13 +163,38 @@ public class RateLimitBench {
         Object normal = Arrays.stream(priorityType.getEnumConstants())
                 .filter(p -> ((Enum<?>) p).name().equals("NORMAL")).findFirst().orElseThrow();
         Method connect = type.getMethod("connect", String.class, String.class);
-        Method acquire = type.getMethod("acquire", String.class, priorityType, long.class);
+        // The fleet's path: a leased permit, stamped by markSent when the caller acts on it (here: right after
+        // recording its grant time), so the permit counts from the moment the caller's "call" happens.
+        Method acquire = type.getMethod("acquire", String.class, priorityType, long.class, boolean.class);
+        Class<?> grantType = Class.forName("dev.kage.ratelimit.FleetRateLimiter$Grant");
+        Class<?> decisionType = Class.forName("dev.kage.ratelimit.FleetRateLimiter$Decision");
+        Method markSent = type.getMethod("markSent", String.class, String.class, decisionType);
+        Method callerId = grantType.getMethod("callerId");
+        Method decision = grantType.getMethod("decision");
         Object limiter = invoke(connect, null, url, namespace);
         Configure configure = kageConfigure(type);
         configure.apply(limiter, group, limit, window);
         String warmGroup = group + "-warm-" + ProcessHandle.current().pid();
         configure.apply(limiter, warmGroup, WARM_LIMIT, window);
-        drive(() -> invoke(acquire, limiter, group, normal, 0L), () -> invoke(acquire, limiter, warmGroup, normal, 0L),
+        Permit measured = new Permit() {
+            public Object acquire() throws Exception {
+                return invoke(acquire, limiter, group, normal, 0L, true);
+            }
+
+            public void sent(Object grant) throws Exception {
+                invoke(markSent, limiter, group, invoke(callerId, grant), invoke(decision, grant));
+            }
+        };
+        Permit warmUp = new Permit() {
+            public Object acquire() throws Exception {
+                return invoke(acquire, limiter, warmGroup, normal, 0L, true);
+            }
+
+            public void sent(Object grant) throws Exception {
+                invoke(markSent, limiter, warmGroup, invoke(callerId, grant), invoke(decision, grant));
+            }
+        };
+        drive(measured, warmUp,
                 threads, Long.parseLong(a[6]), Long.parseLong(a[7]), Path.of(a[8]));
     }
 
@@ -219,15 +256,16 @@ public class RateLimitBench {
             Thread thread = new Thread(() -> {
                 try {
                     for (int n = 0; n < WARM_UP; n++) {
-                        warm.acquire();
+                        warm.sent(warm.acquire());
                     }
                     warmedUp.countDown();
                     sleepUntil(startMs);
                     while (true) {
                         long t0 = System.nanoTime();
-                        permit.acquire();
+                        Object grant = permit.acquire();
                         long latencyUs = (System.nanoTime() - t0) / 1_000;
                         long grantUs = epochMicros();
+                        permit.sent(grant);
                         if (grantUs >= endUs) {
                             return;
                         }

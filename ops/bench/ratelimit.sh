@@ -7,7 +7,8 @@
 #
 #   kage      Kage's dev.kage.ratelimit.FleetRateLimiter (worker jar): configure(group, new Limit(LIMIT,
 #             1 s, 0, guard)) with the product's default guard (25 ms for 1 s) or BENCH_KAGE_GUARD_MS,
-#             each thread loops acquire(group, NORMAL, 0). Namespace kage-rlbench-<random>.
+#             each thread loops acquire(group, NORMAL, 0, lease), records its grant, then markSent (as a
+#             worker does when its call leaves). Namespace kage-rlbench-<random>.
 #   redisson  Redisson's RRateLimiter (the one in the worker jar): trySetRate(OVERALL, LIMIT, 1 s) on a
 #             fresh key, each thread loops acquire(1).
 #   bullmq    BullMQ (npm, installed into BENCH_RUN_DIR): a queue filled with LIMIT x BENCH_SECONDS x 1.5

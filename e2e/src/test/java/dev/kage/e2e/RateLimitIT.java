@@ -54,14 +54,14 @@ class RateLimitIT {
         long windowMicros = 2_000_000;
         int jobs = 140;
         try (ScriptedModelServer server = ScriptedModelServer.start()) {
-            server.otherwise(n -> Reply.ok("done", 20, 4).after(Duration.ofMillis(100)));
+            server.otherwise(n -> Reply.ok("done", 20, 4).after(Duration.ofMillis(100))).warmUp();
             Path agents = agents("""
                     agents:
                       limited:
                         type: openai-compatible
                         base_url: %s
                         model: scripted
-                        limits: {requests: %d, window_seconds: 2, guard_ms: 50}
+                        limits: {requests: %d, window_seconds: 2, guard_ms: 100}
                     """.formatted(server.openAiBaseUrl(), limit));
             try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "rate-limit"))) {
                 fleet.startCoordinator(env(agents, Map.of()));

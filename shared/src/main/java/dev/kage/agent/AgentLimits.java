@@ -36,9 +36,14 @@ import java.util.regex.Pattern;
 public record AgentLimits(String group, Optional<Long> requests, Optional<Duration> window, long tokens,
                           Optional<Duration> guard, Set<Integer> exitCodes, List<Pattern> patterns) {
 
-    /** What CLIs and APIs print when they are rate limited or overloaded. */
+    /**
+     * What CLIs and APIs print when the provider rate limits or is overloaded: its error types and
+     * status lines, not any mention of "429" or "rate limit" (a failing test at {@code Foo.java:429}, or a
+     * task about a rate limiter, is not a rate-limit signal).
+     */
     public static final List<Pattern> DEFAULT_PATTERNS = List.of(Pattern.compile(
-            "(?i)rate[ _-]?limit(ed|_error)?|\\b429\\b|too many requests|overloaded(_error)?|\\b529\\b|resource[_ ]exhausted"));
+            "rate_limit_error|overloaded_error|RESOURCE_EXHAUSTED|(?i:too many requests)|(?i:rate limit(?:ed| exceeded| reached))"
+                    + "|(?i:(?:status|code|error|http)[\"':= ]{1,3}(?:429|529)\\b)|(?i:\\b(?:429|529) (?:too many requests|overloaded))"));
 
     /** {@code Retry-After: 3}, {@code "retry_after": 2.5}, {@code retry-after=10} in an agent's output. */
     private static final Pattern RETRY_AFTER = Pattern.compile("(?i)retry[-_ ]after[\"']?\\s*[:=]\\s*\"?(\\d+(?:\\.\\d+)?)");

@@ -215,9 +215,21 @@ public final class JobQueue {
      * @return when the job is due, by the server's clock
      */
     public Instant defer(ClaimedJob claimed, JobMessage next, Duration delay) {
+        return defer(claimed, next, delay, "").orElseThrow(() -> new IllegalStateException(
+                "entry " + claimed.key() + " is no longer pending; nothing deferred"));
+    }
+
+    /**
+     * As {@link #defer(ClaimedJob, JobMessage, Duration)}, only while {@code consumer} still owns the entry.
+     *
+     * @return when the job is due, or empty when the entry is no longer {@code consumer}'s (another worker
+     *         reclaimed it, or it was acknowledged): then nothing changed, and the job is not run twice
+     */
+    public Optional<Instant> defer(ClaimedJob claimed, JobMessage next, Duration delay, String consumer) {
         Long due = DEFER.run(redis, ScriptOutputType.INTEGER, new String[] {claimed.stream(), keys.delayedJobs(next.agent())},
-                KageKeys.WORKER_GROUP, claimed.entryId(), Long.toString(Math.max(0, delay.toMillis())), delayedMember(next));
-        return Instant.ofEpochMilli(due);
+                KageKeys.WORKER_GROUP, claimed.entryId(), Long.toString(Math.max(0, delay.toMillis())), delayedMember(next),
+                consumer);
+        return due == null || due < 0 ? Optional.empty() : Optional.of(Instant.ofEpochMilli(due));
     }
 
     /**

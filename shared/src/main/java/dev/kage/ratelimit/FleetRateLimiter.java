@@ -57,8 +57,12 @@ import org.slf4j.LoggerFactory;
  */
 public final class FleetRateLimiter implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(FleetRateLimiter.class);
-    /** How long a waiting caller's registration outlives its announced wait, ms. */
-    static final long WAITER_SLACK_MS = 500;
+    /**
+     * How long a waiting caller's registration outlives its announced wait, ms: long enough for a job that
+     * was sent to the delayed set to be promoted and ask again, so a waiting high-priority job keeps its
+     * claim on the next permits.
+     */
+    static final long WAITER_SLACK_MS = 3_000;
     /**
      * A permit asked for with {@link #tryAcquire(String, String, Priority, long, boolean) sendLease} counts from
      * grant + this until {@link #markSent} stamps it with the time its call left: a caller that stalls between
@@ -74,6 +78,9 @@ public final class FleetRateLimiter implements AutoCloseable {
     private static final String SLOW_DOWN = script("slow-down.lua");
     private static final String STATE = script("state.lua");
     private static final String SENT = script("sent.lua");
+    private static final String RELEASE = script("release.lua");
+    /** The longest fleet-wide pause a provider can ask for: a Retry-After beyond it is taken as this. */
+    public static final Duration MAX_PAUSE = Duration.ofHours(1);
 
     private final KageKeys keys;
     private final RedissonClient redisson;
@@ -200,8 +207,11 @@ public final class FleetRateLimiter implements AutoCloseable {
         }
     }
 
-    /** A permit taken by {@link #acquire}: how long it took and the final decision. */
-    public record Grant(Duration waited, Decision decision) {
+    /**
+     * A permit taken by {@link #acquire}: how long it took, the final decision, and the caller id it was
+     * asked for with (for {@link #markSent}).
+     */
+    public record Grant(Duration waited, Decision decision, String callerId) {
     }
 
     /**
@@ -302,6 +312,9 @@ public final class FleetRateLimiter implements AutoCloseable {
                     Long.toString(limit.requests()), Long.toString(limit.window().toMillis()), Long.toString(limit.tokens()),
                     Long.toString(limit.guard().toMillis()), Long.toString(sendLease ? SEND_LEASE.toMillis() : 0));
         } catch (RedisException e) {
+            if (!unavailable(e)) {
+                throw e;
+            }
             return unreachable(group, limit, e);
         }
         if (redisDown.compareAndSet(true, false)) {
@@ -310,6 +323,35 @@ public final class FleetRateLimiter implements AutoCloseable {
         return new Decision(number(out.get(0)) == 1, Reason.of(String.valueOf(out.get(2))), Duration.ofMillis(number(out.get(1))),
                 Duration.ofMillis(number(out.get(6))), number(out.get(3)), number(out.get(4)), number(out.get(5)),
                 number(out.get(7)), out.size() > 8 ? number(out.get(8)) : 0, out.size() > 9 ? number(out.get(9)) : 0);
+    }
+
+    /**
+     * Whether an error means Redis cannot be reached now (then the failure mode decides), as opposed to a
+     * script or programming error, which is thrown: fail-open never hides a bug as an outage.
+     */
+    static boolean unavailable(RedisException e) {
+        return e instanceof org.redisson.client.RedisConnectionException || e instanceof org.redisson.client.RedisTimeoutException
+                || e instanceof org.redisson.client.RedisRetryException || e instanceof org.redisson.client.RedisReconnectedException
+                || e instanceof org.redisson.client.RedisNodeNotFoundException;
+    }
+
+    /**
+     * Gives a permit back whose call never left (the agent process could not start, the connection was
+     * refused): the provider saw nothing. A failure is logged, never thrown (a leased permit is then held
+     * for its lease).
+     */
+    public void release(String group, String callerId, Decision grant) {
+        if (grant == null || !grant.granted() || grant.grantedAtMicros() == 0) {
+            return;
+        }
+        String member = callerId + "@" + grant.grantedAtMicros();
+        try {
+            scripts.eval(keys.limiter(group), RScript.Mode.READ_WRITE, RELEASE, RScript.ReturnType.INTEGER,
+                    List.of(keys.limiterRequests(group), keys.limiterTokens(group), keys.limiter(group)), member,
+                    grant.tokensTaken() > 0 ? member + "|" + grant.tokensTaken() : "", Long.toString(grant.tokensTaken()));
+        } catch (RedisException e) {
+            LOG.warn("Rate limit: could not give back the unused permit of {} for {}: {}", callerId, group, e.getMessage());
+        }
     }
 
     private Decision unreachable(String group, Limit limit, RedisException e) {
@@ -367,15 +409,23 @@ public final class FleetRateLimiter implements AutoCloseable {
      * @throws InterruptedException when the caller is interrupted while waiting
      */
     public Grant acquire(String group, Priority priority, long tokens) throws InterruptedException {
+        return acquire(group, priority, tokens, false);
+    }
+
+    /**
+     * As {@link #acquire(String, Priority, long)}; with {@code sendLease} the permit is leased until the caller
+     * calls {@link #markSent} with the grant when its call leaves (see {@link #SEND_LEASE}).
+     */
+    public Grant acquire(String group, Priority priority, long tokens, boolean sendLease) throws InterruptedException {
         String callerId = UUID.randomUUID().toString();
         long started = System.nanoTime();
         boolean logged = false;
         while (true) {
-            Decision decision = tryAcquire(group, callerId, priority, tokens);
+            Decision decision = tryAcquire(group, callerId, priority, tokens, sendLease);
             if (decision.granted()) {
                 Duration waited = Duration.ofNanos(System.nanoTime() - started);
                 Timer.builder("kage.ratelimit.wait").tag("group", group).register(registry).record(waited);
-                return new Grant(waited, decision);
+                return new Grant(waited, decision, callerId);
             }
             if (!logged) {
                 logWait(group, decision, decision.retryIn());
@@ -427,10 +477,27 @@ public final class FleetRateLimiter implements AutoCloseable {
         return Optional.empty();
     }
 
+    /**
+     * Never throws: the provider's answer that brought this news is worth more than the news, so a Redis
+     * error here is logged and counted, and the answer is kept.
+     */
     private SlowDown slowDown(String group, Duration pause, double factor, String mode) {
-        List<Object> out = scripts.eval(keys.limiter(group), RScript.Mode.READ_WRITE, SLOW_DOWN, RScript.ReturnType.MULTI,
-                List.of(keys.limiter(group), keys.cooldown(group)), Long.toString(Math.max(0, pause.toMillis())),
-                Double.toString(factor), mode);
+        Duration bounded = pause.isNegative() ? Duration.ZERO : pause.compareTo(MAX_PAUSE) > 0 ? MAX_PAUSE : pause;
+        if (bounded != pause) {
+            LOG.warn("Rate limit for {}: the provider asked for a pause of {} ms; pausing {} ms", group, pause.toMillis(),
+                    bounded.toMillis());
+        }
+        List<Object> out;
+        try {
+            out = scripts.eval(keys.limiter(group), RScript.Mode.READ_WRITE, SLOW_DOWN, RScript.ReturnType.MULTI,
+                    List.of(keys.limiter(group), keys.cooldown(group)), Long.toString(bounded.toMillis()),
+                    Double.toString(factor), mode);
+        } catch (RedisException e) {
+            redisErrors.increment();
+            LOG.error("Rate limit for {}: could not record the provider's push-back (pause {} ms): {}", group,
+                    bounded.toMillis(), e.getMessage());
+            return new SlowDown(bounded, false, 0);
+        }
         SlowDown result = new SlowDown(Duration.ofMillis(number(out.get(0))), number(out.get(1)) == 1, number(out.get(2)));
         if (result.lowered()) {
             LOG.warn("Rate limit for {}: provider pushed back; fleet-wide pause {} ms, effective rate lowered to {} per window",

@@ -47,8 +47,9 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - hold)
 local used = redis.call('ZCARD', KEYS[2])
 local tokensUsed = tonumber(cfg[7] or '0')
 if tokensLimit > 0 then
-  if redis.call('EXISTS', KEYS[3]) == 0 then
+  if redis.call('EXISTS', KEYS[3]) == 0 and tokensUsed ~= 0 then
     tokensUsed = 0
+    redis.call('HSET', KEYS[1], 'tokens_used', 0)
   end
   local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now - hold)
   if #expired > 0 then
@@ -92,23 +93,34 @@ local function releaseOf(key, index)
   return math.min(hold, math.max(0, tonumber(entry[2]) + hold - now))
 end
 
+-- A denied caller waits at least this long (ms) before it asks again: no hot loop, whatever the state.
+local MIN_WAIT_MS = 10
+
 local function deny(reason, waitUs, spreadUs)
-  local waitMs = math.floor(waitUs / 1000) + 1
+  local waitMs = math.max(MIN_WAIT_MS, math.floor(waitUs / 1000) + 1)
   local spreadMs = math.max(waitMs, math.floor(spreadUs / 1000) + 1)
-  redis.call('ZADD', waitKey, now + (spreadMs + tonumber(ARGV[4])) * 1000, id)
-  redis.call('PEXPIRE', waitKey, spreadMs + tonumber(ARGV[4]) + 1000)
+  local lapse = spreadMs + tonumber(ARGV[4])
+  redis.call('ZADD', waitKey, now + lapse * 1000, id)
+  -- GT: a short registration never cuts the key's life under a longer one's
+  redis.call('PEXPIRE', waitKey, lapse + 1000, 'GT')
+  if redis.call('PTTL', waitKey) < 0 then
+    redis.call('PEXPIRE', waitKey, lapse + 1000)
+  end
   return {0, waitMs, reason, limit, effective, used, spreadMs, tokensUsed}
 end
 
 local free = effective - used
+-- Waiters spread their next asks over the next few releases: fewer asks per release than all waiters
+-- at once, yet a released permit is taken again soon (spreading wider costs utilisation).
+local SPREAD = 3
 if free <= 0 then
-  -- Full: wait for the permit whose release makes room; waiters spread over the next releases.
+  -- Full: wait for the permit whose release makes room.
   local index = used - effective
-  return deny('requests', releaseOf(KEYS[2], index), releaseOf(KEYS[2], math.min(used - 1, index + peers + ahead)))
+  return deny('requests', releaseOf(KEYS[2], index), releaseOf(KEYS[2], math.min(used - 1, index + math.min(peers + ahead, SPREAD))))
 end
 if ahead > 0 and free <= ahead then
   -- What is left belongs to higher-priority callers who are waiting for it.
-  return deny('priority', releaseOf(KEYS[2], 0), releaseOf(KEYS[2], math.min(used - 1, ahead + peers)))
+  return deny('priority', releaseOf(KEYS[2], 0), releaseOf(KEYS[2], math.min(used - 1, math.min(ahead + peers, SPREAD))))
 end
 
 -- An estimate above the whole token limit could never fit: it takes the whole window instead.
@@ -118,7 +130,7 @@ if tokensLimit > 0 and tokens > 0 and tokensUsed + tokens > tokensLimit then
   local members = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
   local needed = tokensUsed + tokens - tokensLimit
   local freed = 0
-  local waitUs = 0
+  local waitUs = hold
   for i = 1, #members, 2 do
     freed = freed + tonumber(string.match(members[i], '|(%d+)$'))
     if freed >= needed then
@@ -133,11 +145,18 @@ local grant = id .. '@' .. string.format('%.0f', now)
 local lease = tonumber(ARGV[9] or '0')
 local counted = now + lease * 1000
 local ttl = math.floor(hold / 1000) * 2 + lease + 1000
+-- GT (and a TTL where there was none): a short-lived grant never cuts the life of a leased one
+local function keepFor(key)
+  redis.call('PEXPIRE', key, ttl, 'GT')
+  if redis.call('PTTL', key) < 0 then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
 redis.call('ZADD', KEYS[2], counted, grant)
-redis.call('PEXPIRE', KEYS[2], ttl)
+keepFor(KEYS[2])
 if tokensLimit > 0 and tokens > 0 then
   redis.call('ZADD', KEYS[3], counted, grant .. '|' .. tokens)
-  redis.call('PEXPIRE', KEYS[3], ttl)
+  keepFor(KEYS[3])
   tokensUsed = redis.call('HINCRBY', KEYS[1], 'tokens_used', tokens)
 end
 redis.call('ZREM', waitKey, id)

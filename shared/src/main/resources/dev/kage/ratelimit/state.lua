@@ -17,15 +17,15 @@ if cfg[6] then
   local steps = math.floor((now - tonumber(cfg[7])) / (windowMs * 1000))
   effective = math.min(limit, tonumber(cfg[6]) + steps * math.max(1, math.floor(limit / 10)))
 end
-local used = redis.call('ZCOUNT', KEYS[2], '(' .. (now - hold), '+inf')
+local used = redis.call('ZCOUNT', KEYS[2], string.format('(%.0f', now - hold), '+inf')
 local tokensUsed = 0
-local members = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. (now - hold), '+inf')
+local members = redis.call('ZRANGEBYSCORE', KEYS[3], string.format('(%.0f', now - hold), '+inf')
 for _, member in ipairs(members) do
   tokensUsed = tokensUsed + tonumber(string.match(member, '|(%d+)$'))
 end
 local waiting = {}
 for i = 5, 7 do
-  waiting[i - 4] = redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf')
+  waiting[i - 4] = redis.call('ZCOUNT', KEYS[i], string.format('(%.0f', now), '+inf')
 end
 return {1, cfg[1], cfg[2], cfg[3], cfg[4], cfg[5] or 'config', math.max(1, math.floor(effective)), used, tokensUsed,
   math.max(0, redis.call('PTTL', KEYS[4])), waiting[1], waiting[2], waiting[3], cfg[9] or '0'}

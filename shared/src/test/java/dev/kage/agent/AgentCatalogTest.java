@@ -127,7 +127,14 @@ class AgentCatalogTest {
         assertThat(signals.signalled(75, "")).isTrue();
         assertThat(signals.signalled(1, "please slow down")).isTrue();
         assertThat(signals.signalled(1, "429")).as("its own patterns replace the defaults").isFalse();
-        assertThat(catalog.require("codex").limits().signalled(1, "Error: 429 Too Many Requests")).isTrue();
+        AgentLimits codex = catalog.require("codex").limits();
+        assertThat(codex.signalled(1, "Error: 429 Too Many Requests")).isTrue();
+        assertThat(codex.signalled(1, "API Error: {\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\"}}")).isTrue();
+        assertThat(codex.signalled(1, "stream error: status: 429, retry later")).isTrue();
+        assertThat(codex.signalled(1, "[API Error: RESOURCE_EXHAUSTED quota]")).isTrue();
+        assertThat(codex.signalled(1, "Rate limit exceeded for model")).isTrue();
+        assertThat(codex.signalled(1, "FAILED at FooTest.java:429 in class RateLimiterTest: expected 429 got 200"))
+                .as("a failing test about rate limits is not a rate-limit signal").isFalse();
         assertThat(AgentLimits.retryAfter("HTTP 429, retry-after: 2.5")).contains(java.time.Duration.ofMillis(2_500));
     }
 

@@ -112,6 +112,19 @@ class QueueSemanticsTest {
     }
 
     @Test
+    void aWorkerWhoseEntryWasReclaimedCannotDeferIt() {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t1", Priority.NORMAL));
+        ClaimedJob mine = readOne("w1");
+        assertThat(queue.claim(mine.stream(), "w2", Duration.ZERO, mine.entryId())).isPresent();
+        assertThat(queue.defer(mine, mine.job().withAttempt(2), Duration.ZERO, "w1")).as("w2 owns it now").isEmpty();
+        assertThat(queue.delayed("demo")).isZero();
+        assertThat(redis.redis().xpending(mine.stream(), KageKeys.WORKER_GROUP).getCount()).as("still w2's").isEqualTo(1);
+        assertThat(queue.defer(mine, mine.job().withAttempt(2), Duration.ZERO, "w2")).isPresent();
+        assertThat(queue.delayed("demo")).isEqualTo(1);
+    }
+
+    @Test
     void aJobNotYetDueStaysDelayed() {
         queue.ensureStreams("demo");
         queue.enqueue(job("t1", Priority.NORMAL));

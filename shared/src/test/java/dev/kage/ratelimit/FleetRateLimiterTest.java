@@ -212,6 +212,44 @@ class FleetRateLimiterTest {
     }
 
     @Test
+    void aPermitWhoseCallNeverLeftIsGivenBackWithItsTokens() {
+        FleetRateLimiter a = limiter();
+        a.configure("flaky", new Limit(1, Duration.ofSeconds(30), 500, Duration.ZERO));
+        Decision grant = a.tryAcquire("flaky", "job-1", Priority.NORMAL, 400, true);
+        assertThat(grant.granted()).isTrue();
+        assertThat(a.tryAcquire("flaky", "job-2", Priority.NORMAL, 100).granted()).isFalse();
+        a.release("flaky", "job-1", grant);
+        FleetRateLimiter.LimitState state = a.state("flaky").orElseThrow();
+        assertThat(state.used()).isZero();
+        assertThat(state.tokensUsed()).isZero();
+        assertThat(a.tryAcquire("flaky", "job-2", Priority.NORMAL, 500).granted()).isTrue();
+    }
+
+    @Test
+    void tokenWaitsNeverSpinAndAStaleTokenCountIsForgottenWithItsWindow() {
+        FleetRateLimiter a = limiter();
+        a.configure("tpm", new Limit(100, Duration.ofSeconds(30), 1_000, Duration.ZERO));
+        assertThat(a.tryAcquire("tpm", "j1", Priority.NORMAL, 900).granted()).isTrue();
+        Decision denied = a.tryAcquire("tpm", "j2", Priority.NORMAL, 900);
+        assertThat(denied.reason()).isEqualTo(Reason.TOKENS);
+        assertThat(denied.retryIn()).isGreaterThan(Duration.ofSeconds(20));
+        // The window's permits vanish (they expire when idle); the count in the hash must not outlive them.
+        redis.redis().del(redis.keys().limiterTokens("tpm"), redis.keys().limiterRequests("tpm"));
+        assertThat(a.tryAcquire("tpm", "j3", Priority.NORMAL, 1_000).granted()).isTrue();
+        assertThat(a.state("tpm").orElseThrow().tokensUsed()).isEqualTo(1_000);
+        assertThat(redis.redis().hget(redis.keys().limiter("tpm"), "tokens_used")).isEqualTo("1000");
+    }
+
+    @Test
+    void anAbsurdPauseFromAProviderIsBoundedToAnHour() {
+        FleetRateLimiter a = limiter();
+        a.configure("odd", new Limit(5, Duration.ofSeconds(1), 0, Duration.ZERO));
+        FleetRateLimiter.SlowDown slowDown = a.coolDown("odd", Duration.ofDays(365_000));
+        assertThat(slowDown.pause()).isEqualTo(Duration.ofHours(1));
+        assertThat(redis.redis().pttl(redis.keys().cooldown("odd"))).isBetween(3_500_000L, 3_600_000L);
+    }
+
+    @Test
     void aGroupWhoseKeysVanishedIsSetUpAgainFromTheConfiguration() {
         FleetRateLimiter a = limiter();
         a.configure("claude-code", new Limit(3, Duration.ofSeconds(30), 0, Duration.ZERO));

@@ -102,6 +102,30 @@ public final class ScriptedModelServer implements AutoCloseable {
         return this;
     }
 
+    /**
+     * Sends a few requests to itself and forgets them, so the server's own first-request costs (class
+     * loading, thread start) do not delay the arrivals a test measures.
+     */
+    public ScriptedModelServer warmUp() {
+        java.net.http.HttpClient client = java.net.http.HttpClient.newHttpClient();
+        for (int i = 0; i < 20; i++) {
+            try {
+                client.send(java.net.http.HttpRequest.newBuilder(java.net.URI.create(openAiBaseUrl() + "/warm-up"))
+                                .POST(java.net.http.HttpRequest.BodyPublishers.ofString("{}")).build(),
+                        java.net.http.HttpResponse.BodyHandlers.discarding());
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException(e);
+            }
+        }
+        synchronized (requests) {
+            requests.clear();
+        }
+        return this;
+    }
+
     public List<Request> requests() {
         synchronized (requests) {
             return List.copyOf(requests);
@@ -113,6 +137,11 @@ public final class ScriptedModelServer implements AutoCloseable {
         String body = new String(exchange.getRequestBody().readAllBytes(), StandardCharsets.UTF_8);
         Map<String, String> headers = new LinkedHashMap<>();
         exchange.getRequestHeaders().forEach((name, values) -> headers.put(name.toLowerCase(), String.join(",", values)));
+        if (exchange.getRequestURI().getPath().endsWith("/warm-up")) {
+            exchange.sendResponseHeaders(204, -1);
+            exchange.close();
+            return;
+        }
         Reply reply;
         synchronized (requests) {
             Reply next = script.pollFirst();

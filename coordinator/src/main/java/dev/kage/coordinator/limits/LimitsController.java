@@ -100,6 +100,10 @@ public class LimitsController {
         }
         Limit configured = catalog.limitGroups(settings.rateLimit()).get(group.get());
         Limit current = limiter.state(group.get()).map(LimitState::limit).orElse(configured);
+        if (current == null) {
+            return HttpResponse.status(HttpStatus.CONFLICT).body(ErrorBody.of("conflict", "limit group " + group.get()
+                    + " has no limit stored or configured any more; configure it in the agents file"));
+        }
         Limit next = parse(body, current);
         limiter.override(group.get(), next);
         return HttpResponse.ok(view(group.get(), configured));

@@ -80,8 +80,9 @@ public final class HttpAgentClient {
     }
 
     /**
-     * As {@link #call(AgentConfig, String, Duration)}, calling {@code onSend} once, when the request's body
-     * starts to go out on an open connection: the moment the provider is about to see the call.
+     * As {@link #call(AgentConfig, String, Duration)}, calling {@code onSend} once, when the client has
+     * taken the whole request body to write on an open connection: the moment the provider is about to see
+     * the call.
      */
     public Reply call(AgentConfig agent, String prompt, Duration timeout, Runnable onSend) throws IOException, InterruptedException {
         AgentConfig.HttpEndpoint endpoint = agent.endpoint();
@@ -116,12 +117,18 @@ public final class HttpAgentClient {
                 text = text.substring(0, MAX_BODY_CHARS);
             }
             return new Reply(response.statusCode(), text, response.headers(), Duration.ofNanos(System.nanoTime() - started));
+        } catch (java.net.http.HttpConnectTimeoutException e) {
+            // No connection: the call never left.
+            throw new IOException("connect timed out", e);
         } catch (HttpTimeoutException e) {
             return new Reply(0, "", HttpHeaders.of(java.util.Map.of(), (a, b) -> true), Duration.ofNanos(System.nanoTime() - started));
         }
     }
 
-    /** A body that says when the client starts sending it. */
+    /**
+     * A body that says when the client has taken all of it to write on an open connection: the moment the
+     * provider is about to see the call (a late signal only holds the permit a little longer).
+     */
     private static final class SendingBody implements HttpRequest.BodyPublisher {
         private final HttpRequest.BodyPublisher body;
         private final Runnable onSend;
@@ -139,10 +146,30 @@ public final class HttpAgentClient {
 
         @Override
         public void subscribe(java.util.concurrent.Flow.Subscriber<? super java.nio.ByteBuffer> subscriber) {
-            if (sent.compareAndSet(false, true)) {
-                onSend.run();
-            }
-            body.subscribe(subscriber);
+            body.subscribe(new java.util.concurrent.Flow.Subscriber<java.nio.ByteBuffer>() {
+                @Override
+                public void onSubscribe(java.util.concurrent.Flow.Subscription subscription) {
+                    subscriber.onSubscribe(subscription);
+                }
+
+                @Override
+                public void onNext(java.nio.ByteBuffer item) {
+                    subscriber.onNext(item);
+                }
+
+                @Override
+                public void onError(Throwable error) {
+                    subscriber.onError(error);
+                }
+
+                @Override
+                public void onComplete() {
+                    subscriber.onComplete();
+                    if (sent.compareAndSet(false, true)) {
+                        onSend.run();
+                    }
+                }
+            });
         }
     }
 
@@ -200,7 +227,11 @@ public final class HttpAgentClient {
         }
         String raw = value.get().strip();
         try {
-            return Optional.of(Duration.ofMillis((long) (Double.parseDouble(raw) * 1000)));
+            double seconds = Double.parseDouble(raw);
+            if (!Double.isFinite(seconds) || seconds < 0) {
+                return Optional.empty();
+            }
+            return Optional.of(Duration.ofMillis((long) Math.min(seconds * 1000, 86_400_000)));
         } catch (NumberFormatException e) {
             try {
                 Duration until = Duration.between(now, ZonedDateTime.parse(raw, DateTimeFormatter.RFC_1123_DATE_TIME).toInstant());

@@ -228,8 +228,14 @@ public final class JobRunner {
     private void retry(ClaimedJob claimed, JobMessage job, Outcome outcome, ErrorRecord cause) {
         int next = job.attempt() + 1;
         outcomes.recordErrors(job.agent(), outcome.errors());
-        Instant due = queue.defer(claimed, job.withAttempt(next),
-                settings.queue().retryDelay(next, ThreadLocalRandom.current().nextDouble()));
+        Optional<Instant> scheduled = queue.defer(claimed, job.withAttempt(next),
+                settings.queue().retryDelay(next, ThreadLocalRandom.current().nextDouble()), worker.workerId());
+        if (scheduled.isEmpty()) {
+            LOG.warn("Job {} attempt {} failed, but its entry is no longer this worker's (reclaimed); left alone", job.jobId(),
+                    job.attempt());
+            return;
+        }
+        Instant due = scheduled.get();
         live.jobRetrying(job.tenant(), job.taskId(), job.agent(), next, due);
         events.publish("job.retry_scheduled", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "attempt", Integer.toString(next), "due", due.toString(), "error_type", cause.errorType()));
@@ -242,7 +248,13 @@ public final class JobRunner {
         if (!outcome.errors().isEmpty()) {
             outcomes.recordErrors(job.agent(), outcome.errors());
         }
-        Instant due = queue.defer(claimed, deferral.next(), deferral.delay());
+        Optional<Instant> scheduled = queue.defer(claimed, deferral.next(), deferral.delay(), worker.workerId());
+        if (scheduled.isEmpty()) {
+            LOG.warn("Job {} was to be deferred ({}), but its entry is no longer this worker's (reclaimed); left alone",
+                    job.jobId(), deferral.reason());
+            return;
+        }
+        Instant due = scheduled.get();
         live.jobRetrying(job.tenant(), job.taskId(), job.agent(), deferral.next().attempt(), due);
         events.publish("job.rate_limited", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "reason", deferral.reason(), "due", due.toString(), "attempt", Integer.toString(job.attempt()),
@@ -352,6 +364,8 @@ public final class JobRunner {
                     () -> rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant()));
         } catch (IOException e) {
             budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            // The process never started: its call never left, so its permit goes back.
+            rateLimiter.release(agent.limits().group(), job.jobId(), permit.grant());
             ErrorRecord error = error(job, "AgentStartError", "cannot start " + argv.getFirst() + ": " + e.getMessage(),
                     Map.of("program", argv.getFirst()), false);
             return new Outcome(failedResult(job, agent, error.errorMessage(), worktree), List.of(error));
@@ -439,16 +453,24 @@ public final class JobRunner {
     private Outcome executeHttp(JobMessage job, AgentConfig agent, String reservationId, long estimate)
             throws InterruptedException {
         HttpAgentClient.Reply reply;
+        java.util.concurrent.atomic.AtomicBoolean sent = new java.util.concurrent.atomic.AtomicBoolean();
+        Decision[] grant = new Decision[1];
         try {
             Permit permit = takePermit(job, agent, estimate);
             if (permit.deferral() != null) {
                 budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
                 return new Outcome(null, List.of(), permit.deferral());
             }
-            reply = http.call(agent, job.description(), Duration.ofSeconds(job.timeoutSeconds()),
-                    () -> rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant()));
+            grant[0] = permit.grant();
+            reply = http.call(agent, job.description(), Duration.ofSeconds(job.timeoutSeconds()), () -> {
+                sent.set(true);
+                rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant());
+            });
         } catch (IOException e) {
             budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            if (!sent.get() && grant[0] != null) {
+                rateLimiter.release(agent.limits().group(), job.jobId(), grant[0]);
+            }
             ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not reach " + agent.endpoint().baseUrl()
                     + ": " + e.getMessage(), Map.of("base_url", agent.endpoint().baseUrl()), true);
             return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
@@ -458,8 +480,11 @@ public final class JobRunner {
         }
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
         String group = agent.limits().group();
-        HttpAgentClient.quota(reply.headers(), Instant.now())
-                .ifPresent(q -> rateLimiter.observeQuota(group, q.remaining(), q.limit(), q.reset()));
+        if (!reply.rateLimited()) {
+            // On a 429 the pause and the halving come from the 429 itself; its headers would only blur them.
+            HttpAgentClient.quota(reply.headers(), Instant.now())
+                    .ifPresent(q -> rateLimiter.observeQuota(group, q.remaining(), q.limit(), q.reset()));
+        }
         List<ErrorRecord> errors = new ArrayList<>();
         if (reply.rateLimited()) {
             budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
@@ -574,7 +599,9 @@ public final class JobRunner {
             errors.add(row);
             return Optional.empty();
         }
-        return Optional.of(new Outcome(null, List.of(row), new Deferral(job.withRateLimitRetry(), pause, "rate_limited")));
+        List<ErrorRecord> rows = new ArrayList<>(errors);
+        rows.add(row);
+        return Optional.of(new Outcome(null, rows, new Deferral(job.withRateLimitRetry(), pause, "rate_limited")));
     }
 
     private static Map<String, Object> merge(JobMessage job, Map<String, Object> details) {
