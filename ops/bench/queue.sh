@@ -66,18 +66,6 @@ if [[ ${BENCH_SKIP_BULLMQ:-} != 1 ]]; then
   fi
 fi
 
-# result_field LINE KEY -> the value of KEY=value in a RESULT line
-result_field() {
-  local word
-  for word in $1; do
-    if [[ $word == "$2="* ]]; then
-      printf '%s' "${word#*=}"
-      return 0
-    fi
-  done
-  die "no $2 in: $1"
-}
-
 suffix=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 say "Kage: $JOBS no-op jobs, one worker process, MAX_PARALLEL_CLIS=50 ..."
 kage_log=$RUN/kage-$suffix.out

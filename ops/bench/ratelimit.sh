@@ -140,18 +140,6 @@ now_ms() {
   fi
 }
 
-# result_field LINE KEY -> the value of KEY=value in a RESULT line
-result_field() {
-  local word
-  for word in $1; do
-    if [[ $word == "$2="* ]]; then
-      printf '%s' "${word#*=}"
-      return 0
-    fi
-  done
-  die "no $2 in: $1"
-}
-
 # run_limiter NAME: starts its processes, waits for them, analyzes their files; sets RESULT_LINE.
 run_limiter() {
   local name=$1 start end i pid failed=0 log

@@ -132,3 +132,15 @@ db_url_with_name() {
   fi
   printf '%s%s/%s%s' "$scheme" "$authority" "$name" "$query"
 }
+
+# result_field LINE KEY -> the value of KEY=value in a RESULT line
+result_field() {
+  local word
+  for word in $1; do
+    if [[ $word == "$2="* ]]; then
+      printf '%s' "${word#*=}"
+      return 0
+    fi
+  done
+  die "no $2 in: $1"
+}

@@ -69,7 +69,7 @@ public final class FleetRateLimiter implements AutoCloseable {
      * grant and call (a GC pause, a starved machine) cannot see its permit released before its call is made.
      * A caller that dies in between holds its permit this much longer than a window.
      */
-    public static final Duration SEND_LEASE = Duration.ofSeconds(30);
+    public static final Duration SEND_LEASE = Duration.ofSeconds(10);
     /** How long to wait before asking again while Redis is unreachable (fail-closed). */
     static final Duration UNAVAILABLE_RETRY = Duration.ofSeconds(1);
 
@@ -389,12 +389,23 @@ public final class FleetRateLimiter implements AutoCloseable {
         }
         String member = callerId + "@" + grant.grantedAtMicros();
         String tokensMember = grant.tokensTaken() > 0 ? member + "|" + grant.tokensTaken() : "";
+        stamp(group, callerId, member, tokensMember, true);
+    }
+
+    /** Sends the stamp; a failed one is tried once more (later is still safe), then logged. */
+    private void stamp(String group, String callerId, String member, String tokensMember, boolean again) {
         try {
             scripts.<Long>evalAsync(keys.limiter(group), RScript.Mode.READ_WRITE, SENT, RScript.ReturnType.INTEGER,
                     List.of(keys.limiterRequests(group), keys.limiterTokens(group)), member, tokensMember)
                     .whenComplete((stamped, error) -> {
-                        if (error != null) {
-                            LOG.warn("Rate limit: could not stamp the permit of {} for {} as sent: {}", callerId, group, error.getMessage());
+                        if (error == null) {
+                            return;
+                        }
+                        if (again) {
+                            stamp(group, callerId, member, tokensMember, false);
+                        } else {
+                            LOG.warn("Rate limit: could not stamp the permit of {} for {} as sent ({}); it is held for its "
+                                    + "lease", callerId, group, error.getMessage());
                         }
                     });
         } catch (RedisException e) {
@@ -563,7 +574,12 @@ public final class FleetRateLimiter implements AutoCloseable {
         return Long.parseLong(String.valueOf(value));
     }
 
+    /** A script from beside this class, with {@code common.lua} (the helpers the scripts share) in front. */
     private static String script(String name) {
+        return read("common.lua") + "\n" + read(name);
+    }
+
+    private static String read(String name) {
         try (InputStream in = FleetRateLimiter.class.getResourceAsStream(name)) {
             if (in == null) {
                 throw new IllegalStateException("Lua script " + name + " missing beside " + FleetRateLimiter.class.getName());

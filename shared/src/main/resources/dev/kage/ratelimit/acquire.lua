@@ -9,15 +9,14 @@
 -- ARGV[1] caller id (stable across polls: a job id), ARGV[2] priority rank 0 high .. 2 low,
 -- ARGV[3] tokens to take (0: none), ARGV[4] slack ms a waiter's registration outlives its wait,
 -- ARGV[5..8] the group's configured limit, window_ms, tokens_limit, guard_ms (used when the hash is missing),
--- ARGV[9] send lease ms: 0 when the call leaves at once (the permit counts from its grant); else the permit
+-- ARGV[9] send lease ms (FleetRateLimiter.SEND_LEASE): 0 when the call leaves at once (the permit counts from its grant); else the permit
 --         counts from grant + lease until the caller stamps it with the time its call left (sent.lua), so a
 --         caller that stalls between grant and call cannot see its permit released before its call is made
 --
 -- Returns {granted 0|1, wait_ms, reason, limit, effective, used, spread_ms, tokens_used[, granted_at µs, tokens taken]}:
 -- reason is granted,
 -- cooldown, requests, tokens or priority; spread_ms is a later wake-up time among which waiters spread.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = serverMicros()
 
 local cfg = redis.call('HMGET', KEYS[1], 'limit', 'window_ms', 'tokens_limit', 'guard_ms', 'effective', 'effective_at', 'tokens_used')
 if not cfg[1] then
@@ -33,15 +32,10 @@ local tokensLimit = tonumber(cfg[3])
 local hold = (windowMs + tonumber(cfg[4])) * 1000
 
 -- Adaptive rate: after a decrease, one tenth of the limit comes back per window (additive increase).
-local effective = limit
-if cfg[5] then
-  local steps = math.floor((now - tonumber(cfg[6])) / (windowMs * 1000))
-  effective = math.min(limit, tonumber(cfg[5]) + steps * math.max(1, math.floor(limit / 10)))
-  if effective >= limit then
-    redis.call('HDEL', KEYS[1], 'effective', 'effective_at')
-  end
+local effective = effectiveRate(limit, windowMs, cfg[5], cfg[6], now)
+if cfg[5] and effective >= limit then
+  redis.call('HDEL', KEYS[1], 'effective', 'effective_at')
 end
-effective = math.max(1, math.floor(effective))
 
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - hold)
 local used = redis.call('ZCARD', KEYS[2])

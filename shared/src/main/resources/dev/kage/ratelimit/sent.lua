@@ -4,8 +4,7 @@
 -- grant + lease until now; this brings it back to the real time of the call.
 -- KEYS[1] requests zset, KEYS[2] tokens zset; ARGV[1] the grant's member, ARGV[2] its tokens member ('' for none).
 -- Returns 1 when the permit was still in the window, 0 when it was already released.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = serverMicros()
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then
   return 0

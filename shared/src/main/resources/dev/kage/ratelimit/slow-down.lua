@@ -5,20 +5,14 @@
 -- ARGV[3] 'episode' (lower once per cooldown: many workers seeing one 429 burst lower it once) or
 --         'window' (lower at most once per window: rate-limit headers reporting a nearly spent quota)
 -- Returns {pause_ms in force, lowered 0|1, effective rate afterwards}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = serverMicros()
 local cfg = redis.call('HMGET', KEYS[1], 'limit', 'window_ms', 'effective', 'effective_at')
 if not cfg[1] then
   return {0, 0, 0}
 end
 local limit = tonumber(cfg[1])
 local windowUs = tonumber(cfg[2]) * 1000
-local effective = limit
-if cfg[3] then
-  local steps = math.floor((now - tonumber(cfg[4])) / windowUs)
-  effective = math.min(limit, tonumber(cfg[3]) + steps * math.max(1, math.floor(limit / 10)))
-end
-effective = math.max(1, math.floor(effective))
+local effective = effectiveRate(limit, tonumber(cfg[2]), cfg[3], cfg[4], now)
 
 local current = redis.call('PTTL', KEYS[2])
 local pause = tonumber(ARGV[1])

@@ -90,15 +90,12 @@ public class LimitsController {
      */
     @Put(value = "/{agent}", consumes = {MediaType.APPLICATION_JSON, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String agent, @Nullable @Body byte[] body) {
-        Optional<HttpResponse<?>> refused = requireAdmin(request);
+        Optional<HttpResponse<?>> refused = refuseChange(request, agent);
         if (refused.isPresent()) {
             return refused.get();
         }
         Optional<String> group = group(agent);
-        if (group.isEmpty()) {
-            return unknown(agent);
-        }
-        Limit configured = catalog.limitGroups(settings.rateLimit()).get(group.get());
+        Limit configured = catalog.limitGroups(settings.rateLimit()).get(group.orElseThrow());
         Limit current = limiter.state(group.get()).map(LimitState::limit).orElse(configured);
         if (current == null) {
             return HttpResponse.status(HttpStatus.CONFLICT).body(ErrorBody.of("conflict", "limit group " + group.get()
@@ -112,14 +109,11 @@ public class LimitsController {
     /** Drops the runtime change: back to the agents' configuration. */
     @Delete(value = "/{agent}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String agent) {
-        Optional<HttpResponse<?>> refused = requireAdmin(request);
+        Optional<HttpResponse<?>> refused = refuseChange(request, agent);
         if (refused.isPresent()) {
             return refused.get();
         }
         Optional<String> group = group(agent);
-        if (group.isEmpty()) {
-            return unknown(agent);
-        }
         Limit configured = catalog.limitGroups(settings.rateLimit()).get(group.get());
         if (configured == null) {
             return HttpResponse.status(HttpStatus.CONFLICT).body(ErrorBody.of("conflict", "limit group " + group.get()
@@ -129,13 +123,14 @@ public class LimitsController {
         return HttpResponse.ok(view(group.get(), configured));
     }
 
-    private Optional<HttpResponse<?>> requireAdmin(HttpRequest<?> request) {
+    /** Why a change may not go ahead: 403 for a tenant that is not an admin, 404 for an unknown agent or group. */
+    private Optional<HttpResponse<?>> refuseChange(HttpRequest<?> request, String agent) {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
-        if (keys.isAdmin(tenant)) {
-            return Optional.empty();
+        if (!keys.isAdmin(tenant)) {
+            return Optional.of(HttpResponse.status(HttpStatus.FORBIDDEN).body(ErrorBody.of("forbidden",
+                    "rate limits are shared by the whole fleet; changing them needs a key of a tenant in KAGE_ADMIN_TENANTS")));
         }
-        return Optional.of(HttpResponse.status(HttpStatus.FORBIDDEN).body(ErrorBody.of("forbidden",
-                "rate limits are shared by the whole fleet; changing them needs a key of a tenant in KAGE_ADMIN_TENANTS")));
+        return group(agent).isEmpty() ? Optional.of(unknown(agent)) : Optional.empty();
     }
 
     /** An agent's group, or a group by its own name. */

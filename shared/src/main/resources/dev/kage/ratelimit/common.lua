@@ -1,0 +1,17 @@
+-- Shared by the limiter's scripts: prepended to each one when it is loaded (FleetRateLimiter.script).
+
+-- Now, by the Redis server's clock, in microseconds (exact as a Lua number: about 1.8e15 < 2^53).
+local function serverMicros()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- The group's rate now, at least 1: the limit, or after a decrease to `base` at `at` (µs) the base plus
+-- a tenth of the limit for every whole window since (additive increase), never above the limit.
+local function effectiveRate(limit, windowMs, base, at, now)
+  if not base then
+    return limit
+  end
+  local steps = math.floor((now - tonumber(at)) / (windowMs * 1000))
+  return math.max(1, math.floor(math.min(limit, tonumber(base) + steps * math.max(1, math.floor(limit / 10)))))
+end
