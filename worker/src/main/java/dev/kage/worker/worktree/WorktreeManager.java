@@ -14,14 +14,18 @@ import java.util.stream.Stream;
 
 /**
  * One bare clone per repository per worker ({@code <workDir>/repos}), one {@code git worktree} per
- * job ({@code <workDir>/worktrees}). Operations on one repository's clone are serialised by a lock
- * per clone; different repositories proceed in parallel. Thread-safe.
+ * job ({@code <workDir>/worktrees}). Adding and removing worktrees of one clone is serialised by a lock
+ * per clone; fetches are shared (many jobs arriving together wait for one fetch that started after each
+ * of them arrived, instead of fetching one after another under the lock); pushes of different branches
+ * run in parallel. Different repositories proceed in parallel. Thread-safe.
  */
 public final class WorktreeManager {
 
     private final Path repos;
     private final Path worktrees;
     private final Map<Path, ReentrantLock> locks = new ConcurrentHashMap<>();
+    private final Map<Path, SharedFetch> fetches = new ConcurrentHashMap<>();
+    private final java.util.concurrent.atomic.AtomicLong fetchesRun = new java.util.concurrent.atomic.AtomicLong();
 
     public WorktreeManager(Path workDir) {
         this.repos = workDir.resolve("repos");
@@ -39,6 +43,7 @@ public final class WorktreeManager {
         if (repo.isBlank() || repo.startsWith("-")) {
             throw new GitException("repository '" + repo + "' is not a path or URL", false);
         }
+        long arrived = System.nanoTime();
         Path cache = repos.resolve(cacheName(repo));
         Path path = worktrees.resolve(dirName);
         ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
@@ -52,7 +57,14 @@ public final class WorktreeManager {
                 Git.run(null, "clone", "--bare", "--quiet", "--", repo, partial.toString());
                 Files.move(partial, cache);
             }
-            Git.run(cache, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*");
+        } catch (IOException e) {
+            throw new GitException("cannot prepare " + repos + ": " + e.getMessage(), true);
+        } finally {
+            lock.unlock();
+        }
+        fetches.computeIfAbsent(cache, SharedFetch::new).fetchStartedAfter(arrived);
+        lock.lock();
+        try {
             String baseSha;
             try {
                 baseSha = Git.run(cache, "rev-parse", "--verify", "--quiet", "refs/remotes/origin/" + baseBranch + "^{commit}");
@@ -65,14 +77,84 @@ public final class WorktreeManager {
                 } catch (GitException notRegistered) {
                     deleteRecursively(path);
                 }
+                Git.run(cache, "worktree", "prune");
             }
-            Git.run(cache, "worktree", "prune");
             Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
             return new Worktree(cache, path, branch, baseSha);
-        } catch (IOException e) {
-            throw new GitException("cannot prepare " + path + ": " + e.getMessage(), true);
         } finally {
             lock.unlock();
+        }
+    }
+
+    /** Fetches run so far by this manager (for tests and metrics). */
+    public long fetchesRun() {
+        return fetchesRun.get();
+    }
+
+    /**
+     * One clone's fetches, shared: a caller needs a fetch that started after it arrived (so it sees what
+     * was pushed before it), and every caller waiting at that moment is served by the same one.
+     */
+    private final class SharedFetch {
+        private final Path cache;
+        private long lastStarted = Long.MIN_VALUE;
+        private java.util.concurrent.CompletableFuture<Void> running;
+        private long runningStarted;
+
+        SharedFetch(Path cache) {
+            this.cache = cache;
+        }
+
+        void fetchStartedAfter(long arrived) {
+            while (true) {
+                java.util.concurrent.CompletableFuture<Void> wait;
+                boolean mine = false;
+                synchronized (this) {
+                    if (lastStarted - arrived >= 0 && lastStarted != Long.MIN_VALUE) {
+                        return;
+                    }
+                    if (running == null) {
+                        running = new java.util.concurrent.CompletableFuture<>();
+                        runningStarted = System.nanoTime();
+                        mine = true;
+                    }
+                    wait = running;
+                }
+                if (mine) {
+                    run(wait);
+                    return;
+                }
+                try {
+                    wait.join();
+                } catch (java.util.concurrent.CompletionException e) {
+                    if (e.getCause() instanceof GitException git) {
+                        throw git;
+                    }
+                    throw e;
+                }
+            }
+        }
+
+        private void run(java.util.concurrent.CompletableFuture<Void> done) {
+            long started;
+            synchronized (this) {
+                started = runningStarted;
+            }
+            try {
+                fetchesRun.incrementAndGet();
+                Git.run(cache, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*");
+            } catch (RuntimeException e) {
+                synchronized (this) {
+                    running = null;
+                }
+                done.completeExceptionally(e);
+                throw e;
+            }
+            synchronized (this) {
+                lastStarted = started;
+                running = null;
+            }
+            done.complete(null);
         }
     }
 
@@ -94,14 +176,9 @@ public final class WorktreeManager {
 
     /** Pushes the worktree's branch to the repository it was cloned from, replacing an older push of it. */
     public void push(Worktree worktree) {
-        ReentrantLock lock = locks.computeIfAbsent(worktree.cache(), c -> new ReentrantLock());
-        lock.lock();
-        try {
-            Git.run(worktree.cache(), "push", "--quiet", "--force", "origin",
-                    "refs/heads/" + worktree.branch() + ":refs/heads/" + worktree.branch());
-        } finally {
-            lock.unlock();
-        }
+        // No clone lock: a push only reads the clone, and each job pushes its own branch.
+        Git.run(worktree.cache(), "push", "--quiet", "--force", "origin",
+                "refs/heads/" + worktree.branch() + ":refs/heads/" + worktree.branch());
     }
 
     /** Removes the worktree's folder; the branch stays in the clone (and in the origin when pushed). */

@@ -95,4 +95,36 @@ class WorktreeManagerTest {
         pool.shutdown();
         assertThat(Git.run(origin, "branch", "--list", "kage/t5/*").lines().count()).isEqualTo(6);
     }
+
+    @Test
+    void jobsArrivingTogetherShareOneFetchAndALaterJobSeesWhatWasPushedBeforeIt() throws Exception {
+        int jobs = 12;
+        ExecutorService pool = Executors.newFixedThreadPool(jobs);
+        java.util.concurrent.CountDownLatch start = new java.util.concurrent.CountDownLatch(1);
+        List<Future<Worktree>> created = new ArrayList<>();
+        for (int i = 0; i < jobs; i++) {
+            int n = i;
+            created.add(pool.submit(() -> {
+                start.await();
+                return manager.create(origin.toString(), "main", "kage/t6/agent" + n, "t6-agent" + n);
+            }));
+        }
+        start.countDown();
+        String firstHead = Git.run(origin, "rev-parse", "main");
+        for (Future<Worktree> worktree : created) {
+            assertThat(worktree.get().baseSha()).isEqualTo(firstHead);
+            manager.remove(worktree.get());
+        }
+        pool.shutdown();
+        assertThat(manager.fetchesRun()).as("12 jobs arriving together, fetched for by few fetches").isLessThanOrEqualTo(3);
+
+        // A commit pushed to the origin before a job arrives is what that job starts from.
+        Files.writeString(origin.resolve("NEW.md"), "new\n");
+        Git.run(origin, "add", "NEW.md");
+        Git.run(origin, "-c", "user.name=Test", "-c", "user.email=test@localhost", "commit", "--quiet", "-m", "newer");
+        String newHead = Git.run(origin, "rev-parse", "main");
+        Worktree later = manager.create(origin.toString(), "main", "kage/t7/agent", "t7-agent");
+        assertThat(later.baseSha()).isEqualTo(newHead);
+        assertThat(later.path().resolve("NEW.md")).exists();
+    }
 }
