@@ -220,9 +220,11 @@ public final class JobRunner {
                 "status", outcome.result().status().wireName(), "attempt", Integer.toString(job.attempt())));
         taskStatus.ifPresent(s -> event.put("task_status", s.wireName()));
         events.publish("job.finished", event);
-        LOG.info("Job {} {}: {} tokens, ${}, {} ms; task {} is {}", job.jobId(), outcome.result().status().wireName(),
+        LOG.info("Job {} {}: {} tokens, ${}, {} ms; task {} is {}{}", job.jobId(), outcome.result().status().wireName(),
                 outcome.result().totalTokens(), outcome.result().cost(), outcome.result().durationMs(), job.taskId(),
-                taskStatus.map(TaskStatus::wireName).orElse("(outcome kept in the outbox)"));
+                taskStatus.map(TaskStatus::wireName).orElse("(outcome kept in the outbox)"),
+                outcome.errors().isEmpty() ? "" : " (" + outcome.errors().getFirst().errorType() + ": "
+                        + outcome.errors().getFirst().errorMessage() + ")");
     }
 
     private void retry(ClaimedJob claimed, JobMessage job, Outcome outcome, ErrorRecord cause) {

@@ -14,17 +14,18 @@ import java.util.stream.Stream;
 
 /**
  * One bare clone per repository per worker ({@code <workDir>/repos}), one {@code git worktree} per
- * job ({@code <workDir>/worktrees}). Adding and removing worktrees of one clone is serialised by a lock
- * per clone; fetches are shared (many jobs arriving together wait for one fetch that started after each
- * of them arrived, instead of fetching one after another under the lock); pushes of different branches
- * run in parallel. Different repositories proceed in parallel. Thread-safe.
+ * job ({@code <workDir>/worktrees}). Git operations on one clone are serialised by a lock per clone
+ * (git fetch checks every worktree's HEAD, so it cannot overlap a worktree being added); fetches are
+ * shared: a job whose turn comes after a fetch that started after it arrived uses that fetch instead of
+ * running its own. Different repositories proceed in parallel. Thread-safe.
  */
 public final class WorktreeManager {
 
     private final Path repos;
     private final Path worktrees;
     private final Map<Path, ReentrantLock> locks = new ConcurrentHashMap<>();
-    private final Map<Path, SharedFetch> fetches = new ConcurrentHashMap<>();
+    /** Per clone: when (System.nanoTime) the last completed fetch started; read and written under the clone's lock. */
+    private final Map<Path, Long> lastFetchStarted = new ConcurrentHashMap<>();
     private final java.util.concurrent.atomic.AtomicLong fetchesRun = new java.util.concurrent.atomic.AtomicLong();
 
     public WorktreeManager(Path workDir) {
@@ -57,14 +58,16 @@ public final class WorktreeManager {
                 Git.run(null, "clone", "--bare", "--quiet", "--", repo, partial.toString());
                 Files.move(partial, cache);
             }
-        } catch (IOException e) {
-            throw new GitException("cannot prepare " + repos + ": " + e.getMessage(), true);
-        } finally {
-            lock.unlock();
-        }
-        fetches.computeIfAbsent(cache, SharedFetch::new).fetchStartedAfter(arrived);
-        lock.lock();
-        try {
+            // One fetch serves every job that arrived before it started: jobs queued on the lock behind it skip theirs.
+            // (Fetching outside the lock is not safe: git fetch checks every worktree's HEAD, and a worktree being
+            // added has none yet — "fatal: bad object worktrees/<name>/HEAD".)
+            Long lastFetch = lastFetchStarted.get(cache);
+            if (lastFetch == null || lastFetch - arrived < 0) {
+                long started = System.nanoTime();
+                fetchesRun.incrementAndGet();
+                Git.run(cache, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*");
+                lastFetchStarted.put(cache, started);
+            }
             String baseSha;
             try {
                 baseSha = Git.run(cache, "rev-parse", "--verify", "--quiet", "refs/remotes/origin/" + baseBranch + "^{commit}");
@@ -81,6 +84,8 @@ public final class WorktreeManager {
             }
             Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
             return new Worktree(cache, path, branch, baseSha);
+        } catch (IOException e) {
+            throw new GitException("cannot prepare " + path + ": " + e.getMessage(), true);
         } finally {
             lock.unlock();
         }
@@ -89,73 +94,6 @@ public final class WorktreeManager {
     /** Fetches run so far by this manager (for tests and metrics). */
     public long fetchesRun() {
         return fetchesRun.get();
-    }
-
-    /**
-     * One clone's fetches, shared: a caller needs a fetch that started after it arrived (so it sees what
-     * was pushed before it), and every caller waiting at that moment is served by the same one.
-     */
-    private final class SharedFetch {
-        private final Path cache;
-        private long lastStarted = Long.MIN_VALUE;
-        private java.util.concurrent.CompletableFuture<Void> running;
-        private long runningStarted;
-
-        SharedFetch(Path cache) {
-            this.cache = cache;
-        }
-
-        void fetchStartedAfter(long arrived) {
-            while (true) {
-                java.util.concurrent.CompletableFuture<Void> wait;
-                boolean mine = false;
-                synchronized (this) {
-                    if (lastStarted - arrived >= 0 && lastStarted != Long.MIN_VALUE) {
-                        return;
-                    }
-                    if (running == null) {
-                        running = new java.util.concurrent.CompletableFuture<>();
-                        runningStarted = System.nanoTime();
-                        mine = true;
-                    }
-                    wait = running;
-                }
-                if (mine) {
-                    run(wait);
-                    return;
-                }
-                try {
-                    wait.join();
-                } catch (java.util.concurrent.CompletionException e) {
-                    if (e.getCause() instanceof GitException git) {
-                        throw git;
-                    }
-                    throw e;
-                }
-            }
-        }
-
-        private void run(java.util.concurrent.CompletableFuture<Void> done) {
-            long started;
-            synchronized (this) {
-                started = runningStarted;
-            }
-            try {
-                fetchesRun.incrementAndGet();
-                Git.run(cache, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*");
-            } catch (RuntimeException e) {
-                synchronized (this) {
-                    running = null;
-                }
-                done.completeExceptionally(e);
-                throw e;
-            }
-            synchronized (this) {
-                lastStarted = started;
-                running = null;
-            }
-            done.complete(null);
-        }
     }
 
     /**
@@ -176,9 +114,14 @@ public final class WorktreeManager {
 
     /** Pushes the worktree's branch to the repository it was cloned from, replacing an older push of it. */
     public void push(Worktree worktree) {
-        // No clone lock: a push only reads the clone, and each job pushes its own branch.
-        Git.run(worktree.cache(), "push", "--quiet", "--force", "origin",
-                "refs/heads/" + worktree.branch() + ":refs/heads/" + worktree.branch());
+        ReentrantLock lock = locks.computeIfAbsent(worktree.cache(), c -> new ReentrantLock());
+        lock.lock();
+        try {
+            Git.run(worktree.cache(), "push", "--quiet", "--force", "origin",
+                    "refs/heads/" + worktree.branch() + ":refs/heads/" + worktree.branch());
+        } finally {
+            lock.unlock();
+        }
     }
 
     /** Removes the worktree's folder; the branch stays in the clone (and in the origin when pushed). */
