@@ -323,6 +323,7 @@ public class RateLimitBench {
         return now.getEpochSecond() * 1_000_000 + now.getNano() / 1_000;
     }
 
+    /** Waits for the shared start instant: every process of a run starts its threads then, not when ready. */
     static void sleepUntil(long epochMs) throws InterruptedException {
         long left;
         while ((left = epochMs - System.currentTimeMillis()) > 0) {

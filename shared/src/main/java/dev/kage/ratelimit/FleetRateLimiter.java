@@ -442,6 +442,7 @@ public final class FleetRateLimiter implements AutoCloseable {
                 logWait(group, decision, decision.retryIn());
                 logged = true;
             }
+            // Blocking is what this method is for; the script says when a permit may be free, so this is no poll loop.
             Thread.sleep(decision.sleep());
         }
     }

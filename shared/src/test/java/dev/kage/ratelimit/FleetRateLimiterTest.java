@@ -1,6 +1,7 @@
 package dev.kage.ratelimit;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import dev.kage.ratelimit.FleetRateLimiter.Decision;
@@ -146,10 +147,12 @@ class FleetRateLimiterTest {
         a.configure("gemini", new Limit(10, Duration.ofMillis(300), 0, Duration.ZERO));
         a.observeQuota("gemini", 0, 100, Duration.ofMillis(1));
         assertThat(a.state("gemini").orElseThrow().effective()).isEqualTo(8);
-        Thread.sleep(5);
+        // The spent quota paused the group until the provider's reset, 1 ms away.
+        await().atMost(Duration.ofSeconds(2)).until(() -> a.state("gemini").orElseThrow().cooldown().isZero());
         assertThat(takeAll(a, "gemini")).as("only the effective rate is handed out").isEqualTo(8);
-        Thread.sleep(700);
-        assertThat(a.state("gemini").orElseThrow().effective()).as("two windows later: +1 per window").isEqualTo(10);
+        // +1 per 300 ms window: back at the limit after two windows, not at once.
+        assertThat(a.state("gemini").orElseThrow().effective()).isLessThan(10);
+        await().atMost(Duration.ofSeconds(3)).until(() -> a.state("gemini").orElseThrow().effective() == 10);
     }
 
     @Test
@@ -162,7 +165,7 @@ class FleetRateLimiterTest {
         assertThat(takeAll(a, "codex")).isEqualTo(2);
         Decision high = a.tryAcquire("codex", "urgent", Priority.HIGH, 0);
         assertThat(high.reason()).isEqualTo(Reason.REQUESTS);
-        Thread.sleep(high.retryIn().toMillis() + 20);
+        await().atMost(Duration.ofSeconds(2)).until(() -> a.state("codex").orElseThrow().used() == 0);
 
         // Two permits are free and one high caller waits: one may go to a normal caller, the last is held for it.
         assertThat(b.tryAcquire("codex", "routine-1", Priority.NORMAL, 0).granted()).isTrue();
@@ -198,17 +201,18 @@ class FleetRateLimiterTest {
         a.configure("slow-start", new Limit(1, Duration.ofMillis(600), 0, Duration.ZERO));
         Decision grant = a.tryAcquire("slow-start", "job-1", Priority.NORMAL, 0, true);
         assertThat(grant.granted()).isTrue();
-        Thread.sleep(900);
-        // A window and a half after the grant, the call has not left yet: the leased permit is still held.
+        // For a window and a half after the grant the call has not left: the leased permit stays held throughout.
+        await().during(Duration.ofMillis(900)).atMost(Duration.ofSeconds(2))
+                .until(() -> a.state("slow-start").orElseThrow().used() == 1);
         assertThat(a.tryAcquire("slow-start", "job-2", Priority.NORMAL, 0).granted()).isFalse();
         a.markSent("slow-start", "job-1", grant);
-        Thread.sleep(300);
-        // 1.2 s after the grant but 300 ms after the call left: still held, until a window after the call.
+        // 1.2 s after the grant but only 300 ms after the call left: still held, until a window after the call.
+        await().during(Duration.ofMillis(300)).atMost(Duration.ofSeconds(1))
+                .until(() -> a.state("slow-start").orElseThrow().used() == 1);
         Decision second = a.tryAcquire("slow-start", "job-2", Priority.NORMAL, 0);
         assertThat(second.granted()).isFalse();
         assertThat(second.retryIn()).isBetween(Duration.ofMillis(100), Duration.ofMillis(400));
-        Thread.sleep(second.retryIn().toMillis() + 20);
-        assertThat(a.tryAcquire("slow-start", "job-2", Priority.NORMAL, 0).granted()).isTrue();
+        await().atMost(Duration.ofSeconds(2)).until(() -> a.tryAcquire("slow-start", "job-2", Priority.NORMAL, 0).granted());
     }
 
     @Test

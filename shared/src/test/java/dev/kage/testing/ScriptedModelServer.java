@@ -149,6 +149,7 @@ public final class ScriptedModelServer implements AutoCloseable {
             requests.add(new Request(arrived, exchange.getRequestURI().getPath(), body, headers, reply.status()));
         }
         if (reply.delay().isPositive()) {
+            // A scripted delay: the server plays a model that takes this long to answer.
             try {
                 Thread.sleep(reply.delay());
             } catch (InterruptedException e) {

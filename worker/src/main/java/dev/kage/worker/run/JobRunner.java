@@ -552,7 +552,9 @@ public final class JobRunner {
                 rateLimiter.logWait(group, decision, decision.retryIn());
                 logged = true;
             }
-            // Never past the slot wait: then the next answer decides between the permit and the delayed set.
+            // Sleeping in the slot is the point for a short wait (cheaper than a round trip through the delayed set);
+            // the limiter says when a permit may be free. Never past the slot wait: then the next answer decides
+            // between the permit and the delayed set.
             Duration left = maxWait.minus(waited);
             Thread.sleep(redisDown || sleep.compareTo(left) < 0 ? sleep : left.isNegative() ? Duration.ZERO : left);
         }
