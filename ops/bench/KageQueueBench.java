@@ -94,6 +94,7 @@ public class KageQueueBench {
             queue.ensureStreams(AGENT);
 
             Map<String, Long> idle0 = commandStats(probe);
+            // A second of the idle worker's own Redis traffic, measured so it can be left out of the job's count.
             Thread.sleep(1_000);
             Map<String, Long> idle1 = commandStats(probe);
             long background = total(minus(idle1, idle0, 0));
@@ -176,6 +177,7 @@ public class KageQueueBench {
                 if (delivered.equals(lastEntry) && pending == 0) {
                     done = now;
                 } else {
+                    // The bench watches the stream from outside; a short poll keeps the end time within 10 ms.
                     Thread.sleep(firstClaim == 0 ? 2 : 10);
                 }
             }

@@ -34,8 +34,6 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/kage}
 JOBS=${BENCH_JOBS:-20000}
 RUN=${BENCH_RUN_DIR:-$ROOT/.run/bench}
-BULLMQ_VERSION=6.7.0
-IOREDIS_VERSION=5.11.1
 WORKER_JAR=${BENCH_WORKER_JAR:-$ROOT/worker/target/kage-worker.jar}
 
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || die "BENCH_JOBS=$JOBS: must be a positive integer (default 20000)"
@@ -58,12 +56,7 @@ fi
 
 mkdir -p "$RUN"
 if [[ ${BENCH_SKIP_BULLMQ:-} != 1 ]]; then
-  installed=$(node -p "require('$RUN/node_modules/bullmq/package.json').version" 2>/dev/null || true)
-  if [[ $installed != "$BULLMQ_VERSION" || ! -d $RUN/node_modules/ioredis ]]; then
-    say "installing bullmq@$BULLMQ_VERSION and ioredis@$IOREDIS_VERSION into $RUN (git-ignored) ..."
-    npm install --prefix "$RUN" --no-audit --no-fund --loglevel=error \
-      "bullmq@$BULLMQ_VERSION" "ioredis@$IOREDIS_VERSION" >/dev/null || die "npm install failed"
-  fi
+  install_bullmq "$RUN"
 fi
 
 suffix=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')

@@ -58,8 +58,6 @@ LEAD=${BENCH_LEAD_SECONDS:-10}
 RUN=${BENCH_RUN_DIR:-$ROOT/.run/bench}
 WORKER_JAR=${BENCH_WORKER_JAR:-$ROOT/worker/target/kage-worker.jar}
 WINDOW_MS=1000
-BULLMQ_VERSION=6.7.0
-IOREDIS_VERSION=5.11.1
 
 for setting in "BENCH_SECONDS=$SECONDS_RUN" "BENCH_LIMIT=$LIMIT" "BENCH_PROCESSES=$PROCESSES" \
   "BENCH_CONCURRENCY=$CONCURRENCY" "BENCH_LEAD_SECONDS=$LEAD"; do
@@ -89,12 +87,7 @@ say "Java: $JAVA_HOME"
 
 mkdir -p "$RUN"
 if ((needs_node)); then
-  installed=$(node -p "require('$RUN/node_modules/bullmq/package.json').version" 2>/dev/null || true)
-  if [[ $installed != "$BULLMQ_VERSION" || ! -d $RUN/node_modules/ioredis ]]; then
-    say "installing bullmq@$BULLMQ_VERSION and ioredis@$IOREDIS_VERSION into $RUN (git-ignored) ..."
-    npm install --prefix "$RUN" --no-audit --no-fund --loglevel=error \
-      "bullmq@$BULLMQ_VERSION" "ioredis@$IOREDIS_VERSION" >/dev/null || die "npm install failed"
-  fi
+  install_bullmq "$RUN"
 fi
 
 suffix=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')

@@ -144,3 +144,16 @@ result_field() {
   done
   die "no $2 in: $1"
 }
+
+# The benchmarks' peer: BullMQ and its Redis client, pinned, installed into DIR (git-ignored) when absent.
+BULLMQ_VERSION=6.7.0
+IOREDIS_VERSION=5.11.1
+install_bullmq() {
+  local dir=$1 installed
+  installed=$(node -p "require('$dir/node_modules/bullmq/package.json').version" 2>/dev/null || true)
+  if [[ $installed != "$BULLMQ_VERSION" || ! -d $dir/node_modules/ioredis ]]; then
+    say "installing bullmq@$BULLMQ_VERSION and ioredis@$IOREDIS_VERSION into $dir (git-ignored) ..."
+    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
+      "bullmq@$BULLMQ_VERSION" "ioredis@$IOREDIS_VERSION" >/dev/null || die "npm install failed"
+  fi
+}
