@@ -2,15 +2,15 @@
 # ops/test.sh [maven args...]
 #
 # The whole check, as CI runs it (.ci/run):
-#   1. Redis and Postgres (ops/services.sh up); libfaketime (Debian package faketime) when it can be
-#      installed, so the rate-limit test runs one worker with a really skewed clock (without it, that
-#      worker's clock is skewed by KAGE_CLOCK_OFFSET_MS only, and the test says so)
+#   1. Redis and Postgres (ops/services.sh up)
 #   2. ./mvnw -B verify [maven args...]   e.g. ops/test.sh -DskipTests, ops/test.sh -pl shared
 #   3. a quickstart smoke run (ops/quickstart.sh start, then stop) in its own run dir, port,
 #      Redis namespace and database, so the README's first command cannot rot.
 #
 # Environment:
 #   KAGE_SKIP_SMOKE=1    skip step 3
+#   KAGE_TEST_FAKETIME=1 the rate-limit e2e test runs its skewed worker under libfaketime (apt-get install
+#                        faketime) as well as KAGE_CLOCK_OFFSET_MS; off by default, see RateLimitIT
 #   KAGE_SMOKE_PORT      coordinator port of the smoke run [18003]
 #   REDIS_URL, DATABASE_URL   as for ops/services.sh; the smoke run uses the same server
 #                        with the database kage_smoke and the namespace kage-smoke
@@ -28,17 +28,6 @@ say "services ..."
 ops/services.sh up || die "Redis/Postgres are not ready (see above)"
 find_java
 say "Java: $JAVA_HOME"
-
-FAKETIME_LIB=/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1
-if [[ ! -e $FAKETIME_LIB ]]; then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null && [[ ${KAGE_SERVICES_NO_INSTALL:-} != 1 ]]; then
-    say "installing libfaketime (Debian package faketime) for the skewed-clock test ..."
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q faketime >/dev/null 2>&1 \
-      || warn "could not install faketime; the skewed-clock test uses KAGE_CLOCK_OFFSET_MS only"
-  else
-    warn "libfaketime is not installed (apt-get install faketime); the skewed-clock test uses KAGE_CLOCK_OFFSET_MS only"
-  fi
-fi
 
 say "./mvnw -B verify $*"
 ./mvnw -B verify "$@" || die "the Maven build failed"
