@@ -1,6 +1,8 @@
 package dev.kage.agent;
 
 import dev.kage.config.ConfigException;
+import dev.kage.budget.PeriodLimits;
+import dev.kage.tokens.Prices;
 import dev.kage.tokens.TokenCounter;
 import java.io.IOException;
 import java.io.Reader;
@@ -13,6 +15,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
+import java.util.TreeSet;
 import org.yaml.snakeyaml.LoaderOptions;
 import org.yaml.snakeyaml.Yaml;
 import org.yaml.snakeyaml.constructor.SafeConstructor;
@@ -39,7 +42,7 @@ public final class AgentCatalog {
     public static final long DEFAULT_ESTIMATED_OUTPUT_TOKENS = 4_000;
 
     private static final Set<String> KEYS = Set.of("type", "argv", "output", "env", "model", "encoding",
-            "estimated_output_tokens", "prices", "retry", "limits", "rate_limit_signals", "base_url", "api_key_env", "max_tokens");
+            "estimated_output_tokens", "prices", "budget", "retry", "limits", "rate_limit_signals", "base_url", "api_key_env", "max_tokens");
 
     private final Map<String, AgentConfig> agents;
 
@@ -199,17 +202,67 @@ public final class AgentCatalog {
         }
         long estimated = number(prefix, "estimated_output_tokens", settings.get("estimated_output_tokens"),
                 DEFAULT_ESTIMATED_OUTPUT_TOKENS);
-        double inputPrice = 0;
-        double outputPrice = 0;
-        if (settings.get("prices") instanceof Map<?, ?> prices) {
-            inputPrice = price(prefix, "prices.input_per_mtok", prices.get("input_per_mtok"));
-            outputPrice = price(prefix, "prices.output_per_mtok", prices.get("output_per_mtok"));
-        } else if (settings.get("prices") != null) {
+        return new AgentConfig(name, type, argv, output, env, String.valueOf(settings.getOrDefault("model", "")), encoding,
+                estimated, prices(prefix, settings.get("prices")), baseDir, retry(prefix, settings.get("retry")),
+                limits(prefix, name, settings.get("limits"), settings.get("rate_limit_signals")), endpoint,
+                budget(prefix, settings.get("budget")));
+    }
+
+    private static final Set<String> PRICE_KEYS = Set.of("input_per_mtok", "output_per_mtok", "cache_read_per_mtok",
+            "cache_write_per_mtok");
+    private static final Set<String> BUDGET_KEYS = Set.of("tokens_per_day", "usd_per_day", "tokens_per_month", "usd_per_month");
+
+    /** {@code prices:} USD per 1M tokens; cache prices default to the input price. */
+    private static Prices prices(String prefix, Object value) {
+        if (value == null) {
+            return Prices.FREE;
+        }
+        if (!(value instanceof Map<?, ?> prices)) {
             throw new ConfigException(prefix + "prices must be a mapping with input_per_mtok and output_per_mtok (USD per 1M tokens)");
         }
-        return new AgentConfig(name, type, argv, output, env, String.valueOf(settings.getOrDefault("model", "")), encoding,
-                estimated, inputPrice, outputPrice, baseDir, retry(prefix, settings.get("retry")),
-                limits(prefix, name, settings.get("limits"), settings.get("rate_limit_signals")), endpoint);
+        for (Object key : prices.keySet()) {
+            if (!PRICE_KEYS.contains(String.valueOf(key))) {
+                throw new ConfigException(prefix + "prices." + key + " is unknown; use " + String.join(", ", new TreeSet<>(PRICE_KEYS)));
+            }
+        }
+        double input = price(prefix, "prices.input_per_mtok", prices.get("input_per_mtok"));
+        double output = price(prefix, "prices.output_per_mtok", prices.get("output_per_mtok"));
+        double cacheRead = prices.get("cache_read_per_mtok") == null ? input
+                : price(prefix, "prices.cache_read_per_mtok", prices.get("cache_read_per_mtok"));
+        double cacheWrite = prices.get("cache_write_per_mtok") == null ? input
+                : price(prefix, "prices.cache_write_per_mtok", prices.get("cache_write_per_mtok"));
+        return new Prices(input, output, cacheRead, cacheWrite);
+    }
+
+    /** {@code budget:} the agent's own pools across tenants, per UTC day and month; absent keys are unlimited. */
+    private static PeriodLimits budget(String prefix, Object value) {
+        if (value == null) {
+            return PeriodLimits.NONE;
+        }
+        if (!(value instanceof Map<?, ?> budget)) {
+            throw new ConfigException(prefix + "budget must be a mapping of " + String.join(", ", new TreeSet<>(BUDGET_KEYS)));
+        }
+        for (Object key : budget.keySet()) {
+            if (!BUDGET_KEYS.contains(String.valueOf(key))) {
+                throw new ConfigException(prefix + "budget." + key + " is unknown; use " + String.join(", ", new TreeSet<>(BUDGET_KEYS)));
+            }
+        }
+        return new PeriodLimits(
+                budget.get("tokens_per_day") == null ? 0 : number(prefix, "budget.tokens_per_day", budget.get("tokens_per_day"), 0),
+                usd(prefix, "budget.usd_per_day", budget.get("usd_per_day")),
+                budget.get("tokens_per_month") == null ? 0
+                        : number(prefix, "budget.tokens_per_month", budget.get("tokens_per_month"), 0),
+                usd(prefix, "budget.usd_per_month", budget.get("usd_per_month")));
+    }
+
+    private static long usd(String prefix, String key, Object value) {
+        if (value == null) {
+            return 0;
+        }
+        if (value instanceof Number n && n.doubleValue() > 0 && Double.isFinite(n.doubleValue())) {
+            return PeriodLimits.micros(new java.math.BigDecimal(n.toString()));
+        }
+        throw new ConfigException(prefix + key + "=" + value + ": must be a positive amount of US dollars");
     }
 
     private static AgentConfig.HttpEndpoint endpoint(String prefix, AgentType type, Map<Object, Object> settings) {

@@ -1,5 +1,7 @@
 package dev.kage.agent;
 
+import dev.kage.budget.PeriodLimits;
+import dev.kage.tokens.Prices;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -22,12 +24,12 @@ import java.util.regex.Pattern;
  * @param model                 model name reported in results, may be empty
  * @param encoding              jtokkit encoding for counting tokens when the agent reports none
  * @param estimatedOutputTokens tokens reserved for the answer before a run, added to the prompt's count
- * @param inputUsdPerMillion    price of input tokens, USD per 1M, used when the agent reports no cost
- * @param outputUsdPerMillion   price of output tokens, USD per 1M, used when the agent reports no cost
+ * @param prices                USD per 1M tokens: costs runs the agent reports no cost for, and estimates reservations
  * @param baseDir               folder of the configuration file; relative executables are resolved against it
  * @param retry                 when a failed run is tried again
  * @param limits                its rate-limit group, limits and rate-limit signals
  * @param endpoint              for an HTTP agent type, where and how to call it; null otherwise
+ * @param budget                the agent's own pools per day and month across tenants ({@code budget:}); none by default
  */
 public record AgentConfig(
         String name,
@@ -38,12 +40,12 @@ public record AgentConfig(
         String model,
         String encoding,
         long estimatedOutputTokens,
-        double inputUsdPerMillion,
-        double outputUsdPerMillion,
+        Prices prices,
         Path baseDir,
         RetryPolicy retry,
         AgentLimits limits,
-        HttpEndpoint endpoint) {
+        HttpEndpoint endpoint,
+        PeriodLimits budget) {
 
     public static final Pattern NAME = Pattern.compile("[a-z0-9][a-z0-9_-]{0,63}");
     private static final Pattern PLACEHOLDER = Pattern.compile("\\{(prompt|task_id|agent|workdir|model)}");
@@ -57,16 +59,17 @@ public record AgentConfig(
     public AgentConfig(String name, AgentType type, List<String> argv, OutputFormat output, List<String> envPassthrough,
                        String model, String encoding, long estimatedOutputTokens, double inputUsdPerMillion,
                        double outputUsdPerMillion, Path baseDir, RetryPolicy retry) {
-        this(name, type, argv, output, envPassthrough, model, encoding, estimatedOutputTokens, inputUsdPerMillion,
-                outputUsdPerMillion, baseDir, retry, AgentLimits.defaults(name), null);
+        this(name, type, argv, output, envPassthrough, model, encoding, estimatedOutputTokens,
+                Prices.of(inputUsdPerMillion, outputUsdPerMillion), baseDir, retry, AgentLimits.defaults(name), null,
+                PeriodLimits.NONE);
     }
 
     /** A process agent with the given limits. */
     public AgentConfig(String name, AgentType type, List<String> argv, OutputFormat output, List<String> envPassthrough,
                        String model, String encoding, long estimatedOutputTokens, double inputUsdPerMillion,
                        double outputUsdPerMillion, Path baseDir, RetryPolicy retry, AgentLimits limits) {
-        this(name, type, argv, output, envPassthrough, model, encoding, estimatedOutputTokens, inputUsdPerMillion,
-                outputUsdPerMillion, baseDir, retry, limits, null);
+        this(name, type, argv, output, envPassthrough, model, encoding, estimatedOutputTokens,
+                Prices.of(inputUsdPerMillion, outputUsdPerMillion), baseDir, retry, limits, null, PeriodLimits.NONE);
     }
 
     /**

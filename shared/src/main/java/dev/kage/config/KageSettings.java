@@ -26,6 +26,7 @@ import java.util.regex.Pattern;
  * @param budgetMode            {@code BUDGET_MODE}, {@code log} (default, the seed's behaviour) or {@code enforce}
  * @param queue                 delivery, reclaim, retry and trimming settings
  * @param rateLimit             fleet-wide rate limits and 429 handling (defaults for every limit group)
+ * @param budget                tenants' period budgets and reservation lifetimes
  */
 public record KageSettings(
         String namespace,
@@ -45,7 +46,8 @@ public record KageSettings(
         String baseBranch,
         BudgetMode budgetMode,
         QueueSettings queue,
-        RateLimitSettings rateLimit) {
+        RateLimitSettings rateLimit,
+        BudgetSettings budget) {
 
     public static final String DEFAULT_NAMESPACE = "kage";
     public static final String DEFAULT_REDIS_URL = "redis://127.0.0.1:6379";
@@ -117,6 +119,7 @@ public record KageSettings(
                 baseBranch,
                 env.oneOf("BUDGET_MODE", BudgetMode.class, BudgetMode.LOG),
                 QueueSettings.load(env),
-                RateLimitSettings.load(env, requestsPerWindow, backoffBase, backoffMax, maxRetries));
+                RateLimitSettings.load(env, requestsPerWindow, backoffBase, backoffMax, maxRetries),
+                BudgetSettings.load(env));
     }
 }

@@ -1,7 +1,7 @@
 package dev.kage.infra;
 
 import dev.kage.agent.AgentCatalog;
-import dev.kage.budget.TokenBudget;
+import dev.kage.budget.BudgetLedger;
 import dev.kage.config.ConfigException;
 import dev.kage.config.Env;
 import dev.kage.config.KageSettings;
@@ -138,8 +138,9 @@ public class KageFactory {
     }
 
     @Singleton
-    public TokenBudget tokenBudget(KageKeys keys, RedisCommands<String, String> redis, KageSettings settings) {
-        return new TokenBudget(keys, redis, settings.budgetMode(), settings.tokenWarningThreshold());
+    public BudgetLedger budgetLedger(KageKeys keys, RedisCommands<String, String> redis, KageSettings settings, Clock clock) {
+        return new BudgetLedger(keys, redis, settings.budgetMode(), settings.tokenWarningThreshold(),
+                settings.budget().tenantDefaults(), clock);
     }
 
     @Singleton

@@ -15,7 +15,12 @@ import dev.kage.task.Priority;
  *   <tr><td>{@code kage:jobs:dead}</td><td>stream: dead letters, replayable</td></tr>
  *   <tr><td>{@code kage:outbox:{agent}}</td><td>list: outcomes waiting for Postgres</td></tr>
  *   <tr><td>{@code kage:task:{tenant}:id}</td><td>hash: live task and per-job state</td></tr>
- *   <tr><td>{@code kage:budget:{tenant}:task:id}</td><td>hash: a task's token pool</td></tr>
+ *   <tr><td>{@code kage:budget:{tenant}:task:id}</td><td>hash: a task's pool (tokens, micro-USD), its settled holds</td></tr>
+ *   <tr><td>{@code kage:budget:{tenant}:day:2026-11-28}, {@code :month:2026-11}</td><td>hash: a tenant's pools per period (UTC)</td></tr>
+ *   <tr><td>{@code kage:budget:{tenant}:holds}, {@code :holds:expiry}</td><td>hash and sorted set: open reservations, when they lapse (ms)</td></tr>
+ *   <tr><td>{@code kage:budget:{tenant}:limits}</td><td>hash: an operator's limits for the tenant's period pools</td></tr>
+ *   <tr><td>{@code kage:budget:agent:{agent}:day:...}, {@code :month:...}, {@code :holds}, {@code :holds:expiry}</td><td>an agent's pools across tenants</td></tr>
+ *   <tr><td>{@code kage:budget:holdsets}</td><td>set: every holds hash, for the sweeper</td></tr>
  *   <tr><td>{@code kage:rl:{group}}</td><td>hash: a limit group's limit, source, adaptive rate</td></tr>
  *   <tr><td>{@code kage:rl:{group}:requests}, {@code :tokens}</td><td>sorted sets by grant time (µs): permits in the window</td></tr>
  *   <tr><td>{@code kage:rl:{group}:cooldown}</td><td>string with TTL: fleet-wide pause after a 429</td></tr>
@@ -81,6 +86,44 @@ public final class KageKeys {
 
     public String taskBudget(String tenant, String taskId) {
         return namespace + ":budget:{" + tenant + "}:task:" + taskId;
+    }
+
+    /** A tenant's pool for one period, e.g. {@code day:2026-11-28}; shares the tenant's hash tag with its task pools. */
+    public String tenantBudget(String tenant, String period) {
+        return namespace + ":budget:{" + tenant + "}:" + period;
+    }
+
+    /** Open reservations of the tenant's pools (hash: hold id to amounts and pools). */
+    public String tenantHolds(String tenant) {
+        return namespace + ":budget:{" + tenant + "}:holds";
+    }
+
+    /** Operator-set limits of the tenant's period pools (hash: {@code day_tokens}, {@code day_usd}, ...). */
+    public String tenantBudgetLimits(String tenant) {
+        return namespace + ":budget:{" + tenant + "}:limits";
+    }
+
+    /** An agent's pool across tenants for one period: its own hash tag, reserved in a second step. */
+    public String agentBudget(String agent, String period) {
+        return namespace + ":budget:agent:{" + agent + "}:" + period;
+    }
+
+    public String agentHolds(String agent) {
+        return namespace + ":budget:agent:{" + agent + "}:holds";
+    }
+
+    public String agentBudgetLimits(String agent) {
+        return namespace + ":budget:agent:{" + agent + "}:limits";
+    }
+
+    /** When each hold of a holds hash lapses (sorted set, ms on the Redis clock). */
+    public static String holdExpiry(String holds) {
+        return holds + ":expiry";
+    }
+
+    /** Every holds hash in use, so a sweeper finds holds whose tenant never reserves again. */
+    public String holdSets() {
+        return namespace + ":budget:holdsets";
     }
 
     /** A limit group's hash: limit, window, tokens, guard, source, adaptive rate. */

@@ -32,11 +32,20 @@ public final class LuaScript {
 
     /** Loads {@code name} from beside {@code owner} on the classpath. */
     public static LuaScript load(Class<?> owner, String name) {
+        return new LuaScript(name, read(owner, name));
+    }
+
+    /** Loads {@code name} with {@code prelude} (helpers several scripts share) in front, both from beside {@code owner}. */
+    public static LuaScript load(Class<?> owner, String prelude, String name) {
+        return new LuaScript(name, read(owner, prelude) + "\n" + read(owner, name));
+    }
+
+    private static String read(Class<?> owner, String name) {
         try (InputStream in = owner.getResourceAsStream(name)) {
             if (in == null) {
                 throw new KageException("Lua script " + name + " missing from the classpath beside " + owner.getName(), false);
             }
-            return new LuaScript(name, new String(in.readAllBytes(), StandardCharsets.UTF_8));
+            return new String(in.readAllBytes(), StandardCharsets.UTF_8);
         } catch (IOException e) {
             throw new KageException("Lua script " + name + " unreadable", false, e);
         }

@@ -1,7 +1,6 @@
 package dev.kage.tokens;
 
 import java.math.BigDecimal;
-import java.math.RoundingMode;
 
 /**
  * What one agent run consumed. Immutable.
@@ -19,12 +18,6 @@ public record Usage(long inputTokens, long outputTokens, long cacheReadTokens, l
     /** Every token the run consumed: what a budget is charged. */
     public long totalTokens() {
         return inputTokens + outputTokens + cacheReadTokens + cacheWriteTokens;
-    }
-
-    /** Cost from a price table, USD per 1M tokens; cache tokens are priced as input. */
-    public static BigDecimal price(long input, long output, double inputUsdPerMillion, double outputUsdPerMillion) {
-        return BigDecimal.valueOf(input * inputUsdPerMillion + output * outputUsdPerMillion)
-                .divide(BigDecimal.valueOf(1_000_000), 6, RoundingMode.HALF_UP);
     }
 
     /** Where a run's usage figures come from, in decreasing order of trust. */

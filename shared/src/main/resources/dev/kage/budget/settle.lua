@@ -1,24 +1,60 @@
--- Replace reservation ARGV[1] in pool KEYS[1] with the actual usage ARGV[2], exactly once.
--- ARGV[3] warning threshold (fraction), ARGV[4] limit used when the pool is new, ARGV[5] pool TTL in ms.
--- Returns {settled (1 now, 0 already settled), used, limit, warning issued now (1/0), warned ever (1/0)}.
-local pool = KEYS[1]
+-- Replaces hold ARGV[1] with the usage it came to, exactly once: a settle replayed (a command Lettuce
+-- re-sends after a reconnect, a job run twice) changes nothing. Usage is recorded even when the hold has
+-- lapsed or was released: tokens spent are spent.
+-- KEYS: 1 holds, 2 expiry, 3 marker, 4.. the hold's pools.
+-- ARGV: 1 hold id, 2 tokens used, 3 micro-USD used, 4 warning threshold (fraction), 5 marker TTL ms.
+-- Returns {settled now (1) or before (0), then per pool: limit, used, usd_limit, usd_used, flags} where
+-- flags: 1 token warning now, 2 USD warning now, 4 token warning ever, 8 USD warning ever,
+-- 16 token limit passed now (first time), 32 USD limit passed now (first time).
+local holds, expiry, marker = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[1]
-redis.call('HSETNX', pool, 'limit', ARGV[4])
-local limit = tonumber(redis.call('HGET', pool, 'limit'))
-if redis.call('HEXISTS', pool, 's:' .. id) == 1 then
-  local warned = redis.call('HEXISTS', pool, 'warned')
-  return {0, tonumber(redis.call('HGET', pool, 'used') or '0'), limit, 0, warned}
+local tokens, usd = num(ARGV[2]), num(ARGV[3])
+local threshold = tonumber(ARGV[4])
+local npools = #KEYS - 3
+
+local function reply(now)
+  local out = {now}
+  for i = 1, npools do
+    local pool = KEYS[3 + i]
+    local s = pool_state(pool)
+    local flags = 0
+    if redis.call('HEXISTS', pool, 'warned') == 1 then flags = flags + 4 end
+    if redis.call('HEXISTS', pool, 'usd_warned') == 1 then flags = flags + 8 end
+    out[#out + 1] = s[1]
+    out[#out + 1] = s[2]
+    out[#out + 1] = s[4]
+    out[#out + 1] = s[5]
+    out[#out + 1] = flags
+  end
+  return out
 end
-local held = redis.call('HGET', pool, 'r:' .. id)
-if held then
-  redis.call('HINCRBY', pool, 'reserved', -tonumber(held))
-  redis.call('HDEL', pool, 'r:' .. id)
+
+if redis.call('HEXISTS', marker, 's:' .. id) == 1 then
+  return reply(0)
 end
-local used = redis.call('HINCRBY', pool, 'used', tonumber(ARGV[2]))
-redis.call('HSET', pool, 's:' .. id, ARGV[2])
-local warnNow = 0
-if used >= tonumber(ARGV[3]) * limit and redis.call('HSETNX', pool, 'warned', '1') == 1 then
-  warnNow = 1
+release_hold(holds, expiry, id)
+local out = {1}
+for i = 1, npools do
+  local pool = KEYS[3 + i]
+  local used = add(pool, 'used', tokens)
+  local usd_used = add(pool, 'usd_used', usd)
+  local limit = num(redis.call('HGET', pool, 'limit'))
+  local usd_limit = num(redis.call('HGET', pool, 'usd_limit'))
+  local flags = 0
+  if limit > 0 and used >= threshold * limit and redis.call('HSETNX', pool, 'warned', '1') == 1 then flags = flags + 1 end
+  if usd_limit > 0 and usd_used >= threshold * usd_limit and redis.call('HSETNX', pool, 'usd_warned', '1') == 1 then
+    flags = flags + 2
+  end
+  if redis.call('HEXISTS', pool, 'warned') == 1 then flags = flags + 4 end
+  if redis.call('HEXISTS', pool, 'usd_warned') == 1 then flags = flags + 8 end
+  if limit > 0 and used > limit and redis.call('HSETNX', pool, 'exceeded', '1') == 1 then flags = flags + 16 end
+  if usd_limit > 0 and usd_used > usd_limit and redis.call('HSETNX', pool, 'usd_exceeded', '1') == 1 then flags = flags + 32 end
+  out[#out + 1] = limit
+  out[#out + 1] = used
+  out[#out + 1] = usd_limit
+  out[#out + 1] = usd_used
+  out[#out + 1] = flags
 end
-redis.call('PEXPIRE', pool, ARGV[5])
-return {1, used, limit, warnNow, redis.call('HEXISTS', pool, 'warned')}
+redis.call('HSET', marker, 's:' .. id, string.format('%d %d', tokens, usd))
+redis.call('PEXPIRE', marker, ARGV[5])
+return out

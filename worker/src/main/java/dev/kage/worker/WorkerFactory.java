@@ -2,7 +2,7 @@ package dev.kage.worker;
 
 import dev.kage.agent.AgentCatalog;
 import dev.kage.agent.AgentType;
-import dev.kage.budget.TokenBudget;
+import dev.kage.budget.BudgetLedger;
 import dev.kage.config.ConfigException;
 import dev.kage.config.Env;
 import dev.kage.config.KageSettings;
@@ -67,7 +67,7 @@ public class WorkerFactory {
 
     @Singleton
     public JobRunner jobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue,
-                               TaskStore store, LiveTaskState live, EventLog events, TokenBudget budget,
+                               TaskStore store, LiveTaskState live, EventLog events, BudgetLedger budget,
                                FleetRateLimiter rateLimiter, OutcomeRecorder outcomes, Clock clock) {
         configureLimits(settings, worker, catalog, rateLimiter);
         WorktreeManager worktrees = new WorktreeManager(worker.workDir());

@@ -3,7 +3,8 @@ package dev.kage.coordinator.task;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.core.type.TypeReference;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import dev.kage.budget.TokenBudget;
+import dev.kage.budget.BudgetLedger;
+import dev.kage.budget.PeriodLimits;
 import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.store.TaskStore;
@@ -46,10 +47,10 @@ public class TaskController {
     private final TaskService service;
     private final TaskStore store;
     private final LiveTaskState live;
-    private final TokenBudget budget;
+    private final BudgetLedger budget;
 
     public TaskController(SubmitRequestParser parser, TaskService service, TaskStore store, LiveTaskState live,
-                          TokenBudget budget) {
+                          BudgetLedger budget) {
         this.parser = parser;
         this.service = service;
         this.store = store;
@@ -70,11 +71,35 @@ public class TaskController {
         TaskService.Submitted submitted = service.submit(tenant, submit, IdempotencyKeys.validate(idempotencyKey), body);
         TaskRecord task = submitted.task();
         String url = "/api/v1/tasks/" + task.id();
-        return HttpResponse.<SubmitResponse>status(HttpStatus.ACCEPTED)
+        var response = HttpResponse.<SubmitResponse>status(HttpStatus.ACCEPTED)
                 .header("Location", url)
-                .header("Idempotent-Replayed", Boolean.toString(submitted.replayed()))
-                .body(new SubmitResponse(task.id().toString(), task.status().wireName(), url,
+                .header("Idempotent-Replayed", Boolean.toString(submitted.replayed()));
+        remainingBudgetHeaders(response, tenant, task.tokenLimit());
+        return response.body(new SubmitResponse(task.id().toString(), task.status().wireName(), url,
                         task.assignments().stream().map(Assignment::cliName).toList(), submit.ignoredFields()));
+    }
+
+    /**
+     * {@code X-Budget-Task-Tokens} (the task's pool) and, for each of the tenant's limited period pools,
+     * {@code X-Budget-Remaining-Tokens-Day|Month} and {@code X-Budget-Remaining-Usd-Day|Month} as they stand now.
+     * The task is accepted already: a Redis hiccup here drops the headers, not the submit.
+     */
+    private void remainingBudgetHeaders(io.micronaut.http.MutableHttpResponse<?> response, String tenant, long taskTokens) {
+        response.header("X-Budget-Task-Tokens", Long.toString(taskTokens));
+        try {
+            for (BudgetLedger.PoolState pool : budget.tenantPools(tenant)) {
+                String period = pool.pool().period().startsWith("day") ? "Day" : "Month";
+                if (pool.limit() > 0) {
+                    response.header("X-Budget-Remaining-Tokens-" + period, Long.toString(Math.max(0, pool.remaining())));
+                }
+                if (pool.usdLimitMicros() > 0) {
+                    response.header("X-Budget-Remaining-Usd-" + period,
+                            PeriodLimits.usd(Math.max(0, pool.usdRemainingMicros())).toPlainString());
+                }
+            }
+        } catch (io.lettuce.core.RedisException e) {
+            // The task is in Postgres and will run; only the figures are missing.
+        }
     }
 
     @Inject
@@ -121,10 +146,12 @@ public class TaskController {
                         firstError));
             }
         }
-        var pool = budget.state(task.tenant(), task.id().toString(), task.tokenLimit());
+        var pool = budget.taskPool(task.tenant(), task.id().toString(), task.tokenLimit(), 0);
         return new TaskView(task.id().toString(), task.status().wireName(), task.description(), task.priority().wireName(),
                 task.repo(), task.baseBranch(), task.createdAt(), task.updatedAt(), task.completedAt(),
-                new TaskView.Budget(pool.limit(), pool.used(), pool.reserved(), pool.remaining()), agents, errorViews);
+                new TaskView.Budget(pool.limit(), pool.used(), pool.reserved(), pool.remaining(),
+                        PeriodLimits.usd(pool.usdUsedMicros()), PeriodLimits.usd(pool.usdReservedMicros()),
+                        budget.mode().name().toLowerCase()), agents, errorViews);
     }
 
     private static TaskView.ErrorView errorView(ErrorRecord e) {

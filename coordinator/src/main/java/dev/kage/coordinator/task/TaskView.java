@@ -34,10 +34,14 @@ public record TaskView(
      * @param tokenLimit the task's pool, tokens
      * @param tokensUsed tokens settled by finished jobs
      * @param tokensReserved tokens held by running jobs
+     * @param usdUsed     USD settled by finished jobs (their reported cost, else the price table)
+     * @param usdReserved USD held by running jobs (estimated from the price table)
+     * @param mode        {@code BUDGET_MODE}: {@code log} or {@code enforce}
      */
     @Serdeable(naming = SnakeCaseStrategy.class)
     @JsonInclude(JsonInclude.Include.ALWAYS)
-    public record Budget(long tokenLimit, long tokensUsed, long tokensReserved, long tokensRemaining) {
+    public record Budget(long tokenLimit, long tokensUsed, long tokensReserved, long tokensRemaining, BigDecimal usdUsed,
+                         BigDecimal usdReserved, String mode) {
     }
 
     /**

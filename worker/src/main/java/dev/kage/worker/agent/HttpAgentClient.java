@@ -211,10 +211,10 @@ public final class HttpAgentClient {
         if (!usage.isObject()) {
             input = TokenCounter.count(agent.encoding(), prompt);
             output = TokenCounter.count(agent.encoding(), answer);
-            BigDecimal cost = Usage.price(input, output, agent.inputUsdPerMillion(), agent.outputUsdPerMillion());
+            BigDecimal cost = agent.prices().cost(input, output, 0, 0);
             return new AgentReport(answer, false, new Usage(input, output, 0, 0, cost, UsageSource.TOKENIZER), root.path("id").asText(null));
         }
-        BigDecimal cost = Usage.price(input + cacheRead + cacheWrite, output, agent.inputUsdPerMillion(), agent.outputUsdPerMillion());
+        BigDecimal cost = agent.prices().cost(input, output, cacheRead, cacheWrite);
         return new AgentReport(answer, false, new Usage(input, output, cacheRead, cacheWrite, cost, UsageSource.AGENT),
                 root.path("id").asText(null));
     }

@@ -29,7 +29,7 @@ public final class OutputParser {
      */
     public static AgentReport parse(AgentConfig agent, String prompt, String stdout, String stdoutTail) {
         Optional<AgentReport> reported = switch (agent.output()) {
-            case CLAUDE_JSON -> claude(agent, stdout, stdoutTail);
+            case CLAUDE_JSON -> claude(agent, prompt, stdout, stdoutTail);
             case OPENAI_JSON -> openAi(agent, stdout);
             case TEXT -> Optional.empty();
         };
@@ -37,17 +37,23 @@ public final class OutputParser {
     }
 
     /** Claude Code's {@code --output-format json} object, or the {@code result} line of stream-json. */
-    private static Optional<AgentReport> claude(AgentConfig agent, String stdout, String stdoutTail) {
+    private static Optional<AgentReport> claude(AgentConfig agent, String prompt, String stdout, String stdoutTail) {
         return findResultObject(stdout).or(() -> findResultObject(stdoutTail)).map(node -> {
             JsonNode usage = node.path("usage");
             long input = usage.path("input_tokens").asLong(0);
             long output = usage.path("output_tokens").asLong(0);
             long cacheRead = usage.path("cache_read_input_tokens").asLong(0);
             long cacheWrite = usage.path("cache_creation_input_tokens").asLong(0);
+            UsageSource source = UsageSource.AGENT;
+            if (!usage.isObject()) {
+                // No usage in the report: count the prompt and the answer (the agent's own tool turns are unseen).
+                input = TokenCounter.count(agent.encoding(), prompt);
+                output = TokenCounter.count(agent.encoding(), node.path("result").asText(""));
+                source = UsageSource.TOKENIZER;
+            }
             BigDecimal cost = node.hasNonNull("total_cost_usd")
                     ? node.get("total_cost_usd").decimalValue().setScale(6, RoundingMode.HALF_UP)
-                    : Usage.price(input + cacheRead + cacheWrite, output, agent.inputUsdPerMillion(), agent.outputUsdPerMillion());
-            UsageSource source = usage.isObject() ? UsageSource.AGENT : UsageSource.ESTIMATE;
+                    : agent.prices().cost(input, output, cacheRead, cacheWrite);
             return new AgentReport(node.path("result").asText(""), node.path("is_error").asBoolean(false),
                     new Usage(input, output, cacheRead, cacheWrite, cost, source), node.path("session_id").asText(null));
         });
@@ -78,7 +84,7 @@ public final class OutputParser {
             long input = usage.path("prompt_tokens").asLong(0);
             long output = usage.path("completion_tokens").asLong(0);
             long cached = usage.path("prompt_tokens_details").path("cached_tokens").asLong(0);
-            BigDecimal cost = Usage.price(input, output, agent.inputUsdPerMillion(), agent.outputUsdPerMillion());
+            BigDecimal cost = agent.prices().cost(input - cached, output, cached, 0);
             String text = node.path("choices").path(0).path("message").path("content").asText("");
             return new AgentReport(text, node.has("error"),
                     new Usage(input - cached, output, cached, 0, cost, usage.isObject() ? UsageSource.AGENT : UsageSource.ESTIMATE),
@@ -89,7 +95,7 @@ public final class OutputParser {
     private static AgentReport counted(AgentConfig agent, String prompt, String stdout) {
         long input = TokenCounter.count(agent.encoding(), prompt);
         long output = TokenCounter.count(agent.encoding(), stdout);
-        BigDecimal cost = Usage.price(input, output, agent.inputUsdPerMillion(), agent.outputUsdPerMillion());
+        BigDecimal cost = agent.prices().cost(input, output, 0, 0);
         return new AgentReport(stdout.strip(), false, new Usage(input, output, 0, 0, cost, UsageSource.TOKENIZER), null);
     }
 

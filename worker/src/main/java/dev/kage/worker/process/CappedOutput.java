@@ -25,10 +25,16 @@ public final class CappedOutput {
 
     /** Reads {@code in} to its end. */
     public void drain(InputStream in) throws IOException {
+        drain(in, (chunk, length) -> { });
+    }
+
+    /** Reads {@code in} to its end, handing each chunk to {@code listener} after keeping it. */
+    public void drain(InputStream in, java.util.function.ObjIntConsumer<byte[]> listener) throws IOException {
         byte[] buffer = new byte[8192];
         int n;
         while ((n = in.read(buffer)) >= 0) {
             append(buffer, n);
+            listener.accept(buffer, n);
         }
     }
 

@@ -64,6 +64,16 @@ public final class ProcessRunner {
      */
     public ProcessOutcome run(List<String> argv, Path workdir, Map<String, String> env, Duration timeout, Runnable onStarted)
             throws IOException, InterruptedException {
+        return run(argv, workdir, env, timeout, onStarted, OutputWatcher.NONE);
+    }
+
+    /**
+     * As {@link #run(List, Path, Map, Duration, Runnable)}, showing standard output to {@code watcher} as it
+     * arrives; when the watcher says stop, the process tree is killed at once and the outcome is
+     * {@link ProcessOutcome#stopped()}.
+     */
+    public ProcessOutcome run(List<String> argv, Path workdir, Map<String, String> env, Duration timeout, Runnable onStarted,
+                              OutputWatcher watcher) throws IOException, InterruptedException {
         List<String> command = argv;
         if (dieWithWorker) {
             command = new java.util.ArrayList<>(List.of(SETPRIV.toString(), "--pdeathsig", "KILL", "--"));
@@ -78,16 +88,29 @@ public final class ProcessRunner {
         onStarted.run();
         CappedOutput stdout = new CappedOutput(HEAD_BYTES, TAIL_BYTES);
         CappedOutput stderr = new CappedOutput(HEAD_BYTES / 4, TAIL_BYTES / 4);
-        CompletableFuture<Void> outReader = drain(process.getInputStream(), stdout);
-        CompletableFuture<Void> errReader = drain(process.getErrorStream(), stderr);
+        CompletableFuture<Void> stop = new CompletableFuture<>();
+        CompletableFuture<Void> outReader = drain(process.getInputStream(), stdout, (chunk, length) -> {
+            if (!stop.isDone() && !watcher.onOutput(chunk, length)) {
+                stop.complete(null);
+            }
+        });
+        CompletableFuture<Void> errReader = drain(process.getErrorStream(), stderr, (chunk, length) -> { });
         boolean timedOut = false;
         boolean killed = false;
+        boolean stopped = false;
         try {
-            if (!process.waitFor(timeout.toMillis(), TimeUnit.MILLISECONDS)) {
-                timedOut = true;
-                LOG.info("pid {} passed its timeout of {}s; killing its process tree", process.pid(), timeout.toSeconds());
+            CompletableFuture.anyOf(process.onExit(), stop).get(timeout.toMillis(), TimeUnit.MILLISECONDS);
+            if (stop.isDone() && process.isAlive()) {
+                stopped = true;
+                LOG.info("pid {} stopped by its output watcher; killing its process tree", process.pid());
                 killTree(process);
             }
+        } catch (TimeoutException e) {
+            timedOut = true;
+            LOG.info("pid {} passed its timeout of {}s; killing its process tree", process.pid(), timeout.toSeconds());
+            killTree(process);
+        } catch (ExecutionException e) {
+            throw new IllegalStateException("waiting for pid " + process.pid(), e);
         } catch (InterruptedException e) {
             killed = true;
             killTree(process);
@@ -98,7 +121,7 @@ public final class ProcessRunner {
         if (killed) {
             throw new InterruptedException("run of " + argv.getFirst() + " stopped; its process tree was killed");
         }
-        return new ProcessOutcome(process.exitValue(), timedOut, false, stdout.text(), stdout.tailText(), stderr.text(),
+        return new ProcessOutcome(process.exitValue(), timedOut, false, stopped, stdout.text(), stdout.tailText(), stderr.text(),
                 stdout.totalBytes(), Duration.ofNanos(System.nanoTime() - started));
     }
 
@@ -144,10 +167,11 @@ public final class ProcessRunner {
         return java.util.stream.Stream.concat(java.util.stream.Stream.of(first), rest.stream()).toList();
     }
 
-    private static CompletableFuture<Void> drain(java.io.InputStream in, CappedOutput sink) {
+    private static CompletableFuture<Void> drain(java.io.InputStream in, CappedOutput sink,
+                                                 java.util.function.ObjIntConsumer<byte[]> listener) {
         return CompletableFuture.runAsync(() -> {
             try (in) {
-                sink.drain(in);
+                sink.drain(in, listener);
             } catch (IOException e) {
                 // The stream closes when the process is killed; what was read is kept.
             }

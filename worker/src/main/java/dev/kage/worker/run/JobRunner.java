@@ -5,9 +5,15 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.agent.AgentConfig;
 import dev.kage.agent.AgentType;
-import dev.kage.budget.TokenBudget;
-import dev.kage.budget.TokenBudget.Reservation;
-import dev.kage.budget.TokenBudget.Settlement;
+import dev.kage.budget.BudgetLedger;
+import dev.kage.budget.BudgetLedger.Hold;
+import dev.kage.budget.BudgetLedger.HoldRequest;
+import dev.kage.budget.BudgetLedger.PoolKind;
+import dev.kage.budget.BudgetLedger.PoolSettlement;
+import dev.kage.budget.BudgetLedger.Refusal;
+import dev.kage.budget.BudgetLedger.Settlement;
+import dev.kage.budget.PeriodLimits;
+import dev.kage.config.BudgetMode;
 import dev.kage.config.KageSettings;
 import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
@@ -81,7 +87,7 @@ public final class JobRunner {
     private final TaskStore store;
     private final LiveTaskState live;
     private final EventLog events;
-    private final TokenBudget budget;
+    private final BudgetLedger budget;
     private final FleetRateLimiter rateLimiter;
     private final WorktreeManager worktrees;
     private final ProcessRunner processes;
@@ -90,7 +96,7 @@ public final class JobRunner {
     private final Clock clock;
 
     public JobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue, TaskStore store,
-                     LiveTaskState live, EventLog events, TokenBudget budget, FleetRateLimiter rateLimiter,
+                     LiveTaskState live, EventLog events, BudgetLedger budget, FleetRateLimiter rateLimiter,
                      WorktreeManager worktrees, ProcessRunner processes, OutcomeRecorder outcomes, Clock clock) {
         this.settings = settings;
         this.worker = worker;
@@ -139,6 +145,11 @@ public final class JobRunner {
         } finally {
             Thread.interrupted();
         }
+    }
+
+    /** Releases budget holds whose lifetime is over (their workers died and the jobs never came back). */
+    public int sweepExpiredHolds() {
+        return budget.sweepExpired();
     }
 
     /**
@@ -307,20 +318,30 @@ public final class JobRunner {
     }
 
     private Outcome execute(JobMessage job, AgentConfig agent, String entryId) throws InterruptedException {
-        // One reservation per delivery: a handed-back or reclaimed job reserves afresh, a replayed command does not.
-        String reservationId = job.jobId() + "#" + job.attempt() + "#" + entryId;
         long promptTokens = TokenCounter.count(agent.encoding(), job.description());
-        long estimate = promptTokens + agent.estimatedOutputTokens();
-        Reservation reservation = budget.reserve(job.tenant(), job.taskId(), reservationId, estimate, job.tokenLimit());
-        if (!reservation.accepted()) {
-            long wouldUse = reservation.used() + reservation.reserved() + estimate;
-            ErrorRecord error = budgetError(job, wouldUse, reservation.limit(), reservation.used(), false);
+        // An HTTP agent's answer is capped by max_tokens: holding the cap means it can never pass its hold.
+        long outputTokens = agent.type().isHttp() ? agent.endpoint().maxTokens() : agent.estimatedOutputTokens();
+        long estimate = promptTokens + outputTokens;
+        // One hold per delivery: a handed-back or retried job holds afresh; a reclaimed one (same entry) by another
+        // worker replaces the dead worker's hold; a replayed command changes nothing.
+        Hold hold = budget.reserve(new HoldRequest(job.tenant(), job.taskId(), job.agent(),
+                job.jobId() + "#" + job.attempt() + "#" + entryId, worker.workerId(), estimate,
+                agent.prices().estimateMicros(promptTokens, outputTokens), job.tokenLimit(), 0, agent.budget(),
+                Duration.ofSeconds(job.timeoutSeconds()).plus(settings.rateLimit().maxSlotWait())
+                        .plus(settings.budget().holdGrace())));
+        if (hold.superseded() > 0) {
+            LOG.info("Job {}: released the budget hold of the worker it was reclaimed from", job.jobId());
+        }
+        if (!hold.accepted()) {
+            ErrorRecord error = refusalError(job, hold.refusal());
             LOG.warn("Job {} not started: {}", job.jobId(), error.errorMessage());
+            events.publish("budget.refused", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                    "pool", hold.refusal().pool().describe(), "message", error.errorMessage()));
             return new Outcome(failedResult(job, agent, "not started: " + error.errorMessage(), null), List.of(error));
         }
 
         if (agent.type().isHttp()) {
-            return executeHttp(job, agent, reservationId, estimate);
+            return executeHttp(job, agent, hold, estimate);
         }
         String branch = "kage/" + job.taskId() + "/" + job.agent();
         String repo = job.repo().isBlank() ? worker.defaultRepo() : job.repo();
@@ -328,13 +349,16 @@ public final class JobRunner {
         try {
             worktree = worktrees.create(repo, job.baseBranch(), branch, job.taskId() + "-" + job.agent());
         } catch (GitException e) {
-            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            budget.release(hold);
             ErrorRecord error = error(job, "WorktreeError", e.getMessage(), Map.of("repo", repo, "base_branch", job.baseBranch()),
                     e.retryable());
             return new Outcome(failedResult(job, agent, e.getMessage(), null), List.of(error));
+        } catch (RuntimeException e) {
+            budget.release(hold);
+            throw e;
         }
         try {
-            return runAgent(job, agent, worktree, reservationId, estimate);
+            return runAgent(job, agent, worktree, hold, promptTokens, estimate);
         } finally {
             try {
                 worktrees.remove(worktree);
@@ -344,7 +368,7 @@ public final class JobRunner {
         }
     }
 
-    private Outcome runAgent(JobMessage job, AgentConfig agent, Worktree worktree, String reservationId, long estimate)
+    private Outcome runAgent(JobMessage job, AgentConfig agent, Worktree worktree, Hold hold, long promptTokens, long estimate)
             throws InterruptedException {
         Map<String, String> env = agentEnvironment(job, agent);
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
@@ -353,40 +377,46 @@ public final class JobRunner {
         try {
             permit = takePermit(job, agent, estimate);
         } catch (InterruptedException e) {
-            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            budget.release(hold);
             throw e;
         }
         if (permit.deferral() != null) {
-            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            budget.release(hold);
             return new Outcome(null, List.of(), permit.deferral());
         }
+        LiveBudget live = new LiveBudget(job, agent, hold, promptTokens);
         ProcessOutcome process;
         try {
             process = processes.run(argv, worktree.path(), env, Duration.ofSeconds(job.timeoutSeconds()),
-                    () -> rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant()));
+                    () -> rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant()), live);
         } catch (IOException e) {
-            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            budget.release(hold);
             // The process never started: its call never left, so its permit goes back.
             rateLimiter.release(agent.limits().group(), job.jobId(), permit.grant());
             ErrorRecord error = error(job, "AgentStartError", "cannot start " + argv.getFirst() + ": " + e.getMessage(),
                     Map.of("program", argv.getFirst()), false);
             return new Outcome(failedResult(job, agent, error.errorMessage(), worktree), List.of(error));
         } catch (InterruptedException e) {
-            // Stopping: give the reservation back; the entry stays pending and runs again elsewhere.
-            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            // Stopping: what the agent printed was spent; the entry stays pending and runs again elsewhere.
+            budget.settle(hold, live.counted(), agent.prices().estimateMicros(promptTokens, live.outputTokens()));
             throw e;
         }
 
         AgentReport report = OutputParser.parse(agent, job.description(), process.stdout(), process.stdoutTail());
-        Usage usage = report.usage();
+        Usage usage = live.atLeastCounted(report.usage());
         List<ErrorRecord> errors = new ArrayList<>();
-        settle(job, reservationId, usage, errors);
+        settle(job, hold, usage, errors);
+        if (process.stopped()) {
+            errors.add(live.stopError());
+        }
 
         JobStatus status = JobStatus.COMPLETED;
         String summary = redactor.redact(report.result());
-        boolean failed = process.timedOut() || process.exitCode() != 0 || report.isError();
+        boolean failed = process.timedOut() || process.stopped() || process.exitCode() != 0 || report.isError();
         String signalText = process.stdoutTail() + "\n" + process.stderr();
-        if (failed && !process.timedOut() && agent.limits().signalled(process.exitCode(), signalText)) {
+        if (process.stopped()) {
+            status = JobStatus.FAILED;
+        } else if (failed && !process.timedOut() && agent.limits().signalled(process.exitCode(), signalText)) {
             Optional<Outcome> deferred = rateLimited(job, agent, process.exitCode(), redactor.redact(tail(signalText, 2_000)),
                     AgentLimits.retryAfter(signalText), errors);
             if (deferred.isPresent()) {
@@ -425,25 +455,192 @@ public final class JobRunner {
         ResultRecord result = new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), status,
                 truncate(summary, SUMMARY_CHARS), usage.inputTokens(), usage.outputTokens(), usage.cacheReadTokens(),
                 usage.cacheWriteTokens(), usage.costUsd(), usage.source().wireName(), agent.model(),
-                process.duration().toMillis(), process.timedOut() ? null : process.exitCode(), worktree.branch(), commitSha,
+                process.duration().toMillis(), process.timedOut() || process.stopped() ? null : process.exitCode(), worktree.branch(), commitSha,
                 diffStat, worker.workerId(), job.attempt(), null);
         return new Outcome(result, errors);
     }
 
-    /** Replaces the reservation with what the run used; a warning event and a violation row as the seed logs them. */
-    private void settle(JobMessage job, String reservationId, Usage usage, List<ErrorRecord> errors) {
-        Settlement settlement = budget.settle(job.tenant(), job.taskId(), reservationId, usage.totalTokens(), job.tokenLimit());
-        if (settlement.warningNow()) {
-            LOG.warn("Token budget warning: task {} has used {} of {} tokens ({}%)", job.taskId(), settlement.used(),
-                    settlement.limit(), settlement.percentUsed());
-            events.publish("budget.warning", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
-                    "tokens_used", Long.toString(settlement.used()), "token_limit", Long.toString(settlement.limit())));
+    /**
+     * Replaces the hold with what the run used, in every pool. A warning event and log line the first time a pool
+     * passes {@code TOKEN_WARNING_THRESHOLD} in its period; a violation row in the seed's shape when the task's
+     * pool is passed (each settlement that leaves it passed, as the seed logs), and once per period when a
+     * tenant's or an agent's pool is.
+     */
+    private void settle(JobMessage job, Hold hold, Usage usage, List<ErrorRecord> errors) {
+        Settlement settlement = budget.settle(hold, usage.totalTokens(), PeriodLimits.micros(usage.costUsd()));
+        for (PoolSettlement pool : settlement.pools()) {
+            if (pool.warningNow() || pool.usdWarningNow()) {
+                String what = pool.warningNow() ? pool.used() + " of " + pool.limit() + " tokens (" + pool.percentUsed() + "%)"
+                        : "$" + PeriodLimits.usd(pool.usdUsedMicros()) + " of $" + PeriodLimits.usd(pool.usdLimitMicros());
+                LOG.warn("Token budget warning: {} {} has used {}", pool.pool().describe(),
+                        pool.pool().kind() == PoolKind.TASK ? job.taskId() : "", what);
+                Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                        "pool", pool.pool().describe(), "tokens_used", Long.toString(pool.used()),
+                        "token_limit", Long.toString(pool.limit())));
+                if (pool.usdWarningNow()) {
+                    event.put("usd_used", PeriodLimits.usd(pool.usdUsedMicros()).toPlainString());
+                    event.put("usd_limit", PeriodLimits.usd(pool.usdLimitMicros()).toPlainString());
+                }
+                events.publish("budget.warning", event);
+            }
         }
-        if (settlement.firstTime() && settlement.exceeded()) {
-            ErrorRecord violation = budgetError(job, settlement.used(), settlement.limit(), settlement.used(),
-                    settlement.warningIssued());
+        if (!settlement.firstTime()) {
+            return;
+        }
+        PoolSettlement task = settlement.task();
+        if (task.exceeded()) {
+            ErrorRecord violation = budgetError(job, task.used(), task.limit(), task.used(), task.warningIssued());
             LOG.warn("Budget violation (BUDGET_MODE={}): {}", settings.budgetMode().name().toLowerCase(), violation.errorMessage());
             errors.add(violation);
+        }
+        for (PoolSettlement pool : settlement.pools().subList(1, settlement.pools().size())) {
+            if (pool.exceededNow() || pool.usdExceededNow()) {
+                boolean usd = !pool.exceededNow();
+                ErrorRecord violation = poolError(job, pool.pool(), usd, usd ? pool.usdUsedMicros() : pool.used(),
+                        usd ? pool.usdLimitMicros() : pool.limit(), usd ? pool.usdWarningIssued() : pool.warningIssued(), false);
+                LOG.warn("Budget violation (BUDGET_MODE={}): {}", settings.budgetMode().name().toLowerCase(), violation.errorMessage());
+                errors.add(violation);
+            }
+        }
+    }
+
+    /** The row of a job that could not reserve: the seed's row for the task's pool, its like for the others. */
+    private ErrorRecord refusalError(JobMessage job, Refusal refusal) {
+        if (refusal.pool().kind() == PoolKind.TASK && !refusal.usd()) {
+            return budgetError(job, refusal.wouldUse(), refusal.limit(), refusal.used(), false);
+        }
+        return poolError(job, refusal.pool(), refusal.usd(), refusal.wouldUse(), refusal.limit(), false, true);
+    }
+
+    /**
+     * A {@code BudgetExceededError} row for a tenant's or an agent's pool (or a task's dollar limit), in the seed's
+     * shape plus the pool: {@code error_details} has {@code cli_name}, {@code tokens_used}, {@code token_limit} and
+     * {@code usage_stats}; dollar figures are in micro-USD under the same names, with {@code unit: "usd_micros"}.
+     */
+    private ErrorRecord poolError(JobMessage job, BudgetLedger.Pool pool, boolean usd, long used, long limit,
+                                  boolean warningIssued, boolean refused) {
+        Map<String, Object> stats = new LinkedHashMap<>();
+        stats.put("tokens_used", used);
+        stats.put("tokens_remaining", limit - used);
+        stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * used / limit) / 10.0);
+        stats.put("warning_issued", warningIssued || used >= settings.tokenWarningThreshold() * limit);
+        Map<String, Object> details = new LinkedHashMap<>();
+        details.put("cli_name", job.agent());
+        details.put("tokens_used", used);
+        details.put("token_limit", limit);
+        details.put("usage_stats", stats);
+        details.put("budget_mode", settings.budgetMode().name().toLowerCase());
+        details.put("pool", pool.kind().wireName());
+        details.put("pool_owner", pool.owner());
+        if (pool.period() != null) {
+            details.put("period", pool.period());
+        }
+        details.put("unit", usd ? "usd_micros" : "tokens");
+        details.put("refused", refused);
+        String owner = switch (pool.kind()) {
+            case TASK -> "Task";
+            case TENANT -> "Tenant " + pool.owner();
+            case AGENT -> "Agent " + pool.owner();
+        };
+        String period = pool.period() == null ? "" : " for " + pool.period().replace(':', ' ');
+        String message = usd
+                ? owner + " would exceed its USD budget" + period + ": $" + PeriodLimits.usd(used).toPlainString() + " > $"
+                        + PeriodLimits.usd(limit).toPlainString()
+                : owner + " would exceed its token budget" + period + ": " + used + " > " + limit;
+        return new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), "BudgetExceededError", message,
+                json(details), false, null, errorKey(job, "BudgetExceededError:" + pool.kind().wireName()
+                        + (pool.period() == null ? "" : ":" + pool.period()) + (usd ? ":usd" : "")));
+    }
+
+    /**
+     * Counts an agent's output tokens as it streams (jtokkit, the agent's encoding) and keeps its hold ahead of
+     * them: when the count passes what is held, the hold grows from the pools ({@link BudgetLedger#topUp}); in
+     * enforce mode a pool with no room left stops the agent, within the chunk that passed it. In log mode it only
+     * counts. The count is what the run used when the agent reports nothing better (and when it is stopped).
+     * Used by one drain thread, read by the job's thread after the process has ended.
+     */
+    private final class LiveBudget implements dev.kage.worker.process.OutputWatcher {
+        private final JobMessage job;
+        private final AgentConfig agent;
+        private final Hold hold;
+        private final long promptTokens;
+        private final boolean enforce = settings.budgetMode() == BudgetMode.ENFORCE;
+        private volatile long output;
+        private volatile long held;
+        private volatile BudgetLedger.TopUp refusal;
+        private volatile String failure;
+
+        LiveBudget(JobMessage job, AgentConfig agent, Hold hold, long promptTokens) {
+            this.job = job;
+            this.agent = agent;
+            this.hold = hold;
+            this.promptTokens = promptTokens;
+            this.held = hold.tokens();
+        }
+
+        @Override
+        public boolean onOutput(byte[] chunk, int length) {
+            output += TokenCounter.count(agent.encoding(), new String(chunk, 0, length, java.nio.charset.StandardCharsets.UTF_8));
+            long need = promptTokens + output - held;
+            if (!enforce || need <= 0) {
+                return true;
+            }
+            // Grow ahead by a quarter of the first estimate at least, so a long answer costs few round trips.
+            long want = Math.max(need, Math.max(1_024, hold.tokens() / 4));
+            try {
+                BudgetLedger.TopUp topUp = budget.topUp(hold, need, want, 0, 0);
+                if (topUp.granted()) {
+                    held += topUp.tokens();
+                    return true;
+                }
+                refusal = topUp;
+            } catch (RuntimeException e) {
+                // Enforce mode fails closed: tokens that cannot be held are not spent.
+                failure = e.getMessage();
+            }
+            LOG.warn("Job {}: budget spent while the agent was printing ({} tokens counted, {} held); stopping it",
+                    job.jobId(), counted(), held);
+            return false;
+        }
+
+        long outputTokens() {
+            return output;
+        }
+
+        long counted() {
+            return promptTokens + output;
+        }
+
+        /** The agent's own usage, or the live count when that is more (an agent stopped midway reports nothing). */
+        Usage atLeastCounted(Usage reported) {
+            if (reported.source() == Usage.UsageSource.AGENT || reported.totalTokens() >= counted()) {
+                return reported;
+            }
+            return new Usage(promptTokens, output, 0, 0, agent.prices().cost(promptTokens, output, 0, 0),
+                    Usage.UsageSource.TOKENIZER);
+        }
+
+        ErrorRecord stopError() {
+            BudgetLedger.Pool pool = refusal == null || refusal.tightest() == null ? hold.tenantPools().getFirst()
+                    : refusal.tightest();
+            Map<String, Object> details = new LinkedHashMap<>();
+            details.put("cli_name", job.agent());
+            details.put("tokens_used", counted());
+            details.put("tokens_held", held);
+            details.put("pool", pool.kind().wireName());
+            details.put("pool_owner", pool.owner());
+            if (pool.period() != null) {
+                details.put("period", pool.period());
+            }
+            details.put("budget_mode", settings.budgetMode().name().toLowerCase());
+            details.put("stopped", true);
+            if (failure != null) {
+                details.put("redis_error", failure);
+            }
+            String message = "Agent " + job.agent() + " stopped: " + (failure != null ? "its budget could not be checked ("
+                    + failure + ")" : "the " + pool.describe() + " budget was spent") + " after " + counted() + " tokens";
+            return new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), "BudgetExceededError", message,
+                    json(details), false, null, errorKey(job, "BudgetExceededError:stopped"));
         }
     }
 
@@ -452,7 +649,7 @@ public final class JobRunner {
      * the limiter's adaptive rate and a 429/529 pauses the group like a CLI's 429. No worktree: the agent
      * edits no files.
      */
-    private Outcome executeHttp(JobMessage job, AgentConfig agent, String reservationId, long estimate)
+    private Outcome executeHttp(JobMessage job, AgentConfig agent, Hold hold, long estimate)
             throws InterruptedException {
         HttpAgentClient.Reply reply;
         java.util.concurrent.atomic.AtomicBoolean sent = new java.util.concurrent.atomic.AtomicBoolean();
@@ -460,7 +657,7 @@ public final class JobRunner {
         try {
             Permit permit = takePermit(job, agent, estimate);
             if (permit.deferral() != null) {
-                budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+                budget.release(hold);
                 return new Outcome(null, List.of(), permit.deferral());
             }
             grant[0] = permit.grant();
@@ -469,7 +666,7 @@ public final class JobRunner {
                 rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant());
             });
         } catch (IOException e) {
-            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            budget.release(hold);
             if (!sent.get() && grant[0] != null) {
                 rateLimiter.release(agent.limits().group(), job.jobId(), grant[0]);
             }
@@ -477,7 +674,7 @@ public final class JobRunner {
                     + ": " + e.getMessage(), Map.of("base_url", agent.endpoint().baseUrl()), true);
             return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
         } catch (InterruptedException e) {
-            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            budget.release(hold);
             throw e;
         }
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
@@ -489,7 +686,7 @@ public final class JobRunner {
         }
         List<ErrorRecord> errors = new ArrayList<>();
         if (reply.rateLimited()) {
-            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            budget.release(hold);
             Optional<Outcome> deferred = rateLimited(job, agent, reply.status(), redactor.redact(tail(reply.body(), 2_000)),
                     HttpAgentClient.retryAfter(reply.headers(), Instant.now()), errors);
             if (deferred.isPresent()) {
@@ -498,20 +695,20 @@ public final class JobRunner {
             return new Outcome(failedResult(job, agent, "rate limited: HTTP " + reply.status(), null), errors);
         }
         if (reply.timedOut()) {
-            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            budget.release(hold);
             ErrorRecord error = error(job, "TimeoutError", "Agent " + job.agent() + " passed its timeout of " + job.timeoutSeconds()
                     + "s", Map.of("timeout", job.timeoutSeconds()), agent.retry().retryable(0, true));
             return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
         }
         if (reply.status() / 100 != 2) {
-            budget.settle(job.tenant(), job.taskId(), reservationId, 0, job.tokenLimit());
+            budget.release(hold);
             ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " answered HTTP " + reply.status(),
                     Map.of("status", reply.status(), "body_tail", redactor.redact(tail(reply.body(), 2_000))), reply.status() >= 500);
             return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
         }
         AgentReport report = HttpAgentClient.report(agent, job.description(), reply);
         Usage usage = report.usage();
-        settle(job, reservationId, usage, errors);
+        settle(job, hold, usage, errors);
         ResultRecord result = new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), JobStatus.COMPLETED,
                 truncate(redactor.redact(report.result()), SUMMARY_CHARS), usage.inputTokens(), usage.outputTokens(),
                 usage.cacheReadTokens(), usage.cacheWriteTokens(), usage.costUsd(), usage.source().wireName(), agent.model(),

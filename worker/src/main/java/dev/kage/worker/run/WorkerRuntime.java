@@ -359,6 +359,14 @@ public final class WorkerRuntime {
     }
 
     private void tidy() {
+        try {
+            int released = runner.sweepExpiredHolds();
+            if (released > 0) {
+                LOG.info("Released {} budget hold(s) that lapsed unsettled (their workers died)", released);
+            }
+        } catch (RedisException e) {
+            LOG.warn("Budget sweep failed: {}", e.getMessage());
+        }
         for (String agent : worker.agents()) {
             try {
                 long trimmed = queue.trim(agent, queueSettings.keepAcked());

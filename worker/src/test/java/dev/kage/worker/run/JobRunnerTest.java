@@ -8,7 +8,8 @@ import dev.kage.agent.AgentCatalog;
 import dev.kage.agent.AgentConfig;
 import dev.kage.agent.AgentType;
 import dev.kage.agent.OutputFormat;
-import dev.kage.budget.TokenBudget;
+import dev.kage.budget.BudgetLedger;
+import dev.kage.budget.PeriodLimits;
 import dev.kage.config.BudgetMode;
 import dev.kage.config.Env;
 import dev.kage.config.KageSettings;
@@ -98,7 +99,7 @@ class JobRunnerTest {
         assertThat(pending()).isZero();
         assertThat(new LiveTaskState(redis.keys(), redis.redis()).job("acme", run.task.id().toString(), "claude-code"))
                 .contains(JobStatus.COMPLETED);
-        var pool = new TokenBudget(redis.keys(), redis.redis(), BudgetMode.LOG, 0.8).state("acme", run.task.id().toString(), 50_000);
+        var pool = new BudgetLedger(redis.keys(), redis.redis(), BudgetMode.LOG, 0.8, PeriodLimits.NONE, Clock.systemUTC()).taskPool("acme", run.task.id().toString(), 50_000, 0);
         assertThat(pool.used()).isEqualTo(run.result.totalTokens());
         assertThat(pool.reserved()).isZero();
     }
@@ -175,7 +176,7 @@ class JobRunnerTest {
             assertThat(error.errorType()).isEqualTo("WorktreeError");
             assertThat(error.errorMessage()).contains("base branch 'no-such-branch' does not exist");
         });
-        var pool = new TokenBudget(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8).state("acme", run.task.id().toString(), 50_000);
+        var pool = new BudgetLedger(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8, PeriodLimits.NONE, Clock.systemUTC()).taskPool("acme", run.task.id().toString(), 50_000, 0);
         assertThat(pool.reserved()).isZero();
     }
 
@@ -197,7 +198,7 @@ class JobRunnerTest {
         assertThat(store.find("acme", run.task.id()).orElseThrow().status()).isEqualTo(TaskStatus.COMPLETED);
         assertThat(new LiveTaskState(redis.keys(), redis.redis()).job("acme", run.task.id().toString(), "bench"))
                 .contains(JobStatus.COMPLETED);
-        var pool = new TokenBudget(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8).state("acme", run.task.id().toString(), 10);
+        var pool = new BudgetLedger(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8, PeriodLimits.NONE, Clock.systemUTC()).taskPool("acme", run.task.id().toString(), 10, 0);
         assertThat(pool.used()).isZero();
         assertThat(pool.reserved()).isZero();
         assertThat(redis.redis().xrange(redis.keys().events(), io.lettuce.core.Range.create("-", "+")))
@@ -224,7 +225,7 @@ class JobRunnerTest {
         JobQueue queue = new JobQueue(keys, redis.redis());
         LiveTaskState live = new LiveTaskState(keys, redis.redis());
         JobRunner runner = new JobRunner(settings, worker, catalog, queue, store, live,
-                new EventLog(keys, redis.redis(), Clock.systemUTC()), new TokenBudget(keys, redis.redis(), mode, 0.8),
+                new EventLog(keys, redis.redis(), Clock.systemUTC()), new BudgetLedger(keys, redis.redis(), mode, 0.8, PeriodLimits.NONE, Clock.systemUTC()),
                 limiter(keys, catalog, settings), new WorktreeManager(worker.workDir()), new ProcessRunner(),
                 new OutcomeRecorder(store, keys, redis.redis()), Clock.systemUTC());
 

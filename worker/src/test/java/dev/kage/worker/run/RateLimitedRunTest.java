@@ -10,7 +10,8 @@ import dev.kage.agent.AgentLimits;
 import dev.kage.agent.AgentType;
 import dev.kage.agent.OutputFormat;
 import dev.kage.agent.RetryPolicy;
-import dev.kage.budget.TokenBudget;
+import dev.kage.budget.BudgetLedger;
+import dev.kage.budget.PeriodLimits;
 import dev.kage.config.BudgetMode;
 import dev.kage.config.Env;
 import dev.kage.config.KageSettings;
@@ -268,9 +269,9 @@ class RateLimitedRunTest {
     }
 
     private static AgentConfig httpAgent(String name, AgentType type, String baseUrl) {
-        return new AgentConfig(name, type, List.of(), OutputFormat.TEXT, List.of(), "scripted-model", "o200k_base", 1_000, 3.0,
-                15.0, Path.of("/"), new RetryPolicy(1, Set.of(), false), AgentLimits.defaults(name),
-                new AgentConfig.HttpEndpoint(baseUrl, null, 256));
+        return new AgentConfig(name, type, List.of(), OutputFormat.TEXT, List.of(), "scripted-model", "o200k_base", 1_000,
+                dev.kage.tokens.Prices.of(3.0, 15.0), Path.of("/"), new RetryPolicy(1, Set.of(), false), AgentLimits.defaults(name),
+                new AgentConfig.HttpEndpoint(baseUrl, null, 256), PeriodLimits.NONE);
     }
 
     private JobRunner runner(AgentConfig agent, Map<String, String> extra) {
@@ -283,7 +284,7 @@ class RateLimitedRunTest {
         catalog.limitGroups(settings.rateLimit()).forEach(limiter::configure);
         KageKeys keys = redis.keys();
         return new JobRunner(settings, worker, catalog, queue, store, new LiveTaskState(keys, redis.redis()),
-                new EventLog(keys, redis.redis(), Clock.systemUTC()), new TokenBudget(keys, redis.redis(), BudgetMode.LOG, 0.8),
+                new EventLog(keys, redis.redis(), Clock.systemUTC()), new BudgetLedger(keys, redis.redis(), BudgetMode.LOG, 0.8, PeriodLimits.NONE, Clock.systemUTC()),
                 limiter, new WorktreeManager(worker.workDir()), new ProcessRunner(), new OutcomeRecorder(store, keys, redis.redis()),
                 Clock.systemUTC());
     }

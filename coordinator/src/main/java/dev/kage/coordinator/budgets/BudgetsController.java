@@ -1,0 +1,201 @@
+package dev.kage.coordinator.budgets;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.agent.AgentCatalog;
+import dev.kage.agent.AgentConfig;
+import dev.kage.budget.BudgetLedger;
+import dev.kage.budget.BudgetLedger.PoolState;
+import dev.kage.budget.PeriodLimits;
+import dev.kage.coordinator.api.ErrorBody;
+import dev.kage.coordinator.api.ErrorBody.FieldError;
+import dev.kage.coordinator.auth.ApiKeyFilter;
+import dev.kage.coordinator.auth.ApiKeys;
+import dev.kage.coordinator.task.InvalidRequestException;
+import io.micronaut.core.annotation.Nullable;
+import io.micronaut.http.HttpRequest;
+import io.micronaut.http.HttpResponse;
+import io.micronaut.http.HttpStatus;
+import io.micronaut.http.MediaType;
+import io.micronaut.http.annotation.Body;
+import io.micronaut.http.annotation.Controller;
+import io.micronaut.http.annotation.Delete;
+import io.micronaut.http.annotation.Get;
+import io.micronaut.http.annotation.PathVariable;
+import io.micronaut.http.annotation.Put;
+import io.micronaut.scheduling.TaskExecutors;
+import io.micronaut.scheduling.annotation.ExecuteOn;
+import io.micronaut.serde.annotation.Serdeable;
+import io.micronaut.serde.config.naming.SnakeCaseStrategy;
+import java.io.IOException;
+import java.math.BigDecimal;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Set;
+
+/**
+ * Budgets as the fleet holds them in Redis: {@code GET /api/v1/budgets} shows the caller's tenant pools for the
+ * current UTC day and month (limit, used, reserved, remaining, in tokens and USD) and the pools of agents with
+ * budgets of their own; {@code GET|PUT|DELETE /api/v1/budgets/{tenant}} reads, sets or resets one tenant's period
+ * limits (a tenant reads its own; reading another's and changing any needs an admin tenant,
+ * {@code KAGE_ADMIN_TENANTS}). A change applies to the whole fleet at the next reservation.
+ */
+@Controller("/api/v1/budgets")
+@ExecuteOn(TaskExecutors.BLOCKING)
+public class BudgetsController {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final Set<String> FIELDS = Set.of("tokens_per_day", "tokens_per_month", "usd_per_day", "usd_per_month");
+
+    private final BudgetLedger ledger;
+    private final AgentCatalog catalog;
+    private final ApiKeys keys;
+
+    public BudgetsController(BudgetLedger ledger, AgentCatalog catalog, ApiKeys keys) {
+        this.ledger = ledger;
+        this.catalog = catalog;
+        this.keys = keys;
+    }
+
+    @Get(produces = MediaType.APPLICATION_JSON)
+    public Budgets mine(HttpRequest<?> request) {
+        String tenant = tenant(request);
+        List<PoolView> agents = new ArrayList<>();
+        for (String name : catalog.names()) {
+            AgentConfig agent = catalog.require(name);
+            if (!agent.budget().isNone()) {
+                ledger.agentPools(name, agent.budget()).forEach(p -> agents.add(PoolView.of(p)));
+            }
+        }
+        return new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant), agents);
+    }
+
+    @Get(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
+    public HttpResponse<?> get(HttpRequest<?> request, @PathVariable String tenant) {
+        if (!tenant.equals(tenant(request)) && !keys.isAdmin(tenant(request))) {
+            return forbidden("reading another tenant's budgets");
+        }
+        return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
+                List.of()));
+    }
+
+    /**
+     * Sets the tenant's limits: any of {@code tokens_per_day}, {@code tokens_per_month} (whole tokens),
+     * {@code usd_per_day}, {@code usd_per_month} (dollars); 0 means no limit; fields left out keep their value.
+     */
+    @Put(value = "/{tenant}", consumes = {MediaType.APPLICATION_JSON, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
+    public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String tenant, @Nullable @Body byte[] body) {
+        if (!keys.isAdmin(tenant(request))) {
+            return forbidden("changing budgets");
+        }
+        PeriodLimits next = parse(body, ledger.tenantLimits(tenant));
+        ledger.setTenantLimits(tenant, next);
+        return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
+                List.of()));
+    }
+
+    /** Back to the fleet's defaults ({@code TENANT_MAX_*}). */
+    @Delete(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
+    public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String tenant) {
+        if (!keys.isAdmin(tenant(request))) {
+            return forbidden("changing budgets");
+        }
+        ledger.clearTenantLimits(tenant);
+        return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
+                List.of()));
+    }
+
+    private String source(String tenant) {
+        return ledger.hasTenantLimits(tenant) ? "operator" : "defaults";
+    }
+
+    private List<PoolView> tenantPools(String tenant) {
+        return ledger.tenantPools(tenant).stream().map(PoolView::of).toList();
+    }
+
+    private static String tenant(HttpRequest<?> request) {
+        return request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
+    }
+
+    private static HttpResponse<?> forbidden(String what) {
+        return HttpResponse.status(HttpStatus.FORBIDDEN).body(ErrorBody.of("forbidden",
+                what + " needs a key of a tenant in KAGE_ADMIN_TENANTS"));
+    }
+
+    private static PeriodLimits parse(byte[] body, PeriodLimits current) {
+        JsonNode root;
+        try {
+            root = body == null || body.length == 0 ? null : JSON.readTree(body);
+        } catch (IOException e) {
+            throw new InvalidRequestException(List.of(new FieldError("body", "not valid JSON: " + e.getMessage())));
+        }
+        if (root == null || !root.isObject() || root.isEmpty()) {
+            throw new InvalidRequestException(List.of(new FieldError("body",
+                    "a JSON object with any of tokens_per_day, tokens_per_month, usd_per_day, usd_per_month")));
+        }
+        List<FieldError> errors = new ArrayList<>();
+        for (Iterator<String> names = root.fieldNames(); names.hasNext(); ) {
+            String name = names.next();
+            if (!FIELDS.contains(name)) {
+                errors.add(new FieldError(name, "unknown field; known: tokens_per_day, tokens_per_month, usd_per_day, usd_per_month"));
+            }
+        }
+        long dayTokens = tokens(root, "tokens_per_day", current.dayTokens(), errors);
+        long monthTokens = tokens(root, "tokens_per_month", current.monthTokens(), errors);
+        long dayUsd = usd(root, "usd_per_day", current.dayUsdMicros(), errors);
+        long monthUsd = usd(root, "usd_per_month", current.monthUsdMicros(), errors);
+        if (!errors.isEmpty()) {
+            throw new InvalidRequestException(errors);
+        }
+        return new PeriodLimits(dayTokens, dayUsd, monthTokens, monthUsd);
+    }
+
+    private static long tokens(JsonNode root, String field, long current, List<FieldError> errors) {
+        JsonNode value = root.get(field);
+        if (value == null) {
+            return current;
+        }
+        if (!value.canConvertToExactIntegral() || value.asLong() < 0 || value.asLong() > Long.MAX_VALUE / 4) {
+            errors.add(new FieldError(field, "must be a whole number of tokens, 0 for no limit"));
+            return current;
+        }
+        return value.asLong();
+    }
+
+    private static long usd(JsonNode root, String field, long current, List<FieldError> errors) {
+        JsonNode value = root.get(field);
+        if (value == null) {
+            return current;
+        }
+        if (!value.isNumber() || value.decimalValue().signum() < 0
+                || value.decimalValue().compareTo(BigDecimal.valueOf(1_000_000_000L)) > 0) {
+            errors.add(new FieldError(field, "must be an amount of US dollars such as 25.50, 0 for no limit"));
+            return current;
+        }
+        return PeriodLimits.micros(value.decimalValue());
+    }
+
+    /**
+     * @param source {@code operator} when an admin set the tenant's limits, {@code defaults} for {@code TENANT_MAX_*}
+     * @param tenant the tenant's pools, day first
+     * @param agents pools of agents with budgets of their own (shared by every tenant)
+     */
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    public record Budgets(String tenantName, String mode, String source, List<PoolView> tenant, List<PoolView> agents) {
+    }
+
+    /**
+     * One pool. A limit of 0 means none; {@code tokens_remaining} / {@code usd_remaining} are then null.
+     */
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    public record PoolView(String kind, String owner, String period, long tokenLimit, long tokensUsed, long tokensReserved,
+                           @Nullable Long tokensRemaining, BigDecimal usdLimit, BigDecimal usdUsed, BigDecimal usdReserved,
+                           @Nullable BigDecimal usdRemaining) {
+        static PoolView of(PoolState p) {
+            return new PoolView(p.pool().kind().wireName(), p.pool().owner(), p.pool().period(), p.limit(), p.used(), p.reserved(),
+                    p.limit() == 0 ? null : p.remaining(), PeriodLimits.usd(p.usdLimitMicros()), PeriodLimits.usd(p.usdUsedMicros()),
+                    PeriodLimits.usd(p.usdReservedMicros()),
+                    p.usdLimitMicros() == 0 ? null : PeriodLimits.usd(p.usdRemainingMicros()));
+        }
+    }
+}

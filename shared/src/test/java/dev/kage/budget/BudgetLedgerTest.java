@@ -1,0 +1,286 @@
+package dev.kage.budget;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import dev.kage.budget.BudgetLedger.Hold;
+import dev.kage.budget.BudgetLedger.HoldRequest;
+import dev.kage.budget.BudgetLedger.HoldStatus;
+import dev.kage.budget.BudgetLedger.PoolKind;
+import dev.kage.budget.BudgetLedger.PoolState;
+import dev.kage.budget.BudgetLedger.Settlement;
+import dev.kage.budget.BudgetLedger.TopUp;
+import dev.kage.config.BudgetMode;
+import dev.kage.testing.RedisFixture;
+import io.lettuce.core.api.StatefulRedisConnection;
+import java.time.Clock;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.atomic.AtomicLong;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+/** The ledger against a real Redis: atomic multi-pool holds, settle once, lapse, supersede, top-ups. */
+class BudgetLedgerTest {
+    private static final Duration LONG = Duration.ofMinutes(10);
+    private final RedisFixture redis = new RedisFixture();
+
+    @AfterEach
+    void cleanUp() {
+        redis.close();
+    }
+
+    private BudgetLedger ledger(BudgetMode mode, PeriodLimits tenantDefaults) {
+        return ledger(redis.redis(), mode, tenantDefaults);
+    }
+
+    private BudgetLedger ledger(io.lettuce.core.api.sync.RedisCommands<String, String> commands, BudgetMode mode,
+                                PeriodLimits tenantDefaults) {
+        return new BudgetLedger(redis.keys(), commands, mode, 0.8, tenantDefaults, Clock.systemUTC());
+    }
+
+    private static HoldRequest request(String task, String job, String holder, long tokens, long taskLimit) {
+        return new HoldRequest("acme", task, "claude-code", job, holder, tokens, 0, taskLimit, 0, PeriodLimits.NONE, LONG);
+    }
+
+    private static PeriodLimits dayTokens(long tokens) {
+        return new PeriodLimits(tokens, 0, 0, 0);
+    }
+
+    @Test
+    void manyThreadsReservingAndSettlingNeverOverspendTheTenantsDay() throws Exception {
+        int threads = 32;
+        long limit = 40_000;
+        List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
+        ExecutorService pool = Executors.newFixedThreadPool(threads);
+        CountDownLatch start = new CountDownLatch(1);
+        AtomicLong settled = new AtomicLong();
+        AtomicLong refused = new AtomicLong();
+        List<Future<?>> done = new ArrayList<>();
+        for (int t = 0; t < threads; t++) {
+            StatefulRedisConnection<String, String> connection = redis.client().connect();
+            connections.add(connection);
+            BudgetLedger ledger = ledger(connection.sync(), BudgetMode.ENFORCE, dayTokens(limit));
+            int thread = t;
+            done.add(pool.submit(() -> {
+                start.await();
+                for (int i = 0; i < 20; i++) {
+                    // Each job its own task: only the tenant's day pool binds.
+                    Hold hold = ledger.reserve(request("task-" + thread + "-" + i, "job-" + thread + "-" + i, "w" + thread, 500,
+                            1_000_000));
+                    if (!hold.accepted()) {
+                        refused.incrementAndGet();
+                        continue;
+                    }
+                    long used = ThreadLocalRandom.current().nextLong(0, 501); // never more than held
+                    if (ledger.settle(hold, used, 0).firstTime()) {
+                        settled.addAndGet(used);
+                    }
+                }
+                return null;
+            }));
+        }
+        start.countDown();
+        for (Future<?> f : done) {
+            f.get();
+        }
+        pool.shutdown();
+        connections.forEach(StatefulRedisConnection::close);
+
+        PoolState day = ledger(BudgetMode.ENFORCE, dayTokens(limit)).tenantPools("acme").getFirst();
+        assertThat(day.used()).isEqualTo(settled.get()).isLessThanOrEqualTo(limit);
+        assertThat(day.reserved()).isZero();
+        assertThat(refused.get()).as("the day pool was the binding limit").isPositive();
+    }
+
+    @Test
+    void aHoldIsAllOrNothingAcrossTheTasksAndTheTenantsPools() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(1_500));
+        Hold first = ledger.reserve(request("t1", "j1", "w1", 1_000, 50_000));
+        assertThat(first.status()).isEqualTo(HoldStatus.HELD);
+
+        Hold refused = ledger.reserve(request("t2", "j2", "w1", 1_000, 50_000));
+        assertThat(refused.status()).isEqualTo(HoldStatus.REFUSED);
+        assertThat(refused.refusal().pool().kind()).isEqualTo(PoolKind.TENANT);
+        assertThat(refused.refusal().pool().period()).startsWith("day:");
+        assertThat(refused.refusal().wouldUse()).isEqualTo(2_000);
+        assertThat(refused.refusal().limit()).isEqualTo(1_500);
+        // Nothing of the refused hold stayed anywhere: not in its task's pool, not in the month's.
+        assertThat(ledger.taskPool("acme", "t2", 50_000, 0).reserved()).isZero();
+        assertThat(ledger.tenantPools("acme").get(1).reserved()).isEqualTo(1_000);
+
+        Hold overTask = ledger.reserve(request("t1", "j3", "w1", 600, 1_200));
+        assertThat(overTask.refusal().pool().kind()).as("the task's pool of 50000 set by its first job stays")
+                .isEqualTo(PoolKind.TENANT);
+    }
+
+    @Test
+    void theTasksPoolIsSharedByItsJobsWithoutAFixedSplit() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, PeriodLimits.NONE);
+        Hold a = ledger.reserve(request("t1", "t1:claude", "w1", 7_000, 10_000));
+        Hold b = ledger.reserve(request("t1", "t1:codex", "w2", 4_000, 10_000));
+        assertThat(a.accepted()).isTrue();
+        assertThat(b.status()).isEqualTo(HoldStatus.REFUSED);
+        assertThat(b.refusal().pool().kind()).isEqualTo(PoolKind.TASK);
+        ledger.settle(a, 5_000, 0);
+        Hold again = ledger.reserve(request("t1", "t1:codex", "w2", 4_000, 10_000));
+        assertThat(again.accepted()).as("what the first job did not use is free for the second").isTrue();
+        assertThat(ledger.taskPool("acme", "t1", 10_000, 0)).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(5_000L, 4_000L);
+    }
+
+    @Test
+    void anAgentsPoolIsReservedInASecondStepAndARefusalGivesTheFirstBack() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, PeriodLimits.NONE);
+        PeriodLimits agentDay = new PeriodLimits(1_000, 0, 0, 0);
+        HoldRequest fits = new HoldRequest("acme", "t1", "codex", "j1", "w1", 800, 0, 50_000, 0, agentDay, LONG);
+        Hold held = ledger.reserve(fits);
+        assertThat(held.status()).isEqualTo(HoldStatus.HELD);
+        assertThat(held.agentPools()).hasSize(2);
+
+        HoldRequest other = new HoldRequest("globex", "t2", "codex", "j2", "w1", 800, 0, 50_000, 0, agentDay, LONG);
+        Hold refused = ledger.reserve(other);
+        assertThat(refused.status()).isEqualTo(HoldStatus.REFUSED);
+        assertThat(refused.refusal().pool().kind()).isEqualTo(PoolKind.AGENT);
+        assertThat(refused.refusal().pool().owner()).isEqualTo("codex");
+        // The compensating release: globex's pools hold nothing.
+        assertThat(ledger.taskPool("globex", "t2", 50_000, 0).reserved()).isZero();
+        assertThat(ledger.tenantPools("globex")).allSatisfy(p -> assertThat(p.reserved()).isZero());
+        assertThat(ledger.agentPools("codex", agentDay).getFirst()).extracting(PoolState::reserved).isEqualTo(800L);
+
+        Settlement settlement = ledger.settle(held, 600, 0);
+        assertThat(settlement.pools()).hasSize(5);
+        assertThat(ledger.agentPools("codex", agentDay).getFirst()).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(600L, 0L);
+    }
+
+    @Test
+    void aReplayedSettleIsCountedOnce() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(100_000));
+        Hold hold = ledger.reserve(request("t1", "j1", "w1", 1_000, 50_000));
+        Settlement first = ledger.settle(hold, 700, 0);
+        Settlement replay = ledger.settle(hold, 700, 0);
+        Settlement other = ledger.settle(hold, 9_999, 0);
+        assertThat(first.firstTime()).isTrue();
+        assertThat(replay.firstTime()).isFalse();
+        assertThat(other.firstTime()).isFalse();
+        assertThat(ledger.taskPool("acme", "t1", 50_000, 0).used()).isEqualTo(700);
+        assertThat(ledger.tenantPools("acme")).allSatisfy(p -> assertThat(p.used()).isEqualTo(700));
+        // Reserving again under the settled id changes nothing either.
+        assertThat(ledger.reserve(request("t1", "j1", "w1", 1_000, 50_000)).status()).isEqualTo(HoldStatus.DUPLICATE);
+        assertThat(ledger.taskPool("acme", "t1", 50_000, 0).reserved()).isZero();
+    }
+
+    @Test
+    void aHoldNobodySettlesLapsesAndThePoolIsWholeAgain() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(10_000));
+        HoldRequest shortLived = new HoldRequest("acme", "t1", "claude-code", "j1", "dead-worker", 6_000, 0, 50_000, 0,
+                PeriodLimits.NONE, Duration.ofMillis(300));
+        assertThat(ledger.reserve(shortLived).accepted()).isTrue();
+        assertThat(ledger.reserve(request("t2", "j2", "w2", 6_000, 50_000)).accepted()).isFalse();
+
+        await().atMost(Duration.ofSeconds(10)).until(() -> ledger.sweepExpired() > 0);
+        assertThat(ledger.tenantPools("acme")).allSatisfy(p -> assertThat(p.reserved()).isZero());
+        assertThat(ledger.taskPool("acme", "t1", 50_000, 0).reserved()).isZero();
+        assertThat(ledger.reserve(request("t2", "j2", "w2", 6_000, 50_000)).accepted()).isTrue();
+    }
+
+    @Test
+    void aReservationSweepsLapsedHoldsOfItsTenantOnTheWay() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(10_000));
+        ledger.reserve(new HoldRequest("acme", "t1", "claude-code", "j1", "dead-worker", 9_000, 0, 50_000, 0,
+                PeriodLimits.NONE, Duration.ofMillis(200)));
+        await().atMost(Duration.ofSeconds(10)).pollInterval(Duration.ofMillis(50))
+                .until(() -> ledger.reserve(request("t2", "j2-" + System.nanoTime(), "w2", 6_000, 50_000)).accepted());
+    }
+
+    @Test
+    void aNewHoldForTheSameJobReleasesTheDeadWorkersHoldAndItsLateSettleStillCounts() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(10_000));
+        Hold dead = ledger.reserve(request("t1", "job#1#1-0", "worker-a", 6_000, 50_000));
+        Hold reclaimed = ledger.reserve(request("t1", "job#1#1-0", "worker-b", 6_000, 50_000));
+        assertThat(reclaimed.status()).isEqualTo(HoldStatus.HELD);
+        assertThat(reclaimed.superseded()).isEqualTo(1);
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(6_000);
+
+        ledger.settle(reclaimed, 2_000, 0);
+        // The first worker was only cut off, and reports what its run used after all: usage counts, no hold is touched.
+        ledger.settle(dead, 1_000, 0);
+        assertThat(ledger.tenantPools("acme").getFirst()).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(3_000L, 0L);
+    }
+
+    @Test
+    void aTopUpGrowsTheHoldWhileThereIsRoomAndThenRefuses() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(5_000));
+        Hold hold = ledger.reserve(request("t1", "j1", "w1", 1_000, 50_000));
+        TopUp grown = ledger.topUp(hold, 500, 2_000, 0, 0);
+        assertThat(grown.granted()).isTrue();
+        assertThat(grown.tokens()).isEqualTo(2_000);
+        TopUp partial = ledger.topUp(hold, 500, 4_000, 0, 0);
+        assertThat(partial.granted()).isTrue();
+        assertThat(partial.tokens()).as("what is left").isEqualTo(2_000);
+        TopUp refused = ledger.topUp(hold, 1, 1, 0, 0);
+        assertThat(refused.granted()).isFalse();
+        assertThat(refused.tightest().kind()).isEqualTo(PoolKind.TENANT);
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(5_000);
+
+        ledger.settle(hold, 4_800, 0);
+        assertThat(ledger.tenantPools("acme").getFirst()).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(4_800L, 0L);
+    }
+
+    @Test
+    void dollarLimitsRefuseLikeTokenLimits() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, new PeriodLimits(0, 0, 0, 2_000_000)); // $2 a month
+        HoldRequest costly = new HoldRequest("acme", "t1", "claude-code", "j1", "w1", 1_000, 1_500_000, 50_000, 0,
+                PeriodLimits.NONE, LONG);
+        Hold held = ledger.reserve(costly);
+        assertThat(held.accepted()).isTrue();
+        Hold refused = ledger.reserve(new HoldRequest("acme", "t2", "claude-code", "j2", "w1", 1_000, 600_000, 50_000, 0,
+                PeriodLimits.NONE, LONG));
+        assertThat(refused.refusal().usd()).isTrue();
+        assertThat(refused.refusal().pool().period()).startsWith("month:");
+        Settlement settlement = ledger.settle(held, 900, 1_700_000);
+        assertThat(settlement.pools().get(2).usdWarningNow()).as("$1.70 of $2 passes 80 %").isTrue();
+        // A task's own dollar limit.
+        Hold task = ledger.reserve(new HoldRequest("acme", "t3", "claude-code", "j3", "w1", 10, 100_000, 50_000, 50_000,
+                PeriodLimits.NONE, LONG));
+        assertThat(task.refusal().pool().kind()).isEqualTo(PoolKind.TASK);
+    }
+
+    @Test
+    void logModeGrantsEveryHoldAndFlagsTheLimitAndTheWarningOncePerPool() {
+        BudgetLedger ledger = ledger(BudgetMode.LOG, dayTokens(1_000));
+        Hold a = ledger.reserve(request("t1", "j1", "w1", 900, 50_000));
+        Hold b = ledger.reserve(request("t2", "j2", "w1", 900, 50_000));
+        assertThat(b.accepted()).isTrue();
+        Settlement first = ledger.settle(a, 850, 0);
+        assertThat(first.pools().get(1).warningNow()).isTrue();
+        assertThat(first.pools().get(1).exceededNow()).isFalse();
+        Settlement second = ledger.settle(b, 850, 0);
+        assertThat(second.pools().get(1).warningNow()).as("one warning per pool and period").isFalse();
+        assertThat(second.pools().get(1).warningIssued()).isTrue();
+        assertThat(second.pools().get(1).exceededNow()).isTrue();
+        Hold c = ledger.reserve(request("t3", "j3", "w1", 10, 50_000));
+        assertThat(ledger.settle(c, 10, 0).pools().get(1).exceededNow()).as("passed once, flagged once").isFalse();
+    }
+
+    @Test
+    void anOperatorsTenantLimitsReplaceTheDefaultsAtTheNextReservation() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(100_000));
+        assertThat(ledger.reserve(request("t1", "j1", "w1", 5_000, 50_000)).accepted()).isTrue();
+        ledger.setTenantLimits("acme", new PeriodLimits(6_000, 0, 0, 0));
+        Hold refused = ledger.reserve(request("t2", "j2", "w1", 5_000, 50_000));
+        assertThat(refused.refusal().limit()).isEqualTo(6_000);
+        assertThat(ledger.tenantLimits("acme").dayTokens()).isEqualTo(6_000);
+        ledger.clearTenantLimits("acme");
+        assertThat(ledger.reserve(request("t2", "j2", "w1", 5_000, 50_000)).accepted()).isTrue();
+    }
+}
