@@ -12,6 +12,7 @@ import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
 import dev.kage.redis.KageKeys;
 import dev.kage.store.Database;
+import dev.kage.store.ReportQueries;
 import dev.kage.store.TaskQueries;
 import dev.kage.store.TaskStore;
 import dev.kage.task.LiveTaskState;
@@ -50,6 +51,11 @@ public class CoordinatorFactory {
     @Singleton
     public TaskQueries taskQueries(Database database) {
         return new TaskQueries(database);
+    }
+
+    @Singleton
+    public ReportQueries reportQueries(Database database) {
+        return new ReportQueries(database);
     }
 
     @Singleton

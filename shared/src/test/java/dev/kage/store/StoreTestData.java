@@ -36,4 +36,19 @@ public final class StoreTestData {
                         + "{\"tokens_used\": 51000, \"tokens_remaining\": -1000, \"percent_used\": 102.0, \"warning_issued\": true}}",
                 false, null, JobMessage.jobId(task.id().toString(), agent) + "#1#BudgetExceededError");
     }
+
+    /**
+     * A 429 as the worker logs it: {@code final} when the job gave up after its retries (then not retryable).
+     *
+     * @param retry the rate-limit retry this 429 used up, from 1
+     */
+    public static ErrorRecord rateLimited(TaskRecord task, String agent, int retry, boolean last) {
+        String jobId = JobMessage.jobId(task.id().toString(), agent);
+        return new ErrorRecord(task.id(), jobId, agent, "RateLimitError",
+                last ? "Agent " + agent + " was still rate limited after " + (retry - 1) + " retries; giving up"
+                        : "Agent " + agent + " was rate limited; retry " + retry + " of 5",
+                "{\"cli_name\": \"" + agent + "\", \"attempt\": 1, \"rate_limit_retry\": " + retry
+                        + ", \"max_retries\": 5, \"final\": " + last + "}",
+                !last, null, jobId + "#1#RateLimitError#" + (retry - 1));
+    }
 }
