@@ -90,7 +90,8 @@ public final class ProcessRunner {
         CappedOutput stderr = new CappedOutput(HEAD_BYTES / 4, TAIL_BYTES / 4);
         CompletableFuture<Void> stop = new CompletableFuture<>();
         CompletableFuture<Void> outReader = drain(process.getInputStream(), stdout, (chunk, length) -> {
-            if (!stop.isDone() && !watcher.onOutput(chunk, length)) {
+            // Every chunk is shown, also after a stop: what the agent printed until it died was spent.
+            if (!watcher.onOutput(chunk, length)) {
                 stop.complete(null);
             }
         });

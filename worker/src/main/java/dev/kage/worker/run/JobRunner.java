@@ -405,7 +405,8 @@ public final class JobRunner {
         AgentReport report = OutputParser.parse(agent, job.description(), process.stdout(), process.stdoutTail());
         Usage usage = live.atLeastCounted(report.usage());
         List<ErrorRecord> errors = new ArrayList<>();
-        settle(job, hold, usage, errors);
+        // A run stopped for its budget gets one row saying so, not a second one for the overrun it was stopped at.
+        settle(job, hold, usage, process.stopped() ? new ArrayList<>() : errors);
         if (process.stopped()) {
             errors.add(live.stopError());
         }
@@ -569,6 +570,8 @@ public final class JobRunner {
         private volatile long held;
         private volatile BudgetLedger.TopUp refusal;
         private volatile String failure;
+        private volatile boolean stopping;
+        private volatile long countedAtStop;
 
         LiveBudget(JobMessage job, AgentConfig agent, Hold hold, long promptTokens) {
             this.job = job;
@@ -581,6 +584,9 @@ public final class JobRunner {
         @Override
         public boolean onOutput(byte[] chunk, int length) {
             output += TokenCounter.count(agent.encoding(), new String(chunk, 0, length, java.nio.charset.StandardCharsets.UTF_8));
+            if (stopping) {
+                return false; // counted (it was printed), but no more holds for it
+            }
             long need = promptTokens + output - held;
             if (!enforce || need <= 0) {
                 return true;
@@ -598,8 +604,10 @@ public final class JobRunner {
                 // Enforce mode fails closed: tokens that cannot be held are not spent.
                 failure = e.getMessage();
             }
+            stopping = true;
+            countedAtStop = counted();
             LOG.warn("Job {}: budget spent while the agent was printing ({} tokens counted, {} held); stopping it",
-                    job.jobId(), counted(), held);
+                    job.jobId(), countedAtStop, held);
             return false;
         }
 
@@ -623,10 +631,20 @@ public final class JobRunner {
         ErrorRecord stopError() {
             BudgetLedger.Pool pool = refusal == null || refusal.tightest() == null ? hold.tenantPools().getFirst()
                     : refusal.tightest();
+            long limit = hold.states().stream().filter(p -> p.pool().key().equals(pool.key())).findFirst()
+                    .map(BudgetLedger.PoolState::limit).orElse(job.tokenLimit());
+            Map<String, Object> stats = new LinkedHashMap<>();
+            stats.put("tokens_used", countedAtStop);
+            stats.put("tokens_remaining", limit - countedAtStop);
+            stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * countedAtStop / limit) / 10.0);
+            stats.put("warning_issued", true);
             Map<String, Object> details = new LinkedHashMap<>();
             details.put("cli_name", job.agent());
-            details.put("tokens_used", counted());
+            details.put("tokens_used", countedAtStop);
+            details.put("token_limit", limit);
+            details.put("usage_stats", stats);
             details.put("tokens_held", held);
+            details.put("tokens_printed_until_killed", counted());
             details.put("pool", pool.kind().wireName());
             details.put("pool_owner", pool.owner());
             if (pool.period() != null) {
@@ -638,7 +656,7 @@ public final class JobRunner {
                 details.put("redis_error", failure);
             }
             String message = "Agent " + job.agent() + " stopped: " + (failure != null ? "its budget could not be checked ("
-                    + failure + ")" : "the " + pool.describe() + " budget was spent") + " after " + counted() + " tokens";
+                    + failure + ")" : "the " + pool.describe() + " budget was spent") + " after " + countedAtStop + " tokens";
             return new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), "BudgetExceededError", message,
                     json(details), false, null, errorKey(job, "BudgetExceededError:stopped"));
         }

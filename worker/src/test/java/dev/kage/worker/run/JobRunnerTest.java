@@ -207,6 +207,50 @@ class JobRunnerTest {
         assertThat(dir.resolve("work")).doesNotExist();
     }
 
+    @Test
+    void inEnforceModeAnAgentThatKeepsPrintingIsStoppedWithinOneChunkOfItsPool() throws Exception {
+        String fixture = Path.of("src", "test", "resources", "fixtures", "print-forever.sh").toAbsolutePath().toString();
+        long limit = 20_000;
+        Run run = run(BudgetMode.ENFORCE, agent("talker", List.of(fixture, "{prompt}")), "say something", limit, "main", 120);
+
+        // One chunk is one read of the pipe: at most 8 KiB of the fixture's sentence.
+        String sentence = "the quick brown fox jumps over the lazy dog while the budget runs out\n";
+        long chunkTokens = dev.kage.tokens.TokenCounter.count("o200k_base", sentence.repeat(8192 / sentence.length() + 1));
+        assertThat(run.result.status()).isEqualTo(JobStatus.FAILED);
+        assertThat(run.result.durationMs()).as("stopped, not timed out").isLessThan(60_000);
+        assertThat(run.errors).extracting(ErrorRecord::errorType).containsExactly("BudgetExceededError");
+        JsonNode details = JSON.readTree(run.errors.getFirst().detailsJson());
+        assertThat(details.get("stopped").asBoolean()).isTrue();
+        assertThat(details.get("pool").asText()).isEqualTo("task");
+        assertThat(details.get("tokens_used").asLong()).as("stopped in the chunk that passed the pool")
+                .isGreaterThan(limit).isLessThanOrEqualTo(limit + chunkTokens);
+        assertThat(run.errors.getFirst().errorMessage()).startsWith("Agent talker stopped: the task budget was spent after ");
+        // Everything it printed until it died is charged, and nothing stays held.
+        var pool = new BudgetLedger(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8, PeriodLimits.NONE, Clock.systemUTC())
+                .taskPool("acme", run.task.id().toString(), limit, 0);
+        assertThat(pool.used()).isEqualTo(run.result.totalTokens()).isGreaterThanOrEqualTo(details.get("tokens_used").asLong());
+        assertThat(pool.reserved()).isZero();
+        assertThat(run.result.usageSource()).isEqualTo("tokenizer");
+    }
+
+    @Test
+    void inEnforceModeAJobThatDoesNotFitItsTenantsDayDoesNotStartAndTheRowNamesThePool() throws Exception {
+        Run run = run(BudgetMode.ENFORCE, agent("claude-code", List.of(DEMO_AGENT.toString(), "-p", "{prompt}")), "x", 50_000,
+                "main", 30, Map.of("TENANT_MAX_TOKENS_PER_DAY", "500"));
+
+        assertThat(run.result.status()).isEqualTo(JobStatus.FAILED);
+        assertThat(run.result.branch()).as("no worktree was made").isNull();
+        assertThat(run.errors).singleElement().satisfies(error -> {
+            assertThat(error.errorType()).isEqualTo("BudgetExceededError");
+            assertThat(error.errorMessage()).matches("Tenant acme would exceed its token budget for day \\d{4}-\\d{2}-\\d{2}: \\d+ > 500");
+            JsonNode details = JSON.readTree(error.detailsJson());
+            assertThat(details.get("pool").asText()).isEqualTo("tenant");
+            assertThat(details.get("token_limit").asLong()).isEqualTo(500);
+            assertThat(details.get("usage_stats").has("percent_used")).isTrue();
+        });
+        assertThat(pending()).isZero();
+    }
+
     private FleetRateLimiter limiter(KageKeys keys, AgentCatalog catalog, KageSettings settings) {
         FleetRateLimiter limiter = new FleetRateLimiter(keys, redisson, FleetRateLimiter.FailureMode.CLOSED, new SimpleMeterRegistry());
         catalog.limitGroups(settings.rateLimit()).forEach(limiter::configure);
@@ -215,9 +259,15 @@ class JobRunnerTest {
 
     private Run run(BudgetMode mode, AgentConfig agent, String description, long tokenLimit, String baseBranch, int timeout)
             throws Exception {
+        return run(mode, agent, description, tokenLimit, baseBranch, timeout, Map.of());
+    }
+
+    private Run run(BudgetMode mode, AgentConfig agent, String description, long tokenLimit, String baseBranch, int timeout,
+                    Map<String, String> extraEnv) throws Exception {
         KageKeys keys = redis.keys();
         Map<String, String> env = TestServices.environment(redis.namespace(), db.schema());
         env.put("BUDGET_MODE", mode.name());
+        env.putAll(extraEnv);
         KageSettings settings = KageSettings.load(Env.of(env));
         AgentCatalog catalog = new AgentCatalog(List.of(agent));
         WorkerSettings worker = new WorkerSettings("test-worker", dir.resolve("work"), origin.toString(), List.of(agent.name()),
@@ -225,7 +275,8 @@ class JobRunnerTest {
         JobQueue queue = new JobQueue(keys, redis.redis());
         LiveTaskState live = new LiveTaskState(keys, redis.redis());
         JobRunner runner = new JobRunner(settings, worker, catalog, queue, store, live,
-                new EventLog(keys, redis.redis(), Clock.systemUTC()), new BudgetLedger(keys, redis.redis(), mode, 0.8, PeriodLimits.NONE, Clock.systemUTC()),
+                new EventLog(keys, redis.redis(), Clock.systemUTC()),
+                new BudgetLedger(keys, redis.redis(), mode, 0.8, settings.budget().tenantDefaults(), Clock.systemUTC()),
                 limiter(keys, catalog, settings), new WorktreeManager(worker.workDir()), new ProcessRunner(),
                 new OutcomeRecorder(store, keys, redis.redis()), Clock.systemUTC());
 
@@ -244,7 +295,7 @@ class JobRunnerTest {
 
     private long pending() {
         long total = 0;
-        for (String agent : List.of("claude-code", "stubborn", "crasher", "bench")) {
+        for (String agent : List.of("claude-code", "stubborn", "crasher", "bench", "talker")) {
             for (Priority p : Priority.values()) {
                 String stream = redis.keys().jobStream(agent, p);
                 if (redis.redis().exists(stream) == 1) {
