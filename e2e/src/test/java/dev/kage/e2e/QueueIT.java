@@ -84,6 +84,12 @@ class QueueIT {
                 }
             }
             assertThat(fleet.log("kill-w2") + fleet.log("kill-w1-restarted")).contains("Reclaimed");
+            // The killed worker's budget holds came back (a reclaimed job's new hold replaces the dead one's): nothing
+            // stays reserved, and the tenant's pool holds exactly what the results say was used.
+            String month = fleet.redis.keys().tenantBudget("default", dev.kage.budget.Period.MONTH.id(java.time.Instant.now()));
+            assertThat(fleet.redis.redis().hget(month, "reserved")).isEqualTo("0");
+            assertThat(Long.parseLong(fleet.redis.redis().hget(month, "used"))).isEqualTo(fleet.count(
+                    "SELECT sum(tokens_in + tokens_out + cache_read_tokens + cache_write_tokens) FROM execution_results"));
         }
     }
 
