@@ -96,6 +96,28 @@ class AgentCatalogTest {
     }
 
     @Test
+    void pricesIncludingCacheTokensAndAnAgentsOwnBudgetAreRead() throws IOException {
+        AgentConfig agent = load("""
+                agents:
+                  priced:
+                    argv: ["sh", "{prompt}"]
+                    prices: {input_per_mtok: 3.0, output_per_mtok: 15.0, cache_read_per_mtok: 0.3}
+                    budget: {tokens_per_day: 2000000, usd_per_month: 125.5}
+                """).require("priced");
+        assertThat(agent.prices()).isEqualTo(new dev.kage.tokens.Prices(3.0, 15.0, 0.3, 3.0));
+        assertThat(agent.prices().cost(1_000_000, 100_000, 1_000_000, 0)).isEqualByComparingTo("4.8");
+        assertThat(agent.budget()).isEqualTo(new dev.kage.budget.PeriodLimits(2_000_000, 0, 0, 125_500_000));
+        assertThat(load("agents:\n  plain:\n    argv: [sh, '{prompt}']\n").require("plain").budget().isNone()).isTrue();
+
+        assertThatThrownBy(() -> load("agents:\n  a:\n    argv: [sh, '{prompt}']\n    budget: {tokens_per_week: 5}\n"))
+                .hasMessageContaining("agent 'a': budget.tokens_per_week is unknown");
+        assertThatThrownBy(() -> load("agents:\n  a:\n    argv: [sh, '{prompt}']\n    budget: {usd_per_day: -3}\n"))
+                .hasMessageContaining("budget.usd_per_day=-3");
+        assertThatThrownBy(() -> load("agents:\n  a:\n    argv: [sh, '{prompt}']\n    prices: {input: 3}\n"))
+                .hasMessageContaining("prices.input is unknown");
+    }
+
+    @Test
     void agentsBillingOneAccountShareALimitGroupWithTheFleetDefaultsFilledIn() throws IOException {
         AgentCatalog catalog = load("""
                 agents:

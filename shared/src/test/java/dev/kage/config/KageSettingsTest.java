@@ -11,6 +11,10 @@ class KageSettingsTest {
     @Test
     void defaultsAreTheSeeds() {
         KageSettings settings = KageSettings.load(Env.of(Map.of()));
+        assertThat(settings.budget().tenantDefaults().isNone()).isTrue();
+        assertThat(settings.budget().holdGrace()).isEqualTo(java.time.Duration.ofMinutes(10));
+        assertThat(KageSettings.load(Env.of(Map.of("TENANT_MAX_USD_PER_DAY", "25.50", "TENANT_MAX_TOKENS_PER_MONTH", "9000000")))
+                .budget().tenantDefaults()).isEqualTo(new dev.kage.budget.PeriodLimits(0, 25_500_000, 9_000_000, 0));
         assertThat(settings.maxTokensPerTask()).isEqualTo(50_000);
         assertThat(settings.tokenWarningThreshold()).isEqualTo(0.8);
         assertThat(settings.maxRequestsPerMinute()).isEqualTo(50);
@@ -48,6 +52,10 @@ class KageSettingsTest {
                 .hasMessageStartingWith("MAX_TOKENS_PER_TASK=-5: must be a positive integer");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("TOKEN_WARNING_THRESHOLD", "1.5"))))
                 .hasMessageStartingWith("TOKEN_WARNING_THRESHOLD=1.5: must be a fraction");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("TENANT_MAX_TOKENS_PER_DAY", "-1"))))
+                .isInstanceOf(ConfigException.class).hasMessageContaining("TENANT_MAX_TOKENS_PER_DAY=-1");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("TENANT_MAX_USD_PER_MONTH", "ten dollars"))))
+                .isInstanceOf(ConfigException.class).hasMessageContaining("TENANT_MAX_USD_PER_MONTH=ten dollars");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("BUDGET_MODE", "strict"))))
                 .hasMessageStartingWith("BUDGET_MODE=strict: must be one of log|enforce");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("DATABASE_URL", "mysql://x/y"))))

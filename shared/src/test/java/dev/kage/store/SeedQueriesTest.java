@@ -57,6 +57,11 @@ class SeedQueriesTest {
         store.recordOutcome(result(over, "claude-code", JobStatus.COMPLETED, "0.900000"), List.of(budgetViolation(over, "claude-code")));
         store.recordOutcome(result(fine, "claude-code", JobStatus.COMPLETED, "0.010000"), List.of());
         store.recordOutcome(result(fine, "demo", JobStatus.COMPLETED, "0.020000"), List.of());
+        for (int i = 0; i < 4; i++) {
+            TaskRecord cheap = task("default", "claude-code");
+            store.insert(cheap);
+            store.recordOutcome(result(cheap, "claude-code", JobStatus.COMPLETED, "0.010000"), List.of());
+        }
 
         List<String> queries = queries();
         assertThat(queries).hasSize(6);
@@ -75,11 +80,15 @@ class SeedQueriesTest {
         assertThat(answers.get(2)).singleElement().satisfies(row -> assertThat(row.get("count")).isEqualTo(1L));
         // Token usage trends: one row per agent today.
         assertThat(answers.get(3)).hasSize(2);
-        // Budget violation rate: one task of two.
+        // Budget violation rate: one task of six.
         assertThat(answers.get(4)).singleElement()
-                .satisfies(row -> assertThat(row.get("budget_violation_pct").toString()).isEqualTo("50.00"));
-        // Cost anomalies: the query runs; which rows it flags depends on the averages.
-        assertThat(answers.get(5)).isNotNull();
+                .satisfies(row -> assertThat(row.get("budget_violation_pct").toString()).isEqualTo("16.67"));
+        // Cost anomalies: claude-code averages 0.95 / 6 = 0.158 a run; only the 0.90 run is over three times that.
+        assertThat(answers.get(5)).singleElement().satisfies(row -> {
+            assertThat(row.get("task_id")).isEqualTo(over.id());
+            assertThat(row.get("cli_name")).isEqualTo("claude-code");
+            assertThat(row.get("cost").toString()).isEqualTo("0.900000");
+        });
     }
 
     @Test
