@@ -85,11 +85,15 @@ class QueueIT {
             }
             assertThat(fleet.log("kill-w2") + fleet.log("kill-w1-restarted")).contains("Reclaimed");
             // The killed worker's budget holds came back (a reclaimed job's new hold replaces the dead one's): nothing
-            // stays reserved, and the tenant's pool holds exactly what the results say was used.
+            // stays reserved. The pool holds at least what the results say was used, and at most what every run that
+            // finished used (15 tokens each): a run whose worker was killed after settling but before its result row
+            // was written ran again, and both runs were spent.
             String month = fleet.redis.keys().tenantBudget("default", dev.kage.budget.Period.MONTH.id(java.time.Instant.now()));
             assertThat(fleet.redis.redis().hget(month, "reserved")).isEqualTo("0");
-            assertThat(Long.parseLong(fleet.redis.redis().hget(month, "used"))).isEqualTo(fleet.count(
-                    "SELECT sum(tokens_in + tokens_out + cache_read_tokens + cache_write_tokens) FROM execution_results"));
+            long used = Long.parseLong(fleet.redis.redis().hget(month, "used"));
+            assertThat(used).isGreaterThanOrEqualTo(fleet.count(
+                    "SELECT sum(tokens_in + tokens_out + cache_read_tokens + cache_write_tokens) FROM execution_results"))
+                    .isLessThanOrEqualTo(15L * lines("end "));
         }
     }
 

@@ -7,7 +7,14 @@ public enum OutputFormat {
     /** Claude Code's {@code --output-format json} object (or the last {@code result} line of stream-json). */
     CLAUDE_JSON("claude-json"),
     /** An OpenAI chat-completions response body with {@code usage}. */
-    OPENAI_JSON("openai-json");
+    OPENAI_JSON("openai-json"),
+    /**
+     * Codex's {@code exec --json} event lines: the answer from {@code item.completed} {@code agent_message} items,
+     * usage summed over {@code turn.completed} events.
+     */
+    CODEX_JSON("codex-json"),
+    /** Gemini CLI's {@code --output-format json} object: {@code response}, and {@code stats.models.*.tokens}. */
+    GEMINI_JSON("gemini-json");
 
     private final String wireName;
 
@@ -25,6 +32,6 @@ public enum OutputFormat {
                 return format;
             }
         }
-        throw new IllegalArgumentException("unknown output format '" + name + "' (expected text, claude-json or openai-json)");
+        throw new IllegalArgumentException("unknown output format '" + name + "' (expected text, claude-json, openai-json, codex-json or gemini-json)");
     }
 }

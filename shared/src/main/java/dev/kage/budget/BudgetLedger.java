@@ -35,7 +35,7 @@ import java.util.concurrent.ConcurrentHashMap;
 public final class BudgetLedger {
     /** How long a task's pool outlives its last change. */
     public static final Duration TASK_POOL_TTL = Duration.ofDays(7);
-    /** How long the holds hashes and settled markers live after their last change. */
+    /** How long settled markers live after their last change (in the task's pool, or an agent's day pool). */
     static final Duration BOOKKEEPING_TTL = Duration.ofDays(7);
     private static final int SWEEP_BATCH = 100;
 
@@ -133,8 +133,7 @@ public final class BudgetLedger {
             keyArray[4 + i] = pools.get(i).key();
         }
         List<String> args = new ArrayList<>(List.of(id, request.jobId(), Long.toString(request.tokens()),
-                Long.toString(request.usdMicros()), mode.name().toLowerCase(), Long.toString(request.holdFor().toMillis()),
-                Long.toString(BOOKKEEPING_TTL.toMillis())));
+                Long.toString(request.usdMicros()), mode.name().toLowerCase(), Long.toString(request.holdFor().toMillis())));
         args.addAll(poolArgs);
         List<Object> reply = RESERVE.run(redis, ScriptOutputType.MULTI, keyArray, args.toArray(String[]::new));
         List<PoolState> states = new ArrayList<>();

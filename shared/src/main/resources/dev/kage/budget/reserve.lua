@@ -2,23 +2,25 @@
 -- KEYS: 1 holds, 2 expiry, 3 marker (hash keeping s:<hold> for settled holds and j:<job> for a job's
 -- current hold; one of the pools), 4 operator limits (hash), 5.. pools.
 -- ARGV: 1 hold id, 2 job id (a new hold for the same job releases the old one: a reclaimed delivery),
--- 3 tokens, 4 micro-USD, 5 'enforce' or 'log', 6 hold lifetime ms, 7 TTL ms of the holds and marker keys,
--- then per pool 4 values: default token limit, default USD limit (micros), operator-limit field prefix
--- ('' = the limit is set once, when the pool is new), pool TTL ms.
+-- 3 tokens, 4 micro-USD, 5 'enforce' or 'log', 6 hold lifetime ms, then per pool 4 values:
+-- default token limit, default USD limit (micros), operator-limit field prefix ('' = the limit is set
+-- once, when the pool is new), pool TTL ms (set when the pool is new; a '' pool's TTL is renewed on use).
 -- Returns {status (1 held, 2 already held or settled, 0 refused), refused pool index, refused kind
 -- ('tokens'|'usd'|''), holds superseded, holds expired, then per pool 6 figures (pool_state)}.
+-- The holds hash and the expiry set need no TTL: Redis deletes them when their last hold ends.
 local holds, expiry, marker, limits = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, job = ARGV[1], ARGV[2]
 local tokens, usd = num(ARGV[3]), num(ARGV[4])
 local enforce = ARGV[5] == 'enforce'
 local now = now_ms()
 local expired = sweep(holds, expiry, now, 16)
-
 local npools = #KEYS - 4
+local states = {}
+
 local function reply(status, index, kind, superseded)
   local out = {status, index, kind, superseded, expired}
   for i = 1, npools do
-    for _, v in ipairs(pool_state(KEYS[4 + i])) do
+    for _, v in ipairs(states[i] or pool_state(KEYS[4 + i])) do
       out[#out + 1] = v
     end
   end
@@ -34,22 +36,42 @@ if previous and previous ~= id then
   superseded = release_hold(holds, expiry, previous)
 end
 
+-- Each pool's figures and the limit that applies now.
+local overrides = nil
 for i = 1, npools do
   local pool = KEYS[4 + i]
-  local a = 7 + (i - 1) * 4
+  local a = 6 + (i - 1) * 4
+  local f = redis.call('HMGET', pool, 'limit', 'used', 'reserved', 'usd_limit', 'usd_used', 'usd_reserved')
+  local s = {num(f[1]), num(f[2]), num(f[3]), num(f[4]), num(f[5]), num(f[6])}
+  local new = not f[1]
   local prefix = ARGV[a + 3]
-  if prefix == '' then
-    redis.call('HSETNX', pool, 'limit', ARGV[a + 1])
-    redis.call('HSETNX', pool, 'usd_limit', ARGV[a + 2])
-  else
-    local o = redis.call('HMGET', limits, prefix .. 'tokens', prefix .. 'usd')
-    redis.call('HSET', pool, 'limit', o[1] or ARGV[a + 1], 'usd_limit', o[2] or ARGV[a + 2])
+  local lt, lu = s[1], s[4]
+  if prefix ~= '' then
+    if overrides == nil then
+      overrides = {}
+      local h = redis.call('HGETALL', limits)
+      for k = 1, #h, 2 do
+        overrides[h[k]] = h[k + 1]
+      end
+    end
+    lt = num(overrides[prefix .. 'tokens'] or ARGV[a + 1])
+    lu = num(overrides[prefix .. 'usd'] or ARGV[a + 2])
+  elseif new then
+    lt, lu = num(ARGV[a + 1]), num(ARGV[a + 2])
   end
+  if new or lt ~= s[1] or lu ~= s[4] then
+    redis.call('HSET', pool, 'limit', string.format('%d', lt), 'usd_limit', string.format('%d', lu))
+    s[1], s[4] = lt, lu
+  end
+  if new then
+    redis.call('PEXPIRE', pool, ARGV[a + 4])
+  end
+  states[i] = s
 end
 
 if enforce then
   for i = 1, npools do
-    local s = pool_state(KEYS[4 + i])
+    local s = states[i]
     if tokens > 0 and s[1] > 0 and s[2] + s[3] + tokens > s[1] then
       return reply(0, i, 'tokens', superseded)
     end
@@ -64,12 +86,14 @@ for i = 1, npools do
   local pool = KEYS[4 + i]
   add(pool, 'reserved', tokens)
   add(pool, 'usd_reserved', usd)
-  redis.call('PEXPIRE', pool, ARGV[7 + (i - 1) * 4 + 4])
+  states[i][3] = states[i][3] + tokens
+  states[i][6] = states[i][6] + usd
+  if ARGV[6 + (i - 1) * 4 + 3] == '' then
+    redis.call('PEXPIRE', pool, ARGV[6 + (i - 1) * 4 + 4])
+  end
   record[#record + 1] = pool
 end
 redis.call('HSET', holds, id, table.concat(record, ' '))
 redis.call('ZADD', expiry, now + num(ARGV[6]), id)
 redis.call('HSET', marker, 'j:' .. job, id)
-redis.call('PEXPIRE', holds, ARGV[7])
-redis.call('PEXPIRE', expiry, ARGV[7])
 return reply(1, 0, '', superseded)

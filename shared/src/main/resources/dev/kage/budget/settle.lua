@@ -1,7 +1,7 @@
 -- Replaces hold ARGV[1] with the usage it came to, exactly once: a settle replayed (a command Lettuce
 -- re-sends after a reconnect, a job run twice) changes nothing. Usage is recorded even when the hold has
 -- lapsed or was released: tokens spent are spent.
--- KEYS: 1 holds, 2 expiry, 3 marker, 4.. the hold's pools.
+-- KEYS: 1 holds, 2 expiry, 3 marker, 4.. the hold's pools (those its record names).
 -- ARGV: 1 hold id, 2 tokens used, 3 micro-USD used, 4 warning threshold (fraction), 5 marker TTL ms.
 -- Returns {settled now (1) or before (0), then per pool: limit, used, usd_limit, usd_used, flags} where
 -- flags: 1 token warning now, 2 USD warning now, 4 token warning ever, 8 USD warning ever,
@@ -12,41 +12,49 @@ local tokens, usd = num(ARGV[2]), num(ARGV[3])
 local threshold = tonumber(ARGV[4])
 local npools = #KEYS - 3
 
-local function reply(now)
-  local out = {now}
+if redis.call('HEXISTS', marker, 's:' .. id) == 1 then
+  local out = {0}
   for i = 1, npools do
-    local pool = KEYS[3 + i]
-    local s = pool_state(pool)
-    local flags = 0
-    if redis.call('HEXISTS', pool, 'warned') == 1 then flags = flags + 4 end
-    if redis.call('HEXISTS', pool, 'usd_warned') == 1 then flags = flags + 8 end
-    out[#out + 1] = s[1]
-    out[#out + 1] = s[2]
-    out[#out + 1] = s[4]
-    out[#out + 1] = s[5]
-    out[#out + 1] = flags
+    local f = redis.call('HMGET', KEYS[3 + i], 'limit', 'used', 'usd_limit', 'usd_used', 'warned', 'usd_warned')
+    out[#out + 1] = num(f[1])
+    out[#out + 1] = num(f[2])
+    out[#out + 1] = num(f[3])
+    out[#out + 1] = num(f[4])
+    out[#out + 1] = (f[5] and 4 or 0) + (f[6] and 8 or 0)
   end
   return out
 end
 
-if redis.call('HEXISTS', marker, 's:' .. id) == 1 then
-  return reply(0)
+local held_t, held_u = 0, 0
+local record = redis.call('HGET', holds, id)
+if record then
+  local parts = split(record)
+  held_t, held_u = num(parts[1]), num(parts[2])
+  redis.call('HDEL', holds, id)
+  redis.call('ZREM', expiry, id)
 end
-release_hold(holds, expiry, id)
 local out = {1}
 for i = 1, npools do
   local pool = KEYS[3 + i]
+  add(pool, 'reserved', -held_t)
+  add(pool, 'usd_reserved', -held_u)
   local used = add(pool, 'used', tokens)
   local usd_used = add(pool, 'usd_used', usd)
-  local limit = num(redis.call('HGET', pool, 'limit'))
-  local usd_limit = num(redis.call('HGET', pool, 'usd_limit'))
+  local f = redis.call('HMGET', pool, 'limit', 'usd_limit', 'warned', 'usd_warned')
+  local limit, usd_limit, warned, usd_warned = num(f[1]), num(f[2]), f[3], f[4]
   local flags = 0
-  if limit > 0 and used >= threshold * limit and redis.call('HSETNX', pool, 'warned', '1') == 1 then flags = flags + 1 end
-  if usd_limit > 0 and usd_used >= threshold * usd_limit and redis.call('HSETNX', pool, 'usd_warned', '1') == 1 then
+  if limit > 0 and not warned and used >= threshold * limit then
+    redis.call('HSET', pool, 'warned', '1')
+    warned = '1'
+    flags = flags + 1
+  end
+  if usd_limit > 0 and not usd_warned and usd_used >= threshold * usd_limit then
+    redis.call('HSET', pool, 'usd_warned', '1')
+    usd_warned = '1'
     flags = flags + 2
   end
-  if redis.call('HEXISTS', pool, 'warned') == 1 then flags = flags + 4 end
-  if redis.call('HEXISTS', pool, 'usd_warned') == 1 then flags = flags + 8 end
+  if warned then flags = flags + 4 end
+  if usd_warned then flags = flags + 8 end
   if limit > 0 and used > limit and redis.call('HSETNX', pool, 'exceeded', '1') == 1 then flags = flags + 16 end
   if usd_limit > 0 and usd_used > usd_limit and redis.call('HSETNX', pool, 'usd_exceeded', '1') == 1 then flags = flags + 32 end
   out[#out + 1] = limit

@@ -31,6 +31,8 @@ public final class OutputParser {
         Optional<AgentReport> reported = switch (agent.output()) {
             case CLAUDE_JSON -> claude(agent, prompt, stdout, stdoutTail);
             case OPENAI_JSON -> openAi(agent, stdout);
+            case CODEX_JSON -> codex(agent, stdout);
+            case GEMINI_JSON -> gemini(agent, stdout);
             case TEXT -> Optional.empty();
         };
         return reported.orElseGet(() -> counted(agent, prompt, stdout));
@@ -90,6 +92,79 @@ public final class OutputParser {
                     new Usage(input - cached, output, cached, 0, cost, usage.isObject() ? UsageSource.AGENT : UsageSource.ESTIMATE),
                     node.path("id").asText(null));
         });
+    }
+
+    /**
+     * Codex's event lines. Its {@code input_tokens} include the cached ones (OpenAI's convention) and its
+     * {@code output_tokens} the reasoning ones; a run of several turns reports each turn's usage, summed here.
+     */
+    private static Optional<AgentReport> codex(AgentConfig agent, String stdout) {
+        long input = 0;
+        long cached = 0;
+        long output = 0;
+        boolean usageSeen = false;
+        boolean failed = false;
+        StringBuilder answer = new StringBuilder();
+        String thread = null;
+        // The captured output is its head and its tail: turns reported in an omitted middle of a huge output are
+        // not seen here (the live count of the output covers them; see JobRunner).
+        for (String line : stdout.split("\n")) {
+            Optional<JsonNode> event = tryParse(line.trim());
+            if (event.isEmpty()) {
+                continue;
+            }
+            JsonNode node = event.get();
+            switch (node.path("type").asText()) {
+                case "thread.started" -> thread = node.path("thread_id").asText(null);
+                case "item.completed" -> {
+                    JsonNode item = node.path("item");
+                    if ("agent_message".equals(item.path("type").asText())) {
+                        answer.setLength(0);
+                        answer.append(item.path("text").asText(""));
+                    }
+                }
+                case "turn.completed" -> {
+                    JsonNode usage = node.path("usage");
+                    input += usage.path("input_tokens").asLong(0);
+                    cached += usage.path("cached_input_tokens").asLong(0);
+                    output += usage.path("output_tokens").asLong(0);
+                    usageSeen |= usage.isObject();
+                }
+                case "turn.failed", "error" -> failed = true;
+                default -> {
+                }
+            }
+        }
+        if (!usageSeen) {
+            return Optional.empty();
+        }
+        long uncached = Math.max(0, input - cached);
+        return Optional.of(new AgentReport(answer.toString(), failed, new Usage(uncached, output, cached, 0,
+                agent.prices().cost(uncached, output, cached, 0), UsageSource.AGENT), thread));
+    }
+
+    /**
+     * Gemini CLI's JSON object: {@code response}, and per model {@code stats.models.<model>.tokens} with
+     * {@code prompt} (including {@code cached}), {@code candidates} and {@code thoughts} (both generated) and
+     * {@code tool}; every model the run used is summed.
+     */
+    private static Optional<AgentReport> gemini(AgentConfig agent, String stdout) {
+        return tryParse(stdout.trim()).filter(n -> n.has("response") || n.has("stats")).map(node -> {
+            long prompt = 0;
+            long cached = 0;
+            long output = 0;
+            JsonNode models = node.path("stats").path("models");
+            for (var entry : models.properties()) {
+                JsonNode tokens = entry.getValue().path("tokens");
+                prompt += tokens.path("prompt").asLong(0) + tokens.path("tool").asLong(0);
+                cached += tokens.path("cached").asLong(0);
+                output += tokens.path("candidates").asLong(0) + tokens.path("thoughts").asLong(0);
+            }
+            long uncached = Math.max(0, prompt - cached);
+            UsageSource source = models.isObject() && !models.isEmpty() ? UsageSource.AGENT : UsageSource.ESTIMATE;
+            return new AgentReport(node.path("response").asText(""), node.hasNonNull("error"), new Usage(uncached, output, cached,
+                    0, agent.prices().cost(uncached, output, cached, 0), source), null);
+        }).filter(report -> report.usage().source() == UsageSource.AGENT);
     }
 
     private static AgentReport counted(AgentConfig agent, String prompt, String stdout) {

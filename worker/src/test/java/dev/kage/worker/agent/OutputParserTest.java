@@ -77,6 +77,46 @@ class OutputParserTest {
     }
 
     @Test
+    void codexEventLinesGiveTheLastAnswerAndTheUsageOfEveryTurn() {
+        // The shape `codex exec --json` printed here against the scripted model (REAL-AGENTS.md).
+        String events = """
+                {"type":"thread.started","thread_id":"th-1"}
+                {"type":"turn.started"}
+                {"type":"item.completed","item":{"id":"item_0","type":"error","message":"unknown model metadata"}}
+                {"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"first"}}
+                {"type":"turn.completed","usage":{"input_tokens":1200,"cached_input_tokens":200,"output_tokens":30}}
+                {"type":"turn.started"}
+                {"type":"item.completed","item":{"id":"item_2","type":"agent_message","text":"done"}}
+                {"type":"turn.completed","usage":{"input_tokens":1500,"cached_input_tokens":1000,"output_tokens":20,                "reasoning_output_tokens":5}}
+                """;
+        AgentReport report = OutputParser.parse(agent(OutputFormat.CODEX_JSON), "p", events, events);
+        assertThat(report.result()).isEqualTo("done");
+        assertThat(report.isError()).isFalse();
+        assertThat(report.sessionId()).isEqualTo("th-1");
+        assertThat(report.usage().source()).isEqualTo(dev.kage.tokens.Usage.UsageSource.AGENT);
+        assertThat(report.usage().inputTokens()).isEqualTo(1_500);
+        assertThat(report.usage().cacheReadTokens()).isEqualTo(1_200);
+        assertThat(report.usage().outputTokens()).isEqualTo(50);
+        // 1500 x $3 + 50 x $15 + 1200 cached at the input price, per 1M.
+        assertThat(report.usage().costUsd()).isEqualByComparingTo("0.00885");
+    }
+
+    @Test
+    void geminiStatsAreSummedOverTheModelsTheRunUsed() {
+        String body = """
+                {"response":"All set.","stats":{"models":{                "gemini-2.5-pro":{"api":{"totalRequests":2},"tokens":{"prompt":900,"candidates":40,"total":960,"cached":100,                "thoughts":20,"tool":0}},                "gemini-2.5-flash":{"tokens":{"prompt":100,"candidates":5,"total":105,"cached":0,"thoughts":0,"tool":10}}},                "tools":{"totalCalls":1},"files":{"totalLinesAdded":3}}}""";
+        AgentReport report = OutputParser.parse(agent(OutputFormat.GEMINI_JSON), "p", body, body);
+        assertThat(report.result()).isEqualTo("All set.");
+        assertThat(report.usage().source()).isEqualTo(dev.kage.tokens.Usage.UsageSource.AGENT);
+        assertThat(report.usage().inputTokens()).isEqualTo(910);
+        assertThat(report.usage().cacheReadTokens()).isEqualTo(100);
+        assertThat(report.usage().outputTokens()).isEqualTo(65);
+
+        AgentReport noStats = OutputParser.parse(agent(OutputFormat.GEMINI_JSON), "Fix it", "{\"response\":\"ok\"}", "");
+        assertThat(noStats.usage().source()).as("no stats: counted").isEqualTo(dev.kage.tokens.Usage.UsageSource.TOKENIZER);
+    }
+
+    @Test
     void specialTokenTextCountsAsOrdinaryText() {
         assertThat(TokenCounter.count("cl100k_base", "<|endoftext|> hello")).isPositive();
         assertThat(TokenCounter.estimate("abcdefgh")).isEqualTo(2);
