@@ -12,6 +12,8 @@
 #   KAGE_TEST_FAKETIME=1 the rate-limit e2e test runs its skewed worker under libfaketime (apt-get install
 #                        faketime) as well as KAGE_CLOCK_OFFSET_MS; off by default, see RateLimitIT
 #   KAGE_SMOKE_PORT      coordinator port of the smoke run [18003]
+#   KAGE_AGENTS_CACHE    where the real claude and codex CLIs are installed from npm for the real-agents
+#                        tier (RealAgentsIT) [~/.cache/kage/agents]; without npm that tier is skipped
 #   REDIS_URL, DATABASE_URL   as for ops/services.sh; the smoke run uses the same server
 #                        with the database kage_smoke and the namespace kage-smoke
 set -euo pipefail
@@ -28,6 +30,11 @@ say "services ..."
 ops/services.sh up || die "Redis/Postgres are not ready (see above)"
 find_java
 say "Java: $JAVA_HOME"
+
+if agents_dir=$(install_agents "${KAGE_AGENTS_CACHE:-$HOME/.cache/kage/agents}"); then
+  export KAGE_TEST_AGENTS_DIR=$agents_dir
+  say "real agent CLIs: $KAGE_TEST_AGENTS_DIR"
+fi
 
 say "./mvnw -B verify $*"
 ./mvnw -B verify "$@" || die "the Maven build failed"

@@ -157,3 +157,29 @@ install_bullmq() {
       "bullmq@$BULLMQ_VERSION" "ioredis@$IOREDIS_VERSION" >/dev/null || die "npm install failed"
   fi
 }
+
+# The real agent CLIs for the real-agents test tier (REAL-AGENTS.md), pinned, installed into DIR (outside
+# the source tree, reused across runs) when absent. Prints DIR on success; returns 1 (with a message) when
+# npm is missing or the install fails, so the caller can skip the tier and say why.
+CLAUDE_CODE_VERSION=2.1.328
+CODEX_VERSION=0.169.0
+install_agents() {
+  local dir=$1 installed
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    warn "npm/node not found: the real-agents test tier (claude, codex) is skipped"
+    return 1
+  fi
+  installed=$(node -p "require('$dir/node_modules/@anthropic-ai/claude-code/package.json').version + ' ' + \
+require('$dir/node_modules/@openai/codex/package.json').version" 2>/dev/null || true)
+  if [[ $installed != "$CLAUDE_CODE_VERSION $CODEX_VERSION" \
+    || ! -x $dir/node_modules/@anthropic-ai/claude-code-linux-x64/claude ]]; then
+    say "installing @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION and @openai/codex@$CODEX_VERSION into $dir ..." >&2
+    mkdir -p "$dir"
+    if ! npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
+      "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" "@openai/codex@$CODEX_VERSION" >&2; then
+      warn "npm install of the agent CLIs failed: the real-agents test tier is skipped"
+      return 1
+    fi
+  fi
+  printf '%s' "$dir"
+}

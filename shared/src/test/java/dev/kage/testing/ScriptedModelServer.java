@@ -21,36 +21,46 @@ import java.util.function.Function;
 
 /**
  * A model server on loopback that plays OpenAI's chat completions ({@code /v1/chat/completions}) and
- * Anthropic's Messages API ({@code /v1/messages}) with answers a test scripts: text, usage, delays,
- * 429/529 with {@code Retry-After} and rate-limit headers. Each request's arrival is recorded (server
- * clock, µs). Thread-safe.
+ * Anthropic's Messages API ({@code /v1/messages}, plain JSON or, for {@code "stream": true}, its server-sent
+ * events) with answers a test scripts: text, tool calls, usage, delays, 429/529 with {@code Retry-After} and
+ * rate-limit headers. The real {@code claude} CLI runs against it (REAL-AGENTS.md). Each request's arrival is
+ * recorded (server clock, µs). Thread-safe.
  */
 public final class ScriptedModelServer implements AutoCloseable {
 
-    /** One scripted answer. */
-    public record Reply(int status, Map<String, String> headers, String text, long inputTokens, long outputTokens, Duration delay) {
+    /**
+     * One scripted answer: text, or (Anthropic only) a call of tool {@code toolName} with {@code toolInput} (a JSON
+     * object) and {@code stop_reason: tool_use}.
+     */
+    public record Reply(int status, Map<String, String> headers, String text, long inputTokens, long outputTokens, Duration delay,
+                        String toolName, String toolInput) {
 
         public static Reply ok(String text, long inputTokens, long outputTokens) {
-            return new Reply(200, Map.of(), text, inputTokens, outputTokens, Duration.ZERO);
+            return new Reply(200, Map.of(), text, inputTokens, outputTokens, Duration.ZERO, null, null);
+        }
+
+        /** A tool call, e.g. {@code toolUse("Write", "{\"file_path\": \"/abs/f.md\", \"content\": \"hi\"}", 100, 20)}. */
+        public static Reply toolUse(String toolName, String toolInput, long inputTokens, long outputTokens) {
+            return new Reply(200, Map.of(), null, inputTokens, outputTokens, Duration.ZERO, toolName, toolInput);
         }
 
         /** A 429 with {@code Retry-After: seconds}. */
         public static Reply tooManyRequests(int retryAfterSeconds) {
-            return new Reply(429, Map.of("retry-after", Integer.toString(retryAfterSeconds)), null, 0, 0, Duration.ZERO);
+            return new Reply(429, Map.of("retry-after", Integer.toString(retryAfterSeconds)), null, 0, 0, Duration.ZERO, null, null);
         }
 
         public static Reply overloaded() {
-            return new Reply(529, Map.of(), null, 0, 0, Duration.ZERO);
+            return new Reply(529, Map.of(), null, 0, 0, Duration.ZERO, null, null);
         }
 
         public Reply withHeaders(Map<String, String> more) {
             Map<String, String> all = new LinkedHashMap<>(headers);
             all.putAll(more);
-            return new Reply(status, all, text, inputTokens, outputTokens, delay);
+            return new Reply(status, all, text, inputTokens, outputTokens, delay, toolName, toolInput);
         }
 
         public Reply after(Duration wait) {
-            return new Reply(status, headers, text, inputTokens, outputTokens, wait);
+            return new Reply(status, headers, text, inputTokens, outputTokens, wait, toolName, toolInput);
         }
     }
 
@@ -62,6 +72,7 @@ public final class ScriptedModelServer implements AutoCloseable {
     private final Deque<Reply> script = new ConcurrentLinkedDeque<>();
     private final List<Request> requests = new ArrayList<>();
     private volatile Function<Integer, Reply> fallback = n -> Reply.ok("done", 12, 5);
+    private volatile java.util.function.BiFunction<Integer, String, Reply> responder;
 
     private ScriptedModelServer(HttpServer server) {
         this.server = server;
@@ -99,6 +110,16 @@ public final class ScriptedModelServer implements AutoCloseable {
     /** Answers every unscripted request with {@code reply(n)}, n counting all requests from 1. */
     public ScriptedModelServer otherwise(Function<Integer, Reply> reply) {
         fallback = reply;
+        return this;
+    }
+
+    /**
+     * Answers every unscripted request with {@code reply(n, body)}, n counting all requests from 1, body the
+     * request's JSON: for a conversation whose answer depends on what the agent sent (a tool call naming a file in
+     * its working directory, then text once the tool's result comes back). Takes precedence over {@link #otherwise}.
+     */
+    public ScriptedModelServer answering(java.util.function.BiFunction<Integer, String, Reply> reply) {
+        responder = reply;
         return this;
     }
 
@@ -145,7 +166,8 @@ public final class ScriptedModelServer implements AutoCloseable {
         Reply reply;
         synchronized (requests) {
             Reply next = script.pollFirst();
-            reply = next != null ? next : fallback.apply(requests.size() + 1);
+            var answer = responder;
+            reply = next != null ? next : answer != null ? answer.apply(requests.size() + 1, body) : fallback.apply(requests.size() + 1);
             requests.add(new Request(arrived, exchange.getRequestURI().getPath(), body, headers, reply.status()));
         }
         if (reply.delay().isPositive()) {
@@ -157,7 +179,13 @@ public final class ScriptedModelServer implements AutoCloseable {
             }
         }
         boolean anthropic = exchange.getRequestURI().getPath().endsWith("/messages");
-        String json = reply.status() / 100 == 2 ? success(anthropic, reply) : error(anthropic, reply);
+        java.util.regex.Matcher model = java.util.regex.Pattern.compile("\"model\"\\s*:\\s*\"([^\"]*)\"").matcher(body);
+        String modelName = model.find() ? model.group(1) : "scripted";
+        if (anthropic && reply.status() / 100 == 2 && body.matches("(?s).*\"stream\"\\s*:\\s*true.*")) {
+            stream(exchange, reply, modelName);
+            return;
+        }
+        String json = reply.status() / 100 == 2 ? success(anthropic, reply, modelName) : error(anthropic, reply);
         byte[] bytes = json.getBytes(StandardCharsets.UTF_8);
         exchange.getResponseHeaders().add("Content-Type", "application/json");
         reply.headers().forEach((name, value) -> exchange.getResponseHeaders().add(name, value));
@@ -167,11 +195,45 @@ public final class ScriptedModelServer implements AutoCloseable {
         }
     }
 
-    private static String success(boolean anthropic, Reply reply) {
+    /** The Messages API's server-sent events for one answer: one content block, text or a tool call. */
+    private static void stream(HttpExchange exchange, Reply reply, String model) throws IOException {
+        exchange.getResponseHeaders().add("Content-Type", "text/event-stream");
+        reply.headers().forEach((name, value) -> exchange.getResponseHeaders().add(name, value));
+        exchange.sendResponseHeaders(200, 0);
+        boolean tool = reply.toolName() != null;
+        String block = tool ? "{\"type\":\"tool_use\",\"id\":\"toolu_" + System.nanoTime() + "\",\"name\":" + quote(reply.toolName())
+                + ",\"input\":{}}" : "{\"type\":\"text\",\"text\":\"\"}";
+        String delta = tool ? "{\"type\":\"input_json_delta\",\"partial_json\":" + quote(reply.toolInput()) + "}"
+                : "{\"type\":\"text_delta\",\"text\":" + quote(reply.text()) + "}";
+        try (OutputStream out = exchange.getResponseBody()) {
+            event(out, "message_start", "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_" + System.nanoTime()
+                    + "\",\"type\":\"message\",\"role\":\"assistant\",\"model\":" + quote(model) + ",\"content\":[],"
+                    + "\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":" + reply.inputTokens()
+                    + ",\"output_tokens\":1}}}");
+            event(out, "content_block_start", "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":" + block + "}");
+            event(out, "content_block_delta", "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":" + delta + "}");
+            event(out, "content_block_stop", "{\"type\":\"content_block_stop\",\"index\":0}");
+            event(out, "message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"" + (tool ? "tool_use" : "end_turn")
+                    + "\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":" + reply.outputTokens() + "}}");
+            event(out, "message_stop", "{\"type\":\"message_stop\"}");
+        }
+    }
+
+    private static void event(OutputStream out, String name, String data) throws IOException {
+        out.write(("event: " + name + "\ndata: " + data + "\n\n").getBytes(StandardCharsets.UTF_8));
+        out.flush();
+    }
+
+    private static String success(boolean anthropic, Reply reply, String model) {
         String text = quote(reply.text());
         if (anthropic) {
-            return "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":" + text
-                    + "}],\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":" + reply.inputTokens()
+            String content = reply.toolName() != null
+                    ? "{\"type\":\"tool_use\",\"id\":\"toolu_" + System.nanoTime() + "\",\"name\":" + quote(reply.toolName())
+                            + ",\"input\":" + reply.toolInput() + "}"
+                    : "{\"type\":\"text\",\"text\":" + text + "}";
+            return "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":" + quote(model) + ",\"content\":["
+                    + content + "],\"stop_reason\":\"" + (reply.toolName() != null ? "tool_use" : "end_turn")
+                    + "\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":" + reply.inputTokens()
                     + ",\"output_tokens\":" + reply.outputTokens() + "}}";
         }
         return "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","

@@ -77,6 +77,8 @@ import org.slf4j.LoggerFactory;
 public final class JobRunner {
     private static final Logger LOG = LoggerFactory.getLogger(JobRunner.class);
     private static final ObjectMapper JSON = new ObjectMapper();
+    /** Tokens a provider adds around one user message (role markers, start and end of turn); OpenAI's is 7. */
+    static final long CHAT_FORMAT_TOKENS = 16;
     /** Characters of the agent's answer kept in {@code output_summary}. */
     static final int SUMMARY_CHARS = 4_000;
 
@@ -318,7 +320,9 @@ public final class JobRunner {
     }
 
     private Outcome execute(JobMessage job, AgentConfig agent, String entryId) throws InterruptedException {
-        long promptTokens = TokenCounter.count(agent.encoding(), job.description());
+        // An HTTP agent's prompt is wrapped in the provider's chat format, which the provider counts too.
+        long promptTokens = TokenCounter.count(agent.encoding(), job.description())
+                + (agent.type().isHttp() ? CHAT_FORMAT_TOKENS : 0);
         // An HTTP agent's answer is capped by max_tokens: holding the cap means it can never pass its hold.
         long outputTokens = agent.type().isHttp() ? agent.endpoint().maxTokens() : agent.estimatedOutputTokens();
         long estimate = promptTokens + outputTokens;
