@@ -20,10 +20,10 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The fleet with the real {@code claude} CLI from npm (REAL-AGENTS.md), driven by the scripted model on loopback:
- * the model asks for a file to be written, the real CLI writes it in the job's worktree, the worker commits it on
- * the task's branch and reads the usage the CLI reports; a 429 from the model reaches the fleet as a rate-limit
- * signal. {@code ops/test.sh} installs the CLIs into a cache outside the source tree and passes it as
+ * The fleet with the real {@code claude} and {@code codex} CLIs from npm (REAL-AGENTS.md), driven by the scripted
+ * model on loopback: the model asks for a file to be written (Claude's Write tool, codex's exec_command), the real
+ * CLI does it in the job's worktree, the worker commits it on the task's branch and reads the usage the CLI reports;
+ * a 429 from the model reaches the fleet as a rate-limit signal. {@code ops/test.sh} installs the CLIs into a cache outside the source tree and passes it as
  * {@code KAGE_TEST_AGENTS_DIR}; without it (npm missing, or Maven run by hand) the tier is skipped, saying so.
  */
 class RealAgentsIT {
@@ -36,12 +36,14 @@ class RealAgentsIT {
     Path dir;
     private Path origin;
     private Path claude;
+    private Path codex;
 
     @BeforeEach
     void setUp() throws Exception {
         String agents = System.getenv("KAGE_TEST_AGENTS_DIR");
         Path cache = agents != null ? Path.of(agents) : Path.of(System.getProperty("user.home"), ".cache", "kage", "agents");
         claude = cache.resolve("node_modules/@anthropic-ai/claude-code-linux-x64/claude");
+        codex = cache.resolve("node_modules/@openai/codex/bin/codex.js");
         Assumptions.assumeTrue(Files.isExecutable(claude), "the real claude CLI is not installed at " + claude
                 + ": ops/test.sh installs it from npm (KAGE_AGENTS_CACHE); skipping the real-agents tier");
         origin = FleetIT.createRepo(dir.resolve("origin"));
@@ -86,6 +88,52 @@ class RealAgentsIT {
                 assertThat(fleet.log("real-w1")).doesNotContain(SECRET);
                 assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE output_summary LIKE ?", "%" + SECRET + "%"))
                         .isZero();
+            }
+        }
+    }
+
+    @Test
+    void theRealCodexCliRunsACommandInItsWorktreeAndItsReportedUsageIsRecorded() throws Exception {
+        Assumptions.assumeTrue(Files.isRegularFile(codex), "the real codex CLI is not installed at " + codex);
+        try (ScriptedModelServer server = ScriptedModelServer.start()) {
+            // Turn 1: a shell command that writes a file (codex's exec_command tool); once its output comes back: done.
+            server.answering((n, body) -> body.contains("\"function_call_output\"")
+                    ? Reply.ok("Wrote CODEX.md.", 150, 8)
+                    : Reply.toolUse("exec_command", JSON.createObjectNode().put("cmd", "printf 'written by codex\\n' > CODEX.md")
+                            .toString(), 120, 9));
+            Path codexHome = Files.createDirectories(dir.resolve("codex-home"));
+            Files.writeString(codexHome.resolve("config.toml"), """
+                    model = "gpt-5"
+                    model_provider = "scripted"
+
+                    [model_providers.scripted]
+                    name = "scripted"
+                    base_url = "%s"
+                    env_key = "SCRIPTED_MODEL_KEY"
+                    wire_api = "responses"
+                    request_max_retries = 0
+                    stream_max_retries = 0
+                    """.formatted(server.openAiBaseUrl()));
+            try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "real-codex"))) {
+                fleet.startCoordinator(Map.of("KAGE_AGENTS_FILE", agents().toString()));
+                fleet.awaitHealthy();
+                Map<String, String> env = claudeEnv(server);
+                env.put("CODEX_HOME", codexHome.toString());
+                env.put("SCRIPTED_MODEL_KEY", SECRET);
+                env.put("KAGE_WORKER_AGENTS", "codex");
+                fleet.startWorker("real-codex", dir.resolve("work"), origin, env);
+
+                String id = submit(fleet, "Write a file with codex", "codex");
+                JsonNode task = awaitFinal(fleet, id);
+                assertThat(task.get("status").asText()).as(task.toString()).isEqualTo("completed");
+                JsonNode agent = task.get("agents").get(0);
+                assertThat(agent.get("usage_source").asText()).isEqualTo("agent");
+                assertThat(agent.get("tokens_in").asLong()).as("both requests of the turn").isEqualTo(270);
+                assertThat(agent.get("tokens_out").asLong()).isEqualTo(17);
+                assertThat(agent.get("output_summary").asText()).isEqualTo("Wrote CODEX.md.");
+                assertThat(agent.get("diff_stat").asText()).isEqualTo("1 file changed, 1 insertion(+)");
+                assertThat(FleetIT.git(origin, "show", agent.get("branch").asText() + ":CODEX.md")).isEqualTo("written by codex");
+                assertThat(server.requests()).hasSize(2).allSatisfy(r -> assertThat(r.path()).isEqualTo("/v1/responses"));
             }
         }
     }
@@ -138,13 +186,24 @@ class RealAgentsIT {
                     env: [ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY, CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC, CLAUDE_CODE_MAX_RETRIES]
                     model: claude-sonnet-4-5
                     limits: {requests: 50, window_seconds: 1}
-                """.formatted(claude));
+                  codex:
+                    type: command
+                    argv: ["node", "%s", "exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write", "{prompt}"]
+                    output: codex-json
+                    env: [CODEX_HOME, SCRIPTED_MODEL_KEY]
+                    model: gpt-5
+                    limits: {requests: 50, window_seconds: 1}
+                """.formatted(claude, codex));
         return agents;
     }
 
     private static String submit(Fleet fleet, String description) throws Exception {
+        return submit(fleet, description, "claude-code");
+    }
+
+    private static String submit(Fleet fleet, String description, String agent) throws Exception {
         String body = JSON.createObjectNode().put("description", description)
-                .set("cli_assignments", JSON.readTree("[{\"cli_name\": \"claude-code\", \"timeout\": 120}]")).toString();
+                .set("cli_assignments", JSON.readTree("[{\"cli_name\": \"" + agent + "\", \"timeout\": 120}]")).toString();
         var accepted = fleet.post("/api/v1/tasks", KEY, body);
         assertThat(accepted.statusCode()).as(accepted.body()).isEqualTo(202);
         return JSON.readTree(accepted.body()).get("task_id").asText();

@@ -20,10 +20,11 @@ import java.util.concurrent.Executors;
 import java.util.function.Function;
 
 /**
- * A model server on loopback that plays OpenAI's chat completions ({@code /v1/chat/completions}) and
+ * A model server on loopback that plays OpenAI's chat completions ({@code /v1/chat/completions}) and Responses API
+ * ({@code /v1/responses}, server-sent events, as the real {@code codex} CLI reads them), and
  * Anthropic's Messages API ({@code /v1/messages}, plain JSON or, for {@code "stream": true}, its server-sent
  * events) with answers a test scripts: text, tool calls, usage, delays, 429/529 with {@code Retry-After} and
- * rate-limit headers. The real {@code claude} CLI runs against it (REAL-AGENTS.md). Each request's arrival is
+ * rate-limit headers. The real {@code claude} and {@code codex} CLIs run against it (REAL-AGENTS.md). Each request's arrival is
  * recorded (server clock, µs). Thread-safe.
  */
 public final class ScriptedModelServer implements AutoCloseable {
@@ -181,6 +182,10 @@ public final class ScriptedModelServer implements AutoCloseable {
         boolean anthropic = exchange.getRequestURI().getPath().endsWith("/messages");
         java.util.regex.Matcher model = java.util.regex.Pattern.compile("\"model\"\\s*:\\s*\"([^\"]*)\"").matcher(body);
         String modelName = model.find() ? model.group(1) : "scripted";
+        if (exchange.getRequestURI().getPath().endsWith("/responses") && reply.status() / 100 == 2) {
+            responses(exchange, reply);
+            return;
+        }
         if (anthropic && reply.status() / 100 == 2 && body.matches("(?s).*\"stream\"\\s*:\\s*true.*")) {
             stream(exchange, reply, modelName);
             return;
@@ -216,6 +221,30 @@ public final class ScriptedModelServer implements AutoCloseable {
             event(out, "message_delta", "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"" + (tool ? "tool_use" : "end_turn")
                     + "\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":" + reply.outputTokens() + "}}");
             event(out, "message_stop", "{\"type\":\"message_stop\"}");
+        }
+    }
+
+    /**
+     * OpenAI's Responses API as the real {@code codex} CLI reads it (server-sent events): one output item, a message
+     * or a function call ({@code toolName} with {@code toolInput} as its arguments), then the usage.
+     */
+    private static void responses(HttpExchange exchange, Reply reply) throws IOException {
+        exchange.getResponseHeaders().add("Content-Type", "text/event-stream");
+        reply.headers().forEach((name, value) -> exchange.getResponseHeaders().add(name, value));
+        exchange.sendResponseHeaders(200, 0);
+        long id = System.nanoTime();
+        String item = reply.toolName() != null
+                ? "{\"type\":\"function_call\",\"id\":\"fc_" + id + "\",\"call_id\":\"call_" + id + "\",\"name\":"
+                        + quote(reply.toolName()) + ",\"arguments\":" + quote(reply.toolInput()) + ",\"status\":\"completed\"}"
+                : "{\"type\":\"message\",\"id\":\"msg_" + id + "\",\"role\":\"assistant\",\"status\":\"completed\",\"content\":"
+                        + "[{\"type\":\"output_text\",\"text\":" + quote(reply.text()) + ",\"annotations\":[]}]}";
+        try (OutputStream out = exchange.getResponseBody()) {
+            event(out, "response.created", "{\"type\":\"response.created\",\"response\":{\"id\":\"resp_" + id + "\"}}");
+            event(out, "response.output_item.done", "{\"type\":\"response.output_item.done\",\"output_index\":0,\"item\":" + item + "}");
+            event(out, "response.completed", "{\"type\":\"response.completed\",\"response\":{\"id\":\"resp_" + id + "\",\"usage\":"
+                    + "{\"input_tokens\":" + reply.inputTokens() + ",\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":"
+                    + reply.outputTokens() + ",\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":"
+                    + (reply.inputTokens() + reply.outputTokens()) + "}}}");
         }
     }
 
