@@ -70,7 +70,7 @@ public class WorkerFactory {
                                TaskStore store, LiveTaskState live, EventLog events, BudgetLedger budget,
                                FleetRateLimiter rateLimiter, OutcomeRecorder outcomes, Clock clock) {
         configureLimits(settings, worker, catalog, rateLimiter);
-        WorktreeManager worktrees = new WorktreeManager(worker.workDir());
+        WorktreeManager worktrees = new WorktreeManager(worker.workDir(), settings.maxActiveWorktrees());
         worktrees.recoverAfterCrash();
         return new JobRunner(settings, worker, catalog, queue, store, live, events, budget, rateLimiter, worktrees,
                 new ProcessRunner(), outcomes, clock);

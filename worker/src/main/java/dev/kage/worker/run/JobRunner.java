@@ -149,6 +149,11 @@ public final class JobRunner {
         }
     }
 
+    /** Prunes worktrees and {@code kage/*} branches older than {@code WORKTREE_CLEANUP_DAYS} that no job uses. */
+    public int pruneOldWorktrees() {
+        return worktrees.pruneOlderThan(Duration.ofDays(settings.worktreeCleanupDays()));
+    }
+
     /** Releases budget holds whose lifetime is over (their workers died and the jobs never came back). */
     public int sweepExpiredHolds() {
         return budget.sweepExpired();

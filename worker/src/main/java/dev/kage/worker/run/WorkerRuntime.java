@@ -367,6 +367,10 @@ public final class WorkerRuntime {
         } catch (RedisException e) {
             LOG.warn("Budget sweep failed: {}", e.getMessage());
         }
+        int pruned = runner.pruneOldWorktrees();
+        if (pruned > 0) {
+            LOG.info("Pruned {} worktree(s) and branch(es) older than WORKTREE_CLEANUP_DAYS", pruned);
+        }
         for (String agent : worker.agents()) {
             try {
                 long trimmed = queue.trim(agent, queueSettings.keepAcked());

@@ -17,9 +17,12 @@ import java.util.stream.Stream;
  * job ({@code <workDir>/worktrees}). Git operations on one clone are serialised by a lock per clone
  * (git fetch checks every worktree's HEAD, so it cannot overlap a worktree being added); fetches are
  * shared: a job whose turn comes after a fetch that started after it arrived uses that fetch instead of
- * running its own. Different repositories proceed in parallel. Thread-safe.
+ * running its own. Different repositories proceed in parallel. At most {@code MAX_ACTIVE_WORKTREES} exist at
+ * once: a job beyond that waits (interruptibly) for one to be removed. Worktrees and {@code kage/*} branches
+ * older than {@code WORKTREE_CLEANUP_DAYS} that no job uses are pruned by {@link #pruneOlderThan}. Thread-safe.
  */
 public final class WorktreeManager {
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(WorktreeManager.class);
 
     private final Path repos;
     private final Path worktrees;
@@ -28,9 +31,22 @@ public final class WorktreeManager {
     private final Map<Path, Long> lastFetchStarted = new ConcurrentHashMap<>();
     private final java.util.concurrent.atomic.AtomicLong fetchesRun = new java.util.concurrent.atomic.AtomicLong();
 
+    private final int maxActive;
+    private final java.util.concurrent.Semaphore slots;
+    /** Worktrees created and not yet removed by this manager. */
+    private final java.util.Set<Path> active = ConcurrentHashMap.newKeySet();
+
+    /** A manager with no limit on worktrees. */
     public WorktreeManager(Path workDir) {
+        this(workDir, Integer.MAX_VALUE);
+    }
+
+    /** @param maxActive worktrees that may exist at once ({@code MAX_ACTIVE_WORKTREES}) */
+    public WorktreeManager(Path workDir, int maxActive) {
         this.repos = workDir.resolve("repos");
         this.worktrees = workDir.resolve("worktrees");
+        this.maxActive = maxActive;
+        this.slots = new java.util.concurrent.Semaphore(maxActive, true);
     }
 
     /**
@@ -38,12 +54,31 @@ public final class WorktreeManager {
      * {@code baseBranch} in a fresh worktree named {@code dirName}. A leftover worktree or branch of
      * the same name (a crashed earlier run) is replaced.
      *
-     * @throws GitException when the repository cannot be cloned or the base branch does not exist
+     * @throws GitException          when the repository cannot be cloned or the base branch does not exist
+     * @throws InterruptedException  when the job is stopped while it waits for a free worktree
      */
-    public Worktree create(String repo, String baseBranch, String branch, String dirName) {
+    public Worktree create(String repo, String baseBranch, String branch, String dirName) throws InterruptedException {
         if (repo.isBlank() || repo.startsWith("-")) {
             throw new GitException("repository '" + repo + "' is not a path or URL", false);
         }
+        if (!slots.tryAcquire()) {
+            LOG.info("All {} worktrees (MAX_ACTIVE_WORKTREES) are in use; {} waits for one", maxActive, dirName);
+            slots.acquire();
+        }
+        boolean created = false;
+        try {
+            Worktree worktree = createHoldingSlot(repo, baseBranch, branch, dirName);
+            active.add(worktree.path());
+            created = true;
+            return worktree;
+        } finally {
+            if (!created) {
+                slots.release();
+            }
+        }
+    }
+
+    private Worktree createHoldingSlot(String repo, String baseBranch, String branch, String dirName) {
         long arrived = System.nanoTime();
         Path cache = repos.resolve(cacheName(repo));
         Path path = worktrees.resolve(dirName);
@@ -134,7 +169,72 @@ public final class WorktreeManager {
             deleteRecursively(worktree.path());
         } finally {
             lock.unlock();
+            if (active.remove(worktree.path())) {
+                slots.release();
+            }
         }
+    }
+
+    /**
+     * Removes what no job uses and is older than {@code age}: worktree folders (a removal that failed) by their
+     * modification time, and {@code kage/*} branches of the clones by their last commit. Branches pushed to the
+     * origin stay there.
+     *
+     * @return worktrees and branches removed
+     */
+    public int pruneOlderThan(java.time.Duration age) {
+        long cutoffMillis = System.currentTimeMillis() - age.toMillis();
+        int removed = 0;
+        if (Files.isDirectory(worktrees)) {
+            try (Stream<Path> entries = Files.list(worktrees)) {
+                for (Path path : entries.toList()) {
+                    if (!active.contains(path) && Files.getLastModifiedTime(path).toMillis() < cutoffMillis) {
+                        deleteRecursively(path);
+                        removed++;
+                    }
+                }
+            } catch (IOException e) {
+                LOG.warn("Cannot list {}: {}", worktrees, e.getMessage());
+            }
+        }
+        if (!Files.isDirectory(repos)) {
+            return removed;
+        }
+        java.util.Set<String> inUse = new java.util.HashSet<>();
+        try (Stream<Path> caches = Files.list(repos)) {
+            for (Path cache : caches.filter(p -> Files.exists(p.resolve("HEAD"))).toList()) {
+                ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
+                lock.lock();
+                try {
+                    Git.run(cache, "worktree", "prune");
+                    for (String line : Git.run(cache, "worktree", "list", "--porcelain").split("\n")) {
+                        if (line.startsWith("branch ")) {
+                            inUse.add(line.substring("branch ".length()));
+                        }
+                    }
+                    String refs = Git.run(cache, "for-each-ref", "--format=%(refname) %(committerdate:unix)", "refs/heads/kage/");
+                    for (String line : refs.split("\n")) {
+                        String[] parts = line.split(" ");
+                        if (parts.length == 2 && !inUse.contains(parts[0]) && Long.parseLong(parts[1]) * 1000 < cutoffMillis) {
+                            Git.run(cache, "update-ref", "-d", parts[0]);
+                            removed++;
+                        }
+                    }
+                } catch (GitException e) {
+                    LOG.warn("Cannot prune old branches of {}: {}", cache, e.getMessage());
+                } finally {
+                    lock.unlock();
+                }
+            }
+        } catch (IOException e) {
+            LOG.warn("Cannot list {}: {}", repos, e.getMessage());
+        }
+        return removed;
+    }
+
+    /** Worktrees this manager holds now (created, not yet removed). */
+    public int inUse() {
+        return active.size();
     }
 
     /**

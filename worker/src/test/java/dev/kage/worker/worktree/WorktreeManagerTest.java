@@ -43,7 +43,7 @@ class WorktreeManagerTest {
     }
 
     @Test
-    void nothingChangedMeansNoCommitAndAnEmptyDiffStat() {
+    void nothingChangedMeansNoCommitAndAnEmptyDiffStat() throws Exception {
         Worktree worktree = manager.create(origin.toString(), "main", "kage/t2/demo", "t2-demo");
         Commit commit = manager.commit(worktree, "nothing");
         assertThat(commit.sha()).isEqualTo(worktree.baseSha());
@@ -126,5 +126,59 @@ class WorktreeManagerTest {
         Worktree later = manager.create(origin.toString(), "main", "kage/t7/agent", "t7-agent");
         assertThat(later.baseSha()).isEqualTo(newHead);
         assertThat(later.path().resolve("NEW.md")).exists();
+    }
+
+    @Test
+    void beyondMaxActiveWorktreesAJobWaitsForOneToBeRemoved() throws Exception {
+        WorktreeManager limited = new WorktreeManager(dir.resolve("limited"), 1);
+        Worktree first = limited.create(origin.toString(), "main", "kage/m1/demo", "m1-demo");
+        java.util.concurrent.CompletableFuture<Worktree> second = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+            try {
+                return limited.create(origin.toString(), "main", "kage/m2/demo", "m2-demo");
+            } catch (InterruptedException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        org.awaitility.Awaitility.await().during(java.time.Duration.ofMillis(700)).atMost(java.time.Duration.ofSeconds(2))
+                .until(() -> !second.isDone());
+        assertThat(limited.inUse()).isEqualTo(1);
+        limited.remove(first);
+        Worktree created = second.get(30, java.util.concurrent.TimeUnit.SECONDS);
+        assertThat(created.path()).exists();
+        assertThat(limited.inUse()).isEqualTo(1);
+        limited.remove(created);
+        assertThat(limited.inUse()).isZero();
+
+        // A job stopped while it waits does not take a worktree.
+        Worktree held = limited.create(origin.toString(), "main", "kage/m3/demo", "m3-demo");
+        Thread waiter = Thread.ofVirtual().start(() -> {
+            try {
+                limited.create(origin.toString(), "main", "kage/m4/demo", "m4-demo");
+            } catch (InterruptedException expected) {
+                // stopped, as a cancel or a shutdown stops a job
+            }
+        });
+        waiter.interrupt();
+        waiter.join(10_000);
+        limited.remove(held);
+        assertThat(limited.inUse()).isZero();
+        assertThat(dir.resolve("limited/worktrees/m4-demo")).doesNotExist();
+    }
+
+    @Test
+    void worktreesAndBranchesOlderThanTheCleanupAgeThatNoJobUsesArePruned() throws Exception {
+        Worktree kept = manager.create(origin.toString(), "main", "kage/p1/demo", "p1-demo");
+        Worktree done = manager.create(origin.toString(), "main", "kage/p2/demo", "p2-demo");
+        manager.remove(done);
+        Path stray = Files.createDirectories(dir.resolve("work/worktrees/p3-stray"));
+
+        assertThat(manager.pruneOlderThan(java.time.Duration.ofDays(7))).as("everything is younger than a week").isZero();
+        // Anything older than now: the finished job's branch and the stray folder go; the running job's stay.
+        int pruned = manager.pruneOlderThan(java.time.Duration.ofSeconds(-60));
+        assertThat(pruned).isEqualTo(2);
+        assertThat(stray).doesNotExist();
+        assertThat(kept.path()).exists();
+        assertThat(Git.run(kept.cache(), "for-each-ref", "--format=%(refname)", "refs/heads/kage/")).isEqualTo("refs/heads/kage/p1/demo");
+        manager.remove(kept);
     }
 }
