@@ -64,6 +64,7 @@ class FleetIT {
                 assertThat(view.get("cost_usd").decimalValue()).isPositive();
                 assertThat(view.get("branch").asText()).isEqualTo("kage/" + id + "/" + agent);
                 assertThat(view.get("diff_stat").asText()).isEqualTo("1 file changed, 1 insertion(+)");
+                assertThat(view.get("patch").asText()).contains("+++ b/KAGE_DEMO.md").contains("Quick test: add a line");
                 assertThat(view.get("worker").asText()).startsWith("e2e-w");
                 String edit = git(origin, "show", "kage/" + id + "/" + agent + ":KAGE_DEMO.md");
                 assertThat(edit).contains(agent).contains("Quick test: add a line");

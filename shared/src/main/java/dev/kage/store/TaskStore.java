@@ -165,10 +165,10 @@ public final class TaskStore {
                 var results = tx.prepareBatch("""
                         INSERT INTO execution_results (task_id, job_id, cli_name, status, output_summary, tokens_in,
                             tokens_out, cache_read_tokens, cache_write_tokens, total_tokens, cost, usage_source, model,
-                            duration_ms, exit_code, branch, commit_sha, diff_stat, worker_id, attempt)
+                            duration_ms, exit_code, branch, commit_sha, diff_stat, worker_id, attempt, patch)
                         VALUES (:taskId, :jobId, :cliName, :status, :outputSummary, :tokensIn, :tokensOut,
                             :cacheReadTokens, :cacheWriteTokens, :totalTokens, :cost, :usageSource, :model, :durationMs,
-                            :exitCode, :branch, :commitSha, :diffStat, :workerId, :attempt)
+                            :exitCode, :branch, :commitSha, :diffStat, :workerId, :attempt, :patch)
                         ON CONFLICT (job_id, attempt) DO NOTHING
                         """);
                 for (Outcome outcome : known) {
@@ -420,7 +420,8 @@ public final class TaskStore {
                 rs.getString("diff_stat"),
                 rs.getString("worker_id"),
                 rs.getInt("attempt"),
-                instant(rs, "created_at"));
+                instant(rs, "created_at"),
+                rs.getString("patch"));
     }
 
     private static ErrorRecord errorRow(ResultSet rs) throws SQLException {

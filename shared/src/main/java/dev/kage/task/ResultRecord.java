@@ -17,6 +17,7 @@ import java.util.UUID;
  * @param exitCode         the process's exit code, or {@code null} when it was killed
  * @param diffStat         {@code git diff --shortstat} of the agent's branch against its base
  * @param createdAt        set by the database; {@code null} before insertion
+ * @param patch            {@code git diff} of the agent's branch against its base, capped (64 KiB); null when nothing changed
  */
 public record ResultRecord(
         UUID taskId,
@@ -38,7 +39,17 @@ public record ResultRecord(
         String diffStat,
         String workerId,
         int attempt,
-        Instant createdAt) {
+        Instant createdAt,
+        String patch) {
+
+    /** A result without a patch (the agent changed nothing, or made no worktree). */
+    public ResultRecord(UUID taskId, String jobId, String cliName, JobStatus status, String outputSummary, long tokensIn,
+                        long tokensOut, long cacheReadTokens, long cacheWriteTokens, BigDecimal cost, String usageSource,
+                        String model, long durationMs, Integer exitCode, String branch, String commitSha, String diffStat,
+                        String workerId, int attempt, Instant createdAt) {
+        this(taskId, jobId, cliName, status, outputSummary, tokensIn, tokensOut, cacheReadTokens, cacheWriteTokens, cost,
+                usageSource, model, durationMs, exitCode, branch, commitSha, diffStat, workerId, attempt, createdAt, null);
+    }
 
     public long totalTokens() {
         return tokensIn + tokensOut + cacheReadTokens + cacheWriteTokens;

@@ -137,12 +137,12 @@ public class TaskController {
                 String status = Optional.ofNullable(liveState.get("job:" + agent)).orElse(
                         task.status().isFinal() ? JobStatus.FAILED.wireName() : JobStatus.QUEUED.wireName());
                 agents.add(new TaskView.AgentView(agent, status, assignment.timeoutSeconds(), 0, 0, 0, 0, 0,
-                        BigDecimal.ZERO.setScale(6), null, 0, null, null, null, null, null, liveState.get("worker:" + agent),
+                        BigDecimal.ZERO.setScale(6), null, 0, null, null, null, null, null, null, liveState.get("worker:" + agent),
                         firstError));
             } else {
                 agents.add(new TaskView.AgentView(agent, r.status().wireName(), assignment.timeoutSeconds(), r.tokensIn(),
                         r.tokensOut(), r.cacheReadTokens(), r.cacheWriteTokens(), r.totalTokens(), r.cost(), r.usageSource(),
-                        r.durationMs(), r.exitCode(), r.branch(), r.commitSha(), r.diffStat(), r.outputSummary(), r.workerId(),
+                        r.durationMs(), r.exitCode(), r.branch(), r.commitSha(), r.diffStat(), r.patch(), r.outputSummary(), r.workerId(),
                         firstError));
             }
         }

@@ -50,6 +50,7 @@ public record TaskView(
      * @param costUsd     USD
      * @param durationMs  milliseconds the agent ran
      * @param usageSource {@code agent}, {@code tokenizer} or {@code estimate}
+     * @param patch       the agent's changes against the base branch ({@code git diff}, first 64 KiB), or null
      * @param error       the first error of this agent's job, or null
      */
     @Serdeable(naming = SnakeCaseStrategy.class)
@@ -70,6 +71,7 @@ public record TaskView(
             String branch,
             String commit,
             String diffStat,
+            String patch,
             String outputSummary,
             String worker,
             ErrorView error) {

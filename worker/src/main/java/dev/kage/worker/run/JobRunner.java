@@ -450,10 +450,12 @@ public final class JobRunner {
 
         String commitSha = null;
         String diffStat = null;
+        String patch = null;
         try {
             WorktreeManager.Commit commit = worktrees.commit(worktree, "kage: " + job.agent() + " for task " + job.taskId());
             commitSha = commit.sha();
             diffStat = commit.diffStat();
+            patch = commit.patch() == null ? null : redactor.redact(commit.patch());
             if (worker.pushBranches()) {
                 worktrees.push(worktree);
             }
@@ -466,7 +468,7 @@ public final class JobRunner {
                 truncate(summary, SUMMARY_CHARS), usage.inputTokens(), usage.outputTokens(), usage.cacheReadTokens(),
                 usage.cacheWriteTokens(), usage.costUsd(), usage.source().wireName(), agent.model(),
                 process.duration().toMillis(), process.timedOut() || process.stopped() ? null : process.exitCode(), worktree.branch(), commitSha,
-                diffStat, worker.workerId(), job.attempt(), null);
+                diffStat, worker.workerId(), job.attempt(), null, patch);
         return new Outcome(result, errors);
     }
 

@@ -20,6 +20,10 @@ final class Git {
     private Git() {
     }
 
+    /** Standard output kept up to a cap, and how many bytes there were in all. */
+    record Capped(byte[] head, long totalBytes) {
+    }
+
     /**
      * @param cwd  working directory, or {@code null} for the current one
      * @param args arguments after {@code git}
@@ -27,6 +31,14 @@ final class Git {
      * @throws GitException with git's message when it exits non-zero or takes longer than five minutes
      */
     static String run(Path cwd, String... args) {
+        return new String(runCapped(cwd, Integer.MAX_VALUE, args).head(), StandardCharsets.UTF_8).trim();
+    }
+
+    /**
+     * As {@link #run}, keeping at most {@code maxBytes} of standard output (untrimmed) and counting the rest, so a
+     * huge output (a diff of generated files) costs no memory.
+     */
+    static Capped runCapped(Path cwd, int maxBytes, String... args) {
         List<String> argv = new ArrayList<>(args.length + 5);
         argv.add("git");
         argv.add("-c");
@@ -52,7 +64,17 @@ final class Git {
                     return new byte[0];
                 }
             }, runnable -> Thread.ofVirtual().start(runnable));
-            var stdout = process.getInputStream().readAllBytes();
+            java.io.ByteArrayOutputStream head = new java.io.ByteArrayOutputStream();
+            long total = 0;
+            try (var in = process.getInputStream()) {
+                byte[] buffer = new byte[8192];
+                int n;
+                while ((n = in.read(buffer)) >= 0) {
+                    int keep = (int) Math.max(0, Math.min(n, (long) maxBytes - total));
+                    head.write(buffer, 0, keep);
+                    total += n;
+                }
+            }
             var stderr = errors.join();
             if (!process.waitFor(TIMEOUT_SECONDS, TimeUnit.SECONDS)) {
                 process.destroyForcibly();
@@ -65,7 +87,7 @@ final class Git {
                         || message.contains("Connection timed out") || message.contains("Connection refused");
                 throw new GitException("git " + String.join(" ", args) + ": " + message, retryable);
             }
-            return new String(stdout, StandardCharsets.UTF_8).trim();
+            return new Capped(head.toByteArray(), total);
         } catch (IOException e) {
             throw new GitException("git could not be started (is it installed?): " + e.getMessage(), false);
         } catch (InterruptedException e) {

@@ -24,6 +24,9 @@ import java.util.stream.Stream;
 public final class WorktreeManager {
     private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(WorktreeManager.class);
 
+    /** Bytes of an agent's patch kept in its result row. */
+    public static final int PATCH_BYTES = 64 * 1024;
+
     private final Path repos;
     private final Path worktrees;
     private final Map<Path, ReentrantLock> locks = new ConcurrentHashMap<>();
@@ -134,7 +137,8 @@ public final class WorktreeManager {
     /**
      * Commits whatever the agent changed (and did not commit itself) on the worktree's branch.
      *
-     * @return the branch head and {@code git diff --shortstat} against the base, empty when nothing changed
+     * @return the branch head, {@code git diff --shortstat} against the base (empty when nothing changed) and the
+     *         patch, capped at {@link #PATCH_BYTES} (null when nothing changed)
      */
     public Commit commit(Worktree worktree, String message) {
         Git.run(worktree.path(), "add", "-A");
@@ -144,7 +148,15 @@ public final class WorktreeManager {
         }
         String head = Git.run(worktree.path(), "rev-parse", "HEAD");
         String stat = Git.run(worktree.path(), "diff", "--shortstat", worktree.baseSha(), head);
-        return new Commit(head, stat);
+        if (stat.isEmpty()) {
+            return new Commit(head, stat, null);
+        }
+        Git.Capped diff = Git.runCapped(worktree.path(), PATCH_BYTES, "diff", "--no-color", "--no-ext-diff", worktree.baseSha(), head);
+        String patch = new String(diff.head(), StandardCharsets.UTF_8);
+        if (diff.totalBytes() > PATCH_BYTES) {
+            patch += "\n[... " + (diff.totalBytes() - PATCH_BYTES) + " more bytes of the patch omitted ...]\n";
+        }
+        return new Commit(head, stat, patch);
     }
 
     /** Pushes the worktree's branch to the repository it was cloned from, replacing an older push of it. */
@@ -316,7 +328,9 @@ public final class WorktreeManager {
     /**
      * @param sha      the branch head after the run
      * @param diffStat {@code git diff --shortstat} against the base; empty when the agent changed nothing
+     * @param patch    {@code git diff} against the base, its first {@link #PATCH_BYTES} bytes (with a note of what was
+     *                 left out); null when the agent changed nothing
      */
-    public record Commit(String sha, String diffStat) {
+    public record Commit(String sha, String diffStat, String patch) {
     }
 }

@@ -37,6 +37,7 @@ class WorktreeManagerTest {
         manager.remove(worktree);
 
         assertThat(commit.diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
+        assertThat(commit.patch()).contains("+++ b/NEW.md").contains("+hello");
         assertThat(worktree.path()).doesNotExist();
         assertThat(Git.run(origin, "show", "kage/t1/demo:NEW.md")).isEqualTo("hello");
         assertThat(Git.run(origin, "rev-parse", "kage/t1/demo")).isEqualTo(commit.sha());
@@ -48,6 +49,7 @@ class WorktreeManagerTest {
         Commit commit = manager.commit(worktree, "nothing");
         assertThat(commit.sha()).isEqualTo(worktree.baseSha());
         assertThat(commit.diffStat()).isEmpty();
+        assertThat(commit.patch()).isNull();
     }
 
     @Test
@@ -180,5 +182,16 @@ class WorktreeManagerTest {
         assertThat(kept.path()).exists();
         assertThat(Git.run(kept.cache(), "for-each-ref", "--format=%(refname)", "refs/heads/kage/")).isEqualTo("refs/heads/kage/p1/demo");
         manager.remove(kept);
+    }
+
+    @Test
+    void aHugePatchIsCappedAndSaysHowMuchWasLeftOut() throws Exception {
+        Worktree worktree = manager.create(origin.toString(), "main", "kage/h1/demo", "h1-demo");
+        Files.writeString(worktree.path().resolve("BIG.txt"), "generated line\n".repeat(50_000));
+        Commit commit = manager.commit(worktree, "a generated file");
+        assertThat(commit.diffStat()).isEqualTo("1 file changed, 50000 insertions(+)");
+        assertThat(commit.patch().length()).isLessThan(WorktreeManager.PATCH_BYTES + 200);
+        assertThat(commit.patch()).startsWith("diff --git a/BIG.txt b/BIG.txt").containsPattern("\\[\\.\\.\\. \\d+ more bytes of the patch omitted");
+        manager.remove(worktree);
     }
 }
