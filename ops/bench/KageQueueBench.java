@@ -10,6 +10,8 @@
 //   BENCH_DATABASE_URL         the bench's own database (created here, dropped at the end)
 //   BENCH_WORKER_JAVA_OPTS     extra JVM options for the worker (e.g. a JFR recording), space-separated
 //   BENCH_LOG_LEVEL            the worker's KAGE_LOG_LEVEL (default INFO, the product's default)
+//   BENCH_SLOTS                the worker's MAX_PARALLEL_CLIS (default 50)
+//   BENCH_DEFAULT_REPO         the worker's KAGE_DEFAULT_REPO (start-latency.sh: a repository for command agents)
 //   REDIS_URL
 //
 // Steps: create the database and a fresh namespace; insert the task rows (one batch, not timed); enqueue
@@ -333,7 +335,10 @@ public class KageQueueBench {
         env.put("KAGE_WORKER_ID", "bench-" + suffix);
         env.put("KAGE_WORK_DIR", runDir.resolve("work").toString());
         env.put("KAGE_PUSH_BRANCHES", "false");
-        env.put("MAX_PARALLEL_CLIS", "50");
+        env.put("MAX_PARALLEL_CLIS", env("BENCH_SLOTS", "50"));
+        if (System.getenv("BENCH_DEFAULT_REPO") != null) {
+            env.put("KAGE_DEFAULT_REPO", System.getenv("BENCH_DEFAULT_REPO"));
+        }
         env.put("KAGE_LOG_LEVEL", env("BENCH_LOG_LEVEL", "INFO"));
         return builder.start();
     }

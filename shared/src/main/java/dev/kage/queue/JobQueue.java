@@ -475,10 +475,17 @@ public final class JobQueue {
      * @param entryId the stream entry id
      * @param fields  the raw entry; {@link #job()} parses it
      * @param redelivered taken over from another consumer: its attempt may already have an outcome
+     * @param claimedAtNanos {@link System#nanoTime()} when this process got it, to measure claim-to-start latency
      */
-    public record ClaimedJob(String stream, String entryId, Map<String, String> fields, boolean redelivered) {
+    public record ClaimedJob(String stream, String entryId, Map<String, String> fields, boolean redelivered,
+                             long claimedAtNanos) {
 
-        /** An entry read for the first time ({@code XREADGROUP >}). */
+        /** An entry claimed now. */
+        public ClaimedJob(String stream, String entryId, Map<String, String> fields, boolean redelivered) {
+            this(stream, entryId, fields, redelivered, System.nanoTime());
+        }
+
+        /** An entry read for the first time ({@code XREADGROUP >}), now. */
         public ClaimedJob(String stream, String entryId, Map<String, String> fields) {
             this(stream, entryId, fields, false);
         }

@@ -213,7 +213,7 @@ public final class JobRunner {
             return;
         }
 
-        Outcome outcome = execute(job, agent, claimed.entryId());
+        Outcome outcome = execute(job, agent, claimed);
         if (control.reason() != null) {
             throw new InterruptedException("stopped: " + control.reason());
         }
@@ -324,7 +324,8 @@ public final class JobRunner {
                 worker.workerId(), job.attempt(), null);
     }
 
-    private Outcome execute(JobMessage job, AgentConfig agent, String entryId) throws InterruptedException {
+    private Outcome execute(JobMessage job, AgentConfig agent, ClaimedJob claimed) throws InterruptedException {
+        String entryId = claimed.entryId();
         // An HTTP agent's prompt is wrapped in the provider's chat format, which the provider counts too.
         long promptTokens = TokenCounter.count(agent.encoding(), job.description())
                 + (agent.type().isHttp() ? CHAT_FORMAT_TOKENS : 0);
@@ -352,6 +353,7 @@ public final class JobRunner {
         if (agent.type().isHttp()) {
             return executeHttp(job, agent, hold, estimate);
         }
+        long held = System.nanoTime();
         String branch = "kage/" + job.taskId() + "/" + job.agent();
         String repo = job.repo().isBlank() ? worker.defaultRepo() : job.repo();
         Worktree worktree;
@@ -367,7 +369,8 @@ public final class JobRunner {
             throw e;
         }
         try {
-            return runAgent(job, agent, worktree, hold, promptTokens, estimate);
+            return runAgent(job, agent, worktree, hold, promptTokens, estimate,
+                    new long[] {claimed.claimedAtNanos(), held, System.nanoTime()});
         } finally {
             try {
                 worktrees.remove(worktree);
@@ -377,8 +380,9 @@ public final class JobRunner {
         }
     }
 
-    private Outcome runAgent(JobMessage job, AgentConfig agent, Worktree worktree, Hold hold, long promptTokens, long estimate)
-            throws InterruptedException {
+    /** @param stages {@link System#nanoTime()} of the claim, the budget hold and the worktree being ready */
+    private Outcome runAgent(JobMessage job, AgentConfig agent, Worktree worktree, Hold hold, long promptTokens, long estimate,
+                             long[] stages) throws InterruptedException {
         Map<String, String> env = agentEnvironment(job, agent);
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
         List<String> argv = agent.render(job.description(), job.taskId(), worktree.path());
@@ -396,8 +400,10 @@ public final class JobRunner {
         LiveBudget live = new LiveBudget(job, agent, hold, promptTokens);
         ProcessOutcome process;
         try {
-            process = processes.run(argv, worktree.path(), env, Duration.ofSeconds(job.timeoutSeconds()),
-                    () -> rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant()), live);
+            process = processes.run(argv, worktree.path(), env, Duration.ofSeconds(job.timeoutSeconds()), () -> {
+                rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant());
+                started(job, stages);
+            }, live);
         } catch (IOException e) {
             budget.release(hold);
             // The process never started: its call never left, so its permit goes back.
@@ -785,6 +791,27 @@ public final class JobRunner {
             Thread.sleep(redisDown || sleep.compareTo(left) < 0 ? sleep : left.isNegative() ? Duration.ZERO : left);
         }
     }
+
+    /**
+     * The agent process exists: how long after this worker claimed the job (budget hold, worktree, permit, spawn),
+     * as the {@code kage.job.start} timer and a log line ({@code ops/bench/start-latency.sh} reads it).
+     */
+    private void started(JobMessage job, long[] stages) {
+        long now = System.nanoTime();
+        START_LATENCY.record(now - stages[0], java.util.concurrent.TimeUnit.NANOSECONDS);
+        if (LOG.isInfoEnabled()) {
+            LOG.info("Job {} agent started {} ms after its claim (budget {} ms, worktree {} ms, permit and spawn {} ms)", job.jobId(),
+                    ms(now - stages[0]), ms(stages[1] - stages[0]), ms(stages[2] - stages[1]), ms(now - stages[2]));
+        }
+    }
+
+    private static String ms(long nanos) {
+        return String.format(java.util.Locale.ROOT, "%.2f", nanos / 1e6);
+    }
+
+    private static final io.micrometer.core.instrument.Timer START_LATENCY = io.micrometer.core.instrument.Timer
+            .builder("kage.job.start").description("from a worker's claim of a job to its agent process starting")
+            .publishPercentiles(0.5, 0.99).register(io.micrometer.core.instrument.Metrics.globalRegistry);
 
     /** Up to {@code spread} more, so jobs deferred together do not come back together. */
     private static Duration jitter(Duration spread) {

@@ -17,7 +17,8 @@ import java.util.stream.Stream;
  * job ({@code <workDir>/worktrees}). Git operations on one clone are serialised by a lock per clone
  * (git fetch checks every worktree's HEAD, so it cannot overlap a worktree being added); fetches are
  * shared: a job whose turn comes after a fetch that started after it arrived uses that fetch instead of
- * running its own. Different repositories proceed in parallel. At most {@code MAX_ACTIVE_WORKTREES} exist at
+ * running its own, and a job that finds (with {@code git ls-remote}, outside the lock) that the origin's base
+ * branch is where the clone last saw it fetches nothing. Different repositories proceed in parallel. At most {@code MAX_ACTIVE_WORKTREES} exist at
  * once: a job beyond that waits (interruptibly) for one to be removed. Worktrees and {@code kage/*} branches
  * older than {@code WORKTREE_CLEANUP_DAYS} that no job uses are pruned by {@link #pruneOlderThan}. Thread-safe.
  */
@@ -33,6 +34,8 @@ public final class WorktreeManager {
     /** Per clone: when (System.nanoTime) the last completed fetch started; read and written under the clone's lock. */
     private final Map<Path, Long> lastFetchStarted = new ConcurrentHashMap<>();
     private final java.util.concurrent.atomic.AtomicLong fetchesRun = new java.util.concurrent.atomic.AtomicLong();
+    /** Per clone and base branch ({@code "<clone> <branch>"}): the commit its remote-tracking ref had at the last fetch. */
+    private final Map<String, String> trackedSha = new ConcurrentHashMap<>();
 
     private final int maxActive;
     private final java.util.concurrent.Semaphore slots;
@@ -85,6 +88,18 @@ public final class WorktreeManager {
         long arrived = System.nanoTime();
         Path cache = repos.resolve(cacheName(repo));
         Path path = worktrees.resolve(dirName);
+        // Outside the clone's lock, in parallel with other jobs: where the origin's base branch is now. When this
+        // clone already has exactly that, no fetch is needed and the job is still as fresh as its arrival.
+        String remoteSha = null;
+        String tracked = trackedSha.get(cache + " " + baseBranch);
+        if (tracked != null) {
+            try {
+                String line = Git.run(null, "ls-remote", "--", repo, "refs/heads/" + baseBranch);
+                remoteSha = line.isEmpty() ? null : line.split("\\s+")[0];
+            } catch (GitException e) {
+                remoteSha = null; // the fetch below reports what is wrong
+            }
+        }
         ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
         lock.lock();
         try {
@@ -97,20 +112,26 @@ public final class WorktreeManager {
                 Files.move(partial, cache);
             }
             // One fetch serves every job that arrived before it started: jobs queued on the lock behind it skip theirs.
+            // (Never an older one: a user who pushes, then submits, gets a worktree with the push.)
             // (Fetching outside the lock is not safe: git fetch checks every worktree's HEAD, and a worktree being
             // added has none yet — "fatal: bad object worktrees/<name>/HEAD".)
-            Long lastFetch = lastFetchStarted.get(cache);
-            if (lastFetch == null || lastFetch - arrived < 0) {
-                long started = System.nanoTime();
-                fetchesRun.incrementAndGet();
-                Git.run(cache, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*");
-                lastFetchStarted.put(cache, started);
-            }
             String baseSha;
-            try {
-                baseSha = Git.run(cache, "rev-parse", "--verify", "--quiet", "refs/remotes/origin/" + baseBranch + "^{commit}");
-            } catch (GitException e) {
-                throw new GitException("base branch '" + baseBranch + "' does not exist in " + repo, false);
+            if (remoteSha != null && remoteSha.equals(trackedSha.get(cache + " " + baseBranch))) {
+                baseSha = remoteSha;
+            } else {
+                Long lastFetch = lastFetchStarted.get(cache);
+                if (lastFetch == null || lastFetch - arrived < 0) {
+                    long started = System.nanoTime();
+                    fetchesRun.incrementAndGet();
+                    Git.run(cache, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*");
+                    lastFetchStarted.put(cache, started);
+                }
+                try {
+                    baseSha = Git.run(cache, "rev-parse", "--verify", "--quiet", "refs/remotes/origin/" + baseBranch + "^{commit}");
+                } catch (GitException e) {
+                    throw new GitException("base branch '" + baseBranch + "' does not exist in " + repo, false);
+                }
+                trackedSha.put(cache + " " + baseBranch, baseSha);
             }
             if (Files.exists(path)) {
                 try {
@@ -120,7 +141,8 @@ public final class WorktreeManager {
                 }
                 Git.run(cache, "worktree", "prune");
             }
-            Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
+            // --force: a registration left by a removed folder (pruned only every minute) may still name this path.
+            Git.run(cache, "worktree", "add", "--force", "--quiet", "-B", branch, path.toString(), baseSha);
             return new Worktree(cache, path, branch, baseSha);
         } catch (IOException e) {
             throw new GitException("cannot prepare " + path + ": " + e.getMessage(), true);
@@ -171,16 +193,16 @@ public final class WorktreeManager {
         }
     }
 
-    /** Removes the worktree's folder; the branch stays in the clone (and in the origin when pushed). */
+    /**
+     * Removes the worktree's folder; the branch stays in the clone (and in the origin when pushed). The folder is
+     * deleted without git and without the clone's lock (a {@code git worktree remove} there would hold up every job
+     * of the clone waiting for a worktree); its registration is cleared by the next {@code git worktree prune}
+     * ({@link #pruneOlderThan}, every minute) or overridden by the next {@code worktree add} of the same name.
+     */
     public void remove(Worktree worktree) {
-        ReentrantLock lock = locks.computeIfAbsent(worktree.cache(), c -> new ReentrantLock());
-        lock.lock();
         try {
-            Git.run(worktree.cache(), "worktree", "remove", "--force", worktree.path().toString());
-        } catch (GitException e) {
             deleteRecursively(worktree.path());
         } finally {
-            lock.unlock();
             if (active.remove(worktree.path())) {
                 slots.release();
             }
