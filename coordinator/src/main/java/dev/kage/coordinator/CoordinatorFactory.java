@@ -33,6 +33,11 @@ public class CoordinatorFactory {
     }
 
     @Singleton
+    public dev.kage.coordinator.task.ServedAgents servedAgents(KageKeys keys, RedisCommands<String, String> redis) {
+        return new dev.kage.coordinator.task.ServedAgents(keys, redis);
+    }
+
+    @Singleton
     public LiveTaskState liveTaskState(KageKeys keys, RedisCommands<String, String> redis) {
         return new LiveTaskState(keys, redis);
     }

@@ -5,8 +5,6 @@ import static org.awaitility.Awaitility.await;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.node.ArrayNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kage.budget.Period;
 import dev.kage.testing.ScriptedModelServer;
 import dev.kage.testing.ScriptedModelServer.Reply;
@@ -67,10 +65,10 @@ class BudgetIT {
                 fleet.awaitHealthy();
                 fleet.startWorker("budget-w1", dir.resolve("work1"), origin, env(agents, settings));
                 fleet.startWorker("budget-w2", dir.resolve("work2"), origin, env(agents, settings));
-                awaitWorkers(fleet, 2);
+                fleet.awaitWorkers(2);
                 int server0 = server.requests().size();
 
-                submitBatch(fleet, "metered", jobs);
+                fleet.submitBatch(KEY, "metered", jobs, origin, i -> "job " + i);
                 await().atMost(Duration.ofSeconds(180)).pollInterval(Duration.ofSeconds(1))
                         .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status IN ('completed', 'failed')") == jobs);
 
@@ -130,8 +128,8 @@ class BudgetIT {
                 fleet.awaitHealthy();
                 int warm = server.requests().size();
                 Process doomed = fleet.startWorker("budget-doomed", dir.resolve("work1"), origin, env(agents, settings));
-                awaitWorkers(fleet, 1);
-                submitBatch(fleet, "metered", 1);
+                fleet.awaitWorkers(1);
+                fleet.submitBatch(KEY, "metered", 1, origin, i -> "job " + i);
                 String day = fleet.redis.keys().tenantBudget("default", Period.DAY.id(Instant.now()));
                 await().atMost(Duration.ofSeconds(30)).until(() -> server.requests().size() > warm);
                 assertThat(Long.parseLong(fleet.redis.redis().hget(day, "reserved"))).as("held while the call is out").isPositive();
@@ -164,19 +162,5 @@ class BudgetIT {
         return env;
     }
 
-    private static void awaitWorkers(Fleet fleet, int count) {
-        await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofMillis(300)).until(() ->
-                fleet.redis.redis().keys(fleet.redis.namespace() + ":worker:*").size() >= count);
-    }
 
-    private void submitBatch(Fleet fleet, String agent, int count) throws Exception {
-        ObjectNode body = JSON.createObjectNode();
-        ArrayNode tasks = body.putArray("tasks");
-        for (int i = 0; i < count; i++) {
-            ObjectNode task = tasks.addObject().put("description", "job " + i).put("repo", origin.toString());
-            task.putArray("cli_assignments").addObject().put("cli_name", agent).put("timeout", 60);
-        }
-        var response = fleet.post("/api/v1/tasks:batch", KEY, body.toString());
-        assertThat(response.statusCode()).as(response.body()).isEqualTo(202);
-    }
 }

@@ -87,6 +87,31 @@ final class Fleet implements AutoCloseable {
         return process;
     }
 
+    /** Waits until {@code count} workers have a heartbeat. */
+    void awaitWorkers(int count) {
+        await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofMillis(300)).until(() ->
+                redis.redis().keys(redis.namespace() + ":worker:*").size() >= count);
+    }
+
+    /**
+     * Submits {@code count} tasks for {@code agent} on {@code repo} in one {@code POST /api/v1/tasks:batch}; task i's
+     * description is {@code description.apply(i)}.
+     */
+    void submitBatch(String apiKey, String agent, int count, Path repo, java.util.function.IntFunction<String> description)
+            throws IOException, InterruptedException {
+        var json = new com.fasterxml.jackson.databind.ObjectMapper();
+        var body = json.createObjectNode();
+        var tasks = body.putArray("tasks");
+        for (int i = 0; i < count; i++) {
+            var task = tasks.addObject().put("description", description.apply(i)).put("repo", repo.toString());
+            task.putArray("cli_assignments").addObject().put("cli_name", agent).put("timeout", 60);
+        }
+        HttpResponse<String> response = post("/api/v1/tasks:batch", apiKey, body.toString());
+        if (response.statusCode() != 202) {
+            throw new AssertionError("batch submit answered " + response.statusCode() + ": " + response.body());
+        }
+    }
+
     void awaitHealthy() {
         await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofMillis(300)).until(() -> {
             try {

@@ -3,9 +3,6 @@ package dev.kage.e2e;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.awaitility.Awaitility.await;
 
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.node.ArrayNode;
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.kage.testing.ScriptedModelServer;
 import dev.kage.testing.ScriptedModelServer.Reply;
 import dev.kage.testing.TestServices;
@@ -27,7 +24,6 @@ import org.junit.jupiter.api.io.TempDir;
  * of them with a skewed clock; a local endpoint answering 429; a 429 storm.
  */
 class RateLimitIT {
-    private static final ObjectMapper JSON = new ObjectMapper();
     private static final String KEY = "dev-key-12345";
     /** libfaketime (Debian package faketime), used with KAGE_TEST_FAKETIME=1. */
     private static final Path FAKETIME = Path.of("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1");
@@ -83,9 +79,9 @@ class RateLimitIT {
                     skewed.put("FAKETIME_DONT_FAKE_MONOTONIC", "1");
                 }
                 fleet.startWorker("rl-w3-skewed", dir.resolve("work3"), origin, skewed);
-                awaitWorkers(fleet, 3);
+                fleet.awaitWorkers(3);
 
-                submitBatch(fleet, "limited", jobs);
+                fleet.submitBatch(KEY, "limited", jobs, origin, i -> "job " + i + " sleep=0.1");
                 await().atMost(Duration.ofSeconds(120)).pollInterval(Duration.ofSeconds(1))
                         .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == jobs);
 
@@ -130,8 +126,8 @@ class RateLimitIT {
                 fleet.awaitHealthy();
                 fleet.startWorker("pause-w1", dir.resolve("work1"), origin, env(agents, Map.of("MAX_PARALLEL_CLIS", "4")));
                 fleet.startWorker("pause-w2", dir.resolve("work2"), origin, env(agents, Map.of("MAX_PARALLEL_CLIS", "4")));
-                awaitWorkers(fleet, 2);
-                submitBatch(fleet, "api", 8);
+                fleet.awaitWorkers(2);
+                fleet.submitBatch(KEY, "api", 8, origin, i -> "job " + i + " sleep=0.1");
                 await().atMost(Duration.ofSeconds(60)).pollInterval(Duration.ofMillis(500))
                         .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 8);
 
@@ -173,11 +169,11 @@ class RateLimitIT {
                 fleet.awaitHealthy();
                 fleet.startWorker("storm-w1", dir.resolve("work1"), origin, env(agents, settings));
                 fleet.startWorker("storm-w2", dir.resolve("work2"), origin, env(agents, settings));
-                awaitWorkers(fleet, 2);
+                fleet.awaitWorkers(2);
                 long commandsBefore = commands(redis);
                 long started = System.nanoTime();
                 stormEnds.set(started + Duration.ofSeconds(8).toNanos());
-                submitBatch(fleet, "api", jobs);
+                fleet.submitBatch(KEY, "api", jobs, origin, i -> "job " + i + " sleep=0.1");
                 await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofMillis(500))
                         .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status IN ('completed', 'failed')") == jobs);
                 double seconds = (System.nanoTime() - started) / 1e9;
@@ -195,7 +191,7 @@ class RateLimitIT {
                         .contains("effective rate lowered");
 
                 // After the storm the fleet serves again.
-                submitBatch(fleet, "api", 1);
+                fleet.submitBatch(KEY, "api", 1, origin, i -> "job " + i + " sleep=0.1");
                 await().atMost(Duration.ofSeconds(30)).pollInterval(Duration.ofMillis(500))
                         .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status IN ('completed', 'failed')") == jobs + 1);
                 assertThat(fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'")).isGreaterThanOrEqualTo(1);
@@ -227,21 +223,7 @@ class RateLimitIT {
         return env;
     }
 
-    private static void awaitWorkers(Fleet fleet, int count) {
-        await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofMillis(300)).until(() ->
-                fleet.redis.redis().keys(fleet.redis.namespace() + ":worker:*").size() >= count);
-    }
 
-    private void submitBatch(Fleet fleet, String agent, int count) throws Exception {
-        ObjectNode body = JSON.createObjectNode();
-        ArrayNode tasks = body.putArray("tasks");
-        for (int i = 0; i < count; i++) {
-            ObjectNode task = tasks.addObject().put("description", "job " + i + " sleep=0.1").put("repo", origin.toString());
-            task.putArray("cli_assignments").addObject().put("cli_name", agent).put("timeout", 60);
-        }
-        var response = fleet.post("/api/v1/tasks:batch", KEY, body.toString());
-        assertThat(response.statusCode()).as(response.body()).isEqualTo(202);
-    }
 
     /** The most timestamps (ms, sorted) in any half-open window [t, t + window). */
     static int maxInWindow(List<Long> sorted, long window) {

@@ -1,7 +1,6 @@
 package dev.kage.coordinator.budgets;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.agent.AgentConfig;
 import dev.kage.budget.BudgetLedger;
@@ -9,6 +8,7 @@ import dev.kage.budget.BudgetLedger.PoolState;
 import dev.kage.budget.PeriodLimits;
 import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.coordinator.api.ErrorBody.FieldError;
+import dev.kage.coordinator.api.JsonBodies;
 import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.coordinator.auth.ApiKeys;
 import dev.kage.coordinator.task.InvalidRequestException;
@@ -27,10 +27,8 @@ import io.micronaut.scheduling.TaskExecutors;
 import io.micronaut.scheduling.annotation.ExecuteOn;
 import io.micronaut.serde.annotation.Serdeable;
 import io.micronaut.serde.config.naming.SnakeCaseStrategy;
-import java.io.IOException;
 import java.math.BigDecimal;
 import java.util.ArrayList;
-import java.util.Iterator;
 import java.util.List;
 import java.util.Set;
 
@@ -44,7 +42,6 @@ import java.util.Set;
 @Controller("/api/v1/budgets")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class BudgetsController {
-    private static final ObjectMapper JSON = new ObjectMapper();
     private static final Set<String> FIELDS = Set.of("tokens_per_day", "tokens_per_month", "usd_per_day", "usd_per_month");
 
     private final BudgetLedger ledger;
@@ -123,23 +120,8 @@ public class BudgetsController {
     }
 
     private static PeriodLimits parse(byte[] body, PeriodLimits current) {
-        JsonNode root;
-        try {
-            root = body == null || body.length == 0 ? null : JSON.readTree(body);
-        } catch (IOException e) {
-            throw new InvalidRequestException(List.of(new FieldError("body", "not valid JSON: " + e.getMessage())));
-        }
-        if (root == null || !root.isObject() || root.isEmpty()) {
-            throw new InvalidRequestException(List.of(new FieldError("body",
-                    "a JSON object with any of tokens_per_day, tokens_per_month, usd_per_day, usd_per_month")));
-        }
         List<FieldError> errors = new ArrayList<>();
-        for (Iterator<String> names = root.fieldNames(); names.hasNext(); ) {
-            String name = names.next();
-            if (!FIELDS.contains(name)) {
-                errors.add(new FieldError(name, "unknown field; known: tokens_per_day, tokens_per_month, usd_per_day, usd_per_month"));
-            }
-        }
+        JsonNode root = JsonBodies.object(body, FIELDS, errors);
         long dayTokens = tokens(root, "tokens_per_day", current.dayTokens(), errors);
         long monthTokens = tokens(root, "tokens_per_month", current.monthTokens(), errors);
         long dayUsd = usd(root, "usd_per_day", current.dayUsdMicros(), errors);

@@ -1,12 +1,12 @@
 package dev.kage.coordinator.limits;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.agent.AgentConfig;
 import dev.kage.config.KageSettings;
 import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.coordinator.api.ErrorBody.FieldError;
+import dev.kage.coordinator.api.JsonBodies;
 import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.coordinator.auth.ApiKeys;
 import dev.kage.coordinator.task.InvalidRequestException;
@@ -29,10 +29,8 @@ import io.micronaut.scheduling.TaskExecutors;
 import io.micronaut.scheduling.annotation.ExecuteOn;
 import io.micronaut.serde.annotation.Serdeable;
 import io.micronaut.serde.config.naming.SnakeCaseStrategy;
-import java.io.IOException;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.Iterator;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
@@ -48,7 +46,6 @@ import java.util.Set;
 @Controller("/api/v1/limits")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class LimitsController {
-    private static final ObjectMapper JSON = new ObjectMapper();
     private static final Set<String> FIELDS = Set.of("requests", "window_seconds", "tokens", "guard_ms");
 
     private final FleetRateLimiter limiter;
@@ -162,23 +159,8 @@ public class LimitsController {
     }
 
     private static Limit parse(byte[] body, Limit current) {
-        JsonNode root;
-        try {
-            root = body == null || body.length == 0 ? null : JSON.readTree(body);
-        } catch (IOException e) {
-            throw new InvalidRequestException(List.of(new FieldError("body", "not valid JSON: " + e.getMessage())));
-        }
-        if (root == null || !root.isObject() || root.isEmpty()) {
-            throw new InvalidRequestException(List.of(new FieldError("body",
-                    "a JSON object with any of requests, window_seconds, tokens, guard_ms")));
-        }
         List<FieldError> errors = new ArrayList<>();
-        for (Iterator<String> names = root.fieldNames(); names.hasNext(); ) {
-            String name = names.next();
-            if (!FIELDS.contains(name)) {
-                errors.add(new FieldError(name, "unknown field; known: guard_ms, requests, tokens, window_seconds"));
-            }
-        }
+        JsonNode root = JsonBodies.object(body, FIELDS, errors);
         long requests = integer(root, "requests", 1, 1_000_000_000L, current.requests(), errors);
         long tokens = integer(root, "tokens", 0, Long.MAX_VALUE / 4, current.tokens(), errors);
         long guardMs = integer(root, "guard_ms", 0, 60_000, current.guard().toMillis(), errors);

@@ -75,6 +75,11 @@ public class TaskController {
                 .header("Location", url)
                 .header("Idempotent-Replayed", Boolean.toString(submitted.replayed()));
         remainingBudgetHeaders(response, tenant, task.tokenLimit());
+        List<String> unserved = task.assignments().stream().map(Assignment::cliName)
+                .filter(agent -> served.waiting(agent).isPresent()).distinct().toList();
+        if (!unserved.isEmpty()) {
+            response.header("X-Kage-Unserved-Agents", String.join(",", unserved));
+        }
         return response.body(new SubmitResponse(task.id().toString(), task.status().wireName(), url,
                         task.assignments().stream().map(Assignment::cliName).toList(), submit.ignoredFields()));
     }
@@ -104,6 +109,9 @@ public class TaskController {
 
     @Inject
     TaskListing listing;
+
+    @Inject
+    ServedAgents served;
 
     /** The tenant's tasks, newest first, filtered and paged by query parameters (see {@link TaskListing}). */
     @Get(produces = MediaType.APPLICATION_JSON)
@@ -136,14 +144,15 @@ public class TaskController {
             if (r == null) {
                 String status = Optional.ofNullable(liveState.get("job:" + agent)).orElse(
                         task.status().isFinal() ? JobStatus.FAILED.wireName() : JobStatus.QUEUED.wireName());
+                String waiting = status.equals(JobStatus.QUEUED.wireName()) ? served.waiting(agent).orElse(null) : null;
                 agents.add(new TaskView.AgentView(agent, status, assignment.timeoutSeconds(), 0, 0, 0, 0, 0,
                         BigDecimal.ZERO.setScale(6), null, 0, null, null, null, null, null, null, liveState.get("worker:" + agent),
-                        firstError));
+                        waiting, firstError));
             } else {
                 agents.add(new TaskView.AgentView(agent, r.status().wireName(), assignment.timeoutSeconds(), r.tokensIn(),
                         r.tokensOut(), r.cacheReadTokens(), r.cacheWriteTokens(), r.totalTokens(), r.cost(), r.usageSource(),
                         r.durationMs(), r.exitCode(), r.branch(), r.commitSha(), r.diffStat(), r.patch(), r.outputSummary(), r.workerId(),
-                        firstError));
+                        null, firstError));
             }
         }
         var pool = budget.taskPool(task.tenant(), task.id().toString(), task.tokenLimit(), 0);

@@ -51,6 +51,7 @@ public record TaskView(
      * @param durationMs  milliseconds the agent ran
      * @param usageSource {@code agent}, {@code tokenizer} or {@code estimate}
      * @param patch       the agent's changes against the base branch ({@code git diff}, first 64 KiB), or null
+     * @param waiting     while the job is queued and no live worker serves its agent, why it waits; else null
      * @param error       the first error of this agent's job, or null
      */
     @Serdeable(naming = SnakeCaseStrategy.class)
@@ -74,6 +75,7 @@ public record TaskView(
             String patch,
             String outputSummary,
             String worker,
+            String waiting,
             ErrorView error) {
     }
 

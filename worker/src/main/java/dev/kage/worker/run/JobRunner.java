@@ -537,11 +537,7 @@ public final class JobRunner {
      */
     private ErrorRecord poolError(JobMessage job, BudgetLedger.Pool pool, boolean usd, long used, long limit,
                                   boolean warningIssued, boolean refused) {
-        Map<String, Object> stats = new LinkedHashMap<>();
-        stats.put("tokens_used", used);
-        stats.put("tokens_remaining", limit - used);
-        stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * used / limit) / 10.0);
-        stats.put("warning_issued", warningIssued || used >= settings.tokenWarningThreshold() * limit);
+        Map<String, Object> stats = usageStats(used, limit, warningIssued);
         Map<String, Object> details = new LinkedHashMap<>();
         details.put("cli_name", job.agent());
         details.put("tokens_used", used);
@@ -650,11 +646,7 @@ public final class JobRunner {
                     : refusal.tightest();
             long limit = hold.states().stream().filter(p -> p.pool().key().equals(pool.key())).findFirst()
                     .map(BudgetLedger.PoolState::limit).orElse(job.tokenLimit());
-            Map<String, Object> stats = new LinkedHashMap<>();
-            stats.put("tokens_used", countedAtStop);
-            stats.put("tokens_remaining", limit - countedAtStop);
-            stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * countedAtStop / limit) / 10.0);
-            stats.put("warning_issued", true);
+            Map<String, Object> stats = usageStats(countedAtStop, limit, true);
             Map<String, Object> details = new LinkedHashMap<>();
             details.put("cli_name", job.agent());
             details.put("tokens_used", countedAtStop);
@@ -897,13 +889,19 @@ public final class JobRunner {
                 job.attempt(), null);
     }
 
+    /** The seed's {@code usage_stats}: tokens used and remaining, percent used (one decimal), warning issued. */
+    private Map<String, Object> usageStats(long used, long limit, boolean warningIssued) {
+        Map<String, Object> stats = new LinkedHashMap<>();
+        stats.put("tokens_used", used);
+        stats.put("tokens_remaining", limit - used);
+        stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * used / limit) / 10.0);
+        stats.put("warning_issued", warningIssued || used >= settings.tokenWarningThreshold() * limit);
+        return stats;
+    }
+
     /** A violation row exactly in the seed's shape. */
     private ErrorRecord budgetError(JobMessage job, long tokensUsed, long limit, long settled, boolean warningIssued) {
-        Map<String, Object> stats = new LinkedHashMap<>();
-        stats.put("tokens_used", tokensUsed);
-        stats.put("tokens_remaining", limit - tokensUsed);
-        stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * tokensUsed / limit) / 10.0);
-        stats.put("warning_issued", warningIssued || tokensUsed >= settings.tokenWarningThreshold() * limit);
+        Map<String, Object> stats = usageStats(tokensUsed, limit, warningIssued);
         Map<String, Object> details = new LinkedHashMap<>();
         details.put("cli_name", job.agent());
         details.put("tokens_used", tokensUsed);

@@ -39,6 +39,8 @@ public final class WorktreeManager {
 
     private final int maxActive;
     private final java.util.concurrent.Semaphore slots;
+    /** Worktree paths removed without git whose registrations may not be pruned yet. */
+    private final java.util.Set<Path> unpruned = ConcurrentHashMap.newKeySet();
     /** Worktrees created and not yet removed by this manager. */
     private final java.util.Set<Path> active = ConcurrentHashMap.newKeySet();
 
@@ -141,8 +143,11 @@ public final class WorktreeManager {
                 }
                 Git.run(cache, "worktree", "prune");
             }
-            // --force: a registration left by a removed folder (pruned only every minute) may still name this path.
-            Git.run(cache, "worktree", "add", "--force", "--quiet", "-B", branch, path.toString(), baseSha);
+            if (unpruned.remove(path)) {
+                // This path's last worktree was removed without git: its registration would block the branch.
+                Git.run(cache, "worktree", "prune");
+            }
+            Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
             return new Worktree(cache, path, branch, baseSha);
         } catch (IOException e) {
             throw new GitException("cannot prepare " + path + ": " + e.getMessage(), true);
@@ -197,11 +202,12 @@ public final class WorktreeManager {
      * Removes the worktree's folder; the branch stays in the clone (and in the origin when pushed). The folder is
      * deleted without git and without the clone's lock (a {@code git worktree remove} there would hold up every job
      * of the clone waiting for a worktree); its registration is cleared by the next {@code git worktree prune}
-     * ({@link #pruneOlderThan}, every minute) or overridden by the next {@code worktree add} of the same name.
+     * ({@link #pruneOlderThan}, every minute), or before the next worktree of the same path (a retry of the job).
      */
     public void remove(Worktree worktree) {
         try {
             deleteRecursively(worktree.path());
+            unpruned.add(worktree.path());
         } finally {
             if (active.remove(worktree.path())) {
                 slots.release();

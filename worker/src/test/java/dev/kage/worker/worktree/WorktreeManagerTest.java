@@ -194,4 +194,15 @@ class WorktreeManagerTest {
         assertThat(commit.patch()).startsWith("diff --git a/BIG.txt b/BIG.txt").containsPattern("\\[\\.\\.\\. \\d+ more bytes of the patch omitted");
         manager.remove(worktree);
     }
+
+    @Test
+    void theSameJobGetsItsWorktreeAgainAfterARemoval() throws Exception {
+        // A retry, a rate-limit deferral or a reclaim runs the same task and agent again on the same worker.
+        for (int run = 0; run < 3; run++) {
+            Worktree worktree = manager.create(origin.toString(), "main", "kage/r1/demo", "r1-demo");
+            Files.writeString(worktree.path().resolve("RUN.md"), "run " + run + "\n");
+            assertThat(manager.commit(worktree, "run " + run).diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
+            manager.remove(worktree);
+        }
+    }
 }
