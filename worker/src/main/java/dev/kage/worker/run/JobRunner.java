@@ -537,13 +537,7 @@ public final class JobRunner {
      */
     private ErrorRecord poolError(JobMessage job, BudgetLedger.Pool pool, boolean usd, long used, long limit,
                                   boolean warningIssued, boolean refused) {
-        Map<String, Object> stats = usageStats(used, limit, warningIssued);
-        Map<String, Object> details = new LinkedHashMap<>();
-        details.put("cli_name", job.agent());
-        details.put("tokens_used", used);
-        details.put("token_limit", limit);
-        details.put("usage_stats", stats);
-        details.put("budget_mode", settings.budgetMode().name().toLowerCase());
+        Map<String, Object> details = seedDetails(job, used, limit, warningIssued);
         details.put("pool", pool.kind().wireName());
         details.put("pool_owner", pool.owner());
         if (pool.period() != null) {
@@ -646,12 +640,7 @@ public final class JobRunner {
                     : refusal.tightest();
             long limit = hold.states().stream().filter(p -> p.pool().key().equals(pool.key())).findFirst()
                     .map(BudgetLedger.PoolState::limit).orElse(job.tokenLimit());
-            Map<String, Object> stats = usageStats(countedAtStop, limit, true);
-            Map<String, Object> details = new LinkedHashMap<>();
-            details.put("cli_name", job.agent());
-            details.put("tokens_used", countedAtStop);
-            details.put("token_limit", limit);
-            details.put("usage_stats", stats);
+            Map<String, Object> details = seedDetails(job, countedAtStop, limit, true);
             details.put("tokens_held", held);
             details.put("tokens_printed_until_killed", counted());
             details.put("pool", pool.kind().wireName());
@@ -659,7 +648,6 @@ public final class JobRunner {
             if (pool.period() != null) {
                 details.put("period", pool.period());
             }
-            details.put("budget_mode", settings.budgetMode().name().toLowerCase());
             details.put("stopped", true);
             if (failure != null) {
                 details.put("redis_error", failure);
@@ -889,25 +877,29 @@ public final class JobRunner {
                 job.attempt(), null);
     }
 
-    /** The seed's {@code usage_stats}: tokens used and remaining, percent used (one decimal), warning issued. */
-    private Map<String, Object> usageStats(long used, long limit, boolean warningIssued) {
+    /**
+     * The seed's {@code error_details} of a budget violation: {@code cli_name}, {@code tokens_used}, {@code token_limit},
+     * {@code usage_stats} (tokens used and remaining, percent used to one decimal, warning issued), and the
+     * {@code budget_mode}; callers add what they know more.
+     */
+    private Map<String, Object> seedDetails(JobMessage job, long used, long limit, boolean warningIssued) {
         Map<String, Object> stats = new LinkedHashMap<>();
         stats.put("tokens_used", used);
         stats.put("tokens_remaining", limit - used);
         stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * used / limit) / 10.0);
         stats.put("warning_issued", warningIssued || used >= settings.tokenWarningThreshold() * limit);
-        return stats;
+        Map<String, Object> details = new LinkedHashMap<>();
+        details.put("cli_name", job.agent());
+        details.put("tokens_used", used);
+        details.put("token_limit", limit);
+        details.put("usage_stats", stats);
+        details.put("budget_mode", settings.budgetMode().name().toLowerCase());
+        return details;
     }
 
     /** A violation row exactly in the seed's shape. */
     private ErrorRecord budgetError(JobMessage job, long tokensUsed, long limit, long settled, boolean warningIssued) {
-        Map<String, Object> stats = usageStats(tokensUsed, limit, warningIssued);
-        Map<String, Object> details = new LinkedHashMap<>();
-        details.put("cli_name", job.agent());
-        details.put("tokens_used", tokensUsed);
-        details.put("token_limit", limit);
-        details.put("usage_stats", stats);
-        details.put("budget_mode", settings.budgetMode().name().toLowerCase());
+        Map<String, Object> details = seedDetails(job, tokensUsed, limit, warningIssued);
         details.put("tokens_settled", settled);
         return new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), "BudgetExceededError",
                 "Task would exceed token budget: " + tokensUsed + " > " + limit, json(details), false, null,
