@@ -248,6 +248,59 @@ public final class JobQueue {
         return redis.zcard(keys.delayedJobs(agent));
     }
 
+    /** Entries in the dead-letter stream (all agents). */
+    public long deadCount() {
+        return redis.xlen(keys.deadLetters());
+    }
+
+    /**
+     * How one agent's stream of one priority stands now (an operator's view: XLEN, XINFO GROUPS, XPENDING and
+     * the oldest waiting entry's id). Not atomic: the figures are read one after another.
+     */
+    @SuppressWarnings("unchecked")
+    public Depth depth(String agent, Priority priority) {
+        String stream = keys.jobStream(agent, priority);
+        if (redis.exists(stream) == 0) {
+            return new Depth(agent, priority, stream, 0, 0, 0, 0, 0);
+        }
+        long length = redis.xlen(stream);
+        Map<String, Object> group = Map.of();
+        for (Object entry : redis.xinfoGroups(stream)) {
+            List<Object> pairs = (List<Object>) entry;
+            Map<String, Object> map = new HashMap<>();
+            for (int i = 0; i + 1 < pairs.size(); i += 2) {
+                map.put(String.valueOf(pairs.get(i)), pairs.get(i + 1));
+            }
+            if (KageKeys.WORKER_GROUP.equals(String.valueOf(map.get("name")))) {
+                group = map;
+            }
+        }
+        long pending = group.get("pending") instanceof Number n ? n.longValue() : 0;
+        long consumers = group.get("consumers") instanceof Number n ? n.longValue() : 0;
+        String lastDelivered = String.valueOf(group.getOrDefault("last-delivered-id", "0-0"));
+        var undelivered = redis.xrange(stream, io.lettuce.core.Range.create(lastDelivered, "+"), io.lettuce.core.Limit.from(2))
+                .stream().filter(m -> !m.getId().equals(lastDelivered)).findFirst();
+        // XINFO GROUPS reports the lag (entries not yet delivered) from Redis 7.0; before that it cannot say.
+        long waiting = group.get("lag") instanceof Number n ? n.longValue() : -1;
+        List<String> ids = new ArrayList<>();
+        undelivered.ifPresent(m -> ids.add(m.getId()));
+        if (pending > 0) {
+            var summary = redis.xpending(stream, KageKeys.WORKER_GROUP);
+            String first = summary.getMessageIds().getLower().getValue();
+            if (first != null) {
+                ids.add(first);
+            }
+        }
+        long oldestMs = ids.stream().mapToLong(id -> Long.parseLong(id.substring(0, id.indexOf('-')))).min().orElse(0);
+        long ageMs = oldestMs == 0 ? 0 : Math.max(0, serverMillis() - oldestMs);
+        return new Depth(agent, priority, stream, length, waiting, pending, consumers, ageMs);
+    }
+
+    private long serverMillis() {
+        List<String> time = redis.time();
+        return Long.parseLong(time.get(0)) * 1000 + Long.parseLong(time.get(1)) / 1000;
+    }
+
     /**
      * Gives a claimed job back for another worker to take at once: acknowledges it and adds the same
      * job as a new entry, atomically.
@@ -513,6 +566,19 @@ public final class JobQueue {
      * @param idleMs     milliseconds since it was last delivered or refreshed
      * @param deliveries how often it was delivered (refreshes do not count)
      */
+    /**
+     * One stream's state.
+     *
+     * @param length    entries in the stream (acknowledged ones until they are trimmed)
+     * @param waiting   entries not yet delivered to any worker (-1 on a Redis before 7.0, which does not say)
+     * @param pending   entries delivered and not yet acknowledged (running, or left by a dead worker)
+     * @param consumers consumer names in the group
+     * @param oldestAgeMs age (Redis clock) of the oldest entry waiting or pending, 0 when none
+     */
+    public record Depth(String agent, Priority priority, String stream, long length, long waiting, long pending, long consumers,
+                        long oldestAgeMs) {
+    }
+
     public record PendingEntry(String stream, String entryId, String consumer, long idleMs, long deliveries) {
         public String key() {
             return stream + "/" + entryId;

@@ -7,18 +7,23 @@ import io.lettuce.core.ScanArgs;
 import io.lettuce.core.ScanCursor;
 import io.lettuce.core.api.sync.RedisCommands;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 
 /**
- * Which agents some live worker serves, from the workers' heartbeats ({@code kage:worker:<id>}, field
- * {@code agents}; a heartbeat expires 20 s after its worker stops). A task for an agent nobody serves is still
- * accepted — it is durable and runs when such a worker starts — but the answer says it is waiting. Read at most
- * every {@link #FRESH} (one {@code SCAN} of the heartbeat keys). Thread-safe.
+ * The live workers, from their heartbeats ({@code kage:worker:<id>}: agents, slots, busy, in-flight entries; a
+ * heartbeat expires 20 s after its worker stops), and which agents they serve. A task for an agent nobody serves
+ * is still accepted — it is durable and runs when such a worker starts — but the answer says it is waiting; for
+ * that the set of served agents is read at most every {@link #FRESH} (one {@code SCAN} of the heartbeat keys).
+ * Thread-safe.
  */
 public final class ServedAgents {
-    /** How long one reading of the heartbeats is used. */
+    /** How long one reading of the heartbeats is used for {@link #waiting}. */
     static final Duration FRESH = Duration.ofSeconds(2);
 
     private final KageKeys keys;
@@ -31,6 +36,28 @@ public final class ServedAgents {
         this.redis = redis;
     }
 
+    /**
+     * Every live worker now, by id.
+     *
+     * @throws RedisException when Redis cannot be read
+     */
+    public List<Worker> workers() {
+        List<Worker> workers = new ArrayList<>();
+        ScanCursor cursor = ScanCursor.INITIAL;
+        do {
+            KeyScanCursor<String> page = redis.scan(cursor, ScanArgs.Builder.matches(keys.workerPrefix() + "*").limit(500));
+            for (String key : page.getKeys()) {
+                Map<String, String> beat = redis.hgetall(key);
+                if (!beat.isEmpty()) {
+                    workers.add(Worker.of(key.substring(keys.workerPrefix().length()), beat));
+                }
+            }
+            cursor = page;
+        } while (!cursor.isFinished());
+        workers.sort(java.util.Comparator.comparing(Worker::id));
+        return workers;
+    }
+
     /** The agents served now, or empty when Redis cannot say (then nothing is reported as waiting). */
     public Optional<Set<String>> served() {
         Set<String> current = served;
@@ -39,17 +66,7 @@ public final class ServedAgents {
         }
         try {
             Set<String> agents = new HashSet<>();
-            ScanCursor cursor = ScanCursor.INITIAL;
-            do {
-                KeyScanCursor<String> page = redis.scan(cursor, ScanArgs.Builder.matches(keys.workerPrefix() + "*").limit(500));
-                for (String key : page.getKeys()) {
-                    String list = redis.hget(key, "agents");
-                    if (list != null && !list.isBlank()) {
-                        agents.addAll(Set.of(list.split(",")));
-                    }
-                }
-                cursor = page;
-            } while (!cursor.isFinished());
+            workers().forEach(w -> agents.addAll(w.agents()));
             served = Set.copyOf(agents);
             readAt = System.nanoTime();
             return Optional.of(served);
@@ -62,5 +79,35 @@ public final class ServedAgents {
     public Optional<String> waiting(String agent) {
         return served().filter(agents -> !agents.contains(agent)).map(agents -> "no live worker serves " + agent
                 + "; its jobs wait in the queue until one starts");
+    }
+
+    /**
+     * One worker's heartbeat.
+     *
+     * @param slots       agent processes it runs at once ({@code MAX_PARALLEL_CLIS})
+     * @param busy        slots in use
+     * @param inFlight    the stream entries it runs ({@code stream/entryId})
+     * @param heartbeatAt when it last beat (its clock)
+     */
+    @io.micronaut.serde.annotation.Serdeable(naming = io.micronaut.serde.config.naming.SnakeCaseStrategy.class)
+    public record Worker(String id, List<String> agents, int slots, int busy, List<String> inFlight, String heartbeatAt,
+                         Long pid) {
+        static Worker of(String id, Map<String, String> beat) {
+            return new Worker(id, split(beat.get("agents")), parse(beat.get("slots")), parse(beat.get("busy")),
+                    split(beat.get("in_flight")), beat.get("heartbeat_at"),
+                    beat.get("pid") == null ? null : Long.parseLong(beat.get("pid")));
+        }
+
+        private static List<String> split(String value) {
+            return value == null || value.isBlank() ? List.of() : Arrays.asList(value.split(","));
+        }
+
+        private static int parse(String value) {
+            try {
+                return value == null ? 0 : Integer.parseInt(value);
+            } catch (NumberFormatException e) {
+                return 0;
+            }
+        }
     }
 }

@@ -1,0 +1,81 @@
+package dev.kage.coordinator.ops;
+
+import dev.kage.agent.AgentCatalog;
+import dev.kage.coordinator.task.ServedAgents;
+import dev.kage.coordinator.task.ServedAgents.Worker;
+import dev.kage.queue.JobQueue;
+import dev.kage.queue.JobQueue.Depth;
+import dev.kage.task.Priority;
+import io.micronaut.http.MediaType;
+import io.micronaut.http.annotation.Controller;
+import io.micronaut.http.annotation.Get;
+import io.micronaut.scheduling.TaskExecutors;
+import io.micronaut.scheduling.annotation.ExecuteOn;
+import io.micronaut.serde.annotation.Serdeable;
+import io.micronaut.serde.config.naming.SnakeCaseStrategy;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The fleet as an operator watches it: {@code GET /api/v1/queues} (per agent and priority: entries, waiting,
+ * pending, consumers, oldest age; per agent: delayed; the dead letters) and {@code GET /api/v1/workers} (live
+ * heartbeats). Fleet-wide figures, no task data: open to every key, like {@code GET /api/v1/limits}. Redis down →
+ * 503 (the shared handler).
+ */
+@Controller("/api/v1")
+@ExecuteOn(TaskExecutors.BLOCKING)
+public class FleetController {
+    private final JobQueue queue;
+    private final AgentCatalog catalog;
+    private final ServedAgents workers;
+
+    public FleetController(JobQueue queue, AgentCatalog catalog, ServedAgents workers) {
+        this.queue = queue;
+        this.catalog = catalog;
+        this.workers = workers;
+    }
+
+    @Get(value = "/queues", produces = MediaType.APPLICATION_JSON)
+    public Queues queues() {
+        List<AgentQueues> agents = new ArrayList<>();
+        for (String agent : catalog.names().stream().sorted().toList()) {
+            List<StreamView> streams = new ArrayList<>();
+            for (Priority priority : Priority.values()) {
+                Depth d = queue.depth(agent, priority);
+                streams.add(new StreamView(priority.wireName(), d.stream(), d.length(), d.waiting(), d.pending(), d.consumers(),
+                        d.oldestAgeMs()));
+            }
+            agents.add(new AgentQueues(agent, streams, queue.delayed(agent)));
+        }
+        return new Queues(agents, queue.deadCount());
+    }
+
+    @Get(value = "/workers", produces = MediaType.APPLICATION_JSON)
+    public Workers workers() {
+        return new Workers(workers.workers());
+    }
+
+    /** @param dead entries in the dead-letter stream, all agents */
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    public record Queues(List<AgentQueues> agents, long dead) {
+    }
+
+    /** @param delayed retries and deferrals waiting for their time */
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    public record AgentQueues(String agent, List<StreamView> priorities, long delayed) {
+    }
+
+    /**
+     * @param waiting      not yet delivered to a worker (-1: the Redis server cannot say)
+     * @param pending      delivered, not acknowledged: running, or left by a dead worker until reclaimed
+     * @param oldestAgeMs  age of the oldest entry waiting or pending, 0 when none
+     */
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    public record StreamView(String priority, String stream, long length, long waiting, long pending, long consumers,
+                             long oldestAgeMs) {
+    }
+
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    public record Workers(List<Worker> workers) {
+    }
+}
