@@ -97,8 +97,20 @@ public final class BudgetLedger {
                 new Pool(PoolKind.AGENT, request.agent(), Period.MONTH.id(now), keys.agentBudget(request.agent(), Period.MONTH.id(now))));
         List<String> agentArgs = new ArrayList<>();
         addPeriodArgs(agentArgs, request.agentLimits());
-        Step second = reserveStep(id, request, keys.agentHolds(request.agent()), agentPools.getFirst().key(),
-                keys.agentBudgetLimits(request.agent()), agentPools, agentArgs);
+        Step second;
+        try {
+            second = reserveStep(id, request, keys.agentHolds(request.agent()), agentPools.getFirst().key(),
+                    keys.agentBudgetLimits(request.agent()), agentPools, agentArgs);
+        } catch (RuntimeException e) {
+            // The second step failed (Redis went away between the two): the first is given back if Redis lets us,
+            // else it lapses.
+            try {
+                settleStep(id, tenantHolds, taskPool, tenantPools, 0, 0);
+            } catch (RuntimeException alsoDown) {
+                e.addSuppressed(alsoDown);
+            }
+            throw e;
+        }
         if (second.status() == 0) {
             // Compensate: the tenant's pools get their hold back; this hold id is spent.
             settleStep(id, tenantHolds, taskPool, tenantPools, 0, 0);
@@ -109,7 +121,7 @@ public final class BudgetLedger {
         states.addAll(second.states());
         return new Hold(id, request.tenant(), request.agent(), request.tokens(), request.usdMicros(), tenantPools, agentPools,
                 first.status() == 2 && second.status() == 2 ? HoldStatus.DUPLICATE : HoldStatus.HELD, null, states,
-                first.superseded() + second.superseded());
+                first.superseded() + second.superseded(), request.holdFor());
     }
 
     private void addPeriodArgs(List<String> args, PeriodLimits limits) {
@@ -161,7 +173,8 @@ public final class BudgetLedger {
         Hold hold(String id, HoldRequest request, List<Pool> tenantPools, List<Pool> agentPools) {
             HoldStatus holdStatus = status == 0 ? HoldStatus.REFUSED : status == 2 ? HoldStatus.DUPLICATE : HoldStatus.HELD;
             return new Hold(id, request.tenant(), request.agent(), request.tokens(), request.usdMicros(), tenantPools,
-                    holdStatus == HoldStatus.REFUSED ? List.of() : agentPools, holdStatus, refusal, states, superseded);
+                    holdStatus == HoldStatus.REFUSED ? List.of() : agentPools, holdStatus, refusal, states, superseded,
+                    request.holdFor());
         }
     }
 
@@ -215,21 +228,33 @@ public final class BudgetLedger {
      * tokens back.
      */
     public TopUp topUp(Hold hold, long needTokens, long wantTokens, long needUsdMicros, long wantUsdMicros) {
-        TopUp first = topUpStep(hold.id(), keys.tenantHolds(hold.tenant()), hold.tenantPools(), needTokens, wantTokens,
+        TopUp first = topUpStep(hold, keys.tenantHolds(hold.tenant()), hold.tenantPools(), needTokens, wantTokens,
                 needUsdMicros, wantUsdMicros);
         if (!first.granted() || hold.agentPools().isEmpty()) {
             return first;
         }
-        TopUp second = topUpStep(hold.id(), keys.agentHolds(hold.agent()), hold.agentPools(), first.tokens(), first.tokens(),
-                first.usdMicros(), first.usdMicros());
-        if (!second.granted()) {
-            topUpStep(hold.id(), keys.tenantHolds(hold.tenant()), hold.tenantPools(), -first.tokens(), -first.tokens(),
-                    -first.usdMicros(), -first.usdMicros());
+        // The agent's pools are asked for what is needed at least and what the tenant's granted at most.
+        TopUp second = topUpStep(hold, keys.agentHolds(hold.agent()), hold.agentPools(), needTokens, first.tokens(),
+                needUsdMicros, first.usdMicros());
+        long backTokens = second.granted() ? first.tokens() - second.tokens() : first.tokens();
+        long backUsd = second.granted() ? first.usdMicros() - second.usdMicros() : first.usdMicros();
+        if (backTokens != 0 || backUsd != 0) {
+            topUpStep(hold, keys.tenantHolds(hold.tenant()), hold.tenantPools(), -backTokens, -backTokens, -backUsd, -backUsd);
         }
         return second;
     }
 
-    private TopUp topUpStep(String id, String holds, List<Pool> pools, long needTokens, long wantTokens, long needUsd,
+    /**
+     * Renews the hold's lifetime from now (its agent is starting: however long the worktree took, the hold lives as
+     * long as the run may).
+     *
+     * @return false when the hold is no longer open (it lapsed or was released): reserve again
+     */
+    public boolean renew(Hold hold) {
+        return !topUp(hold, 0, 0, 0, 0).lapsed();
+    }
+
+    private TopUp topUpStep(Hold hold, String holds, List<Pool> pools, long needTokens, long wantTokens, long needUsd,
                             long wantUsd) {
         String[] keyArray = new String[2 + pools.size()];
         keyArray[0] = holds;
@@ -237,8 +262,9 @@ public final class BudgetLedger {
         for (int i = 0; i < pools.size(); i++) {
             keyArray[2 + i] = pools.get(i).key();
         }
-        List<Object> reply = TOP_UP.run(redis, ScriptOutputType.MULTI, keyArray, id, Long.toString(needTokens),
-                Long.toString(wantTokens), Long.toString(needUsd), Long.toString(wantUsd), mode.name().toLowerCase());
+        List<Object> reply = TOP_UP.run(redis, ScriptOutputType.MULTI, keyArray, hold.id(), Long.toString(needTokens),
+                Long.toString(wantTokens), Long.toString(needUsd), Long.toString(wantUsd), mode.name().toLowerCase(),
+                Long.toString(hold.holdFor().toMillis()));
         int status = (int) n(reply, 0);
         int tight = (int) n(reply, 3);
         return new TopUp(status == 1, status == -1, n(reply, 1), n(reply, 2), tight > 0 ? pools.get(tight - 1) : null,
@@ -420,7 +446,8 @@ public final class BudgetLedger {
      * @param superseded earlier holds of the same job (by a worker that died) released by this one
      */
     public record Hold(String id, String tenant, String agent, long tokens, long usdMicros, List<Pool> tenantPools,
-                       List<Pool> agentPools, HoldStatus status, Refusal refusal, List<PoolState> states, int superseded) {
+                       List<Pool> agentPools, HoldStatus status, Refusal refusal, List<PoolState> states, int superseded,
+                       Duration holdFor) {
         public boolean accepted() {
             return status != HoldStatus.REFUSED;
         }

@@ -283,4 +283,51 @@ class BudgetLedgerTest {
         ledger.clearTenantLimits("acme");
         assertThat(ledger.reserve(request("t2", "j2", "w1", 5_000, 50_000)).accepted()).isTrue();
     }
+
+    @Test
+    void aPoolAlreadyPastItsLimitGrantsNoTopUp() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(1_000));
+        Hold running = ledger.reserve(request("t1", "j1", "w1", 500, 50_000));
+        Hold overran = ledger.reserve(request("t2", "j2", "w1", 400, 50_000));
+        ledger.settle(overran, 900, 0); // an overrun settles: 900 used + 500 held > 1,000
+        TopUp topUp = ledger.topUp(running, 1, 100, 0, 0);
+        assertThat(topUp.granted()).as("no room in a pool past its limit").isFalse();
+        assertThat(topUp.roomLeft()).isZero();
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(500);
+    }
+
+    @Test
+    void aTopUpGrowsTheDollarsHeldAndRefusesWhenTheDollarPoolIsSpent() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, new PeriodLimits(0, 1_000_000, 0, 0)); // $1 a day
+        Hold hold = ledger.reserve(new HoldRequest("acme", "t1", "claude-code", "j1", "w1", 100, 600_000, 50_000, 0,
+                PeriodLimits.NONE, LONG));
+        assertThat(ledger.topUp(hold, 10, 10, 300_000, 300_000).granted()).isTrue();
+        assertThat(ledger.topUp(hold, 10, 10, 200_000, 200_000).granted()).as("$0.90 held, $0.20 more does not fit").isFalse();
+        assertThat(ledger.tenantPools("acme").getFirst().usdReservedMicros()).isEqualTo(900_000);
+    }
+
+    @Test
+    void theAgentsPoolsAreAskedForWhatIsNeededNotForAllTheTenantsPoolsGranted() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, PeriodLimits.NONE);
+        PeriodLimits agentDay = new PeriodLimits(1_500, 0, 0, 0);
+        Hold hold = ledger.reserve(new HoldRequest("acme", "t1", "codex", "j1", "w1", 1_000, 0, 50_000, 0, agentDay, LONG));
+        TopUp topUp = ledger.topUp(hold, 100, 5_000, 0, 0);
+        assertThat(topUp.granted()).as("the agent's day has 500 left: enough for the 100 needed").isTrue();
+        assertThat(topUp.tokens()).isEqualTo(500);
+        // The tenant's pools hold what the agent's granted, not the 5,000 the tenant's had room for.
+        assertThat(ledger.taskPool("acme", "t1", 50_000, 0).reserved()).isEqualTo(1_500);
+        assertThat(ledger.agentPools("codex", agentDay).getFirst().reserved()).isEqualTo(1_500);
+    }
+
+    @Test
+    void aRenewedHoldStaysOpenAndALapsedOneSaysSo() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(10_000));
+        Hold open = ledger.reserve(request("t1", "j1", "w1", 100, 50_000));
+        assertThat(ledger.renew(open)).isTrue();
+        Hold brief = ledger.reserve(new HoldRequest("acme", "t2", "claude-code", "j2", "w1", 100, 0, 50_000, 0, PeriodLimits.NONE,
+                Duration.ofMillis(200)));
+        await().atMost(Duration.ofSeconds(10)).until(() -> ledger.sweepExpired() > 0);
+        assertThat(ledger.renew(brief)).isFalse();
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(100);
+    }
 }

@@ -113,9 +113,10 @@ public final class ProcessRunner {
         } catch (ExecutionException e) {
             throw new IllegalStateException("waiting for pid " + process.pid(), e);
         } catch (InterruptedException e) {
+            // Stopped from outside. The flag stays clear until the readers are done, so what the agent printed until
+            // it died is read (and counted); the InterruptedException below carries the stop on.
             killed = true;
             killTree(process);
-            Thread.currentThread().interrupt();
         }
         awaitReader(outReader);
         awaitReader(errReader);

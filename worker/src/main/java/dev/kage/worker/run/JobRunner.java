@@ -77,6 +77,11 @@ import org.slf4j.LoggerFactory;
 public final class JobRunner {
     private static final Logger LOG = LoggerFactory.getLogger(JobRunner.class);
     private static final ObjectMapper JSON = new ObjectMapper();
+    /**
+     * This process, in budget hold ids: a worker restarted under the same id holds afresh (its predecessor's hold
+     * for the same delivery is released, its settled one does not make the rerun free).
+     */
+    private static final String PROCESS = Long.toHexString(ThreadLocalRandom.current().nextLong() & 0xffffffffL);
     /** Tokens a provider adds around one user message (role markers, start and end of turn); OpenAI's is 7. */
     static final long CHAT_FORMAT_TOKENS = 16;
     /** Characters of the agent's answer kept in {@code output_summary}. */
@@ -334,11 +339,12 @@ public final class JobRunner {
         long estimate = promptTokens + outputTokens;
         // One hold per delivery: a handed-back or retried job holds afresh; a reclaimed one (same entry) by another
         // worker replaces the dead worker's hold; a replayed command changes nothing.
-        Hold hold = budget.reserve(new HoldRequest(job.tenant(), job.taskId(), job.agent(),
-                job.jobId() + "#" + job.attempt() + "#" + entryId, worker.workerId(), estimate,
+        HoldRequest request = new HoldRequest(job.tenant(), job.taskId(), job.agent(),
+                job.jobId() + "#" + job.attempt() + "#" + entryId, worker.workerId() + "~" + PROCESS, estimate,
                 agent.prices().estimateMicros(promptTokens, outputTokens), job.tokenLimit(), 0, agent.budget(),
                 Duration.ofSeconds(job.timeoutSeconds()).plus(settings.rateLimit().maxSlotWait())
-                        .plus(settings.budget().holdGrace())));
+                        .plus(settings.budget().holdGrace()));
+        Hold hold = budget.reserve(request);
         if (hold.superseded() > 0) {
             LOG.info("Job {}: released the budget hold of the worker it was reclaimed from", job.jobId());
         }
@@ -364,11 +370,20 @@ public final class JobRunner {
             ErrorRecord error = error(job, "WorktreeError", e.getMessage(), Map.of("repo", repo, "base_branch", job.baseBranch()),
                     e.retryable());
             return new Outcome(failedResult(job, agent, e.getMessage(), null), List.of(error));
-        } catch (RuntimeException e) {
-            budget.release(hold);
+        } catch (InterruptedException | RuntimeException e) {
+            Hold given = hold;
+            whileStopping(() -> budget.release(given));
             throw e;
         }
         try {
+            // The worktree may have waited (MAX_ACTIVE_WORKTREES): the hold lives from now as long as the run may.
+            if (!budget.renew(hold)) {
+                hold = budget.reserve(request);
+                if (!hold.accepted()) {
+                    ErrorRecord error = refusalError(job, hold.refusal());
+                    return new Outcome(failedResult(job, agent, "not started: " + error.errorMessage(), null), List.of(error));
+                }
+            }
             return runAgent(job, agent, worktree, hold, promptTokens, estimate,
                     new long[] {claimed.claimedAtNanos(), held, System.nanoTime()});
         } finally {
@@ -390,7 +405,7 @@ public final class JobRunner {
         try {
             permit = takePermit(job, agent, estimate);
         } catch (InterruptedException e) {
-            budget.release(hold);
+            whileStopping(() -> budget.release(hold));
             throw e;
         }
         if (permit.deferral() != null) {
@@ -413,7 +428,7 @@ public final class JobRunner {
             return new Outcome(failedResult(job, agent, error.errorMessage(), worktree), List.of(error));
         } catch (InterruptedException e) {
             // Stopping: what the agent printed was spent; the entry stays pending and runs again elsewhere.
-            budget.settle(hold, live.counted(), agent.prices().estimateMicros(promptTokens, live.outputTokens()));
+            whileStopping(() -> budget.settle(hold, live.counted(), agent.prices().estimateMicros(promptTokens, live.outputTokens())));
             throw e;
         }
 
@@ -575,6 +590,7 @@ public final class JobRunner {
         private final boolean enforce = settings.budgetMode() == BudgetMode.ENFORCE;
         private volatile long output;
         private volatile long held;
+        private volatile long heldUsd;
         private volatile BudgetLedger.TopUp refusal;
         private volatile String failure;
         private volatile boolean stopping;
@@ -586,6 +602,7 @@ public final class JobRunner {
             this.hold = hold;
             this.promptTokens = promptTokens;
             this.held = hold.tokens();
+            this.heldUsd = hold.usdMicros();
         }
 
         @Override
@@ -600,10 +617,14 @@ public final class JobRunner {
             }
             // Grow ahead by a quarter of the first estimate at least, so a long answer costs few round trips.
             long want = Math.max(need, Math.max(1_024, hold.tokens() / 4));
+            // Dollars as the price table has it for the prompt and what is printed (and what the top-up adds ahead).
+            long needUsd = Math.max(0, agent.prices().estimateMicros(promptTokens, output) - heldUsd);
+            long wantUsd = Math.max(needUsd, agent.prices().estimateMicros(promptTokens, output + (want - need)) - heldUsd);
             try {
-                BudgetLedger.TopUp topUp = budget.topUp(hold, need, want, 0, 0);
+                BudgetLedger.TopUp topUp = budget.topUp(hold, need, want, needUsd, wantUsd);
                 if (topUp.granted()) {
                     held += topUp.tokens();
+                    heldUsd += topUp.usdMicros();
                     return true;
                 }
                 refusal = topUp;
@@ -689,7 +710,7 @@ public final class JobRunner {
                     + ": " + e.getMessage(), Map.of("base_url", agent.endpoint().baseUrl()), true);
             return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
         } catch (InterruptedException e) {
-            budget.release(hold);
+            whileStopping(() -> budget.release(hold));
             throw e;
         }
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
@@ -792,6 +813,21 @@ public final class JobRunner {
     private static final io.micrometer.core.instrument.Timer START_LATENCY = io.micrometer.core.instrument.Timer
             .builder("kage.job.start").description("from a worker's claim of a job to its agent process starting")
             .publishPercentiles(0.5, 0.99).register(io.micrometer.core.instrument.Metrics.globalRegistry);
+
+    /**
+     * Runs a budget call that must reach Redis while this thread is being stopped: the interrupt flag would make
+     * Lettuce abandon the command, and the hold would be neither settled nor released until it lapses.
+     */
+    private static void whileStopping(Runnable call) {
+        boolean interrupted = Thread.interrupted();
+        try {
+            call.run();
+        } finally {
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
 
     /** Up to {@code spread} more, so jobs deferred together do not come back together. */
     private static Duration jitter(Duration spread) {

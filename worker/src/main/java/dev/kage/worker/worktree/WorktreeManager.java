@@ -228,9 +228,13 @@ public final class WorktreeManager {
         if (Files.isDirectory(worktrees)) {
             try (Stream<Path> entries = Files.list(worktrees)) {
                 for (Path path : entries.toList()) {
-                    if (!active.contains(path) && Files.getLastModifiedTime(path).toMillis() < cutoffMillis) {
-                        deleteRecursively(path);
-                        removed++;
+                    try {
+                        if (!active.contains(path) && Files.getLastModifiedTime(path).toMillis() < cutoffMillis) {
+                            deleteRecursively(path);
+                            removed++;
+                        }
+                    } catch (java.nio.file.NoSuchFileException gone) {
+                        // removed by its job meanwhile
                     }
                 }
             } catch (IOException e) {
@@ -241,6 +245,9 @@ public final class WorktreeManager {
             return removed;
         }
         java.util.Set<String> inUse = new java.util.HashSet<>();
+        // Registrations of folders removed before this prune are cleared by it; later ones stay listed.
+        java.util.Set<Path> pruned = java.util.Set.copyOf(unpruned);
+        boolean allPruned = true;
         try (Stream<Path> caches = Files.list(repos)) {
             for (Path cache : caches.filter(p -> Files.exists(p.resolve("HEAD"))).toList()) {
                 ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
@@ -261,6 +268,7 @@ public final class WorktreeManager {
                         }
                     }
                 } catch (GitException e) {
+                    allPruned = false;
                     LOG.warn("Cannot prune old branches of {}: {}", cache, e.getMessage());
                 } finally {
                     lock.unlock();
@@ -268,6 +276,9 @@ public final class WorktreeManager {
             }
         } catch (IOException e) {
             LOG.warn("Cannot list {}: {}", repos, e.getMessage());
+        }
+        if (allPruned) {
+            unpruned.removeAll(pruned);
         }
         return removed;
     }
