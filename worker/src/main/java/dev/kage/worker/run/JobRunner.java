@@ -815,8 +815,9 @@ public final class JobRunner {
             .publishPercentiles(0.5, 0.99).register(io.micrometer.core.instrument.Metrics.globalRegistry);
 
     /**
-     * Runs a budget call that must reach Redis while this thread is being stopped: the interrupt flag would make
-     * Lettuce abandon the command, and the hold would be neither settled nor released until it lapses.
+     * Runs a budget call made while this thread is being stopped with its interrupt flag cleared for the call: with
+     * the flag set, Lettuce's synchronous API sends the command but throws instead of waiting for its answer, so
+     * the caller cannot know the outcome (and its exception would replace the stop).
      */
     private static void whileStopping(Runnable call) {
         boolean interrupted = Thread.interrupted();

@@ -37,6 +37,7 @@ import dev.kage.worker.process.ProcessRunner;
 import dev.kage.worker.worktree.GitTestRepos;
 import dev.kage.worker.worktree.WorktreeManager;
 import io.lettuce.core.api.StatefulRedisConnection;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Clock;
 import java.time.Duration;
@@ -234,6 +235,27 @@ class JobRunnerTest {
     }
 
     @Test
+    void aRunningAgentStoppedByACancelIsChargedWhatItPrintedAndHoldsNothing() throws Exception {
+        Path marker = dir.resolve("sleeper-started");
+        JobControl control = new JobControl();
+        Thread canceller = Thread.ofVirtual().start(() -> {
+            org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(30)).until(() -> Files.exists(marker));
+            control.stop(JobControl.StopReason.CANCELLED);
+        });
+        Run run = run(BudgetMode.ENFORCE, agent("sleeper", List.of("/bin/bash", "-c",
+                "echo some words before the cancel; touch '" + marker + "'; sleep 60", "sleeper", "{prompt}")), "wait", 50_000,
+                "main", 120, Map.of(), control);
+        canceller.join();
+
+        assertThat(run.result.status()).isEqualTo(JobStatus.CANCELLED);
+        // The stop path settles: nothing stays held, and the words printed before the cancel are charged.
+        var pool = new BudgetLedger(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8, PeriodLimits.NONE, Clock.systemUTC())
+                .taskPool("acme", run.task.id().toString(), 50_000, 0);
+        assertThat(pool.reserved()).isZero();
+        assertThat(pool.used()).isGreaterThan(dev.kage.tokens.TokenCounter.count("o200k_base", "wait"));
+    }
+
+    @Test
     void inEnforceModeAJobThatDoesNotFitItsTenantsDayDoesNotStartAndTheRowNamesThePool() throws Exception {
         Run run = run(BudgetMode.ENFORCE, agent("claude-code", List.of(DEMO_AGENT.toString(), "-p", "{prompt}")), "x", 50_000,
                 "main", 30, Map.of("TENANT_MAX_TOKENS_PER_DAY", "500"));
@@ -264,6 +286,11 @@ class JobRunnerTest {
 
     private Run run(BudgetMode mode, AgentConfig agent, String description, long tokenLimit, String baseBranch, int timeout,
                     Map<String, String> extraEnv) throws Exception {
+        return run(mode, agent, description, tokenLimit, baseBranch, timeout, extraEnv, new JobControl());
+    }
+
+    private Run run(BudgetMode mode, AgentConfig agent, String description, long tokenLimit, String baseBranch, int timeout,
+                    Map<String, String> extraEnv, JobControl control) throws Exception {
         KageKeys keys = redis.keys();
         Map<String, String> env = TestServices.environment(redis.namespace(), db.schema());
         env.put("BUDGET_MODE", mode.name());
@@ -288,14 +315,14 @@ class JobRunnerTest {
                 agent.name(), Priority.NORMAL, description, "", baseBranch, timeout, tokenLimit, 1));
         List<ClaimedJob> claimed = queue.read(blocking.sync(), agent.name(), "test-worker", Duration.ofSeconds(1));
         assertThat(claimed).hasSize(1);
-        runner.run(claimed.getFirst(), new JobControl());
+        runner.run(claimed.getFirst(), control);
         ResultRecord result = store.results(task.id()).getFirst();
         return new Run(task, result, store.errors(task.id()));
     }
 
     private long pending() {
         long total = 0;
-        for (String agent : List.of("claude-code", "stubborn", "crasher", "bench", "talker")) {
+        for (String agent : List.of("claude-code", "stubborn", "crasher", "bench", "talker", "sleeper")) {
             for (Priority p : Priority.values()) {
                 String stream = redis.keys().jobStream(agent, p);
                 if (redis.redis().exists(stream) == 1) {
