@@ -61,6 +61,23 @@ public final class Env {
         return (int) value;
     }
 
+    /** An integer from {@code min} to {@code max}; a bad value fails with a {@link ConfigException} naming the variable. */
+    public int intBetween(String name, int min, int max, int defaultValue) {
+        Optional<String> raw = get(name);
+        if (raw.isEmpty()) {
+            return defaultValue;
+        }
+        try {
+            int value = Integer.parseInt(raw.get().trim());
+            if (value >= min && value <= max) {
+                return value;
+            }
+        } catch (NumberFormatException ignored) {
+            // reported below with the rule
+        }
+        throw new ConfigException(name + "=" + raw.get() + ": must be an integer from " + min + " to " + max + " (default " + defaultValue + ")");
+    }
+
     public double positiveDouble(String name, double defaultValue) {
         Optional<String> raw = get(name);
         if (raw.isEmpty()) {

@@ -68,12 +68,19 @@ public class WorkerFactory {
     @Singleton
     public JobRunner jobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue,
                                TaskStore store, LiveTaskState live, EventLog events, BudgetLedger budget,
-                               FleetRateLimiter rateLimiter, OutcomeRecorder outcomes, Clock clock) {
+                               FleetRateLimiter rateLimiter, OutcomeRecorder outcomes, WorktreeManager worktrees, Clock clock) {
         configureLimits(settings, worker, catalog, rateLimiter);
-        WorktreeManager worktrees = new WorktreeManager(worker.workDir(), settings.maxActiveWorktrees());
-        worktrees.recoverAfterCrash();
         return new JobRunner(settings, worker, catalog, queue, store, live, events, budget, rateLimiter, worktrees,
                 new ProcessRunner(), outcomes, clock);
+    }
+
+    /** This worker's clones and worktrees; what a crashed predecessor left is cleared first, ready ones on shutdown. */
+    @Singleton
+    @Bean(preDestroy = "close")
+    public WorktreeManager worktreeManager(KageSettings settings, WorkerSettings worker) {
+        WorktreeManager worktrees = new WorktreeManager(worker.workDir(), settings.maxActiveWorktrees(), worker.worktreePool());
+        worktrees.recoverAfterCrash();
+        return worktrees;
     }
 
     /**

@@ -21,9 +21,14 @@ import java.util.regex.Pattern;
  * @param agents        agents this worker serves ({@code KAGE_WORKER_AGENTS}, comma-separated; default all configured)
  * @param pushBranches  push each agent's branch to the repository's origin ({@code KAGE_PUSH_BRANCHES}, default true)
  * @param shutdownGrace how long running jobs may finish on shutdown ({@code KAGE_SHUTDOWN_GRACE_SECONDS}, default 30)
+ * @param worktreePool  worktrees kept checked out and ready per repository, so a job's start skips {@code git worktree
+ *                      add} ({@code KAGE_WORKTREE_POOL}, 0-64, default {@value #DEFAULT_WORKTREE_POOL}; 0 turns it off).
+ *                      They count against {@code MAX_ACTIVE_WORKTREES} and give way to jobs when it is reached.
  */
 public record WorkerSettings(String workerId, Path workDir, String defaultRepo, List<String> agents, boolean pushBranches,
-                             Duration shutdownGrace) {
+                             Duration shutdownGrace, int worktreePool) {
+
+    public static final int DEFAULT_WORKTREE_POOL = 2;
 
     private static final Pattern ID = Pattern.compile("[A-Za-z0-9_.-]{1,100}");
 
@@ -48,7 +53,8 @@ public record WorkerSettings(String workerId, Path workDir, String defaultRepo, 
             throw new ConfigException("KAGE_WORKER_AGENTS: a worker must serve at least one agent");
         }
         return new WorkerSettings(workerId, workDir, env.string("KAGE_DEFAULT_REPO", ""), agents,
-                env.bool("KAGE_PUSH_BRANCHES", true), Duration.ofSeconds(env.positiveLong("KAGE_SHUTDOWN_GRACE_SECONDS", 30)));
+                env.bool("KAGE_PUSH_BRANCHES", true), Duration.ofSeconds(env.positiveLong("KAGE_SHUTDOWN_GRACE_SECONDS", 30)),
+                env.intBetween("KAGE_WORKTREE_POOL", 0, 64, DEFAULT_WORKTREE_POOL));
     }
 
     private static String defaultWorkerId() {

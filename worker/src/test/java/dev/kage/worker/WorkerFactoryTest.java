@@ -28,8 +28,22 @@ class WorkerFactoryTest {
                 .hasMessageContaining("agent 'ghost': program '/no/such/program'");
     }
 
+    @Test
+    void theWorktreePoolSizeIsReadAndABadOneStopsStartUpNamingTheVariable() {
+        AgentCatalog catalog = new AgentCatalog(List.of(agent("bench", AgentType.NOOP, List.of())));
+        org.assertj.core.api.Assertions.assertThat(WorkerSettings.load(dev.kage.config.Env.of(java.util.Map.of()), catalog).worktreePool())
+                .isEqualTo(WorkerSettings.DEFAULT_WORKTREE_POOL);
+        org.assertj.core.api.Assertions.assertThat(
+                WorkerSettings.load(dev.kage.config.Env.of(java.util.Map.of("KAGE_WORKTREE_POOL", "0")), catalog).worktreePool()).isZero();
+        for (String bad : List.of("-1", "65", "two")) {
+            assertThatThrownBy(() -> WorkerSettings.load(dev.kage.config.Env.of(java.util.Map.of("KAGE_WORKTREE_POOL", bad)), catalog))
+                    .isInstanceOf(ConfigException.class)
+                    .hasMessageContaining("KAGE_WORKTREE_POOL=" + bad + ": must be an integer from 0 to 64");
+        }
+    }
+
     private static WorkerSettings settings(String agent) {
-        return new WorkerSettings("w", Path.of("/tmp/kage-unused"), "", List.of(agent), false, Duration.ofSeconds(1));
+        return new WorkerSettings("w", Path.of("/tmp/kage-unused"), "", List.of(agent), false, Duration.ofSeconds(1), 0);
     }
 
     private static AgentConfig agent(String name, AgentType type, List<String> argv) {

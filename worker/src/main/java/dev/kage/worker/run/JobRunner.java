@@ -118,6 +118,24 @@ public final class JobRunner {
         this.processes = processes;
         this.outcomes = outcomes;
         this.clock = clock;
+        warmUp();
+    }
+
+    /**
+     * Loads, before the first claim, what a first job would otherwise wait for: the token encodings of the agents this
+     * worker serves (jtokkit reads its tables on first use: about half a second each) and Git's process start-up.
+     */
+    private void warmUp() {
+        long started = System.nanoTime();
+        for (String name : worker.agents()) {
+            catalog.find(name).ifPresent(agent -> TokenCounter.count(agent.encoding(), "warm up"));
+        }
+        try {
+            worktrees.warmUp();
+        } catch (RuntimeException e) {
+            LOG.warn("Git did not start: {}", e.getMessage());
+        }
+        LOG.info("Warmed up in {} ms (token encodings, git)", Duration.ofNanos(System.nanoTime() - started).toMillis());
     }
 
     /**

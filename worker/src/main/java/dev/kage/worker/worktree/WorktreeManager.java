@@ -20,7 +20,14 @@ import java.util.stream.Stream;
  * running its own, and a job that finds (with {@code git ls-remote}, outside the lock) that the origin's base
  * branch is where the clone last saw it fetches nothing. Different repositories proceed in parallel. At most {@code MAX_ACTIVE_WORKTREES} exist at
  * once: a job beyond that waits (interruptibly) for one to be removed. Worktrees and {@code kage/*} branches
- * older than {@code WORKTREE_CLEANUP_DAYS} that no job uses are pruned by {@link #pruneOlderThan}. Thread-safe.
+ * older than {@code WORKTREE_CLEANUP_DAYS} that no job uses are pruned by {@link #pruneOlderThan}.
+ *
+ * <p>A job's start should not wait for {@code git worktree add} (a checkout of the whole tree under the clone's
+ * lock): up to {@code KAGE_WORKTREE_POOL} worktrees per clone are kept ready, detached at the base commit of the
+ * clone's last job and clean, and a job takes one and only moves its branch there ({@code git checkout -B}, outside
+ * the lock; files change only when the base moved). A background thread per clone tops the pool up after each
+ * take. Ready worktrees count against {@code MAX_ACTIVE_WORKTREES} but never make a job wait: a job that finds
+ * every slot taken removes a ready worktree first, and a top-up never takes a slot a job waits for. Thread-safe.
  */
 public final class WorktreeManager {
     private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(WorktreeManager.class);
@@ -44,23 +51,45 @@ public final class WorktreeManager {
     /** Worktrees created and not yet removed by this manager. */
     private final java.util.Set<Path> active = ConcurrentHashMap.newKeySet();
 
-    /** A manager with no limit on worktrees. */
+    /** Ready worktrees per clone: checked out, detached, clean; each holds one of {@link #slots}. */
+    private final Map<Path, java.util.Deque<Path>> ready = new ConcurrentHashMap<>();
+    /** Per clone: the commit its ready worktrees are prepared at (the base of its last job). */
+    private final Map<Path, String> readyBase = new ConcurrentHashMap<>();
+    /** Clones whose pool a refill thread is filling now, and whether it was asked again meanwhile. */
+    private final Map<Path, java.util.concurrent.atomic.AtomicBoolean> refills = new ConcurrentHashMap<>();
+    private final java.util.concurrent.atomic.AtomicLong readyNames = new java.util.concurrent.atomic.AtomicLong();
+    private final int poolSize;
+    private volatile boolean closed;
+
+    /** A manager with no limit on worktrees and no ready ones. */
     public WorktreeManager(Path workDir) {
-        this(workDir, Integer.MAX_VALUE);
+        this(workDir, Integer.MAX_VALUE, 0);
     }
 
-    /** @param maxActive worktrees that may exist at once ({@code MAX_ACTIVE_WORKTREES}) */
+    /** @param maxActive worktrees that may exist at once ({@code MAX_ACTIVE_WORKTREES}); no ready ones */
     public WorktreeManager(Path workDir, int maxActive) {
+        this(workDir, maxActive, 0);
+    }
+
+    /**
+     * @param maxActive worktrees that may exist at once ({@code MAX_ACTIVE_WORKTREES}), ready ones included
+     * @param poolSize  worktrees kept ready per repository ({@code KAGE_WORKTREE_POOL}); 0 for none
+     */
+    public WorktreeManager(Path workDir, int maxActive, int poolSize) {
         this.repos = workDir.resolve("repos");
         this.worktrees = workDir.resolve("worktrees");
         this.maxActive = maxActive;
         this.slots = new java.util.concurrent.Semaphore(maxActive, true);
+        this.poolSize = poolSize;
     }
 
     /**
-     * Fetches the repository into this worker's clone and checks out {@code branch} from
-     * {@code baseBranch} in a fresh worktree named {@code dirName}. A leftover worktree or branch of
-     * the same name (a crashed earlier run) is replaced.
+     * Fetches the repository into this worker's clone when the origin's base branch moved, and checks out
+     * {@code branch} from {@code baseBranch} in a worktree of its own: a ready one of the clone's pool when there is
+     * one (a {@code git checkout -B} in it, outside the clone's lock), else a fresh one named {@code dirName} (a
+     * leftover worktree of the same name, from a crashed earlier run, is replaced). Then the pool is topped up in the
+     * background. When {@code MAX_ACTIVE_WORKTREES} are in use, a ready worktree of any clone gives way first; with
+     * none left, the job waits.
      *
      * @throws GitException          when the repository cannot be cloned or the base branch does not exist
      * @throws InterruptedException  when the job is stopped while it waits for a free worktree
@@ -69,27 +98,34 @@ public final class WorktreeManager {
         if (repo.isBlank() || repo.startsWith("-")) {
             throw new GitException("repository '" + repo + "' is not a path or URL", false);
         }
-        if (!slots.tryAcquire()) {
-            LOG.info("All {} worktrees (MAX_ACTIVE_WORKTREES) are in use; {} waits for one", maxActive, dirName);
+        Path cache = repos.resolve(cacheName(repo));
+        Path readyPath = takeReady(cache);
+        if (readyPath == null && !slots.tryAcquire()) {
+            if (!evictReady()) {
+                LOG.info("All {} worktrees (MAX_ACTIVE_WORKTREES) are in use; {} waits for one", maxActive, dirName);
+            }
             slots.acquire();
         }
         boolean created = false;
         try {
-            Worktree worktree = createHoldingSlot(repo, baseBranch, branch, dirName);
+            Worktree worktree = createHoldingSlot(repo, cache, baseBranch, branch, dirName, readyPath);
             active.add(worktree.path());
             created = true;
+            refill(cache, worktree.baseSha());
             return worktree;
         } finally {
             if (!created) {
+                if (readyPath != null) {
+                    discard(readyPath);
+                }
                 slots.release();
             }
         }
     }
 
-    private Worktree createHoldingSlot(String repo, String baseBranch, String branch, String dirName) {
+    private Worktree createHoldingSlot(String repo, Path cache, String baseBranch, String branch, String dirName, Path readyPath) {
         long arrived = System.nanoTime();
-        Path cache = repos.resolve(cacheName(repo));
-        Path path = worktrees.resolve(dirName);
+        Path path = readyPath != null ? readyPath : worktrees.resolve(dirName);
         // Outside the clone's lock, in parallel with other jobs: where the origin's base branch is now. When this
         // clone already has exactly that, no fetch is needed and the job is still as fresh as its arrival.
         String remoteSha = null;
@@ -102,6 +138,7 @@ public final class WorktreeManager {
                 remoteSha = null; // the fetch below reports what is wrong
             }
         }
+        String baseSha;
         ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
         lock.lock();
         try {
@@ -117,7 +154,6 @@ public final class WorktreeManager {
             // (Never an older one: a user who pushes, then submits, gets a worktree with the push.)
             // (Fetching outside the lock is not safe: git fetch checks every worktree's HEAD, and a worktree being
             // added has none yet — "fatal: bad object worktrees/<name>/HEAD".)
-            String baseSha;
             if (remoteSha != null && remoteSha.equals(trackedSha.get(cache + " " + baseBranch))) {
                 baseSha = remoteSha;
             } else {
@@ -135,24 +171,142 @@ public final class WorktreeManager {
                 }
                 trackedSha.put(cache + " " + baseBranch, baseSha);
             }
-            if (Files.exists(path)) {
-                try {
-                    Git.run(cache, "worktree", "remove", "--force", path.toString());
-                } catch (GitException notRegistered) {
-                    deleteRecursively(path);
+            if (readyPath == null) {
+                if (Files.exists(path)) {
+                    try {
+                        Git.run(cache, "worktree", "remove", "--force", path.toString());
+                    } catch (GitException notRegistered) {
+                        deleteRecursively(path);
+                    }
+                    Git.run(cache, "worktree", "prune");
                 }
-                Git.run(cache, "worktree", "prune");
+                if (unpruned.remove(path)) {
+                    // This path's last worktree was removed without git: its registration would block the branch.
+                    Git.run(cache, "worktree", "prune");
+                }
+                Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
+                return new Worktree(cache, path, branch, baseSha);
             }
-            if (unpruned.remove(path)) {
-                // This path's last worktree was removed without git: its registration would block the branch.
-                Git.run(cache, "worktree", "prune");
-            }
-            Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
-            return new Worktree(cache, path, branch, baseSha);
         } catch (IOException e) {
             throw new GitException("cannot prepare " + path + ": " + e.getMessage(), true);
         } finally {
             lock.unlock();
+        }
+        // A ready worktree: only its branch and files move, outside the lock (its HEAD is valid throughout, so a fetch
+        // beside it is safe). The same branch may still be registered to this job's earlier worktree, removed without
+        // git and not yet pruned: nothing else can hold a kage/<task>/<agent> branch on this worker, so that is ignored.
+        Git.run(path, "checkout", "--quiet", "--force", "--ignore-other-worktrees", "-B", branch, baseSha);
+        return new Worktree(cache, path, branch, baseSha);
+    }
+
+    /** A ready worktree of this clone, which holds its slot from now on; null when there is none. */
+    private Path takeReady(Path cache) {
+        java.util.Deque<Path> pool = ready.get(cache);
+        return pool == null ? null : pool.pollFirst();
+    }
+
+    /** Removes one ready worktree of any clone to free its slot; false when there was none. */
+    private boolean evictReady() {
+        for (java.util.Deque<Path> pool : ready.values()) {
+            Path path = pool.pollLast();
+            if (path != null) {
+                discard(path);
+                slots.release();
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private void discard(Path path) {
+        deleteRecursively(path);
+        unpruned.add(path);
+    }
+
+    /**
+     * Tops up the clone's pool to {@code poolSize} worktrees at {@code baseSha}, on one background thread per clone,
+     * taking only slots nobody waits for. A call while that thread runs makes it look again before it ends.
+     */
+    private void refill(Path cache, String baseSha) {
+        if (poolSize == 0 || closed) {
+            return;
+        }
+        readyBase.put(cache, baseSha);
+        java.util.concurrent.atomic.AtomicBoolean again = new java.util.concurrent.atomic.AtomicBoolean(true);
+        java.util.concurrent.atomic.AtomicBoolean running = refills.putIfAbsent(cache, again);
+        if (running != null) {
+            running.set(true);
+            return;
+        }
+        Thread.ofVirtual().name("kage-worktree-pool").start(() -> {
+            try {
+                while (true) {
+                    again.set(false);
+                    fillPool(cache);
+                    if (!again.get()) {
+                        refills.remove(cache);
+                        // A call between the check and the removal found the entry and set the flag: look once more.
+                        if (!again.get() || refills.putIfAbsent(cache, again) != null) {
+                            return;
+                        }
+                    }
+                }
+            } catch (RuntimeException e) {
+                refills.remove(cache);
+                LOG.warn("Could not prepare a ready worktree for {}: {}", cache.getFileName(), e.getMessage());
+            }
+        });
+    }
+
+    private void fillPool(Path cache) {
+        java.util.Deque<Path> pool = ready.computeIfAbsent(cache, c -> new java.util.concurrent.ConcurrentLinkedDeque<>());
+        while (!closed && pool.size() < poolSize) {
+            // A fair tryAcquire with a zero wait never takes a slot a job is waiting for.
+            if (slots.hasQueuedThreads() || !tryAcquireSlot()) {
+                return;
+            }
+            Path path = worktrees.resolve("ready-" + readyNames.incrementAndGet());
+            boolean added = false;
+            ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
+            lock.lock();
+            try {
+                Git.run(cache, "worktree", "add", "--quiet", "--detach", path.toString(), readyBase.get(cache));
+                added = true;
+            } finally {
+                lock.unlock();
+                if (!added) {
+                    deleteRecursively(path);
+                    slots.release();
+                }
+            }
+            pool.addLast(path);
+        }
+    }
+
+    private boolean tryAcquireSlot() {
+        try {
+            return slots.tryAcquire(0, java.util.concurrent.TimeUnit.NANOSECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        }
+    }
+
+    /** Runs {@code git --version} once, so the first job does not pay for the process launcher's start-up. */
+    public void warmUp() {
+        Git.run(null, "--version");
+    }
+
+    /** Worktrees ready for the next jobs, over all clones (for tests and metrics). */
+    public int readyCount() {
+        return ready.values().stream().mapToInt(java.util.Deque::size).sum();
+    }
+
+    /** Stops topping up pools and removes the ready worktrees (on shutdown). */
+    public void close() {
+        closed = true;
+        while (evictReady()) {
+            // each call removes one
         }
     }
 
@@ -168,20 +322,40 @@ public final class WorktreeManager {
      *         patch, capped at {@link #PATCH_BYTES} (null when nothing changed)
      */
     public Commit commit(Worktree worktree, String message) {
-        Git.run(worktree.path(), "add", "-A");
-        if (!Git.run(worktree.path(), "status", "--porcelain").isEmpty()) {
+        // One git process for the common case of an agent that changed nothing: the status names HEAD too.
+        String head = null;
+        boolean dirty = false;
+        for (String line : Git.run(worktree.path(), "status", "--porcelain=v2", "--branch").split("\n")) {
+            if (line.startsWith("# branch.oid ")) {
+                head = line.substring("# branch.oid ".length()).trim();
+            } else if (!line.isBlank() && !line.startsWith("#")) {
+                dirty = true;
+            }
+        }
+        if (dirty) {
+            Git.run(worktree.path(), "add", "-A");
             Git.run(worktree.path(), "-c", "user.name=Kage Bunshin", "-c", "user.email=kage@localhost", "commit", "--quiet",
                     "--no-verify", "-m", message);
+            head = Git.run(worktree.path(), "rev-parse", "HEAD");
         }
-        String head = Git.run(worktree.path(), "rev-parse", "HEAD");
-        String stat = Git.run(worktree.path(), "diff", "--shortstat", worktree.baseSha(), head);
-        if (stat.isEmpty()) {
-            return new Commit(head, stat, null);
+        if (head == null || head.equals(worktree.baseSha())) {
+            return new Commit(head == null ? worktree.baseSha() : head, "", null);
         }
-        Git.Capped diff = Git.runCapped(worktree.path(), PATCH_BYTES, "diff", "--no-color", "--no-ext-diff", worktree.baseSha(), head);
-        String patch = new String(diff.head(), StandardCharsets.UTF_8);
-        if (diff.totalBytes() > PATCH_BYTES) {
-            patch += "\n[... " + (diff.totalBytes() - PATCH_BYTES) + " more bytes of the patch omitted ...]\n";
+        // The short stat line, a blank line, then the patch: one process for both.
+        Git.Capped diff = Git.runCapped(worktree.path(), PATCH_BYTES + 4096, "diff", "--no-color", "--no-ext-diff", "--shortstat",
+                "--patch", worktree.baseSha(), head);
+        String out = new String(diff.head(), StandardCharsets.UTF_8);
+        int split = out.indexOf("\n\n");
+        if (split < 0) {
+            return new Commit(head, out.trim(), null); // an agent's commits that cancel out: no difference to show
+        }
+        String stat = out.substring(0, split).trim();
+        int patchStart = out.substring(0, split + 2).getBytes(StandardCharsets.UTF_8).length;
+        long patchBytes = diff.totalBytes() - patchStart;
+        byte[] kept = java.util.Arrays.copyOfRange(diff.head(), patchStart, (int) Math.min(diff.head().length, patchStart + (long) PATCH_BYTES));
+        String patch = new String(kept, StandardCharsets.UTF_8);
+        if (patchBytes > PATCH_BYTES) {
+            patch += "\n[... " + (patchBytes - PATCH_BYTES) + " more bytes of the patch omitted ...]\n";
         }
         return new Commit(head, stat, patch);
     }
@@ -211,6 +385,10 @@ public final class WorktreeManager {
         } finally {
             if (active.remove(worktree.path())) {
                 slots.release();
+                String base = readyBase.get(worktree.cache());
+                if (base != null) {
+                    refill(worktree.cache(), base); // a pool short of slots can grow again
+                }
             }
         }
     }
@@ -229,7 +407,7 @@ public final class WorktreeManager {
             try (Stream<Path> entries = Files.list(worktrees)) {
                 for (Path path : entries.toList()) {
                     try {
-                        if (!active.contains(path) && Files.getLastModifiedTime(path).toMillis() < cutoffMillis) {
+                        if (!active.contains(path) && !isReady(path) && Files.getLastModifiedTime(path).toMillis() < cutoffMillis) {
                             deleteRecursively(path);
                             removed++;
                         }
@@ -281,6 +459,10 @@ public final class WorktreeManager {
             unpruned.removeAll(pruned);
         }
         return removed;
+    }
+
+    private boolean isReady(Path path) {
+        return ready.values().stream().anyMatch(pool -> pool.contains(path));
     }
 
     /** Worktrees this manager holds now (created, not yet removed). */

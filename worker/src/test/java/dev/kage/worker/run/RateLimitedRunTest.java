@@ -280,7 +280,7 @@ class RateLimitedRunTest {
         KageSettings settings = KageSettings.load(Env.of(env));
         AgentCatalog catalog = new AgentCatalog(List.of(agent));
         WorkerSettings worker = new WorkerSettings("test-worker", dir.resolve("work"), origin.toString(), List.of(agent.name()),
-                false, Duration.ofSeconds(5));
+                false, Duration.ofSeconds(5), 0);
         catalog.limitGroups(settings.rateLimit()).forEach(limiter::configure);
         KageKeys keys = redis.keys();
         return new JobRunner(settings, worker, catalog, queue, store, new LiveTaskState(keys, redis.redis()),

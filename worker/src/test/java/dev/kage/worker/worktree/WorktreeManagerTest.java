@@ -205,4 +205,105 @@ class WorktreeManagerTest {
             manager.remove(worktree);
         }
     }
+
+    @Test
+    void aJobTakesAReadyWorktreeWhereOnlyItsBranchMovesAndThePoolIsToppedUp() throws Exception {
+        WorktreeManager pooled = new WorktreeManager(dir.resolve("pooled"), 50, 2);
+        Worktree first = pooled.create(origin.toString(), "main", "kage/p1/demo", "p1-demo");
+        assertThat(first.path().getFileName().toString()).isEqualTo("p1-demo"); // nothing was ready yet
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(() -> pooled.readyCount() == 2);
+
+        Worktree second = pooled.create(origin.toString(), "main", "kage/p2/demo", "p2-demo");
+        assertThat(second.path().getFileName().toString()).startsWith("ready-");
+        assertThat(Git.run(second.path(), "rev-parse", "--abbrev-ref", "HEAD")).isEqualTo("kage/p2/demo");
+        assertThat(Git.run(second.path(), "rev-parse", "HEAD")).isEqualTo(second.baseSha());
+        assertThat(second.path().resolve("README.md")).exists();
+        Files.writeString(second.path().resolve("NEW.md"), "from a ready worktree\n");
+        Commit commit = pooled.commit(second, "kage: demo for task p2");
+        pooled.push(second);
+        assertThat(commit.diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
+        assertThat(Git.run(origin, "show", "kage/p2/demo:NEW.md")).isEqualTo("from a ready worktree");
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(() -> pooled.readyCount() == 2);
+        assertThat(pooled.inUse()).isEqualTo(2);
+
+        pooled.remove(first);
+        pooled.remove(second);
+        pooled.close();
+        assertThat(pooled.readyCount()).isZero();
+        try (var left = Files.list(dir.resolve("pooled/worktrees"))) {
+            assertThat(left.toList()).as("ready worktrees removed on close").isEmpty();
+        }
+    }
+
+    @Test
+    void aReadyWorktreePreparedBeforeAPushStartsFromThePush() throws Exception {
+        WorktreeManager pooled = new WorktreeManager(dir.resolve("pooled"), 50, 1);
+        pooled.remove(pooled.create(origin.toString(), "main", "kage/p3/demo", "p3-demo"));
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(() -> pooled.readyCount() == 1);
+        Files.writeString(origin.resolve("PUSHED.md"), "pushed\n");
+        Git.run(origin, "add", "PUSHED.md");
+        Git.run(origin, "-c", "user.name=Test", "-c", "user.email=test@localhost", "commit", "--quiet", "-m", "pushed");
+
+        Worktree worktree = pooled.create(origin.toString(), "main", "kage/p4/demo", "p4-demo");
+        assertThat(worktree.path().getFileName().toString()).startsWith("ready-");
+        assertThat(worktree.baseSha()).isEqualTo(Git.run(origin, "rev-parse", "main"));
+        assertThat(worktree.path().resolve("PUSHED.md")).hasContent("pushed");
+        assertThat(pooled.commit(worktree, "nothing").diffStat()).isEmpty();
+        pooled.close();
+    }
+
+    @Test
+    void readyWorktreesGiveWayToAJobWhenMaxActiveWorktreesIsReached() throws Exception {
+        Path otherOrigin = GitTestRepos.create(dir.resolve("other-origin"));
+        WorktreeManager pooled = new WorktreeManager(dir.resolve("pooled"), 2, 2);
+        Worktree first = pooled.create(origin.toString(), "main", "kage/p5/demo", "p5-demo");
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(() -> pooled.readyCount() == 1);
+        // The one free slot is a ready worktree of the first repository; a job of another one must not wait for it.
+        Worktree other = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+            try {
+                return pooled.create(otherOrigin.toString(), "main", "kage/p6/demo", "p6-demo");
+            } catch (InterruptedException e) {
+                throw new IllegalStateException(e);
+            }
+        }).get(30, java.util.concurrent.TimeUnit.SECONDS);
+        assertThat(other.path().resolve("README.md")).exists();
+        assertThat(pooled.inUse()).isEqualTo(2);
+        assertThat(pooled.readyCount()).isZero();
+        try (var present = Files.list(dir.resolve("pooled/worktrees"))) {
+            assertThat(present.count()).as("never more than MAX_ACTIVE_WORKTREES").isEqualTo(2);
+        }
+        pooled.remove(first);
+        pooled.remove(other);
+        pooled.close();
+    }
+
+    @Test
+    void theSameJobRunAgainTakesReadyWorktreesOnItsOwnBranch() throws Exception {
+        WorktreeManager pooled = new WorktreeManager(dir.resolve("pooled"), 50, 2);
+        for (int run = 0; run < 4; run++) {
+            if (run > 0) {
+                org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(() -> pooled.readyCount() == 2);
+            }
+            Worktree worktree = pooled.create(origin.toString(), "main", "kage/r2/demo", "r2-demo");
+            Files.writeString(worktree.path().resolve("RUN.md"), "run " + run + "\n");
+            assertThat(pooled.commit(worktree, "run " + run).diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
+            pooled.push(worktree);
+            pooled.remove(worktree);
+            assertThat(Git.run(origin, "show", "kage/r2/demo:RUN.md")).isEqualTo("run " + run);
+        }
+        pooled.close();
+    }
+
+    @Test
+    void anAgentThatCommittedItselfIsSeenWithNothingLeftToCommit() throws Exception {
+        Worktree worktree = manager.create(origin.toString(), "main", "kage/c1/demo", "c1-demo");
+        Files.writeString(worktree.path().resolve("SELF.md"), "committed by the agent\n");
+        Git.run(worktree.path(), "add", "SELF.md");
+        Git.run(worktree.path(), "-c", "user.name=Agent", "-c", "user.email=agent@localhost", "commit", "--quiet", "-m", "mine");
+        Commit commit = manager.commit(worktree, "kage: nothing more");
+        assertThat(commit.sha()).isEqualTo(Git.run(worktree.path(), "rev-parse", "HEAD")).isNotEqualTo(worktree.baseSha());
+        assertThat(commit.diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
+        assertThat(commit.patch()).startsWith("diff --git a/SELF.md b/SELF.md").contains("+committed by the agent");
+        manager.remove(worktree);
+    }
 }
