@@ -23,19 +23,31 @@ import org.slf4j.LoggerFactory;
  * leaves no agent running on a job that another worker will reclaim. Processes are started from one
  * long-lived platform thread because the kernel sends that signal when the <em>thread</em> that
  * started the process ends, and virtual threads' carriers come and go.
+ *
+ * <p>When util-linux {@code setsid} is installed, the agent leads a process group of its own, and the whole group
+ * is signalled — at a timeout or a stop, and also when the agent exits by itself while processes it started (a
+ * dev server put in the background, a double-forked daemon) still run: none outlives its job. Only a process
+ * that starts a session of its own leaves the group; while its parent lives it is still killed as a descendant.
  */
 public final class ProcessRunner {
     private static final Logger LOG = LoggerFactory.getLogger(ProcessRunner.class);
     private static final Path SETPRIV = Path.of("/usr/bin/setpriv");
+    private static final Path SETSID = Path.of("/usr/bin/setsid");
+    private static final Path KILL = Path.of("/bin/kill");
     private static final java.util.concurrent.ExecutorService SPAWNER = java.util.concurrent.Executors.newSingleThreadExecutor(
             Thread.ofPlatform().daemon().name("kage-spawner").factory());
 
     private final boolean dieWithWorker;
+    private final boolean ownGroup;
 
     public ProcessRunner() {
         this.dieWithWorker = java.nio.file.Files.isExecutable(SETPRIV);
         if (!dieWithWorker) {
             LOG.warn("{} not found: agents started by this worker keep running if the worker is killed with SIGKILL", SETPRIV);
+        }
+        this.ownGroup = java.nio.file.Files.isExecutable(SETSID) && java.nio.file.Files.isExecutable(KILL);
+        if (!ownGroup) {
+            LOG.warn("{} or {} not found: processes an agent leaves behind when it exits keep running", SETSID, KILL);
         }
     }
 
@@ -74,11 +86,15 @@ public final class ProcessRunner {
      */
     public ProcessOutcome run(List<String> argv, Path workdir, Map<String, String> env, Duration timeout, Runnable onStarted,
                               OutputWatcher watcher) throws IOException, InterruptedException {
-        List<String> command = argv;
+        List<String> command = new java.util.ArrayList<>();
         if (dieWithWorker) {
-            command = new java.util.ArrayList<>(List.of(SETPRIV.toString(), "--pdeathsig", "KILL", "--"));
-            command.addAll(argv);
+            command.addAll(List.of(SETPRIV.toString(), "--pdeathsig", "KILL", "--"));
         }
+        if (ownGroup) {
+            // The worker's child is never a group leader, so setsid makes it one without forking: its pid is the group's.
+            command.addAll(List.of(SETSID.toString(), "--"));
+        }
+        command.addAll(argv);
         ProcessBuilder builder = new ProcessBuilder(command).directory(workdir.toFile());
         builder.environment().clear();
         builder.environment().putAll(env);
@@ -104,19 +120,24 @@ public final class ProcessRunner {
             if (stop.isDone() && process.isAlive()) {
                 stopped = true;
                 LOG.info("pid {} stopped by its output watcher; killing its process tree", process.pid());
-                killTree(process);
+                killTree(process, ownGroup);
             }
         } catch (TimeoutException e) {
             timedOut = true;
             LOG.info("pid {} passed its timeout of {}s; killing its process tree", process.pid(), timeout.toSeconds());
-            killTree(process);
+            killTree(process, ownGroup);
         } catch (ExecutionException e) {
             throw new IllegalStateException("waiting for pid " + process.pid(), e);
         } catch (InterruptedException e) {
             // Stopped from outside. The flag stays clear until the readers are done, so what the agent printed until
             // it died is read (and counted); the InterruptedException below carries the stop on.
             killed = true;
-            killTree(process);
+            killTree(process, ownGroup);
+        }
+        if (!killed && !timedOut && !stopped && ownGroup && ProcessGroups.alive(process.pid())) {
+            // Before the output is awaited: what they inherited of its pipes would hold the readers open.
+            LOG.info("pid {} exited, leaving processes in its group; killing them", process.pid());
+            ProcessGroups.kill(process.pid(), KILL_GRACE);
         }
         awaitReader(outReader);
         awaitReader(errReader);
@@ -138,9 +159,15 @@ public final class ProcessRunner {
         }
     }
 
-    /** SIGTERM to the process and every descendant, then SIGKILL to those still alive after the grace period. */
-    static void killTree(Process process) {
+    /**
+     * SIGTERM to the process, every descendant and (when it leads one) its process group, then SIGKILL to those still
+     * alive after the grace period.
+     */
+    static void killTree(Process process, boolean group) {
         List<ProcessHandle> tree = process.descendants().toList();
+        if (group) {
+            ProcessGroups.signal(process.pid(), "TERM");
+        }
         process.destroy();
         tree.forEach(ProcessHandle::destroy);
         long deadline = System.nanoTime() + KILL_GRACE.toNanos();
@@ -155,9 +182,12 @@ public final class ProcessRunner {
                 Thread.currentThread().interrupt();
             }
         }
-        // Children started after the first snapshot are caught here.
+        // Children started after the first snapshot are caught here, and the group's members that are no descendants.
         process.descendants().forEach(ProcessHandle::destroyForcibly);
         process.destroyForcibly();
+        if (group) {
+            ProcessGroups.kill(process.pid(), Duration.ofNanos(Math.max(0, deadline - System.nanoTime())));
+        }
         try {
             process.waitFor(KILL_GRACE.toMillis(), TimeUnit.MILLISECONDS);
         } catch (InterruptedException e) {

@@ -34,6 +34,34 @@ class ProcessRunnerTest {
         }
     }
 
+    @Test
+    void processesAnAgentLeavesBehindDieWhenItExits() throws Exception {
+        Path pids = dir.resolve("left");
+        ProcessOutcome outcome = runner.run(List.of("bash", fixture("leave-behind.sh"), pids.toString()), dir, ENV, Duration.ofSeconds(30));
+        assertThat(outcome.succeeded()).isTrue();
+        assertThat(outcome.stdout()).contains("done");
+        for (long pid : pids(pids)) {
+            await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(running(pid)).as("pid %d runs", pid).isFalse());
+        }
+    }
+
+    @Test
+    void aTimeoutAlsoKillsAnOrphanTheAgentDoubleForked() throws Exception {
+        Path pids = dir.resolve("orphans");
+        ProcessOutcome outcome = runner.run(List.of("bash", fixture("leave-behind.sh"), pids.toString(), "hang"), dir, ENV,
+                Duration.ofSeconds(2));
+        assertThat(outcome.timedOut()).isTrue();
+        for (long pid : pids(pids)) {
+            await().atMost(Duration.ofSeconds(10)).untilAsserted(() -> assertThat(running(pid)).as("pid %d runs", pid).isFalse());
+        }
+    }
+
+    private static List<Long> pids(Path file) throws java.io.IOException {
+        List<Long> pids = Arrays.stream(Files.readString(file).trim().split(" ")).map(Long::parseLong).toList();
+        assertThat(pids).hasSize(2);
+        return pids;
+    }
+
     /** True while the process exists and is not a zombie. */
     static boolean running(long pid) throws java.io.IOException {
         Path stat = Path.of("/proc", Long.toString(pid), "stat");
