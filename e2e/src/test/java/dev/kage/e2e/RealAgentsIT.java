@@ -101,27 +101,10 @@ class RealAgentsIT {
                     ? Reply.ok("Wrote CODEX.md.", 150, 8)
                     : Reply.toolUse("exec_command", JSON.createObjectNode().put("cmd", "printf 'written by codex\\n' > CODEX.md")
                             .toString(), 120, 9));
-            Path codexHome = Files.createDirectories(dir.resolve("codex-home"));
-            Files.writeString(codexHome.resolve("config.toml"), """
-                    model = "gpt-5"
-                    model_provider = "scripted"
-
-                    [model_providers.scripted]
-                    name = "scripted"
-                    base_url = "%s"
-                    env_key = "SCRIPTED_MODEL_KEY"
-                    wire_api = "responses"
-                    request_max_retries = 0
-                    stream_max_retries = 0
-                    """.formatted(server.openAiBaseUrl()));
             try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "real-codex"))) {
                 fleet.startCoordinator(Map.of("KAGE_AGENTS_FILE", agents().toString()));
                 fleet.awaitHealthy();
-                Map<String, String> env = claudeEnv(server);
-                env.put("CODEX_HOME", codexHome.toString());
-                env.put("SCRIPTED_MODEL_KEY", SECRET);
-                env.put("KAGE_WORKER_AGENTS", "codex");
-                fleet.startWorker("real-codex", dir.resolve("work"), origin, env);
+                fleet.startWorker("real-codex", dir.resolve("work"), origin, codexEnv(server));
 
                 String id = submit(fleet, "Write a file with codex", "codex");
                 JsonNode task = awaitFinal(fleet, id);
@@ -158,6 +141,53 @@ class RealAgentsIT {
                         .isGreaterThanOrEqualTo(1_000_000);
             }
         }
+    }
+
+    @Test
+    void aRateLimitedAnswerToTheRealCodexCliPausesTheFleetAndTheJobRunsAgain() throws Exception {
+        Assumptions.assumeTrue(Files.isRegularFile(codex), "the real codex CLI is not installed at " + codex);
+        try (ScriptedModelServer server = ScriptedModelServer.start()) {
+            server.then(Reply.tooManyRequests(2)).answering((n, body) -> Reply.ok("fine after the pause", 60, 6));
+            try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "real-codex-429"))) {
+                fleet.startCoordinator(Map.of("KAGE_AGENTS_FILE", agents().toString()));
+                fleet.awaitHealthy();
+                fleet.startWorker("real-codex-429", dir.resolve("work"), origin, codexEnv(server));
+
+                String id = submit(fleet, "Say something", "codex");
+                JsonNode task = awaitFinal(fleet, id);
+                assertThat(task.get("status").asText()).as(task.toString()).isEqualTo("completed");
+                assertThat(task.get("agents").get(0).get("output_summary").asText()).isEqualTo("fine after the pause");
+                // codex prints {"type":"turn.failed","error":{"message":"exceeded retry limit, last status: 429 Too Many Requests"}}
+                assertThat(fleet.count("SELECT count(*) FROM task_errors WHERE error_type = 'RateLimitError' AND retryable"
+                        + " AND error_details::text LIKE '%429 Too Many Requests%'")).isEqualTo(1);
+                assertThat(server.requests().getFirst().answeredStatus()).isEqualTo(429);
+                long first = server.requests().getFirst().arrivedMicros();
+                assertThat(server.requests().get(1).arrivedMicros() - first).as("the fleet waited out the pause")
+                        .isGreaterThanOrEqualTo(1_000_000);
+            }
+        }
+    }
+
+    /** A worker serving the real codex CLI, configured (CODEX_HOME) to talk to the scripted model without retrying. */
+    private Map<String, String> codexEnv(ScriptedModelServer server) throws Exception {
+        Path codexHome = Files.createDirectories(dir.resolve("codex-home"));
+        Files.writeString(codexHome.resolve("config.toml"), """
+                model = "gpt-5"
+                model_provider = "scripted"
+
+                [model_providers.scripted]
+                name = "scripted"
+                base_url = "%s"
+                env_key = "SCRIPTED_MODEL_KEY"
+                wire_api = "responses"
+                request_max_retries = 0
+                stream_max_retries = 0
+                """.formatted(server.openAiBaseUrl()));
+        Map<String, String> env = claudeEnv(server);
+        env.put("CODEX_HOME", codexHome.toString());
+        env.put("SCRIPTED_MODEL_KEY", SECRET);
+        env.put("KAGE_WORKER_AGENTS", "codex");
+        return env;
     }
 
     /** The worker's settings: the agents file, and what the CLI needs to talk to the scripted model. */
