@@ -1,5 +1,7 @@
 package dev.kage.coordinator.ops;
 
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.coordinator.task.ServedAgents;
 import dev.kage.coordinator.task.ServedAgents.Worker;
@@ -35,6 +37,7 @@ public class FleetController {
         this.workers = workers;
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/queues", produces = MediaType.APPLICATION_JSON)
     public Queues queues() {
         List<AgentQueues> agents = new ArrayList<>();
@@ -50,6 +53,7 @@ public class FleetController {
         return new Queues(agents, queue.deadCount());
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/workers", produces = MediaType.APPLICATION_JSON)
     public Workers workers() {
         return new Workers(workers.workers());
