@@ -21,7 +21,7 @@ import java.util.List;
 /**
  * The fleet as an operator watches it: {@code GET /api/v1/queues} (per agent and priority: entries, waiting,
  * pending, consumers, oldest age; per agent: delayed; the dead letters) and {@code GET /api/v1/workers} (live
- * heartbeats). Fleet-wide figures, no task data: open to every key, like {@code GET /api/v1/limits}. Redis down →
+ * heartbeats). Fleet-wide figures, no task data: any key with scope {@code read}, like {@code GET /api/v1/limits}. Redis down →
  * 503 (the shared handler).
  */
 @Controller("/api/v1")
