@@ -98,10 +98,10 @@ public final class KeysCommand {
             return usage("--tenant: " + ApiKeys.TENANT_RULE);
         }
         return withStore(store -> {
-            out.printf("%-6s %-20s %-14s %-20s %-22s %-24s %-24s %s%n", "ID", "TENANT", "PREFIX", "SCOPES", "NAME", "CREATED",
+            out.printf("%-6s %-20s %-14s %-20s %-22s %-28s %-28s %s%n", "ID", "TENANT", "PREFIX", "SCOPES", "NAME", "CREATED",
                     "REVOKED", "LAST USED");
             for (ApiKeyStore.KeyRow row : store.list(tenant)) {
-                out.printf("%-6d %-20s %-14s %-20s %-22s %-24s %-24s %s%n", row.id(), row.tenant(), row.prefix() + "…",
+                out.printf("%-6d %-20s %-14s %-20s %-22s %-28s %-28s %s%n", row.id(), row.tenant(), row.prefix() + "…",
                         row.scopes().isEmpty() ? "-" : EnumSet.copyOf(row.scopes()).stream().map(Scope::wireName)
                                 .collect(Collectors.joining(",")),
                         row.name().isEmpty() ? "-" : row.name(), row.createdAt(),
