@@ -3,7 +3,9 @@ package dev.kage.coordinator;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.config.Env;
 import dev.kage.config.KageSettings;
+import dev.kage.coordinator.auth.ApiKeyStore;
 import dev.kage.coordinator.auth.ApiKeys;
+import dev.kage.coordinator.auth.KeyAuthenticator;
 import dev.kage.coordinator.events.EventHub;
 import dev.kage.coordinator.task.SubmitRequestParser;
 import dev.kage.coordinator.task.TaskListing;
@@ -30,6 +32,16 @@ public class CoordinatorFactory {
     @Singleton
     public ApiKeys apiKeys(Env env) {
         return ApiKeys.load(env);
+    }
+
+    @Singleton
+    public ApiKeyStore apiKeyStore(Database database) {
+        return new ApiKeyStore(database);
+    }
+
+    @Singleton
+    public KeyAuthenticator keyAuthenticator(ApiKeys keys, ApiKeyStore store, Clock clock, Env env) {
+        return new KeyAuthenticator(keys, store, clock, KeyAuthenticator.cacheTtl(env));
     }
 
     @Singleton

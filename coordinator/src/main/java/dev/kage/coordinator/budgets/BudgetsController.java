@@ -1,5 +1,7 @@
 package dev.kage.coordinator.budgets;
 
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.agent.AgentConfig;
@@ -10,7 +12,6 @@ import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.coordinator.api.ErrorBody.FieldError;
 import dev.kage.coordinator.api.JsonBodies;
 import dev.kage.coordinator.auth.ApiKeyFilter;
-import dev.kage.coordinator.auth.ApiKeys;
 import dev.kage.coordinator.task.InvalidRequestException;
 import io.micronaut.core.annotation.Nullable;
 import io.micronaut.http.HttpRequest;
@@ -36,8 +37,8 @@ import java.util.Set;
  * Budgets as the fleet holds them in Redis: {@code GET /api/v1/budgets} shows the caller's tenant pools for the
  * current UTC day and month (limit, used, reserved, remaining, in tokens and USD) and the pools of agents with
  * budgets of their own; {@code GET|PUT|DELETE /api/v1/budgets/{tenant}} reads, sets or resets one tenant's period
- * limits (a tenant reads its own; reading another's and changing any needs an admin tenant,
- * {@code KAGE_ADMIN_TENANTS}). A change applies to the whole fleet at the next reservation.
+ * limits (a key with scope {@code read} reads its own tenant's; reading another's and changing any needs scope
+ * {@code admin}). A change applies to the whole fleet at the next reservation.
  */
 @Controller("/api/v1/budgets")
 @ExecuteOn(TaskExecutors.BLOCKING)
@@ -46,14 +47,12 @@ public class BudgetsController {
 
     private final BudgetLedger ledger;
     private final AgentCatalog catalog;
-    private final ApiKeys keys;
-
-    public BudgetsController(BudgetLedger ledger, AgentCatalog catalog, ApiKeys keys) {
+    public BudgetsController(BudgetLedger ledger, AgentCatalog catalog) {
         this.ledger = ledger;
         this.catalog = catalog;
-        this.keys = keys;
     }
 
+    @RequiresScope(Scope.READ)
     @Get(produces = MediaType.APPLICATION_JSON)
     public Budgets mine(HttpRequest<?> request) {
         String tenant = tenant(request);
@@ -67,9 +66,10 @@ public class BudgetsController {
         return new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant), agents);
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> get(HttpRequest<?> request, @PathVariable String tenant) {
-        if (!tenant.equals(tenant(request)) && !keys.isAdmin(tenant(request))) {
+        if (!tenant.equals(tenant(request)) && !ApiKeyFilter.principal(request).has(Scope.ADMIN)) {
             return forbidden("reading another tenant's budgets");
         }
         return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
@@ -80,11 +80,9 @@ public class BudgetsController {
      * Sets the tenant's limits: any of {@code tokens_per_day}, {@code tokens_per_month} (whole tokens),
      * {@code usd_per_day}, {@code usd_per_month} (dollars); 0 means no limit; fields left out keep their value.
      */
+    @RequiresScope(Scope.ADMIN)
     @Put(value = "/{tenant}", consumes = {MediaType.APPLICATION_JSON, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String tenant, @Nullable @Body byte[] body) {
-        if (!keys.isAdmin(tenant(request))) {
-            return forbidden("changing budgets");
-        }
         PeriodLimits next = parse(body, ledger.tenantLimits(tenant));
         ledger.setTenantLimits(tenant, next);
         return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
@@ -92,11 +90,9 @@ public class BudgetsController {
     }
 
     /** Back to the fleet's defaults ({@code TENANT_MAX_*}). */
+    @RequiresScope(Scope.ADMIN)
     @Delete(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String tenant) {
-        if (!keys.isAdmin(tenant(request))) {
-            return forbidden("changing budgets");
-        }
         ledger.clearTenantLimits(tenant);
         return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
                 List.of()));
@@ -116,7 +112,8 @@ public class BudgetsController {
 
     private static HttpResponse<?> forbidden(String what) {
         return HttpResponse.status(HttpStatus.FORBIDDEN).body(ErrorBody.of("forbidden",
-                what + " needs a key of a tenant in KAGE_ADMIN_TENANTS"));
+                what + " needs an API key with scope 'admin' (created with scope admin, or a KAGE_API_KEYS key of a tenant in"
+                        + " KAGE_ADMIN_TENANTS)"));
     }
 
     private static PeriodLimits parse(byte[] body, PeriodLimits current) {

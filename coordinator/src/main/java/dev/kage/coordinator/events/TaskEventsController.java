@@ -1,5 +1,7 @@
 package dev.kage.coordinator.events;
 
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.kage.coordinator.api.ErrorBody;
@@ -60,6 +62,7 @@ public class TaskEventsController {
         this.hub = hub;
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/{id}/events", produces = {MediaType.TEXT_EVENT_STREAM, MediaType.APPLICATION_JSON})
     @ExecuteOn(TaskExecutors.BLOCKING)
     public HttpResponse<?> events(HttpRequest<?> request, @PathVariable String id) {

@@ -1,5 +1,7 @@
 package dev.kage.coordinator.limits;
 
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.agent.AgentConfig;
@@ -7,8 +9,6 @@ import dev.kage.config.KageSettings;
 import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.coordinator.api.ErrorBody.FieldError;
 import dev.kage.coordinator.api.JsonBodies;
-import dev.kage.coordinator.auth.ApiKeyFilter;
-import dev.kage.coordinator.auth.ApiKeys;
 import dev.kage.coordinator.task.InvalidRequestException;
 import dev.kage.ratelimit.FleetRateLimiter;
 import dev.kage.ratelimit.FleetRateLimiter.LimitState;
@@ -41,7 +41,7 @@ import java.util.Set;
  * The fleet's rate limits: {@code GET /api/v1/limits}, {@code GET|PUT|DELETE /api/v1/limits/{agent}}
  * ({@code {agent}} is an agent or a limit group). A change applies to every worker at once, keeps the
  * permits already granted (no burst) and stays in force over worker restarts until it is deleted.
- * Reading is open to every key; changing needs an admin tenant ({@code KAGE_ADMIN_TENANTS}).
+ * Reading needs scope {@code read}; changing needs scope {@code admin}.
  */
 @Controller("/api/v1/limits")
 @ExecuteOn(TaskExecutors.BLOCKING)
@@ -51,15 +51,13 @@ public class LimitsController {
     private final FleetRateLimiter limiter;
     private final AgentCatalog catalog;
     private final KageSettings settings;
-    private final ApiKeys keys;
-
-    public LimitsController(FleetRateLimiter limiter, AgentCatalog catalog, KageSettings settings, ApiKeys keys) {
+    public LimitsController(FleetRateLimiter limiter, AgentCatalog catalog, KageSettings settings) {
         this.limiter = limiter;
         this.catalog = catalog;
         this.settings = settings;
-        this.keys = keys;
     }
 
+    @RequiresScope(Scope.READ)
     @Get(produces = MediaType.APPLICATION_JSON)
     public Limits list() {
         Map<String, Limit> configured = catalog.limitGroups(settings.rateLimit());
@@ -72,6 +70,7 @@ public class LimitsController {
         return new Limits(views);
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/{agent}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> get(@PathVariable String agent) {
         Optional<String> group = group(agent);
@@ -85,6 +84,7 @@ public class LimitsController {
      * Changes the limit for the whole fleet. The body names any of {@code requests}, {@code window_seconds},
      * {@code tokens}, {@code guard_ms}; the others keep their current values.
      */
+    @RequiresScope(Scope.ADMIN)
     @Put(value = "/{agent}", consumes = {MediaType.APPLICATION_JSON, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String agent, @Nullable @Body byte[] body) {
         Optional<HttpResponse<?>> refused = refuseChange(request, agent);
@@ -104,6 +104,7 @@ public class LimitsController {
     }
 
     /** Drops the runtime change: back to the agents' configuration. */
+    @RequiresScope(Scope.ADMIN)
     @Delete(value = "/{agent}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String agent) {
         Optional<HttpResponse<?>> refused = refuseChange(request, agent);
@@ -120,13 +121,8 @@ public class LimitsController {
         return HttpResponse.ok(view(group.get(), configured));
     }
 
-    /** Why a change may not go ahead: 403 for a tenant that is not an admin, 404 for an unknown agent or group. */
+    /** Why a change may not go ahead: 404 for an unknown agent or group (scope {@code admin} is the filter's). */
     private Optional<HttpResponse<?>> refuseChange(HttpRequest<?> request, String agent) {
-        String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
-        if (!keys.isAdmin(tenant)) {
-            return Optional.of(HttpResponse.status(HttpStatus.FORBIDDEN).body(ErrorBody.of("forbidden",
-                    "rate limits are shared by the whole fleet; changing them needs a key of a tenant in KAGE_ADMIN_TENANTS")));
-        }
         return group(agent).isEmpty() ? Optional.of(unknown(agent)) : Optional.empty();
     }
 

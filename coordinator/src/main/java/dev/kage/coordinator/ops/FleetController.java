@@ -1,5 +1,7 @@
 package dev.kage.coordinator.ops;
 
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.coordinator.task.ServedAgents;
 import dev.kage.coordinator.task.ServedAgents.Worker;
@@ -19,7 +21,7 @@ import java.util.List;
 /**
  * The fleet as an operator watches it: {@code GET /api/v1/queues} (per agent and priority: entries, waiting,
  * pending, consumers, oldest age; per agent: delayed; the dead letters) and {@code GET /api/v1/workers} (live
- * heartbeats). Fleet-wide figures, no task data: open to every key, like {@code GET /api/v1/limits}. Redis down →
+ * heartbeats). Fleet-wide figures, no task data: any key with scope {@code read}, like {@code GET /api/v1/limits}. Redis down →
  * 503 (the shared handler).
  */
 @Controller("/api/v1")
@@ -35,6 +37,7 @@ public class FleetController {
         this.workers = workers;
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/queues", produces = MediaType.APPLICATION_JSON)
     public Queues queues() {
         List<AgentQueues> agents = new ArrayList<>();
@@ -50,6 +53,7 @@ public class FleetController {
         return new Queues(agents, queue.deadCount());
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/workers", produces = MediaType.APPLICATION_JSON)
     public Workers workers() {
         return new Workers(workers.workers());

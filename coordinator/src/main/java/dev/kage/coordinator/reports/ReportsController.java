@@ -1,5 +1,7 @@
 package dev.kage.coordinator.reports;
 
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
 import com.fasterxml.jackson.annotation.JsonInclude;
 import com.fasterxml.jackson.annotation.JsonProperty;
 import dev.kage.coordinator.api.ErrorBody.FieldError;
@@ -41,6 +43,7 @@ public class ReportsController {
         this.queries = queries;
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/budget-violations", produces = MediaType.APPLICATION_JSON)
     public BudgetViolationsView budgetViolations(HttpRequest<?> request) {
         List<FieldError> errors = new ArrayList<>();
@@ -52,6 +55,7 @@ public class ReportsController {
                 ReportQueries.BUDGET_VIOLATION_TARGET_PCT, report.targetMet().orElse(null));
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/rate-limit-failures", produces = MediaType.APPLICATION_JSON)
     public RateLimitFailuresView rateLimitFailures(HttpRequest<?> request) {
         List<FieldError> errors = new ArrayList<>();
@@ -64,6 +68,7 @@ public class ReportsController {
                 report.targetMet().orElse(null), agents);
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/cost-anomalies", produces = MediaType.APPLICATION_JSON)
     public CostAnomaliesView costAnomalies(HttpRequest<?> request) {
         List<FieldError> errors = new ArrayList<>();

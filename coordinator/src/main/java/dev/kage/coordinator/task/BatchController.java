@@ -1,5 +1,7 @@
 package dev.kage.coordinator.task;
 
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
 import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.task.Assignment;
 import dev.kage.task.TaskRecord;
@@ -33,6 +35,7 @@ public class BatchController {
         this.service = service;
     }
 
+    @RequiresScope(Scope.SUBMIT)
     @Post(value = "/tasks:batch", consumes = {MediaType.APPLICATION_JSON, MediaType.APPLICATION_FORM_URLENCODED,
             MediaType.TEXT_PLAIN, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<Accepted> submit(HttpRequest<?> request, @Body byte[] body) {

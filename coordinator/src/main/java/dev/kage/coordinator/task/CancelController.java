@@ -1,5 +1,7 @@
 package dev.kage.coordinator.task;
 
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
 import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.task.TaskStatus;
@@ -28,6 +30,7 @@ public class CancelController {
     }
 
     /** 202 when cancelled now; 409 when the task had already ended; 404 for an unknown or another tenant's task. */
+    @RequiresScope(Scope.SUBMIT)
     @Post(value = "/{id}/cancel", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> cancel(HttpRequest<?> request, @PathVariable String id) {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();

@@ -1,5 +1,7 @@
 package dev.kage.coordinator.task;
 
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
 import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.queue.JobQueue.DeadLetter;
@@ -34,6 +36,7 @@ public class DeadLetterController {
         this.service = service;
     }
 
+    @RequiresScope(Scope.READ)
     @Get(produces = MediaType.APPLICATION_JSON)
     public Letters list(HttpRequest<?> request, @Nullable @QueryValue Integer limit) {
         int n = limit == null ? 50 : Math.max(1, Math.min(limit, 500));
@@ -41,6 +44,7 @@ public class DeadLetterController {
     }
 
     /** 202 with the job as enqueued again; 404 for an unknown (or another tenant's, or already replayed) letter. */
+    @RequiresScope(Scope.SUBMIT)
     @Post(value = "/{id}/replay", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> replay(HttpRequest<?> request, @PathVariable String id) {
         if (!STREAM_ID.matcher(id).matches()) {

@@ -1,5 +1,7 @@
 package dev.kage.coordinator.task;
 
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.core.type.TypeReference;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -62,6 +64,7 @@ public class TaskController {
      * Accepts the seed's body ({@code {"description": ..., "cli_assignments": [{"cli_name": ..., "timeout": ...}]}})
      * with any content type, since the seed's {@code curl -d} sends none that says JSON.
      */
+    @RequiresScope(Scope.SUBMIT)
     @Post(consumes = {MediaType.APPLICATION_JSON, MediaType.APPLICATION_FORM_URLENCODED, MediaType.TEXT_PLAIN,
             MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<SubmitResponse> submit(HttpRequest<?> request, @Body byte[] body,
@@ -114,11 +117,13 @@ public class TaskController {
     ServedAgents served;
 
     /** The tenant's tasks, newest first, filtered and paged by query parameters (see {@link TaskListing}). */
+    @RequiresScope(Scope.READ)
     @Get(produces = MediaType.APPLICATION_JSON)
     public TaskListView list(HttpRequest<?> request) {
         return listing.list(tenant(request), request.getParameters());
     }
 
+    @RequiresScope(Scope.READ)
     @Get(value = "/{id}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> get(HttpRequest<?> request, @PathVariable String id) {
         Optional<UUID> taskId = parseId(id);

@@ -22,7 +22,7 @@ public final class TestCoordinator implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private final RedisFixture redis = new RedisFixture();
-    private final String schema = TestServices.newSchema();
+    private final String schema;
     private final EmbeddedServer server;
     private final HttpClient http = HttpClient.newHttpClient();
 
@@ -37,13 +37,33 @@ public final class TestCoordinator implements AutoCloseable {
      * @param extra more settings, e.g. {@code KAGE_ADMIN_TENANTS}
      */
     public TestCoordinator(String apiKeys, Map<String, String> extra) {
+        this(TestServices.newSchema(), apiKeys, extra);
+    }
+
+    /**
+     * @param schema  the Postgres schema to use (and drop at {@link #close()}), e.g. one a test prepared
+     * @param apiKeys {@code KAGE_API_KEYS}, {@code null} for none
+     */
+    public TestCoordinator(String schema, String apiKeys, Map<String, String> extra) {
+        this.schema = schema;
         Map<String, String> env = TestServices.environment(redis.namespace(), schema);
         env.put("KAGE_AGENTS_FILE", Path.of("..", "ops", "agents", "agents.yml").toAbsolutePath().normalize().toString());
-        env.put("KAGE_API_KEYS", apiKeys);
+        if (apiKeys != null) {
+            env.put("KAGE_API_KEYS", apiKeys);
+        }
         env.putAll(extra);
         Map<String, Object> properties = TestServices.properties(env);
         properties.put("micronaut.server.port", -1);
-        server = ApplicationContext.run(EmbeddedServer.class, properties);
+        try {
+            server = ApplicationContext.run(EmbeddedServer.class, properties);
+        } catch (RuntimeException e) {
+            redis.close();
+            throw e;
+        }
+    }
+
+    public String schema() {
+        return schema;
     }
 
     public RedisFixture redis() {
@@ -65,6 +85,17 @@ public final class TestCoordinator implements AutoCloseable {
     public HttpResponse<String> get(String pathAndQuery, String apiKey) throws IOException, InterruptedException {
         return http.send(HttpRequest.newBuilder(uri(pathAndQuery)).header("X-API-Key", apiKey).GET().build(),
                 HttpResponse.BodyHandlers.ofString());
+    }
+
+    /** Any request; {@code body} {@code null} for none. */
+    public HttpResponse<String> send(String method, String pathAndQuery, String apiKey, String body)
+            throws IOException, InterruptedException {
+        HttpRequest.Builder builder = HttpRequest.newBuilder(uri(pathAndQuery)).header("X-API-Key", apiKey)
+                .method(method, body == null ? HttpRequest.BodyPublishers.noBody() : HttpRequest.BodyPublishers.ofString(body));
+        if (body != null) {
+            builder.header("Content-Type", "application/json");
+        }
+        return http.send(builder.build(), HttpResponse.BodyHandlers.ofString());
     }
 
     /** Submits a task through the API and returns its id. */

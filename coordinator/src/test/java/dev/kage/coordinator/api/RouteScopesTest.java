@@ -1,0 +1,117 @@
+package dev.kage.coordinator.api;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import dev.kage.coordinator.auth.ApiKeyStore;
+import dev.kage.coordinator.auth.RequiresScope;
+import dev.kage.coordinator.auth.Scope;
+import dev.kage.store.Database;
+import io.micronaut.web.router.Router;
+import io.micronaut.web.router.UriRouteInfo;
+import java.net.http.HttpResponse;
+import java.util.ArrayList;
+import java.util.EnumMap;
+import java.util.EnumSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Walks every route the coordinator serves: each one under {@code /api} declares a scope and refuses a key without
+ * it; anything else is deliberately public (the health check). A new endpoint cannot be forgotten.
+ */
+class RouteScopesTest {
+    /** Routes outside {@code /api} that need no key, by path template prefix. */
+    private static final Set<String> PUBLIC = Set.of("/health");
+    private static TestCoordinator coordinator;
+    private static final Map<Scope, String> KEYS_WITHOUT = new EnumMap<>(Scope.class);
+    private static final Map<Scope, String> KEYS_WITH_ONLY = new EnumMap<>(Scope.class);
+
+    @BeforeAll
+    static void start() {
+        coordinator = new TestCoordinator("ops:ops-admin-key-1", Map.of("KAGE_ADMIN_TENANTS", "ops"));
+        ApiKeyStore store = new ApiKeyStore(coordinator.context().getBean(Database.class));
+        for (Scope scope : Scope.values()) {
+            Set<Scope> others = EnumSet.complementOf(EnumSet.of(scope));
+            KEYS_WITHOUT.put(scope, store.create("walker", "without " + scope.wireName(), others).key());
+            KEYS_WITH_ONLY.put(scope, store.create("walker", "only " + scope.wireName(), Set.of(scope)).key());
+        }
+    }
+
+    @AfterAll
+    static void stop() {
+        coordinator.close();
+    }
+
+    private static List<UriRouteInfo<?, ?>> routes() {
+        return coordinator.context().getBean(Router.class).uriRoutes().toList();
+    }
+
+    private static String path(UriRouteInfo<?, ?> route) {
+        return route.getUriMatchTemplate().toString();
+    }
+
+    @Test
+    void everyApiRouteDeclaresAScopeAndEveryOtherRouteIsDeliberatelyPublic() {
+        List<String> undeclared = new ArrayList<>();
+        int api = 0;
+        for (UriRouteInfo<?, ?> route : routes()) {
+            String path = path(route);
+            Optional<Scope> scope = route.getAnnotationMetadata().enumValue(RequiresScope.class, Scope.class);
+            if (path.startsWith("/api/")) {
+                api++;
+                if (scope.isEmpty()) {
+                    undeclared.add(route.getHttpMethodName() + " " + path);
+                }
+            } else if (PUBLIC.stream().noneMatch(path::startsWith)) {
+                undeclared.add(route.getHttpMethodName() + " " + path + " (outside /api and not in PUBLIC)");
+            }
+        }
+        assertThat(undeclared).isEmpty();
+        assertThat(api).as("the walk found the API").isGreaterThanOrEqualTo(25);
+    }
+
+    @Test
+    void everyApiRouteRefusesAKeyWithoutItsScopeAndAdmitsOneWithOnlyThat() throws Exception {
+        List<String> wrong = new ArrayList<>();
+        for (UriRouteInfo<?, ?> route : routes()) {
+            String template = path(route);
+            if (!template.startsWith("/api/")) {
+                continue;
+            }
+            Scope scope = route.getAnnotationMetadata().enumValue(RequiresScope.class, Scope.class).orElseThrow();
+            String path = template.replaceAll("\\{\\?[^}]*}", "").replaceAll("\\{[^}]*}", "x");
+            String method = route.getHttpMethodName();
+            String body = method.equals("POST") || method.equals("PUT") ? "{}" : null;
+
+            HttpResponse<String> refused = coordinator.send(method, path, KEYS_WITHOUT.get(scope), body);
+            boolean head = method.equals("HEAD"); // no body to name the scope
+            if (refused.statusCode() != 403 || !head && !refused.body().contains("scope '" + scope.wireName() + "'")) {
+                wrong.add(method + " " + path + " without " + scope.wireName() + ": " + refused.statusCode() + " " + refused.body());
+            }
+            HttpResponse<String> admitted = coordinator.send(method, path, KEYS_WITH_ONLY.get(scope), body);
+            if (admitted.statusCode() == 401 || admitted.body().contains("this needs an API key with scope")
+                    || head && admitted.statusCode() == 403 && !template.startsWith("/api/v1/budgets/")) {
+                wrong.add(method + " " + path + " with only " + scope.wireName() + ": " + admitted.statusCode() + " " + admitted.body());
+            }
+        }
+        assertThat(wrong).isEmpty();
+    }
+
+    @Test
+    void theHealthCheckNeedsNoKeyAndNoOtherManagementEndpointIsServed() throws Exception {
+        assertThat(anonymous("/health").statusCode()).isEqualTo(200);
+        for (String path : List.of("/beans", "/routes", "/info", "/threaddump")) {
+            assertThat(anonymous(path).statusCode()).as(path).isEqualTo(404);
+        }
+    }
+
+    private static HttpResponse<String> anonymous(String path) throws Exception {
+        return coordinator.http().send(java.net.http.HttpRequest.newBuilder(coordinator.uri(path)).GET().build(),
+                HttpResponse.BodyHandlers.ofString());
+    }
+}
