@@ -200,6 +200,42 @@ public final class ReportQueries {
                 cost.divide(average, 2, RoundingMode.HALF_UP), instant(rs, "created_at"));
     }
 
+    // The newest error rows of the tenant's tasks (what a dashboard shows as "recent errors").
+    private static final String RECENT_ERRORS = """
+            SELECT e.id, e.task_id, e.job_id, e.cli_name, e.error_type, e.error_message, e.retryable, e.occurred_at
+            FROM task_errors e
+            JOIN tasks t ON t.id = e.task_id
+            WHERE t.tenant = :tenant
+            ORDER BY e.occurred_at DESC, e.id DESC
+            LIMIT :limit
+            """;
+
+    /** Error rows a recent-errors list shows at most. */
+    public static final int MAX_RECENT_ERRORS = 200;
+
+    /**
+     * The newest error rows of the tenant's tasks, newest first. Messages are stored redacted.
+     *
+     * @param limit rows at most, 1 to {@link #MAX_RECENT_ERRORS}
+     */
+    public List<RecentError> recentErrors(String tenant, int limit) {
+        if (limit < 1 || limit > MAX_RECENT_ERRORS) {
+            throw new IllegalArgumentException("limit=" + limit + ": must be 1.." + MAX_RECENT_ERRORS);
+        }
+        return read(handle -> handle.createQuery(RECENT_ERRORS)
+                .bind("tenant", tenant)
+                .bind("limit", limit)
+                .map((rs, ctx) -> new RecentError(rs.getLong("id"), rs.getObject("task_id", UUID.class), rs.getString("job_id"),
+                        rs.getString("cli_name"), rs.getString("error_type"), rs.getString("error_message"),
+                        rs.getBoolean("retryable"), instant(rs, "occurred_at")))
+                .list());
+    }
+
+    /** One error row of {@link #recentErrors}. */
+    public record RecentError(long id, UUID taskId, String jobId, String cliName, String errorType, String errorMessage,
+                              boolean retryable, Instant occurredAt) {
+    }
+
     private static Window window(Handle handle, int days) {
         return handle.createQuery(WINDOW)
                 .bind("days", days)

@@ -135,7 +135,7 @@ public class TaskEventsController {
         }
     }
 
-    private static Event<String> sse(StreamEvent event) {
+    static Event<String> sse(StreamEvent event) {
         try {
             return Event.of(JSON.writeValueAsString(event.fields())).name(event.type()).id(event.id());
         } catch (JsonProcessingException e) {
@@ -147,7 +147,7 @@ public class TaskEventsController {
         return event.tenant() == null || tenant.equals(event.tenant());
     }
 
-    private static Optional<UUID> parseId(String id) {
+    static Optional<UUID> parseId(String id) {
         try {
             return Optional.of(UUID.fromString(id));
         } catch (IllegalArgumentException e) {
@@ -155,7 +155,7 @@ public class TaskEventsController {
         }
     }
 
-    private static String printable(String value) {
+    static String printable(String value) {
         String shown = value.length() > 64 ? value.substring(0, 64) + "…" : value;
         return shown.replaceAll("\\p{Cntrl}", "?");
     }

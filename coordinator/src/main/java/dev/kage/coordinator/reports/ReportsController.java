@@ -31,8 +31,8 @@ import java.util.Optional;
 /**
  * The seed document's success metrics for the caller's tenant: {@code GET /api/v1/reports/budget-violations},
  * {@code /rate-limit-failures} and {@code /cost-anomalies}. Query parameter {@code days} (1 to 366, default 30)
- * sets the window, {@code limit} (1 to 500, default 50) the anomalies listed. A tenant sees only figures of its
- * own tasks.
+ * sets the window, {@code limit} (1 to 500, default 50) the anomalies listed. {@code /recent-errors} lists the newest
+ * error rows ({@code limit} 1 to 200, default 20). A tenant sees only figures of its own tasks.
  */
 @Controller("/api/v1/reports")
 @ExecuteOn(TaskExecutors.BLOCKING)
@@ -85,6 +85,19 @@ public class ReportsController {
                 anomalies);
     }
 
+    /** The newest error rows of the caller's tasks: {@code limit} 1 to 200, default 20. */
+    @RequiresScope(Scope.READ)
+    @Get(value = "/recent-errors", produces = MediaType.APPLICATION_JSON)
+    public RecentErrorsView recentErrors(HttpRequest<?> request) {
+        List<FieldError> errors = new ArrayList<>();
+        int limit = integer(request.getParameters(), "limit", 1, ReportQueries.MAX_RECENT_ERRORS, 20, errors);
+        reject(errors);
+        return new RecentErrorsView(queries.recentErrors(tenant(request), limit).stream()
+                .map(e -> new RecentErrorView(e.id(), e.taskId().toString(), e.jobId(), e.cliName(), e.errorType(),
+                        e.errorMessage(), e.retryable(), e.occurredAt()))
+                .toList());
+    }
+
     private static int days(HttpParameters parameters, List<FieldError> errors) {
         return integer(parameters, "days", 1, ReportQueries.MAX_DAYS, ReportQueries.DEFAULT_DAYS, errors);
     }
@@ -129,6 +142,19 @@ public class ReportsController {
     private static String tenant(HttpRequest<?> request) {
         return request.getAttribute(ApiKeyFilter.TENANT, String.class)
                 .orElseThrow(() -> new IllegalStateException("ApiKeyFilter did not run for " + request.getPath()));
+    }
+
+    /** @param errors newest first */
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    @JsonInclude(JsonInclude.Include.ALWAYS)
+    public record RecentErrorsView(List<RecentErrorView> errors) {
+    }
+
+    /** One error row, as {@code task_errors} holds it. */
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    @JsonInclude(JsonInclude.Include.ALWAYS)
+    public record RecentErrorView(long id, String taskId, String jobId, String cliName, String errorType, String errorMessage,
+                                  boolean retryable, Instant occurredAt) {
     }
 
     /**

@@ -271,6 +271,33 @@ class ReportsApiTest {
     }
 
     @Test
+    void recentErrorsAreTheCallersNewestErrorRows() throws Exception {
+        JsonNode all = ok("/api/v1/reports/recent-errors?limit=200", ACME).get("errors");
+        assertThat(all).hasSize(8); // t1, t2, 3 × t3, t5, 2 × t9
+        java.util.Set<String> acmeTasks = java.util.stream.IntStream.range(0, all.size())
+                .mapToObj(i -> all.get(i).get("task_id").asText()).collect(java.util.stream.Collectors.toSet());
+        List<java.time.Instant> times = StreamSupport.stream(all.spliterator(), false)
+                .map(e -> java.time.Instant.parse(e.get("occurred_at").asText())).toList();
+        assertThat(times).isSortedAccordingTo(java.util.Comparator.reverseOrder());
+        assertThat(all.get(all.size() - 1).get("task_id").asText()).isEqualTo(oldAnomaly.id().toString());
+        assertThat(all.get(0).fieldNames()).toIterable().containsExactlyInAnyOrder("id", "task_id", "job_id", "cli_name",
+                "error_type", "error_message", "retryable", "occurred_at");
+
+        JsonNode newest = ok("/api/v1/reports/recent-errors?limit=3", ACME).get("errors");
+        assertThat(newest).hasSize(3);
+        assertThat(newest.get(0).get("id").asLong()).isEqualTo(all.get(0).get("id").asLong());
+        assertThat(ok("/api/v1/reports/recent-errors", ACME).get("errors")).hasSize(8); // default 20
+
+        JsonNode globex = ok("/api/v1/reports/recent-errors", GLOBEX).get("errors");
+        assertThat(globex).hasSize(3);
+        globex.forEach(e -> assertThat(acmeTasks).doesNotContain(e.get("task_id").asText()));
+        assertThat(ok("/api/v1/reports/recent-errors", CALM).get("errors")).isEmpty();
+
+        assertBad(coordinator.get("/api/v1/reports/recent-errors?limit=0", EMPTY), "limit", "from 1 to 200");
+        assertBad(coordinator.get("/api/v1/reports/recent-errors?limit=201", EMPTY), "limit", "from 1 to 200");
+    }
+
+    @Test
     void reportsNeedAnApiKey() throws Exception {
         for (String report : List.of("budget-violations", "rate-limit-failures", "cost-anomalies")) {
             assertThat(coordinator.get("/api/v1/reports/" + report, "no-such-key").statusCode()).isEqualTo(401);

@@ -93,7 +93,9 @@ class RouteScopesTest {
             if (refused.statusCode() != 403 || !head && !refused.body().contains("scope '" + scope.wireName() + "'")) {
                 wrong.add(method + " " + path + " without " + scope.wireName() + ": " + refused.statusCode() + " " + refused.body());
             }
-            HttpResponse<String> admitted = coordinator.send(method, path, KEYS_WITH_ONLY.get(scope), body);
+            HttpResponse<String> admitted = route.getProduces().contains(io.micronaut.http.MediaType.TEXT_EVENT_STREAM_TYPE)
+                    ? streamOpened(path, KEYS_WITH_ONLY.get(scope))
+                    : coordinator.send(method, path, KEYS_WITH_ONLY.get(scope), body);
             if (admitted.statusCode() == 401 || admitted.body().contains("this needs an API key with scope")
                     || head && admitted.statusCode() == 403 && !template.startsWith("/api/v1/budgets/")) {
                 wrong.add(method + " " + path + " with only " + scope.wireName() + ": " + admitted.statusCode() + " " + admitted.body());
@@ -107,6 +109,59 @@ class RouteScopesTest {
         assertThat(anonymous("/health").statusCode()).isEqualTo(200);
         for (String path : List.of("/beans", "/routes", "/info", "/threaddump")) {
             assertThat(anonymous(path).statusCode()).as(path).isEqualTo(404);
+        }
+    }
+
+    /**
+     * A GET of an event stream that is let in: its status, and its body only when it is not a stream (an error's
+     * JSON) — a stream that has opened may never end.
+     */
+    private static HttpResponse<String> streamOpened(String path, String apiKey) throws Exception {
+        HttpResponse<java.io.InputStream> response = coordinator.http().send(java.net.http.HttpRequest.newBuilder(coordinator.uri(path))
+                .header("X-API-Key", apiKey).header("Accept", "text/event-stream").GET().build(), HttpResponse.BodyHandlers.ofInputStream());
+        boolean stream = response.headers().firstValue("Content-Type").orElse("").startsWith("text/event-stream");
+        String text;
+        try (java.io.InputStream in = response.body()) {
+            text = stream ? "" : new String(in.readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        }
+        return new StatusAndBody(response, text);
+    }
+
+    /** A response's status with a body read by the caller. */
+    private record StatusAndBody(HttpResponse<?> response, String body) implements HttpResponse<String> {
+        @Override
+        public int statusCode() {
+            return response.statusCode();
+        }
+
+        @Override
+        public java.net.http.HttpRequest request() {
+            return response.request();
+        }
+
+        @Override
+        public Optional<HttpResponse<String>> previousResponse() {
+            return Optional.empty();
+        }
+
+        @Override
+        public java.net.http.HttpHeaders headers() {
+            return response.headers();
+        }
+
+        @Override
+        public Optional<javax.net.ssl.SSLSession> sslSession() {
+            return response.sslSession();
+        }
+
+        @Override
+        public java.net.URI uri() {
+            return response.uri();
+        }
+
+        @Override
+        public java.net.http.HttpClient.Version version() {
+            return response.version();
         }
     }
 

@@ -175,6 +175,54 @@ class TaskEventsApiTest {
         await().atMost(Duration.ofSeconds(30)).until(() -> hub.subscribers() == before);
     }
 
+    @Test
+    void theTenantStreamCarriesEveryTaskOfTheCallersTenantLiveAndNothingOfAnothers() throws Exception {
+        EventHub hub = coordinator.context().getBean(EventHub.class);
+        String before = coordinator.submit(ACME, TASK); // published before the stream opened: not sent
+        int subscribers = hub.subscribers();
+        try (SseReader acme = openTenant(ACME, null); SseReader globex = openTenant(GLOBEX, null)) {
+            assertThat(acme.response().statusCode()).isEqualTo(200);
+            await().atMost(PATIENCE).until(() -> hub.subscribers() == subscribers + 2);
+            String first = coordinator.submit(ACME, TASK);
+            String second = coordinator.submit(ACME, TASK);
+            String theirs = coordinator.submit(GLOBEX, TASK);
+            jobStarted(first);
+            jobFinished(first, "completed"); // the task's end does not end the tenant's stream
+            jobStarted(second);
+            events.publish("fleet.paused", Map.of("agent", "demo")); // no tenant: nobody's
+            await().atMost(PATIENCE).until(() -> acme.events().size() == 5);
+            await().atMost(PATIENCE).until(() -> globex.names().contains("task.submitted"));
+            assertThat(acme.ended()).isFalse();
+            assertThat(acme.names()).containsExactly("task.submitted", "task.submitted", "job.started", "job.finished",
+                    "job.started");
+            for (SseEvent event : acme.events()) {
+                JsonNode data = JSON.readTree(event.data());
+                assertThat(data.get("tenant").asText()).isEqualTo("acme");
+                assertThat(data.get("task_id").asText()).isIn(first, second).isNotEqualTo(before);
+            }
+            assertThat(globex.events()).singleElement().satisfies(e -> assertThat(JSON.readTree(e.data()).get("task_id").asText())
+                    .isEqualTo(theirs));
+
+            // A client that reconnects with the last id it saw gets what it missed, then live events.
+            String resumeAt = acme.events().get(2).id();
+            try (SseReader resumed = openTenant(ACME, resumeAt)) {
+                await().atMost(PATIENCE).until(() -> resumed.events().size() == 2);
+                assertThat(resumed.names()).containsExactly("job.finished", "job.started");
+                jobFinished(second, "completed");
+                await().atMost(PATIENCE).until(() -> resumed.events().size() == 3);
+            }
+        }
+        HttpResponse<String> bad = coordinator.http().send(java.net.http.HttpRequest.newBuilder(coordinator.uri("/api/v1/events"))
+                .header("X-API-Key", ACME).header("Last-Event-ID", "yesterday").GET().build(), HttpResponse.BodyHandlers.ofString());
+        assertThat(bad.statusCode()).isEqualTo(400);
+        assertThat(json(bad).get("errors").get(0).get("field").asText()).isEqualTo("Last-Event-ID");
+        await().atMost(Duration.ofSeconds(30)).until(() -> hub.subscribers() == subscribers);
+    }
+
+    private static SseReader openTenant(String key, String lastEventId) {
+        return new SseReader(coordinator.http(), coordinator.uri("/api/v1/events"), key, lastEventId);
+    }
+
     private static SseReader open(String task, String key, String lastEventId) {
         return new SseReader(coordinator.http(), coordinator.uri("/api/v1/tasks/" + task + "/events"), key, lastEventId);
     }
