@@ -14,6 +14,11 @@ import org.reactivestreams.Publisher;
 /**
  * Every {@code /api/**} request must carry a valid {@code X-API-Key}; the key's tenant is attached to
  * the request as {@link #TENANT}. Missing or wrong keys get a 401 JSON body.
+ *
+ * <p>Outside {@code /api}, and so open without a key: {@code /health} and {@code /prometheus}. Scrapers carry no API
+ * key; the metrics are fleet-wide counts tagged by agent, tenant name, priority and outcome, never a key, a task id
+ * or a task's text. Where tenant names must not be seen, keep the port off the public network (or put the scrape
+ * behind the proxy that fronts the API).
  */
 @Filter("/api/**")
 public class ApiKeyFilter implements HttpServerFilter {
