@@ -19,6 +19,7 @@ import dev.kage.store.TaskQueries;
 import dev.kage.store.TaskStore;
 import dev.kage.task.LiveTaskState;
 import io.lettuce.core.RedisClient;
+import io.micrometer.core.instrument.MeterRegistry;
 import io.lettuce.core.api.sync.RedisCommands;
 import io.micronaut.context.annotation.Bean;
 import io.micronaut.context.annotation.Factory;
@@ -61,8 +62,8 @@ public class CoordinatorFactory {
 
     @Singleton
     public TaskService taskService(KageSettings settings, TaskStore store, JobQueue queue, LiveTaskState live,
-                                   EventLog events, Clock clock) {
-        return new TaskService(settings, store, queue, live, events, clock);
+                                   EventLog events, Clock clock, MeterRegistry registry) {
+        return new TaskService(settings, store, queue, live, events, clock, registry);
     }
 
     @Singleton

@@ -8,7 +8,7 @@ import dev.kage.config.KageSettings;
 import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
 import dev.kage.ratelimit.FleetRateLimiter;
-import io.micrometer.core.instrument.Metrics;
+import io.micrometer.core.instrument.MeterRegistry;
 import dev.kage.redis.KageKeys;
 import dev.kage.store.Database;
 import dev.kage.store.TaskStore;
@@ -143,8 +143,12 @@ public class KageFactory {
                 settings.budget().tenantDefaults(), clock);
     }
 
+    /**
+     * @param registry the application's meter registry (the one it serves to Prometheus): each application defines
+     *                 one, so the limiter's meters are scraped with the rest
+     */
     @Singleton
-    public FleetRateLimiter rateLimiter(KageKeys keys, RedissonClient redisson, KageSettings settings) {
-        return new FleetRateLimiter(keys, redisson, settings.rateLimit().onRedisError(), Metrics.globalRegistry);
+    public FleetRateLimiter rateLimiter(KageKeys keys, RedissonClient redisson, KageSettings settings, MeterRegistry registry) {
+        return new FleetRateLimiter(keys, redisson, settings.rateLimit().onRedisError(), registry);
     }
 }

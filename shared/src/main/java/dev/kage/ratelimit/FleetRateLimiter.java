@@ -435,7 +435,7 @@ public final class FleetRateLimiter implements AutoCloseable {
             Decision decision = tryAcquire(group, callerId, priority, tokens, sendLease);
             if (decision.granted()) {
                 Duration waited = Duration.ofNanos(System.nanoTime() - started);
-                Timer.builder("kage.ratelimit.wait").tag("group", group).register(registry).record(waited);
+                recordWait(group, waited);
                 return new Grant(waited, decision, callerId);
             }
             if (!logged) {
@@ -445,6 +445,15 @@ public final class FleetRateLimiter implements AutoCloseable {
             // Blocking is what this method is for; the script says when a permit may be free, so this is no poll loop.
             Thread.sleep(decision.sleep());
         }
+    }
+
+    /**
+     * Records how long a caller waited for a granted permit ({@code kage_ratelimit_wait_seconds{group}}, zero waits
+     * included), for callers that wait in their own loop instead of {@link #acquire}.
+     */
+    public void recordWait(String group, Duration waited) {
+        Timer.builder("kage.ratelimit.wait").description("How long callers waited for a granted rate-limit permit")
+                .tag("group", group).register(registry).record(waited);
     }
 
     /** Logs a wait the way the seed does, once per wait: "Rate limit: 50/50 RPM. Waiting 5.2s... (group claude-code)". */

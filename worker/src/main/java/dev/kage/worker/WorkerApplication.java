@@ -4,7 +4,10 @@ import dev.kage.agent.AgentCatalog;
 import dev.kage.config.ConfigException;
 import dev.kage.config.Env;
 import dev.kage.config.KageSettings;
+import dev.kage.worker.metrics.MetricsServer;
+import dev.kage.worker.metrics.WorkerMetricsSettings;
 import dev.kage.worker.run.WorkerRuntime;
+import io.micrometer.prometheusmetrics.PrometheusMeterRegistry;
 import io.micronaut.context.ApplicationContext;
 import java.nio.file.Path;
 import org.slf4j.Logger;
@@ -13,7 +16,8 @@ import org.slf4j.LoggerFactory;
 /**
  * The worker process: no public API, only claim loops and a heartbeat. Configuration is checked
  * before anything starts; a bad value ends the process with status 2 and one line naming the variable.
- * SIGTERM stops claiming and lets running jobs finish within {@code KAGE_SHUTDOWN_GRACE_SECONDS}.
+ * SIGTERM stops claiming and lets running jobs finish within {@code KAGE_SHUTDOWN_GRACE_SECONDS}. With
+ * {@code KAGE_WORKER_METRICS_PORT} set, {@code GET /prometheus} on that port serves the worker's metrics.
  */
 public final class WorkerApplication {
     private static final Logger LOG = LoggerFactory.getLogger(WorkerApplication.class);
@@ -28,11 +32,24 @@ public final class WorkerApplication {
             AgentCatalog catalog = AgentCatalog.load(Path.of(env.get(AgentCatalog.VARIABLE).orElseThrow(() -> new ConfigException(
                     AgentCatalog.VARIABLE + " is not set: point it at the agents file, e.g. ops/agents/agents.yml"))));
             WorkerFactory.checkExecutables(WorkerSettings.load(env, catalog), catalog);
+            WorkerMetricsSettings.load(env);
         } catch (ConfigException e) {
             LOG.error("Worker cannot start: {}", e.getMessage());
             System.exit(2);
         }
         ApplicationContext context = ApplicationContext.builder(WorkerApplication.class).args(args).start();
+        WorkerMetricsSettings metrics = context.getBean(WorkerMetricsSettings.class);
+        if (metrics.enabled()) {
+            MetricsServer server = new MetricsServer(context.getBean(PrometheusMeterRegistry.class), metrics.port());
+            try {
+                server.start();
+            } catch (ConfigException e) {
+                LOG.error("Worker cannot start: {}", e.getMessage());
+                context.close();
+                System.exit(2);
+            }
+            LOG.info("Metrics at http://0.0.0.0:{}{}", server.port(), MetricsServer.PATH);
+        }
         Runtime.getRuntime().addShutdownHook(new Thread(context::close, "kage-shutdown"));
         context.getBean(WorkerRuntime.class).start();
     }

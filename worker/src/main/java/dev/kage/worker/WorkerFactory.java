@@ -19,6 +19,10 @@ import dev.kage.worker.process.ProcessRunner;
 import dev.kage.worker.run.JobRunner;
 import dev.kage.worker.run.OutcomeRecorder;
 import dev.kage.worker.run.WorkerRuntime;
+import dev.kage.worker.metrics.WorkerMetrics;
+import dev.kage.worker.metrics.WorkerMetricsSettings;
+import io.micrometer.prometheusmetrics.PrometheusConfig;
+import io.micrometer.prometheusmetrics.PrometheusMeterRegistry;
 import dev.kage.worker.worktree.WorktreeManager;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.api.sync.RedisCommands;
@@ -55,6 +59,26 @@ public class WorkerFactory {
         }
     }
 
+    /**
+     * The worker's one meter registry: every meter of the process (the runner's, the runtime's, the rate limiter's
+     * through {@code KageFactory}) is registered on it, and {@code MetricsServer} serves it.
+     */
+    @Singleton
+    @Bean(preDestroy = "close")
+    public PrometheusMeterRegistry meterRegistry() {
+        return new PrometheusMeterRegistry(PrometheusConfig.DEFAULT);
+    }
+
+    @Singleton
+    public WorkerMetrics workerMetrics(PrometheusMeterRegistry registry) {
+        return new WorkerMetrics(registry);
+    }
+
+    @Singleton
+    public WorkerMetricsSettings workerMetricsSettings(Env env) {
+        return WorkerMetricsSettings.load(env);
+    }
+
     @Singleton
     public LiveTaskState liveTaskState(KageKeys keys, RedisCommands<String, String> redis) {
         return new LiveTaskState(keys, redis);
@@ -68,10 +92,11 @@ public class WorkerFactory {
     @Singleton
     public JobRunner jobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue,
                                TaskStore store, LiveTaskState live, EventLog events, BudgetLedger budget,
-                               FleetRateLimiter rateLimiter, OutcomeRecorder outcomes, WorktreeManager worktrees, Clock clock) {
+                               FleetRateLimiter rateLimiter, OutcomeRecorder outcomes, WorktreeManager worktrees, Clock clock,
+                               WorkerMetrics metrics) {
         configureLimits(settings, worker, catalog, rateLimiter);
         return new JobRunner(settings, worker, catalog, queue, store, live, events, budget, rateLimiter, worktrees,
-                new ProcessRunner(), outcomes, clock);
+                new ProcessRunner(), outcomes, clock, metrics);
     }
 
     /** This worker's clones and worktrees; what a crashed predecessor left is cleared first, ready ones on shutdown. */
@@ -106,8 +131,8 @@ public class WorkerFactory {
     @Bean(preDestroy = "stop")
     public WorkerRuntime workerRuntime(KageSettings settings, WorkerSettings worker, KageKeys keys, RedisClient redisClient,
                                        RedisCommands<String, String> redis, JobQueue queue, JobRunner runner,
-                                       LiveTaskState live, OutcomeRecorder outcomes, Clock clock) {
+                                       LiveTaskState live, OutcomeRecorder outcomes, Clock clock, WorkerMetrics metrics) {
         return new WorkerRuntime(worker, settings.queue(), settings.maxParallelClis(), keys, redisClient, redis, queue, runner,
-                live, outcomes, clock);
+                live, outcomes, clock, metrics);
     }
 }

@@ -32,6 +32,11 @@ import reactor.core.scheduler.Schedulers;
  *
  * <p>Environment keys and recently used database keys are checked on the event loop; any other key is looked up in
  * Postgres on the blocking pool (503 while Postgres is down). The presented key is never logged.
+ *
+ * <p>Outside {@code /api}, and so open without a key: {@code /health} and {@code /prometheus}. Scrapers carry no API
+ * key; the metrics are fleet-wide counts tagged by agent, tenant name, priority and outcome, never a key, a task id
+ * or a task's text. Where tenant names must not be seen, keep the port off the public network (or put the scrape
+ * behind the proxy that fronts the API).
  */
 @Filter("/api/**")
 public class ApiKeyFilter implements HttpServerFilter {

@@ -12,6 +12,8 @@ import dev.kage.task.LiveTaskState;
 import dev.kage.task.TaskRecord;
 import dev.kage.task.TaskStatus;
 import io.lettuce.core.RedisException;
+import io.micrometer.core.instrument.Counter;
+import io.micrometer.core.instrument.MeterRegistry;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.time.Clock;
@@ -44,14 +46,24 @@ public final class TaskService {
     private final LiveTaskState live;
     private final EventLog events;
     private final Clock clock;
+    private final MeterRegistry registry;
 
-    public TaskService(KageSettings settings, TaskStore store, JobQueue queue, LiveTaskState live, EventLog events, Clock clock) {
+    /** @param registry where {@code kage_tasks_submitted_total{tenant,priority}} is counted */
+    public TaskService(KageSettings settings, TaskStore store, JobQueue queue, LiveTaskState live, EventLog events, Clock clock,
+                       MeterRegistry registry) {
         this.settings = settings;
         this.store = store;
         this.queue = queue;
         this.live = live;
         this.events = events;
         this.clock = clock;
+        this.registry = registry;
+    }
+
+    /** A task was accepted (recorded; a replay of an idempotent request is not counted again). */
+    private void submitted(TaskRecord task) {
+        Counter.builder("kage.tasks.submitted").description("Tasks accepted, by tenant and priority")
+                .tag("tenant", task.tenant()).tag("priority", task.priority().wireName()).register(registry).increment();
     }
 
     /**
@@ -82,6 +94,7 @@ public final class TaskService {
                 return new Submitted(existing.get().task(), true);
             }
         }
+        submitted(task);
         enqueue(task);
         return new Submitted(task, false);
     }
@@ -100,6 +113,7 @@ public final class TaskService {
                     clock.instant(), null));
         }
         store.insertAll(tasks);
+        tasks.forEach(this::submitted);
         try {
             List<JobMessage> jobs = new java.util.ArrayList<>();
             List<Map<String, String>> submitted = new java.util.ArrayList<>();

@@ -90,6 +90,25 @@ class OutageApiTest {
                 .anyMatch(m -> id.equals(m.getBody().get("task_id"))));
     }
 
+    @Test
+    void withRedisDownTheScrapeStillAnswersAndTheQueueGaugesReadUnknown() throws Exception {
+        redisProxy.cut();
+        await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {
+            long started = System.nanoTime();
+            HttpResponse<String> scrape = send(HttpRequest.newBuilder(uri("/prometheus")).GET());
+            assertThat(Duration.ofNanos(System.nanoTime() - started)).as("a scrape never waits for Redis")
+                    .isLessThan(Duration.ofSeconds(3));
+            assertThat(scrape.statusCode()).isEqualTo(200);
+            assertThat(MetricsApiTest.sample(scrape.body(), "kage_queue_depth", "agent=\"claude-code\"", "priority=\"normal\""))
+                    .isNaN();
+            assertThat(MetricsApiTest.sample(scrape.body(), "kage_queue_refresh_errors_total")).isPositive();
+        });
+        redisProxy.restore();
+        await().atMost(Duration.ofSeconds(40)).until(() -> MetricsApiTest.sample(
+                send(HttpRequest.newBuilder(uri("/prometheus")).GET()).body(), "kage_queue_depth", "agent=\"claude-code\"",
+                "priority=\"normal\"") == 0.0);
+    }
+
     private HttpResponse<String> submit() throws Exception {
         return send(HttpRequest.newBuilder(uri("/api/v1/tasks")).header("X-API-Key", "acme-key-123")
                 .header("Content-Type", "application/json").POST(HttpRequest.BodyPublishers.ofString(BODY)));

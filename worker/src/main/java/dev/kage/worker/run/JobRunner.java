@@ -35,6 +35,7 @@ import dev.kage.worker.WorkerSettings;
 import dev.kage.worker.agent.AgentReport;
 import dev.kage.worker.agent.HttpAgentClient;
 import dev.kage.worker.agent.OutputParser;
+import dev.kage.worker.metrics.WorkerMetrics;
 import dev.kage.worker.process.ProcessOutcome;
 import dev.kage.worker.process.ProcessRunner;
 import dev.kage.worker.worktree.GitException;
@@ -101,10 +102,12 @@ public final class JobRunner {
     private final OutcomeRecorder outcomes;
     private final HttpAgentClient http = new HttpAgentClient();
     private final Clock clock;
+    private final WorkerMetrics metrics;
 
     public JobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue, TaskStore store,
                      LiveTaskState live, EventLog events, BudgetLedger budget, FleetRateLimiter rateLimiter,
-                     WorktreeManager worktrees, ProcessRunner processes, OutcomeRecorder outcomes, Clock clock) {
+                     WorktreeManager worktrees, ProcessRunner processes, OutcomeRecorder outcomes, Clock clock,
+                     WorkerMetrics metrics) {
         this.settings = settings;
         this.worker = worker;
         this.catalog = catalog;
@@ -118,6 +121,8 @@ public final class JobRunner {
         this.processes = processes;
         this.outcomes = outcomes;
         this.clock = clock;
+        this.metrics = metrics;
+        metrics.worktreesActive(worktrees::inUse);
         warmUp();
     }
 
@@ -151,6 +156,7 @@ public final class JobRunner {
         } catch (JobQueue.MalformedJobException e) {
             LOG.error("Dropping a stream entry that is not a job, to the dead letters: {}", e.getMessage());
             queue.deadLetter(claimed, e.getMessage());
+            deadLettered(claimed, null);
             return;
         }
         try {
@@ -159,6 +165,7 @@ public final class JobRunner {
             JobControl.StopReason reason = control.reason();
             if (reason == null) {
                 if (e instanceof RuntimeException runtime) {
+                    count(claimed, job.agent(), WorkerMetrics.Outcome.ERROR);
                     throw runtime;
                 }
                 reason = JobControl.StopReason.SHUTDOWN;
@@ -193,6 +200,7 @@ public final class JobRunner {
             job = claimed.job();
         } catch (JobQueue.MalformedJobException e) {
             String deadId = queue.deadLetter(claimed, reason);
+            deadLettered(claimed, null);
             LOG.error("Dead-lettered {} as {} (not a job): {}", claimed.key(), deadId, e.getMessage());
             return;
         }
@@ -205,6 +213,7 @@ public final class JobRunner {
                 List.of(error));
         live.jobFinished(job.tenant(), job.taskId(), job.agent(), JobStatus.FAILED, taskStatus.orElse(TaskStatus.RUNNING));
         String deadId = queue.deadLetter(claimed, reason);
+        deadLettered(claimed, job.agent());
         Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "status", JobStatus.FAILED.wireName(), "dead_letter_id", deadId));
         taskStatus.ifPresent(s -> event.put("task_status", s.wireName()));
@@ -218,6 +227,7 @@ public final class JobRunner {
         if (claimed.redelivered() && alreadyRecorded(job)) {
             LOG.info("Job {} attempt {} already has its outcome; acknowledging the re-delivery", job.jobId(), job.attempt());
             queue.ack(claimed);
+            count(claimed, job.agent(), WorkerMetrics.Outcome.DUPLICATE);
             return;
         }
         if (live.isCancelled(job.tenant(), job.taskId())) {
@@ -257,6 +267,11 @@ public final class JobRunner {
         Optional<TaskStatus> taskStatus = outcomes.record(job.agent(), outcome.result(), outcome.errors());
         live.jobFinished(job.tenant(), job.taskId(), job.agent(), outcome.result().status(), taskStatus.orElse(TaskStatus.RUNNING));
         queue.ack(claimed);
+        count(claimed, job.agent(), switch (outcome.result().status()) {
+            case COMPLETED -> WorkerMetrics.Outcome.COMPLETED;
+            case CANCELLED -> WorkerMetrics.Outcome.CANCELLED;
+            default -> WorkerMetrics.Outcome.FAILED;
+        });
         Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "status", outcome.result().status().wireName(), "attempt", Integer.toString(job.attempt())));
         taskStatus.ifPresent(s -> event.put("task_status", s.wireName()));
@@ -276,9 +291,12 @@ public final class JobRunner {
         if (scheduled.isEmpty()) {
             LOG.warn("Job {} attempt {} failed, but its entry is no longer this worker's (reclaimed); left alone", job.jobId(),
                     job.attempt());
+            count(claimed, job.agent(), WorkerMetrics.Outcome.LOST);
             return;
         }
         Instant due = scheduled.get();
+        count(claimed, job.agent(), WorkerMetrics.Outcome.RETRIED);
+        metrics.retry(job.agent());
         live.jobRetrying(job.tenant(), job.taskId(), job.agent(), next, due);
         events.publish("job.retry_scheduled", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "attempt", Integer.toString(next), "due", due.toString(), "error_type", cause.errorType()));
@@ -295,9 +313,11 @@ public final class JobRunner {
         if (scheduled.isEmpty()) {
             LOG.warn("Job {} was to be deferred ({}), but its entry is no longer this worker's (reclaimed); left alone",
                     job.jobId(), deferral.reason());
+            count(claimed, job.agent(), WorkerMetrics.Outcome.LOST);
             return;
         }
         Instant due = scheduled.get();
+        count(claimed, job.agent(), WorkerMetrics.Outcome.DEFERRED);
         live.jobRetrying(job.tenant(), job.taskId(), job.agent(), deferral.next().attempt(), due);
         events.publish("job.rate_limited", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "reason", deferral.reason(), "due", due.toString(), "attempt", Integer.toString(job.attempt()),
@@ -316,14 +336,17 @@ public final class JobRunner {
                 boolean handedBack = queue.handBack(claimed);
                 LOG.info("Job {} stopped by shutdown; {}", job.jobId(),
                         handedBack ? "handed back to the queue for another worker" : "no longer ours, left alone");
+                count(claimed, job.agent(), handedBack ? WorkerMetrics.Outcome.HANDED_BACK : WorkerMetrics.Outcome.LOST);
                 if (handedBack) {
                     live.jobRetrying(job.tenant(), job.taskId(), job.agent(), job.attempt(), clock.instant());
                     events.publish("job.handed_back", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                             "worker", worker.workerId()));
                 }
             }
-            case LOST -> LOG.warn("Job {} was reclaimed by another worker while running here; stopped it and left it alone",
-                    job.jobId());
+            case LOST -> {
+                LOG.warn("Job {} was reclaimed by another worker while running here; stopped it and left it alone", job.jobId());
+                count(claimed, job.agent(), WorkerMetrics.Outcome.LOST);
+            }
         }
     }
 
@@ -368,6 +391,7 @@ public final class JobRunner {
         }
         if (!hold.accepted()) {
             ErrorRecord error = refusalError(job, hold.refusal());
+            metrics.budgetViolation(hold.refusal().pool().kind().wireName(), "refused");
             LOG.warn("Job {} not started: {}", job.jobId(), error.errorMessage());
             events.publish("budget.refused", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                     "pool", hold.refusal().pool().describe(), "message", error.errorMessage()));
@@ -399,6 +423,7 @@ public final class JobRunner {
                 hold = budget.reserve(request);
                 if (!hold.accepted()) {
                     ErrorRecord error = refusalError(job, hold.refusal());
+                    metrics.budgetViolation(hold.refusal().pool().kind().wireName(), "refused");
                     return new Outcome(failedResult(job, agent, "not started: " + error.errorMessage(), null), List.of(error));
                 }
             }
@@ -446,7 +471,9 @@ public final class JobRunner {
             return new Outcome(failedResult(job, agent, error.errorMessage(), worktree), List.of(error));
         } catch (InterruptedException e) {
             // Stopping: what the agent printed was spent; the entry stays pending and runs again elsewhere.
-            whileStopping(() -> budget.settle(hold, live.counted(), agent.prices().estimateMicros(promptTokens, live.outputTokens())));
+            long usdMicros = agent.prices().estimateMicros(promptTokens, live.outputTokens());
+            whileStopping(() -> budget.settle(hold, live.counted(), usdMicros));
+            metrics.usage(job.agent(), job.tenant(), promptTokens, live.outputTokens(), 0, 0, PeriodLimits.usd(usdMicros));
             throw e;
         }
 
@@ -456,7 +483,9 @@ public final class JobRunner {
         // A run stopped for its budget gets one row saying so, not a second one for the overrun it was stopped at.
         settle(job, hold, usage, process.stopped() ? new ArrayList<>() : errors);
         if (process.stopped()) {
-            errors.add(live.stopError());
+            ErrorRecord stop = live.stopError();
+            metrics.budgetViolation(live.stoppedAt().kind().wireName(), "stopped");
+            errors.add(stop);
         }
 
         JobStatus status = JobStatus.COMPLETED;
@@ -519,8 +548,11 @@ public final class JobRunner {
      */
     private void settle(JobMessage job, Hold hold, Usage usage, List<ErrorRecord> errors) {
         Settlement settlement = budget.settle(hold, usage.totalTokens(), PeriodLimits.micros(usage.costUsd()));
+        metrics.usage(job.agent(), job.tenant(), usage.inputTokens(), usage.outputTokens(), usage.cacheReadTokens(),
+                usage.cacheWriteTokens(), usage.costUsd());
         for (PoolSettlement pool : settlement.pools()) {
             if (pool.warningNow() || pool.usdWarningNow()) {
+                metrics.budgetWarning(pool.pool().kind().wireName());
                 String what = pool.warningNow() ? pool.used() + " of " + pool.limit() + " tokens (" + pool.percentUsed() + "%)"
                         : "$" + PeriodLimits.usd(pool.usdUsedMicros()) + " of $" + PeriodLimits.usd(pool.usdLimitMicros());
                 LOG.warn("Token budget warning: {} {} has used {}", pool.pool().describe(),
@@ -541,6 +573,7 @@ public final class JobRunner {
         PoolSettlement task = settlement.task();
         if (task.exceeded()) {
             ErrorRecord violation = budgetError(job, task.used(), task.limit(), task.used(), task.warningIssued());
+            metrics.budgetViolation(PoolKind.TASK.wireName(), "recorded");
             LOG.warn("Budget violation (BUDGET_MODE={}): {}", settings.budgetMode().name().toLowerCase(), violation.errorMessage());
             errors.add(violation);
         }
@@ -549,6 +582,7 @@ public final class JobRunner {
                 boolean usd = !pool.exceededNow();
                 ErrorRecord violation = poolError(job, pool.pool(), usd, usd ? pool.usdUsedMicros() : pool.used(),
                         usd ? pool.usdLimitMicros() : pool.limit(), usd ? pool.usdWarningIssued() : pool.warningIssued(), false);
+                metrics.budgetViolation(pool.pool().kind().wireName(), "recorded");
                 LOG.warn("Budget violation (BUDGET_MODE={}): {}", settings.budgetMode().name().toLowerCase(), violation.errorMessage());
                 errors.add(violation);
             }
@@ -674,9 +708,13 @@ public final class JobRunner {
                     Usage.UsageSource.TOKENIZER);
         }
 
+        /** The pool that had no room left when the agent was stopped. */
+        BudgetLedger.Pool stoppedAt() {
+            return refusal == null || refusal.tightest() == null ? hold.tenantPools().getFirst() : refusal.tightest();
+        }
+
         ErrorRecord stopError() {
-            BudgetLedger.Pool pool = refusal == null || refusal.tightest() == null ? hold.tenantPools().getFirst()
-                    : refusal.tightest();
+            BudgetLedger.Pool pool = stoppedAt();
             long limit = hold.states().stream().filter(p -> p.pool().key().equals(pool.key())).findFirst()
                     .map(BudgetLedger.PoolState::limit).orElse(job.tokenLimit());
             Map<String, Object> details = seedDetails(job, countedAtStop, limit, true);
@@ -784,6 +822,7 @@ public final class JobRunner {
         while (true) {
             Decision decision = rateLimiter.tryAcquire(group, job.jobId(), job.priority(), estimate, true);
             if (decision.granted()) {
+                rateLimiter.recordWait(group, Duration.ofNanos(System.nanoTime() - started));
                 if (logged) {
                     LOG.info("Rate limit: permit for job {} ({}) after {} ms", job.jobId(), group,
                             Duration.ofNanos(System.nanoTime() - started).toMillis());
@@ -817,7 +856,7 @@ public final class JobRunner {
      */
     private void started(JobMessage job, long[] stages) {
         long now = System.nanoTime();
-        START_LATENCY.record(now - stages[0], java.util.concurrent.TimeUnit.NANOSECONDS);
+        metrics.started(Duration.ofNanos(now - stages[0]));
         if (LOG.isInfoEnabled()) {
             LOG.info("Job {} agent started {} ms after its claim (budget {} ms, worktree {} ms, permit and spawn {} ms)", job.jobId(),
                     ms(now - stages[0]), ms(stages[1] - stages[0]), ms(stages[2] - stages[1]), ms(now - stages[2]));
@@ -828,9 +867,20 @@ public final class JobRunner {
         return String.format(java.util.Locale.ROOT, "%.2f", nanos / 1e6);
     }
 
-    private static final io.micrometer.core.instrument.Timer START_LATENCY = io.micrometer.core.instrument.Timer
-            .builder("kage.job.start").description("from a worker's claim of a job to its agent process starting")
-            .publishPercentiles(0.5, 0.99).register(io.micrometer.core.instrument.Metrics.globalRegistry);
+    /** One delivery ended as {@code outcome}: counted, with the time since its claim. */
+    private void count(ClaimedJob claimed, String agent, WorkerMetrics.Outcome outcome) {
+        metrics.job(agent, outcome, Duration.ofNanos(System.nanoTime() - claimed.claimedAtNanos()));
+    }
+
+    /**
+     * @param agent the job's agent, or {@code null} for an entry that is not a job: tagged {@code unknown}, since
+     *              whatever such an entry names cannot be trusted as a (bounded) tag value
+     */
+    private void deadLettered(ClaimedJob claimed, String agent) {
+        String name = agent != null ? agent : "unknown";
+        metrics.deadLetter(name);
+        count(claimed, name, WorkerMetrics.Outcome.DEAD_LETTERED);
+    }
 
     /**
      * Runs a budget call made while this thread is being stopped with its interrupt flag cleared for the call: with
@@ -883,6 +933,7 @@ public final class JobRunner {
                         : "Agent " + job.agent() + " was rate limited; " + group + " paused fleet-wide for " + pause.toMillis()
                         + " ms, retry " + (seen + 1) + " of " + settings.rateLimit().maxRetries(),
                 json(merge(job, details)), !last, null, errorKey(job, "RateLimitError#" + seen));
+        metrics.rateLimited(job.agent());
         events.publish("agent.rate_limited", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "limit_group", group, "pause_ms", Long.toString(pause.toMillis()), "final", Boolean.toString(last)));
         LOG.warn("Rate limit: {} answered 429 for job {}; {} paused fleet-wide for {} ms ({}/{} retries)", job.agent(),

@@ -8,6 +8,7 @@ import dev.kage.redis.KageKeys;
 import dev.kage.task.LiveTaskState;
 import dev.kage.task.Priority;
 import dev.kage.worker.WorkerSettings;
+import dev.kage.worker.metrics.WorkerMetrics;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.RedisCommandExecutionException;
 import io.lettuce.core.RedisException;
@@ -68,6 +69,7 @@ public final class WorkerRuntime {
     private final LiveTaskState live;
     private final OutcomeRecorder outcomes;
     private final Clock clock;
+    private final WorkerMetrics metrics;
     private final Semaphore slots;
     private final Map<String, Running> inFlight = new ConcurrentHashMap<>();
     private final ExecutorService jobs = Executors.newThreadPerTaskExecutor(Thread.ofVirtual().name("kage-job-", 0).factory());
@@ -79,7 +81,7 @@ public final class WorkerRuntime {
 
     public WorkerRuntime(WorkerSettings worker, QueueSettings queueSettings, int slotCount, KageKeys keys, RedisClient redisClient,
                          RedisCommands<String, String> redis, JobQueue queue, JobRunner runner, LiveTaskState live,
-                         OutcomeRecorder outcomes, Clock clock) {
+                         OutcomeRecorder outcomes, Clock clock, WorkerMetrics metrics) {
         this.worker = worker;
         this.queueSettings = queueSettings;
         this.slotCount = slotCount;
@@ -91,6 +93,8 @@ public final class WorkerRuntime {
         this.live = live;
         this.outcomes = outcomes;
         this.clock = clock;
+        this.metrics = metrics;
+        metrics.jobsRunning(inFlight::size);
         // Fair, so a loop that gives its slots back and asks again queues behind the others.
         this.slots = new Semaphore(slotCount, true);
     }
@@ -308,6 +312,7 @@ public final class WorkerRuntime {
                     Optional<ClaimedJob> job = queue.claim(entry.stream(), worker.workerId(), queueSettings.reclaimIdle(),
                             entry.entryId());
                     if (job.isPresent()) {
+                        metrics.reclaim(agent);
                         LOG.info("Reclaimed {} from {} (idle {} ms, delivery {})", entry.key(), entry.consumer(), entry.idleMs(),
                                 entry.deliveries() + 1);
                         submit(job.get());

@@ -17,7 +17,16 @@ import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
 import dev.kage.queue.JobQueue.ClaimedJob;
 import dev.kage.ratelimit.FleetRateLimiter;
-import io.micrometer.core.instrument.simple.SimpleMeterRegistry;
+import dev.kage.worker.metrics.MetricsServer;
+import dev.kage.worker.metrics.WorkerMetrics;
+import io.micrometer.prometheusmetrics.PrometheusConfig;
+import io.micrometer.prometheusmetrics.PrometheusMeterRegistry;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import dev.kage.redis.KageKeys;
 import dev.kage.store.TaskStore;
 import dev.kage.task.Assignment;
@@ -65,6 +74,8 @@ class JobRunnerTest {
     private RedissonClient redisson;
     private StatefulRedisConnection<String, String> blocking;
     private Path origin;
+    /** The worker's registry as in production: the runner's and the limiter's meters, served by {@link MetricsServer}. */
+    private final PrometheusMeterRegistry meters = new PrometheusMeterRegistry(PrometheusConfig.DEFAULT);
 
     @BeforeEach
     void setUp() throws Exception {
@@ -106,6 +117,63 @@ class JobRunnerTest {
     }
 
     @Test
+    void aCompletedRunIsCountedWithItsTokensCostAndDurationOnTheMetricsEndpoint() throws Exception {
+        String description = "Add a line to the demo file";
+        Run run = run(BudgetMode.LOG, agent("claude-code", List.of(DEMO_AGENT.toString(), "-p", "{prompt}", "--output-format",
+                "json")), description, 50_000, "main", 60);
+        assertThat(run.result.status()).isEqualTo(JobStatus.COMPLETED);
+
+        MetricsServer server = new MetricsServer(meters, 0);
+        server.start();
+        HttpResponse<String> response;
+        try {
+            response = HttpClient.newHttpClient().send(HttpRequest.newBuilder(
+                    URI.create("http://127.0.0.1:" + server.port() + "/prometheus")).GET().build(), HttpResponse.BodyHandlers.ofString());
+        } finally {
+            server.stop();
+        }
+        assertThat(response.statusCode()).isEqualTo(200);
+        assertThat(response.headers().firstValue("Content-Type")).hasValueSatisfying(t -> assertThat(t).startsWith("text/plain"));
+        String text = response.body();
+        assertThat(sample(text, "kage_jobs_total", "agent=\"claude-code\"", "outcome=\"completed\"")).isEqualTo(1.0);
+        assertThat(sample(text, "kage_tokens_total", "agent=\"claude-code\"", "tenant=\"acme\"", "direction=\"input\""))
+                .isEqualTo((double) run.result.tokensIn());
+        assertThat(sample(text, "kage_tokens_total", "agent=\"claude-code\"", "tenant=\"acme\"", "direction=\"output\""))
+                .isEqualTo(120.0);
+        assertThat(sample(text, "kage_cost_usd_total", "agent=\"claude-code\"", "tenant=\"acme\""))
+                .isCloseTo(run.result.cost().doubleValue(), org.assertj.core.api.Assertions.within(1e-9));
+        assertThat(sample(text, "kage_job_duration_seconds_count", "agent=\"claude-code\"", "outcome=\"completed\""))
+                .isEqualTo(1.0);
+        assertThat(sample(text, "kage_job_duration_seconds_sum", "agent=\"claude-code\"", "outcome=\"completed\""))
+                .as("claim to outcome covers the agent's run").isGreaterThanOrEqualTo(run.result.durationMs() / 1000.0);
+        assertThat(sample(text, "kage_job_start_seconds_count")).isEqualTo(1.0);
+        assertThat(sample(text, "kage_ratelimit_wait_seconds_count", "group=\"claude-code\"")).isEqualTo(1.0);
+        assertThat(sample(text, "kage_worktrees_active")).as("removed after the run").isZero();
+        assertThat(text).contains("# TYPE kage_jobs_total counter", "# TYPE kage_job_duration_seconds summary",
+                "# TYPE kage_worktrees_active gauge");
+        // Prometheus conventions: snake_case names, counters end in _total; and no task ids or descriptions leak.
+        for (String line : text.lines().filter(l -> l.startsWith("kage_")).toList()) {
+            assertThat(line).matches("[a-z_]+(\\{[^}]*})? \\S+");
+        }
+        assertThat(text).doesNotContain(run.task.id().toString(), description);
+    }
+
+    /** The value of the one sample of {@code name} whose labels include every one of {@code labels}. */
+    private static double sample(String scrape, String name, String... labels) {
+        Pattern line = Pattern.compile("^" + Pattern.quote(name) + "(\\{(.*)})? (\\S+)$", Pattern.MULTILINE);
+        Matcher m = line.matcher(scrape);
+        java.util.List<Double> found = new java.util.ArrayList<>();
+        while (m.find()) {
+            String have = m.group(2) == null ? "" : m.group(2);
+            if (java.util.Arrays.stream(labels).allMatch(have::contains)) {
+                found.add(Double.parseDouble(m.group(3)));
+            }
+        }
+        assertThat(found).as(name + " with " + java.util.Arrays.toString(labels) + " in\n" + scrape).hasSize(1);
+        return found.getFirst();
+    }
+
+    @Test
     void inLogModeAnOverrunCompletesAndIsRecordedInTheSeedsShape() throws Exception {
         Run run = run(BudgetMode.LOG, agent("claude-code", List.of(DEMO_AGENT.toString(), "-p", "{prompt}", "--output-format",
                 "json")), "Quick test", 100, "main", 60);
@@ -125,6 +193,8 @@ class JobRunnerTest {
             assertThat(stats.get("percent_used").asDouble()).isEqualTo(Math.round(1000.0 * used / 100) / 10.0);
             assertThat(stats.get("warning_issued").asBoolean()).isTrue();
         });
+        assertThat(sample(meters.scrape(), "kage_budget_violations_total", "pool=\"task\"", "action=\"recorded\"")).isEqualTo(1.0);
+        assertThat(sample(meters.scrape(), "kage_budget_warnings_total", "pool=\"task\"")).isEqualTo(1.0);
     }
 
     @Test
@@ -136,6 +206,8 @@ class JobRunnerTest {
         assertThat(run.result.totalTokens()).isZero();
         assertThat(run.result.outputSummary()).startsWith("not started: Task would exceed token budget:");
         assertThat(run.errors).singleElement().extracting(ErrorRecord::errorType).isEqualTo("BudgetExceededError");
+        assertThat(sample(meters.scrape(), "kage_budget_violations_total", "pool=\"task\"", "action=\"refused\"")).isEqualTo(1.0);
+        assertThat(sample(meters.scrape(), "kage_jobs_total", "outcome=\"failed\"")).isEqualTo(1.0);
         assertThat(GitTestRepos.git(origin, "branch", "--list", "kage/*")).isEmpty();
         assertThat(pending()).isZero();
     }
@@ -274,7 +346,7 @@ class JobRunnerTest {
     }
 
     private FleetRateLimiter limiter(KageKeys keys, AgentCatalog catalog, KageSettings settings) {
-        FleetRateLimiter limiter = new FleetRateLimiter(keys, redisson, FleetRateLimiter.FailureMode.CLOSED, new SimpleMeterRegistry());
+        FleetRateLimiter limiter = new FleetRateLimiter(keys, redisson, FleetRateLimiter.FailureMode.CLOSED, meters);
         catalog.limitGroups(settings.rateLimit()).forEach(limiter::configure);
         return limiter;
     }
@@ -305,7 +377,7 @@ class JobRunnerTest {
                 new EventLog(keys, redis.redis(), Clock.systemUTC()),
                 new BudgetLedger(keys, redis.redis(), mode, 0.8, settings.budget().tenantDefaults(), Clock.systemUTC()),
                 limiter(keys, catalog, settings), new WorktreeManager(worker.workDir()), new ProcessRunner(),
-                new OutcomeRecorder(store, keys, redis.redis()), Clock.systemUTC());
+                new OutcomeRecorder(store, keys, redis.redis()), Clock.systemUTC(), new WorkerMetrics(meters));
 
         TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", description, TaskStatus.QUEUED, Priority.NORMAL, null,
                 baseBranch, List.of(new Assignment(agent.name(), timeout)), null, tokenLimit, Instant.now(), Instant.now(), null);

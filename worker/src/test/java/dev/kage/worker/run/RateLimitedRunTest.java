@@ -286,7 +286,7 @@ class RateLimitedRunTest {
         return new JobRunner(settings, worker, catalog, queue, store, new LiveTaskState(keys, redis.redis()),
                 new EventLog(keys, redis.redis(), Clock.systemUTC()), new BudgetLedger(keys, redis.redis(), BudgetMode.LOG, 0.8, PeriodLimits.NONE, Clock.systemUTC()),
                 limiter, new WorktreeManager(worker.workDir()), new ProcessRunner(), new OutcomeRecorder(store, keys, redis.redis()),
-                Clock.systemUTC());
+                Clock.systemUTC(), new dev.kage.worker.metrics.WorkerMetrics(new SimpleMeterRegistry()));
     }
 
     private Job submit(AgentConfig agent, int rateLimitRetries) {
