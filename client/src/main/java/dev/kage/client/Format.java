@@ -37,7 +37,7 @@ final class Format {
         if (budget.isObject()) {
             head.row("budget", budget.path("tokens_used").asLong() + " of " + budget.path("token_limit").asLong()
                     + " tokens used, " + budget.path("tokens_reserved").asLong() + " reserved, $"
-                    + budget.path("usd_used").asText("0") + " (" + budget.path("mode").asText("log") + " mode)");
+                    + usd(budget.path("usd_used")) + " (" + budget.path("mode").asText("log") + " mode)");
         }
         String summary = head.render();
         // the header row of this two-column table is empty: drop it
@@ -48,7 +48,7 @@ final class Format {
             boolean ran = agent.path("duration_ms").asLong() > 0 || FINAL_JOB.contains(agent.path("status").asText());
             agents.row(text(agent, "cli_name"), text(agent, "status"),
                     ran ? Long.toString(agent.path("total_tokens").asLong()) : null,
-                    ran ? "$" + agent.path("cost_usd").asText("0") : null,
+                    ran ? "$" + usd(agent.path("cost_usd")) : null,
                     ran ? duration(agent.path("duration_ms").asLong()) : null,
                     nullable(agent, "worker"), nullable(agent, "branch"), nullable(agent, "diff_stat"));
         }
@@ -165,7 +165,7 @@ final class Format {
             if (view.path("usage_source").isTextual()) {
                 out.append(", from ").append(view.path("usage_source").asText());
             }
-            out.append("), $").append(view.path("cost_usd").asText("0")).append(", ").append(duration(view.path("duration_ms").asLong()));
+            out.append("), $").append(usd(view.path("cost_usd"))).append(", ").append(duration(view.path("duration_ms").asLong()));
             if (view.path("branch").isTextual()) {
                 out.append(", branch ").append(view.path("branch").asText());
             }
@@ -195,16 +195,30 @@ final class Format {
                 done++;
             }
             tokens += agent.path("total_tokens").asLong();
-            if (agent.path("cost_usd").isNumber() || agent.path("cost_usd").isTextual()) {
-                try {
-                    cost = cost.add(new java.math.BigDecimal(agent.path("cost_usd").asText()));
-                } catch (NumberFormatException ignored) {
-                    // not a figure: left out of the sum
-                }
-            }
+            cost = cost.add(decimal(agent.path("cost_usd")));
         }
         return "task " + text(task, "task_id") + " " + text(task, "status") + ": " + done + " of " + all
-                + " agents completed, " + tokens + " tokens, $" + cost.toPlainString();
+                + " agents completed, " + tokens + " tokens, $" + plain(cost);
+    }
+
+    /** US dollars as sent, without trailing zeros: {@code 0.0123}, {@code 0}. */
+    static String usd(JsonNode amount) {
+        return plain(decimal(amount));
+    }
+
+    private static java.math.BigDecimal decimal(JsonNode amount) {
+        if (amount.isNumber()) {
+            return amount.decimalValue();
+        }
+        try {
+            return amount.isTextual() ? new java.math.BigDecimal(amount.asText()) : java.math.BigDecimal.ZERO;
+        } catch (NumberFormatException e) {
+            return java.math.BigDecimal.ZERO;
+        }
+    }
+
+    private static String plain(java.math.BigDecimal value) {
+        return value.signum() == 0 ? "0" : value.stripTrailingZeros().toPlainString();
     }
 
     /** A compact duration: {@code 850 ms}, {@code 3.2 s}, {@code 4m05s}, {@code 2h03m}. */

@@ -64,6 +64,9 @@ class FormatTest {
     void theFinalLineSaysHowManyAgentsCompletedAndWhatTheyUsed() throws Exception {
         assertThat(Format.finalLine(json(TASK)))
                 .isEqualTo("task 7d3c0d1e-0000-4000-8000-000000000001 partial: 1 of 2 agents completed, 1234 tokens, $0.0123");
+        assertThat(Format.finalLine(json("{\"task_id\":\"t\",\"status\":\"cancelled\",\"agents\":[{\"status\":\"cancelled\","
+                + "\"total_tokens\":0,\"cost_usd\":0.0},{\"status\":\"completed\",\"total_tokens\":5,\"cost_usd\":0.10}]}")))
+                .isEqualTo("task t cancelled: 1 of 2 agents completed, 5 tokens, $0.1");
     }
 
     @Test
