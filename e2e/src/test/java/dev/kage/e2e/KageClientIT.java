@@ -164,6 +164,26 @@ class KageClientIT {
     }
 
     @Test
+    void watchShowsANewTaskAndHowItsStatusChanges() throws Exception {
+        Path out = dir.resolve("watch-out.txt");
+        Path err = dir.resolve("watch-err.txt");
+        Process watch = start(env(DEV_KEY), out, err, "watch", "--agent", "demo", "--interval", "0.3");
+        try {
+            await().atMost(Duration.ofSeconds(20)).until(() -> Files.readString(err).contains("watching"));
+            Run submitted = kage("submit", "watched", "-a", "demo", "--repo", origin.toString());
+            String id = submitted.out().strip();
+            await().atMost(Duration.ofSeconds(40)).until(() -> !watch.isAlive()
+                    || Files.readString(out).lines().anyMatch(line -> line.matches("\\d\\d:\\d\\d:\\d\\d  " + id + "  \\w+ -> completed")));
+            assertThat(watch.isAlive()).as(Files.readString(err)).isTrue();
+            assertThat(Files.readString(out).lines())
+                    .anyMatch(line -> line.matches("\\d\\d:\\d\\d:\\d\\d  " + id + "  (queued|running|completed)  demo  watched"));
+        } finally {
+            watch.destroy();
+            watch.waitFor(10, TimeUnit.SECONDS);
+        }
+    }
+
+    @Test
     void queuesAndWorkersShowTheFleet() throws Exception {
         Run queues = kage("queues");
         assertThat(queues.exit()).as(queues.err()).isZero();
