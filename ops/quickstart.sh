@@ -349,6 +349,11 @@ Submit a task the seed's way:
   curl -X POST $(url)/api/v1/tasks -H 'X-API-Key: $DEV_KEY' -d '{"description": "Quick test", "cli_assignments": [{"cli_name": "claude-code", "timeout": 60}]}'
 Look at this task:
   curl -s $(url)/api/v1/tasks/$id -H 'X-API-Key: $DEV_KEY'
+The same with the kage client (ops/kage --help):
+  export KAGE_URL=$(url) KAGE_API_KEY=$DEV_KEY
+  ops/kage status $id
+  ops/kage submit "Quick test" --agent claude-code --repo $RUN/demo-repo --wait
+  ops/kage queues; ops/kage workers; ops/kage watch
 The queue in Redis:
   $redis XINFO GROUPS '$KAGE_NAMESPACE:jobs:{claude-code}:normal'
   $redis XRANGE '$KAGE_NAMESPACE:jobs:{claude-code}:normal' - +
