@@ -1,5 +1,12 @@
 package dev.kage.coordinator;
 
+import io.swagger.v3.oas.annotations.OpenAPIDefinition;
+import io.swagger.v3.oas.annotations.enums.SecuritySchemeIn;
+import io.swagger.v3.oas.annotations.enums.SecuritySchemeType;
+import io.swagger.v3.oas.annotations.info.Info;
+import io.swagger.v3.oas.annotations.security.SecurityRequirement;
+import io.swagger.v3.oas.annotations.security.SecurityScheme;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.config.ConfigException;
 import dev.kage.config.Env;
@@ -21,6 +28,23 @@ import org.slf4j.LoggerFactory;
  * before anything starts; a bad value ends the process with status 2 and one line naming the variable.
  * With first argument {@code keys} it manages API keys instead ({@link KeysCommand}) and exits.
  */
+@OpenAPIDefinition(
+        info = @Info(title = "Kage Bunshin coordinator API", version = "v1",
+                description = "Queue AI coding agents as tasks, follow them, and run the fleet. Every route under `/api` needs "
+                        + "an `X-API-Key` header with the scope the route names (`submit`, `read` or `admin`); a key belongs to "
+                        + "one tenant, which sees only its own tasks. Errors are JSON: `{\"error\": code, \"message\": "
+                        + "sentence, \"errors\": [{\"field\", \"message\"}]}`, one entry per bad field."),
+        security = @SecurityRequirement(name = "apiKey"),
+        tags = {
+                @Tag(name = "tasks", description = "Submit tasks (one or a batch), read and list them, follow their events, cancel"),
+                @Tag(name = "dead letters", description = "Jobs that ran out of attempts, and their replay"),
+                @Tag(name = "budgets", description = "Token and USD budgets per tenant and period"),
+                @Tag(name = "limits", description = "The fleet's rate limits per agent or limit group"),
+                @Tag(name = "fleet", description = "Queues and live workers, fleet-wide"),
+                @Tag(name = "reports", description = "The success metrics for the caller's tenant"),
+                @Tag(name = "keys", description = "API keys of every tenant, for platform operators")})
+@SecurityScheme(name = "apiKey", type = SecuritySchemeType.APIKEY, in = SecuritySchemeIn.HEADER, paramName = "X-API-Key",
+        description = "A key from `POST /api/v1/keys` or `KAGE_API_KEYS` (`dev-key-12345` in dev mode)")
 public final class CoordinatorApplication {
     private CoordinatorApplication() {
     }

@@ -1,5 +1,16 @@
 package dev.kage.coordinator.auth;
 
+import dev.kage.coordinator.api.ApiDocs;
+import io.swagger.v3.oas.annotations.Operation;
+import io.swagger.v3.oas.annotations.Parameter;
+import io.swagger.v3.oas.annotations.enums.ParameterIn;
+import io.swagger.v3.oas.annotations.media.ArraySchema;
+import io.swagger.v3.oas.annotations.media.Content;
+import io.swagger.v3.oas.annotations.media.ExampleObject;
+import io.swagger.v3.oas.annotations.media.Schema;
+import io.swagger.v3.oas.annotations.parameters.RequestBody;
+import io.swagger.v3.oas.annotations.responses.ApiResponse;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import com.fasterxml.jackson.annotation.JsonInclude;
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.kage.coordinator.api.ErrorBody;
@@ -39,6 +50,7 @@ import org.slf4j.LoggerFactory;
  * one (refused here at once, by other coordinators within {@code KAGE_API_KEY_CACHE_SECONDS}).
  */
 @Controller("/api/v1/keys")
+@Tag(name = "keys")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class KeysController {
     private static final Logger LOG = LoggerFactory.getLogger(KeysController.class);
@@ -53,9 +65,27 @@ public class KeysController {
     }
 
     /** 201 with the key (the only time it is shown) and a {@code Location}; 400 naming each bad field. */
+    @Operation(operationId = "createKey", summary = "Create an API key",
+            description = "For any tenant. The answer is the only time the key is shown; only its SHA-256 is stored.",
+            requestBody = @RequestBody(required = true, content = @Content(mediaType = MediaType.APPLICATION_JSON,
+                    schema = @Schema(implementation = KeyRequest.class), examples = @ExampleObject(name = "ci key", value = """
+                            {"tenant": "acme", "name": "ci", "scopes": ["submit", "read"]}"""))))
+    @ApiResponse(responseCode = "201", description = "Created; `key` is shown this once",
+            headers = @io.swagger.v3.oas.annotations.headers.Header(name = "Location", description = "the key's URL"),
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = CreatedKey.class),
+                    examples = @ExampleObject(name = "created", value = """
+                            {"id": 7, "key": "kb_3xY9aQ2pLm4Nr7Tv1Wz8Bc5Df6Gh0Jk", "tenant": "acme", "name": "ci", \
+                            "prefix": "kb_3xY9aQ2p", "scopes": ["submit", "read"], "created_at": "2025-06-10T08:00:00Z"}""")))
+    @ApiResponse(responseCode = "400", description = "A bad field, named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "field", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: scopes[1]", \
+                    "errors": [{"field": "scopes[1]", "message": "'write' is not a scope; known: submit, read, admin"}]}""")))
+    @ApiDocs.BodyTooLarge
+    @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
     @Post(consumes = {MediaType.APPLICATION_JSON, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
-    public HttpResponse<?> create(HttpRequest<?> request, @Nullable @Body byte[] body) {
+    public HttpResponse<?> create(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @Body byte[] body) {
         List<FieldError> errors = new ArrayList<>();
         JsonNode root = JsonBodies.object(body, FIELDS, errors);
         String tenant = text(root, "tenant", errors);
@@ -80,9 +110,24 @@ public class KeysController {
     }
 
     /** Every tenant's keys, oldest first, revoked ones too; {@code ?tenant=} narrows to one tenant. */
+    @Operation(operationId = "listKeys", summary = "List API keys",
+            parameters = @Parameter(name = "tenant", in = ParameterIn.QUERY, example = "acme",
+                    description = "only this tenant's keys", schema = @Schema(type = "string")),
+            description = "Every tenant's keys, oldest first, revoked ones too; never a key or its digest.")
+    @ApiResponse(responseCode = "200", description = "The keys",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Keys.class),
+                    examples = @ExampleObject(name = "keys", value = """
+                            {"keys": [{"id": 7, "tenant": "acme", "name": "ci", "prefix": "kb_3xY9aQ2p", "scopes": ["submit", "read"], \
+                            "created_at": "2025-06-10T08:00:00Z", "revoked_at": null, "last_used_at": "2025-06-10T09:12:00Z"}]}""")))
+    @ApiResponse(responseCode = "400", description = "A bad `tenant`, named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "tenant", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: tenant", \
+                    "errors": [{"field": "tenant", "message": "1-64 letters, digits, '.', '_' or '-'"}]}""")))
+    @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
     @Get(produces = MediaType.APPLICATION_JSON)
-    public HttpResponse<?> list(@Nullable @QueryValue String tenant) {
+    public HttpResponse<?> list(@Parameter(hidden = true) @Nullable @QueryValue String tenant) {
         if (tenant != null && !ApiKeys.TENANT.matcher(tenant).matches()) {
             throw new InvalidRequestException(List.of(new FieldError("tenant", ApiKeys.TENANT_RULE)));
         }
@@ -90,6 +135,21 @@ public class KeysController {
     }
 
     /** 200 with the revoked key (revoking again keeps the first time); 404 for an unknown id. */
+    @Operation(operationId = "revokeKey", summary = "Revoke an API key",
+            parameters = @Parameter(schema = @Schema(type = "string"), name = "id", in = ParameterIn.PATH,
+                    example = "7", description = "the key's id"),
+            description = "Refused by this coordinator at once, by the others within `KAGE_API_KEY_CACHE_SECONDS`. Revoking "
+                    + "again keeps the first `revoked_at`.")
+    @ApiResponse(responseCode = "200", description = "The revoked key",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = KeyView.class),
+                    examples = @ExampleObject(name = "revoked", value = """
+                            {"id": 7, "tenant": "acme", "name": "ci", "prefix": "kb_3xY9aQ2p", "scopes": ["submit", "read"], \
+                            "created_at": "2025-06-10T08:00:00Z", "revoked_at": "2025-06-11T10:00:00Z", "last_used_at": "2025-06-10T09:12:00Z"}""")))
+    @ApiResponse(responseCode = "404", description = "No key with that id",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "unknown", value = """
+                    {"error": "not_found", "message": "no API key 99", "errors": []}""")))
+    @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
     @Delete(value = "/{id}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> revoke(HttpRequest<?> request, @PathVariable String id) {
@@ -127,6 +187,18 @@ public class KeysController {
     private static String printable(String value) {
         String shown = value.length() > 64 ? value.substring(0, 64) + "…" : value;
         return shown.replaceAll("\\p{Cntrl}", "?");
+    }
+
+    /**
+     * The {@code POST} body, for the OpenAPI document only ({@link #create} reads the bytes by hand).
+     *
+     * @param tenant 1-64 letters, digits, '.', '_' or '-'
+     * @param name   what the key is for, at most 100 characters
+     * @param scopes one or more of {@code submit}, {@code read}, {@code admin}
+     */
+    @Schema(name = "KeyRequest")
+    record KeyRequest(String tenant, @Nullable String name,
+                      @ArraySchema(schema = @Schema(allowableValues = {"submit", "read", "admin"})) List<String> scopes) {
     }
 
     @Serdeable(naming = SnakeCaseStrategy.class)

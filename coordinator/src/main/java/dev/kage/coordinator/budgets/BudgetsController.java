@@ -1,5 +1,15 @@
 package dev.kage.coordinator.budgets;
 
+import dev.kage.coordinator.api.ApiDocs;
+import io.swagger.v3.oas.annotations.Operation;
+import io.swagger.v3.oas.annotations.Parameter;
+import io.swagger.v3.oas.annotations.enums.ParameterIn;
+import io.swagger.v3.oas.annotations.media.Content;
+import io.swagger.v3.oas.annotations.media.ExampleObject;
+import io.swagger.v3.oas.annotations.media.Schema;
+import io.swagger.v3.oas.annotations.parameters.RequestBody;
+import io.swagger.v3.oas.annotations.responses.ApiResponse;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.coordinator.auth.RequiresScope;
 import dev.kage.coordinator.auth.Scope;
 import com.fasterxml.jackson.databind.JsonNode;
@@ -41,6 +51,7 @@ import java.util.Set;
  * {@code admin}). A change applies to the whole fleet at the next reservation.
  */
 @Controller("/api/v1/budgets")
+@Tag(name = "budgets")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class BudgetsController {
     private static final Set<String> FIELDS = Set.of("tokens_per_day", "tokens_per_month", "usd_per_day", "usd_per_month");
@@ -52,6 +63,20 @@ public class BudgetsController {
         this.catalog = catalog;
     }
 
+    @Operation(operationId = "myBudgets", summary = "The caller's budgets",
+            description = "The tenant's pools for the current UTC day and month (limit, used, reserved, remaining, in tokens "
+                    + "and USD; a limit of 0 means none) and the pools of agents with budgets of their own.")
+    @ApiResponse(responseCode = "200", description = "The pools",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Budgets.class),
+                    examples = @ExampleObject(name = "pools", value = """
+                            {"tenant_name": "acme", "mode": "enforce", "source": "operator", \
+                            "tenant": [{"kind": "tenant", "owner": "acme", "period": "day:2025-06-10", "token_limit": 2000000, \
+                            "tokens_used": 150000, "tokens_reserved": 20000, "tokens_remaining": 1830000, "usd_limit": 25.000000, \
+                            "usd_used": 1.200000, "usd_reserved": 0.160000, "usd_remaining": 23.640000}], \
+                            "agents": [{"kind": "agent", "owner": "claude-code", "period": "month:2025-06", "token_limit": 0, \
+                            "tokens_used": 900000, "tokens_reserved": 0, "tokens_remaining": null, "usd_limit": 500.000000, \
+                            "usd_used": 7.300000, "usd_reserved": 0.000000, "usd_remaining": 492.700000}]}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(produces = MediaType.APPLICATION_JSON)
     public Budgets mine(HttpRequest<?> request) {
@@ -66,6 +91,18 @@ public class BudgetsController {
         return new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant), agents);
     }
 
+    @Operation(operationId = "getTenantBudgets", summary = "One tenant's budgets",
+            parameters = @Parameter(schema = @Schema(type = "string"), name = "tenant", in = ParameterIn.PATH,
+                    example = "acme", description = "the tenant"),
+            description = "A key reads its own tenant's; another tenant's needs scope `admin` as well.")
+    @ApiResponse(responseCode = "200", description = "The tenant's pools",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Budgets.class),
+                    examples = @ExampleObject(name = "pools", value = """
+                            {"tenant_name": "acme", "mode": "enforce", "source": "operator", \
+                            "tenant": [{"kind": "tenant", "owner": "acme", "period": "day:2025-06-10", "token_limit": 2000000, \
+                            "tokens_used": 150000, "tokens_reserved": 20000, "tokens_remaining": 1830000, "usd_limit": 25.000000, \
+                            "usd_used": 1.200000, "usd_reserved": 0.160000, "usd_remaining": 23.640000}], "agents": []}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> get(HttpRequest<?> request, @PathVariable String tenant) {
@@ -80,9 +117,32 @@ public class BudgetsController {
      * Sets the tenant's limits: any of {@code tokens_per_day}, {@code tokens_per_month} (whole tokens),
      * {@code usd_per_day}, {@code usd_per_month} (dollars); 0 means no limit; fields left out keep their value.
      */
+    @Operation(operationId = "setTenantBudgets", summary = "Set a tenant's limits",
+            parameters = @Parameter(schema = @Schema(type = "string"), name = "tenant", in = ParameterIn.PATH,
+                    example = "acme", description = "the tenant"),
+            description = "Any of the fields; fields left out keep their value, 0 means no limit. Applies to the whole "
+                    + "fleet at the next reservation.",
+            requestBody = @RequestBody(required = true, content = @Content(mediaType = MediaType.APPLICATION_JSON,
+                    schema = @Schema(implementation = LimitsChange.class), examples = @ExampleObject(name = "day limits", value = """
+                            {"tokens_per_day": 2000000, "usd_per_day": 25.00}"""))))
+    @ApiResponse(responseCode = "200", description = "The tenant's pools under the new limits",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Budgets.class),
+                    examples = @ExampleObject(name = "pools", value = """
+                            {"tenant_name": "acme", "mode": "enforce", "source": "operator", \
+                            "tenant": [{"kind": "tenant", "owner": "acme", "period": "day:2025-06-10", "token_limit": 2000000, \
+                            "tokens_used": 150000, "tokens_reserved": 20000, "tokens_remaining": 1830000, "usd_limit": 25.000000, \
+                            "usd_used": 1.200000, "usd_reserved": 0.160000, "usd_remaining": 23.640000}], "agents": []}""")))
+    @ApiResponse(responseCode = "400", description = "A bad field, named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "field", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: usd_per_day", \
+                    "errors": [{"field": "usd_per_day", "message": "must be an amount of US dollars such as 25.50, 0 for no limit"}]}""")))
+    @ApiDocs.BodyTooLarge
+    @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
     @Put(value = "/{tenant}", consumes = {MediaType.APPLICATION_JSON, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
-    public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String tenant, @Nullable @Body byte[] body) {
+    public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String tenant,
+                               @Parameter(hidden = true) @Nullable @Body byte[] body) {
         PeriodLimits next = parse(body, ledger.tenantLimits(tenant));
         ledger.setTenantLimits(tenant, next);
         return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
@@ -90,6 +150,18 @@ public class BudgetsController {
     }
 
     /** Back to the fleet's defaults ({@code TENANT_MAX_*}). */
+    @Operation(operationId = "resetTenantBudgets", summary = "Reset a tenant's limits",
+            parameters = @Parameter(schema = @Schema(type = "string"), name = "tenant", in = ParameterIn.PATH,
+                    example = "acme", description = "the tenant"),
+            description = "Back to the fleet's defaults (`TENANT_MAX_*`).")
+    @ApiResponse(responseCode = "200", description = "The tenant's pools under the defaults",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Budgets.class),
+                    examples = @ExampleObject(name = "pools", value = """
+                            {"tenant_name": "acme", "mode": "enforce", "source": "defaults", \
+                            "tenant": [{"kind": "tenant", "owner": "acme", "period": "day:2025-06-10", "token_limit": 2000000, \
+                            "tokens_used": 150000, "tokens_reserved": 20000, "tokens_remaining": 1830000, "usd_limit": 25.000000, \
+                            "usd_used": 1.200000, "usd_reserved": 0.160000, "usd_remaining": 23.640000}], "agents": []}""")))
+    @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
     @Delete(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String tenant) {
@@ -152,6 +224,19 @@ public class BudgetsController {
             return current;
         }
         return PeriodLimits.micros(value.decimalValue());
+    }
+
+    /**
+     * The {@code PUT} body, for the OpenAPI document only ({@link #parse} reads the bytes by hand).
+     *
+     * @param tokensPerDay   whole tokens, 0 for no limit
+     * @param tokensPerMonth whole tokens, 0 for no limit
+     * @param usdPerDay      US dollars, 0 for no limit
+     * @param usdPerMonth    US dollars, 0 for no limit
+     */
+    @Schema(name = "BudgetLimitsChange")
+    record LimitsChange(@Nullable Long tokensPerDay, @Nullable Long tokensPerMonth, @Nullable BigDecimal usdPerDay,
+                        @Nullable BigDecimal usdPerMonth) {
     }
 
     /**

@@ -1,5 +1,15 @@
 package dev.kage.coordinator.events;
 
+import dev.kage.coordinator.api.ApiDocs;
+import io.swagger.v3.oas.annotations.Operation;
+import io.swagger.v3.oas.annotations.Parameter;
+import io.swagger.v3.oas.annotations.enums.ParameterIn;
+import io.swagger.v3.oas.annotations.media.Content;
+import io.swagger.v3.oas.annotations.media.ExampleObject;
+import io.swagger.v3.oas.annotations.media.Schema;
+import io.swagger.v3.oas.annotations.parameters.RequestBody;
+import io.swagger.v3.oas.annotations.responses.ApiResponse;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.coordinator.auth.RequiresScope;
 import dev.kage.coordinator.auth.Scope;
 import com.fasterxml.jackson.core.JsonProcessingException;
@@ -40,6 +50,7 @@ import reactor.core.publisher.Mono;
  * closing a quiet stream.
  */
 @Controller("/api/v1/tasks")
+@Tag(name = "tasks")
 public class TaskEventsController {
     public static final String LAST_EVENT_ID = "Last-Event-ID";
     /** Interval of the keep-alive comment. */
@@ -62,6 +73,43 @@ public class TaskEventsController {
         this.hub = hub;
     }
 
+    @Operation(operationId = "taskEvents", summary = "Follow a task's events (server-sent events)",
+            parameters = {
+                    @Parameter(schema = @Schema(type = "string"), name = "id", in = ParameterIn.PATH,
+                            example = "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", description = "the task id"),
+                    @Parameter(name = LAST_EVENT_ID, in = ParameterIn.HEADER, example = "1718000000000-0",
+                            schema = @Schema(type = "string"),
+                            description = "resume after this event (sent by EventSource on reconnect)")
+            },
+            description = """
+                    First the task's past events still in `kage:events`, then live ones. Each event is named by its type \
+                    (`task.submitted`, `job.started`, `job.finished`, `budget.warning`, `task.cancelled`, ...), has the \
+                    stream entry id as `id` and the event's fields as a JSON object as `data`. The stream ends after the \
+                    event that ends the task, or right after the past events when it had already ended. A `: keep-alive` \
+                    comment comes every 15 s.""")
+    @ApiResponse(responseCode = "200", description = "The event stream",
+            content = @Content(mediaType = MediaType.TEXT_EVENT_STREAM, schema = @Schema(type = "string"),
+                    examples = @ExampleObject(name = "events", value = """
+                            id: 1718000000000-0
+                            event: task.submitted
+                            data: {"type":"task.submitted","task_id":"0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90","tenant":"acme"}
+
+                            id: 1718000071840-0
+                            event: job.finished
+                            data: {"type":"job.finished","task_id":"0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90","agent":"claude-code",\
+                            "status":"completed","task_status":"completed"}
+                            """)))
+    @ApiResponse(responseCode = "400", description = "`Last-Event-ID` is not an event id",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "Last-Event-ID", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: Last-Event-ID is not an event id", \
+                    "errors": [{"field": "Last-Event-ID", "message": "'yesterday' is not an id this stream sent, e.g. 1718000000000-0"}]}""")))
+    @ApiResponse(responseCode = "404", description = "No such task for this key's tenant (another tenant's task too)",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "unknown", value = """
+                    {"error": "not_found", "message": "no task 0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90 for this API key", \
+                    "errors": []}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/{id}/events", produces = {MediaType.TEXT_EVENT_STREAM, MediaType.APPLICATION_JSON})
     @ExecuteOn(TaskExecutors.BLOCKING)

@@ -6,13 +6,19 @@ import io.lettuce.core.api.sync.RedisCommands;
 import io.micronaut.health.HealthStatus;
 import io.micronaut.management.health.indicator.HealthIndicator;
 import io.micronaut.management.health.indicator.HealthResult;
+import io.micronaut.management.health.indicator.annotation.Readiness;
 import jakarta.inject.Singleton;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.reactivestreams.Publisher;
 import reactor.core.publisher.Mono;
 
-/** {@code /health} is UP only when Redis answers PING and Postgres answers a query. */
+/**
+ * {@code /health} and {@code /health/readiness} are UP only when Redis answers PING and Postgres answers a query
+ * (503 DOWN otherwise, so compose and Kubernetes send no traffic). {@code /health/liveness} does not ask them: a
+ * backend outage is no reason to restart the coordinator. Thread-safe.
+ */
+@Readiness
 @Singleton
 public class BackendsHealthIndicator implements HealthIndicator {
     private final RedisCommands<String, String> redis;

@@ -1,5 +1,15 @@
 package dev.kage.coordinator.limits;
 
+import dev.kage.coordinator.api.ApiDocs;
+import io.swagger.v3.oas.annotations.Operation;
+import io.swagger.v3.oas.annotations.Parameter;
+import io.swagger.v3.oas.annotations.enums.ParameterIn;
+import io.swagger.v3.oas.annotations.media.Content;
+import io.swagger.v3.oas.annotations.media.ExampleObject;
+import io.swagger.v3.oas.annotations.media.Schema;
+import io.swagger.v3.oas.annotations.parameters.RequestBody;
+import io.swagger.v3.oas.annotations.responses.ApiResponse;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.coordinator.auth.RequiresScope;
 import dev.kage.coordinator.auth.Scope;
 import com.fasterxml.jackson.databind.JsonNode;
@@ -44,6 +54,7 @@ import java.util.Set;
  * Reading needs scope {@code read}; changing needs scope {@code admin}.
  */
 @Controller("/api/v1/limits")
+@Tag(name = "limits")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class LimitsController {
     private static final Set<String> FIELDS = Set.of("requests", "window_seconds", "tokens", "guard_ms");
@@ -57,6 +68,17 @@ public class LimitsController {
         this.settings = settings;
     }
 
+    @Operation(operationId = "listLimits", summary = "Every limit group",
+            description = "Configured and current limits, the rate after adaptive decreases, use in the current window, "
+                    + "cooldown after a 429 and the jobs waiting per priority.")
+    @ApiResponse(responseCode = "200", description = "The groups",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Limits.class),
+                    examples = @ExampleObject(name = "groups", value = """
+                            {"limits": [{"group": "anthropic", "agents": ["claude-code"], \
+                            "configured": {"requests": 50, "window_seconds": 60.0, "tokens": 0, "guard_ms": 0}, \
+                            "current": {"requests": 40, "window_seconds": 60.0, "tokens": 0, "guard_ms": 0}, "source": "api", \
+                            "effective": 40, "used": 7, "tokens_used": 0, "cooldown_ms": 0, "waiting": {"high": 0, "normal": 2, "low": 0}}]}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(produces = MediaType.APPLICATION_JSON)
     public Limits list() {
@@ -70,6 +92,21 @@ public class LimitsController {
         return new Limits(views);
     }
 
+    @Operation(operationId = "getLimit", summary = "One limit group", description = "By agent or group name.",
+            parameters = @Parameter(schema = @Schema(type = "string"), name = "agent", in = ParameterIn.PATH,
+                    example = "claude-code", description = "an agent or a limit group"))
+    @ApiResponse(responseCode = "200", description = "The group",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = LimitView.class),
+                    examples = @ExampleObject(name = "group", value = """
+                            {"group": "anthropic", "agents": ["claude-code"], \
+                            "configured": {"requests": 50, "window_seconds": 60.0, "tokens": 0, "guard_ms": 0}, \
+                            "current": {"requests": 40, "window_seconds": 60.0, "tokens": 0, "guard_ms": 0}, "source": "api", \
+                            "effective": 40, "used": 7, "tokens_used": 0, "cooldown_ms": 0, "waiting": {"high": 0, "normal": 2, "low": 0}}""")))
+    @ApiResponse(responseCode = "404", description = "No agent or limit group by that name",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "unknown", value = """
+                    {"error": "not_found", "message": "no agent or limit group named 'claud'", "errors": []}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/{agent}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> get(@PathVariable String agent) {
@@ -84,9 +121,41 @@ public class LimitsController {
      * Changes the limit for the whole fleet. The body names any of {@code requests}, {@code window_seconds},
      * {@code tokens}, {@code guard_ms}; the others keep their current values.
      */
+    @Operation(operationId = "setLimit", summary = "Change a limit for the whole fleet",
+            parameters = @Parameter(schema = @Schema(type = "string"), name = "agent", in = ParameterIn.PATH,
+                    example = "claude-code", description = "an agent or a limit group"),
+            description = "Any of the fields; the others keep their values. Applies to every worker at once, keeps the "
+                    + "calls already made in the window (no fresh burst), and stays until deleted.",
+            requestBody = @RequestBody(required = true, content = @Content(mediaType = MediaType.APPLICATION_JSON,
+                    schema = @Schema(implementation = LimitChange.class), examples = @ExampleObject(name = "40 a minute", value = """
+                            {"requests": 40, "window_seconds": 60}"""))))
+    @ApiResponse(responseCode = "200", description = "The group under the new limit",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = LimitView.class),
+                    examples = @ExampleObject(name = "group", value = """
+                            {"group": "anthropic", "agents": ["claude-code"], \
+                            "configured": {"requests": 50, "window_seconds": 60.0, "tokens": 0, "guard_ms": 0}, \
+                            "current": {"requests": 40, "window_seconds": 60.0, "tokens": 0, "guard_ms": 0}, "source": "api", \
+                            "effective": 40, "used": 7, "tokens_used": 0, "cooldown_ms": 0, "waiting": {"high": 0, "normal": 2, "low": 0}}""")))
+    @ApiResponse(responseCode = "400", description = "A bad field, named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "field", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: requests", \
+                    "errors": [{"field": "requests", "message": "must be an integer from 1 to 1000000000"}]}""")))
+    @ApiResponse(responseCode = "404", description = "No agent or limit group by that name",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "unknown", value = """
+                    {"error": "not_found", "message": "no agent or limit group named 'claud'", "errors": []}""")))
+    @ApiResponse(responseCode = "409", description = "The group has no limit stored or configured any more",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "no limit", value = """
+                    {"error": "conflict", "message": "limit group old-group has no limit stored or configured any more; \
+                    configure it in the agents file", "errors": []}""")))
+    @ApiDocs.BodyTooLarge
+    @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
     @Put(value = "/{agent}", consumes = {MediaType.APPLICATION_JSON, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
-    public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String agent, @Nullable @Body byte[] body) {
+    public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String agent,
+                               @Parameter(hidden = true) @Nullable @Body byte[] body) {
         Optional<HttpResponse<?>> refused = refuseChange(request, agent);
         if (refused.isPresent()) {
             return refused.get();
@@ -104,6 +173,27 @@ public class LimitsController {
     }
 
     /** Drops the runtime change: back to the agents' configuration. */
+    @Operation(operationId = "resetLimit", summary = "Drop a runtime change",
+            parameters = @Parameter(schema = @Schema(type = "string"), name = "agent", in = ParameterIn.PATH,
+                    example = "claude-code", description = "an agent or a limit group"),
+            description = "Back to the agents' configuration.")
+    @ApiResponse(responseCode = "200", description = "The group under its configured limit",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = LimitView.class),
+                    examples = @ExampleObject(name = "group", value = """
+                            {"group": "anthropic", "agents": ["claude-code"], \
+                            "configured": {"requests": 50, "window_seconds": 60.0, "tokens": 0, "guard_ms": 0}, \
+                            "current": {"requests": 50, "window_seconds": 60.0, "tokens": 0, "guard_ms": 0}, "source": "config", \
+                            "effective": 40, "used": 7, "tokens_used": 0, "cooldown_ms": 0, "waiting": {"high": 0, "normal": 2, "low": 0}}""")))
+    @ApiResponse(responseCode = "404", description = "No agent or limit group by that name",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "unknown", value = """
+                    {"error": "not_found", "message": "no agent or limit group named 'claud'", "errors": []}""")))
+    @ApiResponse(responseCode = "409", description = "The group has no configured limit to return to",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "no configured limit", value = """
+                    {"error": "conflict", "message": "limit group ops-made has no configured limit to return to; \
+                    change it with PUT instead", "errors": []}""")))
+    @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
     @Delete(value = "/{agent}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String agent) {
@@ -185,6 +275,18 @@ public class LimitsController {
             return current;
         }
         return value.asLong();
+    }
+
+    /**
+     * The {@code PUT} body, for the OpenAPI document only ({@link #parse} reads the bytes by hand).
+     *
+     * @param requests      calls per window, 1 to 1,000,000,000
+     * @param windowSeconds the window, 0.001 to 86400 seconds
+     * @param tokens        tokens per window, 0 for no token limit
+     * @param guardMs       least milliseconds between two calls, 0 to 60000
+     */
+    @Schema(name = "RateLimitChange")
+    record LimitChange(@Nullable Long requests, @Nullable Double windowSeconds, @Nullable Long tokens, @Nullable Long guardMs) {
     }
 
     /** A limit as the API shows it. */

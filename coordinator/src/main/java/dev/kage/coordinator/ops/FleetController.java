@@ -1,5 +1,16 @@
 package dev.kage.coordinator.ops;
 
+import dev.kage.coordinator.api.ErrorBody;
+import dev.kage.coordinator.api.ApiDocs;
+import io.swagger.v3.oas.annotations.Operation;
+import io.swagger.v3.oas.annotations.Parameter;
+import io.swagger.v3.oas.annotations.enums.ParameterIn;
+import io.swagger.v3.oas.annotations.media.Content;
+import io.swagger.v3.oas.annotations.media.ExampleObject;
+import io.swagger.v3.oas.annotations.media.Schema;
+import io.swagger.v3.oas.annotations.parameters.RequestBody;
+import io.swagger.v3.oas.annotations.responses.ApiResponse;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.coordinator.auth.RequiresScope;
 import dev.kage.coordinator.auth.Scope;
 import dev.kage.agent.AgentCatalog;
@@ -25,6 +36,7 @@ import java.util.List;
  * 503 (the shared handler).
  */
 @Controller("/api/v1")
+@Tag(name = "fleet")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class FleetController {
     private final JobQueue queue;
@@ -37,6 +49,17 @@ public class FleetController {
         this.workers = workers;
     }
 
+    @Operation(operationId = "queues", summary = "Queue depths",
+            description = "Per configured agent and priority: entries, waiting, pending (delivered, not acknowledged), "
+                    + "consumers, age of the oldest; per agent the delayed retries; the dead letters. Fleet-wide, no task data.")
+    @ApiResponse(responseCode = "200", description = "The queues",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Queues.class),
+                    examples = @ExampleObject(name = "queues", value = """
+                            {"agents": [{"agent": "claude-code", "priorities": [{"priority": "high", \
+                            "stream": "kage:jobs:{claude-code}:high", "length": 0, "waiting": 0, "pending": 0, "consumers": 2, \
+                            "oldest_age_ms": 0}, {"priority": "normal", "stream": "kage:jobs:{claude-code}:normal", "length": 12, \
+                            "waiting": 3, "pending": 2, "consumers": 2, "oldest_age_ms": 41250}], "delayed": 1}], "dead": 0}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/queues", produces = MediaType.APPLICATION_JSON)
     public Queues queues() {
@@ -53,6 +76,14 @@ public class FleetController {
         return new Queues(agents, queue.deadCount());
     }
 
+    @Operation(operationId = "workers", summary = "Live workers", description = "Their latest heartbeats.")
+    @ApiResponse(responseCode = "200", description = "The workers",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Workers.class),
+                    examples = @ExampleObject(name = "one worker", value = """
+                            {"workers": [{"id": "worker-1", "agents": ["claude-code", "codex"], "slots": 4, \
+                            "busy": 1, "in_flight": ["kage:jobs:{claude-code}:normal/1718000000000-0"], \
+                            "heartbeat_at": "2025-06-10T08:00:05Z", "pid": 4242}]}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/workers", produces = MediaType.APPLICATION_JSON)
     public Workers workers() {

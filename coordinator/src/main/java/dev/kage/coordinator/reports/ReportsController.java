@@ -1,5 +1,16 @@
 package dev.kage.coordinator.reports;
 
+import dev.kage.coordinator.api.ErrorBody;
+import dev.kage.coordinator.api.ApiDocs;
+import io.swagger.v3.oas.annotations.Operation;
+import io.swagger.v3.oas.annotations.Parameter;
+import io.swagger.v3.oas.annotations.enums.ParameterIn;
+import io.swagger.v3.oas.annotations.media.Content;
+import io.swagger.v3.oas.annotations.media.ExampleObject;
+import io.swagger.v3.oas.annotations.media.Schema;
+import io.swagger.v3.oas.annotations.parameters.RequestBody;
+import io.swagger.v3.oas.annotations.responses.ApiResponse;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.coordinator.auth.RequiresScope;
 import dev.kage.coordinator.auth.Scope;
 import com.fasterxml.jackson.annotation.JsonInclude;
@@ -35,6 +46,7 @@ import java.util.Optional;
  * error rows ({@code limit} 1 to 200, default 20). A tenant sees only figures of its own tasks.
  */
 @Controller("/api/v1/reports")
+@Tag(name = "reports")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class ReportsController {
     private final ReportQueries queries;
@@ -43,6 +55,22 @@ public class ReportsController {
         this.queries = queries;
     }
 
+    @Operation(operationId = "budgetViolations", summary = "Metric 1: tasks that exceeded their token budget",
+            parameters = @Parameter(name = "days", in = ParameterIn.QUERY, example = "30",
+                    description = "the window in whole days ending now",
+                    schema = @Schema(type = "integer", minimum = "1", maximum = "366", defaultValue = "30")),
+            description = "Target: below 5% of the tasks with a result in the window.")
+    @ApiResponse(responseCode = "200", description = "The figures",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = BudgetViolationsView.class),
+                    examples = @ExampleObject(name = "a week", value = """
+                            {"window": {"days": 7, "from": "2025-06-03T08:00:00Z", "to": "2025-06-10T08:00:00Z"}, "tasks": 8, "tasks_with_violations": 2, \
+                            "violations": 2, "violations_last_24h": 1, "budget_violation_pct": 25.00, "target_pct": 5, "met": false}""")))
+    @ApiResponse(responseCode = "400", description = "A bad `days` or `limit`, named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "days", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: days", \
+                    "errors": [{"field": "days", "message": "'0' is not a whole number from 1 to 366 (default 30)"}]}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/budget-violations", produces = MediaType.APPLICATION_JSON)
     public BudgetViolationsView budgetViolations(HttpRequest<?> request) {
@@ -55,6 +83,24 @@ public class ReportsController {
                 ReportQueries.BUDGET_VIOLATION_TARGET_PCT, report.targetMet().orElse(null));
     }
 
+    @Operation(operationId = "rateLimitFailures", summary = "Metric 2: rate-limit failures after retries",
+            parameters = @Parameter(name = "days", in = ParameterIn.QUERY, example = "30",
+                    description = "the window in whole days ending now",
+                    schema = @Schema(type = "integer", minimum = "1", maximum = "366", defaultValue = "30")),
+            description = "429s that ended a run after its retries, per agent run in the window. Target: below 1%.")
+    @ApiResponse(responseCode = "200", description = "The figures",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = RateLimitFailuresView.class),
+                    examples = @ExampleObject(name = "a week", value = """
+                            {"window": {"days": 7, "from": "2025-06-03T08:00:00Z", "to": "2025-06-10T08:00:00Z"}, "api_calls": 200, \
+                            "rate_limit_failures": 1, "rate_limited_retries": 14, "rate_limit_failure_pct": 0.50, "target_pct": 1, \
+                            "met": true, "agents": [{"cli_name": "claude-code", "api_calls": 200, "rate_limit_failures": 1, \
+                            "rate_limited_retries": 14, "rate_limit_failure_pct": 0.50}]}""")))
+    @ApiResponse(responseCode = "400", description = "A bad `days` or `limit`, named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "days", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: days", \
+                    "errors": [{"field": "days", "message": "'0' is not a whole number from 1 to 366 (default 30)"}]}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/rate-limit-failures", produces = MediaType.APPLICATION_JSON)
     public RateLimitFailuresView rateLimitFailures(HttpRequest<?> request) {
@@ -68,6 +114,29 @@ public class ReportsController {
                 report.targetMet().orElse(null), agents);
     }
 
+    @Operation(operationId = "costAnomalies", summary = "Metric 3: runs that cost more than 3 times their agent's average",
+            parameters = {
+                    @Parameter(name = "days", in = ParameterIn.QUERY, example = "30",
+                            description = "the window in whole days ending now",
+                            schema = @Schema(type = "integer", minimum = "1", maximum = "366", defaultValue = "30")),
+                    @Parameter(name = "limit", in = ParameterIn.QUERY, example = "50",
+                            description = "anomalies listed at most",
+                            schema = @Schema(type = "integer", minimum = "1", maximum = "500", defaultValue = "50"))
+            },
+            description = "Dearest first; `total` counts the anomalies past `limit` too.")
+    @ApiResponse(responseCode = "200", description = "The anomalies",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = CostAnomaliesView.class),
+                    examples = @ExampleObject(name = "one anomaly", value = """
+                            {"window": {"days": 7, "from": "2025-06-03T08:00:00Z", "to": "2025-06-10T08:00:00Z"}, "factor": 3, "limit": 50, "total": 1, \
+                            "anomalies": [{"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "job_id": "0b8f2c1e:claude-code", \
+                            "attempt": 1, "cli_name": "claude-code", "cost": 1.250000, "agent_avg_cost": 0.300000, "ratio": 4.17, \
+                            "created_at": "2025-06-09T14:00:00Z"}]}""")))
+    @ApiResponse(responseCode = "400", description = "A bad `days` or `limit`, named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "days", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: days", \
+                    "errors": [{"field": "days", "message": "'0' is not a whole number from 1 to 366 (default 30)"}]}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/cost-anomalies", produces = MediaType.APPLICATION_JSON)
     public CostAnomaliesView costAnomalies(HttpRequest<?> request) {

@@ -1,5 +1,16 @@
 package dev.kage.coordinator.task;
 
+import dev.kage.coordinator.api.ErrorBody;
+import dev.kage.coordinator.api.ApiDocs;
+import io.swagger.v3.oas.annotations.Operation;
+import io.swagger.v3.oas.annotations.Parameter;
+import io.swagger.v3.oas.annotations.enums.ParameterIn;
+import io.swagger.v3.oas.annotations.media.Content;
+import io.swagger.v3.oas.annotations.media.ExampleObject;
+import io.swagger.v3.oas.annotations.media.Schema;
+import io.swagger.v3.oas.annotations.parameters.RequestBody;
+import io.swagger.v3.oas.annotations.responses.ApiResponse;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.coordinator.auth.RequiresScope;
 import dev.kage.coordinator.auth.Scope;
 import dev.kage.coordinator.auth.ApiKeyFilter;
@@ -25,6 +36,7 @@ import java.util.List;
  * is created.
  */
 @Controller("/api/v1")
+@Tag(name = "tasks")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class BatchController {
     private final SubmitRequestParser parser;
@@ -35,10 +47,36 @@ public class BatchController {
         this.service = service;
     }
 
+    @Operation(operationId = "submitBatch", summary = "Submit up to 1,000 tasks at once",
+            description = "Each task in the single submit's shape, recorded in one transaction and enqueued in one Redis "
+                    + "pipeline. All or nothing: one bad field anywhere is a 400 naming it and no task is created.",
+            requestBody = @RequestBody(required = true, content = @Content(mediaType = MediaType.APPLICATION_JSON,
+                    schema = @Schema(implementation = TaskBodies.Batch.class), examples = @ExampleObject(name = "two tasks",
+                    value = """
+                            {"tasks": [{"description": "Fix the login bug", "cli_assignments": [{"cli_name": "claude-code"}]}, \
+                            {"description": "Write release notes", "priority": "low", \
+                            "cli_assignments": [{"cli_name": "codex", "timeout": 300}]}]}"""))))
+    @ApiResponse(responseCode = "202", description = "Every task accepted, in the order sent",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Accepted.class),
+                    examples = @ExampleObject(name = "accepted", value = """
+                            {"tasks": [{"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "queued", \
+                            "status_url": "/api/v1/tasks/0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "agents": ["claude-code"], \
+                            "ignored_fields": []}, {"task_id": "5d3e9f40-1b2c-4a6d-8e7f-90a1b2c3d4e5", "status": "queued", \
+                            "status_url": "/api/v1/tasks/5d3e9f40-1b2c-4a6d-8e7f-90a1b2c3d4e5", "agents": ["codex"], \
+                            "ignored_fields": []}]}""")))
+    @ApiResponse(responseCode = "400", description = "A bad field, named with the task's index; no task was created",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples = {
+                    @ExampleObject(name = "field", value = """
+                            {"error": "validation_failed", "message": "the request is invalid: tasks[3].cli_assignments[0].cli_name", \
+                            "errors": [{"field": "tasks[3].cli_assignments[0].cli_name", \
+                            "message": "unknown agent 'claud'; configured agents: [claude-code, codex, demo]"}]}"""),
+                    @ExampleObject(name = "not JSON", value = ApiDocs.BODY_NOT_JSON)}))
+    @ApiDocs.BodyTooLarge
+    @ApiDocs.SubmitErrors
     @RequiresScope(Scope.SUBMIT)
     @Post(value = "/tasks:batch", consumes = {MediaType.APPLICATION_JSON, MediaType.APPLICATION_FORM_URLENCODED,
             MediaType.TEXT_PLAIN, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
-    public HttpResponse<Accepted> submit(HttpRequest<?> request, @Body byte[] body) {
+    public HttpResponse<Accepted> submit(HttpRequest<?> request, @Parameter(hidden = true) @Body byte[] body) {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
         List<TaskRecord> tasks = service.submitBatch(tenant, parser.parseBatch(body));
         return HttpResponse.status(HttpStatus.ACCEPTED).body(new Accepted(tasks.stream()

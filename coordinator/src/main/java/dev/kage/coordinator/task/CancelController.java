@@ -1,5 +1,15 @@
 package dev.kage.coordinator.task;
 
+import dev.kage.coordinator.api.ApiDocs;
+import io.swagger.v3.oas.annotations.Operation;
+import io.swagger.v3.oas.annotations.Parameter;
+import io.swagger.v3.oas.annotations.enums.ParameterIn;
+import io.swagger.v3.oas.annotations.media.Content;
+import io.swagger.v3.oas.annotations.media.ExampleObject;
+import io.swagger.v3.oas.annotations.media.Schema;
+import io.swagger.v3.oas.annotations.parameters.RequestBody;
+import io.swagger.v3.oas.annotations.responses.ApiResponse;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.coordinator.auth.RequiresScope;
 import dev.kage.coordinator.auth.Scope;
 import dev.kage.coordinator.api.ErrorBody;
@@ -21,6 +31,7 @@ import java.util.UUID;
 
 /** {@code POST /api/v1/tasks/{id}/cancel}: queued jobs never start, running agents are stopped. */
 @Controller("/api/v1/tasks")
+@Tag(name = "tasks")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class CancelController {
     private final TaskService service;
@@ -30,6 +41,27 @@ public class CancelController {
     }
 
     /** 202 when cancelled now; 409 when the task had already ended; 404 for an unknown or another tenant's task. */
+    @Operation(operationId = "cancelTask", summary = "Cancel a task",
+            parameters = @Parameter(schema = @Schema(type = "string"), name = "id", in = ParameterIn.PATH,
+                    example = "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", description = "the task id"),
+            description = "The task ends `cancelled` at once: its queued jobs never start and its running agents are stopped "
+                    + "within about a second (process tree killed, budget reservation released). No body.")
+    @ApiResponse(responseCode = "202", description = "Cancelled now",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Cancelled.class),
+                    examples = @ExampleObject(name = "cancelled", value = """
+                            {"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "cancelled", \
+                            "previous_status": "running"}""")))
+    @ApiResponse(responseCode = "404", description = "No such task for this key's tenant (another tenant's task too)",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "unknown", value = """
+                    {"error": "not_found", "message": "no task 0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90 for this API key", \
+                    "errors": []}""")))
+    @ApiResponse(responseCode = "409", description = "The task had already ended",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "ended", value = """
+                    {"error": "conflict", "message": "task 0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90 already ended as completed; \
+                    nothing to cancel", "errors": []}""")))
+    @ApiDocs.SubmitErrors
     @RequiresScope(Scope.SUBMIT)
     @Post(value = "/{id}/cancel", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> cancel(HttpRequest<?> request, @PathVariable String id) {

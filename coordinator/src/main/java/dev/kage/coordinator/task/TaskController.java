@@ -7,7 +7,17 @@ import com.fasterxml.jackson.core.type.TypeReference;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.kage.budget.BudgetLedger;
 import dev.kage.budget.PeriodLimits;
+import dev.kage.coordinator.api.ApiDocs;
 import dev.kage.coordinator.api.ErrorBody;
+import io.swagger.v3.oas.annotations.Operation;
+import io.swagger.v3.oas.annotations.Parameter;
+import io.swagger.v3.oas.annotations.enums.ParameterIn;
+import io.swagger.v3.oas.annotations.media.Content;
+import io.swagger.v3.oas.annotations.media.ExampleObject;
+import io.swagger.v3.oas.annotations.media.Schema;
+import io.swagger.v3.oas.annotations.parameters.RequestBody;
+import io.swagger.v3.oas.annotations.responses.ApiResponse;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.store.TaskStore;
 import dev.kage.task.Assignment;
@@ -41,9 +51,22 @@ import java.util.UUID;
 
 /** Submit a task and read it back. Every route requires {@code X-API-Key}; a tenant sees only its own tasks. */
 @Controller("/api/v1/tasks")
+@Tag(name = "tasks")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class TaskController {
     private static final ObjectMapper JSON = new ObjectMapper();
+    private static final String TASK_EXAMPLE = """
+            {"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "completed", "description": "Quick test", \
+            "priority": "normal", "repo": null, "base_branch": "main", "created_at": "2025-06-10T08:00:00Z", \
+            "updated_at": "2025-06-10T08:01:12Z", "completed_at": "2025-06-10T08:01:12Z", \
+            "budget": {"token_limit": 100000, "tokens_used": 5120, "tokens_reserved": 0, "tokens_remaining": 94880, \
+            "usd_used": 0.041200, "usd_reserved": 0.000000, "mode": "enforce"}, \
+            "agents": [{"cli_name": "claude-code", "status": "completed", "timeout": 60, "tokens_in": 4100, "tokens_out": 1020, \
+            "cache_read_tokens": 0, "cache_write_tokens": 0, "total_tokens": 5120, "cost_usd": 0.041200, \
+            "usage_source": "agent", "duration_ms": 71840, "exit_code": 0, "branch": "kage/0b8f2c1e/claude-code", \
+            "commit": "9c1d4e7", "diff_stat": "1 file changed, 12 insertions(+)", "patch": "diff --git a/README.md b/README.md\\n...", \
+            "output_summary": "Added a quick test section.", "worker": "worker-1", "waiting": null, "error": null}], \
+            "errors": []}""";
 
     private final SubmitRequestParser parser;
     private final TaskService service;
@@ -64,10 +87,54 @@ public class TaskController {
      * Accepts the seed's body ({@code {"description": ..., "cli_assignments": [{"cli_name": ..., "timeout": ...}]}})
      * with any content type, since the seed's {@code curl -d} sends none that says JSON.
      */
+    @Operation(operationId = "submitTask", summary = "Submit a task",
+            parameters = @Parameter(name = "Idempotency-Key", in = ParameterIn.HEADER,
+                    schema = @Schema(type = "string"), example = "order-7f3a-retry-safe",
+                    description = "1 to 200 printable characters; makes the request safe to repeat"),
+            description = """
+                    Queues one job per assigned agent. The body is read as JSON whatever the content type says (the seed's \
+                    `curl -d` sends `application/x-www-form-urlencoded`). A task naming an agent no live worker serves is \
+                    accepted and waits (header `X-Kage-Unserved-Agents`). With `Idempotency-Key`, the same key and body \
+                    return the first task (`Idempotent-Replayed: true`); the same key with another body is a 422.""",
+            requestBody = @RequestBody(required = true, content = @Content(mediaType = MediaType.APPLICATION_JSON,
+                    schema = @Schema(implementation = TaskBodies.Submit.class), examples = {
+                    @ExampleObject(name = "seed", summary = "The seed's request", value = """
+                            {"description": "Quick test", "cli_assignments": [{"cli_name": "claude-code", "timeout": 60}]}"""),
+                    @ExampleObject(name = "full", summary = "Every field", value = """
+                            {"description": "Add a health endpoint", "priority": "high", \
+                            "cli_assignments": [{"cli_name": "claude-code", "timeout": 600}, {"cli_name": "codex", "timeout": 600}], \
+                            "repo": "https://github.com/acme/shop.git", "base_branch": "main", "budget": {"max_tokens": 200000}, \
+                            "metadata": {"ticket": "SHOP-42"}}""")})))
+    @ApiResponse(responseCode = "202", description = "Accepted: durable in Postgres, enqueued (or enqueued when Redis answers)",
+            headers = {
+                    @io.swagger.v3.oas.annotations.headers.Header(name = "Location", description = "the task's URL"),
+                    @io.swagger.v3.oas.annotations.headers.Header(name = "Idempotent-Replayed",
+                            description = "`true` when an earlier request with the same Idempotency-Key created the task"),
+                    @io.swagger.v3.oas.annotations.headers.Header(name = "X-Budget-Task-Tokens", description = "the task's token pool"),
+                    @io.swagger.v3.oas.annotations.headers.Header(name = "X-Kage-Unserved-Agents",
+                            description = "assigned agents no live worker serves, comma-separated")},
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = SubmitResponse.class),
+                    examples = @ExampleObject(name = "queued", value = """
+                            {"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "queued", \
+                            "status_url": "/api/v1/tasks/0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "agents": ["claude-code"], \
+                            "ignored_fields": []}""")))
+    @ApiResponse(responseCode = "400", description = "Bad input: every bad field named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples = {
+                    @ExampleObject(name = "field", value = """
+                            {"error": "validation_failed", "message": "the request is invalid: cli_assignments[0].timeout", \
+                            "errors": [{"field": "cli_assignments[0].timeout", "message": "must be a whole number of seconds from 1 to 86400"}]}"""),
+                    @ExampleObject(name = "not JSON", value = ApiDocs.BODY_NOT_JSON)}))
+    @ApiResponse(responseCode = "422", description = "The Idempotency-Key was used for a different body",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "idempotency conflict", value = """
+                    {"error": "idempotency_conflict", "message": "Idempotency-Key order-7f3a was used for a different request", \
+                    "errors": [{"field": "Idempotency-Key", "message": "was used for a different request"}]}""")))
+    @ApiDocs.BodyTooLarge
+    @ApiDocs.SubmitErrors
     @RequiresScope(Scope.SUBMIT)
     @Post(consumes = {MediaType.APPLICATION_JSON, MediaType.APPLICATION_FORM_URLENCODED, MediaType.TEXT_PLAIN,
             MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
-    public HttpResponse<SubmitResponse> submit(HttpRequest<?> request, @Body byte[] body,
+    public HttpResponse<SubmitResponse> submit(HttpRequest<?> request, @Parameter(hidden = true) @Body byte[] body,
                                                @Nullable @Header("Idempotency-Key") String idempotencyKey) {
         String tenant = tenant(request);
         SubmitRequest submit = parser.parse(body);
@@ -117,12 +184,57 @@ public class TaskController {
     ServedAgents served;
 
     /** The tenant's tasks, newest first, filtered and paged by query parameters (see {@link TaskListing}). */
+    @Operation(operationId = "listTasks", summary = "List the tenant's tasks",
+            parameters = {
+                    @Parameter(name = "status", in = ParameterIn.QUERY, schema = @Schema(type = "string"),
+                            example = "queued,running",
+                            description = "one or more of queued, running, completed, partial, failed, cancelled, comma-separated"),
+                    @Parameter(name = "agent", in = ParameterIn.QUERY, schema = @Schema(type = "string"),
+                            example = "claude-code", description = "tasks assigning this agent"),
+                    @Parameter(name = "since", in = ParameterIn.QUERY, schema = @Schema(type = "string"),
+                            example = "2025-01-31T12:00:00Z",
+                            description = "ISO-8601 instant: tasks created at or after it"),
+                    @Parameter(name = "limit", in = ParameterIn.QUERY, example = "20",
+                            schema = @Schema(type = "integer", minimum = "1", maximum = "100", defaultValue = "20"),
+                            description = "tasks per page"),
+                    @Parameter(name = "cursor", in = ParameterIn.QUERY, schema = @Schema(type = "string"),
+                    description = "`next_cursor` of the previous page; opaque")
+            },
+            description = "Newest first, filtered by the query parameters; pages follow `(created_at, id)`, so tasks "
+                    + "submitted meanwhile never shift or repeat a page.")
+    @ApiResponse(responseCode = "200", description = "One page of tasks",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = TaskListView.class),
+                    examples = @ExampleObject(name = "page", value = """
+                            {"tasks": [{"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "completed", \
+                            "description": "Quick test", "priority": "normal", "agents": ["claude-code"], \
+                            "created_at": "2025-06-10T08:00:00Z", "updated_at": "2025-06-10T08:01:12Z", \
+                            "completed_at": "2025-06-10T08:01:12Z"}], "next_cursor": null}""")))
+    @ApiResponse(responseCode = "400", description = "A bad query parameter, named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "limit", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: limit", \
+                    "errors": [{"field": "limit", "message": "'0' is not a whole number from 1 to 100 (default 20)"}]}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(produces = MediaType.APPLICATION_JSON)
     public TaskListView list(HttpRequest<?> request) {
         return listing.list(tenant(request), request.getParameters());
     }
 
+    @Operation(operationId = "getTask", summary = "Read a task",
+            parameters = @Parameter(schema = @Schema(type = "string"), name = "id", in = ParameterIn.PATH,
+                    example = "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", description = "the task id"),
+            description = "Its status, budget, one entry per agent (tokens, cost, duration, branch, commit, patch, first "
+                    + "error, and why it waits while no live worker serves its agent) and every error row.")
+    @ApiResponse(responseCode = "200", description = "The task",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = TaskView.class),
+                    examples = @ExampleObject(name = "completed", value = TASK_EXAMPLE)))
+    @ApiResponse(responseCode = "404", description = "No such task for this key's tenant (another tenant's task too)",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "unknown", value = """
+                    {"error": "not_found", "message": "no task 0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90 for this API key", \
+                    "errors": []}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/{id}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> get(HttpRequest<?> request, @PathVariable String id) {

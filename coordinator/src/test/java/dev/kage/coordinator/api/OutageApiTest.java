@@ -72,6 +72,11 @@ class OutageApiTest {
         assertThat(read.statusCode()).isEqualTo(503);
         HttpResponse<String> health = send(HttpRequest.newBuilder(uri("/health")).GET());
         assertThat(health.statusCode()).isEqualTo(503);
+        HttpResponse<String> readiness = send(HttpRequest.newBuilder(uri("/health/readiness")).GET());
+        assertThat(readiness.statusCode()).isEqualTo(503);
+        assertThat(JSON.readTree(readiness.body()).at("/details/kage-backends/details/postgres").asText()).isEqualTo("DOWN");
+        // Alive all the same: an orchestrator must not restart the coordinator for a backend outage.
+        assertThat(send(HttpRequest.newBuilder(uri("/health/liveness")).GET()).statusCode()).isEqualTo(200);
 
         postgresProxy.restore();
         await().atMost(Duration.ofSeconds(20)).until(() -> submit().statusCode() == 202);

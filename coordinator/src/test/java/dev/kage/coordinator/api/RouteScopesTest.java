@@ -22,10 +22,16 @@ import org.junit.jupiter.api.Test;
 
 /**
  * Walks every route the coordinator serves: each one under {@code /api} declares a scope and refuses a key without
- * it; anything else is deliberately public (the health check). A new endpoint cannot be forgotten.
+ * it; anything else is deliberately public (the health checks, the OpenAPI document and its UI). A new endpoint
+ * cannot be forgotten.
  */
 class RouteScopesTest {
-    /** Routes outside {@code /api} that need no key, by path template prefix. */
+    /**
+     * Routes outside {@code /api} that need no key, by path template prefix: the health checks ({@code /health},
+     * {@code /health/liveness}, {@code /health/readiness}). The OpenAPI document ({@code /swagger/**}) and Swagger UI
+     * ({@code /swagger-ui/**}) are public too, as static resources from the jar rather than routes; see
+     * {@link #theHealthChecksAndTheApiDocumentNeedNoKeyAndNoOtherManagementEndpointIsServed}.
+     */
     private static final Set<String> PUBLIC = Set.of("/health");
     private static TestCoordinator coordinator;
     private static final Map<Scope, String> KEYS_WITHOUT = new EnumMap<>(Scope.class);
@@ -105,8 +111,12 @@ class RouteScopesTest {
     }
 
     @Test
-    void theHealthCheckNeedsNoKeyAndNoOtherManagementEndpointIsServed() throws Exception {
-        assertThat(anonymous("/health").statusCode()).isEqualTo(200);
+    void theHealthChecksAndTheApiDocumentNeedNoKeyAndNoOtherManagementEndpointIsServed() throws Exception {
+        for (String path : List.of("/health", "/health/liveness", "/health/readiness", OpenApiDocumentTest.DOCUMENT,
+                OpenApiDocumentTest.UI)) {
+            assertThat(anonymous(path).statusCode()).as(path).isEqualTo(200);
+        }
+        assertThat(anonymous("/health/readiness").body()).contains("\"redis\":\"UP\"").contains("\"postgres\":\"UP\"");
         for (String path : List.of("/beans", "/routes", "/info", "/threaddump")) {
             assertThat(anonymous(path).statusCode()).as(path).isEqualTo(404);
         }

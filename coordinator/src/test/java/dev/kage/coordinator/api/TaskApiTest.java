@@ -140,6 +140,8 @@ class TaskApiTest {
         HttpResponse<String> response = send(HttpRequest.newBuilder(uri("/api/v1/tasks")).header("X-API-Key", "acme-key-123")
                 .header("Content-Type", "application/json").POST(body(huge)));
         assertThat(response.statusCode()).isEqualTo(413);
+        assertThat(json(response).get("error").asText()).isEqualTo("payload_too_large");
+        assertThat(json(response).get("message").asText()).contains("1048576");
     }
 
     @Test
