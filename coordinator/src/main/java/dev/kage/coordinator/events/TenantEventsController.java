@@ -1,6 +1,15 @@
 package dev.kage.coordinator.events;
 
+import dev.kage.coordinator.api.ApiDocs;
 import dev.kage.coordinator.api.ErrorBody;
+import io.swagger.v3.oas.annotations.Operation;
+import io.swagger.v3.oas.annotations.Parameter;
+import io.swagger.v3.oas.annotations.enums.ParameterIn;
+import io.swagger.v3.oas.annotations.media.Content;
+import io.swagger.v3.oas.annotations.media.ExampleObject;
+import io.swagger.v3.oas.annotations.media.Schema;
+import io.swagger.v3.oas.annotations.responses.ApiResponse;
+import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.coordinator.auth.RequiresScope;
 import dev.kage.coordinator.auth.Scope;
@@ -33,6 +42,7 @@ import reactor.core.publisher.Mono;
  * headers leave before the first event) and every 15 s (so proxies do not close a quiet stream); the stream ends only
  * when the client goes.
  */
+@Tag(name = "tasks")
 @Controller("/api/v1/events")
 public class TenantEventsController {
     /** Past events a resuming client gets at most. */
@@ -49,6 +59,30 @@ public class TenantEventsController {
         this.hub = hub;
     }
 
+    @Operation(operationId = "tenantEvents", summary = "Follow every event of the caller's tenant (server-sent events)",
+            parameters = @Parameter(name = TaskEventsController.LAST_EVENT_ID, in = ParameterIn.HEADER, example = "1718000000000-0",
+                    schema = @Schema(type = "string"),
+                    description = "first replay the tenant's events after this one (sent by EventSource on reconnect)"),
+            description = """
+                    Every lifecycle event of the caller's tenant from now on (other tenants' and fleet-wide events are never \
+                    sent), in the shape of a task's stream. A `: connected` comment comes at once and `: keep-alive` every \
+                    15 s; the stream never ends by itself.""")
+    @ApiResponse(responseCode = "200", description = "The event stream",
+            content = @Content(mediaType = MediaType.TEXT_EVENT_STREAM, schema = @Schema(type = "string"),
+                    examples = @ExampleObject(name = "events", value = """
+                            : connected
+
+                            id: 1718000071840-0
+                            event: job.started
+                            data: {"type":"job.started","task_id":"0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90","tenant":"acme",\
+                            "agent":"claude-code","worker":"w-1"}
+                            """)))
+    @ApiResponse(responseCode = "400", description = "`Last-Event-ID` is not an event id",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "Last-Event-ID", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: Last-Event-ID is not an event id", \
+                    "errors": [{"field": "Last-Event-ID", "message": "'yesterday' is not an id this stream sent, e.g. 1718000000000-0"}]}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(produces = {MediaType.TEXT_EVENT_STREAM, MediaType.APPLICATION_JSON})
     @ExecuteOn(TaskExecutors.BLOCKING)

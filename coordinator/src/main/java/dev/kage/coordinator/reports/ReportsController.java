@@ -155,6 +155,23 @@ public class ReportsController {
     }
 
     /** The newest error rows of the caller's tasks: {@code limit} 1 to 200, default 20. */
+    @Operation(operationId = "recentErrors", summary = "The newest error rows of the caller's tasks",
+            parameters = @Parameter(name = "limit", in = ParameterIn.QUERY, example = "20", description = "rows at most",
+                    schema = @Schema(type = "integer", minimum = "1", maximum = "200", defaultValue = "20")),
+            description = "Newest first, no window; messages are stored redacted.")
+    @ApiResponse(responseCode = "200", description = "The rows",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = RecentErrorsView.class),
+                    examples = @ExampleObject(name = "one error", value = """
+                            {"errors": [{"id": 812, "task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", \
+                            "job_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90:claude-code", "cli_name": "claude-code", \
+                            "error_type": "RateLimitError", "error_message": "Rate limit: claude-code answered 429", \
+                            "retryable": true, "occurred_at": "2025-06-10T08:00:00Z"}]}""")))
+    @ApiResponse(responseCode = "400", description = "A bad `limit`, named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "limit", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: limit", \
+                    "errors": [{"field": "limit", "message": "'0' is not a whole number from 1 to 200 (default 20)"}]}""")))
+    @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/recent-errors", produces = MediaType.APPLICATION_JSON)
     public RecentErrorsView recentErrors(HttpRequest<?> request) {

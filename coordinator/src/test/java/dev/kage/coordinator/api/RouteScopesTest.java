@@ -32,7 +32,7 @@ class RouteScopesTest {
      * ({@code /swagger-ui/**}) are public too, as static resources from the jar rather than routes; see
      * {@link #theHealthChecksAndTheApiDocumentNeedNoKeyAndNoOtherManagementEndpointIsServed}.
      */
-    private static final Set<String> PUBLIC = Set.of("/health");
+    private static final Set<String> PUBLIC = Set.of("/health", "/prometheus");
     private static TestCoordinator coordinator;
     private static final Map<Scope, String> KEYS_WITHOUT = new EnumMap<>(Scope.class);
     private static final Map<Scope, String> KEYS_WITH_ONLY = new EnumMap<>(Scope.class);
