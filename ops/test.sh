@@ -14,6 +14,9 @@
 #   KAGE_SMOKE_PORT      coordinator port of the smoke run [18003]
 #   KAGE_AGENTS_CACHE    where the real claude and codex CLIs are installed from npm for the real-agents
 #                        tier (RealAgentsIT) [~/.cache/kage/agents]; without npm that tier is skipped
+#   KAGE_TEST_CHROMIUM, KAGE_TEST_CHROMEDRIVER   the browser for the dashboard test (DashboardIT)
+#                        [/usr/bin/chromium, /usr/bin/chromedriver]; installed with apt-get when missing
+#                        and root, else that test is skipped
 #   REDIS_URL, DATABASE_URL   as for ops/services.sh; the smoke run uses the same server
 #                        with the database kage_smoke and the namespace kage-smoke
 set -euo pipefail
@@ -35,6 +38,8 @@ if agents_dir=$(install_agents "${KAGE_AGENTS_CACHE:-$HOME/.cache/kage/agents}")
   export KAGE_TEST_AGENTS_DIR=$agents_dir
   say "real agent CLIs: $KAGE_TEST_AGENTS_DIR"
 fi
+
+install_browser || true
 
 say "./mvnw -B verify $*"
 ./mvnw -B verify "$@" || die "the Maven build failed"

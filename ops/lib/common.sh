@@ -183,3 +183,22 @@ require('$dir/node_modules/@openai/codex/package.json').version" 2>/dev/null || 
   fi
   printf '%s' "$dir"
 }
+
+# install_browser: Debian's chromium and chromium-driver for the dashboard test (DashboardIT), installed with apt-get
+# when missing and this runs as root; returns 1 (the test is then skipped with a message) when they cannot be had.
+install_browser() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    return 0
+  fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    warn "chromium/chromedriver missing and not root with apt-get: the dashboard test is skipped" \
+      "(install them: apt-get install chromium chromium-driver)"
+    return 1
+  fi
+  say "installing Debian's chromium and chromium-driver for the dashboard test ..." >&2
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2 ||
+    { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2; }; }; then
+    warn "apt-get install chromium chromium-driver failed: the dashboard test is skipped"
+    return 1
+  fi
+}
