@@ -79,6 +79,11 @@ public final class ApiClient {
      * @throws ClientException          (unavailable) when the connection fails, before or during the stream
      */
     public void events(String path, String lastEventId, Consumer<SseEvent> onEvent) {
+        events(path, lastEventId, () -> { }, onEvent);
+    }
+
+    /** As {@link #events(String, String, Consumer)}, calling {@code onOpen} once the server has accepted the stream. */
+    public void events(String path, String lastEventId, Runnable onOpen, Consumer<SseEvent> onEvent) {
         HttpRequest.Builder request = HttpRequest.newBuilder(uri(path)).header("X-API-Key", key)
                 .header("Accept", "text/event-stream").GET();
         if (lastEventId != null) {
@@ -97,6 +102,7 @@ public final class ApiClient {
             if (response.statusCode() >= 400) {
                 throw error(response.statusCode(), new String(in.readAllBytes(), StandardCharsets.UTF_8));
             }
+            onOpen.run();
             SseEvent.read(in, onEvent);
         } catch (IOException e) {
             throw ClientException.unreachable("the event stream from " + baseUrl + " broke: " + describe(e), e);

@@ -56,17 +56,6 @@ final class TaskWatch {
         return lines;
     }
 
-    /** Tasks last seen not ended that are not among {@code listed}: they may have ended and must be read one by one. */
-    Set<String> unaccounted(Set<String> listed) {
-        Set<String> out = new HashSet<>();
-        statuses.forEach((id, status) -> {
-            if (!Format.FINAL.contains(status) && !listed.contains(id)) {
-                out.add(id);
-            }
-        });
-        return out;
-    }
-
     private static String agents(JsonNode task) {
         List<String> names = new ArrayList<>();
         for (JsonNode agent : task.path("agents")) {

@@ -1,70 +1,93 @@
 package dev.kage.client;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
-import java.util.HashSet;
 import java.util.List;
-import java.util.Set;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.ParentCommand;
 
 /**
- * {@code kage watch}: the tenant's tasks as they appear and change. The API has an event stream per task only, so
- * this polls {@code GET /api/v1/tasks}: the tasks queued or running, and those created since the watch began (a minute
- * of margin for clocks), then reads one by one those that left the first list without showing up in the second.
+ * {@code kage watch}: the tenant's tasks as they appear and change. It lists the tasks queued or running, then follows
+ * the tenant's event stream ({@code GET /api/v1/events}) and reads a task again each time one of its events arrives; a
+ * stream that breaks is resumed with {@code Last-Event-ID} (after {@link TaskFollower#MAX_RECONNECTS} failures in a
+ * row the coordinator counts as unreachable). Not thread-safe.
  */
 @Command(name = "watch", mixinStandardHelpOptions = true,
         description = {"Follow this key's tenant's tasks live: a line when a task appears or its status changes, until Ctrl-C.",
-                "Polls GET /api/v1/tasks (no all-tasks event stream exists); at most 100 active and 100 new tasks per poll."})
+                "Lists the queued and running tasks, then follows GET /api/v1/events."})
 final class WatchCommand implements Callable<Integer> {
     @ParentCommand
     Kage kage;
 
-    @picocli.CommandLine.Spec
-    picocli.CommandLine.Model.CommandSpec spec;
-
     @Option(names = {"-a", "--agent"}, paramLabel = "AGENT", description = "only tasks that assign this agent")
     String agent;
 
-    @Option(names = {"-i", "--interval"}, paramLabel = "SECONDS", defaultValue = "1",
-            description = "seconds between polls (default: ${DEFAULT-VALUE})")
-    double interval;
+    private String lastEventId;
 
     @Override
     public Integer call() throws InterruptedException {
-        if (!(interval >= 0.1 && interval <= 3600)) {
-            throw new picocli.CommandLine.ParameterException(spec.commandLine(),
-                    "--interval must be from 0.1 to 3600 seconds, got " + interval);
-        }
         ApiClient api = kage.api();
         TaskWatch watch = new TaskWatch(kage.zone());
-        String since = Instant.now().minus(Duration.ofMinutes(1)).toString();
-        kage.err().println("kage: watching the tasks of this key's tenant (every " + interval + " s; Ctrl-C to stop)");
-        kage.err().flush();
+        List<JsonNode> active = new ArrayList<>();
+        api.get(ApiClient.withQuery("/api/v1/tasks", ApiClient.params("status", "queued,running", "agent", agent, "limit", "100")))
+                .body().path("tasks").forEach(active::add);
+        print(watch.update(active, Instant.now()));
+        int failures = 0;
+        boolean[] announced = {false};
         while (true) {
-            List<JsonNode> tasks = new ArrayList<>();
-            Set<String> listed = new HashSet<>();
-            for (String query : List.of(
-                    ApiClient.withQuery("/api/v1/tasks", ApiClient.params("status", "queued,running", "agent", agent, "limit", "100")),
-                    ApiClient.withQuery("/api/v1/tasks", ApiClient.params("since", since, "agent", agent, "limit", "100")))) {
-                for (JsonNode task : api.get(query).body().path("tasks")) {
-                    tasks.add(task);
-                    listed.add(task.path("task_id").asText());
+            try {
+                api.events("/api/v1/events", lastEventId, () -> {
+                    if (!announced[0]) {
+                        announced[0] = true;
+                        kage.err().println("kage: watching the tasks of this key's tenant (Ctrl-C to stop)");
+                        kage.err().flush();
+                    }
+                }, event -> {
+                    lastEventId = event.id() == null ? lastEventId : event.id();
+                    String taskId = taskId(event);
+                    if (taskId == null) {
+                        return;
+                    }
+                    JsonNode task = api.get("/api/v1/tasks/" + ApiClient.segment(taskId)).body();
+                    if (agent == null || assigns(task, agent)) {
+                        print(watch.update(List.of(task), Instant.now()));
+                    }
+                });
+                failures = 0; // the stream ended (a proxy, a restarted coordinator): resume
+            } catch (ClientException e) {
+                if (e.exitCode() != ExitCodes.UNAVAILABLE || ++failures > TaskFollower.MAX_RECONNECTS) {
+                    throw e;
                 }
             }
-            for (String id : watch.unaccounted(listed)) {
-                tasks.add(api.get("/api/v1/tasks/" + ApiClient.segment(id)).body());
-            }
-            for (String line : watch.update(tasks, Instant.now())) {
-                kage.out().println(line);
-            }
-            kage.out().flush();
-            // Polling a remote API that offers no all-tasks stream: the interval is the point.
-            Thread.sleep((long) (interval * 1000));
+            // Waiting to reconnect to a remote server: there is nothing to wait on but time.
+            Thread.sleep(TaskFollower.RECONNECT_DELAY.toMillis());
         }
+    }
+
+    private void print(List<String> lines) {
+        lines.forEach(kage.out()::println);
+        kage.out().flush();
+    }
+
+    private static String taskId(SseEvent event) {
+        try {
+            JsonNode data = ApiClient.JSON.readTree(event.data());
+            String id = data.path("task_id").asText("");
+            return id.isEmpty() ? null : id;
+        } catch (java.io.IOException | RuntimeException notJson) {
+            return null;
+        }
+    }
+
+    private static boolean assigns(JsonNode task, String agent) {
+        for (JsonNode assigned : task.path("agents")) {
+            if (agent.equals(assigned.isTextual() ? assigned.asText() : assigned.path("cli_name").asText())) {
+                return true;
+            }
+        }
+        return false;
     }
 }

@@ -141,11 +141,9 @@ class FormatTest {
         assertThat(watch.update(List.of(running, doneBefore), t0)).containsExactly("12:00:00  a  running  demo  one");
         assertThat(watch.update(List.of(running, doneBefore), t0.plusSeconds(1))).isEmpty();
 
-        assertThat(watch.unaccounted(java.util.Set.of("b"))).containsExactly("a");
         JsonNode finished = json("{\"task_id\":\"a\",\"status\":\"completed\",\"agents\":[{\"cli_name\":\"demo\"}]}");
         JsonNode fresh = json("{\"task_id\":\"c\",\"status\":\"completed\",\"agents\":[\"x\",\"y\"],\"description\":\"fast\"}");
         assertThat(watch.update(List.of(finished, fresh), t0.plusSeconds(2)))
                 .containsExactly("12:00:02  a  running -> completed", "12:00:02  c  completed  x,y  fast");
-        assertThat(watch.unaccounted(java.util.Set.of())).isEmpty();
     }
 }

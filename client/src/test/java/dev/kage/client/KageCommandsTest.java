@@ -172,7 +172,7 @@ class KageCommandsTest {
         assertThat(kage(env())).isEqualTo(ExitCodes.USAGE);
         assertThat(kage(Map.of(), "queues")).isEqualTo(ExitCodes.USAGE);
         assertThat(err).startsWith("kage: no API key: set KAGE_API_KEY");
-        assertThat(kage(env(), "watch", "--interval", "0")).isEqualTo(ExitCodes.USAGE);
+        assertThat(kage(env(), "watch", "--interval", "1")).as("watch follows a stream, it has no interval").isEqualTo(ExitCodes.USAGE);
         assertThat(requests).isEmpty();
 
         assertThat(kage(env(), "config")).isEqualTo(ExitCodes.OK);

@@ -167,7 +167,7 @@ class KageClientIT {
     void watchShowsANewTaskAndHowItsStatusChanges() throws Exception {
         Path out = dir.resolve("watch-out.txt");
         Path err = dir.resolve("watch-err.txt");
-        Process watch = start(env(DEV_KEY), out, err, "watch", "--agent", "demo", "--interval", "0.3");
+        Process watch = start(env(DEV_KEY), out, err, "watch", "--agent", "demo");
         try {
             await().atMost(Duration.ofSeconds(20)).until(() -> Files.readString(err).contains("watching"));
             Run submitted = kage("submit", "watched", "-a", "demo", "--repo", origin.toString());
