@@ -345,6 +345,10 @@ print_hints() { # task_id
   cat <<TXT
 
 [kage] ---------------------------------------------------------------- next steps
+In a browser (key $DEV_KEY):
+  $(url)/             the dashboard: submit, watch tasks live, queues, workers, budgets, limits, errors
+  $(url)/swagger-ui   the API, browsable (OpenAPI document at $(url)/swagger/kage-coordinator.yml)
+  $(url)/prometheus   metrics (workers serve theirs when KAGE_WORKER_METRICS_PORT is set)
 Submit a task the seed's way:
   curl -X POST $(url)/api/v1/tasks -H 'X-API-Key: $DEV_KEY' -d '{"description": "Quick test", "cli_assignments": [{"cli_name": "claude-code", "timeout": 60}]}'
 Look at this task:
