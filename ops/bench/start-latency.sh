@@ -53,3 +53,5 @@ for side in kage bare; do
     "$(result_field "$line" p99_ms)" "$(result_field "$line" max_ms)"
 done
 grep '^RATIO' "$out/result"
+ready=$(grep -c 'ms ready,' "$out/worker.log" || true)
+echo "worktrees taken ready (KAGE_WORKTREE_POOL=${KAGE_WORKTREE_POOL:-2}): $ready of $JOBS; the rest were added for their job"

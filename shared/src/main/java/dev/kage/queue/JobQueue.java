@@ -296,7 +296,8 @@ public final class JobQueue {
         return new Depth(agent, priority, stream, length, waiting, pending, consumers, ageMs);
     }
 
-    private long serverMillis() {
+    /** Redis's clock now ({@code TIME}), epoch ms: the clock stream entry ids are made with. */
+    public long serverMillis() {
         List<String> time = redis.time();
         return Long.parseLong(time.get(0)) * 1000 + Long.parseLong(time.get(1)) / 1000;
     }

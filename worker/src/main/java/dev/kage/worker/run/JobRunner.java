@@ -89,6 +89,10 @@ public final class JobRunner {
     static final int SUMMARY_CHARS = 4_000;
 
     private final KageSettings settings;
+    /** How long a measured offset between Redis's clock and this machine's is used. */
+    private static final Duration CLOCK_OFFSET_TTL = Duration.ofSeconds(60);
+    /** Redis's clock minus this machine's (ms), and when it was measured (System.nanoTime); null before the first job. */
+    private volatile long[] clockOffset;
     private final WorkerSettings worker;
     private final AgentCatalog catalog;
     private final JobQueue queue;
@@ -141,6 +145,34 @@ public final class JobRunner {
             LOG.warn("Git did not start: {}", e.getMessage());
         }
         LOG.info("Warmed up in {} ms (token encodings, git)", Duration.ofNanos(System.nanoTime() - started).toMillis());
+    }
+
+    /**
+     * When the claimed entry was queued, on this machine's clock (epoch ms): its stream id is Redis's clock at the
+     * enqueue, converted with an offset measured with {@code TIME} at most every {@link #CLOCK_OFFSET_TTL} (error: half a
+     * round trip, well inside {@link WorktreeManager#FRESHNESS_MARGIN_MS}). Without Redis, now (the safe side: the job
+     * then asks the origin). Thread-safe: racing measurements are equally good.
+     */
+    private long queuedAtLocalMillis(ClaimedJob claimed) {
+        long entryMillis;
+        try {
+            entryMillis = Long.parseLong(claimed.entryId().substring(0, claimed.entryId().indexOf('-')));
+        } catch (RuntimeException e) {
+            return System.currentTimeMillis();
+        }
+        long[] offset = clockOffset;
+        if (offset == null || System.nanoTime() - offset[1] > CLOCK_OFFSET_TTL.toNanos()) {
+            try {
+                long before = System.currentTimeMillis();
+                long server = queue.serverMillis();
+                long after = System.currentTimeMillis();
+                offset = new long[] {server - (before + after) / 2, System.nanoTime()};
+                clockOffset = offset;
+            } catch (RuntimeException redisDown) {
+                return System.currentTimeMillis();
+            }
+        }
+        return Math.min(entryMillis - offset[0], System.currentTimeMillis());
     }
 
     /**
@@ -406,7 +438,7 @@ public final class JobRunner {
         String repo = job.repo().isBlank() ? worker.defaultRepo() : job.repo();
         Worktree worktree;
         try {
-            worktree = worktrees.create(repo, job.baseBranch(), branch, job.taskId() + "-" + job.agent());
+            worktree = worktrees.create(repo, job.baseBranch(), branch, job.taskId() + "-" + job.agent(), queuedAtLocalMillis(claimed));
         } catch (GitException e) {
             budget.release(hold);
             ErrorRecord error = error(job, "WorktreeError", e.getMessage(), Map.of("repo", repo, "base_branch", job.baseBranch()),
@@ -460,7 +492,7 @@ public final class JobRunner {
         try {
             process = processes.run(argv, worktree.path(), env, Duration.ofSeconds(job.timeoutSeconds()), () -> {
                 rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant());
-                started(job, stages);
+                started(job, stages, worktree.ready());
             }, live);
         } catch (IOException e) {
             budget.release(hold);
@@ -854,12 +886,13 @@ public final class JobRunner {
      * The agent process exists: how long after this worker claimed the job (budget hold, worktree, permit, spawn),
      * as the {@code kage.job.start} timer and a log line ({@code ops/bench/start-latency.sh} reads it).
      */
-    private void started(JobMessage job, long[] stages) {
+    private void started(JobMessage job, long[] stages, boolean readyWorktree) {
         long now = System.nanoTime();
         metrics.started(Duration.ofNanos(now - stages[0]));
         if (LOG.isInfoEnabled()) {
-            LOG.info("Job {} agent started {} ms after its claim (budget {} ms, worktree {} ms, permit and spawn {} ms)", job.jobId(),
-                    ms(now - stages[0]), ms(stages[1] - stages[0]), ms(stages[2] - stages[1]), ms(now - stages[2]));
+            LOG.info("Job {} agent started {} ms after its claim (budget {} ms, worktree {} ms {}, permit and spawn {} ms)",
+                    job.jobId(), ms(now - stages[0]), ms(stages[1] - stages[0]), ms(stages[2] - stages[1]),
+                    readyWorktree ? "ready" : "added", ms(now - stages[2]));
         }
     }
 

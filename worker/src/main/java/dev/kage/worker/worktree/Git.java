@@ -16,6 +16,8 @@ final class Git {
     /** Transports a task's repository may use; {@code ext::} and friends could run commands. */
     static final String ALLOWED_PROTOCOLS = "file:git:http:https:ssh";
     private static final long TIMEOUT_SECONDS = 300;
+    private static final String NICE = "/usr/bin/nice";
+    private static final boolean NICE_AVAILABLE = java.nio.file.Files.isExecutable(Path.of(NICE));
 
     private Git() {
     }
@@ -35,11 +37,27 @@ final class Git {
     }
 
     /**
+     * As {@link #run}, at a lower CPU priority ({@code nice}): for work after a job's agent has run (commit, push) and
+     * for preparing ready worktrees, so that on a busy machine the next job's start gets the CPU first.
+     */
+    static String runNiced(Path cwd, String... args) {
+        return new String(runCapped(cwd, Integer.MAX_VALUE, true, args).head(), StandardCharsets.UTF_8).trim();
+    }
+
+    /**
      * As {@link #run}, keeping at most {@code maxBytes} of standard output (untrimmed) and counting the rest, so a
      * huge output (a diff of generated files) costs no memory.
      */
     static Capped runCapped(Path cwd, int maxBytes, String... args) {
-        List<String> argv = new ArrayList<>(args.length + 5);
+        return runCapped(cwd, maxBytes, false, args);
+    }
+
+    /** As {@link #runCapped(Path, int, String...)}, at a lower CPU priority when {@code niced} (see {@link #runNiced}). */
+    static Capped runCapped(Path cwd, int maxBytes, boolean niced, String... args) {
+        List<String> argv = new ArrayList<>(args.length + 8);
+        if (niced && NICE_AVAILABLE) {
+            argv.addAll(List.of(NICE, "-n", "10"));
+        }
         argv.add("git");
         argv.add("-c");
         argv.add("core.hooksPath=/dev/null");

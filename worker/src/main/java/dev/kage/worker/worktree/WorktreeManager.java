@@ -16,9 +16,9 @@ import java.util.stream.Stream;
  * One bare clone per repository per worker ({@code <workDir>/repos}), one {@code git worktree} per
  * job ({@code <workDir>/worktrees}). Git operations on one clone are serialised by a lock per clone
  * (git fetch checks every worktree's HEAD, so it cannot overlap a worktree being added); fetches are
- * shared: a job whose turn comes after a fetch that started after it arrived uses that fetch instead of
- * running its own, and a job that finds (with {@code git ls-remote}, outside the lock) that the origin's base
- * branch is where the clone last saw it fetches nothing. Different repositories proceed in parallel. At most {@code MAX_ACTIVE_WORKTREES} exist at
+ * shared: a job must see every push made before it was queued, so a fetch that started after that serves it — it
+ * neither asks the origin nor fetches (under a backlog one fetch serves every job queued before it); otherwise a job
+ * asks the origin where its base branch is ({@code git ls-remote}, outside the lock) and fetches only when it moved. Different repositories proceed in parallel. At most {@code MAX_ACTIVE_WORKTREES} exist at
  * once: a job beyond that waits (interruptibly) for one to be removed. Worktrees and {@code kage/*} branches
  * older than {@code WORKTREE_CLEANUP_DAYS} that no job uses are pruned by {@link #pruneOlderThan}.
  *
@@ -38,8 +38,15 @@ public final class WorktreeManager {
     private final Path repos;
     private final Path worktrees;
     private final Map<Path, ReentrantLock> locks = new ConcurrentHashMap<>();
-    /** Per clone: when (System.nanoTime) the last completed fetch started; read and written under the clone's lock. */
+    /** Per clone: when (epoch ms) the last completed fetch started; written under the clone's lock. */
     private final Map<Path, Long> lastFetchStarted = new ConcurrentHashMap<>();
+    private final java.util.concurrent.atomic.AtomicLong freshnessChecks = new java.util.concurrent.atomic.AtomicLong();
+
+    /**
+     * A fetch counts as made after a job was queued only when it started this much later (ms): room for the error of the
+     * clock conversion of the queue time and for ms rounding.
+     */
+    public static final long FRESHNESS_MARGIN_MS = 100;
     private final java.util.concurrent.atomic.AtomicLong fetchesRun = new java.util.concurrent.atomic.AtomicLong();
     /** Per clone and base branch ({@code "<clone> <branch>"}): the commit its remote-tracking ref had at the last fetch. */
     private final Map<String, String> trackedSha = new ConcurrentHashMap<>();
@@ -95,6 +102,17 @@ public final class WorktreeManager {
      * @throws InterruptedException  when the job is stopped while it waits for a free worktree
      */
     public Worktree create(String repo, String baseBranch, String branch, String dirName) throws InterruptedException {
+        return create(repo, baseBranch, branch, dirName, System.currentTimeMillis());
+    }
+
+    /**
+     * As {@link #create(String, String, String, String)} for a job that was queued at {@code queuedAtMillis} (this
+     * machine's clock, epoch ms): the job must see every push made before then. When the clone's last fetch started
+     * after that (with {@link #FRESHNESS_MARGIN_MS} to spare), the clone already holds all of it and the origin is not
+     * asked again — under a backlog, one fetch serves every job queued before it.
+     */
+    public Worktree create(String repo, String baseBranch, String branch, String dirName, long queuedAtMillis)
+            throws InterruptedException {
         if (repo.isBlank() || repo.startsWith("-")) {
             throw new GitException("repository '" + repo + "' is not a path or URL", false);
         }
@@ -108,7 +126,7 @@ public final class WorktreeManager {
         }
         boolean created = false;
         try {
-            Worktree worktree = createHoldingSlot(repo, cache, baseBranch, branch, dirName, readyPath);
+            Worktree worktree = createHoldingSlot(repo, cache, baseBranch, branch, dirName, readyPath, queuedAtMillis);
             active.add(worktree.path());
             created = true;
             refill(cache, worktree.baseSha());
@@ -123,14 +141,20 @@ public final class WorktreeManager {
         }
     }
 
-    private Worktree createHoldingSlot(String repo, Path cache, String baseBranch, String branch, String dirName, Path readyPath) {
-        long arrived = System.nanoTime();
+    private Worktree createHoldingSlot(String repo, Path cache, String baseBranch, String branch, String dirName, Path readyPath,
+                                       long queuedAtMillis) {
+        // A fetch that started at or after this serves the job: after it was queued (with a margin for the conversion of
+        // the queue's clock), and never later than now (a job queued a moment ago is served by a fetch after its arrival).
+        long needsFetchAfter = Math.min(queuedAtMillis + FRESHNESS_MARGIN_MS, System.currentTimeMillis());
         Path path = readyPath != null ? readyPath : worktrees.resolve(dirName);
+        String tracked = trackedSha.get(cache + " " + baseBranch);
+        Long lastFetch = lastFetchStarted.get(cache);
+        boolean freshEnough = tracked != null && lastFetch != null && lastFetch >= needsFetchAfter;
         // Outside the clone's lock, in parallel with other jobs: where the origin's base branch is now. When this
         // clone already has exactly that, no fetch is needed and the job is still as fresh as its arrival.
         String remoteSha = null;
-        String tracked = trackedSha.get(cache + " " + baseBranch);
-        if (tracked != null) {
+        if (tracked != null && !freshEnough) {
+            freshnessChecks.incrementAndGet();
             try {
                 String line = Git.run(null, "ls-remote", "--", repo, "refs/heads/" + baseBranch);
                 remoteSha = line.isEmpty() ? null : line.split("\\s+")[0];
@@ -154,12 +178,14 @@ public final class WorktreeManager {
             // (Never an older one: a user who pushes, then submits, gets a worktree with the push.)
             // (Fetching outside the lock is not safe: git fetch checks every worktree's HEAD, and a worktree being
             // added has none yet — "fatal: bad object worktrees/<name>/HEAD".)
-            if (remoteSha != null && remoteSha.equals(trackedSha.get(cache + " " + baseBranch))) {
+            if (freshEnough) {
+                baseSha = tracked;
+            } else if (remoteSha != null && remoteSha.equals(trackedSha.get(cache + " " + baseBranch))) {
                 baseSha = remoteSha;
             } else {
-                Long lastFetch = lastFetchStarted.get(cache);
-                if (lastFetch == null || lastFetch - arrived < 0) {
-                    long started = System.nanoTime();
+                Long fetched = lastFetchStarted.get(cache);
+                if (fetched == null || fetched < needsFetchAfter) {
+                    long started = System.currentTimeMillis();
                     fetchesRun.incrementAndGet();
                     Git.run(cache, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*");
                     lastFetchStarted.put(cache, started);
@@ -185,7 +211,7 @@ public final class WorktreeManager {
                     Git.run(cache, "worktree", "prune");
                 }
                 Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
-                return new Worktree(cache, path, branch, baseSha);
+                return new Worktree(cache, path, branch, baseSha, false);
             }
         } catch (IOException e) {
             throw new GitException("cannot prepare " + path + ": " + e.getMessage(), true);
@@ -196,7 +222,7 @@ public final class WorktreeManager {
         // beside it is safe). The same branch may still be registered to this job's earlier worktree, removed without
         // git and not yet pruned: nothing else can hold a kage/<task>/<agent> branch on this worker, so that is ignored.
         Git.run(path, "checkout", "--quiet", "--force", "--ignore-other-worktrees", "-B", branch, baseSha);
-        return new Worktree(cache, path, branch, baseSha);
+        return new Worktree(cache, path, branch, baseSha, true);
     }
 
     /** A ready worktree of this clone, which holds its slot from now on; null when there is none. */
@@ -310,6 +336,11 @@ public final class WorktreeManager {
         }
     }
 
+    /** Times this manager asked the origin where a base branch is ({@code git ls-remote}; for tests and metrics). */
+    public long freshnessChecks() {
+        return freshnessChecks.get();
+    }
+
     /** Fetches run so far by this manager (for tests and metrics). */
     public long fetchesRun() {
         return fetchesRun.get();
@@ -325,7 +356,7 @@ public final class WorktreeManager {
         // One git process for the common case of an agent that changed nothing: the status names HEAD too.
         String head = null;
         boolean dirty = false;
-        for (String line : Git.run(worktree.path(), "status", "--porcelain=v2", "--branch").split("\n")) {
+        for (String line : Git.runNiced(worktree.path(), "status", "--porcelain=v2", "--branch").split("\n")) {
             if (line.startsWith("# branch.oid ")) {
                 head = line.substring("# branch.oid ".length()).trim();
             } else if (!line.isBlank() && !line.startsWith("#")) {
@@ -333,16 +364,16 @@ public final class WorktreeManager {
             }
         }
         if (dirty) {
-            Git.run(worktree.path(), "add", "-A");
-            Git.run(worktree.path(), "-c", "user.name=Kage Bunshin", "-c", "user.email=kage@localhost", "commit", "--quiet",
+            Git.runNiced(worktree.path(), "add", "-A");
+            Git.runNiced(worktree.path(), "-c", "user.name=Kage Bunshin", "-c", "user.email=kage@localhost", "commit", "--quiet",
                     "--no-verify", "-m", message);
-            head = Git.run(worktree.path(), "rev-parse", "HEAD");
+            head = Git.runNiced(worktree.path(), "rev-parse", "HEAD");
         }
         if (head == null || head.equals(worktree.baseSha())) {
             return new Commit(head == null ? worktree.baseSha() : head, "", null);
         }
         // The short stat line, a blank line, then the patch: one process for both.
-        Git.Capped diff = Git.runCapped(worktree.path(), PATCH_BYTES + 4096, "diff", "--no-color", "--no-ext-diff", "--shortstat",
+        Git.Capped diff = Git.runCapped(worktree.path(), PATCH_BYTES + 4096, true, "diff", "--no-color", "--no-ext-diff", "--shortstat",
                 "--patch", worktree.baseSha(), head);
         String out = new String(diff.head(), StandardCharsets.UTF_8);
         int split = out.indexOf("\n\n");
@@ -365,7 +396,7 @@ public final class WorktreeManager {
         ReentrantLock lock = locks.computeIfAbsent(worktree.cache(), c -> new ReentrantLock());
         lock.lock();
         try {
-            Git.run(worktree.cache(), "push", "--quiet", "--force", "origin",
+            Git.runNiced(worktree.cache(), "push", "--quiet", "--force", "origin",
                     "refs/heads/" + worktree.branch() + ":refs/heads/" + worktree.branch());
         } finally {
             lock.unlock();

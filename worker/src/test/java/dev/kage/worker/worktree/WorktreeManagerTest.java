@@ -306,4 +306,36 @@ class WorktreeManagerTest {
         assertThat(commit.patch()).startsWith("diff --git a/SELF.md b/SELF.md").contains("+committed by the agent");
         manager.remove(worktree);
     }
+
+    @Test
+    void aJobQueuedBeforeTheLastFetchAsksTheOriginNothingAndOneQueuedAfterAPushSeesIt() throws Exception {
+        long longAgo = System.currentTimeMillis() - 60_000;
+        Worktree first = manager.create(origin.toString(), "main", "kage/q1/demo", "q1-demo", longAgo);
+        long fetches = manager.fetchesRun();
+        long checks = manager.freshnessChecks();
+
+        // Queued before the clone's last fetch started: that fetch holds every push it must see.
+        Worktree backlog = manager.create(origin.toString(), "main", "kage/q2/demo", "q2-demo", longAgo);
+        assertThat(manager.freshnessChecks()).isEqualTo(checks);
+        assertThat(manager.fetchesRun()).isEqualTo(fetches);
+        assertThat(backlog.baseSha()).isEqualTo(first.baseSha());
+
+        // Pushed, then queued: the job asks the origin and fetches the push.
+        Files.writeString(origin.resolve("PUSHED.md"), "pushed\n");
+        Git.run(origin, "add", "PUSHED.md");
+        Git.run(origin, "-c", "user.name=Test", "-c", "user.email=test@localhost", "commit", "--quiet", "-m", "pushed");
+        Worktree after = manager.create(origin.toString(), "main", "kage/q3/demo", "q3-demo", System.currentTimeMillis());
+        assertThat(manager.freshnessChecks()).isEqualTo(checks + 1);
+        assertThat(manager.fetchesRun()).isEqualTo(fetches + 1);
+        assertThat(after.baseSha()).isEqualTo(Git.run(origin, "rev-parse", "main")).isNotEqualTo(first.baseSha());
+        assertThat(after.path().resolve("PUSHED.md")).exists();
+
+        // A job queued a moment ago (inside the margin) is not served by a fetch from before it arrived.
+        Worktree recent = manager.create(origin.toString(), "main", "kage/q4/demo", "q4-demo", System.currentTimeMillis() - 10);
+        assertThat(manager.freshnessChecks()).isEqualTo(checks + 2);
+        assertThat(recent.baseSha()).isEqualTo(after.baseSha());
+        for (Worktree worktree : List.of(first, backlog, after, recent)) {
+            manager.remove(worktree);
+        }
+    }
 }
