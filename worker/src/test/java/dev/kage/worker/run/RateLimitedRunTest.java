@@ -127,6 +127,37 @@ class RateLimitedRunTest {
         assertThat(store.find("acme", job.task().id()).orElseThrow().status()).isNotEqualTo(TaskStatus.FAILED);
     }
 
+    /**
+     * What gemini-cli 0.61 does with {@code --output-format json} when the API answers 429 (read from its bundle:
+     * {@code handleError} → {@code JsonFormatter.formatError} on standard error, then {@code process.exit(429)}, which
+     * the OS reports as 173).
+     */
+    private static final String GEMINI_QUOTA = "echo started >> \"$1\"; cat >&2 <<'JSON'\n"
+            + "{\n  \"session_id\": \"5b2c9f1e-0d7a-4c55-9d0e-8a1f3b6c2e47\",\n  \"error\": {\n    \"type\": \"Error\",\n"
+            + "    \"message\": \"{\\\"error\\\":{\\\"code\\\":429,\\\"message\\\":\\\"Resource has been exhausted (e.g. check quota).\\\","
+            + "\\\"status\\\":\\\"RESOURCE_EXHAUSTED\\\"}}\",\n    \"code\": 429\n  }\n}\nJSON\nexit 173";
+
+    @Test
+    void geminiClisQuotaErrorIsARateLimitSignalToo() throws Exception {
+        Path starts = dir.resolve("starts");
+        AgentConfig agent = new AgentConfig("gemini-cli", AgentType.COMMAND,
+                List.of("/bin/bash", "-c", GEMINI_QUOTA, "agent", starts.toString(), "{prompt}"), OutputFormat.GEMINI_JSON, List.of(),
+                "gemini-2.5-pro", "o200k_base", 1_000, 1.25, 10.0, Path.of("/"), new RetryPolicy(1, Set.of(), false),
+                AgentLimits.defaults("gemini-cli"));
+        Job job = submit(agent, 0);
+        runner(agent, Map.of()).run(job.claimed(), new JobControl());
+
+        assertThat(Files.readAllLines(starts)).hasSize(1);
+        assertThat(store.results(job.task().id())).as("deferred, not finished").isEmpty();
+        assertThat(store.errors(job.task().id())).singleElement().satisfies(error -> {
+            assertThat(error.errorType()).isEqualTo("RateLimitError");
+            assertThat(error.retryable()).isTrue();
+            assertThat(JSON.readTree(error.detailsJson()).get("output_tail").asText()).contains("RESOURCE_EXHAUSTED");
+        });
+        assertThat(redis.redis().pttl(redis.keys().cooldown("gemini-cli"))).as("fleet-wide pause").isPositive();
+        assertThat(delayedJob("gemini-cli").attempt()).isEqualTo(1);
+    }
+
     @Test
     void afterTheLastRetryThe429FailsTheJobWithAFinalRateLimitErrorRow() throws Exception {
         Path starts = dir.resolve("starts");
