@@ -7,7 +7,6 @@ import io.swagger.v3.oas.annotations.enums.ParameterIn;
 import io.swagger.v3.oas.annotations.media.Content;
 import io.swagger.v3.oas.annotations.media.ExampleObject;
 import io.swagger.v3.oas.annotations.media.Schema;
-import io.swagger.v3.oas.annotations.parameters.RequestBody;
 import io.swagger.v3.oas.annotations.responses.ApiResponse;
 import io.swagger.v3.oas.annotations.tags.Tag;
 import dev.kage.coordinator.auth.RequiresScope;
@@ -19,13 +18,9 @@ import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.redis.KageKeys;
 import dev.kage.store.TaskStore;
 import dev.kage.task.TaskRecord;
-import io.lettuce.core.Limit;
-import io.lettuce.core.Range;
-import io.lettuce.core.StreamMessage;
 import io.lettuce.core.api.sync.RedisCommands;
 import io.micronaut.http.HttpRequest;
 import io.micronaut.http.HttpResponse;
-import io.micronaut.http.HttpStatus;
 import io.micronaut.http.MediaType;
 import io.micronaut.http.annotation.Controller;
 import io.micronaut.http.annotation.Get;
@@ -34,8 +29,6 @@ import io.micronaut.http.sse.Event;
 import io.micronaut.scheduling.TaskExecutors;
 import io.micronaut.scheduling.annotation.ExecuteOn;
 import java.time.Duration;
-import java.util.ArrayList;
-import java.util.List;
 import java.util.Optional;
 import java.util.UUID;
 import reactor.core.publisher.Flux;
@@ -57,7 +50,6 @@ public class TaskEventsController {
     public static final Duration HEARTBEAT = Duration.ofSeconds(15);
 
     private static final ObjectMapper JSON = new ObjectMapper();
-    private static final int REPLAY_PAGE = 500;
     // Marks the end of the task's events inside the merge with heartbeats; compared by identity.
     private static final Event<String> END = Event.of("");
 
@@ -124,20 +116,17 @@ public class TaskEventsController {
         String resumeText = request.getHeaders().get(LAST_EVENT_ID);
         Optional<String> resumeAfter = resumeText == null || resumeText.isBlank() ? Optional.empty() : StreamIds.parse(resumeText);
         if (resumeText != null && !resumeText.isBlank() && resumeAfter.isEmpty()) {
-            return HttpResponse.status(HttpStatus.BAD_REQUEST)
-                    .contentType(MediaType.APPLICATION_JSON_TYPE)
-                    .body(new ErrorBody("validation_failed", "the request is invalid: " + LAST_EVENT_ID + " is not an event id",
-                            List.of(new ErrorBody.FieldError(LAST_EVENT_ID, "'" + printable(resumeText)
-                                    + "' is not an id this stream sent, e.g. 1718000000000-0"))));
+            return EventReplay.badLastEventId(resumeText);
         }
         TaskRecord task = found.get();
         String taskId = task.id().toString();
 
         // Subscribe before reading the past, so an event published in between is buffered, not lost.
         EventHub.Subscription live = hub.subscribe(e -> taskId.equals(e.taskId()) && sameTenant(e, tenant));
-        Replay replay;
+        EventReplay.Replay replay;
         try {
-            replay = replay(taskId, tenant, resumeAfter.orElse(null));
+            replay = EventReplay.read(redis, keys, e -> taskId.equals(e.taskId()) && sameTenant(e, tenant), resumeAfter.orElse(null),
+                    Integer.MAX_VALUE);
         } catch (RuntimeException e) {
             live.close();
             throw e;
@@ -156,31 +145,6 @@ public class TaskEventsController {
                 .takeWhile(event -> event != END)
                 .doFinally(signal -> live.close());
         return HttpResponse.ok(body).contentType(MediaType.TEXT_EVENT_STREAM_TYPE);
-    }
-
-    /**
-     * The task's events in the stream after {@code after} (all of them when null), and the id of the last
-     * entry read, whichever task it belonged to: live events up to that id are already in the replay.
-     */
-    private Replay replay(String taskId, String tenant, String after) {
-        List<StreamEvent> events = new ArrayList<>();
-        String position = after == null ? StreamIds.ZERO : after;
-        String from = after == null ? "-" : StreamIds.successor(after);
-        while (true) {
-            List<StreamMessage<String, String>> page = redis.xrange(keys.events(), Range.create(from, "+"),
-                    Limit.from(REPLAY_PAGE));
-            for (StreamMessage<String, String> message : page) {
-                StreamEvent event = new StreamEvent(message.getId(), message.getBody());
-                if (taskId.equals(event.taskId()) && sameTenant(event, tenant)) {
-                    events.add(event);
-                }
-                position = message.getId();
-            }
-            if (page.size() < REPLAY_PAGE) {
-                return new Replay(events, position);
-            }
-            from = StreamIds.successor(position);
-        }
     }
 
     static Event<String> sse(StreamEvent event) {
@@ -206,8 +170,5 @@ public class TaskEventsController {
     static String printable(String value) {
         String shown = value.length() > 64 ? value.substring(0, 64) + "…" : value;
         return shown.replaceAll("\\p{Cntrl}", "?");
-    }
-
-    private record Replay(List<StreamEvent> events, String position) {
     }
 }

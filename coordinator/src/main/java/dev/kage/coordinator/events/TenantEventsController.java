@@ -14,21 +14,15 @@ import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.coordinator.auth.RequiresScope;
 import dev.kage.coordinator.auth.Scope;
 import dev.kage.redis.KageKeys;
-import io.lettuce.core.Limit;
-import io.lettuce.core.Range;
-import io.lettuce.core.StreamMessage;
 import io.lettuce.core.api.sync.RedisCommands;
 import io.micronaut.http.HttpRequest;
 import io.micronaut.http.HttpResponse;
-import io.micronaut.http.HttpStatus;
 import io.micronaut.http.MediaType;
 import io.micronaut.http.annotation.Controller;
 import io.micronaut.http.annotation.Get;
 import io.micronaut.http.sse.Event;
 import io.micronaut.scheduling.TaskExecutors;
 import io.micronaut.scheduling.annotation.ExecuteOn;
-import java.util.ArrayList;
-import java.util.List;
 import java.util.Optional;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -47,7 +41,6 @@ import reactor.core.publisher.Mono;
 public class TenantEventsController {
     /** Past events a resuming client gets at most. */
     public static final int MAX_REPLAY = 10_000;
-    private static final int PAGE = 500;
 
     private final RedisCommands<String, String> redis;
     private final KageKeys keys;
@@ -93,25 +86,21 @@ public class TenantEventsController {
         boolean resuming = resumeText != null && !resumeText.isBlank();
         Optional<String> resumeAfter = resuming ? StreamIds.parse(resumeText) : Optional.empty();
         if (resuming && resumeAfter.isEmpty()) {
-            return HttpResponse.status(HttpStatus.BAD_REQUEST)
-                    .contentType(MediaType.APPLICATION_JSON_TYPE)
-                    .body(new ErrorBody("validation_failed", "the request is invalid: " + TaskEventsController.LAST_EVENT_ID
-                            + " is not an event id", List.of(new ErrorBody.FieldError(TaskEventsController.LAST_EVENT_ID, "'"
-                            + TaskEventsController.printable(resumeText) + "' is not an id this stream sent, e.g. 1718000000000-0"))));
+            return EventReplay.badLastEventId(resumeText);
         }
         // Subscribe before reading the past, so an event published in between is buffered, not lost.
         EventHub.Subscription live = hub.subscribe(e -> tenant.equals(e.tenant()));
         Flux<StreamEvent> events;
         if (resumeAfter.isPresent()) {
-            List<StreamEvent> past;
-            String[] position = {resumeAfter.get()};
+            EventReplay.Replay past;
             try {
-                past = replay(tenant, position);
+                past = EventReplay.read(redis, keys, e -> tenant.equals(e.tenant()), resumeAfter.get(), MAX_REPLAY);
             } catch (RuntimeException e) {
                 live.close();
                 throw e;
             }
-            events = Flux.concat(Flux.fromIterable(past), live.events().filter(e -> StreamIds.compare(e.id(), position[0]) > 0));
+            events = Flux.concat(Flux.fromIterable(past.events()),
+                    live.events().filter(e -> StreamIds.compare(e.id(), past.position()) > 0));
         } else {
             events = live.events();
         }
@@ -122,26 +111,5 @@ public class TenantEventsController {
                                 .map(tick -> Event.of("").comment("keep-alive")))
                 .doFinally(signal -> live.close());
         return HttpResponse.ok(body).contentType(MediaType.TEXT_EVENT_STREAM_TYPE);
-    }
-
-    /** The tenant's events after {@code position[0]}, which is moved to the last entry read. */
-    private List<StreamEvent> replay(String tenant, String[] position) {
-        List<StreamEvent> events = new ArrayList<>();
-        String from = StreamIds.successor(position[0]);
-        while (events.size() < MAX_REPLAY) {
-            List<StreamMessage<String, String>> page = redis.xrange(keys.events(), Range.create(from, "+"), Limit.from(PAGE));
-            for (StreamMessage<String, String> message : page) {
-                StreamEvent event = new StreamEvent(message.getId(), message.getBody());
-                if (tenant.equals(event.tenant()) && events.size() < MAX_REPLAY) {
-                    events.add(event);
-                }
-                position[0] = message.getId();
-            }
-            if (page.size() < PAGE) {
-                break;
-            }
-            from = StreamIds.successor(position[0]);
-        }
-        return events;
     }
 }

@@ -1,0 +1,61 @@
+package dev.kage.coordinator.events;
+
+import dev.kage.coordinator.api.ErrorBody;
+import dev.kage.redis.KageKeys;
+import io.lettuce.core.Limit;
+import io.lettuce.core.Range;
+import io.lettuce.core.StreamMessage;
+import io.lettuce.core.api.sync.RedisCommands;
+import io.micronaut.http.HttpResponse;
+import io.micronaut.http.HttpStatus;
+import io.micronaut.http.MediaType;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Predicate;
+
+/** What both event streams share: reading the past of {@code kage:events} and refusing a bad {@code Last-Event-ID}. */
+final class EventReplay {
+    private static final int PAGE = 500;
+
+    private EventReplay() {
+    }
+
+    /**
+     * The events that {@code wanted} accepts after stream id {@code after} (from the start when null), in pages, at most
+     * {@code max} of them.
+     *
+     * @return them, and the id of the last entry read, whichever event it was: live events up to it are in the replay
+     */
+    static Replay read(RedisCommands<String, String> redis, KageKeys keys, Predicate<StreamEvent> wanted, String after, int max) {
+        List<StreamEvent> events = new ArrayList<>();
+        String position = after == null ? StreamIds.ZERO : after;
+        String from = after == null ? "-" : StreamIds.successor(after);
+        while (true) {
+            List<StreamMessage<String, String>> page = redis.xrange(keys.events(), Range.create(from, "+"), Limit.from(PAGE));
+            for (StreamMessage<String, String> message : page) {
+                StreamEvent event = new StreamEvent(message.getId(), message.getBody());
+                if (events.size() < max && wanted.test(event)) {
+                    events.add(event);
+                }
+                position = message.getId();
+            }
+            if (page.size() < PAGE || events.size() >= max) {
+                return new Replay(events, position);
+            }
+            from = StreamIds.successor(position);
+        }
+    }
+
+    /** The 400 for a {@code Last-Event-ID} that is no id of this stream. */
+    static HttpResponse<ErrorBody> badLastEventId(String text) {
+        return HttpResponse.<ErrorBody>status(HttpStatus.BAD_REQUEST)
+                .contentType(MediaType.APPLICATION_JSON_TYPE)
+                .body(new ErrorBody("validation_failed", "the request is invalid: " + TaskEventsController.LAST_EVENT_ID
+                        + " is not an event id", List.of(new ErrorBody.FieldError(TaskEventsController.LAST_EVENT_ID, "'"
+                        + TaskEventsController.printable(text) + "' is not an id this stream sent, e.g. 1718000000000-0"))));
+    }
+
+    /** @param position the id of the last entry read */
+    record Replay(List<StreamEvent> events, String position) {
+    }
+}
