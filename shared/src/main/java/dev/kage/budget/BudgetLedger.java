@@ -43,6 +43,8 @@ public final class BudgetLedger {
     private static final LuaScript SETTLE = LuaScript.load(BudgetLedger.class, "common.lua", "settle.lua");
     private static final LuaScript TOP_UP = LuaScript.load(BudgetLedger.class, "common.lua", "top-up.lua");
     private static final LuaScript SWEEP = LuaScript.load(BudgetLedger.class, "common.lua", "sweep.lua");
+    /** Every script of the ledger. */
+    static final List<LuaScript> SCRIPTS = List.of(RESERVE, SETTLE, TOP_UP, SWEEP);
 
     private final KageKeys keys;
     private final RedisCommands<String, String> redis;
@@ -63,6 +65,17 @@ public final class BudgetLedger {
         this.warningThreshold = warningThreshold;
         this.tenantDefaults = tenantDefaults;
         this.clock = clock;
+    }
+
+    /**
+     * Loads the ledger's scripts into Redis's script cache and sweeps lapsed holds: what a worker does before its first
+     * claim, so its first reservation is as quick as any other.
+     */
+    public void warmUp() {
+        for (LuaScript script : SCRIPTS) {
+            script.load(redis);
+        }
+        sweepExpired();
     }
 
     public BudgetMode mode() {

@@ -51,6 +51,16 @@ public final class LuaScript {
         }
     }
 
+    /** The script's SHA-1, as {@code EVALSHA} and {@code SCRIPT EXISTS} name it. */
+    public String sha() {
+        return sha;
+    }
+
+    /** Sends the script to Redis's script cache ({@code SCRIPT LOAD}), so its first {@link #run} needs no second round trip. */
+    public void load(RedisCommands<String, String> redis) {
+        redis.scriptLoad(text);
+    }
+
     public <T> T run(RedisCommands<String, String> redis, ScriptOutputType type, String[] keys, String... args) {
         try {
             return redis.evalsha(sha, type, keys, args);

@@ -54,6 +54,15 @@ class BudgetLedgerTest {
     }
 
     @Test
+    void warmingUpPutsEveryScriptInRedisCacheAndChangesNoPool() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(1_000));
+        ledger.warmUp();
+        String[] shas = BudgetLedger.SCRIPTS.stream().map(dev.kage.redis.LuaScript::sha).toArray(String[]::new);
+        assertThat(redis.redis().scriptExists(shas)).containsOnly(true);
+        assertThat(ledger.tenantPools("acme")).allSatisfy(pool -> assertThat(pool.used() + pool.reserved()).isZero());
+    }
+
+    @Test
     void manyThreadsReservingAndSettlingNeverOverspendTheTenantsDay() throws Exception {
         int threads = 32;
         long limit = 40_000;

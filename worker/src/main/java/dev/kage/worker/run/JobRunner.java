@@ -132,7 +132,8 @@ public final class JobRunner {
 
     /**
      * Loads, before the first claim, what a first job would otherwise wait for: the token encodings of the agents this
-     * worker serves (jtokkit reads its tables on first use: about half a second each) and Git's process start-up.
+     * worker serves (jtokkit reads its tables on first use: about half a second each), Git's process start-up and the
+     * budget's scripts in Redis.
      */
     private void warmUp() {
         long started = System.nanoTime();
@@ -144,7 +145,12 @@ public final class JobRunner {
         } catch (RuntimeException e) {
             LOG.warn("Git did not start: {}", e.getMessage());
         }
-        LOG.info("Warmed up in {} ms (token encodings, git)", Duration.ofNanos(System.nanoTime() - started).toMillis());
+        try {
+            budget.warmUp();
+        } catch (RuntimeException e) {
+            LOG.warn("Budget scripts not loaded yet (Redis: {}); the first reservation loads them", e.getMessage());
+        }
+        LOG.info("Warmed up in {} ms (token encodings, git, budget scripts)", Duration.ofNanos(System.nanoTime() - started).toMillis());
     }
 
     /**
