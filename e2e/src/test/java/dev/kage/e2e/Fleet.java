@@ -51,6 +51,8 @@ public final class Fleet implements AutoCloseable {
         env.put("KAGE_AGENTS_FILE", ROOT.resolve("ops/agents/agents.yml").toString());
         env.put("PATH", System.getenv("PATH"));
         env.put("HOME", System.getProperty("user.home"));
+        // As deployed (the images' locale is UTF-8): without one, a worker refuses descriptions it cannot pass on unchanged.
+        env.put("LANG", "C.UTF-8");
         return env;
     }
 
