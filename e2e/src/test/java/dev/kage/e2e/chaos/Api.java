@@ -30,12 +30,22 @@ final class Api {
         this.port = port;
     }
 
+    /** Files an answer got through another instance under {@code label}, e.g. by the phase of a fault it fell in. */
+    void file(String label, Answer answer) {
+        statuses.computeIfAbsent(label, l -> new ConcurrentHashMap<>()).computeIfAbsent(answer.status(), s -> new AtomicLong())
+                .incrementAndGet();
+        slowestNanos.accumulateAndGet(answer.nanos(), Math::max);
+    }
+
     int port() {
         return port;
     }
 
     /** An answer, or a status of {@link #TIMEOUT} / {@link #NO_CONNECTION} with an empty body. */
-    record Answer(int status, String body, HttpResponse<String> response) {
+    record Answer(int status, String body, HttpResponse<String> response, long nanos) {
+        Answer(int status, String body, HttpResponse<String> response) {
+            this(status, body, response, 0);
+        }
     }
 
     Answer get(String label, String path, String key) throws InterruptedException {
@@ -63,13 +73,13 @@ final class Api {
         try {
             HttpResponse<String> response = http.send(request.build(), HttpResponse.BodyHandlers.ofString());
             status = response.statusCode();
-            answer = new Answer(status, response.body(), response);
+            answer = new Answer(status, response.body(), response, System.nanoTime() - started);
         } catch (HttpTimeoutException e) {
             status = TIMEOUT;
-            answer = new Answer(status, "", null);
+            answer = new Answer(status, "", null, System.nanoTime() - started);
         } catch (IOException e) {
             status = NO_CONNECTION;
-            answer = new Answer(status, "", null);
+            answer = new Answer(status, "", null, System.nanoTime() - started);
         }
         long took = System.nanoTime() - started;
         slowestNanos.accumulateAndGet(took, Math::max);

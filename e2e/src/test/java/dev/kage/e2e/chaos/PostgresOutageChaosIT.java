@@ -38,12 +38,21 @@ class PostgresOutageChaosIT {
     /** How long after the proxy forwards again a 503 is still fair (the pools reconnect). */
     private static final Duration RECOVERY = Duration.ofSeconds(10);
 
+    private static final int BEFORE = 0;
+    private static final int DURING = 1;
+    private static final int RECONNECTING = 2;
+    private static final int AFTER = 3;
+
     @TempDir
     Path dir;
 
-    /** One route's call, filed under the phase it was made in. */
+    private static int phase(long now, long cutAt, long restoredAt) {
+        return now < cutAt ? BEFORE : now < restoredAt ? DURING : now < restoredAt + RECOVERY.toNanos() ? RECONNECTING : AFTER;
+    }
+
+    /** One route's call; the prober files its answer under the phase it was made in. */
     private interface Probe {
-        void call(Api phase) throws Exception;
+        Api.Answer call(Api api) throws Exception;
     }
 
     @Test
@@ -105,6 +114,7 @@ class PostgresOutageChaosIT {
             Api during = new Api(fleet.port);
             Api outside = new Api(fleet.port);
             Api recovering = new Api(fleet.port);
+            Api boundary = new Api(fleet.port);
             long[] cutAt = {Long.MAX_VALUE};
             long[] restoredAt = {Long.MAX_VALUE};
             List<String> accepted = new ArrayList<>();
@@ -120,6 +130,7 @@ class PostgresOutageChaosIT {
                         accepted.add(JSON.readTree(submit.body()).get("task_id").asText());
                     }
                 }
+                return submit;
             });
             probes.put("batch", phase -> {
                 Api.Answer batch = phase.post("batch", "/api/v1/tasks:batch", KEY, "{\"tasks\": [" + taskBody + "]}");
@@ -128,6 +139,7 @@ class PostgresOutageChaosIT {
                         accepted.add(JSON.readTree(batch.body()).at("/tasks/0/task_id").asText());
                     }
                 }
+                return batch;
             });
             probes.put("task", phase -> phase.get("task", "/api/v1/tasks/" + taskIds.get(round[0]++ % taskIds.size()), KEY));
             probes.put("list", phase -> phase.get("list", "/api/v1/tasks?limit=5", KEY));
@@ -138,12 +150,19 @@ class PostgresOutageChaosIT {
             probes.put("db-key", phase -> phase.get("db-key", "/api/v1/workers", dbKey));
             List<Thread> probers = new ArrayList<>();
             probes.forEach((label, probe) -> probers.add(Thread.ofPlatform().name("chaos-probe-" + label).start(() -> {
+                Api unfiled = new Api(fleet.port);
                 while (probing.get()) {
-                    long now = System.nanoTime();
-                    Api phase = now < cutAt[0] ? outside : now < restoredAt[0] ? during
-                            : now < restoredAt[0] + RECOVERY.toNanos() ? recovering : outside;
+                    int before = phase(System.nanoTime(), cutAt[0], restoredAt[0]);
                     try {
-                        probe.call(phase);
+                        Api.Answer answer = probe.call(unfiled);
+                        int after = phase(System.nanoTime(), cutAt[0], restoredAt[0]);
+                        // A call under way when Postgres went or came back is filed apart: either answer is fair.
+                        Api phase = before != after ? boundary : switch (before) {
+                            case DURING -> during;
+                            case RECONNECTING -> recovering;
+                            default -> outside;
+                        };
+                        phase.file(label, answer);
                     } catch (InterruptedException e) {
                         return;
                     } catch (Exception e) {
@@ -194,8 +213,9 @@ class PostgresOutageChaosIT {
                 return !statuses.isEmpty() && statuses.keySet().stream().allMatch(s -> s == 503);
             });
             long errors500 = during.serverErrorsBut503() + outside.serverErrorsBut503() + recovering.serverErrorsBut503()
-                    + api.serverErrors();
-            long timeouts = during.count(s -> s < 0) + outside.count(s -> s < 0) + recovering.count(s -> s < 0);
+                    + boundary.serverErrorsBut503() + api.serverErrors();
+            long timeouts = during.count(s -> s < 0) + outside.count(s -> s < 0) + recovering.count(s -> s < 0)
+                    + boundary.count(s -> s < 0);
             long outside5xx = outside.serverErrors();
             boolean pass = lostRows == 0 && results == jobs && errorRows == failing && completed == jobs - failing
                     && failed == failing && acceptedFound == acceptedProbes && outbox == 0 && mustAnswered503 && errors500 == 0
@@ -203,11 +223,11 @@ class PostgresOutageChaosIT {
             Chaos.report("postgres-outage", String.format(
                     "jobs=%d workers=%d outage=%ds runs_ended_during_outage=%d lost_rows=%d (results %d/%d, error rows %d/%d) "
                             + "duplicated=n/a tasks completed=%d failed=%d accepted_probe_tasks=%d/%d outbox_left=%d "
-                            + "5xx_but_503=%d 503_during[%s] 503_while_reconnecting=%d 5xx_outside=%d timeouts=%d "
+                            + "5xx_but_503=%d 503_during[%s] 503_while_reconnecting=%d 5xx_outside=%d straddling_calls=%d timeouts=%d "
                             + "503_slowest=%dms workers_died=%d took=%ds",
                     jobs, WORKERS, outage, endsDuring, lostRows, results, jobs, errorRows, failing, completed, failed,
                     acceptedFound, acceptedProbes, outbox, errors500, during.summary(), recovering.count(s -> s == 503), outside5xx,
-                    timeouts, during.slowestMillis(), deadWorkers, took), pass);
+                    boundary.calls(), timeouts, during.slowestMillis(), deadWorkers, took), pass);
 
             assertThat(endsDuring).as("runs ended while Postgres was away").isPositive();
             assertThat(workersSawIt).as("the workers noticed the outage").isTrue();
