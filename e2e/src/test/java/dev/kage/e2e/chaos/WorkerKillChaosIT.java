@@ -60,8 +60,10 @@ class WorkerKillChaosIT {
             fleet.startCoordinator(env);
             Process[] workers = new Process[WORKERS];
             String[] ids = new String[WORKERS];
+            List<String> logNames = new ArrayList<>(); // this run's logs only: the folder keeps earlier runs' too
             for (int w = 0; w < WORKERS; w++) {
                 ids[w] = "chaos-w" + w;
+                logNames.add(ids[w] + "-0");
                 workers[w] = fleet.startWorker(ids[w] + "-0", ids[w], dir.resolve("work"), origin, workerEnv);
             }
             fleet.awaitHealthy();
@@ -101,6 +103,7 @@ class WorkerKillChaosIT {
                 } else {
                     ids[victim] = "chaos-w" + victim + "-g" + (++generation);
                 }
+                logNames.add(ids[victim] + "-" + kills);
                 workers[victim] = fleet.startWorker(ids[victim] + "-" + kills, ids[victim], dir.resolve("work"), origin, workerEnv);
             }
             await().atMost(Duration.ofNanos(Math.max(1, deadline - System.nanoTime())).plusSeconds(5))
@@ -124,8 +127,8 @@ class WorkerKillChaosIT {
                     .collect(Collectors.groupingBy(l -> l.split(" ")[1], Collectors.counting()));
             long reruns = startsPerJob.values().stream().filter(n -> n > 1).count();
             long reclaimed = 0;
-            for (Path log : Files.list(fleet.logs).toList()) {
-                reclaimed += Files.readString(log).lines().filter(l -> l.contains("Reclaimed")).count();
+            for (String name : logNames) {
+                reclaimed += fleet.log(name).lines().filter(l -> l.contains("Reclaimed")).count();
             }
             long serverErrors = api.serverErrors();
 
