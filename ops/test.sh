@@ -4,6 +4,8 @@
 # The whole check, as CI runs it (.ci/run):
 #   1. Redis and Postgres (ops/services.sh up)
 #   2. ./mvnw -B verify [maven args...]   e.g. ops/test.sh -DskipTests, ops/test.sh -pl shared
+#      (this includes the chaos scenarios worker-kill, postgres-outage and hostile-input at the shortened scale
+#      ci, about 3 minutes; ops/chaos/run.sh runs them at full scale, see RELIABILITY.md)
 #   3. a quickstart smoke run (ops/quickstart.sh start, then stop) in its own run dir, port,
 #      Redis namespace and database, so the README's first command cannot rot.
 #

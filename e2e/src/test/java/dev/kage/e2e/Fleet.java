@@ -23,22 +23,22 @@ import java.util.concurrent.TimeUnit;
  * its own namespace, schema, port and log file. {@link #close()} stops them with SIGTERM (SIGKILL
  * after 30 s) and drops the namespace's keys and the schema.
  */
-final class Fleet implements AutoCloseable {
-    static final Path ROOT = Path.of(System.getProperty("kage.repo.root", "..")).toAbsolutePath().normalize();
-    static final Path COORDINATOR_JAR = Path.of(System.getProperty("kage.coordinator.jar",
+public final class Fleet implements AutoCloseable {
+    public static final Path ROOT = Path.of(System.getProperty("kage.repo.root", "..")).toAbsolutePath().normalize();
+    public static final Path COORDINATOR_JAR = Path.of(System.getProperty("kage.coordinator.jar",
             ROOT.resolve("coordinator/target/kage-coordinator.jar").toString()));
-    static final Path WORKER_JAR = Path.of(System.getProperty("kage.worker.jar",
+    public static final Path WORKER_JAR = Path.of(System.getProperty("kage.worker.jar",
             ROOT.resolve("worker/target/kage-worker.jar").toString()));
-    static final String JAVA = ProcessHandle.current().info().command().orElse("java");
+    public static final String JAVA = ProcessHandle.current().info().command().orElse("java");
 
-    final dev.kage.testing.RedisFixture redis = new dev.kage.testing.RedisFixture();
-    final String schema = TestServices.newSchema();
-    final Path logs;
-    final int port;
+    public final dev.kage.testing.RedisFixture redis = new dev.kage.testing.RedisFixture();
+    public final String schema = TestServices.newSchema();
+    public final Path logs;
+    public final int port;
     private final List<Process> processes = new ArrayList<>();
     private final HttpClient http = HttpClient.newHttpClient();
 
-    Fleet(Path logs) throws IOException {
+    public Fleet(Path logs) throws IOException {
         this.logs = Files.createDirectories(logs);
         try (ServerSocket socket = new ServerSocket(0)) {
             port = socket.getLocalPort();
@@ -46,15 +46,17 @@ final class Fleet implements AutoCloseable {
     }
 
     /** Settings every process of this fleet shares. */
-    Map<String, String> baseEnvironment() {
+    public Map<String, String> baseEnvironment() {
         Map<String, String> env = new HashMap<>(TestServices.environment(redis.namespace(), schema));
         env.put("KAGE_AGENTS_FILE", ROOT.resolve("ops/agents/agents.yml").toString());
         env.put("PATH", System.getenv("PATH"));
         env.put("HOME", System.getProperty("user.home"));
+        // As deployed (the images' locale is UTF-8): without one, a worker refuses descriptions it cannot pass on unchanged.
+        env.put("LANG", "C.UTF-8");
         return env;
     }
 
-    Process startCoordinator(Map<String, String> extra) throws IOException {
+    public Process startCoordinator(Map<String, String> extra) throws IOException {
         Map<String, String> env = baseEnvironment();
         env.put("PORT", Integer.toString(port));
         env.put("KAGE_DEV_MODE", "true");
@@ -62,12 +64,12 @@ final class Fleet implements AutoCloseable {
         return start("coordinator", COORDINATOR_JAR, env);
     }
 
-    Process startWorker(String id, Path workDir, Path defaultRepo, Map<String, String> extra) throws IOException {
+    public Process startWorker(String id, Path workDir, Path defaultRepo, Map<String, String> extra) throws IOException {
         return startWorker(id, id, workDir, defaultRepo, extra);
     }
 
     /** A worker whose log is {@code logName}.log, so a restarted worker keeps its predecessor's log. */
-    Process startWorker(String logName, String id, Path workDir, Path defaultRepo, Map<String, String> extra) throws IOException {
+    public Process startWorker(String logName, String id, Path workDir, Path defaultRepo, Map<String, String> extra) throws IOException {
         Map<String, String> env = baseEnvironment();
         env.put("KAGE_WORKER_ID", id);
         env.put("KAGE_WORK_DIR", workDir.toString());
@@ -76,7 +78,7 @@ final class Fleet implements AutoCloseable {
         return start(logName, WORKER_JAR, env);
     }
 
-    Process start(String name, Path jar, Map<String, String> env) throws IOException {
+    public Process start(String name, Path jar, Map<String, String> env) throws IOException {
         ProcessBuilder builder = new ProcessBuilder(JAVA, "-Xmx256m", "-jar", jar.toString())
                 .redirectErrorStream(true)
                 .redirectOutput(logs.resolve(name + ".log").toFile());
@@ -88,7 +90,7 @@ final class Fleet implements AutoCloseable {
     }
 
     /** Waits until {@code count} workers have a heartbeat. */
-    void awaitWorkers(int count) {
+    public void awaitWorkers(int count) {
         await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofMillis(300)).until(() ->
                 redis.redis().keys(redis.namespace() + ":worker:*").size() >= count);
     }
@@ -97,7 +99,7 @@ final class Fleet implements AutoCloseable {
      * Submits {@code count} tasks for {@code agent} on {@code repo} in one {@code POST /api/v1/tasks:batch}; task i's
      * description is {@code description.apply(i)}.
      */
-    void submitBatch(String apiKey, String agent, int count, Path repo, java.util.function.IntFunction<String> description)
+    public void submitBatch(String apiKey, String agent, int count, Path repo, java.util.function.IntFunction<String> description)
             throws IOException, InterruptedException {
         var json = new com.fasterxml.jackson.databind.ObjectMapper();
         var body = json.createObjectNode();
@@ -112,7 +114,7 @@ final class Fleet implements AutoCloseable {
         }
     }
 
-    void awaitHealthy() {
+    public void awaitHealthy() {
         await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofMillis(300)).until(() -> {
             try {
                 return get("/health", null).statusCode() == 200;
@@ -122,7 +124,7 @@ final class Fleet implements AutoCloseable {
         });
     }
 
-    HttpResponse<String> get(String path, String key) throws IOException, InterruptedException {
+    public HttpResponse<String> get(String path, String key) throws IOException, InterruptedException {
         HttpRequest.Builder request = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + path)).GET();
         if (key != null) {
             request.header("X-API-Key", key);
@@ -131,7 +133,7 @@ final class Fleet implements AutoCloseable {
     }
 
     /** POSTs exactly like the seed's curl: no Content-Type that says JSON. */
-    HttpResponse<String> post(String path, String key, String body) throws IOException, InterruptedException {
+    public HttpResponse<String> post(String path, String key, String body) throws IOException, InterruptedException {
         return http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + path))
                 .header("X-API-Key", key)
                 .header("Content-Type", "application/x-www-form-urlencoded")
@@ -139,7 +141,7 @@ final class Fleet implements AutoCloseable {
     }
 
     /** Rows of a query on this fleet's schema, as "col1:col2:..." strings. */
-    java.util.List<String> query(String sql, Object... params) throws Exception {
+    public java.util.List<String> query(String sql, Object... params) throws Exception {
         dev.kage.config.DatabaseUrl url = dev.kage.config.DatabaseUrl.parse("test", TestServices.databaseUrl());
         java.util.List<String> rows = new java.util.ArrayList<>();
         try (java.sql.Connection connection = java.sql.DriverManager.getConnection(url.jdbcUrl(), url.user(), url.password())) {
@@ -168,12 +170,12 @@ final class Fleet implements AutoCloseable {
         return rows;
     }
 
-    long count(String sql, Object... params) throws Exception {
+    public long count(String sql, Object... params) throws Exception {
         java.util.List<String> rows = query(sql, params);
         return rows.isEmpty() ? 0 : Long.parseLong(rows.getFirst());
     }
 
-    String log(String name) throws IOException {
+    public String log(String name) throws IOException {
         Path file = logs.resolve(name + ".log");
         return Files.exists(file) ? Files.readString(file) : "";
     }

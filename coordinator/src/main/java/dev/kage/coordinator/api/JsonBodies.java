@@ -1,7 +1,9 @@
 package dev.kage.coordinator.api;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.json.JsonMapper;
 import dev.kage.coordinator.api.ErrorBody.FieldError;
 import dev.kage.coordinator.task.InvalidRequestException;
 import java.io.IOException;
@@ -12,7 +14,8 @@ import java.util.TreeSet;
 
 /** Reading the JSON object a PUT sends: one place for "not JSON", "not an object" and unknown fields. Thread-safe. */
 public final class JsonBodies {
-    private static final ObjectMapper JSON = new ObjectMapper();
+    /** Decimals as BigDecimal: {@code 1e400} is a number too large for a field, not a double's Infinity (which has no decimal value). */
+    private static final ObjectMapper JSON = JsonMapper.builder().enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS).build();
 
     private JsonBodies() {
     }

@@ -22,7 +22,9 @@ import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.coordinator.api.ErrorBody.FieldError;
 import dev.kage.coordinator.api.JsonBodies;
 import dev.kage.coordinator.auth.ApiKeyFilter;
+import dev.kage.coordinator.auth.ApiKeys;
 import dev.kage.coordinator.task.InvalidRequestException;
+import dev.kage.coordinator.task.SubmitRequestParser;
 import io.micronaut.core.annotation.Nullable;
 import io.micronaut.http.HttpRequest;
 import io.micronaut.http.HttpResponse;
@@ -106,6 +108,7 @@ public class BudgetsController {
     @RequiresScope(Scope.READ)
     @Get(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> get(HttpRequest<?> request, @PathVariable String tenant) {
+        checkTenant(tenant);
         if (!tenant.equals(tenant(request)) && !ApiKeyFilter.principal(request).has(Scope.ADMIN)) {
             return forbidden("reading another tenant's budgets");
         }
@@ -143,6 +146,7 @@ public class BudgetsController {
     @Put(value = "/{tenant}", consumes = {MediaType.APPLICATION_JSON, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String tenant,
                                @Parameter(hidden = true) @Nullable @Body byte[] body) {
+        checkTenant(tenant);
         PeriodLimits next = parse(body, ledger.tenantLimits(tenant));
         ledger.setTenantLimits(tenant, next);
         return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
@@ -165,9 +169,18 @@ public class BudgetsController {
     @RequiresScope(Scope.ADMIN)
     @Delete(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String tenant) {
+        checkTenant(tenant);
         ledger.clearTenantLimits(tenant);
         return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
                 List.of()));
+    }
+
+    /** A name no tenant can have ({@code ../x}, {@code a b}, {@code a:b}) never reaches the ledger's keys. */
+    private static void checkTenant(String tenant) {
+        if (!ApiKeys.TENANT.matcher(tenant).matches()) {
+            throw new InvalidRequestException(List.of(new FieldError("tenant", "'" + SubmitRequestParser.printable(tenant)
+                    + "' is not a tenant name: " + ApiKeys.TENANT_RULE)));
+        }
     }
 
     private String source(String tenant) {

@@ -16,6 +16,7 @@ import dev.kage.coordinator.auth.Scope;
 import dev.kage.coordinator.auth.ApiKeyFilter;
 import dev.kage.task.Assignment;
 import dev.kage.task.TaskRecord;
+import io.micronaut.core.annotation.Nullable;
 import io.micronaut.http.HttpRequest;
 import io.micronaut.http.HttpResponse;
 import io.micronaut.http.HttpStatus;
@@ -76,7 +77,7 @@ public class BatchController {
     @RequiresScope(Scope.SUBMIT)
     @Post(value = "/tasks:batch", consumes = {MediaType.APPLICATION_JSON, MediaType.APPLICATION_FORM_URLENCODED,
             MediaType.TEXT_PLAIN, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
-    public HttpResponse<Accepted> submit(HttpRequest<?> request, @Parameter(hidden = true) @Body byte[] body) {
+    public HttpResponse<Accepted> submit(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @Body byte[] body) {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
         List<TaskRecord> tasks = service.submitBatch(tenant, parser.parseBatch(body));
         return HttpResponse.status(HttpStatus.ACCEPTED).body(new Accepted(tasks.stream()

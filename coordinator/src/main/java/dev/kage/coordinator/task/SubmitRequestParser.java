@@ -162,6 +162,11 @@ public final class SubmitRequestParser {
         String text = node.asText();
         if (text.isBlank()) {
             errors.add(new FieldError("description", "must not be blank"));
+        } else if (text.codePoints().allMatch(c -> Character.isWhitespace(c) || Character.getType(c) == Character.FORMAT)) {
+            errors.add(new FieldError("description", "must not be blank: it has only invisible characters (zero-width "
+                    + "spaces, byte order marks, direction marks)"));
+        } else if (loneSurrogate(text) >= 0) {
+            errors.add(new FieldError("description", LONE_SURROGATE + describe(text)));
         } else if (text.length() > MAX_DESCRIPTION_CHARS) {
             errors.add(new FieldError("description", "is " + text.length() + " characters; at most " + MAX_DESCRIPTION_CHARS));
         } else if (text.indexOf('\0') >= 0) {
@@ -257,6 +262,8 @@ public final class SubmitRequestParser {
         String repo = node.asText();
         if (repo.isBlank() || repo.length() > MAX_REPO_CHARS) {
             errors.add(new FieldError("repo", "must be a path or git URL of 1 to " + MAX_REPO_CHARS + " characters"));
+        } else if (loneSurrogate(repo) >= 0) {
+            errors.add(new FieldError("repo", LONE_SURROGATE + describe(repo)));
         } else if (repo.chars().anyMatch(c -> c < 0x20 || c == 0x7f)) {
             errors.add(new FieldError("repo", "must not contain control characters"));
         } else if (repo.startsWith("-")) {
@@ -320,6 +327,10 @@ public final class SubmitRequestParser {
             errors.add(new FieldError("metadata", "is larger than " + MAX_METADATA_BYTES + " bytes"));
             return null;
         }
+        if (loneSurrogate(text) >= 0) {
+            errors.add(new FieldError("metadata", LONE_SURROGATE + describe(text)));
+            return null;
+        }
         if (text.contains("\\u0000")) {
             errors.add(new FieldError("metadata", "must not contain NUL characters"));
             return null;
@@ -327,8 +338,31 @@ public final class SubmitRequestParser {
         return text;
     }
 
+    /**
+     * The index of the first UTF-16 surrogate without its partner, or -1. JSON lets a string escape one ({@code "\\ud800"}),
+     * but it is no character: Postgres and an agent's argv would get {@code ?} instead, so such a request is refused.
+     */
+    static int loneSurrogate(String text) {
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            if (Character.isHighSurrogate(c) && i + 1 < text.length() && Character.isLowSurrogate(text.charAt(i + 1))) {
+                i++;
+            } else if (Character.isSurrogate(c)) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private static String describe(String text) {
+        int at = loneSurrogate(text);
+        return String.format("\\u%04x at character %d", (int) text.charAt(at), at);
+    }
+
+    private static final String LONE_SURROGATE = "must be valid Unicode: it has a lone UTF-16 surrogate ";
+
     /** A caller's value made safe to echo in an error: control characters escaped, length capped. */
-    static String printable(String value) {
+    public static String printable(String value) {
         StringBuilder out = new StringBuilder();
         value.codePoints().limit(64).forEach(c -> {
             if (c < 0x20 || c == 0x7f) {

@@ -134,7 +134,7 @@ public class TaskController {
     @RequiresScope(Scope.SUBMIT)
     @Post(consumes = {MediaType.APPLICATION_JSON, MediaType.APPLICATION_FORM_URLENCODED, MediaType.TEXT_PLAIN,
             MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
-    public HttpResponse<SubmitResponse> submit(HttpRequest<?> request, @Parameter(hidden = true) @Body byte[] body,
+    public HttpResponse<SubmitResponse> submit(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @Body byte[] body,
                                                @Nullable @Header("Idempotency-Key") String idempotencyKey) {
         String tenant = tenant(request);
         SubmitRequest submit = parser.parse(body);

@@ -2,6 +2,8 @@ package dev.kage.worker.process;
 
 import java.io.File;
 import java.io.IOException;
+import java.nio.charset.Charset;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -31,6 +33,12 @@ import org.slf4j.LoggerFactory;
  */
 public final class ProcessRunner {
     private static final Logger LOG = LoggerFactory.getLogger(ProcessRunner.class);
+    /**
+     * How the JVM encodes a child's argv and environment: the locale's charset ({@code sun.jnu.encoding}), which
+     * {@code -D} cannot change. Without a UTF-8 locale it is ASCII, and every other character would reach the agent
+     * as {@code ?}.
+     */
+    static final Charset ARGV_CHARSET = argvCharset();
     private static final Path SETPRIV = Path.of("/usr/bin/setpriv");
     private static final Path SETSID = Path.of("/usr/bin/setsid");
     private static final Path KILL = Path.of("/bin/kill");
@@ -48,7 +56,12 @@ public final class ProcessRunner {
         this.ownGroup = java.nio.file.Files.isExecutable(SETSID) && java.nio.file.Files.isExecutable(KILL);
         if (!ownGroup) {
             LOG.warn("{} or {} not found: processes an agent leaves behind when it exits keep running", SETSID, KILL);
+            if (!ARGV_CHARSET.equals(StandardCharsets.UTF_8)) {
+            LOG.warn("This worker's locale encodes process arguments as {}: a task description with other characters "
+                    + "cannot reach an agent unchanged, so such a job fails with AgentStartError. Start the worker with a "
+                    + "UTF-8 locale, e.g. LANG=C.UTF-8", ARGV_CHARSET);
         }
+    }
     }
 
     /** Time between SIGTERM and SIGKILL. */
@@ -56,6 +69,24 @@ public final class ProcessRunner {
     /** Bytes of each stream kept from the start and from the end. */
     public static final int HEAD_BYTES = 256 * 1024;
     public static final int TAIL_BYTES = 256 * 1024;
+
+    /** The index of the first argument {@code charset} cannot encode, or -1. */
+    static int unencodable(List<String> argv, Charset charset) {
+        for (int i = 0; i < argv.size(); i++) {
+            if (!charset.newEncoder().canEncode(argv.get(i))) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private static Charset argvCharset() {
+        try {
+            return Charset.forName(System.getProperty("sun.jnu.encoding", "UTF-8"));
+        } catch (RuntimeException unknown) {
+            return StandardCharsets.UTF_8;
+        }
+    }
 
     /**
      * @param argv    program and arguments, passed to the OS as they are
@@ -95,6 +126,12 @@ public final class ProcessRunner {
             command.addAll(List.of(SETSID.toString(), "--"));
         }
         command.addAll(argv);
+        int unencodable = unencodable(argv, ARGV_CHARSET);
+        if (unencodable >= 0) {
+            // Refused rather than run with '?' in place of characters: a changed instruction is worse than none.
+            throw new IOException("argument " + unencodable + " has characters this worker's locale (" + ARGV_CHARSET
+                    + ") cannot pass to a process unchanged; start the worker with a UTF-8 locale, e.g. LANG=C.UTF-8");
+        }
         ProcessBuilder builder = new ProcessBuilder(command).directory(workdir.toFile());
         builder.environment().clear();
         builder.environment().putAll(env);

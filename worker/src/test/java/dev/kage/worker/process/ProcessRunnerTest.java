@@ -1,6 +1,7 @@
 package dev.kage.worker.process;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
 import java.nio.file.Files;
@@ -116,5 +117,19 @@ class ProcessRunnerTest {
 
     static String fixture(String name) {
         return Path.of("src", "test", "resources", "fixtures", name).toAbsolutePath().toString();
+    }
+
+    @Test
+    void anArgumentTheLocaleCannotCarryIsRefusedInsteadOfReachingTheAgentAsQuestionMarks() throws Exception {
+        List<String> argv = List.of("printf", "%s", "fix the caf\u00e9 \uD83D\uDE42 \u202eRTL");
+        assertThat(ProcessRunner.unencodable(argv, java.nio.charset.StandardCharsets.US_ASCII)).isEqualTo(2);
+        assertThat(ProcessRunner.unencodable(argv, java.nio.charset.StandardCharsets.UTF_8)).isEqualTo(-1);
+        if (ProcessRunner.ARGV_CHARSET.equals(java.nio.charset.StandardCharsets.UTF_8)) {
+            ProcessOutcome outcome = runner.run(argv, dir, ENV, Duration.ofSeconds(10));
+            assertThat(outcome.stdout()).isEqualTo(argv.get(2));
+        } else {
+            assertThatThrownBy(() -> runner.run(argv, dir, ENV, Duration.ofSeconds(10)))
+                    .isInstanceOf(java.io.IOException.class).hasMessageContaining("argument 2").hasMessageContaining("LANG=C.UTF-8");
+        }
     }
 }
