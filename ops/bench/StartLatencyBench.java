@@ -2,7 +2,7 @@
 //
 // Compiled together with KageQueueBench.java (whose helpers it uses: database, namespace, tasks, worker process,
 // clean-up) against the worker's shaded jar. Not part of any production jar. Settings from the environment:
-//   BENCH_JOBS (200), BENCH_DEFAULT_REPO (the repository made here and served to the worker), BENCH_SLOTS (the worker's MAX_PARALLEL_CLIS, 5 = the product's default), BENCH_RUN_DIR,
+//   BENCH_JOBS (200), BENCH_AGENT_SECONDS (0: /bin/true; else a bash that sleeps so long), BENCH_DEFAULT_REPO (the repository made here and served to the worker), BENCH_SLOTS (the worker's MAX_PARALLEL_CLIS, 5 = the product's default), BENCH_RUN_DIR,
 //   BENCH_WORKER_JAR, BENCH_ADMIN_DATABASE_URL, BENCH_DATABASE_URL, REDIS_URL.
 //
 //   kage  one worker process serving a command agent (/bin/true) with a repository: for each job it claims, the
@@ -60,7 +60,15 @@ public class StartLatencyBench {
             var queue = new dev.kage.queue.JobQueue(keys, redis);
             queue.ensureStreams(KageQueueBench.AGENT);
             Path agents = runDir.resolve("agents-start.yml");
-            Files.writeString(agents, "agents:\n  " + KageQueueBench.AGENT + ":\n    type: command\n    argv: [\"/bin/true\", \"{prompt}\"]\n"
+            // An agent that exits at once (the worker's own jobs then crowd its next starts: a throughput stress), or one
+            // that works BENCH_AGENT_SECONDS, as real agents do, so that starts and other jobs' wrap-ups interleave.
+            String agentSeconds = KageQueueBench.env("BENCH_AGENT_SECONDS", "0");
+            if (!agentSeconds.matches("\\d{1,3}(\\.\\d{1,3})?")) {
+                throw new IllegalArgumentException("BENCH_AGENT_SECONDS=" + agentSeconds + ": seconds, e.g. 0 or 0.5");
+            }
+            String argv = Double.parseDouble(agentSeconds) == 0 ? "[\"/bin/true\", \"{prompt}\"]"
+                    : "[\"/bin/bash\", \"-c\", \"sleep " + agentSeconds + "\", \"agent\", \"{prompt}\"]";
+            Files.writeString(agents, "agents:\n  " + KageQueueBench.AGENT + ":\n    type: command\n    argv: " + argv + "\n"
                     + "    output: text\n    limits: {requests: 1000000, window_seconds: 1}\n");
             Path log = runDir.resolve("worker.log");
             Files.deleteIfExists(log);

@@ -7,6 +7,8 @@
 # Environment:
 #   BENCH_JOBS         jobs [200]
 #   BENCH_SLOTS        the worker's MAX_PARALLEL_CLIS [5, the product's default]
+#   BENCH_AGENT_SECONDS  how long the agent works [0: /bin/true, the worker's own jobs crowd its next starts]; e.g.
+#                      0.5 for an agent that works, as real ones do, so starts and other jobs' wrap-ups interleave
 #   BENCH_RUN_DIR      the worker's log, work dir and the bench's repositories [<repo>/.run/bench] (git-ignored)
 #   BENCH_WORKER_JAR   worker jar [worker/target/kage-worker.jar]; build it first (./mvnw -B -q -DskipTests -pl worker -am package)
 #   REDIS_URL, DATABASE_URL   as for ops/services.sh (the bench creates and drops its own database beside it)
@@ -40,7 +42,7 @@ cp "$WORKER_JAR" "$tmp/kage-worker.jar"
 "$JAVA_HOME/bin/javac" -nowarn -d "$tmp/classes" -cp "$tmp/kage-worker.jar" "$ROOT/ops/bench/KageQueueBench.java" \
   "$ROOT/ops/bench/StartLatencyBench.java" || die "compiling the bench failed"
 say "$JOBS jobs, one worker with MAX_PARALLEL_CLIS=$SLOTS, a command agent with a repository; then the bare floor ..."
-BENCH_JOBS=$JOBS BENCH_SLOTS=$SLOTS BENCH_RUN_DIR=$out BENCH_WORKER_JAR=$tmp/kage-worker.jar \
+BENCH_JOBS=$JOBS BENCH_SLOTS=$SLOTS BENCH_AGENT_SECONDS=${BENCH_AGENT_SECONDS:-0} BENCH_RUN_DIR=$out BENCH_WORKER_JAR=$tmp/kage-worker.jar \
   BENCH_DEFAULT_REPO=$out/origin-repo BENCH_ADMIN_DATABASE_URL=$DATABASE_URL \
   BENCH_DATABASE_URL=$(db_url_with_name "$DATABASE_URL" "kage_startbench_$suffix") KAGE_LOG_LEVEL=WARN \
   "$JAVA_HOME/bin/java" -cp "$tmp/kage-worker.jar:$tmp/classes" StartLatencyBench | tee "$out/result" ||

@@ -99,12 +99,19 @@ public class WorkerFactory {
                 new ProcessRunner(), outcomes, clock, metrics);
     }
 
-    /** This worker's clones and worktrees; what a crashed predecessor left is cleared first, ready ones on shutdown. */
+    /**
+     * This worker's clones and worktrees; what a crashed predecessor left is cleared first, its default repository is
+     * prepared in the background (clone, ready worktrees), ready ones are removed on shutdown.
+     */
     @Singleton
     @Bean(preDestroy = "close")
     public WorktreeManager worktreeManager(KageSettings settings, WorkerSettings worker) {
-        WorktreeManager worktrees = new WorktreeManager(worker.workDir(), settings.maxActiveWorktrees(), worker.worktreePool());
+        WorktreeManager worktrees = new WorktreeManager(worker.workDir(), settings.maxActiveWorktrees(),
+                worker.worktreePool(settings.maxParallelClis()));
         worktrees.recoverAfterCrash();
+        if (!worker.defaultRepo().isBlank()) {
+            worktrees.prepare(worker.defaultRepo(), settings.baseBranch());
+        }
         return worktrees;
     }
 

@@ -22,13 +22,20 @@ import java.util.regex.Pattern;
  * @param pushBranches  push each agent's branch to the repository's origin ({@code KAGE_PUSH_BRANCHES}, default true)
  * @param shutdownGrace how long running jobs may finish on shutdown ({@code KAGE_SHUTDOWN_GRACE_SECONDS}, default 30)
  * @param worktreePool  worktrees kept checked out and ready per repository, so a job's start skips {@code git worktree
- *                      add} ({@code KAGE_WORKTREE_POOL}, 0-64, default {@value #DEFAULT_WORKTREE_POOL}; 0 turns it off).
- *                      They count against {@code MAX_ACTIVE_WORKTREES} and give way to jobs when it is reached.
+ *                      add} ({@code KAGE_WORKTREE_POOL}, 0-64; 0 turns it off; {@value #POOL_AS_SLOTS} when unset: as
+ *                      many as the worker's {@code MAX_PARALLEL_CLIS}, see {@link #worktreePool(int)}). They count
+ *                      against {@code MAX_ACTIVE_WORKTREES} and give way to jobs when it is reached.
  */
 public record WorkerSettings(String workerId, Path workDir, String defaultRepo, List<String> agents, boolean pushBranches,
                              Duration shutdownGrace, int worktreePool) {
 
-    public static final int DEFAULT_WORKTREE_POOL = 2;
+    /** {@link #worktreePool} when {@code KAGE_WORKTREE_POOL} is unset: one ready worktree per agent slot. */
+    public static final int POOL_AS_SLOTS = -1;
+
+    /** Ready worktrees per repository: {@code KAGE_WORKTREE_POOL}, else one per slot (at most 64). */
+    public int worktreePool(int maxParallelClis) {
+        return worktreePool == POOL_AS_SLOTS ? Math.min(64, maxParallelClis) : worktreePool;
+    }
 
     private static final Pattern ID = Pattern.compile("[A-Za-z0-9_.-]{1,100}");
 
@@ -54,7 +61,19 @@ public record WorkerSettings(String workerId, Path workDir, String defaultRepo, 
         }
         return new WorkerSettings(workerId, workDir, env.string("KAGE_DEFAULT_REPO", ""), agents,
                 env.bool("KAGE_PUSH_BRANCHES", true), Duration.ofSeconds(env.positiveLong("KAGE_SHUTDOWN_GRACE_SECONDS", 30)),
-                env.intBetween("KAGE_WORKTREE_POOL", 0, 64, DEFAULT_WORKTREE_POOL));
+                worktreePool(env));
+    }
+
+    private static int worktreePool(Env env) {
+        if (env.get("KAGE_WORKTREE_POOL").isEmpty()) {
+            return POOL_AS_SLOTS;
+        }
+        try {
+            return env.intBetween("KAGE_WORKTREE_POOL", 0, 64, 0);
+        } catch (ConfigException e) {
+            throw new ConfigException("KAGE_WORKTREE_POOL=" + env.get("KAGE_WORKTREE_POOL").orElseThrow()
+                    + ": must be an integer from 0 to 64 (unset: one per MAX_PARALLEL_CLIS slot)");
+        }
     }
 
     private static String defaultWorkerId() {

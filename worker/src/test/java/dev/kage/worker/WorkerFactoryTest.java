@@ -31,10 +31,13 @@ class WorkerFactoryTest {
     @Test
     void theWorktreePoolSizeIsReadAndABadOneStopsStartUpNamingTheVariable() {
         AgentCatalog catalog = new AgentCatalog(List.of(agent("bench", AgentType.NOOP, List.of())));
-        org.assertj.core.api.Assertions.assertThat(WorkerSettings.load(dev.kage.config.Env.of(java.util.Map.of()), catalog).worktreePool())
-                .isEqualTo(WorkerSettings.DEFAULT_WORKTREE_POOL);
+        WorkerSettings unset = WorkerSettings.load(dev.kage.config.Env.of(java.util.Map.of()), catalog);
+        org.assertj.core.api.Assertions.assertThat(unset.worktreePool(5)).as("one per slot").isEqualTo(5);
+        org.assertj.core.api.Assertions.assertThat(unset.worktreePool(100)).isEqualTo(64);
         org.assertj.core.api.Assertions.assertThat(
-                WorkerSettings.load(dev.kage.config.Env.of(java.util.Map.of("KAGE_WORKTREE_POOL", "0")), catalog).worktreePool()).isZero();
+                WorkerSettings.load(dev.kage.config.Env.of(java.util.Map.of("KAGE_WORKTREE_POOL", "3")), catalog).worktreePool(5)).isEqualTo(3);
+        org.assertj.core.api.Assertions.assertThat(
+                WorkerSettings.load(dev.kage.config.Env.of(java.util.Map.of("KAGE_WORKTREE_POOL", "0")), catalog).worktreePool(5)).isZero();
         for (String bad : List.of("-1", "65", "two")) {
             assertThatThrownBy(() -> WorkerSettings.load(dev.kage.config.Env.of(java.util.Map.of("KAGE_WORKTREE_POOL", bad)), catalog))
                     .isInstanceOf(ConfigException.class)

@@ -166,14 +166,7 @@ public final class WorktreeManager {
         ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
         lock.lock();
         try {
-            Files.createDirectories(repos);
-            Files.createDirectories(worktrees);
-            if (!Files.exists(cache.resolve("HEAD"))) {
-                Path partial = repos.resolve(cache.getFileName() + ".partial");
-                deleteRecursively(partial);
-                Git.run(null, "clone", "--bare", "--quiet", "--", repo, partial.toString());
-                Files.move(partial, cache);
-            }
+            cloneIfMissing(repo, cache);
             // One fetch serves every job that arrived before it started: jobs queued on the lock behind it skip theirs.
             // (Never an older one: a user who pushes, then submits, gets a worktree with the push.)
             // (Fetching outside the lock is not safe: git fetch checks every worktree's HEAD, and a worktree being
@@ -184,18 +177,7 @@ public final class WorktreeManager {
                 baseSha = remoteSha;
             } else {
                 Long fetched = lastFetchStarted.get(cache);
-                if (fetched == null || fetched < needsFetchAfter) {
-                    long started = System.currentTimeMillis();
-                    fetchesRun.incrementAndGet();
-                    Git.run(cache, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*");
-                    lastFetchStarted.put(cache, started);
-                }
-                try {
-                    baseSha = Git.run(cache, "rev-parse", "--verify", "--quiet", "refs/remotes/origin/" + baseBranch + "^{commit}");
-                } catch (GitException e) {
-                    throw new GitException("base branch '" + baseBranch + "' does not exist in " + repo, false);
-                }
-                trackedSha.put(cache + " " + baseBranch, baseSha);
+                baseSha = fetchAndResolve(repo, cache, baseBranch, fetched == null || fetched < needsFetchAfter);
             }
             if (readyPath == null) {
                 if (Files.exists(path)) {
@@ -223,6 +205,63 @@ public final class WorktreeManager {
         // git and not yet pruned: nothing else can hold a kage/<task>/<agent> branch on this worker, so that is ignored.
         Git.run(path, "checkout", "--quiet", "--force", "--ignore-other-worktrees", "-B", branch, baseSha);
         return new Worktree(cache, path, branch, baseSha, true);
+    }
+
+    /** Under the clone's lock: a bare clone of {@code repo} at {@code cache} unless there is one. */
+    private void cloneIfMissing(String repo, Path cache) throws IOException {
+        Files.createDirectories(repos);
+        Files.createDirectories(worktrees);
+        if (!Files.exists(cache.resolve("HEAD"))) {
+            Path partial = repos.resolve(cache.getFileName() + ".partial");
+            deleteRecursively(partial);
+            Git.run(null, "clone", "--bare", "--quiet", "--", repo, partial.toString());
+            Files.move(partial, cache);
+        }
+    }
+
+    /** Under the clone's lock: fetches when asked, then the base branch's commit as the clone has it now (remembered). */
+    private String fetchAndResolve(String repo, Path cache, String baseBranch, boolean fetch) {
+        if (fetch) {
+            long started = System.currentTimeMillis();
+            fetchesRun.incrementAndGet();
+            Git.run(cache, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/remotes/origin/*");
+            lastFetchStarted.put(cache, started);
+        }
+        String baseSha;
+        try {
+            baseSha = Git.run(cache, "rev-parse", "--verify", "--quiet", "refs/remotes/origin/" + baseBranch + "^{commit}");
+        } catch (GitException e) {
+            throw new GitException("base branch '" + baseBranch + "' does not exist in " + repo, false);
+        }
+        trackedSha.put(cache + " " + baseBranch, baseSha);
+        return baseSha;
+    }
+
+    /**
+     * Prepares {@code repo} in the background before any job needs it (a worker's default repository at start): clones
+     * or fetches it and fills its pool of ready worktrees at {@code baseBranch}, so the first jobs do not wait for a clone.
+     * Failures are logged; the first job then reports them.
+     */
+    public void prepare(String repo, String baseBranch) {
+        if (poolSize == 0 || repo.isBlank() || repo.startsWith("-")) {
+            return;
+        }
+        Path cache = repos.resolve(cacheName(repo));
+        Thread.ofVirtual().name("kage-worktree-prepare").start(() -> {
+            String baseSha;
+            ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
+            lock.lock();
+            try {
+                cloneIfMissing(repo, cache);
+                baseSha = fetchAndResolve(repo, cache, baseBranch, true);
+            } catch (IOException | GitException e) {
+                LOG.warn("Could not prepare {} ({}): {}", repo, baseBranch, e.getMessage());
+                return;
+            } finally {
+                lock.unlock();
+            }
+            refill(cache, baseSha);
+        });
     }
 
     /** A ready worktree of this clone, which holds its slot from now on; null when there is none. */

@@ -370,7 +370,7 @@ class JobRunnerTest {
         KageSettings settings = KageSettings.load(Env.of(env));
         AgentCatalog catalog = new AgentCatalog(List.of(agent));
         WorkerSettings worker = new WorkerSettings("test-worker", dir.resolve("work"), origin.toString(), List.of(agent.name()),
-                true, Duration.ofSeconds(5), WorkerSettings.DEFAULT_WORKTREE_POOL);
+                true, Duration.ofSeconds(5), 2);
         JobQueue queue = new JobQueue(keys, redis.redis());
         LiveTaskState live = new LiveTaskState(keys, redis.redis());
         JobRunner runner = new JobRunner(settings, worker, catalog, queue, store, live,

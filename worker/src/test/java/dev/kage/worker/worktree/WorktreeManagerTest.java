@@ -338,4 +338,24 @@ class WorktreeManagerTest {
             manager.remove(worktree);
         }
     }
+
+    @Test
+    void aRepositoryPreparedAtStartHasItsCloneAndReadyWorktreesBeforeTheFirstJob() throws Exception {
+        WorktreeManager pooled = new WorktreeManager(dir.resolve("pooled"), 50, 3);
+        pooled.prepare(origin.toString(), "main");
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(() -> pooled.readyCount() == 3);
+        long fetches = pooled.fetchesRun();
+        Worktree first = pooled.create(origin.toString(), "main", "kage/s1/demo", "s1-demo", System.currentTimeMillis() - 60_000);
+        assertThat(first.ready()).as("the first job takes a ready worktree").isTrue();
+        assertThat(pooled.fetchesRun()).isEqualTo(fetches);
+        assertThat(first.baseSha()).isEqualTo(Git.run(origin, "rev-parse", "main"));
+        pooled.remove(first);
+        pooled.close();
+
+        WorktreeManager broken = new WorktreeManager(dir.resolve("broken"), 50, 3);
+        broken.prepare(dir.resolve("no-such-repo").toString(), "main"); // logged, nothing prepared
+        assertThatThrownBy(() -> broken.create(dir.resolve("no-such-repo").toString(), "main", "kage/s2/demo", "s2-demo"))
+                .isInstanceOf(GitException.class);
+        assertThat(broken.readyCount()).isZero();
+    }
 }
