@@ -335,7 +335,10 @@ public final class WorktreeManager {
             ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
             lock.lock();
             try {
-                Git.run(cache, "worktree", "add", "--quiet", "--detach", path.toString(), readyBase.get(cache));
+                // Niced: a top-up is for later jobs, and starting jobs (a checkout in a ready worktree, outside this lock)
+                // should get the CPU first. A job that needs this lock meanwhile (a fetch, no ready worktree) waits for
+                // one niced `worktree add` at most.
+                Git.runNiced(cache, "worktree", "add", "--quiet", "--detach", path.toString(), readyBase.get(cache));
                 added = true;
             } finally {
                 lock.unlock();
