@@ -56,4 +56,4 @@ for side in kage bare; do
 done
 grep '^RATIO' "$out/result"
 ready=$(grep -c 'ms ready,' "$out/worker.log" || true)
-echo "worktrees taken ready (KAGE_WORKTREE_POOL=${KAGE_WORKTREE_POOL:-2}): $ready of $JOBS; the rest were added for their job"
+echo "worktrees taken ready (KAGE_WORKTREE_POOL=${KAGE_WORKTREE_POOL:-one per slot}): $ready of $JOBS; the rest were added for their job"
