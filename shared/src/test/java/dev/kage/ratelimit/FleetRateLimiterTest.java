@@ -289,7 +289,11 @@ class FleetRateLimiterTest {
             assertThat(openMeters.get("kage.ratelimit.unchecked.grants").counter().count()).isEqualTo(1);
 
             server.restart();
-            Decision back = closed.tryAcquire("codex", "j5", Priority.NORMAL, 0);
+            // Redisson reconnects in the background: the first calls after the restart may still find no connection.
+            java.util.concurrent.atomic.AtomicInteger attempt = new java.util.concurrent.atomic.AtomicInteger();
+            Decision back = org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(20)).pollInterval(Duration.ofMillis(100))
+                    .until(() -> closed.tryAcquire("codex", "j5-" + attempt.incrementAndGet(), Priority.NORMAL, 0),
+                            decision -> decision.reason() != Reason.UNAVAILABLE);
             assertThat(back.reason()).as("checked again once Redis answers; the restarted server lost the window")
                     .isIn(Reason.GRANTED, Reason.REQUESTS);
         }
