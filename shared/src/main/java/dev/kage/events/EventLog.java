@@ -33,6 +33,12 @@ public final class EventLog {
         redis.xadd(keys.events(), XAddArgs.Builder.maxlen(MAX_EVENTS).approximateTrimming(), body(type, fields));
     }
 
+    /** {@link #publish} on a pipeline's connection, for a caller that sends it with other commands. */
+    public io.lettuce.core.RedisFuture<String> publish(io.lettuce.core.api.async.RedisAsyncCommands<String, String> async, String type,
+                                                       Map<String, String> fields) {
+        return async.xadd(keys.events(), XAddArgs.Builder.maxlen(MAX_EVENTS).approximateTrimming(), body(type, fields));
+    }
+
     /** Publishes many events of one type, pipelined. */
     public void publishAll(String type, java.util.List<Map<String, String>> events) {
         var async = redis.getStatefulConnection().async();

@@ -207,6 +207,11 @@ public final class JobQueue {
         redis.xack(job.stream(), KageKeys.WORKER_GROUP, job.entryId());
     }
 
+    /** {@link #ack} on a pipeline's connection, for a caller that sends it with other commands. */
+    public io.lettuce.core.RedisFuture<Long> ack(io.lettuce.core.api.async.RedisAsyncCommands<String, String> async, ClaimedJob job) {
+        return async.xack(job.stream(), KageKeys.WORKER_GROUP, job.entryId());
+    }
+
     /**
      * Acknowledges the entry and schedules {@code next} (the next attempt, or the same one after a
      * rate-limit deferral) {@code delay} from now, atomically. "Now" is the Redis server's clock, so

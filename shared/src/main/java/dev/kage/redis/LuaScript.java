@@ -70,6 +70,18 @@ public final class LuaScript {
     }
 
     /**
+     * Runs the script through a {@link RedisPipeline} and waits for its reply: {@code EVALSHA}, and {@code EVAL} (a
+     * second round trip) when Redis does not know the script.
+     */
+    public <T> T call(RedisPipeline pipeline, ScriptOutputType type, String[] keys, String... args) {
+        try {
+            return pipeline.call(redis -> redis.<T>evalsha(sha, type, keys, args));
+        } catch (RedisNoScriptException unknown) {
+            return pipeline.call(redis -> redis.<T>eval(text, type, keys, args));
+        }
+    }
+
+    /**
      * Sends the script without waiting, for pipelining. It goes as {@code EVAL} (the text), so a
      * pipeline never fails part-way on a Redis that has not seen the script.
      */

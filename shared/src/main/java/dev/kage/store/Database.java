@@ -22,7 +22,9 @@ public final class Database implements AutoCloseable {
     private Database(HikariDataSource dataSource, String schema) {
         this.dataSource = dataSource;
         this.schema = schema;
-        this.jdbi = Jdbi.create(dataSource).installPlugin(new SqlObjectPlugin()).installPlugin(new PostgresPlugin());
+        this.jdbi = Jdbi.create(dataSource).installPlugin(new SqlObjectPlugin()).installPlugin(new PostgresPlugin())
+                // Costs bound as arrays (the batched outcome insert); the plugins know the other element types.
+                .registerArrayType(java.math.BigDecimal.class, "numeric");
     }
 
     /**

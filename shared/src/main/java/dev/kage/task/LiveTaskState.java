@@ -1,11 +1,16 @@
 package dev.kage.task;
 
 import dev.kage.redis.KageKeys;
+import dev.kage.redis.LuaScript;
+import dev.kage.redis.RedisPipeline;
+import io.lettuce.core.ScriptOutputType;
+import io.lettuce.core.api.async.RedisAsyncCommands;
 import io.lettuce.core.api.sync.RedisCommands;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
 
 /**
  * A task's live state in Redis ({@code kage:task:{tenant}:<id>}): one field per job with its status
@@ -16,6 +21,8 @@ import java.util.Optional;
 public final class LiveTaskState {
     /** How long a task's live state outlives its last change. */
     public static final Duration TTL = Duration.ofDays(7);
+
+    private static final LuaScript START_UNLESS_CANCELLED = LuaScript.load(LiveTaskState.class, "start-unless-cancelled.lua");
 
     private final KageKeys keys;
     private final RedisCommands<String, String> redis;
@@ -52,6 +59,27 @@ public final class LiveTaskState {
     /** Marks the task cancelled: workers skip its queued jobs and stop its running ones. */
     public void cancel(String tenant, String taskId) {
         write(tenant, taskId, Map.of("cancelled", "1", "status", TaskStatus.CANCELLED.wireName()));
+    }
+
+    /**
+     * {@link #jobStarted} unless the task is cancelled, atomically (one script on the task's key), through a
+     * pipeline: a cancel that lands first is always seen, one that lands after finds the job running.
+     *
+     * @return true when the task is cancelled (nothing was written)
+     */
+    public boolean startUnlessCancelled(RedisPipeline pipeline, String tenant, String taskId, String agent, String workerId) {
+        Long cancelled = START_UNLESS_CANCELLED.call(pipeline, ScriptOutputType.INTEGER, new String[] {keys.task(tenant, taskId)},
+                Long.toString(TTL.toMillis()), "job:" + agent, JobStatus.RUNNING.wireName(), "worker:" + agent, workerId,
+                "status", TaskStatus.RUNNING.wireName());
+        return cancelled != null && cancelled == 1;
+    }
+
+    /** {@link #jobFinished} on a pipeline's connection, for a caller that sends it with other commands. */
+    public CompletableFuture<Void> jobFinished(RedisAsyncCommands<String, String> async, String tenant, String taskId, String agent,
+                                               JobStatus status, TaskStatus taskStatus) {
+        String key = keys.task(tenant, taskId);
+        return RedisPipeline.all(async.hset(key, Map.of("job:" + agent, status.wireName(), "status", taskStatus.wireName())),
+                async.pexpire(key, TTL.toMillis()));
     }
 
     public boolean isCancelled(String tenant, String taskId) {

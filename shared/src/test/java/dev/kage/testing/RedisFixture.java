@@ -17,6 +17,7 @@ public final class RedisFixture implements AutoCloseable {
     private final RedisClient client;
     private final StatefulRedisConnection<String, String> connection;
     private final String namespace = TestServices.newNamespace();
+    private dev.kage.redis.RedisPipeline pipeline;
 
     public RedisFixture() {
         client = RedisClient.create(TestServices.redisUrl());
@@ -35,12 +36,25 @@ public final class RedisFixture implements AutoCloseable {
         return connection.sync();
     }
 
+    /** A {@link dev.kage.redis.RedisPipeline} on this fixture's Redis, opened on first use and closed with the fixture. */
+    public synchronized dev.kage.redis.RedisPipeline pipeline() {
+        if (pipeline == null) {
+            pipeline = new dev.kage.redis.RedisPipeline(client, namespace, java.time.Duration.ofSeconds(10));
+        }
+        return pipeline;
+    }
+
     public RedisClient client() {
         return client;
     }
 
     @Override
     public void close() {
+        synchronized (this) {
+            if (pipeline != null) {
+                pipeline.close();
+            }
+        }
         RedisCommands<String, String> redis = connection.sync();
         for (String pattern : List.of(namespace + ":*", "{" + namespace + ":*")) {
             ScanCursor cursor = ScanCursor.INITIAL;

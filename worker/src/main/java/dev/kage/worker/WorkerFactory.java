@@ -12,7 +12,10 @@ import dev.kage.ratelimit.FleetRateLimiter;
 import dev.kage.ratelimit.Limit;
 import org.redisson.client.RedisException;
 import org.slf4j.LoggerFactory;
+import dev.kage.infra.KageFactory;
 import dev.kage.redis.KageKeys;
+import dev.kage.redis.RedisPipeline;
+import jakarta.inject.Named;
 import dev.kage.store.TaskStore;
 import dev.kage.task.LiveTaskState;
 import dev.kage.worker.process.ProcessRunner;
@@ -89,14 +92,22 @@ public class WorkerFactory {
         return new OutcomeRecorder(store, keys, redis);
     }
 
+    /** The jobs' start and finish bookkeeping, sent in shared flushes on a connection of its own. */
+    @Singleton
+    @Named("jobs")
+    @Bean(preDestroy = "close")
+    public RedisPipeline jobPipeline(RedisClient client) {
+        return new RedisPipeline(client, "jobs", KageFactory.REDIS_COMMAND_TIMEOUT);
+    }
+
     @Singleton
     public JobRunner jobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue,
                                TaskStore store, LiveTaskState live, EventLog events, BudgetLedger budget,
-                               FleetRateLimiter rateLimiter, OutcomeRecorder outcomes, WorktreeManager worktrees, Clock clock,
-                               WorkerMetrics metrics) {
+                               FleetRateLimiter rateLimiter, OutcomeRecorder outcomes, WorktreeManager worktrees,
+                               @Named("jobs") RedisPipeline pipeline, Clock clock, WorkerMetrics metrics) {
         configureLimits(settings, worker, catalog, rateLimiter);
         return new JobRunner(settings, worker, catalog, queue, store, live, events, budget, rateLimiter, worktrees,
-                new ProcessRunner(), outcomes, clock, metrics);
+                new ProcessRunner(), outcomes, pipeline, clock, metrics);
     }
 
     /**

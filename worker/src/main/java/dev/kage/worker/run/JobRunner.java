@@ -18,6 +18,7 @@ import dev.kage.config.KageSettings;
 import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
 import dev.kage.queue.JobQueue.ClaimedJob;
+import dev.kage.redis.RedisPipeline;
 import dev.kage.agent.AgentLimits;
 import dev.kage.ratelimit.FleetRateLimiter;
 import dev.kage.ratelimit.FleetRateLimiter.Decision;
@@ -104,14 +105,16 @@ public final class JobRunner {
     private final WorktreeManager worktrees;
     private final ProcessRunner processes;
     private final OutcomeRecorder outcomes;
+    /** A job's start and finish bookkeeping in Redis, sent together with other jobs' (one flush for all that wait). */
+    private final RedisPipeline pipeline;
     private final HttpAgentClient http = new HttpAgentClient();
     private final Clock clock;
     private final WorkerMetrics metrics;
 
     public JobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue, TaskStore store,
                      LiveTaskState live, EventLog events, BudgetLedger budget, FleetRateLimiter rateLimiter,
-                     WorktreeManager worktrees, ProcessRunner processes, OutcomeRecorder outcomes, Clock clock,
-                     WorkerMetrics metrics) {
+                     WorktreeManager worktrees, ProcessRunner processes, OutcomeRecorder outcomes, RedisPipeline pipeline,
+                     Clock clock, WorkerMetrics metrics) {
         this.settings = settings;
         this.worker = worker;
         this.catalog = catalog;
@@ -124,6 +127,7 @@ public final class JobRunner {
         this.worktrees = worktrees;
         this.processes = processes;
         this.outcomes = outcomes;
+        this.pipeline = pipeline;
         this.clock = clock;
         this.metrics = metrics;
         metrics.worktreesActive(worktrees::inUse);
@@ -268,15 +272,22 @@ public final class JobRunner {
             count(claimed, job.agent(), WorkerMetrics.Outcome.DUPLICATE);
             return;
         }
-        if (live.isCancelled(job.tenant(), job.taskId())) {
+        // One round trip: a cancel that landed first is seen, one that lands later finds the job running.
+        if (live.startUnlessCancelled(pipeline, job.tenant(), job.taskId(), job.agent(), worker.workerId())) {
             finish(claimed, job, new Outcome(cancelledResult(job, agent, "cancelled before it started", null), List.of()));
             return;
         }
         LOG.info("Job {} (attempt {}) starting on {}", job.jobId(), job.attempt(), worker.workerId());
-        live.jobStarted(job.tenant(), job.taskId(), job.agent(), worker.workerId());
         outcomes.started(taskId);
-        events.publish("job.started", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
-                "worker", worker.workerId(), "attempt", Integer.toString(job.attempt())));
+        // Not waited for: it goes out with the next flush, before anything this job sends later (one connection, in
+        // order); if Redis fails it, the job's own bookkeeping fails too and says so.
+        Map<String, String> startedEvent = Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                "worker", worker.workerId(), "attempt", Integer.toString(job.attempt()));
+        pipeline.send(redis -> events.publish(redis, "job.started", startedEvent)).whenComplete((id, error) -> {
+            if (error != null) {
+                LOG.warn("Event job.started of job {} not published: {}", job.jobId(), error.toString());
+            }
+        });
 
         if (agent.type() == AgentType.NOOP) {
             // Nothing to run: no permit, reservation, worktree or process; the bookkeeping around it stays.
@@ -303,17 +314,20 @@ public final class JobRunner {
     /** Records the outcome (or keeps it in the outbox while Postgres is down), then acknowledges the entry. */
     private void finish(ClaimedJob claimed, JobMessage job, Outcome outcome) {
         Optional<TaskStatus> taskStatus = outcomes.record(job.agent(), outcome.result(), outcome.errors());
-        live.jobFinished(job.tenant(), job.taskId(), job.agent(), outcome.result().status(), taskStatus.orElse(TaskStatus.RUNNING));
-        queue.ack(claimed);
+        Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                "status", outcome.result().status().wireName(), "attempt", Integer.toString(job.attempt())));
+        taskStatus.ifPresent(s -> event.put("task_status", s.wireName()));
+        // Live state, acknowledgement and event in one flush (in this order), shared with other jobs finishing now.
+        pipeline.call(redis -> RedisPipeline.all(
+                live.jobFinished(redis, job.tenant(), job.taskId(), job.agent(), outcome.result().status(),
+                        taskStatus.orElse(TaskStatus.RUNNING)),
+                queue.ack(redis, claimed),
+                events.publish(redis, "job.finished", event)));
         count(claimed, job.agent(), switch (outcome.result().status()) {
             case COMPLETED -> WorkerMetrics.Outcome.COMPLETED;
             case CANCELLED -> WorkerMetrics.Outcome.CANCELLED;
             default -> WorkerMetrics.Outcome.FAILED;
         });
-        Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
-                "status", outcome.result().status().wireName(), "attempt", Integer.toString(job.attempt())));
-        taskStatus.ifPresent(s -> event.put("task_status", s.wireName()));
-        events.publish("job.finished", event);
         LOG.info("Job {} {}: {} tokens, ${}, {} ms; task {} is {}{}", job.jobId(), outcome.result().status().wireName(),
                 outcome.result().totalTokens(), outcome.result().cost(), outcome.result().durationMs(), job.taskId(),
                 taskStatus.map(TaskStatus::wireName).orElse("(outcome kept in the outbox)"),

@@ -377,7 +377,7 @@ class JobRunnerTest {
                 new EventLog(keys, redis.redis(), Clock.systemUTC()),
                 new BudgetLedger(keys, redis.redis(), mode, 0.8, settings.budget().tenantDefaults(), Clock.systemUTC()),
                 limiter(keys, catalog, settings), new WorktreeManager(worker.workDir()), new ProcessRunner(),
-                new OutcomeRecorder(store, keys, redis.redis()), Clock.systemUTC(), new WorkerMetrics(meters));
+                new OutcomeRecorder(store, keys, redis.redis()), redis.pipeline(), Clock.systemUTC(), new WorkerMetrics(meters));
 
         TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", description, TaskStatus.QUEUED, Priority.NORMAL, null,
                 baseBranch, List.of(new Assignment(agent.name(), timeout)), null, tokenLimit, Instant.now(), Instant.now(), null);

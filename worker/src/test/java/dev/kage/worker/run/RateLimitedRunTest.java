@@ -316,7 +316,7 @@ class RateLimitedRunTest {
         KageKeys keys = redis.keys();
         return new JobRunner(settings, worker, catalog, queue, store, new LiveTaskState(keys, redis.redis()),
                 new EventLog(keys, redis.redis(), Clock.systemUTC()), new BudgetLedger(keys, redis.redis(), BudgetMode.LOG, 0.8, PeriodLimits.NONE, Clock.systemUTC()),
-                limiter, new WorktreeManager(worker.workDir()), new ProcessRunner(), new OutcomeRecorder(store, keys, redis.redis()),
+                limiter, new WorktreeManager(worker.workDir()), new ProcessRunner(), new OutcomeRecorder(store, keys, redis.redis()), redis.pipeline(),
                 Clock.systemUTC(), new dev.kage.worker.metrics.WorkerMetrics(new SimpleMeterRegistry()));
     }
 
