@@ -147,10 +147,18 @@ public class WorkerFactory {
 
     @Singleton
     @Bean(preDestroy = "stop")
-    public WorkerRuntime workerRuntime(KageSettings settings, WorkerSettings worker, KageKeys keys, RedisClient redisClient,
+    public WorkerRuntime workerRuntime(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, Env env,
+                                       KageKeys keys, RedisClient redisClient,
                                        RedisCommands<String, String> redis, JobQueue queue, JobRunner runner,
                                        LiveTaskState live, OutcomeRecorder outcomes, Clock clock, WorkerMetrics metrics) {
+        java.util.Set<String> laned = new java.util.HashSet<>();
+        for (String agent : worker.agents()) {
+            AgentType type = catalog.require(agent).type();
+            if (type != AgentType.NOOP && !type.isHttp()) {
+                laned.add(agent);
+            }
+        }
         return new WorkerRuntime(worker, settings.queue(), settings.maxParallelClis(), keys, redisClient, redis, queue, runner,
-                live, outcomes, clock, metrics);
+                live, outcomes, clock, metrics, WorkerSettings.startLanes(env), laned);
     }
 }

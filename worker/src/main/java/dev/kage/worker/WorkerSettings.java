@@ -76,6 +76,23 @@ public record WorkerSettings(String workerId, Path workDir, String defaultRepo, 
         }
     }
 
+    /**
+     * {@code KAGE_START_LANES}: how many jobs that start a process (not noop or HTTP agents) one worker claims ahead of
+     * their start at once, 1-1024; default the machine's processors ({@link Runtime#availableProcessors()}). Starting is
+     * CPU work (worktree checkout, spawn): with more starts at once than cores, each waits on the others.
+     *
+     * @throws ConfigException naming the variable when it is not a whole number in range
+     */
+    public static int startLanes(Env env) {
+        int processors = Math.max(1, Runtime.getRuntime().availableProcessors());
+        try {
+            return env.intBetween("KAGE_START_LANES", 1, 1024, processors);
+        } catch (ConfigException e) {
+            throw new ConfigException("KAGE_START_LANES=" + env.get("KAGE_START_LANES").orElse("")
+                    + ": must be an integer from 1 to 1024 (default: the machine's processors, " + processors + ")");
+        }
+    }
+
     private static String defaultWorkerId() {
         String host;
         try {

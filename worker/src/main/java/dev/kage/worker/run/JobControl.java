@@ -18,6 +18,24 @@ public final class JobControl {
 
     private volatile StopReason reason;
     private volatile Thread thread;
+    /** Gives back the start lane the job was claimed with; null when it holds none (any more). */
+    private final java.util.concurrent.atomic.AtomicReference<Runnable> startLane = new java.util.concurrent.atomic.AtomicReference<>();
+
+    /** The job was claimed holding a start lane; {@code release} gives it back. */
+    void holdStartLane(Runnable release) {
+        startLane.set(release);
+    }
+
+    /**
+     * The job's start is over — its agent process exists, or it waits for something that needs no CPU (a permit) —
+     * so another job may be claimed to start. Idempotent; the runtime calls it again when the job ends.
+     */
+    public void leaveStartLane() {
+        Runnable release = startLane.getAndSet(null);
+        if (release != null) {
+            release.run();
+        }
+    }
 
     /** Called by the job's own thread when it starts. */
     void bind(Thread current) {

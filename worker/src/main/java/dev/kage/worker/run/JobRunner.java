@@ -44,6 +44,7 @@ import dev.kage.worker.worktree.Worktree;
 import dev.kage.worker.worktree.WorktreeManager;
 import java.io.IOException;
 import java.math.BigDecimal;
+import java.nio.file.Path;
 import java.time.Clock;
 import java.time.Duration;
 import java.time.Instant;
@@ -149,12 +150,25 @@ public final class JobRunner {
         } catch (RuntimeException e) {
             LOG.warn("Git did not start: {}", e.getMessage());
         }
+        if (worker.agents().stream().map(catalog::find).flatMap(Optional::stream)
+                .anyMatch(agent -> agent.type() != AgentType.NOOP && !agent.type().isHttp())) {
+            // The first start on a fresh JVM loads and links the whole spawn path (process builder, the process-group
+            // wrapper, the output pumps): about 0.1-0.2 s that would otherwise land on the first jobs' start latency.
+            try {
+                processes.run(List.of("true"), Path.of(System.getProperty("java.io.tmpdir")), Map.of("PATH", "/usr/bin:/bin"),
+                        Duration.ofSeconds(10), () -> { });
+            } catch (IOException | RuntimeException e) {
+                LOG.warn("A trial start of 'true' failed: {}", e.getMessage());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
         try {
             budget.warmUp();
         } catch (RuntimeException e) {
             LOG.warn("Budget scripts not loaded yet (Redis: {}); the first reservation loads them", e.getMessage());
         }
-        LOG.info("Warmed up in {} ms (token encodings, git, budget scripts)", Duration.ofNanos(System.nanoTime() - started).toMillis());
+        LOG.info("Warmed up in {} ms (token encodings, git, a trial process start, budget scripts)", Duration.ofNanos(System.nanoTime() - started).toMillis());
     }
 
     /**
@@ -295,7 +309,7 @@ public final class JobRunner {
             return;
         }
 
-        Outcome outcome = execute(job, agent, claimed);
+        Outcome outcome = execute(job, agent, claimed, control);
         if (control.reason() != null) {
             throw new InterruptedException("stopped: " + control.reason());
         }
@@ -422,7 +436,7 @@ public final class JobRunner {
                 worker.workerId(), job.attempt(), null);
     }
 
-    private Outcome execute(JobMessage job, AgentConfig agent, ClaimedJob claimed) throws InterruptedException {
+    private Outcome execute(JobMessage job, AgentConfig agent, ClaimedJob claimed, JobControl control) throws InterruptedException {
         String entryId = claimed.entryId();
         // An HTTP agent's prompt is wrapped in the provider's chat format, which the provider counts too.
         long promptTokens = TokenCounter.count(agent.encoding(), job.description())
@@ -451,7 +465,7 @@ public final class JobRunner {
         }
 
         if (agent.type().isHttp()) {
-            return executeHttp(job, agent, hold, estimate);
+            return executeHttp(job, agent, hold, estimate, control);
         }
         long held = System.nanoTime();
         String branch = "kage/" + job.taskId() + "/" + job.agent();
@@ -479,7 +493,7 @@ public final class JobRunner {
                     return new Outcome(failedResult(job, agent, "not started: " + error.errorMessage(), null), List.of(error));
                 }
             }
-            return runAgent(job, agent, worktree, hold, promptTokens, estimate,
+            return runAgent(job, agent, worktree, hold, promptTokens, estimate, control,
                     new long[] {claimed.claimedAtNanos(), held, System.nanoTime()});
         } finally {
             try {
@@ -492,13 +506,14 @@ public final class JobRunner {
 
     /** @param stages {@link System#nanoTime()} of the claim, the budget hold and the worktree being ready */
     private Outcome runAgent(JobMessage job, AgentConfig agent, Worktree worktree, Hold hold, long promptTokens, long estimate,
+                             JobControl control,
                              long[] stages) throws InterruptedException {
         Map<String, String> env = agentEnvironment(job, agent);
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
         List<String> argv = agent.render(job.description(), job.taskId(), worktree.path());
         Permit permit;
         try {
-            permit = takePermit(job, agent, estimate);
+            permit = takePermit(job, agent, estimate, control);
         } catch (InterruptedException e) {
             whileStopping(() -> budget.release(hold));
             throw e;
@@ -513,6 +528,8 @@ public final class JobRunner {
             process = processes.run(argv, worktree.path(), env, Duration.ofSeconds(job.timeoutSeconds()), () -> {
                 rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant());
                 started(job, stages, worktree.ready());
+                // After the start is timed: the next job claimed into this lane is claimed after this one started.
+                control.leaveStartLane();
             }, live);
         } catch (IOException e) {
             budget.release(hold);
@@ -793,13 +810,13 @@ public final class JobRunner {
      * the limiter's adaptive rate and a 429/529 pauses the group like a CLI's 429. No worktree: the agent
      * edits no files.
      */
-    private Outcome executeHttp(JobMessage job, AgentConfig agent, Hold hold, long estimate)
+    private Outcome executeHttp(JobMessage job, AgentConfig agent, Hold hold, long estimate, JobControl control)
             throws InterruptedException {
         HttpAgentClient.Reply reply;
         java.util.concurrent.atomic.AtomicBoolean sent = new java.util.concurrent.atomic.AtomicBoolean();
         Decision[] grant = new Decision[1];
         try {
-            Permit permit = takePermit(job, agent, estimate);
+            Permit permit = takePermit(job, agent, estimate, control);
             if (permit.deferral() != null) {
                 budget.release(hold);
                 return new Outcome(null, List.of(), permit.deferral());
@@ -866,7 +883,7 @@ public final class JobRunner {
      * @return the grant, or a deferral when the group is cooling down or the wait is longer than
      *         {@code RATE_LIMIT_MAX_SLOT_WAIT_SECONDS}
      */
-    private Permit takePermit(JobMessage job, AgentConfig agent, long estimate) throws InterruptedException {
+    private Permit takePermit(JobMessage job, AgentConfig agent, long estimate, JobControl control) throws InterruptedException {
         String group = agent.limits().group();
         Duration maxWait = settings.rateLimit().maxSlotWait();
         long started = System.nanoTime();
@@ -894,6 +911,8 @@ public final class JobRunner {
                 rateLimiter.logWait(group, decision, decision.retryIn());
                 logged = true;
             }
+            // Waiting for the limiter uses no CPU: another job may start meanwhile.
+            control.leaveStartLane();
             // Sleeping in the slot is the point for a short wait (cheaper than a round trip through the delayed set);
             // the limiter says when a permit may be free. Never past the slot wait: then the next answer decides
             // between the permit and the delayed set.

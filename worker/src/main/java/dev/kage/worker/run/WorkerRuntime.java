@@ -71,6 +71,14 @@ public final class WorkerRuntime {
     private final Clock clock;
     private final WorkerMetrics metrics;
     private final Semaphore slots;
+    /**
+     * Start lanes: how many jobs that start a process may be between their claim and their agent's start at once
+     * ({@code KAGE_START_LANES}). Starting (worktree checkout, spawn) is CPU work; a worker that claimed more jobs than
+     * it can start at once would make each of them wait on the others, while they could have gone to another worker.
+     */
+    private final Semaphore startLanes;
+    /** The agents whose jobs start a process, and so need a start lane (not noop or HTTP agents). */
+    private final java.util.Set<String> lanedAgents;
     private final Map<String, Running> inFlight = new ConcurrentHashMap<>();
     private final ExecutorService jobs = Executors.newThreadPerTaskExecutor(Thread.ofVirtual().name("kage-job-", 0).factory());
     private final ScheduledExecutorService housekeeping = Executors.newScheduledThreadPool(2,
@@ -81,7 +89,8 @@ public final class WorkerRuntime {
 
     public WorkerRuntime(WorkerSettings worker, QueueSettings queueSettings, int slotCount, KageKeys keys, RedisClient redisClient,
                          RedisCommands<String, String> redis, JobQueue queue, JobRunner runner, LiveTaskState live,
-                         OutcomeRecorder outcomes, Clock clock, WorkerMetrics metrics) {
+                         OutcomeRecorder outcomes, Clock clock, WorkerMetrics metrics, int startLanes,
+                         java.util.Set<String> lanedAgents) {
         this.worker = worker;
         this.queueSettings = queueSettings;
         this.slotCount = slotCount;
@@ -97,6 +106,8 @@ public final class WorkerRuntime {
         metrics.jobsRunning(inFlight::size);
         // Fair, so a loop that gives its slots back and asks again queues behind the others.
         this.slots = new Semaphore(slotCount, true);
+        this.startLanes = new Semaphore(startLanes, true);
+        this.lanedAgents = java.util.Set.copyOf(lanedAgents);
     }
 
     public synchronized void start() {
@@ -174,6 +185,7 @@ public final class WorkerRuntime {
      * blocking read takes a free slot then, or is handed straight back when there is none.
      */
     private void claimLoop(String agent, RedisCommands<String, String> blocking) {
+        boolean laned = lanedAgents.contains(agent);
         boolean outage = false;
         long round = 0;
         long nextPromote = 0;
@@ -189,6 +201,20 @@ public final class WorkerRuntime {
                 while (slots.tryAcquire(0, TimeUnit.MILLISECONDS)) {
                     taken++;
                 }
+                if (laned) {
+                    // Claim only what can start now: one job per free start lane (the rest stays in the stream, for
+                    // this worker's next read or another worker).
+                    if (!startLanes.tryAcquire(200, TimeUnit.MILLISECONDS)) {
+                        slots.release(taken);
+                        continue;
+                    }
+                    int lanes = 1;
+                    while (lanes < taken && startLanes.tryAcquire()) {
+                        lanes++;
+                    }
+                    slots.release(taken - lanes);
+                    taken = lanes;
+                }
             } catch (InterruptedException e) {
                 return;
             }
@@ -202,6 +228,7 @@ public final class WorkerRuntime {
                 claimed = queue.poll(blocking, agent, worker.workerId(), round++, taken);
                 if (claimed.isEmpty()) {
                     slots.release(taken);
+                    releaseLanes(laned, taken);
                     taken = 0;
                     blocked = true;
                     claimed = queue.await(blocking, agent, worker.workerId(), BLOCK);
@@ -212,6 +239,7 @@ public final class WorkerRuntime {
                 }
             } catch (RedisException e) {
                 slots.release(taken);
+                releaseLanes(laned, taken);
                 if (!running) {
                     return;
                 }
@@ -234,14 +262,23 @@ public final class WorkerRuntime {
                 // Stopping: what this last read brought goes straight back to the queue.
                 claimed.forEach(job -> safely(() -> queue.handBack(job)));
                 slots.release(taken);
+                releaseLanes(laned, taken);
                 return;
             }
             if (!blocked && claimed.size() < taken) {
                 slots.release(taken - claimed.size());
+                releaseLanes(laned, taken - claimed.size());
             }
             for (ClaimedJob job : claimed) {
-                if (!blocked || slots.tryAcquire()) {
-                    submit(job);
+                if (!blocked) {
+                    submit(job, laned);
+                } else if (slots.tryAcquire()) {
+                    if (!laned || startLanes.tryAcquire()) {
+                        submit(job, laned);
+                    } else {
+                        slots.release();
+                        safely(() -> queue.handBack(job));
+                    }
                 } else {
                     // No slot for an entry that arrived while blocking: give it back at once rather than hold it
                     // unrefreshed (another worker would reclaim it while it waited here).
@@ -251,9 +288,18 @@ public final class WorkerRuntime {
         }
     }
 
-    /** Runs a claimed job; the caller has taken a slot for it. */
-    private void submit(ClaimedJob job) {
+    private void releaseLanes(boolean laned, int count) {
+        if (laned && count > 0) {
+            startLanes.release(count);
+        }
+    }
+
+    /** Runs a claimed job; the caller has taken a slot for it, and a start lane when {@code laned}. */
+    private void submit(ClaimedJob job, boolean laned) {
         JobControl control = new JobControl();
+        if (laned) {
+            control.holdStartLane(startLanes::release);
+        }
         inFlight.put(job.key(), new Running(job, control));
         jobs.execute(() -> {
             try {
@@ -262,6 +308,7 @@ public final class WorkerRuntime {
                 // Not acknowledged: the entry stays pending; this worker stops tracking it, so the reclaimer retries it.
                 LOG.error("Job {} failed before its outcome was recorded; left pending for the reclaimer: {}", job.key(), e.toString(), e);
             } finally {
+                control.leaveStartLane();
                 inFlight.remove(job.key());
                 slots.release();
             }
@@ -315,7 +362,10 @@ public final class WorkerRuntime {
                         metrics.reclaim(agent);
                         LOG.info("Reclaimed {} from {} (idle {} ms, delivery {})", entry.key(), entry.consumer(), entry.idleMs(),
                                 entry.deliveries() + 1);
-                        submit(job.get());
+                        // A reclaimed job takes a start lane when one is free, and starts anyway when none is: it
+                        // has waited long enough already.
+                        boolean laned = lanedAgents.contains(agent) && startLanes.tryAcquire();
+                        submit(job.get(), laned);
                     } else {
                         slots.release();
                     }
