@@ -45,6 +45,19 @@ class WorkerFactoryTest {
         }
     }
 
+    @Test
+    void startLanesDefaultToTheProcessorsAndABadValueStopsStartUpNamingTheVariable() {
+        org.assertj.core.api.Assertions.assertThat(WorkerSettings.startLanes(dev.kage.config.Env.of(java.util.Map.of())))
+                .isEqualTo(Runtime.getRuntime().availableProcessors());
+        org.assertj.core.api.Assertions.assertThat(
+                WorkerSettings.startLanes(dev.kage.config.Env.of(java.util.Map.of("KAGE_START_LANES", "3")))).isEqualTo(3);
+        for (String bad : List.of("0", "-2", "1025", "many")) {
+            assertThatThrownBy(() -> WorkerSettings.startLanes(dev.kage.config.Env.of(java.util.Map.of("KAGE_START_LANES", bad))))
+                    .isInstanceOf(ConfigException.class)
+                    .hasMessageContaining("KAGE_START_LANES=" + bad + ": must be an integer from 1 to 1024");
+        }
+    }
+
     private static WorkerSettings settings(String agent) {
         return new WorkerSettings("w", Path.of("/tmp/kage-unused"), "", List.of(agent), false, Duration.ofSeconds(1), 0);
     }
