@@ -97,6 +97,7 @@ class RedisRestartChaosIT {
             long began = System.nanoTime();
             List<Process> processes = new ArrayList<>();
             processes.add(fleet.startCoordinator(env));
+            fleet.awaitHealthy(); // first, so four JVMs do not start at once on a small machine
             for (int w = 0; w < WORKERS; w++) {
                 processes.add(fleet.startWorker("redis-w" + w, dir.resolve("work"), origin, workerEnv));
             }
