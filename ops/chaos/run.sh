@@ -11,9 +11,9 @@
 #
 # Scenarios (issue 8's numbering):
 #   worker-kill       1  kill -9 a random worker every few seconds and restart it      (WorkerKillChaosIT)
-#   redis-restart     2  Redis restart mid-run with AOF                                 (not built yet)
+#   redis-restart     2  private AOF-everysec Redis killed / power-lost / shut down     (RedisRestartChaosIT)
 #   postgres-outage   3  Postgres cut off by a TCP proxy mid-run                        (PostgresOutageChaosIT)
-#   rate-limit-storm  4  429 storm from a local endpoint                                (not built yet)
+#   rate-limit-storm  4  429 storm from a local endpoint                                (RateLimitStormChaosIT)
 #   hostile-input     5  several hundred bad requests; shell syntax in descriptions     (HostileInputChaosIT)
 #   load              6  steady submit rate, latency percentiles                        (not built yet)
 #   soak              7  30 minutes of mixed load with worker kills                     (not built yet)
@@ -24,6 +24,9 @@
 #   KAGE_CHAOS_KILL_EVERY_SECONDS   worker-kill: seconds between kills [5]
 #   KAGE_CHAOS_OUTAGE_SECONDS   postgres-outage: how long Postgres is away [ci 12, full 60]
 #   KAGE_CHAOS_OUTAGE_JOBS      postgres-outage: jobs [enough to keep 12 slots busy through the outage]
+#   KAGE_CHAOS_RESTART_EVERY_SECONDS redis-restart: seconds between restarts [ci 8, full 20] (jobs: KAGE_CHAOS_JOBS [ci 60, full 400])
+#   KAGE_CHAOS_STORM_SECONDS    rate-limit-storm: how long the endpoint answers 429 [ci 10, full 30]
+#   KAGE_CHAOS_MEASURE_SECONDS  rate-limit-storm: completion rate measured before and after [ci 10, full 30]
 #   KAGE_CHAOS_NO_REPORT=1      do not touch RELIABILITY.md
 #   REDIS_URL, DATABASE_URL     as for ops/services.sh (the tests take their own namespace and schema)
 # Logs: e2e/target/e2e-logs/chaos-*/ (every process), e2e/target/chaos/*.txt (the lines, and hostile-input's failed
@@ -46,7 +49,9 @@ class_of() {
     worker-kill) echo WorkerKillChaosIT ;;
     postgres-outage) echo PostgresOutageChaosIT ;;
     hostile-input) echo HostileInputChaosIT ;;
-    redis-restart | rate-limit-storm | load | soak) echo "" ;;
+    redis-restart) echo RedisRestartChaosIT ;;
+    rate-limit-storm) echo RateLimitStormChaosIT ;;
+    load | soak) echo "" ;;
     *) return 1 ;;
   esac
 }
@@ -113,7 +118,7 @@ echo
 if [[ ${KAGE_CHAOS_NO_REPORT:-} != 1 ]]; then
   when=$(date -u +%Y-%m-%dT%H:%MZ)
   machine="$(uname -sm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, load $(cut -d' ' -f1-3 /proc/loadavg), $("$JAVA_HOME/bin/java" -version 2>&1 | head -n 1)"
-  overrides=$(env | grep -E '^KAGE_CHAOS_(JOBS|KILL_EVERY_SECONDS|OUTAGE_SECONDS|OUTAGE_JOBS)=' | sort | tr '\n' ' ' || true)
+  overrides=$(env | grep -E '^KAGE_CHAOS_(JOBS|KILL_EVERY_SECONDS|OUTAGE_SECONDS|OUTAGE_JOBS|RESTART_EVERY_SECONDS|STORM_SECONDS|MEASURE_SECONDS)=' | sort | tr '\n' ' ' || true)
   for i in "${!ran[@]}"; do
     name=${ran[$i]}
     block=$(mktemp)

@@ -96,6 +96,25 @@ public final class JobQueue {
     }
 
     /**
+     * Whether this attempt of the job was ever enqueued, by its enqueue-once marker (kept
+     * {@link #ENQUEUE_MARKER_TTL}). The marker and the stream entry are written by one script, so a Redis that lost
+     * the entry with the last writes before a crash lost the marker too.
+     */
+    public boolean wasEnqueued(JobMessage job) {
+        return redis.exists(keys.enqueued(job.agent(), job.jobId(), job.attempt())) > 0;
+    }
+
+    /** The Redis server's {@code run_id}: a new one after every restart. */
+    public String serverRunId() {
+        for (String line : redis.info("server").split("\r?\n")) {
+            if (line.startsWith("run_id:")) {
+                return line.substring("run_id:".length()).strip();
+            }
+        }
+        throw new IllegalStateException("INFO server has no run_id");
+    }
+
+    /**
      * Enqueues many jobs at once, pipelined on the connection (one round trip's wait for all), each
      * attempt once as with {@link #enqueue}.
      *

@@ -428,6 +428,34 @@ public final class TaskStore {
     }
 
     /**
+     * Tasks not yet ended whose jobs were confirmed in Redis, in id order after {@code after} (the nil UUID: from
+     * the start), for checking after Redis restarted that their jobs are still there.
+     */
+    public List<TaskRecord> openEnqueued(UUID after, int limit) {
+        return call(handle -> handle.createQuery("""
+                        SELECT * FROM tasks
+                        WHERE enqueued_at IS NOT NULL AND status IN ('queued', 'running')
+                          AND id > :after
+                        ORDER BY id LIMIT :limit
+                        """)
+                .bind("after", after)
+                .bind("limit", limit)
+                .map((rs, ctx) -> taskRow(rs))
+                .list());
+    }
+
+    /** The job ids among {@code taskIds}' jobs that have an outcome (a result row of any attempt). */
+    public java.util.Set<String> jobsWithOutcome(List<UUID> taskIds) {
+        if (taskIds.isEmpty()) {
+            return java.util.Set.of();
+        }
+        return call(handle -> handle.createQuery("SELECT DISTINCT job_id FROM execution_results WHERE task_id = ANY(:ids)")
+                .bindArray("ids", UUID.class, taskIds.toArray(UUID[]::new))
+                .mapTo(String.class)
+                .collect(java.util.stream.Collectors.toSet()));
+    }
+
+    /**
      * Cancels the tenant's task unless it already ended.
      *
      * @return the task's status before the call, or empty when the tenant has no such task

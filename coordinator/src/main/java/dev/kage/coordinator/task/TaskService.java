@@ -186,6 +186,41 @@ public final class TaskService {
     }
 
     /**
+     * Enqueues again the jobs Redis lost: a task not yet ended, confirmed in Redis, whose job has no outcome
+     * and whose enqueue-once marker is gone. With {@code appendfsync everysec} a Redis that dies with its machine
+     * (or restarts from an older AOF or snapshot) loses up to a second or two of writes, among them jobs the API
+     * had already accepted; nothing else would ever run them. Run after Redis restarted ({@link Reconciler}); a
+     * job is added once however often this runs (the enqueue-once script), and one whose marker survived is left
+     * alone. A job queued for longer than {@link JobQueue#ENQUEUE_MARKER_TTL} would be added a second time.
+     *
+     * @return jobs enqueued again
+     */
+    public int requeueLost() {
+        int requeued = 0;
+        UUID after = new UUID(0, 0);
+        while (true) {
+            List<TaskRecord> page = store.openEnqueued(after, 500);
+            if (page.isEmpty()) {
+                return requeued;
+            }
+            java.util.Set<String> done = store.jobsWithOutcome(page.stream().map(TaskRecord::id).toList());
+            for (TaskRecord task : page) {
+                for (JobMessage job : jobsOf(task)) {
+                    if (done.contains(job.jobId()) || queue.wasEnqueued(job)) {
+                        continue;
+                    }
+                    if (queue.enqueue(job).isPresent()) {
+                        requeued++;
+                        LOG.warn("Reconciler: job {} of task {} was missing from Redis (lost with Redis's last writes); "
+                                + "enqueued it again", job.jobId(), task.id());
+                    }
+                }
+            }
+            after = page.getLast().id();
+        }
+    }
+
+    /**
      * Cancels the tenant's task: queued jobs never start, running agents are stopped by their workers
      * within a second (their process trees killed, their reservations released).
      *

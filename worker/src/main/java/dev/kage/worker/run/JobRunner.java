@@ -922,6 +922,19 @@ public final class JobRunner {
     }
 
     /**
+     * How long the agent's limit group is still paused fleet-wide after a 429 (zero when it is not, or when the
+     * agent is unknown here, or Redis does not answer: then the permit step decides as before). A claim loop does
+     * not take jobs it could only defer until then.
+     */
+    public Duration cooldownLeft(String agent) {
+        try {
+            return catalog.find(agent).map(config -> rateLimiter.cooldownLeft(config.limits().group())).orElse(Duration.ZERO);
+        } catch (RuntimeException e) {
+            return Duration.ZERO;
+        }
+    }
+
+    /**
      * The agent process exists: how long after this worker claimed the job (budget hold, worktree, permit, spawn),
      * as the {@code kage.job.start} timer and a log line ({@code ops/bench/start-latency.sh} reads it).
      */

@@ -225,6 +225,18 @@ public final class WorkerRuntime {
                     queue.promoteDue(agent);
                     nextPromote = System.nanoTime() + PROMOTE_EVERY.toNanos();
                 }
+                // While the agent's group is paused after a 429, a claimed job could only be deferred to the delayed
+                // set and come back: a backlog would cycle through Redis once per pause (a hot loop in Redis during a
+                // 429 storm). Leave the jobs in their streams and look again when the pause ends (or within BLOCK).
+                Duration cooling = runner.cooldownLeft(agent);
+                if (cooling.isPositive()) {
+                    slots.release(taken);
+                    taken = 0;
+                    if (!pause(cooling.compareTo(BLOCK) < 0 ? cooling : BLOCK)) {
+                        return;
+                    }
+                    continue;
+                }
                 claimed = queue.poll(blocking, agent, worker.workerId(), round++, taken);
                 if (claimed.isEmpty()) {
                     slots.release(taken);
@@ -472,7 +484,7 @@ public final class WorkerRuntime {
     /** Waits, returning false when interrupted. */
     private static boolean pause(Duration duration) {
         try {
-            // A fixed pause after a failed read keeps an outage from becoming a hot loop.
+            // A pause after a failed read, or while the agent's group cools down, keeps either from becoming a hot loop.
             Thread.sleep(duration);
             return true;
         } catch (InterruptedException e) {

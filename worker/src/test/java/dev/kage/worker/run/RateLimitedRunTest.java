@@ -196,6 +196,17 @@ class RateLimitedRunTest {
         assertThat(Instant.ofEpochMilli((long) due)).isAfter(Instant.now().plusSeconds(15));
     }
 
+    /** What the claim loop asks before it reads an agent's streams: while it is positive, it takes no job (429 storm). */
+    @Test
+    void theClaimLoopSeesHowLongTheAgentsGroupIsStillPaused() throws Exception {
+        AgentConfig agent = agent("claude-code", "/bin/bash", "-c", "echo '{\"result\":\"ok\"}'", "agent", "{prompt}");
+        JobRunner runner = runner(agent, Map.of());
+        assertThat(runner.cooldownLeft("claude-code")).isZero();
+        limiter.coolDown("claude-code", Duration.ofSeconds(20));
+        assertThat(runner.cooldownLeft("claude-code")).isBetween(Duration.ofSeconds(15), Duration.ofSeconds(20));
+        assertThat(runner.cooldownLeft("not-configured-here")).isZero();
+    }
+
     @Test
     void aPermitFurtherAwayThanTheSlotWaitSendsTheJobToTheDelayedSetInsteadOfHoldingTheSlot() throws Exception {
         Path starts = dir.resolve("starts");
