@@ -77,6 +77,7 @@ public final class FleetRateLimiter implements AutoCloseable {
     private static final String CONFIGURE = script("configure.lua");
     private static final String SLOW_DOWN = script("slow-down.lua");
     private static final String STATE = script("state.lua");
+    private static final String HEADROOM = script("headroom.lua");
     private static final String SENT = script("sent.lua");
     private static final String RELEASE = script("release.lua");
     /** The longest fleet-wide pause a provider can ask for: a Retry-After beyond it is taken as this. */
@@ -478,6 +479,39 @@ public final class FleetRateLimiter implements AutoCloseable {
      */
     public SlowDown coolDown(String group, Duration pause) {
         return slowDown(group, pause, 0.5, "episode");
+    }
+
+    /**
+     * What a group could grant within a horizon, for a claim loop deciding how many jobs to take: a job it claims
+     * beyond this could only wait in its slot past the horizon or go to the delayed set and come back (churn; in a 429
+     * storm, a hot loop).
+     *
+     * @param cooldown  how long the fleet-wide pause after a 429 still lasts; zero when none
+     * @param free      callers that could get a request permit within the horizon: the effective rate minus the
+     *                  permits held, plus those released within the horizon, minus the callers already waiting for one;
+     *                  zero or less when none
+     * @param lookAgain when the next permit held beyond the horizon comes within it (zero when none is)
+     */
+    public record Headroom(Duration cooldown, long free, Duration lookAgain) {
+        /** A group nobody has set up yet: the first permit asked for sets it up, so nothing holds a claim back. */
+        public static final Headroom UNKNOWN = new Headroom(Duration.ZERO, Long.MAX_VALUE, Duration.ZERO);
+    }
+
+    /**
+     * The group's {@link Headroom} now (one read-only script; request permits only, not tokens). A Redis error
+     * propagates: the caller decides.
+     *
+     * @param horizon how long a caller may wait for its permit (a job in its slot: {@code RATE_LIMIT_MAX_SLOT_WAIT_SECONDS})
+     */
+    public Headroom headroom(String group, Duration horizon) {
+        List<Object> out = scripts.eval(keys.limiter(group), RScript.Mode.READ_WRITE, HEADROOM, RScript.ReturnType.MULTI,
+                List.of(keys.limiter(group), keys.limiterRequests(group), keys.cooldown(group),
+                        keys.limiterWaiting(group, Priority.HIGH), keys.limiterWaiting(group, Priority.NORMAL),
+                        keys.limiterWaiting(group, Priority.LOW)), Long.toString(Math.max(0, horizon.toMillis())));
+        if (number(out.get(0)) == 0) {
+            return Headroom.UNKNOWN;
+        }
+        return new Headroom(Duration.ofMillis(number(out.get(1))), number(out.get(2)), Duration.ofMillis(number(out.get(3))));
     }
 
     /**

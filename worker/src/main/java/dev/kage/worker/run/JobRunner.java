@@ -921,17 +921,48 @@ public final class JobRunner {
         }
     }
 
+    /** The shortest a claim loop waits before it looks at a full limit group again: its looks stay a few per second. */
+    static final Duration MIN_CLAIM_LOOK = Duration.ofMillis(100);
+
     /**
-     * How long the agent's limit group is still paused fleet-wide after a 429 (zero when it is not, or when the
-     * agent is unknown here, or Redis does not answer: then the permit step decides as before). A claim loop does
-     * not take jobs it could only defer until then.
+     * How many of {@code wanted} jobs of the agent a claim loop should take now, and when none, how long to wait
+     * before it looks again. A job claimed while its limit group can grant nothing can only wait in its slot or go to
+     * the delayed set and come back; under a lowered rate or a fleet-wide pause after a 429 a backlog would cycle
+     * through Redis (a hot loop). So: none while the group is paused (look again when the pause ends); as many as can
+     * get a permit within {@code RATE_LIMIT_MAX_SLOT_WAIT_SECONDS} — the wait a job may spend in its slot — (the rate
+     * minus the permits held, plus those released within that wait, minus the callers already waiting); none when no
+     * more can (look again when the next permit's release comes within that wait, at least {@link #MIN_CLAIM_LOOK} later). A noop agent takes no
+     * permit and is never held back; neither is any agent when Redis does not answer (the permit step decides then).
+     * Thread-safe.
      */
-    public Duration cooldownLeft(String agent) {
-        try {
-            return catalog.find(agent).map(config -> rateLimiter.cooldownLeft(config.limits().group())).orElse(Duration.ZERO);
-        } catch (RuntimeException e) {
-            return Duration.ZERO;
+    public ClaimGate claimGate(String agent, int wanted) {
+        AgentConfig config = catalog.find(agent).orElse(null);
+        if (config == null || config.type() == AgentType.NOOP) {
+            return new ClaimGate(wanted, Duration.ZERO);
         }
+        FleetRateLimiter.Headroom room;
+        try {
+            room = rateLimiter.headroom(config.limits().group(), settings.rateLimit().maxSlotWait());
+        } catch (RuntimeException e) {
+            return new ClaimGate(wanted, Duration.ZERO);
+        }
+        if (room.cooldown().isPositive()) {
+            return new ClaimGate(0, room.cooldown());
+        }
+        if (room.free() > 0) {
+            return new ClaimGate((int) Math.min(wanted, room.free()), Duration.ZERO);
+        }
+        Duration next = room.lookAgain();
+        return new ClaimGate(0, next.compareTo(MIN_CLAIM_LOOK) < 0 ? MIN_CLAIM_LOOK : next);
+    }
+
+    /**
+     * What {@link #claimGate} decided.
+     *
+     * @param jobs how many jobs to claim now (0 to {@code wanted})
+     * @param lookAgainIn when {@code jobs} is 0, how long to wait before looking again
+     */
+    public record ClaimGate(int jobs, Duration lookAgainIn) {
     }
 
     /**

@@ -225,14 +225,17 @@ public final class WorkerRuntime {
                     queue.promoteDue(agent);
                     nextPromote = System.nanoTime() + PROMOTE_EVERY.toNanos();
                 }
-                // While the agent's group is paused after a 429, a claimed job could only be deferred to the delayed
-                // set and come back: a backlog would cycle through Redis once per pause (a hot loop in Redis during a
-                // 429 storm). Leave the jobs in their streams and look again when the pause ends (or within BLOCK).
-                Duration cooling = runner.cooldownLeft(agent);
-                if (cooling.isPositive()) {
-                    slots.release(taken);
-                    taken = 0;
-                    if (!pause(cooling.compareTo(BLOCK) < 0 ? cooling : BLOCK)) {
+                // Only as many jobs as the agent's limit group can grant permits for now: a job claimed beyond that
+                // could only wait in its slot or go through the delayed set and back (in a 429 storm, or under a
+                // lowered rate, a backlog would cycle through Redis: a hot loop). The rest stay in their streams.
+                JobRunner.ClaimGate gate = runner.claimGate(agent, taken);
+                if (gate.jobs() < taken) {
+                    slots.release(taken - gate.jobs());
+                    releaseLanes(laned, taken - gate.jobs());
+                    taken = gate.jobs();
+                }
+                if (taken == 0) {
+                    if (!pause(gate.lookAgainIn().compareTo(BLOCK) < 0 ? gate.lookAgainIn() : BLOCK)) {
                         return;
                     }
                     continue;
@@ -484,7 +487,7 @@ public final class WorkerRuntime {
     /** Waits, returning false when interrupted. */
     private static boolean pause(Duration duration) {
         try {
-            // A pause after a failed read, or while the agent's group cools down, keeps either from becoming a hot loop.
+            // A pause after a failed read, or while the agent's limit group can grant nothing, keeps either from becoming a hot loop.
             Thread.sleep(duration);
             return true;
         } catch (InterruptedException e) {

@@ -196,15 +196,43 @@ class RateLimitedRunTest {
         assertThat(Instant.ofEpochMilli((long) due)).isAfter(Instant.now().plusSeconds(15));
     }
 
-    /** What the claim loop asks before it reads an agent's streams: while it is positive, it takes no job (429 storm). */
+    /** What the claim loop asks before it reads an agent's streams: it takes only as many jobs as can get a permit. */
     @Test
-    void theClaimLoopSeesHowLongTheAgentsGroupIsStillPaused() throws Exception {
+    void theClaimGateTakesOnlyWhatTheLimitGroupCanGrantWithinTheSlotWaitAndNothingWhileItIsPaused() throws Exception {
         AgentConfig agent = agent("claude-code", "/bin/bash", "-c", "echo '{\"result\":\"ok\"}'", "agent", "{prompt}");
-        JobRunner runner = runner(agent, Map.of());
-        assertThat(runner.cooldownLeft("claude-code")).isZero();
-        limiter.coolDown("claude-code", Duration.ofSeconds(20));
-        assertThat(runner.cooldownLeft("claude-code")).isBetween(Duration.ofSeconds(15), Duration.ofSeconds(20));
-        assertThat(runner.cooldownLeft("not-configured-here")).isZero();
+        // A slot wait of 1 ms: no held permit is released within it, so only free permits count.
+        JobRunner runner = runner(agent, Map.of("RATE_LIMIT_MAX_SLOT_WAIT_SECONDS", "0.001"));
+        String group = agent.limits().group();
+        Limit configured = limiter.state(group).orElseThrow().limit();
+        long limit = configured.requests();
+        assertThat(runner.claimGate("claude-code", 3)).isEqualTo(new JobRunner.ClaimGate(3, Duration.ZERO));
+        // Take all but two permits of the window: two jobs may be claimed, not five.
+        for (long i = 0; i < limit - 2; i++) {
+            assertThat(limiter.tryAcquire(group, "other-" + i, dev.kage.task.Priority.NORMAL, 0).granted()).isTrue();
+        }
+        assertThat(runner.claimGate("claude-code", 5).jobs()).isEqualTo(2);
+        for (long i = 0; i < 2; i++) {
+            assertThat(limiter.tryAcquire(group, "more-" + i, dev.kage.task.Priority.NORMAL, 0).granted()).isTrue();
+        }
+        // Full: none, and look again when the oldest permit is about to be released (within the window and its guard).
+        JobRunner.ClaimGate full = runner.claimGate("claude-code", 5);
+        assertThat(full.jobs()).isZero();
+        assertThat(full.lookAgainIn()).isBetween(JobRunner.MIN_CLAIM_LOOK, configured.window().plus(configured.guard()).plusMillis(1));
+        // A caller already waiting for a permit comes first: still none.
+        assertThat(limiter.tryAcquire(group, "waiting", dev.kage.task.Priority.NORMAL, 0).granted()).isFalse();
+        assertThat(runner.claimGate("claude-code", 5).jobs()).isZero();
+        // With a slot wait longer than the window every held permit is released within it: the permits not promised to
+        // the waiting caller may be claimed for.
+        JobRunner patient = runner(agent, Map.of("RATE_LIMIT_MAX_SLOT_WAIT_SECONDS",
+                Long.toString(configured.window().plus(configured.guard()).toSeconds() + 2)));
+        assertThat(patient.claimGate("claude-code", 5).jobs()).isEqualTo((int) Math.min(5, limit - 1));
+        // Paused fleet-wide after a 429: none until the pause ends.
+        limiter.coolDown(group, Duration.ofSeconds(20));
+        JobRunner.ClaimGate paused = runner.claimGate("claude-code", 5);
+        assertThat(paused.jobs()).isZero();
+        assertThat(paused.lookAgainIn()).isBetween(Duration.ofSeconds(15), Duration.ofSeconds(20));
+        // An agent this worker does not know is not held back (the permit step decides).
+        assertThat(runner.claimGate("not-configured-here", 4)).isEqualTo(new JobRunner.ClaimGate(4, Duration.ZERO));
     }
 
     @Test
