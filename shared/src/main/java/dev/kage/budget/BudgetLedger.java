@@ -118,7 +118,7 @@ public final class BudgetLedger {
             // The second step failed (Redis went away between the two): the first is given back if Redis lets us,
             // else it lapses.
             try {
-                settleStep(id, tenantHolds, taskPool, tenantPools, 0, 0);
+                settleStep(null, id, tenantHolds, taskPool, tenantPools, 0, 0, new ArrayList<>());
             } catch (RuntimeException alsoDown) {
                 e.addSuppressed(alsoDown);
             }
@@ -126,7 +126,7 @@ public final class BudgetLedger {
         }
         if (second.status() == 0) {
             // Compensate: the tenant's pools get their hold back; this hold id is spent.
-            settleStep(id, tenantHolds, taskPool, tenantPools, 0, 0);
+            settleStep(null, id, tenantHolds, taskPool, tenantPools, 0, 0, new ArrayList<>());
             Hold refused = second.hold(id, request, tenantPools, agentPools);
             return refused;
         }
@@ -194,15 +194,21 @@ public final class BudgetLedger {
     /**
      * Replaces the hold with the usage it came to, in every pool it held. The first call counts; a repeated
      * one changes nothing and says so. Usage is counted even when the hold had lapsed or was refused.
+     *
+     * <p>The hold's record in Redis decides which pools are released and charged: those it was taken in (a hold
+     * taken at 23:59 UTC and settled after midnight is released from and charged to the day it was taken in, in
+     * the tenant's and the agent's pools alike), whatever pools {@code hold} names (a copy returned by a replayed
+     * reservation after midnight names the new day's). Only a hold with no record left (lapsed, superseded by a
+     * reclaiming worker) is charged to the pools {@code hold} names. The answer names the pools charged.
      */
     public Settlement settle(Hold hold, long tokens, long usdMicros) {
         String tenantHolds = keys.tenantHolds(hold.tenant());
         List<PoolSettlement> pools = new ArrayList<>();
-        boolean first = settleStep(hold.id(), tenantHolds, hold.tenantPools().getFirst().key(), hold.tenantPools(), tokens,
+        boolean first = settleStep(hold, hold.id(), tenantHolds, hold.tenantPools().getFirst().key(), hold.tenantPools(), tokens,
                 usdMicros, pools);
         if (!hold.agentPools().isEmpty()) {
-            settleStep(hold.id(), keys.agentHolds(hold.agent()), hold.agentPools().getFirst().key(), hold.agentPools(), tokens,
-                    usdMicros, pools);
+            settleStep(hold, hold.id(), keys.agentHolds(hold.agent()), hold.agentPools().getFirst().key(),
+                    hold.agentPools(), tokens, usdMicros, pools);
         }
         return new Settlement(first, tokens, usdMicros, pools);
     }
@@ -212,12 +218,9 @@ public final class BudgetLedger {
         return settle(hold, 0, 0);
     }
 
-    private boolean settleStep(String id, String holds, String marker, List<Pool> pools, long tokens, long usdMicros) {
-        return settleStep(id, holds, marker, pools, tokens, usdMicros, new ArrayList<>());
-    }
-
-    private boolean settleStep(String id, String holds, String marker, List<Pool> pools, long tokens, long usdMicros,
-                               List<PoolSettlement> out) {
+    /** @param hold the hold whose pools {@code out} names (null: report nothing) */
+    private boolean settleStep(Hold hold, String id, String holds, String marker, List<Pool> pools, long tokens,
+                               long usdMicros, List<PoolSettlement> out) {
         String[] keyArray = new String[3 + pools.size()];
         keyArray[0] = holds;
         keyArray[1] = KageKeys.holdExpiry(holds);
@@ -227,12 +230,37 @@ public final class BudgetLedger {
         }
         List<Object> reply = SETTLE.run(redis, ScriptOutputType.MULTI, keyArray, id, Long.toString(tokens),
                 Long.toString(usdMicros), Double.toString(warningThreshold), Long.toString(BOOKKEEPING_TTL.toMillis()));
-        for (int i = 0; i < pools.size(); i++) {
-            int at = 1 + 5 * i;
-            out.add(new PoolSettlement(pools.get(i), n(reply, at), n(reply, at + 1), n(reply, at + 2), n(reply, at + 3),
-                    (int) n(reply, at + 4)));
+        // A compensating release (no Hold yet) reports nothing.
+        int charged = hold == null ? 0 : (int) n(reply, 1);
+        for (int i = 0; i < charged; i++) {
+            int at = 2 + 6 * i;
+            out.add(new PoolSettlement(pool(hold, String.valueOf(reply.get(at))), n(reply, at + 1), n(reply, at + 2),
+                    n(reply, at + 3), n(reply, at + 4), (int) n(reply, at + 5)));
         }
         return n(reply, 0) == 1;
+    }
+
+    /**
+     * The pool of {@code hold}'s tenant or agent stored under {@code key}: one {@code hold} names, else one its record
+     * names (another period's).
+     */
+    private Pool pool(Hold hold, String key) {
+        for (List<Pool> pools : List.of(hold.tenantPools(), hold.agentPools())) {
+            for (Pool pool : pools) {
+                if (pool.key().equals(key)) {
+                    return pool;
+                }
+            }
+        }
+        String agentPrefix = keys.agentBudget(hold.agent(), "");
+        if (key.startsWith(agentPrefix)) {
+            return new Pool(PoolKind.AGENT, hold.agent(), key.substring(agentPrefix.length()), key);
+        }
+        String tenantPrefix = keys.tenantBudget(hold.tenant(), "");
+        String rest = key.startsWith(tenantPrefix) ? key.substring(tenantPrefix.length()) : key;
+        String taskPrefix = keys.taskBudget(hold.tenant(), "").substring(tenantPrefix.length());
+        return rest.startsWith(taskPrefix) ? new Pool(PoolKind.TASK, rest.substring(taskPrefix.length()), null, key)
+                : new Pool(PoolKind.TENANT, hold.tenant(), rest, key);
     }
 
     /**
@@ -279,8 +307,8 @@ public final class BudgetLedger {
                 Long.toString(wantTokens), Long.toString(needUsd), Long.toString(wantUsd), mode.name().toLowerCase(),
                 Long.toString(hold.holdFor().toMillis()));
         int status = (int) n(reply, 0);
-        int tight = (int) n(reply, 3);
-        return new TopUp(status == 1, status == -1, n(reply, 1), n(reply, 2), tight > 0 ? pools.get(tight - 1) : null,
+        String tight = String.valueOf(reply.get(3));
+        return new TopUp(status == 1, status == -1, n(reply, 1), n(reply, 2), tight.isEmpty() ? null : pool(hold, tight),
                 n(reply, 4));
     }
 
