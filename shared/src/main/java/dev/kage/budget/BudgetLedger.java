@@ -30,12 +30,15 @@ import java.util.concurrent.ConcurrentHashMap;
  *
  * <p>Amounts are tokens and micro-USD (1e-6 USD), integers, so Redis adds them exactly. A limit of 0 means
  * none. In {@link BudgetMode#LOG} every hold is granted (the seed's behaviour: violations are only logged).
- * Periods are named by this process's clock (UTC). Thread-safe.
+ * Periods are named by this process's clock (UTC). A hold belongs to the periods it was taken in: it is released
+ * from and charged to those pools (its record in Redis names them) even when it is settled after midnight, in the
+ * tenant's and the agent's pools alike; its bookkeeping (settled once, superseded by a reclaiming worker) is kept
+ * per task, not per period, so a hold taken before midnight is still recognised after it. Thread-safe.
  */
 public final class BudgetLedger {
     /** How long a task's pool outlives its last change. */
     public static final Duration TASK_POOL_TTL = Duration.ofDays(7);
-    /** How long settled markers live after their last change (in the task's pool, or an agent's day pool). */
+    /** How long settled markers live after their last change (in the task's pool, or the task's hash under the agent's tag). */
     static final Duration BOOKKEEPING_TTL = Duration.ofDays(7);
     private static final int SWEEP_BATCH = 100;
 
@@ -100,8 +103,8 @@ public final class BudgetLedger {
         List<String> tenantArgs = new ArrayList<>(List.of(Long.toString(request.taskTokenLimit()),
                 Long.toString(request.taskUsdLimitMicros()), "", Long.toString(TASK_POOL_TTL.toMillis())));
         addPeriodArgs(tenantArgs, tenantDefaults);
-        Step first = reserveStep(id, request, tenantHolds, taskPool, keys.tenantBudgetLimits(request.tenant()), tenantPools,
-                tenantArgs);
+        Step first = reserveStep(id, request, tenantHolds, taskPool, Duration.ZERO, keys.tenantBudgetLimits(request.tenant()),
+                tenantPools, tenantArgs);
         if (first.status() == 0 || request.agentLimits().isNone()) {
             return first.hold(id, request, tenantPools, List.of());
         }
@@ -112,7 +115,8 @@ public final class BudgetLedger {
         addPeriodArgs(agentArgs, request.agentLimits());
         Step second;
         try {
-            second = reserveStep(id, request, keys.agentHolds(request.agent()), agentPools.getFirst().key(),
+            second = reserveStep(id, request, keys.agentHolds(request.agent()),
+                    keys.agentTaskHolds(request.agent(), request.taskId()), BOOKKEEPING_TTL,
                     keys.agentBudgetLimits(request.agent()), agentPools, agentArgs);
         } catch (RuntimeException e) {
             // The second step failed (Redis went away between the two): the first is given back if Redis lets us,
@@ -146,8 +150,14 @@ public final class BudgetLedger {
         }
     }
 
-    private Step reserveStep(String id, HoldRequest request, String holds, String marker, String limits, List<Pool> pools,
-                             List<String> poolArgs) {
+    /**
+     * @param marker    the hash keeping the step's {@code j:<job>} and {@code s:<hold>} bookkeeping: the task's pool for the
+     *                  tenant's step, the task's hash under the agent's tag for the agent's (never a period's pool: a hold
+     *                  taken before midnight must be found after it)
+     * @param markerTtl how long the marker lives after this change ({@link Duration#ZERO}: it is one of the pools)
+     */
+    private Step reserveStep(String id, HoldRequest request, String holds, String marker, Duration markerTtl, String limits,
+                             List<Pool> pools, List<String> poolArgs) {
         register(holds);
         String[] keyArray = new String[4 + pools.size()];
         keyArray[0] = holds;
@@ -158,7 +168,8 @@ public final class BudgetLedger {
             keyArray[4 + i] = pools.get(i).key();
         }
         List<String> args = new ArrayList<>(List.of(id, request.jobId(), Long.toString(request.tokens()),
-                Long.toString(request.usdMicros()), mode.name().toLowerCase(), Long.toString(request.holdFor().toMillis())));
+                Long.toString(request.usdMicros()), mode.name().toLowerCase(), Long.toString(request.holdFor().toMillis()),
+                Long.toString(markerTtl.toMillis())));
         args.addAll(poolArgs);
         List<Object> reply = RESERVE.run(redis, ScriptOutputType.MULTI, keyArray, args.toArray(String[]::new));
         List<PoolState> states = new ArrayList<>();
@@ -207,7 +218,7 @@ public final class BudgetLedger {
         boolean first = settleStep(hold, hold.id(), tenantHolds, hold.tenantPools().getFirst().key(), hold.tenantPools(), tokens,
                 usdMicros, pools);
         if (!hold.agentPools().isEmpty()) {
-            settleStep(hold, hold.id(), keys.agentHolds(hold.agent()), hold.agentPools().getFirst().key(),
+            settleStep(hold, hold.id(), keys.agentHolds(hold.agent()), keys.agentTaskHolds(hold.agent(), hold.taskId()),
                     hold.agentPools(), tokens, usdMicros, pools);
         }
         return new Settlement(first, tokens, usdMicros, pools);
@@ -491,6 +502,11 @@ public final class BudgetLedger {
                        Duration holdFor) {
         public boolean accepted() {
             return status != HoldStatus.REFUSED;
+        }
+
+        /** The task whose pool the hold draws on. */
+        public String taskId() {
+            return tenantPools.getFirst().owner();
         }
 
         /** The task pool's figures. */

@@ -385,4 +385,37 @@ class BudgetLedgerTest {
                 .containsExactly(null, "day:2026-11-28", "month:2026-11", "day:2026-11-28", "month:2026-11");
         assertThat(before.tenantPools("acme").getFirst().used()).isEqualTo(700);
     }
+
+    @Test
+    void aHoldTakenBeforeMidnightIsChargedToItsOwnDayAndKnownAfterItInTheAgentsPoolsAsInTheTenants() {
+        PeriodLimits agentDay = new PeriodLimits(100_000, 0, 0, 0);
+        BudgetLedger before = ledgerAt("2026-11-28T23:59:59Z", dayTokens(100_000));
+        BudgetLedger after = ledgerAt("2026-11-29T00:00:01Z", dayTokens(100_000));
+        // Settled after midnight: the day it was held in is released and charged, for the tenant and the agent alike.
+        Hold late = before.reserve(new HoldRequest("acme", "t0", "codex", "j0", "w1", 1_000, 0, 50_000, 0, agentDay, LONG));
+        after.settle(late, 400, 0);
+        assertThat(before.tenantPools("acme").getFirst()).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(400L, 0L);
+        assertThat(before.agentPools("codex", agentDay).getFirst()).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(400L, 0L);
+        assertThat(after.tenantPools("acme").getFirst().used()).isZero();
+        assertThat(after.agentPools("codex", agentDay).getFirst().used()).isZero();
+
+        // A job reclaimed after midnight from a worker that died before it: both of the dead worker's holds go.
+        before.reserve(new HoldRequest("acme", "t1", "codex", "job#1#1-0", "worker-a", 1_000, 0, 50_000, 0, agentDay, LONG));
+        Hold reclaimed = after.reserve(new HoldRequest("acme", "t1", "codex", "job#1#1-0", "worker-b", 1_000, 0, 50_000, 0,
+                agentDay, LONG));
+        assertThat(reclaimed.status()).isEqualTo(HoldStatus.HELD);
+        assertThat(reclaimed.superseded()).as("the tenant's hold and the agent's").isEqualTo(2);
+        assertThat(before.tenantPools("acme").getFirst().reserved()).isZero();
+        assertThat(before.agentPools("codex", agentDay).getFirst().reserved()).isZero();
+        assertThat(after.agentPools("codex", agentDay)).extracting(PoolState::reserved).containsExactly(1_000L, 1_000L);
+
+        // A reservation replayed after midnight under an id settled before it holds nothing anywhere.
+        HoldRequest settled = new HoldRequest("acme", "t2", "codex", "j2", "w1", 1_000, 0, 50_000, 0, agentDay, LONG);
+        before.settle(before.reserve(settled), 300, 0);
+        assertThat(after.reserve(settled).status()).isEqualTo(HoldStatus.DUPLICATE);
+        assertThat(after.agentPools("codex", agentDay)).extracting(PoolState::reserved).containsExactly(1_000L, 1_000L);
+        assertThat(after.tenantPools("acme").getFirst().reserved()).isEqualTo(1_000);
+    }
 }
