@@ -30,12 +30,15 @@ import java.util.concurrent.ConcurrentHashMap;
  *
  * <p>Amounts are tokens and micro-USD (1e-6 USD), integers, so Redis adds them exactly. A limit of 0 means
  * none. In {@link BudgetMode#LOG} every hold is granted (the seed's behaviour: violations are only logged).
- * Periods are named by this process's clock (UTC). Thread-safe.
+ * Periods are named by this process's clock (UTC). A hold belongs to the periods it was taken in: it is released
+ * from and charged to those pools (its record in Redis names them) even when it is settled after midnight, in the
+ * tenant's and the agent's pools alike; its bookkeeping (settled once, superseded by a reclaiming worker) is kept
+ * per task, not per period, so a hold taken before midnight is still recognised after it. Thread-safe.
  */
 public final class BudgetLedger {
     /** How long a task's pool outlives its last change. */
     public static final Duration TASK_POOL_TTL = Duration.ofDays(7);
-    /** How long settled markers live after their last change (in the task's pool, or an agent's day pool). */
+    /** How long settled markers live after their last change (in the task's pool, or the task's hash under the agent's tag). */
     static final Duration BOOKKEEPING_TTL = Duration.ofDays(7);
     private static final int SWEEP_BATCH = 100;
 
@@ -100,8 +103,8 @@ public final class BudgetLedger {
         List<String> tenantArgs = new ArrayList<>(List.of(Long.toString(request.taskTokenLimit()),
                 Long.toString(request.taskUsdLimitMicros()), "", Long.toString(TASK_POOL_TTL.toMillis())));
         addPeriodArgs(tenantArgs, tenantDefaults);
-        Step first = reserveStep(id, request, tenantHolds, taskPool, keys.tenantBudgetLimits(request.tenant()), tenantPools,
-                tenantArgs);
+        Step first = reserveStep(id, request, tenantHolds, taskPool, Duration.ZERO, keys.tenantBudgetLimits(request.tenant()),
+                tenantPools, tenantArgs);
         if (first.status() == 0 || request.agentLimits().isNone()) {
             return first.hold(id, request, tenantPools, List.of());
         }
@@ -112,13 +115,14 @@ public final class BudgetLedger {
         addPeriodArgs(agentArgs, request.agentLimits());
         Step second;
         try {
-            second = reserveStep(id, request, keys.agentHolds(request.agent()), agentPools.getFirst().key(),
+            second = reserveStep(id, request, keys.agentHolds(request.agent()),
+                    keys.agentTaskHolds(request.agent(), request.taskId()), BOOKKEEPING_TTL,
                     keys.agentBudgetLimits(request.agent()), agentPools, agentArgs);
         } catch (RuntimeException e) {
             // The second step failed (Redis went away between the two): the first is given back if Redis lets us,
             // else it lapses.
             try {
-                settleStep(id, tenantHolds, taskPool, tenantPools, 0, 0);
+                settleStep(null, id, tenantHolds, taskPool, tenantPools, 0, 0, new ArrayList<>());
             } catch (RuntimeException alsoDown) {
                 e.addSuppressed(alsoDown);
             }
@@ -126,7 +130,7 @@ public final class BudgetLedger {
         }
         if (second.status() == 0) {
             // Compensate: the tenant's pools get their hold back; this hold id is spent.
-            settleStep(id, tenantHolds, taskPool, tenantPools, 0, 0);
+            settleStep(null, id, tenantHolds, taskPool, tenantPools, 0, 0, new ArrayList<>());
             Hold refused = second.hold(id, request, tenantPools, agentPools);
             return refused;
         }
@@ -146,8 +150,14 @@ public final class BudgetLedger {
         }
     }
 
-    private Step reserveStep(String id, HoldRequest request, String holds, String marker, String limits, List<Pool> pools,
-                             List<String> poolArgs) {
+    /**
+     * @param marker    the hash keeping the step's {@code j:<job>} and {@code s:<hold>} bookkeeping: the task's pool for the
+     *                  tenant's step, the task's hash under the agent's tag for the agent's (never a period's pool: a hold
+     *                  taken before midnight must be found after it)
+     * @param markerTtl how long the marker lives after this change ({@link Duration#ZERO}: it is one of the pools)
+     */
+    private Step reserveStep(String id, HoldRequest request, String holds, String marker, Duration markerTtl, String limits,
+                             List<Pool> pools, List<String> poolArgs) {
         register(holds);
         String[] keyArray = new String[4 + pools.size()];
         keyArray[0] = holds;
@@ -158,7 +168,8 @@ public final class BudgetLedger {
             keyArray[4 + i] = pools.get(i).key();
         }
         List<String> args = new ArrayList<>(List.of(id, request.jobId(), Long.toString(request.tokens()),
-                Long.toString(request.usdMicros()), mode.name().toLowerCase(), Long.toString(request.holdFor().toMillis())));
+                Long.toString(request.usdMicros()), mode.name().toLowerCase(), Long.toString(request.holdFor().toMillis()),
+                Long.toString(markerTtl.toMillis())));
         args.addAll(poolArgs);
         List<Object> reply = RESERVE.run(redis, ScriptOutputType.MULTI, keyArray, args.toArray(String[]::new));
         List<PoolState> states = new ArrayList<>();
@@ -194,15 +205,21 @@ public final class BudgetLedger {
     /**
      * Replaces the hold with the usage it came to, in every pool it held. The first call counts; a repeated
      * one changes nothing and says so. Usage is counted even when the hold had lapsed or was refused.
+     *
+     * <p>The hold's record in Redis decides which pools are released and charged: those it was taken in (a hold
+     * taken at 23:59 UTC and settled after midnight is released from and charged to the day it was taken in, in
+     * the tenant's and the agent's pools alike), whatever pools {@code hold} names (a copy returned by a replayed
+     * reservation after midnight names the new day's). Only a hold with no record left (lapsed, superseded by a
+     * reclaiming worker) is charged to the pools {@code hold} names. The answer names the pools charged.
      */
     public Settlement settle(Hold hold, long tokens, long usdMicros) {
         String tenantHolds = keys.tenantHolds(hold.tenant());
         List<PoolSettlement> pools = new ArrayList<>();
-        boolean first = settleStep(hold.id(), tenantHolds, hold.tenantPools().getFirst().key(), hold.tenantPools(), tokens,
+        boolean first = settleStep(hold, hold.id(), tenantHolds, hold.tenantPools().getFirst().key(), hold.tenantPools(), tokens,
                 usdMicros, pools);
         if (!hold.agentPools().isEmpty()) {
-            settleStep(hold.id(), keys.agentHolds(hold.agent()), hold.agentPools().getFirst().key(), hold.agentPools(), tokens,
-                    usdMicros, pools);
+            settleStep(hold, hold.id(), keys.agentHolds(hold.agent()), keys.agentTaskHolds(hold.agent(), hold.taskId()),
+                    hold.agentPools(), tokens, usdMicros, pools);
         }
         return new Settlement(first, tokens, usdMicros, pools);
     }
@@ -212,12 +229,9 @@ public final class BudgetLedger {
         return settle(hold, 0, 0);
     }
 
-    private boolean settleStep(String id, String holds, String marker, List<Pool> pools, long tokens, long usdMicros) {
-        return settleStep(id, holds, marker, pools, tokens, usdMicros, new ArrayList<>());
-    }
-
-    private boolean settleStep(String id, String holds, String marker, List<Pool> pools, long tokens, long usdMicros,
-                               List<PoolSettlement> out) {
+    /** @param hold the hold whose pools {@code out} names (null: report nothing) */
+    private boolean settleStep(Hold hold, String id, String holds, String marker, List<Pool> pools, long tokens,
+                               long usdMicros, List<PoolSettlement> out) {
         String[] keyArray = new String[3 + pools.size()];
         keyArray[0] = holds;
         keyArray[1] = KageKeys.holdExpiry(holds);
@@ -227,12 +241,37 @@ public final class BudgetLedger {
         }
         List<Object> reply = SETTLE.run(redis, ScriptOutputType.MULTI, keyArray, id, Long.toString(tokens),
                 Long.toString(usdMicros), Double.toString(warningThreshold), Long.toString(BOOKKEEPING_TTL.toMillis()));
-        for (int i = 0; i < pools.size(); i++) {
-            int at = 1 + 5 * i;
-            out.add(new PoolSettlement(pools.get(i), n(reply, at), n(reply, at + 1), n(reply, at + 2), n(reply, at + 3),
-                    (int) n(reply, at + 4)));
+        // A compensating release (no Hold yet) reports nothing.
+        int charged = hold == null ? 0 : (int) n(reply, 1);
+        for (int i = 0; i < charged; i++) {
+            int at = 2 + 6 * i;
+            out.add(new PoolSettlement(pool(hold, String.valueOf(reply.get(at))), n(reply, at + 1), n(reply, at + 2),
+                    n(reply, at + 3), n(reply, at + 4), (int) n(reply, at + 5)));
         }
         return n(reply, 0) == 1;
+    }
+
+    /**
+     * The pool of {@code hold}'s tenant or agent stored under {@code key}: one {@code hold} names, else one its record
+     * names (another period's).
+     */
+    private Pool pool(Hold hold, String key) {
+        for (List<Pool> pools : List.of(hold.tenantPools(), hold.agentPools())) {
+            for (Pool pool : pools) {
+                if (pool.key().equals(key)) {
+                    return pool;
+                }
+            }
+        }
+        String agentPrefix = keys.agentBudget(hold.agent(), "");
+        if (key.startsWith(agentPrefix)) {
+            return new Pool(PoolKind.AGENT, hold.agent(), key.substring(agentPrefix.length()), key);
+        }
+        String tenantPrefix = keys.tenantBudget(hold.tenant(), "");
+        String rest = key.startsWith(tenantPrefix) ? key.substring(tenantPrefix.length()) : key;
+        String taskPrefix = keys.taskBudget(hold.tenant(), "").substring(tenantPrefix.length());
+        return rest.startsWith(taskPrefix) ? new Pool(PoolKind.TASK, rest.substring(taskPrefix.length()), null, key)
+                : new Pool(PoolKind.TENANT, hold.tenant(), rest, key);
     }
 
     /**
@@ -279,8 +318,8 @@ public final class BudgetLedger {
                 Long.toString(wantTokens), Long.toString(needUsd), Long.toString(wantUsd), mode.name().toLowerCase(),
                 Long.toString(hold.holdFor().toMillis()));
         int status = (int) n(reply, 0);
-        int tight = (int) n(reply, 3);
-        return new TopUp(status == 1, status == -1, n(reply, 1), n(reply, 2), tight > 0 ? pools.get(tight - 1) : null,
+        String tight = String.valueOf(reply.get(3));
+        return new TopUp(status == 1, status == -1, n(reply, 1), n(reply, 2), tight.isEmpty() ? null : pool(hold, tight),
                 n(reply, 4));
     }
 
@@ -463,6 +502,11 @@ public final class BudgetLedger {
                        Duration holdFor) {
         public boolean accepted() {
             return status != HoldStatus.REFUSED;
+        }
+
+        /** The task whose pool the hold draws on. */
+        public String taskId() {
+            return tenantPools.getFirst().owner();
         }
 
         /** The task pool's figures. */

@@ -20,6 +20,7 @@ import dev.kage.task.Priority;
  *   <tr><td>{@code kage:budget:{tenant}:holds}, {@code :holds:expiry}</td><td>hash and sorted set: open reservations, when they lapse (ms)</td></tr>
  *   <tr><td>{@code kage:budget:{tenant}:limits}</td><td>hash: an operator's limits for the tenant's period pools</td></tr>
  *   <tr><td>{@code kage:budget:agent:{agent}:day:...}, {@code :month:...}, {@code :holds}, {@code :holds:expiry}</td><td>an agent's pools across tenants</td></tr>
+ *   <tr><td>{@code kage:budget:agent:{agent}:task:id}</td><td>hash: a task's current and settled holds in the agent's pools</td></tr>
  *   <tr><td>{@code kage:budget:holdsets}</td><td>set: every holds hash, for the sweeper</td></tr>
  *   <tr><td>{@code kage:rl:{group}}</td><td>hash: a limit group's limit, source, adaptive rate</td></tr>
  *   <tr><td>{@code kage:rl:{group}:requests}, {@code :tokens}</td><td>sorted sets by grant time (µs): permits in the window</td></tr>
@@ -106,6 +107,14 @@ public final class KageKeys {
     /** An agent's pool across tenants for one period: its own hash tag, reserved in a second step. */
     public String agentBudget(String agent, String period) {
         return namespace + ":budget:agent:{" + agent + "}:" + period;
+    }
+
+    /**
+     * The bookkeeping of a task's holds in an agent's pools (hash: {@code j:<job>} its current hold, {@code s:<hold>}
+     * settled holds): per task, not per period, so a hold taken before midnight is still known after it.
+     */
+    public String agentTaskHolds(String agent, String taskId) {
+        return namespace + ":budget:agent:{" + agent + "}:task:" + taskId;
     }
 
     public String agentHolds(String agent) {

@@ -26,7 +26,10 @@ public record Usage(long inputTokens, long outputTokens, long cacheReadTokens, l
         AGENT("agent"),
         /** Counted with jtokkit from the prompt and the output. */
         TOKENIZER("tokenizer"),
-        /** Characters divided by four: a last resort. */
+        /**
+         * Not measured: characters divided by four as a last resort, or an HTTP call that failed after its request
+         * was sent, charged at its hold (prompt tokens counted + {@code max_tokens}).
+         */
         ESTIMATE("estimate");
 
         private final String wireName;

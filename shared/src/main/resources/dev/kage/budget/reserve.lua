@@ -1,8 +1,10 @@
 -- Reserves tokens and dollars in every pool of KEYS[5..] at once, all or nothing, under hold ARGV[1].
 -- KEYS: 1 holds, 2 expiry, 3 marker (hash keeping s:<hold> for settled holds and j:<job> for a job's
--- current hold; one of the pools), 4 operator limits (hash), 5.. pools.
+-- current hold; per task, never a period's pool, so a hold is known after midnight), 4 operator limits
+-- (hash), 5.. pools.
 -- ARGV: 1 hold id, 2 job id (a new hold for the same job releases the old one: a reclaimed delivery),
--- 3 tokens, 4 micro-USD, 5 'enforce' or 'log', 6 hold lifetime ms, then per pool 4 values:
+-- 3 tokens, 4 micro-USD, 5 'enforce' or 'log', 6 hold lifetime ms, 7 the marker's TTL ms ('0': the marker is
+-- one of the pools and has its own), then per pool 4 values:
 -- default token limit, default USD limit (micros), operator-limit field prefix ('' = the limit is set
 -- once, when the pool is new), pool TTL ms (set when the pool is new; a '' pool's TTL is renewed on use).
 -- Returns {status (1 held, 2 already held or settled, 0 refused), refused pool index, refused kind
@@ -40,7 +42,7 @@ end
 local overrides = nil
 for i = 1, npools do
   local pool = KEYS[4 + i]
-  local a = 6 + (i - 1) * 4
+  local a = 7 + (i - 1) * 4
   local f = redis.call('HMGET', pool, 'limit', 'used', 'reserved', 'usd_limit', 'usd_used', 'usd_reserved')
   local s = {num(f[1]), num(f[2]), num(f[3]), num(f[4]), num(f[5]), num(f[6])}
   local new = not f[1]
@@ -88,12 +90,15 @@ for i = 1, npools do
   add(pool, 'usd_reserved', usd)
   states[i][3] = states[i][3] + tokens
   states[i][6] = states[i][6] + usd
-  if ARGV[6 + (i - 1) * 4 + 3] == '' then
-    redis.call('PEXPIRE', pool, ARGV[6 + (i - 1) * 4 + 4])
+  if ARGV[7 + (i - 1) * 4 + 3] == '' then
+    redis.call('PEXPIRE', pool, ARGV[7 + (i - 1) * 4 + 4])
   end
   record[#record + 1] = pool
 end
 redis.call('HSET', holds, id, table.concat(record, ' '))
 redis.call('ZADD', expiry, now + num(ARGV[6]), id)
 redis.call('HSET', marker, 'j:' .. job, id)
+if num(ARGV[7]) > 0 then
+  redis.call('PEXPIRE', marker, ARGV[7])
+end
 return reply(1, 0, '', superseded)

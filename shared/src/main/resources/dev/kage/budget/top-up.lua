@@ -2,25 +2,33 @@
 -- room, else by what is needed, else not at all; a negative amount gives back. In log mode it always grows
 -- by the wanted amount. Any call renews the hold's lifetime (ARGV[7] ms from now): a running agent's hold
 -- does not lapse.
--- KEYS: 1 holds, 2 expiry, 3.. the hold's pools.
+-- The hold's record decides which pools it grows in (those it was taken in), whatever the caller's copy of
+-- the hold names: a settlement releases what the record holds from the record's pools. They share the holds
+-- hash's hash tag (same slot).
+-- KEYS: 1 holds, 2 expiry, 3.. the caller's idea of the hold's pools (unused when the record exists).
 -- ARGV: 1 hold id, 2 tokens needed, 3 tokens wanted, 4 micro-USD needed, 5 micro-USD wanted, 6 mode,
 -- 7 hold lifetime ms.
 -- Returns {status (1 grown, 0 refused, -1 no such open hold), tokens granted, micro-USD granted,
--- refusing (tightest) pool index, tokens left in the tightest pool (-1 when no pool limits tokens)}.
+-- the tightest pool's key ('' when no pool limits tokens), tokens left in it (-1 when no pool limits tokens)}.
 local holds, expiry = KEYS[1], KEYS[2]
 local id = ARGV[1]
 local record = redis.call('HGET', holds, id)
 if not record then
-  return {-1, 0, 0, 0, -1}
+  return {-1, 0, 0, '', -1}
 end
 redis.call('ZADD', expiry, now_ms() + num(ARGV[7]), id)
 local need_t, want_t, need_u, want_u = num(ARGV[2]), num(ARGV[3]), num(ARGV[4]), num(ARGV[5])
-local npools = #KEYS - 2
+local parts = split(record)
+local pools = {}
+for i = 3, #parts do
+  pools[#pools + 1] = parts[i]
+end
+local npools = #pools
 -- Room in the limited pools; a pool already past its limit (an overrun settled, a limit lowered) has none.
 local room_t, room_u, tight = nil, nil, 0
 if ARGV[6] == 'enforce' then
   for i = 1, npools do
-    local s = pool_state(KEYS[2 + i])
+    local s = pool_state(pools[i])
     if s[1] > 0 then
       local r = math.max(0, s[1] - s[2] - s[3])
       if room_t == nil or r < room_t then room_t = r; tight = i end
@@ -35,14 +43,13 @@ local grant_t, grant_u = want_t, want_u
 if room_t ~= nil and grant_t > room_t then grant_t = room_t end
 if room_u ~= nil and grant_u > room_u then grant_u = room_u end
 if grant_t < need_t or grant_u < need_u then
-  return {0, 0, 0, tight, room_t or -1}
+  return {0, 0, 0, pools[tight] or '', room_t or -1}
 end
-local parts = split(record)
 parts[1] = string.format('%d', num(parts[1]) + grant_t)
 parts[2] = string.format('%d', num(parts[2]) + grant_u)
 for i = 1, npools do
-  add(KEYS[2 + i], 'reserved', grant_t)
-  add(KEYS[2 + i], 'usd_reserved', grant_u)
+  add(pools[i], 'reserved', grant_t)
+  add(pools[i], 'usd_reserved', grant_u)
 end
 redis.call('HSET', holds, id, table.concat(parts, ' '))
-return {1, grant_t, grant_u, tight, room_t or -1}
+return {1, grant_t, grant_u, pools[tight] or '', room_t or -1}

@@ -15,6 +15,8 @@ import dev.kage.testing.RedisFixture;
 import io.lettuce.core.api.StatefulRedisConnection;
 import java.time.Clock;
 import java.time.Duration;
+import java.time.Instant;
+import java.time.ZoneOffset;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
@@ -338,5 +340,82 @@ class BudgetLedgerTest {
         await().atMost(Duration.ofSeconds(10)).until(() -> ledger.sweepExpired() > 0);
         assertThat(ledger.renew(brief)).isFalse();
         assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(100);
+    }
+
+    /** A ledger whose clock stands at {@code at} (UTC): what a worker sees just before or after midnight. */
+    private BudgetLedger ledgerAt(String at, PeriodLimits tenantDefaults) {
+        return new BudgetLedger(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8, tenantDefaults,
+                Clock.fixed(Instant.parse(at), ZoneOffset.UTC));
+    }
+
+    @Test
+    void aSettleAndATopUpUseThePoolsTheHoldsRecordNamesNotTheCallersHold() {
+        PeriodLimits agentDay = new PeriodLimits(100_000, 0, 0, 0);
+        BudgetLedger before = ledgerAt("2026-11-28T23:59:59Z", dayTokens(100_000));
+        BudgetLedger after = ledgerAt("2026-11-29T00:00:01Z", dayTokens(100_000));
+        HoldRequest request = new HoldRequest("acme", "t1", "codex", "j1", "w1", 1_000, 0, 50_000, 0, agentDay, LONG);
+        assertThat(before.reserve(request).status()).isEqualTo(HoldStatus.HELD);
+        // The same reservation replayed after midnight (a command re-sent after a reconnect): the caller's Hold names
+        // the new day's pools, while the hold Redis keeps was taken in the old day's.
+        Hold replayed = after.reserve(request);
+        assertThat(replayed.status()).isEqualTo(HoldStatus.DUPLICATE);
+        assertThat(replayed.tenantPools().get(1).period()).isEqualTo("day:2026-11-29");
+
+        assertThat(after.topUp(replayed, 100, 100, 0, 0).granted()).isTrue();
+        assertThat(before.tenantPools("acme").getFirst().reserved()).as("the top-up grew the hold's own day").isEqualTo(1_100);
+        assertThat(before.agentPools("codex", agentDay).getFirst().reserved()).isEqualTo(1_100);
+
+        Settlement settlement = after.settle(replayed, 700, 0);
+        assertThat(settlement.firstTime()).isTrue();
+        assertThat(settlement.pools()).extracting(p -> p.pool().period())
+                .containsExactly(null, "day:2026-11-28", "month:2026-11", "day:2026-11-28", "month:2026-11");
+        for (BudgetLedger at : List.of(before, after)) {
+            boolean holdsDay = at == before;
+            assertThat(at.tenantPools("acme").getFirst()).extracting(PoolState::used, PoolState::reserved)
+                    .containsExactly(holdsDay ? 700L : 0L, 0L);
+            assertThat(at.agentPools("codex", agentDay).getFirst()).extracting(PoolState::used, PoolState::reserved)
+                    .containsExactly(holdsDay ? 700L : 0L, 0L);
+        }
+        assertThat(after.taskPool("acme", "t1", 50_000, 0)).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(700L, 0L);
+        // Replayed again: nothing changes, and the answer names the pools the settlement charged.
+        Settlement again = after.settle(replayed, 700, 0);
+        assertThat(again.firstTime()).isFalse();
+        assertThat(again.pools()).extracting(p -> p.pool().period())
+                .containsExactly(null, "day:2026-11-28", "month:2026-11", "day:2026-11-28", "month:2026-11");
+        assertThat(before.tenantPools("acme").getFirst().used()).isEqualTo(700);
+    }
+
+    @Test
+    void aHoldTakenBeforeMidnightIsChargedToItsOwnDayAndKnownAfterItInTheAgentsPoolsAsInTheTenants() {
+        PeriodLimits agentDay = new PeriodLimits(100_000, 0, 0, 0);
+        BudgetLedger before = ledgerAt("2026-11-28T23:59:59Z", dayTokens(100_000));
+        BudgetLedger after = ledgerAt("2026-11-29T00:00:01Z", dayTokens(100_000));
+        // Settled after midnight: the day it was held in is released and charged, for the tenant and the agent alike.
+        Hold late = before.reserve(new HoldRequest("acme", "t0", "codex", "j0", "w1", 1_000, 0, 50_000, 0, agentDay, LONG));
+        after.settle(late, 400, 0);
+        assertThat(before.tenantPools("acme").getFirst()).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(400L, 0L);
+        assertThat(before.agentPools("codex", agentDay).getFirst()).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(400L, 0L);
+        assertThat(after.tenantPools("acme").getFirst().used()).isZero();
+        assertThat(after.agentPools("codex", agentDay).getFirst().used()).isZero();
+
+        // A job reclaimed after midnight from a worker that died before it: both of the dead worker's holds go.
+        before.reserve(new HoldRequest("acme", "t1", "codex", "job#1#1-0", "worker-a", 1_000, 0, 50_000, 0, agentDay, LONG));
+        Hold reclaimed = after.reserve(new HoldRequest("acme", "t1", "codex", "job#1#1-0", "worker-b", 1_000, 0, 50_000, 0,
+                agentDay, LONG));
+        assertThat(reclaimed.status()).isEqualTo(HoldStatus.HELD);
+        assertThat(reclaimed.superseded()).as("the tenant's hold and the agent's").isEqualTo(2);
+        assertThat(before.tenantPools("acme").getFirst().reserved()).isZero();
+        assertThat(before.agentPools("codex", agentDay).getFirst().reserved()).isZero();
+        assertThat(after.agentPools("codex", agentDay)).extracting(PoolState::reserved).containsExactly(1_000L, 1_000L);
+
+        // A reservation replayed after midnight under an id settled before it holds nothing anywhere.
+        HoldRequest settled = new HoldRequest("acme", "t2", "codex", "j2", "w1", 1_000, 0, 50_000, 0, agentDay, LONG);
+        before.settle(before.reserve(settled), 300, 0);
+        assertThat(after.reserve(settled).status()).isEqualTo(HoldStatus.DUPLICATE);
+        assertThat(after.agentPools("codex", agentDay)).extracting(PoolState::reserved).containsExactly(1_000L, 1_000L);
+        assertThat(after.tenantPools("acme").getFirst().reserved()).isEqualTo(1_000);
     }
 }

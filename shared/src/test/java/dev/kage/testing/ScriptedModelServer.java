@@ -28,6 +28,8 @@ import java.util.function.Function;
  * recorded (server clock, µs). Thread-safe.
  */
 public final class ScriptedModelServer implements AutoCloseable {
+    /** The status of {@link Reply#dropConnection()}: no answer was sent. */
+    public static final int DROPPED = -1;
 
     /**
      * One scripted answer: text, or (Anthropic only) a call of tool {@code toolName} with {@code toolInput} (a JSON
@@ -48,6 +50,19 @@ public final class ScriptedModelServer implements AutoCloseable {
         /** A 429 with {@code Retry-After: seconds}. */
         public static Reply tooManyRequests(int retryAfterSeconds) {
             return new Reply(429, Map.of("retry-after", Integer.toString(retryAfterSeconds)), null, 0, 0, Duration.ZERO, null, null);
+        }
+
+        /**
+         * No answer at all: the server reads the whole request, then closes the connection without a status line (a
+         * provider or proxy that dropped the call after it arrived).
+         */
+        public static Reply dropConnection() {
+            return new Reply(DROPPED, Map.of(), null, 0, 0, Duration.ZERO, null, null);
+        }
+
+        /** An error answer with {@code status} (e.g. 500, 502) and the provider's error body, no usage. */
+        public static Reply failed(int status) {
+            return new Reply(status, Map.of(), null, 0, 0, Duration.ZERO, null, null);
         }
 
         public static Reply overloaded() {
@@ -178,6 +193,11 @@ public final class ScriptedModelServer implements AutoCloseable {
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             }
+        }
+        if (reply.status() == DROPPED) {
+            // Closing an exchange before its response headers closes the connection: the client reads no answer.
+            exchange.close();
+            return;
         }
         boolean anthropic = exchange.getRequestURI().getPath().endsWith("/messages");
         java.util.regex.Matcher model = java.util.regex.Pattern.compile("\"model\"\\s*:\\s*\"([^\"]*)\"").matcher(body);

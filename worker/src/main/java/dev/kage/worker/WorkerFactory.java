@@ -37,6 +37,8 @@ import java.time.Clock;
 /** Builds the worker's parts from the shared clients. */
 @Factory
 public class WorkerFactory {
+    /** The folder of the work dir recording the running agents' process groups. */
+    static final String AGENT_GROUPS = "agent-groups";
 
     @Singleton
     public WorkerSettings workerSettings(Env env, AgentCatalog catalog) {
@@ -104,10 +106,22 @@ public class WorkerFactory {
     public JobRunner jobRunner(KageSettings settings, WorkerSettings worker, AgentCatalog catalog, JobQueue queue,
                                TaskStore store, LiveTaskState live, EventLog events, BudgetLedger budget,
                                FleetRateLimiter rateLimiter, OutcomeRecorder outcomes, WorktreeManager worktrees,
-                               @Named("jobs") RedisPipeline pipeline, Clock clock, WorkerMetrics metrics) {
+                               ProcessRunner processes, @Named("jobs") RedisPipeline pipeline, Clock clock,
+                               WorkerMetrics metrics) {
         configureLimits(settings, worker, catalog, rateLimiter);
         return new JobRunner(settings, worker, catalog, queue, store, live, events, budget, rateLimiter, worktrees,
-                new ProcessRunner(), outcomes, pipeline, clock, metrics);
+                processes, outcomes, pipeline, clock, metrics);
+    }
+
+    /**
+     * Runs the agents, recording their process groups in the work dir ({@code agent-groups/}); first kills the groups
+     * an earlier incarnation of this worker (same work dir) left running when it was killed without a shutdown.
+     */
+    @Singleton
+    public ProcessRunner processRunner(WorkerSettings worker) {
+        ProcessRunner processes = new ProcessRunner(worker.workDir().resolve(AGENT_GROUPS));
+        processes.killLeftoverGroups();
+        return processes;
     }
 
     /**
@@ -116,7 +130,8 @@ public class WorkerFactory {
      */
     @Singleton
     @Bean(preDestroy = "close")
-    public WorktreeManager worktreeManager(KageSettings settings, WorkerSettings worker) {
+    public WorktreeManager worktreeManager(KageSettings settings, WorkerSettings worker, ProcessRunner processes) {
+        // (processes: its leftover agents are killed before the worktrees they could still write into are cleared.)
         WorktreeManager worktrees = new WorktreeManager(worker.workDir(), settings.maxActiveWorktrees(),
                 worker.worktreePool(settings.maxParallelClis()));
         worktrees.recoverAfterCrash();

@@ -219,6 +219,23 @@ public final class HttpAgentClient {
                 root.path("id").asText(null));
     }
 
+    /**
+     * The usage a reply's body reports (an error body may carry one: what the provider billed before it failed),
+     * or null when it has no {@code usage} object.
+     */
+    public static Usage reportedUsage(AgentConfig agent, Reply reply) {
+        JsonNode root;
+        try {
+            root = JSON.readTree(reply.body());
+        } catch (IOException e) {
+            return null;
+        }
+        if (root == null || !root.path("usage").isObject()) {
+            return null;
+        }
+        return report(agent, "", reply).usage();
+    }
+
     /** {@code Retry-After} as seconds or an HTTP date. */
     public static Optional<Duration> retryAfter(HttpHeaders headers, Instant now) {
         Optional<String> value = headers.firstValue("retry-after");

@@ -47,8 +47,21 @@ public final class ProcessRunner {
 
     private final boolean dieWithWorker;
     private final boolean ownGroup;
+    /** Where the running agents' groups are recorded for the next incarnation of this worker; null: nowhere. */
+    private final GroupRecords records;
 
+    /** A runner that records no groups (a worker killed with SIGKILL leaves what its agents started running). */
     public ProcessRunner() {
+        this(null);
+    }
+
+    /**
+     * @param groupRecords a folder of the worker's work dir where each running agent's process group is recorded (and
+     *                     forgotten when it ends), so {@link #killLeftoverGroups} of the next incarnation of the same
+     *                     worker kills what a {@code kill -9} of this one left running; null for none
+     */
+    public ProcessRunner(Path groupRecords) {
+        this.records = groupRecords == null ? null : new GroupRecords(groupRecords);
         this.dieWithWorker = java.nio.file.Files.isExecutable(SETPRIV);
         if (!dieWithWorker) {
             LOG.warn("{} not found: agents started by this worker keep running if the worker is killed with SIGKILL", SETPRIV);
@@ -62,6 +75,18 @@ public final class ProcessRunner {
                     + "UTF-8 locale, e.g. LANG=C.UTF-8", ARGV_CHARSET);
         }
     }
+    }
+
+    /**
+     * Kills the agents' process groups an earlier incarnation of this worker (the same work dir) recorded and left
+     * running: it was killed without a shutdown ({@code kill -9}, OOM killer), and the processes its agents started
+     * outlived their leaders. Only groups still provably the recorded ones are signalled (see {@link GroupRecords}).
+     * Call at start-up, before any agent runs and before the worktrees they may write into are cleared.
+     *
+     * @return groups killed
+     */
+    public int killLeftoverGroups() {
+        return records == null || !ownGroup ? 0 : records.killLeftovers(KILL_GRACE);
     }
 
     /** Time between SIGTERM and SIGKILL. */
@@ -138,6 +163,18 @@ public final class ProcessRunner {
         builder.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
         long started = System.nanoTime();
         Process process = start(builder);
+        boolean recorded = records != null && ownGroup && records.record(process.pid());
+        try {
+            return await(process, argv, timeout, onStarted, watcher, started);
+        } finally {
+            if (recorded) {
+                records.forget(process.pid());
+            }
+        }
+    }
+
+    private ProcessOutcome await(Process process, List<String> argv, Duration timeout, Runnable onStarted, OutputWatcher watcher,
+                                 long started) throws InterruptedException {
         onStarted.run();
         CappedOutput stdout = new CappedOutput(HEAD_BYTES, TAIL_BYTES);
         CappedOutput stderr = new CappedOutput(HEAD_BYTES / 4, TAIL_BYTES / 4);

@@ -465,7 +465,7 @@ public final class JobRunner {
         }
 
         if (agent.type().isHttp()) {
-            return executeHttp(job, agent, hold, estimate, control);
+            return executeHttp(job, agent, hold, promptTokens, estimate, control);
         }
         long held = System.nanoTime();
         String branch = "kage/" + job.taskId() + "/" + job.agent();
@@ -809,12 +809,25 @@ public final class JobRunner {
      * An HTTP agent: the fleet-wide permit, one request, usage from the reply; its rate-limit headers feed
      * the limiter's adaptive rate and a 429/529 pauses the group like a CLI's 429. No worktree: the agent
      * edits no files.
+     *
+     * <p><b>What a failed call costs.</b> A call that never left (no connection, the permit refused, stopped before
+     * sending) and a call the provider refused before processing it (429, 529, 503 with {@code Retry-After}, any other
+     * 4xx) cost nothing: the hold is released. Once the whole request body went out, a failure that brings no usage
+     * (the connection dropped, the answer did not come within the timeout, a 5xx, the worker stopping) may have been
+     * processed and billed by the provider, so it is charged at its hold: the prompt's tokens as counted (with the
+     * chat format's) plus {@code max_tokens}, which the provider's answer can never pass, priced from {@code prices},
+     * with {@code usage_source} {@code estimate}. A hard budget may so count more than was billed, never less. A 5xx
+     * whose body carries {@code usage} is charged that usage.
      */
-    private Outcome executeHttp(JobMessage job, AgentConfig agent, Hold hold, long estimate, JobControl control)
+    private Outcome executeHttp(JobMessage job, AgentConfig agent, Hold hold, long promptTokens, long estimate,
+                                JobControl control)
             throws InterruptedException {
         HttpAgentClient.Reply reply;
         java.util.concurrent.atomic.AtomicBoolean sent = new java.util.concurrent.atomic.AtomicBoolean();
         Decision[] grant = new Decision[1];
+        long maxOutput = estimate - promptTokens;
+        Usage unanswered = new Usage(promptTokens, maxOutput, 0, 0, agent.prices().cost(promptTokens, maxOutput, 0, 0),
+                Usage.UsageSource.ESTIMATE);
         try {
             Permit permit = takePermit(job, agent, estimate, control);
             if (permit.deferral() != null) {
@@ -827,15 +840,27 @@ public final class JobRunner {
                 rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant());
             });
         } catch (IOException e) {
-            budget.release(hold);
-            if (!sent.get() && grant[0] != null) {
-                rateLimiter.release(agent.limits().group(), job.jobId(), grant[0]);
+            List<ErrorRecord> errors = new ArrayList<>();
+            if (sent.get()) {
+                // The request went out: the provider may have processed it. Charged at its hold.
+                settle(job, hold, unanswered, errors);
+            } else {
+                budget.release(hold);
+                if (grant[0] != null) {
+                    rateLimiter.release(agent.limits().group(), job.jobId(), grant[0]);
+                }
             }
             ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not reach " + agent.endpoint().baseUrl()
-                    + ": " + e.getMessage(), Map.of("base_url", agent.endpoint().baseUrl()), true);
-            return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
+                    + ": " + e.getMessage() + (sent.get() ? " (after the request was sent: charged at its hold)" : ""),
+                    Map.of("base_url", agent.endpoint().baseUrl(), "request_sent", sent.get()), true);
+            errors.add(0, error);
+            return new Outcome(failedResult(job, agent, error.errorMessage(), null, sent.get() ? unanswered : null), errors);
         } catch (InterruptedException e) {
-            whileStopping(() -> budget.release(hold));
+            if (sent.get()) {
+                whileStopping(() -> budget.settle(hold, unanswered.totalTokens(), PeriodLimits.micros(unanswered.costUsd())));
+            } else {
+                whileStopping(() -> budget.release(hold));
+            }
             throw e;
         }
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
@@ -856,16 +881,27 @@ public final class JobRunner {
             return new Outcome(failedResult(job, agent, "rate limited: HTTP " + reply.status(), null), errors);
         }
         if (reply.timedOut()) {
-            budget.release(hold);
+            // No answer within the timeout: the provider may still be generating it, and bill it.
+            settle(job, hold, unanswered, errors);
             ErrorRecord error = error(job, "TimeoutError", "Agent " + job.agent() + " passed its timeout of " + job.timeoutSeconds()
                     + "s", Map.of("timeout", job.timeoutSeconds()), agent.retry().retryable(0, true));
-            return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
+            errors.add(0, error);
+            return new Outcome(failedResult(job, agent, error.errorMessage(), null, unanswered), errors);
         }
         if (reply.status() / 100 != 2) {
-            budget.release(hold);
+            Usage charged = null;
+            if (reply.status() >= 500) {
+                // Refused or failed after it reached the provider: charged what its body says, else at its hold.
+                Usage reported = HttpAgentClient.reportedUsage(agent, reply);
+                charged = reported != null ? reported : unanswered;
+                settle(job, hold, charged, errors);
+            } else {
+                budget.release(hold);
+            }
             ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " answered HTTP " + reply.status(),
                     Map.of("status", reply.status(), "body_tail", redactor.redact(tail(reply.body(), 2_000))), reply.status() >= 500);
-            return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
+            errors.add(0, error);
+            return new Outcome(failedResult(job, agent, error.errorMessage(), null, charged), errors);
         }
         AgentReport report = HttpAgentClient.report(agent, job.description(), reply);
         Usage usage = report.usage();
@@ -1093,8 +1129,15 @@ public final class JobRunner {
     }
 
     private ResultRecord failedResult(JobMessage job, AgentConfig agent, String summary, Worktree worktree) {
+        return failedResult(job, agent, summary, worktree, null);
+    }
+
+    /** @param charged what the budgets were charged for the failed run (null: nothing) */
+    private ResultRecord failedResult(JobMessage job, AgentConfig agent, String summary, Worktree worktree, Usage charged) {
+        Usage usage = charged != null ? charged : new Usage(0, 0, 0, 0, BigDecimal.ZERO, Usage.UsageSource.AGENT);
         return new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), JobStatus.FAILED,
-                truncate(summary, SUMMARY_CHARS), 0, 0, 0, 0, BigDecimal.ZERO.setScale(6), Usage.UsageSource.AGENT.wireName(),
+                truncate(summary, SUMMARY_CHARS), usage.inputTokens(), usage.outputTokens(), usage.cacheReadTokens(),
+                usage.cacheWriteTokens(), usage.costUsd().setScale(6, java.math.RoundingMode.HALF_UP), usage.source().wireName(),
                 agent.model(), 0, null, worktree == null ? null : worktree.branch(), null, null, worker.workerId(),
                 job.attempt(), null);
     }

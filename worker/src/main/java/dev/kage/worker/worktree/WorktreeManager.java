@@ -55,8 +55,27 @@ public final class WorktreeManager {
     private final java.util.concurrent.Semaphore slots;
     /** Worktree paths removed without git whose registrations may not be pruned yet. */
     private final java.util.Set<Path> unpruned = ConcurrentHashMap.newKeySet();
-    /** Worktrees created and not yet removed by this manager. */
-    private final java.util.Set<Path> active = ConcurrentHashMap.newKeySet();
+    /**
+     * Worktrees created and not yet removed by this manager, by path: each holds one of {@link #slots} and its job's use
+     * (a path is never in two uses at once: ready paths are unique, a fresh one is its job's and uses are serialized).
+     */
+    private final Map<Path, Use> active = new ConcurrentHashMap<>();
+    /**
+     * Uses in progress by job ({@code dirName}: one per task and agent, as its branch {@code kage/<task>/<agent>} is): a
+     * second use of the same job's worktree waits until the first one's is removed.
+     */
+    private final Map<String, Use> uses = new ConcurrentHashMap<>();
+
+    /** One job's use of a worktree, from {@link #create} to {@link #remove}; identity matters, not contents. */
+    private static final class Use {
+        private final String name;
+        private final java.util.concurrent.CountDownLatch ended = new java.util.concurrent.CountDownLatch(1);
+        private volatile Worktree worktree;
+
+        Use(String name) {
+            this.name = name;
+        }
+    }
 
     /** Ready worktrees per clone: checked out, detached, clean; each holds one of {@link #slots}. */
     private final Map<Path, java.util.Deque<Path>> ready = new ConcurrentHashMap<>();
@@ -96,7 +115,9 @@ public final class WorktreeManager {
      * one (a {@code git checkout -B} in it, outside the clone's lock), else a fresh one named {@code dirName} (a
      * leftover worktree of the same name, from a crashed earlier run, is replaced). Then the pool is topped up in the
      * background. When {@code MAX_ACTIVE_WORKTREES} are in use, a ready worktree of any clone gives way first; with
-     * none left, the job waits.
+     * none left, the job waits. {@code dirName} names the job (one per task and agent, like {@code branch}): while an
+     * earlier use of it is not {@linkplain #remove removed} (a run still being stopped when the same job arrives again),
+     * this one waits for that, holding no slot, so neither replaces the other's folder or branch.
      *
      * @throws GitException          when the repository cannot be cloned or the base branch does not exist
      * @throws InterruptedException  when the job is stopped while it waits for a free worktree
@@ -116,18 +137,23 @@ public final class WorktreeManager {
         if (repo.isBlank() || repo.startsWith("-")) {
             throw new GitException("repository '" + repo + "' is not a path or URL", false);
         }
+        Use use = beginUse(dirName);
         Path cache = repos.resolve(cacheName(repo));
-        Path readyPath = takeReady(cache);
-        if (readyPath == null && !slots.tryAcquire()) {
-            if (!evictReady()) {
-                LOG.info("All {} worktrees (MAX_ACTIVE_WORKTREES) are in use; {} waits for one", maxActive, dirName);
-            }
-            slots.acquire();
-        }
+        Path readyPath = null;
         boolean created = false;
+        boolean slot = false;
         try {
+            readyPath = takeReady(cache);
+            if (readyPath == null && !slots.tryAcquire()) {
+                if (!evictReady()) {
+                    LOG.info("All {} worktrees (MAX_ACTIVE_WORKTREES) are in use; {} waits for one", maxActive, dirName);
+                }
+                slots.acquire();
+            }
+            slot = true;
             Worktree worktree = createHoldingSlot(repo, cache, baseBranch, branch, dirName, readyPath, queuedAtMillis);
-            active.add(worktree.path());
+            use.worktree = worktree;
+            active.put(worktree.path(), use);
             created = true;
             refill(cache, worktree.baseSha());
             return worktree;
@@ -136,9 +162,33 @@ public final class WorktreeManager {
                 if (readyPath != null) {
                     discard(readyPath);
                 }
-                slots.release();
+                if (slot || readyPath != null) {
+                    slots.release();
+                }
+                endUse(use);
             }
         }
+    }
+
+    /**
+     * Starts the job's use of its worktree: waits while an earlier use of the same job's (its path and branch) is not
+     * removed yet, e.g. a run being stopped and cleaned up while the same task and agent arrive again on this worker.
+     */
+    private Use beginUse(String dirName) throws InterruptedException {
+        Use use = new Use(dirName);
+        while (true) {
+            Use earlier = uses.putIfAbsent(dirName, use);
+            if (earlier == null) {
+                return use;
+            }
+            LOG.info("Worktree {} is still in use by an earlier run of the same job; waiting for its removal", dirName);
+            earlier.ended.await();
+        }
+    }
+
+    private void endUse(Use use) {
+        uses.remove(use.name, use);
+        use.ended.countDown();
     }
 
     private Worktree createHoldingSlot(String repo, Path cache, String baseBranch, String branch, String dirName, Path readyPath,
@@ -446,18 +496,25 @@ public final class WorktreeManager {
     }
 
     /**
-     * Removes the worktree's folder; the branch stays in the clone (and in the origin when pushed). The folder is
-     * deleted without git and without the clone's lock (a {@code git worktree remove} there would hold up every job
+     * Ends the job's use of the worktree (once: a repeated call, or one with a worktree already removed, changes nothing
+     * — its path may be another use's by now). Removes the worktree's folder; the branch stays in the clone (and in the
+     * origin when pushed). The folder is deleted without git and without the clone's lock (a {@code git worktree remove} there would hold up every job
      * of the clone waiting for a worktree); its registration is cleared by the next {@code git worktree prune}
      * ({@link #pruneOlderThan}, every minute), or before the next worktree of the same path (a retry of the job).
      */
     public void remove(Worktree worktree) {
+        Use use = active.get(worktree.path());
+        if (use == null || use.worktree != worktree) {
+            // Removed before: the path may be another use's by now, which must be left alone.
+            return;
+        }
         try {
             deleteRecursively(worktree.path());
             unpruned.add(worktree.path());
         } finally {
-            if (active.remove(worktree.path())) {
+            if (active.remove(worktree.path(), use)) {
                 slots.release();
+                endUse(use);
                 String base = readyBase.get(worktree.cache());
                 if (base != null) {
                     refill(worktree.cache(), base); // a pool short of slots can grow again
@@ -480,7 +537,7 @@ public final class WorktreeManager {
             try (Stream<Path> entries = Files.list(worktrees)) {
                 for (Path path : entries.toList()) {
                     try {
-                        if (!active.contains(path) && !isReady(path) && Files.getLastModifiedTime(path).toMillis() < cutoffMillis) {
+                        if (!active.containsKey(path) && !isReady(path) && Files.getLastModifiedTime(path).toMillis() < cutoffMillis) {
                             deleteRecursively(path);
                             removed++;
                         }

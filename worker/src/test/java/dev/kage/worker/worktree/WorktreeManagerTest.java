@@ -71,9 +71,11 @@ class WorktreeManagerTest {
     void aLeftoverWorktreeOfACrashedRunIsReplaced() throws Exception {
         Worktree first = manager.create(origin.toString(), "main", "kage/t4/demo", "t4-demo");
         Files.writeString(first.path().resolve("junk"), "half-done");
-        Worktree second = manager.create(origin.toString(), "main", "kage/t4/demo", "t4-demo");
+        // The worker died with the run: the next process's manager finds the worktree on disk.
+        WorktreeManager restarted = new WorktreeManager(dir.resolve("work"));
+        Worktree second = restarted.create(origin.toString(), "main", "kage/t4/demo", "t4-demo");
         assertThat(second.path().resolve("junk")).doesNotExist();
-        assertThat(manager.activeWorktrees()).isEqualTo(1);
+        assertThat(restarted.activeWorktrees()).isEqualTo(1);
     }
 
     @Test
@@ -204,6 +206,54 @@ class WorktreeManagerTest {
             assertThat(manager.commit(worktree, "run " + run).diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
             manager.remove(worktree);
         }
+    }
+
+    @Test
+    void aSecondUseOfTheSameJobsWorktreeWaitsForTheFirstsRemovalAndNeitherClobbersTheOther() throws Exception {
+        // The same task and agent again on this worker while its earlier run is still being stopped and cleaned up (a job
+        // reclaimed from this worker and handed back to it, a retry claimed by another slot): one path, one branch.
+        WorktreeManager limited = new WorktreeManager(dir.resolve("leases"), 2);
+        Worktree first = limited.create(origin.toString(), "main", "kage/r2/demo", "r2-demo");
+        Files.writeString(first.path().resolve("FIRST.md"), "the first run's work\n");
+        java.util.concurrent.CompletableFuture<Worktree> second = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+            try {
+                return limited.create(origin.toString(), "main", "kage/r2/demo", "r2-demo");
+            } catch (InterruptedException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        org.awaitility.Awaitility.await().during(java.time.Duration.ofMillis(700)).atMost(java.time.Duration.ofSeconds(5))
+                .until(() -> !second.isDone());
+        assertThat(first.path().resolve("FIRST.md")).as("the first run's worktree is left alone while it is in use")
+                .hasContent("the first run's work");
+        assertThat(limited.commit(first, "first").diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
+        assertThat(limited.inUse()).isEqualTo(1);
+
+        limited.remove(first);
+        Worktree next = second.get(30, java.util.concurrent.TimeUnit.SECONDS);
+        assertThat(next.path()).exists();
+        assertThat(limited.inUse()).isEqualTo(1);
+        // A late second removal of the first run's worktree (the same path) leaves the second run's alone.
+        limited.remove(first);
+        assertThat(next.path()).exists();
+        assertThat(limited.inUse()).isEqualTo(1);
+        limited.remove(next);
+        assertThat(limited.inUse()).isZero();
+
+        // Both slots of MAX_ACTIVE_WORKTREES=2 are free again: two other jobs get theirs at once.
+        java.util.concurrent.CompletableFuture<Worktree> a = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+            try {
+                return limited.create(origin.toString(), "main", "kage/r3/demo", "r3-demo");
+            } catch (InterruptedException e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        Worktree b = limited.create(origin.toString(), "main", "kage/r4/demo", "r4-demo");
+        assertThat(a.get(30, java.util.concurrent.TimeUnit.SECONDS).path()).exists();
+        assertThat(limited.inUse()).isEqualTo(2);
+        limited.remove(b);
+        limited.remove(a.get());
+        assertThat(limited.inUse()).isZero();
     }
 
     @Test
