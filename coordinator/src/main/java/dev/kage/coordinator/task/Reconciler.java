@@ -5,7 +5,10 @@ import jakarta.inject.Singleton;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
-/** Every few seconds, enqueues tasks whose jobs never reached Redis (see {@link TaskService}). */
+/**
+ * Every few seconds, enqueues tasks whose jobs never reached Redis; every 100 ms (and at shutdown), writes the
+ * enqueued marks of the tasks submitted since (see {@link TaskService}).
+ */
 @Singleton
 public class Reconciler {
     private static final Logger LOG = LoggerFactory.getLogger(Reconciler.class);
@@ -14,6 +17,21 @@ public class Reconciler {
 
     public Reconciler(TaskService service) {
         this.service = service;
+    }
+
+    @Scheduled(fixedDelay = "100ms", initialDelay = "100ms")
+    void flushEnqueuedMarks() {
+        try {
+            service.flushEnqueuedMarks();
+        } catch (RuntimeException e) {
+            LOG.warn("Writing enqueued marks failed (the reconciler confirms those tasks): {}", e.getMessage());
+        }
+    }
+
+    /** The marks gathered since the last flush, at shutdown. */
+    @jakarta.annotation.PreDestroy
+    void close() {
+        flushEnqueuedMarks();
     }
 
     @Scheduled(fixedDelay = "${kage.reconcile.every:5s}", initialDelay = "5s")
