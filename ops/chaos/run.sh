@@ -24,7 +24,7 @@
 #   KAGE_CHAOS_KILL_EVERY_SECONDS   worker-kill: seconds between kills [5]
 #   KAGE_CHAOS_OUTAGE_SECONDS   postgres-outage: how long Postgres is away [ci 12, full 60]
 #   KAGE_CHAOS_OUTAGE_JOBS      postgres-outage: jobs [enough to keep 12 slots busy through the outage]
-#   KAGE_CHAOS_LOAD_RATE        load: requests per second [ci 200, full 1000]
+#   KAGE_CHAOS_LOAD_RATE        load: requests per second [ci 100, full 1000]
 #   KAGE_CHAOS_LOAD_SECONDS     load: how long [ci 10, full 60]; then (full) a search for the highest rate with p99 < 50 ms
 #   KAGE_CHAOS_LOAD_WORKERS     load: worker processes serving the noop agent [1]; 0 lets the tasks wait in the queue
 #   KAGE_CHAOS_AUTOCANNON       load: the autocannon executable [installed, pinned, into ~/.cache/kage/autocannon]

@@ -27,7 +27,7 @@ import org.junit.jupiter.api.io.TempDir;
  * (within 5%). Latency is reported, never asserted (CI's machines vary): the figures belong in RELIABILITY.md with the
  * machine's load beside them.
  *
- * <p>Scale (see {@link Chaos}): {@code load_rate} 200 (ci) / 1,000 (full) requests per second for {@code load_seconds}
+ * <p>Scale (see {@link Chaos}): {@code load_rate} 100 (ci) / 1,000 (full) requests per second for {@code load_seconds}
  * 10 / 60 over {@code load_connections} 100; {@code load_step_seconds} 20 per step of the search (full only).
  * {@code KAGE_CHAOS_LOAD_WORKERS} noop workers [1]; 0 lets the tasks wait in the queue. Needs autocannon (see
  * {@link Autocannon}); at scale ci the test is skipped without it, at full it fails.
@@ -49,7 +49,7 @@ class LoadChaosIT {
             assertThat(Chaos.full()).as(why).isFalse();
             Assumptions.abort(why);
         }
-        int rate = Chaos.intSetting("load_rate", 200, 1000);
+        int rate = Chaos.intSetting("load_rate", 100, 1000);
         int seconds = Chaos.intSetting("load_seconds", 10, 60);
         int connections = Chaos.intSetting("load_connections", 100, 100);
         int stepSeconds = Chaos.intSetting("load_step_seconds", 20, 20);
