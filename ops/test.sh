@@ -4,7 +4,7 @@
 # The whole check, as CI runs it (.ci/run):
 #   1. Redis and Postgres (ops/services.sh up)
 #   2. ./mvnw -B verify [maven args...]   e.g. ops/test.sh -DskipTests, ops/test.sh -pl shared
-#      (this includes the chaos scenarios worker-kill, postgres-outage and hostile-input at the shortened scale
+#      (this includes the chaos scenarios worker-kill, postgres-outage, hostile-input and load at the shortened scale
 #      ci, about 3 minutes; ops/chaos/run.sh runs them at full scale, see RELIABILITY.md)
 #   3. a quickstart smoke run (ops/quickstart.sh start, then stop) in its own run dir, port,
 #      Redis namespace and database, so the README's first command cannot rot.
@@ -16,6 +16,8 @@
 #   KAGE_SMOKE_PORT      coordinator port of the smoke run [18003]
 #   KAGE_AGENTS_CACHE    where the real claude and codex CLIs are installed from npm for the real-agents
 #                        tier (RealAgentsIT) [~/.cache/kage/agents]; without npm that tier is skipped
+#   KAGE_AUTOCANNON_CACHE where autocannon (the load scenario's load tool) is installed from npm
+#                        [~/.cache/kage/autocannon]; without npm that scenario is skipped
 #   KAGE_TEST_CHROMIUM, KAGE_TEST_CHROMEDRIVER   the browser for the dashboard test (DashboardIT)
 #                        [/usr/bin/chromium, /usr/bin/chromedriver]; installed with apt-get when missing
 #                        and root, else that test is skipped
@@ -42,6 +44,9 @@ if agents_dir=$(install_agents "${KAGE_AGENTS_CACHE:-$HOME/.cache/kage/agents}")
 fi
 
 install_browser || true
+
+# autocannon for the chaos suite's load scenario (LoadChaosIT, ci scale); without it that test is skipped
+install_autocannon "${KAGE_AUTOCANNON_CACHE:-$HOME/.cache/kage/autocannon}" || true
 
 say "./mvnw -B verify $*"
 ./mvnw -B verify "$@" || die "the Maven build failed"

@@ -15,8 +15,8 @@
 #   postgres-outage   3  Postgres cut off by a TCP proxy mid-run                        (PostgresOutageChaosIT)
 #   rate-limit-storm  4  429 storm from a local endpoint                                (RateLimitStormChaosIT)
 #   hostile-input     5  several hundred bad requests; shell syntax in descriptions     (HostileInputChaosIT)
-#   load              6  steady submit rate, latency percentiles                        (not built yet)
-#   soak              7  30 minutes of mixed load with worker kills                     (not built yet)
+#   load              6  steady submit rate with autocannon, latency percentiles         (LoadChaosIT)
+#   soak              7  30 minutes of mixed load with worker kills, bounded resources   (SoakChaosIT; never in verify)
 #
 # Environment:
 #   KAGE_CHAOS_SCALE            full (default here) or ci (the shortened form CI runs)
@@ -27,6 +27,12 @@
 #   KAGE_CHAOS_RESTART_EVERY_SECONDS redis-restart: seconds between restarts [ci 8, full 20] (jobs: KAGE_CHAOS_JOBS [ci 60, full 400])
 #   KAGE_CHAOS_STORM_SECONDS    rate-limit-storm: how long the endpoint answers 429 [ci 10, full 30]
 #   KAGE_CHAOS_MEASURE_SECONDS  rate-limit-storm: completion rate measured before and after [ci 10, full 30]
+#   KAGE_CHAOS_LOAD_RATE        load: requests per second [ci 100, full 1000]
+#   KAGE_CHAOS_LOAD_SECONDS     load: how long [ci 10, full 60]; then (full) a search for the highest rate with p99 < 50 ms
+#   KAGE_CHAOS_LOAD_WORKERS     load: worker processes serving the noop agent [1]; 0 lets the tasks wait in the queue
+#   KAGE_CHAOS_AUTOCANNON       load: the autocannon executable [installed, pinned, into ~/.cache/kage/autocannon]
+#   KAGE_CHAOS_SOAK_MINUTES     soak: how long [30]
+#   KAGE_CHAOS_SOAK_KILL_EVERY_SECONDS  soak: seconds between worker kills [60]
 #   KAGE_CHAOS_NO_REPORT=1      do not touch RELIABILITY.md
 #   REDIS_URL, DATABASE_URL     as for ops/services.sh (the tests take their own namespace and schema)
 # Logs: e2e/target/e2e-logs/chaos-*/ (every process), e2e/target/chaos/*.txt (the lines, and hostile-input's failed
@@ -51,7 +57,8 @@ class_of() {
     hostile-input) echo HostileInputChaosIT ;;
     redis-restart) echo RedisRestartChaosIT ;;
     rate-limit-storm) echo RateLimitStormChaosIT ;;
-    load | soak) echo "" ;;
+    load) echo LoadChaosIT ;;
+    soak) echo SoakChaosIT ;;
     *) return 1 ;;
   esac
 }
@@ -89,6 +96,14 @@ if ((stale)); then
   ./mvnw -B -q -DskipTests package || die "the build failed (see the Maven output above)"
 fi
 
+extra=()
+if [[ " ${ran[*]} " == *" load "* ]]; then
+  install_autocannon "${KAGE_AUTOCANNON_CACHE:-$HOME/.cache/kage/autocannon}" || die "the load scenario needs autocannon (see above)"
+fi
+if [[ " ${ran[*]} " == *" soak "* ]]; then
+  extra+=(-Dkage.chaos.soak=true) # the soak runs only when asked: ./mvnw verify skips it
+fi
+
 results=e2e/target/chaos
 mkdir -p "$results"
 for name in "${ran[@]}"; do
@@ -100,7 +115,7 @@ say "scale $KAGE_CHAOS_SCALE: ${ran[*]} ($tests) ..."
 started=$(date +%s)
 rc=0
 ./mvnw -B -q -pl client,e2e verify -Dit.test="$tests" -Dtest=none -Dsurefire.failIfNoSpecifiedTests=false \
-  -Dfailsafe.failIfNoSpecifiedTests=false -Dkage.chaos.scale="$KAGE_CHAOS_SCALE" || rc=$?
+  -Dfailsafe.failIfNoSpecifiedTests=false -Dkage.chaos.scale="$KAGE_CHAOS_SCALE" ${extra[@]+"${extra[@]}"} || rc=$?
 took=$(($(date +%s) - started))
 
 lines=()
@@ -118,7 +133,7 @@ echo
 if [[ ${KAGE_CHAOS_NO_REPORT:-} != 1 ]]; then
   when=$(date -u +%Y-%m-%dT%H:%MZ)
   machine="$(uname -sm), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, load $(cut -d' ' -f1-3 /proc/loadavg), $("$JAVA_HOME/bin/java" -version 2>&1 | head -n 1)"
-  overrides=$(env | grep -E '^KAGE_CHAOS_(JOBS|KILL_EVERY_SECONDS|OUTAGE_SECONDS|OUTAGE_JOBS|RESTART_EVERY_SECONDS|STORM_SECONDS|MEASURE_SECONDS)=' | sort | tr '\n' ' ' || true)
+  overrides=$(env | grep -E '^KAGE_CHAOS_(JOBS|KILL_EVERY_SECONDS|OUTAGE_SECONDS|OUTAGE_JOBS|RESTART_EVERY_SECONDS|STORM_SECONDS|MEASURE_SECONDS|LOAD_[A-Z_]+|SOAK_[A-Z_]+)=' | sort | tr '\n' ' ' || true)
   for i in "${!ran[@]}"; do
     name=${ran[$i]}
     block=$(mktemp)

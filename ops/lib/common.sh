@@ -158,6 +158,28 @@ install_bullmq() {
   fi
 }
 
+# autocannon, the HTTP load tool the chaos suite's load scenario drives the API with, pinned, installed into DIR
+# (outside the source tree, reused across runs) when absent. Exports KAGE_CHAOS_AUTOCANNON (its executable) on
+# success; returns 1 (with a message) when npm is missing or the install fails, so the caller can say why.
+AUTOCANNON_VERSION=9.0.0
+install_autocannon() {
+  local dir=$1 installed
+  if ! command -v npm >/dev/null || ! command -v node >/dev/null; then
+    warn "npm/node not found: the load scenario (autocannon) cannot run"
+    return 1
+  fi
+  installed=$(node -p "require('$dir/node_modules/autocannon/package.json').version" 2>/dev/null || true)
+  if [[ $installed != "$AUTOCANNON_VERSION" || ! -x $dir/node_modules/.bin/autocannon ]]; then
+    say "installing autocannon@$AUTOCANNON_VERSION into $dir ..." >&2
+    mkdir -p "$dir"
+    if ! npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "autocannon@$AUTOCANNON_VERSION" >&2; then
+      warn "npm install of autocannon failed: the load scenario cannot run"
+      return 1
+    fi
+  fi
+  export KAGE_CHAOS_AUTOCANNON=$dir/node_modules/.bin/autocannon
+}
+
 # The real agent CLIs for the real-agents test tier (REAL-AGENTS.md), pinned, installed into DIR (outside
 # the source tree, reused across runs) when absent. Prints DIR on success; returns 1 (with a message) when
 # npm is missing or the install fails, so the caller can skip the tier and say why.

@@ -6,10 +6,11 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Every few seconds, enqueues tasks whose jobs never reached Redis (see {@link TaskService}); and when Redis is a
- * new server process since the last pass (its {@code run_id} changed: it restarted, perhaps losing its last writes),
- * or on this coordinator's first pass, enqueues again the accepted jobs Redis no longer has
- * ({@link TaskService#requeueLost}). Scheduled passes never overlap; not meant to be called concurrently.
+ * Every few seconds, enqueues tasks whose jobs never reached Redis; every 100 ms (and at shutdown), writes the
+ * enqueued marks of the tasks submitted since (see {@link TaskService}); and when Redis is a new server process since
+ * the last pass (its {@code run_id} changed: it restarted, perhaps losing its last writes), or on this coordinator's
+ * first pass, enqueues again the accepted jobs Redis no longer has ({@link TaskService#requeueLost}). Scheduled passes
+ * never overlap; not meant to be called concurrently.
  */
 @Singleton
 public class Reconciler {
@@ -23,6 +24,21 @@ public class Reconciler {
     public Reconciler(TaskService service, dev.kage.queue.JobQueue queue) {
         this.service = service;
         this.queue = queue;
+    }
+
+    @Scheduled(fixedDelay = "100ms", initialDelay = "100ms")
+    void flushEnqueuedMarks() {
+        try {
+            service.flushEnqueuedMarks();
+        } catch (RuntimeException e) {
+            LOG.warn("Writing enqueued marks failed (the reconciler confirms those tasks): {}", e.getMessage());
+        }
+    }
+
+    /** The marks gathered since the last flush, at shutdown. */
+    @jakarta.annotation.PreDestroy
+    void close() {
+        flushEnqueuedMarks();
     }
 
     @Scheduled(fixedDelay = "${kage.reconcile.every:5s}", initialDelay = "5s")

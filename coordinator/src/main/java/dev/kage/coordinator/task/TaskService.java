@@ -34,6 +34,11 @@ import org.slf4j.LoggerFactory;
  * moment, leaves a queued task with {@code enqueued_at} empty, which {@link #reconcile} (run every
  * few seconds by every coordinator) enqueues: the enqueue-once script makes a second enqueue of the
  * same attempt a no-op, so a task is neither stuck nor run twice. A job never exists without its row.
+ *
+ * <p>{@code enqueued_at} of single submits is written in batches ({@link #flushEnqueuedMarks}, every 100 ms): one
+ * {@code UPDATE} for all the tasks enqueued since, instead of a second transaction per submit (the load scenario:
+ * about a third of Postgres's work per submit). A mark not yet written when the coordinator dies only makes the
+ * reconciler enqueue the task again, which the enqueue-once script turns into a no-op.
  */
 public final class TaskService {
     private static final Logger LOG = LoggerFactory.getLogger(TaskService.class);
@@ -47,6 +52,7 @@ public final class TaskService {
     private final EventLog events;
     private final Clock clock;
     private final MeterRegistry registry;
+    private final java.util.concurrent.ConcurrentLinkedQueue<UUID> enqueuedMarks = new java.util.concurrent.ConcurrentLinkedQueue<>();
 
     /** @param registry where {@code kage_tasks_submitted_total{tenant,priority}} is counted */
     public TaskService(KageSettings settings, TaskStore store, JobQueue queue, LiveTaskState live, EventLog events, Clock clock,
@@ -161,10 +167,35 @@ public final class TaskService {
                     id, e.getMessage());
             return false;
         }
-        store.markEnqueued(task.id());
+        enqueuedMarks.add(task.id());
         LOG.info("Task {} for tenant {} queued for {}", id, task.tenant(),
                 task.assignments().stream().map(Assignment::cliName).toList());
         return true;
+    }
+
+    /**
+     * Writes {@code enqueued_at} of the tasks enqueued since the last call, in one statement (up to 10,000; the rest
+     * at the next call). When Postgres refuses, the marks are dropped: the reconciler finds those tasks and enqueues
+     * them again, a no-op in Redis, and marks them.
+     *
+     * @return tasks marked
+     */
+    public int flushEnqueuedMarks() {
+        List<UUID> ids = new java.util.ArrayList<>();
+        UUID id;
+        while (ids.size() < 10_000 && (id = enqueuedMarks.poll()) != null) {
+            ids.add(id);
+        }
+        if (ids.isEmpty()) {
+            return 0;
+        }
+        try {
+            store.markAllEnqueued(ids);
+        } catch (RuntimeException e) {
+            LOG.warn("Could not mark {} tasks enqueued ({}); the reconciler confirms them", ids.size(), e.getMessage());
+            return 0;
+        }
+        return ids.size();
     }
 
     /**

@@ -153,6 +153,23 @@ class SubmitSafetyApiTest {
     }
 
     @Test
+    void submittedTasksAreMarkedEnqueuedInBatchesAndNoneIsLeftUnmarked() throws Exception {
+        // Marks are written together every 100 ms (one UPDATE for many submits), not in the submit's own transaction.
+        List<UUID> ids = new ArrayList<>();
+        for (int i = 0; i < 30; i++) {
+            HttpResponse<String> response = submit("acme-key-123", null, BODY);
+            assertThat(response.statusCode()).as(response.body()).isEqualTo(202);
+            ids.add(UUID.fromString(JSON.readTree(response.body()).get("task_id").asText()));
+        }
+        Database database = coordinator.context().getBean(Database.class);
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10)).until(() ->
+                database.jdbi().withHandle(h -> h.createQuery("SELECT count(*) FROM tasks WHERE id = ANY(:ids) AND enqueued_at IS NOT NULL")
+                        .bindArray("ids", UUID.class, ids).mapTo(Long.class).one()) == ids.size());
+        // and the writer has nothing left over
+        assertThat(coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class).flushEnqueuedMarks()).isZero();
+    }
+
+    @Test
     void aBatchIsAcceptedWholeOrRefusedWhole() throws Exception {
         String stream = coordinator.redis().keys().jobStream("demo", Priority.HIGH);
         StringBuilder good = new StringBuilder("{\"tasks\": [");
