@@ -211,6 +211,38 @@ class QueueIT {
         }
     }
 
+    /**
+     * A dead worker's job is reclaimed while a backlog keeps every slot of the live worker busy: it takes the next slot
+     * that frees instead of waiting for one free at the instant the reclaimer looks (which under a backlog never is).
+     */
+    @Test
+    void aDeadWorkersJobIsReclaimedAheadOfABacklogThatKeepsEverySlotBusy() throws Exception {
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "reclaim-backlog"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            Map<String, String> oneSlot = env(Map.of("MAX_PARALLEL_CLIS", "1"));
+            Process dying = fleet.startWorker("backlog-dying", dir.resolve("work"), origin, oneSlot);
+            String orphan = submit(fleet, "orphan sleep=30", List.of("rec-a"), Map.of());
+            await().atMost(Duration.ofSeconds(60)).until(() -> count("start " + orphan + "/rec-a ") == 1);
+            dying.destroyForcibly();
+            assertThat(dying.waitFor(10, TimeUnit.SECONDS)).isTrue();
+            // 80 jobs of 1 s for one slot: 80 s of backlog, always one of them ready when the slot frees.
+            List<String> backlog = new ArrayList<>();
+            for (int i = 0; i < 80; i++) {
+                backlog.add(submit(fleet, "backlog " + i + " sleep=1", List.of("rec-a"), Map.of()));
+            }
+            fleet.startWorker("backlog-live", dir.resolve("work"), origin, oneSlot);
+
+            // Reclaimable once the dead worker's heartbeat lapsed (20 s) and the entry is idle 15 s; then it runs 30 s.
+            awaitFinal(fleet, orphan, Duration.ofSeconds(120));
+            long backlogDone = fleet.count("SELECT count(*) FROM execution_results WHERE status = 'completed'"
+                    + " AND task_id::text = ANY(string_to_array(?, ','))", String.join(",", backlog));
+            assertThat(fleet.log("backlog-live")).contains("Reclaimed");
+            assertThat(backlogDone).as("backlog jobs done before the reclaimed job finished").isLessThan(70);
+            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+        }
+    }
+
     @Test
     void sigtermHandsARunningJobBackAndAnotherWorkerTakesItAtOnce() throws Exception {
         try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "handback"))) {

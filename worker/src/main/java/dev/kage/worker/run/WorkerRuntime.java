@@ -51,6 +51,8 @@ public final class WorkerRuntime {
     public static final Duration BLOCK = Duration.ofSeconds(2);
     public static final Duration HEARTBEAT_EVERY = Duration.ofSeconds(5);
     public static final Duration HEARTBEAT_TTL = Duration.ofSeconds(20);
+    /** How long one reclaim pass waits, at most, for slots to free for the stale entries it found. */
+    static final Duration RECLAIM_SLOT_WAIT = Duration.ofSeconds(3);
     static final Duration CANCEL_CHECK_EVERY = Duration.ofSeconds(1);
     static final Duration TRIM_EVERY = Duration.ofSeconds(60);
     /** How often a claim loop moves due delayed jobs to the streams, at most. */
@@ -357,6 +359,8 @@ public final class WorkerRuntime {
         if (!running) {
             return;
         }
+        // Waiting for slots ends within a few seconds, well inside a heartbeat period: the next pass goes on.
+        long deadline = System.nanoTime() + RECLAIM_SLOT_WAIT.toNanos();
         for (String agent : worker.agents()) {
             try {
                 for (PendingEntry entry : queue.stale(agent, queueSettings.reclaimIdle(), 50)) {
@@ -368,7 +372,11 @@ public final class WorkerRuntime {
                                 .ifPresent(job -> runner.poisoned(job, entry.deliveries()));
                         continue;
                     }
-                    if (!slots.tryAcquire()) {
+                    // A stale entry has waited longer than anything in the streams: it takes the next slot that frees
+                    // (the semaphore is fair, so the claim loops queue behind it), not only one free at this instant —
+                    // under a backlog none ever is, and a dead worker's jobs would wait until the backlog drained.
+                    long left = deadline - System.nanoTime();
+                    if (left <= 0 || !slots.tryAcquire(left, TimeUnit.NANOSECONDS)) {
                         break;
                     }
                     Optional<ClaimedJob> job = queue.claim(entry.stream(), worker.workerId(), queueSettings.reclaimIdle(),
@@ -385,6 +393,10 @@ public final class WorkerRuntime {
                         slots.release();
                     }
                 }
+            } catch (InterruptedException e) {
+                // Stopping: the next worker's reclaimer takes what is left.
+                Thread.currentThread().interrupt();
+                return;
             } catch (RedisException e) {
                 LOG.warn("Reclaim pass for {} failed: {}", agent, e.getMessage());
             }
