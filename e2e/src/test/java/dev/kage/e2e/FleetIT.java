@@ -85,9 +85,11 @@ class FleetIT {
             await().atMost(Duration.ofSeconds(60)).until(() -> fleet.redis.redis().exists(heartbeat) == 1);
             assertThat(fleet.redis.redis().hget(heartbeat, "agents")).isEqualTo("claude-code,demo");
             assertThat(fleet.redis.redis().pttl(heartbeat)).isPositive();
+            assertThat(fleet.redis.redis().smembers(fleet.redis.keys().workers())).contains("e2e-term");
             worker.destroy();
             assertThat(worker.waitFor(40, TimeUnit.SECONDS)).isTrue();
             assertThat(fleet.redis.redis().exists(heartbeat)).isZero();
+            assertThat(fleet.redis.redis().smembers(fleet.redis.keys().workers())).doesNotContain("e2e-term");
             assertThat(fleet.log("e2e-term")).contains("Worker e2e-term stopped");
         }
     }

@@ -28,6 +28,7 @@ import dev.kage.task.Priority;
  *   <tr><td>{@code kage:rl:{group}:waiting:priority}</td><td>sorted set: callers waiting for a permit</td></tr>
  *   <tr><td>{@code kage:rl:groups}</td><td>set: every limit group set up</td></tr>
  *   <tr><td>{@code kage:worker:id}</td><td>hash with TTL: heartbeat</td></tr>
+ *   <tr><td>{@code kage:workers}</td><td>set: ids of workers with a heartbeat (readers drop expired ones)</td></tr>
  *   <tr><td>{@code kage:events}</td><td>capped stream of lifecycle events</td></tr>
  * </table>
  */
@@ -72,9 +73,18 @@ public final class KageKeys {
         return namespace + ":outbox:{" + agent + "}";
     }
 
-    /** Prefix of every worker heartbeat key, for scans. */
+    /** Prefix of every worker heartbeat key. */
     public String workerPrefix() {
         return namespace + ":worker:";
+    }
+
+    /**
+     * Set of the ids of workers that have a heartbeat, or had one lately: a worker adds itself with each beat and
+     * removes itself when it stops; a reader drops the ids whose heartbeat expired. Lets the fleet be listed without a
+     * {@code SCAN} of the whole keyspace.
+     */
+    public String workers() {
+        return namespace + ":workers";
     }
 
     public String deadLetters() {

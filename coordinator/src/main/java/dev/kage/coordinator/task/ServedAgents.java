@@ -1,10 +1,7 @@
 package dev.kage.coordinator.task;
 
 import dev.kage.redis.KageKeys;
-import io.lettuce.core.KeyScanCursor;
 import io.lettuce.core.RedisException;
-import io.lettuce.core.ScanArgs;
-import io.lettuce.core.ScanCursor;
 import io.lettuce.core.api.sync.RedisCommands;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -19,12 +16,13 @@ import java.util.Set;
  * The live workers, from their heartbeats ({@code kage:worker:<id>}: agents, slots, busy, in-flight entries; a
  * heartbeat expires 20 s after its worker stops), and which agents they serve. A task for an agent nobody serves
  * is still accepted — it is durable and runs when such a worker starts — but the answer says it is waiting; for
- * that the set of served agents is read at most every {@link #FRESH} (one {@code SCAN} of the heartbeat keys).
+ * that the set of served agents is read at most every {@link #FRESH}: the ids in the worker set ({@code kage:workers},
+ * which each worker joins with its heartbeat) and their heartbeats, one round trip per worker. (It was a {@code SCAN}
+ * of the keyspace, which on a Redis holding a busy fleet's task keys is hundreds of round trips.)
  *
- * <p>One caller at a time reads it: while a reading is under way the others answer from the previous one (a
- * {@code SCAN} walks the whole keyspace, some hundred round trips on a Redis that holds a busy fleet's task keys, so
- * every submit of a 2 s window scanning at once — what the load scenario found — cost ~0.4 ms of Redis CPU and up to
- * 100 ms per submit). Only the very first callers wait for the first reading. Thread-safe.
+ * <p>One caller at a time reads it: while a reading is under way the others answer from the previous one (every
+ * submit of a 2 s window reading at once — what the load scenario found — cost Redis CPU and latency spikes). Only the
+ * very first callers wait for the first reading. Thread-safe.
  */
 public final class ServedAgents {
     /** How long one reading of the heartbeats is used for {@link #waiting}. */
@@ -56,17 +54,15 @@ public final class ServedAgents {
      */
     public List<Worker> workers() {
         List<Worker> workers = new ArrayList<>();
-        ScanCursor cursor = ScanCursor.INITIAL;
-        do {
-            KeyScanCursor<String> page = redis.scan(cursor, ScanArgs.Builder.matches(keys.workerPrefix() + "*").limit(500));
-            for (String key : page.getKeys()) {
-                Map<String, String> beat = redis.hgetall(key);
-                if (!beat.isEmpty()) {
-                    workers.add(Worker.of(key.substring(keys.workerPrefix().length()), beat));
-                }
+        for (String id : redis.smembers(keys.workers())) {
+            Map<String, String> beat = redis.hgetall(keys.worker(id));
+            if (beat.isEmpty()) {
+                // Its heartbeat expired: the worker died without removing itself.
+                redis.srem(keys.workers(), id);
+            } else {
+                workers.add(Worker.of(id, beat));
             }
-            cursor = page;
-        } while (!cursor.isFinished());
+        }
         workers.sort(java.util.Comparator.comparing(Worker::id));
         return workers;
     }
@@ -82,7 +78,7 @@ public final class ServedAgents {
         }
         if (current != null) {
             if (!reading.tryLock()) {
-                return Optional.of(current); // another caller is reading: its result is at most one SCAN away
+                return Optional.of(current); // another caller is reading: its result is a moment away
             }
         } else {
             reading.lock(); // no reading yet: wait for the one under way rather than scan beside it

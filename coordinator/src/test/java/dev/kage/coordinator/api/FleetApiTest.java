@@ -58,7 +58,10 @@ class FleetApiTest {
         coordinator.redis().redis().hset(heartbeat, Map.of("agents", "demo,claude-code", "slots", "5", "busy", "2",
                 "in_flight", "s/1-0,s/2-0", "heartbeat_at", "2026-11-28T22:00:00Z", "pid", "4242"));
         coordinator.redis().redis().pexpire(heartbeat, 60_000);
+        // Workers join the worker set with their heartbeat; one whose heartbeat expired (it died) is left out and dropped.
+        coordinator.redis().redis().sadd(coordinator.redis().keys().workers(), "w-7", "w-dead");
         JsonNode workers = json(coordinator.get("/api/v1/workers", KEY)).get("workers");
+        assertThat(coordinator.redis().redis().smembers(coordinator.redis().keys().workers())).containsExactly("w-7");
         assertThat(workers).hasSize(1);
         JsonNode worker = workers.get(0);
         assertThat(worker.get("id").asText()).isEqualTo("w-7");

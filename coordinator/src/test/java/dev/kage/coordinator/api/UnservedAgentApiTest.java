@@ -46,6 +46,7 @@ class UnservedAgentApiTest {
         String heartbeat = coordinator.redis().keys().worker("w-1");
         coordinator.redis().redis().hset(heartbeat, Map.of("agents", "claude-code,demo", "slots", "5"));
         coordinator.redis().redis().pexpire(heartbeat, 60_000);
+        coordinator.redis().redis().sadd(coordinator.redis().keys().workers(), "w-1");
         await().atMost(Duration.ofSeconds(10)).pollInterval(Duration.ofMillis(200)).until(() ->
                 json(coordinator.get("/api/v1/tasks/" + id, KEY)).at("/agents/0/waiting").isNull());
         assertThat(json(coordinator.get("/api/v1/tasks/" + id, KEY)).at("/agents/0/status").asText()).isEqualTo("queued");

@@ -3,7 +3,6 @@ package dev.kage.coordinator.task;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.kage.testing.RedisFixture;
-import io.lettuce.core.ScanCursor;
 import io.lettuce.core.api.sync.RedisCommands;
 import java.lang.reflect.InvocationTargetException;
 import java.lang.reflect.Proxy;
@@ -23,7 +22,7 @@ import org.junit.jupiter.api.Test;
 
 /**
  * The served agents are read by one caller at a time: submits that find the reading stale while another is under
- * way answer from the previous one instead of each walking the keyspace (the load scenario found every submit of a
+ * way answer from the previous one instead of each reading the heartbeats (the load scenario found every submit of a
  * 2 s window scanning at once). On the real Redis; the commands are wrapped only to count the readings.
  */
 class ServedAgentsTest {
@@ -32,13 +31,14 @@ class ServedAgentsTest {
         try (RedisFixture fixture = new RedisFixture()) {
             RedisCommands<String, String> real = fixture.redis();
             real.hset(fixture.keys().worker("w1"), java.util.Map.of("agents", "noop,demo", "slots", "4", "busy", "0"));
+            real.sadd(fixture.keys().workers(), "w1");
             AtomicInteger readings = new AtomicInteger();
             AtomicBoolean holdNext = new AtomicBoolean();
             CountDownLatch othersAnswered = new CountDownLatch(31);
             @SuppressWarnings("unchecked")
             RedisCommands<String, String> counting = (RedisCommands<String, String>) Proxy.newProxyInstance(
                     RedisCommands.class.getClassLoader(), new Class<?>[]{RedisCommands.class}, (proxy, method, args) -> {
-                        if (method.getName().equals("scan") && args != null && args[0] == ScanCursor.INITIAL) {
+                        if (method.getName().equals("smembers")) {
                             readings.incrementAndGet();
                             if (holdNext.getAndSet(false)) {
                                 // this reading is "under way" until every other caller has answered

@@ -173,6 +173,7 @@ public final class WorkerRuntime {
         housekeeping.shutdownNow();
         try {
             redis.del(keys.worker(worker.workerId()));
+            redis.srem(keys.workers(), worker.workerId());
         } catch (RedisException e) {
             LOG.warn("Could not remove heartbeat {}: {}", keys.worker(worker.workerId()), e.getMessage());
         }
@@ -343,6 +344,7 @@ public final class WorkerRuntime {
                     "heartbeat_at", clock.instant().toString(),
                     "pid", Long.toString(ProcessHandle.current().pid())));
             redis.pexpire(key, HEARTBEAT_TTL.toMillis());
+            redis.sadd(keys.workers(), worker.workerId());
             for (Running job : inFlight.values()) {
                 JobQueue.Ownership ownership = queue.refresh(job.claimed(), worker.workerId());
                 if (ownership == JobQueue.Ownership.TAKEN) {
