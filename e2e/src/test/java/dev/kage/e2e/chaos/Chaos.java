@@ -42,6 +42,15 @@ public final class Chaos {
         return scale;
     }
 
+    /**
+     * Whether the long scenarios (Redis restarts, the 429 storm: minutes each) were asked for: system property
+     * {@code kage.chaos.long} or {@code KAGE_CHAOS_LONG} = {@code true}, which {@code ops/chaos/run.sh} sets when it runs
+     * them. {@code ./mvnw verify} (and so CI) skips them: it runs the quick scenarios only (1, 3, 5 and a short 6).
+     */
+    public static boolean longAsked() {
+        return "true".equals(System.getProperty("kage.chaos.long", System.getenv("KAGE_CHAOS_LONG")));
+    }
+
     public static boolean full() {
         return scale().equals("full");
     }

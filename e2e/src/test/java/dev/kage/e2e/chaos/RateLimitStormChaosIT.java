@@ -54,6 +54,7 @@ class RateLimitStormChaosIT {
     @Test
     void a429StormCausesNoHotLoopEveryJobEndsAndTheFleetGetsItsRateBack() throws Exception {
         Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        Assumptions.assumeTrue(Chaos.longAsked(), "a long scenario: ops/chaos/run.sh runs it (kage.chaos.long=true), ./mvnw verify does not");
         int storm = Chaos.intSetting("storm_seconds", 10, 30);
         int measure = Chaos.intSetting("measure_seconds", 10, 30);
         Path origin = Chaos.createRepo(dir.resolve("origin"));

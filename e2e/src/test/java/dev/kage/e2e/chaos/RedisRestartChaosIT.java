@@ -75,6 +75,7 @@ class RedisRestartChaosIT {
     @Test
     void theFleetResumesByItselfAfterRedisRestartsAndLosesNoJob() throws Exception {
         Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        Assumptions.assumeTrue(Chaos.longAsked(), "a long scenario: ops/chaos/run.sh runs it (kage.chaos.long=true), ./mvnw verify does not");
         int jobs = Chaos.intSetting("jobs", 60, 400);
         int restartEvery = Chaos.intSetting("restart_every_seconds", 8, 20);
         Path origin = Chaos.createRepo(dir.resolve("origin"));
