@@ -474,8 +474,9 @@ public final class FleetRateLimiter implements AutoCloseable {
 
     /**
      * The provider answered 429 (or overloaded): pauses the group for the whole fleet for {@code pause}
-     * (kept when a longer pause is already in force) and halves its effective rate once per episode,
-     * so many workers seeing one burst of 429s lower it once.
+     * (kept when a longer pause is already in force) and halves its effective rate when no pause is in force and
+     * it was not lowered within the last window: many workers seeing one burst of 429s, or a storm of 429s with
+     * short {@code Retry-After}s (a new pause every few seconds), lower it once per window, not once per pause.
      */
     public SlowDown coolDown(String group, Duration pause) {
         return slowDown(group, pause, 0.5, "episode");
@@ -526,7 +527,8 @@ public final class FleetRateLimiter implements AutoCloseable {
     /**
      * The provider's rate-limit headers (x-ratelimit-remaining-requests, anthropic-ratelimit-requests-remaining)
      * report what is left of its own quota. Nearly spent (under a tenth left): the effective rate is
-     * lowered by a fifth, at most once per window. Spent with a reset time: the group pauses until then.
+     * lowered by a fifth, at most once per window (a 429's halving counts). Spent with a reset time: the group
+     * pauses until then.
      */
     public Optional<SlowDown> observeQuota(String group, long remaining, long providerLimit, Duration reset) {
         if (providerLimit <= 0 || remaining < 0) {

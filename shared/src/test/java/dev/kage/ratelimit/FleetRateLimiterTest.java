@@ -142,6 +142,34 @@ class FleetRateLimiterTest {
     }
 
     @Test
+    void aStormOfPausesWithinOneWindowLowersTheRateOnceAndOneAWindowLaterLowersItAgain() {
+        FleetRateLimiter a = limiter();
+        FleetRateLimiter b = limiter();
+        Limit limit = new Limit(40, Duration.ofSeconds(60), 0, Duration.ZERO);
+        a.configure("storm", limit);
+        b.configure("storm", limit);
+        assertThat(a.coolDown("storm", Duration.ofMillis(50)).effective()).isEqualTo(20);
+        // The provider's Retry-After ends and the next call meets another 429: a new pause, the same window.
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.state("storm").orElseThrow().cooldown().isZero());
+        FleetRateLimiter.SlowDown again = b.coolDown("storm", Duration.ofMillis(50));
+        assertThat(again.pause()).as("the new 429 pauses the fleet again").isPositive();
+        assertThat(again.lowered()).as("a second pause within the window of the last decrease").isFalse();
+        assertThat(again.effective()).isEqualTo(20);
+        // Nor do the rate-limit headers lower it again within that window.
+        assertThat(a.observeQuota("storm", 1, 40, null).orElseThrow().lowered()).isFalse();
+        assertThat(a.state("storm").orElseThrow().effective()).isEqualTo(20);
+
+        // A window after the last decrease, a 429 lowers it again (from what it has recovered since: +4 per window).
+        a.configure("short", new Limit(40, Duration.ofSeconds(1), 0, Duration.ZERO));
+        assertThat(a.coolDown("short", Duration.ofMillis(10)).effective()).isEqualTo(20);
+        await().pollDelay(Duration.ofMillis(1_100)).atMost(Duration.ofSeconds(5))
+                .until(() -> a.state("short").orElseThrow().cooldown().isZero());
+        FleetRateLimiter.SlowDown later = b.coolDown("short", Duration.ofMillis(10));
+        assertThat(later.lowered()).isTrue();
+        assertThat(later.effective()).isLessThan(20);
+    }
+
+    @Test
     void theEffectiveRateIsEnforcedAndRecoversATenthPerWindow() throws Exception {
         FleetRateLimiter a = limiter();
         a.configure("gemini", new Limit(10, Duration.ofMillis(300), 0, Duration.ZERO));
