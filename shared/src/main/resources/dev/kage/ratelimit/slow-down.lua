@@ -28,6 +28,10 @@ end
 if pause > 0 and pause > current then
   redis.call('SET', KEYS[2], math.floor(now / 1000), 'PX', pause)
 end
+if ARGV[3] == 'episode' and pause > 0 then
+  -- After a 429's pause, one call (the probe) goes first: acquire.lua.
+  redis.call('HSET', KEYS[1], 'probe', '0')
+end
 local lowered = 0
 if lower then
   -- Recovery (one tenth of the limit per window) starts again from now.
