@@ -70,6 +70,12 @@ public final class FleetRateLimiter implements AutoCloseable {
      * A caller that dies in between holds its permit this much longer than a window.
      */
     public static final Duration SEND_LEASE = Duration.ofSeconds(10);
+
+    /**
+     * After a 429's pause one call, the probe, goes first and the others wait for its answer ({@link #answered}, or
+     * another 429), at most this long: a probe whose worker died or whose call hangs does not hold the group longer.
+     */
+    public static final Duration PROBE_LEASE = Duration.ofSeconds(10);
     /** How long to wait before asking again while Redis is unreachable (fail-closed). */
     static final Duration UNAVAILABLE_RETRY = Duration.ofSeconds(1);
 
@@ -80,6 +86,7 @@ public final class FleetRateLimiter implements AutoCloseable {
     private static final String HEADROOM = script("headroom.lua");
     private static final String SENT = script("sent.lua");
     private static final String RELEASE = script("release.lua");
+    private static final String ANSWERED = script("answered.lua");
     /** The longest fleet-wide pause a provider can ask for: a Retry-After beyond it is taken as this. */
     public static final Duration MAX_PAUSE = Duration.ofHours(1);
 
@@ -169,6 +176,8 @@ public final class FleetRateLimiter implements AutoCloseable {
         COOLDOWN,
         /** the window holds as many calls as the (effective) limit allows */
         REQUESTS,
+        /** after a 429's pause, the one call that goes first (the probe) is out and its answer is awaited */
+        PROBE,
         /** the window holds too many tokens for this call's estimate */
         TOKENS,
         /** what is left is taken by higher-priority callers who are waiting */
@@ -196,9 +205,11 @@ public final class FleetRateLimiter implements AutoCloseable {
      * @param tokensUsed tokens granted in the current window
      * @param grantedAtMicros when granted, the Redis server's time of the grant (µs since the epoch); else 0
      * @param tokensTaken     when granted, the tokens taken from the window
+     * @param probe           when granted, whether this is the probe after a 429's pause: the one call that goes first
+     *                        while the others wait for its answer, which its caller reports ({@link #answered})
      */
     public record Decision(boolean granted, Reason reason, Duration retryIn, Duration spread, long limit, long effective,
-                           long used, long tokensUsed, long grantedAtMicros, long tokensTaken) {
+                           long used, long tokensUsed, long grantedAtMicros, long tokensTaken, boolean probe) {
 
         /** How long a denied caller sleeps: a random point between {@code retryIn} and {@code spread}. */
         public Duration sleep() {
@@ -311,7 +322,8 @@ public final class FleetRateLimiter implements AutoCloseable {
                             keys.limiterWaiting(group, Priority.LOW)),
                     callerId, Integer.toString(rank(priority)), Long.toString(Math.max(0, tokens)), Long.toString(WAITER_SLACK_MS),
                     Long.toString(limit.requests()), Long.toString(limit.window().toMillis()), Long.toString(limit.tokens()),
-                    Long.toString(limit.guard().toMillis()), Long.toString(sendLease ? SEND_LEASE.toMillis() : 0));
+                    Long.toString(limit.guard().toMillis()), Long.toString(sendLease ? SEND_LEASE.toMillis() : 0),
+                    Long.toString(PROBE_LEASE.toMillis()));
         } catch (RedisException e) {
             if (!unavailable(e)) {
                 throw e;
@@ -323,7 +335,8 @@ public final class FleetRateLimiter implements AutoCloseable {
         }
         return new Decision(number(out.get(0)) == 1, Reason.of(String.valueOf(out.get(2))), Duration.ofMillis(number(out.get(1))),
                 Duration.ofMillis(number(out.get(6))), number(out.get(3)), number(out.get(4)), number(out.get(5)),
-                number(out.get(7)), out.size() > 8 ? number(out.get(8)) : 0, out.size() > 9 ? number(out.get(9)) : 0);
+                number(out.get(7)), out.size() > 8 ? number(out.get(8)) : 0, out.size() > 9 ? number(out.get(9)) : 0,
+                out.size() > 10 && number(out.get(10)) == 1);
     }
 
     /**
@@ -364,13 +377,13 @@ public final class FleetRateLimiter implements AutoCloseable {
                 LOG.error("Rate limiter cannot reach Redis ({}); RATE_LIMIT_ON_REDIS_ERROR=open: permits for {} and every other "
                         + "group are handed out UNCHECKED until it answers; the provider's limit may be passed", e.getMessage(), group);
             }
-            return new Decision(true, Reason.UNCHECKED, Duration.ZERO, Duration.ZERO, limit.requests(), limit.requests(), 0, 0, 0, 0);
+            return new Decision(true, Reason.UNCHECKED, Duration.ZERO, Duration.ZERO, limit.requests(), limit.requests(), 0, 0, 0, 0, false);
         }
         if (first) {
             LOG.error("Rate limiter cannot reach Redis ({}); RATE_LIMIT_ON_REDIS_ERROR=closed: no permit for {} or any other "
                     + "group until it answers", e.getMessage(), group);
         }
-        return new Decision(false, Reason.UNAVAILABLE, UNAVAILABLE_RETRY, UNAVAILABLE_RETRY, limit.requests(), limit.requests(), 0, 0, 0, 0);
+        return new Decision(false, Reason.UNAVAILABLE, UNAVAILABLE_RETRY, UNAVAILABLE_RETRY, limit.requests(), limit.requests(), 0, 0, 0, 0, false);
     }
 
     /**
@@ -464,6 +477,7 @@ public final class FleetRateLimiter implements AutoCloseable {
         String seconds = String.format("%.1f", wait.toMillis() / 1000.0);
         switch (decision.reason()) {
             case COOLDOWN -> LOG.info("Rate limit: {} is cooling down after a 429. Waiting {}s...", group, seconds);
+            case PROBE -> LOG.info("Rate limit: {} sent its first call after a 429's pause; waiting for its answer...", group);
             case UNAVAILABLE -> LOG.info("Rate limit: {} cannot be checked (Redis unreachable). Waiting...", group);
             case TOKENS -> LOG.info("Rate limit: {} tokens{} used for {}. Waiting {}s...", decision.tokensUsed(),
                     limit == null ? "" : "/" + limit.tokens(), group, seconds);
@@ -474,11 +488,33 @@ public final class FleetRateLimiter implements AutoCloseable {
 
     /**
      * The provider answered 429 (or overloaded): pauses the group for the whole fleet for {@code pause}
-     * (kept when a longer pause is already in force) and halves its effective rate once per episode,
-     * so many workers seeing one burst of 429s lower it once.
+     * (kept when a longer pause is already in force) and halves its effective rate when no pause is in force and
+     * it was not lowered within the last window: many workers seeing one burst of 429s, or a storm of 429s with
+     * short {@code Retry-After}s (a new pause every few seconds), lower it once per window, not once per pause.
      */
     public SlowDown coolDown(String group, Duration pause) {
         return slowDown(group, pause, 0.5, "episode");
+    }
+
+    /**
+     * The provider answered a call without pushing back (no 429): when that call was the probe after a 429's pause
+     * ({@link Decision#probe}), the group opens again for the whole fleet. Otherwise nothing is sent. A failure is
+     * logged, never thrown (the others then wait out {@link #PROBE_LEASE}).
+     */
+    public void answered(String group, Decision grant) {
+        if (grant == null || !grant.granted() || !grant.probe()) {
+            return;
+        }
+        try {
+            long opened = scripts.<Long>eval(keys.limiter(group), RScript.Mode.READ_WRITE, ANSWERED, RScript.ReturnType.INTEGER,
+                    List.of(keys.limiter(group)), Long.toString(grant.grantedAtMicros()));
+            if (opened == 1) {
+                LOG.info("Rate limit for {}: the provider answered the first call after the pause; open again", group);
+            }
+        } catch (RedisException e) {
+            LOG.warn("Rate limit for {}: could not record the probe's answer ({}); the others wait out its lease", group,
+                    e.getMessage());
+        }
     }
 
     /**
@@ -507,7 +543,8 @@ public final class FleetRateLimiter implements AutoCloseable {
         List<Object> out = scripts.eval(keys.limiter(group), RScript.Mode.READ_WRITE, HEADROOM, RScript.ReturnType.MULTI,
                 List.of(keys.limiter(group), keys.limiterRequests(group), keys.cooldown(group),
                         keys.limiterWaiting(group, Priority.HIGH), keys.limiterWaiting(group, Priority.NORMAL),
-                        keys.limiterWaiting(group, Priority.LOW)), Long.toString(Math.max(0, horizon.toMillis())));
+                        keys.limiterWaiting(group, Priority.LOW)), Long.toString(Math.max(0, horizon.toMillis())),
+                Long.toString(PROBE_LEASE.toMillis()));
         if (number(out.get(0)) == 0) {
             return Headroom.UNKNOWN;
         }
@@ -526,7 +563,8 @@ public final class FleetRateLimiter implements AutoCloseable {
     /**
      * The provider's rate-limit headers (x-ratelimit-remaining-requests, anthropic-ratelimit-requests-remaining)
      * report what is left of its own quota. Nearly spent (under a tenth left): the effective rate is
-     * lowered by a fifth, at most once per window. Spent with a reset time: the group pauses until then.
+     * lowered by a fifth, at most once per window (a 429's halving counts). Spent with a reset time: the group
+     * pauses until then.
      */
     public Optional<SlowDown> observeQuota(String group, long remaining, long providerLimit, Duration reset) {
         if (providerLimit <= 0 || remaining < 0) {

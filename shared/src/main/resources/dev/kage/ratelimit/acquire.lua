@@ -13,9 +13,11 @@
 --         counts from grant + lease until the caller stamps it with the time its call left (sent.lua), so a
 --         caller that stalls between grant and call cannot see its permit released before its call is made
 --
--- Returns {granted 0|1, wait_ms, reason, limit, effective, used, spread_ms, tokens_used[, granted_at µs, tokens taken]}:
--- reason is granted,
--- cooldown, requests, tokens or priority; spread_ms is a later wake-up time among which waiters spread.
+-- ARGV[10] probe lease ms (FleetRateLimiter.PROBE_LEASE): after a 429's pause, how long the rest wait for the probe's answer
+--
+-- Returns {granted 0|1, wait_ms, reason, limit, effective, used, spread_ms, tokens_used[, granted_at µs, tokens taken,
+-- probe 0|1]}: reason is granted, cooldown, requests, tokens, priority or probe; spread_ms is a later wake-up time among
+-- which waiters spread; probe 1 when this grant is the probe after a 429's pause (its caller reports the answer: answered.lua).
 local now = serverMicros()
 
 local cfg = redis.call('HMGET', KEYS[1], 'limit', 'window_ms', 'tokens_limit', 'guard_ms', 'effective', 'effective_at', 'tokens_used')
@@ -135,6 +137,26 @@ if tokensLimit > 0 and tokens > 0 and tokensUsed + tokens > tokensLimit then
   return deny('tokens', waitUs, waitUs)
 end
 
+-- Half-open after a 429's pause (slow-down.lua sets `probe` to 0 with the pause): one call, the probe, goes first and
+-- the rest wait for its answer (answered.lua clears `probe`; another 429 pauses again), for at most the probe lease.
+-- A provider still refusing meets one call per pause instead of every free slot's (no storm of 429s, no churn).
+local probe = redis.call('HGET', KEYS[1], 'probe')
+local isProbe = 0
+if probe then
+  local leaseUs = tonumber(ARGV[10] or '0') * 1000
+  if probe ~= '0' and now - tonumber(probe) < leaseUs then
+    -- Ask again soon: the probe's answer usually comes within a call's time, and clears this at once.
+    local poll = math.min(tonumber(probe) + leaseUs - now, PROBE_POLL_US)
+    return deny('probe', poll, poll)
+  end
+  if probe ~= '0' then
+    -- The probe's answer never came within the lease (its worker died, its call hangs): open again.
+    redis.call('HDEL', KEYS[1], 'probe')
+  else
+    isProbe = 1
+  end
+end
+
 local grant = id .. '@' .. string.format('%.0f', now)
 local lease = tonumber(ARGV[9] or '0')
 local counted = now + lease * 1000
@@ -154,4 +176,7 @@ if tokensLimit > 0 and tokens > 0 then
   tokensUsed = redis.call('HINCRBY', KEYS[1], 'tokens_used', tokens)
 end
 redis.call('ZREM', waitKey, id)
-return {1, 0, 'granted', limit, effective, used + 1, 0, tokensUsed, now, tokens}
+if isProbe == 1 then
+  redis.call('HSET', KEYS[1], 'probe', string.format('%.0f', now))
+end
+return {1, 0, 'granted', limit, effective, used + 1, 0, tokensUsed, now, tokens, isProbe}

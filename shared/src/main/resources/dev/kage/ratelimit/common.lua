@@ -15,3 +15,6 @@ local function effectiveRate(limit, windowMs, base, at, now)
   local steps = math.floor((now - tonumber(at)) / (windowMs * 1000))
   return math.max(1, math.floor(math.min(limit, tonumber(base) + steps * math.max(1, math.floor(limit / 10)))))
 end
+
+-- While the probe after a 429's pause is out, the others ask again at least this often (µs).
+local PROBE_POLL_US = 250000

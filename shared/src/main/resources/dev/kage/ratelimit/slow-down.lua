@@ -2,8 +2,13 @@
 --
 -- KEYS[1] group hash, KEYS[2] cooldown string
 -- ARGV[1] pause ms (0: none, only lower the rate), ARGV[2] factor the effective rate is multiplied by,
--- ARGV[3] 'episode' (lower once per cooldown: many workers seeing one 429 burst lower it once) or
---         'window' (lower at most once per window: rate-limit headers reporting a nearly spent quota)
+-- ARGV[3] 'episode' (a 429: lower when no pause is in force, so many workers seeing one burst of 429s lower it once) or
+--         'window' (rate-limit headers reporting a nearly spent quota)
+-- Either way the rate is lowered at most once per window: the provider counts calls over its window, so push-back
+-- within a window of the last decrease answers the same calls (still in its window) that the decrease already
+-- answered. A storm of 429s with short Retry-Afters (a new pause every few seconds) lowers it once per window, not
+-- once per pause: halving per pause took a 600/min group to 75/min in a 10 s storm, below the 128 calls the fleet
+-- had made in the window, and the fleet stood still until they drained (TCP likewise halves once per round trip).
 -- Returns {pause_ms in force, lowered 0|1, effective rate afterwards}.
 local now = serverMicros()
 local cfg = redis.call('HMGET', KEYS[1], 'limit', 'window_ms', 'effective', 'effective_at')
@@ -16,14 +21,16 @@ local effective = effectiveRate(limit, tonumber(cfg[2]), cfg[3], cfg[4], now)
 
 local current = redis.call('PTTL', KEYS[2])
 local pause = tonumber(ARGV[1])
-local lower
+local lower = not cfg[4] or now - tonumber(cfg[4]) >= windowUs
 if ARGV[3] == 'episode' then
-  lower = current <= 0
-else
-  lower = not cfg[4] or now - tonumber(cfg[4]) >= windowUs
+  lower = lower and current <= 0
 end
 if pause > 0 and pause > current then
   redis.call('SET', KEYS[2], math.floor(now / 1000), 'PX', pause)
+end
+if ARGV[3] == 'episode' and pause > 0 then
+  -- After a 429's pause, one call (the probe) goes first: acquire.lua.
+  redis.call('HSET', KEYS[1], 'probe', '0')
 end
 local lowered = 0
 if lower then

@@ -142,6 +142,84 @@ class FleetRateLimiterTest {
     }
 
     @Test
+    void aStormOfPausesWithinOneWindowLowersTheRateOnceAndOneAWindowLaterLowersItAgain() {
+        FleetRateLimiter a = limiter();
+        FleetRateLimiter b = limiter();
+        Limit limit = new Limit(40, Duration.ofSeconds(60), 0, Duration.ZERO);
+        a.configure("storm", limit);
+        b.configure("storm", limit);
+        assertThat(a.coolDown("storm", Duration.ofMillis(50)).effective()).isEqualTo(20);
+        // The provider's Retry-After ends and the next call meets another 429: a new pause, the same window.
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.state("storm").orElseThrow().cooldown().isZero());
+        FleetRateLimiter.SlowDown again = b.coolDown("storm", Duration.ofMillis(50));
+        assertThat(again.pause()).as("the new 429 pauses the fleet again").isPositive();
+        assertThat(again.lowered()).as("a second pause within the window of the last decrease").isFalse();
+        assertThat(again.effective()).isEqualTo(20);
+        // Nor do the rate-limit headers lower it again within that window.
+        assertThat(a.observeQuota("storm", 1, 40, null).orElseThrow().lowered()).isFalse();
+        assertThat(a.state("storm").orElseThrow().effective()).isEqualTo(20);
+
+        // A window after the last decrease, a 429 lowers it again (from what it has recovered since: +4 per window).
+        a.configure("short", new Limit(40, Duration.ofSeconds(1), 0, Duration.ZERO));
+        assertThat(a.coolDown("short", Duration.ofMillis(10)).effective()).isEqualTo(20);
+        await().pollDelay(Duration.ofMillis(1_100)).atMost(Duration.ofSeconds(5))
+                .until(() -> a.state("short").orElseThrow().cooldown().isZero());
+        FleetRateLimiter.SlowDown later = b.coolDown("short", Duration.ofMillis(10));
+        assertThat(later.lowered()).isTrue();
+        assertThat(later.effective()).isLessThan(20);
+    }
+
+    @Test
+    void afterA429sPauseOneCallGoesFirstAndTheOthersWaitForItsAnswer() {
+        FleetRateLimiter a = limiter();
+        FleetRateLimiter b = limiter();
+        Limit limit = new Limit(40, Duration.ofSeconds(60), 0, Duration.ZERO);
+        a.configure("probed", limit);
+        b.configure("probed", limit);
+        assertThat(a.tryAcquire("probed", "before", Priority.NORMAL, 0).probe()).as("no pause yet: no probe").isFalse();
+        a.coolDown("probed", Duration.ofMillis(50));
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.state("probed").orElseThrow().cooldown().isZero());
+        assertThat(b.headroom("probed", Duration.ofSeconds(5)).free()).as("one job may be claimed: the probe").isEqualTo(1);
+
+        Decision probe = a.tryAcquire("probed", "j1", Priority.NORMAL, 0);
+        assertThat(probe.granted()).isTrue();
+        assertThat(probe.probe()).isTrue();
+        Decision other = b.tryAcquire("probed", "j2", Priority.HIGH, 0);
+        assertThat(other.granted()).as("the others wait for the probe's answer").isFalse();
+        assertThat(other.reason()).isEqualTo(Reason.PROBE);
+        assertThat(other.retryIn()).isLessThanOrEqualTo(Duration.ofMillis(251));
+        FleetRateLimiter.Headroom waiting = b.headroom("probed", Duration.ofSeconds(5));
+        assertThat(waiting.free()).isZero();
+        assertThat(waiting.lookAgain()).isLessThanOrEqualTo(Duration.ofMillis(251));
+
+        // The probe meets another 429: paused again, and after that pause a new probe goes first.
+        a.coolDown("probed", Duration.ofMillis(50));
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.state("probed").orElseThrow().cooldown().isZero());
+        Decision second = b.tryAcquire("probed", "j2", Priority.NORMAL, 0);
+        assertThat(second.probe()).isTrue();
+        a.answered("probed", probe);
+        assertThat(a.tryAcquire("probed", "j3", Priority.NORMAL, 0).granted()).as("the old probe's answer opens nothing").isFalse();
+
+        // Its answer came without a 429: open again for everyone.
+        b.answered("probed", second);
+        Decision after = a.tryAcquire("probed", "j3", Priority.NORMAL, 0);
+        assertThat(after.granted()).isTrue();
+        assertThat(after.probe()).isFalse();
+        assertThat(b.headroom("probed", Duration.ofSeconds(5)).free()).isGreaterThan(1);
+
+        // A probe whose answer never comes (its worker died) holds the others for its lease only.
+        a.coolDown("probed", Duration.ofMillis(50));
+        await().atMost(Duration.ofSeconds(5)).until(() -> a.state("probed").orElseThrow().cooldown().isZero());
+        assertThat(a.tryAcquire("probed", "lost", Priority.NORMAL, 0).probe()).isTrue();
+        assertThat(b.tryAcquire("probed", "j4", Priority.NORMAL, 0).granted()).isFalse();
+        long leaseAgo = (System.currentTimeMillis() - FleetRateLimiter.PROBE_LEASE.toMillis() - 1_000) * 1_000;
+        redis.redis().hset(redis.keys().limiter("probed"), "probe", Long.toString(leaseAgo)); // as if granted a lease ago
+        Decision afterLease = b.tryAcquire("probed", "j4", Priority.NORMAL, 0);
+        assertThat(afterLease.granted()).isTrue();
+        assertThat(afterLease.probe()).isFalse();
+    }
+
+    @Test
     void theEffectiveRateIsEnforcedAndRecoversATenthPerWindow() throws Exception {
         FleetRateLimiter a = limiter();
         a.configure("gemini", new Limit(10, Duration.ofMillis(300), 0, Duration.ZERO));

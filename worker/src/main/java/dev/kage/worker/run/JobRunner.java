@@ -561,9 +561,15 @@ public final class JobRunner {
         String summary = redactor.redact(report.result());
         boolean failed = process.timedOut() || process.stopped() || process.exitCode() != 0 || report.isError();
         String signalText = process.stdoutTail() + "\n" + process.stderr();
+        boolean pushedBack = failed && !process.stopped() && !process.timedOut()
+                && agent.limits().signalled(process.exitCode(), signalText);
+        if (!pushedBack) {
+            // The first call after a 429's pause ran without a rate-limit signal: the others need not wait for it any longer.
+            rateLimiter.answered(agent.limits().group(), permit.grant());
+        }
         if (process.stopped()) {
             status = JobStatus.FAILED;
-        } else if (failed && !process.timedOut() && agent.limits().signalled(process.exitCode(), signalText)) {
+        } else if (pushedBack) {
             Optional<Outcome> deferred = rateLimited(job, agent, process.exitCode(), redactor.redact(tail(signalText, 2_000)),
                     AgentLimits.retryAfter(signalText), errors);
             if (deferred.isPresent()) {
@@ -866,6 +872,8 @@ public final class JobRunner {
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
         String group = agent.limits().group();
         if (!reply.rateLimited()) {
+            // The first call after a 429's pause was answered: the others need not wait for it any longer.
+            rateLimiter.answered(group, grant[0]);
             // On a 429 the pause and the halving come from the 429 itself; its headers would only blur them.
             HttpAgentClient.quota(reply.headers(), Instant.now())
                     .ifPresent(q -> rateLimiter.observeQuota(group, q.remaining(), q.limit(), q.reset()));

@@ -236,6 +236,22 @@ class RateLimitedRunTest {
     }
 
     @Test
+    void afterA429sPauseTheClaimGateTakesOneJobTheProbeAndTheRestOnceItRanWithoutA429() throws Exception {
+        AgentConfig agent = agent("claude-code", "/bin/bash", "-c", "echo '{\"result\":\"ok\"}'", "agent", "{prompt}");
+        JobRunner runner = runner(agent, Map.of());
+        String group = agent.limits().group();
+        limiter.coolDown(group, Duration.ofSeconds(20));
+        redis.redis().del(redis.keys().cooldown(group)); // the pause is over
+        assertThat(runner.claimGate("claude-code", 5).jobs()).as("the probe's job only").isEqualTo(1);
+        Job job = submit(agent, 0);
+        runner.run(job.claimed(), new JobControl());
+        assertThat(store.results(job.task().id())).singleElement()
+                .satisfies(result -> assertThat(result.status()).isEqualTo(JobStatus.COMPLETED));
+        assertThat(redis.redis().hget(redis.keys().limiter(group), "probe")).as("its run answered the probe").isNull();
+        assertThat(runner.claimGate("claude-code", 5).jobs()).as("open again for every slot").isEqualTo(5);
+    }
+
+    @Test
     void aPermitFurtherAwayThanTheSlotWaitSendsTheJobToTheDelayedSetInsteadOfHoldingTheSlot() throws Exception {
         Path starts = dir.resolve("starts");
         AgentConfig agent = agent("codex", "/bin/bash", "-c", "echo started >> \"$1\"; echo '{\"result\":\"ok\"}'",
@@ -307,6 +323,8 @@ class RateLimitedRunTest {
             assertThat(limiter.state("gpt").orElseThrow().effective())
                     .as("halved by the 429; 4 of 100 left lowers it at most once per window, and it was lowered just now")
                     .isEqualTo(25);
+            assertThat(redis.redis().hget(redis.keys().limiter("gpt"), "probe"))
+                    .as("the first call after the pause was the probe; its answer opened the group for everyone").isNull();
         }
     }
 
