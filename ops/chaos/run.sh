@@ -21,7 +21,7 @@
 # Environment:
 #   KAGE_CHAOS_SCALE            full (default here) or ci (the shortened form CI runs)
 #   KAGE_CHAOS_JOBS             worker-kill: jobs [ci 150, full 1000]
-#   KAGE_CHAOS_KILL_EVERY_SECONDS   worker-kill: seconds between kills [5]
+#   KAGE_CHAOS_KILL_EVERY_SECONDS   worker-kill: seconds between kills [ci 8, full 5]
 #   KAGE_CHAOS_OUTAGE_SECONDS   postgres-outage: how long Postgres is away [ci 12, full 60]
 #   KAGE_CHAOS_OUTAGE_JOBS      postgres-outage: jobs [enough to keep 12 slots busy through the outage]
 #   KAGE_CHAOS_RESTART_EVERY_SECONDS redis-restart: seconds between restarts [ci 8, full 20] (jobs: KAGE_CHAOS_JOBS [ci 60, full 400])

@@ -174,6 +174,6 @@ public class WorkerFactory {
             }
         }
         return new WorkerRuntime(worker, settings.queue(), settings.maxParallelClis(), keys, redisClient, redis, queue, runner,
-                live, outcomes, clock, metrics, WorkerSettings.startLanes(env), laned);
+                live, outcomes, clock, metrics, WorkerSettings.startLanes(env, settings.maxParallelClis()), laned);
     }
 }

@@ -77,19 +77,22 @@ public record WorkerSettings(String workerId, Path workDir, String defaultRepo, 
     }
 
     /**
-     * {@code KAGE_START_LANES}: how many jobs that start a process (not noop or HTTP agents) one worker claims ahead of
-     * their start at once, 1-1024; default the machine's processors ({@link Runtime#availableProcessors()}). Starting is
-     * CPU work (worktree checkout, spawn): with more starts at once than cores, each waits on the others.
+     * {@code KAGE_START_LANES}: how many jobs that start a process (not noop or HTTP agents) one worker holds between
+     * claim and agent start at once, 1-1024; unset, as many as its slots ({@code MAX_PARALLEL_CLIS}: no limit beyond
+     * them). Set it to the machine's cores to keep claim-to-start latency low when several jobs start at once (starting
+     * is CPU work: with more starts than cores each waits on the others), at the cost of throughput when starts wait on
+     * something else (a loaded machine, a slow disk, JVMs restarting): measured in the chaos suite, two lanes per worker
+     * on two cores cut a fleet's completions several-fold while workers were restarted every few seconds.
      *
+     * @param slots the worker's {@code MAX_PARALLEL_CLIS}, the default
      * @throws ConfigException naming the variable when it is not a whole number in range
      */
-    public static int startLanes(Env env) {
-        int processors = Math.max(1, Runtime.getRuntime().availableProcessors());
+    public static int startLanes(Env env, int slots) {
         try {
-            return env.intBetween("KAGE_START_LANES", 1, 1024, processors);
+            return env.intBetween("KAGE_START_LANES", 1, 1024, Math.max(1, slots));
         } catch (ConfigException e) {
             throw new ConfigException("KAGE_START_LANES=" + env.get("KAGE_START_LANES").orElse("")
-                    + ": must be an integer from 1 to 1024 (default: the machine's processors, " + processors + ")");
+                    + ": must be an integer from 1 to 1024 (default: MAX_PARALLEL_CLIS, " + slots + ")");
         }
     }
 

@@ -46,13 +46,13 @@ class WorkerFactoryTest {
     }
 
     @Test
-    void startLanesDefaultToTheProcessorsAndABadValueStopsStartUpNamingTheVariable() {
-        org.assertj.core.api.Assertions.assertThat(WorkerSettings.startLanes(dev.kage.config.Env.of(java.util.Map.of())))
-                .isEqualTo(Runtime.getRuntime().availableProcessors());
+    void startLanesDefaultToTheSlotsAndABadValueStopsStartUpNamingTheVariable() {
+        org.assertj.core.api.Assertions.assertThat(WorkerSettings.startLanes(dev.kage.config.Env.of(java.util.Map.of()), 5))
+                .isEqualTo(5);
         org.assertj.core.api.Assertions.assertThat(
-                WorkerSettings.startLanes(dev.kage.config.Env.of(java.util.Map.of("KAGE_START_LANES", "3")))).isEqualTo(3);
+                WorkerSettings.startLanes(dev.kage.config.Env.of(java.util.Map.of("KAGE_START_LANES", "3")), 5)).isEqualTo(3);
         for (String bad : List.of("0", "-2", "1025", "many")) {
-            assertThatThrownBy(() -> WorkerSettings.startLanes(dev.kage.config.Env.of(java.util.Map.of("KAGE_START_LANES", bad))))
+            assertThatThrownBy(() -> WorkerSettings.startLanes(dev.kage.config.Env.of(java.util.Map.of("KAGE_START_LANES", bad)), 5))
                     .isInstanceOf(ConfigException.class)
                     .hasMessageContaining("KAGE_START_LANES=" + bad + ": must be an integer from 1 to 1024");
         }

@@ -182,7 +182,7 @@ class PostgresOutageChaosIT {
             restoredAt[0] = System.nanoTime();
             proxy.restore();
 
-            await().atMost(Duration.ofSeconds(120 + jobs * 3L / 10)).pollInterval(Duration.ofSeconds(1))
+            await().atMost(Duration.ofSeconds(240 + jobs * 6L / 10)).pollInterval(Duration.ofSeconds(1))
                     .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status IN ('queued', 'running')") == 0
                             && System.nanoTime() > restoredAt[0] + RECOVERY.toNanos() + Duration.ofSeconds(3).toNanos());
             probing.set(false);

@@ -39,7 +39,7 @@ class WorkerKillChaosIT {
     @Test
     void killedWorkersLoseNoJobAndRunNoneTwiceAtOnce() throws Exception {
         int jobs = Chaos.intSetting("jobs", 150, 1000);
-        int killEvery = Chaos.intSetting("kill_every_seconds", 5, 5);
+        int killEvery = Chaos.intSetting("kill_every_seconds", 8, 5);
         long seed = System.nanoTime();
         Random random = new Random(seed);
         Path origin = Chaos.createRepo(dir.resolve("origin"));
@@ -83,7 +83,7 @@ class WorkerKillChaosIT {
             }
 
             // Kill a random worker every few seconds until every task has ended, with a deadline that bounds the run.
-            long deadline = System.nanoTime() + Duration.ofSeconds(90 + jobs * 6L / 10).toNanos();
+            long deadline = System.nanoTime() + Duration.ofSeconds(120 + jobs * 12L / 10).toNanos();
             int kills = 0;
             int sameId = 0;
             int generation = 0;
