@@ -552,15 +552,6 @@ public final class FleetRateLimiter implements AutoCloseable {
     }
 
     /**
-     * How long the group's fleet-wide pause after a 429 still lasts (zero when it is not paused). A Redis error
-     * propagates: the caller decides how to wait.
-     */
-    public Duration cooldownLeft(String group) {
-        long ms = redisson.getBucket(keys.cooldown(group), StringCodec.INSTANCE).remainTimeToLive();
-        return ms > 0 ? Duration.ofMillis(ms) : Duration.ZERO;
-    }
-
-    /**
      * The provider's rate-limit headers (x-ratelimit-remaining-requests, anthropic-ratelimit-requests-remaining)
      * report what is left of its own quota. Nearly spent (under a tenth left): the effective rate is
      * lowered by a fifth, at most once per window (a 429's halving counts). Spent with a reset time: the group
