@@ -39,7 +39,11 @@ public final class OutcomeRecorder {
     private final RedisCommands<String, String> redis;
     private final java.util.concurrent.BlockingQueue<Pending> pending = new java.util.concurrent.LinkedBlockingQueue<>();
     private final java.util.Set<java.util.UUID> started = java.util.concurrent.ConcurrentHashMap.newKeySet();
-    private volatile boolean outage;
+    /**
+     * Whether an outcome went to an outbox since Postgres last answered: set by the first spool of an
+     * outage (which logs it), cleared by the first write that succeeds afterwards (which logs that).
+     */
+    private final java.util.concurrent.atomic.AtomicBoolean outage = new java.util.concurrent.atomic.AtomicBoolean();
 
     public OutcomeRecorder(TaskStore store, KageKeys keys, RedisCommands<String, String> redis) {
         this.store = store;
@@ -89,6 +93,7 @@ public final class OutcomeRecorder {
         started.removeAll(marks);
         try {
             var statuses = store.recordOutcomes(batch.stream().map(Pending::outcome).toList(), marks);
+            answered();
             for (Pending p : batch) {
                 p.done().complete(Optional.ofNullable(statuses.get(p.outcome().result().taskId())));
             }
@@ -116,6 +121,7 @@ public final class OutcomeRecorder {
     public void recordErrors(String agent, List<ErrorRecord> errors) {
         try {
             store.insertErrors(errors);
+            answered();
         } catch (StoreException e) {
             spool(agent, new Spooled(null, errors), e);
         }
@@ -152,11 +158,21 @@ public final class OutcomeRecorder {
             redis.lrem(key, 1, head);
             written++;
         }
-        if (outage && written > 0) {
-            LOG.info("Postgres answers again: wrote {} outcome(s) kept in {}", written, key);
+        if (written > 0) {
+            LOG.info("Wrote {} outcome(s) kept in {} while Postgres was unavailable", written, key);
+            answered();
         }
-        outage = false;
         return written;
+    }
+
+    /**
+     * Notes that Postgres took a write. An empty outbox proves nothing (another agent's, or another
+     * worker's flush, may have emptied it), so only a write ends an outage.
+     */
+    private void answered() {
+        if (outage.compareAndSet(true, false)) {
+            LOG.info("Postgres answers again: outcomes are written directly; the outboxes drain");
+        }
     }
 
     /** Outcomes waiting in the agent's outbox. */
@@ -165,9 +181,8 @@ public final class OutcomeRecorder {
     }
 
     private void spool(String agent, Spooled spooled, StoreException cause) {
-        if (!outage) {
+        if (outage.compareAndSet(false, true)) {
             LOG.error("Postgres unavailable ({}); keeping outcomes in {} until it answers", cause.getMessage(), keys.outbox(agent));
-            outage = true;
         }
         try {
             redis.rpush(keys.outbox(agent), JSON.writeValueAsString(spooled));
