@@ -12,7 +12,9 @@ import dev.kage.coordinator.task.TaskListing;
 import dev.kage.coordinator.task.TaskService;
 import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
+import dev.kage.infra.KageFactory;
 import dev.kage.redis.KageKeys;
+import dev.kage.redis.RedisPipeline;
 import dev.kage.store.Database;
 import dev.kage.store.ReportQueries;
 import dev.kage.store.TaskQueries;
@@ -23,6 +25,7 @@ import io.micrometer.core.instrument.MeterRegistry;
 import io.lettuce.core.api.sync.RedisCommands;
 import io.micronaut.context.annotation.Bean;
 import io.micronaut.context.annotation.Factory;
+import jakarta.inject.Named;
 import jakarta.inject.Singleton;
 import java.time.Clock;
 
@@ -60,10 +63,18 @@ public class CoordinatorFactory {
         return new SubmitRequestParser(catalog, settings);
     }
 
+    /** Submits' Redis writes and budget reads, sent in shared flushes on a connection of its own. */
+    @Singleton
+    @Named("submit")
+    @Bean(preDestroy = "close")
+    public RedisPipeline submitPipeline(RedisClient client) {
+        return new RedisPipeline(client, "submit", KageFactory.REDIS_COMMAND_TIMEOUT);
+    }
+
     @Singleton
     public TaskService taskService(KageSettings settings, TaskStore store, JobQueue queue, LiveTaskState live,
-                                   EventLog events, Clock clock, MeterRegistry registry) {
-        return new TaskService(settings, store, queue, live, events, clock, registry);
+                                   EventLog events, Clock clock, MeterRegistry registry, @Named("submit") RedisPipeline pipeline) {
+        return new TaskService(settings, store, queue, live, events, clock, registry, pipeline);
     }
 
     @Singleton

@@ -367,6 +367,36 @@ public final class BudgetLedger {
         return pools;
     }
 
+    /**
+     * {@link #tenantPools} on a pipeline's connection, for a caller that sends it with other commands: the limits and
+     * both pools are read together (one round trip's wait instead of three).
+     */
+    public java.util.concurrent.CompletableFuture<List<PoolState>> tenantPools(
+            io.lettuce.core.api.async.RedisAsyncCommands<String, String> async, String tenant) {
+        Instant now = clock.instant();
+        var overrides = async.hgetall(keys.tenantBudgetLimits(tenant));
+        List<Pool> pools = new ArrayList<>();
+        List<io.lettuce.core.RedisFuture<List<io.lettuce.core.KeyValue<String, String>>>> replies = new ArrayList<>();
+        for (Period period : Period.values()) {
+            Pool pool = new Pool(PoolKind.TENANT, tenant, period.id(now), keys.tenantBudget(tenant, period.id(now)));
+            pools.add(pool);
+            replies.add(async.hmget(pool.key(), POOL_FIELDS));
+        }
+        return overrides.toCompletableFuture().thenCompose(limitsSet -> dev.kage.redis.RedisPipeline
+                .all(replies.toArray(io.lettuce.core.RedisFuture[]::new)).thenApply(done -> {
+                    PeriodLimits limits = apply(tenantDefaults, limitsSet);
+                    List<PoolState> states = new ArrayList<>();
+                    Period[] periods = Period.values();
+                    for (int i = 0; i < periods.length; i++) {
+                        long tokens = limits.tokens(periods[i]);
+                        long usd = limits.usdMicros(periods[i]);
+                        states.add(state(pools.get(i), replies.get(i).toCompletableFuture().join(), tokens, usd)
+                                .withLimits(tokens, usd));
+                    }
+                    return states;
+                }));
+    }
+
     /** The agent's pools of the current day and month. */
     public List<PoolState> agentPools(String agent, PeriodLimits configured) {
         Map<String, String> overrides = redis.hgetall(keys.agentBudgetLimits(agent));
@@ -421,7 +451,12 @@ public final class BudgetLedger {
     }
 
     private PoolState read(Pool pool, long tokenLimit, long usdLimitMicros) {
-        var f = redis.hmget(pool.key(), "limit", "used", "reserved", "usd_limit", "usd_used", "usd_reserved");
+        return state(pool, redis.hmget(pool.key(), POOL_FIELDS), tokenLimit, usdLimitMicros);
+    }
+
+    private static final String[] POOL_FIELDS = {"limit", "used", "reserved", "usd_limit", "usd_used", "usd_reserved"};
+
+    private static PoolState state(Pool pool, List<io.lettuce.core.KeyValue<String, String>> f, long tokenLimit, long usdLimitMicros) {
         return new PoolState(pool, value(f.get(0), tokenLimit), value(f.get(1), 0), value(f.get(2), 0), value(f.get(3), usdLimitMicros),
                 value(f.get(4), 0), value(f.get(5), 0));
     }

@@ -96,6 +96,21 @@ public final class JobQueue {
     }
 
     /**
+     * {@link #enqueue} on a pipeline's connection, for a caller that sends it with other commands. Goes as
+     * {@code EVALSHA}: the reply fails with {@link io.lettuce.core.RedisNoScriptException} on a Redis that has not seen
+     * the script (restarted since), and the caller then enqueues through {@link #enqueue}, which loads it; a second
+     * enqueue of the same attempt is a no-op either way.
+     *
+     * @return the entry id, or {@code null} when this attempt had been enqueued before
+     */
+    public io.lettuce.core.RedisFuture<String> enqueue(io.lettuce.core.api.async.RedisAsyncCommands<String, String> async,
+                                                       JobMessage job) {
+        return async.evalsha(ENQUEUE.sha(), ScriptOutputType.VALUE,
+                new String[] {keys.jobStream(job.agent(), job.priority()), keys.enqueued(job.agent(), job.jobId(), job.attempt())},
+                flatten(Long.toString(ENQUEUE_MARKER_TTL.toMillis()), job.toFields()));
+    }
+
+    /**
      * Whether this attempt of the job was ever enqueued, by its enqueue-once marker (kept
      * {@link #ENQUEUE_MARKER_TTL}). The marker and the stream entry are written by one script, so a Redis that lost
      * the entry with the last writes before a crash lost the marker too.

@@ -34,7 +34,8 @@ import org.slf4j.LoggerFactory;
  * <p>Commands of one submission, and submissions in the order they were handed over, reach Redis in that order (one
  * connection, one writer). A function runs on the writer thread and must only issue commands (no blocking calls).
  * Replies time out as the client's {@code TimeoutOptions} say; while Redis is away commands wait in Lettuce's
- * reconnect buffer as on any connection. Thread-safe.
+ * reconnect buffer as on any connection. A pipeline made while Redis is down connects when first used (each flush tries
+ * once; until one succeeds its submissions fail with the connect error). Thread-safe.
  */
 public final class RedisPipeline implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(RedisPipeline.class);
@@ -43,8 +44,10 @@ public final class RedisPipeline implements AutoCloseable {
     /** How long {@link #call} waits for a reply beyond the client's own command timeout. */
     private static final Duration WAIT_MARGIN = Duration.ofSeconds(5);
 
-    private final StatefulRedisConnection<String, String> connection;
-    private final RedisAsyncCommands<String, String> async;
+    private final RedisClient client;
+    /** Set once the first connect succeeded; Lettuce reconnects it by itself from then on. Writer thread only, but read at close. */
+    private volatile StatefulRedisConnection<String, String> connection;
+    private RedisAsyncCommands<String, String> async;
     private final Duration timeout;
     private final BlockingQueue<Submission<?>> pending = new LinkedBlockingQueue<>();
     private final Thread writer;
@@ -56,11 +59,25 @@ public final class RedisPipeline implements AutoCloseable {
      * @param commandTimeout the client's command timeout ({@code TimeoutOptions}); {@link #call} waits a little longer
      */
     public RedisPipeline(RedisClient client, String name, Duration commandTimeout) {
-        this.connection = client.connect();
-        this.connection.setAutoFlushCommands(false);
-        this.async = connection.async();
+        this.client = client;
         this.timeout = commandTimeout.plus(WAIT_MARGIN);
+        try {
+            connect();
+        } catch (RedisException e) {
+            // Redis is down at start: the writer connects when the first submission comes (a process may start first).
+            LOG.warn("Redis pipeline {}: no connection yet ({}); connecting when it is first used", name, e.getMessage());
+        }
         this.writer = Thread.ofPlatform().daemon().name("kage-redis-pipeline-" + name).start(this::writeLoop);
+    }
+
+    /** Opens the connection, unless open. Lettuce's reconnects only cover a connection that once succeeded. */
+    private synchronized void connect() {
+        if (connection == null) {
+            StatefulRedisConnection<String, String> opened = client.connect();
+            opened.setAutoFlushCommands(false);
+            async = opened.async();
+            connection = opened;
+        }
     }
 
     /**
@@ -129,6 +146,13 @@ public final class RedisPipeline implements AutoCloseable {
                 break;
             }
             pending.drainTo(batch, MAX_BATCH - 1);
+            try {
+                connect();
+            } catch (RedisException e) {
+                batch.forEach(submission -> submission.done().completeExceptionally(e));
+                batch.clear();
+                continue;
+            }
             for (Submission<?> submission : batch) {
                 submission.issue(async);
             }
@@ -160,7 +184,11 @@ public final class RedisPipeline implements AutoCloseable {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        connection.close();
+        synchronized (this) {
+            if (connection != null) {
+                connection.close();
+            }
+        }
     }
 
     private record Submission<T>(Function<RedisAsyncCommands<String, String>, ? extends CompletionStage<T>> commands,

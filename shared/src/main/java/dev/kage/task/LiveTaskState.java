@@ -41,6 +41,18 @@ public final class LiveTaskState {
         write(tenant, taskId, fields);
     }
 
+    /** {@link #created} on a pipeline's connection, for a caller that sends it with other commands. */
+    public CompletableFuture<Void> created(RedisAsyncCommands<String, String> async, String tenant, String taskId,
+                                           Iterable<String> agents) {
+        Map<String, String> fields = new HashMap<>();
+        fields.put("status", TaskStatus.QUEUED.wireName());
+        for (String agent : agents) {
+            fields.put("job:" + agent, JobStatus.QUEUED.wireName());
+        }
+        String key = keys.task(tenant, taskId);
+        return RedisPipeline.all(async.hset(key, fields), async.pexpire(key, TTL.toMillis()));
+    }
+
     public void jobStarted(String tenant, String taskId, String agent, String workerId) {
         write(tenant, taskId, Map.of("job:" + agent, JobStatus.RUNNING.wireName(), "worker:" + agent, workerId,
                 "status", TaskStatus.RUNNING.wireName()));

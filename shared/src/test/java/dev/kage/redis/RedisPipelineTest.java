@@ -173,4 +173,24 @@ class RedisPipelineTest {
             }
         }
     }
+
+    @Test
+    void aPipelineMadeWhileRedisIsDownFailsItsCallersThenConnectsWhenRedisAnswers() throws Exception {
+        assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        try (PrivateRedis server = PrivateRedis.start(false)) {
+            server.stop();
+            RedisClient client = RedisClient.create(server.url());
+            client.setOptions(ClientOptions.builder().autoReconnect(true).timeoutOptions(TimeoutOptions.enabled(Duration.ofSeconds(5))).build());
+            RedisPipeline pipeline = new RedisPipeline(client, "late", Duration.ofSeconds(5));
+            try {
+                assertThatThrownBy(() -> pipeline.call(r -> r.incr("n"))).isInstanceOf(RedisException.class);
+                server.restart();
+                assertThat(pipeline.<Long>call(r -> r.incr("n"))).isEqualTo(1L);
+                assertThat(pipeline.<Long>call(r -> r.incr("n"))).isEqualTo(2L);
+            } finally {
+                pipeline.close();
+                client.shutdown();
+            }
+        }
+    }
 }

@@ -11,7 +11,9 @@ import dev.kage.task.JobMessage;
 import dev.kage.task.LiveTaskState;
 import dev.kage.task.TaskRecord;
 import dev.kage.task.TaskStatus;
+import dev.kage.redis.RedisPipeline;
 import io.lettuce.core.RedisException;
+import io.lettuce.core.RedisNoScriptException;
 import io.micrometer.core.instrument.Counter;
 import io.micrometer.core.instrument.MeterRegistry;
 import java.security.MessageDigest;
@@ -52,11 +54,16 @@ public final class TaskService {
     private final EventLog events;
     private final Clock clock;
     private final MeterRegistry registry;
+    private final RedisPipeline pipeline;
     private final java.util.concurrent.ConcurrentLinkedQueue<UUID> enqueuedMarks = new java.util.concurrent.ConcurrentLinkedQueue<>();
 
-    /** @param registry where {@code kage_tasks_submitted_total{tenant,priority}} is counted */
+    /**
+     * @param registry where {@code kage_tasks_submitted_total{tenant,priority}} is counted
+     * @param pipeline carries a submit's Redis writes (live state, jobs, event) in one shared flush
+     */
     public TaskService(KageSettings settings, TaskStore store, JobQueue queue, LiveTaskState live, EventLog events, Clock clock,
-                       MeterRegistry registry) {
+                       MeterRegistry registry, RedisPipeline pipeline) {
+        this.pipeline = pipeline;
         this.settings = settings;
         this.store = store;
         this.queue = queue;
@@ -157,19 +164,30 @@ public final class TaskService {
      */
     boolean enqueue(TaskRecord task) {
         String id = task.id().toString();
+        List<String> agents = task.assignments().stream().map(Assignment::cliName).toList();
+        List<JobMessage> jobs = jobsOf(task);
         try {
-            live.created(task.tenant(), id, task.assignments().stream().map(Assignment::cliName).toList());
-            jobsOf(task).forEach(queue::enqueue);
-            events.publish("task.submitted", Map.of("task_id", id, "tenant", task.tenant(),
-                    "agents", String.join(",", task.assignments().stream().map(Assignment::cliName).toList())));
+            try {
+                pipeline.call(async -> {
+                    List<java.util.concurrent.CompletionStage<?>> replies = new java.util.ArrayList<>();
+                    replies.add(live.created(async, task.tenant(), id, agents));
+                    jobs.forEach(job -> replies.add(queue.enqueue(async, job)));
+                    replies.add(events.publish(async, "task.submitted",
+                            Map.of("task_id", id, "tenant", task.tenant(), "agents", String.join(",", agents))));
+                    return RedisPipeline.all(replies.toArray(java.util.concurrent.CompletionStage[]::new));
+                });
+            } catch (RedisNoScriptException restarted) {
+                // Redis restarted since the script was loaded: the rest of the flush went through; enqueue through
+                // the path that loads the script (an attempt already added is not added twice).
+                jobs.forEach(queue::enqueue);
+            }
         } catch (RedisException e) {
             LOG.error("Task {} is recorded but Redis refused its jobs ({}); the reconciler enqueues it when Redis answers",
                     id, e.getMessage());
             return false;
         }
         enqueuedMarks.add(task.id());
-        LOG.info("Task {} for tenant {} queued for {}", id, task.tenant(),
-                task.assignments().stream().map(Assignment::cliName).toList());
+        LOG.info("Task {} for tenant {} queued for {}", id, task.tenant(), agents);
         return true;
     }
 
