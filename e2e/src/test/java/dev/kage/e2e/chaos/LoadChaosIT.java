@@ -133,10 +133,10 @@ class LoadChaosIT {
                         step.p99(), step.failures() > 0 ? ":errors=" + step.failures() : ""));
             }
             Chaos.report("load", String.format(Locale.ROOT,
-                    "rate=%d/s for %ds (%d requests, %d connections, autocannon) achieved=%.0f/s p50=%.0fms p99=%.0fms max=%.0fms "
+                    "rate=%d/s for %ds (%d requests, steady over %d connections, autocannon) achieved=%.0f/s p50=%.0fms p99=%.0fms max=%.0fms "
                             + "2xx=%d non2xx=%d socket_errors=%d timeouts=%d workers=%d tasks: accepted=%d rows=%d lost=%d extra=%d "
                             + "completed_by_end=%d %s load_before=%s load_after=%s took=%ds",
-                    rate, seconds, main.total(), connections, main.achieved(), main.p50(), main.p99(), main.max(), main.twoXx(),
+                    rate, seconds, main.total(), main.lanes(), main.achieved(), main.p50(), main.p99(), main.max(), main.twoXx(),
                     main.non2xx(), main.errors(), main.timeouts(), workers, accepted, rows, lost, extra, completed,
                     Chaos.full() ? "highest_rate_p99<50ms=" + (bestRate == null ? "none>=" + rate / 10 : bestRate + "/s")
                             + " search[" + search + "]" : "search=full-scale-only",
