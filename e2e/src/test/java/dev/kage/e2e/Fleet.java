@@ -78,20 +78,6 @@ public final class Fleet implements AutoCloseable {
         return start(logName, WORKER_JAR, env);
     }
 
-    /**
-     * A worker run under {@code nice -n niceness}: on a small machine it stands for a worker on another machine, taking
-     * the CPU the coordinator leaves instead of competing with it.
-     */
-    public Process startNicedWorker(String id, int niceness, Path workDir, Path defaultRepo, Map<String, String> extra)
-            throws IOException {
-        Map<String, String> env = baseEnvironment();
-        env.put("KAGE_WORKER_ID", id);
-        env.put("KAGE_WORK_DIR", workDir.toString());
-        env.put("KAGE_DEFAULT_REPO", defaultRepo.toString());
-        env.putAll(extra);
-        return start(id, List.of("nice", "-n", Integer.toString(niceness)), WORKER_JAR, env);
-    }
-
     public Process start(String name, Path jar, Map<String, String> env) throws IOException {
         return start(name, List.of(), jar, env);
     }

@@ -47,8 +47,14 @@ class RateLimitStormChaosIT {
     private static final int RETRY_AFTER_SECONDS = 2;
     private static final Duration CALL_TAKES = Duration.ofMillis(300);
     private static final double RECOVERED_SHARE = 0.8;
-    /** The agent's limit, 600 requests a minute. */
-    private static final int LIMIT_PER_SECOND = 10;
+    /**
+     * The agent's configured limit (and the endpoint's advertised one), requests a minute: above what the fleet can do
+     * (~16 calls/s here), so that only the storm slows it. A limit that binds after the storm but not before it (a
+     * sliding minute starts empty: the calm phase ran at 16/s under a limit of 10/s) made the rates incomparable.
+     */
+    private static final int LIMIT_PER_MINUTE = 6000;
+    /** More completions a second than the fleet manages, to size the calm phase's backlog. */
+    private static final int BACKLOG_PER_SECOND = 25;
 
     @TempDir
     Path dir;
@@ -71,11 +77,11 @@ class RateLimitStormChaosIT {
             server.otherwise(n -> {
                 long now = System.nanoTime();
                 if (now >= stormFrom.get() && now < stormUntil.get()) {
-                    return Reply.tooManyRequests(RETRY_AFTER_SECONDS).withHeaders(Map.of("x-ratelimit-limit-requests", "600",
+                    return Reply.tooManyRequests(RETRY_AFTER_SECONDS).withHeaders(Map.of("x-ratelimit-limit-requests", Integer.toString(LIMIT_PER_MINUTE),
                             "x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", RETRY_AFTER_SECONDS + "s"));
                 }
-                return Reply.ok("done", 20, 4).after(CALL_TAKES).withHeaders(Map.of("x-ratelimit-limit-requests", "600",
-                        "x-ratelimit-remaining-requests", "500", "x-ratelimit-reset-requests", "1s"));
+                return Reply.ok("done", 20, 4).after(CALL_TAKES).withHeaders(Map.of("x-ratelimit-limit-requests", Integer.toString(LIMIT_PER_MINUTE),
+                        "x-ratelimit-remaining-requests", Integer.toString(LIMIT_PER_MINUTE - 100), "x-ratelimit-reset-requests", "1s"));
             }).warmUp();
             Path agents = dir.resolve("agents.yml");
             Files.writeString(agents, """
@@ -85,7 +91,7 @@ class RateLimitStormChaosIT {
                         base_url: %s
                         model: scripted
                         limits: {requests: %d, window_seconds: 60}
-                    """.formatted(server.openAiBaseUrl(), LIMIT_PER_SECOND * 60));
+                    """.formatted(server.openAiBaseUrl(), LIMIT_PER_MINUTE));
             Map<String, String> env = new HashMap<>();
             env.put("KAGE_AGENTS_FILE", agents.toString());
             env.put("E2E_LOG_DIR", runs.toString());
@@ -110,11 +116,11 @@ class RateLimitStormChaosIT {
             double idleOps = opsPerSecond(counters, Duration.ofSeconds(5));
 
             // A backlog that never runs dry: the calm phase, the storm and the measuring after it, at the calm rate. For
-            // the calm phase, as many jobs as the agent's limit grants in it (and the time to reach it) and some: a
+            // the calm phase, more jobs than the fleet can run in it (and the time to reach it): a
             // backlog that ran out during the calm measuring made its rate (and its Redis commands/s, the yardstick of
             // the storm's) a fraction of the fleet's (60 jobs: 1.6 completions/s at full scale, 7.2 after the storm).
             List<String> taskIds = new ArrayList<>();
-            submit(api, origin, LIMIT_PER_SECOND * (measure + 20) + 20, taskIds);
+            submit(api, origin, BACKLOG_PER_SECOND * (measure + 20) + 20, taskIds);
             long calmFrom = System.nanoTime();
             await().atMost(Duration.ofSeconds(60)).pollInterval(Duration.ofMillis(200)).until(() -> completed(fleet) >= 10);
             long calmCompletedFrom = completed(fleet);
