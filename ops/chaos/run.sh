@@ -29,7 +29,9 @@
 #   KAGE_CHAOS_MEASURE_SECONDS  rate-limit-storm: completion rate measured before and after [ci 10, full 30]
 #   KAGE_CHAOS_LOAD_RATE        load: requests per second [ci 100, full 1000]
 #   KAGE_CHAOS_LOAD_SECONDS     load: how long [ci 10, full 60]; then (full) a search for the highest rate with p99 < 50 ms
-#   KAGE_CHAOS_LOAD_WORKERS     load: worker processes serving the noop agent [1]; 0 lets the tasks wait in the queue
+#   KAGE_CHAOS_LOAD_WORKERS     load: worker processes serving the noop agent, started once the submits are measured,
+#                               that must run every accepted task [1]; 0 lets the tasks wait in the queue
+#   KAGE_CHAOS_LOAD_WORKERS_BESIDE=true  load: start those workers before the submits instead (they share the CPU)
 #   KAGE_CHAOS_AUTOCANNON       load: the autocannon executable [installed, pinned, into ~/.cache/kage/autocannon]
 #   KAGE_CHAOS_SOAK_MINUTES     soak: how long [30]
 #   KAGE_CHAOS_SOAK_KILL_EVERY_SECONDS  soak: seconds between worker kills [60]
