@@ -583,7 +583,7 @@ public final class FleetRateLimiter implements AutoCloseable {
         List<Object> out;
         try {
             out = scripts.eval(keys.limiter(group), RScript.Mode.READ_WRITE, SLOW_DOWN, RScript.ReturnType.MULTI,
-                    List.of(keys.limiter(group), keys.cooldown(group)), Long.toString(bounded.toMillis()),
+                    List.of(keys.limiter(group), keys.cooldown(group), keys.limiterRequests(group)), Long.toString(bounded.toMillis()),
                     Double.toString(factor), mode);
         } catch (RedisException e) {
             redisErrors.increment();

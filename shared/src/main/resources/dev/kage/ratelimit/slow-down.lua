@@ -1,6 +1,6 @@
 -- The provider pushed back: pause the group for the whole fleet and lower its effective rate.
 --
--- KEYS[1] group hash, KEYS[2] cooldown string
+-- KEYS[1] group hash, KEYS[2] cooldown string, KEYS[3] requests zset (the window's grants)
 -- ARGV[1] pause ms (0: none, only lower the rate), ARGV[2] factor the effective rate is multiplied by,
 -- ARGV[3] 'episode' (a 429: lower when no pause is in force, so many workers seeing one burst of 429s lower it once) or
 --         'window' (rate-limit headers reporting a nearly spent quota)
@@ -9,6 +9,11 @@
 -- answered. A storm of 429s with short Retry-Afters (a new pause every few seconds) lowers it once per window, not
 -- once per pause: halving per pause took a 600/min group to 75/min in a 10 s storm, below the 128 calls the fleet
 -- had made in the window, and the fleet stood still until they drained (TCP likewise halves once per round trip).
+-- A decrease lowers the pace from now on, not the past: the window's grants already made (score <= now; a leased
+-- grant not yet sent scores later and is kept) are thinned by the same factor, evenly. Otherwise a fleet that ran at
+-- its limit holds a window full of calls at full weight against the lowered rate, and no permit is granted until
+-- enough of them age out (~30 s at 600/min after one halving); thinned, the window's grants age out at the lowered
+-- pace, and permits follow at that pace (as a token bucket whose refill rate is lowered would give them).
 -- Returns {pause_ms in force, lowered 0|1, effective rate afterwards}.
 local now = serverMicros()
 local cfg = redis.call('HMGET', KEYS[1], 'limit', 'window_ms', 'effective', 'effective_at')
@@ -38,5 +43,15 @@ if lower then
   effective = math.max(1, math.floor(effective * tonumber(ARGV[2])))
   redis.call('HSET', KEYS[1], 'effective', effective, 'effective_at', now)
   lowered = 1
+  if KEYS[3] then
+    local factor = tonumber(ARGV[2])
+    local past = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+    for i = 1, #past do
+      -- keep grant i when the kept count steps up at it: floor(i * factor) > floor((i - 1) * factor)
+      if math.floor(i * factor) == math.floor((i - 1) * factor) then
+        redis.call('ZREM', KEYS[3], past[i])
+      end
+    end
+  end
 end
 return {math.max(pause, current), lowered, effective}

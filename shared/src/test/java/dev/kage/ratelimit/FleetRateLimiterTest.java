@@ -170,6 +170,26 @@ class FleetRateLimiterTest {
     }
 
     @Test
+    void aDecreaseLowersThePaceFromNowOnNotThePastWindowsCalls() {
+        FleetRateLimiter a = limiter();
+        a.configure("busy", new Limit(20, Duration.ofSeconds(60), 0, Duration.ZERO));
+        // The fleet ran at its limit: 16 calls made, and 4 granted whose calls have not left yet (a send lease).
+        for (int i = 0; i < 16; i++) {
+            assertThat(a.tryAcquire("busy", "made-" + i, Priority.NORMAL, 0).granted()).isTrue();
+        }
+        for (int i = 0; i < 4; i++) {
+            assertThat(a.tryAcquire("busy", "leaving-" + i, Priority.NORMAL, 0, true).granted()).isTrue();
+        }
+        assertThat(a.state("busy").orElseThrow().used()).isEqualTo(20);
+
+        assertThat(a.coolDown("busy", Duration.ofMillis(10)).effective()).isEqualTo(10);
+        // Halved, and the calls already made count half too (every other one, evenly): the window holds 8 of them and
+        // the 4 still leaving. Counted whole, the 20 would keep a window at 10 shut until 11 of them aged out (a minute
+        // here; ~30 s in a fleet at 600/min).
+        assertThat(a.state("busy").orElseThrow().used()).isEqualTo(12);
+    }
+
+    @Test
     void afterA429sPauseOneCallGoesFirstAndTheOthersWaitForItsAnswer() {
         FleetRateLimiter a = limiter();
         FleetRateLimiter b = limiter();

@@ -33,9 +33,13 @@ class LeftoverGroupsTest {
         try {
             await().atMost(Duration.ofSeconds(60)).until(() -> Files.exists(pids) && Files.readString(pids).trim().contains(" "));
             left = Arrays.stream(Files.readString(pids).trim().split(" ")).map(Long::parseLong).toList();
-            try (var records = Files.list(groups)) {
-                assertThat(records.toList()).as("the running agent's group is recorded").hasSize(1);
-            }
+            // The record is written once the spawn returns, which the agent's first writes may beat (seen in CI).
+            await().atMost(Duration.ofSeconds(30)).until(() -> Files.isDirectory(groups));
+            await().atMost(Duration.ofSeconds(30)).untilAsserted(() -> {
+                try (var records = Files.list(groups)) {
+                    assertThat(records.toList()).as("the running agent's group is recorded").hasSize(1);
+                }
+            });
         } finally {
             worker.destroyForcibly(); // SIGKILL: no shutdown hook, no finally
             worker.waitFor(30, TimeUnit.SECONDS);
