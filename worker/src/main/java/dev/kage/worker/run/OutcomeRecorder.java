@@ -24,8 +24,7 @@ import org.slf4j.LoggerFactory;
  * <p>Outcomes are written by one writer thread in group commits: whatever outcomes wait when it is
  * free go into one transaction (at most {@value #MAX_BATCH}), and each job thread waits until its own
  * outcome is durable. Under light load a batch is one outcome, so nothing waits for a timer; under
- * heavy load one transaction carries many. The same commits move tasks whose jobs started to running
- * ({@link #started}). Thread-safe.
+ * heavy load one transaction carries many. Thread-safe.
  */
 public final class OutcomeRecorder {
     private static final Logger LOG = LoggerFactory.getLogger(OutcomeRecorder.class);
@@ -34,19 +33,12 @@ public final class OutcomeRecorder {
 
     /** Outcomes one group commit carries at most. */
     static final int MAX_BATCH = 500;
-    /**
-     * How long a started task waits before it is marked running by itself; the writer looks this often too, so a mark
-     * is written 0.25–0.5 s after the start (the live state in Redis says running at once).
-     */
-    static final java.time.Duration MARK_DELAY = java.time.Duration.ofMillis(250);
 
-    private final long markDelayNanos;
     private final TaskStore store;
     private final KageKeys keys;
     private final RedisCommands<String, String> redis;
     private final java.util.concurrent.BlockingQueue<Pending> pending = new java.util.concurrent.LinkedBlockingQueue<>();
-    /** Tasks with a job started and not yet marked running, with the start's {@link System#nanoTime()}. */
-    private final java.util.concurrent.ConcurrentHashMap<java.util.UUID, Long> started = new java.util.concurrent.ConcurrentHashMap<>();
+    private final java.util.Set<java.util.UUID> started = java.util.concurrent.ConcurrentHashMap.newKeySet();
     /**
      * Whether an outcome went to an outbox since Postgres last answered: set by the first spool of an
      * outage (which logs it), cleared by the first write that succeeds afterwards (which logs that).
@@ -54,12 +46,6 @@ public final class OutcomeRecorder {
     private final java.util.concurrent.atomic.AtomicBoolean outage = new java.util.concurrent.atomic.AtomicBoolean();
 
     public OutcomeRecorder(TaskStore store, KageKeys keys, RedisCommands<String, String> redis) {
-        this(store, keys, redis, MARK_DELAY);
-    }
-
-    /** @param markDelay how long a start waits for its outcome before its task is marked running by itself (tests) */
-    OutcomeRecorder(TaskStore store, KageKeys keys, RedisCommands<String, String> redis, java.time.Duration markDelay) {
-        this.markDelayNanos = markDelay.toNanos();
         this.store = store;
         this.keys = keys;
         this.redis = redis;
@@ -67,12 +53,12 @@ public final class OutcomeRecorder {
     }
 
     /**
-     * Notes that a job of the task started: a queued task is marked running in Postgres after {@link #MARK_DELAY}, or
-     * with the job's outcome when that comes first (a short job then costs one update of its task, not two). Never
-     * blocks.
+     * Notes that a job of the task started; the next group commit moves a queued task to running.
+     * Never blocks.
      */
     public void started(java.util.UUID taskId) {
-        started.putIfAbsent(taskId, System.nanoTime());
+        started.add(taskId);
+        pending.offer(Pending.WAKE_UP);
     }
 
     /**
@@ -91,34 +77,20 @@ public final class OutcomeRecorder {
         List<Pending> batch = new java.util.ArrayList<>(MAX_BATCH);
         while (true) {
             try {
-                Pending first = pending.poll(Math.min(markDelayNanos, MARK_DELAY.toNanos()), java.util.concurrent.TimeUnit.NANOSECONDS);
-                if (first != null) {
-                    batch.add(first);
-                }
+                batch.add(pending.take());
             } catch (InterruptedException e) {
                 return;
             }
             pending.drainTo(batch, MAX_BATCH - 1);
+            batch.removeIf(p -> p == Pending.WAKE_UP);
             write(batch);
             batch.clear();
         }
     }
 
     private void write(List<Pending> batch) {
-        // The marks due: started long enough ago, or of a task this batch has an outcome of.
-        java.util.Set<java.util.UUID> withOutcome = new java.util.HashSet<>();
-        batch.forEach(p -> withOutcome.add(p.outcome().result().taskId()));
-        long now = System.nanoTime();
-        java.util.Set<java.util.UUID> marks = new java.util.HashSet<>();
-        started.forEach((task, at) -> {
-            if (now - at >= markDelayNanos || withOutcome.contains(task)) {
-                marks.add(task);
-            }
-        });
-        marks.forEach(started::remove);
-        if (batch.isEmpty() && marks.isEmpty()) {
-            return;
-        }
+        java.util.Set<java.util.UUID> marks = new java.util.HashSet<>(started);
+        started.removeAll(marks);
         try {
             var statuses = store.recordOutcomes(batch.stream().map(Pending::outcome).toList(), marks);
             answered();
@@ -139,9 +111,10 @@ public final class OutcomeRecorder {
         }
     }
 
-    /** An outcome waiting for the writer. */
+    /** An outcome waiting for the writer; {@link #WAKE_UP} only makes it look at the started marks. */
     private record Pending(String agent, TaskStore.Outcome outcome,
                            java.util.concurrent.CompletableFuture<Optional<TaskStatus>> done) {
+        static final Pending WAKE_UP = new Pending(null, null, null);
     }
 
     /** Records the errors of an attempt that will be retried. */

@@ -93,46 +93,6 @@ class OutcomeRecorderTest {
         assertThat(messages("Postgres answers again")).isEqualTo(2);
     }
 
-    @Test
-    void aJobThatEndsSoonUpdatesItsTaskOnceAndALongerOneIsMarkedRunningMeanwhile() {
-        TaskStore store = db.store();
-        // Every UPDATE of a task row, counted by a trigger in this test's own schema.
-        db.database().jdbi().useHandle(h -> {
-            h.execute("CREATE TABLE task_updates (n bigserial, id uuid, status text)");
-            h.execute("""
-                    CREATE FUNCTION count_task_update() RETURNS trigger LANGUAGE plpgsql AS $$
-                    BEGIN INSERT INTO task_updates (id, status) VALUES (NEW.id, NEW.status); RETURN NEW; END $$""");
-            h.execute("CREATE TRIGGER count_task_update AFTER UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION count_task_update()");
-        });
-        TaskRecord quick = StoreTestData.task("t1", "a");
-        TaskRecord slow = StoreTestData.task("t1", "a");
-        store.insert(quick);
-        store.insert(slow);
-        // A mark that waits longer than this test, so "soon" does not depend on the machine's speed.
-        OutcomeRecorder patient = new OutcomeRecorder(store, redis.keys(), redis.redis(), Duration.ofHours(1));
-        patient.started(quick.id());
-        await().pollDelay(Duration.ofMillis(300)).until(() -> true); // time for a writer that marks at once
-        assertThat(patient.record("a", StoreTestData.result(quick, "a", JobStatus.COMPLETED, "0.01"), List.of())).isPresent();
-
-        OutcomeRecorder outcomes = new OutcomeRecorder(store, redis.keys(), redis.redis());
-        outcomes.started(slow.id());
-        await().atMost(Duration.ofSeconds(5)).until(() -> "running".equals(status(slow)));
-        assertThat(outcomes.record("a", StoreTestData.result(slow, "a", JobStatus.COMPLETED, "0.01"), List.of())).isPresent();
-
-        assertThat(updates(quick)).as("ended before its mark was due: one update").containsExactly("completed");
-        assertThat(updates(slow)).containsExactly("running", "completed");
-    }
-
-    private String status(TaskRecord task) {
-        return db.database().jdbi().withHandle(h -> h.createQuery("SELECT status FROM tasks WHERE id = :id")
-                .bind("id", task.id()).mapTo(String.class).one());
-    }
-
-    private List<String> updates(TaskRecord task) {
-        return db.database().jdbi().withHandle(h -> h.createQuery("SELECT status FROM task_updates WHERE id = :id ORDER BY n")
-                .bind("id", task.id()).mapTo(String.class).list());
-    }
-
     private long messages(String start) {
         return log.list.stream().filter(e -> e.getFormattedMessage().startsWith(start)).count();
     }
