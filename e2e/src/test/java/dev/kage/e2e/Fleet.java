@@ -79,13 +79,7 @@ public final class Fleet implements AutoCloseable {
     }
 
     public Process start(String name, Path jar, Map<String, String> env) throws IOException {
-        return start(name, List.of(), jar, env);
-    }
-
-    private Process start(String name, List<String> prefix, Path jar, Map<String, String> env) throws IOException {
-        List<String> command = new java.util.ArrayList<>(prefix);
-        command.addAll(List.of(JAVA, "-Xmx256m", "-jar", jar.toString()));
-        ProcessBuilder builder = new ProcessBuilder(command)
+        ProcessBuilder builder = new ProcessBuilder(JAVA, "-Xmx256m", "-jar", jar.toString())
                 .redirectErrorStream(true)
                 .redirectOutput(logs.resolve(name + ".log").toFile());
         builder.environment().clear();

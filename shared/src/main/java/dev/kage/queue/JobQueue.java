@@ -89,10 +89,18 @@ public final class JobQueue {
      * @return the entry id, or empty when the attempt had been enqueued already
      */
     public Optional<String> enqueue(JobMessage job) {
-        String id = ENQUEUE.run(redis, ScriptOutputType.VALUE,
-                new String[] {keys.jobStream(job.agent(), job.priority()), keys.enqueued(job.agent(), job.jobId(), job.attempt())},
-                flatten(Long.toString(ENQUEUE_MARKER_TTL.toMillis()), job.toFields()));
+        String id = ENQUEUE.run(redis, ScriptOutputType.VALUE, enqueueKeys(job), enqueueArgs(job));
         return Optional.ofNullable(id);
+    }
+
+    /** enqueue.lua's keys for the job: its stream and its attempt's enqueue-once marker. */
+    private String[] enqueueKeys(JobMessage job) {
+        return new String[] {keys.jobStream(job.agent(), job.priority()), keys.enqueued(job.agent(), job.jobId(), job.attempt())};
+    }
+
+    /** enqueue.lua's arguments: the marker's TTL, then the entry's fields. */
+    private static String[] enqueueArgs(JobMessage job) {
+        return flatten(Long.toString(ENQUEUE_MARKER_TTL.toMillis()), job.toFields());
     }
 
     /**
@@ -105,9 +113,7 @@ public final class JobQueue {
      */
     public io.lettuce.core.RedisFuture<String> enqueue(io.lettuce.core.api.async.RedisAsyncCommands<String, String> async,
                                                        JobMessage job) {
-        return async.evalsha(ENQUEUE.sha(), ScriptOutputType.VALUE,
-                new String[] {keys.jobStream(job.agent(), job.priority()), keys.enqueued(job.agent(), job.jobId(), job.attempt())},
-                flatten(Long.toString(ENQUEUE_MARKER_TTL.toMillis()), job.toFields()));
+        return async.evalsha(ENQUEUE.sha(), ScriptOutputType.VALUE, enqueueKeys(job), enqueueArgs(job));
     }
 
     /**
@@ -139,9 +145,7 @@ public final class JobQueue {
         var async = redis.getStatefulConnection().async();
         List<io.lettuce.core.RedisFuture<String>> replies = new ArrayList<>(jobs.size());
         for (JobMessage job : jobs) {
-            String[] keysOf = {keys.jobStream(job.agent(), job.priority()), keys.enqueued(job.agent(), job.jobId(), job.attempt())};
-            String[] args = flatten(Long.toString(ENQUEUE_MARKER_TTL.toMillis()), job.toFields());
-            replies.add(ENQUEUE.runAsync(async, ScriptOutputType.VALUE, keysOf, args));
+            replies.add(ENQUEUE.runAsync(async, ScriptOutputType.VALUE, enqueueKeys(job), enqueueArgs(job)));
         }
         int added = 0;
         for (io.lettuce.core.RedisFuture<String> reply : replies) {

@@ -33,24 +33,23 @@ public final class LiveTaskState {
     }
 
     public void created(String tenant, String taskId, Iterable<String> agents) {
+        write(tenant, taskId, createdFields(agents));
+    }
+
+    private static Map<String, String> createdFields(Iterable<String> agents) {
         Map<String, String> fields = new HashMap<>();
         fields.put("status", TaskStatus.QUEUED.wireName());
         for (String agent : agents) {
             fields.put("job:" + agent, JobStatus.QUEUED.wireName());
         }
-        write(tenant, taskId, fields);
+        return fields;
     }
 
     /** {@link #created} on a pipeline's connection, for a caller that sends it with other commands. */
     public CompletableFuture<Void> created(RedisAsyncCommands<String, String> async, String tenant, String taskId,
                                            Iterable<String> agents) {
-        Map<String, String> fields = new HashMap<>();
-        fields.put("status", TaskStatus.QUEUED.wireName());
-        for (String agent : agents) {
-            fields.put("job:" + agent, JobStatus.QUEUED.wireName());
-        }
         String key = keys.task(tenant, taskId);
-        return RedisPipeline.all(async.hset(key, fields), async.pexpire(key, TTL.toMillis()));
+        return RedisPipeline.all(async.hset(key, createdFields(agents)), async.pexpire(key, TTL.toMillis()));
     }
 
     public void jobStarted(String tenant, String taskId, String agent, String workerId) {
