@@ -309,13 +309,48 @@ class QueueIT {
             }
             await().atMost(Duration.ofSeconds(60)).until(() -> lines("start ") >= 3);
             proxy.cut();
-            await().atMost(Duration.ofSeconds(60)).until(() -> lines("end ") >= 12);
+            // Cut until outcomes went to the outbox: finished jobs wait for their write without holding a slot, so the
+            // agents alone could all end within the pool's connection timeout, before any write gave up.
+            await().atMost(Duration.ofSeconds(60))
+                    .until(() -> lines("end ") >= 12 && fleet.log("pg-w1").contains("Postgres unavailable"));
             proxy.restore();
             await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofSeconds(1))
                     .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 20);
             assertThat(fleet.count("SELECT count(*) FROM execution_results")).isEqualTo(20);
             assertThat(fleet.log("pg-w1")).contains("Postgres unavailable").contains("Postgres answers again");
             assertThat(fleet.redis.redis().llen(fleet.redis.keys().outbox("rec-a"))).isZero();
+        }
+    }
+
+    @Test
+    void outcomesWaitingForASlowPostgresHoldNoSlotSoTheNextAgentsStart() throws Exception {
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "slow-postgres"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            fleet.startWorker("slow-pg-w1", dir.resolve("work"), origin, env(Map.of("MAX_PARALLEL_CLIS", "1")));
+            dev.kage.config.DatabaseUrl url = dev.kage.config.DatabaseUrl.parse("test", TestServices.databaseUrl());
+            try (java.sql.Connection locker = java.sql.DriverManager.getConnection(url.jdbcUrl(), url.user(), url.password())) {
+                locker.createStatement().execute("SET search_path TO \"" + fleet.schema + "\"");
+                locker.setAutoCommit(false);
+                // Result rows cannot be written until this transaction ends (reads still can): every outcome waits.
+                locker.createStatement().execute("LOCK TABLE execution_results IN SHARE MODE");
+                List<String> ids = new ArrayList<>();
+                for (int i = 0; i < 4; i++) {
+                    ids.add(submit(fleet, "slow postgres " + i + " sleep=0.2", List.of("rec-a"), Map.of()));
+                }
+                // One slot: the agents run one after another, each while the ones before wait for their rows.
+                await().atMost(Duration.ofSeconds(60)).until(() -> lines("end ") == 4);
+                assertThat(fleet.count("SELECT count(*) FROM execution_results")).isZero();
+                assertThat(fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'")).isZero();
+                assertThat(fleet.redis.redis().xpending(fleet.redis.keys().jobStream("rec-a", dev.kage.task.Priority.NORMAL),
+                        dev.kage.redis.KageKeys.WORKER_GROUP).getCount()).as("unacknowledged until the rows exist").isEqualTo(4);
+                locker.rollback();
+            }
+            await().atMost(Duration.ofSeconds(30)).pollInterval(Duration.ofMillis(300))
+                    .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 4);
+            assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE status = 'completed'")).isEqualTo(4);
+            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(lines("start ")).isEqualTo(4);
         }
     }
 

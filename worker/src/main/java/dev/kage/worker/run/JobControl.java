@@ -21,6 +21,37 @@ public final class JobControl {
     /** Gives back the start lane the job was claimed with; null when it holds none (any more). */
     private final java.util.concurrent.atomic.AtomicReference<Runnable> startLane = new java.util.concurrent.atomic.AtomicReference<>();
 
+    /**
+     * Gives back the job's slot once its agent is done; null when it holds none (any more). Set by the runtime; a
+     * job whose agent is done is <em>finishing</em>: only its bookkeeping is left (outcome row, acknowledgement).
+     */
+    private final java.util.concurrent.atomic.AtomicReference<Runnable> slot = new java.util.concurrent.atomic.AtomicReference<>();
+    private volatile boolean finishing;
+
+    /** The job holds a slot; {@code release} gives it back (and may wait for room among the finishing jobs). */
+    void holdSlot(Runnable release) {
+        slot.set(release);
+    }
+
+    /**
+     * The job's agent is done (or never started): what is left is recording its outcome and acknowledging its entry,
+     * which needs no slot. Gives back the slot and the start lane, so another job can start while this one waits for
+     * its group commit. Called by the job's own thread; idempotent.
+     */
+    public void agentDone() {
+        leaveStartLane();
+        Runnable release = slot.getAndSet(null);
+        if (release != null) {
+            release.run();
+            finishing = true;
+        }
+    }
+
+    /** True once {@link #agentDone()} gave the slot back: the job only records its outcome now, nothing to stop. */
+    public boolean finishing() {
+        return finishing;
+    }
+
     /** The job was claimed holding a start lane; {@code release} gives it back. */
     void holdStartLane(Runnable release) {
         startLane.set(release);

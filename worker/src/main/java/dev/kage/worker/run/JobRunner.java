@@ -229,7 +229,7 @@ public final class JobRunner {
             // The interrupt has done its work (the agent is stopped); clear it, or Redis and Postgres calls that
             // record what became of the job would be interrupted too.
             Thread.interrupted();
-            stopped(claimed, job, reason);
+            stopped(claimed, job, control, reason);
         } finally {
             Thread.interrupted();
         }
@@ -288,7 +288,7 @@ public final class JobRunner {
         }
         // One round trip: a cancel that landed first is seen, one that lands later finds the job running.
         if (live.startUnlessCancelled(pipeline, job.tenant(), job.taskId(), job.agent(), worker.workerId())) {
-            finish(claimed, job, new Outcome(cancelledResult(job, agent, "cancelled before it started", null), List.of()));
+            finish(claimed, job, control, new Outcome(cancelledResult(job, agent, "cancelled before it started", null), List.of()));
             return;
         }
         LOG.info("Job {} (attempt {}) starting on {}", job.jobId(), job.attempt(), worker.workerId());
@@ -305,7 +305,7 @@ public final class JobRunner {
 
         if (agent.type() == AgentType.NOOP) {
             // Nothing to run: no permit, reservation, worktree or process; the bookkeeping around it stays.
-            finish(claimed, job, new Outcome(noopResult(job, agent), List.of()));
+            finish(claimed, job, control, new Outcome(noopResult(job, agent), List.of()));
             return;
         }
 
@@ -322,11 +322,15 @@ public final class JobRunner {
             retry(claimed, job, outcome, retryable);
             return;
         }
-        finish(claimed, job, outcome);
+        finish(claimed, job, control, outcome);
     }
 
-    /** Records the outcome (or keeps it in the outbox while Postgres is down), then acknowledges the entry. */
-    private void finish(ClaimedJob claimed, JobMessage job, Outcome outcome) {
+    /**
+     * Records the outcome (or keeps it in the outbox while Postgres is down), then acknowledges the entry. The job's
+     * slot is given back first: the agent is done, and waiting for a group commit needs no slot.
+     */
+    private void finish(ClaimedJob claimed, JobMessage job, JobControl control, Outcome outcome) {
+        control.agentDone();
         Optional<TaskStatus> taskStatus = outcomes.record(job.agent(), outcome.result(), outcome.errors());
         Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "status", outcome.result().status().wireName(), "attempt", Integer.toString(job.attempt())));
@@ -391,11 +395,11 @@ public final class JobRunner {
         LOG.info("Job {} deferred ({}) until {}; not a failed attempt", job.jobId(), deferral.reason(), due);
     }
 
-    private void stopped(ClaimedJob claimed, JobMessage job, JobControl.StopReason reason) {
+    private void stopped(ClaimedJob claimed, JobMessage job, JobControl control, JobControl.StopReason reason) {
         switch (reason) {
             case CANCELLED -> {
                 AgentConfig agent = catalog.require(job.agent());
-                finish(claimed, job, new Outcome(cancelledResult(job, agent, "cancelled while running; its process tree was killed",
+                finish(claimed, job, control, new Outcome(cancelledResult(job, agent, "cancelled while running; its process tree was killed",
                         "kage/" + job.taskId() + "/" + job.agent()), List.of()));
             }
             case SHUTDOWN -> {

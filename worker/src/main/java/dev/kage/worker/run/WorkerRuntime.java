@@ -57,6 +57,13 @@ public final class WorkerRuntime {
     static final Duration TRIM_EVERY = Duration.ofSeconds(60);
     /** How often a claim loop moves due delayed jobs to the streams, at most. */
     static final Duration PROMOTE_EVERY = Duration.ofMillis(250);
+    /**
+     * Jobs whose agent is done and that wait for their outcome's group commit and acknowledgement, at most, beyond
+     * the slots. They hold no slot (a slot is a running agent), so the next jobs start meanwhile; a full room makes a
+     * finished job keep its slot until there is room, which stops the claiming. Two outcome batches' worth: one being
+     * written, one gathering.
+     */
+    static final int FINISHING_ROOM = 2 * OutcomeRecorder.MAX_BATCH;
     /** Pause after Redis refused a read, so an outage is not a hot loop. */
     static final Duration OUTAGE_PAUSE = Duration.ofSeconds(1);
 
@@ -73,6 +80,8 @@ public final class WorkerRuntime {
     private final Clock clock;
     private final WorkerMetrics metrics;
     private final Semaphore slots;
+    /** Room for jobs that gave back their slot and wait for their outcome to be written: {@link #FINISHING_ROOM}. */
+    private final Semaphore finishingRoom = new Semaphore(FINISHING_ROOM);
     /**
      * Start lanes: how many jobs that start a process may be between their claim and their agent's start at once
      * ({@code KAGE_START_LANES}). Starting (worktree checkout, spawn) is CPU work; a worker that claimed more jobs than
@@ -105,7 +114,7 @@ public final class WorkerRuntime {
         this.outcomes = outcomes;
         this.clock = clock;
         this.metrics = metrics;
-        metrics.jobsRunning(inFlight::size);
+        metrics.jobsRunning(this::runningJobs);
         // Fair, so a loop that gives its slots back and asks again queues behind the others.
         this.slots = new Semaphore(slotCount, true);
         this.startLanes = new Semaphore(startLanes, true);
@@ -162,7 +171,9 @@ public final class WorkerRuntime {
             if (!jobs.awaitTermination(worker.shutdownGrace().toMillis(), TimeUnit.MILLISECONDS)) {
                 LOG.warn("Grace period of {}s over; handing back {} running job(s)", worker.shutdownGrace().toSeconds(),
                         inFlight.size());
-                inFlight.values().forEach(r -> r.control().stop(JobControl.StopReason.SHUTDOWN));
+                // A finishing job's agent is done; it only waits for its outcome's write, which must not be cut short.
+                inFlight.values().stream().filter(r -> !r.control().finishing())
+                        .forEach(r -> r.control().stop(JobControl.StopReason.SHUTDOWN));
                 if (!jobs.awaitTermination(30, TimeUnit.SECONDS)) {
                     LOG.error("{} job(s) did not stop; their entries stay pending and will be reclaimed", inFlight.size());
                 }
@@ -306,6 +317,11 @@ public final class WorkerRuntime {
         }
     }
 
+    /** Jobs holding a slot: claimed and not yet done with their agent (finishing jobs wait for their write only). */
+    private long runningJobs() {
+        return inFlight.values().stream().filter(r -> !r.control().finishing()).count();
+    }
+
     private void releaseLanes(boolean laned, int count) {
         if (laned && count > 0) {
             startLanes.release(count);
@@ -315,6 +331,10 @@ public final class WorkerRuntime {
     /** Runs a claimed job; the caller has taken a slot for it, and a start lane when {@code laned}. */
     private void submit(ClaimedJob job, boolean laned) {
         JobControl control = new JobControl();
+        control.holdSlot(() -> {
+            finishingRoom.acquireUninterruptibly();
+            slots.release();
+        });
         if (laned) {
             control.holdStartLane(startLanes::release);
         }
@@ -328,7 +348,11 @@ public final class WorkerRuntime {
             } finally {
                 control.leaveStartLane();
                 inFlight.remove(job.key());
-                slots.release();
+                if (control.finishing()) {
+                    finishingRoom.release();
+                } else {
+                    slots.release();
+                }
             }
         });
     }
@@ -339,7 +363,7 @@ public final class WorkerRuntime {
             redis.hset(key, Map.of(
                     "agents", String.join(",", worker.agents()),
                     "slots", Integer.toString(slotCount),
-                    "busy", Integer.toString(inFlight.size()),
+                    "busy", Long.toString(runningJobs()),
                     "in_flight", String.join(",", inFlight.keySet()),
                     "heartbeat_at", clock.instant().toString(),
                     "pid", Long.toString(ProcessHandle.current().pid())));
@@ -421,6 +445,9 @@ public final class WorkerRuntime {
 
     private void stopCancelled() {
         for (Running job : inFlight.values()) {
+            if (job.control().finishing()) {
+                continue;
+            }
             try {
                 var message = job.claimed().job();
                 if (live.isCancelled(message.tenant(), message.taskId())) {
