@@ -45,7 +45,10 @@ import java.util.UUID;
  * of the claims: no priority starves.
  */
 public final class JobQueue {
-    /** How long the marker that a job attempt was enqueued lives. */
+    /**
+     * How long the marker that a job attempt was enqueued lives, at most: the worker that records the job's outcome
+     * deletes it ({@link #forgetEnqueued}), since from then on the result row says the job needs no enqueue.
+     */
     public static final Duration ENQUEUE_MARKER_TTL = Duration.ofDays(7);
 
     private static final LuaScript ENQUEUE = LuaScript.load(JobQueue.class, "enqueue.lua");
@@ -118,8 +121,9 @@ public final class JobQueue {
 
     /**
      * Whether this attempt of the job was ever enqueued, by its enqueue-once marker (kept
-     * {@link #ENQUEUE_MARKER_TTL}). The marker and the stream entry are written by one script, so a Redis that lost
-     * the entry with the last writes before a crash lost the marker too.
+     * {@link #ENQUEUE_MARKER_TTL}, or until the job's outcome is recorded). The marker and the stream entry are written
+     * by one script, so a Redis that lost the entry with the last writes before a crash lost the marker too. A missing
+     * marker alone proves nothing: ask Postgres for the job's outcome <em>after</em> this call.
      */
     public boolean wasEnqueued(JobMessage job) {
         return redis.exists(keys.enqueued(job.agent(), job.jobId(), job.attempt())) > 0;
@@ -243,6 +247,21 @@ public final class JobQueue {
     /** Acknowledges a finished job so it leaves the pending list. */
     public void ack(ClaimedJob job) {
         redis.xack(job.stream(), KageKeys.WORKER_GROUP, job.entryId());
+    }
+
+    /**
+     * Deletes the enqueue-once markers of the job's attempts up to its current one, once its outcome is in Postgres: the
+     * reconciler skips a job with a result row, so the markers only cost memory from then on (at a thousand tasks a
+     * second, their 7-day TTL alone would keep ~600 million). Never call it before the row is committed: a job with
+     * neither marker nor row counts as lost with Redis's last writes, and is enqueued again.
+     */
+    public io.lettuce.core.RedisFuture<Long> forgetEnqueued(io.lettuce.core.api.async.RedisAsyncCommands<String, String> async,
+                                                           JobMessage job) {
+        String[] markers = new String[Math.max(1, job.attempt())];
+        for (int attempt = 1; attempt <= markers.length; attempt++) {
+            markers[attempt - 1] = keys.enqueued(job.agent(), job.jobId(), attempt);
+        }
+        return async.del(markers);
     }
 
     /** {@link #ack} on a pipeline's connection, for a caller that sends it with other commands. */

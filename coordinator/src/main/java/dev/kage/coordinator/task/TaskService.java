@@ -245,7 +245,8 @@ public final class TaskService {
      * (or restarts from an older AOF or snapshot) loses up to a second or two of writes, among them jobs the API
      * had already accepted; nothing else would ever run them. Run after Redis restarted ({@link Reconciler}); a
      * job is added once however often this runs (the enqueue-once script), and one whose marker survived is left
-     * alone. A job queued for longer than {@link JobQueue#ENQUEUE_MARKER_TTL} would be added a second time.
+     * alone, and so is one whose result row exists (read after its marker: a worker deletes the marker once the row is
+     * committed). A job queued for longer than {@link JobQueue#ENQUEUE_MARKER_TTL} would be added a second time.
      *
      * @return jobs enqueued again
      */
@@ -258,15 +259,27 @@ public final class TaskService {
                 return requeued;
             }
             java.util.Set<String> done = store.jobsWithOutcome(page.stream().map(TaskRecord::id).toList());
+            Map<UUID, List<JobMessage>> markerless = new java.util.LinkedHashMap<>();
             for (TaskRecord task : page) {
                 for (JobMessage job : jobsOf(task)) {
-                    if (done.contains(job.jobId()) || queue.wasEnqueued(job)) {
+                    if (!done.contains(job.jobId()) && !queue.wasEnqueued(job)) {
+                        markerless.computeIfAbsent(task.id(), id -> new java.util.ArrayList<>()).add(job);
+                    }
+                }
+            }
+            // A worker deletes a job's marker once its result row is committed: a job that finished since the read
+            // above has its row now, and is not lost. Read after the markers, never before.
+            java.util.Set<String> doneSince = markerless.isEmpty() ? java.util.Set.of()
+                    : store.jobsWithOutcome(List.copyOf(markerless.keySet()));
+            for (var entry : markerless.entrySet()) {
+                for (JobMessage job : entry.getValue()) {
+                    if (doneSince.contains(job.jobId())) {
                         continue;
                     }
                     if (queue.enqueue(job).isPresent()) {
                         requeued++;
                         LOG.warn("Reconciler: job {} of task {} was missing from Redis (lost with Redis's last writes); "
-                                + "enqueued it again", job.jobId(), task.id());
+                                + "enqueued it again", job.jobId(), entry.getKey());
                     }
                 }
             }

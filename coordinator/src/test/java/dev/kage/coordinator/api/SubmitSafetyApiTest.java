@@ -153,6 +153,35 @@ class SubmitSafetyApiTest {
     }
 
     @Test
+    void aFinishedJobWhoseMarkerItsWorkerDeletedIsNotEnqueuedAgain() throws Exception {
+        // A task of two jobs as the worker leaves it after one finished: the result row committed, then the entry
+        // acknowledged and its enqueue-once marker deleted. The other job waits in its stream (agent "done-half").
+        Database database = coordinator.context().getBean(Database.class);
+        TaskStore store = new TaskStore(database);
+        var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
+        var queue = coordinator.context().getBean(dev.kage.queue.JobQueue.class);
+        var task = new dev.kage.task.TaskRecord(UUID.randomUUID(), "acme", "half done", dev.kage.task.TaskStatus.QUEUED,
+                Priority.NORMAL, null, "main", List.of(new dev.kage.task.Assignment("done-half", 60),
+                new dev.kage.task.Assignment("done-other", 60)), null, 1000, java.time.Instant.now(), java.time.Instant.now(), null);
+        store.insert(task);
+        store.markEnqueued(task.id());
+        String id = task.id().toString();
+        var finished = new dev.kage.task.JobMessage(dev.kage.task.JobMessage.jobId(id, "done-half"), id, "acme", "done-half",
+                Priority.NORMAL, task.description(), "", "main", 60, 1000, 1);
+        var waiting = new dev.kage.task.JobMessage(dev.kage.task.JobMessage.jobId(id, "done-other"), id, "acme", "done-other",
+                Priority.NORMAL, task.description(), "", "main", 60, 1000, 1);
+        assertThat(queue.enqueue(waiting)).isPresent();
+        store.recordOutcome(new dev.kage.task.ResultRecord(task.id(), finished.jobId(), "done-half", dev.kage.task.JobStatus.COMPLETED,
+                "ok", 1, 1, 0, 0, new java.math.BigDecimal("0.000001"), "agent", "m", 5, 0, null, null, null, "w", 1, null), List.of());
+        assertThat(queue.wasEnqueued(finished)).as("no marker, as its worker left it").isFalse();
+
+        assertThat(service.requeueLost()).as("neither the finished job nor the one still queued").isZero();
+        String stream = coordinator.redis().keys().jobStream("done-half", Priority.NORMAL);
+        assertThat(coordinator.redis().redis().exists(stream)).isZero();
+        assertThat(store.find("acme", task.id()).orElseThrow().status()).isEqualTo(dev.kage.task.TaskStatus.RUNNING);
+    }
+
+    @Test
     void submittedTasksAreMarkedEnqueuedInBatchesAndNoneIsLeftUnmarked() throws Exception {
         // Marks are written together every 100 ms (one UPDATE for many submits), not in the submit's own transaction.
         List<UUID> ids = new ArrayList<>();

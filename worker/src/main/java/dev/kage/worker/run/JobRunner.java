@@ -335,11 +335,14 @@ public final class JobRunner {
         Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "status", outcome.result().status().wireName(), "attempt", Integer.toString(job.attempt())));
         taskStatus.ifPresent(s -> event.put("task_status", s.wireName()));
-        // Live state, acknowledgement and event in one flush (in this order), shared with other jobs finishing now.
+        // Live state, acknowledgement and event in one flush (in this order), shared with other jobs finishing now. The
+        // enqueue-once markers go once the result row is committed (not while it waits in the outbox: a job with
+        // neither would look lost to the reconciler).
         pipeline.call(redis -> RedisPipeline.all(
                 live.jobFinished(redis, job.tenant(), job.taskId(), job.agent(), outcome.result().status(),
                         taskStatus.orElse(TaskStatus.RUNNING)),
                 queue.ack(redis, claimed),
+                taskStatus.isPresent() ? queue.forgetEnqueued(redis, job) : RedisPipeline.all(),
                 events.publish(redis, "job.finished", event)));
         count(claimed, job.agent(), switch (outcome.result().status()) {
             case COMPLETED -> WorkerMetrics.Outcome.COMPLETED;

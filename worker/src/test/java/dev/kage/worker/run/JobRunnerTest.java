@@ -271,6 +271,8 @@ class JobRunnerTest {
         assertThat(store.find("acme", run.task.id()).orElseThrow().status()).isEqualTo(TaskStatus.COMPLETED);
         assertThat(new LiveTaskState(redis.keys(), redis.redis()).job("acme", run.task.id().toString(), "bench"))
                 .contains(JobStatus.COMPLETED);
+        assertThat(redis.redis().exists(redis.keys().enqueued("bench", run.result.jobId(), 1)))
+                .as("the enqueue-once marker goes with the committed row").isZero();
         var pool = new BudgetLedger(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8, PeriodLimits.NONE, Clock.systemUTC()).taskPool("acme", run.task.id().toString(), 10, 0);
         assertThat(pool.used()).isZero();
         assertThat(pool.reserved()).isZero();
