@@ -98,6 +98,8 @@ public final class OutcomeRecorder {
                 p.done().complete(Optional.ofNullable(statuses.get(p.outcome().result().taskId())));
             }
         } catch (StoreException e) {
+            // The starts were not written: the next write tries them again (a task that ended meanwhile stays ended).
+            started.addAll(marks);
             for (Pending p : batch) {
                 try {
                     spool(p.agent(), new Spooled(p.outcome().result(), p.outcome().errors()), e);
@@ -107,6 +109,7 @@ public final class OutcomeRecorder {
                 }
             }
         } catch (RuntimeException e) {
+            started.addAll(marks);
             batch.forEach(p -> p.done().completeExceptionally(e));
         }
     }
@@ -128,11 +131,16 @@ public final class OutcomeRecorder {
     }
 
     /**
-     * Writes what the agent's outbox holds, oldest first, stopping at the first failure.
+     * Writes what the agent's outbox holds, oldest first, stopping at the first failure; also has the writer try
+     * again the starts a failed write left over.
      *
      * @return outcomes written
      */
     public int flush(String agent) {
+        if (!started.isEmpty()) {
+            // Starts a failed write left over (Postgres was away): tried again with the writer's next batch.
+            pending.offer(Pending.WAKE_UP);
+        }
         String key = keys.outbox(agent);
         int written = 0;
         String head;

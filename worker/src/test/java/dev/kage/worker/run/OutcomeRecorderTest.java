@@ -12,6 +12,7 @@ import dev.kage.store.StoreTestData;
 import dev.kage.store.TaskStore;
 import dev.kage.task.JobStatus;
 import dev.kage.task.TaskRecord;
+import dev.kage.task.TaskStatus;
 import dev.kage.testing.DatabaseFixture;
 import dev.kage.testing.RedisFixture;
 import dev.kage.testing.TcpProxy;
@@ -91,6 +92,30 @@ class OutcomeRecorderTest {
         await().atMost(Duration.ofSeconds(20)).until(() -> outcomes.flush("b") > 0);
         assertThat(store.results(third.id())).hasSize(1);
         assertThat(messages("Postgres answers again")).isEqualTo(2);
+    }
+
+    @Test
+    void aStartWrittenDuringAnOutageIsWrittenWhenPostgresAnswersAgain() {
+        TaskStore store = db.store();
+        TaskRecord started = StoreTestData.task("t1", "a");
+        TaskRecord other = StoreTestData.task("t1", "a");
+        store.insert(started);
+        store.insert(other);
+        OutcomeRecorder outcomes = new OutcomeRecorder(new TaskStore(proxied), redis.keys(), redis.redis());
+
+        proxy.cut();
+        outcomes.started(started.id());
+        // Spooled: the write that carried the start (this one, or one before it) failed.
+        assertThat(outcomes.record("a", StoreTestData.result(other, "a", JobStatus.COMPLETED, "0.01"), List.of())).isEmpty();
+        assertThat(store.find("t1", started.id()).orElseThrow().status()).isEqualTo(TaskStatus.QUEUED);
+
+        proxy.restore();
+        // The worker's tidy loop flushes the outboxes every 2 s; a flush also sends the starts left over.
+        await().atMost(Duration.ofSeconds(20)).until(() -> {
+            outcomes.flush("a");
+            return store.find("t1", started.id()).orElseThrow().status() == TaskStatus.RUNNING;
+        });
+        assertThat(store.results(other.id())).hasSize(1);
     }
 
     private long messages(String start) {
