@@ -328,6 +328,7 @@ class QueueIT {
             fleet.startCoordinator(env());
             fleet.awaitHealthy();
             fleet.startWorker("slow-pg-w1", dir.resolve("work"), origin, env(Map.of("MAX_PARALLEL_CLIS", "1")));
+            fleet.startWorker("slow-pg-w2", dir.resolve("work"), origin, env(Map.of("MAX_PARALLEL_CLIS", "1")));
             dev.kage.config.DatabaseUrl url = dev.kage.config.DatabaseUrl.parse("test", TestServices.databaseUrl());
             try (java.sql.Connection locker = java.sql.DriverManager.getConnection(url.jdbcUrl(), url.user(), url.password())) {
                 locker.createStatement().execute("SET search_path TO \"" + fleet.schema + "\"");
@@ -338,8 +339,10 @@ class QueueIT {
                 for (int i = 0; i < 4; i++) {
                     ids.add(submit(fleet, "slow postgres " + i + " sleep=0.2", List.of("rec-a"), Map.of()));
                 }
-                // One slot: the agents run one after another, each while the ones before wait for their rows.
+                // One slot each: the agents run one after another, each while the ones before wait for their rows.
                 await().atMost(Duration.ofSeconds(60)).until(() -> lines("end ") == 4);
+                // Longer than the reclaim idle time (15 s here): a finished job waiting for its row is its worker's still.
+                await().pollDelay(Duration.ofSeconds(20)).atMost(Duration.ofSeconds(25)).until(() -> true);
                 assertThat(fleet.count("SELECT count(*) FROM execution_results")).isZero();
                 assertThat(fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'")).isZero();
                 assertThat(fleet.redis.redis().xpending(fleet.redis.keys().jobStream("rec-a", dev.kage.task.Priority.NORMAL),
@@ -351,6 +354,7 @@ class QueueIT {
             assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE status = 'completed'")).isEqualTo(4);
             assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
             assertThat(lines("start ")).isEqualTo(4);
+            assertThat(fleet.log("slow-pg-w1") + fleet.log("slow-pg-w2")).doesNotContain("Reclaimed");
         }
     }
 

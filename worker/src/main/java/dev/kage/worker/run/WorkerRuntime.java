@@ -370,6 +370,12 @@ public final class WorkerRuntime {
             redis.pexpire(key, HEARTBEAT_TTL.toMillis());
             redis.sadd(keys.workers(), worker.workerId());
             for (Running job : inFlight.values()) {
+                if (job.control().finishing()) {
+                    // Its agent is done; only its outcome's write is left, usually milliseconds away (at a thousand jobs
+                    // a second, refreshing these was a third of a Redis command per job). Listed in in_flight above,
+                    // it is not reclaimed however long a slow Postgres keeps it.
+                    continue;
+                }
                 JobQueue.Ownership ownership = queue.refresh(job.claimed(), worker.workerId());
                 if (ownership == JobQueue.Ownership.TAKEN) {
                     LOG.warn("Entry {} was reclaimed by another worker; stopping it here", job.claimed().key());
