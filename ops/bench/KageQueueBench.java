@@ -194,6 +194,7 @@ public class KageQueueBench {
             worker = null;
             running.set(null);
             long xact1 = transactions(db, dbName);
+            long[] taskUpdates = taskUpdates(db);
 
             double seconds = (done - firstClaim) / 1e9;
             double fromSpawn = (done - spawned) / 1e9;
@@ -203,8 +204,9 @@ public class KageQueueBench {
             say(String.format("Redis: %d commands = %.2f per job (bench's own %d polls subtracted)", commands,
                     (double) commands / jobs, polls));
             printBreakdown(runDelta, jobs);
-            say(String.format("Postgres: %d transactions in %s = %.2f per job", xact1 - xact0, dbName,
-                    (double) (xact1 - xact0) / jobs));
+            say(String.format("Postgres: %d transactions in %s = %.2f per job; task rows updated %.2f times per job (%.2f HOT)",
+                    xact1 - xact0, dbName, (double) (xact1 - xact0) / jobs, (double) taskUpdates[0] / jobs,
+                    (double) taskUpdates[1] / jobs));
             long redisCpu = cpu1.getOrDefault("redis-server", 0L) - cpu0.getOrDefault("redis-server", 0L);
             long postgresCpu = cpu1.getOrDefault("postgres", 0L) - cpu0.getOrDefault("postgres", 0L);
             if (workerCpu0 > 0) {
@@ -420,6 +422,15 @@ public class KageQueueBench {
             h.execute("SELECT pg_stat_clear_snapshot()");
             return h.createQuery("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = :db")
                     .bind("db", dbName).mapTo(Long.class).one();
+        });
+    }
+
+    /** Updates of {@code tasks} rows since the database was made (the bench's inserts are no updates): all, HOT. */
+    static long[] taskUpdates(Database db) {
+        return db.jdbi().withHandle(h -> {
+            h.execute("SELECT pg_stat_clear_snapshot()");
+            return h.createQuery("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'tasks'")
+                    .map((rs, ctx) -> new long[] {rs.getLong(1), rs.getLong(2)}).one();
         });
     }
 
