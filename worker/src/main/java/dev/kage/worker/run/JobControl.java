@@ -28,7 +28,7 @@ public final class JobControl {
     private final java.util.concurrent.atomic.AtomicReference<Runnable> slot = new java.util.concurrent.atomic.AtomicReference<>();
     private volatile boolean finishing;
 
-    /** The job holds a slot; {@code release} gives it back (and may wait for room among the finishing jobs). */
+    /** The job holds a slot; {@code release} gives it back. */
     void holdSlot(Runnable release) {
         slot.set(release);
     }

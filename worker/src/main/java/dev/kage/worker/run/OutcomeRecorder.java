@@ -24,7 +24,9 @@ import org.slf4j.LoggerFactory;
  * <p>Outcomes are written by one writer thread in group commits: whatever outcomes wait when it is
  * free go into one transaction (at most {@value #MAX_BATCH}), and each job thread waits until its own
  * outcome is durable. Under light load a batch is one outcome, so nothing waits for a timer; under
- * heavy load one transaction carries many. Thread-safe.
+ * heavy load one transaction carries many. A job's start (its task queued → running) goes with the
+ * first group commit after {@value #START_RIPENS_MS} ms, or with its task's outcome if that comes first.
+ * Thread-safe.
  */
 public final class OutcomeRecorder {
     private static final Logger LOG = LoggerFactory.getLogger(OutcomeRecorder.class);
@@ -33,12 +35,28 @@ public final class OutcomeRecorder {
 
     /** Outcomes one group commit carries at most. */
     static final int MAX_BATCH = 500;
+    /**
+     * How long a start waits to be written, unless an outcome of its task goes first: a job that ends at once (a no-op,
+     * a refused request) then costs its task row one update, not "running" in one group commit and its end in the next.
+     * Nobody sees a start this much later; an agent process takes longer than this to start.
+     */
+    static final long START_RIPENS_MS = 10;
+    static final java.time.Duration START_RIPENS = java.time.Duration.ofMillis(START_RIPENS_MS);
+    /** How long a start whose write failed waits before the writer tries it again (Postgres is away). */
+    static final java.time.Duration START_RETRY = java.time.Duration.ofSeconds(1);
 
     private final TaskStore store;
     private final KageKeys keys;
     private final RedisCommands<String, String> redis;
     private final java.util.concurrent.BlockingQueue<Pending> pending = new java.util.concurrent.LinkedBlockingQueue<>();
-    private final java.util.Set<java.util.UUID> started = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    /**
+     * Outcomes waiting in {@link #pending}, per task: a task's start waits for its outcome when one is already on the
+     * way (the writer is a batch or two behind), instead of being written alone just before it.
+     */
+    private final java.util.concurrent.ConcurrentHashMap<java.util.UUID, Integer> queuedOutcomes =
+            new java.util.concurrent.ConcurrentHashMap<>();
+    /** Tasks whose jobs started since their last write, each with when ({@link System#nanoTime}) it may be written. */
+    private final java.util.concurrent.ConcurrentHashMap<java.util.UUID, Long> started = new java.util.concurrent.ConcurrentHashMap<>();
     /**
      * Whether an outcome went to an outbox since Postgres last answered: set by the first spool of an
      * outage (which logs it), cleared by the first write that succeeds afterwards (which logs that).
@@ -53,11 +71,11 @@ public final class OutcomeRecorder {
     }
 
     /**
-     * Notes that a job of the task started; the next group commit moves a queued task to running.
-     * Never blocks.
+     * Notes that a job of the task started; a group commit moves a queued task to running within
+     * {@link #START_RIPENS} (or with its outcome, if that comes first). Never blocks.
      */
     public void started(java.util.UUID taskId) {
-        started.add(taskId);
+        started.putIfAbsent(taskId, System.nanoTime() + START_RIPENS.toNanos());
         pending.offer(Pending.WAKE_UP);
     }
 
@@ -69,6 +87,7 @@ public final class OutcomeRecorder {
      */
     public Optional<TaskStatus> record(String agent, ResultRecord result, List<ErrorRecord> errors) {
         Pending entry = new Pending(agent, new TaskStore.Outcome(result, errors), new java.util.concurrent.CompletableFuture<>());
+        queuedOutcomes.merge(result.taskId(), 1, Integer::sum);
         pending.add(entry);
         return entry.done().join();
     }
@@ -77,20 +96,56 @@ public final class OutcomeRecorder {
         List<Pending> batch = new java.util.ArrayList<>(MAX_BATCH);
         while (true) {
             try {
-                batch.add(pending.take());
+                long wait = nanosUntilAStartRipens();
+                Pending first = wait == Long.MAX_VALUE ? pending.take()
+                        : pending.poll(wait, java.util.concurrent.TimeUnit.NANOSECONDS);
+                if (first != null) {
+                    batch.add(first);
+                }
             } catch (InterruptedException e) {
                 return;
             }
-            pending.drainTo(batch, MAX_BATCH - 1);
+            pending.drainTo(batch, MAX_BATCH - batch.size());
             batch.removeIf(p -> p == Pending.WAKE_UP);
-            write(batch);
+            batch.forEach(p -> queuedOutcomes.computeIfPresent(p.outcome().result().taskId(),
+                    (task, n) -> n > 1 ? n - 1 : null));
+            java.util.Set<java.util.UUID> marks = takeStarts(batch);
+            if (!batch.isEmpty() || !marks.isEmpty()) {
+                write(batch, marks);
+            }
             batch.clear();
         }
     }
 
-    private void write(List<Pending> batch) {
-        java.util.Set<java.util.UUID> marks = new java.util.HashSet<>(started);
-        started.removeAll(marks);
+    /** Nanoseconds until the first noted start may be written (0: one may now); {@link Long#MAX_VALUE} when none waits. */
+    private long nanosUntilAStartRipens() {
+        long now = System.nanoTime();
+        long wait = Long.MAX_VALUE;
+        for (long ripe : started.values()) {
+            wait = Math.min(wait, Math.max(0, ripe - now));
+        }
+        return wait;
+    }
+
+    /**
+     * Takes the starts to write with {@code batch}: those of tasks with an outcome in it, and the ripe ones of tasks
+     * with no outcome on the way.
+     */
+    private java.util.Set<java.util.UUID> takeStarts(List<Pending> batch) {
+        java.util.Set<java.util.UUID> withOutcome = new java.util.HashSet<>();
+        batch.forEach(p -> withOutcome.add(p.outcome().result().taskId()));
+        long now = System.nanoTime();
+        java.util.Set<java.util.UUID> marks = new java.util.HashSet<>();
+        started.forEach((task, ripe) -> {
+            boolean due = withOutcome.contains(task) || (ripe - now <= 0 && !queuedOutcomes.containsKey(task));
+            if (due && started.remove(task, ripe)) {
+                marks.add(task);
+            }
+        });
+        return marks;
+    }
+
+    private void write(List<Pending> batch, java.util.Set<java.util.UUID> marks) {
         try {
             var statuses = store.recordOutcomes(batch.stream().map(Pending::outcome).toList(), marks);
             answered();
@@ -98,8 +153,8 @@ public final class OutcomeRecorder {
                 p.done().complete(Optional.ofNullable(statuses.get(p.outcome().result().taskId())));
             }
         } catch (StoreException e) {
-            // The starts were not written: the next write tries them again (a task that ended meanwhile stays ended).
-            started.addAll(marks);
+            // The starts were not written: tried again in a while (a task that ended meanwhile stays ended).
+            retryLater(marks);
             for (Pending p : batch) {
                 try {
                     spool(p.agent(), new Spooled(p.outcome().result(), p.outcome().errors()), e);
@@ -109,9 +164,14 @@ public final class OutcomeRecorder {
                 }
             }
         } catch (RuntimeException e) {
-            started.addAll(marks);
+            retryLater(marks);
             batch.forEach(p -> p.done().completeExceptionally(e));
         }
+    }
+
+    private void retryLater(java.util.Set<java.util.UUID> marks) {
+        long retry = System.nanoTime() + START_RETRY.toNanos();
+        marks.forEach(task -> started.putIfAbsent(task, retry));
     }
 
     /** An outcome waiting for the writer; {@link #WAKE_UP} only makes it look at the started marks. */
@@ -131,16 +191,11 @@ public final class OutcomeRecorder {
     }
 
     /**
-     * Writes what the agent's outbox holds, oldest first, stopping at the first failure; also has the writer try
-     * again the starts a failed write left over.
+     * Writes what the agent's outbox holds, oldest first, stopping at the first failure.
      *
      * @return outcomes written
      */
     public int flush(String agent) {
-        if (!started.isEmpty()) {
-            // Starts a failed write left over (Postgres was away): tried again with the writer's next batch.
-            pending.offer(Pending.WAKE_UP);
-        }
         String key = keys.outbox(agent);
         int written = 0;
         String head;
@@ -181,6 +236,11 @@ public final class OutcomeRecorder {
         if (outage.compareAndSet(true, false)) {
             LOG.info("Postgres answers again: outcomes are written directly; the outboxes drain");
         }
+    }
+
+    /** Outcomes handed to {@link #record} and not yet taken by the writer. */
+    int outcomesWaiting() {
+        return queuedOutcomes.values().stream().mapToInt(Integer::intValue).sum();
     }
 
     /** Outcomes waiting in the agent's outbox. */

@@ -59,9 +59,8 @@ public final class WorkerRuntime {
     static final Duration PROMOTE_EVERY = Duration.ofMillis(250);
     /**
      * Jobs whose agent is done and that wait for their outcome's group commit and acknowledgement, at most, beyond
-     * the slots. They hold no slot (a slot is a running agent), so the next jobs start meanwhile; a full room makes a
-     * finished job keep its slot until there is room, which stops the claiming. Two outcome batches' worth: one being
-     * written, one gathering.
+     * the slots. They hold no slot (a slot is a running agent), so the next jobs start meanwhile. Two outcome batches'
+     * worth: one being written, one gathering.
      */
     static final int FINISHING_ROOM = 2 * OutcomeRecorder.MAX_BATCH;
     /** Pause after Redis refused a read, so an outage is not a hot loop. */
@@ -80,8 +79,12 @@ public final class WorkerRuntime {
     private final Clock clock;
     private final WorkerMetrics metrics;
     private final Semaphore slots;
-    /** Room for jobs that gave back their slot and wait for their outcome to be written: {@link #FINISHING_ROOM}. */
-    private final Semaphore finishingRoom = new Semaphore(FINISHING_ROOM);
+    /**
+     * Room for a job's whole life, running and then finishing: the slots plus {@link #FINISHING_ROOM}. A job takes its
+     * room before it starts, so once started it never waits for one; when finished jobs fill the room (Postgres slower
+     * than the agents), claimed jobs wait for it before they start, and the claim loops stop with them.
+     */
+    private final Semaphore room;
     /**
      * Start lanes: how many jobs that start a process may be between their claim and their agent's start at once
      * ({@code KAGE_START_LANES}). Starting (worktree checkout, spawn) is CPU work; a worker that claimed more jobs than
@@ -117,6 +120,7 @@ public final class WorkerRuntime {
         metrics.jobsRunning(this::runningJobs);
         // Fair, so a loop that gives its slots back and asks again queues behind the others.
         this.slots = new Semaphore(slotCount, true);
+        this.room = new Semaphore(slotCount + FINISHING_ROOM);
         this.startLanes = new Semaphore(startLanes, true);
         this.lanedAgents = java.util.Set.copyOf(lanedAgents);
     }
@@ -328,17 +332,27 @@ public final class WorkerRuntime {
         }
     }
 
-    /** Runs a claimed job; the caller has taken a slot for it, and a start lane when {@code laned}. */
+    /**
+     * Runs a claimed job; the caller has taken a slot for it, and a start lane when {@code laned}. Waits for the job's
+     * {@link #room} first (at once, unless finished jobs fill it); a stopping worker hands back a job still waiting.
+     */
     private void submit(ClaimedJob job, boolean laned) {
         JobControl control = new JobControl();
-        control.holdSlot(() -> {
-            finishingRoom.acquireUninterruptibly();
-            slots.release();
-        });
+        control.holdSlot(slots::release);
         if (laned) {
             control.holdStartLane(startLanes::release);
         }
         inFlight.put(job.key(), new Running(job, control));
+        try {
+            room.acquire();
+        } catch (InterruptedException e) {
+            inFlight.remove(job.key());
+            control.leaveStartLane();
+            slots.release();
+            safely(() -> queue.handBack(job));
+            Thread.currentThread().interrupt();
+            return;
+        }
         jobs.execute(() -> {
             try {
                 runner.run(job, control);
@@ -348,11 +362,10 @@ public final class WorkerRuntime {
             } finally {
                 control.leaveStartLane();
                 inFlight.remove(job.key());
-                if (control.finishing()) {
-                    finishingRoom.release();
-                } else {
+                if (!control.finishing()) {
                     slots.release();
                 }
+                room.release();
             }
         });
     }

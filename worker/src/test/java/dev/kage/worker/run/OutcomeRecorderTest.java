@@ -118,6 +118,51 @@ class OutcomeRecorderTest {
         assertThat(store.results(other.id())).hasSize(1);
     }
 
+    @Test
+    void aJobThatEndsAtOnceCostsItsTaskRowOneUpdateEvenWhileTheWriterIsBehind() throws Exception {
+        TaskStore store = db.store();
+        // Every update of a task row, as the database sees it (a trigger in this test's own schema).
+        db.database().jdbi().useHandle(h -> {
+            h.execute("CREATE TABLE task_updates (task_id uuid, status text)");
+            h.execute("CREATE FUNCTION log_task_update() RETURNS trigger LANGUAGE plpgsql AS "
+                    + "$$ BEGIN INSERT INTO task_updates VALUES (NEW.id, NEW.status); RETURN NEW; END $$");
+            h.execute("CREATE TRIGGER log_task_updates AFTER UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION log_task_update()");
+        });
+        TaskRecord first = StoreTestData.task("t1", "a");
+        store.insert(first);
+        List<TaskRecord> quick = new java.util.ArrayList<>();
+        for (int i = 0; i < OutcomeRecorder.MAX_BATCH + 100; i++) {
+            quick.add(StoreTestData.task("t1", "a"));
+        }
+        store.insertAll(quick);
+        OutcomeRecorder outcomes = new OutcomeRecorder(store, redis.keys(), redis.redis());
+
+        try (org.jdbi.v3.core.Handle locker = db.database().jdbi().open();
+             var threads = java.util.concurrent.Executors.newVirtualThreadPerTaskExecutor()) {
+            // The writer is held in its first write, so more outcomes wait than one batch takes, their starts ripe.
+            locker.begin();
+            locker.execute("LOCK TABLE execution_results IN SHARE MODE");
+            threads.submit(() -> outcomes.record("a", StoreTestData.result(first, "a", JobStatus.COMPLETED, "0.01"), List.of()));
+            String waitingWriter = "SELECT count(*) FROM pg_stat_activity"
+                    + " WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO execution_results%'";
+            await().atMost(Duration.ofSeconds(10))
+                    .until(() -> db.database().jdbi().withHandle(h -> h.createQuery(waitingWriter).mapTo(Long.class).one()) > 0);
+            for (TaskRecord task : quick) {
+                threads.submit(() -> {
+                    outcomes.started(task.id());
+                    return outcomes.record("a", StoreTestData.result(task, "a", JobStatus.COMPLETED, "0.01"), List.of());
+                });
+            }
+            await().atMost(Duration.ofSeconds(10)).until(() -> outcomes.outcomesWaiting() == quick.size());
+            await().pollDelay(OutcomeRecorder.START_RIPENS.multipliedBy(5)).until(() -> true);
+            locker.rollback();
+        }
+
+        List<String> updates = db.database().jdbi().withHandle(h -> h.createQuery(
+                "SELECT status FROM task_updates WHERE task_id <> :first").bind("first", first.id()).mapTo(String.class).list());
+        assertThat(updates).as("one update per task: queued to completed").hasSize(quick.size()).containsOnly("completed");
+    }
+
     private long messages(String start) {
         return log.list.stream().filter(e -> e.getFormattedMessage().startsWith(start)).count();
     }
