@@ -14,6 +14,7 @@ import java.util.Map;
 public final class EventLog {
     /** Roughly how many events the stream keeps; older ones are trimmed. */
     public static final long MAX_EVENTS = 10_000;
+    private static final dev.kage.redis.LuaScript PUBLISH_MANY = dev.kage.redis.LuaScript.load(EventLog.class, "publish-many.lua");
 
     private final KageKeys keys;
     private final RedisCommands<String, String> redis;
@@ -39,22 +40,27 @@ public final class EventLog {
         return async.xadd(keys.events(), XAddArgs.Builder.maxlen(MAX_EVENTS).approximateTrimming(), body(type, fields));
     }
 
-    /** Publishes many events of one type, pipelined. */
+    /** Events one publish-many.lua call appends at most (about a millisecond of Redis's time). */
+    static final int PUBLISH_CHUNK = 200;
+
+    /**
+     * Publishes many events of one type, in order: one script call per {@value #PUBLISH_CHUNK} events
+     * (publish-many.lua), where a command per event cost each its own encoding and reply.
+     */
     public void publishAll(String type, java.util.List<Map<String, String>> events) {
-        var async = redis.getStatefulConnection().async();
-        var replies = new java.util.ArrayList<io.lettuce.core.RedisFuture<String>>(events.size());
-        for (Map<String, String> fields : events) {
-            replies.add(async.xadd(keys.events(), XAddArgs.Builder.maxlen(MAX_EVENTS).approximateTrimming(), body(type, fields)));
-        }
-        for (var reply : replies) {
-            try {
-                reply.get(30, java.util.concurrent.TimeUnit.SECONDS);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new io.lettuce.core.RedisCommandInterruptedException(e);
-            } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
-                throw new io.lettuce.core.RedisException("publishing events failed: " + e.getMessage(), e);
+        for (int from = 0; from < events.size(); from += PUBLISH_CHUNK) {
+            java.util.List<String> args = new java.util.ArrayList<>();
+            args.add(Long.toString(MAX_EVENTS));
+            for (Map<String, String> fields : events.subList(from, Math.min(from + PUBLISH_CHUNK, events.size()))) {
+                Map<String, String> body = body(type, fields);
+                args.add(Integer.toString(2 * body.size()));
+                body.forEach((name, value) -> {
+                    args.add(name);
+                    args.add(value);
+                });
             }
+            PUBLISH_MANY.run(redis, io.lettuce.core.ScriptOutputType.INTEGER, new String[] {keys.events()},
+                    args.toArray(String[]::new));
         }
     }
 

@@ -52,6 +52,7 @@ public final class JobQueue {
     public static final Duration ENQUEUE_MARKER_TTL = Duration.ofDays(7);
 
     private static final LuaScript ENQUEUE = LuaScript.load(JobQueue.class, "enqueue.lua");
+    private static final LuaScript ENQUEUE_MANY = LuaScript.load(JobQueue.class, "enqueue-many.lua");
     private static final LuaScript DEFER = LuaScript.load(JobQueue.class, "defer.lua");
     private static final LuaScript PROMOTE = LuaScript.load(JobQueue.class, "promote.lua");
     private static final LuaScript HANDBACK = LuaScript.load(JobQueue.class, "handback.lua");
@@ -140,40 +141,51 @@ public final class JobQueue {
     }
 
     /**
-     * Enqueues many jobs at once, pipelined on the connection (one round trip's wait for all), each
-     * attempt once as with {@link #enqueue}.
+     * Jobs one enqueue-many.lua call adds at most: about a millisecond of Redis's time, so other clients' commands
+     * never wait behind a long script.
+     */
+    static final int ENQUEUE_CHUNK = 100;
+
+    /**
+     * Enqueues many jobs at once, each attempt once as with {@link #enqueue}: one script call per agent and
+     * {@value #ENQUEUE_CHUNK} jobs (enqueue-many.lua), where a call per job cost each job a command's encoding,
+     * reply and script lookup.
      *
      * @return how many were added (the others had been enqueued before)
      */
     public int enqueueAll(List<JobMessage> jobs) {
-        var async = redis.getStatefulConnection().async();
-        List<io.lettuce.core.RedisFuture<String>> replies = new ArrayList<>(jobs.size());
+        Map<String, List<JobMessage>> byAgent = new java.util.LinkedHashMap<>();
         for (JobMessage job : jobs) {
-            replies.add(ENQUEUE.runAsync(async, ScriptOutputType.VALUE, enqueueKeys(job), enqueueArgs(job)));
+            byAgent.computeIfAbsent(job.agent(), agent -> new ArrayList<>()).add(job);
         }
         int added = 0;
-        for (io.lettuce.core.RedisFuture<String> reply : replies) {
-            if (await(reply) != null) {
-                added++;
+        for (var entry : byAgent.entrySet()) {
+            String agent = entry.getKey();
+            List<JobMessage> ofAgent = entry.getValue();
+            for (int from = 0; from < ofAgent.size(); from += ENQUEUE_CHUNK) {
+                List<JobMessage> chunk = ofAgent.subList(from, Math.min(from + ENQUEUE_CHUNK, ofAgent.size()));
+                String[] scriptKeys = new String[3 + chunk.size()];
+                scriptKeys[0] = keys.jobStream(agent, Priority.HIGH);
+                scriptKeys[1] = keys.jobStream(agent, Priority.NORMAL);
+                scriptKeys[2] = keys.jobStream(agent, Priority.LOW);
+                List<String> args = new ArrayList<>(1 + chunk.size() * 26);
+                args.add(Long.toString(ENQUEUE_MARKER_TTL.toMillis()));
+                for (int i = 0; i < chunk.size(); i++) {
+                    JobMessage job = chunk.get(i);
+                    scriptKeys[3 + i] = keys.enqueued(agent, job.jobId(), job.attempt());
+                    Map<String, String> fields = job.toFields();
+                    args.add(job.priority().wireName());
+                    args.add(Integer.toString(2 * fields.size()));
+                    fields.forEach((name, value) -> {
+                        args.add(name);
+                        args.add(value);
+                    });
+                }
+                Long count = ENQUEUE_MANY.run(redis, ScriptOutputType.INTEGER, scriptKeys, args.toArray(String[]::new));
+                added += count.intValue();
             }
         }
         return added;
-    }
-
-    private static <T> T await(io.lettuce.core.RedisFuture<T> future) {
-        try {
-            return future.get(30, java.util.concurrent.TimeUnit.SECONDS);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new io.lettuce.core.RedisCommandInterruptedException(e);
-        } catch (java.util.concurrent.ExecutionException e) {
-            if (e.getCause() instanceof io.lettuce.core.RedisException redis) {
-                throw redis;
-            }
-            throw new io.lettuce.core.RedisException(e.getCause());
-        } catch (java.util.concurrent.TimeoutException e) {
-            throw new io.lettuce.core.RedisCommandTimeoutException("pipelined enqueue did not answer within 30 s");
-        }
     }
 
     /**

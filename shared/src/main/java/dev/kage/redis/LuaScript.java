@@ -81,15 +81,6 @@ public final class LuaScript {
         }
     }
 
-    /**
-     * Sends the script without waiting, for pipelining. It goes as {@code EVAL} (the text), so a
-     * pipeline never fails part-way on a Redis that has not seen the script.
-     */
-    public <T> io.lettuce.core.RedisFuture<T> runAsync(io.lettuce.core.api.async.RedisAsyncCommands<String, String> redis,
-                                                       ScriptOutputType type, String[] keys, String... args) {
-        return redis.eval(text, type, keys, args);
-    }
-
     @Override
     public String toString() {
         return name + "@" + sha.substring(0, 8);

@@ -84,6 +84,43 @@ class JobQueueTest {
         return claimed.getFirst();
     }
 
+    @Test
+    void aBatchAddsEachAttemptOnceToItsAgentsPriorityStreamInOrder() {
+        // Two agents, three priorities, more jobs than one script call takes, one attempt already in its stream.
+        List<JobMessage> jobs = new java.util.ArrayList<>();
+        Priority[] priorities = Priority.values();
+        for (int i = 0; i < 2 * JobQueue.ENQUEUE_CHUNK + 50; i++) {
+            String agent = i % 3 == 0 ? "other" : "demo";
+            jobs.add(new JobMessage(JobMessage.jobId("t" + i, agent), "t" + i, "acme", agent, priorities[i % priorities.length],
+                    "do it " + i, "", "main", 60, 1000, 1));
+        }
+        JobMessage early = jobs.get(7);
+        assertThat(queue.enqueue(early)).isPresent();
+
+        assertThat(queue.enqueueAll(jobs)).isEqualTo(jobs.size() - 1);
+        assertThat(queue.enqueueAll(jobs)).as("every attempt is in already").isZero();
+
+        for (String agent : List.of("demo", "other")) {
+            for (Priority priority : priorities) {
+                List<JobMessage> expected = jobs.stream().filter(j -> j.agent().equals(agent) && j.priority() == priority).toList();
+                List<JobMessage> inStream = entries(agent, priority);
+                if (early.agent().equals(agent) && early.priority() == priority) {
+                    // The early one went in first; the rest keep the batch's order.
+                    assertThat(inStream).first().isEqualTo(early);
+                    assertThat(inStream.subList(1, inStream.size()))
+                            .containsExactlyElementsOf(expected.stream().filter(j -> j != early).toList());
+                } else {
+                    assertThat(inStream).as(agent + " " + priority).containsExactlyElementsOf(expected);
+                }
+            }
+        }
+    }
+
+    private List<JobMessage> entries(String agent, Priority priority) {
+        return redis.redis().xrange(redis.keys().jobStream(agent, priority), io.lettuce.core.Range.create("-", "+")).stream()
+                .map(m -> JobMessage.fromFields(m.getBody())).toList();
+    }
+
     private static JobMessage job(String taskId, Priority priority) {
         return new JobMessage(JobMessage.jobId(taskId, "demo"), taskId, "acme", "demo", priority, "do it", "", "main", 60,
                 1000, 1);
