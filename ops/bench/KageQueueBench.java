@@ -15,7 +15,7 @@
 //   REDIS_URL
 //
 // Steps: create the database and a fresh namespace; insert the task rows (one batch, not timed); enqueue
-// one job per task the way the coordinator's batch submit does (pipelined enqueue-once scripts and
+// one job per task the way the coordinator's batch submit does (enqueue-many script calls and
 // task.submitted events, 1,000 a call), timed; time the single-submit path too (to a stream nobody
 // reads); start ONE worker process serving a noop agent with MAX_PARALLEL_CLIS=50; time from its first
 // claim until every entry is acknowledged; read INFO commandstats before and after each phase and
@@ -103,7 +103,7 @@ public class KageQueueBench {
             say("other clients' Redis commands while idle: " + background + "/s");
 
             // Enqueue as the coordinator's batch submit does (POST /api/v1/tasks:batch, 1,000 tasks a call): the jobs'
-            // enqueue-once scripts, then the task.submitted events, each pipelined. The task rows are in Postgres
+            // enqueue-once script calls (100 jobs each), then the task.submitted events (200 a call). The task rows are in Postgres
             // already, so this is the Redis part, the counterpart of BullMQ's addBulk.
             Map<String, Long> enq0 = commandStats(probe);
             long enqStart = System.nanoTime();
