@@ -103,8 +103,8 @@ public class KageQueueBench {
             say("other clients' Redis commands while idle: " + background + "/s");
 
             // Enqueue as the coordinator's batch submit does (POST /api/v1/tasks:batch, 1,000 tasks a call): the jobs'
-            // enqueue-once script calls (100 jobs each), then the task.submitted events (200 a call). The task rows are in Postgres
-            // already, so this is the Redis part, the counterpart of BullMQ's addBulk.
+            // enqueue-once script calls (100 jobs each), then the task.submitted events (200 a call). The task rows are
+            // in Postgres already, so this is the Redis part, the counterpart of BullMQ's addBulk.
             Map<String, Long> enq0 = commandStats(probe);
             long enqStart = System.nanoTime();
             for (int from = 0; from < jobs; from += 1_000) {
