@@ -105,9 +105,7 @@ class SubmitSafetyApiTest {
         // A task row as a coordinator that died right after the insert would leave it.
         Database database = coordinator.context().getBean(Database.class);
         TaskStore store = new TaskStore(database);
-        var task = new dev.kage.task.TaskRecord(UUID.randomUUID(), "acme", "orphan", dev.kage.task.TaskStatus.QUEUED,
-                Priority.NORMAL, null, "main", List.of(new dev.kage.task.Assignment("demo", 60)), null, 1000,
-                java.time.Instant.now(), java.time.Instant.now(), null);
+        var task = queuedTask("orphan", "demo");
         store.insert(task);
         database.jdbi().useHandle(h -> h.execute("UPDATE tasks SET created_at = now() - interval '1 minute' WHERE id = ?", task.id()));
         String stream = coordinator.redis().keys().jobStream("demo", Priority.NORMAL);
@@ -127,12 +125,8 @@ class SubmitSafetyApiTest {
         TaskStore store = new TaskStore(database);
         var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
         var queue = coordinator.context().getBean(dev.kage.queue.JobQueue.class);
-        var lost = new dev.kage.task.TaskRecord(UUID.randomUUID(), "acme", "lost with redis", dev.kage.task.TaskStatus.QUEUED,
-                Priority.NORMAL, null, "main", List.of(new dev.kage.task.Assignment("lost", 60)), null, 1000,
-                java.time.Instant.now(), java.time.Instant.now(), null);
-        var kept = new dev.kage.task.TaskRecord(UUID.randomUUID(), "acme", "still in redis", dev.kage.task.TaskStatus.QUEUED,
-                Priority.NORMAL, null, "main", List.of(new dev.kage.task.Assignment("lost", 60)), null, 1000,
-                java.time.Instant.now(), java.time.Instant.now(), null);
+        var lost = queuedTask("lost with redis", "lost");
+        var kept = queuedTask("still in redis", "lost");
         store.insert(lost);
         store.markEnqueued(lost.id());
         store.insert(kept);
@@ -160,9 +154,7 @@ class SubmitSafetyApiTest {
         TaskStore store = new TaskStore(database);
         var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
         var queue = coordinator.context().getBean(dev.kage.queue.JobQueue.class);
-        var task = new dev.kage.task.TaskRecord(UUID.randomUUID(), "acme", "half done", dev.kage.task.TaskStatus.QUEUED,
-                Priority.NORMAL, null, "main", List.of(new dev.kage.task.Assignment("done-half", 60),
-                new dev.kage.task.Assignment("done-other", 60)), null, 1000, java.time.Instant.now(), java.time.Instant.now(), null);
+        var task = queuedTask("half done", "done-half", "done-other");
         store.insert(task);
         store.markEnqueued(task.id());
         String id = task.id().toString();
@@ -242,5 +234,12 @@ class SubmitSafetyApiTest {
     private static HttpResponse<String> post(String path, String apiKey) throws Exception {
         return coordinator.http().send(HttpRequest.newBuilder(coordinator.uri(path)).header("X-API-Key", apiKey)
                 .POST(HttpRequest.BodyPublishers.noBody()).build(), HttpResponse.BodyHandlers.ofString());
+    }
+
+    /** A queued task of tenant acme, one job per agent (60 s each), as a submit's row before its jobs reach Redis. */
+    private static dev.kage.task.TaskRecord queuedTask(String description, String... agents) {
+        List<dev.kage.task.Assignment> jobs = java.util.Arrays.stream(agents).map(a -> new dev.kage.task.Assignment(a, 60)).toList();
+        return new dev.kage.task.TaskRecord(UUID.randomUUID(), "acme", description, dev.kage.task.TaskStatus.QUEUED,
+                Priority.NORMAL, null, "main", jobs, null, 1000, java.time.Instant.now(), java.time.Instant.now(), null);
     }
 }
