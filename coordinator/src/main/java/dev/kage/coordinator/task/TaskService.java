@@ -167,9 +167,13 @@ public final class TaskService {
      * @return true when every job is in Redis
      */
     boolean enqueue(TaskRecord task) {
+        return enqueue(task, jobsOf(task));
+    }
+
+    /** {@link #enqueue(TaskRecord)} of some of the task's jobs (the reconciler's: those missing from Redis). */
+    private boolean enqueue(TaskRecord task, List<JobMessage> jobs) {
         String id = task.id().toString();
         List<String> agents = task.assignments().stream().map(Assignment::cliName).toList();
-        List<JobMessage> jobs = jobsOf(task);
         try {
             try {
                 pipeline.call(async -> {
@@ -198,8 +202,8 @@ public final class TaskService {
 
     /**
      * Writes {@code enqueued_at} of the tasks enqueued since the last call, in one statement (up to 10,000; the rest
-     * at the next call). When Postgres refuses, the marks are dropped: the reconciler finds those tasks and enqueues
-     * them again, a no-op in Redis, and marks them.
+     * at the next call). When Postgres refuses, the marks are dropped: the reconciler finds those tasks, sees their jobs
+     * in Redis (or done), and marks them.
      *
      * @return tasks marked
      */
@@ -229,14 +233,47 @@ public final class TaskService {
      */
     public int reconcile() {
         int done = 0;
-        for (TaskRecord task : store.unenqueued(RECONCILE_AFTER_SECONDS, 100)) {
+        List<TaskRecord> page = store.unenqueued(RECONCILE_AFTER_SECONDS, 100);
+        Map<UUID, List<JobMessage>> missing = page.isEmpty() ? Map.of() : missingJobs(page);
+        for (TaskRecord task : page) {
+            List<JobMessage> jobs = missing.getOrDefault(task.id(), List.of());
+            if (jobs.isEmpty()) {
+                // Its jobs reached Redis (or ran already: a worker deletes a job's marker once its row is committed); the
+                // coordinator that added them did not mark the row. Adding a finished job again would run it twice.
+                enqueuedMarks.add(task.id());
+                continue;
+            }
             LOG.info("Reconciler: task {} was never confirmed in Redis; enqueuing it", task.id());
-            if (!enqueue(task)) {
+            if (!enqueue(task, jobs)) {
                 break;
             }
             done++;
         }
         return done;
+    }
+
+    /**
+     * The tasks' jobs that are neither in Redis (their attempt's enqueue-once marker is gone) nor done (no result row).
+     * The rows are read again after the markers: a worker deletes a job's marker once its row is committed, so a job
+     * that finished between the first read and its marker's check is seen done, never as missing.
+     */
+    private Map<UUID, List<JobMessage>> missingJobs(List<TaskRecord> tasks) {
+        java.util.Set<String> done = store.jobsWithOutcome(tasks.stream().map(TaskRecord::id).toList());
+        Map<UUID, List<JobMessage>> markerless = new java.util.LinkedHashMap<>();
+        for (TaskRecord task : tasks) {
+            for (JobMessage job : jobsOf(task)) {
+                if (!done.contains(job.jobId()) && !queue.wasEnqueued(job)) {
+                    markerless.computeIfAbsent(task.id(), id -> new java.util.ArrayList<>()).add(job);
+                }
+            }
+        }
+        if (markerless.isEmpty()) {
+            return markerless;
+        }
+        java.util.Set<String> doneSince = store.jobsWithOutcome(List.copyOf(markerless.keySet()));
+        markerless.values().forEach(jobs -> jobs.removeIf(job -> doneSince.contains(job.jobId())));
+        markerless.values().removeIf(List::isEmpty);
+        return markerless;
     }
 
     /**
@@ -258,24 +295,8 @@ public final class TaskService {
             if (page.isEmpty()) {
                 return requeued;
             }
-            java.util.Set<String> done = store.jobsWithOutcome(page.stream().map(TaskRecord::id).toList());
-            Map<UUID, List<JobMessage>> markerless = new java.util.LinkedHashMap<>();
-            for (TaskRecord task : page) {
-                for (JobMessage job : jobsOf(task)) {
-                    if (!done.contains(job.jobId()) && !queue.wasEnqueued(job)) {
-                        markerless.computeIfAbsent(task.id(), id -> new java.util.ArrayList<>()).add(job);
-                    }
-                }
-            }
-            // A worker deletes a job's marker once its result row is committed: a job that finished since the read
-            // above has its row now, and is not lost. Read after the markers, never before.
-            java.util.Set<String> doneSince = markerless.isEmpty() ? java.util.Set.of()
-                    : store.jobsWithOutcome(List.copyOf(markerless.keySet()));
-            for (var entry : markerless.entrySet()) {
+            for (var entry : missingJobs(page).entrySet()) {
                 for (JobMessage job : entry.getValue()) {
-                    if (doneSince.contains(job.jobId())) {
-                        continue;
-                    }
                     if (queue.enqueue(job).isPresent()) {
                         requeued++;
                         LOG.warn("Reconciler: job {} of task {} was missing from Redis (lost with Redis's last writes); "

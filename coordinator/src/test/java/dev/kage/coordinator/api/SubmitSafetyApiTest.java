@@ -174,6 +174,31 @@ class SubmitSafetyApiTest {
     }
 
     @Test
+    void anUnconfirmedTaskWhoseJobRanMeanwhileIsMarkedNotEnqueuedAgain() throws Exception {
+        // The reconciler read the task as queued and unconfirmed (its coordinator died before marking the row); since
+        // then a worker ran its job: result row committed, enqueue-once marker deleted (agent "ran-meanwhile").
+        Database database = coordinator.context().getBean(Database.class);
+        TaskStore store = new TaskStore(database);
+        var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
+        var task = queuedTask("ran meanwhile", "ran-meanwhile");
+        store.insert(task);
+        store.recordOutcome(new dev.kage.task.ResultRecord(task.id(), dev.kage.task.JobMessage.jobId(task.id().toString(),
+                "ran-meanwhile"), "ran-meanwhile", dev.kage.task.JobStatus.COMPLETED, "ok", 1, 1, 0, 0,
+                new java.math.BigDecimal("0.000001"), "agent", "m", 5, 0, null, null, null, "w", 1, null), List.of());
+        // As the reconciler's page read it, before the job ran.
+        database.jdbi().useHandle(h -> h.execute(
+                "UPDATE tasks SET status = 'queued', created_at = now() - interval '1 minute' WHERE id = ?", task.id()));
+
+        service.reconcile();
+
+        String stream = coordinator.redis().keys().jobStream("ran-meanwhile", Priority.NORMAL);
+        assertThat(coordinator.redis().redis().exists(stream)).as("a job that ran is not added again").isZero();
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10)).until(() ->
+                database.jdbi().withHandle(h -> h.createQuery("SELECT enqueued_at IS NOT NULL FROM tasks WHERE id = :id")
+                        .bind("id", task.id()).mapTo(Boolean.class).one()));
+    }
+
+    @Test
     void submittedTasksAreMarkedEnqueuedInBatchesAndNoneIsLeftUnmarked() throws Exception {
         // Marks are written together every 100 ms (one UPDATE for many submits), not in the submit's own transaction.
         List<UUID> ids = new ArrayList<>();
