@@ -174,7 +174,7 @@ public final class WorkerRuntime {
         try {
             if (!jobs.awaitTermination(worker.shutdownGrace().toMillis(), TimeUnit.MILLISECONDS)) {
                 LOG.warn("Grace period of {}s over; handing back {} running job(s)", worker.shutdownGrace().toSeconds(),
-                        inFlight.size());
+                        runningJobs());
                 // A finishing job's agent is done; it only waits for its outcome's write, which must not be cut short.
                 inFlight.values().stream().filter(r -> !r.control().finishing())
                         .forEach(r -> r.control().stop(JobControl.StopReason.SHUTDOWN));
@@ -334,40 +334,64 @@ public final class WorkerRuntime {
 
     /**
      * Runs a claimed job; the caller has taken a slot for it, and a start lane when {@code laned}. Waits for the job's
-     * {@link #room} first (at once, unless finished jobs fill it); a stopping worker hands back a job still waiting.
+     * {@link #room} first (at once, unless finished jobs fill it), listed in flight meanwhile so that its entry stays
+     * refreshed and is never reclaimed; a stopping worker hands back a job still waiting.
      */
     private void submit(ClaimedJob job, boolean laned) {
+        JobControl control = track(job, laned);
+        try {
+            room.acquire();
+        } catch (InterruptedException e) {
+            control.leaveStartLane();
+            inFlight.remove(job.key());
+            slots.release();
+            safely(() -> queue.handBack(job));
+            Thread.currentThread().interrupt();
+            return;
+        }
+        start(job, control);
+    }
+
+    /** Lists a claimed job in flight, holding its slot and (when {@code laned}) start lane. */
+    private JobControl track(ClaimedJob job, boolean laned) {
         JobControl control = new JobControl();
         control.holdSlot(slots::release);
         if (laned) {
             control.holdStartLane(startLanes::release);
         }
         inFlight.put(job.key(), new Running(job, control));
+        return control;
+    }
+
+    /** Runs a tracked job whose room the caller holds. */
+    private void start(ClaimedJob job, JobControl control) {
         try {
-            room.acquire();
-        } catch (InterruptedException e) {
-            inFlight.remove(job.key());
-            control.leaveStartLane();
-            slots.release();
-            safely(() -> queue.handBack(job));
-            Thread.currentThread().interrupt();
-            return;
-        }
-        jobs.execute(() -> {
-            try {
-                runner.run(job, control);
-            } catch (RuntimeException e) {
-                // Not acknowledged: the entry stays pending; this worker stops tracking it, so the reclaimer retries it.
-                LOG.error("Job {} failed before its outcome was recorded; left pending for the reclaimer: {}", job.key(), e.toString(), e);
-            } finally {
-                control.leaveStartLane();
-                inFlight.remove(job.key());
-                if (!control.finishing()) {
-                    slots.release();
+            jobs.execute(() -> {
+                try {
+                    runner.run(job, control);
+                } catch (RuntimeException e) {
+                    // Not acknowledged: the entry stays pending; this worker stops tracking it, so the reclaimer retries it.
+                    LOG.error("Job {} failed before its outcome was recorded; left pending for the reclaimer: {}", job.key(),
+                            e.toString(), e);
+                } finally {
+                    release(job, control);
                 }
-                room.release();
-            }
-        });
+            });
+        } catch (java.util.concurrent.RejectedExecutionException stopping) {
+            // The worker stopped taking jobs meanwhile: this one never started; back to the queue for another worker.
+            release(job, control);
+            safely(() -> queue.handBack(job));
+        }
+    }
+
+    /** Gives back what a job held: its start lane, its slot unless its agent is done already, its room. */
+    private void release(ClaimedJob job, JobControl control) {
+        control.leaveStartLane();
+        inFlight.remove(job.key());
+        if (!control.finishing()) {
+            slots.release();
+        }
+        room.release();
     }
 
     private void beat() {
@@ -424,8 +448,19 @@ public final class WorkerRuntime {
                     if (left <= 0 || !slots.tryAcquire(left, TimeUnit.NANOSECONDS)) {
                         break;
                     }
-                    Optional<ClaimedJob> job = queue.claim(entry.stream(), worker.workerId(), queueSettings.reclaimIdle(),
-                            entry.entryId());
+                    // Room too, within the same wait: this thread must not block on finished jobs' writes.
+                    if (!room.tryAcquire(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS)) {
+                        slots.release();
+                        break;
+                    }
+                    Optional<ClaimedJob> job;
+                    try {
+                        job = queue.claim(entry.stream(), worker.workerId(), queueSettings.reclaimIdle(), entry.entryId());
+                    } catch (RedisException e) {
+                        slots.release();
+                        room.release();
+                        throw e;
+                    }
                     if (job.isPresent()) {
                         metrics.reclaim(agent);
                         LOG.info("Reclaimed {} from {} (idle {} ms, delivery {})", entry.key(), entry.consumer(), entry.idleMs(),
@@ -433,9 +468,10 @@ public final class WorkerRuntime {
                         // A reclaimed job takes a start lane when one is free, and starts anyway when none is: it
                         // has waited long enough already.
                         boolean laned = lanedAgents.contains(agent) && startLanes.tryAcquire();
-                        submit(job.get(), laned);
+                        start(job.get(), track(job.get(), laned));
                     } else {
                         slots.release();
+                        room.release();
                     }
                 }
             } catch (InterruptedException e) {
