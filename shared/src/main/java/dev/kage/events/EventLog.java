@@ -45,9 +45,11 @@ public final class EventLog {
 
     /**
      * Publishes many events of one type, in order: one script call per {@value #PUBLISH_CHUNK} events
-     * (publish-many.lua), where a command per event cost each its own encoding and reply.
+     * (publish-many.lua), where a command per event cost each its own encoding and reply; the calls pipelined
+     * ({@link dev.kage.redis.LuaScript#runAll}).
      */
     public void publishAll(String type, java.util.List<Map<String, String>> events) {
+        java.util.List<dev.kage.redis.LuaScript.Call> calls = new java.util.ArrayList<>();
         for (int from = 0; from < events.size(); from += PUBLISH_CHUNK) {
             java.util.List<String> args = new java.util.ArrayList<>();
             args.add(Long.toString(MAX_EVENTS));
@@ -59,9 +61,9 @@ public final class EventLog {
                     args.add(value);
                 });
             }
-            PUBLISH_MANY.run(redis, io.lettuce.core.ScriptOutputType.INTEGER, new String[] {keys.events()},
-                    args.toArray(String[]::new));
+            calls.add(new dev.kage.redis.LuaScript.Call(new String[] {keys.events()}, args.toArray(String[]::new)));
         }
+        PUBLISH_MANY.runAll(redis, io.lettuce.core.ScriptOutputType.INTEGER, calls);
     }
 
     private Map<String, String> body(String type, Map<String, String> fields) {

@@ -149,7 +149,8 @@ public final class JobQueue {
     /**
      * Enqueues many jobs at once, each attempt once as with {@link #enqueue}: one script call per agent and
      * {@value #ENQUEUE_CHUNK} jobs (enqueue-many.lua), where a call per job cost each job a command's encoding,
-     * reply and script lookup.
+     * reply and script lookup. The calls are pipelined ({@link LuaScript#runAll}): sent in order, without waiting for
+     * one reply before sending the next.
      *
      * @return how many were added (the others had been enqueued before)
      */
@@ -158,7 +159,7 @@ public final class JobQueue {
         for (JobMessage job : jobs) {
             byAgent.computeIfAbsent(job.agent(), agent -> new ArrayList<>()).add(job);
         }
-        int added = 0;
+        List<LuaScript.Call> calls = new ArrayList<>();
         for (var entry : byAgent.entrySet()) {
             String agent = entry.getKey();
             List<JobMessage> ofAgent = entry.getValue();
@@ -181,9 +182,12 @@ public final class JobQueue {
                         args.add(value);
                     });
                 }
-                Long count = ENQUEUE_MANY.run(redis, ScriptOutputType.INTEGER, scriptKeys, args.toArray(String[]::new));
-                added += count.intValue();
+                calls.add(new LuaScript.Call(scriptKeys, args.toArray(String[]::new)));
             }
+        }
+        int added = 0;
+        for (Long count : ENQUEUE_MANY.<Long>runAll(redis, ScriptOutputType.INTEGER, calls)) {
+            added += count.intValue();
         }
         return added;
     }

@@ -70,6 +70,44 @@ public final class LuaScript {
     }
 
     /**
+     * Runs the script once per call, pipelined: every {@code EVALSHA} is sent before the first reply is awaited, so
+     * Redis runs one call while the next is encoded and on its way. Calls reach Redis in order; one that Redis refused
+     * for not knowing the script is run again through {@link #run} (its {@code EVAL}), after the others. Waits at most the
+     * connection's command timeout for each reply.
+     *
+     * @param calls each call's keys and arguments
+     * @return each call's reply, in order
+     * @throws io.lettuce.core.RedisException the first call's failure other than an unknown script
+     */
+    public <T> java.util.List<T> runAll(RedisCommands<String, String> redis, ScriptOutputType type, java.util.List<Call> calls) {
+        var async = redis.getStatefulConnection().async();
+        java.util.List<io.lettuce.core.RedisFuture<T>> replies = new java.util.ArrayList<>(calls.size());
+        for (Call call : calls) {
+            replies.add(async.evalsha(sha, type, call.keys(), call.args()));
+        }
+        java.time.Duration timeout = redis.getStatefulConnection().getTimeout();
+        java.util.List<T> results = new java.util.ArrayList<>(calls.size());
+        java.util.List<Integer> unknown = new java.util.ArrayList<>();
+        for (int i = 0; i < replies.size(); i++) {
+            try {
+                results.add(io.lettuce.core.LettuceFutures.awaitOrCancel(replies.get(i), timeout.toNanos(),
+                        java.util.concurrent.TimeUnit.NANOSECONDS));
+            } catch (RedisNoScriptException notLoaded) {
+                results.add(null);
+                unknown.add(i);
+            }
+        }
+        for (int i : unknown) {
+            results.set(i, run(redis, type, calls.get(i).keys(), calls.get(i).args()));
+        }
+        return results;
+    }
+
+    /** One call of {@link #runAll}: its keys and arguments. */
+    public record Call(String[] keys, String[] args) {
+    }
+
+    /**
      * Runs the script through a {@link RedisPipeline} and waits for its reply: {@code EVALSHA}, and {@code EVAL} (a
      * second round trip) when Redis does not know the script.
      */

@@ -48,20 +48,58 @@ public final class TaskStore {
                 .execute());
     }
 
-    /** Inserts many tasks in one transaction, as one batch: all or none. */
+    /**
+     * Inserts many tasks in one statement (one array per column, unnested): all or none. A thousand tasks cost about
+     * half of a JDBC batch of single-row inserts, which Postgres plans and executes row by row.
+     */
     public void insertAll(List<TaskRecord> tasks) {
-        run(handle -> handle.useTransaction(tx -> {
-            var batch = tx.prepareBatch("""
-                    INSERT INTO tasks (id, tenant, description, status, priority, repo, base_branch,
-                                       cli_assignments, metadata, token_limit)
-                    VALUES (:id, :tenant, :description, :status, :priority, :repo, :baseBranch,
-                            CAST(:assignments AS jsonb), CAST(:metadata AS jsonb), :tokenLimit)
-                    """);
-            for (TaskRecord task : tasks) {
-                bindTask(batch, task).add();
-            }
-            batch.execute();
-        }));
+        int n = tasks.size();
+        UUID[] ids = new UUID[n];
+        String[] tenants = new String[n];
+        String[] descriptions = new String[n];
+        String[] statuses = new String[n];
+        String[] priorities = new String[n];
+        String[] repos = new String[n];
+        String[] baseBranches = new String[n];
+        String[] assignments = new String[n];
+        String[] metadata = new String[n];
+        Long[] tokenLimits = new Long[n];
+        for (int i = 0; i < n; i++) {
+            TaskRecord task = tasks.get(i);
+            ids[i] = task.id();
+            tenants[i] = task.tenant();
+            descriptions[i] = task.description();
+            statuses[i] = task.status().wireName();
+            priorities[i] = task.priority().wireName();
+            repos[i] = task.repo();
+            baseBranches[i] = task.baseBranch();
+            assignments[i] = assignmentsJson(task.assignments());
+            metadata[i] = task.metadataJson();
+            tokenLimits[i] = task.tokenLimit();
+        }
+        run(handle -> handle.createUpdate("""
+                        INSERT INTO tasks (id, tenant, description, status, priority, repo, base_branch,
+                                           cli_assignments, metadata, token_limit)
+                        SELECT id, tenant, description, status, priority, repo, base_branch,
+                               CAST(assignments AS jsonb), CAST(metadata AS jsonb), token_limit
+                        FROM unnest(CAST(:ids AS uuid[]), CAST(:tenants AS text[]), CAST(:descriptions AS text[]),
+                                    CAST(:statuses AS text[]), CAST(:priorities AS text[]), CAST(:repos AS text[]),
+                                    CAST(:baseBranches AS text[]), CAST(:assignments AS text[]), CAST(:metadata AS text[]),
+                                    CAST(:tokenLimits AS bigint[]))
+                             AS u(id, tenant, description, status, priority, repo, base_branch, assignments, metadata,
+                                  token_limit)
+                        """)
+                .bindArray("ids", UUID.class, (Object[]) ids)
+                .bindArray("tenants", String.class, (Object[]) tenants)
+                .bindArray("descriptions", String.class, (Object[]) descriptions)
+                .bindArray("statuses", String.class, (Object[]) statuses)
+                .bindArray("priorities", String.class, (Object[]) priorities)
+                .bindArray("repos", String.class, (Object[]) repos)
+                .bindArray("baseBranches", String.class, (Object[]) baseBranches)
+                .bindArray("assignments", String.class, (Object[]) assignments)
+                .bindArray("metadata", String.class, (Object[]) metadata)
+                .bindArray("tokenLimits", Long.class, (Object[]) tokenLimits)
+                .execute());
     }
 
     /** {@link #markEnqueued} for many tasks in one statement. */

@@ -116,6 +116,31 @@ class JobQueueTest {
         }
     }
 
+    @Test
+    void aBatchReachesARedisThatForgotTheScriptThroughTheFallbackEachJobOnce() {
+        // The calls are pipelined: every EVALSHA is refused (NOSCRIPT, as after a restart) and each goes again as EVAL.
+        org.junit.jupiter.api.Assumptions.assumeTrue(dev.kage.testing.PrivateRedis.available(), "redis-server is not installed");
+        try (var server = dev.kage.testing.PrivateRedis.start(false)) {
+            io.lettuce.core.RedisClient client = io.lettuce.core.RedisClient.create(server.url());
+            try (StatefulRedisConnection<String, String> connection = client.connect()) {
+                var commands = connection.sync();
+                JobQueue fresh = new JobQueue(redis.keys(), commands);
+                List<JobMessage> jobs = new java.util.ArrayList<>();
+                for (int i = 0; i < 3 * JobQueue.ENQUEUE_CHUNK + 1; i++) {
+                    jobs.add(job("t" + i, Priority.NORMAL));
+                }
+                fresh.enqueueAll(jobs.subList(0, 10));
+                commands.scriptFlush();
+
+                assertThat(fresh.enqueueAll(jobs)).as("the first ten were in already").isEqualTo(jobs.size() - 10);
+                assertThat(commands.xrange(redis.keys().jobStream("demo", Priority.NORMAL), io.lettuce.core.Range.create("-", "+"))
+                        .stream().map(m -> JobMessage.fromFields(m.getBody())).toList()).containsExactlyElementsOf(jobs);
+            } finally {
+                client.shutdown();
+            }
+        }
+    }
+
     private List<JobMessage> entries(String agent, Priority priority) {
         return redis.redis().xrange(redis.keys().jobStream(agent, priority), io.lettuce.core.Range.create("-", "+")).stream()
                 .map(m -> JobMessage.fromFields(m.getBody())).toList();

@@ -37,6 +37,44 @@ class TaskStoreTest {
     }
 
     @Test
+    void aBatchInsertKeepsEveryValueAsWrittenIncludingTheOnesAnArrayLiteralCouldMistake() throws Exception {
+        // One statement unnests one array per column: an element that looks like NULL, quotes, braces, commas,
+        // backslashes or non-ASCII text must come back as written, and a missing repo or metadata as null.
+        List<String> descriptions = List.of("NULL", "null", "", " ", "\"quoted\" {braces}, commas", "back\\slash \\\"",
+                "line\nbreak\ttab", "ünïcödé — 漢字 🚀", "{\"json\": [1, 2]}", "x".repeat(20_000));
+        List<TaskRecord> tasks = new java.util.ArrayList<>();
+        for (int i = 0; i < descriptions.size(); i++) {
+            tasks.add(new TaskRecord(java.util.UUID.randomUUID(), i % 2 == 0 ? "acme" : "globex", descriptions.get(i),
+                    TaskStatus.QUEUED, dev.kage.task.Priority.values()[i % 3], i % 3 == 0 ? null : "/srv/repo-" + i + " {x}",
+                    "feature/" + i, List.of(new dev.kage.task.Assignment("demo", 60 + i), new dev.kage.task.Assignment("codex", 30)),
+                    i % 2 == 0 ? null : "{\"n\": " + i + ", \"s\": \"a\\\"b\"}", 1_000L + i, java.time.Instant.now(),
+                    java.time.Instant.now(), null));
+        }
+        store.insertAll(tasks);
+        for (TaskRecord written : tasks) {
+            TaskRecord read = store.find(written.tenant(), written.id()).orElseThrow();
+            assertThat(read.description()).isEqualTo(written.description());
+            assertThat(read.repo()).isEqualTo(written.repo());
+            assertThat(read.baseBranch()).isEqualTo(written.baseBranch());
+            assertThat(read.priority()).isEqualTo(written.priority());
+            assertThat(read.status()).isEqualTo(TaskStatus.QUEUED);
+            assertThat(read.assignments()).isEqualTo(written.assignments());
+            assertThat(read.tokenLimit()).isEqualTo(written.tokenLimit());
+            if (written.metadataJson() == null) {
+                assertThat(read.metadataJson()).isNull();
+            } else {
+                assertThat(new com.fasterxml.jackson.databind.ObjectMapper().readTree(read.metadataJson()))
+                        .isEqualTo(new com.fasterxml.jackson.databind.ObjectMapper().readTree(written.metadataJson()));
+            }
+        }
+        // All or none: a batch with an id already taken inserts nothing.
+        TaskRecord fresh = task("acme", "demo");
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> store.insertAll(List.of(fresh, tasks.getFirst())))
+                .isInstanceOf(RuntimeException.class);
+        assertThat(store.find("acme", fresh.id())).isEmpty();
+    }
+
+    @Test
     void theTaskEndsOnlyWhenEveryJobHasAnOutcome() {
         TaskRecord task = task("acme", "claude-code", "demo");
         store.insert(task);
