@@ -6,6 +6,9 @@
 //   BENCH_JOBS                 jobs to run (default 20000)
 //   BENCH_RUN_DIR              folder for the agents file, the worker's log and work dir
 //   BENCH_WORKER_JAR           the worker jar to start
+//   BENCH_COORDINATOR_JAR      the coordinator jar to start for the batch submit
+//   BENCH_COORDINATOR_JAVA_OPTS extra JVM options for the coordinator, space-separated
+//   BENCH_SUBMIT_WARMUP        batches of 1,000 tasks that warm the coordinator before the timed submit (default 5)
 //   BENCH_ADMIN_DATABASE_URL   an existing database on the server, used to create and drop the bench's own
 //   BENCH_DATABASE_URL         the bench's own database (created here, dropped at the end)
 //   BENCH_WORKER_JAVA_OPTS     extra JVM options for the worker (e.g. a JFR recording), space-separated
@@ -14,9 +17,9 @@
 //   BENCH_DEFAULT_REPO         the worker's KAGE_DEFAULT_REPO (start-latency.sh: a repository for command agents)
 //   REDIS_URL
 //
-// Steps: create the database and a fresh namespace; insert the task rows (one batch, not timed); enqueue
-// one job per task the way the coordinator's batch submit does (enqueue-many script calls and
-// task.submitted events, 1,000 a call), timed; time the single-submit path too (to a stream nobody
+// Steps: create the database and a fresh namespace; start the packaged coordinator and submit the tasks
+// through POST /api/v1/tasks:batch, 1,000 a request, timed end to end (after warm-up batches for an agent
+// nobody serves); stop the coordinator; time the single-submit path's Redis steps too (to a stream nobody
 // reads); start ONE worker process serving a noop agent with MAX_PARALLEL_CLIS=50; time from its first
 // claim until every entry is acknowledged; read INFO commandstats before and after each phase and
 // Postgres's transaction counters; stop the worker; delete the namespace's keys and drop the database.
@@ -36,6 +39,10 @@ import io.lettuce.core.ScanArgs;
 import io.lettuce.core.ScanCursor;
 import io.lettuce.core.api.StatefulRedisConnection;
 import io.lettuce.core.api.sync.RedisCommands;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.sql.Connection;
@@ -66,6 +73,7 @@ public class KageQueueBench {
         int jobs = Integer.parseInt(env("BENCH_JOBS", "20000"));
         Path runDir = Path.of(env("BENCH_RUN_DIR", ".run/bench/kage")).toAbsolutePath();
         String workerJar = required("BENCH_WORKER_JAR");
+        String coordinatorJar = required("BENCH_COORDINATOR_JAR");
         String adminUrl = required("BENCH_ADMIN_DATABASE_URL");
         String benchUrl = required("BENCH_DATABASE_URL");
         String redisUrl = env("REDIS_URL", "redis://127.0.0.1:6379");
@@ -88,7 +96,10 @@ public class KageQueueBench {
         createDatabase(adminUrl, dbName);
         try (Database db = Database.open(DatabaseUrl.parse("BENCH_DATABASE_URL", benchUrl), "development_docs", "bench", 4)) {
             say("namespace " + namespace + ", database " + dbName + ", " + jobs + " jobs");
-            List<UUID> tasks = insertTasks(db, jobs);
+            List<UUID> tasks = new ArrayList<>(jobs);
+            for (int i = 0; i < jobs; i++) {
+                tasks.add(UUID.randomUUID());
+            }
 
             JobQueue queue = new JobQueue(keys, redis);
             LiveTaskState live = new LiveTaskState(keys, redis);
@@ -102,25 +113,54 @@ public class KageQueueBench {
             long background = total(minus(idle1, idle0, 0));
             say("other clients' Redis commands while idle: " + background + "/s");
 
-            // Enqueue as the coordinator's batch submit does (POST /api/v1/tasks:batch, 1,000 tasks a call): the jobs'
-            // enqueue-once script calls (100 jobs each), then the task.submitted events (200 a call). The task rows are
-            // in Postgres already, so this is the Redis part, the counterpart of BullMQ's addBulk.
+            // The batch submit end to end: the packaged coordinator, POST /api/v1/tasks:batch with 1,000 tasks a request,
+            // one request after another (as the BullMQ side awaits each addBulk of 1,000). Each request parses and
+            // validates its tasks, inserts their rows in one transaction, runs the enqueue-once scripts (100 jobs a
+            // call) and the task.submitted events (200 a call), and marks the rows enqueued. The coordinator is warmed
+            // first with batches for an agent nobody serves (a coordinator is a long-running service).
+            Path agents = runDir.resolve("agents.yml");
+            Files.writeString(agents, "agents:\n  " + AGENT + ":\n    type: noop\n  " + OTHER_AGENT + ":\n    type: noop\n");
+            String apiKey = "bench-" + UUID.randomUUID();
+            Process coordinator = startCoordinator(runDir, coordinatorJar, agents, namespace, redisUrl, benchUrl, apiKey);
+            running.set(coordinator);
+            int port = coordinatorPort;
+            HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
+            awaitHealthy(http, port, coordinator, runDir);
+            int warm = Integer.parseInt(env("BENCH_SUBMIT_WARMUP", "5"));
+            for (int i = 0; i < warm; i++) {
+                submit(http, port, apiKey, batchBody(OTHER_AGENT, 1_000));
+            }
+            List<String> bodies = new ArrayList<>();
+            for (int from = 0; from < jobs; from += 1_000) {
+                bodies.add(batchBody(AGENT, Math.min(1_000, jobs - from)));
+            }
             Map<String, Long> enq0 = commandStats(probe);
             long enqStart = System.nanoTime();
-            for (int from = 0; from < jobs; from += 1_000) {
-                List<UUID> chunk = tasks.subList(from, Math.min(from + 1_000, jobs));
-                queue.enqueueAll(chunk.stream().map(task -> job(task, AGENT)).toList());
-                events.publishAll("task.submitted", chunk.stream()
-                        .map(task -> Map.of("task_id", task.toString(), "tenant", TENANT, "agents", AGENT)).toList());
+            long[] latencies = new long[bodies.size()];
+            for (int i = 0; i < bodies.size(); i++) {
+                long sent = System.nanoTime();
+                submit(http, port, apiKey, bodies.get(i));
+                latencies[i] = System.nanoTime() - sent;
             }
             double enqSeconds = (System.nanoTime() - enqStart) / 1e9;
+            java.util.Arrays.sort(latencies);
             Map<String, Long> enqDelta = minus(commandStats(probe), enq0, 0);
+            stop(coordinator);
+            running.set(null);
             long queued = redis.xlen(stream);
             if (queued != jobs) {
                 throw new IllegalStateException("enqueued " + queued + " of " + jobs + " jobs");
             }
-            say(String.format("enqueue, batch submit: %d jobs in %.2f s = %.0f jobs/s, %.1f Redis commands/job", jobs,
+            long unmarked = db.jdbi().withHandle(h -> h.createQuery(
+                    "SELECT count(*) FROM tasks WHERE enqueued_at IS NULL").mapTo(Long.class).one());
+            if (unmarked != 0) {
+                throw new IllegalStateException(unmarked + " submitted tasks are not marked enqueued");
+            }
+            say(String.format("enqueue, batch submit (POST /api/v1/tasks:batch, 1,000 a request, end to end): %d jobs in %.2f s"
+                    + " = %.0f jobs/s, %.1f Redis commands/job (the coordinator's own background included)", jobs,
                     enqSeconds, jobs / enqSeconds, (double) total(enqDelta) / jobs));
+            say(String.format("  per request: median %.1f ms, slowest %.1f ms", latencies[latencies.length / 2] / 1e6,
+                    latencies[latencies.length - 1] / 1e6));
 
             // Enqueue as single submits do (POST /api/v1/tasks), from 32 request threads on one shared connection: live
             // state, enqueue-once script, event. To another agent's stream, which the worker below does not serve.
@@ -144,8 +184,7 @@ public class KageQueueBench {
             String lastEntry = redis.xrevrange(stream, io.lettuce.core.Range.create("-", "+"), io.lettuce.core.Limit.from(1))
                     .getFirst().getId();
             long xact0 = transactions(db, dbName);
-            Path agents = runDir.resolve("agents.yml");
-            Files.writeString(agents, "agents:\n  " + AGENT + ":\n    type: noop\n");
+            long[] taskUpdates0 = taskUpdates(db);
             Map<String, Long> run0 = commandStats(probe);
             Map<String, Long> cpu0 = Map.of();
             long workerCpu0 = 0;
@@ -194,7 +233,8 @@ public class KageQueueBench {
             worker = null;
             running.set(null);
             long xact1 = transactions(db, dbName);
-            long[] taskUpdates = taskUpdates(db);
+            long[] taskUpdates1 = taskUpdates(db);
+            long[] taskUpdates = {taskUpdates1[0] - taskUpdates0[0], taskUpdates1[1] - taskUpdates0[1]};
 
             double seconds = (done - firstClaim) / 1e9;
             double fromSpawn = (done - spawned) / 1e9;
@@ -296,24 +336,74 @@ public class KageQueueBench {
         return new JobMessage(JobMessage.jobId(id, agent), id, TENANT, agent, Priority.NORMAL, "noop", "", "main", 60, 50_000, 1);
     }
 
-    static List<UUID> insertTasks(Database db, int jobs) {
-        List<UUID> ids = new ArrayList<>(jobs);
-        for (int i = 0; i < jobs; i++) {
-            ids.add(UUID.randomUUID());
+    /** The coordinator's port, chosen free before it starts. */
+    static int coordinatorPort;
+
+    static Process startCoordinator(Path runDir, String jar, Path agents, String namespace, String redisUrl, String dbUrl,
+                                    String apiKey) throws Exception {
+        try (java.net.ServerSocket socket = new java.net.ServerSocket(0)) {
+            coordinatorPort = socket.getLocalPort();
         }
-        String assignments = "[{\"cli_name\":\"" + AGENT + "\",\"timeout\":60}]";
-        db.jdbi().useTransaction(h -> {
-            var batch = h.prepareBatch("""
-                    INSERT INTO tasks (id, tenant, description, status, priority, base_branch, cli_assignments, token_limit,
-                                       enqueued_at)
-                    VALUES (:id, :tenant, 'noop', 'queued', 'normal', 'main', CAST(:assignments AS jsonb), 50000, now())
-                    """);
-            for (UUID id : ids) {
-                batch.bind("id", id).bind("tenant", TENANT).bind("assignments", assignments).add();
+        List<String> command = new ArrayList<>();
+        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        String opts = env("BENCH_COORDINATOR_JAVA_OPTS", "").trim();
+        if (!opts.isEmpty()) {
+            command.addAll(List.of(opts.split("\\s+")));
+        }
+        command.addAll(List.of("-jar", jar));
+        ProcessBuilder builder = new ProcessBuilder(command).directory(runDir.toFile())
+                .redirectErrorStream(true).redirectOutput(runDir.resolve("coordinator.log").toFile());
+        Map<String, String> env = builder.environment();
+        env.put("REDIS_URL", redisUrl);
+        env.put("DATABASE_URL", dbUrl);
+        env.put("KAGE_DB_SCHEMA", "development_docs");
+        env.put("KAGE_NAMESPACE", namespace);
+        env.put("KAGE_AGENTS_FILE", agents.toString());
+        env.put("KAGE_API_KEYS", TENANT + ":" + apiKey);
+        env.put("PORT", Integer.toString(coordinatorPort));
+        env.put("KAGE_LOG_LEVEL", env("BENCH_LOG_LEVEL", "INFO"));
+        return builder.start();
+    }
+
+    static void awaitHealthy(HttpClient http, int port, Process coordinator, Path runDir) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+        while (true) {
+            if (!coordinator.isAlive()) {
+                throw new IllegalStateException("the coordinator exited with status " + coordinator.exitValue() + "; see "
+                        + runDir.resolve("coordinator.log"));
             }
-            batch.execute();
-        });
-        return ids;
+            try {
+                if (http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/health")).build(),
+                        HttpResponse.BodyHandlers.discarding()).statusCode() == 200) {
+                    return;
+                }
+            } catch (java.io.IOException notYet) {
+                // not listening yet
+            }
+            if (System.nanoTime() > deadline) {
+                throw new IllegalStateException("the coordinator is not healthy after 90 s; see " + runDir.resolve("coordinator.log"));
+            }
+            Thread.sleep(200);
+        }
+    }
+
+    /** {"tasks": [...]}: {@code count} tasks for {@code agent}, in the shape the README documents. */
+    static String batchBody(String agent, int count) {
+        StringBuilder body = new StringBuilder("{\"tasks\": [");
+        for (int i = 0; i < count; i++) {
+            body.append(i == 0 ? "" : ", ").append("{\"description\": \"noop ").append(i)
+                    .append("\", \"cli_assignments\": [{\"cli_name\": \"").append(agent).append("\", \"timeout\": 60}]}");
+        }
+        return body.append("]}").toString();
+    }
+
+    static void submit(HttpClient http, int port, String apiKey, String body) throws Exception {
+        HttpResponse<String> response = http.send(HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + port + "/api/v1/tasks:batch"))
+                .header("X-API-Key", apiKey).header("Content-Type", "application/json")
+                .POST(HttpRequest.BodyPublishers.ofString(body)).build(), HttpResponse.BodyHandlers.ofString());
+        if (response.statusCode() != 202) {
+            throw new IllegalStateException("POST /api/v1/tasks:batch answered " + response.statusCode() + ": " + response.body());
+        }
     }
 
     static Process startWorker(Path runDir, String jar, Path agents, String namespace, String redisUrl, String dbUrl,
