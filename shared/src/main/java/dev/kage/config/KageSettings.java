@@ -12,6 +12,8 @@ import java.util.regex.Pattern;
  * @param redisUrl              {@code REDIS_URL}
  * @param database              {@code DATABASE_URL}, libpq or JDBC form
  * @param dbSchema              Postgres schema holding Kage's tables ({@code KAGE_DB_SCHEMA}, default {@code development_docs})
+ * @param dbSocketTimeoutSeconds how long a statement waits for Postgres's answer before its connection counts as broken
+ *                              ({@code KAGE_DB_SOCKET_TIMEOUT_SECONDS}, seconds, 0 = forever, default 60)
  * @param maxTokensPerTask      {@code MAX_TOKENS_PER_TASK}, tokens, default 50000
  * @param tokenWarningThreshold {@code TOKEN_WARNING_THRESHOLD}, fraction of a budget, default 0.8
  * @param maxRequestsPerMinute  {@code MAX_REQUESTS_PER_MINUTE}, per agent across the fleet, default 50
@@ -33,6 +35,7 @@ public record KageSettings(
         String redisUrl,
         DatabaseUrl database,
         String dbSchema,
+        int dbSocketTimeoutSeconds,
         long maxTokensPerTask,
         double tokenWarningThreshold,
         int maxRequestsPerMinute,
@@ -52,6 +55,7 @@ public record KageSettings(
     public static final String DEFAULT_NAMESPACE = "kage";
     public static final String DEFAULT_REDIS_URL = "redis://127.0.0.1:6379";
     public static final String DEFAULT_SCHEMA = "development_docs";
+    public static final int DEFAULT_DB_SOCKET_TIMEOUT_SECONDS = 60;
     public static final long DEFAULT_MAX_TOKENS_PER_TASK = 50_000;
     public static final double DEFAULT_TOKEN_WARNING_THRESHOLD = 0.8;
     public static final int DEFAULT_MAX_REQUESTS_PER_MINUTE = 50;
@@ -106,6 +110,7 @@ public record KageSettings(
                 redisUrl,
                 database,
                 schema,
+                env.intBetween("KAGE_DB_SOCKET_TIMEOUT_SECONDS", 0, 3_600, DEFAULT_DB_SOCKET_TIMEOUT_SECONDS),
                 env.positiveLong("MAX_TOKENS_PER_TASK", DEFAULT_MAX_TOKENS_PER_TASK),
                 env.fraction("TOKEN_WARNING_THRESHOLD", DEFAULT_TOKEN_WARNING_THRESHOLD),
                 requestsPerWindow,

@@ -133,7 +133,7 @@ public class KageFactory {
     @Singleton
     @Bean(preDestroy = "close")
     public Database database(KageSettings settings) {
-        return Database.open(settings.database(), settings.dbSchema(), "kage", 8);
+        return Database.open(settings.database(), settings.dbSchema(), "kage", 8, settings.dbSocketTimeoutSeconds());
     }
 
     @Singleton

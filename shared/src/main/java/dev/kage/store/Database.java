@@ -28,13 +28,26 @@ public final class Database implements AutoCloseable {
     }
 
     /**
+     * {@link #open(DatabaseUrl, String, String, int, int)} with the default socket timeout
+     * ({@value dev.kage.config.KageSettings#DEFAULT_DB_SOCKET_TIMEOUT_SECONDS} s).
+     */
+    public static Database open(DatabaseUrl url, String schema, String poolName, int maxPoolSize) {
+        return open(url, schema, poolName, maxPoolSize, dev.kage.config.KageSettings.DEFAULT_DB_SOCKET_TIMEOUT_SECONDS);
+    }
+
+    /**
      * Opens a pool and applies the migrations (Flyway takes a Postgres advisory lock, so a coordinator
      * and workers starting together migrate once).
      *
-     * @param poolName    shown in Hikari's logs and metrics
-     * @param maxPoolSize connections at most
+     * @param poolName             shown in Hikari's logs and metrics
+     * @param maxPoolSize          connections at most
+     * @param socketTimeoutSeconds how long a pooled connection waits for any answer from Postgres before it fails and
+     *                             is dropped (pgjdbc's {@code socketTimeout}; 0: forever). A server that is up but does
+     *                             not answer (stopped, its host gone without a reset) then counts as down instead of
+     *                             holding the caller. A {@code socketTimeout} in the URL wins. Migrations run on a
+     *                             connection of their own without it: building an index may take long
      */
-    public static Database open(DatabaseUrl url, String schema, String poolName, int maxPoolSize) {
+    public static Database open(DatabaseUrl url, String schema, String poolName, int maxPoolSize, int socketTimeoutSeconds) {
         HikariConfig config = new HikariConfig();
         config.setPoolName(poolName);
         config.setJdbcUrl(url.jdbcUrl());
@@ -50,10 +63,22 @@ public final class Database implements AutoCloseable {
         config.setConnectionTimeout(Duration.ofSeconds(3).toMillis());
         config.setInitializationFailTimeout(-1);
         config.setConnectionInitSql("SET search_path TO \"" + schema + "\"");
+        if (socketTimeoutSeconds > 0) {
+            // Driver properties are defaults: a socketTimeout named in the URL overrides this one.
+            config.addDataSourceProperty("socketTimeout", Integer.toString(socketTimeoutSeconds));
+        }
         HikariDataSource dataSource = new HikariDataSource(config);
         try {
+            org.postgresql.ds.PGSimpleDataSource migrations = new org.postgresql.ds.PGSimpleDataSource();
+            migrations.setURL(url.jdbcUrl());
+            if (url.user() != null) {
+                migrations.setUser(url.user());
+            }
+            if (url.password() != null) {
+                migrations.setPassword(url.password());
+            }
             Flyway.configure()
-                    .dataSource(dataSource)
+                    .dataSource(migrations)
                     .schemas(schema)
                     .defaultSchema(schema)
                     .createSchemas(true)

@@ -27,6 +27,7 @@ class KageSettingsTest {
         assertThat(settings.maxActiveWorktrees()).isEqualTo(50);
         assertThat(settings.namespace()).isEqualTo("kage");
         assertThat(settings.dbSchema()).isEqualTo("development_docs");
+        assertThat(settings.dbSocketTimeoutSeconds()).isEqualTo(60);
         assertThat(settings.redisUrl()).isEqualTo("redis://127.0.0.1:6379");
         assertThat(settings.database().jdbcUrl()).isEqualTo("jdbc:postgresql://127.0.0.1:5432/kage");
         assertThat(settings.database().user()).isEqualTo("postgres");
@@ -56,6 +57,10 @@ class KageSettingsTest {
                 .isInstanceOf(ConfigException.class).hasMessageContaining("TENANT_MAX_TOKENS_PER_DAY=-1");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("TENANT_MAX_USD_PER_MONTH", "ten dollars"))))
                 .isInstanceOf(ConfigException.class).hasMessageContaining("TENANT_MAX_USD_PER_MONTH=ten dollars");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_DB_SOCKET_TIMEOUT_SECONDS", "-1"))))
+                .isInstanceOf(ConfigException.class)
+                .hasMessage("KAGE_DB_SOCKET_TIMEOUT_SECONDS=-1: must be an integer from 0 to 3600 (default 60)");
+        assertThat(KageSettings.load(Env.of(Map.of("KAGE_DB_SOCKET_TIMEOUT_SECONDS", "0"))).dbSocketTimeoutSeconds()).isZero();
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("BUDGET_MODE", "strict"))))
                 .hasMessageStartingWith("BUDGET_MODE=strict: must be one of log|enforce");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("DATABASE_URL", "mysql://x/y"))))

@@ -22,7 +22,9 @@ import java.util.concurrent.atomic.AtomicInteger;
  * <p>{@link #cut()} resets every open connection at once; while cut, the listening socket stays bound
  * (so no other process can take the port) but each new connection is reset as soon as it is
  * accepted, so clients fail fast ("connection reset" / "EOF") instead of hanging. {@link #restore()}
- * forwards again. Each connection uses two virtual threads, one per direction. Thread-safe.
+ * forwards again. {@link #stall()} is the other kind of outage: connections stay open and new ones are
+ * accepted, but no byte is passed on either way (a server that is up but does not answer) until
+ * {@link #resume()}. Each connection uses two virtual threads, one per direction. Thread-safe.
  */
 public final class TcpProxy implements AutoCloseable {
     private static final int CONNECT_TIMEOUT_MILLIS = 2_000;
@@ -33,6 +35,7 @@ public final class TcpProxy implements AutoCloseable {
     private final Set<Pipe> pipes = new HashSet<>();
     private boolean cut;
     private boolean closed;
+    private boolean stalled;
 
     private TcpProxy(String host, int targetPort) throws IOException {
         this.host = host;
@@ -72,6 +75,25 @@ public final class TcpProxy implements AutoCloseable {
         cut = false;
     }
 
+    /** Holds every byte, either way, of open and new connections until {@link #resume()}; nothing is reset. */
+    public synchronized void stall() {
+        stalled = true;
+    }
+
+    /** Passes on what {@link #stall()} held, and forwards as before. */
+    public synchronized void resume() {
+        stalled = false;
+        notifyAll();
+    }
+
+    /** Waits while stalled; false once the proxy is closed. */
+    private synchronized boolean awaitFlowing() throws InterruptedException {
+        while (stalled && !closed) {
+            wait();
+        }
+        return !closed;
+    }
+
     /** Connections currently forwarded. */
     public synchronized int openConnections() {
         return pipes.size();
@@ -82,6 +104,7 @@ public final class TcpProxy implements AutoCloseable {
     public void close() {
         synchronized (this) {
             closed = true;
+            notifyAll();
         }
         cut();
         try {
@@ -163,6 +186,9 @@ public final class TcpProxy implements AutoCloseable {
             InputStream in = from.getInputStream();
             OutputStream out = to.getOutputStream();
             for (int n; (n = in.read(buffer)) >= 0; ) {
+                if (!awaitFlowing()) {
+                    throw new IOException("proxy closed");
+                }
                 out.write(buffer, 0, n);
             }
             // pass the FIN on, so bytes still in flight the other way are delivered, not reset
@@ -173,7 +199,7 @@ public final class TcpProxy implements AutoCloseable {
             forget(pipe);
             pipe.client.close();
             pipe.upstream.close();
-        } catch (IOException e) {
+        } catch (IOException | InterruptedException e) {
             // a peer reset, or cut() closed the sockets under us
             forget(pipe);
             pipe.reset();

@@ -1,0 +1,85 @@
+package dev.kage.store;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.awaitility.Awaitility.await;
+
+import dev.kage.config.DatabaseUrl;
+import dev.kage.testing.DatabaseFixture;
+import dev.kage.testing.TcpProxy;
+import dev.kage.testing.TestServices;
+import java.net.URI;
+import java.time.Duration;
+import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * A Postgres that is up but stops answering (stopped, or its host gone without a reset) — made here by a proxy that
+ * holds every byte — must not hold a statement forever: the pool's socket timeout turns it into a failure.
+ */
+class DatabaseTest {
+    private final DatabaseFixture db = new DatabaseFixture();
+    private final URI target = URI.create(TestServices.databaseUrl());
+    private final TcpProxy proxy = TcpProxy.start(target.getHost(), target.getPort() > 0 ? target.getPort() : 5432);
+
+    @AfterEach
+    void cleanUp() {
+        proxy.close();
+        db.close();
+    }
+
+    @Test
+    void aStatementWaitingForAServerThatStoppedAnsweringFailsAfterTheSocketTimeoutAndThePoolRecovers() throws Exception {
+        try (Database proxied = open(2)) {
+            CompletableFuture<Integer> statement = stalledMidStatement(proxied);
+
+            ExecutionException failure = org.junit.jupiter.api.Assertions.assertThrows(ExecutionException.class,
+                    () -> statement.get(30, TimeUnit.SECONDS));
+            assertThat(causes(failure)).as("pgjdbc's read timed out").contains("timed out");
+
+            proxy.resume();
+            await().atMost(Duration.ofSeconds(20)).until(proxied::isReachable);
+        }
+    }
+
+    @Test
+    void withoutASocketTimeoutTheSameStatementWaitsForTheServer() throws Exception {
+        try (Database proxied = open(0)) {
+            CompletableFuture<Integer> statement = stalledMidStatement(proxied);
+
+            org.junit.jupiter.api.Assertions.assertThrows(TimeoutException.class, () -> statement.get(6, TimeUnit.SECONDS),
+                    "held past three socket timeouts of the other test");
+            proxy.resume();
+            assertThat(statement.get(30, TimeUnit.SECONDS)).isEqualTo(1);
+        }
+    }
+
+    private Database open(int socketTimeoutSeconds) {
+        return Database.open(DatabaseUrl.parse("proxied", TcpProxy.redirectDatabaseUrl(TestServices.databaseUrl(), proxy)),
+                db.schema(), "stalled", 2, socketTimeoutSeconds);
+    }
+
+    /** A statement that Postgres is working on (a second's sleep) when the proxy starts holding every byte. */
+    private CompletableFuture<Integer> stalledMidStatement(Database proxied) {
+        String marker = "stall-" + UUID.randomUUID();
+        CompletableFuture<Integer> statement = CompletableFuture.supplyAsync(() -> proxied.jdbi().withHandle(h ->
+                h.createQuery("SELECT 1 FROM pg_sleep(1) -- " + marker).mapTo(Integer.class).one()));
+        await().atMost(Duration.ofSeconds(20)).until(() -> db.database().jdbi().withHandle(h -> h.createQuery(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE :q")
+                .bind("q", "%" + marker).mapTo(Integer.class).one()) == 1);
+        proxy.stall();
+        return statement;
+    }
+
+    private static String causes(Throwable failure) {
+        StringBuilder all = new StringBuilder();
+        for (Throwable t = failure; t != null; t = t.getCause()) {
+            all.append(t).append('\n');
+        }
+        return all.toString();
+    }
+}
