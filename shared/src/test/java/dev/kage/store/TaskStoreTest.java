@@ -10,6 +10,7 @@ import dev.kage.task.TaskRecord;
 import dev.kage.task.TaskStatus;
 import dev.kage.testing.DatabaseFixture;
 import java.util.List;
+import java.util.UUID;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -72,6 +73,35 @@ class TaskStoreTest {
         org.assertj.core.api.Assertions.assertThatThrownBy(() -> store.insertAll(List.of(fresh, tasks.getFirst())))
                 .isInstanceOf(RuntimeException.class);
         assertThat(store.find("acme", fresh.id())).isEmpty();
+    }
+
+    @Test
+    void aBatchReadsItsTasksResultsThroughTheIndexEvenBeforeTheTableHasStatistics() {
+        // The fixture's schema is new and never analyzed, as a fresh deployment's tables are. With 20,000 result rows,
+        // task_id = ANY(:ids) was planned as a scan of the whole table (see TaskStore.LATEST_RESULTS).
+        db.database().jdbi().useHandle(h -> {
+            h.execute("""
+                    INSERT INTO tasks (id, tenant, description, status, base_branch, cli_assignments, token_limit)
+                    SELECT gen_random_uuid(), 'acme', 'old', 'completed', 'main', '[{"cli_name": "demo"}]', 1000
+                    FROM generate_series(1, 20000)""");
+            h.execute("""
+                    INSERT INTO execution_results (task_id, job_id, cli_name, status, usage_source)
+                    SELECT id, id || ':demo', 'demo', 'completed', 'agent' FROM tasks""");
+        });
+        TaskRecord task = task("acme", "demo", "codex");
+        store.insert(task);
+        store.recordOutcome(result(task, "demo", JobStatus.FAILED, "0.01"), List.of());
+        List<UUID> ids = new java.util.ArrayList<>(List.of(task.id()));
+        for (int i = 0; i < 199; i++) {
+            ids.add(UUID.randomUUID());
+        }
+        for (String sql : List.of(TaskStore.LATEST_RESULTS, TaskStore.JOBS_WITH_RESULTS)) {
+            List<String> lines = db.database().jdbi().withHandle(h -> h.createQuery("EXPLAIN " + sql)
+                    .bindArray("ids", UUID.class, ids).mapTo(String.class).list());
+            String plan = String.join("\n", lines);
+            assertThat(plan).as(sql).doesNotContain("Seq Scan on execution_results").contains("execution_results_task_idx");
+        }
+        assertThat(store.jobsWithOutcome(ids)).containsExactly(dev.kage.task.JobMessage.jobId(task.id().toString(), "demo"));
     }
 
     @Test
