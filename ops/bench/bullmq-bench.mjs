@@ -120,6 +120,11 @@ try {
   const started = process.hrtime.bigint();
   let cpu0;
   let redisCpu0;
+  // The second half of the jobs: both sides warm (JIT, connections, caches), the figure for a long-running worker.
+  const halfAt = Math.floor(jobs / 2);
+  let half = 0n;
+  let cpuHalf;
+  let redisCpuHalf;
   worker = new Worker(queueName, async () => {
     if (first === 0n) {
       first = process.hrtime.bigint();
@@ -129,6 +134,11 @@ try {
   }, { connection: workerConnection, prefix, concurrency });
   worker.on('completed', () => {
     completed++;
+    if (completed === halfAt) {
+      half = process.hrtime.bigint();
+      cpuHalf = process.cpuUsage();
+      redisCpuHalf = redisCpuMicros();
+    }
     if (completed + failed === jobs) {
       resolveDone(process.hrtime.bigint());
     }
@@ -141,7 +151,9 @@ try {
   });
   const end = await done;
   const cpu = process.cpuUsage(cpu0);
-  const redisCpu = redisCpuMicros() - redisCpu0;
+  const cpuSecondHalf = process.cpuUsage(cpuHalf);
+  const redisCpuEnd = redisCpuMicros();
+  const redisCpu = redisCpuEnd - redisCpu0;
   const runDelta = minus(await commandStats(probe), run0);
   await worker.close();
   worker = undefined;
@@ -158,10 +170,18 @@ try {
   const nodeCpu = (cpu.user + cpu.system) / jobs;
   say(`CPU per job, first job to last completion: node (worker and this bench) ${nodeCpu.toFixed(0)} µs, `
     + `Redis ${(redisCpu / jobs).toFixed(0)} µs`);
+  const halfJobs = jobs - halfAt;
+  const halfSeconds = Number(end - half) / 1e9;
+  const halfCpu = (cpuSecondHalf.user + cpuSecondHalf.system) / halfJobs;
+  const halfRedisCpu = (redisCpuEnd - redisCpuHalf) / halfJobs;
+  say(`second half (jobs ${halfAt + 1}-${jobs}, warm): ${(halfJobs / halfSeconds).toFixed(0)} jobs/s; CPU per job: node `
+    + `${halfCpu.toFixed(0)} µs, Redis ${halfRedisCpu.toFixed(0)} µs`);
   console.log(`RESULT bullmq jobs=${jobs} seconds=${seconds.toFixed(3)} jobs_per_s=${(jobs / seconds).toFixed(1)} `
     + `seconds_from_start=${fromStart.toFixed(3)} commands=${commands} commands_per_job=${(commands / jobs).toFixed(2)} `
     + `enqueue_per_s=${(jobs / enqSeconds).toFixed(1)} enqueue_commands_per_job=${(total(enqDelta) / jobs).toFixed(2)} `
-    + `cpu_us_client=${nodeCpu.toFixed(0)} cpu_us_redis=${(redisCpu / jobs).toFixed(0)}`);
+    + `cpu_us_client=${nodeCpu.toFixed(0)} cpu_us_redis=${(redisCpu / jobs).toFixed(0)} `
+    + `half_jobs_per_s=${(halfJobs / halfSeconds).toFixed(1)} half_cpu_us_client=${halfCpu.toFixed(0)} `
+    + `half_cpu_us_redis=${halfRedisCpu.toFixed(0)}`);
 } finally {
   if (worker) {
     await worker.close(true);
