@@ -165,10 +165,7 @@ public final class JobQueue {
             List<JobMessage> ofAgent = entry.getValue();
             for (int from = 0; from < ofAgent.size(); from += ENQUEUE_CHUNK) {
                 List<JobMessage> chunk = ofAgent.subList(from, Math.min(from + ENQUEUE_CHUNK, ofAgent.size()));
-                String[] scriptKeys = new String[3 + chunk.size()];
-                scriptKeys[0] = keys.jobStream(agent, Priority.HIGH);
-                scriptKeys[1] = keys.jobStream(agent, Priority.NORMAL);
-                scriptKeys[2] = keys.jobStream(agent, Priority.LOW);
+                String[] scriptKeys = java.util.Arrays.copyOf(keys.jobStreams(agent), 3 + chunk.size());
                 List<String> args = new ArrayList<>(1 + chunk.size() * 26);
                 args.add(Long.toString(ENQUEUE_MARKER_TTL.toMillis()));
                 for (int i = 0; i < chunk.size(); i++) {
@@ -315,9 +312,9 @@ public final class JobQueue {
      * to call from every process at once.
      */
     public long promoteDue(String agent) {
-        Long moved = PROMOTE.run(redis, ScriptOutputType.INTEGER, new String[] {keys.delayedJobs(agent),
-                keys.jobStream(agent, Priority.HIGH), keys.jobStream(agent, Priority.NORMAL), keys.jobStream(agent, Priority.LOW)},
-                "100");
+        String[] streams = keys.jobStreams(agent);
+        Long moved = PROMOTE.run(redis, ScriptOutputType.INTEGER, new String[] {keys.delayedJobs(agent), streams[0], streams[1],
+                streams[2]}, "100");
         return moved == null ? 0 : moved;
     }
 

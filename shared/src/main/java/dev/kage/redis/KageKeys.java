@@ -50,6 +50,11 @@ public final class KageKeys {
         return namespace + ":jobs:{" + agent + "}:" + priority.wireName();
     }
 
+    /** The agent's three streams, high, normal and low, as the scripts that move jobs into them take them. */
+    public String[] jobStreams(String agent) {
+        return new String[] {jobStream(agent, Priority.HIGH), jobStream(agent, Priority.NORMAL), jobStream(agent, Priority.LOW)};
+    }
+
     /**
      * The agent's delayed set. One per agent (not one global set as first drafted) so that moving a
      * due job into its stream is one script on one hash tag.
