@@ -447,7 +447,7 @@ public final class TaskStore {
                                                cli_assignments, metadata, token_limit, idempotency_key, request_hash)
                             VALUES (:id, :tenant, :description, :status, :priority, :repo, :baseBranch,
                                     CAST(:assignments AS jsonb), CAST(:metadata AS jsonb), :tokenLimit, :key, :hash)
-                            ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                            ON CONFLICT (tenant, idempotency_key) DO NOTHING
                             """), task)
                     .bind("key", idempotencyKey)
                     .bind("hash", requestHash)
