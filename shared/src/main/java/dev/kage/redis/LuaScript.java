@@ -71,9 +71,11 @@ public final class LuaScript {
 
     /**
      * Runs the script once per call, pipelined: every {@code EVALSHA} is sent before the first reply is awaited, so
-     * Redis runs one call while the next is encoded and on its way. Calls reach Redis in order; one that Redis refused
-     * for not knowing the script is run again through {@link #run} (its {@code EVAL}), after the others. Waits at most the
-     * connection's command timeout for each reply.
+     * Redis runs one call while the next is encoded and on its way. A {@code SCRIPT LOAD} goes first in the same
+     * pipeline, so the calls run in order even on a Redis that forgot the script (restarted); only a {@code SCRIPT FLUSH}
+     * landing between them makes a call fail for not knowing it, and such a call is run again through {@link #run} after
+     * the others. Waits at most the connection's command timeout for each reply. On another failure it throws: calls
+     * sent after the failed one may have run (the callers' scripts are safe to run again, or best-effort).
      *
      * @param calls each call's keys and arguments
      * @return each call's reply, in order
@@ -81,11 +83,13 @@ public final class LuaScript {
      */
     public <T> java.util.List<T> runAll(RedisCommands<String, String> redis, ScriptOutputType type, java.util.List<Call> calls) {
         var async = redis.getStatefulConnection().async();
+        io.lettuce.core.RedisFuture<String> loaded = async.scriptLoad(text);
         java.util.List<io.lettuce.core.RedisFuture<T>> replies = new java.util.ArrayList<>(calls.size());
         for (Call call : calls) {
             replies.add(async.evalsha(sha, type, call.keys(), call.args()));
         }
         java.time.Duration timeout = redis.getStatefulConnection().getTimeout();
+        io.lettuce.core.LettuceFutures.awaitOrCancel(loaded, timeout.toNanos(), java.util.concurrent.TimeUnit.NANOSECONDS);
         java.util.List<T> results = new java.util.ArrayList<>(calls.size());
         java.util.List<Integer> unknown = new java.util.ArrayList<>();
         for (int i = 0; i < replies.size(); i++) {

@@ -44,8 +44,10 @@ public final class Database implements AutoCloseable {
      * @param socketTimeoutSeconds how long a pooled connection waits for any answer from Postgres before it fails and
      *                             is dropped (pgjdbc's {@code socketTimeout}; 0: forever). A server that is up but does
      *                             not answer (stopped, its host gone without a reset) then counts as down instead of
-     *                             holding the caller. A {@code socketTimeout} in the URL wins. Migrations run on a
-     *                             connection of their own without it: building an index may take long
+     *                             holding the caller; Postgres cancels any statement a second sooner
+     *                             ({@code statement_timeout}), so a slow one fails cleanly. A {@code socketTimeout} or
+     *                             {@code options} in the URL wins. Migrations run on a connection of their own without
+     *                             either, unless the URL names them: building an index may take long
      */
     public static Database open(DatabaseUrl url, String schema, String poolName, int maxPoolSize, int socketTimeoutSeconds) {
         HikariConfig config = new HikariConfig();
@@ -64,13 +66,19 @@ public final class Database implements AutoCloseable {
         config.setInitializationFailTimeout(-1);
         config.setConnectionInitSql("SET search_path TO \"" + schema + "\"");
         if (socketTimeoutSeconds > 0) {
-            // Driver properties are defaults: a socketTimeout named in the URL overrides this one.
+            // Driver properties are defaults: a socketTimeout (or options) named in the URL overrides these.
             config.addDataSourceProperty("socketTimeout", Integer.toString(socketTimeoutSeconds));
+            // Postgres itself cancels a statement a second before the client would give up on it, so a query that is
+            // merely slow ends with a clear error and does not go on running after its connection was dropped.
+            config.addDataSourceProperty("options", "-c statement_timeout=" + statementTimeoutMillis(socketTimeoutSeconds));
         }
         HikariDataSource dataSource = new HikariDataSource(config);
         try {
             org.postgresql.ds.PGSimpleDataSource migrations = new org.postgresql.ds.PGSimpleDataSource();
             migrations.setURL(url.jdbcUrl());
+            // A server that accepts connections but never answers fails the start instead of holding it.
+            migrations.setConnectTimeout(10);
+            migrations.setLoginTimeout(30);
             if (url.user() != null) {
                 migrations.setUser(url.user());
             }
@@ -90,6 +98,11 @@ public final class Database implements AutoCloseable {
             throw new StoreException("cannot migrate schema " + schema + " at " + url.jdbcUrl() + ": " + e.getMessage(), e);
         }
         return new Database(dataSource, schema);
+    }
+
+    /** The server-side {@code statement_timeout} for a socket timeout: a second less, at least half a second. */
+    static long statementTimeoutMillis(int socketTimeoutSeconds) {
+        return Math.max(500, socketTimeoutSeconds * 1_000L - 1_000);
     }
 
     public Jdbi jdbi() {

@@ -470,11 +470,15 @@ public final class TaskStore {
                 .execute());
     }
 
-    /** Queued tasks whose jobs were not confirmed in Redis and that are older than {@code olderThanSeconds}. */
+    /**
+     * Open tasks whose jobs were not confirmed in Redis and that are older than {@code olderThanSeconds}. Running ones
+     * too: a job may start before its task's mark is written (marks are written every 100 ms, and dropped when
+     * Postgres refuses them), and an unmarked task is never checked after a Redis restart ({@link #openEnqueued}).
+     */
     public List<TaskRecord> unenqueued(long olderThanSeconds, int limit) {
         return call(handle -> handle.createQuery("""
                         SELECT * FROM tasks
-                        WHERE enqueued_at IS NULL AND status = 'queued'
+                        WHERE enqueued_at IS NULL AND status IN ('queued', 'running')
                           AND created_at < now() - make_interval(secs => :age)
                         ORDER BY created_at LIMIT :limit
                         """)

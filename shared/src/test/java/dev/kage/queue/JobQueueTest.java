@@ -118,7 +118,8 @@ class JobQueueTest {
 
     @Test
     void aBatchReachesARedisThatForgotTheScriptThroughTheFallbackEachJobOnce() {
-        // The calls are pipelined: every EVALSHA is refused (NOSCRIPT, as after a restart) and each goes again as EVAL.
+        // The script cache is emptied, as by a restart: the SCRIPT LOAD pipelined ahead of the calls loads it again, and
+        // the calls (EVALSHA) run in order.
         org.junit.jupiter.api.Assumptions.assumeTrue(dev.kage.testing.PrivateRedis.available(), "redis-server is not installed");
         try (var server = dev.kage.testing.PrivateRedis.start(false)) {
             io.lettuce.core.RedisClient client = io.lettuce.core.RedisClient.create(server.url());

@@ -34,7 +34,7 @@ class DatabaseTest {
 
     @Test
     void aStatementWaitingForAServerThatStoppedAnsweringFailsAfterTheSocketTimeoutAndThePoolRecovers() throws Exception {
-        try (Database proxied = open(2)) {
+        try (Database proxied = open(4)) {
             CompletableFuture<Integer> statement = stalledMidStatement(proxied);
 
             ExecutionException failure = org.junit.jupiter.api.Assertions.assertThrows(ExecutionException.class,
@@ -52,10 +52,28 @@ class DatabaseTest {
             CompletableFuture<Integer> statement = stalledMidStatement(proxied);
 
             org.junit.jupiter.api.Assertions.assertThrows(TimeoutException.class, () -> statement.get(6, TimeUnit.SECONDS),
-                    "held past three socket timeouts of the other test");
+                    "held past the other test's socket timeout");
             proxy.resume();
             assertThat(statement.get(30, TimeUnit.SECONDS)).isEqualTo(1);
         }
+    }
+
+    @Test
+    void aSlowStatementIsCancelledByPostgresJustBeforeTheSocketTimeoutAndTheConnectionStaysUsable() {
+        // Socket timeout 2 s: Postgres cancels at 1 s with its own error, so the query does not run on unattended.
+        try (Database proxied = open(2)) {
+            String marker = "slow-" + UUID.randomUUID();
+            org.assertj.core.api.Assertions.assertThatThrownBy(() -> proxied.jdbi().useHandle(h ->
+                            h.createQuery("SELECT 1 FROM pg_sleep(5) -- " + marker).mapTo(Integer.class).one()))
+                    .hasStackTraceContaining("statement timeout");
+            int running = db.database().jdbi().withHandle(h -> h.createQuery(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE :q")
+                    .bind("q", "%" + marker).mapTo(Integer.class).one());
+            assertThat(running).as("nothing left running").isZero();
+            assertThat(proxied.isReachable()).isTrue();
+        }
+        assertThat(Database.statementTimeoutMillis(60)).isEqualTo(59_000);
+        assertThat(Database.statementTimeoutMillis(1)).isEqualTo(500);
     }
 
     private Database open(int socketTimeoutSeconds) {
@@ -63,11 +81,14 @@ class DatabaseTest {
                 db.schema(), "stalled", 2, socketTimeoutSeconds);
     }
 
-    /** A statement that Postgres is working on (a second's sleep) when the proxy starts holding every byte. */
+    /**
+     * A statement that Postgres is working on (a 2.5 s sleep, within the 3 s statement timeout of a 4 s socket timeout)
+     * when the proxy starts holding every byte.
+     */
     private CompletableFuture<Integer> stalledMidStatement(Database proxied) {
         String marker = "stall-" + UUID.randomUUID();
         CompletableFuture<Integer> statement = CompletableFuture.supplyAsync(() -> proxied.jdbi().withHandle(h ->
-                h.createQuery("SELECT 1 FROM pg_sleep(1) -- " + marker).mapTo(Integer.class).one()));
+                h.createQuery("SELECT 1 FROM pg_sleep(2.5) -- " + marker).mapTo(Integer.class).one()));
         await().atMost(Duration.ofSeconds(20)).until(() -> db.database().jdbi().withHandle(h -> h.createQuery(
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE :q")
                 .bind("q", "%" + marker).mapTo(Integer.class).one()) == 1);

@@ -64,6 +64,7 @@ public final class TcpProxy implements AutoCloseable {
         List<Pipe> open;
         synchronized (this) {
             cut = true;
+            notifyAll(); // pumps held by a stall see their sockets reset
             open = new ArrayList<>(pipes);
             pipes.clear();
         }
@@ -86,12 +87,12 @@ public final class TcpProxy implements AutoCloseable {
         notifyAll();
     }
 
-    /** Waits while stalled; false once the proxy is closed. */
+    /** Waits while stalled; false once the proxy is closed or cut. */
     private synchronized boolean awaitFlowing() throws InterruptedException {
-        while (stalled && !closed) {
+        while (stalled && !closed && !cut) {
             wait();
         }
-        return !closed;
+        return !closed && !cut;
     }
 
     /** Connections currently forwarded. */

@@ -232,11 +232,12 @@ class SubmitSafetyApiTest {
         assertThat(coordinator.redis().redis().xlen(stream)).isEqualTo(before + 50);
         String first = tasks.get(0).get("task_id").asText();
         assertThat(coordinator.get("/api/v1/tasks/" + first, "acme-key-123").statusCode()).isEqualTo(200);
-        // Their enqueued marks are written with the single submits' (every 100 ms), after the answer.
+        // Their enqueued marks are written with the single submits' (every 100 ms), after the answer; within 3 s, before
+        // the reconciler would look at them (tasks older than 5 s) and mark them itself.
         List<UUID> ids = new ArrayList<>();
         tasks.forEach(t -> ids.add(UUID.fromString(t.get("task_id").asText())));
         Database database = coordinator.context().getBean(Database.class);
-        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10)).until(() ->
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3)).until(() ->
                 database.jdbi().withHandle(h -> h.createQuery("SELECT count(*) FROM tasks WHERE id = ANY(:ids) AND enqueued_at IS NOT NULL")
                         .bindArray("ids", UUID.class, ids).mapTo(Long.class).one()) == ids.size());
 
