@@ -45,9 +45,9 @@ public final class Database implements AutoCloseable {
      *                             is dropped (pgjdbc's {@code socketTimeout}; 0: forever). A server that is up but does
      *                             not answer (stopped, its host gone without a reset) then counts as down instead of
      *                             holding the caller; Postgres cancels any statement a second sooner
-     *                             ({@code statement_timeout}), so a slow one fails cleanly. A {@code socketTimeout} or
-     *                             {@code options} in the URL wins. Migrations run on a connection of their own without
-     *                             either, unless the URL names them: building an index may take long
+     *                             ({@code statement_timeout}), so a slow one fails cleanly. A {@code socketTimeout} in
+     *                             the URL wins over this one. Migrations run on a connection of their own without
+     *                             either: building an index may take long
      */
     public static Database open(DatabaseUrl url, String schema, String poolName, int maxPoolSize, int socketTimeoutSeconds) {
         HikariConfig config = new HikariConfig();
@@ -64,14 +64,16 @@ public final class Database implements AutoCloseable {
         // Short, so a Postgres outage turns into a quick error (an outbox write, a 503) rather than a hang.
         config.setConnectionTimeout(Duration.ofSeconds(3).toMillis());
         config.setInitializationFailTimeout(-1);
-        config.setConnectionInitSql("SET search_path TO \"" + schema + "\"");
+        String init = "SET search_path TO \"" + schema + "\"";
         if (socketTimeoutSeconds > 0) {
-            // Driver properties are defaults: a socketTimeout (or options) named in the URL overrides these.
+            // Driver properties are defaults: a socketTimeout named in the URL overrides this one.
             config.addDataSourceProperty("socketTimeout", Integer.toString(socketTimeoutSeconds));
             // Postgres itself cancels a statement a second before the client would give up on it, so a query that is
-            // merely slow ends with a clear error and does not go on running after its connection was dropped.
-            config.addDataSourceProperty("options", "-c statement_timeout=" + statementTimeoutMillis(socketTimeoutSeconds));
+            // merely slow ends with a clear error and does not go on running after its connection was dropped. A SET,
+            // not the startup parameter "options", which connection poolers such as PgBouncer refuse by default.
+            init += "; SET statement_timeout = " + statementTimeoutMillis(socketTimeoutSeconds);
         }
+        config.setConnectionInitSql(init);
         HikariDataSource dataSource = new HikariDataSource(config);
         try {
             org.postgresql.ds.PGSimpleDataSource migrations = new org.postgresql.ds.PGSimpleDataSource();
