@@ -361,6 +361,27 @@ public class KageQueueBench {
         return new JobMessage(JobMessage.jobId(id, agent), id, TENANT, agent, Priority.NORMAL, "noop", "", "main", 60, 50_000, 1);
     }
 
+    /** Task rows for {@code jobs} tasks of {@link #AGENT}, marked enqueued, in one batch (start-latency.sh's set-up). */
+    static List<UUID> insertTasks(Database db, int jobs) {
+        List<UUID> ids = new ArrayList<>(jobs);
+        for (int i = 0; i < jobs; i++) {
+            ids.add(UUID.randomUUID());
+        }
+        String assignments = "[{\"cli_name\":\"" + AGENT + "\",\"timeout\":60}]";
+        db.jdbi().useTransaction(h -> {
+            var batch = h.prepareBatch("""
+                    INSERT INTO tasks (id, tenant, description, status, priority, base_branch, cli_assignments, token_limit,
+                                       enqueued_at)
+                    VALUES (:id, :tenant, 'noop', 'queued', 'normal', 'main', CAST(:assignments AS jsonb), 50000, now())
+                    """);
+            for (UUID id : ids) {
+                batch.bind("id", id).bind("tenant", TENANT).bind("assignments", assignments).add();
+            }
+            batch.execute();
+        });
+        return ids;
+    }
+
     /** The coordinator's port, chosen free before it starts. */
     static int coordinatorPort;
 
@@ -369,21 +390,9 @@ public class KageQueueBench {
         try (java.net.ServerSocket socket = new java.net.ServerSocket(0)) {
             coordinatorPort = socket.getLocalPort();
         }
-        List<String> command = new ArrayList<>();
-        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-        String opts = env("BENCH_COORDINATOR_JAVA_OPTS", "").trim();
-        if (!opts.isEmpty()) {
-            command.addAll(List.of(opts.split("\\s+")));
-        }
-        command.addAll(List.of("-jar", jar));
-        ProcessBuilder builder = new ProcessBuilder(command).directory(runDir.toFile())
-                .redirectErrorStream(true).redirectOutput(runDir.resolve("coordinator.log").toFile());
+        ProcessBuilder builder = javaProcess(runDir, jar, "BENCH_COORDINATOR_JAVA_OPTS", "coordinator.log", agents, namespace,
+                redisUrl, dbUrl);
         Map<String, String> env = builder.environment();
-        env.put("REDIS_URL", redisUrl);
-        env.put("DATABASE_URL", dbUrl);
-        env.put("KAGE_DB_SCHEMA", "development_docs");
-        env.put("KAGE_NAMESPACE", namespace);
-        env.put("KAGE_AGENTS_FILE", agents.toString());
         env.put("KAGE_API_KEYS", TENANT + ":" + apiKey);
         env.put("PORT", Integer.toString(coordinatorPort));
         env.put("KAGE_LOG_LEVEL", env("BENCH_LOG_LEVEL", "INFO"));
@@ -433,21 +442,9 @@ public class KageQueueBench {
 
     static Process startWorker(Path runDir, String jar, Path agents, String namespace, String redisUrl, String dbUrl,
                                String suffix) throws Exception {
-        List<String> command = new ArrayList<>();
-        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-        String opts = env("BENCH_WORKER_JAVA_OPTS", "").trim();
-        if (!opts.isEmpty()) {
-            command.addAll(List.of(opts.split("\\s+")));
-        }
-        command.addAll(List.of("-jar", jar));
-        ProcessBuilder builder = new ProcessBuilder(command).directory(runDir.toFile())
-                .redirectErrorStream(true).redirectOutput(runDir.resolve("worker.log").toFile());
+        ProcessBuilder builder = javaProcess(runDir, jar, "BENCH_WORKER_JAVA_OPTS", "worker.log", agents, namespace, redisUrl,
+                dbUrl);
         Map<String, String> env = builder.environment();
-        env.put("REDIS_URL", redisUrl);
-        env.put("DATABASE_URL", dbUrl);
-        env.put("KAGE_DB_SCHEMA", "development_docs");
-        env.put("KAGE_NAMESPACE", namespace);
-        env.put("KAGE_AGENTS_FILE", agents.toString());
         env.put("KAGE_WORKER_AGENTS", AGENT);
         env.put("KAGE_WORKER_ID", "bench-" + suffix);
         env.put("KAGE_WORK_DIR", runDir.resolve("work").toString());
@@ -458,6 +455,30 @@ public class KageQueueBench {
         }
         env.put("KAGE_LOG_LEVEL", env("BENCH_LOG_LEVEL", "INFO"));
         return builder.start();
+    }
+
+    /**
+     * {@code java [opts] -jar jar} in {@code runDir}, its output to {@code log} there, with the settings the
+     * coordinator and the worker share; {@code optsVariable} names the environment variable with extra JVM options.
+     */
+    static ProcessBuilder javaProcess(Path runDir, String jar, String optsVariable, String log, Path agents, String namespace,
+                                      String redisUrl, String dbUrl) {
+        List<String> command = new ArrayList<>();
+        command.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        String opts = env(optsVariable, "").trim();
+        if (!opts.isEmpty()) {
+            command.addAll(List.of(opts.split("\\s+")));
+        }
+        command.addAll(List.of("-jar", jar));
+        ProcessBuilder builder = new ProcessBuilder(command).directory(runDir.toFile())
+                .redirectErrorStream(true).redirectOutput(runDir.resolve(log).toFile());
+        Map<String, String> env = builder.environment();
+        env.put("REDIS_URL", redisUrl);
+        env.put("DATABASE_URL", dbUrl);
+        env.put("KAGE_DB_SCHEMA", "development_docs");
+        env.put("KAGE_NAMESPACE", namespace);
+        env.put("KAGE_AGENTS_FILE", agents.toString());
+        return builder;
     }
 
     static void stop(Process worker) throws InterruptedException {
