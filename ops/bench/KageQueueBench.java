@@ -417,6 +417,7 @@ public class KageQueueBench {
             if (System.nanoTime() > deadline) {
                 throw new IllegalStateException("the coordinator is not healthy after 90 s; see " + runDir.resolve("coordinator.log"));
             }
+            // A bench, not a test: it waits for another process's HTTP port, whose readiness it can only poll.
             Thread.sleep(200);
         }
     }
