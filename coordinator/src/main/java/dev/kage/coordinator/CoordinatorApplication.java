@@ -80,7 +80,8 @@ public final class CoordinatorApplication {
 
     /** Without environment keys, only database keys can be accepted: one must be active. */
     private static void requireDatabaseKey(KageSettings settings) {
-        try (Database database = Database.open(settings.database(), settings.dbSchema(), "kage-startup", 2, settings.dbSocketTimeoutSeconds())) {
+        try (Database database = Database.open(settings.database(), settings.dbSchema(), "kage-startup", 2,
+                settings.dbSocketTimeoutSeconds())) {
             if (new ApiKeyStore(database).activeCount() == 0) {
                 throw new ConfigException(ApiKeys.NO_KEYS);
             }

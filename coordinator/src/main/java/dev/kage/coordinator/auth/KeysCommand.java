@@ -142,7 +142,8 @@ public final class KeysCommand {
             err.println("keys: " + e.getMessage());
             return 2;
         }
-        try (Database database = Database.open(settings.database(), settings.dbSchema(), "kage-keys", 2, settings.dbSocketTimeoutSeconds())) {
+        try (Database database = Database.open(settings.database(), settings.dbSchema(), "kage-keys", 2,
+                settings.dbSocketTimeoutSeconds())) {
             return action.run(new ApiKeyStore(database));
         } catch (StoreException e) {
             err.println("keys: " + e.getMessage());

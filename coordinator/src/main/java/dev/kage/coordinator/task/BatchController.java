@@ -49,8 +49,8 @@ public class BatchController {
     }
 
     @Operation(operationId = "submitBatch", summary = "Submit up to 1,000 tasks at once",
-            description = "Each task in the single submit's shape, recorded in one statement and enqueued in pipelined Redis "
-                    + "script calls. All or nothing: one bad field anywhere is a 400 naming it and no task is created.",
+            description = "Each task in the single submit's shape, recorded in one statement and enqueued in pipelined "
+                    + "Redis script calls. All or nothing: one bad field anywhere is a 400 naming it and no task is created.",
             requestBody = @RequestBody(required = true, content = @Content(mediaType = MediaType.APPLICATION_JSON,
                     schema = @Schema(implementation = TaskBodies.Batch.class), examples = @ExampleObject(name = "two tasks",
                     value = """

@@ -39,8 +39,9 @@ import org.slf4j.LoggerFactory;
  *
  * <p>{@code enqueued_at} of single and batch submits is written in batches ({@link #flushEnqueuedMarks}, every 100 ms):
  * one {@code UPDATE} for all the tasks enqueued since, instead of a second transaction per submit (the load scenario:
- * about a third of Postgres's work per submit; a batch of 1,000 answered ~15 ms sooner). A mark not yet written when the coordinator dies only makes the
- * reconciler enqueue the task again, which the enqueue-once script turns into a no-op.
+ * about a third of Postgres's work per submit; a batch of 1,000 answered ~15 ms sooner). A mark not yet written when
+ * the coordinator dies only makes the reconciler enqueue the task again, which the enqueue-once script turns into a
+ * no-op.
  */
 public final class TaskService {
     private static final Logger LOG = LoggerFactory.getLogger(TaskService.class);
