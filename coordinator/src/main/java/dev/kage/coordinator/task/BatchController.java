@@ -79,11 +79,16 @@ public class BatchController {
             MediaType.TEXT_PLAIN, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<Accepted> submit(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @Body byte[] body) {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
-        List<TaskRecord> tasks = service.submitBatch(tenant, parser.parseBatch(body));
-        return HttpResponse.status(HttpStatus.ACCEPTED).body(new Accepted(tasks.stream()
-                .map(t -> new SubmitResponse(t.id().toString(), t.status().wireName(), "/api/v1/tasks/" + t.id(),
-                        t.assignments().stream().map(Assignment::cliName).toList(), List.of()))
-                .toList()));
+        List<SubmitRequest> requests = parser.parseBatch(body);
+        List<TaskRecord> tasks = service.submitBatch(tenant, requests);
+        List<SubmitResponse> accepted = new java.util.ArrayList<>(tasks.size());
+        for (int i = 0; i < tasks.size(); i++) {
+            TaskRecord t = tasks.get(i);
+            // Each task's own unknown fields, as the single submit reports them: they had no effect.
+            accepted.add(new SubmitResponse(t.id().toString(), t.status().wireName(), "/api/v1/tasks/" + t.id(),
+                    t.assignments().stream().map(Assignment::cliName).toList(), requests.get(i).ignoredFields()));
+        }
+        return HttpResponse.status(HttpStatus.ACCEPTED).body(new Accepted(accepted));
     }
 
     /**

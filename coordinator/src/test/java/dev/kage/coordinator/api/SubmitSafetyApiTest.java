@@ -232,6 +232,7 @@ class SubmitSafetyApiTest {
         assertThat(coordinator.redis().redis().xlen(stream)).isEqualTo(before + 50);
         String first = tasks.get(0).get("task_id").asText();
         assertThat(coordinator.get("/api/v1/tasks/" + first, "acme-key-123").statusCode()).isEqualTo(200);
+        tasks.forEach(t -> assertThat(t.get("ignored_fields")).as("no unknown field").isEmpty());
         // Their enqueued marks are written with the single submits' (every 100 ms), after the answer; within 3 s, before
         // the reconciler would look at them (tasks older than 5 s) and mark them itself.
         List<UUID> ids = new ArrayList<>();
@@ -248,6 +249,25 @@ class SubmitSafetyApiTest {
         assertThat(JSON.readTree(refused.body()).get("errors").get(0).get("field").asText()).isEqualTo("tasks[3].cli_assignments[0].cli_name");
         assertThat(coordinator.redis().redis().xlen(stream)).as("no job of a refused batch").isEqualTo(before + 50);
         assertThat(post("/api/v1/tasks:batch", "acme-key-123", "{\"tasks\": []}").statusCode()).isEqualTo(400);
+    }
+
+    @Test
+    void aBatchReportsEachTasksUnknownFieldsAsTheSingleSubmitDoes() throws Exception {
+        // A client that misspells a field (here "prompt" for "description" beside it, "max_token") learns it had no effect.
+        HttpResponse<String> accepted = post("/api/v1/tasks:batch", "acme-key-123", """
+                {"tasks": [{"description": "plain", "cli_assignments": [{"cli_name": "demo"}]},
+                           {"description": "typos", "prompt": "x", "max_token": 5, "cli_assignments": [{"cli_name": "demo"}]},
+                           {"description": "plain again", "cli_assignments": [{"cli_name": "demo"}]}]}""");
+        assertThat(accepted.statusCode()).as(accepted.body()).isEqualTo(202);
+        var tasks = JSON.readTree(accepted.body()).get("tasks");
+        assertThat(tasks).hasSize(3);
+        assertThat(tasks.get(0).get("ignored_fields")).isEmpty();
+        assertThat(tasks.get(1).get("ignored_fields")).extracting(com.fasterxml.jackson.databind.JsonNode::asText)
+                .containsExactly("prompt", "max_token");
+        assertThat(tasks.get(2).get("ignored_fields")).isEmpty();
+        HttpResponse<String> single = submit("acme-key-123", null,
+                "{\"description\": \"typos\", \"prompt\": \"x\", \"max_token\": 5, \"cli_assignments\": [{\"cli_name\": \"demo\"}]}");
+        assertThat(JSON.readTree(single.body()).get("ignored_fields")).isEqualTo(tasks.get(1).get("ignored_fields"));
     }
 
     private static HttpResponse<String> post(String path, String apiKey, String body) throws Exception {
