@@ -8,7 +8,8 @@
 //   BENCH_WORKER_JAR           the worker jar to start
 //   BENCH_COORDINATOR_JAR      the coordinator jar to start for the batch submit
 //   BENCH_COORDINATOR_JAVA_OPTS extra JVM options for the coordinator, space-separated
-//   BENCH_SUBMIT_WARMUP        batches of 1,000 tasks that warm the coordinator before the timed submit (default 5)
+//   BENCH_SUBMIT_WARMUP        batches of 1,000 tasks that warm the coordinator before the timed submit (default 20;
+//                              the BullMQ side makes as many addBulk calls into a queue of its own first)
 //   BENCH_ADMIN_DATABASE_URL   an existing database on the server, used to create and drop the bench's own
 //   BENCH_DATABASE_URL         the bench's own database (created here, dropped at the end)
 //   BENCH_WORKER_JAVA_OPTS     extra JVM options for the worker (e.g. a JFR recording), space-separated
@@ -126,7 +127,7 @@ public class KageQueueBench {
             int port = coordinatorPort;
             HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
             awaitHealthy(http, port, coordinator, runDir);
-            int warm = Integer.parseInt(env("BENCH_SUBMIT_WARMUP", "5"));
+            int warm = Integer.parseInt(env("BENCH_SUBMIT_WARMUP", "20"));
             for (int i = 0; i < warm; i++) {
                 submit(http, port, apiKey, batchBody(OTHER_AGENT, 1_000));
             }
@@ -135,6 +136,9 @@ public class KageQueueBench {
                 bodies.add(batchBody(AGENT, Math.min(1_000, jobs - from)));
             }
             Map<String, Long> enq0 = commandStats(probe);
+            Map<String, Long> enqCpu0 = serviceCpu();
+            long coordinatorCpu0 = cpuTicks(coordinator.pid());
+            long clientCpu0 = cpuTicks(ProcessHandle.current().pid());
             long enqStart = System.nanoTime();
             long[] latencies = new long[bodies.size()];
             for (int i = 0; i < bodies.size(); i++) {
@@ -142,9 +146,22 @@ public class KageQueueBench {
                 submit(http, port, apiKey, bodies.get(i));
                 latencies[i] = System.nanoTime() - sent;
             }
+            // Timed until every job is in its stream, not only answered: a 202 means the rows are committed, and a
+            // coordinator may still be adding the last batch's jobs to Redis when it answers.
+            long inStreamDeadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(60);
+            long lengthPolls = 1;
+            while (redis.xlen(stream) < jobs && System.nanoTime() < inStreamDeadline) {
+                java.util.concurrent.locks.LockSupport.parkNanos(200_000);
+                lengthPolls++;
+            }
             double enqSeconds = (System.nanoTime() - enqStart) / 1e9;
+            Map<String, Long> enqCpu1 = serviceCpu();
+            long coordinatorCpu = cpuTicks(coordinator.pid()) - coordinatorCpu0;
+            long clientCpu = cpuTicks(ProcessHandle.current().pid()) - clientCpu0;
             java.util.Arrays.sort(latencies);
             Map<String, Long> enqDelta = minus(commandStats(probe), enq0, 0);
+            long ownLengthPolls = lengthPolls;
+            enqDelta.computeIfPresent("xlen", (name, calls) -> calls == ownLengthPolls ? null : calls - ownLengthPolls);
             stop(coordinator);
             running.set(null);
             long queued = redis.xlen(stream);
@@ -161,6 +178,12 @@ public class KageQueueBench {
                     enqSeconds, jobs / enqSeconds, (double) total(enqDelta) / jobs));
             say(String.format("  per request: median %.1f ms, slowest %.1f ms", latencies[latencies.length / 2] / 1e6,
                     latencies[latencies.length - 1] / 1e6));
+            double enqCoordinatorCpu = ticksToMicros(coordinatorCpu, jobs);
+            double enqPostgresCpu = ticksToMicros(enqCpu1.getOrDefault("postgres", 0L) - enqCpu0.getOrDefault("postgres", 0L), jobs);
+            double enqRedisCpu = ticksToMicros(enqCpu1.getOrDefault("redis-server", 0L) - enqCpu0.getOrDefault("redis-server", 0L), jobs);
+            say(String.format("  CPU per task: coordinator %.0f µs (its JIT compiler and background included), Postgres %.0f µs,"
+                    + " Redis %.0f µs, this bench's client %.0f µs", enqCoordinatorCpu, enqPostgresCpu, enqRedisCpu,
+                    ticksToMicros(clientCpu, jobs)));
 
             // Enqueue as single submits do (POST /api/v1/tasks), from 32 request threads on one shared connection: live
             // state, enqueue-once script, event. To another agent's stream, which the worker below does not serve.
@@ -284,12 +307,14 @@ public class KageQueueBench {
                             + " commands_per_job=%.2f enqueue_per_s=%.1f enqueue_commands_per_job=%.2f pg_xact_per_job=%.2f"
                             + " background_per_s=%d enqueue_single_per_s=%.1f enqueue_single_commands_per_job=%.2f"
                             + " cpu_us_client=%.0f cpu_us_redis=%.0f cpu_us_postgres=%.0f half_jobs_per_s=%.1f"
-                            + " half_cpu_us_client=%.0f half_cpu_us_redis=%.0f half_cpu_us_postgres=%.0f%n", jobs, seconds,
+                            + " half_cpu_us_client=%.0f half_cpu_us_redis=%.0f half_cpu_us_postgres=%.0f"
+                            + " enqueue_cpu_us_client=%.0f enqueue_cpu_us_redis=%.0f enqueue_cpu_us_postgres=%.0f%n", jobs, seconds,
                     jobs / seconds, fromSpawn, commands, (double) commands / jobs, jobs / enqSeconds,
                     (double) total(enqDelta) / jobs, (double) (xact1 - xact0) / jobs, background, jobs / singleSeconds,
                     (double) total(singleDelta) / jobs,
                     ticksToMicros(workerCpu, jobs), ticksToMicros(redisCpu, jobs), ticksToMicros(postgresCpu, jobs),
-                    halfJobs / halfSeconds, halfWorkerCpu, halfRedisCpu, halfPostgresCpu);
+                    halfJobs / halfSeconds, halfWorkerCpu, halfRedisCpu, halfPostgresCpu, enqCoordinatorCpu, enqRedisCpu,
+                    enqPostgresCpu);
         } finally {
             cleanUp.run();
             connection.close();

@@ -97,7 +97,25 @@ try {
   await queue.waitUntilReady();
   say(`prefix ${prefix}, ${jobs} jobs, concurrency ${concurrency}, bullmq ${require('bullmq/package.json').version}`);
 
+  // Warm-up, as the Kage side warms its coordinator (BENCH_SUBMIT_WARMUP batches of 1,000 for another agent): the
+  // same number of addBulk calls into a queue of their own, removed before the timed enqueue.
+  const warmBatches = Number(process.env.BENCH_SUBMIT_WARMUP ?? '20');
+  if (warmBatches > 0) {
+    const warmQueue = new Queue(`${queueName}-warm`, { connection, prefix });
+    for (let i = 0; i < warmBatches; i++) {
+      const batch = [];
+      for (let j = 0; j < 1000; j++) {
+        batch.push({ name: 'noop', data: { n: j } });
+      }
+      await warmQueue.addBulk(batch);
+    }
+    await warmQueue.obliterate({ force: true });
+    await warmQueue.close();
+  }
+
   const enq0 = await commandStats(probe);
+  const enqCpu0 = process.cpuUsage();
+  const enqRedisCpu0 = redisCpuMicros();
   const enqStart = process.hrtime.bigint();
   for (let i = 0; i < jobs; i += 1000) {
     const batch = [];
@@ -107,9 +125,12 @@ try {
     await queue.addBulk(batch);
   }
   const enqSeconds = Number(process.hrtime.bigint() - enqStart) / 1e9;
+  const enqCpu = process.cpuUsage(enqCpu0);
+  const enqRedisCpu = redisCpuMicros() - enqRedisCpu0;
   const enqDelta = minus(await commandStats(probe), enq0);
   say(`enqueue (addBulk): ${jobs} jobs in ${enqSeconds.toFixed(2)} s = ${(jobs / enqSeconds).toFixed(0)} jobs/s, `
     + `${(total(enqDelta) / jobs).toFixed(1)} Redis commands/job`);
+  say(`  CPU per job: node ${((enqCpu.user + enqCpu.system) / jobs).toFixed(0)} µs, Redis ${(enqRedisCpu / jobs).toFixed(0)} µs`);
 
   const run0 = await commandStats(probe);
   let first = 0n;
@@ -181,7 +202,9 @@ try {
     + `enqueue_per_s=${(jobs / enqSeconds).toFixed(1)} enqueue_commands_per_job=${(total(enqDelta) / jobs).toFixed(2)} `
     + `cpu_us_client=${nodeCpu.toFixed(0)} cpu_us_redis=${(redisCpu / jobs).toFixed(0)} `
     + `half_jobs_per_s=${(halfJobs / halfSeconds).toFixed(1)} half_cpu_us_client=${halfCpu.toFixed(0)} `
-    + `half_cpu_us_redis=${halfRedisCpu.toFixed(0)}`);
+    + `half_cpu_us_redis=${halfRedisCpu.toFixed(0)} `
+    + `enqueue_cpu_us_client=${((enqCpu.user + enqCpu.system) / jobs).toFixed(0)} `
+    + `enqueue_cpu_us_redis=${(enqRedisCpu / jobs).toFixed(0)}`);
 } finally {
   if (worker) {
     await worker.close(true);

@@ -21,7 +21,7 @@
 #   BENCH_RUN_DIR          bullmq's npm prefix and the worker's log [<repo>/.run/bench] (git-ignored)
 #   BENCH_WORKER_JAR       worker jar to measure [worker/target/kage-worker.jar, built when missing or older than the sources]
 #   BENCH_COORDINATOR_JAR  coordinator jar for the batch submit [coordinator/target/kage-coordinator.jar, likewise]
-#   BENCH_SUBMIT_WARMUP    batches of 1,000 that warm the coordinator before the timed submit [5]
+#   BENCH_SUBMIT_WARMUP    batches of 1,000 that warm the coordinator (and as many addBulk calls, BullMQ) before the timed submit [20]
 #   BENCH_LOG_LEVEL        the worker's KAGE_LOG_LEVEL [INFO, the product's default]
 #   BENCH_WORKER_JAVA_OPTS extra JVM options for the worker, e.g. a JFR recording
 #   BENCH_COORDINATOR_JAVA_OPTS  the same for the coordinator
@@ -107,13 +107,17 @@ awk -v jobs="$JOBS" -v kr="$k_rate" -v br="$b_rate" -v kc="$k_cmds" -v bc="$b_cm
   -v kh="$(result_field "$kage" half_jobs_per_s)" -v bh="$(result_field "$bull" half_jobs_per_s)" \
   -v khc="$(result_field "$kage" half_cpu_us_client)" -v bhc="$(result_field "$bull" half_cpu_us_client)" \
   -v khr="$(result_field "$kage" half_cpu_us_redis)" -v bhr="$(result_field "$bull" half_cpu_us_redis)" \
-  -v khp="$(result_field "$kage" half_cpu_us_postgres)" 'BEGIN {
+  -v khp="$(result_field "$kage" half_cpu_us_postgres)" \
+  -v kec_cpu="$(result_field "$kage" enqueue_cpu_us_client)" -v bec_cpu="$(result_field "$bull" enqueue_cpu_us_client)" \
+  -v ker_cpu="$(result_field "$kage" enqueue_cpu_us_redis)" -v ber_cpu="$(result_field "$bull" enqueue_cpu_us_redis)" \
+  -v kep_cpu="$(result_field "$kage" enqueue_cpu_us_postgres)" 'BEGIN {
   printf "%-34s %12s %12s %14s\n", "no-op jobs: " jobs, "Kage", "BullMQ", "Kage/BullMQ"
   printf "%-34s %12.0f %12.0f %13.2fx   (target >= 2x: %s)\n", "processed, jobs/s", kr, br, kr / br, (kr / br >= 2 ? "met" : "MISSED")
   printf "%-34s %12.0f %12.0f %13.2fx   (both warm: the last half of the jobs)\n", "processed, second half, jobs/s", kh, bh, kh / bh
   printf "%-34s %12.2f %12.2f %13.2fx   (target <= 0.5x: %s)\n", "Redis commands per job", kc, bc, kc / bc, (kc / bc <= 0.5 ? "met" : "MISSED")
   printf "%-34s %12.0f %12.0f %13.2fx   (Kage POST /tasks:batch end to end, BullMQ addBulk; target >= 1x: %s)\n", "enqueued, jobs/s", ke, be, ke / be, (ke / be >= 1 ? "met" : "MISSED")
   printf "%-34s %12.2f %12.2f\n", "Redis commands per enqueued job", kec, bec
+  printf "%-34s %12s %12s\n", "CPU/enqueued job: client+PG+Redis", kec_cpu "+" kep_cpu "+" ker_cpu, bec_cpu "+" ber_cpu
   printf "%-34s %12.0f %12s   (Kage one task per request, 32 threads)\n", "enqueued singly, jobs/s", ks, "-"
   printf "%-34s %12.2f %12s\n", "Redis commands per job, singly", ksc, "-"
   printf "%-34s %12.2f %12.2f %13.2fx\n", "Redis commands, enqueue + run", kc + kec, bc + bec, (kc + kec) / (bc + bec)
