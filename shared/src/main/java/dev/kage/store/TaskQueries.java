@@ -176,7 +176,14 @@ public final class TaskQueries {
                     .encodeToString((createdAt + "|" + id).getBytes(StandardCharsets.UTF_8));
         }
 
-        /** The cursor a previous page handed out; empty when the text is not one. */
+        /** Earliest and latest {@code created_at} a cursor can carry: Postgres's {@code timestamptz} range, roughly. */
+        private static final Instant EARLIEST = Instant.parse("0001-01-01T00:00:00Z");
+        private static final Instant LATEST = Instant.parse("9999-12-31T23:59:59.999999Z");
+
+        /**
+         * The cursor a previous page handed out; empty when the text is not one. An instant outside the years 0001 to
+         * 9999 is none either: no row carries it, and Postgres refuses one past its range (the query failed, a false 503).
+         */
         public static Optional<Cursor> decode(String text) {
             try {
                 String plain = new String(Base64.getUrlDecoder().decode(text), StandardCharsets.UTF_8);
@@ -184,7 +191,11 @@ public final class TaskQueries {
                 if (bar < 0) {
                     return Optional.empty();
                 }
-                return Optional.of(new Cursor(Instant.parse(plain.substring(0, bar)), UUID.fromString(plain.substring(bar + 1))));
+                Instant createdAt = Instant.parse(plain.substring(0, bar));
+                if (createdAt.isBefore(EARLIEST) || createdAt.isAfter(LATEST)) {
+                    return Optional.empty();
+                }
+                return Optional.of(new Cursor(createdAt, UUID.fromString(plain.substring(bar + 1))));
             } catch (IllegalArgumentException | DateTimeParseException e) {
                 return Optional.empty();
             }

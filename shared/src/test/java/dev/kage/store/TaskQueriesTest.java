@@ -87,6 +87,12 @@ class TaskQueriesTest {
         assertThat(cursor.encode()).doesNotContain("=", "+", "/");
         assertThat(Cursor.decode("not a cursor")).isEmpty();
         assertThat(Cursor.decode("bm90IGEgY3Vyc29y")).isEmpty();
+        // Instants Postgres cannot hold (or no row has) are no cursors: the query would fail.
+        for (String at : List.of("+300000-01-01T00:00:00Z", "-0001-01-01T00:00:00Z", "+10000-01-01T00:00:00Z")) {
+            String crafted = java.util.Base64.getUrlEncoder().withoutPadding().encodeToString(
+                    (at + "|00000000-0000-0000-0000-000000000000").getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            assertThat(Cursor.decode(crafted)).as(at).isEmpty();
+        }
     }
 
     private TaskFilter filter(Set<TaskStatus> statuses, String agent, Instant since) {

@@ -219,7 +219,9 @@ public class BudgetsController {
         if (value == null) {
             return current;
         }
-        if (!value.canConvertToExactIntegral() || value.asLong() < 0 || value.asLong() > Long.MAX_VALUE / 4) {
+        // canConvertToLong too: a whole number beyond 64 bits would otherwise keep its low bits (2^64 + 5 read as 5).
+        if (!value.canConvertToExactIntegral() || !value.canConvertToLong() || value.asLong() < 0
+                || value.asLong() > Long.MAX_VALUE / 4) {
             errors.add(new FieldError(field, "must be a whole number of tokens, 0 for no limit"));
             return current;
         }

@@ -4,7 +4,7 @@ import java.util.Optional;
 import java.util.regex.Pattern;
 
 /** Redis stream entry ids ({@code <ms>-<seq>}, both unsigned 64-bit): parsing, order, successor. */
-final class StreamIds {
+public final class StreamIds {
     /** Before every real entry id. */
     static final String ZERO = "0-0";
 
@@ -13,8 +13,8 @@ final class StreamIds {
     private StreamIds() {
     }
 
-    /** The id in canonical form, when the text is a stream entry id. */
-    static Optional<String> parse(String text) {
+    /** The id in canonical form, when the text is a stream entry id (both parts within 64 bits, as Redis takes them). */
+    public static Optional<String> parse(String text) {
         if (text == null || !FORM.matcher(text.trim()).matches()) {
             return Optional.empty();
         }

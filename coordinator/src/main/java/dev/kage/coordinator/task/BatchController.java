@@ -79,6 +79,12 @@ public class BatchController {
             MediaType.TEXT_PLAIN, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<Accepted> submit(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @Body byte[] body) {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
+        if (request.getHeaders().contains("Idempotency-Key")) {
+            // Not silently dropped: a client that counts on it would create every task again on a retry.
+            throw new InvalidRequestException(List.of(new dev.kage.coordinator.api.ErrorBody.FieldError("Idempotency-Key",
+                    "is not supported on a batch (a repeated batch creates its tasks again); send tasks one per request"
+                            + " with a key each to retry safely")));
+        }
         List<SubmitRequest> requests = parser.parseBatch(body);
         List<TaskRecord> tasks = service.submitBatch(tenant, requests);
         List<SubmitResponse> accepted = new java.util.ArrayList<>(tasks.size());

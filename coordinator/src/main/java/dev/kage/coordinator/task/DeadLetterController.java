@@ -32,15 +32,12 @@ import io.micronaut.serde.annotation.Serdeable;
 import io.micronaut.serde.config.naming.SnakeCaseStrategy;
 import java.util.List;
 import java.util.Optional;
-import java.util.regex.Pattern;
 
 /** The caller's dead letters ({@code kage:jobs:dead}) and their replay. */
 @Controller("/api/v1/dead-letters")
 @Tag(name = "dead letters")
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class DeadLetterController {
-    private static final Pattern STREAM_ID = Pattern.compile("\\d{1,20}-\\d{1,20}");
-
     private final TaskService service;
 
     public DeadLetterController(TaskService service) {
@@ -86,10 +83,12 @@ public class DeadLetterController {
     @RequiresScope(Scope.SUBMIT)
     @Post(value = "/{id}/replay", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> replay(HttpRequest<?> request, @PathVariable String id) {
-        if (!STREAM_ID.matcher(id).matches()) {
+        // Not an entry id Redis could hold (e.g. beyond 64 bits, which Redis refuses as an error, a false 503): no letter.
+        Optional<String> entryId = dev.kage.coordinator.events.StreamIds.parse(id);
+        if (entryId.isEmpty()) {
             return HttpResponse.notFound(ErrorBody.of("not_found", "no dead letter " + id));
         }
-        Optional<JobMessage> job = service.replay(tenant(request), id);
+        Optional<JobMessage> job = service.replay(tenant(request), entryId.get());
         if (job.isEmpty()) {
             return HttpResponse.notFound(ErrorBody.of("not_found", "no dead letter " + id + " to replay for this API key"));
         }

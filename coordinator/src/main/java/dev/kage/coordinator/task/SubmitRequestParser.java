@@ -85,6 +85,17 @@ public final class SubmitRequestParser {
         if (!root.isObject() || !root.path("tasks").isArray()) {
             throw new InvalidRequestException(List.of(new FieldError("tasks", "is required: {\"tasks\": [<task>, ...]}")));
         }
+        List<FieldError> batchFields = new ArrayList<>();
+        for (Iterator<String> names = root.fieldNames(); names.hasNext(); ) {
+            String name = names.next();
+            if (!name.equals("tasks")) {
+                // e.g. a "priority" meant for every task: refused, not ignored, since nothing else would tell the client.
+                batchFields.add(new FieldError(printable(name), "is not a field of a batch (only \"tasks\"); set it on each task"));
+            }
+        }
+        if (!batchFields.isEmpty()) {
+            throw new InvalidRequestException(batchFields);
+        }
         JsonNode tasks = root.get("tasks");
         if (tasks.isEmpty() || tasks.size() > MAX_BATCH) {
             throw new InvalidRequestException(List.of(new FieldError("tasks", "has " + tasks.size() + " entries; send 1 to "
@@ -117,7 +128,7 @@ public final class SubmitRequestParser {
             }
         }
         String description = description(root.get("description"), errors);
-        List<Assignment> assignments = assignments(root.get("cli_assignments"), errors);
+        List<Assignment> assignments = assignments(root.get("cli_assignments"), errors, ignored);
         Priority priority = priority(root.get("priority"), errors);
         String repo = repo(root.get("repo"), errors);
         String baseBranch = baseBranch(root.get("base_branch"), errors);
@@ -175,7 +186,8 @@ public final class SubmitRequestParser {
         return text;
     }
 
-    private List<Assignment> assignments(JsonNode node, List<FieldError> errors) {
+    /** @param ignored collects unknown keys of the entries, as {@code cli_assignments[i].key} (a typo like "timout") */
+    private List<Assignment> assignments(JsonNode node, List<FieldError> errors, List<String> ignored) {
         List<Assignment> result = new ArrayList<>();
         if (node == null || node.isNull()) {
             errors.add(new FieldError("cli_assignments", "is required: a list like [{\"cli_name\": \"claude-code\", \"timeout\": 300}]"));
@@ -200,6 +212,12 @@ public final class SubmitRequestParser {
             if (!entry.isObject()) {
                 errors.add(new FieldError(path, "must be an object with cli_name and timeout"));
                 continue;
+            }
+            for (Iterator<String> keys = entry.fieldNames(); keys.hasNext(); ) {
+                String key = keys.next();
+                if (!key.equals("cli_name") && !key.equals("timeout")) {
+                    ignored.add(path + "." + key);
+                }
             }
             JsonNode name = entry.get("cli_name");
             String cliName = null;
@@ -331,11 +349,35 @@ public final class SubmitRequestParser {
             errors.add(new FieldError("metadata", LONE_SURROGATE + describe(text)));
             return null;
         }
-        if (text.contains("\\u0000")) {
+        if (containsNul(node)) {
             errors.add(new FieldError("metadata", "must not contain NUL characters"));
             return null;
         }
         return text;
+    }
+
+    /**
+     * Whether a string or name anywhere in the tree holds a NUL (which Postgres's jsonb refuses). Read from the tree, not
+     * the serialized text: there an escaped backslash before "u0000" (a Windows path) looked like an escaped NUL.
+     */
+    private static boolean containsNul(JsonNode node) {
+        if (node.isTextual()) {
+            return node.textValue().indexOf('\0') >= 0;
+        }
+        for (Iterator<java.util.Map.Entry<String, JsonNode>> fields = node.fields(); fields.hasNext(); ) {
+            java.util.Map.Entry<String, JsonNode> field = fields.next();
+            if (field.getKey().indexOf('\0') >= 0 || containsNul(field.getValue())) {
+                return true;
+            }
+        }
+        if (node.isArray()) {
+            for (JsonNode element : node) {
+                if (containsNul(element)) {
+                    return true;
+                }
+            }
+        }
+        return false;
     }
 
     /**

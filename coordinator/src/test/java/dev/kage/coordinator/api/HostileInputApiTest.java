@@ -61,6 +61,15 @@ class HostileInputApiTest {
     }
 
     @Test
+    void aWholeNumberBeyond64BitsIsA400NotItsLowBits() throws Exception {
+        // 2^64 + 5 kept only its low bits (a limit of 5 tokens a day); 1e100 became 0, "no limit".
+        for (String value : new String[] {"18446744073709551621", "1e100", "-18446744073709551611"}) {
+            JsonNode body = error(coordinator.send("PUT", "/api/v1/budgets/acme", KEY, "{\"tokens_per_day\": " + value + "}"), 400);
+            assertThat(body.at("/errors/0/field").asText()).as(value).isEqualTo("tokens_per_day");
+        }
+    }
+
+    @Test
     void aTenantNameNoTenantCanHaveIsRefusedOnEveryBudgetRoute() throws Exception {
         for (String tenant : new String[] {"..%2F..%2Fetc", "a%20b", "a:b"}) {
             assertThat(error(coordinator.send("PUT", "/api/v1/budgets/" + tenant, KEY, "{\"tokens_per_day\": 5}"), 400)

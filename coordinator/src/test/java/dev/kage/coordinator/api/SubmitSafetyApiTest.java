@@ -95,6 +95,9 @@ class SubmitSafetyApiTest {
                 .isEqualTo("cancelled");
         assertThat(post("/api/v1/tasks/not-a-task/cancel", "acme-key-123").statusCode()).isEqualTo(404);
         assertThat(post("/api/v1/dead-letters/not-an-id/replay", "acme-key-123").statusCode()).isEqualTo(404);
+        // Shaped like an entry id but beyond 64 bits: Redis would refuse it with an error (it was a 503).
+        assertThat(post("/api/v1/dead-letters/99999999999999999999-0/replay", "acme-key-123").statusCode()).isEqualTo(404);
+        assertThat(post("/api/v1/dead-letters/1-99999999999999999999/replay", "acme-key-123").statusCode()).isEqualTo(404);
         HttpResponse<String> letters = coordinator.get("/api/v1/dead-letters", "acme-key-123");
         assertThat(letters.statusCode()).as(letters.body()).isEqualTo(200);
         assertThat(JSON.readTree(letters.body()).get("dead_letters").isArray()).as(letters.body()).isTrue();
@@ -249,6 +252,19 @@ class SubmitSafetyApiTest {
         assertThat(JSON.readTree(refused.body()).get("errors").get(0).get("field").asText()).isEqualTo("tasks[3].cli_assignments[0].cli_name");
         assertThat(coordinator.redis().redis().xlen(stream)).as("no job of a refused batch").isEqualTo(before + 50);
         assertThat(post("/api/v1/tasks:batch", "acme-key-123", "{\"tasks\": []}").statusCode()).isEqualTo(400);
+
+        // What a batch cannot honour is refused, not dropped: a batch-wide field, and an Idempotency-Key (a retried batch
+        // would create its tasks again).
+        HttpResponse<String> batchWide = post("/api/v1/tasks:batch", "acme-key-123",
+                good.toString().replaceFirst("\\{\"tasks\": ", "{\"priority\": \"low\", \"tasks\": "));
+        assertThat(batchWide.statusCode()).as(batchWide.body()).isEqualTo(400);
+        assertThat(JSON.readTree(batchWide.body()).get("errors").get(0).get("field").asText()).isEqualTo("priority");
+        HttpResponse<String> keyed = coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/tasks:batch"))
+                .header("X-API-Key", "acme-key-123").header("Idempotency-Key", "batch-1")
+                .POST(HttpRequest.BodyPublishers.ofString(good.toString())).build(), HttpResponse.BodyHandlers.ofString());
+        assertThat(keyed.statusCode()).as(keyed.body()).isEqualTo(400);
+        assertThat(JSON.readTree(keyed.body()).get("errors").get(0).get("field").asText()).isEqualTo("Idempotency-Key");
+        assertThat(coordinator.redis().redis().xlen(stream)).as("no job of a refused batch").isEqualTo(before + 50);
     }
 
     @Test
@@ -256,17 +272,18 @@ class SubmitSafetyApiTest {
         // A client that misspells a field (here "prompt" for "description" beside it, "max_token") learns it had no effect.
         HttpResponse<String> accepted = post("/api/v1/tasks:batch", "acme-key-123", """
                 {"tasks": [{"description": "plain", "cli_assignments": [{"cli_name": "demo"}]},
-                           {"description": "typos", "prompt": "x", "max_token": 5, "cli_assignments": [{"cli_name": "demo"}]},
+                           {"description": "typos", "prompt": "x", "max_token": 5,
+                            "cli_assignments": [{"cli_name": "demo", "timout": 60}]},
                            {"description": "plain again", "cli_assignments": [{"cli_name": "demo"}]}]}""");
         assertThat(accepted.statusCode()).as(accepted.body()).isEqualTo(202);
         var tasks = JSON.readTree(accepted.body()).get("tasks");
         assertThat(tasks).hasSize(3);
         assertThat(tasks.get(0).get("ignored_fields")).isEmpty();
         assertThat(tasks.get(1).get("ignored_fields")).extracting(com.fasterxml.jackson.databind.JsonNode::asText)
-                .containsExactly("prompt", "max_token");
+                .containsExactly("prompt", "max_token", "cli_assignments[0].timout");
         assertThat(tasks.get(2).get("ignored_fields")).isEmpty();
         HttpResponse<String> single = submit("acme-key-123", null,
-                "{\"description\": \"typos\", \"prompt\": \"x\", \"max_token\": 5, \"cli_assignments\": [{\"cli_name\": \"demo\"}]}");
+                "{\"description\": \"typos\", \"prompt\": \"x\", \"max_token\": 5, \"cli_assignments\": [{\"cli_name\": \"demo\", \"timout\": 60}]}");
         assertThat(JSON.readTree(single.body()).get("ignored_fields")).isEqualTo(tasks.get(1).get("ignored_fields"));
     }
 

@@ -132,6 +132,11 @@ class TaskListApiTest {
         assertBad(list(key, "limit=ten"), "limit", "1 to 100");
         assertBad(list(key, "limit=5&limit=6"), "limit", "give it once");
         assertBad(list(key, "cursor=not-a-cursor"), "cursor", "next_cursor");
+        // A cursor's shape with an instant past Postgres's range: refused like any cursor the API never handed out (the
+        // query failed, a false 503).
+        String farFuture = java.util.Base64.getUrlEncoder().withoutPadding().encodeToString(
+                "+300000-01-01T00:00:00Z|00000000-0000-0000-0000-000000000000".getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        assertBad(list(key, "cursor=" + farFuture), "cursor", "next_cursor");
 
         HttpResponse<String> several = list(key, "status=x&limit=1000&since=now");
         assertThat(several.statusCode()).isEqualTo(400);

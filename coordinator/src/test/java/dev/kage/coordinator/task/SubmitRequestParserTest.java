@@ -81,11 +81,43 @@ class SubmitRequestParserTest {
             {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "budget": {"max_tokens": 0}} | budget.max_tokens
             {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "budget": {"max_usd": 5}} | budget.max_usd
             {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "metadata": [1]} | metadata
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "metadata": {"k": "a\\u0000b"}} | metadata
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "metadata": {"k": [{"x": "\\u0000"}]}} | metadata
+            {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "metadata": {"a\\u0000": 1}} | metadata
             """)
     void badInputNamesTheField(String body, String field) {
         assertThatThrownBy(() -> parse(body))
                 .isInstanceOf(InvalidRequestException.class)
                 .satisfies(e -> assertThat(((InvalidRequestException) e).errors()).extracting(FieldError::field).contains(field));
+    }
+
+    @Test
+    void unknownKeysOfAnAssignmentAreReportedWithTheirPath() {
+        // "timout" is a typo: the job runs with the default timeout, and the caller is told the key had no effect.
+        SubmitRequest request = parse("""
+                {"description": "d", "context": "x", "cli_assignments": [{"cli_name": "demo", "timout": 60},
+                                                         {"cli_name": "claude-code", "timeout": 90, "model": "m"}]}""");
+        assertThat(request.assignments()).containsExactly(new Assignment("demo", 300), new Assignment("claude-code", 90));
+        assertThat(request.ignoredFields()).containsExactly("context", "cli_assignments[0].timout", "cli_assignments[1].model");
+    }
+
+    @Test
+    void metadataWithABackslashBeforeU0000IsNoNul() {
+        // A Windows path: a backslash, then the letters "u0000" (serialized, it looks like an escaped NUL).
+        SubmitRequest request = parse("""
+                {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "metadata": {"path": "C:\\\\u0000x"}}""");
+        assertThat(request.metadataJson()).isEqualTo("{\"path\":\"C:\\\\u0000x\"}");
+    }
+
+    @Test
+    void aBatchRefusesFieldsBesideItsTasks() {
+        // A batch-wide "priority" would otherwise be dropped without a word.
+        assertThatThrownBy(() -> parser.parseBatch("""
+                {"priority": "high", "tasks": [{"description": "d", "cli_assignments": [{"cli_name": "demo"}]}]}"""
+                .getBytes(StandardCharsets.UTF_8)))
+                .isInstanceOf(InvalidRequestException.class)
+                .satisfies(e -> assertThat(((InvalidRequestException) e).errors()).extracting(FieldError::field)
+                        .containsExactly("priority"));
     }
 
     @Test
