@@ -295,6 +295,33 @@ class QueueIT {
     }
 
     @Test
+    void aRunningJobThatARestartedRedisLostStopsThereAndRunsAgainNeverTwiceAtOnce() throws Exception {
+        // A Redis without persistence comes back empty: the running job's entry is pending nowhere. Its worker's next
+        // beat stops it; the coordinator enqueues it again only after JobQueue.LOST_ENTRY_GRACE, so the two runs never
+        // overlap (the fixture writes OVERLAP when a run starts while another of the same job is alive).
+        Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        try (PrivateRedis redis = PrivateRedis.start(PrivateRedis.Persistence.NONE);
+             Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "redis-lost"))) {
+            Map<String, String> onPrivate = env(Map.of("REDIS_URL", redis.url()));
+            fleet.startCoordinator(onPrivate);
+            fleet.awaitHealthy();
+            fleet.startWorker("lost-w1", dir.resolve("work"), origin, onPrivate);
+            fleet.startWorker("lost-w2", dir.resolve("work"), origin, onPrivate);
+            String id = submit(fleet, "lost with Redis sleep=12", List.of("rec-a"), Map.of());
+            await().atMost(Duration.ofSeconds(60)).until(() -> count("start " + id + "/rec-a ") == 1);
+            redis.stop();
+            redis.restart();
+            JsonNode task = awaitFinal(fleet, id, Duration.ofSeconds(120));
+            assertThat(task.get("status").asText()).isEqualTo("completed");
+            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(count("start " + id + "/rec-a ")).as("the lost run, then one more").isEqualTo(2);
+            assertThat(count("end " + id + "/rec-a ")).as("the lost run was stopped before its end").isEqualTo(1);
+            assertThat(fleet.log("lost-w1") + fleet.log("lost-w2")).contains("pending nowhere (Redis lost it)");
+            assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE task_id = '" + id + "'")).isEqualTo(1);
+        }
+    }
+
+    @Test
     void aPostgresOutageMidRunLosesNoRow() throws Exception {
         URI db = URI.create(TestServices.databaseUrl());
         try (TcpProxy proxy = TcpProxy.start(db.getHost(), db.getPort() > 0 ? db.getPort() : 5432);

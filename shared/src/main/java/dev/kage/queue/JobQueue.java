@@ -401,6 +401,13 @@ public final class JobQueue {
         return owned == 1 ? Ownership.OWNED : Ownership.TAKEN;
     }
 
+    /**
+     * How long after Redis turned out to be a new server process the jobs it lost are enqueued again: more than two
+     * worker heartbeats (every 5 s), each of which stops a running job whose entry is pending nowhere, so that a lost
+     * job's first run has stopped before its second starts.
+     */
+    public static final Duration LOST_ENTRY_GRACE = Duration.ofSeconds(12);
+
     /** What {@link #refresh} found. */
     public enum Ownership {
         /** Still this consumer's; its idle time is reset. */

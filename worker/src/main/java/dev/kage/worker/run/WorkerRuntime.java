@@ -97,6 +97,12 @@ public final class WorkerRuntime {
     private final ExecutorService jobs = Executors.newThreadPerTaskExecutor(Thread.ofVirtual().name("kage-job-", 0).factory());
     private final ScheduledExecutorService housekeeping = Executors.newScheduledThreadPool(2,
             Thread.ofPlatform().daemon().name("kage-housekeeping-", 0).factory());
+    /**
+     * The heartbeat's own thread: housekeeping that waits on Postgres (the outbox's flush, a poison job's outcome) for
+     * up to its socket timeout must not hold it past {@link #HEARTBEAT_TTL}, or live jobs would be reclaimed and run twice.
+     */
+    private final ScheduledExecutorService heartbeat = Executors.newSingleThreadScheduledExecutor(
+            Thread.ofPlatform().daemon().name("kage-heartbeat").factory());
     private final List<Thread> loops = new ArrayList<>();
     private final List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
     private volatile boolean running;
@@ -134,7 +140,7 @@ public final class WorkerRuntime {
             queue.ensureStreams(agent);
         }
         beat();
-        every(HEARTBEAT_EVERY, this::beat);
+        every(heartbeat, HEARTBEAT_EVERY, this::beat);
         every(HEARTBEAT_EVERY, this::reclaim);
         every(CANCEL_CHECK_EVERY, this::stopCancelled);
         every(Duration.ofSeconds(2), this::flushOutbox);
@@ -186,6 +192,7 @@ public final class WorkerRuntime {
             Thread.currentThread().interrupt();
         }
         housekeeping.shutdownNow();
+        heartbeat.shutdownNow();
         try {
             redis.del(keys.worker(worker.workerId()));
             redis.srem(keys.workers(), worker.workerId());
@@ -417,6 +424,13 @@ public final class WorkerRuntime {
                 if (ownership == JobQueue.Ownership.TAKEN) {
                     LOG.warn("Entry {} was reclaimed by another worker; stopping it here", job.claimed().key());
                     job.control().stop(JobControl.StopReason.LOST);
+                } else if (ownership == JobQueue.Ownership.GONE) {
+                    // Pending nowhere while its agent runs: Redis lost it (restarted without the write). The job goes
+                    // to another worker (delivered again, or enqueued again by the coordinator's reconciler, which waits
+                    // JobQueue.LOST_ENTRY_GRACE for beats like this one); running on here would run it twice at once.
+                    LOG.warn("Entry {} is pending nowhere (Redis lost it); stopping it here, it runs again elsewhere",
+                            job.claimed().key());
+                    job.control().stop(JobControl.StopReason.LOST);
                 }
             }
         } catch (RedisException e) {
@@ -559,7 +573,11 @@ public final class WorkerRuntime {
     }
 
     private void every(Duration period, Runnable task) {
-        housekeeping.scheduleWithFixedDelay(() -> {
+        every(housekeeping, period, task);
+    }
+
+    private static void every(ScheduledExecutorService scheduler, Duration period, Runnable task) {
+        scheduler.scheduleWithFixedDelay(() -> {
             try {
                 task.run();
             } catch (RuntimeException e) {
