@@ -14,6 +14,7 @@ import dev.kage.task.Priority;
  *   <tr><td>{@code kage:jobs:{agent}:once:job#attempt}</td><td>string with TTL: the job was enqueued</td></tr>
  *   <tr><td>{@code kage:jobs:dead}</td><td>stream: dead letters, replayable</td></tr>
  *   <tr><td>{@code kage:outbox:{agent}}</td><td>list: outcomes waiting for Postgres</td></tr>
+ *   <tr><td>{@code kage:outbox:{agent}:refused}</td><td>list: outcomes Postgres refused for their content, for an operator</td></tr>
  *   <tr><td>{@code kage:task:{tenant}:id}</td><td>hash: live task and per-job state</td></tr>
  *   <tr><td>{@code kage:budget:{tenant}:task:id}</td><td>hash: a task's pool (tokens, micro-USD), its settled holds</td></tr>
  *   <tr><td>{@code kage:budget:{tenant}:day:2026-11-28}, {@code :month:2026-11}</td><td>hash: a tenant's pools per period (UTC)</td></tr>
@@ -76,6 +77,14 @@ public final class KageKeys {
     /** Outcomes a worker could not write to Postgres yet, flushed when it answers again. */
     public String outbox(String agent) {
         return namespace + ":outbox:{" + agent + "}";
+    }
+
+    /**
+     * Outcomes Postgres refused for what they hold, not for being away (a value out of range, a task row that does not
+     * exist): kept for an operator, out of the outbox, whose flush would otherwise stop at them for ever.
+     */
+    public String outboxRefused(String agent) {
+        return namespace + ":outbox:{" + agent + "}:refused";
     }
 
     /** Prefix of every worker heartbeat key. */

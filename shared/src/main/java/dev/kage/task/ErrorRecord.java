@@ -22,4 +22,10 @@ public record ErrorRecord(
         boolean retryable,
         Instant occurredAt,
         String errorKey) {
+
+    /** The message and details without NUL characters, which Postgres refuses ({@link dev.kage.store.PostgresText}). */
+    public ErrorRecord {
+        errorMessage = dev.kage.store.PostgresText.withoutNul(errorMessage);
+        detailsJson = dev.kage.store.PostgresText.jsonWithoutNul(detailsJson);
+    }
 }

@@ -42,6 +42,14 @@ public record ResultRecord(
         Instant createdAt,
         String patch) {
 
+    /** Text fields without NUL characters, which Postgres refuses ({@link dev.kage.store.PostgresText}). */
+    public ResultRecord {
+        outputSummary = dev.kage.store.PostgresText.withoutNul(outputSummary);
+        model = dev.kage.store.PostgresText.withoutNul(model);
+        diffStat = dev.kage.store.PostgresText.withoutNul(diffStat);
+        patch = dev.kage.store.PostgresText.withoutNul(patch);
+    }
+
     /** A result without a patch (the agent changed nothing, or made no worktree). */
     public ResultRecord(UUID taskId, String jobId, String cliName, JobStatus status, String outputSummary, long tokensIn,
                         long tokensOut, long cacheReadTokens, long cacheWriteTokens, BigDecimal cost, String usageSource,

@@ -150,9 +150,31 @@ public final class OutcomeRecorder {
             var statuses = store.recordOutcomes(batch.stream().map(Pending::outcome).toList(), marks);
             answered();
             for (Pending p : batch) {
-                p.done().complete(Optional.ofNullable(statuses.get(p.outcome().result().taskId())));
+                TaskStatus status = statuses.get(p.outcome().result().taskId());
+                if (status == null) {
+                    // No task row for it (a restored database, a worker on another schema): kept for an operator, never
+                    // dropped without a word. The job is acknowledged as for an outcome in the outbox.
+                    refuse(p.agent(), new Spooled(p.outcome().result(), p.outcome().errors()),
+                            "task " + p.outcome().result().taskId() + " has no row");
+                }
+                p.done().complete(Optional.ofNullable(status));
             }
         } catch (StoreException e) {
+            if (refusedForContent(e) && batch.size() > 1) {
+                // One outcome Postgres refuses for its content must not send the batch to the outbox: each alone.
+                retryLater(marks);
+                for (Pending p : batch) {
+                    write(List.of(p), java.util.Set.of());
+                }
+                return;
+            }
+            if (refusedForContent(e)) {
+                retryLater(marks);
+                refuse(batch.getFirst().agent(), new Spooled(batch.getFirst().outcome().result(),
+                        batch.getFirst().outcome().errors()), e.getMessage());
+                batch.getFirst().done().complete(Optional.empty());
+                return;
+            }
             // The starts were not written: tried again in a while (a task that ended meanwhile stays ended).
             retryLater(marks);
             for (Pending p : batch) {
@@ -216,7 +238,17 @@ public final class OutcomeRecorder {
                     store.insertErrors(spooled.errors());
                 }
             } catch (StoreException e) {
-                return written;
+                if (!refusedForContent(e)) {
+                    return written;
+                }
+                // Refused for what it holds, not for being away: it would stop the flush here for ever.
+                refuse(agent, spooled, e.getMessage());
+                redis.lrem(key, 1, head);
+                continue;
+            } catch (IllegalStateException noTaskRow) {
+                refuse(agent, spooled, noTaskRow.getMessage());
+                redis.lrem(key, 1, head);
+                continue;
             }
             redis.lrem(key, 1, head);
             written++;
@@ -246,6 +278,33 @@ public final class OutcomeRecorder {
     /** Outcomes waiting in the agent's outbox. */
     public long pending(String agent) {
         return redis.llen(keys.outbox(agent));
+    }
+
+    /**
+     * Whether Postgres refused the statement for the data it carries (SQLSTATE classes 22, data exception, and 23,
+     * integrity constraint violation), which no retry changes, rather than for being away or overloaded.
+     */
+    static boolean refusedForContent(Throwable error) {
+        for (Throwable cause = error; cause != null; cause = cause.getCause()) {
+            if (cause instanceof java.sql.SQLException sql && sql.getSQLState() != null
+                    && (sql.getSQLState().startsWith("22") || sql.getSQLState().startsWith("23"))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Keeps an outcome Postgres will never take in {@code kage:outbox:{agent}:refused}, loudly. */
+    private void refuse(String agent, Spooled spooled, String reason) {
+        String job = spooled.result() != null ? spooled.result().jobId()
+                : spooled.errors().isEmpty() ? "?" : spooled.errors().getFirst().jobId();
+        LOG.error("Postgres refused the outcome of job {} ({}); kept in {} for an operator", job, reason,
+                keys.outboxRefused(agent));
+        try {
+            redis.rpush(keys.outboxRefused(agent), JSON.writeValueAsString(spooled));
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException(e);
+        }
     }
 
     private void spool(String agent, Spooled spooled, StoreException cause) {

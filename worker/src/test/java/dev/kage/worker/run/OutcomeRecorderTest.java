@@ -6,6 +6,7 @@ import static org.awaitility.Awaitility.await;
 import ch.qos.logback.classic.Logger;
 import ch.qos.logback.classic.spi.ILoggingEvent;
 import ch.qos.logback.core.read.ListAppender;
+import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.kage.config.DatabaseUrl;
 import dev.kage.store.Database;
 import dev.kage.store.StoreTestData;
@@ -20,6 +21,10 @@ import dev.kage.testing.TestServices;
 import java.net.URI;
 import java.time.Duration;
 import java.util.List;
+import java.util.Optional;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -92,6 +97,72 @@ class OutcomeRecorderTest {
         await().atMost(Duration.ofSeconds(20)).until(() -> outcomes.flush("b") > 0);
         assertThat(store.results(third.id())).hasSize(1);
         assertThat(messages("Postgres answers again")).isEqualTo(2);
+    }
+
+    @Test
+    void outcomesPostgresRefusesForTheirContentAreSetAsideAndStopNeitherTheBatchNorTheOutbox() throws Exception {
+        TaskStore store = db.store();
+        TaskRecord good = StoreTestData.task("t1", "a");
+        TaskRecord overflowing = StoreTestData.task("t1", "a");
+        TaskRecord nulls = StoreTestData.task("t1", "a");
+        TaskRecord later = StoreTestData.task("t1", "a");
+        store.insertAll(List.of(good, overflowing, nulls, later));
+        TaskRecord rowless = StoreTestData.task("t1", "a");
+        OutcomeRecorder outcomes = new OutcomeRecorder(store, redis.keys(), redis.redis());
+        // A cost beyond numeric(14, 6): Postgres refuses the statement (SQLSTATE 22003), whatever else it carries.
+        dev.kage.task.ResultRecord tooCostly = StoreTestData.result(overflowing, "a", JobStatus.COMPLETED, "123456789012.5");
+        // NULs in an agent's output and stderr (refused by text and jsonb) are replaced when the outcome is made.
+        dev.kage.task.ResultRecord withNul = withSummary(StoreTestData.result(nulls, "a", JobStatus.FAILED, "0.01"),
+                "binary\0output");
+        dev.kage.task.ErrorRecord nulError = new dev.kage.task.ErrorRecord(nulls.id(), withNul.jobId(), "a", "AgentError",
+                "exit 1: \0", "{\"stderr_tail\": \"a\\u0000b\", \"path\": \"C:\\\\u0000x\"}", false, null, null);
+
+        // The writer's batches: the refused outcome is set aside, its neighbours are written.
+        List<java.util.concurrent.CompletableFuture<Optional<TaskStatus>>> done = new java.util.ArrayList<>();
+        try (ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor()) {
+            List<java.util.concurrent.Future<Optional<TaskStatus>>> futures = new java.util.ArrayList<>();
+            futures.add(pool.submit(() -> outcomes.record("a", StoreTestData.result(good, "a", JobStatus.COMPLETED, "0.01"), List.of())));
+            futures.add(pool.submit(() -> outcomes.record("a", tooCostly, List.of())));
+            futures.add(pool.submit(() -> outcomes.record("a", withNul, List.of(nulError))));
+            futures.add(pool.submit(() -> outcomes.record("a", StoreTestData.result(rowless, "a", JobStatus.COMPLETED, "0.01"),
+                    List.of())));
+            assertThat(futures.get(0).get(20, TimeUnit.SECONDS)).contains(TaskStatus.COMPLETED);
+            assertThat(futures.get(1).get(20, TimeUnit.SECONDS)).as("set aside").isEmpty();
+            assertThat(futures.get(2).get(20, TimeUnit.SECONDS)).contains(TaskStatus.FAILED);
+            assertThat(futures.get(3).get(20, TimeUnit.SECONDS)).as("no task row: set aside").isEmpty();
+        }
+        assertThat(store.results(good.id())).hasSize(1);
+        assertThat(store.results(nulls.id())).singleElement().satisfies(r ->
+                assertThat(r.outputSummary()).isEqualTo("binary\uFFFDoutput"));
+        String details = db.database().jdbi().withHandle(h -> h.createQuery(
+                "SELECT error_message || ' ' || error_details::text FROM task_errors WHERE task_id = :id")
+                .bind("id", nulls.id()).mapTo(String.class).one());
+        assertThat(details).contains("exit 1: \uFFFD").contains("a\uFFFDb").contains("C:\\\\u0000x");
+        assertThat(redis.redis().lrange(redis.keys().outboxRefused("a"), 0, -1)).hasSize(2)
+                .anySatisfy(entry -> assertThat(entry).contains(tooCostly.jobId()))
+                .anySatisfy(entry -> assertThat(entry).contains(rowless.id().toString()));
+        assertThat(outcomes.pending("a")).as("nothing waits in the outbox").isZero();
+
+        // The outbox: an entry Postgres refuses (and one without its task row) no longer stops the flush at it.
+        redis.redis().del(redis.keys().outboxRefused("a"));
+        ObjectMapper json = new ObjectMapper().registerModule(new com.fasterxml.jackson.datatype.jsr310.JavaTimeModule());
+        redis.redis().rpush(redis.keys().outbox("a"),
+                json.writeValueAsString(new OutcomeRecorder.Spooled(tooCostly, List.of())),
+                json.writeValueAsString(new OutcomeRecorder.Spooled(StoreTestData.result(rowless, "a", JobStatus.COMPLETED, "0.01"),
+                        List.of())),
+                json.writeValueAsString(new OutcomeRecorder.Spooled(StoreTestData.result(later, "a", JobStatus.COMPLETED, "0.01"),
+                        List.of())));
+        assertThat(outcomes.flush("a")).isEqualTo(1);
+        assertThat(outcomes.pending("a")).isZero();
+        assertThat(store.results(later.id())).hasSize(1);
+        assertThat(redis.redis().llen(redis.keys().outboxRefused("a"))).isEqualTo(2);
+        assertThat(messages("Postgres refused the outcome of job")).isEqualTo(4);
+    }
+
+    private static dev.kage.task.ResultRecord withSummary(dev.kage.task.ResultRecord r, String summary) {
+        return new dev.kage.task.ResultRecord(r.taskId(), r.jobId(), r.cliName(), r.status(), summary, r.tokensIn(),
+                r.tokensOut(), r.cacheReadTokens(), r.cacheWriteTokens(), r.cost(), r.usageSource(), r.model(), r.durationMs(),
+                r.exitCode(), r.branch(), r.commitSha(), r.diffStat(), r.workerId(), r.attempt(), r.createdAt(), r.patch());
     }
 
     @Test
