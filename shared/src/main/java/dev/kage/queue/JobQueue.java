@@ -477,21 +477,23 @@ public final class JobQueue {
     }
 
     /**
-     * Puts a dead letter back on its stream as a new attempt, once however often this is called, and
-     * removes it from the dead letters.
+     * Puts a dead letter back on its stream as a new attempt, once however often this is called (also at once: the
+     * attempt goes through the enqueue-once script), and removes it from the dead letters. The letter is marked
+     * replayed only once its job is in the stream: a replay that fails (Redis refused the enqueue, the caller died) can
+     * be made again, where marking first left the letter unreplayable for the marker's 7 days.
      *
      * @return the job as enqueued, or empty when this letter was already replayed
      */
     public Optional<JobMessage> replay(DeadLetter letter, int nextAttempt) {
-        Boolean first = redis.setnx(keys.replayed(letter.id()), "1");
-        if (!Boolean.TRUE.equals(first)) {
+        if (redis.exists(keys.replayed(letter.id())) > 0) {
             return Optional.empty();
         }
-        redis.pexpire(keys.replayed(letter.id()), ENQUEUE_MARKER_TTL.toMillis());
         JobMessage job = letter.job().withAttempt(nextAttempt);
-        enqueue(job);
+        // Empty: another replay of this letter (or one that died before its mark) added this attempt already.
+        boolean added = enqueue(job).isPresent();
+        redis.set(keys.replayed(letter.id()), "1", io.lettuce.core.SetArgs.Builder.px(ENQUEUE_MARKER_TTL.toMillis()));
         redis.xdel(keys.deadLetters(), letter.id());
-        return Optional.of(job);
+        return added ? Optional.of(job) : Optional.empty();
     }
 
     /** Consumer names in the agent's group on {@code stream}. */

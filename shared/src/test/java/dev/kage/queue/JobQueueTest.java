@@ -72,6 +72,60 @@ class JobQueueTest {
     }
 
     @Test
+    void aReplayThatFailedCanBeMadeAgainAndConcurrentReplaysEnqueueOnce() throws Exception {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t1", Priority.NORMAL));
+        ClaimedJob claimed = readOne();
+        String letterId = queue.deadLetter(claimed, "gave up");
+        JobQueue.DeadLetter letter = queue.deadLetter(letterId).orElseThrow();
+        String stream = redis.keys().jobStream("demo", Priority.NORMAL);
+
+        // Redis refuses the enqueue (the stream's key holds a string): the replay fails and leaves no mark behind.
+        redis.redis().del(stream);
+        redis.redis().set(stream, "not a stream");
+        assertThatThrownBy(() -> queue.replay(letter, 2)).hasMessageContaining("WRONGTYPE");
+        assertThat(redis.redis().exists(redis.keys().replayed(letterId))).isZero();
+        assertThat(queue.deadLetter(letterId)).as("still listed").isPresent();
+
+        redis.redis().del(stream);
+        List<java.util.concurrent.Future<java.util.Optional<JobMessage>>> replays = new java.util.ArrayList<>();
+        java.util.concurrent.CountDownLatch go = new java.util.concurrent.CountDownLatch(1);
+        try (var pool = java.util.concurrent.Executors.newVirtualThreadPerTaskExecutor()) {
+            for (int i = 0; i < 8; i++) {
+                replays.add(pool.submit(() -> {
+                    go.await();
+                    return queue.replay(letter, 2);
+                }));
+            }
+            go.countDown();
+            long enqueued = 0;
+            for (var replay : replays) {
+                enqueued += replay.get(10, java.util.concurrent.TimeUnit.SECONDS).isPresent() ? 1 : 0;
+            }
+            assertThat(enqueued).as("replays that enqueued").isEqualTo(1);
+        }
+        assertThat(redis.redis().xlen(stream)).isEqualTo(1);
+        assertThat(redis.redis().exists(redis.keys().replayed(letterId))).isEqualTo(1);
+        assertThat(queue.deadLetter(letterId)).isEmpty();
+        assertThat(queue.replay(letter, 2)).as("replayed already").isEmpty();
+    }
+
+    @Test
+    void aBatchRedisRefusesPartWayLeavesNoMarkerWithoutItsEntrySoItsRetryAddsTheRest() {
+        // The low stream's key holds a string: jobs before the first low one go in, that one fails with its marker gone.
+        String low = redis.keys().jobStream("demo", Priority.LOW);
+        redis.redis().set(low, "not a stream");
+        List<JobMessage> jobs = List.of(job("a", Priority.NORMAL), job("b", Priority.LOW), job("c", Priority.HIGH));
+        assertThatThrownBy(() -> queue.enqueueAll(jobs)).hasMessageContaining("WRONGTYPE");
+        assertThat(redis.redis().exists(redis.keys().enqueued("demo", jobs.get(1).jobId(), 1))).isZero();
+        redis.redis().del(low);
+        assertThat(queue.enqueueAll(jobs)).as("the refused job and the ones after it").isEqualTo(2);
+        for (Priority priority : Priority.values()) {
+            assertThat(redis.redis().xlen(redis.keys().jobStream("demo", priority))).as(priority.wireName()).isEqualTo(1);
+        }
+    }
+
+    @Test
     void ensuringStreamsTwiceIsHarmless() {
         queue.ensureStreams("demo");
         queue.ensureStreams("demo");
