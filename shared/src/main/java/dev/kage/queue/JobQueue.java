@@ -464,11 +464,31 @@ public final class JobQueue {
         return id;
     }
 
-    /** The newest dead letters, newest first. */
-    public List<DeadLetter> deadLetters(int count) {
-        return redis.xrevrange(keys.deadLetters(), Range.create("-", "+"), Limit.from(count)).stream()
-                .map(m -> new DeadLetter(m.getId(), m.getBody()))
-                .toList();
+    /**
+     * The newest dead letters of {@code tenant}, newest first: the stream read backwards a page at a time until
+     * {@code count} are found, so another tenant's many newer letters cannot hide them. Reads at most
+     * {@code scanAtMost} letters (of any tenant).
+     */
+    public List<DeadLetter> deadLetters(String tenant, int count, int scanAtMost) {
+        List<DeadLetter> found = new ArrayList<>();
+        Range.Boundary<String> upper = Range.Boundary.unbounded();
+        int scanned = 0;
+        while (found.size() < count && scanned < scanAtMost) {
+            int page = Math.min(500, scanAtMost - scanned);
+            List<StreamMessage<String, String>> messages = redis.xrevrange(keys.deadLetters(),
+                    Range.from(Range.Boundary.unbounded(), upper), Limit.from(page));
+            for (StreamMessage<String, String> m : messages) {
+                if (tenant.equals(m.getBody().get("tenant")) && found.size() < count) {
+                    found.add(new DeadLetter(m.getId(), m.getBody()));
+                }
+            }
+            scanned += messages.size();
+            if (messages.size() < page) {
+                break;
+            }
+            upper = Range.Boundary.excluding(messages.getLast().getId());
+        }
+        return found;
     }
 
     public Optional<DeadLetter> deadLetter(String id) {

@@ -126,6 +126,24 @@ class JobQueueTest {
     }
 
     @Test
+    void aTenantsDeadLettersAreFoundBehindAnotherTenantsManyNewerOnes() {
+        String dead = redis.keys().deadLetters();
+        List<String> quiet = new java.util.ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            quiet.add(redis.redis().xadd(dead, Map.of("tenant", "quiet", "n", Integer.toString(i))));
+        }
+        for (int i = 0; i < 1_200; i++) {
+            redis.redis().xadd(dead, Map.of("tenant", "busy", "n", Integer.toString(i)));
+        }
+        assertThat(queue.deadLetters("quiet", 50, 100_000)).extracting(JobQueue.DeadLetter::id)
+                .containsExactly(quiet.get(2), quiet.get(1), quiet.get(0));
+        assertThat(queue.deadLetters("quiet", 2, 100_000)).extracting(JobQueue.DeadLetter::id)
+                .containsExactly(quiet.get(2), quiet.get(1));
+        assertThat(queue.deadLetters("busy", 10, 100_000)).hasSize(10);
+        assertThat(queue.deadLetters("quiet", 50, 1_000)).as("the scan is bounded").isEmpty();
+    }
+
+    @Test
     void ensuringStreamsTwiceIsHarmless() {
         queue.ensureStreams("demo");
         queue.ensureStreams("demo");
