@@ -379,13 +379,19 @@ public final class JobQueue {
 
     /**
      * Gives a claimed job back for another worker to take at once: acknowledges it and adds the same
-     * job as a new entry, atomically.
+     * job as a new entry, atomically, unless another consumer holds the entry now (it was reclaimed: handing it
+     * back would acknowledge that worker's run and add a second one).
      *
+     * @param consumer the consumer that must still own the entry ({@code ""}: any)
      * @return false when this consumer no longer held the entry (nothing was added)
      */
-    public boolean handBack(ClaimedJob claimed) {
-        String id = HANDBACK.run(redis, ScriptOutputType.VALUE, new String[] {claimed.stream()},
-                flatten(KageKeys.WORKER_GROUP, claimed.entryId(), claimed.fields()));
+    public boolean handBack(ClaimedJob claimed, String consumer) {
+        List<String> args = new ArrayList<>(List.of(KageKeys.WORKER_GROUP, claimed.entryId(), consumer));
+        claimed.fields().forEach((name, value) -> {
+            args.add(name);
+            args.add(value);
+        });
+        String id = HANDBACK.run(redis, ScriptOutputType.VALUE, new String[] {claimed.stream()}, args.toArray(String[]::new));
         return id != null;
     }
 

@@ -201,11 +201,25 @@ class QueueSemanticsTest {
         queue.ensureStreams("demo");
         queue.enqueue(job("t1", Priority.NORMAL));
         ClaimedJob mine = readOne("w1");
-        assertThat(queue.handBack(mine)).isTrue();
-        assertThat(queue.handBack(mine)).as("a second hand-back adds nothing").isFalse();
+        assertThat(queue.handBack(mine, "w1")).isTrue();
+        assertThat(queue.handBack(mine, "w1")).as("a second hand-back adds nothing").isFalse();
         ClaimedJob theirs = readOne("w2");
         assertThat(theirs.job()).isEqualTo(mine.job());
         assertThat(redis.redis().xpending(stream(Priority.NORMAL), KageKeys.WORKER_GROUP).getCount()).isEqualTo(1);
+    }
+
+    @Test
+    void aWorkerCannotHandBackAnEntryAnotherWorkerReclaimed() {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t1", Priority.NORMAL));
+        ClaimedJob mine = readOne("w1");
+        ClaimedJob reclaimed = queue.claim(mine.stream(), "w2", Duration.ZERO, mine.entryId()).orElseThrow();
+        // w1, shutting down, hands back what it still thinks is its own: nothing changes, w2 keeps running it.
+        assertThat(queue.handBack(mine, "w1")).isFalse();
+        assertThat(redis.redis().xlen(stream(Priority.NORMAL))).as("no second entry").isEqualTo(1);
+        assertThat(queue.stale("demo", Duration.ZERO, 10)).singleElement()
+                .satisfies(p -> assertThat(p.consumer()).isEqualTo("w2"));
+        assertThat(queue.handBack(reclaimed, "w2")).isTrue();
     }
 
     @Test

@@ -43,7 +43,9 @@ public final class JobControl {
         Runnable release = slot.getAndSet(null);
         if (release != null) {
             release.run();
-            finishing = true;
+            synchronized (this) {
+                finishing = true;
+            }
         }
     }
 
@@ -73,8 +75,14 @@ public final class JobControl {
         this.thread = current;
     }
 
-    /** Asks the job to stop; the first reason given wins. */
+    /**
+     * Asks the job to stop; the first reason given wins. A shutdown leaves a finishing job alone: its agent is done, and
+     * interrupting the recording of its outcome would only make it look unfinished.
+     */
     public synchronized void stop(StopReason why) {
+        if (why == StopReason.SHUTDOWN && finishing) {
+            return;
+        }
         if (reason == null) {
             reason = why;
             Thread t = thread;

@@ -406,7 +406,14 @@ public final class JobRunner {
                         "kage/" + job.taskId() + "/" + job.agent()), List.of()));
             }
             case SHUTDOWN -> {
-                boolean handedBack = queue.handBack(claimed);
+                if (control.finishing()) {
+                    // Its agent was done: the outcome is recorded (or in the outbox). Handed back, the job would run
+                    // again (a new entry skips the check for an existing outcome); pending, a reclaim acknowledges it.
+                    LOG.info("Job {} stopped by shutdown while recording its outcome; its entry stays pending", job.jobId());
+                    count(claimed, job.agent(), WorkerMetrics.Outcome.LOST);
+                    return;
+                }
+                boolean handedBack = queue.handBack(claimed, worker.workerId());
                 LOG.info("Job {} stopped by shutdown; {}", job.jobId(),
                         handedBack ? "handed back to the queue for another worker" : "no longer ours, left alone");
                 count(claimed, job.agent(), handedBack ? WorkerMetrics.Outcome.HANDED_BACK : WorkerMetrics.Outcome.LOST);

@@ -300,7 +300,7 @@ public final class WorkerRuntime {
             }
             if (!running) {
                 // Stopping: what this last read brought goes straight back to the queue.
-                claimed.forEach(job -> safely(() -> queue.handBack(job)));
+                claimed.forEach(job -> safely(() -> queue.handBack(job, worker.workerId())));
                 slots.release(taken);
                 releaseLanes(laned, taken);
                 return;
@@ -317,12 +317,12 @@ public final class WorkerRuntime {
                         submit(job, laned);
                     } else {
                         slots.release();
-                        safely(() -> queue.handBack(job));
+                        safely(() -> queue.handBack(job, worker.workerId()));
                     }
                 } else {
                     // No slot for an entry that arrived while blocking: give it back at once rather than hold it
                     // unrefreshed (another worker would reclaim it while it waited here).
-                    safely(() -> queue.handBack(job));
+                    safely(() -> queue.handBack(job, worker.workerId()));
                 }
             }
         }
@@ -352,7 +352,7 @@ public final class WorkerRuntime {
             control.leaveStartLane();
             inFlight.remove(job.key());
             slots.release();
-            safely(() -> queue.handBack(job));
+            safely(() -> queue.handBack(job, worker.workerId()));
             Thread.currentThread().interrupt();
             return;
         }
@@ -387,7 +387,7 @@ public final class WorkerRuntime {
         } catch (java.util.concurrent.RejectedExecutionException stopping) {
             // The worker stopped taking jobs meanwhile: this one never started; back to the queue for another worker.
             release(job, control);
-            safely(() -> queue.handBack(job));
+            safely(() -> queue.handBack(job, worker.workerId()));
         }
     }
 
