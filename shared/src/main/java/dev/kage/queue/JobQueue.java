@@ -56,6 +56,7 @@ public final class JobQueue {
     private static final LuaScript DEFER = LuaScript.load(JobQueue.class, "defer.lua");
     private static final LuaScript PROMOTE = LuaScript.load(JobQueue.class, "promote.lua");
     private static final LuaScript HANDBACK = LuaScript.load(JobQueue.class, "handback.lua");
+    private static final LuaScript REPLAY = LuaScript.load(JobQueue.class, "replay.lua");
     private static final LuaScript REFRESH = LuaScript.load(JobQueue.class, "refresh.lua");
     private static final LuaScript DELCONSUMER = LuaScript.load(JobQueue.class, "delconsumer.lua");
     private static final ObjectMapper JSON = new ObjectMapper();
@@ -503,23 +504,26 @@ public final class JobQueue {
     }
 
     /**
-     * Puts a dead letter back on its stream as a new attempt, once however often this is called (also at once: the
-     * attempt goes through the enqueue-once script), and removes it from the dead letters. The letter is marked
-     * replayed only once its job is in the stream: a replay that fails (Redis refused the enqueue, the caller died) can
-     * be made again, where marking first left the letter unreplayable for the marker's 7 days.
+     * Puts a dead letter back on its stream as a new attempt, once however often this is called (also at once), and
+     * removes it from the dead letters. Marking the letter replayed and adding the attempt are one script
+     * (replay.lua): a replay that failed did nothing and can be made again, and one that succeeded is never made
+     * twice, even after its job ran and its enqueue-once marker went.
      *
-     * @return the job as enqueued, or empty when this letter was already replayed
+     * @return the job as enqueued (also when its attempt was in the stream already, added by a replay that died before
+     *         marking the letter), or empty when this letter was already replayed
      */
     public Optional<JobMessage> replay(DeadLetter letter, int nextAttempt) {
-        if (redis.exists(keys.replayed(letter.id())) > 0) {
+        JobMessage job = letter.job().withAttempt(nextAttempt);
+        if (redis.exists(keys.replayedBefore(letter.id())) > 0) {
+            redis.xdel(keys.deadLetters(), letter.id());
             return Optional.empty();
         }
-        JobMessage job = letter.job().withAttempt(nextAttempt);
-        // Empty: another replay of this letter (or one that died before its mark) added this attempt already.
-        boolean added = enqueue(job).isPresent();
-        redis.set(keys.replayed(letter.id()), "1", io.lettuce.core.SetArgs.Builder.px(ENQUEUE_MARKER_TTL.toMillis()));
+        String added = REPLAY.run(redis, ScriptOutputType.VALUE, new String[] {keys.replayed(job.agent(), letter.id()),
+                keys.jobStream(job.agent(), job.priority()), keys.enqueued(job.agent(), job.jobId(), job.attempt())},
+                flatten(Long.toString(ENQUEUE_MARKER_TTL.toMillis()), job.toFields()));
+        // Replayed now or before: the letter goes (a replay that died before this line left it listed).
         redis.xdel(keys.deadLetters(), letter.id());
-        return added ? Optional.of(job) : Optional.empty();
+        return added == null ? Optional.empty() : Optional.of(job);
     }
 
     /** Consumer names in the agent's group on {@code stream}. */
@@ -608,15 +612,8 @@ public final class JobQueue {
     }
 
     private static String[] flatten(String first, Map<String, String> fields) {
-        return flatten(first, null, fields);
-    }
-
-    private static String[] flatten(String first, String second, Map<String, String> fields) {
         List<String> args = new ArrayList<>();
         args.add(first);
-        if (second != null) {
-            args.add(second);
-        }
         fields.forEach((k, v) -> {
             args.add(k);
             args.add(v);

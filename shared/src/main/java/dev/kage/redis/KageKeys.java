@@ -13,6 +13,7 @@ import dev.kage.task.Priority;
  *   <tr><td>{@code kage:jobs:{agent}:delayed}</td><td>sorted set by due time (ms): retries and deferrals</td></tr>
  *   <tr><td>{@code kage:jobs:{agent}:once:job#attempt}</td><td>string with TTL: the job was enqueued</td></tr>
  *   <tr><td>{@code kage:jobs:dead}</td><td>stream: dead letters, replayable</td></tr>
+ *   <tr><td>{@code kage:jobs:{agent}:replayed:letter-id}</td><td>string with TTL: the letter was replayed</td></tr>
  *   <tr><td>{@code kage:outbox:{agent}}</td><td>list: outcomes waiting for Postgres</td></tr>
  *   <tr><td>{@code kage:outbox:{agent}:refused}</td><td>list: outcomes Postgres refused for their content, for an operator</td></tr>
  *   <tr><td>{@code kage:task:{tenant}:id}</td><td>hash: live task and per-job state</td></tr>
@@ -69,8 +70,16 @@ public final class KageKeys {
         return namespace + ":jobs:{" + agent + "}:once:" + jobId + "#" + attempt;
     }
 
-    /** Marker that a dead letter was replayed, so two replays of one letter enqueue it once. */
-    public String replayed(String deadLetterId) {
+    /**
+     * Marker that a dead letter of the agent was replayed, so two replays of one letter enqueue it once. Under the
+     * agent's hash tag, so one script marks it and adds the job (before session 9: {@link #replayedBefore}).
+     */
+    public String replayed(String agent, String deadLetterId) {
+        return namespace + ":jobs:{" + agent + "}:replayed:" + deadLetterId;
+    }
+
+    /** The replayed mark as coordinators before session 9 wrote it (no hash tag); read for 7 days after an upgrade. */
+    public String replayedBefore(String deadLetterId) {
         return namespace + ":jobs:dead:replayed:" + deadLetterId;
     }
 

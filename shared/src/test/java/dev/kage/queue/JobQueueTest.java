@@ -84,7 +84,7 @@ class JobQueueTest {
         redis.redis().del(stream);
         redis.redis().set(stream, "not a stream");
         assertThatThrownBy(() -> queue.replay(letter, 2)).hasMessageContaining("WRONGTYPE");
-        assertThat(redis.redis().exists(redis.keys().replayed(letterId))).isZero();
+        assertThat(redis.redis().exists(redis.keys().replayed("demo", letterId))).isZero();
         assertThat(queue.deadLetter(letterId)).as("still listed").isPresent();
 
         redis.redis().del(stream);
@@ -105,9 +105,27 @@ class JobQueueTest {
             assertThat(enqueued).as("replays that enqueued").isEqualTo(1);
         }
         assertThat(redis.redis().xlen(stream)).isEqualTo(1);
-        assertThat(redis.redis().exists(redis.keys().replayed(letterId))).isEqualTo(1);
+        assertThat(redis.redis().exists(redis.keys().replayed("demo", letterId))).isEqualTo(1);
         assertThat(queue.deadLetter(letterId)).isEmpty();
         assertThat(queue.replay(letter, 2)).as("replayed already").isEmpty();
+        // The replayed job ran and its outcome is recorded, so its enqueue-once marker went: a replay still adds nothing.
+        redis.redis().del(redis.keys().enqueued("demo", letter.job().jobId(), 2));
+        assertThat(queue.replay(letter, 2)).isEmpty();
+        assertThat(redis.redis().xlen(stream)).as("never run twice").isEqualTo(1);
+    }
+
+    @Test
+    void aReplayWhoseAttemptIsInTheStreamAlreadyMarksTheLetterAndAddsNothing() {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t2", Priority.NORMAL));
+        ClaimedJob claimed = readOne();
+        JobQueue.DeadLetter letter = queue.deadLetter(queue.deadLetter(claimed, "gave up")).orElseThrow();
+        // e.g. a replay by a coordinator of before session 9 that died between its enqueue and removing the letter
+        queue.enqueue(letter.job().withAttempt(2));
+        assertThat(queue.replay(letter, 2)).as("the job is queued: reported so its task reopens").isPresent();
+        assertThat(redis.redis().xlen(redis.keys().jobStream("demo", Priority.NORMAL))).isEqualTo(2);
+        assertThat(queue.deadLetter(letter.id())).isEmpty();
+        assertThat(queue.replay(letter, 2)).isEmpty();
     }
 
     @Test

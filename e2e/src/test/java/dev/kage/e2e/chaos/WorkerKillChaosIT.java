@@ -50,6 +50,9 @@ class WorkerKillChaosIT {
         env.put("KAGE_AGENTS_FILE", agents.toString());
         env.put("E2E_LOG_DIR", runs.toString());
         env.put("KAGE_RECLAIM_IDLE_SECONDS", "15");
+        // The kills are this test's, not the jobs': a job whose workers happened to be killed under it five times (CI
+        // once saw it, on a loaded machine where a job took ~8 s end to end) is no poison job to dead-letter.
+        env.put("KAGE_MAX_DELIVERIES", "100");
         env.put("MAX_REQUESTS_PER_MINUTE", "1000000");
         Map<String, String> workerEnv = new HashMap<>(env);
         workerEnv.put("MAX_PARALLEL_CLIS", "8");

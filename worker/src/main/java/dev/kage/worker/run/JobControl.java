@@ -42,10 +42,11 @@ public final class JobControl {
         leaveStartLane();
         Runnable release = slot.getAndSet(null);
         if (release != null) {
-            release.run();
+            // Finishing before the slot is given back: a shutdown that sees the slot free must see this too.
             synchronized (this) {
                 finishing = true;
             }
+            release.run();
         }
     }
 

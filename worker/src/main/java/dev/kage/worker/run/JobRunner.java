@@ -314,12 +314,12 @@ public final class JobRunner {
             throw new InterruptedException("stopped: " + control.reason());
         }
         if (outcome.deferral() != null) {
-            defer(claimed, job, outcome);
+            defer(claimed, job, control, outcome);
             return;
         }
         ErrorRecord retryable = outcome.errors().stream().filter(ErrorRecord::retryable).findFirst().orElse(null);
         if (outcome.result().status() == JobStatus.FAILED && retryable != null && job.attempt() < agent.retry().maxAttempts()) {
-            retry(claimed, job, outcome, retryable);
+            retry(claimed, job, control, outcome, retryable);
             return;
         }
         finish(claimed, job, control, outcome);
@@ -356,7 +356,10 @@ public final class JobRunner {
                         + outcome.errors().getFirst().errorMessage() + ")");
     }
 
-    private void retry(ClaimedJob claimed, JobMessage job, Outcome outcome, ErrorRecord cause) {
+    private void retry(ClaimedJob claimed, JobMessage job, JobControl control, Outcome outcome, ErrorRecord cause) {
+        // Finishing, as in finish(): the slot goes back, a shutdown does not interrupt the bookkeeping, and the heartbeat
+        // does not take the entry the defer below acknowledges for one Redis lost.
+        control.agentDone();
         int next = job.attempt() + 1;
         outcomes.recordErrors(job.agent(), outcome.errors());
         Optional<Instant> scheduled = queue.defer(claimed, job.withAttempt(next),
@@ -377,7 +380,8 @@ public final class JobRunner {
     }
 
     /** Back to the delayed set without using an attempt: waiting for a permit, or paused after a 429. */
-    private void defer(ClaimedJob claimed, JobMessage job, Outcome outcome) {
+    private void defer(ClaimedJob claimed, JobMessage job, JobControl control, Outcome outcome) {
+        control.agentDone();
         Deferral deferral = outcome.deferral();
         if (!outcome.errors().isEmpty()) {
             outcomes.recordErrors(job.agent(), outcome.errors());

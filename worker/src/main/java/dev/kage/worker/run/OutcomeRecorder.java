@@ -8,6 +8,7 @@ import dev.kage.redis.KageKeys;
 import dev.kage.store.StoreException;
 import dev.kage.store.TaskStore;
 import dev.kage.task.ErrorRecord;
+import dev.kage.task.JobStatus;
 import dev.kage.task.ResultRecord;
 import dev.kage.task.TaskStatus;
 import io.lettuce.core.api.sync.RedisCommands;
@@ -170,9 +171,9 @@ public final class OutcomeRecorder {
             }
             if (refusedForContent(e)) {
                 retryLater(marks);
-                refuse(batch.getFirst().agent(), new Spooled(batch.getFirst().outcome().result(),
-                        batch.getFirst().outcome().errors()), e.getMessage());
-                batch.getFirst().done().complete(Optional.empty());
+                Pending refused = batch.getFirst();
+                refuse(refused.agent(), new Spooled(refused.outcome().result(), refused.outcome().errors()), e.getMessage());
+                refused.done().complete(endInstead(refused.outcome().result(), e));
                 return;
             }
             // The starts were not written: tried again in a while (a task that ended meanwhile stays ended).
@@ -243,6 +244,9 @@ public final class OutcomeRecorder {
                 }
                 // Refused for what it holds, not for being away: it would stop the flush here for ever.
                 refuse(agent, spooled, e.getMessage());
+                if (spooled.result() != null) {
+                    endInstead(spooled.result(), e);
+                }
                 redis.lrem(key, 1, head);
                 continue;
             } catch (IllegalStateException noTaskRow) {
@@ -292,6 +296,33 @@ public final class OutcomeRecorder {
             }
         }
         return false;
+    }
+
+    /**
+     * Ends the job whose outcome Postgres refused with a failed result that holds none of its content (summary, usage,
+     * patch) and an {@code OutcomeRefusedError} row naming the reason, so that its task does not stay running for ever;
+     * the outcome itself waits in the refused list. Best effort: when this is refused too, the task keeps its status.
+     *
+     * @return the task's status after it, or empty when it could not be written
+     */
+    private Optional<TaskStatus> endInstead(ResultRecord refused, StoreException cause) {
+        String message = "Postgres refused the outcome of job " + refused.jobId() + " (" + truncate(cause.getMessage(), 300)
+                + "); it is kept in the worker's refused list for an operator";
+        ResultRecord failed = new ResultRecord(refused.taskId(), refused.jobId(), refused.cliName(), JobStatus.FAILED, message,
+                0, 0, 0, 0, java.math.BigDecimal.ZERO, refused.usageSource(), null, refused.durationMs(), refused.exitCode(),
+                refused.branch(), null, null, refused.workerId(), refused.attempt(), null);
+        ErrorRecord error = new ErrorRecord(refused.taskId(), refused.jobId(), refused.cliName(), "OutcomeRefusedError", message,
+                "{}", false, null, refused.jobId() + "#" + refused.attempt() + "#OutcomeRefusedError");
+        try {
+            return Optional.of(store.recordOutcome(failed, List.of(error)));
+        } catch (RuntimeException e) {
+            LOG.error("Could not end job {} after its outcome was refused either: {}", refused.jobId(), e.getMessage());
+            return Optional.empty();
+        }
+    }
+
+    private static String truncate(String text, int max) {
+        return text == null || text.length() <= max ? text : text.substring(0, max) + "…";
     }
 
     /** Keeps an outcome Postgres will never take in {@code kage:outbox:{agent}:refused}, loudly. */

@@ -24,6 +24,7 @@ import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -117,20 +118,39 @@ class OutcomeRecorderTest {
         dev.kage.task.ErrorRecord nulError = new dev.kage.task.ErrorRecord(nulls.id(), withNul.jobId(), "a", "AgentError",
                 "exit 1: \0", "{\"stderr_tail\": \"a\\u0000b\", \"path\": \"C:\\\\u0000x\"}", false, null, null);
 
-        // The writer's batches: the refused outcome is set aside, its neighbours are written.
-        List<java.util.concurrent.CompletableFuture<Optional<TaskStatus>>> done = new java.util.ArrayList<>();
+        // One group commit carries all four: the writer is held on a locked task row meanwhile. The refused outcome is
+        // set aside (its job ended with a failed result instead), its neighbours are written.
+        TaskRecord blocker = StoreTestData.task("t1", "a");
+        store.insert(blocker);
         try (ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor()) {
             List<java.util.concurrent.Future<Optional<TaskStatus>>> futures = new java.util.ArrayList<>();
-            futures.add(pool.submit(() -> outcomes.record("a", StoreTestData.result(good, "a", JobStatus.COMPLETED, "0.01"), List.of())));
-            futures.add(pool.submit(() -> outcomes.record("a", tooCostly, List.of())));
-            futures.add(pool.submit(() -> outcomes.record("a", withNul, List.of(nulError))));
-            futures.add(pool.submit(() -> outcomes.record("a", StoreTestData.result(rowless, "a", JobStatus.COMPLETED, "0.01"),
-                    List.of())));
+            try (org.jdbi.v3.core.Handle locker = db.database().jdbi().open()) {
+                locker.begin();
+                locker.createQuery("SELECT id FROM tasks WHERE id = :id FOR UPDATE").bind("id", blocker.id())
+                        .mapTo(String.class).one();
+                Future<Optional<TaskStatus>> held = pool.submit(() -> outcomes.record("a",
+                        StoreTestData.result(blocker, "a", JobStatus.COMPLETED, "0.01"), List.of()));
+                await().atMost(Duration.ofSeconds(10)).until(() -> outcomes.outcomesWaiting() == 0);
+                futures.add(pool.submit(() -> outcomes.record("a", StoreTestData.result(good, "a", JobStatus.COMPLETED, "0.01"),
+                        List.of())));
+                futures.add(pool.submit(() -> outcomes.record("a", tooCostly, List.of())));
+                futures.add(pool.submit(() -> outcomes.record("a", withNul, List.of(nulError))));
+                futures.add(pool.submit(() -> outcomes.record("a", StoreTestData.result(rowless, "a", JobStatus.COMPLETED,
+                        "0.01"), List.of())));
+                await().atMost(Duration.ofSeconds(10)).until(() -> outcomes.outcomesWaiting() == 4);
+                locker.rollback();
+                assertThat(held.get(20, TimeUnit.SECONDS)).contains(TaskStatus.COMPLETED);
+            }
             assertThat(futures.get(0).get(20, TimeUnit.SECONDS)).contains(TaskStatus.COMPLETED);
-            assertThat(futures.get(1).get(20, TimeUnit.SECONDS)).as("set aside").isEmpty();
+            assertThat(futures.get(1).get(20, TimeUnit.SECONDS)).as("ended with a failed result instead").contains(TaskStatus.FAILED);
             assertThat(futures.get(2).get(20, TimeUnit.SECONDS)).contains(TaskStatus.FAILED);
             assertThat(futures.get(3).get(20, TimeUnit.SECONDS)).as("no task row: set aside").isEmpty();
         }
+        assertThat(store.results(overflowing.id())).singleElement().satisfies(r -> {
+            assertThat(r.status()).isEqualTo(JobStatus.FAILED);
+            assertThat(r.outputSummary()).contains("Postgres refused the outcome of job " + tooCostly.jobId());
+            assertThat(r.cost()).isZero();
+        });
         assertThat(store.results(good.id())).hasSize(1);
         assertThat(store.results(nulls.id())).singleElement().satisfies(r ->
                 assertThat(r.outputSummary()).isEqualTo("binary\uFFFDoutput"));
