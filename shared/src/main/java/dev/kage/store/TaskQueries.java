@@ -169,16 +169,19 @@ public final class TaskQueries {
      * A position in the listing order {@code (created_at DESC, id DESC)}: the last row a page held. Its
      * wire form is opaque to callers: base64url of {@code <created_at ISO-8601>|<id>}.
      */
+    /**
+     * The earliest and latest instants a listing takes (as {@code since}, or in a cursor): the years 0001 to 9999.
+     * Postgres's {@code timestamptz} ends in the year 294276; an instant past it failed the query (a false 503).
+     */
+    public static final Instant EARLIEST_INSTANT = Instant.parse("0001-01-01T00:00:00Z");
+    public static final Instant LATEST_INSTANT = Instant.parse("9999-12-31T23:59:59.999999Z");
+
     public record Cursor(Instant createdAt, UUID id) {
 
         public String encode() {
             return Base64.getUrlEncoder().withoutPadding()
                     .encodeToString((createdAt + "|" + id).getBytes(StandardCharsets.UTF_8));
         }
-
-        /** Earliest and latest {@code created_at} a cursor can carry: Postgres's {@code timestamptz} range, roughly. */
-        private static final Instant EARLIEST = Instant.parse("0001-01-01T00:00:00Z");
-        private static final Instant LATEST = Instant.parse("9999-12-31T23:59:59.999999Z");
 
         /**
          * The cursor a previous page handed out; empty when the text is not one. An instant outside the years 0001 to
@@ -192,7 +195,7 @@ public final class TaskQueries {
                     return Optional.empty();
                 }
                 Instant createdAt = Instant.parse(plain.substring(0, bar));
-                if (createdAt.isBefore(EARLIEST) || createdAt.isAfter(LATEST)) {
+                if (createdAt.isBefore(EARLIEST_INSTANT) || createdAt.isAfter(LATEST_INSTANT)) {
                     return Optional.empty();
                 }
                 return Optional.of(new Cursor(createdAt, UUID.fromString(plain.substring(bar + 1))));

@@ -23,8 +23,6 @@ import java.util.Set;
  * each named as the field of a 400. Thread-safe.
  */
 public final class TaskListing {
-    private static final Instant EARLIEST_SINCE = Instant.parse("0001-01-01T00:00:00Z");
-    private static final Instant LATEST_SINCE = Instant.parse("9999-12-31T23:59:59Z");
     private static final List<String> STATUS_NAMES = Arrays.stream(TaskStatus.values()).map(TaskStatus::wireName).toList();
 
     private final TaskQueries queries;
@@ -73,7 +71,7 @@ public final class TaskListing {
             if (at.isEmpty()) {
                 errors.add(new FieldError("since", "'" + printable(text)
                         + "' is not an ISO-8601 instant, e.g. 2025-01-31T12:00:00Z"));
-            } else if (at.get().isBefore(EARLIEST_SINCE) || at.get().isAfter(LATEST_SINCE)) {
+            } else if (at.get().isBefore(TaskQueries.EARLIEST_INSTANT) || at.get().isAfter(TaskQueries.LATEST_INSTANT)) {
                 // Postgres's timestamptz ends in the year 294276: a later instant failed the query (a false 503)
                 errors.add(new FieldError("since", "'" + printable(text) + "' is outside the years 0001 to 9999"));
                 return Optional.empty();
