@@ -10,6 +10,7 @@ import dev.kage.queue.JobQueue;
 import dev.kage.ratelimit.FleetRateLimiter;
 import io.micrometer.core.instrument.MeterRegistry;
 import dev.kage.redis.KageKeys;
+import dev.kage.redis.Utf8Codec;
 import dev.kage.store.Database;
 import dev.kage.store.TaskStore;
 import io.lettuce.core.ClientOptions;
@@ -115,7 +116,7 @@ public class KageFactory {
     @Bean(preDestroy = "close")
     @Named("shared")
     public StatefulRedisConnection<String, String> sharedConnection(RedisClient client) {
-        return client.connect();
+        return client.connect(Utf8Codec.INSTANCE);
     }
 
     @Singleton

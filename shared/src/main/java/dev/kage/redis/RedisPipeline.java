@@ -73,7 +73,7 @@ public final class RedisPipeline implements AutoCloseable {
     /** Opens the connection, unless open. Lettuce's reconnects only cover a connection that once succeeded. */
     private synchronized void connect() {
         if (connection == null) {
-            StatefulRedisConnection<String, String> opened = client.connect();
+            StatefulRedisConnection<String, String> opened = client.connect(Utf8Codec.INSTANCE);
             opened.setAutoFlushCommands(false);
             async = opened.async();
             connection = opened;

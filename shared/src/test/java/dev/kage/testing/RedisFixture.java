@@ -21,7 +21,7 @@ public final class RedisFixture implements AutoCloseable {
 
     public RedisFixture() {
         client = RedisClient.create(TestServices.redisUrl());
-        connection = client.connect();
+        connection = client.connect(dev.kage.redis.Utf8Codec.INSTANCE);
     }
 
     public String namespace() {

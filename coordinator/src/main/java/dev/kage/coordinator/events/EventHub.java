@@ -2,6 +2,7 @@ package dev.kage.coordinator.events;
 
 import dev.kage.KageException;
 import dev.kage.redis.KageKeys;
+import dev.kage.redis.Utf8Codec;
 import io.lettuce.core.Limit;
 import io.lettuce.core.Range;
 import io.lettuce.core.RedisClient;
@@ -190,7 +191,7 @@ public final class EventHub implements AutoCloseable {
                 throw new RedisException("event hub is closed");
             }
             if (connection == null) {
-                connection = client.connect(uri);
+                connection = client.connect(Utf8Codec.INSTANCE, uri);
                 connection.setTimeout(READ_TIMEOUT);
             }
             return connection;

@@ -5,6 +5,7 @@ import dev.kage.queue.JobQueue;
 import dev.kage.queue.JobQueue.ClaimedJob;
 import dev.kage.queue.JobQueue.PendingEntry;
 import dev.kage.redis.KageKeys;
+import dev.kage.redis.Utf8Codec;
 import dev.kage.task.LiveTaskState;
 import dev.kage.task.Priority;
 import dev.kage.worker.WorkerSettings;
@@ -146,7 +147,7 @@ public final class WorkerRuntime {
         every(Duration.ofSeconds(2), this::flushOutbox);
         every(TRIM_EVERY, this::tidy);
         for (String agent : worker.agents()) {
-            StatefulRedisConnection<String, String> connection = redisClient.connect();
+            StatefulRedisConnection<String, String> connection = redisClient.connect(Utf8Codec.INSTANCE);
             connections.add(connection);
             loops.add(Thread.ofPlatform().name("kage-claim-" + agent).start(() -> claimLoop(agent, connection.sync())));
         }
