@@ -53,6 +53,48 @@ public final class TaskStore {
      * half of a JDBC batch of single-row inserts, which Postgres plans and executes row by row.
      */
     public void insertAll(List<TaskRecord> tasks) {
+        run(handle -> insertRows(handle, tasks, null, null));
+    }
+
+    /**
+     * {@link #insertAll} with an idempotency key per task ({@code keys}, in the order of {@code tasks}; all of one
+     * tenant), in one transaction: either no key is taken yet and every task is inserted, or nothing is and the tasks
+     * that hold these keys are returned. Concurrent calls with the same keys insert once: the later ones wait on the
+     * unique index for the first to commit, then find its tasks.
+     *
+     * @param requestHash hash of the request, stored with each task to tell a repeat from a different request
+     * @return empty when inserted; otherwise the tasks already holding these keys, in the order of {@code keys} (fewer
+     * than asked when only some keys are taken: the key was used for another request)
+     */
+    public Optional<List<Existing>> insertAllIdempotent(List<TaskRecord> tasks, List<String> keys, String requestHash) {
+        if (keys.size() != tasks.size() || tasks.isEmpty()) {
+            throw new IllegalArgumentException(keys.size() + " keys for " + tasks.size() + " tasks");
+        }
+        String tenant = tasks.getFirst().tenant();
+        if (tasks.stream().anyMatch(t -> !t.tenant().equals(tenant))) {
+            throw new IllegalArgumentException("an idempotent batch is one tenant's");
+        }
+        return call(handle -> handle.inTransaction(tx -> {
+            int inserted = insertRows(tx, tasks, keys, requestHash);
+            if (inserted == tasks.size()) {
+                return Optional.<List<Existing>>empty();
+            }
+            if (inserted > 0) {
+                // Some keys were free: not a repeat of the request that took the others. None of this batch stays.
+                tx.rollback();
+            }
+            Map<String, Existing> byKey = new java.util.HashMap<>();
+            tx.createQuery("SELECT * FROM tasks WHERE tenant = :tenant AND idempotency_key = ANY(:keys)")
+                    .bind("tenant", tenant)
+                    .bindArray("keys", String.class, keys)
+                    .map((rs, ctx) -> Map.entry(rs.getString("idempotency_key"), new Existing(taskRow(rs), rs.getString("request_hash"))))
+                    .forEach(e -> byKey.put(e.getKey(), e.getValue()));
+            return Optional.of(keys.stream().map(byKey::get).filter(java.util.Objects::nonNull).toList());
+        }));
+    }
+
+    /** The batch insert; with {@code keys}, a task whose key its tenant holds already is skipped. @return rows inserted */
+    private static int insertRows(Handle handle, List<TaskRecord> tasks, List<String> keys, String requestHash) {
         int n = tasks.size();
         UUID[] ids = new UUID[n];
         String[] tenants = new String[n];
@@ -77,18 +119,21 @@ public final class TaskStore {
             metadata[i] = task.metadataJson();
             tokenLimits[i] = task.tokenLimit();
         }
-        run(handle -> handle.createUpdate("""
+        boolean keyed = keys != null;
+        var insert = handle.createUpdate("""
                         INSERT INTO tasks (id, tenant, description, status, priority, repo, base_branch,
-                                           cli_assignments, metadata, token_limit)
+                                           cli_assignments, metadata, token_limit%s)
                         SELECT id, tenant, description, status, priority, repo, base_branch,
-                               CAST(assignments AS jsonb), CAST(metadata AS jsonb), token_limit
+                               CAST(assignments AS jsonb), CAST(metadata AS jsonb), token_limit%s
                         FROM unnest(CAST(:ids AS uuid[]), CAST(:tenants AS text[]), CAST(:descriptions AS text[]),
                                     CAST(:statuses AS text[]), CAST(:priorities AS text[]), CAST(:repos AS text[]),
                                     CAST(:baseBranches AS text[]), CAST(:assignments AS text[]), CAST(:metadata AS text[]),
-                                    CAST(:tokenLimits AS bigint[]))
+                                    CAST(:tokenLimits AS bigint[])%s)
                              AS u(id, tenant, description, status, priority, repo, base_branch, assignments, metadata,
-                                  token_limit)
-                        """)
+                                  token_limit%s)
+                        %s""".formatted(keyed ? ", idempotency_key, request_hash" : "", keyed ? ", key, :hash" : "",
+                        keyed ? ", CAST(:keys AS text[])" : "", keyed ? ", key" : "",
+                        keyed ? "ON CONFLICT (tenant, idempotency_key) DO NOTHING" : ""))
                 .bindArray("ids", UUID.class, (Object[]) ids)
                 .bindArray("tenants", String.class, (Object[]) tenants)
                 .bindArray("descriptions", String.class, (Object[]) descriptions)
@@ -98,8 +143,11 @@ public final class TaskStore {
                 .bindArray("baseBranches", String.class, (Object[]) baseBranches)
                 .bindArray("assignments", String.class, (Object[]) assignments)
                 .bindArray("metadata", String.class, (Object[]) metadata)
-                .bindArray("tokenLimits", Long.class, (Object[]) tokenLimits)
-                .execute());
+                .bindArray("tokenLimits", Long.class, (Object[]) tokenLimits);
+        if (keyed) {
+            insert.bindArray("keys", String.class, keys).bind("hash", requestHash);
+        }
+        return insert.execute();
     }
 
     /** {@link #markEnqueued} for many tasks in one statement. */

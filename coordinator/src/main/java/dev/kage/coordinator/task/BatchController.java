@@ -34,7 +34,8 @@ import java.util.List;
  * {@code POST /api/v1/tasks:batch} — up to 1,000 tasks in one request, each in the single submit's
  * shape: {@code {"tasks": [{"description": ..., "cli_assignments": [...]}, ...]}}. All or nothing: one
  * bad field anywhere is a 400 naming it (e.g. {@code tasks[3].cli_assignments[0].cli_name}) and no task
- * is created.
+ * is created. With an {@code Idempotency-Key}, a repeated batch returns the tasks the first one created
+ * ({@link TaskService#submitBatch}).
  */
 @Controller("/api/v1")
 @Tag(name = "tasks")
@@ -49,8 +50,13 @@ public class BatchController {
     }
 
     @Operation(operationId = "submitBatch", summary = "Submit up to 1,000 tasks at once",
+            parameters = @Parameter(name = "Idempotency-Key", in = ParameterIn.HEADER,
+                    schema = @Schema(type = "string"), example = "import-2025-01-31-part-3",
+                    description = "1 to 200 printable characters; makes the batch safe to repeat"),
             description = "Each task in the single submit's shape, recorded in one statement and enqueued in pipelined "
-                    + "Redis script calls. All or nothing: one bad field anywhere is a 400 naming it and no task is created.",
+                    + "Redis script calls. All or nothing: one bad field anywhere is a 400 naming it and no task is created. "
+                    + "With `Idempotency-Key`, the same key and body return the tasks the first request created, in order "
+                    + "(`Idempotent-Replayed: true`), and create none; the same key with another body is a 422.",
             requestBody = @RequestBody(required = true, content = @Content(mediaType = MediaType.APPLICATION_JSON,
                     schema = @Schema(implementation = TaskBodies.Batch.class), examples = @ExampleObject(name = "two tasks",
                     value = """
@@ -58,6 +64,8 @@ public class BatchController {
                             {"description": "Write release notes", "priority": "low", \
                             "cli_assignments": [{"cli_name": "codex", "timeout": 300}]}]}"""))))
     @ApiResponse(responseCode = "202", description = "Every task accepted, in the order sent",
+            headers = @io.swagger.v3.oas.annotations.headers.Header(name = "Idempotent-Replayed",
+                    description = "`true` when an earlier request with the same Idempotency-Key created the tasks"),
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Accepted.class),
                     examples = @ExampleObject(name = "accepted", value = """
                             {"tasks": [{"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "queued", \
@@ -72,6 +80,12 @@ public class BatchController {
                             "errors": [{"field": "tasks[3].cli_assignments[0].cli_name", \
                             "message": "unknown agent 'claud'; configured agents: [claude-code, codex, demo]"}]}"""),
                     @ExampleObject(name = "not JSON", value = ApiDocs.BODY_NOT_JSON)}))
+    @ApiResponse(responseCode = "422", description = "The Idempotency-Key was used for a different body; no task was created",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "idempotency conflict", value = """
+                    {"error": "idempotency_conflict", "message": "Idempotency-Key 'import-7' was used for a different \
+                    request (a batch of other tasks)", "errors": [{"field": "Idempotency-Key", "message": "was used for a \
+                    different request"}]}""")))
     @ApiDocs.BodyTooLarge
     @ApiDocs.SubmitErrors
     @RequiresScope(Scope.SUBMIT)
@@ -79,14 +93,10 @@ public class BatchController {
             MediaType.TEXT_PLAIN, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<Accepted> submit(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @Body byte[] body) {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
-        if (request.getHeaders().contains("Idempotency-Key")) {
-            // Not silently dropped: a client that counts on it would create every task again on a retry.
-            throw new InvalidRequestException(List.of(new dev.kage.coordinator.api.ErrorBody.FieldError("Idempotency-Key",
-                    "is not supported on a batch (a repeated batch creates its tasks again); send tasks one per request"
-                            + " with a key each to retry safely")));
-        }
+        String idempotencyKey = IdempotencyKeys.validate(request.getHeaders().get("Idempotency-Key"));
         List<SubmitRequest> requests = parser.parseBatch(body);
-        List<TaskRecord> tasks = service.submitBatch(tenant, requests);
+        TaskService.BatchSubmitted submitted = service.submitBatch(tenant, requests, idempotencyKey, body);
+        List<TaskRecord> tasks = submitted.tasks();
         List<SubmitResponse> accepted = new java.util.ArrayList<>(tasks.size());
         for (int i = 0; i < tasks.size(); i++) {
             TaskRecord t = tasks.get(i);
@@ -94,7 +104,8 @@ public class BatchController {
             accepted.add(new SubmitResponse(t.id().toString(), t.status().wireName(), "/api/v1/tasks/" + t.id(),
                     t.assignments().stream().map(Assignment::cliName).toList(), requests.get(i).ignoredFields()));
         }
-        return HttpResponse.status(HttpStatus.ACCEPTED).body(new Accepted(accepted));
+        return HttpResponse.status(HttpStatus.ACCEPTED).header("Idempotent-Replayed", Boolean.toString(submitted.replayed()))
+                .body(new Accepted(accepted));
     }
 
     /**

@@ -120,9 +120,17 @@ public final class TaskService {
     /**
      * Records many tasks in one statement, then enqueues their jobs (script calls of 100 jobs) and events. Their
      * {@code enqueued_at} marks are written with the single submits' ({@link #flushEnqueuedMarks}), not in the request.
-     * Without an idempotency key: a client that retries a batch should give each task its own key instead.
+     *
+     * <p>With an idempotency key, the batch is recorded once: task {@code i} holds the key {@link #batchTaskKey}, and a
+     * repeat of the request (same key, same body) returns the tasks the first one created, in order, without enqueuing
+     * anything again (the first request did, or the reconciler does). A batch's keys are its own: a single submit with
+     * the same {@code Idempotency-Key} is another request.
+     *
+     * @param idempotencyKey the {@code Idempotency-Key} header, or {@code null}
+     * @param body           the raw request body, whose hash tells a repeat from a different request
+     * @throws IdempotencyConflictException when the key was used for a different batch
      */
-    public List<TaskRecord> submitBatch(String tenant, List<SubmitRequest> requests) {
+    public BatchSubmitted submitBatch(String tenant, List<SubmitRequest> requests, String idempotencyKey, byte[] body) {
         List<TaskRecord> tasks = new java.util.ArrayList<>(requests.size());
         for (SubmitRequest request : requests) {
             tasks.add(new TaskRecord(UUID.randomUUID(), tenant, request.description(), TaskStatus.QUEUED, request.priority(),
@@ -131,7 +139,35 @@ public final class TaskService {
                     request.maxTokens() == null ? settings.maxTokensPerTask() : request.maxTokens(), clock.instant(),
                     clock.instant(), null));
         }
-        store.insertAll(tasks);
+        if (idempotencyKey == null) {
+            store.insertAll(tasks);
+        } else {
+            String hash = sha256(body);
+            List<String> keys = java.util.stream.IntStream.range(0, tasks.size()).mapToObj(i -> batchTaskKey(idempotencyKey, i))
+                    .toList();
+            Optional<List<TaskStore.Existing>> existing = store.insertAllIdempotent(tasks, keys, hash);
+            if (existing.isPresent()) {
+                List<TaskStore.Existing> found = existing.get();
+                if (found.size() != tasks.size() || found.stream().anyMatch(e -> !e.requestHash().equals(hash))) {
+                    throw new IdempotencyConflictException("Idempotency-Key '" + idempotencyKey
+                            + "' was used for a different request (a batch of other tasks)");
+                }
+                return new BatchSubmitted(found.stream().map(TaskStore.Existing::task).toList(), true);
+            }
+        }
+        return new BatchSubmitted(enqueueBatch(tenant, tasks), false);
+    }
+
+    /**
+     * The idempotency key of task {@code index} of a batch sent with {@code Idempotency-Key: batchKey}. The separator
+     * (ASCII RS) is not a printable character, so no header key, which is, can name a batch's task.
+     */
+    static String batchTaskKey(String batchKey, int index) {
+        return batchKey + '\u001e' + index;
+    }
+
+    /** Enqueues a recorded batch's jobs and events; a Redis outage leaves them to the reconciler. */
+    private List<TaskRecord> enqueueBatch(String tenant, List<TaskRecord> tasks) {
         tasks.forEach(this::submitted);
         try {
             List<JobMessage> jobs = new java.util.ArrayList<>();
@@ -378,6 +414,15 @@ public final class TaskService {
      * @param replayed true when an earlier request with the same idempotency key created it
      */
     public record Submitted(TaskRecord task, boolean replayed) {
+    }
+
+    /**
+     * What a batch submit created, or found when {@code replayed}.
+     *
+     * @param tasks    the batch's tasks, in the order sent
+     * @param replayed true when an earlier request with the same idempotency key created them
+     */
+    public record BatchSubmitted(List<TaskRecord> tasks, boolean replayed) {
     }
 
     /** An idempotency key reused with a different body; answered with 422. */

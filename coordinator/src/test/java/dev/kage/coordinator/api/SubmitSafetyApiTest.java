@@ -2,6 +2,7 @@ package dev.kage.coordinator.api;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.kage.store.Database;
 import dev.kage.store.TaskStore;
@@ -253,18 +254,91 @@ class SubmitSafetyApiTest {
         assertThat(coordinator.redis().redis().xlen(stream)).as("no job of a refused batch").isEqualTo(before + 50);
         assertThat(post("/api/v1/tasks:batch", "acme-key-123", "{\"tasks\": []}").statusCode()).isEqualTo(400);
 
-        // What a batch cannot honour is refused, not dropped: a batch-wide field, and an Idempotency-Key (a retried batch
-        // would create its tasks again).
+        // What a batch cannot honour is refused, not dropped: a batch-wide field, and a malformed Idempotency-Key.
         HttpResponse<String> batchWide = post("/api/v1/tasks:batch", "acme-key-123",
                 good.toString().replaceFirst("\\{\"tasks\": ", "{\"priority\": \"low\", \"tasks\": "));
         assertThat(batchWide.statusCode()).as(batchWide.body()).isEqualTo(400);
         assertThat(JSON.readTree(batchWide.body()).get("errors").get(0).get("field").asText()).isEqualTo("priority");
-        HttpResponse<String> keyed = coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/tasks:batch"))
-                .header("X-API-Key", "acme-key-123").header("Idempotency-Key", "batch-1")
-                .POST(HttpRequest.BodyPublishers.ofString(good.toString())).build(), HttpResponse.BodyHandlers.ofString());
-        assertThat(keyed.statusCode()).as(keyed.body()).isEqualTo(400);
-        assertThat(JSON.readTree(keyed.body()).get("errors").get(0).get("field").asText()).isEqualTo("Idempotency-Key");
+        HttpResponse<String> badKey = postBatch("acme-key-123", "has space", good.toString());
+        assertThat(badKey.statusCode()).as(badKey.body()).isEqualTo(400);
+        assertThat(JSON.readTree(badKey.body()).get("errors").get(0).get("field").asText()).isEqualTo("Idempotency-Key");
         assertThat(coordinator.redis().redis().xlen(stream)).as("no job of a refused batch").isEqualTo(before + 50);
+    }
+
+    @Test
+    void concurrentRepeatsOfAKeyedBatchCreateItsTasksOnceAndInOrder() throws Exception {
+        // A client whose batch timed out sends it again, maybe while the first is still being recorded.
+        String key = "import-" + UUID.randomUUID();
+        String batch = batchOf(20, "keyed " + key);
+        String stream = coordinator.redis().keys().jobStream("demo", Priority.LOW);
+        ExecutorService pool = Executors.newFixedThreadPool(8);
+        CountDownLatch start = new CountDownLatch(1);
+        List<Future<HttpResponse<String>>> responses = new ArrayList<>();
+        for (int i = 0; i < 8; i++) {
+            responses.add(pool.submit(() -> {
+                start.await();
+                return postBatch("acme-key-123", key, batch);
+            }));
+        }
+        start.countDown();
+        List<List<String>> answers = new ArrayList<>();
+        long replayed = 0;
+        for (Future<HttpResponse<String>> response : responses) {
+            HttpResponse<String> r = response.get();
+            assertThat(r.statusCode()).as(r.body()).isEqualTo(202);
+            answers.add(taskIds(r));
+            replayed += r.headers().firstValue("Idempotent-Replayed").orElse("").equals("true") ? 1 : 0;
+        }
+        pool.shutdown();
+        List<String> ids = answers.getFirst();
+        assertThat(ids).hasSize(20).doesNotHaveDuplicates();
+        assertThat(answers).as("every answer names the same tasks in the same order").containsOnly(ids);
+        assertThat(replayed).isEqualTo(7);
+        for (int i = 0; i < 20; i++) {
+            JsonNode task = JSON.readTree(coordinator.get("/api/v1/tasks/" + ids.get(i), "acme-key-123").body());
+            assertThat(task.get("description").asText()).as("task %d is the batch's task %d", i, i).isEqualTo("keyed " + key + " " + i);
+        }
+        Database database = coordinator.context().getBean(Database.class);
+        long recorded = database.jdbi().withHandle(h -> h.createQuery("SELECT count(*) FROM tasks WHERE description LIKE :d")
+                .bind("d", "keyed " + key + " %").mapTo(Long.class).one());
+        assertThat(recorded).as("tasks in Postgres").isEqualTo(20);
+        assertThat(coordinator.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+")).stream()
+                .filter(m -> ids.contains(m.getBody().get("task_id"))).count()).as("jobs in Redis").isEqualTo(20);
+
+        // A later repeat, once the tasks moved on, still finds them; another tenant's same key is its own batch.
+        HttpResponse<String> again = postBatch("acme-key-123", key, batch);
+        assertThat(again.headers().firstValue("Idempotent-Replayed")).hasValue("true");
+        assertThat(taskIds(again)).isEqualTo(ids);
+        HttpResponse<String> otherTenant = postBatch("globex-key-456", key, batch);
+        assertThat(otherTenant.statusCode()).as(otherTenant.body()).isEqualTo(202);
+        assertThat(otherTenant.headers().firstValue("Idempotent-Replayed")).hasValue("false");
+        assertThat(taskIds(otherTenant)).as("keys are per tenant").doesNotContainAnyElementsOf(ids);
+        // Nor does a single submit with the batch's key find one of its tasks.
+        HttpResponse<String> single = submit("acme-key-123", key, BODY);
+        assertThat(single.statusCode()).isEqualTo(202);
+        assertThat(single.headers().firstValue("Idempotent-Replayed")).hasValue("false");
+        assertThat(ids).doesNotContain(JSON.readTree(single.body()).get("task_id").asText());
+    }
+
+    @Test
+    void aBatchKeyReusedForOtherTasksIs422AndCreatesNothing() throws Exception {
+        String key = "import-" + UUID.randomUUID();
+        HttpResponse<String> first = postBatch("acme-key-123", key, batchOf(5, "first " + key));
+        assertThat(first.statusCode()).as(first.body()).isEqualTo(202);
+        Database database = coordinator.context().getBean(Database.class);
+        java.util.function.Supplier<Long> tasksOfThisTest = () -> database.jdbi().withHandle(h -> h.createQuery(
+                "SELECT count(*) FROM tasks WHERE description LIKE :d").bind("d", "% " + key + " %").mapTo(Long.class).one());
+        assertThat(tasksOfThisTest.get()).isEqualTo(5);
+        // Other descriptions; fewer tasks (its keys all taken, by another body); more tasks (some keys free: the five
+        // taken ones must not be returned as if they were this batch's, nor the free ones recorded).
+        for (String other : List.of(batchOf(5, "second " + key), batchOf(3, "first " + key), batchOf(8, "first " + key))) {
+            HttpResponse<String> conflict = postBatch("acme-key-123", key, other);
+            assertThat(conflict.statusCode()).as(conflict.body()).isEqualTo(422);
+            assertThat(JSON.readTree(conflict.body()).get("errors").get(0).get("field").asText()).isEqualTo("Idempotency-Key");
+        }
+        assertThat(tasksOfThisTest.get()).as("no task of a refused batch").isEqualTo(5);
+        HttpResponse<String> repeat = postBatch("acme-key-123", key, batchOf(5, "first " + key));
+        assertThat(taskIds(repeat)).isEqualTo(taskIds(first));
     }
 
     @Test
@@ -285,6 +359,28 @@ class SubmitSafetyApiTest {
         HttpResponse<String> single = submit("acme-key-123", null,
                 "{\"description\": \"typos\", \"prompt\": \"x\", \"max_token\": 5, \"cli_assignments\": [{\"cli_name\": \"demo\", \"timout\": 60}]}");
         assertThat(JSON.readTree(single.body()).get("ignored_fields")).isEqualTo(tasks.get(1).get("ignored_fields"));
+    }
+
+    /** A batch of {@code count} low-priority demo tasks described {@code "<prefix> <i>"}. */
+    private static String batchOf(int count, String prefix) {
+        StringBuilder batch = new StringBuilder("{\"tasks\": [");
+        for (int i = 0; i < count; i++) {
+            batch.append(i == 0 ? "" : ",").append("{\"description\": \"").append(prefix).append(' ').append(i)
+                    .append("\", \"priority\": \"low\", \"cli_assignments\": [{\"cli_name\": \"demo\"}]}");
+        }
+        return batch.append("]}").toString();
+    }
+
+    private static List<String> taskIds(HttpResponse<String> batchResponse) throws Exception {
+        List<String> ids = new ArrayList<>();
+        JSON.readTree(batchResponse.body()).get("tasks").forEach(t -> ids.add(t.get("task_id").asText()));
+        return ids;
+    }
+
+    private static HttpResponse<String> postBatch(String apiKey, String idempotencyKey, String body) throws Exception {
+        return coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/tasks:batch")).header("X-API-Key", apiKey)
+                .header("Idempotency-Key", idempotencyKey).POST(HttpRequest.BodyPublishers.ofString(body)).build(),
+                HttpResponse.BodyHandlers.ofString());
     }
 
     private static HttpResponse<String> post(String path, String apiKey, String body) throws Exception {
