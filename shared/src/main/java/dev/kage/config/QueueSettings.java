@@ -14,15 +14,22 @@ import java.time.Duration;
  * @param retryBackoffMax  longest retry delay ({@code KAGE_RETRY_BACKOFF_MAX}, seconds, default 300)
  * @param keepAcked        acknowledged entries each stream keeps for inspection before trimming
  *                         ({@code KAGE_STREAM_KEEP_ACKED}, default 1000)
+ * @param deadLetterMax    dead letters kept, the oldest dropped beyond it ({@code KAGE_DEAD_LETTER_MAX}, default 10,000,
+ *                         at most 1,000,000; Sidekiq's dead set keeps as many). A dropped letter's job stays failed with
+ *                         its {@code PoisonJobError} row; it can no longer be replayed
+ * @param deadLetterMaxAge dead letters older than this are dropped ({@code KAGE_DEAD_LETTER_DAYS}, default 180)
  */
 public record QueueSettings(int maxDeliveries, Duration reclaimIdle, Duration retryBackoffBase, Duration retryBackoffMax,
-                            long keepAcked) {
+                            long keepAcked, int deadLetterMax, Duration deadLetterMaxAge) {
 
     public static final int DEFAULT_MAX_DELIVERIES = 5;
     public static final long DEFAULT_RECLAIM_IDLE_SECONDS = 30;
     public static final double DEFAULT_RETRY_BACKOFF_BASE = 5;
     public static final double DEFAULT_RETRY_BACKOFF_MAX = 300;
     public static final long DEFAULT_KEEP_ACKED = 1_000;
+    public static final int DEFAULT_DEAD_LETTER_MAX = 10_000;
+    public static final int MAX_DEAD_LETTER_MAX = 1_000_000;
+    public static final long DEFAULT_DEAD_LETTER_DAYS = 180;
     /** Below this, a live worker's 5-second refresh could race the reclaimer. */
     public static final long MIN_RECLAIM_IDLE_SECONDS = 15;
 
@@ -37,9 +44,18 @@ public record QueueSettings(int maxDeliveries, Duration reclaimIdle, Duration re
         if (max < base) {
             throw new ConfigException("KAGE_RETRY_BACKOFF_MAX=" + max + ": must not be below KAGE_RETRY_BACKOFF_BASE=" + base);
         }
+        int deadLetterMax = env.positiveInt("KAGE_DEAD_LETTER_MAX", DEFAULT_DEAD_LETTER_MAX);
+        if (deadLetterMax > MAX_DEAD_LETTER_MAX) {
+            throw new ConfigException("KAGE_DEAD_LETTER_MAX=" + deadLetterMax + ": must be at most " + MAX_DEAD_LETTER_MAX
+                    + " (the dead-letter listing reads them all in the worst case)");
+        }
+        long deadLetterDays = env.positiveLong("KAGE_DEAD_LETTER_DAYS", DEFAULT_DEAD_LETTER_DAYS);
+        if (deadLetterDays > 36_500) {
+            throw new ConfigException("KAGE_DEAD_LETTER_DAYS=" + deadLetterDays + ": must be at most 36500");
+        }
         return new QueueSettings(env.positiveInt("KAGE_MAX_DELIVERIES", DEFAULT_MAX_DELIVERIES), Duration.ofSeconds(idle),
                 Duration.ofMillis((long) (base * 1000)), Duration.ofMillis((long) (max * 1000)),
-                env.positiveLong("KAGE_STREAM_KEEP_ACKED", DEFAULT_KEEP_ACKED));
+                env.positiveLong("KAGE_STREAM_KEEP_ACKED", DEFAULT_KEEP_ACKED), deadLetterMax, Duration.ofDays(deadLetterDays));
     }
 
     /** Delay before attempt {@code nextAttempt} (2 for the first retry): base × 2^(n−2), capped, with ±20 % jitter. */

@@ -45,6 +45,7 @@ import java.util.UUID;
  * of the claims: no priority starves.
  */
 public final class JobQueue {
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(JobQueue.class);
     /**
      * How long the marker that a job attempt was enqueued lives, at most: the worker that records the job's outcome
      * deletes it ({@link #forgetEnqueued}), since from then on the result row says the job needs no enqueue.
@@ -457,18 +458,40 @@ public final class JobQueue {
 
     /**
      * Moves an entry to the dead-letter stream with the reason, then acknowledges it. The copy keeps
-     * every original field, so it can be replayed.
+     * every original field, so it can be replayed. The stream then keeps its newest {@code keepAtMost} letters (exact
+     * trimming), as Sidekiq's dead set does: a poison storm cannot fill Redis, and the listing reads them all.
      *
+     * @param keepAtMost {@code KAGE_DEAD_LETTER_MAX}
      * @return the dead letter's id
      */
-    public String deadLetter(ClaimedJob job, String reason) {
+    public String deadLetter(ClaimedJob job, String reason, int keepAtMost) {
         Map<String, String> fields = new HashMap<>(job.fields() == null ? Map.of() : job.fields());
         fields.put("dead_reason", reason);
         fields.put("dead_from_stream", job.stream());
         fields.put("dead_from_id", job.entryId());
         String id = redis.xadd(keys.deadLetters(), fields);
         redis.xack(job.stream(), KageKeys.WORKER_GROUP, job.entryId());
+        long dropped = redis.xtrim(keys.deadLetters(), XTrimArgs.Builder.maxlen(keepAtMost));
+        if (dropped > 0) {
+            LOG.warn("Dropped the {} oldest dead letter(s): more than KAGE_DEAD_LETTER_MAX={} (their jobs stay failed, with "
+                    + "their error rows; they can no longer be replayed)", dropped, keepAtMost);
+        }
         return id;
+    }
+
+    /**
+     * Drops dead letters older than {@code maxAge} ({@code KAGE_DEAD_LETTER_DAYS}), by Redis's clock (their ids are
+     * its time at the move).
+     *
+     * @return letters dropped
+     */
+    public long dropDeadLettersOlderThan(Duration maxAge) {
+        long dropped = redis.xtrim(keys.deadLetters(), XTrimArgs.Builder.minId((serverMillis() - maxAge.toMillis()) + "-0"));
+        if (dropped > 0) {
+            LOG.info("Dropped {} dead letter(s) older than {} days (KAGE_DEAD_LETTER_DAYS); their jobs stay failed, with their "
+                    + "error rows", dropped, maxAge.toDays());
+        }
+        return dropped;
     }
 
     /**

@@ -32,6 +32,8 @@ class KageSettingsTest {
         assertThat(settings.database().jdbcUrl()).isEqualTo("jdbc:postgresql://127.0.0.1:5432/kage");
         assertThat(settings.database().user()).isEqualTo("postgres");
         assertThat(settings.budgetMode()).isEqualTo(BudgetMode.LOG);
+        assertThat(settings.queue().deadLetterMax()).isEqualTo(10_000);
+        assertThat(settings.queue().deadLetterMaxAge()).isEqualTo(java.time.Duration.ofDays(180));
     }
 
     @Test
@@ -73,6 +75,15 @@ class KageSettingsTest {
                 .hasMessageStartingWith("KAGE_NAMESPACE=a b:");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("DEFAULT_CLI_TIMEOUT", "100000"))))
                 .hasMessageStartingWith("DEFAULT_CLI_TIMEOUT=100000: must be at most 86400");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_DEAD_LETTER_MAX", "0"))))
+                .hasMessageStartingWith("KAGE_DEAD_LETTER_MAX=0: must be a positive integer");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_DEAD_LETTER_MAX", "2000000"))))
+                .hasMessageStartingWith("KAGE_DEAD_LETTER_MAX=2000000: must be at most 1000000");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_DEAD_LETTER_DAYS", "forever"))))
+                .hasMessageStartingWith("KAGE_DEAD_LETTER_DAYS=forever: must be a positive integer");
+        assertThat(KageSettings.load(Env.of(Map.of("KAGE_DEAD_LETTER_MAX", "50", "KAGE_DEAD_LETTER_DAYS", "7"))).queue())
+                .extracting(QueueSettings::deadLetterMax, QueueSettings::deadLetterMaxAge)
+                .containsExactly(50, java.time.Duration.ofDays(7));
     }
 
     @Test

@@ -66,7 +66,7 @@ class JobQueueTest {
         ClaimedJob claimed = readOne();
         assertThatThrownBy(claimed::job).isInstanceOf(JobQueue.MalformedJobException.class)
                 .hasMessageContaining("job field 'job_id' is missing");
-        queue.deadLetter(claimed, "not a job");
+        queue.deadLetter(claimed, "not a job", 10_000);
         assertThat(redis.redis().xlen(redis.keys().deadLetters())).isEqualTo(1);
         assertThat(redis.redis().xpending(stream, KageKeys.WORKER_GROUP).getCount()).isZero();
     }
@@ -76,7 +76,7 @@ class JobQueueTest {
         queue.ensureStreams("demo");
         queue.enqueue(job("t1", Priority.NORMAL));
         ClaimedJob claimed = readOne();
-        String letterId = queue.deadLetter(claimed, "gave up");
+        String letterId = queue.deadLetter(claimed, "gave up", 10_000);
         JobQueue.DeadLetter letter = queue.deadLetter(letterId).orElseThrow();
         String stream = redis.keys().jobStream("demo", Priority.NORMAL);
 
@@ -119,7 +119,7 @@ class JobQueueTest {
         queue.ensureStreams("demo");
         queue.enqueue(job("t2", Priority.NORMAL));
         ClaimedJob claimed = readOne();
-        JobQueue.DeadLetter letter = queue.deadLetter(queue.deadLetter(claimed, "gave up")).orElseThrow();
+        JobQueue.DeadLetter letter = queue.deadLetter(queue.deadLetter(claimed, "gave up", 10_000)).orElseThrow();
         // e.g. a replay by a coordinator of before session 9 that died between its enqueue and removing the letter
         queue.enqueue(letter.job().withAttempt(2));
         assertThat(queue.replay(letter, 2)).as("the job is queued: reported so its task reopens").isPresent();
@@ -159,6 +159,32 @@ class JobQueueTest {
                 .containsExactly(quiet.get(2), quiet.get(1));
         assertThat(queue.deadLetters("busy", 10, 100_000)).hasSize(10);
         assertThat(queue.deadLetters("quiet", 50, 1_000)).as("the scan is bounded").isEmpty();
+    }
+
+    @Test
+    void theDeadLettersKeepTheNewestKageDeadLetterMaxAndNoneOlderThanTheirMaxAge() {
+        queue.ensureStreams("demo");
+        String dead = redis.keys().deadLetters();
+        // Letters from before: two a year old, then eight recent ones.
+        long now = queue.serverMillis();
+        String yearOld = redis.redis().xadd(dead, new io.lettuce.core.XAddArgs().id((now - 366L * 86_400_000) + "-0"),
+                Map.of("tenant", "acme", "n", "old-1"));
+        redis.redis().xadd(dead, new io.lettuce.core.XAddArgs().id((now - 366L * 86_400_000) + "-1"), Map.of("tenant", "acme", "n", "old-2"));
+        for (int i = 0; i < 8; i++) {
+            redis.redis().xadd(dead, Map.of("tenant", "acme", "n", "recent-" + i));
+        }
+        assertThat(queue.dropDeadLettersOlderThan(java.time.Duration.ofDays(180))).isEqualTo(2);
+        assertThat(queue.deadLetter(yearOld)).isEmpty();
+        assertThat(redis.redis().xlen(dead)).isEqualTo(8);
+        assertThat(queue.dropDeadLettersOlderThan(java.time.Duration.ofDays(180))).as("nothing more is that old").isZero();
+
+        // A poison job beyond the cap: the oldest letters go, exactly down to the cap, and the new one stays.
+        queue.enqueue(job("poison", Priority.NORMAL));
+        String newest = queue.deadLetter(readOne(), "gave up", 5);
+        assertThat(redis.redis().xlen(dead)).isEqualTo(5);
+        var kept = redis.redis().xrange(dead, io.lettuce.core.Range.create("-", "+"));
+        assertThat(kept).extracting(m -> m.getBody().get("n")).containsExactly("recent-4", "recent-5", "recent-6", "recent-7", null);
+        assertThat(kept.getLast().getId()).isEqualTo(newest);
     }
 
     @Test

@@ -364,16 +364,13 @@ public final class TaskService {
     }
 
     /**
-     * The tenant's dead letters, newest first: found among the newest {@value #DEAD_LETTERS_SCANNED} letters of the
-     * fleet, however many of them other tenants' (the newest 1,000 were read before, so a busy tenant's letters could
-     * hide everyone else's). The bound keeps a request's reads (whole job entries) modest.
+     * The tenant's dead letters, newest first. Every letter of the fleet is looked at if need be: the stream keeps at
+     * most {@code KAGE_DEAD_LETTER_MAX} (workers trim it to theirs; set it alike everywhere), so another tenant's many
+     * letters cannot hide this one's.
      */
     public List<DeadLetter> deadLetters(String tenant, int limit) {
-        return queue.deadLetters(tenant, limit, DEAD_LETTERS_SCANNED);
+        return queue.deadLetters(tenant, limit, settings.queue().deadLetterMax());
     }
-
-    /** How many of the fleet's newest dead letters a listing reads at most. */
-    static final int DEAD_LETTERS_SCANNED = 10_000;
 
     /**
      * Puts the tenant's dead letter back on its stream as a new attempt.

@@ -211,7 +211,7 @@ public final class JobRunner {
             job = claimed.job();
         } catch (JobQueue.MalformedJobException e) {
             LOG.error("Dropping a stream entry that is not a job, to the dead letters: {}", e.getMessage());
-            queue.deadLetter(claimed, e.getMessage());
+            queue.deadLetter(claimed, e.getMessage(), settings.queue().deadLetterMax());
             deadLettered(claimed, null);
             return;
         }
@@ -255,7 +255,7 @@ public final class JobRunner {
         try {
             job = claimed.job();
         } catch (JobQueue.MalformedJobException e) {
-            String deadId = queue.deadLetter(claimed, reason);
+            String deadId = queue.deadLetter(claimed, reason, settings.queue().deadLetterMax());
             deadLettered(claimed, null);
             LOG.error("Dead-lettered {} as {} (not a job): {}", claimed.key(), deadId, e.getMessage());
             return;
@@ -268,7 +268,7 @@ public final class JobRunner {
         Optional<TaskStatus> taskStatus = outcomes.record(job.agent(), failedResult(job, agent, error.errorMessage(), null),
                 List.of(error));
         live.jobFinished(job.tenant(), job.taskId(), job.agent(), JobStatus.FAILED, taskStatus.orElse(TaskStatus.RUNNING));
-        String deadId = queue.deadLetter(claimed, reason);
+        String deadId = queue.deadLetter(claimed, reason, settings.queue().deadLetterMax());
         deadLettered(claimed, job.agent());
         Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
                 "status", JobStatus.FAILED.wireName(), "dead_letter_id", deadId));

@@ -548,6 +548,11 @@ public final class WorkerRuntime {
         } catch (RedisException e) {
             LOG.warn("Budget sweep failed: {}", e.getMessage());
         }
+        try {
+            queue.dropDeadLettersOlderThan(queueSettings.deadLetterMaxAge());
+        } catch (RedisException e) {
+            LOG.warn("Dropping old dead letters failed: {}", e.getMessage());
+        }
         int pruned = runner.pruneOldWorktrees();
         if (pruned > 0) {
             LOG.info("Pruned {} worktree(s) and branch(es) older than WORKTREE_CLEANUP_DAYS", pruned);
