@@ -140,6 +140,7 @@ final class Format {
             case "job.handed_back" -> "handed back by " + event.field("worker", "?") + " (it is shutting down); runs again";
             case "job.dead_lettered" -> "dead-lettered: " + event.field("reason", "?") + " (dead letter " + event.field("dead_letter_id", "?") + ")";
             case "job.replayed" -> "replayed from dead letter " + event.field("dead_letter_id", "?") + attempt(event, "attempt");
+            case "job.discarded" -> "dead letter " + event.field("dead_letter_id", "?") + " discarded; the job stays failed";
             case "budget.warning" -> "budget warning: " + describeFields(event, "type", "at", "task_id", "tenant", "agent");
             case "budget.refused" -> "not started: " + event.field("message", "budget refused");
             case "task.cancelled" -> "cancelled";

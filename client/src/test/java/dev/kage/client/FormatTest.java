@@ -91,6 +91,8 @@ class FormatTest {
                         + "(task partial)");
         assertThat(progress("task.cancelled", "{\"at\":\"2025-01-31T12:00:06Z\",\"task_status\":\"cancelled\"}", null))
                 .isEqualTo("12:00:06  task: cancelled");
+        assertThat(progress("job.discarded", "{\"at\":\"2025-01-31T12:00:06Z\",\"agent\":\"a\",\"dead_letter_id\":\"17-0\"}", null))
+                .isEqualTo("12:00:06  a: dead letter 17-0 discarded; the job stays failed");
         assertThat(progress("something.new", "{\"at\":\"2025-01-31T12:00:07Z\",\"agent\":\"a\",\"x\":\"1\"}", null))
                 .isEqualTo("12:00:07  a: something.new x=1");
     }

@@ -500,6 +500,11 @@ public final class JobQueue {
      * {@code scanAtMost} letters (of any tenant).
      */
     public List<DeadLetter> deadLetters(String tenant, int count, int scanAtMost) {
+        return deadLetters(tenant, null, count, scanAtMost);
+    }
+
+    /** {@link #deadLetters(String, int, int)} of one agent's jobs only, or of every agent when {@code agent} is null. */
+    public List<DeadLetter> deadLetters(String tenant, String agent, int count, int scanAtMost) {
         List<DeadLetter> found = new ArrayList<>();
         Range.Boundary<String> upper = Range.Boundary.unbounded();
         int scanned = 0;
@@ -508,7 +513,8 @@ public final class JobQueue {
             List<StreamMessage<String, String>> messages = redis.xrevrange(keys.deadLetters(),
                     Range.from(Range.Boundary.unbounded(), upper), Limit.from(page));
             for (StreamMessage<String, String> m : messages) {
-                if (tenant.equals(m.getBody().get("tenant")) && found.size() < count) {
+                if (tenant.equals(m.getBody().get("tenant")) && (agent == null || agent.equals(m.getBody().get("agent")))
+                        && found.size() < count) {
                     found.add(new DeadLetter(m.getId(), m.getBody()));
                 }
             }
@@ -519,6 +525,11 @@ public final class JobQueue {
             upper = Range.Boundary.excluding(messages.getLast().getId());
         }
         return found;
+    }
+
+    /** Removes a dead letter without replaying it. @return whether it was there */
+    public boolean discardDeadLetter(String id) {
+        return redis.xdel(keys.deadLetters(), id) == 1;
     }
 
     public Optional<DeadLetter> deadLetter(String id) {

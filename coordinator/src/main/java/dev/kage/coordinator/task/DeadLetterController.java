@@ -22,6 +22,7 @@ import io.micronaut.http.HttpResponse;
 import io.micronaut.http.HttpStatus;
 import io.micronaut.http.MediaType;
 import io.micronaut.http.annotation.Controller;
+import io.micronaut.http.annotation.Delete;
 import io.micronaut.http.annotation.Get;
 import io.micronaut.http.annotation.PathVariable;
 import io.micronaut.http.annotation.Post;
@@ -33,7 +34,7 @@ import io.micronaut.serde.config.naming.SnakeCaseStrategy;
 import java.util.List;
 import java.util.Optional;
 
-/** The caller's dead letters ({@code kage:jobs:dead}) and their replay. */
+/** The caller's dead letters ({@code kage:jobs:dead}): listing, replay (one or many) and discard. */
 @Controller("/api/v1/dead-letters")
 @Tag(name = "dead letters")
 @ExecuteOn(TaskExecutors.BLOCKING)
@@ -45,9 +46,12 @@ public class DeadLetterController {
     }
 
     @Operation(operationId = "listDeadLetters", summary = "List the tenant's dead letters",
-            parameters = @Parameter(name = "limit", in = ParameterIn.QUERY, example = "50",
+            parameters = {@Parameter(name = "limit", in = ParameterIn.QUERY, example = "50",
                     description = "letters at most; 1 to 500 (values " + "outside are clamped), default 50",
                     schema = @Schema(type = "integer", defaultValue = "50")),
+                    @Parameter(name = "agent", in = ParameterIn.QUERY, example = "claude-code",
+                            description = "only this agent's jobs (any name: an agent no longer configured too)",
+                            schema = @Schema(type = "string"))},
             description = "Jobs that ran out of attempts (or could not run), newest first.")
     @ApiResponse(responseCode = "200", description = "The letters",
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Letters.class),
@@ -58,9 +62,93 @@ public class DeadLetterController {
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(produces = MediaType.APPLICATION_JSON)
-    public Letters list(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @QueryValue Integer limit) {
+    public Letters list(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @QueryValue Integer limit,
+                        @Parameter(hidden = true) @Nullable @QueryValue String agent) {
         int n = limit == null ? 50 : Math.max(1, Math.min(limit, 500));
-        return new Letters(service.deadLetters(tenant(request), n).stream().map(DeadLetterController::view).toList());
+        return new Letters(service.deadLetters(tenant(request), agentFilter(agent), n).stream()
+                .map(DeadLetterController::view).toList());
+    }
+
+    @Operation(operationId = "replayDeadLetters", summary = "Replay many dead letters at once",
+            parameters = {@Parameter(name = "limit", in = ParameterIn.QUERY, example = "100",
+                    description = "letters at most: the newest this many, replayed oldest first; 1 to 1000, default 100",
+                    schema = @Schema(type = "integer", defaultValue = "100")),
+                    @Parameter(name = "agent", in = ParameterIn.QUERY, example = "claude-code",
+                            description = "only this agent's jobs", schema = @Schema(type = "string"))},
+            description = "Each letter as the single replay does (once, however often this is called). Call again "
+                    + "until `replayed` is empty to replay more than `limit`. No body.")
+    @ApiResponse(responseCode = "202", description = "The jobs enqueued again",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = ReplayedMany.class),
+                    examples = @ExampleObject(name = "two", value = """
+                            {"replayed": [{"dead_letter_id": "1718000000000-0", "task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", \
+                            "agent": "claude-code", "attempt": 4}, {"dead_letter_id": "1718000000500-0", \
+                            "task_id": "5d3e9f40-1b2c-4a6d-8e7f-90a1b2c3d4e5", "agent": "claude-code", "attempt": 2}]}""")))
+    @ApiResponse(responseCode = "400", description = "A bad query parameter, named",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "limit", value = """
+                    {"error": "validation_failed", "message": "the request is invalid: limit", \
+                    "errors": [{"field": "limit", "message": "must be a whole number from 1 to 1000 (default 100)"}]}""")))
+    @ApiDocs.SubmitErrors
+    @RequiresScope(Scope.SUBMIT)
+    @Post(value = "/replay", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
+    public HttpResponse<ReplayedMany> replayMany(HttpRequest<?> request) {
+        String limitText = request.getParameters().get("limit");
+        int limit = 100;
+        if (limitText != null) {
+            try {
+                limit = Integer.parseInt(limitText.strip());
+            } catch (NumberFormatException e) {
+                limit = 0;
+            }
+            if (limit < 1 || limit > 1000) {
+                throw new InvalidRequestException(List.of(new ErrorBody.FieldError("limit",
+                        "must be a whole number from 1 to 1000 (default 100)")));
+            }
+        }
+        String agent = agentFilter(request.getParameters().get("agent"));
+        List<Replayed> replayed = service.replayDeadLetters(tenant(request), agent, limit).stream()
+                .map(e -> new Replayed(e.getKey(), e.getValue().taskId(), e.getValue().agent(), e.getValue().attempt()))
+                .toList();
+        return HttpResponse.status(HttpStatus.ACCEPTED).body(new ReplayedMany(replayed));
+    }
+
+    /** 200 with the letter removed; 404 for an unknown (or another tenant's, or already replayed or removed) letter. */
+    @Operation(operationId = "discardDeadLetter", summary = "Discard a dead letter",
+            parameters = @Parameter(schema = @Schema(type = "string"), name = "id", in = ParameterIn.PATH,
+                    example = "1718000000000-0", description = "the letter's id"),
+            description = "Removes the letter without replaying it: its job stays failed, with its error rows (an event "
+                    + "`job.discarded` says so).")
+    @ApiResponse(responseCode = "200", description = "The letter removed",
+            content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Letter.class),
+                    examples = @ExampleObject(name = "discarded", value = """
+                            {"id": "1718000000000-0", "task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", \
+                            "agent": "claude-code", "attempt": "3", "reason": "delivered 5 times without finishing", \
+                            "stream": "kage:jobs:{claude-code}:normal"}""")))
+    @ApiResponse(responseCode = "404", description = "No such letter for this key's tenant",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "unknown", value = """
+                    {"error": "not_found", "message": "no dead letter 1718000000000-0 for this API key", "errors": []}""")))
+    @ApiDocs.SubmitErrors
+    @RequiresScope(Scope.SUBMIT)
+    @Delete(value = "/{id}", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
+    public HttpResponse<?> discard(HttpRequest<?> request, @PathVariable String id) {
+        Optional<DeadLetter> discarded = dev.kage.coordinator.events.StreamIds.parse(id)
+                .flatMap(entryId -> service.discardDeadLetter(tenant(request), entryId));
+        if (discarded.isEmpty()) {
+            return HttpResponse.notFound(ErrorBody.of("not_found", "no dead letter " + id + " for this API key"));
+        }
+        return HttpResponse.ok(view(discarded.get()));
+    }
+
+    /** The {@code agent} filter: null for none; a blank or overlong one is a 400. */
+    private static String agentFilter(String agent) {
+        if (agent == null) {
+            return null;
+        }
+        if (agent.isBlank() || agent.length() > 200) {
+            throw new InvalidRequestException(List.of(new ErrorBody.FieldError("agent", "must be an agent's name")));
+        }
+        return agent;
     }
 
     /** 202 with the job as enqueued again; 404 for an unknown (or another tenant's, or already replayed) letter. */
@@ -111,6 +199,11 @@ public class DeadLetterController {
 
     @Serdeable(naming = SnakeCaseStrategy.class)
     public record Letter(String id, String taskId, String agent, String attempt, String reason, String stream) {
+    }
+
+    /** @param replayed the jobs enqueued again, in the order they were */
+    @Serdeable(naming = SnakeCaseStrategy.class)
+    public record ReplayedMany(List<Replayed> replayed) {
     }
 
     @Serdeable(naming = SnakeCaseStrategy.class)

@@ -368,8 +368,52 @@ public final class TaskService {
      * most {@code KAGE_DEAD_LETTER_MAX} (workers trim it to theirs; set it alike everywhere), so another tenant's many
      * letters cannot hide this one's.
      */
-    public List<DeadLetter> deadLetters(String tenant, int limit) {
-        return queue.deadLetters(tenant, limit, settings.queue().deadLetterMax());
+    public List<DeadLetter> deadLetters(String tenant, String agent, int limit) {
+        return queue.deadLetters(tenant, agent, limit, settings.queue().deadLetterMax());
+    }
+
+    /**
+     * Replays the tenant's newest {@code limit} dead letters (of {@code agent} only, unless null), oldest of them
+     * first, each as {@link #replay} does: once, however often this runs, also beside single replays.
+     *
+     * @return the jobs enqueued again, with the letters they came from
+     */
+    public List<Map.Entry<String, JobMessage>> replayDeadLetters(String tenant, String agent, int limit) {
+        List<DeadLetter> letters = new java.util.ArrayList<>(deadLetters(tenant, agent, limit));
+        java.util.Collections.reverse(letters);
+        List<Map.Entry<String, JobMessage>> replayed = new java.util.ArrayList<>();
+        for (DeadLetter letter : letters) {
+            replay(tenant, letter.id()).ifPresent(job -> replayed.add(Map.entry(letter.id(), job)));
+        }
+        if (!replayed.isEmpty()) {
+            LOG.info("Replayed {} dead letter(s) of tenant {}{}", replayed.size(), tenant, agent == null ? "" : " for " + agent);
+        }
+        return replayed;
+    }
+
+    /**
+     * Removes the tenant's dead letter without replaying it: its job stays failed, with its error rows.
+     *
+     * @return the letter removed, or empty when the tenant has no such letter
+     */
+    public Optional<DeadLetter> discardDeadLetter(String tenant, String deadLetterId) {
+        Optional<DeadLetter> letter = queue.deadLetter(deadLetterId).filter(l -> tenant.equals(l.fields().get("tenant")));
+        if (letter.isEmpty() || !queue.discardDeadLetter(deadLetterId)) {
+            return Optional.empty();
+        }
+        Map<String, String> fields = letter.get().fields();
+        Map<String, String> event = new java.util.HashMap<>();
+        event.put("tenant", tenant);
+        event.put("dead_letter_id", deadLetterId);
+        if (fields.get("task_id") != null) {
+            event.put("task_id", fields.get("task_id"));
+        }
+        if (fields.get("agent") != null) {
+            event.put("agent", fields.get("agent"));
+        }
+        events.publish("job.discarded", event);
+        LOG.info("Dead letter {} of tenant {} discarded (task {})", deadLetterId, tenant, fields.get("task_id"));
+        return letter;
     }
 
     /**

@@ -1,0 +1,165 @@
+package dev.kage.coordinator.api;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.kage.task.JobMessage;
+import dev.kage.task.Priority;
+import io.lettuce.core.Range;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.UUID;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The dead letters an operator works through after a poison storm: filtered by agent, replayed many at once (each
+ * once), discarded; never another tenant's.
+ */
+class DeadLetterApiTest {
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static TestCoordinator coordinator;
+
+    @BeforeAll
+    static void start() {
+        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456");
+    }
+
+    @AfterAll
+    static void stop() throws Exception {
+        coordinator.close();
+    }
+
+    @Test
+    void lettersAreListedByAgentReplayedManyAtOnceOnlyOnceAndNeverAnotherTenants() throws Exception {
+        // Five of acme's demo jobs, two of its claude-code jobs and one of globex's demo jobs died, in that order.
+        List<String> demo = new ArrayList<>();
+        List<String> demoTasks = new ArrayList<>();
+        for (int i = 0; i < 5; i++) {
+            String task = submit("acme-key-123", "demo");
+            demoTasks.add(task);
+            demo.add(kill("acme", task, "demo"));
+        }
+        List<String> claude = List.of(kill("acme", submit("acme-key-123", "claude-code"), "claude-code"),
+                kill("acme", submit("acme-key-123", "claude-code"), "claude-code"));
+        String globex = kill("globex", submit("globex-key-456", "demo"), "demo");
+
+        assertThat(ids(get("/api/v1/dead-letters?agent=demo", "acme-key-123"))).as("newest first")
+                .containsExactly(demo.get(4), demo.get(3), demo.get(2), demo.get(1), demo.get(0));
+        assertThat(ids(get("/api/v1/dead-letters?agent=claude-code", "acme-key-123"))).containsExactlyElementsOf(claude.reversed());
+        assertThat(ids(get("/api/v1/dead-letters?agent=demo", "globex-key-456"))).containsExactly(globex);
+
+        // The newest two of acme's demo letters, oldest of them first, each as a new attempt on its stream.
+        HttpResponse<String> first = post("/api/v1/dead-letters/replay?agent=demo&limit=2", "acme-key-123");
+        assertThat(first.statusCode()).as(first.body()).isEqualTo(202);
+        JsonNode replayed = JSON.readTree(first.body()).get("replayed");
+        assertThat(replayed).extracting(r -> r.get("dead_letter_id").asText()).containsExactly(demo.get(3), demo.get(4));
+        assertThat(replayed).extracting(r -> r.get("task_id").asText()).containsExactly(demoTasks.get(3), demoTasks.get(4));
+        assertThat(replayed).extracting(r -> r.get("attempt").asInt()).containsOnly(3);
+        String stream = coordinator.redis().keys().jobStream("demo", Priority.NORMAL);
+        assertThat(attemptsInStream(stream, demoTasks.get(3))).containsExactly(1, 3);
+
+        // The rest of them; then nothing is left, and nothing ran twice.
+        HttpResponse<String> rest = post("/api/v1/dead-letters/replay?agent=demo", "acme-key-123");
+        assertThat(JSON.readTree(rest.body()).get("replayed")).extracting(r -> r.get("dead_letter_id").asText())
+                .containsExactly(demo.get(0), demo.get(1), demo.get(2));
+        assertThat(JSON.readTree(post("/api/v1/dead-letters/replay?agent=demo", "acme-key-123").body()).get("replayed")).isEmpty();
+        for (String task : demoTasks) {
+            assertThat(attemptsInStream(stream, task)).as("task %s", task).containsExactly(1, 3);
+        }
+        assertThat(ids(get("/api/v1/dead-letters", "acme-key-123"))).as("claude-code's stay").containsExactlyElementsOf(claude.reversed());
+        assertThat(ids(get("/api/v1/dead-letters", "globex-key-456"))).as("another tenant's stay").containsExactly(globex);
+        // A replayed task runs again: it is reopened.
+        assertThat(JSON.readTree(get("/api/v1/tasks/" + demoTasks.get(0), "acme-key-123").body()).get("status").asText())
+                .isIn("queued", "running");
+
+        for (String bad : List.of("0", "1001", "ten", "")) {
+            HttpResponse<String> refused = post("/api/v1/dead-letters/replay?limit=" + bad, "acme-key-123");
+            assertThat(refused.statusCode()).as("limit=%s: %s", bad, refused.body()).isEqualTo(400);
+            assertThat(JSON.readTree(refused.body()).get("errors").get(0).get("field").asText()).isEqualTo("limit");
+        }
+        HttpResponse<String> blankAgent = post("/api/v1/dead-letters/replay?agent=", "acme-key-123");
+        assertThat(blankAgent.statusCode()).isEqualTo(400);
+        assertThat(JSON.readTree(blankAgent.body()).get("errors").get(0).get("field").asText()).isEqualTo("agent");
+        assertThat(ids(get("/api/v1/dead-letters", "acme-key-123"))).as("a refused request replays nothing").hasSize(2);
+    }
+
+    @Test
+    void aDiscardedLetterIsGoneItsJobStaysFailedAndAnotherTenantCannotDiscardIt() throws Exception {
+        String task = submit("acme-key-123", "demo");
+        String letter = kill("acme", task, "demo");
+        assertThat(delete("/api/v1/dead-letters/" + letter, "globex-key-456").statusCode()).isEqualTo(404);
+        assertThat(ids(get("/api/v1/dead-letters", "acme-key-123"))).contains(letter);
+
+        HttpResponse<String> discarded = delete("/api/v1/dead-letters/" + letter, "acme-key-123");
+        assertThat(discarded.statusCode()).as(discarded.body()).isEqualTo(200);
+        assertThat(JSON.readTree(discarded.body()).get("id").asText()).isEqualTo(letter);
+        assertThat(JSON.readTree(discarded.body()).get("task_id").asText()).isEqualTo(task);
+        assertThat(ids(get("/api/v1/dead-letters", "acme-key-123"))).doesNotContain(letter);
+        assertThat(delete("/api/v1/dead-letters/" + letter, "acme-key-123").statusCode()).as("already gone").isEqualTo(404);
+        assertThat(post("/api/v1/dead-letters/" + letter + "/replay", "acme-key-123").statusCode()).as("nothing to replay").isEqualTo(404);
+        assertThat(delete("/api/v1/dead-letters/not-an-id", "acme-key-123").statusCode()).isEqualTo(404);
+        // Operators following the event stream see it go.
+        assertThat(coordinator.redis().redis().xrevrange(coordinator.redis().keys().events(), Range.create("-", "+"),
+                io.lettuce.core.Limit.from(200))).anySatisfy(event -> {
+                    assertThat(event.getBody()).containsEntry("type", "job.discarded").containsEntry("dead_letter_id", letter)
+                            .containsEntry("task_id", task).containsEntry("tenant", "acme");
+                });
+    }
+
+    /** Submits a task for one agent; its job waits in the stream (no worker here). */
+    private static String submit(String apiKey, String agent) throws Exception {
+        HttpResponse<String> response = coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/tasks"))
+                .header("X-API-Key", apiKey).POST(HttpRequest.BodyPublishers.ofString(
+                        "{\"description\": \"poisoned " + UUID.randomUUID() + "\", \"cli_assignments\": [{\"cli_name\": \"" + agent
+                                + "\"}]}")).build(), HttpResponse.BodyHandlers.ofString());
+        assertThat(response.statusCode()).as(response.body()).isEqualTo(202);
+        return JSON.readTree(response.body()).get("task_id").asText();
+    }
+
+    /** The dead letter a worker leaves for the task's job, as its second attempt died (the fields of a real entry). */
+    private static String kill(String tenant, String taskId, String agent) {
+        JobMessage job = new JobMessage(JobMessage.jobId(taskId, agent), taskId, tenant, agent, Priority.NORMAL, "poisoned", "",
+                "main", 60, 1000, 2);
+        Map<String, String> fields = new HashMap<>(job.toFields());
+        fields.put("dead_reason", "delivered 5 times without finishing");
+        fields.put("dead_from_stream", coordinator.redis().keys().jobStream(agent, Priority.NORMAL));
+        fields.put("dead_from_id", "1-0");
+        return coordinator.redis().redis().xadd(coordinator.redis().keys().deadLetters(), fields);
+    }
+
+    private static List<Integer> attemptsInStream(String stream, String taskId) {
+        return coordinator.redis().redis().xrange(stream, Range.create("-", "+")).stream()
+                .filter(m -> taskId.equals(m.getBody().get("task_id")))
+                .map(m -> Integer.parseInt(m.getBody().get("attempt")))
+                .sorted()
+                .toList();
+    }
+
+    private static List<String> ids(HttpResponse<String> listing) throws Exception {
+        assertThat(listing.statusCode()).as(listing.body()).isEqualTo(200);
+        List<String> ids = new ArrayList<>();
+        JSON.readTree(listing.body()).get("dead_letters").forEach(l -> ids.add(l.get("id").asText()));
+        return ids;
+    }
+
+    private static HttpResponse<String> get(String path, String apiKey) throws Exception {
+        return coordinator.get(path, apiKey);
+    }
+
+    private static HttpResponse<String> post(String path, String apiKey) throws Exception {
+        return coordinator.http().send(HttpRequest.newBuilder(coordinator.uri(path)).header("X-API-Key", apiKey)
+                .POST(HttpRequest.BodyPublishers.noBody()).build(), HttpResponse.BodyHandlers.ofString());
+    }
+
+    private static HttpResponse<String> delete(String path, String apiKey) throws Exception {
+        return coordinator.http().send(HttpRequest.newBuilder(coordinator.uri(path)).header("X-API-Key", apiKey).DELETE().build(),
+                HttpResponse.BodyHandlers.ofString());
+    }
+}
