@@ -15,7 +15,7 @@ import java.time.Duration;
  * @param keepAcked        acknowledged entries each stream keeps for inspection before trimming
  *                         ({@code KAGE_STREAM_KEEP_ACKED}, default 1000)
  * @param deadLetterMax    dead letters kept, the oldest dropped beyond it ({@code KAGE_DEAD_LETTER_MAX}, default 10,000,
- *                         at most 1,000,000; Sidekiq's dead set keeps as many). A dropped letter's job stays failed with
+ *                         at most 100,000; Sidekiq's dead set keeps 10,000). A dropped letter's job stays failed with
  *                         its {@code PoisonJobError} row; it can no longer be replayed
  * @param deadLetterMaxAge dead letters older than this are dropped ({@code KAGE_DEAD_LETTER_DAYS}, default 180)
  */
@@ -28,7 +28,8 @@ public record QueueSettings(int maxDeliveries, Duration reclaimIdle, Duration re
     public static final double DEFAULT_RETRY_BACKOFF_MAX = 300;
     public static final long DEFAULT_KEEP_ACKED = 1_000;
     public static final int DEFAULT_DEAD_LETTER_MAX = 10_000;
-    public static final int MAX_DEAD_LETTER_MAX = 1_000_000;
+    /** The listing reads them all in the worst case: 200 reads of 500 letters. */
+    public static final int MAX_DEAD_LETTER_MAX = 100_000;
     public static final long DEFAULT_DEAD_LETTER_DAYS = 180;
     /** Below this, a live worker's 5-second refresh could race the reclaimer. */
     public static final long MIN_RECLAIM_IDLE_SECONDS = 15;

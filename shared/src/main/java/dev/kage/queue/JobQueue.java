@@ -11,6 +11,7 @@ import io.lettuce.core.Consumer;
 import io.lettuce.core.Limit;
 import io.lettuce.core.Range;
 import io.lettuce.core.RedisBusyException;
+import io.lettuce.core.RedisException;
 import io.lettuce.core.ScriptOutputType;
 import io.lettuce.core.StreamMessage;
 import io.lettuce.core.XClaimArgs;
@@ -48,9 +49,19 @@ public final class JobQueue {
     private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(JobQueue.class);
     /**
      * How long the marker that a job attempt was enqueued lives, at most: the worker that records the job's outcome
-     * deletes it ({@link #forgetEnqueued}), since from then on the result row says the job needs no enqueue.
+     * shortens it to {@link #ENQUEUE_MARKER_AFTER_OUTCOME} ({@link #forgetEnqueued}), since from then on the result row
+     * says the job needs no enqueue.
      */
     public static final Duration ENQUEUE_MARKER_TTL = Duration.ofDays(7);
+
+    /**
+     * How long a job attempt's enqueue-once marker outlives the commit of its result row. Lettuce sends a command again
+     * after a reconnect when its reply never came (until its {@code REDIS_COMMAND_TIMEOUT}, 10 s): an enqueue that ran,
+     * whose reply a dropped connection lost, is sent again, and without its marker it would add a job that may have run
+     * and finished meanwhile, to run a second time (PITFALLS 5). A minute covers every such resend; deleting the marker
+     * at once did not.
+     */
+    public static final Duration ENQUEUE_MARKER_AFTER_OUTCOME = Duration.ofMinutes(1);
 
     private static final LuaScript ENQUEUE = LuaScript.load(JobQueue.class, "enqueue.lua");
     private static final LuaScript ENQUEUE_MANY = LuaScript.load(JobQueue.class, "enqueue-many.lua");
@@ -265,18 +276,21 @@ public final class JobQueue {
     }
 
     /**
-     * Deletes the enqueue-once markers of the job's attempts up to its current one, once its outcome is in Postgres: the
-     * reconciler skips a job with a result row, so the markers only cost memory from then on (at a thousand tasks a
-     * second, their 7-day TTL alone would keep ~600 million). Never call it before the row is committed: a job with
+     * Lets the enqueue-once markers of the job's attempts up to its current one expire within
+     * {@link #ENQUEUE_MARKER_AFTER_OUTCOME}, once its outcome is in Postgres: the reconciler skips a job with a result
+     * row, so the markers only cost memory from then on (at a thousand tasks a second, their 7-day TTL alone would keep
+     * ~600 million), but a resent enqueue must still find them. Never call it before the row is committed: a job with
      * neither marker nor row counts as lost with Redis's last writes, and is enqueued again.
+     *
+     * @return the reply to the last marker's {@code PEXPIRE}
      */
-    public io.lettuce.core.RedisFuture<Long> forgetEnqueued(io.lettuce.core.api.async.RedisAsyncCommands<String, String> async,
-                                                           JobMessage job) {
-        String[] markers = new String[Math.max(1, job.attempt())];
-        for (int attempt = 1; attempt <= markers.length; attempt++) {
-            markers[attempt - 1] = keys.enqueued(job.agent(), job.jobId(), attempt);
+    public io.lettuce.core.RedisFuture<Boolean> forgetEnqueued(io.lettuce.core.api.async.RedisAsyncCommands<String, String> async,
+                                                              JobMessage job) {
+        io.lettuce.core.RedisFuture<Boolean> last = null;
+        for (int attempt = 1; attempt <= Math.max(1, job.attempt()); attempt++) {
+            last = async.pexpire(keys.enqueued(job.agent(), job.jobId(), attempt), ENQUEUE_MARKER_AFTER_OUTCOME.toMillis());
         }
-        return async.del(markers);
+        return last;
     }
 
     /** {@link #ack} on a pipeline's connection, for a caller that sends it with other commands. */
@@ -471,13 +485,27 @@ public final class JobQueue {
         fields.put("dead_from_id", job.entryId());
         String id = redis.xadd(keys.deadLetters(), fields);
         redis.xack(job.stream(), KageKeys.WORKER_GROUP, job.entryId());
-        long dropped = redis.xtrim(keys.deadLetters(), XTrimArgs.Builder.maxlen(keepAtMost));
-        if (dropped > 0) {
-            LOG.warn("Dropped the {} oldest dead letter(s): more than KAGE_DEAD_LETTER_MAX={} (their jobs stay failed, with "
-                    + "their error rows; they can no longer be replayed)", dropped, keepAtMost);
+        try {
+            long dropped = redis.xtrim(keys.deadLetters(), XTrimArgs.Builder.maxlen(keepAtMost));
+            droppedOverCap.addAndGet(dropped);
+            long last = lastCapWarning.get();
+            if (dropped > 0 && System.nanoTime() - last > CAP_WARNING_EVERY.toNanos() && lastCapWarning.compareAndSet(last, System.nanoTime())) {
+                // At the cap every new letter drops one: a line a minute, not one per poison job.
+                LOG.warn("Dropped the {} oldest dead letter(s) since the last such line: more than KAGE_DEAD_LETTER_MAX={} "
+                        + "(their jobs stay failed, with their error rows; they can no longer be replayed)",
+                        droppedOverCap.getAndSet(0), keepAtMost);
+            }
+        } catch (RedisException e) {
+            // The letter is written and its entry acknowledged: that is what counts. The next letter trims again.
+            LOG.warn("Trimming the dead letters to KAGE_DEAD_LETTER_MAX failed: {}", e.getMessage());
         }
         return id;
     }
+
+    private static final Duration CAP_WARNING_EVERY = Duration.ofMinutes(1);
+    private final java.util.concurrent.atomic.AtomicLong droppedOverCap = new java.util.concurrent.atomic.AtomicLong();
+    private final java.util.concurrent.atomic.AtomicLong lastCapWarning =
+            new java.util.concurrent.atomic.AtomicLong(System.nanoTime() - CAP_WARNING_EVERY.toNanos() - 1);
 
     /**
      * Drops dead letters older than {@code maxAge} ({@code KAGE_DEAD_LETTER_DAYS}), by Redis's clock (their ids are
@@ -486,7 +514,11 @@ public final class JobQueue {
      * @return letters dropped
      */
     public long dropDeadLettersOlderThan(Duration maxAge) {
-        long dropped = redis.xtrim(keys.deadLetters(), XTrimArgs.Builder.minId((serverMillis() - maxAge.toMillis()) + "-0"));
+        long cutoff = serverMillis() - maxAge.toMillis();
+        if (cutoff <= 0) {
+            return 0;
+        }
+        long dropped = redis.xtrim(keys.deadLetters(), XTrimArgs.Builder.minId(cutoff + "-0"));
         if (dropped > 0) {
             LOG.info("Dropped {} dead letter(s) older than {} days (KAGE_DEAD_LETTER_DAYS); their jobs stay failed, with their "
                     + "error rows", dropped, maxAge.toDays());

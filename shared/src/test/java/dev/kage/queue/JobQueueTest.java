@@ -177,6 +177,7 @@ class JobQueueTest {
         assertThat(queue.deadLetter(yearOld)).isEmpty();
         assertThat(redis.redis().xlen(dead)).isEqualTo(8);
         assertThat(queue.dropDeadLettersOlderThan(java.time.Duration.ofDays(180))).as("nothing more is that old").isZero();
+        assertThat(queue.dropDeadLettersOlderThan(java.time.Duration.ofDays(36_500))).as("a cutoff before 1970").isZero();
 
         // A poison job beyond the cap: the oldest letters go, exactly down to the cap, and the new one stays.
         queue.enqueue(job("poison", Priority.NORMAL));

@@ -148,7 +148,7 @@ public final class TaskService {
             Optional<List<TaskStore.Existing>> existing = store.insertAllIdempotent(tasks, keys, hash);
             if (existing.isPresent()) {
                 List<TaskStore.Existing> found = existing.get();
-                if (found.size() != tasks.size() || found.stream().anyMatch(e -> !e.requestHash().equals(hash))) {
+                if (found.size() != tasks.size() || found.stream().anyMatch(e -> !hash.equals(e.requestHash()))) {
                     throw new IdempotencyConflictException("Idempotency-Key '" + idempotencyKey
                             + "' was used for a different request (a batch of other tasks)");
                 }
