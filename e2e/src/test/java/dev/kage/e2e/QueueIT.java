@@ -322,6 +322,34 @@ class QueueIT {
     }
 
     @Test
+    void aWorkerCutOffFromRedisStopsItsAgentBeforeAnotherWorkerTakesTheJob() throws Exception {
+        // Worker 1 reaches Redis through a proxy the test cuts while its agent runs; worker 2 reaches it directly. Once
+        // worker 1's heartbeat lapses, worker 2 reclaims the entry and runs the job: worker 1 must have stopped its own
+        // run by then (its lease), or the two would run at once (the fixture writes OVERLAP).
+        URI redisUri = URI.create(TestServices.redisUrl());
+        try (TcpProxy proxy = TcpProxy.start(redisUri.getHost(), redisUri.getPort() > 0 ? redisUri.getPort() : 6379);
+             Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "lease"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            fleet.startWorker("lease-w1", dir.resolve("work"), origin,
+                    env(Map.of("REDIS_URL", TcpProxy.redirectRedisUrl(TestServices.redisUrl(), proxy))));
+            String id = submit(fleet, "cut off sleep=40", List.of("rec-a"), Map.of());
+            await().atMost(Duration.ofSeconds(60)).until(() -> count("start " + id + "/rec-a ") == 1);
+            fleet.startWorker("lease-w2", dir.resolve("work"), origin, env());
+            proxy.cut();
+            await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofSeconds(1))
+                    .until(() -> count("start " + id + "/rec-a ") == 2);
+            proxy.restore();
+            JsonNode task = awaitFinal(fleet, id, Duration.ofSeconds(90));
+            assertThat(task.get("status").asText()).isEqualTo("completed");
+            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(count("end " + id + "/rec-a ")).as("the cut-off run was stopped before its end").isEqualTo(1);
+            assertThat(fleet.log("lease-w1")).contains("No heartbeat has reached Redis for");
+            assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE task_id = '" + id + "'")).isEqualTo(1);
+        }
+    }
+
+    @Test
     void aPostgresOutageMidRunLosesNoRow() throws Exception {
         URI db = URI.create(TestServices.databaseUrl());
         try (TcpProxy proxy = TcpProxy.start(db.getHost(), db.getPort() > 0 ? db.getPort() : 5432);

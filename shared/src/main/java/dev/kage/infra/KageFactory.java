@@ -17,6 +17,7 @@ import io.lettuce.core.ClientOptions;
 import io.lettuce.core.metrics.CommandLatencyRecorder;
 import io.lettuce.core.resource.ClientResources;
 import io.lettuce.core.resource.DefaultClientResources;
+import io.lettuce.core.resource.Delay;
 import io.lettuce.core.RedisClient;
 import io.lettuce.core.RedisURI;
 import io.lettuce.core.TimeoutOptions;
@@ -31,6 +32,7 @@ import java.nio.file.Path;
 import java.time.Clock;
 import java.time.Duration;
 import java.util.Locale;
+import java.util.concurrent.TimeUnit;
 import org.redisson.api.RedissonClient;
 
 /**
@@ -46,6 +48,8 @@ public class KageFactory {
 
     /** Command timeout of the shared connection; blocking reads use their own connections. */
     public static final Duration REDIS_COMMAND_TIMEOUT = Duration.ofSeconds(10);
+    /** The longest wait between two reconnect attempts to Redis (exponential from 1 ms up to this). */
+    public static final Duration REDIS_RECONNECT_AT_MOST = Duration.ofSeconds(1);
 
     @Singleton
     public Env env(Environment environment) {
@@ -93,12 +97,15 @@ public class KageFactory {
     /**
      * Lettuce's event loops and timers, without its per-command latency histograms (on by default when HdrHistogram is
      * on the class path: an HdrHistogram update per command reply, ~2% of a worker's CPU in the queue bench's profile,
-     * read by nothing here).
+     * read by nothing here), and reconnecting at least every {@link #REDIS_RECONNECT_AT_MOST} after an outage. Lettuce's
+     * default backs off to 30 s: a worker would then beat again up to 30 s after Redis returned, while the coordinator's
+     * reconciler waits {@code JobQueue.LOST_ENTRY_GRACE} (12 s) for those beats before enqueuing jobs Redis lost.
      */
     @Singleton
     @Bean(preDestroy = "shutdown")
     public ClientResources redisResources() {
-        return DefaultClientResources.builder().commandLatencyRecorder(CommandLatencyRecorder.disabled()).build();
+        return DefaultClientResources.builder().commandLatencyRecorder(CommandLatencyRecorder.disabled())
+                .reconnectDelay(Delay.exponential(Duration.ZERO, REDIS_RECONNECT_AT_MOST, 2, TimeUnit.MILLISECONDS)).build();
     }
 
     @Singleton

@@ -428,19 +428,38 @@ public final class JobRunner {
                 }
             }
             case LOST -> {
-                LOG.warn("Job {} was reclaimed by another worker while running here; stopped it and left it alone", job.jobId());
+                LOG.warn("Job {} stopped here and left alone: its entry is another worker's now, or soon may be (reclaimed, "
+                        + "lost by Redis, or this worker's heartbeat could not reach Redis)", job.jobId());
                 count(claimed, job.agent(), WorkerMetrics.Outcome.LOST);
             }
         }
     }
 
-    private boolean alreadyRecorded(JobMessage job) {
-        try {
-            return store.hasOutcome(job.jobId(), job.attempt());
-        } catch (StoreException e) {
-            return false;
+    /**
+     * Whether the attempt of a job delivered again has its outcome already (an earlier delivery finished it, and only its
+     * acknowledgement was lost). While Postgres cannot say, waits and asks again: running it on a guess could run a
+     * finished attempt a second time (charged twice, its branch rewritten). The entry stays this worker's meanwhile (the
+     * heartbeat refreshes it); a stop (shutdown, cancel) interrupts the wait.
+     */
+    private boolean alreadyRecorded(JobMessage job) throws InterruptedException {
+        boolean told = false;
+        while (true) {
+            try {
+                return store.hasOutcome(job.jobId(), job.attempt());
+            } catch (StoreException e) {
+                if (!told) {
+                    LOG.warn("Job {} attempt {} was delivered again and Postgres cannot say whether it finished before ({}); "
+                            + "waiting for Postgres rather than maybe running it twice", job.jobId(), job.attempt(), e.getMessage());
+                    told = true;
+                }
+                // A backoff, not a poll of something that will signal: Postgres gives no notice when it is back.
+                Thread.sleep(OUTCOME_CHECK_RETRY.toMillis());
+            }
         }
     }
+
+    /** How long a job delivered again waits before asking Postgres again whether its attempt finished. */
+    static final Duration OUTCOME_CHECK_RETRY = Duration.ofSeconds(2);
 
     private ResultRecord cancelledResult(JobMessage job, AgentConfig agent, String summary, String branch) {
         return new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), JobStatus.CANCELLED, summary, 0, 0, 0, 0,

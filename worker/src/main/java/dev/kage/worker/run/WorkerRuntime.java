@@ -39,6 +39,9 @@ import org.slf4j.LoggerFactory;
  *       {@link #HEARTBEAT_TTL}) that lists the in-flight entries and refreshes each one's idle time,
  *       so a long job on a live worker is never reclaimed; an entry found taken by another worker is
  *       stopped here;</li>
+ *   <li>a lease: when no heartbeat has reached Redis for {@link #LEASE} (the heartbeat's TTL less one period), the
+ *       worker stops its running agents, since once its heartbeat lapses another worker may reclaim their entries
+ *       (a worker cut off from Redis while another is not would otherwise run the job beside it);</li>
  *   <li>a reclaimer that takes over entries idle past {@code KAGE_RECLAIM_IDLE_SECONDS} whose worker's
  *       heartbeat lapsed or that their worker no longer tracks, and sends entries delivered
  *       {@code KAGE_MAX_DELIVERIES} times without finishing to the dead letters;</li>
@@ -52,6 +55,12 @@ public final class WorkerRuntime {
     public static final Duration BLOCK = Duration.ofSeconds(2);
     public static final Duration HEARTBEAT_EVERY = Duration.ofSeconds(5);
     public static final Duration HEARTBEAT_TTL = Duration.ofSeconds(20);
+    /**
+     * How long a worker runs its agents on without a heartbeat that reached Redis: one period short of the heartbeat's
+     * TTL, after which other workers may reclaim its entries. Checked every second on a thread of its own.
+     */
+    public static final Duration LEASE = HEARTBEAT_TTL.minus(HEARTBEAT_EVERY);
+    private static final dev.kage.redis.LuaScript HEARTBEAT = dev.kage.redis.LuaScript.load(WorkerRuntime.class, "heartbeat.lua");
     /** How long one reclaim pass waits, at most, for slots to free for the stale entries it found. */
     static final Duration RECLAIM_SLOT_WAIT = Duration.ofSeconds(3);
     static final Duration CANCEL_CHECK_EVERY = Duration.ofSeconds(1);
@@ -104,6 +113,13 @@ public final class WorkerRuntime {
      */
     private final ScheduledExecutorService heartbeat = Executors.newSingleThreadScheduledExecutor(
             Thread.ofPlatform().daemon().name("kage-heartbeat").factory());
+    /** Watches {@link #lastBeat} every second; never waits on Redis or Postgres. */
+    private final ScheduledExecutorService leaseWatch = Executors.newSingleThreadScheduledExecutor(
+            Thread.ofPlatform().daemon().name("kage-lease").factory());
+    /** When ({@link System#nanoTime}) the last heartbeat that reached Redis was sent. */
+    private volatile long lastBeat = System.nanoTime();
+    /** True while the lease is out: running agents were stopped, and jobs claimed meanwhile are stopped too. */
+    private volatile boolean leaseLost;
     private final List<Thread> loops = new ArrayList<>();
     private final List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
     private volatile boolean running;
@@ -140,8 +156,10 @@ public final class WorkerRuntime {
         for (String agent : worker.agents()) {
             queue.ensureStreams(agent);
         }
+        lastBeat = System.nanoTime();
         beat();
         every(heartbeat, HEARTBEAT_EVERY, this::beat);
+        every(leaseWatch, Duration.ofSeconds(1), this::watchLease);
         every(HEARTBEAT_EVERY, this::reclaim);
         every(CANCEL_CHECK_EVERY, this::stopCancelled);
         every(Duration.ofSeconds(2), this::flushOutbox);
@@ -194,6 +212,7 @@ public final class WorkerRuntime {
         }
         housekeeping.shutdownNow();
         heartbeat.shutdownNow();
+        leaseWatch.shutdownNow();
         try {
             redis.del(keys.worker(worker.workerId()));
             redis.srem(keys.workers(), worker.workerId());
@@ -403,16 +422,17 @@ public final class WorkerRuntime {
     }
 
     private void beat() {
+        long sent = System.nanoTime();
         try {
-            String key = keys.worker(worker.workerId());
-            redis.hset(key, Map.of(
+            HEARTBEAT.run(redis, io.lettuce.core.ScriptOutputType.INTEGER, new String[] {keys.worker(worker.workerId())},
+                    Long.toString(HEARTBEAT_TTL.toMillis()),
                     "agents", String.join(",", worker.agents()),
                     "slots", Integer.toString(slotCount),
                     "busy", Long.toString(runningJobs()),
                     "in_flight", String.join(",", inFlight.keySet()),
                     "heartbeat_at", clock.instant().toString(),
-                    "pid", Long.toString(ProcessHandle.current().pid())));
-            redis.pexpire(key, HEARTBEAT_TTL.toMillis());
+                    "pid", Long.toString(ProcessHandle.current().pid()));
+            lastBeat = sent;
             redis.sadd(keys.workers(), worker.workerId());
             for (Running job : inFlight.values()) {
                 if (job.control().finishing()) {
@@ -437,6 +457,32 @@ public final class WorkerRuntime {
         } catch (RedisException e) {
             LOG.warn("Heartbeat failed: {}", e.getMessage());
         }
+    }
+
+    /**
+     * Stops the running agents once no heartbeat has reached Redis for {@link #LEASE}: their entries are this worker's
+     * only while its heartbeat lives, and another worker that can reach Redis may reclaim them soon after it lapses.
+     * They stop as lost: nothing is recorded or acknowledged here; the job runs again where its entry goes. Jobs whose
+     * agent is done only wait for their outcome's write and go on.
+     */
+    private void watchLease() {
+        long silent = System.nanoTime() - lastBeat;
+        if (silent < LEASE.toNanos()) {
+            if (leaseLost) {
+                leaseLost = false;
+                LOG.info("Heartbeats reach Redis again; running jobs as before");
+            }
+            return;
+        }
+        List<Running> running = inFlight.values().stream()
+                .filter(r -> !r.control().finishing() && r.control().reason() == null).toList();
+        if (!leaseLost || !running.isEmpty()) {
+            LOG.error("No heartbeat has reached Redis for {} s (the lease is {} s): stopping {} running job(s) here, since "
+                    + "another worker may reclaim them once this worker's heartbeat lapses; they run again there",
+                    TimeUnit.NANOSECONDS.toSeconds(silent), LEASE.toSeconds(), running.size());
+        }
+        leaseLost = true;
+        running.forEach(r -> r.control().stop(JobControl.StopReason.LOST));
     }
 
     private void reclaim() {
