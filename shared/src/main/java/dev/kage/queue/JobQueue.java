@@ -145,12 +145,31 @@ public final class JobQueue {
 
     /** The Redis server's {@code run_id}: a new one after every restart. */
     public String serverRunId() {
+        return server().runId();
+    }
+
+    /** The Redis server's {@code run_id} (a new one after every restart) and how long it has been up. */
+    public ServerProcess server() {
+        String runId = null;
+        long uptime = -1;
         for (String line : redis.info("server").split("\r?\n")) {
             if (line.startsWith("run_id:")) {
-                return line.substring("run_id:".length()).strip();
+                runId = line.substring("run_id:".length()).strip();
+            } else if (line.startsWith("uptime_in_seconds:")) {
+                uptime = Long.parseLong(line.substring("uptime_in_seconds:".length()).strip());
             }
         }
-        throw new IllegalStateException("INFO server has no run_id");
+        if (runId == null || uptime < 0) {
+            throw new IllegalStateException("INFO server has no run_id or uptime_in_seconds");
+        }
+        return new ServerProcess(runId, Duration.ofSeconds(uptime));
+    }
+
+    /**
+     * @param runId  {@code run_id}
+     * @param uptime {@code uptime_in_seconds}
+     */
+    public record ServerProcess(String runId, Duration uptime) {
     }
 
     /**

@@ -9,10 +9,10 @@ import org.slf4j.LoggerFactory;
  * Every few seconds, enqueues tasks whose jobs never reached Redis; every 100 ms (and at shutdown), writes the
  * enqueued marks of the tasks submitted since (see {@link TaskService}); and when Redis is a new server process since
  * the last pass (its {@code run_id} changed: it restarted, perhaps losing its last writes), or on this coordinator's
- * first pass, enqueues again the accepted jobs Redis no longer has ({@link TaskService#requeueLost}); after a restart it
- * saw, only once {@link dev.kage.queue.JobQueue#LOST_ENTRY_GRACE} has passed, by when each worker has stopped the runs
- * whose entries Redis lost (their second runs never overlap the first). Scheduled passes
- * never overlap; not meant to be called concurrently.
+ * first pass, enqueues again the accepted jobs Redis no longer has ({@link TaskService#requeueLost}). Both wait until
+ * Redis has been up for {@link dev.kage.queue.JobQueue#LOST_ENTRY_GRACE} (from its {@code uptime_in_seconds} on the first
+ * pass, from the pass that saw the new run_id after that), by when each worker has stopped the runs whose entries Redis
+ * lost (their second runs never overlap the first). Scheduled passes never overlap; not meant to be called concurrently.
  */
 @Singleton
 public class Reconciler {
@@ -49,27 +49,35 @@ public class Reconciler {
     @Scheduled(fixedDelay = "${kage.reconcile.every:5s}", initialDelay = "5s")
     void reconcile() {
         try {
-            service.reconcile();
-            String runId = queue.serverRunId();
-            if (!runId.equals(checkedRunId)) {
-                if (!runId.equals(newRunId)) {
-                    newRunId = runId;
-                    newRunIdSeenAt = System.nanoTime();
-                }
-                if (checkedRunId != null && System.nanoTime() - newRunIdSeenAt < dev.kage.queue.JobQueue.LOST_ENTRY_GRACE.toNanos()) {
-                    // Redis restarted while this coordinator watched: a job it lost may still run on a worker until that
-                    // worker's next beat finds its entry gone and stops it; enqueuing it now could run it twice at once.
-                    return;
-                }
-                int requeued = service.requeueLost();
-                if (checkedRunId != null || requeued > 0) {
-                    LOG.info("Redis is a new server process (run_id {}); {} accepted job(s) it no longer had were enqueued again",
-                            runId, requeued);
-                }
-                checkedRunId = runId;
+            dev.kage.queue.JobQueue.ServerProcess redis = queue.server();
+            if (redis.runId().equals(checkedRunId)) {
+                service.reconcile();
+                return;
             }
+            if (!redis.runId().equals(newRunId)) {
+                newRunId = redis.runId();
+                // Counted from when Redis started, as far as this coordinator can tell: on its first pass (it may have
+                // started with Redis, on a host that rebooted) from Redis's uptime, else from now.
+                long since = checkedRunId == null ? Math.min(redis.uptime().toNanos(), GRACE_NANOS) : 0;
+                newRunIdSeenAt = System.nanoTime() - since;
+            }
+            if (System.nanoTime() - newRunIdSeenAt < GRACE_NANOS) {
+                // Redis restarted a moment ago: a job it lost may still run on a worker until that worker's next beat
+                // finds its entry gone and stops it. Enqueuing it now, as lost or as never confirmed, could run it twice
+                // at once.
+                return;
+            }
+            service.reconcile();
+            int requeued = service.requeueLost();
+            if (checkedRunId != null || requeued > 0) {
+                LOG.info("Redis is a new server process (run_id {}); {} accepted job(s) it no longer had were enqueued again",
+                        redis.runId(), requeued);
+            }
+            checkedRunId = redis.runId();
         } catch (RuntimeException e) {
             LOG.warn("Reconciler pass failed (retrying in a few seconds): {}", e.getMessage());
         }
     }
+
+    private static final long GRACE_NANOS = dev.kage.queue.JobQueue.LOST_ENTRY_GRACE.toNanos();
 }
