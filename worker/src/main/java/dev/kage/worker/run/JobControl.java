@@ -27,6 +27,7 @@ public final class JobControl {
      */
     private final java.util.concurrent.atomic.AtomicReference<Runnable> slot = new java.util.concurrent.atomic.AtomicReference<>();
     private volatile boolean finishing;
+    private volatile boolean exited;
 
     /** The job holds a slot; {@code release} gives it back. */
     void holdSlot(Runnable release) {
@@ -77,11 +78,21 @@ public final class JobControl {
     }
 
     /**
-     * Asks the job to stop; the first reason given wins. A shutdown leaves a finishing job alone: its agent is done, and
-     * interrupting the recording of its outcome would only make it look unfinished.
+     * The job's agent has exited (its process, or its HTTP call, returned): what is left is settling, committing,
+     * pushing and recording. A shutdown no longer stops it, since handing it back would run a finished, paid-for
+     * agent again. Called by the job's own thread.
+     */
+    public synchronized void agentExited() {
+        exited = true;
+    }
+
+    /**
+     * Asks the job to stop; the first reason given wins. A shutdown leaves a job whose agent exited alone: interrupting
+     * what is left (settling, pushing, recording its outcome) would only make a finished run look unfinished and run it
+     * again.
      */
     public synchronized void stop(StopReason why) {
-        if (why == StopReason.SHUTDOWN && finishing) {
+        if (why == StopReason.SHUTDOWN && (finishing || exited)) {
             return;
         }
         if (reason == null) {

@@ -582,6 +582,7 @@ public final class JobRunner {
             metrics.usage(job.agent(), job.tenant(), promptTokens, live.outputTokens(), 0, 0, PeriodLimits.usd(usdMicros));
             throw e;
         }
+        control.agentExited();
 
         AgentReport report = OutputParser.parse(agent, job.description(), process.stdout(), process.stdoutTail());
         Usage usage = live.atLeastCounted(report.usage());
@@ -882,6 +883,7 @@ public final class JobRunner {
                 sent.set(true);
                 rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant());
             });
+            control.agentExited();
         } catch (IOException e) {
             List<ErrorRecord> errors = new ArrayList<>();
             if (sent.get()) {

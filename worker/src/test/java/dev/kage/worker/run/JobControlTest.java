@@ -33,4 +33,20 @@ class JobControlTest {
         assertThat(Thread.interrupted()).isTrue();
         assertThat(slots.get()).as("the finishing job gave its slot back").isZero();
     }
+
+    @Test
+    void aShutdownLeavesAJobWhoseAgentExitedToSettlePushAndRecord() {
+        // Between the agent's exit and finish(): settling its usage, committing and pushing its branch. Handed back
+        // then, a finished and paid-for run would run again elsewhere.
+        JobControl exited = new JobControl();
+        exited.bind(Thread.currentThread());
+        exited.holdSlot(() -> { });
+        exited.agentExited();
+        exited.stop(JobControl.StopReason.SHUTDOWN);
+        assertThat(exited.reason()).isNull();
+        assertThat(Thread.interrupted()).isFalse();
+        exited.stop(JobControl.StopReason.LOST);
+        assertThat(exited.reason()).as("another worker's reclaim still stops it").isEqualTo(JobControl.StopReason.LOST);
+        assertThat(Thread.interrupted()).isTrue();
+    }
 }
