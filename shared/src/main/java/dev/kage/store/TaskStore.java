@@ -238,11 +238,18 @@ public final class TaskStore {
             ORDER BY r.job_id, r.attempt DESC
             """;
 
-    /** The job ids of the tasks {@code :ids} that have a result row, read as {@link #LATEST_RESULTS} reads. */
+    /**
+     * The job ids of the tasks {@code :ids} that have a result row for the attempt they are due: any attempt, or for a
+     * job a dead letter's replay put back, that attempt or a later one ({@code job_replays}). Read as
+     * {@link #LATEST_RESULTS} reads.
+     */
     static final String JOBS_WITH_RESULTS = """
-            SELECT DISTINCT r.job_id
+            SELECT r.job_id
             FROM unnest(CAST(:ids AS uuid[])) AS t(id)
-            CROSS JOIN LATERAL (SELECT job_id FROM execution_results WHERE task_id = t.id OFFSET 0) AS r
+            CROSS JOIN LATERAL (SELECT job_id, attempt FROM execution_results WHERE task_id = t.id OFFSET 0) AS r
+            LEFT JOIN job_replays p ON p.job_id = r.job_id
+            GROUP BY r.job_id, p.attempt
+            HAVING max(r.attempt) >= coalesce(p.attempt, 1)
             """;
 
     /**
@@ -553,7 +560,10 @@ public final class TaskStore {
                 .list());
     }
 
-    /** The job ids among {@code taskIds}' jobs that have an outcome (a result row of any attempt). */
+    /**
+     * The job ids among {@code taskIds}' jobs that have an outcome: a result row of any attempt, or for a replayed job
+     * ({@link #replayedAttempts}) of the replayed attempt or a later one.
+     */
     public java.util.Set<String> jobsWithOutcome(List<UUID> taskIds) {
         if (taskIds.isEmpty()) {
             return java.util.Set.of();
@@ -590,14 +600,39 @@ public final class TaskStore {
         }));
     }
 
-    /** A failed or partial task whose dead job was replayed runs again. */
-    public void reopen(UUID taskId) {
-        run(handle -> handle.createUpdate("""
-                        UPDATE tasks SET status = 'running', completed_at = NULL, updated_at = now()
-                        WHERE id = :id AND status IN ('failed', 'partial')
-                        """)
-                .bind("id", taskId)
-                .execute());
+    /**
+     * A failed or partial task whose dead job was replayed runs again; the job's replayed {@code attempt} is recorded, so
+     * that the reconciler enqueues that attempt again should Redis lose it ({@link #jobsWithOutcome}).
+     */
+    public void reopen(UUID taskId, String jobId, int attempt) {
+        run(handle -> handle.useTransaction(tx -> {
+            tx.createUpdate("""
+                            INSERT INTO job_replays (job_id, task_id, attempt) VALUES (:job, :task, :attempt)
+                            ON CONFLICT (job_id) DO UPDATE SET attempt = GREATEST(job_replays.attempt, EXCLUDED.attempt),
+                                                               replayed_at = now()
+                            """)
+                    .bind("job", jobId)
+                    .bind("task", taskId)
+                    .bind("attempt", attempt)
+                    .execute();
+            tx.createUpdate("""
+                            UPDATE tasks SET status = 'running', completed_at = NULL, updated_at = now()
+                            WHERE id = :id AND status IN ('failed', 'partial')
+                            """)
+                    .bind("id", taskId)
+                    .execute();
+        }));
+    }
+
+    /** The attempt each replayed job among {@code taskIds}' jobs was put back as (the latest replay's). */
+    public Map<String, Integer> replayedAttempts(List<UUID> taskIds) {
+        if (taskIds.isEmpty()) {
+            return Map.of();
+        }
+        return call(handle -> handle.createQuery("SELECT job_id, attempt FROM job_replays WHERE task_id = ANY(:ids)")
+                .bindArray("ids", UUID.class, taskIds.toArray(UUID[]::new))
+                .map((rs, ctx) -> Map.entry(rs.getString(1), rs.getInt(2)))
+                .collect(java.util.stream.Collectors.toMap(Map.Entry::getKey, Map.Entry::getValue)));
     }
 
     /**

@@ -291,15 +291,21 @@ public final class TaskService {
     }
 
     /**
-     * The tasks' jobs that are neither in Redis (their attempt's enqueue-once marker is gone) nor done (no result row).
-     * The rows are read again after the markers: a worker deletes a job's marker once its row is committed, so a job
-     * that finished between the first read and its marker's check is seen done, never as missing.
+     * The tasks' jobs that are neither in Redis (their attempt's enqueue-once marker is gone) nor done (no result row;
+     * for a replayed job, none for its replayed attempt). The rows are read again after the markers: a worker lets a
+     * job's marker expire once its row is committed, so a job that finished between the first read and its marker's
+     * check is seen done, never as missing.
      */
     private Map<UUID, List<JobMessage>> missingJobs(List<TaskRecord> tasks) {
-        java.util.Set<String> done = store.jobsWithOutcome(tasks.stream().map(TaskRecord::id).toList());
+        List<UUID> ids = tasks.stream().map(TaskRecord::id).toList();
+        java.util.Set<String> done = store.jobsWithOutcome(ids);
+        // A job a dead letter's replay put back is due as that attempt: its marker is that attempt's, and so is the enqueue.
+        Map<String, Integer> replayed = store.replayedAttempts(ids);
         Map<UUID, List<JobMessage>> markerless = new java.util.LinkedHashMap<>();
         for (TaskRecord task : tasks) {
-            for (JobMessage job : jobsOf(task)) {
+            for (JobMessage first : jobsOf(task)) {
+                Integer due = replayed.get(first.jobId());
+                JobMessage job = due == null ? first : first.withAttempt(due);
                 if (!done.contains(job.jobId()) && !queue.wasEnqueued(job)) {
                     markerless.computeIfAbsent(task.id(), id -> new java.util.ArrayList<>()).add(job);
                 }
@@ -434,7 +440,7 @@ public final class TaskService {
         }
         Optional<JobMessage> replayed = queue.replay(letter.get(), next);
         replayed.ifPresent(job -> {
-            store.reopen(UUID.fromString(job.taskId()));
+            store.reopen(UUID.fromString(job.taskId()), job.jobId(), job.attempt());
             live.jobRetrying(tenant, job.taskId(), job.agent(), job.attempt(), clock.instant());
             events.publish("job.replayed", Map.of("task_id", job.taskId(), "tenant", tenant, "agent", job.agent(),
                     "attempt", Integer.toString(job.attempt()), "dead_letter_id", deadLetterId));

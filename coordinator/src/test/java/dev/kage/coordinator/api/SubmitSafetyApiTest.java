@@ -151,6 +151,41 @@ class SubmitSafetyApiTest {
     }
 
     @Test
+    void aReplayedJobThatRedisLostIsEnqueuedAgainAsItsReplayedAttempt() throws Exception {
+        // A poison job's first attempt failed (its row written), an operator replayed it as attempt 2 (task reopened),
+        // and Redis lost that entry with its last writes. The failed row of attempt 1 must not count the job as done.
+        Database database = coordinator.context().getBean(Database.class);
+        TaskStore store = new TaskStore(database);
+        var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
+        var task = queuedTask("replayed then lost", "replay-lost");
+        String id = task.id().toString();
+        String jobId = dev.kage.task.JobMessage.jobId(id, "replay-lost");
+        store.insert(task);
+        store.markEnqueued(task.id());
+        store.recordOutcome(new dev.kage.task.ResultRecord(task.id(), jobId, "replay-lost", dev.kage.task.JobStatus.FAILED,
+                "delivered 5 times without finishing", 0, 0, 0, 0, java.math.BigDecimal.ZERO, "agent", null, 5, null, null, null,
+                null, "w", 1, null), List.of());
+        store.reopen(task.id(), jobId, 2);
+        assertThat(store.find("acme", task.id()).orElseThrow().status()).isEqualTo(dev.kage.task.TaskStatus.RUNNING);
+
+        // The coordinator's own reconciler may make its first pass at the same time: then this call finds nothing to do.
+        assertThat(service.requeueLost()).isBetween(0, 1);
+        String stream = coordinator.redis().keys().jobStream("replay-lost", Priority.NORMAL);
+        java.util.function.Supplier<List<String>> attempts = () -> coordinator.redis().redis()
+                .xrange(stream, io.lettuce.core.Range.create("-", "+")).stream()
+                .filter(m -> id.equals(m.getBody().get("task_id"))).map(m -> m.getBody().get("attempt")).toList();
+        assertThat(attempts.get()).as("enqueued again, as the replayed attempt").containsExactly("2");
+        assertThat(service.requeueLost()).as("once").isZero();
+
+        // Once attempt 2 has its row, the job is done and nothing is added, marker or not.
+        store.recordOutcome(new dev.kage.task.ResultRecord(task.id(), jobId, "replay-lost", dev.kage.task.JobStatus.COMPLETED,
+                "ok", 1, 1, 0, 0, new java.math.BigDecimal("0.000001"), "agent", "m", 5, 0, null, null, null, "w", 2, null), List.of());
+        coordinator.redis().redis().del(coordinator.redis().keys().enqueued("replay-lost", jobId, 2));
+        assertThat(service.requeueLost()).isZero();
+        assertThat(attempts.get()).containsExactly("2");
+    }
+
+    @Test
     void aFinishedJobWhoseMarkerItsWorkerDeletedIsNotEnqueuedAgain() throws Exception {
         // A task of two jobs as the worker leaves it after one finished: the result row committed, then the entry
         // acknowledged and its enqueue-once marker deleted. The other job waits in its stream (agent "done-half").
