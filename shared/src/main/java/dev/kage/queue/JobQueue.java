@@ -159,10 +159,11 @@ public final class JobQueue {
                 uptime = Long.parseLong(line.substring("uptime_in_seconds:".length()).strip());
             }
         }
-        if (runId == null || uptime < 0) {
-            throw new IllegalStateException("INFO server has no run_id or uptime_in_seconds");
+        if (runId == null) {
+            throw new IllegalStateException("INFO server has no run_id");
         }
-        return new ServerProcess(runId, Duration.ofSeconds(uptime));
+        // Not every server says (some proxies do not): unknown counts as just started, the safe side.
+        return new ServerProcess(runId, Duration.ofSeconds(Math.max(0, uptime)));
     }
 
     /**
@@ -578,9 +579,19 @@ public final class JobQueue {
         return found;
     }
 
-    /** Removes a dead letter without replaying it. @return whether it was there */
-    public boolean discardDeadLetter(String id) {
-        return redis.xdel(keys.deadLetters(), id) == 1;
+    /**
+     * Removes a dead letter without replaying it. A letter of a job takes the mark a replay takes first (replay.lua),
+     * so a discard and a replay of one letter at once cannot both happen: one finds the other's mark.
+     *
+     * @return whether it was there, and not replayed meanwhile
+     */
+    public boolean discardDeadLetter(DeadLetter letter) {
+        String agent = letter.fields().get("agent");
+        if (agent != null && redis.set(keys.replayed(agent, letter.id()), "discarded",
+                io.lettuce.core.SetArgs.Builder.nx().px(ENQUEUE_MARKER_TTL.toMillis())) == null) {
+            return false;
+        }
+        return redis.xdel(keys.deadLetters(), letter.id()) == 1;
     }
 
     public Optional<DeadLetter> deadLetter(String id) {

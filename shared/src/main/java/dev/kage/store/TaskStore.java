@@ -615,11 +615,18 @@ public final class TaskStore {
                     .bind("task", taskId)
                     .bind("attempt", attempt)
                     .execute();
+            // The task row is locked first, as the group commit locks it: the check below then sees a result of the
+            // replayed attempt that a fast worker committed meanwhile (the replay enqueues before it reopens), and a task
+            // that attempt already ended is not reopened to stay running for ever.
+            tx.createQuery("SELECT id FROM tasks WHERE id = :id FOR UPDATE").bind("id", taskId).mapTo(UUID.class).findOne();
             tx.createUpdate("""
                             UPDATE tasks SET status = 'running', completed_at = NULL, updated_at = now()
                             WHERE id = :id AND status IN ('failed', 'partial')
+                              AND NOT EXISTS (SELECT 1 FROM execution_results WHERE job_id = :job AND attempt >= :attempt)
                             """)
                     .bind("id", taskId)
+                    .bind("job", jobId)
+                    .bind("attempt", attempt)
                     .execute();
         }));
     }

@@ -189,6 +189,23 @@ class JobQueueTest {
     }
 
     @Test
+    void aDiscardAndAReplayOfOneLetterCannotBothHappen() {
+        queue.ensureStreams("demo");
+        queue.enqueue(job("t-discard", Priority.NORMAL));
+        JobQueue.DeadLetter letter = queue.deadLetter(queue.deadLetter(readOne(), "gave up", 10_000)).orElseThrow();
+        // A replay of it took its mark already (its enqueue under way): the discard must not remove it too.
+        redis.redis().set(redis.keys().replayed("demo", letter.id()), "1");
+        assertThat(queue.discardDeadLetter(letter)).isFalse();
+        assertThat(queue.deadLetter(letter.id())).isPresent();
+        redis.redis().del(redis.keys().replayed("demo", letter.id()));
+        // Discarded first: a replay then finds the mark and adds nothing.
+        assertThat(queue.discardDeadLetter(letter)).isTrue();
+        assertThat(queue.deadLetter(letter.id())).isEmpty();
+        assertThat(queue.replay(letter, 2)).isEmpty();
+        assertThat(redis.redis().xlen(redis.keys().jobStream("demo", Priority.NORMAL))).as("only the first delivery").isEqualTo(1);
+    }
+
+    @Test
     void ensuringStreamsTwiceIsHarmless() {
         queue.ensureStreams("demo");
         queue.ensureStreams("demo");

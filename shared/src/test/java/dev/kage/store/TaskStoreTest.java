@@ -105,6 +105,28 @@ class TaskStoreTest {
     }
 
     @Test
+    void aReplayReopensItsTaskUnlessTheReplayedAttemptEndedItAlready() {
+        TaskRecord task = task("acme", "demo");
+        store.insert(task);
+        String job = dev.kage.task.JobMessage.jobId(task.id().toString(), "demo");
+        assertThat(store.recordOutcome(result(task, "demo", JobStatus.FAILED, "0.01"), List.of())).isEqualTo(TaskStatus.FAILED);
+        store.reopen(task.id(), job, 2);
+        assertThat(store.find("acme", task.id()).orElseThrow().status()).isEqualTo(TaskStatus.RUNNING);
+        assertThat(store.replayedAttempts(List.of(task.id()))).containsExactly(java.util.Map.entry(job, 2));
+        assertThat(store.jobsWithOutcome(List.of(task.id()))).as("attempt 2 has no row yet").isEmpty();
+
+        // A replay whose attempt a fast worker ended before the replay reopened the task (it enqueues first): the row of
+        // that attempt decided the task; reopened, it would stay running with nothing left to run.
+        dev.kage.task.ResultRecord second = result(task, "demo", JobStatus.FAILED, "0.01");
+        second = new dev.kage.task.ResultRecord(second.taskId(), second.jobId(), second.cliName(), second.status(), second.outputSummary(),
+                0, 0, 0, 0, second.cost(), second.usageSource(), second.model(), 1, 1, null, null, null, "w1", 2, null, null);
+        assertThat(store.recordOutcome(second, List.of())).isEqualTo(TaskStatus.FAILED);
+        store.reopen(task.id(), job, 2);
+        assertThat(store.find("acme", task.id()).orElseThrow().status()).isEqualTo(TaskStatus.FAILED);
+        assertThat(store.jobsWithOutcome(List.of(task.id()))).containsExactly(job);
+    }
+
+    @Test
     void theTaskEndsOnlyWhenEveryJobHasAnOutcome() {
         TaskRecord task = task("acme", "claude-code", "demo");
         store.insert(task);

@@ -49,6 +49,7 @@ public class Reconciler {
     @Scheduled(fixedDelay = "${kage.reconcile.every:5s}", initialDelay = "5s")
     void reconcile() {
         try {
+            service.passOnPendingCancels();
             dev.kage.queue.JobQueue.ServerProcess redis = queue.server();
             if (redis.runId().equals(checkedRunId)) {
                 service.reconcile();

@@ -361,12 +361,44 @@ public final class TaskService {
     public Optional<TaskStatus> cancel(String tenant, UUID taskId) {
         Optional<TaskStatus> before = store.cancel(tenant, taskId);
         if (before.isPresent() && !before.get().isFinal()) {
-            live.cancel(tenant, taskId.toString());
-            events.publish("task.cancelled", Map.of("task_id", taskId.toString(), "tenant", tenant,
-                    "task_status", TaskStatus.CANCELLED.wireName()));
             LOG.info("Task {} of tenant {} cancelled (was {})", taskId, tenant, before.get().wireName());
+            try {
+                passOnCancel(tenant, taskId.toString());
+            } catch (RedisException e) {
+                // The cancel is durable in Postgres, but workers learn of it from Redis: until they do, a queued job
+                // could still start. The reconciler passes it on when Redis answers; the caller's cancel stands.
+                pendingCancels.add(Map.entry(tenant, taskId.toString()));
+                LOG.warn("Task {} is cancelled, but Redis refused the cancel ({}); it is passed on to the workers when Redis "
+                        + "answers", taskId, e.getMessage());
+            }
         }
         return before;
+    }
+
+    /** Tells the workers (the task's live state in Redis) and the event stream that the task is cancelled. */
+    private void passOnCancel(String tenant, String taskId) {
+        live.cancel(tenant, taskId);
+        events.publish("task.cancelled", Map.of("task_id", taskId, "tenant", tenant, "task_status", TaskStatus.CANCELLED.wireName()));
+    }
+
+    /** Cancels committed in Postgres whose passing on to Redis failed: (tenant, task id). */
+    private final java.util.Set<Map.Entry<String, String>> pendingCancels = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+    /**
+     * Passes on the cancels Redis refused when they were made ({@link #cancel}); those it refuses again wait for the
+     * next call. Called by the reconciler.
+     *
+     * @return cancels passed on
+     */
+    public int passOnPendingCancels() {
+        int passed = 0;
+        for (Map.Entry<String, String> cancel : List.copyOf(pendingCancels)) {
+            passOnCancel(cancel.getKey(), cancel.getValue());
+            pendingCancels.remove(cancel);
+            passed++;
+            LOG.info("Task {}'s cancel reached Redis; its workers stop it", cancel.getValue());
+        }
+        return passed;
     }
 
     /**
@@ -404,7 +436,7 @@ public final class TaskService {
      */
     public Optional<DeadLetter> discardDeadLetter(String tenant, String deadLetterId) {
         Optional<DeadLetter> letter = queue.deadLetter(deadLetterId).filter(l -> tenant.equals(l.fields().get("tenant")));
-        if (letter.isEmpty() || !queue.discardDeadLetter(deadLetterId)) {
+        if (letter.isEmpty() || !queue.discardDeadLetter(letter.get())) {
             return Optional.empty();
         }
         Map<String, String> fields = letter.get().fields();

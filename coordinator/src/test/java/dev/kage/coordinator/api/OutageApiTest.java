@@ -96,6 +96,24 @@ class OutageApiTest {
     }
 
     @Test
+    void aCancelMadeWhileRedisIsDownStandsAndReachesTheWorkersWhenRedisReturns() throws Exception {
+        // Workers learn of a cancel from the task's live state in Redis: one committed in Postgres alone would let its
+        // queued jobs start all the same.
+        HttpResponse<String> submit = submit();
+        assertThat(submit.statusCode()).as(submit.body()).isEqualTo(202);
+        String id = JSON.readTree(submit.body()).get("task_id").asText();
+        redisProxy.cut();
+        HttpResponse<String> cancel = send(HttpRequest.newBuilder(uri("/api/v1/tasks/" + id + "/cancel"))
+                .header("X-API-Key", "acme-key-123").POST(HttpRequest.BodyPublishers.noBody()));
+        assertThat(cancel.statusCode()).as(cancel.body()).isEqualTo(202);
+        assertThat(JSON.readTree(cancel.body()).get("status").asText()).isEqualTo("cancelled");
+        String live = redis.keys().task("acme", id);
+        assertThat(redis.redis().hget(live, "cancelled")).as("not yet: Redis is away").isNull();
+        redisProxy.restore();
+        await().atMost(Duration.ofSeconds(40)).until(() -> "1".equals(redis.redis().hget(live, "cancelled")));
+    }
+
+    @Test
     void withRedisDownTheScrapeStillAnswersAndTheQueueGaugesReadUnknown() throws Exception {
         redisProxy.cut();
         await().atMost(Duration.ofSeconds(60)).untilAsserted(() -> {

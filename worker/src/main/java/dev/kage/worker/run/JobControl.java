@@ -28,6 +28,7 @@ public final class JobControl {
     private final java.util.concurrent.atomic.AtomicReference<Runnable> slot = new java.util.concurrent.atomic.AtomicReference<>();
     private volatile boolean finishing;
     private volatile boolean exited;
+    private volatile boolean outcomeChecked;
 
     /** The job holds a slot; {@code release} gives it back. */
     void holdSlot(Runnable release) {
@@ -72,9 +73,28 @@ public final class JobControl {
         }
     }
 
-    /** Called by the job's own thread when it starts. */
-    void bind(Thread current) {
+    /**
+     * Called by the job's own thread when it starts. A job stopped before (while it waited for its room, say) finds
+     * its thread interrupted at once, so it never starts its agent.
+     */
+    synchronized void bind(Thread current) {
         this.thread = current;
+        if (reason != null) {
+            current.interrupt();
+        }
+    }
+
+    /** The outcome check of a job delivered again is done (or was not needed): handing it back is safe from here on. */
+    public void outcomeChecked() {
+        outcomeChecked = true;
+    }
+
+    /**
+     * False while a job delivered again has not yet learnt whether an earlier delivery finished its attempt: a
+     * shutdown must not hand it back then (a new entry skips the check), but leave it pending for a reclaim.
+     */
+    public boolean isOutcomeChecked() {
+        return outcomeChecked;
     }
 
     /**

@@ -278,9 +278,14 @@ public final class JobRunner {
     }
 
     private void runJob(ClaimedJob claimed, JobMessage job, JobControl control) throws InterruptedException {
+        if (control.reason() != null) {
+            throw new InterruptedException("stopped before it started: " + control.reason());
+        }
         UUID taskId = UUID.fromString(job.taskId());
         AgentConfig agent = catalog.require(job.agent());
-        if (claimed.redelivered() && alreadyRecorded(job)) {
+        boolean recorded = claimed.redelivered() && alreadyRecorded(job, control);
+        control.outcomeChecked();
+        if (recorded) {
             LOG.info("Job {} attempt {} already has its outcome; acknowledging the re-delivery", job.jobId(), job.attempt());
             queue.ack(claimed);
             count(claimed, job.agent(), WorkerMetrics.Outcome.DUPLICATE);
@@ -410,6 +415,13 @@ public final class JobRunner {
                         "kage/" + job.taskId() + "/" + job.agent()), List.of()));
             }
             case SHUTDOWN -> {
+                if (claimed.redelivered() && !control.isOutcomeChecked()) {
+                    // Delivered again and stopped before Postgres said whether an earlier delivery finished it: a new
+                    // entry would run it unchecked. Left pending, a reclaim delivers it again, checked.
+                    LOG.info("Job {} stopped by shutdown before its outcome check; its entry stays pending", job.jobId());
+                    count(claimed, job.agent(), WorkerMetrics.Outcome.LOST);
+                    return;
+                }
                 if (control.finishing()) {
                     // Its agent was done: the outcome is recorded (or in the outbox). Handed back, the job would run
                     // again (a new entry skips the check for an existing outcome); pending, a reclaim acknowledges it.
@@ -441,12 +453,17 @@ public final class JobRunner {
      * finished attempt a second time (charged twice, its branch rewritten). The entry stays this worker's meanwhile (the
      * heartbeat refreshes it); a stop (shutdown, cancel) interrupts the wait.
      */
-    private boolean alreadyRecorded(JobMessage job) throws InterruptedException {
+    private boolean alreadyRecorded(JobMessage job, JobControl control) throws InterruptedException {
         boolean told = false;
         while (true) {
+            if (control.reason() != null) {
+                throw new InterruptedException("stopped while waiting for Postgres: " + control.reason());
+            }
             try {
                 return store.hasOutcome(job.jobId(), job.attempt());
             } catch (StoreException e) {
+                // Waiting starts nothing: another job may take the start lane meanwhile.
+                control.leaveStartLane();
                 if (!told) {
                     LOG.warn("Job {} attempt {} was delivered again and Postgres cannot say whether it finished before ({}); "
                             + "waiting for Postgres rather than maybe running it twice", job.jobId(), job.attempt(), e.getMessage());

@@ -54,12 +54,14 @@ public final class WorkerRuntime {
 
     public static final Duration BLOCK = Duration.ofSeconds(2);
     public static final Duration HEARTBEAT_EVERY = Duration.ofSeconds(5);
-    public static final Duration HEARTBEAT_TTL = Duration.ofSeconds(20);
+    public static final Duration HEARTBEAT_TTL = Duration.ofSeconds(25);
     /**
-     * How long a worker runs its agents on without a heartbeat that reached Redis: one period short of the heartbeat's
-     * TTL, after which other workers may reclaim its entries. Checked every second on a thread of its own.
+     * How long a worker runs its agents on without a heartbeat that reached Redis: short of the heartbeat's TTL, after
+     * which other workers may reclaim its entries, by one period and by the time a stopped agent has to exit before
+     * it is killed ({@link dev.kage.worker.process.ProcessRunner#KILL_GRACE}). Checked every second on a thread of its
+     * own; no job is claimed or reclaimed meanwhile.
      */
-    public static final Duration LEASE = HEARTBEAT_TTL.minus(HEARTBEAT_EVERY);
+    public static final Duration LEASE = HEARTBEAT_TTL.minus(HEARTBEAT_EVERY).minus(dev.kage.worker.process.ProcessRunner.KILL_GRACE);
     private static final dev.kage.redis.LuaScript HEARTBEAT = dev.kage.redis.LuaScript.load(WorkerRuntime.class, "heartbeat.lua");
     /** How long one reclaim pass waits, at most, for slots to free for the stale entries it found. */
     static final Duration RECLAIM_SLOT_WAIT = Duration.ofSeconds(3);
@@ -120,6 +122,8 @@ public final class WorkerRuntime {
     private volatile long lastBeat = System.nanoTime();
     /** True while the lease is out: running agents were stopped, and jobs claimed meanwhile are stopped too. */
     private volatile boolean leaseLost;
+    /** When ({@link System#nanoTime}) {@link #watchLease} last ran; only its thread uses it. */
+    private long lastWatch = System.nanoTime();
     private final List<Thread> loops = new ArrayList<>();
     private final List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
     private volatile boolean running;
@@ -158,7 +162,16 @@ public final class WorkerRuntime {
         }
         lastBeat = System.nanoTime();
         beat();
-        every(heartbeat, HEARTBEAT_EVERY, this::beat);
+        // At a fixed rate: a beat held up (a refresh waiting out its timeout) is followed at once by the next, not a
+        // whole period later, so the lease does not run out while Redis answers.
+        heartbeat.scheduleAtFixedRate(() -> {
+            try {
+                beat();
+            } catch (RuntimeException e) {
+                // Thrown out of a scheduled task, it would end every later beat.
+                LOG.warn("Heartbeat failed: {}", e.toString());
+            }
+        }, HEARTBEAT_EVERY.toMillis(), HEARTBEAT_EVERY.toMillis(), TimeUnit.MILLISECONDS);
         every(leaseWatch, Duration.ofSeconds(1), this::watchLease);
         every(HEARTBEAT_EVERY, this::reclaim);
         every(CANCEL_CHECK_EVERY, this::stopCancelled);
@@ -235,6 +248,13 @@ public final class WorkerRuntime {
         long round = 0;
         long nextPromote = 0;
         while (running) {
+            if (leaseOut()) {
+                // Nothing is claimed while no heartbeat reaches Redis: a job started now would be stopped by the lease.
+                if (!pause(Duration.ofSeconds(1))) {
+                    return;
+                }
+                continue;
+            }
             int taken;
             try {
                 // Poll for a slot so that a stopping worker's loop ends even while every slot is busy.
@@ -466,7 +486,15 @@ public final class WorkerRuntime {
      * agent is done only wait for their outcome's write and go on.
      */
     private void watchLease() {
-        long silent = System.nanoTime() - lastBeat;
+        long now = System.nanoTime();
+        long late = now - lastWatch - Duration.ofSeconds(1).toNanos();
+        lastWatch = now;
+        if (late > Duration.ofSeconds(2).toNanos()) {
+            // This tick came seconds late: the whole process was paused (a long GC, a stopped container). The beat that
+            // is overdue as well gets its chance first; the next tick decides.
+            return;
+        }
+        long silent = now - lastBeat;
         if (silent < LEASE.toNanos()) {
             if (leaseLost) {
                 leaseLost = false;
@@ -485,8 +513,13 @@ public final class WorkerRuntime {
         running.forEach(r -> r.control().stop(JobControl.StopReason.LOST));
     }
 
+    /** No heartbeat has reached Redis for {@link #LEASE}: this worker's entries may soon be others'. */
+    private boolean leaseOut() {
+        return System.nanoTime() - lastBeat >= LEASE.toNanos();
+    }
+
     private void reclaim() {
-        if (!running) {
+        if (!running || leaseOut()) {
             return;
         }
         // Waiting for slots ends within a few seconds, well inside a heartbeat period: the next pass goes on.
