@@ -39,9 +39,10 @@ import org.slf4j.LoggerFactory;
  *       {@link #HEARTBEAT_TTL}) that lists the in-flight entries and refreshes each one's idle time,
  *       so a long job on a live worker is never reclaimed; an entry found taken by another worker is
  *       stopped here;</li>
- *   <li>a lease: when no heartbeat has reached Redis for {@link #LEASE} (the heartbeat's TTL less one period), the
- *       worker stops its running agents, since once its heartbeat lapses another worker may reclaim their entries
- *       (a worker cut off from Redis while another is not would otherwise run the job beside it);</li>
+ *   <li>a lease: when no heartbeat has reached Redis for {@link #LEASE} (the heartbeat's TTL less one period and a
+ *       stopped agent's kill grace), the worker stops its running agents and claims nothing, since once its heartbeat
+ *       lapses another worker may reclaim their entries (a worker cut off from Redis while another is not would
+ *       otherwise run the job beside it);</li>
  *   <li>a reclaimer that takes over entries idle past {@code KAGE_RECLAIM_IDLE_SECONDS} whose worker's
  *       heartbeat lapsed or that their worker no longer tracks, and sends entries delivered
  *       {@code KAGE_MAX_DELIVERIES} times without finishing to the dead letters;</li>
