@@ -49,6 +49,11 @@ public final class EventLog {
      * ({@link dev.kage.redis.LuaScript#runAll}).
      */
     public void publishAll(String type, java.util.List<Map<String, String>> events) {
+        sendPublishAll(type, events).await();
+    }
+
+    /** {@link #publishAll} without waiting: {@code await()} on what it returns waits for the replies. */
+    public dev.kage.redis.LuaScript.Sent<Long> sendPublishAll(String type, java.util.List<Map<String, String>> events) {
         java.util.List<dev.kage.redis.LuaScript.Call> calls = new java.util.ArrayList<>();
         for (int from = 0; from < events.size(); from += PUBLISH_CHUNK) {
             java.util.List<String> args = new java.util.ArrayList<>();
@@ -63,7 +68,7 @@ public final class EventLog {
             }
             calls.add(new dev.kage.redis.LuaScript.Call(new String[] {keys.events()}, args.toArray(String[]::new)));
         }
-        PUBLISH_MANY.runAll(redis, io.lettuce.core.ScriptOutputType.INTEGER, calls);
+        return PUBLISH_MANY.sendAll(redis, io.lettuce.core.ScriptOutputType.INTEGER, calls);
     }
 
     private Map<String, String> body(String type, Map<String, String> fields) {

@@ -188,6 +188,20 @@ public final class JobQueue {
      * @return how many were added (the others had been enqueued before)
      */
     public int enqueueAll(List<JobMessage> jobs) {
+        return added(sendEnqueueAll(jobs));
+    }
+
+    /** How many jobs the calls of {@link #sendEnqueueAll} added, once they are all answered. */
+    public static int added(LuaScript.Sent<Long> sent) {
+        int added = 0;
+        for (Long count : sent.await()) {
+            added += count.intValue();
+        }
+        return added;
+    }
+
+    /** {@link #enqueueAll} without waiting for the replies: {@link #added} waits for them. */
+    public LuaScript.Sent<Long> sendEnqueueAll(List<JobMessage> jobs) {
         Map<String, List<JobMessage>> byAgent = new java.util.LinkedHashMap<>();
         for (JobMessage job : jobs) {
             byAgent.computeIfAbsent(job.agent(), agent -> new ArrayList<>()).add(job);
@@ -215,11 +229,7 @@ public final class JobQueue {
                 calls.add(new LuaScript.Call(scriptKeys, args.toArray(String[]::new)));
             }
         }
-        int added = 0;
-        for (Long count : ENQUEUE_MANY.<Long>runAll(redis, ScriptOutputType.INTEGER, calls)) {
-            added += count.intValue();
-        }
-        return added;
+        return ENQUEUE_MANY.<Long>sendAll(redis, ScriptOutputType.INTEGER, calls);
     }
 
     /**

@@ -82,29 +82,65 @@ public final class LuaScript {
      * @throws io.lettuce.core.RedisException the first call's failure other than an unknown script
      */
     public <T> java.util.List<T> runAll(RedisCommands<String, String> redis, ScriptOutputType type, java.util.List<Call> calls) {
+        return this.<T>sendAll(redis, type, calls).await();
+    }
+
+    /**
+     * {@link #runAll} without waiting: the calls are on their way when this returns, and {@link Sent#await} collects
+     * the replies. A caller with two batches of calls sends both before awaiting either, so Redis runs the second while
+     * the first's replies come back.
+     */
+    public <T> Sent<T> sendAll(RedisCommands<String, String> redis, ScriptOutputType type, java.util.List<Call> calls) {
         var async = redis.getStatefulConnection().async();
         io.lettuce.core.RedisFuture<String> loaded = async.scriptLoad(text);
         java.util.List<io.lettuce.core.RedisFuture<T>> replies = new java.util.ArrayList<>(calls.size());
         for (Call call : calls) {
             replies.add(async.evalsha(sha, type, call.keys(), call.args()));
         }
-        java.time.Duration timeout = redis.getStatefulConnection().getTimeout();
-        io.lettuce.core.LettuceFutures.awaitOrCancel(loaded, timeout.toNanos(), java.util.concurrent.TimeUnit.NANOSECONDS);
-        java.util.List<T> results = new java.util.ArrayList<>(calls.size());
-        java.util.List<Integer> unknown = new java.util.ArrayList<>();
-        for (int i = 0; i < replies.size(); i++) {
-            try {
-                results.add(io.lettuce.core.LettuceFutures.awaitOrCancel(replies.get(i), timeout.toNanos(),
-                        java.util.concurrent.TimeUnit.NANOSECONDS));
-            } catch (RedisNoScriptException notLoaded) {
-                results.add(null);
-                unknown.add(i);
+        return new Sent<>(redis, type, calls, loaded, replies);
+    }
+
+    /** Calls {@link #sendAll} sent; {@link #await} once, from one thread. */
+    public final class Sent<T> {
+        private final RedisCommands<String, String> redis;
+        private final ScriptOutputType type;
+        private final java.util.List<Call> calls;
+        private final io.lettuce.core.RedisFuture<String> loaded;
+        private final java.util.List<io.lettuce.core.RedisFuture<T>> replies;
+
+        private Sent(RedisCommands<String, String> redis, ScriptOutputType type, java.util.List<Call> calls,
+                     io.lettuce.core.RedisFuture<String> loaded, java.util.List<io.lettuce.core.RedisFuture<T>> replies) {
+            this.redis = redis;
+            this.type = type;
+            this.calls = calls;
+            this.loaded = loaded;
+            this.replies = replies;
+        }
+
+        /**
+         * Each call's reply, in order, as {@link #runAll} returns them.
+         *
+         * @throws io.lettuce.core.RedisException the first call's failure other than an unknown script
+         */
+        public java.util.List<T> await() {
+            java.time.Duration timeout = redis.getStatefulConnection().getTimeout();
+            io.lettuce.core.LettuceFutures.awaitOrCancel(loaded, timeout.toNanos(), java.util.concurrent.TimeUnit.NANOSECONDS);
+            java.util.List<T> results = new java.util.ArrayList<>(calls.size());
+            java.util.List<Integer> unknown = new java.util.ArrayList<>();
+            for (int i = 0; i < replies.size(); i++) {
+                try {
+                    results.add(io.lettuce.core.LettuceFutures.awaitOrCancel(replies.get(i), timeout.toNanos(),
+                            java.util.concurrent.TimeUnit.NANOSECONDS));
+                } catch (RedisNoScriptException notLoaded) {
+                    results.add(null);
+                    unknown.add(i);
+                }
             }
+            for (int i : unknown) {
+                results.set(i, run(redis, type, calls.get(i).keys(), calls.get(i).args()));
+            }
+            return results;
         }
-        for (int i : unknown) {
-            results.set(i, run(redis, type, calls.get(i).keys(), calls.get(i).args()));
-        }
-        return results;
     }
 
     /** One call of {@link #runAll}: its keys and arguments. */

@@ -177,8 +177,12 @@ public final class TaskService {
                 submitted.add(Map.of("task_id", task.id().toString(), "tenant", tenant,
                         "agents", String.join(",", task.assignments().stream().map(Assignment::cliName).toList())));
             }
-            queue.enqueueAll(jobs);
-            events.publishAll("task.submitted", submitted);
+            // Both sent before either is awaited: Redis runs the events' calls while the jobs' replies come back. An
+            // event of a task whose job Redis refused is still true (the task is accepted; the reconciler enqueues it).
+            var enqueued = queue.sendEnqueueAll(jobs);
+            var published = events.sendPublishAll("task.submitted", submitted);
+            JobQueue.added(enqueued);
+            published.await();
         } catch (RedisException e) {
             LOG.error("A batch of {} tasks is recorded but Redis refused its jobs ({}); the reconciler enqueues them", tasks.size(),
                     e.getMessage());
