@@ -597,11 +597,18 @@ public final class JobQueue {
      */
     public boolean discardDeadLetter(DeadLetter letter) {
         String agent = letter.fields().get("agent");
-        if (agent != null && redis.set(keys.replayed(agent, letter.id()), "discarded",
-                io.lettuce.core.SetArgs.Builder.nx().px(ENQUEUE_MARKER_TTL.toMillis())) == null) {
+        if (agent == null) {
+            return redis.xdel(keys.deadLetters(), letter.id()) == 1;
+        }
+        String mark = keys.replayed(agent, letter.id());
+        boolean taken = redis.set(mark, "discarded", io.lettuce.core.SetArgs.Builder.nx().px(ENQUEUE_MARKER_TTL.toMillis())) != null;
+        if (!taken && !"discarded".equals(redis.get(mark))) {
             return false;
         }
-        return redis.xdel(keys.deadLetters(), letter.id()) == 1;
+        // Taken here, the letter is this discard's even if a replay that found the mark removed it first; taken by an
+        // earlier discard whose removal failed, this one finishes it.
+        long removed = redis.xdel(keys.deadLetters(), letter.id());
+        return taken || removed == 1;
     }
 
     public Optional<DeadLetter> deadLetter(String id) {

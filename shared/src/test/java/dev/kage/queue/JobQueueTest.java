@@ -203,6 +203,13 @@ class JobQueueTest {
         assertThat(queue.deadLetter(letter.id())).isEmpty();
         assertThat(queue.replay(letter, 2)).isEmpty();
         assertThat(redis.redis().xlen(redis.keys().jobStream("demo", Priority.NORMAL))).as("only the first delivery").isEqualTo(1);
+
+        // An earlier discard took the mark but its removal failed: a discard again finishes it.
+        queue.enqueue(job("t-discard-2", Priority.NORMAL));
+        JobQueue.DeadLetter second = queue.deadLetter(queue.deadLetter(readOne(), "gave up", 10_000)).orElseThrow();
+        redis.redis().set(redis.keys().replayed("demo", second.id()), "discarded");
+        assertThat(queue.discardDeadLetter(second)).isTrue();
+        assertThat(queue.deadLetter(second.id())).isEmpty();
     }
 
     @Test

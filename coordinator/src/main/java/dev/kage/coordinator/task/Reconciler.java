@@ -49,8 +49,8 @@ public class Reconciler {
     @Scheduled(fixedDelay = "${kage.reconcile.every:5s}", initialDelay = "5s")
     void reconcile() {
         try {
-            service.passOnPendingCancels();
             dev.kage.queue.JobQueue.ServerProcess redis = queue.server();
+            service.passOnPendingCancels();
             if (redis.runId().equals(checkedRunId)) {
                 service.reconcile();
                 return;

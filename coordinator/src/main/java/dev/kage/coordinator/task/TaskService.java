@@ -397,7 +397,12 @@ public final class TaskService {
     public int passOnPendingCancels() {
         int passed = 0;
         for (Map.Entry<String, String> cancel : List.copyOf(pendingCancels)) {
-            passOnCancel(cancel.getKey(), cancel.getValue());
+            try {
+                passOnCancel(cancel.getKey(), cancel.getValue());
+            } catch (RedisException e) {
+                LOG.debug("Task {}'s cancel still cannot reach Redis: {}", cancel.getValue(), e.getMessage());
+                continue;
+            }
             pendingCancels.remove(cancel);
             passed++;
             LOG.info("Task {}'s cancel reached Redis; its workers stop it", cancel.getValue());

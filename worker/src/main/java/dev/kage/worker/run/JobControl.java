@@ -74,14 +74,11 @@ public final class JobControl {
     }
 
     /**
-     * Called by the job's own thread when it starts. A job stopped before (while it waited for its room, say) finds
-     * its thread interrupted at once, so it never starts its agent.
+     * Called by the job's own thread when it starts. A job stopped before (while it waited for its room, say) is not
+     * interrupted here: {@code JobRunner} checks {@link #reason()} before it does anything.
      */
     synchronized void bind(Thread current) {
         this.thread = current;
-        if (reason != null) {
-            current.interrupt();
-        }
     }
 
     /** The outcome check of a job delivered again is done (or was not needed): handing it back is safe from here on. */

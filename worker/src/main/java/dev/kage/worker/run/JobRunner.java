@@ -206,6 +206,11 @@ public final class JobRunner {
      */
     public void run(ClaimedJob claimed, JobControl control) {
         control.bind(Thread.currentThread());
+        if (control.reason() == JobControl.StopReason.LOST) {
+            // Stopped before it started (the lease ran out, or its entry was taken meanwhile): not ours to touch.
+            LOG.warn("Job entry {} stopped before it started; left alone", claimed.key());
+            return;
+        }
         JobMessage job;
         try {
             job = claimed.job();

@@ -123,8 +123,9 @@ public final class WorkerRuntime {
     private volatile long lastBeat = System.nanoTime();
     /** True while the lease is out: running agents were stopped, and jobs claimed meanwhile are stopped too. */
     private volatile boolean leaseLost;
-    /** When ({@link System#nanoTime}) {@link #watchLease} last ran; only its thread uses it. */
+    /** When ({@link System#nanoTime}) {@link #watchLease} last ran, and whether it let a late tick pass; its thread only. */
     private long lastWatch = System.nanoTime();
+    private boolean skippedLateTick;
     private final List<Thread> loops = new ArrayList<>();
     private final List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
     private volatile boolean running;
@@ -162,6 +163,7 @@ public final class WorkerRuntime {
             queue.ensureStreams(agent);
         }
         lastBeat = System.nanoTime();
+        lastWatch = lastBeat;
         beat();
         // At a fixed rate: a beat held up (a refresh waiting out its timeout) is followed at once by the next, not a
         // whole period later, so the lease does not run out while Redis answers.
@@ -227,6 +229,12 @@ public final class WorkerRuntime {
         housekeeping.shutdownNow();
         heartbeat.shutdownNow();
         leaseWatch.shutdownNow();
+        try {
+            // A beat under way would write the heartbeat again after it is deleted below (and delay reclaims by a TTL).
+            heartbeat.awaitTermination(HEARTBEAT_EVERY.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
         try {
             redis.del(keys.worker(worker.workerId()));
             redis.srem(keys.workers(), worker.workerId());
@@ -336,6 +344,17 @@ public final class WorkerRuntime {
                 }
                 if (!pause(OUTAGE_PAUSE)) {
                     return;
+                }
+                continue;
+            }
+            if (running && leaseOut() && !claimed.isEmpty()) {
+                // The lease ran out during the read: started now, these would only be stopped. Left pending, they are
+                // reclaimed (by this worker too, once its beats get through).
+                LOG.warn("No heartbeat reaches Redis; {} entr(ies) of {} just read are left pending, not started", claimed.size(),
+                        agent);
+                if (!blocked) {
+                    slots.release(taken);
+                    releaseLanes(laned, taken);
                 }
                 continue;
             }
@@ -490,11 +509,13 @@ public final class WorkerRuntime {
         long now = System.nanoTime();
         long late = now - lastWatch - Duration.ofSeconds(1).toNanos();
         lastWatch = now;
-        if (late > Duration.ofSeconds(2).toNanos()) {
+        if (late > Duration.ofSeconds(2).toNanos() && !skippedLateTick) {
             // This tick came seconds late: the whole process was paused (a long GC, a stopped container). The beat that
-            // is overdue as well gets its chance first; the next tick decides.
+            // is overdue as well gets its chance first; the next tick decides, however late it is.
+            skippedLateTick = true;
             return;
         }
+        skippedLateTick = false;
         long silent = now - lastBeat;
         if (silent < LEASE.toNanos()) {
             if (leaseLost) {
