@@ -595,9 +595,35 @@ public final class TaskStore {
                                 """)
                         .bind("id", taskId)
                         .execute();
+                // Until Redis has it ({@link #cancelPassedOn}): a coordinator that dies first leaves it to the reconciler.
+                tx.createUpdate("INSERT INTO pending_cancels (task_id, tenant) VALUES (:id, :tenant) ON CONFLICT DO NOTHING")
+                        .bind("id", taskId)
+                        .bind("tenant", tenant)
+                        .execute();
             }
             return before;
         }));
+    }
+
+    /** The cancel of the task reached Redis: nothing is left to pass on. */
+    public void cancelPassedOn(UUID taskId) {
+        run(handle -> handle.createUpdate("DELETE FROM pending_cancels WHERE task_id = :id").bind("id", taskId).execute());
+    }
+
+    /**
+     * Cancels committed at least {@code olderThanSeconds} ago that have not reached Redis yet (their coordinator died,
+     * or Redis was away), oldest first: (tenant, task id).
+     */
+    public List<Map.Entry<String, UUID>> pendingCancels(int olderThanSeconds, int limit) {
+        return call(handle -> handle.createQuery("""
+                        SELECT tenant, task_id FROM pending_cancels
+                        WHERE created_at < now() - make_interval(secs => :older)
+                        ORDER BY created_at LIMIT :limit
+                        """)
+                .bind("older", olderThanSeconds)
+                .bind("limit", limit)
+                .map((rs, ctx) -> Map.entry(rs.getString(1), rs.getObject(2, UUID.class)))
+                .list());
     }
 
     /**

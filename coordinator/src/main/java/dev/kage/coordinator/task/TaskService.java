@@ -367,43 +367,50 @@ public final class TaskService {
         if (before.isPresent() && !before.get().isFinal()) {
             LOG.info("Task {} of tenant {} cancelled (was {})", taskId, tenant, before.get().wireName());
             try {
-                passOnCancel(tenant, taskId.toString());
+                passOnCancel(tenant, taskId);
             } catch (RedisException e) {
-                // The cancel is durable in Postgres, but workers learn of it from Redis: until they do, a queued job
-                // could still start. The reconciler passes it on when Redis answers; the caller's cancel stands.
-                pendingCancels.add(Map.entry(tenant, taskId.toString()));
+                // The cancel is durable in Postgres, with a pending_cancels row, but workers learn of it from Redis: until
+                // they do, a queued job could still start. A reconciler passes it on when Redis answers; the cancel stands.
                 LOG.warn("Task {} is cancelled, but Redis refused the cancel ({}); it is passed on to the workers when Redis "
                         + "answers", taskId, e.getMessage());
+            } catch (dev.kage.store.StoreException e) {
+                LOG.warn("Task {}'s cancel reached Redis, but its pending_cancels row was not deleted ({}); a reconciler "
+                        + "passes it on again, harmlessly", taskId, e.getMessage());
             }
         }
         return before;
     }
 
-    /** Tells the workers (the task's live state in Redis) and the event stream that the task is cancelled. */
-    private void passOnCancel(String tenant, String taskId) {
-        live.cancel(tenant, taskId);
-        events.publish("task.cancelled", Map.of("task_id", taskId, "tenant", tenant, "task_status", TaskStatus.CANCELLED.wireName()));
+    /**
+     * Tells the workers (the task's live state in Redis) and the event stream that the task is cancelled, then drops its
+     * pending_cancels row. Idempotent: a cancel passed on twice changes nothing more.
+     */
+    private void passOnCancel(String tenant, UUID taskId) {
+        live.cancel(tenant, taskId.toString());
+        events.publish("task.cancelled", Map.of("task_id", taskId.toString(), "tenant", tenant,
+                "task_status", TaskStatus.CANCELLED.wireName()));
+        store.cancelPassedOn(taskId);
     }
 
-    /** Cancels committed in Postgres whose passing on to Redis failed: (tenant, task id). */
-    private final java.util.Set<Map.Entry<String, String>> pendingCancels = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    /** How long a cancel's own request has to pass it on before a reconciler does. */
+    static final int CANCEL_PASS_ON_AFTER_SECONDS = 5;
 
     /**
-     * Passes on the cancels Redis refused when they were made ({@link #cancel}); those it refuses again wait for the
-     * next call. Called by the reconciler.
+     * Passes on the cancels that have not reached Redis {@value #CANCEL_PASS_ON_AFTER_SECONDS} s after they were made
+     * (their coordinator died, or Redis refused them); those Redis refuses again wait for the next call. Called by the
+     * reconciler.
      *
      * @return cancels passed on
      */
     public int passOnPendingCancels() {
         int passed = 0;
-        for (Map.Entry<String, String> cancel : List.copyOf(pendingCancels)) {
+        for (Map.Entry<String, UUID> cancel : store.pendingCancels(CANCEL_PASS_ON_AFTER_SECONDS, 500)) {
             try {
                 passOnCancel(cancel.getKey(), cancel.getValue());
             } catch (RedisException e) {
                 LOG.debug("Task {}'s cancel still cannot reach Redis: {}", cancel.getValue(), e.getMessage());
-                continue;
+                return passed;
             }
-            pendingCancels.remove(cancel);
             passed++;
             LOG.info("Task {}'s cancel reached Redis; its workers stop it", cancel.getValue());
         }

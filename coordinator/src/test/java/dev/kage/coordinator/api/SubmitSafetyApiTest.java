@@ -151,6 +151,34 @@ class SubmitSafetyApiTest {
     }
 
     @Test
+    void aCancelWhoseCoordinatorDiedBeforeTellingRedisIsPassedOnByAReconciler() throws Exception {
+        // The cancel committed (task cancelled, its pending_cancels row written), then its coordinator died: Redis, where
+        // workers look, never heard of it. Another coordinator's reconciler passes it on.
+        Database database = coordinator.context().getBean(Database.class);
+        TaskStore store = new TaskStore(database);
+        var task = queuedTask("cancelled, then the coordinator died", "demo");
+        store.insert(task);
+        assertThat(store.cancel("acme", task.id())).contains(dev.kage.task.TaskStatus.QUEUED);
+        String live = coordinator.redis().keys().task("acme", task.id().toString());
+        assertThat(coordinator.redis().redis().hget(live, "cancelled")).isNull();
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30))
+                .until(() -> "1".equals(coordinator.redis().redis().hget(live, "cancelled")));
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(5)).until(() -> database.jdbi().withHandle(h ->
+                h.createQuery("SELECT count(*) FROM pending_cancels WHERE task_id = :id").bind("id", task.id())
+                        .mapTo(Long.class).one()) == 0);
+
+        // One made through the API reaches Redis at once and leaves no row behind.
+        var other = queuedTask("cancelled through the API", "demo");
+        store.insert(other);
+        assertThat(post("/api/v1/tasks/" + other.id() + "/cancel", "acme-key-123").statusCode()).isEqualTo(202);
+        assertThat(coordinator.redis().redis().hget(coordinator.redis().keys().task("acme", other.id().toString()), "cancelled"))
+                .isEqualTo("1");
+        long left = database.jdbi().withHandle(h -> h.createQuery("SELECT count(*) FROM pending_cancels WHERE task_id = :id")
+                .bind("id", other.id()).mapTo(Long.class).one());
+        assertThat(left).isZero();
+    }
+
+    @Test
     void aReplayedJobThatRedisLostIsEnqueuedAgainAsItsReplayedAttempt() throws Exception {
         // A poison job's first attempt failed (its row written), an operator replayed it as attempt 2 (task reopened),
         // and Redis lost that entry with its last writes. The failed row of attempt 1 must not count the job as done.
