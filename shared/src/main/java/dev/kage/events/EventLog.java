@@ -46,13 +46,8 @@ public final class EventLog {
     /**
      * Publishes many events of one type, in order: one script call per {@value #PUBLISH_CHUNK} events
      * (publish-many.lua), where a command per event cost each its own encoding and reply; the calls pipelined
-     * ({@link dev.kage.redis.LuaScript#runAll}).
+     * ({@link dev.kage.redis.LuaScript#sendAll}). Does not wait: {@code await()} on what it returns waits for the replies.
      */
-    public void publishAll(String type, java.util.List<Map<String, String>> events) {
-        sendPublishAll(type, events).await();
-    }
-
-    /** {@link #publishAll} without waiting: {@code await()} on what it returns waits for the replies. */
     public dev.kage.redis.LuaScript.Sent<Long> sendPublishAll(String type, java.util.List<Map<String, String>> events) {
         java.util.List<dev.kage.redis.LuaScript.Call> calls = new java.util.ArrayList<>();
         for (int from = 0; from < events.size(); from += PUBLISH_CHUNK) {

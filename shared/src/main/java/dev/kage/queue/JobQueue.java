@@ -47,6 +47,7 @@ import java.util.UUID;
  */
 public final class JobQueue {
     private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(JobQueue.class);
+    private static final Duration CAP_WARNING_EVERY = Duration.ofMinutes(1);
     /**
      * How long the marker that a job attempt was enqueued lives, at most: the worker that records the job's outcome
      * shortens it to {@link #ENQUEUE_MARKER_AFTER_OUTCOME} ({@link #forgetEnqueued}), since from then on the result row
@@ -74,6 +75,10 @@ public final class JobQueue {
     private static final ObjectMapper JSON = new ObjectMapper();
 
     private final KageKeys keys;
+    /** Dead letters dropped over {@code KAGE_DEAD_LETTER_MAX} since the last WARN, and when that was (nanoTime). */
+    private final java.util.concurrent.atomic.AtomicLong droppedOverCap = new java.util.concurrent.atomic.AtomicLong();
+    private final java.util.concurrent.atomic.AtomicLong lastCapWarning =
+            new java.util.concurrent.atomic.AtomicLong(System.nanoTime() - CAP_WARNING_EVERY.toNanos() - 1);
     private final RedisCommands<String, String> redis;
 
     /**
@@ -143,11 +148,6 @@ public final class JobQueue {
         return redis.exists(keys.enqueued(job.agent(), job.jobId(), job.attempt())) > 0;
     }
 
-    /** The Redis server's {@code run_id}: a new one after every restart. */
-    public String serverRunId() {
-        return server().runId();
-    }
-
     /** The Redis server's {@code run_id} (a new one after every restart) and how long it has been up. */
     public ServerProcess server() {
         String runId = null;
@@ -182,7 +182,7 @@ public final class JobQueue {
     /**
      * Enqueues many jobs at once, each attempt once as with {@link #enqueue}: one script call per agent and
      * {@value #ENQUEUE_CHUNK} jobs (enqueue-many.lua), where a call per job cost each job a command's encoding,
-     * reply and script lookup. The calls are pipelined ({@link LuaScript#runAll}): sent in order, without waiting for
+     * reply and script lookup. The calls are pipelined ({@link LuaScript#sendAll}): sent in order, without waiting for
      * one reply before sending the next.
      *
      * @return how many were added (the others had been enqueued before)
@@ -532,11 +532,6 @@ public final class JobQueue {
         return id;
     }
 
-    private static final Duration CAP_WARNING_EVERY = Duration.ofMinutes(1);
-    private final java.util.concurrent.atomic.AtomicLong droppedOverCap = new java.util.concurrent.atomic.AtomicLong();
-    private final java.util.concurrent.atomic.AtomicLong lastCapWarning =
-            new java.util.concurrent.atomic.AtomicLong(System.nanoTime() - CAP_WARNING_EVERY.toNanos() - 1);
-
     /**
      * Drops dead letters older than {@code maxAge} ({@code KAGE_DEAD_LETTER_DAYS}), by Redis's clock (their ids are
      * its time at the move).
@@ -560,12 +555,9 @@ public final class JobQueue {
      * The newest dead letters of {@code tenant}, newest first: the stream read backwards a page at a time until
      * {@code count} are found, so another tenant's many newer letters cannot hide them. Reads at most
      * {@code scanAtMost} letters (of any tenant).
+     *
+     * @param agent only letters of this agent's jobs; null for every agent
      */
-    public List<DeadLetter> deadLetters(String tenant, int count, int scanAtMost) {
-        return deadLetters(tenant, null, count, scanAtMost);
-    }
-
-    /** {@link #deadLetters(String, int, int)} of one agent's jobs only, or of every agent when {@code agent} is null. */
     public List<DeadLetter> deadLetters(String tenant, String agent, int count, int scanAtMost) {
         List<DeadLetter> found = new ArrayList<>();
         Range.Boundary<String> upper = Range.Boundary.unbounded();

@@ -74,21 +74,11 @@ public final class LuaScript {
      * Redis runs one call while the next is encoded and on its way. A {@code SCRIPT LOAD} goes first in the same
      * pipeline, so the calls run in order even on a Redis that forgot the script (restarted); only a {@code SCRIPT FLUSH}
      * landing between them makes a call fail for not knowing it, and such a call is run again through {@link #run} after
-     * the others. Waits at most the connection's command timeout for each reply. On another failure it throws: calls
-     * sent after the failed one may have run (the callers' scripts are safe to run again, or best-effort).
+     * the others. The calls are on their way when this returns; {@link Sent#await} collects the replies, so a caller
+     * with two batches of calls sends both before awaiting either, and Redis runs the second while the first's replies
+     * come back.
      *
      * @param calls each call's keys and arguments
-     * @return each call's reply, in order
-     * @throws io.lettuce.core.RedisException the first call's failure other than an unknown script
-     */
-    public <T> java.util.List<T> runAll(RedisCommands<String, String> redis, ScriptOutputType type, java.util.List<Call> calls) {
-        return this.<T>sendAll(redis, type, calls).await();
-    }
-
-    /**
-     * {@link #runAll} without waiting: the calls are on their way when this returns, and {@link Sent#await} collects
-     * the replies. A caller with two batches of calls sends both before awaiting either, so Redis runs the second while
-     * the first's replies come back.
      */
     public <T> Sent<T> sendAll(RedisCommands<String, String> redis, ScriptOutputType type, java.util.List<Call> calls) {
         var async = redis.getStatefulConnection().async();
@@ -118,7 +108,9 @@ public final class LuaScript {
         }
 
         /**
-         * Each call's reply, in order, as {@link #runAll} returns them.
+         * Each call's reply, in order, waiting at most the connection's command timeout for each. On a failure other
+         * than an unknown script it throws: calls sent after the failed one may have run (the callers' scripts are safe
+         * to run again, or best-effort).
          *
          * @throws io.lettuce.core.RedisException the first call's failure other than an unknown script
          */
@@ -143,7 +135,7 @@ public final class LuaScript {
         }
     }
 
-    /** One call of {@link #runAll}: its keys and arguments. */
+    /** One call of {@link #sendAll}: its keys and arguments. */
     public record Call(String[] keys, String[] args) {
     }
 

@@ -37,7 +37,7 @@ class EventLogTest {
             fields.put("agents", i % 2 == 0 ? "a,b" : null);
             batch.add(fields);
         }
-        events.publishAll("task.submitted", batch);
+        events.sendPublishAll("task.submitted", batch).await();
 
         List<StreamMessage<String, String>> entries = redis.redis().xrange(redis.keys().events(), Range.create("-", "+"));
         assertThat(entries).hasSize(batch.size() + 1);

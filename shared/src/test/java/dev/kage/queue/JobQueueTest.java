@@ -153,12 +153,12 @@ class JobQueueTest {
         for (int i = 0; i < 1_200; i++) {
             redis.redis().xadd(dead, Map.of("tenant", "busy", "n", Integer.toString(i)));
         }
-        assertThat(queue.deadLetters("quiet", 50, 100_000)).extracting(JobQueue.DeadLetter::id)
+        assertThat(queue.deadLetters("quiet", null, 50, 100_000)).extracting(JobQueue.DeadLetter::id)
                 .containsExactly(quiet.get(2), quiet.get(1), quiet.get(0));
-        assertThat(queue.deadLetters("quiet", 2, 100_000)).extracting(JobQueue.DeadLetter::id)
+        assertThat(queue.deadLetters("quiet", null, 2, 100_000)).extracting(JobQueue.DeadLetter::id)
                 .containsExactly(quiet.get(2), quiet.get(1));
-        assertThat(queue.deadLetters("busy", 10, 100_000)).hasSize(10);
-        assertThat(queue.deadLetters("quiet", 50, 1_000)).as("the scan is bounded").isEmpty();
+        assertThat(queue.deadLetters("busy", null, 10, 100_000)).hasSize(10);
+        assertThat(queue.deadLetters("quiet", null, 50, 1_000)).as("the scan is bounded").isEmpty();
     }
 
     @Test

@@ -167,14 +167,8 @@ public final class WorkerRuntime {
         beat();
         // At a fixed rate: a beat held up (a refresh waiting out its timeout) is followed at once by the next, not a
         // whole period later, so the lease does not run out while Redis answers.
-        heartbeat.scheduleAtFixedRate(() -> {
-            try {
-                beat();
-            } catch (RuntimeException e) {
-                // Thrown out of a scheduled task, it would end every later beat.
-                LOG.warn("Heartbeat failed: {}", e.toString());
-            }
-        }, HEARTBEAT_EVERY.toMillis(), HEARTBEAT_EVERY.toMillis(), TimeUnit.MILLISECONDS);
+        heartbeat.scheduleAtFixedRate(logged(this::beat), HEARTBEAT_EVERY.toMillis(), HEARTBEAT_EVERY.toMillis(),
+                TimeUnit.MILLISECONDS);
         every(leaseWatch, Duration.ofSeconds(1), this::watchLease);
         every(HEARTBEAT_EVERY, this::reclaim);
         every(CANCEL_CHECK_EVERY, this::stopCancelled);
@@ -684,13 +678,18 @@ public final class WorkerRuntime {
     }
 
     private static void every(ScheduledExecutorService scheduler, Duration period, Runnable task) {
-        scheduler.scheduleWithFixedDelay(() -> {
+        scheduler.scheduleWithFixedDelay(logged(task), period.toMillis(), period.toMillis(), TimeUnit.MILLISECONDS);
+    }
+
+    /** The task, its failures logged: thrown out of a scheduled task, one would end every later run. */
+    private static Runnable logged(Runnable task) {
+        return () -> {
             try {
                 task.run();
             } catch (RuntimeException e) {
                 LOG.warn("Housekeeping task failed: {}", e.toString());
             }
-        }, period.toMillis(), period.toMillis(), TimeUnit.MILLISECONDS);
+        };
     }
 
     private static boolean isNoGroup(RedisException e) {
