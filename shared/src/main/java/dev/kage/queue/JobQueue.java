@@ -559,6 +559,12 @@ public final class JobQueue {
      * @param agent only letters of this agent's jobs; null for every agent
      */
     public List<DeadLetter> deadLetters(String tenant, String agent, int count, int scanAtMost) {
+        return deadLetters(tenant, agent, count, scanAtMost, letter -> true);
+    }
+
+    /** As {@link #deadLetters(String, String, int, int)}, counting only the letters {@code keep} accepts. */
+    public List<DeadLetter> deadLetters(String tenant, String agent, int count, int scanAtMost,
+                                        java.util.function.Predicate<DeadLetter> keep) {
         List<DeadLetter> found = new ArrayList<>();
         Range.Boundary<String> upper = Range.Boundary.unbounded();
         int scanned = 0;
@@ -569,7 +575,10 @@ public final class JobQueue {
             for (StreamMessage<String, String> m : messages) {
                 if (tenant.equals(m.getBody().get("tenant")) && (agent == null || agent.equals(m.getBody().get("agent")))
                         && found.size() < count) {
-                    found.add(new DeadLetter(m.getId(), m.getBody()));
+                    DeadLetter letter = new DeadLetter(m.getId(), m.getBody());
+                    if (keep.test(letter)) {
+                        found.add(letter);
+                    }
                 }
             }
             scanned += messages.size();
@@ -804,8 +813,24 @@ public final class JobQueue {
      * @param fields the job's fields plus {@code dead_reason}, {@code dead_from_stream}, {@code dead_from_id}
      */
     public record DeadLetter(String id, Map<String, String> fields) {
+        /** @throws IllegalArgumentException naming the field when the letter is not a job ({@link #notAJob}) */
         public JobMessage job() {
             return JobMessage.fromFields(fields);
+        }
+
+        /**
+         * Why this letter cannot be replayed: an entry that was not a job (a poison entry written by hand, or by an
+         * incompatible producer) is kept as it was, and can only be discarded.
+         *
+         * @return what is wrong with it, or empty for a letter of a job
+         */
+        public Optional<String> notAJob() {
+            try {
+                JobMessage.fromFields(fields);
+                return Optional.empty();
+            } catch (IllegalArgumentException e) {
+                return Optional.of(e.getMessage());
+            }
         }
 
         public String reason() {

@@ -2,6 +2,7 @@ package dev.kage.coordinator.api;
 
 import dev.kage.coordinator.task.InvalidRequestException;
 import dev.kage.coordinator.task.TaskService.IdempotencyConflictException;
+import dev.kage.coordinator.task.TaskService.NotAJobException;
 import java.util.List;
 import dev.kage.store.StoreException;
 import io.lettuce.core.RedisException;
@@ -48,6 +49,12 @@ public class ErrorHandlers {
         return (HttpRequest request, IdempotencyConflictException e) -> HttpResponse.<ErrorBody>status(HttpStatus.UNPROCESSABLE_ENTITY)
                 .body(new ErrorBody("idempotency_conflict", e.getMessage(),
                         List.of(new ErrorBody.FieldError("Idempotency-Key", "was used for a different request"))));
+    }
+
+    @Singleton
+    public ExceptionHandler<NotAJobException, HttpResponse<ErrorBody>> notAJob() {
+        return (HttpRequest request, NotAJobException e) -> HttpResponse.<ErrorBody>status(HttpStatus.UNPROCESSABLE_ENTITY)
+                .body(ErrorBody.of("not_a_job", e.getMessage()));
     }
 
     @Singleton

@@ -76,7 +76,8 @@ public class DeadLetterController {
                     @Parameter(name = "agent", in = ParameterIn.QUERY, example = "claude-code",
                             description = "only this agent's jobs", schema = @Schema(type = "string"))},
             description = "Each letter as the single replay does (once, however often this is called). Call again "
-                    + "until `replayed` is empty to replay more than `limit`. No body.")
+                    + "until `replayed` is empty to replay more than `limit`. Letters that are not jobs are passed over "
+                    + "(they can only be discarded). No body.")
     @ApiResponse(responseCode = "202", description = "The jobs enqueued again",
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = ReplayedMany.class),
                     examples = @ExampleObject(name = "two", value = """
@@ -167,6 +168,11 @@ public class DeadLetterController {
             @ExampleObject(name = "unknown", value = """
                     {"error": "not_found", "message": "no dead letter 1718000000000-0 to replay for this API key", \
                     "errors": []}""")))
+    @ApiResponse(responseCode = "422", description = "The letter is not a job (a poison entry): discard it instead",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "not a job", value = """
+                    {"error": "not_a_job", "message": "dead letter 1718000000000-0 is not a job (job field 'attempt' is \
+                    not an integer): it cannot be replayed, only discarded", "errors": []}""")))
     @ApiDocs.SubmitErrors
     @RequiresScope(Scope.SUBMIT)
     @Post(value = "/{id}/replay", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)

@@ -427,13 +427,15 @@ public final class TaskService {
     }
 
     /**
-     * Replays the tenant's newest {@code limit} dead letters (of {@code agent} only, unless null), oldest of them
-     * first, each as {@link #replay} does: once, however often this runs, also beside single replays.
+     * Replays the tenant's newest {@code limit} dead letters of jobs (of {@code agent} only, unless null), oldest of
+     * them first, each as {@link #replay} does: once, however often this runs, also beside single replays. Letters
+     * that are not jobs are passed over, so they never stop the letters behind them from being replayed.
      *
      * @return the jobs enqueued again, with the letters they came from
      */
     public List<Map.Entry<String, JobMessage>> replayDeadLetters(String tenant, String agent, int limit) {
-        List<DeadLetter> letters = new java.util.ArrayList<>(deadLetters(tenant, agent, limit));
+        List<DeadLetter> letters = new java.util.ArrayList<>(queue.deadLetters(tenant, agent, limit,
+                settings.queue().deadLetterMax(), letter -> letter.notAJob().isEmpty()));
         java.util.Collections.reverse(letters);
         List<Map.Entry<String, JobMessage>> replayed = new java.util.ArrayList<>();
         for (DeadLetter letter : letters) {
@@ -480,13 +482,12 @@ public final class TaskService {
         if (letter.isEmpty()) {
             return Optional.empty();
         }
-        int next;
-        try {
-            next = letter.get().job().attempt() + 1;
-        } catch (IllegalArgumentException notAJob) {
-            return Optional.empty();
+        Optional<String> notAJob = letter.get().notAJob();
+        if (notAJob.isPresent()) {
+            throw new NotAJobException("dead letter " + deadLetterId + " is not a job (" + notAJob.get()
+                    + "): it cannot be replayed, only discarded");
         }
-        Optional<JobMessage> replayed = queue.replay(letter.get(), next);
+        Optional<JobMessage> replayed = queue.replay(letter.get(), letter.get().job().attempt() + 1);
         replayed.ifPresent(job -> {
             store.reopen(UUID.fromString(job.taskId()), job.jobId(), job.attempt());
             live.jobRetrying(tenant, job.taskId(), job.agent(), job.attempt(), clock.instant());
@@ -518,6 +519,13 @@ public final class TaskService {
      * @param replayed true when an earlier request with the same idempotency key created them
      */
     public record BatchSubmitted(List<TaskRecord> tasks, boolean replayed) {
+    }
+
+    /** A dead letter that is not a job was to be replayed; answered with 422. */
+    public static final class NotAJobException extends KageException {
+        public NotAJobException(String message) {
+            super(message, false);
+        }
     }
 
     /** An idempotency key reused with a different body; answered with 422. */

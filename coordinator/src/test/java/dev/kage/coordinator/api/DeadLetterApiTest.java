@@ -28,7 +28,7 @@ class DeadLetterApiTest {
 
     @BeforeAll
     static void start() {
-        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456");
+        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456,initech:initech-key-789");
     }
 
     @AfterAll
@@ -111,6 +111,38 @@ class DeadLetterApiTest {
                     assertThat(event.getBody()).containsEntry("type", "job.discarded").containsEntry("dead_letter_id", letter)
                             .containsEntry("task_id", task).containsEntry("tenant", "acme");
                 });
+    }
+
+    @Test
+    void lettersThatAreNotJobsNeverHideTheJobsBehindThemAndCanOnlyBeDiscarded() throws Exception {
+        // One job died, then three entries that are not jobs (a poison entry is kept as it was) died after it.
+        String task = submit("initech-key-789", "demo");
+        String job = kill("initech", task, "demo");
+        List<String> poison = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            poison.add(coordinator.redis().redis().xadd(coordinator.redis().keys().deadLetters(), Map.of("tenant", "initech",
+                    "agent", "demo", "task_id", task, "attempt", "three", "dead_reason", "not a job: attempt")));
+        }
+        assertThat(ids(get("/api/v1/dead-letters", "initech-key-789"))).as("all are listed")
+                .containsExactly(poison.get(2), poison.get(1), poison.get(0), job);
+
+        // A replay of the newest two passes over what it cannot replay, instead of replaying nothing for ever.
+        HttpResponse<String> replayed = post("/api/v1/dead-letters/replay?limit=2", "initech-key-789");
+        assertThat(replayed.statusCode()).as(replayed.body()).isEqualTo(202);
+        assertThat(JSON.readTree(replayed.body()).get("replayed")).extracting(r -> r.get("dead_letter_id").asText())
+                .containsExactly(job);
+        assertThat(attemptsInStream(coordinator.redis().keys().jobStream("demo", Priority.NORMAL), task)).containsExactly(1, 3);
+
+        // Replaying one of them says why not, and leaves it; discarding it removes it.
+        HttpResponse<String> refused = post("/api/v1/dead-letters/" + poison.get(0) + "/replay", "initech-key-789");
+        assertThat(refused.statusCode()).as(refused.body()).isEqualTo(422);
+        assertThat(JSON.readTree(refused.body()).get("error").asText()).isEqualTo("not_a_job");
+        assertThat(JSON.readTree(refused.body()).get("message").asText()).contains(poison.get(0), "job_id", "discard");
+        assertThat(ids(get("/api/v1/dead-letters", "initech-key-789"))).containsExactlyElementsOf(poison.reversed());
+        assertThat(post("/api/v1/dead-letters/" + poison.get(0) + "/replay", "acme-key-123").statusCode())
+                .as("another tenant's letter").isEqualTo(404);
+        assertThat(delete("/api/v1/dead-letters/" + poison.get(0), "initech-key-789").statusCode()).isEqualTo(200);
+        assertThat(ids(get("/api/v1/dead-letters", "initech-key-789"))).containsExactly(poison.get(2), poison.get(1));
     }
 
     /** Submits a task for one agent; its job waits in the stream (no worker here). */
