@@ -303,23 +303,114 @@ public class KageQueueBench {
             if (recorded != jobs) {
                 throw new IllegalStateException("only " + recorded + " of " + jobs + " outcomes are recorded");
             }
+            double[] floor = floor(db, client, keys, jobs);
+            say(String.format("floor (no worker: the servers' work any design must do per job): Redis %.1f µs (claim and"
+                    + " acknowledge 100 at a time, two events), Postgres %.1f µs (the result row by COPY and the task's"
+                    + " status, 500 a transaction)", floor[0], floor[1]));
             System.out.printf("RESULT kage jobs=%d seconds=%.3f jobs_per_s=%.1f seconds_from_start=%.3f commands=%d"
                             + " commands_per_job=%.2f enqueue_per_s=%.1f enqueue_commands_per_job=%.2f pg_xact_per_job=%.2f"
                             + " background_per_s=%d enqueue_single_per_s=%.1f enqueue_single_commands_per_job=%.2f"
                             + " cpu_us_client=%.0f cpu_us_redis=%.0f cpu_us_postgres=%.0f half_jobs_per_s=%.1f"
                             + " half_cpu_us_client=%.0f half_cpu_us_redis=%.0f half_cpu_us_postgres=%.0f"
-                            + " enqueue_cpu_us_client=%.0f enqueue_cpu_us_redis=%.0f enqueue_cpu_us_postgres=%.0f%n", jobs, seconds,
+                            + " enqueue_cpu_us_client=%.0f enqueue_cpu_us_redis=%.0f enqueue_cpu_us_postgres=%.0f"
+                            + " floor_us_redis=%.1f floor_us_postgres=%.1f%n", jobs, seconds,
                     jobs / seconds, fromSpawn, commands, (double) commands / jobs, jobs / enqSeconds,
                     (double) total(enqDelta) / jobs, (double) (xact1 - xact0) / jobs, background, jobs / singleSeconds,
                     (double) total(singleDelta) / jobs,
                     ticksToMicros(workerCpu, jobs), ticksToMicros(redisCpu, jobs), ticksToMicros(postgresCpu, jobs),
                     halfJobs / halfSeconds, halfWorkerCpu, halfRedisCpu, halfPostgresCpu, enqCoordinatorCpu, enqRedisCpu,
-                    enqPostgresCpu);
+                    enqPostgresCpu, floor[0], floor[1]);
         } finally {
             cleanUp.run();
             connection.close();
             probeConnection.close();
             client.shutdown();
+        }
+    }
+
+    /**
+     * The servers' CPU per job (µs) for what any queue with a durable row per job must make them do, with no worker at
+     * all: Redis claims entries of a job's fields 100 at a time ({@code XREADGROUP}), acknowledges them 100 at a time
+     * and appends a started and a finished event per job ({@code XADD}, capped); Postgres takes the result rows by
+     * {@code COPY} and sets the tasks' status, 500 jobs a transaction. Kage's worker does more per job (live state,
+     * enqueue-once markers, smaller batches); this is the floor that no worker, however cheap, goes under on this
+     * machine. Run on the bench's own namespace and database (removed afterwards like the rest).
+     *
+     * @return {Redis µs per job, Postgres µs per job}
+     */
+    static double[] floor(Database db, RedisClient client, KageKeys keys, int jobs) throws Exception {
+        String stream = keys.namespace() + ":floor:jobs";
+        String events = keys.namespace() + ":floor:events";
+        List<UUID> tasks = insertTasks(db, jobs);
+        db.jdbi().useHandle(h -> h.execute("ANALYZE tasks"));
+        try (StatefulRedisConnection<String, String> connection = client.connect()) {
+            var async = connection.async();
+            connection.setAutoFlushCommands(false);
+            List<io.lettuce.core.RedisFuture<?>> replies = new ArrayList<>();
+            for (int i = 0; i < jobs; i++) {
+                replies.add(async.xadd(stream, job(tasks.get(i), AGENT).toFields()));
+                if (replies.size() == 1_000 || i == jobs - 1) {
+                    connection.flushCommands();
+                    for (var reply : replies) {
+                        reply.get();
+                    }
+                    replies.clear();
+                }
+            }
+            connection.setAutoFlushCommands(true);
+            async.xgroupCreate(io.lettuce.core.XReadArgs.StreamOffset.from(stream, "0"), GROUP).get();
+            Map<String, Long> cpu0 = serviceCpu();
+            var me = io.lettuce.core.Consumer.from(GROUP, "floor");
+            var args = io.lettuce.core.XReadArgs.Builder.count(100);
+            var capped = io.lettuce.core.XAddArgs.Builder.maxlen(100_000).approximateTrimming();
+            for (int done = 0; done < jobs; ) {
+                var claimed = async.xreadgroup(me, args, io.lettuce.core.XReadArgs.StreamOffset.lastConsumed(stream)).get();
+                connection.setAutoFlushCommands(false);
+                String[] ids = new String[claimed.size()];
+                for (int i = 0; i < ids.length; i++) {
+                    var body = claimed.get(i).getBody();
+                    ids[i] = claimed.get(i).getId();
+                    replies.add(async.xadd(events, capped, "type", "job.started", "task_id", body.get("task_id"),
+                            "tenant", body.get("tenant"), "agent", body.get("agent"), "job_id", body.get("job_id"), "worker", "floor"));
+                }
+                replies.add(async.xack(stream, GROUP, ids));
+                for (var entry : claimed) {
+                    var body = entry.getBody();
+                    replies.add(async.xadd(events, capped, "type", "job.finished", "task_id", body.get("task_id"),
+                            "tenant", body.get("tenant"), "agent", body.get("agent"), "job_id", body.get("job_id"),
+                            "status", "completed"));
+                }
+                connection.flushCommands();
+                connection.setAutoFlushCommands(true);
+                for (var reply : replies) {
+                    reply.get();
+                }
+                replies.clear();
+                done += ids.length;
+            }
+            Map<String, Long> cpu1 = serviceCpu();
+            double redis = ticksToMicros(cpu1.getOrDefault("redis-server", 0L) - cpu0.getOrDefault("redis-server", 0L), jobs);
+
+            cpu0 = serviceCpu();
+            for (int from = 0; from < jobs; from += 500) {
+                List<UUID> chunk = tasks.subList(from, Math.min(jobs, from + 500));
+                int first = from;
+                db.jdbi().useTransaction(h -> {
+                    StringBuilder rows = new StringBuilder();
+                    for (int i = 0; i < chunk.size(); i++) {
+                        rows.append(chunk.get(i)).append("\tfloor-").append(first + i).append('\t').append(AGENT)
+                                .append("\tcompleted\tagent\tfloor\t1\n");
+                    }
+                    h.getConnection().unwrap(org.postgresql.PGConnection.class).getCopyAPI().copyIn(
+                            "COPY execution_results (task_id, job_id, cli_name, status, usage_source, worker_id, attempt) FROM STDIN",
+                            new java.io.StringReader(rows.toString()));
+                    h.createUpdate("UPDATE tasks SET status = 'completed', updated_at = now(), completed_at = now() WHERE id = ANY(:ids)")
+                            .bindArray("ids", UUID.class, chunk).execute();
+                });
+            }
+            cpu1 = serviceCpu();
+            double postgres = ticksToMicros(cpu1.getOrDefault("postgres", 0L) - cpu0.getOrDefault("postgres", 0L), jobs);
+            return new double[] {redis, postgres};
         }
     }
 

@@ -14,7 +14,10 @@
 # Printed: jobs/s of each and the ratio Kage/BullMQ (target >= 2), the same for the second half of the jobs (both
 # sides warm: JIT and connections, as in a long-running worker), Redis commands per job of each
 # (INFO commandstats before and after, the benches' own calls left out) and their ratio (target
-# <= 0.5), enqueue rates, and where the CPU went. Speed is measured here, never asserted in tests.
+# <= 0.5), enqueue rates, and where the CPU went. Also the floor: what Redis and Postgres spend per job with no
+# worker at all (claim and ack 100 at a time and two events; a COPY'd result row and the task's status, 500 a
+# transaction), against what 2x BullMQ leaves per job on this machine's cores. Speed is measured here, never
+# asserted in tests.
 #
 # Environment:
 #   BENCH_JOBS             jobs per side [20000]
@@ -110,7 +113,8 @@ awk -v jobs="$JOBS" -v kr="$k_rate" -v br="$b_rate" -v kc="$k_cmds" -v bc="$b_cm
   -v khp="$(result_field "$kage" half_cpu_us_postgres)" \
   -v kec_cpu="$(result_field "$kage" enqueue_cpu_us_client)" -v bec_cpu="$(result_field "$bull" enqueue_cpu_us_client)" \
   -v ker_cpu="$(result_field "$kage" enqueue_cpu_us_redis)" -v ber_cpu="$(result_field "$bull" enqueue_cpu_us_redis)" \
-  -v kep_cpu="$(result_field "$kage" enqueue_cpu_us_postgres)" 'BEGIN {
+  -v kep_cpu="$(result_field "$kage" enqueue_cpu_us_postgres)" \
+  -v fr="$(result_field "$kage" floor_us_redis)" -v fp="$(result_field "$kage" floor_us_postgres)" -v cores="$(nproc)" 'BEGIN {
   printf "%-34s %12s %12s %14s\n", "no-op jobs: " jobs, "Kage", "BullMQ", "Kage/BullMQ"
   printf "%-34s %12.0f %12.0f %13.2fx   (target >= 2x: %s)\n", "processed, jobs/s", kr, br, kr / br, (kr / br >= 2 ? "met" : "MISSED")
   printf "%-34s %12.0f %12.0f %13.2fx   (both warm: the last half of the jobs)\n", "processed, second half, jobs/s", kh, bh, kh / bh
@@ -126,6 +130,10 @@ awk -v jobs="$JOBS" -v kr="$k_rate" -v br="$b_rate" -v kc="$k_cmds" -v bc="$b_cm
   printf "%-34s %12.0f %12s\n", "CPU per job, Postgres, us", kpg, "-"
   printf "%-34s %12s %12s\n", "CPU/job 2nd half: client+PG+Redis", khc "+" khp "+" khr, bhc "+" bhr
   printf "%-34s %12.2f %12s\n", "Postgres transactions per job", kx, "-"
+  budget = cores * 1e6 / (2 * br)
+  printf "\n2x BullMQ here is %.0f jobs/s: %d cores give every job %.0f us of CPU, Redis and Postgres included.\n", 2 * br, cores, budget
+  printf "The floor, no worker at all (claim + ack + 2 events; result rows by COPY + task status): Redis %.1f + Postgres %.1f us.\n", fr, fp
+  printf "Left for the worker process: %.0f us per job; the warm Kage worker spends %.0f.\n", budget - fr - fp, khc
 }'
 echo
 say "details: $kage_log, $bull_log; Kage worker log: $RUN/kage-$suffix/worker.log"
