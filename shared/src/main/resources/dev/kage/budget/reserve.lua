@@ -77,7 +77,9 @@ if enforce then
     if tokens > 0 and s[1] > 0 and s[2] + s[3] + tokens > s[1] then
       return reply(0, i, 'tokens', superseded)
     end
-    if usd > 0 and s[4] > 0 and s[5] + s[6] + usd > s[4] then
+    -- A pool whose settled dollars reached its limit refuses even a run that asks for none: an agent without prices
+    -- (Claude reports its cost only when it ends) would otherwise pass a spent dollar limit for ever.
+    if s[4] > 0 and ((usd > 0 and s[5] + s[6] + usd > s[4]) or s[5] >= s[4]) then
       return reply(0, i, 'usd', superseded)
     end
   end

@@ -267,6 +267,29 @@ class BudgetLedgerTest {
     }
 
     @Test
+    void aSpentDollarLimitRefusesAnAgentWithoutPricesWhoseRunsAskForNoDollars() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, new PeriodLimits(0, 5_000_000, 0, 0)); // $5 a day
+        // Claude without `prices:` asks for $0 and reports its cost when it ends: $3, then $2.50.
+        Hold first = ledger.reserve(new HoldRequest("acme", "t1", "claude-code", "j1", "w1", 1_000, 0, 50_000, 0, PeriodLimits.NONE, LONG));
+        ledger.settle(first, 900, 3_000_000);
+        Hold second = ledger.reserve(new HoldRequest("acme", "t2", "claude-code", "j2", "w1", 1_000, 0, 50_000, 0, PeriodLimits.NONE, LONG));
+        assertThat(second.accepted()).as("$3 of $5 settled: room left").isTrue();
+        ledger.settle(second, 900, 2_500_000);
+        Hold third = ledger.reserve(new HoldRequest("acme", "t3", "claude-code", "j3", "w1", 1_000, 0, 50_000, 0, PeriodLimits.NONE, LONG));
+        assertThat(third.accepted()).as("$5.50 of $5 settled").isFalse();
+        assertThat(third.refusal().usd()).isTrue();
+        assertThat(third.refusal().pool().period()).startsWith("day:");
+        // The same for an agent's own dollar pool.
+        BudgetLedger agents = ledger(BudgetMode.ENFORCE, PeriodLimits.NONE);
+        PeriodLimits agentDay = new PeriodLimits(0, 1_000_000, 0, 0);
+        Hold a = agents.reserve(new HoldRequest("initech", "t4", "codex", "j4", "w1", 1_000, 0, 50_000, 0, agentDay, LONG));
+        agents.settle(a, 900, 1_000_000);
+        Hold b = agents.reserve(new HoldRequest("initech", "t5", "codex", "j5", "w1", 1_000, 0, 50_000, 0, agentDay, LONG));
+        assertThat(b.accepted()).isFalse();
+        assertThat(b.refusal().pool().kind()).isEqualTo(PoolKind.AGENT);
+    }
+
+    @Test
     void logModeGrantsEveryHoldAndFlagsTheLimitAndTheWarningOncePerPool() {
         BudgetLedger ledger = ledger(BudgetMode.LOG, dayTokens(1_000));
         Hold a = ledger.reserve(request("t1", "j1", "w1", 900, 50_000));

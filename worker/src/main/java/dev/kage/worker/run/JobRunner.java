@@ -85,6 +85,8 @@ public final class JobRunner {
      * for the same delivery is released, its settled one does not make the rerun free).
      */
     private static final String PROCESS = Long.toHexString(ThreadLocalRandom.current().nextLong() & 0xffffffffL);
+    /** Runs this process started, in budget hold ids: each run holds under an id of its own. */
+    private static final java.util.concurrent.atomic.AtomicLong RUNS = new java.util.concurrent.atomic.AtomicLong();
     /** Tokens a provider adds around one user message (role markers, start and end of turn); OpenAI's is 7. */
     static final long CHAT_FORMAT_TOKENS = 16;
     /** Characters of the agent's answer kept in {@code output_summary}. */
@@ -495,6 +497,22 @@ public final class JobRunner {
                 worker.workerId(), job.attempt(), null);
     }
 
+    /**
+     * The budget hold of one run. One hold per delivery: a handed-back or retried job holds afresh, and a reclaimed one
+     * (same entry) by another worker replaces the dead worker's hold. Each run holds under an id of its own (this
+     * process, a count of its runs): an entry this worker takes back from itself (an error left it pending after its
+     * run was settled) runs again, and must hold again, not find the earlier run's settled hold and run uncharged. A
+     * command Lettuce replays within the run has the run's id and changes nothing.
+     */
+    static HoldRequest holdRequest(KageSettings settings, String workerId, JobMessage job, AgentConfig agent, String entryId,
+                                   long promptTokens, long outputTokens) {
+        return new HoldRequest(job.tenant(), job.taskId(), job.agent(), job.jobId() + "#" + job.attempt() + "#" + entryId,
+                workerId + "~" + PROCESS + "~" + RUNS.incrementAndGet(), promptTokens + outputTokens,
+                agent.prices().estimateMicros(promptTokens, outputTokens), job.tokenLimit(), 0, agent.budget(),
+                Duration.ofSeconds(job.timeoutSeconds()).plus(settings.rateLimit().maxSlotWait())
+                        .plus(settings.budget().holdGrace()));
+    }
+
     private Outcome execute(JobMessage job, AgentConfig agent, ClaimedJob claimed, JobControl control) throws InterruptedException {
         String entryId = claimed.entryId();
         // An HTTP agent's prompt is wrapped in the provider's chat format, which the provider counts too.
@@ -503,13 +521,7 @@ public final class JobRunner {
         // An HTTP agent's answer is capped by max_tokens: holding the cap means it can never pass its hold.
         long outputTokens = agent.type().isHttp() ? agent.endpoint().maxTokens() : agent.estimatedOutputTokens();
         long estimate = promptTokens + outputTokens;
-        // One hold per delivery: a handed-back or retried job holds afresh; a reclaimed one (same entry) by another
-        // worker replaces the dead worker's hold; a replayed command changes nothing.
-        HoldRequest request = new HoldRequest(job.tenant(), job.taskId(), job.agent(),
-                job.jobId() + "#" + job.attempt() + "#" + entryId, worker.workerId() + "~" + PROCESS, estimate,
-                agent.prices().estimateMicros(promptTokens, outputTokens), job.tokenLimit(), 0, agent.budget(),
-                Duration.ofSeconds(job.timeoutSeconds()).plus(settings.rateLimit().maxSlotWait())
-                        .plus(settings.budget().holdGrace()));
+        HoldRequest request = holdRequest(settings, worker.workerId(), job, agent, entryId, promptTokens, outputTokens);
         Hold hold = budget.reserve(request);
         if (hold.superseded() > 0) {
             LOG.info("Job {}: released the budget hold of the worker it was reclaimed from", job.jobId());

@@ -6,6 +6,7 @@ import dev.kage.agent.AgentConfig;
 import dev.kage.agent.AgentType;
 import dev.kage.agent.OutputFormat;
 import dev.kage.tokens.TokenCounter;
+import dev.kage.tokens.Usage;
 import dev.kage.tokens.Usage.UsageSource;
 import java.nio.file.Path;
 import java.util.List;
@@ -30,6 +31,24 @@ class OutputParserTest {
         assertThat(report.usage().totalTokens()).isEqualTo(7240);
         assertThat(report.usage().costUsd()).isEqualByComparingTo("0.012345");
         assertThat(report.usage().source()).isEqualTo(UsageSource.AGENT);
+    }
+
+    @Test
+    void aReportsNegativeOrHugeFiguresCanNeitherGiveABudgetBackNorWrapItAround() {
+        String hostile = """
+                {"type":"result","is_error":false,"result":"ok","total_cost_usd":-3,"usage":{"input_tokens":-1000000,\
+                "output_tokens":1e30,"cache_read_input_tokens":9223372036854775807,"cache_creation_input_tokens":5}}""";
+        AgentReport report = OutputParser.parse(agent(OutputFormat.CLAUDE_JSON), "prompt", hostile, hostile);
+        assertThat(report.usage().inputTokens()).isZero();
+        assertThat(report.usage().outputTokens()).isEqualTo(Usage.MAX_TOKENS);
+        assertThat(report.usage().cacheReadTokens()).isEqualTo(Usage.MAX_TOKENS);
+        assertThat(report.usage().totalTokens()).isEqualTo(2 * Usage.MAX_TOKENS + 5).isPositive();
+        assertThat(report.usage().costUsd()).isEqualByComparingTo("0");
+
+        String dear = CLAUDE_RESULT.replace("0.012345", "1e30");
+        Usage usage = OutputParser.parse(agent(OutputFormat.CLAUDE_JSON), "prompt", dear, dear).usage();
+        assertThat(usage.costUsd()).isEqualByComparingTo(Usage.MAX_COST_USD);
+        assertThat(dev.kage.budget.PeriodLimits.micros(usage.costUsd())).as("chargeable in micro-USD").isPositive();
     }
 
     @Test

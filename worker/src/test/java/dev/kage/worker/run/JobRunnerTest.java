@@ -213,6 +213,26 @@ class JobRunnerTest {
     }
 
     @Test
+    void aDeliveryThisWorkerRunsAgainHoldsAfreshAndIsRefusedOnceItsTaskBudgetIsSpent() {
+        // An error after the first run was settled left the entry pending, and this worker reclaimed it: same job,
+        // attempt and entry, same worker.
+        KageSettings settings = KageSettings.load(Env.of(TestServices.environment(redis.namespace(), db.schema())));
+        BudgetLedger ledger = new BudgetLedger(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8,
+                settings.budget().tenantDefaults(), Clock.systemUTC());
+        AgentConfig agent = agent("claude-code", List.of(DEMO_AGENT.toString()));
+        String task = UUID.randomUUID().toString();
+        JobMessage job = new JobMessage(JobMessage.jobId(task, agent.name()), task, "acme", agent.name(), Priority.NORMAL, "p", "",
+                "main", 60, 1_000, 1);
+        BudgetLedger.Hold first = ledger.reserve(JobRunner.holdRequest(settings, "test-worker", job, agent, "1-0", 100, 200));
+        assertThat(first.accepted()).isTrue();
+        ledger.settle(first, 1_000, 0);
+
+        BudgetLedger.Hold again = ledger.reserve(JobRunner.holdRequest(settings, "test-worker", job, agent, "1-0", 100, 200));
+        assertThat(again.status()).as("not the settled run's hold").isNotEqualTo(BudgetLedger.HoldStatus.DUPLICATE);
+        assertThat(again.accepted()).as("the task's 1,000 tokens are spent").isFalse();
+    }
+
+    @Test
     void anAgentPastItsTimeoutIsKilledAndTheJobFailsWithATimeoutError() throws Exception {
         String fixture = Path.of("src", "test", "resources", "fixtures", "ignore-term.sh").toAbsolutePath().toString();
         Run run = run(BudgetMode.LOG, agent("stubborn", List.of("/bin/bash", fixture, dir.resolve("pids").toString(), "{prompt}")),
