@@ -222,14 +222,61 @@ public final class ProcessRunner {
                 stdout.totalBytes(), Duration.ofNanos(System.nanoTime() - started));
     }
 
-    private static Process start(ProcessBuilder builder) throws IOException, InterruptedException {
+    private Process start(ProcessBuilder builder) throws IOException, InterruptedException {
+        Spawn spawn = new Spawn(builder);
+        java.util.concurrent.Future<Process> started = SPAWNER.submit(spawn);
         try {
-            return SPAWNER.submit(builder::start).get();
+            return started.get();
         } catch (ExecutionException e) {
             if (e.getCause() instanceof IOException io) {
                 throw io;
             }
             throw new IOException(e.getCause());
+        } catch (InterruptedException e) {
+            // Stopped (a cancel, a lost lease, shutdown) while the start waited its turn. A process started anyway
+            // would run with nothing to time, watch, record or stop it — beside the job's next run, on a worktree
+            // already gone — so it is killed; a start not begun yet is skipped.
+            Process orphan = spawn.abandon();
+            if (orphan != null) {
+                killTree(orphan, ownGroup);
+            }
+            throw e;
+        }
+    }
+
+    /** A start on the spawner thread that its caller may give up on; thread-safe. */
+    private final class Spawn implements java.util.concurrent.Callable<Process> {
+        private final ProcessBuilder builder;
+        private boolean abandoned;
+        private Process process;
+
+        Spawn(ProcessBuilder builder) {
+            this.builder = builder;
+        }
+
+        @Override
+        public Process call() throws IOException {
+            synchronized (this) {
+                if (abandoned) {
+                    throw new IOException("not started: its run was stopped first");
+                }
+            }
+            Process started = builder.start();
+            synchronized (this) {
+                if (!abandoned) {
+                    process = started;
+                    return started;
+                }
+            }
+            // Given up on while it started: killed off the spawner thread, which other runs' starts wait for.
+            Thread.ofVirtual().start(() -> killTree(started, ownGroup));
+            return started;
+        }
+
+        /** @return the process if it was started for the caller, which must stop it; null when it never will be */
+        synchronized Process abandon() {
+            abandoned = true;
+            return process;
         }
     }
 

@@ -57,6 +57,21 @@ class ProcessRunnerTest {
         }
     }
 
+    @Test
+    void anAgentStoppedWhileItsStartWaitsItsTurnIsNeverLeftRunning() throws Exception {
+        for (int i = 0; i < 5; i++) {
+            Path pid = dir.resolve("pid-" + i);
+            // Stopped (a cancel, a lost lease) just as its start was handed to the spawner.
+            Thread.currentThread().interrupt();
+            assertThatThrownBy(() -> runner.run(List.of("sh", "-c", "echo $$ > " + pid + "; exec sleep 60"), dir, ENV,
+                    Duration.ofSeconds(60))).isInstanceOf(InterruptedException.class);
+            assertThat(Thread.interrupted()).isFalse();
+            // Not started, or started and killed: for a whole second no process of it runs.
+            await().during(Duration.ofSeconds(1)).atMost(Duration.ofSeconds(5)).until(() -> !Files.exists(pid)
+                    || Files.readString(pid).isBlank() || !running(Long.parseLong(Files.readString(pid).trim())));
+        }
+    }
+
     private static List<Long> pids(Path file) throws java.io.IOException {
         List<Long> pids = Arrays.stream(Files.readString(file).trim().split(" ")).map(Long::parseLong).toList();
         assertThat(pids).hasSize(2);
