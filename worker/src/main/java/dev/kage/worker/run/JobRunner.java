@@ -546,9 +546,11 @@ public final class JobRunner {
             worktree = worktrees.create(repo, job.baseBranch(), branch, job.taskId() + "-" + job.agent(), queuedAtLocalMillis(claimed));
         } catch (GitException e) {
             budget.release(hold);
-            ErrorRecord error = error(job, "WorktreeError", e.getMessage(), Map.of("repo", repo, "base_branch", job.baseBranch()),
-                    e.retryable());
-            return new Outcome(failedResult(job, agent, e.getMessage(), null), List.of(error));
+            // Git's message and the repository may hold an operator's URL with its credentials in it.
+            String message = Redactor.withoutCredentials(e.getMessage());
+            ErrorRecord error = error(job, "WorktreeError", message,
+                    Map.of("repo", Redactor.withoutCredentials(repo), "base_branch", job.baseBranch()), e.retryable());
+            return new Outcome(failedResult(job, agent, message, null), List.of(error));
         } catch (InterruptedException | RuntimeException e) {
             Hold given = hold;
             whileStopping(() -> budget.release(given));
@@ -570,7 +572,7 @@ public final class JobRunner {
             try {
                 worktrees.remove(worktree);
             } catch (GitException e) {
-                LOG.warn("Could not remove worktree {}: {}", worktree.path(), e.getMessage());
+                LOG.warn("Could not remove worktree {}: {}", worktree.path(), Redactor.withoutCredentials(e.getMessage()));
             }
         }
     }
@@ -642,7 +644,7 @@ public final class JobRunner {
         if (process.stopped()) {
             status = JobStatus.FAILED;
         } else if (pushedBack) {
-            Optional<Outcome> deferred = rateLimited(job, agent, process.exitCode(), redactor.redact(tail(signalText, 2_000)),
+            Optional<Outcome> deferred = rateLimited(job, agent, process.exitCode(), tail(redactor.redact(signalText), 2_000),
                     AgentLimits.retryAfter(signalText), errors);
             if (deferred.isPresent()) {
                 return deferred.get();
@@ -654,7 +656,7 @@ public final class JobRunner {
                     + "s and was killed", Map.of("timeout", job.timeoutSeconds()), agent.retry().retryable(0, true)));
         } else if (process.exitCode() != 0 || report.isError()) {
             status = JobStatus.FAILED;
-            String stderr = redactor.redact(tail(process.stderr(), 2_000));
+            String stderr = tail(redactor.redact(process.stderr()), 2_000);
             boolean crashed = process.exitCode() >= 128;
             errors.add(error(job, crashed ? "AgentCrashError" : "AgentError", "Agent " + job.agent() + " exited with code "
                     + process.exitCode() + (crashed ? " (killed by signal " + (process.exitCode() - 128) + ")" : "")
@@ -675,7 +677,7 @@ public final class JobRunner {
                 worktrees.push(worktree);
             }
         } catch (GitException e) {
-            errors.add(error(job, "GitError", "Could not commit or push " + worktree.branch() + ": " + e.getMessage(),
+            errors.add(error(job, "GitError", "Could not commit or push " + worktree.branch() + ": " + redactor.redact(e.getMessage()),
                     Map.of("branch", worktree.branch()), e.retryable()));
         }
 
@@ -954,7 +956,7 @@ public final class JobRunner {
         List<ErrorRecord> errors = new ArrayList<>();
         if (reply.rateLimited()) {
             budget.release(hold);
-            Optional<Outcome> deferred = rateLimited(job, agent, reply.status(), redactor.redact(tail(reply.body(), 2_000)),
+            Optional<Outcome> deferred = rateLimited(job, agent, reply.status(), tail(redactor.redact(reply.body()), 2_000),
                     HttpAgentClient.retryAfter(reply.headers(), Instant.now()), errors);
             if (deferred.isPresent()) {
                 return deferred.get();
@@ -980,7 +982,7 @@ public final class JobRunner {
                 budget.release(hold);
             }
             ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " answered HTTP " + reply.status(),
-                    Map.of("status", reply.status(), "body_tail", redactor.redact(tail(reply.body(), 2_000))), reply.status() >= 500);
+                    Map.of("status", reply.status(), "body_tail", tail(redactor.redact(reply.body()), 2_000)), reply.status() >= 500);
             errors.add(0, error);
             return new Outcome(failedResult(job, agent, error.errorMessage(), null, charged), errors);
         }
