@@ -826,10 +826,10 @@ public final class JobQueue {
          */
         public Optional<String> notAJob() {
             try {
-                JobMessage.fromFields(fields);
+                UUID.fromString(JobMessage.fromFields(fields).taskId());
                 return Optional.empty();
             } catch (IllegalArgumentException e) {
-                return Optional.of(e.getMessage());
+                return Optional.of(e.getMessage().startsWith("job field") ? e.getMessage() : "job field 'task_id' is not a task's id");
             }
         }
 

@@ -14,8 +14,13 @@ import java.util.TreeSet;
 
 /** Reading the JSON object a PUT sends: one place for "not JSON", "not an object" and unknown fields. Thread-safe. */
 public final class JsonBodies {
-    /** Decimals as BigDecimal: {@code 1e400} is a number too large for a field, not a double's Infinity (which has no decimal value). */
-    private static final ObjectMapper JSON = JsonMapper.builder().enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS).build();
+    /**
+     * Decimals as BigDecimal: {@code 1e400} is a number too large for a field, not a double's Infinity (which has no
+     * decimal value). A field given twice is refused, as in a submit: the last one winning would let
+     * {@code {"tokens_per_day": 1000, "tokens_per_day": 0}} lift a limit that reads as set.
+     */
+    private static final ObjectMapper JSON = JsonMapper.builder().enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS)
+            .enable(com.fasterxml.jackson.core.JsonParser.Feature.STRICT_DUPLICATE_DETECTION).build();
 
     private JsonBodies() {
     }

@@ -50,9 +50,12 @@ public final class SubmitRequestParser {
     public SubmitRequestParser(AgentCatalog agents, KageSettings settings) {
         this.agents = agents;
         this.settings = settings;
+        // Decimals as BigDecimal: metadata keeps 0.12345678901234567890123 as sent, and 1e400 as a number (as a
+        // double it would be stored as the string "Infinity").
         JsonMapper mapper = JsonMapper.builder()
                 .enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
                 .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
+                .enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS)
                 .build();
         mapper.getFactory().setStreamReadConstraints(StreamReadConstraints.builder().maxNestingDepth(MAX_NESTING).build());
         this.json = mapper;

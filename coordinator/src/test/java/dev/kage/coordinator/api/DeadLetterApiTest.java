@@ -141,6 +141,15 @@ class DeadLetterApiTest {
         assertThat(ids(get("/api/v1/dead-letters", "initech-key-789"))).containsExactlyElementsOf(poison.reversed());
         assertThat(post("/api/v1/dead-letters/" + poison.get(0) + "/replay", "acme-key-123").statusCode())
                 .as("another tenant's letter").isEqualTo(404);
+        // Every field there, but no task of this fleet's: the same.
+        Map<String, String> foreign = new HashMap<>(new JobMessage("x:demo", "x", "initech", "demo", Priority.NORMAL, "p", "", "main", 60, 1000, 1).toFields());
+        foreign.put("dead_reason", "delivered 5 times without finishing");
+        String notATask = coordinator.redis().redis().xadd(coordinator.redis().keys().deadLetters(), foreign);
+        HttpResponse<String> alsoRefused = post("/api/v1/dead-letters/" + notATask + "/replay", "initech-key-789");
+        assertThat(alsoRefused.statusCode()).as(alsoRefused.body()).isEqualTo(422);
+        assertThat(JSON.readTree(alsoRefused.body()).get("message").asText()).contains("task_id");
+        assertThat(attemptsInStream(coordinator.redis().keys().jobStream("demo", Priority.NORMAL), "x")).as("nothing enqueued").isEmpty();
+        assertThat(delete("/api/v1/dead-letters/" + notATask, "initech-key-789").statusCode()).isEqualTo(200);
         assertThat(delete("/api/v1/dead-letters/" + poison.get(0), "initech-key-789").statusCode()).isEqualTo(200);
         assertThat(ids(get("/api/v1/dead-letters", "initech-key-789"))).containsExactly(poison.get(2), poison.get(1));
     }

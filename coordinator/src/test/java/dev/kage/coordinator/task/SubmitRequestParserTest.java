@@ -37,6 +37,14 @@ class SubmitRequestParserTest {
     }
 
     @Test
+    void metadataNumbersAreKeptAsSent() {
+        SubmitRequest request = parse("""
+                {"description": "d", "cli_assignments": [{"cli_name": "demo"}],
+                 "metadata": {"amount": 0.12345678901234567890123, "huge": 1e400, "n": 7}}""");
+        assertThat(request.metadataJson()).isEqualTo("{\"amount\":0.12345678901234567890123,\"huge\":1E+400,\"n\":7}");
+    }
+
+    @Test
     void optionalFieldsAreReadAndUnknownOnesReported() {
         SubmitRequest request = parse("""
                 {"description": "d", "cli_assignments": [{"cli_name": "demo"}], "priority": "high",
