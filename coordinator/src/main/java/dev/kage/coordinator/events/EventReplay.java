@@ -21,26 +21,38 @@ final class EventReplay {
     }
 
     /**
-     * The events that {@code wanted} accepts after stream id {@code after} (from the start when null), in pages, at most
-     * {@code max} of them.
+     * The events that {@code wanted} accepts after stream id {@code after} (from the start when null), in pages: the
+     * newest {@code max} of them when there are more (a resuming client gets the latest state, not a gap before it).
+     * An {@code after} beyond the newest entry — an id this stream never sent, or one a restarted Redis lost — counts
+     * as the newest entry: live events follow it, where a future position would filter out every one of them.
      *
      * @return them, and the id of the last entry read, whichever event it was: live events up to it are in the replay
      */
     static Replay read(RedisCommands<String, String> redis, KageKeys keys, Predicate<StreamEvent> wanted, String after, int max) {
-        List<StreamEvent> events = new ArrayList<>();
+        java.util.ArrayDeque<StreamEvent> events = new java.util.ArrayDeque<>();
         String position = after == null ? StreamIds.ZERO : after;
+        if (after != null) {
+            List<StreamMessage<String, String>> newest = redis.xrevrange(keys.events(), Range.create("-", "+"), Limit.from(1));
+            String last = newest.isEmpty() ? StreamIds.ZERO : newest.getFirst().getId();
+            if (StreamIds.compare(after, last) >= 0) {
+                return new Replay(List.of(), last);
+            }
+        }
         String from = after == null ? "-" : StreamIds.successor(after);
         while (true) {
             List<StreamMessage<String, String>> page = redis.xrange(keys.events(), Range.create(from, "+"), Limit.from(PAGE));
             for (StreamMessage<String, String> message : page) {
                 StreamEvent event = new StreamEvent(message.getId(), message.getBody());
-                if (events.size() < max && wanted.test(event)) {
-                    events.add(event);
+                if (wanted.test(event)) {
+                    events.addLast(event);
+                    if (events.size() > max) {
+                        events.removeFirst();
+                    }
                 }
                 position = message.getId();
             }
-            if (page.size() < PAGE || events.size() >= max) {
-                return new Replay(events, position);
+            if (page.size() < PAGE) {
+                return new Replay(new ArrayList<>(events), position);
             }
             from = StreamIds.successor(position);
         }

@@ -32,14 +32,14 @@ import reactor.core.publisher.Mono;
  * dashboard or {@code kage watch} follows instead of one stream per task. Events without a tenant (fleet-wide
  * ones) and other tenants' events are never sent. It starts with the events published after the request; a
  * {@code Last-Event-ID} (sent by {@code EventSource} on reconnect) first replays the tenant's events after that id
- * that are still in {@code kage:events}, at most {@value #MAX_REPLAY}. A comment is sent at once (so the answer's
+ * that are still in {@code kage:events}, the newest {@value #MAX_REPLAY} when there are more. A comment is sent at once (so the answer's
  * headers leave before the first event) and every 15 s (so proxies do not close a quiet stream); the stream ends only
  * when the client goes.
  */
 @Tag(name = "tasks")
 @Controller("/api/v1/events")
 public class TenantEventsController {
-    /** Past events a resuming client gets at most. */
+    /** Past events a resuming client gets at most: the newest this many. */
     public static final int MAX_REPLAY = 10_000;
 
     private final RedisCommands<String, String> redis;

@@ -14,6 +14,8 @@ import dev.kage.task.TaskStatus;
 import java.net.http.HttpResponse;
 import java.time.Clock;
 import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.UUID;
 import org.junit.jupiter.api.AfterAll;
@@ -105,6 +107,47 @@ class TaskEventsApiTest {
             await().atMost(PATIENCE).until(resumed::ended);
             assertThat(resumed.names()).containsExactly("job.finished");
         }
+    }
+
+    @Test
+    void aLastEventIdPastTheNewestEventResumesFromTheNewestInsteadOfFilteringOutEveryLiveEvent() throws Exception {
+        // An id from a Redis that restarted and lost its last second, or from another fleet.
+        String task = coordinator.submit(ACME, TASK);
+        EventHub hub = coordinator.context().getBean(EventHub.class);
+        await().atMost(PATIENCE).until(() -> hub.subscribers() == 0);
+        try (SseReader resumed = open(task, ACME, "99999999999999-0")) {
+            await().atMost(PATIENCE).until(() -> hub.subscribers() == 1);
+            jobStarted(task);
+            jobFinished(task, "completed");
+            await().atMost(PATIENCE).until(resumed::ended);
+            assertThat(resumed.names()).containsExactly("job.started", "job.finished");
+        }
+        // The largest id there is: no wrap-around to a replay of everything.
+        String other = coordinator.submit(ACME, TASK);
+        jobFinished(other, "completed");
+        String max = "18446744073709551615-18446744073709551615";
+        await().atMost(PATIENCE).until(() -> hub.subscribers() == 0);
+        try (SseReader resumed = open(other, ACME, max)) {
+            await().atMost(PATIENCE).until(() -> hub.subscribers() == 1 || resumed.ended());
+            assertThat(resumed.names()).isEmpty();
+        }
+    }
+
+    @Test
+    void aReplayPastItsCapKeepsTheNewestEvents() {
+        String task = UUID.randomUUID().toString();
+        var redis = coordinator.redis().redis();
+        String before = redis.xadd(coordinator.redis().keys().events(), Map.of("type", "job.started", "task_id", "another",
+                "tenant", "acme"));
+        List<String> ids = new ArrayList<>();
+        for (int i = 0; i < 5; i++) {
+            ids.add(redis.xadd(coordinator.redis().keys().events(), Map.of("type", "job.started", "task_id", task, "tenant", "acme",
+                    "n", Integer.toString(i))));
+        }
+        EventReplay.Replay replay = EventReplay.read(coordinator.redis().redis(), coordinator.redis().keys(),
+                e -> task.equals(e.taskId()), before, 2);
+        assertThat(replay.events()).extracting(StreamEvent::id).containsExactly(ids.get(3), ids.get(4));
+        assertThat(replay.position()).isEqualTo(ids.get(4));
     }
 
     @Test
