@@ -456,7 +456,8 @@ public final class JobRunner {
 
     /**
      * Whether the attempt of a job delivered again has its outcome already (an earlier delivery finished it, and only its
-     * acknowledgement was lost). While Postgres cannot say, waits and asks again: running it on a guess could run a
+     * acknowledgement was lost), in Postgres or in the agent's outbox (kept there while Postgres was away). While
+     * Postgres cannot say, waits and asks again: running it on a guess could run a
      * finished attempt a second time (charged twice, its branch rewritten). The entry stays this worker's meanwhile (the
      * heartbeat refreshes it); a stop (shutdown, cancel) interrupts the wait.
      */
@@ -465,6 +466,11 @@ public final class JobRunner {
         while (true) {
             if (control.reason() != null) {
                 throw new InterruptedException("stopped while waiting for Postgres: " + control.reason());
+            }
+            // The outbox first: a flush writes Postgres before it takes the entry out, so an outcome is always in one
+            // of them when the second is read.
+            if (outcomes.spooled(job.agent(), job.jobId(), job.attempt())) {
+                return true;
             }
             try {
                 return store.hasOutcome(job.jobId(), job.attempt());

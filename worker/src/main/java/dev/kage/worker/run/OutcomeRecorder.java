@@ -279,6 +279,27 @@ public final class OutcomeRecorder {
         return queuedOutcomes.values().stream().mapToInt(Integer::intValue).sum();
     }
 
+    /**
+     * Whether the agent's outbox holds the final result of this attempt: an outcome kept there while Postgres was away
+     * is recorded, though Postgres does not have it yet. Read through the whole list (it is short but in an outage).
+     */
+    public boolean spooled(String agent, String jobId, int attempt) {
+        for (String entry : redis.lrange(keys.outbox(agent), 0, -1)) {
+            if (!entry.contains(jobId)) {
+                continue;
+            }
+            try {
+                ResultRecord result = JSON.readValue(entry, Spooled.class).result();
+                if (result != null && result.jobId().equals(jobId) && result.attempt() == attempt) {
+                    return true;
+                }
+            } catch (JsonProcessingException unreadable) {
+                // Moved aside by the next flush; it answers for no job.
+            }
+        }
+        return false;
+    }
+
     /** Outcomes waiting in the agent's outbox. */
     public long pending(String agent) {
         return redis.llen(keys.outbox(agent));

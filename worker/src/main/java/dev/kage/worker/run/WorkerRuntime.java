@@ -406,7 +406,7 @@ public final class WorkerRuntime {
             control.leaveStartLane();
             inFlight.remove(job.key());
             slots.release();
-            safely(() -> queue.handBack(job, worker.workerId()));
+            giveBack(job);
             Thread.currentThread().interrupt();
             return;
         }
@@ -441,8 +441,21 @@ public final class WorkerRuntime {
         } catch (java.util.concurrent.RejectedExecutionException stopping) {
             // The worker stopped taking jobs meanwhile: this one never started; back to the queue for another worker.
             release(job, control);
-            safely(() -> queue.handBack(job, worker.workerId()));
+            giveBack(job);
         }
+    }
+
+    /**
+     * Gives a claimed job that never started back to the queue. A redelivered one stays pending instead: its earlier
+     * run may have recorded its outcome, which only its check against Postgres (not done here) would see, and a handed
+     * back job is a new entry that nobody checks; it is reclaimed, and checked, once this worker's heartbeat lapses.
+     */
+    private void giveBack(ClaimedJob job) {
+        if (job.redelivered()) {
+            LOG.info("Job {} was redelivered and not checked yet: left pending for another worker", job.key());
+            return;
+        }
+        safely(() -> queue.handBack(job, worker.workerId()));
     }
 
     /** Gives back what a job held: its start lane, its slot unless its agent is done already, its room. */
@@ -543,6 +556,9 @@ public final class WorkerRuntime {
         for (String agent : worker.agents()) {
             try {
                 for (PendingEntry entry : queue.stale(agent, queueSettings.reclaimIdle(), 50)) {
+                    if (!running || leaseOut()) {
+                        return;
+                    }
                     if (inFlight.containsKey(entry.key()) || ownerStillWorksOn(entry)) {
                         continue;
                     }

@@ -33,6 +33,7 @@ import dev.kage.task.Assignment;
 import dev.kage.task.ErrorRecord;
 import dev.kage.task.JobMessage;
 import dev.kage.task.JobStatus;
+import java.math.BigDecimal;
 import dev.kage.task.LiveTaskState;
 import dev.kage.task.Priority;
 import dev.kage.task.ResultRecord;
@@ -233,6 +234,28 @@ class JobRunnerTest {
     }
 
     @Test
+    void aRedeliveredJobWhoseOutcomeWaitsInTheOutboxIsAcknowledgedWithoutRunningAgain() throws Exception {
+        // The first delivery ran while Postgres was away: its outcome went to the outbox, and the worker died before
+        // its XACK. Postgres is back; no flush has run yet.
+        Path ran = dir.resolve("ran");
+        AgentConfig agent = agent("claude-code", List.of("sh", "-c", "echo run >> " + ran + "; echo '{\"type\":\"result\",\"result\":\"x\"}'"));
+        Harness h = harness(BudgetMode.LOG, agent);
+        TaskRecord task = h.submit("p", 60);
+        ClaimedJob first = h.claim();
+        JobMessage job = first.job();
+        ResultRecord kept = new ResultRecord(task.id(), job.jobId(), agent.name(), JobStatus.COMPLETED, "done before", 1, 1, 0, 0,
+                BigDecimal.ONE, "agent", null, 10, 0, null, null, null, "dead-worker", job.attempt(), null);
+        redis.redis().rpush(redis.keys().outbox(agent.name()), new ObjectMapper().registerModule(
+                new com.fasterxml.jackson.datatype.jsr310.JavaTimeModule()).writeValueAsString(new OutcomeRecorder.Spooled(kept, List.of())));
+
+        h.runner().run(new ClaimedJob(first.stream(), first.entryId(), first.fields(), true), new JobControl());
+
+        assertThat(ran).as("the agent ran again").doesNotExist();
+        assertThat(pending()).as("the re-delivery is acknowledged").isZero();
+        assertThat(store.results(task.id())).as("the outbox's flush writes it").isEmpty();
+    }
+
+    @Test
     void anAgentPastItsTimeoutIsKilledAndTheJobFailsWithATimeoutError() throws Exception {
         String fixture = Path.of("src", "test", "resources", "fixtures", "ignore-term.sh").toAbsolutePath().toString();
         Run run = run(BudgetMode.LOG, agent("stubborn", List.of("/bin/bash", fixture, dir.resolve("pids").toString(), "{prompt}")),
@@ -389,6 +412,57 @@ class JobRunnerTest {
     private Run run(BudgetMode mode, AgentConfig agent, String description, long tokenLimit, String baseBranch, int timeout,
                     Map<String, String> extraEnv) throws Exception {
         return run(mode, agent, description, tokenLimit, baseBranch, timeout, extraEnv, new JobControl());
+    }
+
+    /** A runner for one agent, and the steps of a job's life up to its run. */
+    private Harness harness(BudgetMode mode, AgentConfig agent) {
+        KageKeys keys = redis.keys();
+        Map<String, String> env = TestServices.environment(redis.namespace(), db.schema());
+        env.put("BUDGET_MODE", mode.name());
+        KageSettings settings = KageSettings.load(Env.of(env));
+        AgentCatalog catalog = new AgentCatalog(List.of(agent));
+        WorkerSettings worker = new WorkerSettings("test-worker", dir.resolve("work"), origin.toString(), List.of(agent.name()),
+                true, Duration.ofSeconds(5), 2);
+        JobQueue queue = new JobQueue(keys, redis.redis());
+        LiveTaskState live = new LiveTaskState(keys, redis.redis());
+        JobRunner runner = new JobRunner(settings, worker, catalog, queue, store, live,
+                new EventLog(keys, redis.redis(), Clock.systemUTC()),
+                new BudgetLedger(keys, redis.redis(), mode, 0.8, settings.budget().tenantDefaults(), Clock.systemUTC()),
+                limiter(keys, catalog, settings), new WorktreeManager(worker.workDir()), new ProcessRunner(),
+                new OutcomeRecorder(store, keys, redis.redis()), redis.pipeline(), Clock.systemUTC(), new WorkerMetrics(meters));
+        return new Harness(agent, queue, runner);
+    }
+
+    private final class Harness {
+        private final AgentConfig agent;
+        private final JobQueue queue;
+        private final JobRunner runner;
+
+        Harness(AgentConfig agent, JobQueue queue, JobRunner runner) {
+            this.agent = agent;
+            this.queue = queue;
+            this.runner = runner;
+        }
+
+        JobRunner runner() {
+            return runner;
+        }
+
+        TaskRecord submit(String description, int timeout) {
+            TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", description, TaskStatus.QUEUED, Priority.NORMAL, null,
+                    "main", List.of(new Assignment(agent.name(), timeout)), null, 100_000, Instant.now(), Instant.now(), null);
+            store.insert(task);
+            queue.ensureStreams(agent.name());
+            queue.enqueue(new JobMessage(JobMessage.jobId(task.id().toString(), agent.name()), task.id().toString(), "acme",
+                    agent.name(), Priority.NORMAL, description, "", "main", timeout, 100_000, 1));
+            return task;
+        }
+
+        ClaimedJob claim() {
+            List<ClaimedJob> claimed = queue.read(blocking.sync(), agent.name(), "test-worker", Duration.ofSeconds(1));
+            assertThat(claimed).hasSize(1);
+            return claimed.getFirst();
+        }
     }
 
     private Run run(BudgetMode mode, AgentConfig agent, String description, long tokenLimit, String baseBranch, int timeout,
