@@ -267,6 +267,21 @@ public final class JobRunner {
             LOG.error("Dead-lettered {} as {} (not a job): {}", claimed.key(), deadId, e.getMessage());
             return;
         }
+        // Its last delivery may have finished it and died before the XACK: then it is acknowledged, not failed. Postgres
+        // unable to say leaves the entry pending for the next pass, as a run would wait.
+        try {
+            if (outcomes.spooled(job.agent(), job.jobId(), job.attempt()) || store.hasOutcome(job.jobId(), job.attempt())) {
+                LOG.info("Job {} attempt {} already has its outcome; acknowledging the re-delivery instead of dead-lettering it",
+                        job.jobId(), job.attempt());
+                queue.ack(claimed);
+                count(claimed, job.agent(), WorkerMetrics.Outcome.DUPLICATE);
+                return;
+            }
+        } catch (StoreException e) {
+            LOG.warn("Job {} was {} but Postgres cannot say whether it finished before ({}); left pending until it can",
+                    job.jobId(), reason, e.getMessage());
+            return;
+        }
         // The failure is recorded before the letter exists: a replay can then never be overtaken by it.
         AgentConfig agent = catalog.require(job.agent());
         ErrorRecord error = error(job, "PoisonJobError", "Job " + job.jobId() + " was " + reason

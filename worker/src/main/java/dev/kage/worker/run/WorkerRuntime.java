@@ -564,7 +564,7 @@ public final class WorkerRuntime {
                     }
                     if (entry.deliveries() >= queueSettings.maxDeliveries()) {
                         queue.claim(entry.stream(), worker.workerId(), queueSettings.reclaimIdle(), entry.entryId())
-                                .ifPresent(job -> runner.poisoned(job, entry.deliveries()));
+                                .ifPresent(job -> deadLetter(job, entry.deliveries()));
                         continue;
                     }
                     // A stale entry has waited longer than anything in the streams: it takes the next slot that frees
@@ -611,6 +611,22 @@ public final class WorkerRuntime {
     }
 
     /** The entry's owner has a live heartbeat that lists it: it is working on it, however long that takes. */
+    /**
+     * Moves a job past its delivery limit to the dead letters, listed in flight meanwhile (as a job whose agent is done):
+     * while a slow Postgres holds its failure row, no other worker takes the entry and dead-letters it a second time.
+     */
+    private void deadLetter(ClaimedJob job, long deliveries) {
+        JobControl control = new JobControl();
+        control.holdSlot(() -> { });
+        control.agentDone();
+        inFlight.put(job.key(), new Running(job, control));
+        try {
+            runner.poisoned(job, deliveries);
+        } finally {
+            inFlight.remove(job.key());
+        }
+    }
+
     private boolean ownerStillWorksOn(PendingEntry entry) {
         String inFlightList = redis.hget(keys.worker(entry.consumer()), "in_flight");
         if (inFlightList == null) {

@@ -256,6 +256,25 @@ class JobRunnerTest {
     }
 
     @Test
+    void aJobAtItsDeliveryLimitWhoseLastDeliveryFinishedItIsAcknowledgedNotDeadLettered() throws Exception {
+        // The last delivery recorded the outcome and its worker died before the XACK; the entry reached its limit.
+        AgentConfig agent = agent("claude-code", List.of(DEMO_AGENT.toString()));
+        Harness h = harness(BudgetMode.LOG, agent);
+        TaskRecord task = h.submit("p", 60);
+        ClaimedJob claimed = h.claim();
+        ResultRecord done = new ResultRecord(task.id(), claimed.job().jobId(), agent.name(), JobStatus.COMPLETED, "done", 1, 1, 0, 0,
+                BigDecimal.ONE, "agent", null, 10, 0, null, null, null, "dead-worker", 1, null);
+        store.recordOutcome(done, List.of());
+
+        h.runner().poisoned(new ClaimedJob(claimed.stream(), claimed.entryId(), claimed.fields(), true), 5);
+
+        assertThat(redis.redis().xlen(redis.keys().deadLetters())).as("no dead letter").isZero();
+        assertThat(pending()).as("acknowledged").isZero();
+        assertThat(store.errors(task.id())).as("no PoisonJobError").isEmpty();
+        assertThat(store.results(task.id())).extracting(ResultRecord::status).containsExactly(JobStatus.COMPLETED);
+    }
+
+    @Test
     void anAgentPastItsTimeoutIsKilledAndTheJobFailsWithATimeoutError() throws Exception {
         String fixture = Path.of("src", "test", "resources", "fixtures", "ignore-term.sh").toAbsolutePath().toString();
         Run run = run(BudgetMode.LOG, agent("stubborn", List.of("/bin/bash", fixture, dir.resolve("pids").toString(), "{prompt}")),
