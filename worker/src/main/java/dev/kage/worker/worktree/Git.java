@@ -15,7 +15,8 @@ import java.util.concurrent.TimeUnit;
 final class Git {
     /** Transports a task's repository may use; {@code ext::} and friends could run commands. */
     static final String ALLOWED_PROTOCOLS = "file:git:http:https:ssh";
-    private static final long TIMEOUT_SECONDS = 300;
+    /** How long one git command may take, from its start. */
+    static final java.time.Duration TIMEOUT = java.time.Duration.ofMinutes(5);
     private static final String NICE = "/usr/bin/nice";
     private static final boolean NICE_AVAILABLE = java.nio.file.Files.isExecutable(Path.of(NICE));
 
@@ -54,6 +55,11 @@ final class Git {
 
     /** As {@link #runCapped(Path, int, String...)}, at a lower CPU priority when {@code niced} (see {@link #runNiced}). */
     static Capped runCapped(Path cwd, int maxBytes, boolean niced, String... args) {
+        return runCapped(cwd, maxBytes, niced, TIMEOUT, args);
+    }
+
+    /** As {@link #runCapped(Path, int, boolean, String...)}, killed when it takes longer than {@code timeout}. */
+    static Capped runCapped(Path cwd, int maxBytes, boolean niced, java.time.Duration timeout, String... args) {
         List<String> argv = new ArrayList<>(args.length + 8);
         if (niced && NICE_AVAILABLE) {
             argv.addAll(List.of(NICE, "-n", "10"));
@@ -73,31 +79,24 @@ final class Git {
         env.put("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS);
         env.put("GIT_CONFIG_NOSYSTEM", "1");
         env.put("LC_ALL", "C");
+        Process process;
         try {
-            Process process = builder.start();
-            var errors = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
-                try {
-                    return process.getErrorStream().readAllBytes();
-                } catch (IOException e) {
-                    return new byte[0];
-                }
-            }, runnable -> Thread.ofVirtual().start(runnable));
-            java.io.ByteArrayOutputStream head = new java.io.ByteArrayOutputStream();
-            long total = 0;
-            try (var in = process.getInputStream()) {
-                byte[] buffer = new byte[8192];
-                int n;
-                while ((n = in.read(buffer)) >= 0) {
-                    int keep = (int) Math.max(0, Math.min(n, (long) maxBytes - total));
-                    head.write(buffer, 0, keep);
-                    total += n;
-                }
+            process = builder.start();
+        } catch (IOException e) {
+            throw new GitException("git could not be started (is it installed?): " + e.getMessage(), false);
+        }
+        try {
+            // Both streams on threads of their own, and the wait on the process with its deadline from the start: a
+            // push or fetch to a remote that stalls (a half-open connection) would otherwise block a read that no
+            // timeout or interrupt ends, and the job (and the repository's lock) with it, for ever.
+            var errors = read(process.getErrorStream(), Integer.MAX_VALUE);
+            var output = read(process.getInputStream(), maxBytes);
+            if (!process.waitFor(timeout.toNanos(), TimeUnit.NANOSECONDS)) {
+                kill(process);
+                throw new GitException("git " + String.join(" ", args) + ": timed out after " + timeout.toSeconds() + " s", true);
             }
-            var stderr = errors.join();
-            if (!process.waitFor(TIMEOUT_SECONDS, TimeUnit.SECONDS)) {
-                process.destroyForcibly();
-                throw new GitException("git " + String.join(" ", args) + ": timed out", true);
-            }
+            Capped out = output.get();
+            byte[] stderr = errors.get().head();
             if (process.exitValue() != 0) {
                 String message = new String(stderr, StandardCharsets.UTF_8).trim();
                 // A lock another git process holds (or a crashed one left) and network trouble pass; the rest does not.
@@ -105,12 +104,42 @@ final class Git {
                         || message.contains("Connection timed out") || message.contains("Connection refused");
                 throw new GitException("git " + String.join(" ", args) + ": " + message, retryable);
             }
-            return new Capped(head.toByteArray(), total);
-        } catch (IOException e) {
-            throw new GitException("git could not be started (is it installed?): " + e.getMessage(), false);
+            return out;
         } catch (InterruptedException e) {
+            kill(process);
             Thread.currentThread().interrupt();
             throw new GitException("interrupted while running git " + args[0], true);
+        } catch (java.util.concurrent.ExecutionException e) {
+            kill(process);
+            throw new GitException("git " + args[0] + ": its output could not be read: " + e.getCause(), true);
         }
+    }
+
+    /** Reads a stream to its end on a virtual thread, keeping at most {@code maxBytes} and counting the rest. */
+    private static java.util.concurrent.Future<Capped> read(java.io.InputStream stream, int maxBytes) {
+        java.util.concurrent.FutureTask<Capped> task = new java.util.concurrent.FutureTask<>(() -> {
+            java.io.ByteArrayOutputStream head = new java.io.ByteArrayOutputStream();
+            long total = 0;
+            try (var in = stream) {
+                byte[] buffer = new byte[8192];
+                int n;
+                while ((n = in.read(buffer)) >= 0) {
+                    int keep = (int) Math.max(0, Math.min(n, (long) maxBytes - total));
+                    head.write(buffer, 0, keep);
+                    total += n;
+                }
+            } catch (IOException closed) {
+                // The process was killed: what was read is what there is.
+            }
+            return new Capped(head.toByteArray(), total);
+        });
+        Thread.ofVirtual().name("kage-git-reader").start(task);
+        return task;
+    }
+
+    /** Kills git and what it started (ssh, a remote helper), so that nothing holds its pipes or the repository. */
+    private static void kill(Process process) {
+        process.descendants().forEach(ProcessHandle::destroyForcibly);
+        process.destroyForcibly();
     }
 }

@@ -192,7 +192,7 @@ public final class WorktreeManager {
     }
 
     private Worktree createHoldingSlot(String repo, Path cache, String baseBranch, String branch, String dirName, Path readyPath,
-                                       long queuedAtMillis) {
+                                       long queuedAtMillis) throws InterruptedException {
         // A fetch that started at or after this serves the job: after it was queued (with a margin for the conversion of
         // the queue's clock), and never later than now (a job queued a moment ago is served by a fetch after its arrival).
         long needsFetchAfter = Math.min(queuedAtMillis + FRESHNESS_MARGIN_MS, System.currentTimeMillis());
@@ -221,7 +221,8 @@ public final class WorktreeManager {
             return new Worktree(cache, path, branch, tracked, true);
         }
         ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
-        lock.lock();
+        // A stop (cancel, shutdown) ends the wait: the lock's holder may be a fetch that waits for its timeout.
+        lock.lockInterruptibly();
         try {
             cloneIfMissing(repo, cache);
             // One fetch serves every job that arrived before it started: jobs queued on the lock behind it skip theirs.
@@ -493,7 +494,12 @@ public final class WorktreeManager {
     /** Pushes the worktree's branch to the repository it was cloned from, replacing an older push of it. */
     public void push(Worktree worktree) {
         ReentrantLock lock = locks.computeIfAbsent(worktree.cache(), c -> new ReentrantLock());
-        lock.lock();
+        try {
+            lock.lockInterruptibly();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new GitException("interrupted while waiting to push " + worktree.branch(), true);
+        }
         try {
             Git.runNiced(worktree.cache(), "push", "--quiet", "--force", "origin",
                     "refs/heads/" + worktree.branch() + ":refs/heads/" + worktree.branch());
