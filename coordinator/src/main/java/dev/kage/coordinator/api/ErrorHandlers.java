@@ -3,6 +3,7 @@ package dev.kage.coordinator.api;
 import dev.kage.coordinator.task.InvalidRequestException;
 import dev.kage.coordinator.task.TaskService.IdempotencyConflictException;
 import dev.kage.coordinator.task.TaskService.NotAJobException;
+import dev.kage.coordinator.task.TaskService.TaskCancelledException;
 import java.util.List;
 import dev.kage.store.StoreException;
 import io.lettuce.core.RedisException;
@@ -49,6 +50,12 @@ public class ErrorHandlers {
         return (HttpRequest request, IdempotencyConflictException e) -> HttpResponse.<ErrorBody>status(HttpStatus.UNPROCESSABLE_ENTITY)
                 .body(new ErrorBody("idempotency_conflict", e.getMessage(),
                         List.of(new ErrorBody.FieldError("Idempotency-Key", "was used for a different request"))));
+    }
+
+    @Singleton
+    public ExceptionHandler<TaskCancelledException, HttpResponse<ErrorBody>> taskCancelled() {
+        return (HttpRequest request, TaskCancelledException e) -> HttpResponse.<ErrorBody>status(HttpStatus.CONFLICT)
+                .body(ErrorBody.of("task_cancelled", e.getMessage()));
     }
 
     @Singleton

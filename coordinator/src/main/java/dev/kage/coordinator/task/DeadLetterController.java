@@ -76,8 +76,8 @@ public class DeadLetterController {
                     @Parameter(name = "agent", in = ParameterIn.QUERY, example = "claude-code",
                             description = "only this agent's jobs", schema = @Schema(type = "string"))},
             description = "Each letter as the single replay does (once, however often this is called). Call again "
-                    + "until `replayed` is empty to replay more than `limit`. Letters that are not jobs are passed over "
-                    + "(they can only be discarded). No body.")
+                    + "until `replayed` is empty to replay more than `limit`. Letters that are not jobs, and those of "
+                    + "cancelled tasks, are passed over (they can only be discarded). No body.")
     @ApiResponse(responseCode = "202", description = "The jobs enqueued again",
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = ReplayedMany.class),
                     examples = @ExampleObject(name = "two", value = """
@@ -167,6 +167,12 @@ public class DeadLetterController {
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
             @ExampleObject(name = "unknown", value = """
                     {"error": "not_found", "message": "no dead letter 1718000000000-0 to replay for this API key", \
+                    "errors": []}""")))
+    @ApiResponse(responseCode = "409", description = "The letter's task was cancelled: its job is not run again",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "cancelled", value = """
+                    {"error": "task_cancelled", "message": "dead letter 1718000000000-0 is a job of task \
+                    0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90, which was cancelled: it is not run again (discard the letter)", \
                     "errors": []}""")))
     @ApiResponse(responseCode = "422", description = "The letter is not a job (a poison entry): discard it instead",
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =

@@ -429,13 +429,14 @@ public final class TaskService {
     /**
      * Replays the tenant's newest {@code limit} dead letters of jobs (of {@code agent} only, unless null), oldest of
      * them first, each as {@link #replay} does: once, however often this runs, also beside single replays. Letters
-     * that are not jobs are passed over, so they never stop the letters behind them from being replayed.
+     * that are not jobs, and those of cancelled tasks, are passed over, so they never stop the letters behind them from
+     * being replayed.
      *
      * @return the jobs enqueued again, with the letters they came from
      */
     public List<Map.Entry<String, JobMessage>> replayDeadLetters(String tenant, String agent, int limit) {
         List<DeadLetter> letters = new java.util.ArrayList<>(queue.deadLetters(tenant, agent, limit,
-                settings.queue().deadLetterMax(), letter -> letter.notAJob().isEmpty()));
+                settings.queue().deadLetterMax(), letter -> letter.notAJob().isEmpty() && !cancelled(tenant, letter)));
         java.util.Collections.reverse(letters);
         List<Map.Entry<String, JobMessage>> replayed = new java.util.ArrayList<>();
         for (DeadLetter letter : letters) {
@@ -487,6 +488,11 @@ public final class TaskService {
             throw new NotAJobException("dead letter " + deadLetterId + " is not a job (" + notAJob.get()
                     + "): it cannot be replayed, only discarded");
         }
+        if (cancelled(tenant, letter.get())) {
+            // Its task stays cancelled (a replay reopens only failed ones), and the job would run: the cancel is kept.
+            throw new TaskCancelledException("dead letter " + deadLetterId + " is a job of task " + letter.get().job().taskId()
+                    + ", which was cancelled: it is not run again (discard the letter)");
+        }
         Optional<JobMessage> replayed = queue.replay(letter.get(), letter.get().job().attempt() + 1);
         replayed.ifPresent(job -> {
             store.reopen(UUID.fromString(job.taskId()), job.jobId(), job.attempt());
@@ -519,6 +525,19 @@ public final class TaskService {
      * @param replayed true when an earlier request with the same idempotency key created them
      */
     public record BatchSubmitted(List<TaskRecord> tasks, boolean replayed) {
+    }
+
+    /** Whether the letter's task was cancelled (or is no task of the tenant's any more). */
+    private boolean cancelled(String tenant, DeadLetter letter) {
+        return store.find(tenant, UUID.fromString(letter.job().taskId()))
+                .map(task -> task.status() == TaskStatus.CANCELLED).orElse(true);
+    }
+
+    /** A dead letter of a cancelled task was to be replayed; answered with 409. */
+    public static final class TaskCancelledException extends KageException {
+        public TaskCancelledException(String message) {
+            super(message, false);
+        }
     }
 
     /** A dead letter that is not a job was to be replayed; answered with 422. */

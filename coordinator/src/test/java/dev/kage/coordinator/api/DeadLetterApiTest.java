@@ -28,7 +28,7 @@ class DeadLetterApiTest {
 
     @BeforeAll
     static void start() {
-        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456,initech:initech-key-789");
+        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456,initech:initech-key-789,umbrella:umbrella-key-000");
     }
 
     @AfterAll
@@ -152,6 +152,28 @@ class DeadLetterApiTest {
         assertThat(delete("/api/v1/dead-letters/" + notATask, "initech-key-789").statusCode()).isEqualTo(200);
         assertThat(delete("/api/v1/dead-letters/" + poison.get(0), "initech-key-789").statusCode()).isEqualTo(200);
         assertThat(ids(get("/api/v1/dead-letters", "initech-key-789"))).containsExactly(poison.get(2), poison.get(1));
+    }
+
+    @Test
+    void aLetterOfACancelledTaskIsNotRunAgainAndDoesNotHideTheOthers() throws Exception {
+        String kept = submit("umbrella-key-000", "demo");
+        String keptLetter = kill("umbrella", kept, "demo");
+        String cancelled = submit("umbrella-key-000", "demo");
+        String cancelledLetter = kill("umbrella", cancelled, "demo");
+        HttpResponse<String> cancel = post("/api/v1/tasks/" + cancelled + "/cancel", "umbrella-key-000");
+        assertThat(cancel.statusCode()).as(cancel.body()).isEqualTo(202);
+
+        HttpResponse<String> refused = post("/api/v1/dead-letters/" + cancelledLetter + "/replay", "umbrella-key-000");
+        assertThat(refused.statusCode()).as(refused.body()).isEqualTo(409);
+        assertThat(JSON.readTree(refused.body()).get("error").asText()).isEqualTo("task_cancelled");
+        HttpResponse<String> many = post("/api/v1/dead-letters/replay?limit=1", "umbrella-key-000");
+        assertThat(JSON.readTree(many.body()).get("replayed")).extracting(r -> r.get("dead_letter_id").asText())
+                .as("the newest letter is the cancelled task's: passed over").containsExactly(keptLetter);
+        assertThat(attemptsInStream(coordinator.redis().keys().jobStream("demo", Priority.NORMAL), cancelled))
+                .as("its first attempt only").containsExactly(1);
+        assertThat(JSON.readTree(get("/api/v1/tasks/" + cancelled, "umbrella-key-000").body()).get("status").asText())
+                .isEqualTo("cancelled");
+        assertThat(ids(get("/api/v1/dead-letters", "umbrella-key-000"))).containsExactly(cancelledLetter);
     }
 
     /** Submits a task for one agent; its job waits in the stream (no worker here). */
