@@ -72,17 +72,39 @@ public final class LiveTaskState {
         write(tenant, taskId, Map.of("cancelled", "1", "status", TaskStatus.CANCELLED.wireName()));
     }
 
+    /** What {@link #startUnlessCancelled} found. */
+    public enum StartCheck {
+        /** Not cancelled: the job is written running. */
+        STARTED,
+        /** The task is cancelled; nothing was written. */
+        CANCELLED,
+        /**
+         * The task of a job that waited for a worker longer than {@link #MAY_HAVE_EXPIRED} has no live state: it may have
+         * expired, and a cancel with it, so nothing here says whether the task was cancelled; nothing was written. The
+         * caller asks Postgres.
+         */
+        NO_LIVE_STATE
+    }
+
+    /**
+     * How long a job may have waited before its task's missing live state may have expired (a day less than
+     * {@link #TTL}, for clocks that differ). A younger job's task without live state never had any (a batch submit
+     * writes none): it is written now, with no lookup.
+     */
+    public static final Duration MAY_HAVE_EXPIRED = TTL.minusDays(1);
+
     /**
      * {@link #jobStarted} unless the task is cancelled, atomically (one script on the task's key), through a
      * pipeline: a cancel that lands first is always seen, one that lands after finds the job running.
      *
-     * @return true when the task is cancelled (nothing was written)
+     * @param waited how long the job waited in its stream (since its entry was added)
      */
-    public boolean startUnlessCancelled(RedisPipeline pipeline, String tenant, String taskId, String agent, String workerId) {
-        Long cancelled = START_UNLESS_CANCELLED.call(pipeline, ScriptOutputType.INTEGER, new String[] {keys.task(tenant, taskId)},
-                Long.toString(TTL.toMillis()), "job:" + agent, JobStatus.RUNNING.wireName(), "worker:" + agent, workerId,
-                "status", TaskStatus.RUNNING.wireName());
-        return cancelled != null && cancelled == 1;
+    public StartCheck startUnlessCancelled(RedisPipeline pipeline, String tenant, String taskId, String agent, String workerId,
+                                           Duration waited) {
+        Long found = START_UNLESS_CANCELLED.call(pipeline, ScriptOutputType.INTEGER, new String[] {keys.task(tenant, taskId)},
+                Long.toString(TTL.toMillis()), waited.compareTo(MAY_HAVE_EXPIRED) < 0 ? "1" : "0", "job:" + agent,
+                JobStatus.RUNNING.wireName(), "worker:" + agent, workerId, "status", TaskStatus.RUNNING.wireName());
+        return found == null || found == 0 ? StartCheck.STARTED : found == 1 ? StartCheck.CANCELLED : StartCheck.NO_LIVE_STATE;
     }
 
     /** {@link #jobFinished} on a pipeline's connection, for a caller that sends it with other commands. */

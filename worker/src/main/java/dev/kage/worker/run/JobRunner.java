@@ -314,7 +314,18 @@ public final class JobRunner {
             return;
         }
         // One round trip: a cancel that landed first is seen, one that lands later finds the job running.
-        if (live.startUnlessCancelled(pipeline, job.tenant(), job.taskId(), job.agent(), worker.workerId())) {
+        LiveTaskState.StartCheck start = live.startUnlessCancelled(pipeline, job.tenant(), job.taskId(), job.agent(),
+                worker.workerId(), waited(claimed));
+        if (start == LiveTaskState.StartCheck.NO_LIVE_STATE) {
+            // The job waited for a worker so long that its task's live state expired, and a cancel with it: Postgres
+            // says. A cancel after this read finds the job running and stops it.
+            boolean cancelled = store.find(job.tenant(), taskId).map(t -> t.status() == TaskStatus.CANCELLED).orElse(false);
+            if (!cancelled) {
+                live.jobStarted(job.tenant(), job.taskId(), job.agent(), worker.workerId());
+            }
+            start = cancelled ? LiveTaskState.StartCheck.CANCELLED : LiveTaskState.StartCheck.STARTED;
+        }
+        if (start == LiveTaskState.StartCheck.CANCELLED) {
             finish(claimed, job, control, new Outcome(cancelledResult(job, agent, "cancelled before it started", null), List.of()));
             return;
         }
@@ -500,6 +511,17 @@ public final class JobRunner {
                 // A backoff, not a poll of something that will signal: Postgres gives no notice when it is back.
                 Thread.sleep(OUTCOME_CHECK_RETRY.toMillis());
             }
+        }
+    }
+
+    /** How long the job's entry has been in its stream: its id is the Redis clock's milliseconds when it was added. */
+    private Duration waited(ClaimedJob claimed) {
+        String id = claimed.entryId();
+        try {
+            long added = Long.parseLong(id.substring(0, id.indexOf('-')));
+            return Duration.ofMillis(Math.max(0, clock.millis() - added));
+        } catch (RuntimeException notAnId) {
+            return Duration.ZERO;
         }
     }
 

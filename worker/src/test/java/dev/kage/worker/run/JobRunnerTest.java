@@ -275,6 +275,31 @@ class JobRunnerTest {
     }
 
     @Test
+    void aJobThatWaitedPastItsTasksLiveStateIsNotStartedWhenPostgresSaysTheTaskWasCancelled() throws Exception {
+        // Cancelled on day 1 for an agent nobody served; its live state (with the cancel) expired on day 8; a worker for
+        // the agent starts on day 10.
+        Path ran = dir.resolve("ran");
+        AgentConfig agent = agent("claude-code", List.of("sh", "-c", "echo run >> " + ran));
+        Harness h = harness(BudgetMode.LOG, agent);
+        long tenDaysAgo = System.currentTimeMillis() - Duration.ofDays(10).toMillis();
+        TaskRecord task = h.submitAdded("p", tenDaysAgo);
+        TaskRecord other = h.submitAdded("p", tenDaysAgo + 1);
+        assertThat(store.cancel("acme", task.id())).isPresent();
+        assertThat(redis.redis().exists(redis.keys().task("acme", task.id().toString()))).isZero();
+
+        h.runner().run(h.claim(), new JobControl());
+
+        assertThat(ran).as("the agent never ran").doesNotExist();
+        assertThat(store.results(task.id())).extracting(ResultRecord::status).containsExactly(JobStatus.CANCELLED);
+
+        // A task as old that was not cancelled runs, and its live state is written again.
+        h.runner().run(h.claim(), new JobControl());
+        assertThat(ran).exists();
+        assertThat(redis.redis().hget(redis.keys().task("acme", other.id().toString()), "worker:claude-code")).isEqualTo("test-worker");
+        assertThat(pending()).isZero();
+    }
+
+    @Test
     void anAgentPastItsTimeoutIsKilledAndTheJobFailsWithATimeoutError() throws Exception {
         String fixture = Path.of("src", "test", "resources", "fixtures", "ignore-term.sh").toAbsolutePath().toString();
         Run run = run(BudgetMode.LOG, agent("stubborn", List.of("/bin/bash", fixture, dir.resolve("pids").toString(), "{prompt}")),
@@ -474,6 +499,19 @@ class JobRunnerTest {
             queue.ensureStreams(agent.name());
             queue.enqueue(new JobMessage(JobMessage.jobId(task.id().toString(), agent.name()), task.id().toString(), "acme",
                     agent.name(), Priority.NORMAL, description, "", "main", timeout, 100_000, 1));
+            return task;
+        }
+
+        /** A task whose job's entry was added at {@code addedAtMillis} (Redis's clock), long ago; no live state. */
+        TaskRecord submitAdded(String description, long addedAtMillis) {
+            TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", description, TaskStatus.QUEUED, Priority.NORMAL, null,
+                    "main", List.of(new Assignment(agent.name(), 60)), null, 100_000, Instant.now(), Instant.now(), null);
+            store.insert(task);
+            queue.ensureStreams(agent.name());
+            JobMessage job = new JobMessage(JobMessage.jobId(task.id().toString(), agent.name()), task.id().toString(), "acme",
+                    agent.name(), Priority.NORMAL, description, "", "main", 60, 100_000, 1);
+            redis.redis().xadd(redis.keys().jobStream(agent.name(), Priority.NORMAL),
+                    new io.lettuce.core.XAddArgs().id(addedAtMillis + "-0"), job.toFields());
             return task;
         }
 
