@@ -50,8 +50,8 @@ public final class SubmitRequestParser {
     public SubmitRequestParser(AgentCatalog agents, KageSettings settings) {
         this.agents = agents;
         this.settings = settings;
-        // Decimals as BigDecimal: metadata keeps 0.12345678901234567890123 as sent, and 1e400 as a number (as a
-        // double it would be stored as the string "Infinity").
+        // Decimals as BigDecimal: metadata keeps 0.12345678901234567890123 as sent, and refuses 1e400 (as a double it
+        // was stored as the string "Infinity").
         JsonMapper mapper = JsonMapper.builder()
                 .enable(JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
                 .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
@@ -356,7 +356,36 @@ public final class SubmitRequestParser {
             errors.add(new FieldError("metadata", "must not contain NUL characters"));
             return null;
         }
+        if (numberOutOfRange(node)) {
+            errors.add(new FieldError("metadata", "has a number Postgres cannot store (beyond 1e" + MAX_EXPONENT
+                    + " or below 1e-" + MAX_EXPONENT + ")"));
+            return null;
+        }
         return text;
+    }
+
+    /**
+     * Decimal exponents metadata numbers may have, either way: a double's range. Postgres's jsonb (numeric) stores far
+     * more, but writes every digit out (1e20000 is 20,001 characters), and refuses 1e200000.
+     */
+    static final int MAX_EXPONENT = 308;
+
+    /** Whether a number anywhere in the tree is beyond {@link #MAX_EXPONENT} (Postgres would refuse the row). */
+    private static boolean numberOutOfRange(JsonNode node) {
+        if (node.isNumber()) {
+            java.math.BigDecimal value = node.decimalValue();
+            if (value.signum() == 0) {
+                return false;
+            }
+            long exponent = (long) value.precision() - value.scale() - 1;
+            return exponent > MAX_EXPONENT || exponent < -MAX_EXPONENT;
+        }
+        for (JsonNode child : node) {
+            if (numberOutOfRange(child)) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /**

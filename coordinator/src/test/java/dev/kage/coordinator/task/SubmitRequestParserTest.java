@@ -40,8 +40,14 @@ class SubmitRequestParserTest {
     void metadataNumbersAreKeptAsSent() {
         SubmitRequest request = parse("""
                 {"description": "d", "cli_assignments": [{"cli_name": "demo"}],
-                 "metadata": {"amount": 0.12345678901234567890123, "huge": 1e400, "n": 7}}""");
-        assertThat(request.metadataJson()).isEqualTo("{\"amount\":0.12345678901234567890123,\"huge\":1E+400,\"n\":7}");
+                 "metadata": {"amount": 0.12345678901234567890123, "huge": 1e300, "n": 7}}""");
+        assertThat(request.metadataJson()).isEqualTo("{\"amount\":0.12345678901234567890123,\"huge\":1E+300,\"n\":7}");
+        for (String number : List.of("1e200000", "-1e20000", "1e-20000", "[1, {\"x\": 2.5e309}]")) {
+            assertThatThrownBy(() -> parse("{\"description\": \"d\", \"cli_assignments\": [{\"cli_name\": \"demo\"}], "
+                    + "\"metadata\": {\"x\": " + number + "}}")).as(number).hasMessageContaining("metadata");
+        }
+        assertThat(parse("{\"description\": \"d\", \"cli_assignments\": [{\"cli_name\": \"demo\"}], "
+                + "\"metadata\": {\"x\": 1e308, \"y\": 0e99999, \"z\": 1e-308}}").metadataJson()).contains("1E+308");
     }
 
     @Test

@@ -19,8 +19,6 @@ final class Redactor {
     static final int MIN_EDGE = 4;
     /** The marks CappedOutput and the worktree's patch leave where they cut text out. */
     private static final Pattern CUT = Pattern.compile("\\n\\[\\.\\.\\. [^\\]\\n]{1,80} omitted \\.\\.\\.\\]\\n");
-    private static final Pattern URL_CREDENTIALS = Pattern.compile("([A-Za-z][A-Za-z0-9+.-]*://)[^/@\\s]+@");
-
     private final List<String> secrets;
 
     Redactor(Collection<String> values) {
@@ -53,7 +51,7 @@ final class Redactor {
 
     /** {@code text} with the userinfo of every URL in it masked. */
     static String withoutCredentials(String text) {
-        return text == null ? null : URL_CREDENTIALS.matcher(text).replaceAll("$1***@");
+        return dev.kage.worker.worktree.UrlCredentials.mask(text);
     }
 
     private String maskEdges(String piece) {

@@ -15,8 +15,14 @@ import java.util.concurrent.TimeUnit;
 final class Git {
     /** Transports a task's repository may use; {@code ext::} and friends could run commands. */
     static final String ALLOWED_PROTOCOLS = "file:git:http:https:ssh";
-    /** How long one git command may take, from its start. */
+    /** How long one local git command may take, from its start. */
     static final java.time.Duration TIMEOUT = java.time.Duration.ofMinutes(5);
+    /**
+     * How long one command that talks to a remote may take, from its start: a first clone of a big repository takes
+     * long. A stall ends sooner: over HTTP(S) git gives up below 1,000 bytes/s for a minute ({@code http.lowSpeed*}).
+     */
+    static final java.time.Duration NETWORK_TIMEOUT = java.time.Duration.ofHours(1);
+    private static final java.util.Set<String> NETWORK_COMMANDS = java.util.Set.of("clone", "fetch", "push", "ls-remote");
     private static final String NICE = "/usr/bin/nice";
     private static final boolean NICE_AVAILABLE = java.nio.file.Files.isExecutable(Path.of(NICE));
 
@@ -55,7 +61,7 @@ final class Git {
 
     /** As {@link #runCapped(Path, int, String...)}, at a lower CPU priority when {@code niced} (see {@link #runNiced}). */
     static Capped runCapped(Path cwd, int maxBytes, boolean niced, String... args) {
-        return runCapped(cwd, maxBytes, niced, TIMEOUT, args);
+        return runCapped(cwd, maxBytes, niced, NETWORK_COMMANDS.contains(args[0]) ? NETWORK_TIMEOUT : TIMEOUT, args);
     }
 
     /** As {@link #runCapped(Path, int, boolean, String...)}, killed when it takes longer than {@code timeout}. */
@@ -69,6 +75,10 @@ final class Git {
         argv.add("core.hooksPath=/dev/null");
         argv.add("-c");
         argv.add("commit.gpgsign=false");
+        argv.add("-c");
+        argv.add("http.lowSpeedLimit=1000");
+        argv.add("-c");
+        argv.add("http.lowSpeedTime=60");
         argv.addAll(List.of(args));
         ProcessBuilder builder = new ProcessBuilder(argv).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
         if (cwd != null) {
@@ -95,8 +105,10 @@ final class Git {
                 kill(process);
                 throw new GitException("git " + String.join(" ", args) + ": timed out after " + timeout.toSeconds() + " s", true);
             }
-            Capped out = output.get();
-            byte[] stderr = errors.get().head();
+            // git has exited: its output is read to the end even if a stop comes now (a push that succeeded is no
+            // failure), and soon, unless something it started still holds the pipes.
+            Capped out = drain(output, process);
+            byte[] stderr = drain(errors, process).head();
             if (process.exitValue() != 0) {
                 String message = new String(stderr, StandardCharsets.UTF_8).trim();
                 // A lock another git process holds (or a crashed one left) and network trouble pass; the rest does not.
@@ -135,6 +147,30 @@ final class Git {
         });
         Thread.ofVirtual().name("kage-git-reader").start(task);
         return task;
+    }
+
+    /** What a reader got, once git has exited; an interrupt meanwhile is kept for the caller. */
+    private static Capped drain(java.util.concurrent.Future<Capped> reader, Process process)
+            throws java.util.concurrent.ExecutionException {
+        boolean interrupted = false;
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        try {
+            while (true) {
+                try {
+                    return reader.get(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                } catch (java.util.concurrent.TimeoutException heldOpen) {
+                    // Something git started outlives it and holds the pipe open.
+                    throw new GitException("git exited " + process.exitValue() + ", but a process it started holds its "
+                            + "output open", true);
+                }
+            }
+        } finally {
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+        }
     }
 
     /** Kills git and what it started (ssh, a remote helper), so that nothing holds its pipes or the repository. */

@@ -313,7 +313,7 @@ public final class WorktreeManager {
                 cloneIfMissing(repo, cache);
                 baseSha = fetchAndResolve(repo, cache, baseBranch, true);
             } catch (IOException | GitException e) {
-                LOG.warn("Could not prepare {} ({}): {}", repo, baseBranch, e.getMessage());
+                LOG.warn("Could not prepare {} ({}): {}", UrlCredentials.mask(repo), baseBranch, e.getMessage());
                 return;
             } finally {
                 lock.unlock();

@@ -44,5 +44,8 @@ class RedactorTest {
                 .isEqualTo("ssh://***@git.example.com:22/app.git /srv/repo");
         assertThat(none.redact("see https://github.com/acme/app and me@example.com")).isEqualTo(
                 "see https://github.com/acme/app and me@example.com");
+        assertThat(none.redact("{\"url\":\"https://a.com\",\"by\":\"me@x.com\"}")).as("compact JSON: nothing between")
+                .isEqualTo("{\"url\":\"https://a.com\",\"by\":\"me@x.com\"}");
+        assertThat(none.redact("xhttps://u:p@h and git+ssh://u@h")).isEqualTo("xhttps://***@h and git+ssh://***@h");
     }
 }

@@ -1,0 +1,24 @@
+package dev.kage.worker.worktree;
+
+import java.util.regex.Pattern;
+
+/**
+ * Masks the credentials of URLs in text ({@code https://user:token@host} → {@code https://***@host}): an operator's
+ * repository URL may carry a token, and git repeats it in its messages. Stateless and thread-safe.
+ */
+public final class UrlCredentials {
+    /**
+     * A URL's scheme (from the start of its word, at most 32 characters) and its userinfo (at most 256 characters,
+     * none that ends a URL in text): bounded, so a long run of letters costs a linear scan, not a quadratic one.
+     */
+    private static final Pattern USERINFO = Pattern.compile(
+            "(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}://)[^/@\\s\"'<>?#]{1,256}@");
+
+    private UrlCredentials() {
+    }
+
+    /** {@code text} with the userinfo of every URL in it masked; null for null. */
+    public static String mask(String text) {
+        return text == null ? null : USERINFO.matcher(text).replaceAll("$1***@");
+    }
+}
