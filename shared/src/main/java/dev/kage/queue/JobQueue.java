@@ -829,7 +829,9 @@ public final class JobQueue {
                 UUID.fromString(JobMessage.fromFields(fields).taskId());
                 return Optional.empty();
             } catch (IllegalArgumentException e) {
-                return Optional.of(e.getMessage().startsWith("job field") ? e.getMessage() : "job field 'task_id' is not a task's id");
+                return Optional.of(e.getMessage() != null && e.getMessage().startsWith("job field") ? e.getMessage()
+                        : e instanceof NumberFormatException ? "job field 'token_limit' is not an integer"
+                        : "job field 'task_id' is not a task's id");
             }
         }
 

@@ -270,7 +270,7 @@ public final class JobRunner {
         // Its last delivery may have finished it and died before the XACK: then it is acknowledged, not failed. Postgres
         // unable to say leaves the entry pending for the next pass, as a run would wait.
         try {
-            if (outcomes.spooled(job.agent(), job.jobId(), job.attempt()) || store.hasOutcome(job.jobId(), job.attempt())) {
+            if (recorded(job)) {
                 LOG.info("Job {} attempt {} already has its outcome; acknowledging the re-delivery instead of dead-lettering it",
                         job.jobId(), job.attempt());
                 queue.ack(claimed);
@@ -493,13 +493,8 @@ public final class JobRunner {
             if (control.reason() != null) {
                 throw new InterruptedException("stopped while waiting for Postgres: " + control.reason());
             }
-            // The outbox first: a flush writes Postgres before it takes the entry out, so an outcome is always in one
-            // of them when the second is read.
-            if (outcomes.spooled(job.agent(), job.jobId(), job.attempt())) {
-                return true;
-            }
             try {
-                return store.hasOutcome(job.jobId(), job.attempt());
+                return recorded(job);
             } catch (StoreException e) {
                 // Waiting starts nothing: another job may take the start lane meanwhile.
                 control.leaveStartLane();
@@ -512,6 +507,18 @@ public final class JobRunner {
                 Thread.sleep(OUTCOME_CHECK_RETRY.toMillis());
             }
         }
+    }
+
+    /**
+     * Whether the job's attempt has its outcome, in Postgres or in the agent's outbox. The outbox is read only once
+     * Postgres answers (while it cannot, the outbox grows, and reading it all every retry would load Redis for
+     * nothing), and Postgres again after it: a flush writes Postgres before it takes the entry out.
+     *
+     * @throws StoreException while Postgres cannot say
+     */
+    private boolean recorded(JobMessage job) {
+        return store.hasOutcome(job.jobId(), job.attempt()) || outcomes.spooled(job.agent(), job.jobId(), job.attempt())
+                || store.hasOutcome(job.jobId(), job.attempt());
     }
 
     /** How long the job's entry has been in its stream: its id is the Redis clock's milliseconds when it was added. */
@@ -810,7 +817,11 @@ public final class JobRunner {
             case AGENT -> "Agent " + pool.owner();
         };
         String period = pool.period() == null ? "" : " for " + pool.period().replace(':', ' ');
-        String message = usd
+        // A run that asks for no dollars (an agent without prices) is refused once the settled dollars reached the limit.
+        String message = usd && used <= limit
+                ? owner + " has spent its USD budget" + period + ": $" + PeriodLimits.usd(used).toPlainString() + " of $"
+                        + PeriodLimits.usd(limit).toPlainString()
+                : usd
                 ? owner + " would exceed its USD budget" + period + ": $" + PeriodLimits.usd(used).toPlainString() + " > $"
                         + PeriodLimits.usd(limit).toPlainString()
                 : owner + " would exceed its token budget" + period + ": " + used + " > " + limit;

@@ -610,7 +610,6 @@ public final class WorkerRuntime {
         }
     }
 
-    /** The entry's owner has a live heartbeat that lists it: it is working on it, however long that takes. */
     /**
      * Moves a job past its delivery limit to the dead letters, listed in flight meanwhile (as a job whose agent is done):
      * while a slow Postgres holds its failure row, no other worker takes the entry and dead-letters it a second time.
@@ -627,6 +626,7 @@ public final class WorkerRuntime {
         }
     }
 
+    /** The entry's owner has a live heartbeat that lists it: it is working on it, however long that takes. */
     private boolean ownerStillWorksOn(PendingEntry entry) {
         String inFlightList = redis.hget(keys.worker(entry.consumer()), "in_flight");
         if (inFlightList == null) {
