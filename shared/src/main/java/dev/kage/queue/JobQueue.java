@@ -138,6 +138,11 @@ public final class JobQueue {
         return async.evalsha(ENQUEUE.sha(), ScriptOutputType.VALUE, enqueueKeys(job), enqueueArgs(job));
     }
 
+    /** The names this queue's keys have. */
+    public KageKeys keys() {
+        return keys;
+    }
+
     /**
      * Whether this attempt of the job was ever enqueued, by its enqueue-once marker (kept
      * {@link #ENQUEUE_MARKER_TTL}, or until the job's outcome is recorded). The marker and the stream entry are written

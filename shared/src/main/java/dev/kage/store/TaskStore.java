@@ -561,6 +561,24 @@ public final class TaskStore {
     }
 
     /**
+     * Tasks not ended, confirmed in Redis, created before {@code before}: those whose jobs may wait long for a worker.
+     * A page in id order after {@code after}.
+     */
+    public List<TaskRecord> openCreatedBefore(java.time.Instant before, UUID after, int limit) {
+        return call(handle -> handle.createQuery("""
+                        SELECT * FROM tasks
+                        WHERE enqueued_at IS NOT NULL AND status IN ('queued', 'running') AND created_at < :before
+                          AND id > :after
+                        ORDER BY id LIMIT :limit
+                        """)
+                .bind("before", before)
+                .bind("after", after)
+                .bind("limit", limit)
+                .map((rs, ctx) -> taskRow(rs))
+                .list());
+    }
+
+    /**
      * The job ids among {@code taskIds}' jobs that have an outcome: a result row of any attempt, or for a replayed job
      * ({@link #replayedAttempts}) of the replayed attempt or a later one.
      */

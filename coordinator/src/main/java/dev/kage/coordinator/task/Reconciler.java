@@ -80,5 +80,18 @@ public class Reconciler {
         }
     }
 
+    /** Hourly: what Redis knows of jobs that wait long for a worker must not expire while they wait. */
+    @Scheduled(fixedDelay = "1h", initialDelay = "1m")
+    void renewWaiting() {
+        try {
+            int renewed = service.renewWaiting();
+            if (renewed > 0) {
+                LOG.debug("Renewed {} marker(s) and live state(s) of jobs waiting for a worker for over a day", renewed);
+            }
+        } catch (RuntimeException e) {
+            LOG.warn("Renewing the keys of long-waiting jobs failed (retrying in an hour): {}", e.getMessage());
+        }
+    }
+
     private static final long GRACE_NANOS = dev.kage.queue.JobQueue.LOST_ENTRY_GRACE.toNanos();
 }

@@ -356,6 +356,51 @@ public final class TaskService {
         }
     }
 
+    /** Tasks younger than this have markers and live state fresh from their submit: {@link #renewWaiting} leaves them. */
+    static final java.time.Duration RENEW_AFTER = java.time.Duration.ofDays(1);
+
+    /**
+     * Keeps what Redis knows of jobs that wait long for a worker (an agent nobody serves for days) from expiring while
+     * they wait: their enqueue-once markers ({@link JobQueue#ENQUEUE_MARKER_TTL}) and their tasks' live state
+     * ({@link LiveTaskState#TTL}). A marker that expired under a queued job made {@link #requeueLost} (after any Redis
+     * or coordinator restart) add the job a second time, and both entries ran. Only keys that exist are renewed; tasks
+     * not ended and older than {@link #RENEW_AFTER}, a page at a time, one pipelined round trip a page. Run hourly.
+     *
+     * @return keys renewed
+     */
+    public int renewWaiting() {
+        java.time.Instant before = clock.instant().minus(RENEW_AFTER);
+        UUID after = new UUID(0, 0);
+        int renewed = 0;
+        while (true) {
+            List<TaskRecord> page = store.openCreatedBefore(before, after, 500);
+            if (page.isEmpty()) {
+                return renewed;
+            }
+            Map<String, Integer> replayed = store.replayedAttempts(page.stream().map(TaskRecord::id).toList());
+            List<Boolean> done = pipeline.call(async -> {
+                List<java.util.concurrent.CompletableFuture<Boolean>> replies = new java.util.ArrayList<>();
+                for (TaskRecord task : page) {
+                    replies.add(async.pexpire(keys().task(task.tenant(), task.id().toString()), LiveTaskState.TTL.toMillis())
+                            .toCompletableFuture());
+                    for (JobMessage job : jobsOf(task)) {
+                        Integer attempt = replayed.get(job.jobId());
+                        replies.add(async.pexpire(keys().enqueued(job.agent(), job.jobId(), attempt == null ? 1 : attempt),
+                                JobQueue.ENQUEUE_MARKER_TTL.toMillis()).toCompletableFuture());
+                    }
+                }
+                return java.util.concurrent.CompletableFuture.allOf(replies.toArray(java.util.concurrent.CompletableFuture[]::new))
+                        .thenApply(v -> replies.stream().map(java.util.concurrent.CompletableFuture::join).toList());
+            });
+            renewed += (int) done.stream().filter(Boolean.TRUE::equals).count();
+            after = page.getLast().id();
+        }
+    }
+
+    private dev.kage.redis.KageKeys keys() {
+        return queue.keys();
+    }
+
     /**
      * Cancels the tenant's task: queued jobs never start, running agents are stopped by their workers
      * within a second (their process trees killed, their reservations released).
