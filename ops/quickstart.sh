@@ -69,7 +69,8 @@ read_pid() { # pidfile -> pid or nothing
 is_ours() { # pid -> alive and started by this script for this run dir
   local pid=$1 args
   kill -0 "$pid" 2>/dev/null || return 1
-  args=$(ps -ww -p "$pid" -o args= 2>/dev/null) || return 1
+  # /proc, not ps: minimal images have no procps
+  args=$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) || return 1
   [[ $args == *"$(marker) "* && $args == *kage-*.jar* ]]
 }
 
@@ -395,7 +396,8 @@ cmd_start() {
   say "run dir: $RUN"
   # fail fast, before services and the build, when the port belongs to someone else
   running_pid "$RUN/coordinator.pid" >/dev/null || check_port_free
-  "$ROOT/ops/services.sh" up || die "Redis/Postgres are not ready (see above)"
+  # 9>&-: a Redis or Postgres started from here must not inherit the lock, or it outlives this run and refuses the next
+  "$ROOT/ops/services.sh" up 9>&- || die "Redis/Postgres are not ready (see above)"
   find_java
   say "Java: $JAVA_HOME ($(java_home_version "$JAVA_HOME"))"
   build

@@ -287,7 +287,7 @@ redis_check_version() {
   v=$(redis_version)
   major=${v%%.*}
   if [[ $major =~ ^[0-9]+$ ]] && ((major < REDIS_MIN_MAJOR)); then
-    warn "redis at $R_HOST:$R_PORT is version $v; Kage Bunshin needs Redis >= $REDIS_MIN_MAJOR (streams XAUTOCLAIM, functions). Upgrade it or use 'docker compose up -d redis'."
+    warn "redis at $R_HOST:$R_PORT is version $v; Kage Bunshin needs Redis >= $REDIS_MIN_MAJOR (XPENDING with IDLE, XINFO GROUPS lag, Lua scripts using them). Upgrade it (packages.redis.io has current versions) or use 'docker compose up -d redis'."
     return 1
   fi
   [[ $v == unknown ]] && warn "redis at $R_HOST:$R_PORT: could not read its version"
@@ -347,7 +347,7 @@ redis_up() {
   parse_redis_url "$REDIS_URL"
   if redis_ping; then
     log "redis: already running at $R_HOST:$R_PORT (reused)"
-    redis_check_version || true
+    redis_check_version || return 1
     return 0
   fi
   if ! is_local_host "$R_HOST"; then
@@ -365,7 +365,7 @@ redis_up() {
       # the package may have started its own service on the default port
       if redis_ping; then
         log "redis: the Debian package's service answers at $R_HOST:$R_PORT (reused; managed by the system, not by this script)"
-        redis_check_version || true
+        redis_check_version || return 1
         return 0
       fi
     else
@@ -374,7 +374,7 @@ redis_up() {
     fi
   fi
   redis_start_local || return 1
-  redis_check_version || true
+  redis_check_version || return 1
 }
 
 redis_status() {
@@ -505,10 +505,10 @@ pg_check_version() {
   num=$(pg_version_num || true)
   if [[ ! $num =~ ^[0-9]+$ ]]; then
     warn "postgres at $P_HOST:$P_PORT: could not read server_version_num as user '$P_USER'"
-    return 1
+    return 2
   fi
   if ((num < PG_MIN_VERSION_NUM)); then
-    warn "postgres at $P_HOST:$P_PORT is version $num (server_version_num); Kage Bunshin needs PostgreSQL >= 14. Upgrade it or use 'docker compose up -d postgres'."
+    warn "postgres at $P_HOST:$P_PORT is version $num (server_version_num); Kage Bunshin needs PostgreSQL >= 14. Upgrade it (the PGDG apt repository, apt.postgresql.org, has current versions) or use 'docker compose up -d postgres'."
     return 1
   fi
   log "postgres: version $((num / 10000)).$((num % 10000)) (server_version_num $num)"
@@ -549,19 +549,24 @@ pg_cluster_on_port() {
 # as in the private cluster and the compose file (development machines only).
 pg_trust_loopback() { # version cluster
   local hba="/etc/postgresql/$1/$2/pg_hba.conf" tmp
-  [[ -w $hba ]] || return 1
-  grep -q 'ops/services.sh' "$hba" && return 0
+  local -a as=()
+  if [[ ! -w $hba ]]; then
+    # the usual cloud VM: not root, passwordless sudo (which installed the packages)
+    can_admin && [[ ${#SUDO[@]} -gt 0 ]] || return 1
+    as=("${SUDO[@]}")
+  fi
+  "${as[@]}" grep -q 'ops/services.sh' "$hba" && return 0
   tmp=$(mktemp)
   {
     printf '# added by ops/services.sh: trust loopback TCP logins (development machine)\n'
     printf 'host    all             all             127.0.0.1/32            trust\n'
     printf 'host    all             all             ::1/128                 trust\n'
-    cat "$hba"
-  } >"$tmp"
-  cat "$tmp" >"$hba" # keeps owner and mode
+    "${as[@]}" cat "$hba"
+  } >"$tmp" || { rm -f "$tmp"; return 1; }
+  "${as[@]}" tee "$hba" <"$tmp" >/dev/null || { rm -f "$tmp"; return 1; } # keeps owner and mode
   rm -f "$tmp"
   log "postgres: $hba now trusts loopback TCP logins"
-  pg_ctlcluster "$1" "$2" reload >/dev/null 2>&1 || true
+  "${as[@]}" pg_ctlcluster "$1" "$2" reload >/dev/null 2>&1 || true
 }
 
 pg_start_debian_cluster() { # version cluster
@@ -702,7 +707,10 @@ pg_up() {
     fi
   fi
   local rc=0
-  pg_check_version || true # too old or unreadable: warned; a login problem fails below
+  # too old: fails here (the app would fail later, less clearly); unreadable (a login problem): fails below
+  local version_rc=0
+  pg_check_version || version_rc=$?
+  [[ $version_rc -eq 1 ]] && rc=1
   pg_ensure_db || rc=1
   return "$rc"
 }

@@ -21,7 +21,8 @@
 #   KAGE_TEST_CHROMIUM, KAGE_TEST_CHROMEDRIVER   the browser for the dashboard test (DashboardIT)
 #                        [/usr/bin/chromium, /usr/bin/chromedriver]; installed with apt-get when missing
 #                        and root, else that test is skipped
-#   REDIS_URL, DATABASE_URL   as for ops/services.sh; the smoke run uses the same server
+#   REDIS_URL, DATABASE_URL   as for ops/services.sh; the tests use the same servers (the database kage_test,
+#                        unless KAGE_TEST_REDIS_URL / KAGE_TEST_DATABASE_URL say otherwise), the smoke run too
 #                        with the database kage_smoke and the namespace kage-smoke
 set -euo pipefail
 
@@ -35,6 +36,14 @@ export DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/kage}
 
 say "services ..."
 ops/services.sh up || die "Redis/Postgres are not ready (see above)"
+# The tests reach the same servers (TestServices reads only the KAGE_TEST_* variables): the database kage_test beside
+# DATABASE_URL's, created here when missing.
+export KAGE_TEST_REDIS_URL=${KAGE_TEST_REDIS_URL:-$REDIS_URL}
+if [[ -z ${KAGE_TEST_DATABASE_URL:-} ]]; then
+  KAGE_TEST_DATABASE_URL=$(db_url_with_name "$DATABASE_URL" kage_test)
+  export KAGE_TEST_DATABASE_URL
+  DATABASE_URL=$KAGE_TEST_DATABASE_URL ops/services.sh up >/dev/null || die "could not prepare the test database (see above)"
+fi
 find_java
 say "Java: $JAVA_HOME"
 
