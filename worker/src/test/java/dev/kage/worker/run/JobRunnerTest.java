@@ -460,9 +460,14 @@ class JobRunnerTest {
 
     /** A runner for one agent, and the steps of a job's life up to its run. */
     private Harness harness(BudgetMode mode, AgentConfig agent) {
+        return harness(mode, agent, Map.of());
+    }
+
+    private Harness harness(BudgetMode mode, AgentConfig agent, Map<String, String> extraEnv) {
         KageKeys keys = redis.keys();
         Map<String, String> env = TestServices.environment(redis.namespace(), db.schema());
         env.put("BUDGET_MODE", mode.name());
+        env.putAll(extraEnv);
         KageSettings settings = KageSettings.load(Env.of(env));
         AgentCatalog catalog = new AgentCatalog(List.of(agent));
         WorkerSettings worker = new WorkerSettings("test-worker", dir.resolve("work"), origin.toString(), List.of(agent.name()),
@@ -493,26 +498,36 @@ class JobRunnerTest {
         }
 
         TaskRecord submit(String description, int timeout) {
-            TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", description, TaskStatus.QUEUED, Priority.NORMAL, null,
-                    "main", List.of(new Assignment(agent.name(), timeout)), null, 100_000, Instant.now(), Instant.now(), null);
-            store.insert(task);
-            queue.ensureStreams(agent.name());
-            queue.enqueue(new JobMessage(JobMessage.jobId(task.id().toString(), agent.name()), task.id().toString(), "acme",
-                    agent.name(), Priority.NORMAL, description, "", "main", timeout, 100_000, 1));
+            return submit(description, 100_000, "main", timeout);
+        }
+
+        TaskRecord submit(String description, long tokenLimit, String baseBranch, int timeout) {
+            TaskRecord task = task(description, tokenLimit, baseBranch, timeout);
+            queue.enqueue(job(task));
             return task;
         }
 
         /** A task whose job's entry was added at {@code addedAtMillis} (Redis's clock), long ago; no live state. */
         TaskRecord submitAdded(String description, long addedAtMillis) {
+            TaskRecord task = task(description, 100_000, "main", 60);
+            redis.redis().xadd(redis.keys().jobStream(agent.name(), Priority.NORMAL),
+                    new io.lettuce.core.XAddArgs().id(addedAtMillis + "-0"), job(task).toFields());
+            return task;
+        }
+
+        private TaskRecord task(String description, long tokenLimit, String baseBranch, int timeout) {
             TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", description, TaskStatus.QUEUED, Priority.NORMAL, null,
-                    "main", List.of(new Assignment(agent.name(), 60)), null, 100_000, Instant.now(), Instant.now(), null);
+                    baseBranch, List.of(new Assignment(agent.name(), timeout)), null, tokenLimit, Instant.now(), Instant.now(), null);
             store.insert(task);
             queue.ensureStreams(agent.name());
-            JobMessage job = new JobMessage(JobMessage.jobId(task.id().toString(), agent.name()), task.id().toString(), "acme",
-                    agent.name(), Priority.NORMAL, description, "", "main", 60, 100_000, 1);
-            redis.redis().xadd(redis.keys().jobStream(agent.name(), Priority.NORMAL),
-                    new io.lettuce.core.XAddArgs().id(addedAtMillis + "-0"), job.toFields());
             return task;
+        }
+
+        private JobMessage job(TaskRecord task) {
+            String id = task.id().toString();
+            Assignment assignment = task.assignments().getFirst();
+            return new JobMessage(JobMessage.jobId(id, agent.name()), id, "acme", agent.name(), Priority.NORMAL, task.description(),
+                    "", task.baseBranch(), assignment.timeoutSeconds(), task.tokenLimit(), 1);
         }
 
         ClaimedJob claim() {
@@ -524,31 +539,9 @@ class JobRunnerTest {
 
     private Run run(BudgetMode mode, AgentConfig agent, String description, long tokenLimit, String baseBranch, int timeout,
                     Map<String, String> extraEnv, JobControl control) throws Exception {
-        KageKeys keys = redis.keys();
-        Map<String, String> env = TestServices.environment(redis.namespace(), db.schema());
-        env.put("BUDGET_MODE", mode.name());
-        env.putAll(extraEnv);
-        KageSettings settings = KageSettings.load(Env.of(env));
-        AgentCatalog catalog = new AgentCatalog(List.of(agent));
-        WorkerSettings worker = new WorkerSettings("test-worker", dir.resolve("work"), origin.toString(), List.of(agent.name()),
-                true, Duration.ofSeconds(5), 2);
-        JobQueue queue = new JobQueue(keys, redis.redis());
-        LiveTaskState live = new LiveTaskState(keys, redis.redis());
-        JobRunner runner = new JobRunner(settings, worker, catalog, queue, store, live,
-                new EventLog(keys, redis.redis(), Clock.systemUTC()),
-                new BudgetLedger(keys, redis.redis(), mode, 0.8, settings.budget().tenantDefaults(), Clock.systemUTC()),
-                limiter(keys, catalog, settings), new WorktreeManager(worker.workDir()), new ProcessRunner(),
-                new OutcomeRecorder(store, keys, redis.redis()), redis.pipeline(), Clock.systemUTC(), new WorkerMetrics(meters));
-
-        TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", description, TaskStatus.QUEUED, Priority.NORMAL, null,
-                baseBranch, List.of(new Assignment(agent.name(), timeout)), null, tokenLimit, Instant.now(), Instant.now(), null);
-        store.insert(task);
-        queue.ensureStreams(agent.name());
-        queue.enqueue(new JobMessage(JobMessage.jobId(task.id().toString(), agent.name()), task.id().toString(), "acme",
-                agent.name(), Priority.NORMAL, description, "", baseBranch, timeout, tokenLimit, 1));
-        List<ClaimedJob> claimed = queue.read(blocking.sync(), agent.name(), "test-worker", Duration.ofSeconds(1));
-        assertThat(claimed).hasSize(1);
-        runner.run(claimed.getFirst(), control);
+        Harness h = harness(mode, agent, extraEnv);
+        TaskRecord task = h.submit(description, tokenLimit, baseBranch, timeout);
+        h.runner().run(h.claim(), control);
         ResultRecord result = store.results(task.id()).getFirst();
         return new Run(task, result, store.errors(task.id()));
     }
