@@ -438,7 +438,12 @@ public final class JobQueue {
      */
     public boolean handBack(ClaimedJob claimed, String consumer) {
         List<String> args = new ArrayList<>(List.of(KageKeys.WORKER_GROUP, claimed.entryId(), consumer));
-        claimed.fields().forEach((name, value) -> {
+        Map<String, String> fields = new java.util.LinkedHashMap<>(claimed.fields());
+        long since = claimed.queuedSinceMillis();
+        if (since > 0) {
+            fields.put(QUEUED_SINCE, Long.toString(since));
+        }
+        fields.forEach((name, value) -> {
             args.add(name);
             args.add(value);
         });
@@ -785,7 +790,23 @@ public final class JobQueue {
         public String key() {
             return stream + "/" + entryId;
         }
+
+        /**
+         * When the job first entered its stream (the Redis clock's ms): a handed-back entry carries the time of the entry
+         * it replaced ({@value #QUEUED_SINCE}), else it is this entry's id. 0 when neither says.
+         */
+        public long queuedSinceMillis() {
+            String since = fields == null ? null : fields.get(QUEUED_SINCE);
+            try {
+                return Long.parseLong(since != null ? since : entryId.substring(0, entryId.indexOf('-')));
+            } catch (RuntimeException notAnId) {
+                return 0;
+            }
+        }
     }
+
+    /** The field a handed-back entry keeps its job's first queueing time in (ms): how long a job waited survives it. */
+    public static final String QUEUED_SINCE = "queued_since";
 
     /**
      * A pending entry as {@code XPENDING} reports it.
@@ -830,13 +851,17 @@ public final class JobQueue {
          * @return what is wrong with it, or empty for a letter of a job
          */
         public Optional<String> notAJob() {
+            JobMessage job;
             try {
-                UUID.fromString(JobMessage.fromFields(fields).taskId());
+                job = JobMessage.fromFields(fields);
+            } catch (IllegalArgumentException e) {
+                return Optional.of(e.getMessage());
+            }
+            try {
+                UUID.fromString(job.taskId());
                 return Optional.empty();
             } catch (IllegalArgumentException e) {
-                return Optional.of(e.getMessage() != null && e.getMessage().startsWith("job field") ? e.getMessage()
-                        : e instanceof NumberFormatException ? "job field 'token_limit' is not an integer"
-                        : "job field 'task_id' is not a task's id");
+                return Optional.of("job field 'task_id' is not a task's id");
             }
         }
 

@@ -91,7 +91,7 @@ public record JobMessage(
                 fields.getOrDefault("repo", ""),
                 required(fields, "base_branch"),
                 integer(fields, "timeout"),
-                Long.parseLong(required(fields, "token_limit")),
+                longValue(fields, "token_limit"),
                 integer(fields, "attempt"),
                 fields.containsKey("rl_retries") ? integer(fields, "rl_retries") : 0);
     }
@@ -102,6 +102,14 @@ public record JobMessage(
             throw new IllegalArgumentException("job field '" + name + "' is missing");
         }
         return value;
+    }
+
+    private static long longValue(Map<String, String> fields, String name) {
+        try {
+            return Long.parseLong(required(fields, name));
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("job field '" + name + "' is not an integer");
+        }
     }
 
     private static int integer(Map<String, String> fields, String name) {

@@ -206,6 +206,12 @@ class QueueSemanticsTest {
         ClaimedJob theirs = readOne("w2");
         assertThat(theirs.job()).isEqualTo(mine.job());
         assertThat(redis.redis().xpending(stream(Priority.NORMAL), KageKeys.WORKER_GROUP).getCount()).isEqualTo(1);
+        // How long the job has waited survives it (a job that waited days must still ask Postgres about a cancel).
+        long first = Long.parseLong(mine.entryId().substring(0, mine.entryId().indexOf('-')));
+        assertThat(theirs.entryId()).isNotEqualTo(mine.entryId());
+        assertThat(theirs.queuedSinceMillis()).isEqualTo(mine.queuedSinceMillis()).isEqualTo(first);
+        assertThat(queue.handBack(theirs, "w2")).isTrue();
+        assertThat(readOne("w3").queuedSinceMillis()).as("and a second hand-back").isEqualTo(first);
     }
 
     @Test

@@ -319,7 +319,8 @@ public final class JobRunner {
         if (start == LiveTaskState.StartCheck.NO_LIVE_STATE) {
             // The job waited for a worker so long that its task's live state expired, and a cancel with it: Postgres
             // says. A cancel after this read finds the job running and stops it.
-            boolean cancelled = store.find(job.tenant(), taskId).map(t -> t.status() == TaskStatus.CANCELLED).orElse(false);
+            boolean cancelled = untilPostgresAnswers(job, control, "whether its task was cancelled",
+                    () -> store.find(job.tenant(), taskId).map(t -> t.status() == TaskStatus.CANCELLED).orElse(false));
             if (!cancelled) {
                 live.jobStarted(job.tenant(), job.taskId(), job.agent(), worker.workerId());
             }
@@ -488,19 +489,28 @@ public final class JobRunner {
      * heartbeat refreshes it); a stop (shutdown, cancel) interrupts the wait.
      */
     private boolean alreadyRecorded(JobMessage job, JobControl control) throws InterruptedException {
+        return untilPostgresAnswers(job, control, "whether it finished before", () -> recorded(job));
+    }
+
+    /**
+     * What Postgres says, asked again every {@link #OUTCOME_CHECK_RETRY} while it cannot answer (a guess could run a
+     * job twice, or a cancelled one); a stop (shutdown, cancel) interrupts the wait. Waiting starts nothing: the job
+     * leaves its start lane meanwhile.
+     */
+    private <T> T untilPostgresAnswers(JobMessage job, JobControl control, String question,
+                                       java.util.function.Supplier<T> ask) throws InterruptedException {
         boolean told = false;
         while (true) {
             if (control.reason() != null) {
                 throw new InterruptedException("stopped while waiting for Postgres: " + control.reason());
             }
             try {
-                return recorded(job);
+                return ask.get();
             } catch (StoreException e) {
-                // Waiting starts nothing: another job may take the start lane meanwhile.
                 control.leaveStartLane();
                 if (!told) {
-                    LOG.warn("Job {} attempt {} was delivered again and Postgres cannot say whether it finished before ({}); "
-                            + "waiting for Postgres rather than maybe running it twice", job.jobId(), job.attempt(), e.getMessage());
+                    LOG.warn("Job {} attempt {}: Postgres cannot say {} ({}); waiting for Postgres rather than guessing",
+                            job.jobId(), job.attempt(), question, e.getMessage());
                     told = true;
                 }
                 // A backoff, not a poll of something that will signal: Postgres gives no notice when it is back.
@@ -521,15 +531,10 @@ public final class JobRunner {
                 || store.hasOutcome(job.jobId(), job.attempt());
     }
 
-    /** How long the job's entry has been in its stream: its id is the Redis clock's milliseconds when it was added. */
+    /** How long the job has waited since it first entered its stream (a hand-back keeps the first time). */
     private Duration waited(ClaimedJob claimed) {
-        String id = claimed.entryId();
-        try {
-            long added = Long.parseLong(id.substring(0, id.indexOf('-')));
-            return Duration.ofMillis(Math.max(0, clock.millis() - added));
-        } catch (RuntimeException notAnId) {
-            return Duration.ZERO;
-        }
+        long since = claimed.queuedSinceMillis();
+        return since <= 0 ? Duration.ZERO : Duration.ofMillis(Math.max(0, clock.millis() - since));
     }
 
     /** How long a job delivered again waits before asking Postgres again whether its attempt finished. */

@@ -18,11 +18,12 @@ final class Git {
     /** How long one local git command may take, from its start. */
     static final java.time.Duration TIMEOUT = java.time.Duration.ofMinutes(5);
     /**
-     * How long one command that talks to a remote may take, from its start: a first clone of a big repository takes
-     * long. A stall ends sooner: over HTTP(S) git gives up below 1,000 bytes/s for a minute ({@code http.lowSpeed*}).
+     * How long a clone, fetch or push may take, from its start: a first clone of a big repository takes long. A stall
+     * ends sooner: over HTTP(S) git gives up when nothing at all arrives for two minutes ({@code http.lowSpeed*}; a
+     * server preparing a pack sends keep-alives meanwhile).
      */
     static final java.time.Duration NETWORK_TIMEOUT = java.time.Duration.ofHours(1);
-    private static final java.util.Set<String> NETWORK_COMMANDS = java.util.Set.of("clone", "fetch", "push", "ls-remote");
+    private static final java.util.Set<String> NETWORK_COMMANDS = java.util.Set.of("clone", "fetch", "push");
     private static final String NICE = "/usr/bin/nice";
     private static final boolean NICE_AVAILABLE = java.nio.file.Files.isExecutable(Path.of(NICE));
 
@@ -76,9 +77,9 @@ final class Git {
         argv.add("-c");
         argv.add("commit.gpgsign=false");
         argv.add("-c");
-        argv.add("http.lowSpeedLimit=1000");
+        argv.add("http.lowSpeedLimit=1");
         argv.add("-c");
-        argv.add("http.lowSpeedTime=60");
+        argv.add("http.lowSpeedTime=120");
         argv.addAll(List.of(args));
         ProcessBuilder builder = new ProcessBuilder(argv).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
         if (cwd != null) {
@@ -113,7 +114,9 @@ final class Git {
                 String message = new String(stderr, StandardCharsets.UTF_8).trim();
                 // A lock another git process holds (or a crashed one left) and network trouble pass; the rest does not.
                 boolean retryable = message.contains(".lock") || message.contains("Could not resolve host")
-                        || message.contains("Connection timed out") || message.contains("Connection refused");
+                        || message.contains("Connection timed out") || message.contains("Connection refused")
+                        || message.contains("Operation too slow") || message.contains("early EOF")
+                        || message.contains("remote end hung up") || message.contains("Connection reset");
                 throw new GitException("git " + String.join(" ", args) + ": " + message, retryable);
             }
             return out;

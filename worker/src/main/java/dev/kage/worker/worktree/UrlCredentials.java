@@ -8,11 +8,12 @@ import java.util.regex.Pattern;
  */
 public final class UrlCredentials {
     /**
-     * A URL's scheme (from the start of its word, at most 32 characters) and its userinfo (at most 256 characters,
-     * none that ends a URL in text): bounded, so a long run of letters costs a linear scan, not a quadratic one.
+     * A URL's scheme (from the start of its word, at most 32 characters) and its userinfo (any length: a JWT is long;
+     * no character that ends a URL in text). The userinfo is matched possessively and a scheme starts only where a word
+     * does, so a long run of letters costs a linear scan, not a quadratic one.
      */
     private static final Pattern USERINFO = Pattern.compile(
-            "(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}://)[^/@\\s\"'<>?#]{1,256}@");
+            "(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{0,31}://)[^/@\\s\"'<>?#]++@");
 
     private UrlCredentials() {
     }

@@ -47,5 +47,7 @@ class RedactorTest {
         assertThat(none.redact("{\"url\":\"https://a.com\",\"by\":\"me@x.com\"}")).as("compact JSON: nothing between")
                 .isEqualTo("{\"url\":\"https://a.com\",\"by\":\"me@x.com\"}");
         assertThat(none.redact("xhttps://u:p@h and git+ssh://u@h")).isEqualTo("xhttps://***@h and git+ssh://***@h");
+        String jwt = "oauth2:" + "eyJhbGciOiJSUzI1NiJ9.".repeat(20);
+        assertThat(none.redact("clone https://" + jwt + "@dev.azure.com/acme/app")).isEqualTo("clone https://***@dev.azure.com/acme/app");
     }
 }
