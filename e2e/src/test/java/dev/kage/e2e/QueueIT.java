@@ -191,6 +191,9 @@ class QueueIT {
             String running = submit(fleet, "slow sleep=60", List.of("rec-a"), Map.of());
             String queued = submit(fleet, "later sleep=1", List.of("rec-a"), Map.of());
             await().atMost(Duration.ofSeconds(30)).until(() -> count("start " + running + "/rec-a ") == 1);
+            // Its start reaches Postgres with the outcome writer's next group commit: within 10 ms, later on a busy machine.
+            await().atMost(Duration.ofSeconds(10)).until(() ->
+                    fleet.query("SELECT status FROM tasks WHERE id = ?::uuid", running).equals(List.of("running")));
 
             var cancelQueued = fleet.post("/api/v1/tasks/" + queued + "/cancel", KEY, "");
             assertThat(cancelQueued.statusCode()).as(cancelQueued.body()).isEqualTo(202);
