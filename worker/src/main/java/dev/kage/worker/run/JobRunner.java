@@ -40,6 +40,7 @@ import dev.kage.worker.metrics.WorkerMetrics;
 import dev.kage.worker.process.ProcessOutcome;
 import dev.kage.worker.process.ProcessRunner;
 import dev.kage.worker.worktree.GitException;
+import dev.kage.worker.worktree.UrlCredentials;
 import dev.kage.worker.worktree.Worktree;
 import dev.kage.worker.worktree.WorktreeManager;
 import java.io.IOException;
@@ -601,11 +602,10 @@ public final class JobRunner {
             worktree = worktrees.create(repo, job.baseBranch(), branch, job.taskId() + "-" + job.agent(), queuedAtLocalMillis(claimed));
         } catch (GitException e) {
             budget.release(hold);
-            // Git's message and the repository may hold an operator's URL with its credentials in it.
-            String message = Redactor.withoutCredentials(e.getMessage());
-            ErrorRecord error = error(job, "WorktreeError", message,
-                    Map.of("repo", Redactor.withoutCredentials(repo), "base_branch", job.baseBranch()), e.retryable());
-            return new Outcome(failedResult(job, agent, message, null), List.of(error));
+            // The repository may be an operator's URL with its credentials in it (a GitException's message is masked).
+            ErrorRecord error = error(job, "WorktreeError", e.getMessage(),
+                    Map.of("repo", UrlCredentials.mask(repo), "base_branch", job.baseBranch()), e.retryable());
+            return new Outcome(failedResult(job, agent, e.getMessage(), null), List.of(error));
         } catch (InterruptedException | RuntimeException e) {
             Hold given = hold;
             whileStopping(() -> budget.release(given));
@@ -627,7 +627,7 @@ public final class JobRunner {
             try {
                 worktrees.remove(worktree);
             } catch (GitException e) {
-                LOG.warn("Could not remove worktree {}: {}", worktree.path(), Redactor.withoutCredentials(e.getMessage()));
+                LOG.warn("Could not remove worktree {}: {}", worktree.path(), e.getMessage());
             }
         }
     }

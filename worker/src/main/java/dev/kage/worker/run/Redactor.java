@@ -30,7 +30,7 @@ final class Redactor {
         if (text == null) {
             return null;
         }
-        String out = withoutCredentials(text);
+        String out = dev.kage.worker.worktree.UrlCredentials.mask(text);
         for (String secret : secrets) {
             out = out.replace(secret, "***");
         }
@@ -47,11 +47,6 @@ final class Redactor {
             from = cut.end();
         }
         return masked.append(maskEdges(out.substring(from))).toString();
-    }
-
-    /** {@code text} with the userinfo of every URL in it masked. */
-    static String withoutCredentials(String text) {
-        return dev.kage.worker.worktree.UrlCredentials.mask(text);
     }
 
     private String maskEdges(String piece) {
