@@ -32,8 +32,7 @@ final class EventReplay {
         java.util.ArrayDeque<StreamEvent> events = new java.util.ArrayDeque<>();
         String position = after == null ? StreamIds.ZERO : after;
         if (after != null) {
-            List<StreamMessage<String, String>> newest = redis.xrevrange(keys.events(), Range.create("-", "+"), Limit.from(1));
-            String last = newest.isEmpty() ? StreamIds.ZERO : newest.getFirst().getId();
+            String last = newest(redis, keys);
             if (StreamIds.compare(after, last) >= 0) {
                 return new Replay(List.of(), last);
             }
@@ -56,6 +55,12 @@ final class EventReplay {
             }
             from = StreamIds.successor(position);
         }
+    }
+
+    /** The id of the newest event in the stream ({@link StreamIds#ZERO} when there is none). */
+    static String newest(RedisCommands<String, String> redis, KageKeys keys) {
+        List<StreamMessage<String, String>> newest = redis.xrevrange(keys.events(), Range.create("-", "+"), Limit.from(1));
+        return newest.isEmpty() ? StreamIds.ZERO : newest.getFirst().getId();
     }
 
     /** The 400 for a {@code Last-Event-ID} that is no id of this stream. */

@@ -102,7 +102,15 @@ public class TenantEventsController {
             events = Flux.concat(Flux.fromIterable(past.events()),
                     live.events().filter(e -> StreamIds.compare(e.id(), past.position()) > 0));
         } else {
-            events = live.events();
+            // From now on, exactly: the hub may still be dispatching events published before this request.
+            String now;
+            try {
+                now = EventReplay.newest(redis, keys);
+            } catch (RuntimeException e) {
+                live.close();
+                throw e;
+            }
+            events = live.events().filter(e -> StreamIds.compare(e.id(), now) > 0);
         }
         // A comment first: the response's headers leave with its first bytes, and a quiet tenant has no event to send.
         Flux<Event<String>> body = Flux.merge(Flux.concat(Mono.just(Event.of("").comment("connected")),
