@@ -645,11 +645,29 @@ public final class TaskStore {
     }
 
     /**
-     * A failed or partial task whose dead job was replayed runs again; the job's replayed {@code attempt} is recorded, so
-     * that the reconciler enqueues that attempt again should Redis lose it ({@link #jobsWithOutcome}).
+     * Reopens a task before a dead letter's job is put back as {@code attempt}: a failed or partial task runs again, the
+     * replayed attempt is recorded ({@code job_replays}), and the task's {@code enqueued_at} is cleared, so that the
+     * reconciler enqueues that attempt should the replay not reach Redis (or Redis lose it) and the task is never left
+     * running with nothing to run ({@link #unenqueued}, {@link #jobsWithOutcome}). The caller marks the task enqueued
+     * again once the attempt is in Redis.
+     *
+     * @return false, with nothing changed, when the job already has a result of {@code attempt} or a later one: the
+     *         letter is stale (a reconciler ran the attempt of a replay whose Redis write failed), and putting it back
+     *         would run that attempt a second time
      */
-    public void reopen(UUID taskId, String jobId, int attempt) {
-        run(handle -> handle.useTransaction(tx -> {
+    public boolean reopen(UUID taskId, String jobId, int attempt) {
+        return call(handle -> handle.inTransaction(tx -> {
+            // The task row is locked first, as the group commit locks it: the check below sees every result committed
+            // before, and none of the attempt can commit while this runs.
+            tx.createQuery("SELECT id FROM tasks WHERE id = :id FOR UPDATE").bind("id", taskId).mapTo(UUID.class).findOne();
+            boolean ran = tx.createQuery("SELECT EXISTS (SELECT 1 FROM execution_results WHERE job_id = :job AND attempt >= :attempt)")
+                    .bind("job", jobId)
+                    .bind("attempt", attempt)
+                    .mapTo(Boolean.class)
+                    .one();
+            if (ran) {
+                return false;
+            }
             tx.createUpdate("""
                             INSERT INTO job_replays (job_id, task_id, attempt) VALUES (:job, :task, :attempt)
                             ON CONFLICT (job_id) DO UPDATE SET attempt = GREATEST(job_replays.attempt, EXCLUDED.attempt),
@@ -659,19 +677,16 @@ public final class TaskStore {
                     .bind("task", taskId)
                     .bind("attempt", attempt)
                     .execute();
-            // The task row is locked first, as the group commit locks it: the check below then sees a result of the
-            // replayed attempt that a fast worker committed meanwhile (the replay enqueues before it reopens), and a task
-            // that attempt already ended is not reopened to stay running for ever.
-            tx.createQuery("SELECT id FROM tasks WHERE id = :id FOR UPDATE").bind("id", taskId).mapTo(UUID.class).findOne();
             tx.createUpdate("""
-                            UPDATE tasks SET status = 'running', completed_at = NULL, updated_at = now()
-                            WHERE id = :id AND status IN ('failed', 'partial')
-                              AND NOT EXISTS (SELECT 1 FROM execution_results WHERE job_id = :job AND attempt >= :attempt)
+                            UPDATE tasks SET status = CASE WHEN status IN ('failed', 'partial') THEN 'running' ELSE status END,
+                                             completed_at = CASE WHEN status IN ('failed', 'partial') THEN NULL
+                                                                 ELSE completed_at END,
+                                             enqueued_at = NULL, updated_at = now()
+                            WHERE id = :id AND status IN ('failed', 'partial', 'queued', 'running')
                             """)
                     .bind("id", taskId)
-                    .bind("job", jobId)
-                    .bind("attempt", attempt)
                     .execute();
+            return true;
         }));
     }
 

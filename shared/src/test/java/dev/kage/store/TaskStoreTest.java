@@ -110,18 +110,21 @@ class TaskStoreTest {
         store.insert(task);
         String job = dev.kage.task.JobMessage.jobId(task.id().toString(), "demo");
         assertThat(store.recordOutcome(result(task, "demo", JobStatus.FAILED, "0.01"), List.of())).isEqualTo(TaskStatus.FAILED);
-        store.reopen(task.id(), job, 2);
+        store.markEnqueued(task.id());
+        assertThat(store.reopen(task.id(), job, 2)).isTrue();
         assertThat(store.find("acme", task.id()).orElseThrow().status()).isEqualTo(TaskStatus.RUNNING);
+        assertThat(store.unenqueued(-60, 1000)).as("left for the reconciler until the replay marks it enqueued")
+                .extracting(TaskRecord::id).contains(task.id());
         assertThat(store.replayedAttempts(List.of(task.id()))).containsExactly(java.util.Map.entry(job, 2));
         assertThat(store.jobsWithOutcome(List.of(task.id()))).as("attempt 2 has no row yet").isEmpty();
 
-        // A replay whose attempt a fast worker ended before the replay reopened the task (it enqueues first): the row of
-        // that attempt decided the task; reopened, it would stay running with nothing left to run.
+        // A stale letter's replay: the attempt ran already (the reconciler enqueued it after the replay failed in Redis).
+        // The row of that attempt decided the task; reopened, it would stay running with nothing left to run.
         dev.kage.task.ResultRecord second = result(task, "demo", JobStatus.FAILED, "0.01");
         second = new dev.kage.task.ResultRecord(second.taskId(), second.jobId(), second.cliName(), second.status(), second.outputSummary(),
                 0, 0, 0, 0, second.cost(), second.usageSource(), second.model(), 1, 1, null, null, null, "w1", 2, null, null);
         assertThat(store.recordOutcome(second, List.of())).isEqualTo(TaskStatus.FAILED);
-        store.reopen(task.id(), job, 2);
+        assertThat(store.reopen(task.id(), job, 2)).as("stale").isFalse();
         assertThat(store.find("acme", task.id()).orElseThrow().status()).isEqualTo(TaskStatus.FAILED);
         assertThat(store.jobsWithOutcome(List.of(task.id()))).containsExactly(job);
     }

@@ -243,6 +243,29 @@ public final class TaskService {
     }
 
     /**
+     * Enqueues the jobs of a task that a dead letter's replay reopened and whose Redis step did not happen (each attempt
+     * once: the replay's own script may have added it meanwhile), without the submit's live state and event, which would
+     * write the task's other, ended jobs queued again.
+     */
+    private boolean enqueueReplayed(TaskRecord task, List<JobMessage> jobs) {
+        try {
+            for (JobMessage job : jobs) {
+                if (queue.enqueue(job).isPresent()) {
+                    live.jobRetrying(task.tenant(), job.taskId(), job.agent(), job.attempt(), clock.instant());
+                    events.publish("job.replayed", Map.of("task_id", job.taskId(), "tenant", task.tenant(), "agent", job.agent(),
+                            "attempt", Integer.toString(job.attempt())));
+                }
+            }
+        } catch (RedisException e) {
+            LOG.error("Task {} was reopened by a replay, but Redis refused its jobs ({}); retried when Redis answers", task.id(),
+                    e.getMessage());
+            return false;
+        }
+        enqueuedMarks.add(task.id());
+        return true;
+    }
+
+    /**
      * Writes {@code enqueued_at} of the tasks enqueued since the last call, in one statement (up to 10,000; the rest
      * at the next call). When Postgres refuses, the marks are dropped: the reconciler finds those tasks, sees their jobs
      * in Redis (or done), and marks them.
@@ -283,6 +306,15 @@ public final class TaskService {
                 // Its jobs reached Redis (or ran already: a worker deletes a job's marker once its row is committed); the
                 // coordinator that added them did not mark the row. Adding a finished job again would run it twice.
                 enqueuedMarks.add(task.id());
+                continue;
+            }
+            if (jobs.stream().anyMatch(job -> job.attempt() > 1)) {
+                LOG.info("Reconciler: task {} was reopened by a dead letter's replay that did not reach Redis; enqueuing {}",
+                        task.id(), jobs.stream().map(job -> job.jobId() + " attempt " + job.attempt()).toList());
+                if (!enqueueReplayed(task, jobs)) {
+                    break;
+                }
+                done++;
                 continue;
             }
             LOG.info("Reconciler: task {} was never confirmed in Redis; enqueuing it", task.id());
@@ -538,9 +570,22 @@ public final class TaskService {
             throw new TaskCancelledException("dead letter " + deadLetterId + " is a job of task " + letter.get().job().taskId()
                     + ", which was cancelled: it is not run again (discard the letter)");
         }
-        Optional<JobMessage> replayed = queue.replay(letter.get(), letter.get().job().attempt() + 1);
+        // Postgres first: the task reopens (running, cancellable, its replayed attempt recorded) before the job exists, and
+        // it is left unmarked-enqueued, so a replay whose Redis step fails (a 503) is finished by the reconciler instead of
+        // leaving the task running with nothing to run. In the other order a failed reopen left the job running under a
+        // task still failed, which a cancel could not stop.
+        JobMessage next = letter.get().job().withAttempt(letter.get().job().attempt() + 1);
+        UUID taskId = UUID.fromString(next.taskId());
+        if (!store.reopen(taskId, next.jobId(), next.attempt())) {
+            // Its attempt ran already (the reconciler enqueued it after a replay of this letter failed in Redis).
+            LOG.info("Dead letter {} is stale: attempt {} of job {} ran already; the letter is removed", deadLetterId,
+                    next.attempt(), next.jobId());
+            queue.discardDeadLetter(letter.get());
+            return Optional.empty();
+        }
+        Optional<JobMessage> replayed = queue.replay(letter.get(), next.attempt());
+        enqueuedMarks.add(taskId);
         replayed.ifPresent(job -> {
-            store.reopen(UUID.fromString(job.taskId()), job.jobId(), job.attempt());
             live.jobRetrying(tenant, job.taskId(), job.agent(), job.attempt(), clock.instant());
             events.publish("job.replayed", Map.of("task_id", job.taskId(), "tenant", tenant, "agent", job.agent(),
                     "attempt", Integer.toString(job.attempt()), "dead_letter_id", deadLetterId));

@@ -28,7 +28,7 @@ class DeadLetterApiTest {
 
     @BeforeAll
     static void start() {
-        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456,initech:initech-key-789,umbrella:umbrella-key-000");
+        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456,initech:initech-key-789,umbrella:umbrella-key-000,hooli:hooli-key-111");
     }
 
     @AfterAll
@@ -174,6 +174,66 @@ class DeadLetterApiTest {
         assertThat(JSON.readTree(get("/api/v1/tasks/" + cancelled, "umbrella-key-000").body()).get("status").asText())
                 .isEqualTo("cancelled");
         assertThat(ids(get("/api/v1/dead-letters", "umbrella-key-000"))).containsExactly(cancelledLetter);
+    }
+
+    @Test
+    void aReplayWhoseRedisStepFailsLeavesItsTaskRunningAndCancellableAndTheReconcilerFinishesIt() throws Exception {
+        // A failed task's job died; its replay reaches Postgres (the task reopens) but not Redis: the stream's key is
+        // unusable for a moment (WRONGTYPE), as a Redis that refuses writes would be.
+        var database = coordinator.context().getBean(dev.kage.store.Database.class);
+        var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
+        String stream = coordinator.redis().keys().jobStream("claude-code", Priority.NORMAL);
+        String task = submit("hooli-key-111", "claude-code");
+        String stale = submit("hooli-key-111", "claude-code");
+        String letter = kill("hooli", task, "claude-code");
+        String staleLetter = kill("hooli", stale, "claude-code");
+        database.jdbi().useHandle(h -> h.execute("UPDATE tasks SET status = 'failed', completed_at = now() WHERE id IN (?::uuid, ?::uuid)",
+                task, stale));
+        java.util.function.Function<String, String> status = id -> {
+            try {
+                return JSON.readTree(get("/api/v1/tasks/" + id, "hooli-key-111").body()).get("status").asText();
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        };
+        List<Map<String, String>> entries = coordinator.redis().redis().xrange(stream, Range.create("-", "+")).stream()
+                .map(m -> m.getBody()).toList();
+        try {
+            coordinator.redis().redis().del(stream);
+            coordinator.redis().redis().set(stream, "not a stream");
+            for (String dead : List.of(letter, staleLetter)) {
+                HttpResponse<String> failed = post("/api/v1/dead-letters/" + dead + "/replay", "hooli-key-111");
+                assertThat(failed.statusCode()).as(failed.body()).isEqualTo(503);
+            }
+            assertThat(status.apply(task)).as("reopened before Redis was asked: cancellable, never failed while it runs")
+                    .isEqualTo("running");
+            assertThat(ids(get("/api/v1/dead-letters", "hooli-key-111"))).as("the letters stay").contains(letter, staleLetter);
+        } finally {
+            coordinator.redis().redis().del(stream);
+            entries.forEach(fields -> coordinator.redis().redis().xadd(stream, fields));
+        }
+
+        // Redis answers again: the reconciler enqueues the replayed attempts, each once.
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).untilAsserted(() -> {
+            service.reconcile();
+            assertThat(attemptsInStream(stream, task)).containsExactly(1, 3);
+            assertThat(attemptsInStream(stream, stale)).containsExactly(1, 3);
+        });
+        // Replaying the letter now adds nothing and removes it.
+        HttpResponse<String> again = post("/api/v1/dead-letters/" + letter + "/replay", "hooli-key-111");
+        assertThat(again.statusCode()).as(again.body()).isEqualTo(202);
+        assertThat(attemptsInStream(stream, task)).containsExactly(1, 3);
+        // The other's attempt 3 ran (its row written, its marker gone a minute later): its letter is stale, and replaying
+        // it runs nothing a second time.
+        String jobId = JobMessage.jobId(stale, "claude-code");
+        new dev.kage.store.TaskStore(database).recordOutcome(new dev.kage.task.ResultRecord(UUID.fromString(stale), jobId,
+                "claude-code", dev.kage.task.JobStatus.COMPLETED, "ok", 1, 1, 0, 0, new java.math.BigDecimal("0.000001"), "agent",
+                "m", 5, 0, null, null, null, "w", 3, null), List.of());
+        coordinator.redis().redis().del(coordinator.redis().keys().enqueued("claude-code", jobId, 3));
+        HttpResponse<String> stalely = post("/api/v1/dead-letters/" + staleLetter + "/replay", "hooli-key-111");
+        assertThat(stalely.statusCode()).as(stalely.body()).isEqualTo(404);
+        assertThat(attemptsInStream(stream, stale)).containsExactly(1, 3);
+        assertThat(ids(get("/api/v1/dead-letters", "hooli-key-111"))).as("both letters are gone").isEmpty();
     }
 
     /** Submits a task for one agent; its job waits in the stream (no worker here). */

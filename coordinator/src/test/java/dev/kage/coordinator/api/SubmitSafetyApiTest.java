@@ -193,8 +193,9 @@ class SubmitSafetyApiTest {
         store.recordOutcome(new dev.kage.task.ResultRecord(task.id(), jobId, "replay-lost", dev.kage.task.JobStatus.FAILED,
                 "delivered 5 times without finishing", 0, 0, 0, 0, java.math.BigDecimal.ZERO, "agent", null, 5, null, null, null,
                 null, "w", 1, null), List.of());
-        store.reopen(task.id(), jobId, 2);
+        assertThat(store.reopen(task.id(), jobId, 2)).isTrue();
         assertThat(store.find("acme", task.id()).orElseThrow().status()).isEqualTo(dev.kage.task.TaskStatus.RUNNING);
+        store.markEnqueued(task.id()); // as the replay does once its attempt is in Redis
 
         // The coordinator's own reconciler may make its first pass at the same time: then this call finds nothing to do.
         assertThat(service.requeueLost()).isBetween(0, 1);
