@@ -173,7 +173,7 @@ public final class OutcomeRecorder {
                 retryLater(marks);
                 Pending refused = batch.getFirst();
                 refuse(refused.agent(), new Spooled(refused.outcome().result(), refused.outcome().errors()), e.getMessage());
-                refused.done().complete(endInstead(refused.outcome().result(), e));
+                refused.done().complete(endInstead(refused.agent(), refused.outcome().result(), e));
                 return;
             }
             // The starts were not written: tried again in a while (a task that ended meanwhile stays ended).
@@ -245,7 +245,7 @@ public final class OutcomeRecorder {
                 // Refused for what it holds, not for being away: it would stop the flush here for ever.
                 refuse(agent, spooled, e.getMessage());
                 if (spooled.result() != null) {
-                    endInstead(spooled.result(), e);
+                    endInstead(agent, spooled.result(), e);
                 }
                 redis.lrem(key, 1, head);
                 continue;
@@ -322,11 +322,13 @@ public final class OutcomeRecorder {
     /**
      * Ends the job whose outcome Postgres refused with a failed result that holds none of its content (summary, usage,
      * patch) and an {@code OutcomeRefusedError} row naming the reason, so that its task does not stay running for ever;
-     * the outcome itself waits in the refused list. Best effort: when this is refused too, the task keeps its status.
+     * the outcome itself waits in the refused list. When Postgres went away meanwhile, the failed result waits in the
+     * agent's outbox like any outcome, and is written when Postgres answers; only when Postgres refuses it too for its
+     * content (or Redis refuses to keep it) does the task keep its status.
      *
-     * @return the task's status after it, or empty when it could not be written
+     * @return the task's status after it, or empty when it is in the outbox or could not be written
      */
-    private Optional<TaskStatus> endInstead(ResultRecord refused, StoreException cause) {
+    private Optional<TaskStatus> endInstead(String agent, ResultRecord refused, StoreException cause) {
         String message = "Postgres refused the outcome of job " + refused.jobId() + " (" + truncate(cause.getMessage(), 300)
                 + "); it is kept in the worker's refused list for an operator";
         ResultRecord failed = new ResultRecord(refused.taskId(), refused.jobId(), refused.cliName(), JobStatus.FAILED, message,
@@ -336,6 +338,19 @@ public final class OutcomeRecorder {
                 "{}", false, null, refused.jobId() + "#" + refused.attempt() + "#OutcomeRefusedError");
         try {
             return Optional.of(store.recordOutcome(failed, List.of(error)));
+        } catch (StoreException e) {
+            if (!refusedForContent(e)) {
+                try {
+                    spool(agent, new Spooled(failed, List.of(error)), e);
+                    return Optional.empty();
+                } catch (RuntimeException redisToo) {
+                    LOG.error("Could not end job {} after its outcome was refused: Postgres and Redis refused the failed result "
+                            + "({}; {}); its task keeps its status", refused.jobId(), e.getMessage(), redisToo.getMessage());
+                    return Optional.empty();
+                }
+            }
+            LOG.error("Could not end job {} after its outcome was refused either: {}", refused.jobId(), e.getMessage());
+            return Optional.empty();
         } catch (RuntimeException e) {
             LOG.error("Could not end job {} after its outcome was refused either: {}", refused.jobId(), e.getMessage());
             return Optional.empty();

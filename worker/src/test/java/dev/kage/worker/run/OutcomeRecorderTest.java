@@ -179,6 +179,41 @@ class OutcomeRecorderTest {
         assertThat(messages("Postgres refused the outcome of job")).isEqualTo(4);
     }
 
+    @Test
+    void aJobWhoseOutcomeWasRefusedIsEndedThroughTheOutboxWhenPostgresGoesAwayBeforeItsFailedResult() {
+        TaskStore store = db.store();
+        TaskRecord task = StoreTestData.task("t1", "a");
+        store.insert(task);
+        OutcomeRecorder outcomes = new OutcomeRecorder(store, redis.keys(), redis.redis());
+        // Postgres refuses the outcome for its content (a cost beyond numeric(14, 6)); then, as if it were shutting down,
+        // it refuses the failed result that would end the job instead (SQLSTATE 57P01, raised by a trigger).
+        db.database().jdbi().useHandle(h -> {
+            h.execute("""
+                    CREATE FUNCTION refuse_fallback() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                      IF NEW.output_summary LIKE 'Postgres refused the outcome%' THEN
+                        RAISE EXCEPTION 'the database system is shutting down' USING ERRCODE = '57P01';
+                      END IF;
+                      RETURN NEW;
+                    END $$""");
+            h.execute("CREATE TRIGGER refuse_fallback BEFORE INSERT ON execution_results FOR EACH ROW EXECUTE FUNCTION refuse_fallback()");
+        });
+        dev.kage.task.ResultRecord tooCostly = StoreTestData.result(task, "a", JobStatus.COMPLETED, "123456789012.5");
+        assertThat(outcomes.record("a", tooCostly, List.of())).as("kept in the outbox, as in any outage").isEmpty();
+        assertThat(outcomes.pending("a")).isEqualTo(1);
+        assertThat(store.find("t1", task.id()).orElseThrow().status()).isEqualTo(TaskStatus.QUEUED);
+
+        db.database().jdbi().useHandle(h -> h.execute("DROP TRIGGER refuse_fallback ON execution_results"));
+        await().atMost(Duration.ofSeconds(20)).until(() -> outcomes.flush("a") > 0 && outcomes.pending("a") == 0);
+        assertThat(store.find("t1", task.id()).orElseThrow().status()).as("never left running").isEqualTo(TaskStatus.FAILED);
+        assertThat(store.results(task.id())).singleElement().satisfies(r -> {
+            assertThat(r.status()).isEqualTo(JobStatus.FAILED);
+            assertThat(r.outputSummary()).contains("Postgres refused the outcome of job " + tooCostly.jobId());
+        });
+        assertThat(redis.redis().lrange(redis.keys().outboxRefused("a"), 0, -1)).singleElement()
+                .satisfies(entry -> assertThat(entry).contains("123456789012.5"));
+    }
+
     private static dev.kage.task.ResultRecord withSummary(dev.kage.task.ResultRecord r, String summary) {
         return new dev.kage.task.ResultRecord(r.taskId(), r.jobId(), r.cliName(), r.status(), summary, r.tokensIn(),
                 r.tokensOut(), r.cacheReadTokens(), r.cacheWriteTokens(), r.cost(), r.usageSource(), r.model(), r.durationMs(),
