@@ -623,6 +623,21 @@ public final class TaskStore {
         }));
     }
 
+    /**
+     * The tasks cancelled within {@code within}, newest cancel first, as (tenant, task id): what a Redis that restarted
+     * from older data may have lost the cancels of.
+     */
+    public List<Map.Entry<String, UUID>> cancelledWithin(java.time.Duration within) {
+        return call(handle -> handle.createQuery("""
+                        SELECT tenant, id FROM tasks
+                        WHERE status = 'cancelled' AND cancel_requested_at > now() - make_interval(secs => :within)
+                        ORDER BY cancel_requested_at DESC
+                        """)
+                .bind("within", (double) within.toSeconds())
+                .map((rs, ctx) -> Map.entry(rs.getString(1), rs.getObject(2, UUID.class)))
+                .list());
+    }
+
     /** The cancel of the task reached Redis: nothing is left to pass on. */
     public void cancelPassedOn(UUID taskId) {
         run(handle -> handle.createUpdate("DELETE FROM pending_cancels WHERE task_id = :id").bind("id", taskId).execute());

@@ -72,6 +72,13 @@ public final class LiveTaskState {
         write(tenant, taskId, Map.of("cancelled", "1", "status", TaskStatus.CANCELLED.wireName()));
     }
 
+    /** {@link #cancel} on a pipeline's connection, for a caller that sends many at once. */
+    public CompletableFuture<Void> cancel(RedisAsyncCommands<String, String> async, String tenant, String taskId) {
+        String key = keys.task(tenant, taskId);
+        return RedisPipeline.all(async.hset(key, Map.of("cancelled", "1", "status", TaskStatus.CANCELLED.wireName())),
+                async.pexpire(key, TTL.toMillis()));
+    }
+
     /** What {@link #startUnlessCancelled} found. */
     public enum StartCheck {
         /** Not cancelled: the job is written running. */

@@ -12,7 +12,8 @@ import org.slf4j.LoggerFactory;
  * first pass, enqueues again the accepted jobs Redis no longer has ({@link TaskService#requeueLost}). Both wait until
  * Redis has been up for {@link dev.kage.queue.JobQueue#LOST_ENTRY_GRACE} (from its {@code uptime_in_seconds} on the first
  * pass, from the pass that saw the new run_id after that), by when each worker has stopped the runs whose entries Redis
- * lost (their second runs never overlap the first). Scheduled passes never overlap; not meant to be called concurrently.
+ * lost (their second runs never overlap the first). On a new run_id, before that wait, it passes on every recent cancel
+ * again ({@link TaskService#passOnRecentCancels}). Scheduled passes never overlap; not meant to be called concurrently.
  */
 @Singleton
 public class Reconciler {
@@ -56,6 +57,12 @@ public class Reconciler {
                 return;
             }
             if (!redis.runId().equals(newRunId)) {
+                // First, and at once: a cancel Redis lost would let a worker start a job of a cancelled task meanwhile.
+                int cancels = service.passOnRecentCancels();
+                if (cancels > 0) {
+                    LOG.info("Redis is a new server process (run_id {}): passed on the {} cancel(s) of the last {} days again",
+                            redis.runId(), cancels, dev.kage.task.LiveTaskState.TTL.toDays());
+                }
                 newRunId = redis.runId();
                 // Counted from when Redis started, as far as this coordinator can tell: on its first pass (it may have
                 // started with Redis, on a host that rebooted) from Redis's uptime, else from now.

@@ -495,6 +495,26 @@ public final class TaskService {
     }
 
     /**
+     * Passes on again every cancel made within the live state's lifetime ({@link LiveTaskState#TTL}), a page of 500 per
+     * pipelined round trip. A Redis that restarted has lost its last second of writes (AOF {@code everysec}), or more
+     * when it came back from an older snapshot: a cancel lost that way, its pending_cancels row long deleted, was never
+     * sent again, and a job of the task whose entry survived started. Called by the reconciler when Redis is a new
+     * server process, before anything is enqueued again; idempotent.
+     *
+     * @return cancels passed on
+     */
+    public int passOnRecentCancels() {
+        List<Map.Entry<String, UUID>> cancelled = store.cancelledWithin(LiveTaskState.TTL);
+        for (int from = 0; from < cancelled.size(); from += 500) {
+            List<Map.Entry<String, UUID>> page = cancelled.subList(from, Math.min(cancelled.size(), from + 500));
+            pipeline.call(async -> RedisPipeline.all(page.stream()
+                    .map(task -> live.cancel(async, task.getKey(), task.getValue().toString()))
+                    .toArray(java.util.concurrent.CompletionStage[]::new)));
+        }
+        return cancelled.size();
+    }
+
+    /**
      * The tenant's dead letters, newest first. Every letter of the fleet is looked at if need be: the stream keeps at
      * most {@code KAGE_DEAD_LETTER_MAX} (workers trim it to theirs; set it alike everywhere), so another tenant's many
      * letters cannot hide this one's.

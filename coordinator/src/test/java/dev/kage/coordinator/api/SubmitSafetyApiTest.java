@@ -179,6 +179,46 @@ class SubmitSafetyApiTest {
     }
 
     @Test
+    void cancelsARestartedRedisLostArePassedOnAgainOlderOnesAndOpenTasksAreLeftAlone() throws Exception {
+        // Three cancels reached Redis (their pending_cancels rows deleted); then Redis restarted from data that predates
+        // two of them. One task is still open. One cancel is older than the live state's lifetime.
+        Database database = coordinator.context().getBean(Database.class);
+        TaskStore store = new TaskStore(database);
+        var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
+        var recent = queuedTask("cancelled a second before the restart", "demo");
+        var earlier = queuedTask("cancelled an hour before the restart", "demo");
+        var ancient = queuedTask("cancelled eight days before", "demo");
+        var open = queuedTask("still queued", "demo");
+        for (var task : List.of(recent, earlier, ancient, open)) {
+            store.insert(task);
+        }
+        for (var task : List.of(recent, earlier, ancient)) {
+            assertThat(post("/api/v1/tasks/" + task.id() + "/cancel", "acme-key-123").statusCode()).isEqualTo(202);
+        }
+        database.jdbi().useHandle(h -> {
+            h.execute("UPDATE tasks SET cancel_requested_at = now() - interval '1 hour' WHERE id = ?::uuid", earlier.id().toString());
+            h.execute("UPDATE tasks SET cancel_requested_at = now() - interval '8 days' WHERE id = ?::uuid", ancient.id().toString());
+        });
+        java.util.function.Function<dev.kage.task.TaskRecord, String> key = task ->
+                coordinator.redis().keys().task("acme", task.id().toString());
+        for (var task : List.of(recent, earlier, ancient)) {
+            assertThat(coordinator.redis().redis().hget(key.apply(task), "cancelled")).isEqualTo("1");
+            coordinator.redis().redis().hdel(key.apply(task), "cancelled");
+            coordinator.redis().redis().hset(key.apply(task), "status", "queued");
+        }
+
+        assertThat(service.passOnRecentCancels()).isGreaterThanOrEqualTo(2);
+        for (var task : List.of(recent, earlier)) {
+            assertThat(coordinator.redis().redis().hgetall(key.apply(task))).containsEntry("cancelled", "1")
+                    .containsEntry("status", "cancelled");
+            assertThat(coordinator.redis().redis().pttl(key.apply(task))).isPositive();
+        }
+        assertThat(coordinator.redis().redis().hget(key.apply(ancient), "cancelled")).as("beyond the live state's lifetime").isNull();
+        assertThat(coordinator.redis().redis().hget(key.apply(open), "cancelled")).isNull();
+        assertThat(store.find("acme", open.id()).orElseThrow().status()).isEqualTo(dev.kage.task.TaskStatus.QUEUED);
+    }
+
+    @Test
     void aReplayedJobThatRedisLostIsEnqueuedAgainAsItsReplayedAttempt() throws Exception {
         // A poison job's first attempt failed (its row written), an operator replayed it as attempt 2 (task reopened),
         // and Redis lost that entry with its last writes. The failed row of attempt 1 must not count the job as done.
