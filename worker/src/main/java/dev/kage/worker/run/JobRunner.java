@@ -802,19 +802,12 @@ public final class JobRunner {
     }
 
     /**
-     * A {@code BudgetExceededError} row for a tenant's or an agent's pool (or a task's dollar limit), in the seed's
-     * shape plus the pool: {@code error_details} has {@code cli_name}, {@code tokens_used}, {@code token_limit} and
-     * {@code usage_stats}; dollar figures are in micro-USD under the same names, with {@code unit: "usd_micros"}.
+     * A {@code BudgetExceededError} row for a tenant's or an agent's pool (or a task's dollar limit): {@code error_details}
+     * has {@code cli_name}, the pool, {@code pool_used}, {@code pool_limit} and {@code usage_stats} ({@link #poolDetails}).
      */
     private ErrorRecord poolError(JobMessage job, BudgetLedger.Pool pool, boolean usd, long used, long limit,
                                   boolean warningIssued, boolean refused) {
-        Map<String, Object> details = seedDetails(job, used, limit, warningIssued);
-        details.put("pool", pool.kind().wireName());
-        details.put("pool_owner", pool.owner());
-        if (pool.period() != null) {
-            details.put("period", pool.period());
-        }
-        details.put("unit", usd ? "usd_micros" : "tokens");
+        Map<String, Object> details = poolDetails(job, pool, usd, used, limit, warningIssued);
         details.put("refused", refused);
         String owner = switch (pool.kind()) {
             case TASK -> "Task";
@@ -925,14 +918,9 @@ public final class JobRunner {
             BudgetLedger.Pool pool = stoppedAt();
             long limit = hold.states().stream().filter(p -> p.pool().key().equals(pool.key())).findFirst()
                     .map(BudgetLedger.PoolState::limit).orElse(job.tokenLimit());
-            Map<String, Object> details = seedDetails(job, countedAtStop, limit, true);
+            Map<String, Object> details = poolDetails(job, pool, false, countedAtStop, limit, true);
             details.put("tokens_held", held);
             details.put("tokens_printed_until_killed", counted());
-            details.put("pool", pool.kind().wireName());
-            details.put("pool_owner", pool.owner());
-            if (pool.period() != null) {
-                details.put("period", pool.period());
-            }
             details.put("stopped", true);
             if (failure != null) {
                 details.put("redis_error", failure);
@@ -1289,6 +1277,42 @@ public final class JobRunner {
      * {@code usage_stats} (tokens used and remaining, percent used to one decimal, warning issued), and the
      * {@code budget_mode}; callers add what they know more.
      */
+    /**
+     * The details of a row about a pool other than the task's token budget (a tenant's or an agent's pool, or a dollar
+     * limit): its figures are {@code pool_used} and {@code pool_limit} in {@code unit} ({@code tokens} or
+     * {@code usd_micros}), never the seed's top-level {@code tokens_used} and {@code token_limit}. The seed's dashboard
+     * query averages those as {@code ::int} over every {@code BudgetExceededError}: a month's dollars in micro-USD or a
+     * tenant's tokens beyond 2^31 made it fail, and smaller ones mixed dollars and other pools into the tasks' average.
+     */
+    private Map<String, Object> poolDetails(JobMessage job, BudgetLedger.Pool pool, boolean usd, long used, long limit,
+                                            boolean warningIssued) {
+        if (pool.kind() == PoolKind.TASK && !usd) {
+            Map<String, Object> details = seedDetails(job, used, limit, warningIssued);
+            details.put("pool", pool.kind().wireName());
+            details.put("pool_owner", pool.owner());
+            details.put("unit", "tokens");
+            return details;
+        }
+        Map<String, Object> stats = new LinkedHashMap<>();
+        stats.put("used", used);
+        stats.put("remaining", limit - used);
+        stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * used / limit) / 10.0);
+        stats.put("warning_issued", warningIssued || used >= settings.tokenWarningThreshold() * limit);
+        Map<String, Object> details = new LinkedHashMap<>();
+        details.put("cli_name", job.agent());
+        details.put("pool", pool.kind().wireName());
+        details.put("pool_owner", pool.owner());
+        if (pool.period() != null) {
+            details.put("period", pool.period());
+        }
+        details.put("unit", usd ? "usd_micros" : "tokens");
+        details.put("pool_used", used);
+        details.put("pool_limit", limit);
+        details.put("usage_stats", stats);
+        details.put("budget_mode", settings.budgetMode().name().toLowerCase());
+        return details;
+    }
+
     private Map<String, Object> seedDetails(JobMessage job, long used, long limit, boolean warningIssued) {
         Map<String, Object> stats = new LinkedHashMap<>();
         stats.put("tokens_used", used);

@@ -436,9 +436,23 @@ class JobRunnerTest {
             assertThat(error.errorMessage()).matches("Tenant acme would exceed its token budget for day \\d{4}-\\d{2}-\\d{2}: \\d+ > 500");
             JsonNode details = JSON.readTree(error.detailsJson());
             assertThat(details.get("pool").asText()).isEqualTo("tenant");
-            assertThat(details.get("token_limit").asLong()).isEqualTo(500);
+            assertThat(details.get("pool_limit").asLong()).isEqualTo(500);
+            assertThat(details.get("unit").asText()).isEqualTo("tokens");
             assertThat(details.get("usage_stats").has("percent_used")).isTrue();
+            // The seed's top-level figures are the task budget's only: its dashboard query averages them as ::int over
+            // every BudgetExceededError, and a tenant's month in micro-USD (or tokens past 2^31) made it fail.
+            assertThat(details.has("tokens_used")).isFalse();
+            assertThat(details.has("token_limit")).isFalse();
         });
+        String seedAverage = "SELECT count(*) AS violations, AVG((error_details->>'tokens_used')::int) AS avg_tokens_used "
+                + "FROM task_errors WHERE error_type = 'BudgetExceededError'";
+        db.database().jdbi().useHandle(h -> h.execute("""
+                INSERT INTO task_errors (task_id, job_id, cli_name, error_type, error_message, error_details, retryable)
+                SELECT task_id, job_id || '-usd', cli_name, error_type, error_message,
+                       jsonb_set(error_details, '{pool_limit}', '5000000000'), retryable
+                FROM task_errors WHERE task_id = ?::uuid""", run.task.id().toString()));
+        Map<String, Object> averaged = db.database().jdbi().withHandle(h -> h.createQuery(seedAverage).mapToMap().one());
+        assertThat(averaged).as("the seed's query runs over pool rows of any size").containsEntry("violations", 2L);
         assertThat(pending()).isZero();
     }
 
