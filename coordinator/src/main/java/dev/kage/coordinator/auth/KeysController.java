@@ -1,5 +1,6 @@
 package dev.kage.coordinator.auth;
 
+import dev.kage.coordinator.api.QueryParameters;
 import dev.kage.coordinator.api.ApiDocs;
 import io.swagger.v3.oas.annotations.Operation;
 import io.swagger.v3.oas.annotations.Parameter;
@@ -126,6 +127,7 @@ public class KeysController {
                     "errors": [{"field": "tenant", "message": "1-64 letters, digits, '.', '_' or '-'"}]}""")))
     @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
+    @QueryParameters("tenant")
     @Get(produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> list(@Parameter(hidden = true) @Nullable @QueryValue String tenant) {
         if (tenant != null && !ApiKeys.TENANT.matcher(tenant).matches()) {

@@ -1,5 +1,6 @@
 package dev.kage.coordinator.reports;
 
+import dev.kage.coordinator.api.QueryParameters;
 import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.coordinator.api.ApiDocs;
 import io.swagger.v3.oas.annotations.Operation;
@@ -72,6 +73,7 @@ public class ReportsController {
                     "errors": [{"field": "days", "message": "'0' is not a whole number from 1 to 366 (default 30)"}]}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @QueryParameters("days")
     @Get(value = "/budget-violations", produces = MediaType.APPLICATION_JSON)
     public BudgetViolationsView budgetViolations(HttpRequest<?> request) {
         List<FieldError> errors = new ArrayList<>();
@@ -102,6 +104,7 @@ public class ReportsController {
                     "errors": [{"field": "days", "message": "'0' is not a whole number from 1 to 366 (default 30)"}]}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @QueryParameters("days")
     @Get(value = "/rate-limit-failures", produces = MediaType.APPLICATION_JSON)
     public RateLimitFailuresView rateLimitFailures(HttpRequest<?> request) {
         List<FieldError> errors = new ArrayList<>();
@@ -138,6 +141,7 @@ public class ReportsController {
                     "errors": [{"field": "days", "message": "'0' is not a whole number from 1 to 366 (default 30)"}]}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @QueryParameters({"days", "limit"})
     @Get(value = "/cost-anomalies", produces = MediaType.APPLICATION_JSON)
     public CostAnomaliesView costAnomalies(HttpRequest<?> request) {
         List<FieldError> errors = new ArrayList<>();
@@ -173,6 +177,7 @@ public class ReportsController {
                     "errors": [{"field": "limit", "message": "'0' is not a whole number from 1 to 200 (default 20)"}]}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @QueryParameters("limit")
     @Get(value = "/recent-errors", produces = MediaType.APPLICATION_JSON)
     public RecentErrorsView recentErrors(HttpRequest<?> request) {
         List<FieldError> errors = new ArrayList<>();

@@ -1,5 +1,6 @@
 package dev.kage.coordinator.task;
 
+import dev.kage.coordinator.api.QueryParameters;
 import dev.kage.coordinator.api.ApiDocs;
 import io.swagger.v3.oas.annotations.Operation;
 import io.swagger.v3.oas.annotations.Parameter;
@@ -61,6 +62,7 @@ public class DeadLetterController {
                             "stream": "kage:jobs:{claude-code}:normal"}]}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @QueryParameters({"limit", "agent"})
     @Get(produces = MediaType.APPLICATION_JSON)
     public Letters list(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @QueryValue Integer limit,
                         @Parameter(hidden = true) @Nullable @QueryValue String agent) {
@@ -91,6 +93,7 @@ public class DeadLetterController {
                     "errors": [{"field": "limit", "message": "must be a whole number from 1 to 1000 (default 100)"}]}""")))
     @ApiDocs.SubmitErrors
     @RequiresScope(Scope.SUBMIT)
+    @QueryParameters({"limit", "agent"})
     @Post(value = "/replay", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<ReplayedMany> replayMany(HttpRequest<?> request) {
         String limitText = request.getParameters().get("limit");

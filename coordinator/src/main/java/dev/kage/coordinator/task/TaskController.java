@@ -1,5 +1,6 @@
 package dev.kage.coordinator.task;
 
+import dev.kage.coordinator.api.QueryParameters;
 import dev.kage.coordinator.auth.RequiresScope;
 import dev.kage.coordinator.auth.Scope;
 import com.fasterxml.jackson.core.JsonProcessingException;
@@ -223,6 +224,7 @@ public class TaskController {
                     "errors": [{"field": "limit", "message": "'0' is not a whole number from 1 to 100 (default 20)"}]}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @QueryParameters(value = {"status", "agent", "since", "limit", "cursor"}, repeatable = "status")
     @Get(produces = MediaType.APPLICATION_JSON)
     public TaskListView list(HttpRequest<?> request) {
         return listing.list(tenant(request), request.getParameters());

@@ -28,7 +28,7 @@ class DeadLetterApiTest {
 
     @BeforeAll
     static void start() {
-        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456,initech:initech-key-789,umbrella:umbrella-key-000,hooli:hooli-key-111");
+        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456,initech:initech-key-789,umbrella:umbrella-key-000,hooli:hooli-key-111,soylent:soylent-key-222");
     }
 
     @AfterAll
@@ -234,6 +234,27 @@ class DeadLetterApiTest {
         assertThat(stalely.statusCode()).as(stalely.body()).isEqualTo(404);
         assertThat(attemptsInStream(stream, stale)).containsExactly(1, 3);
         assertThat(ids(get("/api/v1/dead-letters", "hooli-key-111"))).as("both letters are gone").isEmpty();
+    }
+
+    @Test
+    void aMisspeltOrRepeatedParameterIsRefusedNamedAndReplaysNothing() throws Exception {
+        String demo = kill("soylent", submit("soylent-key-222", "demo"), "demo");
+        String claude = kill("soylent", submit("soylent-key-222", "claude-code"), "claude-code");
+        for (String query : List.of("agnet=demo", "limt=1", "agent=demo&agent=claude-code", "limit=1&limit=2")) {
+            HttpResponse<String> refused = post("/api/v1/dead-letters/replay?" + query, "soylent-key-222");
+            assertThat(refused.statusCode()).as("%s: %s", query, refused.body()).isEqualTo(400);
+            String field = query.substring(0, query.indexOf('='));
+            assertThat(JSON.readTree(refused.body()).get("errors").get(0).get("field").asText()).isEqualTo(field);
+            HttpResponse<String> listed = get("/api/v1/dead-letters?" + query, "soylent-key-222");
+            assertThat(listed.statusCode()).as("%s: %s", query, listed.body()).isEqualTo(400);
+        }
+        assertThat(ids(get("/api/v1/dead-letters", "soylent-key-222"))).as("nothing replayed").containsExactly(claude, demo);
+        HttpResponse<String> single = post("/api/v1/dead-letters/" + demo + "/replay?agent=demo", "soylent-key-222");
+        assertThat(single.statusCode()).as("a route that takes none: %s", single.body()).isEqualTo(400);
+        assertThat(single.body()).contains("takes no query parameters");
+        assertThat(post("/api/v1/dead-letters/replay?agent=demo", "soylent-key-222").statusCode()).isEqualTo(202);
+        assertThat(ids(get("/api/v1/dead-letters", "soylent-key-222"))).containsExactly(claude);
+        assertThat(get("/api/v1/dead-letters?agnet=x", "not-a-key").statusCode()).as("the key is checked first").isEqualTo(401);
     }
 
     /** Submits a task for one agent; its job waits in the stream (no worker here). */

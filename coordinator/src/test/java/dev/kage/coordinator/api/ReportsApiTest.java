@@ -268,6 +268,12 @@ class ReportsApiTest {
 
         assertThat(coordinator.get(anomalies + "?days=366&limit=500", EMPTY).statusCode()).isEqualTo(200);
         assertThat(coordinator.get(anomalies + "?days=1&limit=1", EMPTY).statusCode()).isEqualTo(200);
+
+        // A misspelt or unread parameter is refused, named: it answered for the default window as if it had been read.
+        assertBad(coordinator.get("/api/v1/reports/budget-violations?day=7", EMPTY), "day", "it takes days");
+        assertBad(coordinator.get("/api/v1/reports/budget-violations?limit=0", EMPTY), "limit", "it takes days");
+        assertBad(coordinator.get(anomalies + "?limt=5", EMPTY), "limt", "it takes days, limit");
+        assertBad(coordinator.get("/api/v1/reports/recent-errors?days=7", EMPTY), "days", "it takes limit");
     }
 
     @Test

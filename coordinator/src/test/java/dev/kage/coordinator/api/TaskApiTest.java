@@ -131,6 +131,13 @@ class TaskApiTest {
                 .header("Content-Type", "application/json").POST(body("{\"description\": ")));
         assertThat(broken.statusCode()).isEqualTo(400);
         assertThat(json(broken).get("errors").get(0).get("field").asText()).isEqualTo("body");
+
+        // A query parameter the submit does not read would otherwise be dropped: ?priority=high ran at normal priority.
+        HttpResponse<String> query = send(HttpRequest.newBuilder(uri("/api/v1/tasks?priority=high")).header("X-API-Key", "acme-key-123")
+                .header("Content-Type", "application/json").POST(body(SEED_BODY)));
+        assertThat(query.statusCode()).as(query.body()).isEqualTo(400);
+        assertThat(json(query).get("errors").get(0).get("field").asText()).isEqualTo("priority");
+        assertThat(json(query).get("errors").get(0).get("message").asText()).contains("takes no query parameters");
         assertThat(redis.redis().xlen(redis.keys().jobStream("claude-code", Priority.NORMAL))).isEqualTo(before);
     }
 

@@ -133,7 +133,7 @@ class TaskListApiTest {
         assertBad(list(key, "limit=5&limit=6"), "limit", "give it once");
         assertBad(list(key, "cursor=not-a-cursor"), "cursor", "next_cursor");
         // A misspelt filter would list every task: refused, named.
-        assertBad(list(key, "state=failed"), "state", "is not a parameter of this listing");
+        assertBad(list(key, "state=failed"), "state", "is not a parameter of this route; it takes agent, cursor, limit, since, status");
         assertBad(list(key, "statuses=failed"), "statuses", "agent, cursor, limit, since, status");
         // A cursor's shape with an instant past Postgres's range: refused like any cursor the API never handed out (the
         // query failed, a false 503).
