@@ -18,6 +18,22 @@ public record ErrorBody(String error, String message, List<FieldError> errors) {
     }
 
     /**
+     * A value a client sent, made safe to echo in an error: control characters escaped ({@code \\u000a}), at most 64
+     * code points (a surrogate pair is never cut), then {@code …}.
+     */
+    public static String printable(String value) {
+        StringBuilder out = new StringBuilder();
+        value.codePoints().limit(64).forEach(c -> {
+            if (c < 0x20 || c == 0x7f) {
+                out.append(String.format("\\u%04x", c));
+            } else {
+                out.appendCodePoint(c);
+            }
+        });
+        return value.codePointCount(0, value.length()) > 64 ? out + "…" : out.toString();
+    }
+
+    /**
      * @param field   the field's path, e.g. {@code cli_assignments[0].timeout}
      * @param message what is wrong with it and what is accepted
      */

@@ -44,7 +44,7 @@ public class QueryParameterFilter implements HttpServerFilter {
         List<FieldError> errors = new ArrayList<>();
         for (String name : new TreeSet<>(request.getParameters().names())) {
             if (!accepted.contains(name)) {
-                errors.add(new FieldError(printable(name), accepted.isEmpty()
+                errors.add(new FieldError(ErrorBody.printable(name), accepted.isEmpty()
                         ? "is not a parameter of this route, which takes no query parameters"
                         : "is not a parameter of this route; it takes " + String.join(", ", accepted)));
             } else if (!repeatable.contains(name) && request.getParameters().getAll(name).size() > 1) {
@@ -60,9 +60,4 @@ public class QueryParameterFilter implements HttpServerFilter {
                 errors)));
     }
 
-    /** A parameter name as it may be echoed: at most 64 characters, control characters replaced. */
-    static String printable(String value) {
-        String shown = value.length() > 64 ? value.substring(0, 64) + "…" : value;
-        return shown.replaceAll("\\p{Cntrl}", "?");
-    }
 }

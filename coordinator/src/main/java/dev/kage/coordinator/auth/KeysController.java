@@ -157,7 +157,7 @@ public class KeysController {
     public HttpResponse<?> revoke(HttpRequest<?> request, @PathVariable String id) {
         Optional<ApiKeyStore.KeyRow> revoked = parseId(id).flatMap(store::revoke);
         if (revoked.isEmpty()) {
-            return HttpResponse.status(HttpStatus.NOT_FOUND).body(ErrorBody.of("not_found", "no API key " + printable(id)));
+            return HttpResponse.status(HttpStatus.NOT_FOUND).body(ErrorBody.of("not_found", "no API key " + ErrorBody.printable(id)));
         }
         authenticator.forget(revoked.get().id());
         LOG.info("API key {} ({}…) of tenant {} revoked by a key of tenant {}", revoked.get().id(), revoked.get().prefix(),
@@ -186,10 +186,6 @@ public class KeysController {
         }
     }
 
-    private static String printable(String value) {
-        String shown = value.length() > 64 ? value.substring(0, 64) + "…" : value;
-        return shown.replaceAll("\\p{Cntrl}", "?");
-    }
 
     /**
      * The {@code POST} body, for the OpenAPI document only ({@link #create} reads the bytes by hand).

@@ -1,5 +1,6 @@
 package dev.kage.coordinator.auth;
 
+import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.coordinator.api.ErrorBody.FieldError;
 import java.util.EnumSet;
 import java.util.List;
@@ -38,7 +39,7 @@ public record NewKey(String tenant, String name, Set<Scope> scopes) {
                 String value = scopes.get(i);
                 Optional<Scope> scope = value == null ? Optional.empty() : Scope.fromWire(value.strip());
                 if (scope.isEmpty()) {
-                    errors.add(new FieldError("scopes[" + i + "]", "'" + printable(value) + "' is not a scope; known: submit, read, admin"));
+                    errors.add(new FieldError("scopes[" + i + "]", "'" + (value == null ? "null" : ErrorBody.printable(value)) + "' is not a scope; known: submit, read, admin"));
                 } else {
                     parsed.add(scope.get());
                 }
@@ -47,11 +48,4 @@ public record NewKey(String tenant, String name, Set<Scope> scopes) {
         return errors.size() == before ? Optional.of(new NewKey(tenant, label, Set.copyOf(parsed))) : Optional.empty();
     }
 
-    private static String printable(String value) {
-        if (value == null) {
-            return "null";
-        }
-        String shown = value.length() > 32 ? value.substring(0, 32) + "…" : value;
-        return shown.replaceAll("\\p{Cntrl}", "?");
-    }
 }

@@ -178,7 +178,7 @@ public class BudgetsController {
     /** A name no tenant can have ({@code ../x}, {@code a b}, {@code a:b}) never reaches the ledger's keys. */
     private static void checkTenant(String tenant) {
         if (!ApiKeys.TENANT.matcher(tenant).matches()) {
-            throw new InvalidRequestException(List.of(new FieldError("tenant", "'" + SubmitRequestParser.printable(tenant)
+            throw new InvalidRequestException(List.of(new FieldError("tenant", "'" + dev.kage.coordinator.api.ErrorBody.printable(tenant)
                     + "' is not a tenant name: " + ApiKeys.TENANT_RULE)));
         }
     }

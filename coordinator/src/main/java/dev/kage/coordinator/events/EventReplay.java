@@ -69,7 +69,7 @@ final class EventReplay {
                 .contentType(MediaType.APPLICATION_JSON_TYPE)
                 .body(new ErrorBody("validation_failed", "the request is invalid: " + TaskEventsController.LAST_EVENT_ID
                         + " is not an event id", List.of(new ErrorBody.FieldError(TaskEventsController.LAST_EVENT_ID, "'"
-                        + TaskEventsController.printable(text) + "' is not an id this stream sent, e.g. 1718000000000-0"))));
+                        + dev.kage.coordinator.api.ErrorBody.printable(text) + "' is not an id this stream sent, e.g. 1718000000000-0"))));
     }
 
     /** @param position the id of the last entry read */

@@ -167,8 +167,4 @@ public class TaskEventsController {
         }
     }
 
-    static String printable(String value) {
-        String shown = value.length() > 64 ? value.substring(0, 64) + "…" : value;
-        return shown.replaceAll("\\p{Cntrl}", "?");
-    }
 }

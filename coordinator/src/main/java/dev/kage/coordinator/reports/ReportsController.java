@@ -212,7 +212,7 @@ public class ReportsController {
             value = min - 1;
         }
         if (value < min || value > max) {
-            errors.add(new FieldError(name, "'" + printable(text) + "' is not a whole number from " + min + " to " + max
+            errors.add(new FieldError(name, "'" + ErrorBody.printable(text) + "' is not a whole number from " + min + " to " + max
                     + " (default " + defaultValue + ")"));
             return defaultValue;
         }
@@ -225,10 +225,6 @@ public class ReportsController {
         }
     }
 
-    private static String printable(String value) {
-        String shown = value.length() > 64 ? value.substring(0, 64) + "…" : value;
-        return shown.replaceAll("\\p{Cntrl}", "?");
-    }
 
     private static String tenant(HttpRequest<?> request) {
         return request.getAttribute(ApiKeyFilter.TENANT, String.class)

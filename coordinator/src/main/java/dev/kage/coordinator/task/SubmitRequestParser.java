@@ -1,5 +1,6 @@
 package dev.kage.coordinator.task;
 
+import dev.kage.coordinator.api.ErrorBody;
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.core.StreamReadConstraints;
@@ -93,7 +94,7 @@ public final class SubmitRequestParser {
             String name = names.next();
             if (!name.equals("tasks")) {
                 // e.g. a "priority" meant for every task: refused, not ignored, since nothing else would tell the client.
-                batchFields.add(new FieldError(printable(name), "is not a field of a batch (only \"tasks\"); set it on each task"));
+                batchFields.add(new FieldError(ErrorBody.printable(name), "is not a field of a batch (only \"tasks\"); set it on each task"));
             }
         }
         if (!batchFields.isEmpty()) {
@@ -229,7 +230,7 @@ public final class SubmitRequestParser {
             } else if (!name.isTextual()) {
                 errors.add(new FieldError(path + ".cli_name", "must be a string"));
             } else if (agents.find(name.asText()).isEmpty()) {
-                errors.add(new FieldError(path + ".cli_name", "unknown agent '" + printable(name.asText())
+                errors.add(new FieldError(path + ".cli_name", "unknown agent '" + ErrorBody.printable(name.asText())
                         + "'; configured agents: " + agents.names()));
             } else if (!seen.add(name.asText())) {
                 errors.add(new FieldError(path + ".cli_name", "agent '" + name.asText() + "' is assigned twice"));
@@ -290,7 +291,7 @@ public final class SubmitRequestParser {
         } else if (repo.startsWith("-")) {
             errors.add(new FieldError("repo", "must not start with '-'"));
         } else if (repo.contains("::")) {
-            errors.add(new FieldError("repo", "transport '" + printable(repo.substring(0, repo.indexOf("::")))
+            errors.add(new FieldError("repo", "transport '" + ErrorBody.printable(repo.substring(0, repo.indexOf("::")))
                     + "::' is not allowed; use a path or an http(s), ssh, git or file URL"));
         } else if (!repo.startsWith("/") && !URL_REPO.matcher(repo).matches() && !SCP_REPO.matcher(repo).matches()) {
             errors.add(new FieldError("repo", "must be an absolute path or an http(s), ssh, git or file URL"));
@@ -321,7 +322,7 @@ public final class SubmitRequestParser {
         for (Iterator<String> names = node.fieldNames(); names.hasNext(); ) {
             String name = names.next();
             if (!name.equals("max_tokens")) {
-                errors.add(new FieldError("budget." + printable(name), "is not supported by this version; use budget.max_tokens"));
+                errors.add(new FieldError("budget." + ErrorBody.printable(name), "is not supported by this version; use budget.max_tokens"));
             }
         }
         JsonNode max = node.get("max_tokens");
@@ -435,16 +436,4 @@ public final class SubmitRequestParser {
 
     private static final String LONE_SURROGATE = "must be valid Unicode: it has a lone UTF-16 surrogate ";
 
-    /** A caller's value made safe to echo in an error: control characters escaped, length capped. */
-    public static String printable(String value) {
-        StringBuilder out = new StringBuilder();
-        value.codePoints().limit(64).forEach(c -> {
-            if (c < 0x20 || c == 0x7f) {
-                out.append(String.format("\\u%04x", c));
-            } else {
-                out.appendCodePoint(c);
-            }
-        });
-        return value.codePointCount(0, value.length()) > 64 ? out + "…" : out.toString();
-    }
 }

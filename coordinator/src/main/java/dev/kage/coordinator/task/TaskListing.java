@@ -1,5 +1,6 @@
 package dev.kage.coordinator.task;
 
+import dev.kage.coordinator.api.ErrorBody;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.coordinator.api.ErrorBody.FieldError;
 import dev.kage.store.TaskQueries;
@@ -55,7 +56,7 @@ public final class TaskListing {
                 if (status.isPresent()) {
                     statuses.add(status.get());
                 } else {
-                    errors.add(new FieldError("status", "'" + printable(name) + "' is not a status; use one or more of "
+                    errors.add(new FieldError("status", "'" + ErrorBody.printable(name) + "' is not a status; use one or more of "
                             + String.join(", ", STATUS_NAMES) + ", comma-separated"));
                 }
             }
@@ -63,18 +64,18 @@ public final class TaskListing {
 
         Optional<String> agent = single(parameters, "agent", errors);
         if (agent.isPresent() && catalog.find(agent.get()).isEmpty()) {
-            errors.add(new FieldError("agent", "unknown agent '" + printable(agent.get()) + "'; configured agents: "
+            errors.add(new FieldError("agent", "unknown agent '" + ErrorBody.printable(agent.get()) + "'; configured agents: "
                     + catalog.names()));
         }
 
         Optional<Instant> since = single(parameters, "since", errors).flatMap(text -> {
             Optional<Instant> at = instant(text);
             if (at.isEmpty()) {
-                errors.add(new FieldError("since", "'" + printable(text)
+                errors.add(new FieldError("since", "'" + ErrorBody.printable(text)
                         + "' is not an ISO-8601 instant, e.g. 2025-01-31T12:00:00Z"));
             } else if (at.get().isBefore(TaskQueries.EARLIEST_INSTANT) || at.get().isAfter(TaskQueries.LATEST_INSTANT)) {
                 // Postgres's timestamptz ends in the year 294276: a later instant failed the query (a false 503)
-                errors.add(new FieldError("since", "'" + printable(text) + "' is outside the years 0001 to 9999"));
+                errors.add(new FieldError("since", "'" + ErrorBody.printable(text) + "' is outside the years 0001 to 9999"));
                 return Optional.empty();
             }
             return at;
@@ -89,7 +90,7 @@ public final class TaskListing {
                 limit = -1;
             }
             if (limit < 1 || limit > TaskQueries.MAX_LIMIT) {
-                errors.add(new FieldError("limit", "'" + printable(limitText.get()) + "' is not a whole number from 1 to "
+                errors.add(new FieldError("limit", "'" + ErrorBody.printable(limitText.get()) + "' is not a whole number from 1 to "
                         + TaskQueries.MAX_LIMIT + " (default " + TaskQueries.DEFAULT_LIMIT + ")"));
             }
         }
@@ -138,8 +139,4 @@ public final class TaskListing {
         }
     }
 
-    private static String printable(String value) {
-        String shown = value.length() > 64 ? value.substring(0, 64) + "…" : value;
-        return shown.replaceAll("\\p{Cntrl}", "?");
-    }
 }
