@@ -1,6 +1,7 @@
 package dev.kage.worker;
 
 import dev.kage.agent.AgentCatalog;
+import java.util.Optional;
 import dev.kage.agent.AgentType;
 import dev.kage.budget.BudgetLedger;
 import dev.kage.config.ConfigException;
@@ -55,12 +56,35 @@ public class WorkerFactory {
         for (String name : settings.agents()) {
             var agent = catalog.require(name);
             if (agent.type() != AgentType.COMMAND) {
+                checkApiKey(name, agent, System::getenv);
                 continue;
             }
             if (agent.locateExecutable(path).isEmpty()) {
                 throw new ConfigException(AgentCatalog.VARIABLE + ": agent '" + name + "': program '" + agent.argv().getFirst()
                         + "' (" + agent.executable() + ") is not installed or not executable");
             }
+        }
+    }
+
+    /**
+     * An HTTP agent that names an {@code api_key_env} needs it set, to a value an HTTP header can carry: unset, every
+     * job of the agent failed with a 401; with a line break inside, every job failed and the JDK's error, with the key in
+     * it, was logged.
+     */
+    static void checkApiKey(String name, dev.kage.agent.AgentConfig agent, java.util.function.UnaryOperator<String> env) {
+        if (agent.endpoint() == null || agent.endpoint().apiKeyEnv() == null) {
+            return;
+        }
+        Optional<String> key;
+        try {
+            key = dev.kage.worker.agent.HttpAgentClient.apiKey(agent.endpoint(), env);
+        } catch (ConfigException e) {
+            throw new ConfigException(AgentCatalog.VARIABLE + ": agent '" + name + "': " + e.getMessage());
+        }
+        if (key.isEmpty()) {
+            throw new ConfigException(AgentCatalog.VARIABLE + ": agent '" + name + "': its api_key_env "
+                    + agent.endpoint().apiKeyEnv() + " is not set (or blank); set it, or remove api_key_env for an endpoint "
+                    + "that takes no key");
         }
     }
 

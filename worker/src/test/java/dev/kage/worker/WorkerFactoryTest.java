@@ -58,6 +58,38 @@ class WorkerFactoryTest {
         }
     }
 
+    @Test
+    void anHttpAgentsKeyMustBeSetAndFitAHeaderWhichANewlineAroundItDoesAfterTrimming() {
+        AgentConfig base = agent("api", AgentType.ANTHROPIC, List.of());
+        AgentConfig keyed = new AgentConfig(base.name(), base.type(), base.argv(), base.output(), List.of("PROVIDER_KEY"),
+                "claude-x", base.encoding(), base.estimatedOutputTokens(), base.prices(), base.baseDir(), base.retry(),
+                base.limits(), new AgentConfig.HttpEndpoint("http://127.0.0.1:1", "PROVIDER_KEY", 100), base.budget());
+        java.util.function.Function<String, java.util.function.UnaryOperator<String>> env = value -> name ->
+                "PROVIDER_KEY".equals(name) ? value : null;
+
+        // A key from a file (a Kubernetes secret) ends in a newline: sent without it.
+        org.assertj.core.api.Assertions.assertThat(dev.kage.worker.agent.HttpAgentClient.apiKey(keyed.endpoint(),
+                env.apply("sk-secret-123\n"))).contains("sk-secret-123");
+        assertThatCode(() -> WorkerFactory.checkApiKey("api", keyed, env.apply("sk-secret-123\r\n"))).doesNotThrowAnyException();
+        for (String unset : new String[] {null, "", "  \n"}) {
+            assertThatThrownBy(() -> WorkerFactory.checkApiKey("api", keyed, env.apply(unset)))
+                    .isInstanceOf(ConfigException.class)
+                    .hasMessageContaining("agent 'api': its api_key_env PROVIDER_KEY is not set");
+        }
+        // One no header can carry: refused naming the variable, never showing the value (the JDK's error quoted it whole).
+        for (String bad : List.of("sk-secret\n123", "sk-secret\u0000123", "sk-secrét-123")) {
+            assertThatThrownBy(() -> WorkerFactory.checkApiKey("api", keyed, env.apply(bad)))
+                    .isInstanceOf(ConfigException.class)
+                    .hasMessageContaining("agent 'api': PROVIDER_KEY (api_key_env) holds a character no HTTP header may carry")
+                    .message().doesNotContain("secret");
+        }
+        AgentConfig keyless = new AgentConfig(base.name(), base.type(), base.argv(), base.output(), List.of(), "claude-x",
+                base.encoding(), base.estimatedOutputTokens(), base.prices(), base.baseDir(), base.retry(), base.limits(),
+                new AgentConfig.HttpEndpoint("http://127.0.0.1:1", null, 100), base.budget());
+        assertThatCode(() -> WorkerFactory.checkApiKey("api", keyless, env.apply(null))).as("an endpoint that takes no key")
+                .doesNotThrowAnyException();
+    }
+
     private static WorkerSettings settings(String agent) {
         return new WorkerSettings("w", Path.of("/tmp/kage-unused"), "", List.of(agent), false, Duration.ofSeconds(1), 0);
     }

@@ -84,6 +84,34 @@ public final class HttpAgentClient {
      * taken the whole request body to write on an open connection: the moment the provider is about to see
      * the call.
      */
+    /**
+     * The agent's API key from {@code api_key_env}, without the whitespace around it (a key read from a file, as a
+     * Kubernetes secret is, ends in a newline, which no HTTP header may hold).
+     *
+     * @return empty when the agent names no variable, or it is unset or blank
+     * @throws dev.kage.config.ConfigException naming the variable, never its value, when what is left is no valid header
+     *                                         value (a control character or a line break inside it, or a non-ASCII one)
+     */
+    public static Optional<String> apiKey(AgentConfig.HttpEndpoint endpoint, java.util.function.UnaryOperator<String> env) {
+        if (endpoint.apiKeyEnv() == null) {
+            return Optional.empty();
+        }
+        String value = env.apply(endpoint.apiKeyEnv());
+        if (value == null || value.isBlank()) {
+            return Optional.empty();
+        }
+        String key = value.strip();
+        for (int i = 0; i < key.length(); i++) {
+            char c = key.charAt(i);
+            if (c < 0x20 || c >= 0x7f) {
+                throw new dev.kage.config.ConfigException(endpoint.apiKeyEnv() + " (api_key_env) holds a character no HTTP header "
+                        + "may carry (a line break, a control or a non-ASCII character) at position " + i
+                        + "; its value is not shown");
+            }
+        }
+        return Optional.of(key);
+    }
+
     public Reply call(AgentConfig agent, String prompt, Duration timeout, Runnable onSend) throws IOException, InterruptedException {
         AgentConfig.HttpEndpoint endpoint = agent.endpoint();
         ObjectNode body = JSON.createObjectNode();
@@ -97,7 +125,13 @@ public final class HttpAgentClient {
                 .header("Content-Type", "application/json")
                 .POST(new SendingBody(HttpRequest.BodyPublishers.ofString(JSON.writeValueAsString(body), StandardCharsets.UTF_8),
                         onSend));
-        String key = endpoint.apiKeyEnv() == null ? null : System.getenv(endpoint.apiKeyEnv());
+        String key;
+        try {
+            key = apiKey(endpoint, System::getenv).orElse(null);
+        } catch (dev.kage.config.ConfigException e) {
+            // Checked at start-up; still, never let the value reach an exception's message (the JDK's names it whole).
+            throw new IOException(e.getMessage());
+        }
         if (agent.type() == AgentType.ANTHROPIC) {
             request.uri(URI.create(endpoint.baseUrl() + "/v1/messages")).header("anthropic-version", "2023-06-01");
             if (key != null) {

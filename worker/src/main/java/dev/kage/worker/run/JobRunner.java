@@ -990,6 +990,24 @@ public final class JobRunner {
                 whileStopping(() -> budget.release(hold));
             }
             throw e;
+        } catch (RuntimeException e) {
+            // A request the JDK refused to build or send (a bad header or URI): nothing was sent, so neither the hold
+            // nor the permit stays taken, and the job fails at once instead of being redelivered until it is poison.
+            // The message may quote a header, so it is redacted with the agent's secrets, its key among them.
+            List<ErrorRecord> errors = new ArrayList<>();
+            if (sent.get()) {
+                settle(job, hold, unanswered, errors);
+            } else {
+                budget.release(hold);
+                if (grant[0] != null) {
+                    rateLimiter.release(agent.limits().group(), job.jobId(), grant[0]);
+                }
+            }
+            String why = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList()).redact(String.valueOf(e.getMessage()));
+            ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not call " + agent.endpoint().baseUrl()
+                    + ": " + e.getClass().getSimpleName() + ": " + why, Map.of("base_url", agent.endpoint().baseUrl()), false);
+            errors.add(0, error);
+            return new Outcome(failedResult(job, agent, error.errorMessage(), null, sent.get() ? unanswered : null), errors);
         }
         Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
         String group = agent.limits().group();
