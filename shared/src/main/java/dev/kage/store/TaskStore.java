@@ -170,6 +170,12 @@ public final class TaskStore {
                 .bind("tokenLimit", task.tokenLimit());
     }
 
+    /** The tenant of the task, when it exists. */
+    public Optional<String> tenantOf(UUID id) {
+        return call(handle -> handle.createQuery("SELECT tenant FROM tasks WHERE id = :id").bind("id", id).mapTo(String.class)
+                .findOne());
+    }
+
     /** The tenant's task; another tenant's id finds nothing. */
     public Optional<TaskRecord> find(String tenant, UUID id) {
         return call(handle -> handle.createQuery("SELECT * FROM tasks WHERE id = :id AND tenant = :tenant")

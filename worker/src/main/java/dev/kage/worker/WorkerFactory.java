@@ -114,8 +114,11 @@ public class WorkerFactory {
     }
 
     @Singleton
-    public OutcomeRecorder outcomeRecorder(TaskStore store, KageKeys keys, RedisCommands<String, String> redis) {
-        return new OutcomeRecorder(store, keys, redis);
+    public OutcomeRecorder outcomeRecorder(TaskStore store, KageKeys keys, RedisCommands<String, String> redis,
+                                           LiveTaskState live, EventLog events) {
+        OutcomeRecorder outcomes = new OutcomeRecorder(store, keys, redis);
+        outcomes.announceLateRecords(live, events);
+        return outcomes;
     }
 
     /** The jobs' start and finish bookkeeping, sent in shared flushes on a connection of its own. */

@@ -57,12 +57,22 @@ public class TaskEventsController {
     private final RedisCommands<String, String> redis;
     private final KageKeys keys;
     private final EventHub hub;
+    private final Duration heartbeat;
+    private final reactor.core.scheduler.Scheduler blocking;
 
-    public TaskEventsController(TaskStore store, RedisCommands<String, String> redis, KageKeys keys, EventHub hub) {
+    /**
+     * @param heartbeat how often a keep-alive comment is sent ({@code kage.events.keep-alive}, default
+     *                  {@link #HEARTBEAT}); each one also asks Postgres whether the task has ended
+     */
+    public TaskEventsController(TaskStore store, RedisCommands<String, String> redis, KageKeys keys, EventHub hub,
+                                @io.micronaut.context.annotation.Value("${kage.events.keep-alive:15s}") Duration heartbeat,
+                                @jakarta.inject.Named(TaskExecutors.BLOCKING) java.util.concurrent.ExecutorService blocking) {
         this.store = store;
         this.redis = redis;
         this.keys = keys;
         this.hub = hub;
+        this.heartbeat = heartbeat;
+        this.blocking = reactor.core.scheduler.Schedulers.fromExecutorService(blocking);
     }
 
     @Operation(operationId = "taskEvents", summary = "Follow a task's events (server-sent events)",
@@ -139,17 +149,41 @@ public class TaskEventsController {
             events = Flux.concat(Flux.fromIterable(replay.events()),
                     live.events().filter(e -> StreamIds.compare(e.id(), replay.position()) > 0));
         }
+        // Each keep-alive also asks Postgres: a task whose ending event never comes (a Redis that lost it, a worker that
+        // died between its row and its event) ends the stream once Postgres has said so at two keep-alives in a row (the
+        // event, when it comes, comes first), with a task.ended event naming its status.
+        java.util.concurrent.atomic.AtomicBoolean endedBefore = new java.util.concurrent.atomic.AtomicBoolean();
+        Flux<Event<String>> keepAlive = Flux.interval(heartbeat, heartbeat)
+                .concatMap(tick -> Mono.fromCallable(() -> store.find(tenant, task.id()).map(TaskRecord::status)
+                                .filter(dev.kage.task.TaskStatus::isFinal))
+                        .subscribeOn(blocking)
+                        .onErrorReturn(Optional.empty())
+                        .flatMapMany(status -> {
+                            if (status.isPresent() && endedBefore.getAndSet(true)) {
+                                return Flux.just(Event.of(json(java.util.Map.of("task_id", taskId, "tenant", tenant,
+                                        "task_status", status.get().wireName()))).name(TASK_ENDED), END);
+                            }
+                            endedBefore.set(status.isPresent());
+                            return Flux.just(Event.of("").comment("keep-alive"));
+                        }));
         Flux<Event<String>> body = Flux.merge(
                         events.takeUntil(StreamEvent::endsTask).map(TaskEventsController::sse).concatWith(Mono.just(END)),
-                        Flux.interval(HEARTBEAT, HEARTBEAT).map(tick -> Event.of("").comment("keep-alive")))
+                        keepAlive)
                 .takeWhile(event -> event != END)
                 .doFinally(signal -> live.close());
         return HttpResponse.ok(body).contentType(MediaType.TEXT_EVENT_STREAM_TYPE);
     }
 
+    /** The event that ends a stream whose task ended without an event saying so (its keep-alive asked Postgres). */
+    static final String TASK_ENDED = "task.ended";
+
     static Event<String> sse(StreamEvent event) {
+        return Event.of(json(event.fields())).name(event.type()).id(event.id());
+    }
+
+    private static String json(java.util.Map<String, String> fields) {
         try {
-            return Event.of(JSON.writeValueAsString(event.fields())).name(event.type()).id(event.id());
+            return JSON.writeValueAsString(fields);
         } catch (JsonProcessingException e) {
             throw new IllegalStateException("a map of strings is always JSON", e);
         }

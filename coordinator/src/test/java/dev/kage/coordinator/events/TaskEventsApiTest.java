@@ -35,7 +35,7 @@ class TaskEventsApiTest {
 
     @BeforeAll
     static void start() {
-        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456");
+        coordinator = new TestCoordinator("acme:acme-key-123,globex:globex-key-456", Map.of("kage.events.keep-alive", "1s"));
         events = new EventLog(coordinator.redis().keys(), coordinator.redis().redis(), Clock.systemUTC());
     }
 
@@ -74,6 +74,28 @@ class TaskEventsApiTest {
             assertThat(finished.get("status").asText()).isEqualTo("completed");
             assertThat(finished.get("task_status").asText()).isEqualTo("completed");
             assertThat(JSON.readTree(sse.events().get(1).data()).get("worker").asText()).isEqualTo("w-1");
+        }
+    }
+
+    @Test
+    void aTaskThatEndedWithoutAnEventSayingSoEndsItsStreamFromPostgres() throws Exception {
+        // Its last job's event carried no task status (its outcome waited in an outbox) or was lost with a restarted
+        // Redis: the keep-alives ask Postgres, and the stream ends once it said so twice.
+        String task = coordinator.submit(ACME, TASK);
+        try (SseReader sse = open(task, ACME, null)) {
+            await().atMost(PATIENCE).until(() -> sse.names().contains("task.submitted"));
+            jobStarted(task);
+            events.publish("job.finished", Map.of("task_id", task, "tenant", "acme", "agent", "demo", "status", "completed"));
+            await().atMost(PATIENCE).until(() -> sse.names().contains("job.finished"));
+            // Keep-alives (every second here) that find the task still open do not end it.
+            await().during(Duration.ofMillis(2_500)).atMost(PATIENCE).until(() -> !sse.ended());
+            coordinator.context().getBean(dev.kage.store.Database.class).jdbi().useHandle(h ->
+                    h.execute("UPDATE tasks SET status = 'completed', completed_at = now() WHERE id = ?::uuid", task));
+            await().atMost(PATIENCE).until(sse::ended);
+            assertThat(sse.names()).containsExactly("task.submitted", "job.started", "job.finished", "task.ended");
+            JsonNode ended = JSON.readTree(sse.events().getLast().data());
+            assertThat(ended.get("task_status").asText()).isEqualTo("completed");
+            assertThat(ended.get("task_id").asText()).isEqualTo(task);
         }
     }
 

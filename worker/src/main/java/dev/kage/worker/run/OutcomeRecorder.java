@@ -71,6 +71,25 @@ public final class OutcomeRecorder {
         Thread.ofPlatform().daemon().name("kage-outcome-writer").start(this::writeLoop);
     }
 
+    /** Told of each final result {@link #flush} wrote, with its task's status after it. */
+    private volatile java.util.function.BiConsumer<ResultRecord, TaskStatus> lateRecords = (result, status) -> { };
+
+    /**
+     * Announces each final result the outbox's flush writes, as a job's finish announces a result written at once: the
+     * task's live state gets the job's and the task's status, and a {@code job.recorded} event carries
+     * {@code task_status}. A job that finished while Postgres was away was announced without it, so a task's event stream
+     * (and {@code kage --wait}) waited for an event that ends the task for ever, and its live state stayed running.
+     */
+    public void announceLateRecords(dev.kage.task.LiveTaskState live, dev.kage.events.EventLog events) {
+        lateRecords = (result, status) -> store.tenantOf(result.taskId()).ifPresent(tenant -> {
+            String taskId = result.taskId().toString();
+            live.jobFinished(tenant, taskId, result.cliName(), result.status(), status);
+            events.publish("job.recorded", java.util.Map.of("task_id", taskId, "tenant", tenant, "agent", result.cliName(),
+                    "status", result.status().wireName(), "attempt", Integer.toString(result.attempt()),
+                    "task_status", status.wireName()));
+        });
+    }
+
     /**
      * Notes that a job of the task started; a group commit moves a queued task to running within
      * {@link #START_RIPENS} (or with its outcome, if that comes first). Never blocks.
@@ -234,7 +253,8 @@ public final class OutcomeRecorder {
             }
             try {
                 if (spooled.result() != null) {
-                    store.recordOutcome(spooled.result(), spooled.errors());
+                    TaskStatus status = store.recordOutcome(spooled.result(), spooled.errors());
+                    announceLate(spooled.result(), status);
                 } else {
                     store.insertErrors(spooled.errors());
                 }
@@ -262,6 +282,15 @@ public final class OutcomeRecorder {
             answered();
         }
         return written;
+    }
+
+    private void announceLate(ResultRecord result, TaskStatus status) {
+        try {
+            lateRecords.accept(result, status);
+        } catch (RuntimeException e) {
+            // Written is what counts; the announcement is for watchers, and Redis or Postgres may blink right now.
+            LOG.warn("Job {}'s outcome was written from the outbox, but announcing it failed: {}", result.jobId(), e.getMessage());
+        }
     }
 
     /**

@@ -21,6 +21,7 @@ import dev.kage.testing.TestServices;
 import java.net.URI;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -70,6 +71,8 @@ class OutcomeRecorderTest {
         store.insert(first);
         store.insert(second);
         OutcomeRecorder outcomes = new OutcomeRecorder(new TaskStore(proxied), redis.keys(), redis.redis());
+        var live = new dev.kage.task.LiveTaskState(redis.keys(), redis.redis());
+        outcomes.announceLateRecords(live, new dev.kage.events.EventLog(redis.keys(), redis.redis(), java.time.Clock.systemUTC()));
 
         proxy.cut();
         assertThat(outcomes.record("a", StoreTestData.result(first, "a", JobStatus.COMPLETED, "0.01"), List.of())).isEmpty();
@@ -88,6 +91,16 @@ class OutcomeRecorderTest {
         assertThat(messages("Postgres answers again")).isEqualTo(1);
         assertThat(store.results(first.id())).hasSize(1);
         assertThat(store.results(second.id())).hasSize(1);
+        // Announced as written: their finish was announced without a task status (it was not known), so a task's event
+        // stream waited for one that ends it for ever. Job b of the first task has not run: it stays running.
+        List<Map<String, String>> recorded = redis.redis().xrange(redis.keys().events(), io.lettuce.core.Range.create("-", "+"))
+                .stream().map(m -> m.getBody()).filter(e -> "job.recorded".equals(e.get("type"))).toList();
+        assertThat(recorded).anySatisfy(e -> assertThat(e).containsEntry("task_id", second.id().toString())
+                .containsEntry("tenant", "t1").containsEntry("agent", "a").containsEntry("status", "completed")
+                .containsEntry("task_status", "completed"));
+        assertThat(recorded).anySatisfy(e -> assertThat(e).containsEntry("task_id", first.id().toString())
+                .containsEntry("task_status", "running"));
+        assertThat(live.all("t1", second.id().toString())).containsEntry("job:a", "completed").containsEntry("status", "completed");
 
         proxy.cut();
         TaskRecord third = StoreTestData.task("t1", "b");
