@@ -16,6 +16,7 @@ import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -80,6 +81,29 @@ class OutageApiTest {
 
         postgresProxy.restore();
         await().atMost(Duration.ofSeconds(20)).until(() -> submit().statusCode() == 202);
+    }
+
+    @Test
+    void aHungPostgresNeitherHoldsTheHealthCheckNorStopsLivenessAnswering() throws Exception {
+        // Postgres stops answering without closing anything (a stopped process, a host gone): every probe of a pooled
+        // connection waits for the socket timeout. Sixteen health checks at once are more than the HTTP event loops.
+        assertThat(send(HttpRequest.newBuilder(uri("/health")).GET()).statusCode()).isEqualTo(200);
+        postgresProxy.stall();
+        List<java.util.concurrent.CompletableFuture<HttpResponse<String>>> checks = new java.util.ArrayList<>();
+        for (int i = 0; i < 16; i++) {
+            checks.add(http.sendAsync(HttpRequest.newBuilder(uri("/health")).timeout(Duration.ofSeconds(30)).GET().build(),
+                    HttpResponse.BodyHandlers.ofString()));
+        }
+        HttpResponse<String> liveness = http.send(HttpRequest.newBuilder(uri("/health/liveness")).timeout(Duration.ofSeconds(20))
+                .GET().build(), HttpResponse.BodyHandlers.ofString());
+        assertThat(liveness.statusCode()).as("answered while the checks wait on Postgres").isEqualTo(200);
+        for (var check : checks) {
+            HttpResponse<String> health = check.get(30, java.util.concurrent.TimeUnit.SECONDS);
+            assertThat(health.statusCode()).as("a check that hangs counts as DOWN").isEqualTo(503);
+            assertThat(JSON.readTree(health.body()).at("/details/kage-backends/details/postgres").asText()).isEqualTo("DOWN");
+            assertThat(JSON.readTree(health.body()).at("/details/kage-backends/details/redis").asText()).isEqualTo("UP");
+        }
+        postgresProxy.resume();
     }
 
     @Test
