@@ -38,31 +38,89 @@ public record DatabaseUrl(String jdbcUrl, String user, String password) {
         if (!"postgresql".equals(scheme) && !"postgres".equals(scheme)) {
             throw new ConfigException(variable + ": scheme must be postgresql:// or jdbc:postgresql:, e.g. " + DEFAULT);
         }
-        if (uri.getHost() == null) {
+        // The authority is read by hand: java.net.URI gives no host for a name with '_' (a compose service, kage_db).
+        String authority = uri.getRawAuthority();
+        if (authority == null || authority.isEmpty()) {
             throw new ConfigException(variable + ": no host given; expected e.g. " + DEFAULT);
+        }
+        int at = authority.lastIndexOf('@');
+        String userInfo = at < 0 ? null : authority.substring(0, at);
+        String hostPort = authority.substring(at + 1);
+        String host;
+        String portText = null;
+        if (hostPort.startsWith("[")) {
+            int close = hostPort.indexOf(']');
+            if (close < 0) {
+                throw new ConfigException(variable + ": an IPv6 host needs its closing ']'; expected e.g. " + DEFAULT);
+            }
+            host = hostPort.substring(0, close + 1);
+            if (hostPort.length() > close + 1) {
+                if (hostPort.charAt(close + 1) != ':') {
+                    throw new ConfigException(variable + ": unexpected text after the host; expected e.g. " + DEFAULT);
+                }
+                portText = hostPort.substring(close + 2);
+            }
+        } else {
+            int colon = hostPort.lastIndexOf(':');
+            host = colon < 0 ? hostPort : hostPort.substring(0, colon);
+            portText = colon < 0 ? null : hostPort.substring(colon + 1);
+        }
+        if (host.isEmpty() || host.equals("[]")) {
+            throw new ConfigException(variable + ": no host given; expected e.g. " + DEFAULT);
+        }
+        int port = 5432;
+        if (portText != null && !portText.isEmpty()) {
+            try {
+                port = Integer.parseInt(portText);
+            } catch (NumberFormatException e) {
+                port = -1;
+            }
+            if (port < 1 || port > 65_535) {
+                throw new ConfigException(variable + ": port '" + portText + "' is not a number from 1 to 65535");
+            }
         }
         String database = Optional.ofNullable(uri.getPath()).map(p -> p.replaceFirst("^/", "")).filter(p -> !p.isEmpty())
                 .orElseThrow(() -> new ConfigException(variable + ": no database name given; expected e.g. " + DEFAULT));
         String user = null;
         String password = null;
-        if (uri.getRawUserInfo() != null) {
-            String[] parts = uri.getRawUserInfo().split(":", 2);
-            user = decode(parts[0]);
-            password = parts.length > 1 ? decode(parts[1]) : null;
+        if (userInfo != null) {
+            String[] parts = userInfo.split(":", 2);
+            user = decode(variable, parts[0]);
+            password = parts.length > 1 ? decode(variable, parts[1]) : null;
         }
-        String host = uri.getHost().contains(":") && !uri.getHost().startsWith("[") ? "[" + uri.getHost() + "]" : uri.getHost();
-        int port = uri.getPort() > 0 ? uri.getPort() : 5432;
         String jdbc = "jdbc:postgresql://" + host + ":" + port + "/" + database
                 + (uri.getRawQuery() == null ? "" : "?" + uri.getRawQuery());
         return new DatabaseUrl(jdbc, user, password);
     }
 
-    private static String decode(String raw) {
-        return URLDecoder.decode(raw, StandardCharsets.UTF_8);
+    /** Percent-decoding of a URL's user or password: a '+' stays a '+' (it means a space only in form data). */
+    private static String decode(String variable, String raw) {
+        try {
+            return URLDecoder.decode(raw.replace("+", "%2B"), StandardCharsets.UTF_8);
+        } catch (IllegalArgumentException e) {
+            throw new ConfigException(variable + ": the user or password holds a '%' that is no percent-escape (write a "
+                    + "literal '%' as %25)");
+        }
+    }
+
+    private static final java.util.regex.Pattern QUERY_SECRET =
+            java.util.regex.Pattern.compile("(?i)(password|sslpassword)=[^&\\s)]*");
+
+    /**
+     * {@code text} (a JDBC URL, or an error that quotes one) with the values of {@code password} and {@code sslpassword}
+     * parameters masked: a JDBC URL can carry the password only there.
+     */
+    public static String masked(String text) {
+        return text == null ? null : QUERY_SECRET.matcher(text).replaceAll("$1=***");
+    }
+
+    /** The JDBC URL as it may be logged. */
+    public String shown() {
+        return masked(jdbcUrl);
     }
 
     @Override
     public String toString() {
-        return "DatabaseUrl[" + jdbcUrl + (user == null ? "" : ", user=" + user) + (password == null ? "" : ", password=***") + "]";
+        return "DatabaseUrl[" + shown() + (user == null ? "" : ", user=" + user) + (password == null ? "" : ", password=***") + "]";
     }
 }

@@ -97,7 +97,11 @@ public final class Database implements AutoCloseable {
                     .migrate();
         } catch (RuntimeException e) {
             dataSource.close();
-            throw new StoreException("cannot migrate schema " + schema + " at " + url.jdbcUrl() + ": " + e.getMessage(), e);
+            // Flyway's message quotes the JDBC URL, which may hold the password: the message is masked, and such an
+            // exception is not kept as the cause (a stack trace prints it), its own cause is.
+            String message = dev.kage.config.DatabaseUrl.masked(e.getMessage());
+            Throwable cause = java.util.Objects.equals(message, e.getMessage()) ? e : e.getCause();
+            throw new StoreException("cannot migrate schema " + schema + " at " + url.shown() + ": " + message, cause);
         }
         return new Database(dataSource, schema);
     }
