@@ -423,9 +423,32 @@ public final class BudgetLedger {
 
     /** Sets the tenant's period limits for the whole fleet at once; the next reservation applies them. */
     public void setTenantLimits(String tenant, PeriodLimits limits) {
-        redis.hset(keys.tenantBudgetLimits(tenant), Map.of(
-                "day_tokens", Long.toString(limits.dayTokens()), "day_usd", Long.toString(limits.dayUsdMicros()),
-                "month_tokens", Long.toString(limits.monthTokens()), "month_usd", Long.toString(limits.monthUsdMicros())));
+        setTenantLimits(tenant, Map.of(DAY_TOKENS, limits.dayTokens(), DAY_USD, limits.dayUsdMicros(),
+                MONTH_TOKENS, limits.monthTokens(), MONTH_USD, limits.monthUsdMicros()));
+    }
+
+    /** Fields of a tenant's limits in Redis: tokens, and micro-USD; 0 is no limit. */
+    public static final String DAY_TOKENS = "day_tokens";
+    public static final String DAY_USD = "day_usd";
+    public static final String MONTH_TOKENS = "month_tokens";
+    public static final String MONTH_USD = "month_usd";
+
+    /**
+     * Changes some of a tenant's limits ({@link #DAY_TOKENS} …), one {@code HSET} of those fields only: the others keep
+     * following the fleet's defaults or an earlier change. Nothing is written for no fields.
+     */
+    public void setTenantLimits(String tenant, Map<String, Long> fields) {
+        if (fields.isEmpty()) {
+            return;
+        }
+        Map<String, String> values = new java.util.HashMap<>();
+        fields.forEach((field, value) -> {
+            if (!List.of(DAY_TOKENS, DAY_USD, MONTH_TOKENS, MONTH_USD).contains(field) || value < 0) {
+                throw new IllegalArgumentException("not a tenant limit: " + field + "=" + value);
+            }
+            values.put(field, Long.toString(value));
+        });
+        redis.hset(keys.tenantBudgetLimits(tenant), values);
     }
 
     /** Back to the fleet's defaults ({@code TENANT_MAX_*}). */
@@ -442,8 +465,8 @@ public final class BudgetLedger {
             return base;
         }
         return new PeriodLimits(
-                parse(overrides.get("day_tokens"), base.dayTokens()), parse(overrides.get("day_usd"), base.dayUsdMicros()),
-                parse(overrides.get("month_tokens"), base.monthTokens()), parse(overrides.get("month_usd"), base.monthUsdMicros()));
+                parse(overrides.get(DAY_TOKENS), base.dayTokens()), parse(overrides.get(DAY_USD), base.dayUsdMicros()),
+                parse(overrides.get(MONTH_TOKENS), base.monthTokens()), parse(overrides.get(MONTH_USD), base.monthUsdMicros()));
     }
 
     private static long parse(String value, long fallback) {

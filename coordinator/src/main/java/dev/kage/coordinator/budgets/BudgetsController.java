@@ -43,6 +43,8 @@ import io.micronaut.serde.config.naming.SnakeCaseStrategy;
 import java.math.BigDecimal;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
+import java.util.Map;
 import java.util.Set;
 
 /**
@@ -147,8 +149,7 @@ public class BudgetsController {
     public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String tenant,
                                @Parameter(hidden = true) @Nullable @Body byte[] body) {
         checkTenant(tenant);
-        PeriodLimits next = parse(body, ledger.tenantLimits(tenant));
-        ledger.setTenantLimits(tenant, next);
+        ledger.setTenantLimits(tenant, parse(body));
         return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
                 List.of()));
     }
@@ -201,44 +202,50 @@ public class BudgetsController {
                         + " KAGE_ADMIN_TENANTS)"));
     }
 
-    private static PeriodLimits parse(byte[] body, PeriodLimits current) {
+    /**
+     * The limits the body names, by the ledger's field names: only those are written, so a field the body leaves out
+     * keeps following the fleet's default ({@code TENANT_MAX_*}) or an earlier change, and two changes of different
+     * fields at once both stand.
+     */
+    private static Map<String, Long> parse(byte[] body) {
         List<FieldError> errors = new ArrayList<>();
         JsonNode root = JsonBodies.object(body, FIELDS, errors);
-        long dayTokens = tokens(root, "tokens_per_day", current.dayTokens(), errors);
-        long monthTokens = tokens(root, "tokens_per_month", current.monthTokens(), errors);
-        long dayUsd = usd(root, "usd_per_day", current.dayUsdMicros(), errors);
-        long monthUsd = usd(root, "usd_per_month", current.monthUsdMicros(), errors);
+        Map<String, Long> fields = new java.util.LinkedHashMap<>();
+        tokens(root, "tokens_per_day", errors).ifPresent(v -> fields.put(BudgetLedger.DAY_TOKENS, v));
+        tokens(root, "tokens_per_month", errors).ifPresent(v -> fields.put(BudgetLedger.MONTH_TOKENS, v));
+        usd(root, "usd_per_day", errors).ifPresent(v -> fields.put(BudgetLedger.DAY_USD, v));
+        usd(root, "usd_per_month", errors).ifPresent(v -> fields.put(BudgetLedger.MONTH_USD, v));
         if (!errors.isEmpty()) {
             throw new InvalidRequestException(errors);
         }
-        return new PeriodLimits(dayTokens, dayUsd, monthTokens, monthUsd);
+        return fields;
     }
 
-    private static long tokens(JsonNode root, String field, long current, List<FieldError> errors) {
+    private static Optional<Long> tokens(JsonNode root, String field, List<FieldError> errors) {
         JsonNode value = root.get(field);
         if (value == null) {
-            return current;
+            return Optional.empty();
         }
         // canConvertToLong too: a whole number beyond 64 bits would otherwise keep its low bits (2^64 + 5 read as 5).
         if (!value.canConvertToExactIntegral() || !value.canConvertToLong() || value.asLong() < 0
                 || value.asLong() > Long.MAX_VALUE / 4) {
             errors.add(new FieldError(field, "must be a whole number of tokens, 0 for no limit"));
-            return current;
+            return Optional.empty();
         }
-        return value.asLong();
+        return Optional.of(value.asLong());
     }
 
-    private static long usd(JsonNode root, String field, long current, List<FieldError> errors) {
+    private static Optional<Long> usd(JsonNode root, String field, List<FieldError> errors) {
         JsonNode value = root.get(field);
         if (value == null) {
-            return current;
+            return Optional.empty();
         }
         if (!value.isNumber() || value.decimalValue().signum() < 0
                 || value.decimalValue().compareTo(BigDecimal.valueOf(1_000_000_000L)) > 0) {
             errors.add(new FieldError(field, "must be an amount of US dollars such as 25.50, 0 for no limit"));
-            return current;
+            return Optional.empty();
         }
-        return PeriodLimits.micros(value.decimalValue());
+        return Optional.of(PeriodLimits.micros(value.decimalValue()));
     }
 
     /**

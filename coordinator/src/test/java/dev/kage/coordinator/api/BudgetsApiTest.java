@@ -85,6 +85,23 @@ class BudgetsApiTest {
                 .isEqualByComparingTo("5");
         // The next reservation anywhere in the fleet applies it.
         assertThat(spend("initech", "big", 600, 0).accepted()).isFalse();
+        // Only the fields given are stored: the month's dollars keep following TENANT_MAX_USD_PER_MONTH (a default
+        // written here would freeze it, or, set differently on the workers, lift their limit).
+        String limits = coordinator.redis().keys().tenantBudgetLimits("initech");
+        assertThat(coordinator.redis().redis().hgetall(limits)).containsOnlyKeys("day_tokens", "day_usd");
+        // Two admins changing different fields at once: both changes stand.
+        try (var pool = java.util.concurrent.Executors.newFixedThreadPool(8)) {
+            java.util.List<java.util.concurrent.Future<HttpResponse<String>>> puts = new java.util.ArrayList<>();
+            for (int i = 0; i < 20; i++) {
+                String body = i % 2 == 0 ? "{\"tokens_per_month\": " + (1_000_000 + i) + "}" : "{\"usd_per_month\": 7}";
+                puts.add(pool.submit(() -> put("/api/v1/budgets/initech", ADMIN, body)));
+            }
+            for (var response : puts) {
+                assertThat(response.get().statusCode()).isEqualTo(200);
+            }
+        }
+        assertThat(coordinator.redis().redis().hgetall(limits)).containsEntry("day_tokens", "500").containsEntry("month_usd", "7000000")
+                .containsKey("month_tokens");
 
         HttpResponse<String> reset = coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/budgets/initech"))
                 .header("X-API-Key", ADMIN).DELETE().build(), HttpResponse.BodyHandlers.ofString());
