@@ -17,9 +17,11 @@ public final class JsonBodies {
     /**
      * Decimals as BigDecimal: {@code 1e400} is a number too large for a field, not a double's Infinity (which has no
      * decimal value). A field given twice is refused, as in a submit: the last one winning would let
-     * {@code {"tokens_per_day": 1000, "tokens_per_day": 0}} lift a limit that reads as set.
+     * {@code {"tokens_per_day": 1000, "tokens_per_day": 0}} lift a limit that reads as set. So is anything after the
+     * object ({@code {"requests": 50} {"requests": 1}} applied the first and ignored the second), as in a submit.
      */
     private static final ObjectMapper JSON = JsonMapper.builder().enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS)
+            .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
             .enable(com.fasterxml.jackson.core.JsonParser.Feature.STRICT_DUPLICATE_DETECTION).build();
 
     private JsonBodies() {
