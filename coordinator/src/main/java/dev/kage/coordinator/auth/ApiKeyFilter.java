@@ -76,6 +76,13 @@ public class ApiKeyFilter implements HttpServerFilter {
         if (known.isPresent()) {
             return admit(request, chain, known.get());
         }
+        if (!ApiKeyStore.couldBeStored(presented.trim())) {
+            // No key Postgres could hold: refused without a query, so a flood of made-up keys cannot use up its pool.
+            return ApiKeys.DEV_KEY.equals(presented.trim())
+                    ? Publishers.just(HttpResponse.unauthorized().body(ErrorBody.of("unauthorized", "invalid API key: the "
+                            + "development key " + ApiKeys.DEV_KEY + " is accepted only with KAGE_DEV_MODE=true")))
+                    : invalid();
+        }
         return Mono.fromCallable(() -> keys.fromStore(digest))
                 .subscribeOn(blocking)
                 .flatMapMany(found -> found.isPresent() ? Flux.from(admit(request, chain, found.get())) : Flux.from(invalid()))

@@ -107,6 +107,14 @@ public final class ApiKeyStore {
                 .mapTo(Long.class).one());
     }
 
+    private static final java.util.regex.Pattern STORED_FORM =
+            java.util.regex.Pattern.compile(java.util.regex.Pattern.quote(KEY_PREFIX) + "[0-9A-Za-z]{" + SECRET_LENGTH + "}");
+
+    /** Whether {@code presented} has the form of a key this store makes: anything else is no stored key, unasked. */
+    public static boolean couldBeStored(String presented) {
+        return STORED_FORM.matcher(presented).matches();
+    }
+
     private String newKey() {
         StringBuilder key = new StringBuilder(KEY_PREFIX);
         for (int i = 0; i < SECRET_LENGTH; i++) {

@@ -76,6 +76,12 @@ class OutageApiTest {
         HttpResponse<String> readiness = send(HttpRequest.newBuilder(uri("/health/readiness")).GET());
         assertThat(readiness.statusCode()).isEqualTo(503);
         assertThat(JSON.readTree(readiness.body()).at("/details/kage-backends/details/postgres").asText()).isEqualTo("DOWN");
+        // A key of no form Postgres could hold is refused without asking it: a flood of made-up keys costs no query.
+        HttpResponse<String> madeUp = send(HttpRequest.newBuilder(uri("/api/v1/tasks")).header("X-API-Key", "not-a-kage-key").GET());
+        assertThat(madeUp.statusCode()).as(madeUp.body()).isEqualTo(401);
+        HttpResponse<String> storedForm = send(HttpRequest.newBuilder(uri("/api/v1/tasks"))
+                .header("X-API-Key", "kb_" + "A".repeat(32)).GET());
+        assertThat(storedForm.statusCode()).as("only Postgres can tell: %s", storedForm.body()).isEqualTo(503);
         // Alive all the same: an orchestrator must not restart the coordinator for a backend outage.
         assertThat(send(HttpRequest.newBuilder(uri("/health/liveness")).GET()).statusCode()).isEqualTo(200);
 

@@ -64,6 +64,7 @@ class TaskApiTest {
         HttpResponse<String> devKey = send(HttpRequest.newBuilder(uri("/api/v1/tasks")).header("X-API-Key", "dev-key-12345")
                 .POST(body(SEED_BODY)));
         assertThat(devKey.statusCode()).as("the dev key works only in dev mode").isEqualTo(401);
+        assertThat(json(devKey).get("message").asText()).as("and says so").contains("KAGE_DEV_MODE=true");
     }
 
     @Test
