@@ -283,7 +283,9 @@ public class TaskController {
         }
         var pool = budget.taskPool(task.tenant(), task.id().toString(), task.tokenLimit(), 0);
         return new TaskView(task.id().toString(), task.status().wireName(), task.description(), task.priority().wireName(),
-                task.repo(), task.baseBranch(), task.createdAt(), task.updatedAt(), task.completedAt(),
+                // A repository URL's credentials (https://user:token@host) are the operator's, not for every read key.
+                dev.kage.task.UrlCredentials.mask(task.repo()), task.baseBranch(), task.createdAt(), task.updatedAt(),
+                task.completedAt(),
                 new TaskView.Budget(pool.limit(), pool.used(), pool.reserved(), pool.remaining(),
                         PeriodLimits.usd(pool.usdUsedMicros()), PeriodLimits.usd(pool.usdReservedMicros()),
                         budget.mode().name().toLowerCase()), agents, errorViews);

@@ -107,6 +107,19 @@ class TaskApiTest {
     }
 
     @Test
+    void aRepositoryUrlsCredentialsAreNotShownWithTheTask() throws Exception {
+        String body = "{\"description\": \"x\", \"repo\": \"https://x-access-token:ghp_s3cretT0ken@github.example/acme/app.git\","
+                + " \"cli_assignments\": [{\"cli_name\": \"demo\"}]}";
+        HttpResponse<String> submitted = send(HttpRequest.newBuilder(uri("/api/v1/tasks")).header("X-API-Key", "acme-key-123")
+                .header("Content-Type", "application/json").POST(body(body)));
+        assertThat(submitted.statusCode()).as(submitted.body()).isEqualTo(202);
+        HttpResponse<String> task = send(HttpRequest.newBuilder(uri("/api/v1/tasks/" + json(submitted).get("task_id").asText()))
+                .header("X-API-Key", "acme-key-123").GET());
+        assertThat(json(task).get("repo").asText()).isEqualTo("https://***@github.example/acme/app.git");
+        assertThat(task.body()).doesNotContain("s3cret");
+    }
+
+    @Test
     void anotherTenantsTaskIsNotFound() throws Exception {
         String id = json(send(HttpRequest.newBuilder(uri("/api/v1/tasks")).header("X-API-Key", "acme-key-123")
                 .header("Content-Type", "application/json").POST(body(SEED_BODY)))).get("task_id").asText();

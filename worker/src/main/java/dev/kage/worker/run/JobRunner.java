@@ -40,7 +40,7 @@ import dev.kage.worker.metrics.WorkerMetrics;
 import dev.kage.worker.process.ProcessOutcome;
 import dev.kage.worker.process.ProcessRunner;
 import dev.kage.worker.worktree.GitException;
-import dev.kage.worker.worktree.UrlCredentials;
+import dev.kage.task.UrlCredentials;
 import dev.kage.worker.worktree.Worktree;
 import dev.kage.worker.worktree.WorktreeManager;
 import java.io.IOException;

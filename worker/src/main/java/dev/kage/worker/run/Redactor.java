@@ -30,7 +30,7 @@ final class Redactor {
         if (text == null) {
             return null;
         }
-        String out = dev.kage.worker.worktree.UrlCredentials.mask(text);
+        String out = dev.kage.task.UrlCredentials.mask(text);
         for (String secret : secrets) {
             out = out.replace(secret, "***");
         }

@@ -1,5 +1,6 @@
 package dev.kage.worker.worktree;
 
+import dev.kage.task.UrlCredentials;
 import dev.kage.KageException;
 
 /**

@@ -1,5 +1,6 @@
 package dev.kage.worker.worktree;
 
+import dev.kage.task.UrlCredentials;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;

@@ -40,7 +40,7 @@ class RedactorTest {
         Redactor none = new Redactor(List.of());
         assertThat(none.redact("fatal: could not read from https://x-access-token:ghp_abc123@github.com/acme/app.git"))
                 .isEqualTo("fatal: could not read from https://***@github.com/acme/app.git");
-        assertThat(dev.kage.worker.worktree.UrlCredentials.mask("ssh://deploy@git.example.com:22/app.git /srv/repo"))
+        assertThat(dev.kage.task.UrlCredentials.mask("ssh://deploy@git.example.com:22/app.git /srv/repo"))
                 .isEqualTo("ssh://***@git.example.com:22/app.git /srv/repo");
         assertThat(none.redact("see https://github.com/acme/app and me@example.com")).isEqualTo(
                 "see https://github.com/acme/app and me@example.com");

@@ -1,4 +1,4 @@
-package dev.kage.worker.worktree;
+package dev.kage.task;
 
 import java.util.regex.Pattern;
 
