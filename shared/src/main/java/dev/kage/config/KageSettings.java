@@ -94,8 +94,8 @@ public record KageSettings(
         if (timeout > MAX_CLI_TIMEOUT) {
             throw new ConfigException("DEFAULT_CLI_TIMEOUT=" + timeout + ": must be at most " + MAX_CLI_TIMEOUT + " seconds");
         }
-        double backoffBase = env.positiveDouble("RATE_LIMIT_BACKOFF_BASE", DEFAULT_BACKOFF_BASE);
-        double backoffMax = env.positiveDouble("RATE_LIMIT_BACKOFF_MAX", DEFAULT_BACKOFF_MAX);
+        double backoffBase = backoffSeconds(env, "RATE_LIMIT_BACKOFF_BASE", DEFAULT_BACKOFF_BASE);
+        double backoffMax = backoffSeconds(env, "RATE_LIMIT_BACKOFF_MAX", DEFAULT_BACKOFF_MAX);
         if (backoffMax < backoffBase) {
             throw new ConfigException("RATE_LIMIT_BACKOFF_MAX=" + backoffMax + ": must not be below RATE_LIMIT_BACKOFF_BASE=" + backoffBase);
         }
@@ -104,7 +104,8 @@ public record KageSettings(
             throw new ConfigException("BASE_BRANCH=" + baseBranch + ": not a valid git branch name");
         }
         int requestsPerWindow = env.positiveInt("MAX_REQUESTS_PER_MINUTE", DEFAULT_MAX_REQUESTS_PER_MINUTE);
-        int maxRetries = env.positiveInt("RATE_LIMIT_MAX_RETRIES", DEFAULT_MAX_RETRIES);
+        // 0: the first 429 fails the job (the seed's behaviour before its retries).
+        int maxRetries = env.intBetween("RATE_LIMIT_MAX_RETRIES", 0, 1_000_000, DEFAULT_MAX_RETRIES);
         return new KageSettings(
                 namespace,
                 redisUrl,
@@ -126,5 +127,17 @@ public record KageSettings(
                 QueueSettings.load(env),
                 RateLimitSettings.load(env, requestsPerWindow, backoffBase, backoffMax, maxRetries),
                 BudgetSettings.load(env));
+    }
+
+    /**
+     * A backoff in seconds, from a millisecond to a day: a smaller one was rounded to 0 ms (no pause at all after a 429,
+     * for the job or the fleet), a larger one overflowed the arithmetic on instants.
+     */
+    private static double backoffSeconds(Env env, String name, double defaultValue) {
+        double seconds = env.positiveDouble(name, defaultValue);
+        if (seconds < 0.001 || seconds > 86_400) {
+            throw new ConfigException(name + "=" + env.get(name).orElse("") + ": must be a number of seconds from 0.001 to 86400");
+        }
+        return seconds;
     }
 }

@@ -71,6 +71,15 @@ class KageSettingsTest {
                 .hasMessageStartingWith("BASE_BRANCH=--upload-pack=x: not a valid git branch name");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("RATE_LIMIT_BACKOFF_BASE", "10", "RATE_LIMIT_BACKOFF_MAX", "5"))))
                 .hasMessageContaining("RATE_LIMIT_BACKOFF_MAX=5.0: must not be below RATE_LIMIT_BACKOFF_BASE=10.0");
+        // A base that rounded to 0 ms paused nothing after a 429; one past a day overflowed.
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("RATE_LIMIT_BACKOFF_BASE", "0.0004"))))
+                .hasMessage("RATE_LIMIT_BACKOFF_BASE=0.0004: must be a number of seconds from 0.001 to 86400");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("RATE_LIMIT_BACKOFF_MAX", "1e12"))))
+                .hasMessageStartingWith("RATE_LIMIT_BACKOFF_MAX=1e12: must be a number of seconds");
+        // The seed's RATE_LIMIT_MAX_RETRIES=0: the first 429 fails the job.
+        assertThat(KageSettings.load(Env.of(Map.of("RATE_LIMIT_MAX_RETRIES", "0"))).rateLimit().maxRetries()).isZero();
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("RATE_LIMIT_MAX_RETRIES", "-1"))))
+                .hasMessageStartingWith("RATE_LIMIT_MAX_RETRIES=-1: must be an integer from 0 to 1000000");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_NAMESPACE", "a b"))))
                 .hasMessageStartingWith("KAGE_NAMESPACE=a b:");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("DEFAULT_CLI_TIMEOUT", "100000"))))
