@@ -85,6 +85,13 @@ public record KageSettings(
         } catch (RuntimeException e) {
             throw new ConfigException("REDIS_URL: not a Redis URL (" + e.getMessage() + "); expected e.g. " + DEFAULT_REDIS_URL);
         }
+        env.get("KAGE_LOG_LEVEL").map(level -> level.trim().toUpperCase(java.util.Locale.ROOT)).ifPresent(level -> {
+            // Logback reads any other word as DEBUG: a typo would flood the log (and show what DEBUG shows).
+            if (!LOG_LEVELS.contains(level)) {
+                throw new ConfigException("KAGE_LOG_LEVEL=" + env.get("KAGE_LOG_LEVEL").orElse("") + ": must be one of "
+                        + String.join(", ", LOG_LEVELS));
+            }
+        });
         DatabaseUrl database = DatabaseUrl.parse("DATABASE_URL", env.string("DATABASE_URL", DatabaseUrl.DEFAULT));
         String schema = env.string("KAGE_DB_SCHEMA", DEFAULT_SCHEMA);
         if (!SCHEMA.matcher(schema).matches()) {
@@ -140,4 +147,7 @@ public record KageSettings(
         }
         return seconds;
     }
+
+    /** The levels {@code KAGE_LOG_LEVEL} may name (case does not matter). */
+    static final java.util.List<String> LOG_LEVELS = java.util.List.of("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "OFF");
 }

@@ -75,18 +75,33 @@ public class KageFactory {
      */
     @Singleton
     public Clock clock(Env env) {
-        long offset = env.get("KAGE_CLOCK_OFFSET_MS").map(raw -> {
-            try {
-                return Long.parseLong(raw);
-            } catch (NumberFormatException e) {
-                throw new ConfigException("KAGE_CLOCK_OFFSET_MS=" + raw + ": must be an integer number of milliseconds (tests only)");
-            }
-        }).orElse(0L);
+        long offset = clockOffsetMillis(env);
         if (offset != 0) {
             org.slf4j.LoggerFactory.getLogger(KageFactory.class).warn("KAGE_CLOCK_OFFSET_MS={}: this process's clock is skewed on purpose", offset);
             return Clock.offset(Clock.systemUTC(), Duration.ofMillis(offset));
         }
         return Clock.systemUTC();
+    }
+
+    /**
+     * {@code KAGE_CLOCK_OFFSET_MS}, checked: a whole number of milliseconds within a year either way.
+     *
+     * @throws ConfigException naming the variable
+     */
+    public static long clockOffsetMillis(Env env) {
+        return env.get("KAGE_CLOCK_OFFSET_MS").map(raw -> {
+            long offset;
+            try {
+                offset = Long.parseLong(raw.trim());
+            } catch (NumberFormatException e) {
+                offset = Long.MAX_VALUE;
+            }
+            if (Math.abs(offset) > Duration.ofDays(366).toMillis()) {
+                throw new ConfigException("KAGE_CLOCK_OFFSET_MS=" + raw + ": must be a whole number of milliseconds, at most a "
+                        + "year either way (tests only)");
+            }
+            return offset;
+        }).orElse(0L);
     }
 
     @Singleton

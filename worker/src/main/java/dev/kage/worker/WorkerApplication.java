@@ -25,19 +25,39 @@ public final class WorkerApplication {
     private WorkerApplication() {
     }
 
+    /**
+     * Everything the worker reads from its environment, checked before anything connects or starts.
+     *
+     * @throws ConfigException naming the variable
+     */
+    static void checkConfiguration(Env env) {
+        KageSettings settings = KageSettings.load(env);
+        AgentCatalog catalog = AgentCatalog.load(Path.of(env.get(AgentCatalog.VARIABLE).orElseThrow(() -> new ConfigException(
+                AgentCatalog.VARIABLE + " is not set: point it at the agents file, e.g. ops/agents/agents.yml"))));
+        WorkerFactory.checkExecutables(WorkerSettings.load(env, catalog), catalog);
+        WorkerSettings.startLanes(env, settings.maxParallelClis());
+        dev.kage.infra.KageFactory.clockOffsetMillis(env);
+        WorkerMetricsSettings.load(env);
+    }
+
     public static void main(String[] args) {
         try {
-            Env env = Env.system();
-            KageSettings.load(env);
-            AgentCatalog catalog = AgentCatalog.load(Path.of(env.get(AgentCatalog.VARIABLE).orElseThrow(() -> new ConfigException(
-                    AgentCatalog.VARIABLE + " is not set: point it at the agents file, e.g. ops/agents/agents.yml"))));
-            WorkerFactory.checkExecutables(WorkerSettings.load(env, catalog), catalog);
-            WorkerMetricsSettings.load(env);
+            checkConfiguration(Env.system());
         } catch (ConfigException e) {
             LOG.error("Worker cannot start: {}", e.getMessage());
             System.exit(2);
         }
-        ApplicationContext context = ApplicationContext.builder(WorkerApplication.class).args(args).start();
+        ApplicationContext context;
+        try {
+            context = ApplicationContext.builder(WorkerApplication.class).args(args).start();
+            context.getBean(WorkerRuntime.class);
+        } catch (RuntimeException e) {
+            // Whatever failed after the check (Redis or Postgres away at start, say): one line and an exit, not a process
+            // left alive by the clients' threads that claims nothing.
+            LOG.error("Worker cannot start: {}", e.getMessage(), e);
+            System.exit(e instanceof ConfigException || e.getCause() instanceof ConfigException ? 2 : 1);
+            return;
+        }
         WorkerMetricsSettings metrics = context.getBean(WorkerMetricsSettings.class);
         if (metrics.enabled()) {
             MetricsServer server = new MetricsServer(context.getBean(PrometheusMeterRegistry.class), metrics.port());

@@ -90,6 +90,25 @@ class WorkerFactoryTest {
                 .doesNotThrowAnyException();
     }
 
+    @Test
+    void theStartUpCheckCoversEveryVariableTheWorkerReadsLaterSoNoneFailsAfterItConnected() {
+        java.util.function.Function<java.util.Map<String, String>, dev.kage.config.Env> env = extra -> {
+            java.util.Map<String, String> values = new java.util.HashMap<>(java.util.Map.of("KAGE_AGENTS_FILE",
+                    Path.of("..", "ops", "agents", "agents.yml").toAbsolutePath().normalize().toString(), "KAGE_WORKER_AGENTS", "demo"));
+            values.putAll(extra);
+            return dev.kage.config.Env.of(values);
+        };
+        assertThatCode(() -> WorkerApplication.checkConfiguration(env.apply(java.util.Map.of()))).doesNotThrowAnyException();
+        for (var bad : List.of(java.util.Map.of("KAGE_START_LANES", "0"), java.util.Map.of("KAGE_CLOCK_OFFSET_MS", "soon"),
+                java.util.Map.of("KAGE_CLOCK_OFFSET_MS", "99999999999999"), java.util.Map.of("KAGE_LOG_LEVEL", "inf0"))) {
+            String variable = bad.keySet().iterator().next();
+            assertThatThrownBy(() -> WorkerApplication.checkConfiguration(env.apply(bad))).as(variable)
+                    .isInstanceOf(ConfigException.class).hasMessageStartingWith(variable + "=");
+        }
+        assertThatCode(() -> WorkerApplication.checkConfiguration(env.apply(java.util.Map.of("KAGE_LOG_LEVEL", "warn"))))
+                .doesNotThrowAnyException();
+    }
+
     private static WorkerSettings settings(String agent) {
         return new WorkerSettings("w", Path.of("/tmp/kage-unused"), "", List.of(agent), false, Duration.ofSeconds(1), 0);
     }
