@@ -164,6 +164,9 @@ public class WorkerFactory {
         worktrees.recoverAfterCrash();
         if (!worker.defaultRepo().isBlank()) {
             worktrees.prepare(worker.defaultRepo(), settings.baseBranch());
+        } else {
+            LoggerFactory.getLogger(WorkerFactory.class).warn("KAGE_DEFAULT_REPO is not set: a task without repo fails on this "
+                    + "worker (WorktreeError); HTTP agents need none");
         }
         return worktrees;
     }

@@ -597,6 +597,13 @@ public final class JobRunner {
         long held = System.nanoTime();
         String branch = "kage/" + job.taskId() + "/" + job.agent();
         String repo = job.repo().isBlank() ? worker.defaultRepo() : job.repo();
+        if (repo.isBlank()) {
+            budget.release(hold);
+            ErrorRecord error = error(job, "WorktreeError", "the task names no repo and this worker has no KAGE_DEFAULT_REPO: "
+                    + "send repo with the task, or set KAGE_DEFAULT_REPO on the workers", Map.of("base_branch", job.baseBranch()),
+                    false);
+            return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
+        }
         Worktree worktree;
         try {
             worktree = worktrees.create(repo, job.baseBranch(), branch, job.taskId() + "-" + job.agent(), queuedAtLocalMillis(claimed));

@@ -256,6 +256,25 @@ class JobRunnerTest {
     }
 
     @Test
+    void aTaskWithoutARepoOnAWorkerWithoutADefaultOneFailsSayingWhatToSet() throws Exception {
+        // The seed's request names no repository: the seed ran in its own. A worker without KAGE_DEFAULT_REPO says so.
+        Path ran = dir.resolve("ran");
+        AgentConfig agent = agent("claude-code", List.of("/bin/sh", "-c", "touch " + ran));
+        Harness h = harness(BudgetMode.LOG, agent, Map.of(), "");
+        TaskRecord task = h.submit("p", 60);
+        h.runner().run(h.claim(), new JobControl());
+
+        assertThat(ran).as("never started").doesNotExist();
+        assertThat(store.errors(task.id())).singleElement().satisfies(error -> {
+            assertThat(error.errorType()).isEqualTo("WorktreeError");
+            assertThat(error.errorMessage()).contains("names no repo").contains("KAGE_DEFAULT_REPO");
+            assertThat(error.retryable()).isFalse();
+        });
+        assertThat(store.results(task.id())).extracting(ResultRecord::status).containsExactly(JobStatus.FAILED);
+        assertThat(pending()).isZero();
+    }
+
+    @Test
     void aJobAtItsDeliveryLimitWhoseLastDeliveryFinishedItIsAcknowledgedNotDeadLettered() throws Exception {
         // The last delivery recorded the outcome and its worker died before the XACK; the entry reached its limit.
         AgentConfig agent = agent("claude-code", List.of(DEMO_AGENT.toString()));
@@ -478,13 +497,17 @@ class JobRunnerTest {
     }
 
     private Harness harness(BudgetMode mode, AgentConfig agent, Map<String, String> extraEnv) {
+        return harness(mode, agent, extraEnv, origin.toString());
+    }
+
+    private Harness harness(BudgetMode mode, AgentConfig agent, Map<String, String> extraEnv, String defaultRepo) {
         KageKeys keys = redis.keys();
         Map<String, String> env = TestServices.environment(redis.namespace(), db.schema());
         env.put("BUDGET_MODE", mode.name());
         env.putAll(extraEnv);
         KageSettings settings = KageSettings.load(Env.of(env));
         AgentCatalog catalog = new AgentCatalog(List.of(agent));
-        WorkerSettings worker = new WorkerSettings("test-worker", dir.resolve("work"), origin.toString(), List.of(agent.name()),
+        WorkerSettings worker = new WorkerSettings("test-worker", dir.resolve("work"), defaultRepo, List.of(agent.name()),
                 true, Duration.ofSeconds(5), 2);
         JobQueue queue = new JobQueue(keys, redis.redis());
         LiveTaskState live = new LiveTaskState(keys, redis.redis());
