@@ -72,6 +72,11 @@ public class CoordinatorFactory {
     }
 
     @Singleton
+    public dev.kage.coordinator.task.RepoPolicy repoPolicy(Env env) {
+        return dev.kage.coordinator.task.RepoPolicy.load(env);
+    }
+
+    @Singleton
     public TaskService taskService(KageSettings settings, TaskStore store, JobQueue queue, LiveTaskState live,
                                    EventLog events, Clock clock, MeterRegistry registry, @Named("submit") RedisPipeline pipeline) {
         return new TaskService(settings, store, queue, live, events, clock, registry, pipeline);

@@ -42,9 +42,11 @@ import java.util.List;
 @ExecuteOn(TaskExecutors.BLOCKING)
 public class BatchController {
     private final SubmitRequestParser parser;
+    private final RepoPolicy repos;
     private final TaskService service;
 
-    public BatchController(SubmitRequestParser parser, TaskService service) {
+    public BatchController(SubmitRequestParser parser, TaskService service, RepoPolicy repos) {
+        this.repos = repos;
         this.parser = parser;
         this.service = service;
     }
@@ -95,6 +97,10 @@ public class BatchController {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
         String idempotencyKey = IdempotencyKeys.validate(request.getHeaders().get("Idempotency-Key"));
         List<SubmitRequest> requests = parser.parseBatch(body);
+        List<dev.kage.coordinator.api.ErrorBody.FieldError> refused = repos.refusals(tenant, requests);
+        if (!refused.isEmpty()) {
+            throw new InvalidRequestException(refused);
+        }
         TaskService.BatchSubmitted submitted = service.submitBatch(tenant, requests, idempotencyKey, body);
         List<TaskRecord> tasks = submitted.tasks();
         List<SubmitResponse> accepted = new java.util.ArrayList<>(tasks.size());

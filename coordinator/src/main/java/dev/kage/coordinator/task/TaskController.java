@@ -70,13 +70,15 @@ public class TaskController {
             "errors": []}""";
 
     private final SubmitRequestParser parser;
+    private final RepoPolicy repos;
     private final TaskService service;
     private final TaskStore store;
     private final LiveTaskState live;
     private final BudgetLedger budget;
 
     public TaskController(SubmitRequestParser parser, TaskService service, TaskStore store, LiveTaskState live,
-                          BudgetLedger budget) {
+                          BudgetLedger budget, RepoPolicy repos) {
+        this.repos = repos;
         this.parser = parser;
         this.service = service;
         this.store = store;
@@ -139,6 +141,9 @@ public class TaskController {
                                                @Nullable @Header("Idempotency-Key") String idempotencyKey) {
         String tenant = tenant(request);
         SubmitRequest submit = parser.parse(body);
+        repos.refusal(tenant, submit.repo(), "repo").ifPresent(refused -> {
+            throw new InvalidRequestException(List.of(refused));
+        });
         // Sent now, read after the submit: the figures travel in a flush the submit's wait covers anyway.
         var pools = submitPipeline.send(async -> budget.tenantPools(async, tenant));
         TaskService.Submitted submitted = service.submit(tenant, submit, IdempotencyKeys.validate(idempotencyKey), body);

@@ -604,6 +604,12 @@ public final class JobRunner {
                     false);
             return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
         }
+        if (insideWorkRoot(repo, worker.workDir())) {
+            budget.release(hold);
+            ErrorRecord error = error(job, "WorktreeError", "repo is inside the workers' work directory (their caches and "
+                    + "other tasks' worktrees): refused", Map.of("base_branch", job.baseBranch()), false);
+            return new Outcome(failedResult(job, agent, error.errorMessage(), null), List.of(error));
+        }
         Worktree worktree;
         try {
             worktree = worktrees.create(repo, job.baseBranch(), branch, job.taskId() + "-" + job.agent(), queuedAtLocalMillis(claimed));
@@ -1302,6 +1308,41 @@ public final class JobRunner {
      * {@code usage_stats} (tokens used and remaining, percent used to one decimal, warning issued), and the
      * {@code budget_mode}; callers add what they know more.
      */
+    /**
+     * Whether {@code repo}, a local path or {@code file://} URL, lies in a worker's caches or worktrees on this host
+     * ({@code <KAGE_WORK_DIR>/<worker>/repos|worktrees|…}, this worker's or a neighbour's): a task must not make a worker
+     * clone its caches or another task's worktree. Symbolic links are followed where the path exists.
+     */
+    static boolean insideWorkRoot(String repo, Path workDir) {
+        String path = repo.startsWith("file://") ? repo.substring("file://".length()) : repo;
+        if (!path.startsWith("/")) {
+            return false;
+        }
+        Path root = workDir.toAbsolutePath().normalize().getParent();
+        if (root == null) {
+            return false;
+        }
+        Path target = Path.of(path).normalize();
+        try {
+            root = root.toRealPath();
+        } catch (java.io.IOException | RuntimeException e) {
+            // not there yet: compared as written
+        }
+        try {
+            target = target.toRealPath();
+        } catch (java.io.IOException | RuntimeException e) {
+            // not there: git will say so; compared as written
+        }
+        if (!target.startsWith(root)) {
+            return false;
+        }
+        Path inside = root.relativize(target);
+        return inside.getNameCount() >= 2 && WORK_DIR_PARTS.contains(inside.getName(1).toString());
+    }
+
+    /** What a worker keeps in its work directory. */
+    private static final java.util.Set<String> WORK_DIR_PARTS = java.util.Set.of("repos", "worktrees", "agent-groups");
+
     /**
      * The details of a row about a pool other than the task's token budget (a tenant's or an agent's pool, or a dollar
      * limit): its figures are {@code pool_used} and {@code pool_limit} in {@code unit} ({@code tokens} or

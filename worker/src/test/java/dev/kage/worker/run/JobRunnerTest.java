@@ -275,6 +275,34 @@ class JobRunnerTest {
     }
 
     @Test
+    void aTaskCannotMakeAWorkerCloneAWorkersCachesOrWorktrees() throws Exception {
+        Path root = dir.resolve("kage-work");
+        Path mine = root.resolve("w-1");
+        Path neighbour = root.resolve("w-2");
+        java.nio.file.Files.createDirectories(neighbour.resolve("repos").resolve("x.git"));
+        java.nio.file.Files.createDirectories(mine.resolve("worktrees").resolve("t-demo"));
+        java.nio.file.Files.createSymbolicLink(dir.resolve("innocent"), neighbour.resolve("repos"));
+        for (String inside : List.of(neighbour.resolve("repos/x.git").toString(), "file://" + mine.resolve("worktrees/t-demo"),
+                dir.resolve("innocent/x.git").toString(), root + "/w-3/repos/y.git", mine + "/repos/../repos/x.git")) {
+            assertThat(JobRunner.insideWorkRoot(inside, mine)).as(inside).isTrue();
+        }
+        for (String outside : List.of(origin.toString(), "https://github.com/acme/app.git", root.resolve("shared-origin").toString(),
+                "git@github.com:acme/app.git")) {
+            assertThat(JobRunner.insideWorkRoot(outside, mine)).as(outside).isFalse();
+        }
+        // The job fails at once, never cloning.
+        AgentConfig agent = agent("claude-code", List.of(DEMO_AGENT.toString()));
+        Harness h = harness(BudgetMode.LOG, agent);
+        TaskRecord task = h.submit("p", 60);
+        ClaimedJob claimed = h.claim();
+        var fields = new java.util.HashMap<>(claimed.fields());
+        fields.put("repo", dir.resolve("work").getParent().resolve("other-worker/repos/x.git").toString());
+        h.runner().run(new ClaimedJob(claimed.stream(), claimed.entryId(), fields, false), new JobControl());
+        assertThat(store.errors(task.id())).singleElement().satisfies(error ->
+                assertThat(error.errorMessage()).contains("inside the workers' work directory"));
+    }
+
+    @Test
     void aJobAtItsDeliveryLimitWhoseLastDeliveryFinishedItIsAcknowledgedNotDeadLettered() throws Exception {
         // The last delivery recorded the outcome and its worker died before the XACK; the entry reached its limit.
         AgentConfig agent = agent("claude-code", List.of(DEMO_AGENT.toString()));
