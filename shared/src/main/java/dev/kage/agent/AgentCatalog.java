@@ -259,10 +259,10 @@ public final class AgentCatalog {
         if (value == null) {
             return 0;
         }
-        if (value instanceof Number n && n.doubleValue() > 0 && Double.isFinite(n.doubleValue())) {
+        if (value instanceof Number n && n.doubleValue() > 0 && n.doubleValue() <= 1e9) {
             return PeriodLimits.micros(new java.math.BigDecimal(n.toString()));
         }
-        throw new ConfigException(prefix + key + "=" + value + ": must be a positive amount of US dollars");
+        throw new ConfigException(prefix + key + "=" + value + ": must be a positive amount of US dollars, at most 1000000000");
     }
 
     private static AgentConfig.HttpEndpoint endpoint(String prefix, AgentType type, Map<Object, Object> settings) {
@@ -383,7 +383,11 @@ public final class AgentCatalog {
                 throw new ConfigException(prefix + "unknown setting 'retry." + key + "' (known: max_attempts, exit_codes, on_timeout)");
             }
         }
-        int attempts = (int) number(prefix, "retry.max_attempts", retry.get("max_attempts"), RetryPolicy.DEFAULT.maxAttempts());
+        long attemptsRead = number(prefix, "retry.max_attempts", retry.get("max_attempts"), RetryPolicy.DEFAULT.maxAttempts());
+        if (attemptsRead > 1_000) {
+            throw new ConfigException(prefix + "retry.max_attempts=" + attemptsRead + ": must be at most 1000");
+        }
+        int attempts = (int) attemptsRead;
         java.util.Set<Integer> codes = new java.util.HashSet<>();
         if (retry.get("exit_codes") != null) {
             if (!(retry.get("exit_codes") instanceof List<?> list)) {
@@ -421,19 +425,27 @@ public final class AgentCatalog {
         if (value == null) {
             return defaultValue;
         }
-        if (value instanceof Number n && n.longValue() > 0) {
-            return n.longValue();
+        // A whole number only: 1.5 was read as 1, and a number past 64 bits (a YAML BigInteger) as its low bits.
+        if ((value instanceof Integer || value instanceof Long) && ((Number) value).longValue() > 0
+                && ((Number) value).longValue() <= MAX_NUMBER) {
+            return ((Number) value).longValue();
         }
-        throw new ConfigException(prefix + key + "=" + value + ": must be a positive integer");
+        throw new ConfigException(prefix + key + "=" + value + ": must be a whole number from 1 to " + MAX_NUMBER);
     }
 
     private static double price(String prefix, String key, Object value) {
         if (value == null) {
             return 0;
         }
-        if (value instanceof Number n && n.doubleValue() >= 0) {
+        // Finite and bounded: .inf was accepted, and the first settle after the agent ran failed on it.
+        if (value instanceof Number n && n.doubleValue() >= 0 && n.doubleValue() <= MAX_PRICE) {
             return n.doubleValue();
         }
-        throw new ConfigException(prefix + key + "=" + value + ": must be a number of USD per 1M tokens, zero or more");
+        throw new ConfigException(prefix + key + "=" + value + ": must be a number of USD per 1M tokens from 0 to " + MAX_PRICE);
     }
+
+    /** The largest count a setting takes (tokens, attempts, a window's requests): far past any real one, safe to add. */
+    static final long MAX_NUMBER = 1_000_000_000_000L;
+    /** The largest price per million tokens a setting takes, in US dollars. */
+    static final double MAX_PRICE = 1_000_000;
 }

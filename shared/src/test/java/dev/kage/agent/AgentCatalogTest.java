@@ -86,6 +86,17 @@ class AgentCatalogTest {
         assertThatThrownBy(() -> load("agents:\n  a:\n    argv: [x, '{prompt}']\n    encoding: gpt9\n"))
                 .hasMessageContaining("encoding 'gpt9' is unknown");
         assertThatThrownBy(() -> load("agents: [unclosed\n")).hasMessageContaining("cannot be read as YAML");
+        // Numbers a setting cannot take whole: read as something else (1.5 as 1, 2^64 + 5 as 5), or failing after a run.
+        assertThatThrownBy(() -> load("agents:\n  a:\n    argv: [x, '{prompt}']\n    estimated_output_tokens: 1.5\n"))
+                .hasMessageContaining("estimated_output_tokens=1.5: must be a whole number from 1 to");
+        assertThatThrownBy(() -> load("agents:\n  a:\n    argv: [x, '{prompt}']\n    estimated_output_tokens: 18446744073709551621\n"))
+                .hasMessageContaining("must be a whole number");
+        assertThatThrownBy(() -> load("agents:\n  a:\n    argv: [x, '{prompt}']\n    retry: {max_attempts: 4294967297}\n"))
+                .hasMessageContaining("retry.max_attempts=");
+        assertThatThrownBy(() -> load("agents:\n  a:\n    argv: [x, '{prompt}']\n    prices: {input_per_mtok: .inf}\n"))
+                .hasMessageContaining("must be a number of USD per 1M tokens from 0 to");
+        assertThatThrownBy(() -> load("agents:\n  a:\n    argv: [x, '{prompt}']\n    budget: {usd_per_day: 1e300}\n"))
+                .hasMessageContaining("budget.usd_per_day=").hasMessageContaining("at most 1000000000");
         assertThatThrownBy(() -> AgentCatalog.load(dir.resolve("missing.yml"))).hasMessageContaining("file not found");
     }
 
