@@ -80,10 +80,18 @@ public record KageSettings(
             throw new ConfigException("KAGE_NAMESPACE=" + namespace + ": must be 1-64 letters, digits, '.', '_' or '-'");
         }
         String redisUrl = env.string("REDIS_URL", DEFAULT_REDIS_URL);
+        RedisURI redisUri;
         try {
-            RedisURI.create(redisUrl);
+            redisUri = RedisURI.create(redisUrl);
         } catch (RuntimeException e) {
             throw new ConfigException("REDIS_URL: not a Redis URL (" + e.getMessage() + "); expected e.g. " + DEFAULT_REDIS_URL);
+        }
+        // The rate limiter's Redisson client is built from the host and port: a sentinel or socket URL, which Lettuce
+        // takes, has no host, and the worker failed after it had connected everything else.
+        if (!(redisUrl.startsWith("redis://") || redisUrl.startsWith("rediss://")) || redisUri.getHost() == null
+                || redisUri.getHost().isBlank()) {
+            throw new ConfigException("REDIS_URL: must be a redis:// or rediss:// URL with a host (sentinel and socket URLs "
+                    + "are not supported); expected e.g. " + DEFAULT_REDIS_URL);
         }
         env.get("KAGE_LOG_LEVEL").map(level -> level.trim().toUpperCase(java.util.Locale.ROOT)).ifPresent(level -> {
             // Logback reads any other word as DEBUG: a typo would flood the log (and show what DEBUG shows).

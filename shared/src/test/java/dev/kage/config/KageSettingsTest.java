@@ -71,6 +71,12 @@ class KageSettingsTest {
                 .hasMessageStartingWith("BASE_BRANCH=--upload-pack=x: not a valid git branch name");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("RATE_LIMIT_BACKOFF_BASE", "10", "RATE_LIMIT_BACKOFF_MAX", "5"))))
                 .hasMessageContaining("RATE_LIMIT_BACKOFF_MAX=5.0: must not be below RATE_LIMIT_BACKOFF_BASE=10.0");
+        for (String url : new String[] {"redis-sentinel://127.0.0.1:26379/0#mymaster", "redis-socket:///tmp/redis.sock", "http://x"}) {
+            assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("REDIS_URL", url)))).as(url)
+                    .isInstanceOf(ConfigException.class).hasMessageStartingWith("REDIS_URL: ");
+        }
+        assertThat(KageSettings.load(Env.of(Map.of("REDIS_URL", "rediss://:pw@redis.example:6380/2"))).redisUrl())
+                .isEqualTo("rediss://:pw@redis.example:6380/2");
         // A base that rounded to 0 ms paused nothing after a 429; one past a day overflowed.
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("RATE_LIMIT_BACKOFF_BASE", "0.0004"))))
                 .hasMessage("RATE_LIMIT_BACKOFF_BASE=0.0004: must be a number of seconds from 0.001 to 86400");
