@@ -271,6 +271,28 @@ public final class HttpAgentClient {
     }
 
     /** {@code Retry-After} as seconds or an HTTP date. */
+    /** The longest wait a provider's header is taken for (a day), whatever it says. */
+    static final Duration MAX_WAIT = Duration.ofDays(1);
+
+    /**
+     * The provider's clock, from the response's {@code Date} header, else {@code local}: its absolute times (an
+     * HTTP-date {@code Retry-After}, Anthropic's {@code -reset}) are read against it, so that a worker whose clock is
+     * behind does not pause the whole fleet's group for as long as it is behind. A {@code Date} is whole seconds: within
+     * {@link #CLOCKS_AGREE} of {@code local}, the clocks agree and the finer local one is kept.
+     */
+    public static Instant serverNow(HttpHeaders headers, Instant local) {
+        return headers.firstValue("date").flatMap(date -> {
+            try {
+                return Optional.of(ZonedDateTime.parse(date.strip(), DateTimeFormatter.RFC_1123_DATE_TIME).toInstant());
+            } catch (DateTimeParseException e) {
+                return Optional.empty();
+            }
+        }).filter(server -> Duration.between(server, local).abs().compareTo(CLOCKS_AGREE) > 0).orElse(local);
+    }
+
+    /** How far a response's {@code Date} may be from the worker's clock for the two to count as agreeing. */
+    static final Duration CLOCKS_AGREE = Duration.ofSeconds(2);
+
     public static Optional<Duration> retryAfter(HttpHeaders headers, Instant now) {
         Optional<String> value = headers.firstValue("retry-after");
         if (value.isEmpty()) {
@@ -286,7 +308,7 @@ public final class HttpAgentClient {
         } catch (NumberFormatException e) {
             try {
                 Duration until = Duration.between(now, ZonedDateTime.parse(raw, DateTimeFormatter.RFC_1123_DATE_TIME).toInstant());
-                return Optional.of(until.isNegative() ? Duration.ZERO : until);
+                return Optional.of(until.isNegative() ? Duration.ZERO : until.compareTo(MAX_WAIT) > 0 ? MAX_WAIT : until);
             } catch (DateTimeParseException ignored) {
                 return Optional.empty();
             }
@@ -308,7 +330,7 @@ public final class HttpAgentClient {
             reset = headers.firstValue("anthropic-ratelimit-requests-reset").map(value -> {
                 try {
                     Duration until = Duration.between(now, Instant.parse(value.strip()));
-                    return until.isNegative() ? Duration.ZERO : until;
+                    return until.isNegative() ? Duration.ZERO : until.compareTo(MAX_WAIT) > 0 ? MAX_WAIT : until;
                 } catch (DateTimeParseException e) {
                     return Duration.ZERO;
                 }

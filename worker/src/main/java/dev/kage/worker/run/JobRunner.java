@@ -1028,14 +1028,14 @@ public final class JobRunner {
             // The first call after a 429's pause was answered: the others need not wait for it any longer.
             rateLimiter.answered(group, grant[0]);
             // On a 429 the pause and the halving come from the 429 itself; its headers would only blur them.
-            HttpAgentClient.quota(reply.headers(), Instant.now())
+            HttpAgentClient.quota(reply.headers(), HttpAgentClient.serverNow(reply.headers(), Instant.now()))
                     .ifPresent(q -> rateLimiter.observeQuota(group, q.remaining(), q.limit(), q.reset()));
         }
         List<ErrorRecord> errors = new ArrayList<>();
         if (reply.rateLimited()) {
             budget.release(hold);
             Optional<Outcome> deferred = rateLimited(job, agent, reply.status(), tail(redactor.redact(reply.body()), 2_000),
-                    HttpAgentClient.retryAfter(reply.headers(), Instant.now()), errors);
+                    HttpAgentClient.retryAfter(reply.headers(), HttpAgentClient.serverNow(reply.headers(), Instant.now())), errors);
             if (deferred.isPresent()) {
                 return deferred.get();
             }
