@@ -96,6 +96,22 @@ public final class KeyAuthenticator {
         return Optional.of(principal);
     }
 
+    /**
+     * Whether the key a long-lived request (an event stream) was let in with is still good: a key from
+     * {@code KAGE_API_KEYS} always is; a stored one is asked of Postgres (blocking), and counts as good while Postgres
+     * cannot answer (an outage does not end every stream).
+     */
+    public boolean stillActive(Principal principal) {
+        if (principal.keyId() == null) {
+            return true;
+        }
+        try {
+            return store.isActive(principal.keyId());
+        } catch (dev.kage.store.StoreException e) {
+            return true;
+        }
+    }
+
     /** Drops a revoked key from this coordinator's cache, so it is refused here at once. */
     public void forget(long keyId) {
         cache.values().removeIf(c -> c.principal().keyId() != null && c.principal().keyId() == keyId);

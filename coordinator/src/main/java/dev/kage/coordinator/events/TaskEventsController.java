@@ -51,13 +51,14 @@ public class TaskEventsController {
 
     private static final ObjectMapper JSON = new ObjectMapper();
     // Marks the end of the task's events inside the merge with heartbeats; compared by identity.
-    private static final Event<String> END = Event.of("");
+    static final Event<String> END = Event.of("");
 
     private final TaskStore store;
     private final RedisCommands<String, String> redis;
     private final KageKeys keys;
     private final EventHub hub;
     private final Duration heartbeat;
+    private final dev.kage.coordinator.auth.KeyAuthenticator apiKeys;
     private final reactor.core.scheduler.Scheduler blocking;
 
     /**
@@ -66,7 +67,9 @@ public class TaskEventsController {
      */
     public TaskEventsController(TaskStore store, RedisCommands<String, String> redis, KageKeys keys, EventHub hub,
                                 @io.micronaut.context.annotation.Value("${kage.events.keep-alive:15s}") Duration heartbeat,
-                                @jakarta.inject.Named(TaskExecutors.BLOCKING) java.util.concurrent.ExecutorService blocking) {
+                                @jakarta.inject.Named(TaskExecutors.BLOCKING) java.util.concurrent.ExecutorService blocking,
+                                dev.kage.coordinator.auth.KeyAuthenticator apiKeys) {
+        this.apiKeys = apiKeys;
         this.store = store;
         this.redis = redis;
         this.keys = keys;
@@ -152,13 +155,21 @@ public class TaskEventsController {
         // Each keep-alive also asks Postgres: a task whose ending event never comes (a Redis that lost it, a worker that
         // died between its row and its event) ends the stream once Postgres has said so at two keep-alives in a row (the
         // event, when it comes, comes first), with a task.ended event naming its status.
+        // A key revoked meanwhile ends the stream at the next keep-alive.
+        dev.kage.coordinator.auth.Principal principal = ApiKeyFilter.principal(request);
         java.util.concurrent.atomic.AtomicBoolean endedBefore = new java.util.concurrent.atomic.AtomicBoolean();
         Flux<Event<String>> keepAlive = Flux.interval(heartbeat, heartbeat)
-                .concatMap(tick -> Mono.fromCallable(() -> store.find(tenant, task.id()).map(TaskRecord::status)
-                                .filter(dev.kage.task.TaskStatus::isFinal))
+                .concatMap(tick -> Mono.fromCallable(() -> apiKeys.stillActive(principal)
+                                ? new Tick(true, store.find(tenant, task.id()).map(TaskRecord::status)
+                                        .filter(dev.kage.task.TaskStatus::isFinal))
+                                : new Tick(false, Optional.empty()))
                         .subscribeOn(blocking)
-                        .onErrorReturn(Optional.empty())
-                        .flatMapMany(status -> {
+                        .onErrorReturn(new Tick(true, Optional.empty()))
+                        .flatMapMany(checked -> {
+                            if (!checked.keyActive()) {
+                                return Flux.just(END);
+                            }
+                            Optional<dev.kage.task.TaskStatus> status = checked.ended();
                             if (status.isPresent() && endedBefore.getAndSet(true)) {
                                 return Flux.just(Event.of(json(java.util.Map.of("task_id", taskId, "tenant", tenant,
                                         "task_status", status.get().wireName()))).name(TASK_ENDED), END);
@@ -172,6 +183,10 @@ public class TaskEventsController {
                 .takeWhile(event -> event != END)
                 .doFinally(signal -> live.close());
         return HttpResponse.ok(body).contentType(MediaType.TEXT_EVENT_STREAM_TYPE);
+    }
+
+    /** What a keep-alive found: whether the stream's key is still good, and the task's status when it has ended. */
+    private record Tick(boolean keyActive, Optional<dev.kage.task.TaskStatus> ended) {
     }
 
     /** The event that ends a stream whose task ended without an event saying so (its keep-alive asked Postgres). */

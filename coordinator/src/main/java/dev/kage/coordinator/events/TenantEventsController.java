@@ -23,6 +23,7 @@ import io.micronaut.http.annotation.Get;
 import io.micronaut.http.sse.Event;
 import io.micronaut.scheduling.TaskExecutors;
 import io.micronaut.scheduling.annotation.ExecuteOn;
+import java.time.Duration;
 import java.util.Optional;
 import reactor.core.publisher.Flux;
 import reactor.core.publisher.Mono;
@@ -45,11 +46,24 @@ public class TenantEventsController {
     private final RedisCommands<String, String> redis;
     private final KageKeys keys;
     private final EventHub hub;
+    private final Duration heartbeat;
+    private final reactor.core.scheduler.Scheduler blocking;
+    private final dev.kage.coordinator.auth.KeyAuthenticator apiKeys;
 
-    public TenantEventsController(RedisCommands<String, String> redis, KageKeys keys, EventHub hub) {
+    /**
+     * @param heartbeat how often a keep-alive comment is sent ({@code kage.events.keep-alive}, default 15 s); each one also
+     *                  checks that the stream's API key has not been revoked
+     */
+    public TenantEventsController(RedisCommands<String, String> redis, KageKeys keys, EventHub hub,
+                                  @io.micronaut.context.annotation.Value("${kage.events.keep-alive:15s}") Duration heartbeat,
+                                  @jakarta.inject.Named(TaskExecutors.BLOCKING) java.util.concurrent.ExecutorService blocking,
+                                  dev.kage.coordinator.auth.KeyAuthenticator apiKeys) {
         this.redis = redis;
         this.keys = keys;
         this.hub = hub;
+        this.heartbeat = heartbeat;
+        this.blocking = reactor.core.scheduler.Schedulers.fromExecutorService(blocking);
+        this.apiKeys = apiKeys;
     }
 
     @Operation(operationId = "tenantEvents", summary = "Follow every event of the caller's tenant (server-sent events)",
@@ -113,10 +127,17 @@ public class TenantEventsController {
             events = live.events().filter(e -> StreamIds.compare(e.id(), now) > 0);
         }
         // A comment first: the response's headers leave with its first bytes, and a quiet tenant has no event to send.
+        // A key revoked meanwhile ends the stream at the next keep-alive: it never ends by itself otherwise.
+        dev.kage.coordinator.auth.Principal principal = ApiKeyFilter.principal(request);
+        Flux<Event<String>> keepAlive = Flux.interval(heartbeat, heartbeat)
+                .concatMap(tick -> Mono.fromCallable(() -> apiKeys.stillActive(principal))
+                        .subscribeOn(blocking)
+                        .onErrorReturn(true)
+                        .map(active -> active ? Event.of("").comment("keep-alive") : TaskEventsController.END));
         Flux<Event<String>> body = Flux.merge(Flux.concat(Mono.just(Event.of("").comment("connected")),
                                 events.map(TaskEventsController::sse)),
-                        Flux.interval(TaskEventsController.HEARTBEAT, TaskEventsController.HEARTBEAT)
-                                .map(tick -> Event.of("").comment("keep-alive")))
+                        keepAlive)
+                .takeWhile(event -> event != TaskEventsController.END)
                 .doFinally(signal -> live.close());
         return HttpResponse.ok(body).contentType(MediaType.TEXT_EVENT_STREAM_TYPE);
     }

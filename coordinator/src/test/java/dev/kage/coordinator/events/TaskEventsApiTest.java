@@ -100,6 +100,23 @@ class TaskEventsApiTest {
     }
 
     @Test
+    void revokingAKeyEndsTheStreamsItOpened() throws Exception {
+        // Revoked in Postgres, as by another coordinator (this one's cache is not told): the keep-alives ask.
+        var store = coordinator.context().getBean(dev.kage.coordinator.auth.ApiKeyStore.class);
+        var created = store.create("acme", "dashboard", java.util.Set.of(dev.kage.coordinator.auth.Scope.READ));
+        String task = coordinator.submit(ACME, TASK);
+        try (SseReader tenant = openTenant(created.key(), null); SseReader taskStream = open(task, created.key(), null)) {
+            await().atMost(PATIENCE).until(() -> tenant.text().contains(": connected")
+                    && taskStream.names().contains("task.submitted"));
+            await().during(Duration.ofMillis(2_500)).atMost(PATIENCE).until(() -> !tenant.ended() && !taskStream.ended());
+            assertThat(store.revoke(created.row().id())).isPresent();
+            await().atMost(PATIENCE).until(() -> tenant.ended() && taskStream.ended());
+            jobStarted(task);
+            assertThat(taskStream.names()).doesNotContain("job.started");
+        }
+    }
+
+    @Test
     void aJobThatEndsWhileAnotherRunsDoesNotEndTheStream() throws Exception {
         String task = coordinator.submit(ACME, TASK);
         try (SseReader sse = open(task, ACME, null)) {
