@@ -262,6 +262,12 @@ public class LimitsController {
         if (!errors.isEmpty()) {
             throw new InvalidRequestException(errors);
         }
+        if (root.get("guard_ms") == null && !window.equals(current.window())
+                && current.guard().equals(Limit.defaultGuard(current.window()))) {
+            // The guard followed the old window (2.5 % of it): it follows the new one. Kept, a 60 s window's 1 s guard
+            // held each permit of a new 1 s window for 2 s and halved its rate.
+            guardMs = Limit.defaultGuard(window).toMillis();
+        }
         return new Limit(requests, window, tokens, Duration.ofMillis(guardMs));
     }
 
@@ -283,7 +289,8 @@ public class LimitsController {
      * @param requests      calls per window, 1 to 1,000,000,000
      * @param windowSeconds the window, 0.001 to 86400 seconds
      * @param tokens        tokens per window, 0 for no token limit
-     * @param guardMs       least milliseconds between two calls, 0 to 60000
+     * @param guardMs       milliseconds a permit is held past its window (0 to 60000); left out while the window changes, a
+     *                      guard that was the default for the old window becomes the default for the new one
      */
     @Schema(name = "RateLimitChange")
     record LimitChange(@Nullable Long requests, @Nullable Double windowSeconds, @Nullable Long tokens, @Nullable Long guardMs) {

@@ -60,6 +60,8 @@ class LimitsApiTest {
         assertThat(json(changed).at("/current/window_seconds").asDouble()).isEqualTo(30.0);
         assertThat(json(changed).get("source").asText()).isEqualTo("api");
         assertThat(json(changed).get("used").asLong()).isEqualTo(5);
+        assertThat(json(changed).at("/current/guard_ms").asLong()).as("the default guard follows the window: 2.5 % of 30 s")
+                .isEqualTo(750);
 
         // Five were granted in the window: one more, not six more.
         assertThat(worker.tryAcquire("claude-code", "job-5", Priority.NORMAL, 0).granted()).isTrue();
@@ -67,6 +69,12 @@ class LimitsApiTest {
         // A worker restarting with its configuration keeps the operator's change.
         worker.configure("claude-code", new Limit(30, Duration.ofMinutes(1), 0, Duration.ofSeconds(1)));
         assertThat(json(coordinator.get("/api/v1/limits/claude-code", TENANT)).at("/current/requests").asLong()).isEqualTo(6);
+
+        // An explicit guard stays an explicit guard.
+        assertThat(json(put("/api/v1/limits/claude-code", ADMIN, "{\"guard_ms\": 300}")).at("/current/guard_ms").asLong())
+                .isEqualTo(300);
+        assertThat(json(put("/api/v1/limits/claude-code", ADMIN, "{\"window_seconds\": 1}")).at("/current/guard_ms").asLong())
+                .isEqualTo(300);
 
         HttpResponse<String> reset = coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/limits/claude-code"))
                 .header("X-API-Key", ADMIN).DELETE().build(), HttpResponse.BodyHandlers.ofString());
