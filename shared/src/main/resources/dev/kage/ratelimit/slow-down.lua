@@ -18,7 +18,14 @@
 local now = serverMicros()
 local cfg = redis.call('HMGET', KEYS[1], 'limit', 'window_ms', 'effective', 'effective_at')
 if not cfg[1] then
-  return {0, 0, 0}
+  -- The group's hash is gone (a Redis that lost its data, before the next ask sets it up again): the pause needs no
+  -- configuration, and the provider's push-back must still hold the fleet back.
+  local pause = tonumber(ARGV[1])
+  local current = redis.call('PTTL', KEYS[2])
+  if pause > 0 and pause > current then
+    redis.call('SET', KEYS[2], math.floor(now / 1000), 'PX', pause)
+  end
+  return {math.max(pause, current), 0, 0}
 end
 local limit = tonumber(cfg[1])
 local windowUs = tonumber(cfg[2]) * 1000

@@ -116,6 +116,20 @@ class FleetRateLimiterTest {
     }
 
     @Test
+    void aCooldownHoldsTheFleetBackEvenWhenTheGroupsHashIsGone() {
+        // Redis lost its data (no persistence, a restart): the next ask sets the group up again from the configuration,
+        // but a 429 answered in between must still pause the fleet.
+        FleetRateLimiter a = limiter();
+        a.configure("vanished", new Limit(40, Duration.ofSeconds(60), 0, Duration.ZERO));
+        redis.redis().del(redis.keys().limiter("vanished"));
+        assertThat(a.coolDown("vanished", Duration.ofSeconds(3)).pause()).isGreaterThan(Duration.ofMillis(2_500));
+        assertThat(redis.redis().pttl(redis.keys().cooldown("vanished"))).isGreaterThan(2_500L);
+        Decision denied = a.tryAcquire("vanished", "j1", Priority.HIGH, 0);
+        assertThat(denied.granted()).isFalse();
+        assertThat(denied.reason()).isEqualTo(Reason.COOLDOWN);
+    }
+
+    @Test
     void aCooldownPausesTheGroupForEveryWorkerAndHalvesTheRateOncePerEpisode() {
         FleetRateLimiter a = limiter();
         FleetRateLimiter b = limiter();
