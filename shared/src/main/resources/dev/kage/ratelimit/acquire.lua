@@ -105,6 +105,9 @@ local function deny(reason, waitUs, spreadUs)
   return {0, waitMs, reason, limit, effective, used, spreadMs, tokensUsed}
 end
 
+-- A rank whose callers wait while this many permits in a row go to higher ranks gets the next one.
+local FAIR_SHARE = 4
+
 local free = effective - used
 -- Waiters spread their next asks over the next few releases: fewer asks per release than all waiters
 -- at once, yet a released permit is taken again soon (spreading wider costs utilisation).
@@ -115,8 +118,13 @@ if free <= 0 then
   return deny('requests', releaseOf(KEYS[2], index), releaseOf(KEYS[2], math.min(used - 1, index + math.min(peers + ahead, SPREAD))))
 end
 if ahead > 0 and free <= ahead then
-  -- What is left belongs to higher-priority callers who are waiting for it.
-  return deny('priority', releaseOf(KEYS[2], 0), releaseOf(KEYS[2], math.min(used - 1, math.min(ahead + peers, SPREAD))))
+  -- What is left belongs to higher-priority callers who are waiting for it, unless this rank has waited through
+  -- FAIR_SHARE grants to higher ranks: then this one is its (a steady stream of high work must not starve the rest,
+  -- as the claim order does not).
+  local owed = tonumber(redis.call('HGET', KEYS[1], 'owed:' .. rank) or '0')
+  if owed < FAIR_SHARE then
+    return deny('priority', releaseOf(KEYS[2], 0), releaseOf(KEYS[2], math.min(used - 1, math.min(ahead + peers, SPREAD))))
+  end
 end
 
 -- An estimate above the whole token limit could never fit: it takes the whole window instead.
@@ -176,6 +184,14 @@ if tokensLimit > 0 and tokens > 0 then
   tokensUsed = redis.call('HINCRBY', KEYS[1], 'tokens_used', tokens)
 end
 redis.call('ZREM', waitKey, id)
+-- Fair share: this rank is served; every lower rank with callers waiting is owed one grant more.
+redis.call('HDEL', KEYS[1], 'owed:' .. rank)
+for r = rank + 1, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[5 + r], '-inf', now)
+  if redis.call('ZCARD', KEYS[5 + r]) > 0 then
+    redis.call('HINCRBY', KEYS[1], 'owed:' .. r, 1)
+  end
+end
 if isProbe == 1 then
   redis.call('HSET', KEYS[1], 'probe', string.format('%.0f', now))
 end

@@ -293,6 +293,33 @@ class FleetRateLimiterTest {
     }
 
     @Test
+    void aSteadyStreamOfHighWorkDoesNotStarveTheNormalCallersWaitingBesideIt() {
+        // One permit per window and always a high caller waiting: each time the permit comes free, a normal caller asks
+        // first. It is refused for priority, but after FAIR_SHARE (4) grants to high callers while it waits, it is served.
+        FleetRateLimiter a = limiter();
+        a.configure("busy", new Limit(1, Duration.ofSeconds(60), 0, Duration.ZERO));
+        Decision held = a.tryAcquire("busy", "h-0", Priority.HIGH, 0);
+        assertThat(held.granted()).isTrue();
+        int normalServedAt = -1;
+        List<Reason> refusals = new java.util.ArrayList<>();
+        for (int i = 1; i <= 12 && normalServedAt < 0; i++) {
+            assertThat(a.tryAcquire("busy", "h-" + i, Priority.HIGH, 0).granted()).as("full: h-%d registers as waiting", i).isFalse();
+            a.release("busy", "h-" + (i - 1), held);
+            Decision normal = a.tryAcquire("busy", "n", Priority.NORMAL, 0);
+            if (normal.granted()) {
+                normalServedAt = i;
+                held = normal;
+                break;
+            }
+            refusals.add(normal.reason());
+            held = a.tryAcquire("busy", "h-" + i, Priority.HIGH, 0);
+            assertThat(held.granted()).as("h-%d takes the permit it waited for", i).isTrue();
+        }
+        assertThat(refusals).containsOnly(Reason.PRIORITY);
+        assertThat(normalServedAt).as("served within five permits, not never").isBetween(1, 5);
+    }
+
+    @Test
     void tokensPerWindowAreTakenAllOrNothing() {
         FleetRateLimiter a = limiter();
         a.configure("openai", new Limit(100, Duration.ofSeconds(30), 1_000, Duration.ZERO));
