@@ -190,6 +190,9 @@ for r = rank + 1, 2 do
   redis.call('ZREMRANGEBYSCORE', KEYS[5 + r], '-inf', now)
   if redis.call('ZCARD', KEYS[5 + r]) > 0 then
     redis.call('HINCRBY', KEYS[1], 'owed:' .. r, 1)
+  else
+    -- Nobody of that rank waits: what it was owed lapses with its wait.
+    redis.call('HDEL', KEYS[1], 'owed:' .. r)
   end
 end
 if isProbe == 1 then
