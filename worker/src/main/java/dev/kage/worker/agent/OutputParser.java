@@ -28,6 +28,17 @@ public final class OutputParser {
      * @param stdoutTail the last part of its standard output
      */
     public static AgentReport parse(AgentConfig agent, String prompt, String stdout, String stdoutTail) {
+        return parse(agent, prompt, stdout, stdoutTail, "");
+    }
+
+    /**
+     * {@link #parse(AgentConfig, String, String, String)}, where an agent that reports no usage is charged for what it
+     * printed on both streams, as the seed counted it: standard error is the agent's output too (its tool chatter, its
+     * progress), and was charged nothing.
+     *
+     * @param stderr its captured standard error
+     */
+    public static AgentReport parse(AgentConfig agent, String prompt, String stdout, String stdoutTail, String stderr) {
         Optional<AgentReport> reported = switch (agent.output()) {
             case CLAUDE_JSON -> claude(agent, prompt, stdout, stdoutTail);
             case OPENAI_JSON -> openAi(agent, stdout);
@@ -35,7 +46,7 @@ public final class OutputParser {
             case GEMINI_JSON -> gemini(agent, stdout);
             case TEXT -> Optional.empty();
         };
-        return reported.orElseGet(() -> counted(agent, prompt, stdout));
+        return reported.orElseGet(() -> counted(agent, prompt, stdout, stderr));
     }
 
     /** Claude Code's {@code --output-format json} object, or the {@code result} line of stream-json. */
@@ -167,9 +178,10 @@ public final class OutputParser {
         }).filter(report -> report.usage().source() == UsageSource.AGENT);
     }
 
-    private static AgentReport counted(AgentConfig agent, String prompt, String stdout) {
+    private static AgentReport counted(AgentConfig agent, String prompt, String stdout, String stderr) {
         long input = TokenCounter.count(agent.encoding(), prompt);
-        long output = TokenCounter.count(agent.encoding(), stdout);
+        long output = TokenCounter.count(agent.encoding(), stdout)
+                + (stderr == null || stderr.isEmpty() ? 0 : TokenCounter.count(agent.encoding(), stderr));
         BigDecimal cost = agent.prices().cost(input, output, 0, 0);
         return new AgentReport(stdout.strip(), false, new Usage(input, output, 0, 0, cost, UsageSource.TOKENIZER), null);
     }

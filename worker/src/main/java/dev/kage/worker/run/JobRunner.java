@@ -688,7 +688,7 @@ public final class JobRunner {
         }
         control.agentExited();
 
-        AgentReport report = OutputParser.parse(agent, job.description(), process.stdout(), process.stdoutTail());
+        AgentReport report = OutputParser.parse(agent, job.description(), process.stdout(), process.stdoutTail(), process.stderr());
         Usage usage = live.atLeastCounted(report.usage());
         List<ErrorRecord> errors = new ArrayList<>();
         // A run stopped for its budget gets one row saying so, not a second one for the overrun it was stopped at.

@@ -81,6 +81,16 @@ class OutputParserTest {
         long in = report.usage().inputTokens();
         long out = report.usage().outputTokens();
         assertThat(report.usage().costUsd().doubleValue()).isEqualTo((in * 3.0 + out * 15.0) / 1_000_000, org.assertj.core.data.Offset.offset(1e-6));
+
+        // What it printed on standard error is its output too, as the seed counted it (not when it reports its usage).
+        String chatter = "Reading src/main.py... running pytest -q ... 3 passed";
+        AgentReport both = OutputParser.parse(agent(OutputFormat.TEXT), "Fix the bug", output, output, chatter);
+        assertThat(both.usage().outputTokens()).isEqualTo(TokenCounter.count("o200k_base", output)
+                + TokenCounter.count("o200k_base", chatter));
+        assertThat(both.result()).as("the result is standard output's").isEqualTo(output);
+        String json = "{\"type\":\"result\",\"result\":\"ok\",\"usage\":{\"input_tokens\":4,\"output_tokens\":2}}";
+        assertThat(OutputParser.parse(agent(OutputFormat.CLAUDE_JSON), "p", json, json, chatter).usage().outputTokens())
+                .as("a reported usage stands").isEqualTo(2);
     }
 
     @Test
