@@ -664,9 +664,11 @@ public final class JobRunner {
             return new Outcome(null, List.of(), permit.deferral());
         }
         LiveBudget live = new LiveBudget(job, agent, hold, promptTokens);
+        java.util.concurrent.atomic.AtomicBoolean processStarted = new java.util.concurrent.atomic.AtomicBoolean();
         ProcessOutcome process;
         try {
             process = processes.run(argv, worktree.path(), env, Duration.ofSeconds(job.timeoutSeconds()), () -> {
+                processStarted.set(true);
                 rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant());
                 started(job, stages, worktree.ready());
                 // After the start is timed: the next job claimed into this lane is claimed after this one started.
@@ -680,6 +682,13 @@ public final class JobRunner {
                     Map.of("program", argv.getFirst()), false);
             return new Outcome(failedResult(job, agent, error.errorMessage(), worktree), List.of(error));
         } catch (InterruptedException e) {
+            if (!processStarted.get()) {
+                // Stopped while its start waited for the spawner: nothing ran, nothing was sent. The tenant is not
+                // charged the prompt, and the permit goes back (held, it kept the group a call short for a window).
+                whileStopping(() -> budget.release(hold));
+                whileStopping(() -> rateLimiter.release(agent.limits().group(), job.jobId(), permit.grant()));
+                throw e;
+            }
             // Stopping: what the agent printed was spent; the entry stays pending and runs again elsewhere.
             long usdMicros = agent.prices().estimateMicros(promptTokens, live.outputTokens());
             whileStopping(() -> budget.settle(hold, live.counted(), usdMicros));
@@ -1001,6 +1010,10 @@ public final class JobRunner {
                 whileStopping(() -> budget.settle(hold, unanswered.totalTokens(), PeriodLimits.micros(unanswered.costUsd())));
             } else {
                 whileStopping(() -> budget.release(hold));
+                if (grant[0] != null) {
+                    // Never sent: its permit goes back, as when the connection fails.
+                    whileStopping(() -> rateLimiter.release(agent.limits().group(), job.jobId(), grant[0]));
+                }
             }
             throw e;
         } catch (RuntimeException e) {
