@@ -104,7 +104,7 @@ public record DatabaseUrl(String jdbcUrl, String user, String password) {
     }
 
     private static final java.util.regex.Pattern QUERY_SECRET =
-            java.util.regex.Pattern.compile("(?i)(password|sslpassword)=[^&\\s)]*");
+            java.util.regex.Pattern.compile("(?i)(password|sslpassword)=[^&\\s]*");
 
     /**
      * {@code text} (a JDBC URL, or an error that quotes one) with the values of {@code password} and {@code sslpassword}

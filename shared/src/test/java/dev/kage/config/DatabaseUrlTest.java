@@ -36,6 +36,8 @@ class DatabaseUrlTest {
 
     @Test
     void aPasswordInTheQueryIsNeverShownNorInTheErrorOfAMigrationThatCannotConnect() {
+        assertThat(DatabaseUrl.masked("(jdbc:postgresql://h/d?password=ab)cd&ssl=true)")).doesNotContain("cd&")
+                .contains("password=***&ssl=true");
         DatabaseUrl libpq = DatabaseUrl.parse("DATABASE_URL", "postgresql://kage@127.0.0.1:1/kage?password=s3cret&sslmode=disable");
         DatabaseUrl jdbc = DatabaseUrl.parse("DATABASE_URL", "jdbc:postgresql://127.0.0.1:1/kage?user=kage&password=s3cret");
         for (DatabaseUrl url : new DatabaseUrl[] {libpq, jdbc}) {

@@ -51,11 +51,20 @@ public final class WorkerApplication {
         try {
             context = ApplicationContext.builder(WorkerApplication.class).args(args).start();
             context.getBean(WorkerRuntime.class);
-        } catch (RuntimeException e) {
+        } catch (Throwable e) {
             // Whatever failed after the check (Redis or Postgres away at start, say): one line and an exit, not a process
-            // left alive by the clients' threads that claims nothing.
-            LOG.error("Worker cannot start: {}", e.getMessage(), e);
-            System.exit(e instanceof ConfigException || e.getCause() instanceof ConfigException ? 2 : 1);
+            // left alive by the clients' threads that claims nothing. The stack trace only at DEBUG.
+            boolean config = false;
+            String reason = String.valueOf(e.getMessage());
+            for (Throwable cause = e; cause != null; cause = cause.getCause()) {
+                if (cause instanceof ConfigException) {
+                    config = true;
+                    reason = cause.getMessage();
+                }
+            }
+            LOG.error("Worker cannot start: {}", reason);
+            LOG.debug("Worker start failure", e);
+            System.exit(config ? 2 : 1);
             return;
         }
         WorkerMetricsSettings metrics = context.getBean(WorkerMetricsSettings.class);

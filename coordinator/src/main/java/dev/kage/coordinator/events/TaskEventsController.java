@@ -158,25 +158,34 @@ public class TaskEventsController {
         // A key revoked meanwhile ends the stream at the next keep-alive.
         dev.kage.coordinator.auth.Principal principal = ApiKeyFilter.principal(request);
         java.util.concurrent.atomic.AtomicBoolean endedBefore = new java.util.concurrent.atomic.AtomicBoolean();
-        Flux<Event<String>> keepAlive = Flux.interval(heartbeat, heartbeat)
+        // The keep-alive comments go out on time whatever Postgres does: the checks run beside them, each giving up after
+        // CHECK_TIMEOUT, and a tick that comes while one still runs is dropped.
+        Flux<Event<String>> checks = Flux.interval(heartbeat, heartbeat)
+                .onBackpressureDrop()
                 .concatMap(tick -> Mono.fromCallable(() -> apiKeys.stillActive(principal)
-                                ? new Tick(true, store.find(tenant, task.id()).map(TaskRecord::status)
-                                        .filter(dev.kage.task.TaskStatus::isFinal))
-                                : new Tick(false, Optional.empty()))
-                        .subscribeOn(blocking)
-                        .onErrorReturn(new Tick(true, Optional.empty()))
-                        .flatMapMany(checked -> {
-                            if (!checked.keyActive()) {
-                                return Flux.just(END);
-                            }
-                            Optional<dev.kage.task.TaskStatus> status = checked.ended();
-                            if (status.isPresent() && endedBefore.getAndSet(true)) {
-                                return Flux.just(Event.of(json(java.util.Map.of("task_id", taskId, "tenant", tenant,
-                                        "task_status", status.get().wireName()))).name(TASK_ENDED), END);
-                            }
-                            endedBefore.set(status.isPresent());
-                            return Flux.just(Event.of("").comment("keep-alive"));
-                        }));
+                                        ? new Tick(true, store.find(tenant, task.id()).map(TaskRecord::status)
+                                                .filter(dev.kage.task.TaskStatus::isFinal))
+                                        : new Tick(false, Optional.empty()))
+                                .subscribeOn(blocking)
+                                .timeout(CHECK_TIMEOUT, Mono.just(Tick.UNKNOWN))
+                                .onErrorResume(e -> {
+                                    LOG.debug("Event stream check of task {} failed: {}", taskId, e.toString());
+                                    return Mono.just(Tick.UNKNOWN);
+                                })
+                                .flatMapMany(checked -> {
+                                    if (!checked.keyActive()) {
+                                        return Flux.just(END);
+                                    }
+                                    Optional<dev.kage.task.TaskStatus> status = checked.ended();
+                                    if (status.isPresent() && endedBefore.getAndSet(true)) {
+                                        return Flux.just(Event.of(json(java.util.Map.of("task_id", taskId, "tenant", tenant,
+                                                "task_status", status.get().wireName()))).name(TASK_ENDED), END);
+                                    }
+                                    endedBefore.set(status.isPresent());
+                                    return Flux.<Event<String>>empty();
+                                }), 1);
+        Flux<Event<String>> keepAlive = Flux.merge(Flux.interval(heartbeat, heartbeat).onBackpressureDrop()
+                .map(tick -> Event.of("").comment("keep-alive")), checks);
         Flux<Event<String>> body = Flux.merge(
                         events.takeUntil(StreamEvent::endsTask).map(TaskEventsController::sse).concatWith(Mono.just(END)),
                         keepAlive)
@@ -187,7 +196,13 @@ public class TaskEventsController {
 
     /** What a keep-alive found: whether the stream's key is still good, and the task's status when it has ended. */
     private record Tick(boolean keyActive, Optional<dev.kage.task.TaskStatus> ended) {
+        /** Nothing known (Postgres did not answer in time): the stream goes on. */
+        static final Tick UNKNOWN = new Tick(true, Optional.empty());
     }
+
+    /** How long a keep-alive's check may take before the stream goes on without its answer. */
+    static final Duration CHECK_TIMEOUT = Duration.ofSeconds(5);
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(TaskEventsController.class);
 
     /** The event that ends a stream whose task ended without an event saying so (its keep-alive asked Postgres). */
     static final String TASK_ENDED = "task.ended";

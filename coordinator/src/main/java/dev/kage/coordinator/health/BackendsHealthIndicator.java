@@ -22,15 +22,15 @@ import reactor.core.scheduler.Schedulers;
  * {@code /health} and {@code /health/readiness} are UP only when Redis answers PING and Postgres answers a query
  * (503 DOWN otherwise, so compose and Kubernetes send no traffic). {@code /health/liveness} does not ask them: a
  * backend outage is no reason to restart the coordinator. The two checks run at once on the blocking executor, each
- * counted DOWN after {@link #CHECK_TIMEOUT}: a backend that hangs (a stopped process, a host gone without a reset) held
- * the HTTP event loop for up to the socket timeout, and with it {@code /health/liveness} and every other request on
- * that loop. Thread-safe.
+ * counted DOWN after {@link #CHECK_TIMEOUT} (a loaded host answers a live backend well within it). On the event loop, a
+ * backend that hangs (a stopped process, a host gone without a reset) held it for up to the socket timeout, and with it
+ * {@code /health/liveness} and every other request on that loop. Thread-safe.
  */
 @Readiness
 @Singleton
 public class BackendsHealthIndicator implements HealthIndicator {
     /** How long a check may take before its backend counts as DOWN. */
-    static final Duration CHECK_TIMEOUT = Duration.ofSeconds(2);
+    static final Duration CHECK_TIMEOUT = Duration.ofSeconds(5);
 
     private final RedisCommands<String, String> redis;
     private final Database database;

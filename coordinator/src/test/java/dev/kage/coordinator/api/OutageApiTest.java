@@ -49,6 +49,7 @@ class OutageApiTest {
         Map<String, Object> properties = TestServices.properties(env);
         properties.put("micronaut.server.port", -1);
         properties.put("kage.reconcile.every", "1s");
+        properties.put("kage.events.keep-alive", "1s");
         server = ApplicationContext.run(EmbeddedServer.class, properties);
     }
 
@@ -110,6 +111,25 @@ class OutageApiTest {
             assertThat(JSON.readTree(health.body()).at("/details/kage-backends/details/redis").asText()).isEqualTo("UP");
         }
         postgresProxy.resume();
+    }
+
+    @Test
+    void anEventStreamKeepsItsKeepAlivesWhilePostgresHangs() throws Exception {
+        // Each keep-alive also asks Postgres (has the task ended, is the key still good): a hung Postgres must not hold
+        // the comment back, or a proxy's idle timeout cuts the stream.
+        HttpResponse<String> submitted = submit();
+        assertThat(submitted.statusCode()).isEqualTo(202);
+        String task = JSON.readTree(submitted.body()).get("task_id").asText();
+        List<String> lines = new java.util.concurrent.CopyOnWriteArrayList<>();
+        var stream = http.sendAsync(HttpRequest.newBuilder(uri("/api/v1/tasks/" + task + "/events")).header("X-API-Key", "acme-key-123")
+                .GET().build(), HttpResponse.BodyHandlers.ofLines()).thenAccept(r -> r.body().forEach(lines::add));
+        await().atMost(Duration.ofSeconds(10)).until(() -> lines.stream().anyMatch(l -> l.startsWith(": keep-alive")));
+        postgresProxy.stall();
+        long before = lines.stream().filter(l -> l.startsWith(": keep-alive")).count();
+        await().atMost(Duration.ofSeconds(30)).until(() -> lines.stream().filter(l -> l.startsWith(": keep-alive")).count() >= before + 8);
+        assertThat(stream.isDone()).as("the stream goes on").isFalse();
+        postgresProxy.resume();
+        stream.cancel(true);
     }
 
     @Test

@@ -984,10 +984,16 @@ public final class JobRunner {
                 return new Outcome(null, List.of(), permit.deferral());
             }
             grant[0] = permit.grant();
-            reply = http.call(agent, job.description(), Duration.ofSeconds(job.timeoutSeconds()), () -> {
-                sent.set(true);
-                rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant());
-            });
+            try {
+                reply = http.call(agent, job.description(), Duration.ofSeconds(job.timeoutSeconds()), () -> {
+                    sent.set(true);
+                    rateLimiter.markSent(agent.limits().group(), job.jobId(), permit.grant());
+                });
+            } catch (IllegalArgumentException | IllegalStateException refused) {
+                // The JDK refused to build or send the request (a bad header or URI): only this, not the permit's or
+                // the budget's Redis errors, which leave the entry pending as they always did.
+                throw new RequestRefused(refused);
+            }
             control.agentExited();
         } catch (IOException e) {
             List<ErrorRecord> errors = new ArrayList<>();
@@ -1016,7 +1022,8 @@ public final class JobRunner {
                 }
             }
             throw e;
-        } catch (RuntimeException e) {
+        } catch (RequestRefused wrapped) {
+            RuntimeException e = wrapped.refusal();
             // A request the JDK refused to build or send (a bad header or URI): nothing was sent, so neither the hold
             // nor the permit stays taken, and the job fails at once instead of being redelivered until it is poison.
             // The message may quote a header, so it is redacted with the agent's secrets, its key among them.
@@ -1321,13 +1328,38 @@ public final class JobRunner {
      * {@code usage_stats} (tokens used and remaining, percent used to one decimal, warning issued), and the
      * {@code budget_mode}; callers add what they know more.
      */
+    /** The JDK refused to build or send an HTTP agent's request; carries what it threw. */
+    private static final class RequestRefused extends RuntimeException {
+        RequestRefused(RuntimeException refusal) {
+            super(refusal);
+        }
+
+        RuntimeException refusal() {
+            return (RuntimeException) getCause();
+        }
+    }
+
     /**
      * Whether {@code repo}, a local path or {@code file://} URL, lies in a worker's caches or worktrees on this host
      * ({@code <KAGE_WORK_DIR>/<worker>/repos|worktrees|…}, this worker's or a neighbour's): a task must not make a worker
      * clone its caches or another task's worktree. Symbolic links are followed where the path exists.
      */
     static boolean insideWorkRoot(String repo, Path workDir) {
-        String path = repo.startsWith("file://") ? repo.substring("file://".length()) : repo;
+        String path = repo;
+        if (repo.regionMatches(true, 0, "file://", 0, "file://".length())) {
+            // As git reads it: the host is ignored (file://localhost/x is /x) and percent-escapes are decoded.
+            path = repo.substring("file://".length());
+            int slash = path.indexOf('/');
+            if (slash < 0) {
+                return false;
+            }
+            path = path.substring(slash);
+            try {
+                path = java.net.URLDecoder.decode(path.replace("+", "%2B"), java.nio.charset.StandardCharsets.UTF_8);
+            } catch (IllegalArgumentException malformed) {
+                return true; // git would not read it either; refused rather than judged by its text
+            }
+        }
         if (!path.startsWith("/")) {
             return false;
         }

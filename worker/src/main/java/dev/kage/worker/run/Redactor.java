@@ -22,7 +22,10 @@ final class Redactor {
     private final List<String> secrets;
 
     Redactor(Collection<String> values) {
-        this.secrets = values.stream().filter(v -> v != null && v.length() >= MIN_SECRET_LENGTH)
+        // Each value as set and without the whitespace around it: a key read from a file ends in a newline, and is sent
+        // (so echoed back in an error) without it.
+        this.secrets = values.stream().filter(v -> v != null).flatMap(v -> java.util.stream.Stream.of(v, v.strip()))
+                .filter(v -> v.length() >= MIN_SECRET_LENGTH).distinct()
                 .sorted((a, b) -> b.length() - a.length()).toList();
     }
 

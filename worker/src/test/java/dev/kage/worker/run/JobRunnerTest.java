@@ -283,7 +283,9 @@ class JobRunnerTest {
         java.nio.file.Files.createDirectories(mine.resolve("worktrees").resolve("t-demo"));
         java.nio.file.Files.createSymbolicLink(dir.resolve("innocent"), neighbour.resolve("repos"));
         for (String inside : List.of(neighbour.resolve("repos/x.git").toString(), "file://" + mine.resolve("worktrees/t-demo"),
-                dir.resolve("innocent/x.git").toString(), root + "/w-3/repos/y.git", mine + "/repos/../repos/x.git")) {
+                dir.resolve("innocent/x.git").toString(), root + "/w-3/repos/y.git", mine + "/repos/../repos/x.git",
+                "file://localhost" + neighbour.resolve("repos/x.git"), "FILE://" + neighbour.resolve("repos/x.git"),
+                "file://" + root + "/w-2/%72epos/x.git")) {
             assertThat(JobRunner.insideWorkRoot(inside, mine)).as(inside).isTrue();
         }
         for (String outside : List.of(origin.toString(), "https://github.com/acme/app.git", root.resolve("shared-origin").toString(),

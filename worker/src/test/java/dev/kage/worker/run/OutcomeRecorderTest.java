@@ -212,11 +212,16 @@ class OutcomeRecorderTest {
             h.execute("CREATE TRIGGER refuse_fallback BEFORE INSERT ON execution_results FOR EACH ROW EXECUTE FUNCTION refuse_fallback()");
         });
         dev.kage.task.ResultRecord tooCostly = StoreTestData.result(task, "a", JobStatus.COMPLETED, "123456789012.5");
-        assertThat(outcomes.record("a", tooCostly, List.of())).as("kept in the outbox, as in any outage").isEmpty();
-        assertThat(outcomes.pending("a")).isEqualTo(1);
-        assertThat(store.find("t1", task.id()).orElseThrow().status()).isEqualTo(TaskStatus.QUEUED);
-
-        db.database().jdbi().useHandle(h -> h.execute("DROP TRIGGER refuse_fallback ON execution_results"));
+        try {
+            assertThat(outcomes.record("a", tooCostly, List.of())).as("kept in the outbox, as in any outage").isEmpty();
+            assertThat(outcomes.pending("a")).isEqualTo(1);
+            assertThat(store.find("t1", task.id()).orElseThrow().status()).isEqualTo(TaskStatus.QUEUED);
+        } finally {
+            db.database().jdbi().useHandle(h -> {
+                h.execute("DROP TRIGGER refuse_fallback ON execution_results");
+                h.execute("DROP FUNCTION refuse_fallback()");
+            });
+        }
         await().atMost(Duration.ofSeconds(20)).until(() -> outcomes.flush("a") > 0 && outcomes.pending("a") == 0);
         assertThat(store.find("t1", task.id()).orElseThrow().status()).as("never left running").isEqualTo(TaskStatus.FAILED);
         assertThat(store.results(task.id())).singleElement().satisfies(r -> {

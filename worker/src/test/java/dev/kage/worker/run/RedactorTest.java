@@ -14,6 +14,9 @@ class RedactorTest {
     void aWholeSecretIsMaskedWhereverItStands() {
         assertThat(redactor.redact("auth " + KEY + " failed; retry with " + KEY)).isEqualTo("auth *** failed; retry with ***");
         assertThat(redactor.redact("a short word")).as("values under 6 characters are no secrets").isEqualTo("a short word");
+        // A key read from a file ends in a newline; it is sent (and echoed back in an error) without it.
+        assertThat(new Redactor(java.util.List.of("sk-live-123456\n")).redact("401: bad key sk-live-123456 given"))
+                .isEqualTo("401: bad key *** given");
     }
 
     @Test
