@@ -622,6 +622,42 @@ public final class JobQueue {
         return taken || removed == 1;
     }
 
+    /**
+     * Takes the letter's mark for a replay about to reopen its task ({@code replaying}), before anything changes in
+     * Postgres: a letter discarded or replayed already is not reopened, and one being replayed cannot be discarded
+     * meanwhile. A mark {@code replaying} left by a replay that failed half-way is taken over (that replay is finished).
+     *
+     * @return whether this replay may go on
+     */
+    public boolean beginReplay(DeadLetter letter) {
+        String agent = letter.fields().get("agent");
+        if (redis.exists(keys.replayedBefore(letter.id())) > 0) {
+            redis.xdel(keys.deadLetters(), letter.id());
+            return false;
+        }
+        String mark = keys.replayed(agent, letter.id());
+        if (redis.set(mark, REPLAYING, io.lettuce.core.SetArgs.Builder.nx().px(ENQUEUE_MARKER_TTL.toMillis())) != null) {
+            return true;
+        }
+        return REPLAYING.equals(redis.get(mark));
+    }
+
+    /** Gives a begun replay up (its task could not be reopened): the letter can be replayed or discarded again. */
+    public void abandonReplay(DeadLetter letter) {
+        redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                ScriptOutputType.INTEGER, new String[] {keys.replayed(letter.fields().get("agent"), letter.id())}, REPLAYING);
+    }
+
+    /** Ends a begun replay whose attempt ran already (a stale letter): marked replayed, and removed. */
+    public void finishStaleReplay(DeadLetter letter) {
+        redis.set(keys.replayed(letter.fields().get("agent"), letter.id()), "1",
+                io.lettuce.core.SetArgs.Builder.px(ENQUEUE_MARKER_TTL.toMillis()));
+        redis.xdel(keys.deadLetters(), letter.id());
+    }
+
+    /** The mark of a letter whose replay was begun and not finished ({@link #beginReplay}). */
+    static final String REPLAYING = "replaying";
+
     public Optional<DeadLetter> deadLetter(String id) {
         return redis.xrange(keys.deadLetters(), Range.create(id, id)).stream().findFirst()
                 .map(m -> new DeadLetter(m.getId(), m.getBody()));

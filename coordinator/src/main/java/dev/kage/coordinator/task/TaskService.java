@@ -594,17 +594,36 @@ public final class TaskService {
         // it is left unmarked-enqueued, so a replay whose Redis step fails (a 503) is finished by the reconciler instead of
         // leaving the task running with nothing to run. In the other order a failed reopen left the job running under a
         // task still failed, which a cancel could not stop.
+        // The letter's mark first: a letter discarded (or replayed) meanwhile never reopens its task, and one being
+        // replayed cannot be discarded until this replay is done.
+        if (!queue.beginReplay(letter.get())) {
+            return Optional.empty();
+        }
         JobMessage next = letter.get().job().withAttempt(letter.get().job().attempt() + 1);
         UUID taskId = UUID.fromString(next.taskId());
-        if (!store.reopen(taskId, next.jobId(), next.attempt())) {
+        boolean reopened;
+        try {
+            reopened = store.reopen(taskId, next.jobId(), next.attempt());
+        } catch (RuntimeException e) {
+            queue.abandonReplay(letter.get());
+            throw e;
+        }
+        if (!reopened) {
             // Its attempt ran already (the reconciler enqueued it after a replay of this letter failed in Redis).
             LOG.info("Dead letter {} is stale: attempt {} of job {} ran already; the letter is removed", deadLetterId,
                     next.attempt(), next.jobId());
-            queue.discardDeadLetter(letter.get());
+            queue.finishStaleReplay(letter.get());
             return Optional.empty();
         }
         Optional<JobMessage> replayed = queue.replay(letter.get(), next.attempt());
-        enqueuedMarks.add(taskId);
+        // Marked at once, not with the submits' marks a moment later: a mark written late could land after another
+        // replay of the task reopened it (and failed in Redis), hiding that one from the reconciler.
+        try {
+            store.markEnqueued(taskId);
+        } catch (dev.kage.store.StoreException e) {
+            LOG.debug("Task {}'s enqueued mark after a replay was not written ({}); the reconciler writes it", taskId,
+                    e.getMessage());
+        }
         replayed.ifPresent(job -> {
             live.jobRetrying(tenant, job.taskId(), job.agent(), job.attempt(), clock.instant());
             events.publish("job.replayed", Map.of("task_id", job.taskId(), "tenant", tenant, "agent", job.agent(),

@@ -237,6 +237,26 @@ class DeadLetterApiTest {
     }
 
     @Test
+    void aLetterBeingDiscardedIsNotReplayedAndItsTaskIsNotReopened() throws Exception {
+        // A discard took the letter's mark and then failed to remove it (a Redis blip): a replay of the letter must not
+        // reopen its task, which would then stay running with nothing to run.
+        String task = submit("soylent-key-222", "demo");
+        String letter = kill("soylent", task, "demo");
+        var database = coordinator.context().getBean(dev.kage.store.Database.class);
+        database.jdbi().useHandle(h -> h.execute("UPDATE tasks SET status = 'failed', completed_at = now() WHERE id = ?::uuid", task));
+        coordinator.redis().redis().set(coordinator.redis().keys().replayed("demo", letter), "discarded");
+
+        HttpResponse<String> replay = post("/api/v1/dead-letters/" + letter + "/replay", "soylent-key-222");
+        assertThat(replay.statusCode()).as(replay.body()).isEqualTo(404);
+        assertThat(JSON.readTree(get("/api/v1/tasks/" + task, "soylent-key-222").body()).get("status").asText()).isEqualTo("failed");
+        long replays = database.jdbi().withHandle(h -> h.createQuery("SELECT count(*) FROM job_replays WHERE task_id = ?::uuid")
+                .bind(0, task).mapTo(Long.class).one());
+        assertThat(replays).as("no replayed attempt recorded").isZero();
+        // The discard is finished by its retry.
+        assertThat(delete("/api/v1/dead-letters/" + letter, "soylent-key-222").statusCode()).isEqualTo(200);
+    }
+
+    @Test
     void aMisspeltOrRepeatedParameterIsRefusedNamedAndReplaysNothing() throws Exception {
         String demo = kill("soylent", submit("soylent-key-222", "demo"), "demo");
         String claude = kill("soylent", submit("soylent-key-222", "claude-code"), "claude-code");
