@@ -141,6 +141,10 @@ final class Format {
             case "job.dead_lettered" -> "dead-lettered: " + event.field("reason", "?") + " (dead letter " + event.field("dead_letter_id", "?") + ")";
             case "job.replayed" -> "replayed from dead letter " + event.field("dead_letter_id", "?") + attempt(event, "attempt");
             case "job.discarded" -> "dead letter " + event.field("dead_letter_id", "?") + " discarded; the job stays failed";
+            case "job.requeued" -> "enqueued again by the reconciler (a replay Redis refused)" + attempt(event, "attempt");
+            case "job.recorded" -> "outcome " + event.field("status", "?") + " written (it waited for Postgres); task "
+                    + event.field("task_status", "?");
+            case "task.ended" -> "task " + event.field("task_status", "?");
             case "budget.warning" -> "budget warning: " + describeFields(event, "type", "at", "task_id", "tenant", "agent");
             case "budget.refused" -> "not started: " + event.field("message", "budget refused");
             case "task.cancelled" -> "cancelled";

@@ -93,6 +93,12 @@ class FormatTest {
                 .isEqualTo("12:00:06  task: cancelled");
         assertThat(progress("job.discarded", "{\"at\":\"2025-01-31T12:00:06Z\",\"agent\":\"a\",\"dead_letter_id\":\"17-0\"}", null))
                 .isEqualTo("12:00:06  a: dead letter 17-0 discarded; the job stays failed");
+        assertThat(progress("job.recorded", "{\"at\":\"2025-01-31T12:00:06Z\",\"agent\":\"a\",\"status\":\"completed\","
+                + "\"task_status\":\"completed\"}", null))
+                .isEqualTo("12:00:06  a: outcome completed written (it waited for Postgres); task completed");
+        assertThat(progress("task.ended", "{\"task_status\":\"failed\"}", null)).endsWith("task: task failed");
+        assertThat(progress("job.requeued", "{\"at\":\"2025-01-31T12:00:06Z\",\"agent\":\"a\",\"attempt\":\"3\"}", null))
+                .startsWith("12:00:06  a: enqueued again by the reconciler").doesNotContain("?");
         assertThat(progress("something.new", "{\"at\":\"2025-01-31T12:00:07Z\",\"agent\":\"a\",\"x\":\"1\"}", null))
                 .isEqualTo("12:00:07  a: something.new x=1");
     }

@@ -630,16 +630,18 @@ public final class TaskStore {
     }
 
     /**
-     * The tasks cancelled within {@code within}, newest cancel first, as (tenant, task id): what a Redis that restarted
-     * from older data may have lost the cancels of.
+     * The tasks cancelled within {@code within}, newest cancel first, at most {@code limit}, as (tenant, task id): what
+     * a Redis that restarted from older data may have lost the cancels of. Read rarely (a Redis or coordinator restart),
+     * so without an index of its own.
      */
-    public List<Map.Entry<String, UUID>> cancelledWithin(java.time.Duration within) {
+    public List<Map.Entry<String, UUID>> cancelledWithin(java.time.Duration within, int limit) {
         return call(handle -> handle.createQuery("""
                         SELECT tenant, id FROM tasks
                         WHERE status = 'cancelled' AND cancel_requested_at > now() - make_interval(secs => :within)
-                        ORDER BY cancel_requested_at DESC
+                        ORDER BY cancel_requested_at DESC LIMIT :limit
                         """)
                 .bind("within", (double) within.toSeconds())
+                .bind("limit", limit)
                 .map((rs, ctx) -> Map.entry(rs.getString(1), rs.getObject(2, UUID.class)))
                 .list());
     }

@@ -26,6 +26,8 @@ public class Reconciler {
     /** A run_id seen since that check, and when ({@link System#nanoTime}): the check waits for the workers' beats. */
     private volatile String newRunId;
     private volatile long newRunIdSeenAt;
+    /** The Redis run_id every recent cancel was last passed on to. */
+    private volatile String cancelsPassedFor;
 
     public Reconciler(TaskService service, dev.kage.queue.JobQueue queue) {
         this.service = service;
@@ -52,17 +54,25 @@ public class Reconciler {
         try {
             dev.kage.queue.JobQueue.ServerProcess redis = queue.server();
             service.passOnPendingCancels();
+            if (!redis.runId().equals(cancelsPassedFor)) {
+                // First, and at once: a cancel Redis lost would let a worker start a job of a cancelled task meanwhile.
+                // A failure here is retried at the next pass and holds nothing else back.
+                try {
+                    int cancels = service.passOnRecentCancels();
+                    cancelsPassedFor = redis.runId();
+                    if (cancels > 0) {
+                        LOG.info("Redis is a new server process (run_id {}): passed on the {} cancel(s) of the last {} days "
+                                + "again", redis.runId(), cancels, dev.kage.task.LiveTaskState.TTL.toDays());
+                    }
+                } catch (RuntimeException e) {
+                    LOG.warn("Passing on recent cancels to Redis failed (retrying at the next pass): {}", e.getMessage());
+                }
+            }
             if (redis.runId().equals(checkedRunId)) {
                 service.reconcile();
                 return;
             }
             if (!redis.runId().equals(newRunId)) {
-                // First, and at once: a cancel Redis lost would let a worker start a job of a cancelled task meanwhile.
-                int cancels = service.passOnRecentCancels();
-                if (cancels > 0) {
-                    LOG.info("Redis is a new server process (run_id {}): passed on the {} cancel(s) of the last {} days again",
-                            redis.runId(), cancels, dev.kage.task.LiveTaskState.TTL.toDays());
-                }
                 newRunId = redis.runId();
                 // Counted from when Redis started, as far as this coordinator can tell: on its first pass (it may have
                 // started with Redis, on a host that rebooted) from Redis's uptime, else from now.

@@ -252,8 +252,8 @@ public final class TaskService {
             for (JobMessage job : jobs) {
                 if (queue.enqueue(job).isPresent()) {
                     live.jobRetrying(task.tenant(), job.taskId(), job.agent(), job.attempt(), clock.instant());
-                    events.publish("job.replayed", Map.of("task_id", job.taskId(), "tenant", task.tenant(), "agent", job.agent(),
-                            "attempt", Integer.toString(job.attempt())));
+                    events.publish("job.requeued", Map.of("task_id", job.taskId(), "tenant", task.tenant(), "agent", job.agent(),
+                            "attempt", Integer.toString(job.attempt()), "reason", "replay"));
                 }
             }
         } catch (RedisException e) {
@@ -494,6 +494,9 @@ public final class TaskService {
         return passed;
     }
 
+    /** The newest cancels {@link #passOnRecentCancels} writes again at most. */
+    static final int MAX_CANCELS_PASSED_AGAIN = 100_000;
+
     /**
      * Passes on again every cancel made within the live state's lifetime ({@link LiveTaskState#TTL}), a page of 500 per
      * pipelined round trip. A Redis that restarted has lost its last second of writes (AOF {@code everysec}), or more
@@ -504,7 +507,7 @@ public final class TaskService {
      * @return cancels passed on
      */
     public int passOnRecentCancels() {
-        List<Map.Entry<String, UUID>> cancelled = store.cancelledWithin(LiveTaskState.TTL);
+        List<Map.Entry<String, UUID>> cancelled = store.cancelledWithin(LiveTaskState.TTL, MAX_CANCELS_PASSED_AGAIN);
         for (int from = 0; from < cancelled.size(); from += 500) {
             List<Map.Entry<String, UUID>> page = cancelled.subList(from, Math.min(cancelled.size(), from + 500));
             pipeline.call(async -> RedisPipeline.all(page.stream()
