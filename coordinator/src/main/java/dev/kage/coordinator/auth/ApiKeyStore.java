@@ -101,13 +101,13 @@ public final class ApiKeyStore {
                 .map((rs, ctx) -> row(rs)).findOne());
     }
 
-    /** Keys not revoked. */
     /** Whether the key of this id exists and is not revoked. */
     public boolean isActive(long id) {
         return call(handle -> handle.createQuery("SELECT count(*) FROM api_keys WHERE id = :id AND revoked_at IS NULL")
                 .bind("id", id).mapTo(Long.class).one()) > 0;
     }
 
+    /** Keys not revoked. */
     public long activeCount() {
         return call(handle -> handle.createQuery("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
                 .mapTo(Long.class).one());

@@ -80,11 +80,6 @@ public final class HttpAgentClient {
     }
 
     /**
-     * As {@link #call(AgentConfig, String, Duration)}, calling {@code onSend} once, when the client has
-     * taken the whole request body to write on an open connection: the moment the provider is about to see
-     * the call.
-     */
-    /**
      * The agent's API key from {@code api_key_env}, without the whitespace around it (a key read from a file, as a
      * Kubernetes secret is, ends in a newline, which no HTTP header may hold).
      *
@@ -112,6 +107,11 @@ public final class HttpAgentClient {
         return Optional.of(key);
     }
 
+    /**
+     * As {@link #call(AgentConfig, String, Duration)}, calling {@code onSend} once, when the client has
+     * taken the whole request body to write on an open connection: the moment the provider is about to see
+     * the call.
+     */
     public Reply call(AgentConfig agent, String prompt, Duration timeout, Runnable onSend) throws IOException, InterruptedException {
         AgentConfig.HttpEndpoint endpoint = agent.endpoint();
         ObjectNode body = JSON.createObjectNode();
@@ -270,7 +270,6 @@ public final class HttpAgentClient {
         return report(agent, "", reply).usage();
     }
 
-    /** {@code Retry-After} as seconds or an HTTP date. */
     /** The longest wait a provider's header is taken for (a day), whatever it says. */
     static final Duration MAX_WAIT = Duration.ofDays(1);
 
@@ -293,6 +292,7 @@ public final class HttpAgentClient {
     /** How far a response's {@code Date} may be from the worker's clock for the two to count as agreeing. */
     static final Duration CLOCKS_AGREE = Duration.ofSeconds(2);
 
+    /** {@code Retry-After} as seconds or an HTTP date, a day at most. */
     public static Optional<Duration> retryAfter(HttpHeaders headers, Instant now) {
         Optional<String> value = headers.firstValue("retry-after");
         if (value.isEmpty()) {

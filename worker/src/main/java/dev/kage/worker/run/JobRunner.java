@@ -1323,11 +1323,6 @@ public final class JobRunner {
                 job.attempt(), null);
     }
 
-    /**
-     * The seed's {@code error_details} of a budget violation: {@code cli_name}, {@code tokens_used}, {@code token_limit},
-     * {@code usage_stats} (tokens used and remaining, percent used to one decimal, warning issued), and the
-     * {@code budget_mode}; callers add what they know more.
-     */
     /** The JDK refused to build or send an HTTP agent's request; carries what it threw. */
     private static final class RequestRefused extends RuntimeException {
         RequestRefused(RuntimeException refusal) {
@@ -1424,6 +1419,11 @@ public final class JobRunner {
         return details;
     }
 
+    /**
+     * The seed's {@code error_details} of a budget violation: {@code cli_name}, {@code tokens_used}, {@code token_limit},
+     * {@code usage_stats} (tokens used and remaining, percent used to one decimal, warning issued), and the
+     * {@code budget_mode}; callers add what they know more.
+     */
     private Map<String, Object> seedDetails(JobMessage job, long used, long limit, boolean warningIssued) {
         Map<String, Object> stats = new LinkedHashMap<>();
         stats.put("tokens_used", used);
