@@ -996,16 +996,7 @@ public final class JobRunner {
             }
             control.agentExited();
         } catch (IOException e) {
-            List<ErrorRecord> errors = new ArrayList<>();
-            if (sent.get()) {
-                // The request went out: the provider may have processed it. Charged at its hold.
-                settle(job, hold, unanswered, errors);
-            } else {
-                budget.release(hold);
-                if (grant[0] != null) {
-                    rateLimiter.release(agent.limits().group(), job.jobId(), grant[0]);
-                }
-            }
+            List<ErrorRecord> errors = unansweredCall(job, agent, hold, unanswered, sent.get(), grant[0]);
             ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not reach " + agent.endpoint().baseUrl()
                     + ": " + e.getMessage() + (sent.get() ? " (after the request was sent: charged at its hold)" : ""),
                     Map.of("base_url", agent.endpoint().baseUrl(), "request_sent", sent.get()), true);
@@ -1027,15 +1018,7 @@ public final class JobRunner {
             // A request the JDK refused to build or send (a bad header or URI): nothing was sent, so neither the hold
             // nor the permit stays taken, and the job fails at once instead of being redelivered until it is poison.
             // The message may quote a header, so it is redacted with the agent's secrets, its key among them.
-            List<ErrorRecord> errors = new ArrayList<>();
-            if (sent.get()) {
-                settle(job, hold, unanswered, errors);
-            } else {
-                budget.release(hold);
-                if (grant[0] != null) {
-                    rateLimiter.release(agent.limits().group(), job.jobId(), grant[0]);
-                }
-            }
+            List<ErrorRecord> errors = unansweredCall(job, agent, hold, unanswered, sent.get(), grant[0]);
             String why = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList()).redact(String.valueOf(e.getMessage()));
             ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not call " + agent.endpoint().baseUrl()
                     + ": " + e.getClass().getSimpleName() + ": " + why, Map.of("base_url", agent.endpoint().baseUrl()), false);
@@ -1321,6 +1304,26 @@ public final class JobRunner {
                 usage.cacheWriteTokens(), usage.costUsd().setScale(6, java.math.RoundingMode.HALF_UP), usage.source().wireName(),
                 agent.model(), 0, null, worktree == null ? null : worktree.branch(), null, null, worker.workerId(),
                 job.attempt(), null);
+    }
+
+    /**
+     * An HTTP agent's call that got no answer: once sent, the provider may have processed it, so it is charged at its
+     * hold; never sent, the hold and the permit go back.
+     *
+     * @return the rows the charge adds (a budget overrun), to which the caller adds its own
+     */
+    private List<ErrorRecord> unansweredCall(JobMessage job, AgentConfig agent, Hold hold, Usage unanswered, boolean sent,
+                                             Decision grant) {
+        List<ErrorRecord> errors = new ArrayList<>();
+        if (sent) {
+            settle(job, hold, unanswered, errors);
+        } else {
+            budget.release(hold);
+            if (grant != null) {
+                rateLimiter.release(agent.limits().group(), job.jobId(), grant);
+            }
+        }
+        return errors;
     }
 
     /** The JDK refused to build or send an HTTP agent's request; carries what it threw. */
