@@ -72,6 +72,11 @@ public class CoordinatorFactory {
     }
 
     @Singleton
+    public dev.kage.store.LimitOverrideStore limitOverrideStore(dev.kage.store.Database database) {
+        return new dev.kage.store.LimitOverrideStore(database);
+    }
+
+    @Singleton
     public dev.kage.coordinator.task.RepoPolicy repoPolicy(Env env) {
         return dev.kage.coordinator.task.RepoPolicy.load(env);
     }

@@ -60,9 +60,12 @@ public class LimitsController {
     private static final Set<String> FIELDS = Set.of("requests", "window_seconds", "tokens", "guard_ms");
 
     private final FleetRateLimiter limiter;
+    private final dev.kage.store.LimitOverrideStore overrides;
     private final AgentCatalog catalog;
     private final KageSettings settings;
-    public LimitsController(FleetRateLimiter limiter, AgentCatalog catalog, KageSettings settings) {
+    public LimitsController(FleetRateLimiter limiter, AgentCatalog catalog, KageSettings settings,
+                            dev.kage.store.LimitOverrideStore overrides) {
+        this.overrides = overrides;
         this.limiter = limiter;
         this.catalog = catalog;
         this.settings = settings;
@@ -168,6 +171,8 @@ public class LimitsController {
                     + " has no limit stored or configured any more; configure it in the agents file"));
         }
         Limit next = parse(body, current);
+        // Postgres first: the change outlives a Redis that loses its data (the reconciler writes it back).
+        overrides.save(group.get(), next);
         limiter.override(group.get(), next);
         return HttpResponse.ok(view(group.get(), configured));
     }
@@ -207,6 +212,7 @@ public class LimitsController {
             return HttpResponse.status(HttpStatus.CONFLICT).body(ErrorBody.of("conflict", "limit group " + group.get()
                     + " has no configured limit to return to; change it with PUT instead"));
         }
+        overrides.delete(group.get());
         limiter.reset(group.get(), configured);
         return HttpResponse.ok(view(group.get(), configured));
     }

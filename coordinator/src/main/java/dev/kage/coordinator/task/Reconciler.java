@@ -2,6 +2,7 @@ package dev.kage.coordinator.task;
 
 import io.micronaut.scheduling.annotation.Scheduled;
 import jakarta.inject.Singleton;
+import java.util.Map;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -29,9 +30,27 @@ public class Reconciler {
     /** The Redis run_id every recent cancel was last passed on to. */
     private volatile String cancelsPassedFor;
 
-    public Reconciler(TaskService service, dev.kage.queue.JobQueue queue) {
+    private final dev.kage.store.LimitOverrideStore limitOverrides;
+    private final dev.kage.ratelimit.FleetRateLimiter limiter;
+
+    public Reconciler(TaskService service, dev.kage.queue.JobQueue queue, dev.kage.store.LimitOverrideStore limitOverrides,
+                      dev.kage.ratelimit.FleetRateLimiter limiter) {
         this.service = service;
         this.queue = queue;
+        this.limitOverrides = limitOverrides;
+        this.limiter = limiter;
+    }
+
+    /**
+     * Writes every operator's rate-limit change kept in Postgres back into Redis ({@code limit_overrides}): a Redis that
+     * lost its data rebuilt each group from the workers' configuration. Permits already in the window stay counted.
+     *
+     * @return limits written
+     */
+    public int reapplyLimitOverrides() {
+        Map<String, dev.kage.ratelimit.Limit> changed = limitOverrides.all();
+        changed.forEach(limiter::override);
+        return changed.size();
     }
 
     @Scheduled(fixedDelay = "100ms", initialDelay = "100ms")
@@ -59,13 +78,16 @@ public class Reconciler {
                 // A failure here is retried at the next pass and holds nothing else back.
                 try {
                     int cancels = service.passOnRecentCancels();
+                    int limits = reapplyLimitOverrides();
                     cancelsPassedFor = redis.runId();
-                    if (cancels > 0) {
+                    if (cancels > 0 || limits > 0) {
                         LOG.info("Redis is a new server process (run_id {}): passed on the {} cancel(s) of the last {} days "
-                                + "again", redis.runId(), cancels, dev.kage.task.LiveTaskState.TTL.toDays());
+                                + "and the {} rate-limit change(s) again", redis.runId(), cancels,
+                                dev.kage.task.LiveTaskState.TTL.toDays(), limits);
                     }
                 } catch (RuntimeException e) {
-                    LOG.warn("Passing on recent cancels to Redis failed (retrying at the next pass): {}", e.getMessage());
+                    LOG.warn("Passing on recent cancels and rate-limit changes to Redis failed (retrying at the next pass): {}",
+                            e.getMessage());
                 }
             }
             if (redis.runId().equals(checkedRunId)) {

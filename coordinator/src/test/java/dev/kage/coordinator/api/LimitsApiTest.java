@@ -70,6 +70,17 @@ class LimitsApiTest {
         worker.configure("claude-code", new Limit(30, Duration.ofMinutes(1), 0, Duration.ofSeconds(1)));
         assertThat(json(coordinator.get("/api/v1/limits/claude-code", TENANT)).at("/current/requests").asLong()).isEqualTo(6);
 
+        // A Redis that lost its data rebuilds the group from a worker's configuration: the change, kept in Postgres, is
+        // written back by the reconciler when it sees the new Redis.
+        assertThat(coordinator.context().getBean(dev.kage.store.LimitOverrideStore.class).all()).containsKey("claude-code");
+        coordinator.redis().redis().del(coordinator.redis().keys().limiter("claude-code"));
+        worker.tryAcquire("claude-code", "after-loss", Priority.NORMAL, 0);
+        assertThat(json(coordinator.get("/api/v1/limits/claude-code", TENANT)).get("source").asText()).isEqualTo("config");
+        assertThat(coordinator.context().getBean(dev.kage.coordinator.task.Reconciler.class).reapplyLimitOverrides())
+                .isGreaterThanOrEqualTo(1);
+        JsonNode restored = json(coordinator.get("/api/v1/limits/claude-code", TENANT));
+        assertThat(restored.get("source").asText()).isEqualTo("api");
+        assertThat(restored.at("/current/requests").asLong()).isEqualTo(6);
         // An explicit guard stays an explicit guard.
         assertThat(json(put("/api/v1/limits/claude-code", ADMIN, "{\"guard_ms\": 300}")).at("/current/guard_ms").asLong())
                 .isEqualTo(300);
@@ -81,6 +92,7 @@ class LimitsApiTest {
         assertThat(reset.statusCode()).isEqualTo(200);
         assertThat(json(reset).at("/current/requests").asLong()).isEqualTo(30);
         assertThat(json(reset).get("source").asText()).isEqualTo("config");
+        assertThat(coordinator.context().getBean(dev.kage.store.LimitOverrideStore.class).all()).doesNotContainKey("claude-code");
     }
 
     @Test
