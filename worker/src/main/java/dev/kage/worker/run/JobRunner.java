@@ -1402,11 +1402,7 @@ public final class JobRunner {
             details.put("unit", "tokens");
             return details;
         }
-        Map<String, Object> stats = new LinkedHashMap<>();
-        stats.put("used", used);
-        stats.put("remaining", limit - used);
-        stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * used / limit) / 10.0);
-        stats.put("warning_issued", warningIssued || used >= settings.tokenWarningThreshold() * limit);
+        Map<String, Object> stats = usageStats("used", "remaining", used, limit, warningIssued);
         Map<String, Object> details = new LinkedHashMap<>();
         details.put("cli_name", job.agent());
         details.put("pool", pool.kind().wireName());
@@ -1428,11 +1424,7 @@ public final class JobRunner {
      * {@code budget_mode}; callers add what they know more.
      */
     private Map<String, Object> seedDetails(JobMessage job, long used, long limit, boolean warningIssued) {
-        Map<String, Object> stats = new LinkedHashMap<>();
-        stats.put("tokens_used", used);
-        stats.put("tokens_remaining", limit - used);
-        stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * used / limit) / 10.0);
-        stats.put("warning_issued", warningIssued || used >= settings.tokenWarningThreshold() * limit);
+        Map<String, Object> stats = usageStats("tokens_used", "tokens_remaining", used, limit, warningIssued);
         Map<String, Object> details = new LinkedHashMap<>();
         details.put("cli_name", job.agent());
         details.put("tokens_used", used);
@@ -1440,6 +1432,16 @@ public final class JobRunner {
         details.put("usage_stats", stats);
         details.put("budget_mode", settings.budgetMode().name().toLowerCase());
         return details;
+    }
+
+    /** A row's {@code usage_stats}: used and remaining (under the names given), percent used to one decimal, warned. */
+    private Map<String, Object> usageStats(String usedName, String remainingName, long used, long limit, boolean warningIssued) {
+        Map<String, Object> stats = new LinkedHashMap<>();
+        stats.put(usedName, used);
+        stats.put(remainingName, limit - used);
+        stats.put("percent_used", limit == 0 ? 0 : Math.round(1000.0 * used / limit) / 10.0);
+        stats.put("warning_issued", warningIssued || used >= settings.tokenWarningThreshold() * limit);
+        return stats;
     }
 
     /** A violation row exactly in the seed's shape. */
