@@ -607,11 +607,24 @@ public final class JobQueue {
      * @return whether it was there, and not replayed meanwhile
      */
     public boolean discardDeadLetter(DeadLetter letter) {
+        return discardDeadLetter(letter, false);
+    }
+
+    /**
+     * {@link #discardDeadLetter(DeadLetter)}, also taking over a replay begun and never finished ({@code replaying})
+     * when {@code overReplay}: for a letter whose task was cancelled since, whose job can no longer run.
+     */
+    public boolean discardDeadLetter(DeadLetter letter, boolean overReplay) {
         String agent = letter.fields().get("agent");
         if (agent == null) {
             return redis.xdel(keys.deadLetters(), letter.id()) == 1;
         }
         String mark = keys.replayed(agent, letter.id());
+        if (overReplay) {
+            redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], 'discarded', 'PX', ARGV[2]) "
+                    + "return 1 end return 0", ScriptOutputType.INTEGER, new String[] {mark}, REPLAYING,
+                    Long.toString(ENQUEUE_MARKER_TTL.toMillis()));
+        }
         boolean taken = redis.set(mark, "discarded", io.lettuce.core.SetArgs.Builder.nx().px(ENQUEUE_MARKER_TTL.toMillis())) != null;
         if (!taken && !"discarded".equals(redis.get(mark))) {
             return false;
@@ -639,7 +652,12 @@ public final class JobQueue {
         if (redis.set(mark, REPLAYING, io.lettuce.core.SetArgs.Builder.nx().px(ENQUEUE_MARKER_TTL.toMillis())) != null) {
             return true;
         }
-        return REPLAYING.equals(redis.get(mark));
+        String found = redis.get(mark);
+        if ("1".equals(found)) {
+            // Replayed before by a replay that died (or timed out) before it removed the letter: this one removes it.
+            redis.xdel(keys.deadLetters(), letter.id());
+        }
+        return REPLAYING.equals(found);
     }
 
     /** Gives a begun replay up (its task could not be reopened): the letter can be replayed or discarded again. */

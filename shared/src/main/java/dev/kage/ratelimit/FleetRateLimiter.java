@@ -280,6 +280,18 @@ public final class FleetRateLimiter implements AutoCloseable {
     }
 
     /** Drops an operator's runtime change: the group goes back to {@code configuredLimit}. */
+    /**
+     * {@link #override} of a change kept elsewhere (Postgres) and written back into Redis: logged only when Redis did not
+     * hold it already.
+     */
+    public Stored restore(String group, Limit limit) {
+        Stored stored = store(group, "api", limit);
+        if (stored.changed()) {
+            LOG.info("Rate limit for {} restored to its run-time change {} (Redis had lost it)", group, limit.describe());
+        }
+        return stored;
+    }
+
     public Stored reset(String group, Limit configuredLimit) {
         return store(group, "reset", configuredLimit);
     }

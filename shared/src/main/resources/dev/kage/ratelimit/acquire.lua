@@ -126,6 +126,20 @@ if ahead > 0 and free <= ahead then
     return deny('priority', releaseOf(KEYS[2], 0), releaseOf(KEYS[2], math.min(used - 1, math.min(ahead + peers, SPREAD))))
   end
 end
+-- And the other way: a lower rank that is owed its share, and has callers waiting, has the last free permits held for
+-- it, whoever asks first (else a higher caller that happens to ask first after each release takes every one).
+local held = 0
+for r = rank + 1, 2 do
+  if tonumber(redis.call('HGET', KEYS[1], 'owed:' .. r) or '0') >= FAIR_SHARE then
+    redis.call('ZREMRANGEBYSCORE', KEYS[5 + r], '-inf', now)
+    if redis.call('ZCARD', KEYS[5 + r]) > 0 then
+      held = held + 1
+    end
+  end
+end
+if held > 0 and free <= held then
+  return deny('priority', releaseOf(KEYS[2], 0), releaseOf(KEYS[2], math.min(used - 1, SPREAD)))
+end
 
 -- An estimate above the whole token limit could never fit: it takes the whole window instead.
 local tokens = math.min(tonumber(ARGV[3]), tokensLimit > 0 and tokensLimit or tonumber(ARGV[3]))

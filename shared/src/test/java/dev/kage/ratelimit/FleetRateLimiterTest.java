@@ -320,6 +320,35 @@ class FleetRateLimiterTest {
     }
 
     @Test
+    void theShareANormalCallerIsOwedIsHeldForItEvenWhenHighCallersAskFirst() {
+        // As above, but after each release a high caller asks first: the permit it would take is the normal caller's once
+        // the normal rank is owed its share.
+        FleetRateLimiter a = limiter();
+        a.configure("first", new Limit(1, Duration.ofSeconds(60), 0, Duration.ZERO));
+        Decision held = a.tryAcquire("first", "h-0", Priority.HIGH, 0);
+        assertThat(held.granted()).isTrue();
+        assertThat(a.tryAcquire("first", "n", Priority.NORMAL, 0).granted()).as("full: n registers as waiting").isFalse();
+        String holder = "h-0";
+        int normalServedAt = -1;
+        for (int i = 1; i <= 12; i++) {
+            a.release("first", holder, held);
+            Decision high = a.tryAcquire("first", "h-" + i, Priority.HIGH, 0);
+            if (high.granted()) {
+                held = high;
+                holder = "h-" + i;
+                assertThat(a.tryAcquire("first", "n", Priority.NORMAL, 0).granted()).isFalse();
+                continue;
+            }
+            assertThat(high.reason()).isEqualTo(Reason.PRIORITY);
+            Decision normal = a.tryAcquire("first", "n", Priority.NORMAL, 0);
+            assertThat(normal.granted()).as("the held permit goes to the owed normal caller").isTrue();
+            normalServedAt = i;
+            break;
+        }
+        assertThat(normalServedAt).as("served within five permits, not never").isBetween(1, 5);
+    }
+
+    @Test
     void tokensPerWindowAreTakenAllOrNothing() {
         FleetRateLimiter a = limiter();
         a.configure("openai", new Limit(100, Duration.ofSeconds(30), 1_000, Duration.ZERO));

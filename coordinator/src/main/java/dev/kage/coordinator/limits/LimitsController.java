@@ -173,7 +173,17 @@ public class LimitsController {
         Limit next = parse(body, current);
         // Postgres first: the change outlives a Redis that loses its data (the reconciler writes it back).
         overrides.save(group.get(), next);
-        limiter.override(group.get(), next);
+        try {
+            limiter.override(group.get(), next);
+        } catch (RuntimeException e) {
+            // Not in force (the caller gets an error): not kept either, or a later Redis restart would bring it in.
+            try {
+                overrides.delete(group.get());
+            } catch (RuntimeException alsoPostgres) {
+                e.addSuppressed(alsoPostgres);
+            }
+            throw e;
+        }
         return HttpResponse.ok(view(group.get(), configured));
     }
 

@@ -33,24 +33,33 @@ public class Reconciler {
     private final dev.kage.store.LimitOverrideStore limitOverrides;
     private final dev.kage.ratelimit.FleetRateLimiter limiter;
 
+    private final java.util.Set<String> configuredGroups;
+
     public Reconciler(TaskService service, dev.kage.queue.JobQueue queue, dev.kage.store.LimitOverrideStore limitOverrides,
-                      dev.kage.ratelimit.FleetRateLimiter limiter) {
+                      dev.kage.ratelimit.FleetRateLimiter limiter, dev.kage.agent.AgentCatalog catalog,
+                      dev.kage.config.KageSettings settings) {
         this.service = service;
         this.queue = queue;
         this.limitOverrides = limitOverrides;
         this.limiter = limiter;
+        this.configuredGroups = java.util.Set.copyOf(catalog.limitGroups(settings.rateLimit()).keySet());
     }
 
     /**
      * Writes every operator's rate-limit change kept in Postgres back into Redis ({@code limit_overrides}): a Redis that
      * lost its data rebuilt each group from the workers' configuration. Permits already in the window stay counted.
      *
-     * @return limits written
+     * @return limits Redis did not hold already
      */
     public int reapplyLimitOverrides() {
-        Map<String, dev.kage.ratelimit.Limit> changed = limitOverrides.all();
-        changed.forEach(limiter::override);
-        return changed.size();
+        int restored = 0;
+        for (Map.Entry<String, dev.kage.ratelimit.Limit> change : limitOverrides.all().entrySet()) {
+            // A group no agent of this coordinator's file has any more is left alone: nothing asks for its permits.
+            if (configuredGroups.contains(change.getKey()) && limiter.restore(change.getKey(), change.getValue()).changed()) {
+                restored++;
+            }
+        }
+        return restored;
     }
 
     @Scheduled(fixedDelay = "100ms", initialDelay = "100ms")

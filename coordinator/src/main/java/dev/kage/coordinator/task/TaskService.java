@@ -555,7 +555,10 @@ public final class TaskService {
      */
     public Optional<DeadLetter> discardDeadLetter(String tenant, String deadLetterId) {
         Optional<DeadLetter> letter = queue.deadLetter(deadLetterId).filter(l -> tenant.equals(l.fields().get("tenant")));
-        if (letter.isEmpty() || !queue.discardDeadLetter(letter.get())) {
+        // A replay begun and never finished holds the letter; once its task is cancelled, nothing of it can run, and the
+        // letter (which a replay now refuses with 409) is discarded over it.
+        boolean overReplay = letter.isPresent() && letter.get().notAJob().isEmpty() && cancelled(tenant, letter.get());
+        if (letter.isEmpty() || !queue.discardDeadLetter(letter.get(), overReplay)) {
             return Optional.empty();
         }
         Map<String, String> fields = letter.get().fields();

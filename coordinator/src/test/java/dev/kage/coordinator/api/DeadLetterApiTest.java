@@ -257,6 +257,29 @@ class DeadLetterApiTest {
     }
 
     @Test
+    void aLetterLeftBehindByAFinishedReplayOrHeldByAnUnfinishedOneCanStillBeCleared() throws Exception {
+        // A replay whose job was added, but which died (or timed out) before removing its letter: the letter goes with
+        // the next replay of it, which adds nothing.
+        String done = submit("soylent-key-222", "demo");
+        String doneLetter = kill("soylent", done, "demo");
+        coordinator.redis().redis().set(coordinator.redis().keys().replayed("demo", doneLetter), "1");
+        assertThat(post("/api/v1/dead-letters/" + doneLetter + "/replay", "soylent-key-222").statusCode()).isEqualTo(404);
+        assertThat(ids(get("/api/v1/dead-letters", "soylent-key-222"))).doesNotContain(doneLetter);
+
+        // A replay begun and never finished holds its letter; once the task is cancelled, the replay is refused (409) and
+        // the discard it points to takes the letter over.
+        String held = submit("soylent-key-222", "demo");
+        String heldLetter = kill("soylent", held, "demo");
+        coordinator.redis().redis().set(coordinator.redis().keys().replayed("demo", heldLetter), "replaying");
+        assertThat(delete("/api/v1/dead-letters/" + heldLetter, "soylent-key-222").statusCode())
+                .as("a replay of it is under way").isEqualTo(404);
+        assertThat(post("/api/v1/tasks/" + held + "/cancel", "soylent-key-222").statusCode()).isEqualTo(202);
+        assertThat(post("/api/v1/dead-letters/" + heldLetter + "/replay", "soylent-key-222").statusCode()).isEqualTo(409);
+        assertThat(delete("/api/v1/dead-letters/" + heldLetter, "soylent-key-222").statusCode()).isEqualTo(200);
+        assertThat(ids(get("/api/v1/dead-letters", "soylent-key-222"))).doesNotContain(heldLetter);
+    }
+
+    @Test
     void aMisspeltOrRepeatedParameterIsRefusedNamedAndReplaysNothing() throws Exception {
         String demo = kill("soylent", submit("soylent-key-222", "demo"), "demo");
         String claude = kill("soylent", submit("soylent-key-222", "claude-code"), "claude-code");

@@ -78,6 +78,8 @@ class LimitsApiTest {
         assertThat(json(coordinator.get("/api/v1/limits/claude-code", TENANT)).get("source").asText()).isEqualTo("config");
         assertThat(coordinator.context().getBean(dev.kage.coordinator.task.Reconciler.class).reapplyLimitOverrides())
                 .isGreaterThanOrEqualTo(1);
+        assertThat(coordinator.context().getBean(dev.kage.coordinator.task.Reconciler.class).reapplyLimitOverrides())
+                .as("already in force: nothing written, nothing logged").isZero();
         JsonNode restored = json(coordinator.get("/api/v1/limits/claude-code", TENANT));
         assertThat(restored.get("source").asText()).isEqualTo("api");
         assertThat(restored.at("/current/requests").asLong()).isEqualTo(6);
