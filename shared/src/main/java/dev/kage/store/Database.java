@@ -115,6 +115,18 @@ public final class Database implements AutoCloseable {
         return jdbi;
     }
 
+    /**
+     * Runs {@code work} on a pooled handle; a Jdbi failure (Postgres away, a statement refused) becomes a
+     * {@link StoreException}, which callers answer with a 503 or an outbox. The stores' one way to Postgres.
+     */
+    public <T> T call(org.jdbi.v3.core.HandleCallback<T, RuntimeException> work) {
+        try {
+            return jdbi.withHandle(work);
+        } catch (org.jdbi.v3.core.JdbiException e) {
+            throw new StoreException("Postgres: " + e.getMessage(), e);
+        }
+    }
+
     public String schema() {
         return schema;
     }

@@ -4,8 +4,6 @@ import dev.kage.ratelimit.Limit;
 import java.time.Duration;
 import java.util.LinkedHashMap;
 import java.util.Map;
-import org.jdbi.v3.core.Handle;
-import org.jdbi.v3.core.JdbiException;
 
 /**
  * The rate limits operators changed at run time ({@code limit_overrides}), by limit group: the copy that survives a
@@ -51,11 +49,7 @@ public final class LimitOverrideStore {
         });
     }
 
-    private <T> T call(java.util.function.Function<Handle, T> work) {
-        try {
-            return database.jdbi().withHandle(work::apply);
-        } catch (JdbiException e) {
-            throw new StoreException("Postgres: " + e.getMessage(), e);
-        }
+    private <T> T call(org.jdbi.v3.core.HandleCallback<T, RuntimeException> work) {
+        return database.call(work);
     }
 }

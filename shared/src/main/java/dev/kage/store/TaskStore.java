@@ -20,7 +20,6 @@ import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
 import org.jdbi.v3.core.Handle;
-import org.jdbi.v3.core.JdbiException;
 
 /**
  * Tasks, results and errors in Postgres. Rows are appended; a task's status changes only inside a
@@ -835,11 +834,7 @@ public final class TaskStore {
         });
     }
 
-    private <T> T call(java.util.function.Function<Handle, T> work) {
-        try {
-            return database.jdbi().withHandle(work::apply);
-        } catch (JdbiException e) {
-            throw new StoreException("Postgres: " + e.getMessage(), e);
-        }
+    private <T> T call(org.jdbi.v3.core.HandleCallback<T, RuntimeException> work) {
+        return database.call(work);
     }
 }

@@ -1,7 +1,6 @@
 package dev.kage.coordinator.auth;
 
 import dev.kage.store.Database;
-import dev.kage.store.StoreException;
 import java.security.MessageDigest;
 import java.security.SecureRandom;
 import java.sql.Array;
@@ -13,8 +12,6 @@ import java.util.EnumSet;
 import java.util.List;
 import java.util.Optional;
 import java.util.Set;
-import org.jdbi.v3.core.HandleCallback;
-import org.jdbi.v3.core.JdbiException;
 
 /**
  * Tenants' API keys in {@code api_keys}: created here with a random secret that is returned once and never stored
@@ -129,12 +126,8 @@ public final class ApiKeyStore {
         return key.toString();
     }
 
-    private <T> T call(HandleCallback<T, RuntimeException> callback) {
-        try {
-            return database.jdbi().withHandle(callback);
-        } catch (JdbiException e) {
-            throw new StoreException("Postgres: " + e.getMessage(), e);
-        }
+    private <T> T call(org.jdbi.v3.core.HandleCallback<T, RuntimeException> work) {
+        return database.call(work);
     }
 
     private static List<String> wire(Set<Scope> scopes) {
