@@ -46,8 +46,6 @@ import reactor.core.publisher.Mono;
 @Tag(name = "tasks")
 public class TaskEventsController {
     public static final String LAST_EVENT_ID = "Last-Event-ID";
-    /** Interval of the keep-alive comment. */
-    public static final Duration HEARTBEAT = Duration.ofSeconds(15);
 
     private static final ObjectMapper JSON = new ObjectMapper();
     // Marks the end of the task's events inside the merge with heartbeats; compared by identity.
@@ -62,8 +60,8 @@ public class TaskEventsController {
     private final reactor.core.scheduler.Scheduler blocking;
 
     /**
-     * @param heartbeat how often a keep-alive comment is sent ({@code kage.events.keep-alive}, default
-     *                  {@link #HEARTBEAT}); each one also asks Postgres whether the task has ended
+     * @param heartbeat how often a keep-alive comment is sent ({@code kage.events.keep-alive}, default 15 s); each one
+     *                  also asks Postgres whether the task has ended and the key is still good ({@link KeepAlive})
      */
     public TaskEventsController(TaskStore store, RedisCommands<String, String> redis, KageKeys keys, EventHub hub,
                                 @io.micronaut.context.annotation.Value("${kage.events.keep-alive:15s}") Duration heartbeat,
@@ -158,34 +156,21 @@ public class TaskEventsController {
         // A key revoked meanwhile ends the stream at the next keep-alive.
         dev.kage.coordinator.auth.Principal principal = ApiKeyFilter.principal(request);
         java.util.concurrent.atomic.AtomicBoolean endedBefore = new java.util.concurrent.atomic.AtomicBoolean();
-        // The keep-alive comments go out on time whatever Postgres does: the checks run beside them, each giving up after
-        // CHECK_TIMEOUT, and a tick that comes while one still runs is dropped.
-        Flux<Event<String>> checks = Flux.interval(heartbeat, heartbeat)
-                .onBackpressureDrop()
-                .concatMap(tick -> Mono.fromCallable(() -> apiKeys.stillActive(principal)
-                                        ? new Tick(true, store.find(tenant, task.id()).map(TaskRecord::status)
-                                                .filter(dev.kage.task.TaskStatus::isFinal))
-                                        : new Tick(false, Optional.empty()))
-                                .subscribeOn(blocking)
-                                .timeout(CHECK_TIMEOUT, Mono.just(Tick.UNKNOWN))
-                                .onErrorResume(e -> {
-                                    LOG.debug("Event stream check of task {} failed: {}", taskId, e.toString());
-                                    return Mono.just(Tick.UNKNOWN);
-                                })
-                                .flatMapMany(checked -> {
-                                    if (!checked.keyActive()) {
-                                        return Flux.just(END);
-                                    }
-                                    Optional<dev.kage.task.TaskStatus> status = checked.ended();
-                                    if (status.isPresent() && endedBefore.getAndSet(true)) {
-                                        return Flux.just(Event.of(json(java.util.Map.of("task_id", taskId, "tenant", tenant,
-                                                "task_status", status.get().wireName()))).name(TASK_ENDED), END);
-                                    }
-                                    endedBefore.set(status.isPresent());
-                                    return Flux.<Event<String>>empty();
-                                }), 1);
-        Flux<Event<String>> keepAlive = Flux.merge(Flux.interval(heartbeat, heartbeat).onBackpressureDrop()
-                .map(tick -> Event.of("").comment("keep-alive")), checks);
+        Flux<Event<String>> keepAlive = KeepAlive.of(heartbeat, blocking, () -> apiKeys.stillActive(principal)
+                        ? new Tick(true, store.find(tenant, task.id()).map(TaskRecord::status).filter(dev.kage.task.TaskStatus::isFinal))
+                        : new Tick(false, Optional.empty()), Tick.UNKNOWN,
+                checked -> {
+                    if (!checked.keyActive()) {
+                        return Flux.just(END);
+                    }
+                    Optional<dev.kage.task.TaskStatus> status = checked.ended();
+                    if (status.isPresent() && endedBefore.getAndSet(true)) {
+                        return Flux.just(Event.of(json(java.util.Map.of("task_id", taskId, "tenant", tenant,
+                                "task_status", status.get().wireName()))).name(TASK_ENDED), END);
+                    }
+                    endedBefore.set(status.isPresent());
+                    return Flux.empty();
+                });
         Flux<Event<String>> body = Flux.merge(
                         events.takeUntil(StreamEvent::endsTask).map(TaskEventsController::sse).concatWith(Mono.just(END)),
                         keepAlive)
@@ -200,9 +185,6 @@ public class TaskEventsController {
         static final Tick UNKNOWN = new Tick(true, Optional.empty());
     }
 
-    /** How long a keep-alive's check may take before the stream goes on without its answer. */
-    static final Duration CHECK_TIMEOUT = Duration.ofSeconds(5);
-    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(TaskEventsController.class);
 
     /** The event that ends a stream whose task ended without an event saying so (its keep-alive asked Postgres). */
     static final String TASK_ENDED = "task.ended";

@@ -129,17 +129,8 @@ public class TenantEventsController {
         // A comment first: the response's headers leave with its first bytes, and a quiet tenant has no event to send.
         // A key revoked meanwhile ends the stream at the next keep-alive: it never ends by itself otherwise.
         dev.kage.coordinator.auth.Principal principal = ApiKeyFilter.principal(request);
-        // The comments go out on time whatever Postgres does: the key checks run beside them, each giving up after a
-        // while, a tick that comes while one still runs dropped.
-        Flux<Event<String>> keepAlive = Flux.merge(Flux.interval(heartbeat, heartbeat).onBackpressureDrop()
-                        .map(tick -> Event.of("").comment("keep-alive")),
-                Flux.interval(heartbeat, heartbeat).onBackpressureDrop()
-                        .concatMap(tick -> Mono.fromCallable(() -> apiKeys.stillActive(principal))
-                                .subscribeOn(blocking)
-                                .timeout(TaskEventsController.CHECK_TIMEOUT, Mono.just(true))
-                                .onErrorReturn(true)
-                                .flatMapMany(active -> active ? Flux.<Event<String>>empty() : Flux.just(TaskEventsController.END)),
-                                1));
+        Flux<Event<String>> keepAlive = KeepAlive.of(heartbeat, blocking, () -> apiKeys.stillActive(principal), true,
+                active -> active ? Flux.empty() : Flux.just(TaskEventsController.END));
         Flux<Event<String>> body = Flux.merge(Flux.concat(Mono.just(Event.of("").comment("connected")),
                                 events.map(TaskEventsController::sse)),
                         keepAlive)
