@@ -650,7 +650,7 @@ public final class JobRunner {
                              JobControl control,
                              long[] stages) throws InterruptedException {
         Map<String, String> env = agentEnvironment(job, agent);
-        Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
+        Redactor redactor = redactor(agent);
         List<String> argv = agent.render(job.description(), job.taskId(), worktree.path());
         Permit permit;
         try {
@@ -1019,13 +1019,13 @@ public final class JobRunner {
             // nor the permit stays taken, and the job fails at once instead of being redelivered until it is poison.
             // The message may quote a header, so it is redacted with the agent's secrets, its key among them.
             List<ErrorRecord> errors = unansweredCall(job, agent, hold, unanswered, sent.get(), grant[0]);
-            String why = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList()).redact(String.valueOf(e.getMessage()));
+            String why = redactor(agent).redact(String.valueOf(e.getMessage()));
             ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not call " + agent.endpoint().baseUrl()
                     + ": " + e.getClass().getSimpleName() + ": " + why, Map.of("base_url", agent.endpoint().baseUrl()), false);
             errors.add(0, error);
             return new Outcome(failedResult(job, agent, error.errorMessage(), null, sent.get() ? unanswered : null), errors);
         }
-        Redactor redactor = new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
+        Redactor redactor = redactor(agent);
         String group = agent.limits().group();
         if (!reply.rateLimited()) {
             // The first call after a 429's pause was answered: the others need not wait for it any longer.
@@ -1324,6 +1324,11 @@ public final class JobRunner {
             }
         }
         return errors;
+    }
+
+    /** Masks the agent's secrets (its {@code env} values, its API key among them) and URL credentials. */
+    private static Redactor redactor(AgentConfig agent) {
+        return new Redactor(agent.envPassthrough().stream().map(System::getenv).toList());
     }
 
     /** The JDK refused to build or send an HTTP agent's request; carries what it threw. */
