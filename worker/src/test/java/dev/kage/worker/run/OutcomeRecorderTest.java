@@ -49,7 +49,10 @@ class OutcomeRecorderTest {
         URI url = URI.create(TestServices.databaseUrl());
         proxy = TcpProxy.start(url.getHost(), url.getPort() > 0 ? url.getPort() : 5432);
         proxied = Database.open(DatabaseUrl.parse("KAGE_TEST_DATABASE_URL",
-                TcpProxy.redirectDatabaseUrl(TestServices.databaseUrl(), proxy)), db.schema(), "proxied", 2);
+                TcpProxy.redirectDatabaseUrl(TestServices.databaseUrl(), proxy)), db.schema(), "proxied", 2,
+                // A connection opened while the proxy is cut or restored can be left half set up; a short socket
+                // timeout turns it into a quick error and the next flush's fresh connection, not a 60 s hang.
+                5);
         log.start();
         logger.addAppender(log);
     }
