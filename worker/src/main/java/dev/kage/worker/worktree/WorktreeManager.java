@@ -247,8 +247,10 @@ public final class WorktreeManager {
                     }
                     Git.run(cache, "worktree", "prune");
                 }
-                if (unpruned.remove(path)) {
-                    // This path's last worktree was removed without git: its registration would block the branch.
+                if (unpruned.remove(path) | !unpruned.isEmpty()) {
+                    // A worktree removed without git (this path's last one, or a ready one an earlier run of this job took)
+                    // is still registered with its branch until a prune: `worktree add -B` of that branch would fail with
+                    // "already checked out". A retry arriving while the pool is empty meets exactly that.
                     Git.run(cache, "worktree", "prune");
                 }
                 Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
@@ -456,10 +458,13 @@ public final class WorktreeManager {
     public Commit commit(Worktree worktree, String message) {
         // One git process for the common case of an agent that changed nothing: the status names HEAD too.
         String head = null;
+        String checkedOut = null;
         boolean dirty = false;
         for (String line : Git.runNiced(worktree.path(), "status", "--porcelain=v2", "--branch").split("\n")) {
             if (line.startsWith("# branch.oid ")) {
                 head = line.substring("# branch.oid ".length()).trim();
+            } else if (line.startsWith("# branch.head ")) {
+                checkedOut = line.substring("# branch.head ".length()).trim();
             } else if (!line.isBlank() && !line.startsWith("#")) {
                 dirty = true;
             }
@@ -469,6 +474,11 @@ public final class WorktreeManager {
             Git.runNiced(worktree.path(), "-c", "user.name=Kage Bunshin", "-c", "user.email=kage@localhost", "commit", "--quiet",
                     "--no-verify", "-m", message);
             head = Git.runNiced(worktree.path(), "rev-parse", "HEAD");
+        }
+        if (head != null && head.matches("[0-9a-f]{40,64}") && !worktree.branch().equals(checkedOut)) {
+            // The agent switched to a branch of its own, or detached HEAD, and committed there: its work is what the job
+            // made, so the job's branch (the one recorded and pushed) is moved to it.
+            Git.runNiced(worktree.path(), "update-ref", "refs/heads/" + worktree.branch(), head);
         }
         if (head == null || head.equals(worktree.baseSha())) {
             return new Commit(head == null ? worktree.baseSha() : head, "", null);

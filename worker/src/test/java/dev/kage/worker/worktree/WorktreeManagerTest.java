@@ -303,6 +303,33 @@ class WorktreeManagerTest {
     }
 
     @Test
+    void aRetryThatFindsNoReadyWorktreeGetsAFreshOneOnTheBranchItsFirstRunLeftInARemovedReadyOne() throws Exception {
+        // One slot, one ready worktree: what a retry meets when the pool is empty (a burst took it, or another
+        // repository's job evicted it). Its first run took a ready worktree, removed without git: until the next
+        // prune, git still counts that folder as having the job's branch checked out.
+        Path otherOrigin = GitTestRepos.create(dir.resolve("other-origin"));
+        WorktreeManager pooled = new WorktreeManager(dir.resolve("pooled"), 1, 1);
+        pooled.remove(pooled.create(origin.toString(), "main", "kage/warm/demo", "warm-demo"));
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(() -> pooled.readyCount() == 1);
+        Worktree first = pooled.create(origin.toString(), "main", "kage/t9/demo", "t9-demo");
+        assertThat(first.ready()).isTrue();
+        pooled.remove(first);
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(() -> pooled.readyCount() == 1);
+        // Another repository's job evicts the first one's ready worktree; its own refill leaves the pool to that repository.
+        pooled.remove(pooled.create(otherOrigin.toString(), "main", "kage/o1/demo", "o1-demo"));
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(() -> pooled.readyCount() == 1);
+
+        Worktree retry = pooled.create(origin.toString(), "main", "kage/t9/demo", "t9-demo");
+        assertThat(retry.ready()).as("no ready worktree of this repository was left").isFalse();
+        Files.writeString(retry.path().resolve("RETRY.md"), "second run\n");
+        assertThat(pooled.commit(retry, "retry").diffStat()).isEqualTo("1 file changed, 1 insertion(+)");
+        pooled.push(retry);
+        assertThat(Git.run(origin, "show", "kage/t9/demo:RETRY.md")).isEqualTo("second run");
+        pooled.remove(retry);
+        pooled.close();
+    }
+
+    @Test
     void readyWorktreesGiveWayToAJobWhenMaxActiveWorktreesIsReached() throws Exception {
         Path otherOrigin = GitTestRepos.create(dir.resolve("other-origin"));
         WorktreeManager pooled = new WorktreeManager(dir.resolve("pooled"), 2, 2);
@@ -342,6 +369,30 @@ class WorktreeManagerTest {
             assertThat(Git.run(origin, "show", "kage/r2/demo:RUN.md")).isEqualTo("run " + run);
         }
         pooled.close();
+    }
+
+    @Test
+    void anAgentThatSwitchedBranchOrDetachedHeadHasItsWorkCommittedAndPushedOnTheJobsBranch() throws Exception {
+        Worktree worktree = manager.create(origin.toString(), "main", "kage/b1/demo", "b1-demo");
+        Git.run(worktree.path(), "checkout", "--quiet", "-b", "fix-123");
+        Files.writeString(worktree.path().resolve("FIX.md"), "on a branch of the agent's own\n");
+        Git.run(worktree.path(), "add", "FIX.md");
+        Git.run(worktree.path(), "-c", "user.name=Agent", "-c", "user.email=agent@localhost", "commit", "--quiet", "-m", "fix");
+        Files.writeString(worktree.path().resolve("MORE.md"), "left for the worker to commit\n");
+        Commit commit = manager.commit(worktree, "kage: the rest");
+        manager.push(worktree);
+        assertThat(commit.diffStat()).isEqualTo("2 files changed, 2 insertions(+)");
+        assertThat(Git.run(origin, "rev-parse", "kage/b1/demo")).isEqualTo(commit.sha());
+        assertThat(Git.run(origin, "show", "kage/b1/demo:FIX.md")).isEqualTo("on a branch of the agent's own");
+        manager.remove(worktree);
+
+        Worktree detached = manager.create(origin.toString(), "main", "kage/b2/demo", "b2-demo");
+        Git.run(detached.path(), "checkout", "--quiet", "--detach");
+        Files.writeString(detached.path().resolve("DETACHED.md"), "on a detached HEAD\n");
+        Commit second = manager.commit(detached, "kage: detached");
+        manager.push(detached);
+        assertThat(Git.run(origin, "rev-parse", "kage/b2/demo")).isEqualTo(second.sha()).isNotEqualTo(detached.baseSha());
+        manager.remove(detached);
     }
 
     @Test
