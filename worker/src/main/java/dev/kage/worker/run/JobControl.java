@@ -29,6 +29,7 @@ public final class JobControl {
     private volatile boolean finishing;
     private volatile boolean exited;
     private volatile boolean outcomeChecked;
+    private volatile dev.kage.tokens.Usage charged;
 
     /** The job holds a slot; {@code release} gives it back. */
     void holdSlot(Runnable release) {
@@ -103,13 +104,20 @@ public final class JobControl {
         exited = true;
     }
 
+    /** True once the job's agent has exited ({@link #agentExited}) or it is {@linkplain #finishing() finishing}: no stop applies. */
+    public boolean unstoppable() {
+        return exited || finishing;
+    }
+
     /**
-     * Asks the job to stop; the first reason given wins. A shutdown leaves a job whose agent exited alone: interrupting
-     * what is left (settling, pushing, recording its outcome) would only make a finished run look unfinished and run it
-     * again.
+     * Asks the job to stop; the first reason given wins. Nothing stops a job whose agent exited: there is no process
+     * left to kill, and interrupting what is left (settling, committing, pushing, recording its outcome) would only
+     * throw a finished, paid-for run away — a shutdown would hand it back and a lost lease leave it pending, so it ran
+     * again; a cancel would record it as cancelled and free, over its real outcome. Its task stays cancelled; another
+     * worker that reclaimed its entry finds its outcome and does not run it again.
      */
     public synchronized void stop(StopReason why) {
-        if (why == StopReason.SHUTDOWN && (finishing || exited)) {
+        if (finishing || exited) {
             return;
         }
         if (reason == null) {
@@ -119,6 +127,19 @@ public final class JobControl {
                 t.interrupt();
             }
         }
+    }
+
+    /**
+     * What the stopped run was charged to the budgets (the prompt and the output counted until it was killed), for the
+     * row that records it; called by the job's own thread before it rethrows the stop.
+     */
+    public void charged(dev.kage.tokens.Usage usage) {
+        this.charged = usage;
+    }
+
+    /** What {@link #charged} recorded; null when the run was charged nothing. */
+    public dev.kage.tokens.Usage charged() {
+        return charged;
     }
 
     public StopReason reason() {

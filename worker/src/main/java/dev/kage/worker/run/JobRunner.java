@@ -19,6 +19,7 @@ import dev.kage.events.EventLog;
 import dev.kage.queue.JobQueue;
 import dev.kage.queue.JobQueue.ClaimedJob;
 import dev.kage.redis.RedisPipeline;
+import io.lettuce.core.RedisException;
 import dev.kage.agent.AgentLimits;
 import dev.kage.ratelimit.FleetRateLimiter;
 import dev.kage.ratelimit.FleetRateLimiter.Decision;
@@ -328,7 +329,7 @@ public final class JobRunner {
             start = cancelled ? LiveTaskState.StartCheck.CANCELLED : LiveTaskState.StartCheck.STARTED;
         }
         if (start == LiveTaskState.StartCheck.CANCELLED) {
-            finish(claimed, job, control, new Outcome(cancelledResult(job, agent, "cancelled before it started", null), List.of()));
+            finish(claimed, job, control, new Outcome(cancelledResult(job, agent, "cancelled before it started", null, null), List.of()));
             return;
         }
         LOG.info("Job {} (attempt {}) starting on {}", job.jobId(), job.attempt(), worker.workerId());
@@ -447,7 +448,7 @@ public final class JobRunner {
             case CANCELLED -> {
                 AgentConfig agent = catalog.require(job.agent());
                 finish(claimed, job, control, new Outcome(cancelledResult(job, agent, "cancelled while running; its process tree was killed",
-                        "kage/" + job.taskId() + "/" + job.agent()), List.of()));
+                        "kage/" + job.taskId() + "/" + job.agent(), control.charged()), List.of()));
             }
             case SHUTDOWN -> {
                 if (claimed.redelivered() && !control.isOutcomeChecked()) {
@@ -520,6 +521,42 @@ public final class JobRunner {
         }
     }
 
+    /** How long a run whose agent exited waits for Redis to settle its usage before it gives up (the entry stays pending). */
+    static final Duration SETTLE_PATIENCE = Duration.ofMinutes(5);
+
+    /**
+     * {@code call} (an idempotent Redis step after the agent exited: settling its usage), asked again every second while
+     * Redis cannot answer (a failover, a restart), for up to {@link #SETTLE_PATIENCE}. Giving up at once threw a finished,
+     * paid-for run away: its worktree went, and the entry ran again elsewhere. Nothing stops a job whose agent exited,
+     * so the wait is not interrupted; a refusal Redis gives for the command itself (a script error) is not waited out.
+     */
+    private <T> T untilRedisAnswers(JobMessage job, String what, java.util.function.Supplier<T> call) {
+        long deadline = System.nanoTime() + SETTLE_PATIENCE.toNanos();
+        boolean told = false;
+        while (true) {
+            try {
+                return call.get();
+            } catch (RedisException e) {
+                boolean refused = e instanceof io.lettuce.core.RedisCommandExecutionException
+                        && !String.valueOf(e.getMessage()).matches("(?s)^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|READONLY|CLUSTERDOWN).*");
+                if (refused || System.nanoTime() - deadline > 0) {
+                    throw e;
+                }
+                if (!told) {
+                    LOG.warn("Job {}: Redis cannot {} now ({}); asking again every second for up to {} min", job.jobId(), what,
+                            e.getMessage(), SETTLE_PATIENCE.toMinutes());
+                    told = true;
+                }
+                try {
+                    Thread.sleep(1_000);
+                } catch (InterruptedException interrupted) {
+                    Thread.currentThread().interrupt();
+                    throw e;
+                }
+            }
+        }
+    }
+
     /**
      * Whether the job's attempt has its outcome, in Postgres or in the agent's outbox. The outbox is read only once
      * Postgres answers (while it cannot, the outbox grows, and reading it all every retry would load Redis for
@@ -541,10 +578,13 @@ public final class JobRunner {
     /** How long a job delivered again waits before asking Postgres again whether its attempt finished. */
     static final Duration OUTCOME_CHECK_RETRY = Duration.ofSeconds(2);
 
-    private ResultRecord cancelledResult(JobMessage job, AgentConfig agent, String summary, String branch) {
-        return new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), JobStatus.CANCELLED, summary, 0, 0, 0, 0,
-                BigDecimal.ZERO.setScale(6), Usage.UsageSource.AGENT.wireName(), agent.model(), 0, null, branch, null, null,
-                worker.workerId(), job.attempt(), null);
+    /** @param charged what the run was charged before it was stopped (its row says so, as the budgets count it); null: nothing */
+    private ResultRecord cancelledResult(JobMessage job, AgentConfig agent, String summary, String branch, Usage charged) {
+        Usage usage = charged != null ? charged : new Usage(0, 0, 0, 0, BigDecimal.ZERO, Usage.UsageSource.AGENT);
+        return new ResultRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), JobStatus.CANCELLED, summary,
+                usage.inputTokens(), usage.outputTokens(), usage.cacheReadTokens(), usage.cacheWriteTokens(),
+                usage.costUsd().setScale(6, java.math.RoundingMode.UP), usage.source().wireName(), agent.model(), 0, null, branch,
+                null, null, worker.workerId(), job.attempt(), null);
     }
 
     private ResultRecord noopResult(JobMessage job, AgentConfig agent) {
@@ -693,6 +733,9 @@ public final class JobRunner {
             long usdMicros = agent.prices().estimateMicros(promptTokens, live.outputTokens());
             whileStopping(() -> budget.settle(hold, live.counted(), usdMicros));
             metrics.usage(job.agent(), job.tenant(), promptTokens, live.outputTokens(), 0, 0, PeriodLimits.usd(usdMicros));
+            // A cancelled run's row says what it was charged, as the budgets do.
+            control.charged(new Usage(promptTokens, live.outputTokens(), 0, 0, PeriodLimits.usd(usdMicros),
+                    Usage.UsageSource.ESTIMATE));
             throw e;
         }
         control.agentExited();
@@ -773,7 +816,8 @@ public final class JobRunner {
      * tenant's or an agent's pool is.
      */
     private void settle(JobMessage job, Hold hold, Usage usage, List<ErrorRecord> errors) {
-        Settlement settlement = budget.settle(hold, usage.totalTokens(), PeriodLimits.micros(usage.costUsd()));
+        Settlement settlement = untilRedisAnswers(job, "settle its usage",
+                () -> budget.settle(hold, usage.totalTokens(), PeriodLimits.micros(usage.costUsd())));
         metrics.usage(job.agent(), job.tenant(), usage.inputTokens(), usage.outputTokens(), usage.cacheReadTokens(),
                 usage.cacheWriteTokens(), usage.costUsd());
         for (PoolSettlement pool : settlement.pools()) {
@@ -790,7 +834,12 @@ public final class JobRunner {
                     event.put("usd_used", PeriodLimits.usd(pool.usdUsedMicros()).toPlainString());
                     event.put("usd_limit", PeriodLimits.usd(pool.usdLimitMicros()).toPlainString());
                 }
-                events.publish("budget.warning", event);
+                try {
+                    events.publish("budget.warning", event);
+                } catch (RedisException e) {
+                    // The warning is logged above; failing the settled run for its event would run the agent again.
+                    LOG.warn("Event budget.warning of job {} not published: {}", job.jobId(), e.getMessage());
+                }
             }
         }
         if (!settlement.firstTime()) {
@@ -1005,6 +1054,7 @@ public final class JobRunner {
         } catch (InterruptedException e) {
             if (sent.get()) {
                 whileStopping(() -> budget.settle(hold, unanswered.totalTokens(), PeriodLimits.micros(unanswered.costUsd())));
+                control.charged(unanswered);
             } else {
                 whileStopping(() -> budget.release(hold));
                 if (grant[0] != null) {

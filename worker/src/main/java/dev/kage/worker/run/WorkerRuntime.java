@@ -532,7 +532,7 @@ public final class WorkerRuntime {
             return;
         }
         List<Running> running = inFlight.values().stream()
-                .filter(r -> !r.control().finishing() && r.control().reason() == null).toList();
+                .filter(r -> !r.control().unstoppable() && r.control().reason() == null).toList();
         if (!leaseLost || !running.isEmpty()) {
             LOG.error("No heartbeat has reached Redis for {} s (the lease is {} s): stopping {} running job(s) here, since "
                     + "another worker may reclaim them once this worker's heartbeat lapses; they run again there",

@@ -471,6 +471,63 @@ class JobRunnerTest {
                 .taskPool("acme", run.task.id().toString(), 50_000, 0);
         assertThat(pool.reserved()).isZero();
         assertThat(pool.used()).isGreaterThan(dev.kage.tokens.TokenCounter.count("o200k_base", "wait"));
+        // Its row says what the budgets were charged (the reports and the seed's queries read the rows), not "free".
+        assertThat(run.result.totalTokens()).isEqualTo(pool.used());
+        assertThat(run.result.usageSource()).isEqualTo("estimate");
+        assertThat(store.results(run.task.id())).singleElement().satisfies(row -> {
+            assertThat(row.status()).isEqualTo(JobStatus.CANCELLED);
+            assertThat(row.totalTokens()).isEqualTo(pool.used());
+        });
+    }
+
+    @Test
+    void aRunWhoseSettlementMeetsARedisOutageIsSettledWhenRedisAnswersAndRecordedOnceNotRunAgain() throws Exception {
+        // The ledger reaches Redis through a proxy that stalls (a failover, a hung server) as the agent exits: its
+        // settle times out. Given up at once, the finished run was thrown away and its entry ran again elsewhere.
+        Path starts = dir.resolve("starts");
+        Path exiting = dir.resolve("exiting");
+        AgentConfig agent = agent("sleeper", List.of("/bin/bash", "-c", "echo started >> '" + starts + "'; echo the work is done; "
+                + "touch '" + exiting + "'; sleep 1", "sleeper", "{prompt}"));
+        URI url = URI.create(TestServices.redisUrl());
+        ch.qos.logback.core.read.ListAppender<ch.qos.logback.classic.spi.ILoggingEvent> log = new ch.qos.logback.core.read.ListAppender<>();
+        ch.qos.logback.classic.Logger logger = (ch.qos.logback.classic.Logger) org.slf4j.LoggerFactory.getLogger(JobRunner.class);
+        log.start();
+        logger.addAppender(log);
+        try (dev.kage.testing.TcpProxy proxy = dev.kage.testing.TcpProxy.start(url.getHost(), url.getPort() > 0 ? url.getPort() : 6379)) {
+            io.lettuce.core.RedisURI proxied = io.lettuce.core.RedisURI.create(
+                    dev.kage.testing.TcpProxy.redirectRedisUrl(TestServices.redisUrl(), proxy));
+            proxied.setTimeout(Duration.ofSeconds(1));
+            io.lettuce.core.RedisClient client = io.lettuce.core.RedisClient.create(proxied);
+            try (var ledgerConnection = client.connect(dev.kage.redis.Utf8Codec.INSTANCE)) {
+                Harness h = harness(BudgetMode.ENFORCE, agent, Map.of(), origin.toString(), ledgerConnection.sync());
+                TaskRecord task = h.submit("finish during an outage", 50_000, "main", 60);
+                Thread outage = Thread.ofVirtual().start(() -> {
+                    org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(30)).until(() -> Files.exists(exiting));
+                    proxy.stall();
+                    // Redis comes back once the runner has said it waits for it.
+                    org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(30)).until(() -> log.list.stream()
+                            .anyMatch(e -> e.getFormattedMessage().contains("Redis cannot settle its usage now")));
+                    proxy.resume();
+                });
+                h.runner().run(h.claim(), new JobControl());
+                outage.join();
+
+                assertThat(Files.readAllLines(starts)).as("the agent ran once").hasSize(1);
+                assertThat(store.results(task.id())).singleElement().satisfies(row -> {
+                    assertThat(row.status()).isEqualTo(JobStatus.COMPLETED);
+                    assertThat(row.commitSha()).isNotNull();
+                });
+                assertThat(pending()).as("acknowledged").isZero();
+                var pool = new BudgetLedger(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8, PeriodLimits.NONE, Clock.systemUTC())
+                        .taskPool("acme", task.id().toString(), 50_000, 0);
+                assertThat(pool.reserved()).as("settled, nothing left held").isZero();
+                assertThat(pool.used()).isEqualTo(store.results(task.id()).getFirst().totalTokens()).isPositive();
+            } finally {
+                client.shutdown();
+            }
+        } finally {
+            logger.detachAppender(log);
+        }
     }
 
     @Test
@@ -531,6 +588,12 @@ class JobRunnerTest {
     }
 
     private Harness harness(BudgetMode mode, AgentConfig agent, Map<String, String> extraEnv, String defaultRepo) {
+        return harness(mode, agent, extraEnv, defaultRepo, redis.redis());
+    }
+
+    /** @param ledgerRedis the connection the budget ledger uses (one through a proxy, to make Redis fail for it alone) */
+    private Harness harness(BudgetMode mode, AgentConfig agent, Map<String, String> extraEnv, String defaultRepo,
+                            io.lettuce.core.api.sync.RedisCommands<String, String> ledgerRedis) {
         KageKeys keys = redis.keys();
         Map<String, String> env = TestServices.environment(redis.namespace(), db.schema());
         env.put("BUDGET_MODE", mode.name());
@@ -543,7 +606,7 @@ class JobRunnerTest {
         LiveTaskState live = new LiveTaskState(keys, redis.redis());
         JobRunner runner = new JobRunner(settings, worker, catalog, queue, store, live,
                 new EventLog(keys, redis.redis(), Clock.systemUTC()),
-                new BudgetLedger(keys, redis.redis(), mode, 0.8, settings.budget().tenantDefaults(), Clock.systemUTC()),
+                new BudgetLedger(keys, ledgerRedis, mode, 0.8, settings.budget().tenantDefaults(), Clock.systemUTC()),
                 limiter(keys, catalog, settings), new WorktreeManager(worker.workDir()), new ProcessRunner(),
                 new OutcomeRecorder(store, keys, redis.redis()), redis.pipeline(), Clock.systemUTC(), new WorkerMetrics(meters));
         return new Harness(agent, queue, runner);
