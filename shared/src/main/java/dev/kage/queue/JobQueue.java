@@ -601,6 +601,15 @@ public final class JobQueue {
     }
 
     /**
+     * Whether the dead letters hold one made of {@code job}'s entry (its {@code dead_from_stream} and {@code dead_from_id}),
+     * looking at the newest {@code scanAtMost}. For the rare repair of a letter that was never written.
+     */
+    public boolean hasDeadLetter(ClaimedJob job, String tenant, String agent, int scanAtMost) {
+        return !deadLetters(tenant, agent, 1, scanAtMost, letter -> job.entryId().equals(letter.fields().get("dead_from_id"))
+                && job.stream().equals(letter.fields().get("dead_from_stream"))).isEmpty();
+    }
+
+    /**
      * Removes a dead letter without replaying it. A letter of a job takes the mark a replay takes first (replay.lua),
      * so a discard and a replay of one letter at once cannot both happen: one finds the other's mark.
      *

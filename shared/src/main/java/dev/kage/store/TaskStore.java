@@ -490,6 +490,14 @@ public final class TaskStore {
                 .one() > 0);
     }
 
+    /** Whether an error row with this {@code error_key} exists. */
+    public boolean hasError(String errorKey) {
+        return call(handle -> handle.createQuery("SELECT count(*) FROM task_errors WHERE error_key = :key")
+                .bind("key", errorKey)
+                .mapTo(Long.class)
+                .one() > 0);
+    }
+
     /** Appends error rows (idempotently for rows with a key), e.g. a failed attempt that will be retried. */
     public void insertErrors(List<ErrorRecord> errors) {
         run(handle -> handle.useTransaction(tx -> errors.forEach(e -> insertError(tx, e))));

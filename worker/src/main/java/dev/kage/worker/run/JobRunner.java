@@ -273,6 +273,19 @@ public final class JobRunner {
         // unable to say leaves the entry pending for the next pass, as a run would wait.
         try {
             if (recorded(job)) {
+                if (store.hasError(errorKey(job, "PoisonJobError"))
+                        && !queue.hasDeadLetter(claimed, job.tenant(), job.agent(), settings.queue().deadLetterMax())) {
+                    // An earlier pass recorded it as poison and could not write its letter (Redis failed, or the worker
+                    // died, in between): acknowledged now, it would stay failed for good, its row pointing at a letter that
+                    // does not exist and cannot be replayed.
+                    LOG.warn("Job {} attempt {} was recorded as poison but has no dead letter; writing it now", job.jobId(),
+                            job.attempt());
+                    TaskStatus status = store.find(job.tenant(), UUID.fromString(job.taskId())).map(t -> t.status())
+                            .orElse(TaskStatus.RUNNING);
+                    live.jobFinished(job.tenant(), job.taskId(), job.agent(), JobStatus.FAILED, status);
+                    letter(claimed, job, reason, Optional.of(status));
+                    return;
+                }
                 LOG.info("Job {} attempt {} already has its outcome; acknowledging the re-delivery instead of dead-lettering it",
                         job.jobId(), job.attempt());
                 queue.ack(claimed);
@@ -292,6 +305,11 @@ public final class JobRunner {
         Optional<TaskStatus> taskStatus = outcomes.record(job.agent(), failedResult(job, agent, error.errorMessage(), null),
                 List.of(error));
         live.jobFinished(job.tenant(), job.taskId(), job.agent(), JobStatus.FAILED, taskStatus.orElse(TaskStatus.RUNNING));
+        letter(claimed, job, reason, taskStatus);
+    }
+
+    /** Moves a poison job's entry, its failure recorded, to the dead letters, and says so. */
+    private void letter(ClaimedJob claimed, JobMessage job, String reason, Optional<TaskStatus> taskStatus) {
         String deadId = queue.deadLetter(claimed, reason, settings.queue().deadLetterMax());
         deadLettered(claimed, job.agent());
         Map<String, String> event = new HashMap<>(Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),

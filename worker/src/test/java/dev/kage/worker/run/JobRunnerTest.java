@@ -1,6 +1,7 @@
 package dev.kage.worker.run;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -321,6 +322,34 @@ class JobRunnerTest {
         assertThat(pending()).as("acknowledged").isZero();
         assertThat(store.errors(task.id())).as("no PoisonJobError").isEmpty();
         assertThat(store.results(task.id())).extracting(ResultRecord::status).containsExactly(JobStatus.COMPLETED);
+    }
+
+    @Test
+    void aPoisonJobWhoseLetterCouldNotBeWrittenGetsItOnTheNextPassNotJustAnAcknowledgement() throws Exception {
+        AgentConfig agent = agent("claude-code", List.of(DEMO_AGENT.toString()));
+        Harness h = harness(BudgetMode.LOG, agent);
+        TaskRecord task = h.submit("p", 60);
+        ClaimedJob claimed = h.claim();
+        ClaimedJob redelivered = new ClaimedJob(claimed.stream(), claimed.entryId(), claimed.fields(), true);
+        // Redis refuses the letter (a clobbered key here; a failover or a worker killed at that point alike).
+        redis.redis().set(redis.keys().deadLetters(), "not a stream");
+        assertThatThrownBy(() -> h.runner().poisoned(redelivered, 5)).isInstanceOf(io.lettuce.core.RedisException.class);
+        assertThat(store.errors(task.id())).extracting(ErrorRecord::errorType).containsExactly("PoisonJobError");
+        assertThat(pending()).as("still pending").isEqualTo(1);
+        redis.redis().del(redis.keys().deadLetters());
+
+        // The next reclaim pass: the failure is recorded, the letter is not. Before, this pass only acknowledged it.
+        h.runner().poisoned(redelivered, 6);
+        var letters = redis.redis().xrange(redis.keys().deadLetters(), io.lettuce.core.Range.create("-", "+"));
+        assertThat(letters).singleElement().satisfies(m -> assertThat(m.getBody()).containsEntry("dead_from_id", claimed.entryId()));
+        assertThat(pending()).as("acknowledged").isZero();
+        assertThat(store.errors(task.id())).as("one PoisonJobError").hasSize(1);
+        assertThat(redis.redis().xrange(redis.keys().events(), io.lettuce.core.Range.create("-", "+")))
+                .extracting(m -> m.getBody().get("type")).contains("job.dead_lettered");
+
+        // A pass after that finds both and only acknowledges: still one letter.
+        h.runner().poisoned(redelivered, 7);
+        assertThat(redis.redis().xlen(redis.keys().deadLetters())).isEqualTo(1);
     }
 
     @Test
