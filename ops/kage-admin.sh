@@ -9,7 +9,7 @@
 # `create` prints the key alone on standard output (KEY=$(ops/kage-admin.sh keys create ...)); it is shown this
 # once and stored only as its SHA-256. Settings: DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/kage),
 # KAGE_DB_SCHEMA (default development_docs), KAGE_COORDINATOR_JAR (default coordinator/target/kage-coordinator.jar;
-# build it with ./mvnw -B -q -DskipTests package).
+# build it with ops/mvnw.sh -B -q -DskipTests package, which runs ./mvnw with a JDK >= 21).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
@@ -20,6 +20,6 @@ if [[ $# -eq 0 || $1 != keys ]]; then
   sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 fi
-[[ -f $JAR ]] || die "no coordinator jar at $JAR: build it with ./mvnw -B -q -DskipTests package (or set KAGE_COORDINATOR_JAR)"
+[[ -f $JAR ]] || die "no coordinator jar at $JAR: build it with ops/mvnw.sh -B -q -DskipTests package (or set KAGE_COORDINATOR_JAR)"
 find_java
 exec "$JAVA_HOME/bin/java" -jar "$JAR" "$@"

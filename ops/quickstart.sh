@@ -12,7 +12,7 @@
 #   status  which of our processes run, and whether the coordinator is healthy.
 #
 # Everything it makes lives in the run dir (git-ignored): coordinator.log, worker-N.log,
-# *.pid, agents.yml, demo-repo/, work/, jars/.
+# *.pid, coordinator.port, coordinator.env, agents.yml, demo-repo/, work/, jars/.
 #
 # Environment (defaults in brackets):
 #   KAGE_RUN_DIR              run dir [<repo>/.run/quickstart]
@@ -29,6 +29,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
+need_linux
 ROOT=$(kage_root)
 RUN=${KAGE_RUN_DIR:-$ROOT/.run/quickstart}
 PORT=${PORT:-8003}
@@ -110,6 +111,28 @@ launch() {
   shift 3
   (cd "$RUN" && exec env "$@" nohup "$JAVA_HOME/bin/java" "$(marker)" -jar "$jar") </dev/null >"$log" 2>&1 9>&- &
   printf '%s\n' "$!" >"$pidfile"
+}
+
+# The settings a running coordinator was started with (coordinator.env, beside coordinator.port): a coordinator
+# (and its workers) reached with other ones would serve another Redis, database or namespace.
+fleet_settings() {
+  printf 'REDIS_URL=%s\nDATABASE_URL=%s\nKAGE_NAMESPACE=%s\nKAGE_DB_SCHEMA=%s\n' \
+    "$REDIS_URL" "$DATABASE_URL" "$KAGE_NAMESPACE" "$KAGE_DB_SCHEMA"
+}
+
+# fail when the running coordinator was started with other settings than this start's
+check_same_settings() { # pid
+  local file=$RUN/coordinator.env line name differ=""
+  if [[ ! -f $file ]]; then
+    warn "the running coordinator (pid $1) recorded no settings ($file, from an older $SELF); reusing it as it is"
+    return 0
+  fi
+  while IFS= read -r line; do
+    name=${line%%=*}
+    grep -qxF -- "$line" "$file" || differ+="${differ:+;} $name (running: $(sed -n "s/^$name=//p" "$file"), now: ${line#*=})"
+  done < <(fleet_settings)
+  [[ -z $differ ]] ||
+    die "the quickstart fleet running from $RUN (coordinator pid $1) was started with other settings:$differ. Run '$SELF stop' first, then start again (or start with the same settings)"
 }
 
 # fail when PORT is taken by something that is not our coordinator
@@ -273,6 +296,7 @@ start_coordinator() {
     if [[ $recorded != "$PORT" ]]; then
       die "the quickstart coordinator from $RUN (pid $pid) listens on port $recorded, not $PORT: run '$SELF stop' first, or use PORT=$recorded"
     fi
+    # its settings were checked by cmd_start (check_same_settings)
     if wait_healthy "$pid"; then
       say "coordinator: reusing the running one (pid $pid, $(url))"
       return 0
@@ -288,6 +312,7 @@ start_coordinator() {
   launch "$RUN/coordinator.log" "$pidfile" "$RUN/jars/kage-coordinator.jar" \
     PORT="$PORT" KAGE_DEV_MODE=true KAGE_AGENTS_FILE="$RUN/agents.yml"
   printf '%s\n' "$PORT" >"$RUN/coordinator.port"
+  fleet_settings >"$RUN/coordinator.env"
   pid=$(read_pid "$pidfile")
   say "coordinator: started (pid $pid, port $PORT, log $RUN/coordinator.log); waiting up to ${HEALTH_WAIT}s for health ..."
   if ! wait_healthy "$pid"; then
@@ -386,6 +411,11 @@ cmd_start() {
   fi
   PORT=$((10#$PORT))
   WORKERS=$((10#$WORKERS))
+  # what this needs on the machine itself fails first, before anything is started or installed
+  find_java
+  say "Java: $JAVA_HOME ($(java_home_version "$JAVA_HOME"))"
+  command -v git >/dev/null 2>&1 ||
+    die "git is not installed; the demo repo and the workers' worktrees need it: sudo apt-get install git (Fedora: sudo dnf install git), then run $SELF again"
   mkdir -p "$RUN"
   RUN=$(cd "$RUN" && pwd)
   if command -v flock >/dev/null 2>&1; then
@@ -394,12 +424,16 @@ cmd_start() {
   fi
 
   say "run dir: $RUN"
-  # fail fast, before services and the build, when the port belongs to someone else
-  running_pid "$RUN/coordinator.pid" >/dev/null || check_port_free
+  # fail fast, before services and the build, when the port belongs to someone else or the
+  # running coordinator was started with other settings
+  local running
+  if running=$(running_pid "$RUN/coordinator.pid"); then
+    check_same_settings "$running"
+  else
+    check_port_free
+  fi
   # 9>&-: a Redis or Postgres started from here must not inherit the lock, or it outlives this run and refuses the next
   "$ROOT/ops/services.sh" up 9>&- || die "Redis/Postgres are not ready (see above)"
-  find_java
-  say "Java: $JAVA_HOME ($(java_home_version "$JAVA_HOME"))"
   build
   stage_jars
   demo_repo
@@ -483,7 +517,7 @@ cmd_stop() {
       rm -f "$RUN/${names[i]}.pid"
     done
   fi
-  rm -f "$RUN/coordinator.port"
+  rm -f "$RUN/coordinator.port" "$RUN/coordinator.env"
   say "Redis and Postgres keep running; 'ops/services.sh down' stops the ones it started."
 }
 

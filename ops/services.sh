@@ -199,7 +199,9 @@ can_admin() {
   return 1
 }
 
-apt_install() { # packages...
+# apt_ready: we may install Debian packages here (apt-get, root or passwordless sudo, no KAGE_SERVICES_NO_INSTALL);
+# updates the package lists once.
+apt_ready() {
   [[ ${KAGE_SERVICES_NO_INSTALL:-0} == 1 ]] && return 1
   have apt-get || return 1
   can_admin || return 1
@@ -208,6 +210,27 @@ apt_install() { # packages...
     "${SUDO[@]}" apt-get update -qq || return 1
     APT_UPDATED=1
   fi
+}
+
+# apt_candidate_ok PACKAGE MIN_MAJOR WHAT HINT: the version apt would install (after apt_ready) is at least
+# MIN_MAJOR; else says so (with HINT, where to get a newer one) instead of installing a version we would reject.
+apt_candidate_ok() {
+  local pkg=$1 min=$2 what=$3 hint=$4 cand major
+  cand=$(LC_ALL=C apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: *//p' | head -n 1)
+  if [[ -z $cand || $cand == "(none)" ]]; then
+    warn "$what: apt has no $pkg package here (apt-cache policy $pkg); not installing it. $hint"
+    return 1
+  fi
+  major=${cand#*:} # "5:7.0.15-1~deb12u1" -> 7, "15+248" -> 15
+  major=${major%%[!0-9]*}
+  if [[ $major =~ ^[0-9]+$ ]] && ((major < min)); then
+    warn "$what: apt would install $pkg $cand, older than version $min, the oldest Kage Bunshin supports; not installing it. $hint"
+    return 1
+  fi
+}
+
+apt_install() { # packages...
+  apt_ready || return 1
   log "installing $* from Debian packages ..."
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" || return 1
 }
@@ -260,15 +283,17 @@ redis_raw() { # command...
   ' _ "$(tcp_host "$R_HOST")" "$R_PORT" "$auth" "$*" 2>/dev/null || true
 }
 
-redis_ping() {
-  local reply
+redis_ping_reply() { # prints the reply to PING: PONG, or e.g. "LOADING ...", "NOAUTH ...", nothing
   if have redis-cli; then
-    reply=$(redis_cli ping 2>/dev/null || true)
+    redis_cli ping 2>/dev/null || true
   else
-    [[ $R_TLS -eq 1 ]] && return 1
-    reply=$(redis_raw PING | head -n1)
+    [[ $R_TLS -eq 1 ]] && return 0
+    redis_raw PING | head -n1
   fi
-  [[ $reply == *PONG* ]]
+}
+
+redis_ping() {
+  [[ $(redis_ping_reply) == *PONG* ]]
 }
 
 redis_version() {
@@ -294,15 +319,23 @@ redis_check_version() {
   log "redis: version $v"
 }
 
-redis_wait() {
-  local i
-  for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+redis_wait() { # up to WAIT_SECONDS (wall clock: a probe itself may take seconds)
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  while :; do
     redis_ping && return 0
+    ((SECONDS < deadline)) || return 1
     sleep 0.5
   done
-  return 1
 }
 
+redis_marker() { # bin dir: record the redis-server we started, so `down` stops it
+  local pid=""
+  [[ -s $2/redis.pid ]] && pid=$(<"$2/redis.pid")
+  printf 'kind=redis-server\npid=%s\nbin=%s\nport=%s\n' "$pid" "$1" "$R_PORT" >"$STATE_DIR/redis-$R_PORT.started"
+  printf '%s' "$pid"
+}
+
+# -> 0 ready, 1 not started, 2 started but not ready (recorded for `down`)
 redis_start_local() {
   local bin dir bind
   bin=$(command -v redis-server)
@@ -323,15 +356,25 @@ redis_start_local() {
     warn "redis-server failed to start; see $dir/redis.log"
     return 1
   fi
+  # recorded at once (its pid file may not exist yet: down falls back to it), so `down` can stop it if it never answers
+  redis_marker "$bin" "$dir" >/dev/null
   if ! redis_wait; then
     warn "redis-server did not answer PING within ${WAIT_SECONDS}s; last log lines:"
     tail -n 5 "$dir/redis.log" >&2 || true
-    return 1
+    return 2
   fi
-  local pid=""
-  [[ -s $dir/redis.pid ]] && pid=$(<"$dir/redis.pid")
-  printf 'kind=redis-server\npid=%s\nbin=%s\nport=%s\n' "$pid" "$bin" "$R_PORT" >"$STATE_DIR/redis-$R_PORT.started"
+  local pid
+  pid=$(redis_marker "$bin" "$dir")
   log "redis: started redis-server from $bin on $bind:$R_PORT (pid ${pid:-?}, data $dir)"
+}
+
+# started_not_ready SERVICE HOST:PORT: the how-to when a server this script started does not answer in time
+started_not_ready() {
+  cat >&2 <<EOF
+$1: the server this script started at $2 did not become ready (see above); it is recorded as started here, so:
+    $0 up        # again waits for it (a larger KAGE_SERVICES_WAIT, now ${WAIT_SECONDS}s, waits longer: a long recovery)
+    $0 down      # stops it (then see its log)
+EOF
 }
 
 redis_how_to() {
@@ -356,10 +399,31 @@ redis_up() {
     return 1
   fi
   if tcp_open "$R_HOST" "$R_PORT"; then
-    warn "redis: something listens on $R_HOST:$R_PORT but does not answer PING like Redis (wrong password or another program?)"
-    return 1
+    local reply
+    reply=$(redis_ping_reply)
+    case $reply in
+      *NOAUTH* | *WRONGPASS* | *"invalid password"* | *"invalid username"*)
+        warn "redis: $R_HOST:$R_PORT refuses the login ($reply): put the right user/password in REDIS_URL (redis://[user]:password@host:port)"
+        return 1
+        ;;
+    esac
+    # Redis loading its data (-LOADING), or docker-proxy accepting before the container is up
+    log "redis: something listens on $R_HOST:$R_PORT but does not answer PING yet${reply:+ ($reply)}; waiting up to ${WAIT_SECONDS}s ..."
+    if ! redis_wait; then
+      warn "redis: something listens on $R_HOST:$R_PORT but did not answer PING like Redis within ${WAIT_SECONDS}s (wrong password or another program?)"
+      return 1
+    fi
+    log "redis: answers at $R_HOST:$R_PORT now (reused)"
+    redis_check_version || return 1
+    return 0
   fi
   if ! have redis-server; then
+    if ! apt_ready; then
+      redis_how_to
+      return 1
+    fi
+    apt_candidate_ok redis-server "$REDIS_MIN_MAJOR" redis \
+      "Get Redis >= $REDIS_MIN_MAJOR from packages.redis.io, or 'docker compose up -d redis' from $REPO_DIR." || return 1
     if apt_install redis-server redis-tools; then
       log "redis: installed redis-server from Debian packages ($(command -v redis-server))"
       # the package may have started its own service on the default port
@@ -373,7 +437,13 @@ redis_up() {
       return 1
     fi
   fi
-  redis_start_local || return 1
+  local started=0
+  redis_start_local || started=$?
+  if [[ $started -eq 2 ]]; then
+    started_not_ready redis "$R_HOST:$R_PORT"
+    return 1
+  fi
+  [[ $started -eq 0 ]] || return 1
   redis_check_version || return 1
 }
 
@@ -452,8 +522,26 @@ pg_tool() { # name of a client tool: PATH first, then the newest /usr/lib/postgr
   [[ -x $d/$t ]] && printf '%s\n' "$d/$t"
 }
 
-pg_bindir() { # newest server binaries: /usr/lib/postgresql/<highest version>/bin, else PATH
-  local d best
+# pg_bindir [VERSION]: server binaries of VERSION (a data dir's PG_VERSION), else the newest:
+# /usr/lib/postgresql/<version>/bin, else initdb/pg_ctl on PATH (when they are that version)
+pg_bindir() {
+  local want=${1:-} d best v
+  if [[ -n $want ]]; then
+    d=/usr/lib/postgresql/$want/bin
+    if [[ -x $d/initdb && -x $d/pg_ctl ]]; then
+      printf '%s\n' "$d"
+      return 0
+    fi
+    if have initdb && have pg_ctl; then
+      v=$(initdb --version 2>/dev/null | sed -n 's/^.*(PostgreSQL) \([0-9][0-9.]*[a-z0-9]*\).*$/\1/p' | head -n 1)
+      # "15.20" or "15" for PG_VERSION 15, "9.6.24" for 9.6
+      if [[ $v == "$want" || ($v == "$want"* && ${v#"$want"} == [!0-9]*) ]]; then
+        dirname "$(command -v initdb)"
+        return 0
+      fi
+    fi
+    return 1
+  fi
   best=$(for d in /usr/lib/postgresql/*/bin; do
     if [[ -x $d/initdb && -x $d/pg_ctl ]]; then printf '%s\n' "$d"; fi
   done | sort -V | tail -n1)
@@ -475,13 +563,13 @@ pg_ready() {
   fi
 }
 
-pg_wait() {
-  local i
-  for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+pg_wait() { # up to WAIT_SECONDS (wall clock: a probe itself may take seconds)
+  local deadline=$((SECONDS + WAIT_SECONDS))
+  while :; do
     pg_ready && return 0
+    ((SECONDS < deadline)) || return 1
     sleep 0.5
   done
-  return 1
 }
 
 psql_run() { # dbname, SQL on stdin, extra psql args...
@@ -494,6 +582,19 @@ psql_run() { # dbname, SQL on stdin, extra psql args...
 pg_version_num() {
   printf 'SHOW server_version_num;\n' | psql_run postgres 2>/dev/null ||
     printf 'SHOW server_version_num;\n' | psql_run template1 2>/dev/null
+}
+
+# psql, which the version check and the database check need: installed (postgresql-client) when missing and we may
+pg_ensure_psql() {
+  pg_tool psql >/dev/null && return 0
+  log "postgres: psql is missing (needed to check the version and the database)"
+  if apt_install postgresql-client && pg_tool psql >/dev/null; then
+    log "postgres: installed postgresql-client ($(pg_tool psql))"
+    return 0
+  fi
+  warn "postgres: psql is missing and this script could not install it; install it, then run '$0 up' again:" \
+    "sudo apt-get install postgresql-client (Fedora: sudo dnf install postgresql; macOS: brew install libpq)"
+  return 1
 }
 
 pg_check_version() {
@@ -569,27 +670,63 @@ pg_trust_loopback() { # version cluster
   "${as[@]}" pg_ctlcluster "$1" "$2" reload >/dev/null 2>&1 || true
 }
 
+# DATABASE_URL's user can log in (to the postgres or template1 database)
+pg_login_ok() {
+  [[ $(pg_version_num 2>/dev/null) =~ ^[0-9]+$ ]]
+}
+
+# Only for a Debian cluster this script has just started, when DATABASE_URL cannot log in (Debian's pg_hba.conf
+# asks for a password over TCP): trust loopback as pg_trust_loopback does, when root or passwordless sudo;
+# else say which lines to add.
+pg_login_or_trust() { # version cluster
+  local ver=$1 name=$2 i
+  pg_tool psql >/dev/null || return 0 # pg_ensure_psql, later, says so
+  pg_login_ok && return 0
+  if can_admin && pg_trust_loopback "$ver" "$name"; then
+    for ((i = 0; i < 10; i++)); do # the reload takes a moment
+      pg_login_ok && return 0
+      sleep 0.5
+    done
+  fi
+  warn "postgres: cannot log in as '$P_USER' at $P_HOST:$P_PORT to cluster $ver/$name, which this script started. Put the password in DATABASE_URL, or (development machine) add these lines above the other 'host' lines of /etc/postgresql/$ver/$name/pg_hba.conf:"
+  {
+    printf '    host    all             all             127.0.0.1/32            trust\n'
+    printf '    host    all             all             ::1/128                 trust\n'
+    printf '  then reload it: sudo pg_ctlcluster %s %s reload\n' "$ver" "$name"
+  } >&2
+  return 1
+}
+
+# -> 0 ready, 1 not started, 2 started but not ready (recorded for `down`)
 pg_start_debian_cluster() { # version cluster
-  local ver=$1 name=$2
+  local ver=$1 name=$2 st=""
   can_admin || SUDO=() # not root and no sudo: works only if we own the cluster
   local -a ctl=(pg_ctlcluster)
   if pg_ctlcluster --help 2>&1 | grep -q skip-systemctl-redirect; then
     ctl+=(--skip-systemctl-redirect)
   fi
   log "postgres: starting Debian cluster $ver/$name with pg_ctlcluster ..."
-  "${SUDO[@]}" "${ctl[@]}" "$ver" "$name" start || return 1
-  if ! pg_wait; then
-    warn "postgres: cluster $ver/$name did not become ready within ${WAIT_SECONDS}s"
-    return 1
+  if ! "${SUDO[@]}" "${ctl[@]}" "$ver" "$name" start; then
+    # pg_ctlcluster may give up waiting while the server goes on starting (a long recovery)
+    read -r _ _ st <<<"$(pg_cluster_on_port || true)"
+    [[ $st == online* ]] || return 1
+    warn "postgres: pg_ctlcluster $ver $name start failed, but the cluster runs ($st)"
   fi
+  # recorded at once, so `down` can stop it even if it never becomes ready
   mkdir -p "$STATE_DIR"
   printf 'kind=pg_ctlcluster\nversion=%s\ncluster=%s\nport=%s\n' "$ver" "$name" "$P_PORT" >"$STATE_DIR/postgres-$P_PORT.started"
+  if ! pg_wait; then
+    warn "postgres: cluster $ver/$name did not become ready within ${WAIT_SECONDS}s (log: /var/log/postgresql/postgresql-$ver-$name.log)"
+    return 2
+  fi
   log "postgres: started cluster $ver/$name with pg_ctlcluster on port $P_PORT"
+  pg_login_or_trust "$ver" "$name" || true # pg_ensure_db fails later, with the message above
 }
 
+# -> 0 ready, 1 not started, 2 started but not ready (recorded for `down`)
 pg_start_private() {
-  local bindir base data listen
-  bindir=$(pg_bindir) || return 1
+  local bindir base data listen want=""
+  pg_bindir >/dev/null || return 1
   base="$STATE_DIR/postgres-$P_PORT"
   data="$base/data"
   PG_OS_USER=""
@@ -618,6 +755,12 @@ pg_start_private() {
     localhost) listen=localhost ;;
     *) listen=$P_HOST ;;
   esac
+  # an existing cluster runs with the binaries of its own version, not the newest installed
+  [[ -f $data/PG_VERSION ]] && want=$(<"$data/PG_VERSION")
+  if ! bindir=$(pg_bindir "$want"); then
+    warn "postgres: the private cluster in $data is PostgreSQL $want, whose server binaries are not installed (/usr/lib/postgresql/$want/bin): install postgresql-$want, or remove $base to start afresh"
+    return 1
+  fi
   if [[ ! -f $data/PG_VERSION ]]; then
     log "postgres: initdb a private cluster in $data ($bindir)"
     rm -rf "$data"
@@ -637,16 +780,22 @@ fsync = off
 EOF
   fi
   log "postgres: starting $bindir/postgres on $listen:$P_PORT ..."
+  # recorded before the start: pg_ctl stops waiting after WAIT_SECONDS while the server goes on starting, and
+  # `down` must be able to stop it (for a server that is not running, `down` only drops the marker)
+  mkdir -p "$STATE_DIR"
+  printf 'kind=pg_ctl\nbindir=%s\ndata=%s\nosuser=%s\nport=%s\n' "$bindir" "$data" "$PG_OS_USER" "$P_PORT" \
+    >"$STATE_DIR/postgres-$P_PORT.started"
   if ! as_pg_user "$bindir/pg_ctl" -D "$data" -l "$base/postgres.log" -w -t "$WAIT_SECONDS" start >/dev/null; then
+    sleep 1 # a server pg_ctl gave up on may write its pid file only now
     warn "postgres: pg_ctl start failed; last log lines:"
     tail -n 5 "$base/postgres.log" >&2 || true
+    [[ -f $data/postmaster.pid ]] && return 2 # still starting
     return 1
   fi
   if ! pg_wait; then
     warn "postgres: did not become ready within ${WAIT_SECONDS}s; see $base/postgres.log"
-    return 1
+    return 2
   fi
-  printf 'kind=pg_ctl\nbindir=%s\ndata=%s\nosuser=%s\nport=%s\n' "$bindir" "$data" "$PG_OS_USER" "$P_PORT" >"$STATE_DIR/postgres-$P_PORT.started"
   log "postgres: started $bindir/postgres (private cluster, data $data, run as ${PG_OS_USER:-$(id -un)}) on port $P_PORT"
 }
 
@@ -668,19 +817,35 @@ pg_up() {
     pg_how_to
     return 1
   elif tcp_open "$P_HOST" "$P_PORT"; then
-    warn "postgres: something listens on $P_HOST:$P_PORT but pg_isready does not accept it"
-    return 1
+    # PostgreSQL starting or in recovery (pg_isready: rejecting), or docker-proxy accepting before the container is up
+    log "postgres: something listens on $P_HOST:$P_PORT but pg_isready does not accept it yet; waiting up to ${WAIT_SECONDS}s ..."
+    if ! pg_wait; then
+      warn "postgres: something listens on $P_HOST:$P_PORT but pg_isready did not accept it within ${WAIT_SECONDS}s (still recovering, or another program?)"
+      return 1
+    fi
+    log "postgres: answers at $P_HOST:$P_PORT now (reused)"
   else
-    local cl="" started=0 ver name
+    local cl="" started=0 ver name src
     if cl=$(pg_cluster_on_port); then
       read -r ver name _ <<<"$cl"
-      if pg_start_debian_cluster "$ver" "$name"; then
+      src=0
+      pg_start_debian_cluster "$ver" "$name" || src=$?
+      if [[ $src -eq 0 ]]; then
         started=1
+      elif [[ $src -eq 2 ]]; then
+        started_not_ready postgres "$P_HOST:$P_PORT"
+        return 1
       else
         warn "postgres: could not start Debian cluster $ver/$name; trying a private cluster"
       fi
     fi
     if [[ $started -eq 0 ]] && ! pg_bindir >/dev/null; then
+      if ! apt_ready; then
+        pg_how_to
+        return 1
+      fi
+      apt_candidate_ok postgresql $((PG_MIN_VERSION_NUM / 10000)) postgres \
+        "Get PostgreSQL >= $((PG_MIN_VERSION_NUM / 10000)) from the PGDG apt repository (apt.postgresql.org), or 'docker compose up -d postgres' from $REPO_DIR." || return 1
       if apt_install postgresql postgresql-client; then
         log "postgres: installed postgresql from Debian packages ($(pg_bindir))"
         if cl=$(pg_cluster_on_port); then
@@ -690,8 +855,15 @@ pg_up() {
           if pg_ready; then
             log "postgres: the Debian package's cluster $ver/$name answers at $P_HOST:$P_PORT (reused; managed by the system, not by this script)"
             started=1
-          elif pg_start_debian_cluster "$ver" "$name"; then
-            started=1
+          else
+            src=0
+            pg_start_debian_cluster "$ver" "$name" || src=$?
+            if [[ $src -eq 0 ]]; then
+              started=1
+            elif [[ $src -eq 2 ]]; then
+              started_not_ready postgres "$P_HOST:$P_PORT"
+              return 1
+            fi
           fi
         fi
       else
@@ -700,12 +872,18 @@ pg_up() {
       fi
     fi
     if [[ $started -eq 0 ]]; then
-      pg_start_private || {
+      src=0
+      pg_start_private || src=$?
+      if [[ $src -eq 2 ]]; then
+        started_not_ready postgres "$P_HOST:$P_PORT"
+        return 1
+      elif [[ $src -ne 0 ]]; then
         pg_how_to
         return 1
-      }
+      fi
     fi
   fi
+  pg_ensure_psql || return 1
   local rc=0
   # too old: fails here (the app would fail later, less clearly); unreadable (a login problem): fails below
   local version_rc=0

@@ -29,10 +29,15 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
+need_linux
 ROOT=$(kage_root)
 cd "$ROOT"
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/kage}
+
+# a missing JDK fails first, before anything is started or installed
+find_java
+say "Java: $JAVA_HOME"
 
 say "services ..."
 ops/services.sh up || die "Redis/Postgres are not ready (see above)"
@@ -44,8 +49,6 @@ if [[ -z ${KAGE_TEST_DATABASE_URL:-} ]]; then
   export KAGE_TEST_DATABASE_URL
   DATABASE_URL=$KAGE_TEST_DATABASE_URL ops/services.sh up >/dev/null || die "could not prepare the test database (see above)"
 fi
-find_java
-say "Java: $JAVA_HOME"
 
 if agents_dir=$(install_agents "${KAGE_AGENTS_CACHE:-$HOME/.cache/kage/agents}"); then
   export KAGE_TEST_AGENTS_DIR=$agents_dir

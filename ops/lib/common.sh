@@ -7,6 +7,7 @@
 #   warn MSG...            print "[kage] WARNING: MSG" to stderr
 #   die MSG...             print "[kage] ERROR: MSG" to stderr and exit 1
 #   db_url_with_name URL NAME   DATABASE_URL with its database replaced by NAME (libpq or jdbc form)
+#   need_linux             exit 1 with a clear message unless this is Linux (the worker needs it)
 #
 # Settings: KAGE_JAVA_MIN (minimum Java feature version, default 21).
 
@@ -119,18 +120,34 @@ db_url_with_name() {
       scheme=${url%%://*}://
       rest=${url#*://}
       ;;
+    jdbc:postgresql:*) # short form jdbc:postgresql:dbname[?options] (localhost:5432), as ops/services.sh reads it
+      scheme=jdbc:postgresql:
+      rest=${url#jdbc:postgresql:}
+      ;;
     *) die "DATABASE_URL must be postgresql://user@host:port/db or jdbc:postgresql://host:port/db (got '$url')" ;;
   esac
   if [[ $rest == *\?* ]]; then
     query="?${rest#*\?}"
     rest=${rest%%\?*}
   fi
-  authority=${rest%%/*}
   # a dbname= option would win over the path: replace it too
   if [[ $query =~ ^(.*[?\&])dbname=[^\&]*(.*)$ ]]; then
     query=${BASH_REMATCH[1]}dbname=$name${BASH_REMATCH[2]}
   fi
+  if [[ $scheme == jdbc:postgresql: ]]; then
+    printf '%s%s%s' "$scheme" "$name" "$query"
+    return 0
+  fi
+  authority=${rest%%/*}
   printf '%s%s/%s%s' "$scheme" "$authority" "$name" "$query"
+}
+
+# need_linux: the worker runs agents under util-linux's setsid/setpriv and reads /proc, so the fleet needs Linux.
+need_linux() {
+  local os
+  os=$(uname -s 2>/dev/null || printf unknown)
+  [[ $os == Linux ]] && return 0
+  die "the Kage Bunshin worker needs Linux (util-linux setsid and setpriv, /proc), and this machine runs $os. Run the fleet in Docker instead: ops/mvnw.sh -B -DskipTests package && docker compose up -d --build (see README.md, Docker)"
 }
 
 # result_field LINE KEY -> the value of KEY=value in a RESULT line
@@ -193,8 +210,26 @@ install_agents() {
   fi
   installed=$(node -p "require('$dir/node_modules/@anthropic-ai/claude-code/package.json').version + ' ' + \
 require('$dir/node_modules/@openai/codex/package.json').version" 2>/dev/null || true)
-  if [[ $installed != "$CLAUDE_CODE_VERSION $CODEX_VERSION" \
-    || ! -x $dir/node_modules/@anthropic-ai/claude-code-linux-x64/claude ]]; then
+  # Claude Code's native binary comes in a platform package (claude-code-linux-x64, -linux-arm64, -darwin-arm64, ...,
+  # maybe -musl) picked from uname; on another architecture, check node_modules/.bin/claude
+  local os arch claude_bin=$dir/node_modules/.bin/claude f
+  os=$(uname -s | tr '[:upper:]' '[:lower:]')
+  case $(uname -m) in
+    x86_64 | amd64) arch=x64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) arch="" ;;
+  esac
+  if [[ -n $arch ]]; then
+    claude_bin=""
+    for f in "$dir/node_modules/@anthropic-ai/claude-code-$os-$arch/claude" \
+      "$dir/node_modules/@anthropic-ai/claude-code-$os-$arch-musl/claude"; do
+      if [[ -x $f ]]; then
+        claude_bin=$f
+        break
+      fi
+    done
+  fi
+  if [[ $installed != "$CLAUDE_CODE_VERSION $CODEX_VERSION" || -z $claude_bin || ! -x $claude_bin ]]; then
     say "installing @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION and @openai/codex@$CODEX_VERSION into $dir ..." >&2
     mkdir -p "$dir"
     if ! npm install --prefix "$dir" --no-audit --no-fund --loglevel=error \
