@@ -209,11 +209,24 @@ public final class TaskService {
      * @return true when every job is in Redis
      */
     boolean enqueue(TaskRecord task) {
-        return enqueue(task, jobsOf(task));
+        return enqueue(task, jobsOf(task)) == Enqueued.YES;
+    }
+
+    /** What became of an enqueue. */
+    private enum Enqueued {
+        YES,
+        /** Redis answered with an error for these jobs (a clobbered key, say): others may still go in. */
+        REFUSED,
+        /** Redis did not answer (down, a timeout): nothing else will go in now. */
+        UNREACHABLE;
+
+        static Enqueued failed(RedisException e) {
+            return e instanceof io.lettuce.core.RedisCommandExecutionException ? REFUSED : UNREACHABLE;
+        }
     }
 
     /** {@link #enqueue(TaskRecord)} of some of the task's jobs (the reconciler's: those missing from Redis). */
-    private boolean enqueue(TaskRecord task, List<JobMessage> jobs) {
+    private Enqueued enqueue(TaskRecord task, List<JobMessage> jobs) {
         String id = task.id().toString();
         List<String> agents = task.assignments().stream().map(Assignment::cliName).toList();
         try {
@@ -234,12 +247,12 @@ public final class TaskService {
         } catch (RedisException e) {
             LOG.error("Task {} is recorded but Redis refused its jobs ({}); the reconciler enqueues it when Redis answers",
                     id, e.getMessage());
-            return false;
+            return Enqueued.failed(e);
         }
         enqueuedMarks.add(task.id());
         // DEBUG: at a thousand submits a second a line each would be most of the log; kage.events has every submit.
         LOG.debug("Task {} for tenant {} queued for {}", id, task.tenant(), agents);
-        return true;
+        return Enqueued.YES;
     }
 
     /**
@@ -247,7 +260,7 @@ public final class TaskService {
      * once: the replay's own script may have added it meanwhile), without the submit's live state and event, which would
      * write the task's other, ended jobs queued again.
      */
-    private boolean enqueueReplayed(TaskRecord task, List<JobMessage> jobs) {
+    private Enqueued enqueueReplayed(TaskRecord task, List<JobMessage> jobs) {
         try {
             for (JobMessage job : jobs) {
                 if (queue.enqueue(job).isPresent()) {
@@ -259,10 +272,10 @@ public final class TaskService {
         } catch (RedisException e) {
             LOG.error("Task {} was reopened by a replay, but Redis refused its jobs ({}); retried when Redis answers", task.id(),
                     e.getMessage());
-            return false;
+            return Enqueued.failed(e);
         }
         enqueuedMarks.add(task.id());
-        return true;
+        return Enqueued.YES;
     }
 
     /**
@@ -311,17 +324,21 @@ public final class TaskService {
             if (jobs.stream().anyMatch(job -> job.attempt() > 1)) {
                 LOG.info("Reconciler: task {} was reopened by a dead letter's replay that did not reach Redis; enqueuing {}",
                         task.id(), jobs.stream().map(job -> job.jobId() + " attempt " + job.attempt()).toList());
-                if (!enqueueReplayed(task, jobs)) {
+                Enqueued enqueued = enqueueReplayed(task, jobs);
+                if (enqueued == Enqueued.UNREACHABLE) {
                     break;
                 }
-                done++;
+                done += enqueued == Enqueued.YES ? 1 : 0;
                 continue;
             }
             LOG.info("Reconciler: task {} was never confirmed in Redis; enqueuing it", task.id());
-            if (!enqueue(task, jobs)) {
+            // One task Redis refuses (a clobbered key of its agent) must not hold back every task after it; one Redis
+            // does not answer for ends the pass.
+            Enqueued enqueued = enqueue(task, jobs);
+            if (enqueued == Enqueued.UNREACHABLE) {
                 break;
             }
-            done++;
+            done += enqueued == Enqueued.YES ? 1 : 0;
         }
         return done;
     }
@@ -377,10 +394,17 @@ public final class TaskService {
             }
             for (var entry : missingJobs(page).entrySet()) {
                 for (JobMessage job : entry.getValue()) {
-                    if (queue.enqueue(job).isPresent()) {
-                        requeued++;
-                        LOG.warn("Reconciler: job {} of task {} was missing from Redis (lost with Redis's last writes); "
-                                + "enqueued it again", job.jobId(), entry.getKey());
+                    try {
+                        if (queue.enqueue(job).isPresent()) {
+                            requeued++;
+                            LOG.warn("Reconciler: job {} of task {} was missing from Redis (lost with Redis's last writes); "
+                                    + "enqueued it again", job.jobId(), entry.getKey());
+                        }
+                    } catch (io.lettuce.core.RedisCommandExecutionException refused) {
+                        // Refused for this job alone (a clobbered key of its agent): the others are enqueued, and the
+                        // check is not repeated for ever. Redis not answering ends the pass, which runs again.
+                        LOG.error("Reconciler: job {} of task {} was missing from Redis, which refused to enqueue it again "
+                                + "({}); the jobs after it go on", job.jobId(), entry.getKey(), refused.getMessage());
                     }
                 }
             }

@@ -282,6 +282,48 @@ class SubmitSafetyApiTest {
     }
 
     @Test
+    void aTaskRedisRefusesToEnqueueHoldsBackNeitherTheReconcilerNorTheRequeueOfLostJobs() throws Exception {
+        // One agent's stream key was clobbered (a string): Redis answers WRONGTYPE for its jobs, and only for them.
+        Database database = coordinator.context().getBean(Database.class);
+        TaskStore store = new TaskStore(database);
+        var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
+        var redis = coordinator.redis().redis();
+        String clobbered = coordinator.redis().keys().jobStream("clobbered", Priority.NORMAL);
+        redis.set(clobbered, "not a stream");
+        List<UUID> made = new ArrayList<>();
+        try {
+            var refused = queuedTask("its agent's stream is broken", "clobbered");
+            var behind = queuedTask("behind it", "behind-clobbered");
+            made.addAll(List.of(refused.id(), behind.id()));
+            store.insert(refused);
+            store.insert(behind);
+            database.jdbi().useHandle(h -> {
+                h.execute("UPDATE tasks SET created_at = now() - interval '2 minutes' WHERE id = ?", refused.id());
+                h.execute("UPDATE tasks SET created_at = now() - interval '1 minute' WHERE id = ?", behind.id());
+            });
+            service.reconcile();
+            String behindStream = coordinator.redis().keys().jobStream("behind-clobbered", Priority.NORMAL);
+            assertThat(redis.xlen(behindStream)).as("the task after the refused one is enqueued").isEqualTo(1);
+
+            // After a Redis restart: jobs confirmed once and lost since. The refused one is logged; the others go in.
+            var lostRefused = queuedTask("lost, its agent's stream broken", "clobbered");
+            var lostBehind = queuedTask("lost behind it", "lost-behind-clobbered");
+            for (var task : List.of(lostRefused, lostBehind)) {
+                store.insert(task);
+                store.markEnqueued(task.id());
+                made.add(task.id());
+            }
+            service.requeueLost();
+            assertThat(redis.xlen(coordinator.redis().keys().jobStream("lost-behind-clobbered", Priority.NORMAL))).isEqualTo(1);
+        } finally {
+            // Ended, so that this class's other tests (one coordinator, one schema) find none of them to requeue.
+            database.jdbi().useHandle(h -> h.createUpdate("UPDATE tasks SET status = 'cancelled' WHERE id = ANY(:ids)")
+                    .bindArray("ids", UUID.class, made).execute());
+            redis.del(clobbered);
+        }
+    }
+
+    @Test
     void anUnconfirmedTaskWhoseJobRanMeanwhileIsMarkedNotEnqueuedAgain() throws Exception {
         // The reconciler read the task as queued and unconfirmed (its coordinator died before marking the row); since
         // then a worker ran its job: result row committed, enqueue-once marker deleted (agent "ran-meanwhile").
