@@ -184,4 +184,15 @@ class TaskStoreTest {
             assertThat(e.detailsJson()).contains("\"token_limit\": 50000");
         });
     }
+
+    @Test
+    void theMostARunIsTakenToCostFitsItsRow() {
+        // Usage clamps what an agent reports to MAX_COST_USD; the row must hold it (numeric(14, 6) refused it).
+        TaskRecord task = task("acme", "demo");
+        store.insert(task);
+        String most = dev.kage.tokens.Usage.MAX_COST_USD.setScale(6).toPlainString();
+        store.recordOutcome(result(task, "demo", JobStatus.COMPLETED, most), List.of());
+        assertThat(store.results(task.id())).singleElement()
+                .satisfies(r -> assertThat(r.cost()).isEqualByComparingTo(dev.kage.tokens.Usage.MAX_COST_USD));
+    }
 }

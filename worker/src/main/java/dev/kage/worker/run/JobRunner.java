@@ -641,12 +641,7 @@ public final class JobRunner {
             LOG.info("Job {}: released the budget hold of the worker it was reclaimed from", job.jobId());
         }
         if (!hold.accepted()) {
-            ErrorRecord error = refusalError(job, hold.refusal());
-            metrics.budgetViolation(hold.refusal().pool().kind().wireName(), "refused");
-            LOG.warn("Job {} not started: {}", job.jobId(), error.errorMessage());
-            events.publish("budget.refused", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
-                    "pool", hold.refusal().pool().describe(), "message", error.errorMessage()));
-            return new Outcome(failedResult(job, agent, "not started: " + error.errorMessage(), null), List.of(error));
+            return refused(job, agent, hold);
         }
 
         if (agent.type().isHttp()) {
@@ -687,9 +682,7 @@ public final class JobRunner {
             if (!budget.renew(hold)) {
                 hold = budget.reserve(request);
                 if (!hold.accepted()) {
-                    ErrorRecord error = refusalError(job, hold.refusal());
-                    metrics.budgetViolation(hold.refusal().pool().kind().wireName(), "refused");
-                    return new Outcome(failedResult(job, agent, "not started: " + error.errorMessage(), null), List.of(error));
+                    return refused(job, agent, hold);
                 }
             }
             return runAgent(job, agent, worktree, hold, promptTokens, estimate, control,
@@ -880,6 +873,16 @@ public final class JobRunner {
                 errors.add(violation);
             }
         }
+    }
+
+    /** A job whose hold was refused: not started, said in a log line, a {@code budget.refused} event and its row. */
+    private Outcome refused(JobMessage job, AgentConfig agent, Hold hold) {
+        ErrorRecord error = refusalError(job, hold.refusal());
+        metrics.budgetViolation(hold.refusal().pool().kind().wireName(), "refused");
+        LOG.warn("Job {} not started: {}", job.jobId(), error.errorMessage());
+        events.publish("budget.refused", Map.of("task_id", job.taskId(), "tenant", job.tenant(), "agent", job.agent(),
+                "pool", hold.refusal().pool().describe(), "message", error.errorMessage()));
+        return new Outcome(failedResult(job, agent, "not started: " + error.errorMessage(), null), List.of(error));
     }
 
     /** The row of a job that could not reserve: the seed's row for the task's pool, its like for the others. */

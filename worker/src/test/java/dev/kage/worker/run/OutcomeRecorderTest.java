@@ -126,7 +126,7 @@ class OutcomeRecorderTest {
         store.insertAll(List.of(good, overflowing, nulls, later));
         TaskRecord rowless = StoreTestData.task("t1", "a");
         OutcomeRecorder outcomes = new OutcomeRecorder(store, redis.keys(), redis.redis());
-        // A cost beyond numeric(14, 6): Postgres refuses the statement (SQLSTATE 22003), whatever else it carries.
+        // A cost beyond numeric(16, 6): Postgres refuses the statement (SQLSTATE 22003), whatever else it carries.
         dev.kage.task.ResultRecord tooCostly = StoreTestData.result(overflowing, "a", JobStatus.COMPLETED, "123456789012.5");
         // NULs in an agent's output and stderr (refused by text and jsonb) are replaced when the outcome is made.
         dev.kage.task.ResultRecord withNul = withSummary(StoreTestData.result(nulls, "a", JobStatus.FAILED, "0.01"),
@@ -201,7 +201,7 @@ class OutcomeRecorderTest {
         TaskRecord task = StoreTestData.task("t1", "a");
         store.insert(task);
         OutcomeRecorder outcomes = new OutcomeRecorder(store, redis.keys(), redis.redis());
-        // Postgres refuses the outcome for its content (a cost beyond numeric(14, 6)); then, as if it were shutting down,
+        // Postgres refuses the outcome for its content (a cost beyond numeric(16, 6)); then, as if it were shutting down,
         // it refuses the failed result that would end the job instead (SQLSTATE 57P01, raised by a trigger).
         db.database().jdbi().useHandle(h -> {
             h.execute("""
