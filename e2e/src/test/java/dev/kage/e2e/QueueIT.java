@@ -75,7 +75,7 @@ class QueueIT {
             await().atMost(Duration.ofSeconds(150)).pollInterval(Duration.ofSeconds(1))
                     .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 100);
 
-            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).isEmpty();
             assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE status = 'completed'")).isEqualTo(200);
             assertThat(fleet.count("SELECT count(DISTINCT job_id) FROM execution_results")).isEqualTo(200);
             for (String id : ids) {
@@ -188,7 +188,7 @@ class QueueIT {
             fleet.startCoordinator(env());
             fleet.awaitHealthy();
             fleet.startWorker("cancel-w1", dir.resolve("work"), origin, env(Map.of("MAX_PARALLEL_CLIS", "1")));
-            String running = submit(fleet, "slow sleep=60", List.of("rec-a"), Map.of());
+            String running = submit(fleet, "slow sleep=60 grandchild", List.of("rec-a"), Map.of());
             String queued = submit(fleet, "later sleep=1", List.of("rec-a"), Map.of());
             await().atMost(Duration.ofSeconds(30)).until(() -> count("start " + running + "/rec-a ") == 1);
             // Its start reaches Postgres with the outcome writer's next group commit: within 10 ms, later on a busy machine.
@@ -209,6 +209,11 @@ class QueueIT {
             assertThat(view.get("status").asText()).isEqualTo("cancelled");
             assertThat(view.get("budget").get("tokens_reserved").asLong()).isZero();
             assertThat(count("end " + running + "/rec-a ")).as("the running agent was killed").isZero();
+            // The whole tree: the process the agent started beside itself too, not only the agent.
+            long grandchild = Long.parseLong(read(runs.resolve((running + "/rec-a").replaceAll("[^A-Za-z0-9._-]", "_")
+                    + ".grandchild")).strip());
+            await().atMost(Duration.ofSeconds(15)).until(() ->
+                    !ProcessHandle.of(grandchild).map(ProcessHandle::isAlive).orElse(false));
             assertThat(count("start " + queued + "/rec-a ")).as("the queued job never started").isZero();
             assertThat(fleet.post("/api/v1/tasks/" + running + "/cancel", KEY, "").statusCode()).isEqualTo(409);
         }
@@ -242,7 +247,7 @@ class QueueIT {
                     + " AND task_id::text = ANY(string_to_array(?, ','))", String.join(",", backlog));
             assertThat(fleet.log("backlog-live")).contains("Reclaimed");
             assertThat(backlogDone).as("backlog jobs done before the reclaimed job finished").isLessThan(70);
-            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).isEmpty();
         }
     }
 
@@ -265,7 +270,7 @@ class QueueIT {
             assertThat(done.get("agents").get(0).get("worker").asText()).isEqualTo("handback-w2");
             assertThat(count("start " + id + "/rec-a ")).isEqualTo(2);
             assertThat(fleet.log("handback-w2")).doesNotContain("Reclaimed");
-            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).isEmpty();
         }
     }
 
@@ -289,7 +294,7 @@ class QueueIT {
             redis.restart();
             await().atMost(Duration.ofSeconds(120)).pollInterval(Duration.ofSeconds(1))
                     .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 30);
-            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).isEmpty();
             assertThat(fleet.count("SELECT count(*) FROM execution_results")).isEqualTo(30);
             long startedAfter = read(runs.resolve("runs.log")).lines().filter(l -> l.startsWith("start "))
                     .filter(l -> Long.parseLong(l.substring(l.lastIndexOf(' ') + 1)) > restartedAt).count();
@@ -316,7 +321,7 @@ class QueueIT {
             redis.restart();
             JsonNode task = awaitFinal(fleet, id, Duration.ofSeconds(120));
             assertThat(task.get("status").asText()).isEqualTo("completed");
-            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).isEmpty();
             assertThat(count("start " + id + "/rec-a ")).as("the lost run, then one more").isEqualTo(2);
             assertThat(count("end " + id + "/rec-a ")).as("the lost run was stopped before its end").isEqualTo(1);
             assertThat(fleet.log("lost-w1") + fleet.log("lost-w2")).contains("pending nowhere (Redis lost it)");
@@ -345,7 +350,7 @@ class QueueIT {
             proxy.restore();
             JsonNode task = awaitFinal(fleet, id, Duration.ofSeconds(90));
             assertThat(task.get("status").asText()).isEqualTo("completed");
-            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).isEmpty();
             assertThat(count("end " + id + "/rec-a ")).as("the cut-off run was stopped before its end").isEqualTo(1);
             assertThat(fleet.log("lease-w1")).contains("No heartbeat has reached Redis for");
             assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE task_id = '" + id + "'")).isEqualTo(1);
@@ -410,7 +415,7 @@ class QueueIT {
             await().atMost(Duration.ofSeconds(30)).pollInterval(Duration.ofMillis(300))
                     .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 4);
             assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE status = 'completed'")).isEqualTo(4);
-            assertThat(read(runs.resolve("runs.log"))).doesNotContain("OVERLAP");
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).isEmpty();
             assertThat(lines("start ")).isEqualTo(4);
             assertThat(fleet.log("slow-pg-w1") + fleet.log("slow-pg-w2")).doesNotContain("Reclaimed");
         }

@@ -154,4 +154,43 @@ public final class Chaos {
         }
         return Files.readAllLines(runsLog).stream().filter(l -> l.startsWith(prefix)).toList();
     }
+
+    /**
+     * Every sign in a fixture's run log that a job ran twice at once: the fixture's own {@code OVERLAP} lines (a run
+     * that could not take its job's lock), and any two runs of one job by different processes whose recorded
+     * [start, end] times intersect (a run with no end line, killed, counts from its start to its start).
+     */
+    public static List<String> overlaps(Path runsLog) throws IOException {
+        List<String> found = new java.util.ArrayList<>(runLines(runsLog, "OVERLAP "));
+        record Run(String job, String pid, long start, long end) {
+        }
+        java.util.Map<String, Run> byPid = new java.util.LinkedHashMap<>();
+        for (String line : runLines(runsLog, "")) {
+            String[] f = line.split(" ");
+            if (f.length != 4 || !f[3].matches("\\d+")) {
+                continue;
+            }
+            long at = Long.parseLong(f[3]);
+            switch (f[0]) {
+                case "start" -> byPid.put(f[2], new Run(f[1], f[2], at, at));
+                case "end", "fail" -> byPid.computeIfPresent(f[2], (pid, run) -> new Run(run.job(), pid, run.start(), at));
+                default -> { }
+            }
+        }
+        java.util.Map<String, List<Run>> byJob = byPid.values().stream()
+                .collect(java.util.stream.Collectors.groupingBy(Run::job));
+        for (List<Run> runs : byJob.values()) {
+            for (int i = 0; i < runs.size(); i++) {
+                for (int j = i + 1; j < runs.size(); j++) {
+                    Run a = runs.get(i);
+                    Run b = runs.get(j);
+                    if (a.start() < b.end() && b.start() < a.end()) {
+                        found.add("runs of " + a.job() + " by pids " + a.pid() + " [" + a.start() + ", " + a.end() + "] and "
+                                + b.pid() + " [" + b.start() + ", " + b.end() + "] intersect");
+                    }
+                }
+            }
+        }
+        return found;
+    }
 }

@@ -278,7 +278,7 @@ class RedisRestartChaosIT {
                     SELECT id, status, enqueued_at IS NOT NULL FROM tasks
                     WHERE status NOT IN ('completed', 'partial', 'failed', 'cancelled') ORDER BY created_at LIMIT 5""");
             long lost = tasks - withResult;
-            List<String> overlaps = Chaos.runLines(runsLog, "OVERLAP ");
+            List<String> overlaps = Chaos.overlaps(runsLog);
             Map<String, Long> startsPerJob = Chaos.runLines(runsLog, "start ").stream()
                     .collect(Collectors.groupingBy(l -> l.split(" ")[1], Collectors.counting()));
             long reruns = startsPerJob.values().stream().filter(n -> n > 1).count();

@@ -250,7 +250,7 @@ class SoakChaosIT {
                         .append(String.format(Locale.ROOT, "(%.2f/task,1st_half_max=%.2f)", endPerTask, firstPerTask));
             }
             long notFinal = taskIds.size() - finalTasks(fleet);
-            List<String> overlaps = Chaos.runLines(runs.resolve("runs.log"), "OVERLAP ");
+            List<String> overlaps = Chaos.overlaps(runs.resolve("runs.log"));
             Map<String, Long> byStatus = new TreeMap<>();
             for (String row : fleet.query("SELECT status, count(*) FROM tasks GROUP BY status")) {
                 String[] parts = row.split(":");

@@ -125,7 +125,7 @@ class WorkerKillChaosIT {
                     SELECT count(*) FROM tasks t WHERE t.status = 'completed'
                     AND EXISTS (SELECT 1 FROM execution_results r WHERE r.task_id = t.id AND r.status = 'completed')""");
             long lost = jobs - withResult;
-            List<String> overlaps = Chaos.runLines(runsLog, "OVERLAP ");
+            List<String> overlaps = Chaos.overlaps(runsLog);
             Map<String, Long> startsPerJob = Chaos.runLines(runsLog, "start ").stream()
                     .collect(Collectors.groupingBy(l -> l.split(" ")[1], Collectors.counting()));
             long reruns = startsPerJob.values().stream().filter(n -> n > 1).count();
