@@ -166,6 +166,7 @@ class QueueIT {
                     env(Map.of("KAGE_RETRY_BACKOFF_BASE", "1", "KAGE_RETRY_BACKOFF_MAX", "4")));
             String retried = submit(fleet, "flaky fail=75", List.of("rec-a"), Map.of());
             String hopeless = submit(fleet, "broken fail=3", List.of("rec-b"), Map.of());
+            String exhausted = submit(fleet, "never recovers fail=75 always", List.of("rec-b"), Map.of());
             await().atMost(Duration.ofSeconds(30)).until(() -> count("fail " + retried + "/rec-a ") >= 2);
             Files.delete(runs.resolve("fail"));
 
@@ -179,7 +180,30 @@ class QueueIT {
             JsonNode failed = awaitFinal(fleet, hopeless, Duration.ofSeconds(30));
             assertThat(failed.get("status").asText()).as("exit code 3 is not retryable").isEqualTo("failed");
             assertThat(count("start " + hopeless + "/rec-b ")).isEqualTo(1);
+            assertThat(fleet.query("SELECT error_type, retryable FROM task_errors WHERE task_id = ?::uuid", hopeless))
+                    .containsExactly("AgentError:f");
+
+            // A retryable failure that never clears runs retry.max_attempts (3) times, then fails for good.
+            JsonNode gaveUp = awaitFinal(fleet, exhausted, Duration.ofSeconds(60));
+            assertThat(gaveUp.get("status").asText()).isEqualTo("failed");
+            assertThat(count("start " + exhausted + "/rec-b ")).isEqualTo(3);
+            assertThat(fleet.query("SELECT attempt, status FROM execution_results WHERE task_id = ?::uuid", exhausted))
+                    .containsExactly("3:failed");
+            assertThat(fleet.query("SELECT error_type FROM task_errors WHERE task_id = ?::uuid ORDER BY id", exhausted))
+                    .containsExactly("AgentError", "AgentError", "AgentError");
+            // The backoff: 1 s before attempt 2 and 2 s before attempt 3 (KAGE_RETRY_BACKOFF_BASE × 2^(attempt−2)), less
+            // the 20 % jitter at most. Lower bounds only: a busy machine makes the waits longer, never shorter.
+            List<Long> fails = times("fail " + exhausted + "/rec-b ");
+            List<Long> starts = times("start " + exhausted + "/rec-b ");
+            assertThat(starts.get(1) - fails.get(0)).as("ms before attempt 2").isGreaterThanOrEqualTo(800);
+            assertThat(starts.get(2) - fails.get(1)).as("ms before attempt 3").isGreaterThanOrEqualTo(1_600);
         }
+    }
+
+    /** The times (ms) of the run log's lines that start with {@code prefix}, in order. */
+    private List<Long> times(String prefix) throws Exception {
+        return read(runs.resolve("runs.log")).lines().filter(l -> l.startsWith(prefix))
+                .map(l -> Long.parseLong(l.substring(l.lastIndexOf(' ') + 1))).toList();
     }
 
     @Test
