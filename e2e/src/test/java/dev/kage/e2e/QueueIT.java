@@ -299,6 +299,41 @@ class QueueIT {
     }
 
     @Test
+    void sigtermLetsARunningJobFinishWithinTheGraceAndClaimsNothingMore() throws Exception {
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "grace"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            Process w1 = fleet.startWorker("grace-w1", dir.resolve("work"), origin,
+                    env(Map.of("KAGE_SHUTDOWN_GRACE_SECONDS", "30", "MAX_PARALLEL_CLIS", "1")));
+            String running = submit(fleet, "finishes in the grace sleep=3", List.of("rec-a"), Map.of());
+            await().atMost(Duration.ofSeconds(30)).until(() -> count("start " + running + "/rec-a ") == 1);
+            // A backlog behind it: the slot it frees must not take one of these once the worker is stopping.
+            List<String> backlog = new ArrayList<>();
+            for (int i = 0; i < 3; i++) {
+                backlog.add(submit(fleet, "backlog " + i, List.of("rec-a"), Map.of()));
+            }
+            w1.destroy();
+            assertThat(w1.waitFor(60, TimeUnit.SECONDS)).isTrue();
+
+            JsonNode finished = awaitFinal(fleet, running, Duration.ofSeconds(10));
+            assertThat(finished.get("status").asText()).isEqualTo("completed");
+            assertThat(finished.get("agents").get(0).get("worker").asText()).as("finished where it ran").isEqualTo("grace-w1");
+            assertThat(count("start " + running + "/rec-a ")).isEqualTo(1);
+            assertThat(fleet.log("grace-w1")).doesNotContain("handed back");
+            for (String id : backlog) {
+                assertThat(count("start " + id + "/rec-a ")).as("nothing claimed after SIGTERM").isZero();
+            }
+
+            fleet.startWorker("grace-w2", dir.resolve("work"), origin, env());
+            for (String id : backlog) {
+                JsonNode done = awaitFinal(fleet, id, Duration.ofSeconds(60));
+                assertThat(done.get("status").asText()).isEqualTo("completed");
+                assertThat(done.get("agents").get(0).get("worker").asText()).isEqualTo("grace-w2");
+            }
+        }
+    }
+
+    @Test
     void aRedisRestartMidRunLosesNoJob() throws Exception {
         Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
         try (PrivateRedis redis = PrivateRedis.start(true);
