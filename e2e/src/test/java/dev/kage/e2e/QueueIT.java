@@ -334,6 +334,48 @@ class QueueIT {
     }
 
     @Test
+    void underABacklogAWorkerStartsHighPriorityJobsFirstWithoutStarvingTheOthers() throws Exception {
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "priority"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            // The backlog is there before any worker: 10 of each priority, submitted low first, high last.
+            java.util.Map<String, String> priorityOf = new java.util.HashMap<>();
+            java.util.Map<String, List<String>> submitted = new java.util.LinkedHashMap<>();
+            for (String priority : List.of("low", "normal", "high")) {
+                for (int i = 0; i < 10; i++) {
+                    ObjectNode body = JSON.createObjectNode().put("description", priority + " " + i + " sleep=0.05")
+                            .put("repo", origin.toString()).put("priority", priority);
+                    body.putArray("cli_assignments").addObject().put("cli_name", "rec-a").put("timeout", 120);
+                    var response = fleet.post("/api/v1/tasks", KEY, body.toString());
+                    assertThat(response.statusCode()).as(response.body()).isEqualTo(202);
+                    String id = JSON.readTree(response.body()).get("task_id").asText();
+                    priorityOf.put(id, priority);
+                    submitted.computeIfAbsent(priority, p -> new ArrayList<>()).add(id);
+                }
+            }
+            fleet.startWorker("priority-w1", dir.resolve("work"), origin, env(Map.of("MAX_PARALLEL_CLIS", "1")));
+            await().atMost(Duration.ofSeconds(120)).pollInterval(Duration.ofSeconds(1))
+                    .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 30);
+
+            List<String> order = read(runs.resolve("runs.log")).lines().filter(l -> l.startsWith("start "))
+                    .map(l -> l.split(" ")[1].replace("/rec-a", "")).toList();
+            assertThat(order).hasSize(30);
+            for (String priority : List.of("low", "normal", "high")) {
+                assertThat(order.stream().filter(id -> priority.equals(priorityOf.get(id))).toList())
+                        .as("first in, first out within " + priority).isEqualTo(submitted.get(priority));
+            }
+            List<String> first10 = order.subList(0, 10).stream().map(priorityOf::get).toList();
+            assertThat(first10.stream().filter("high"::equals).count()).as("high goes first: " + first10).isGreaterThanOrEqualTo(6);
+            assertThat(first10).as("normal is not starved by high").contains("normal");
+            assertThat(order.stream().map(priorityOf::get).toList().subList(0, 15)).as("nor low").contains("low");
+            java.util.function.ToIntFunction<String> lastOf = priority -> order.stream().map(priorityOf::get).toList()
+                    .lastIndexOf(priority);
+            assertThat(lastOf.applyAsInt("high")).isLessThan(lastOf.applyAsInt("normal"));
+            assertThat(lastOf.applyAsInt("normal")).isLessThan(lastOf.applyAsInt("low"));
+        }
+    }
+
+    @Test
     void aRedisRestartMidRunLosesNoJob() throws Exception {
         Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
         try (PrivateRedis redis = PrivateRedis.start(true);
