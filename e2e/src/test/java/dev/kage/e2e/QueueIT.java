@@ -381,10 +381,10 @@ class QueueIT {
         try (PrivateRedis redis = PrivateRedis.start(true);
              Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "redis-restart"))) {
             Map<String, String> onPrivate = env(Map.of("REDIS_URL", redis.url()));
-            fleet.startCoordinator(onPrivate);
+            Process coordinator = fleet.startCoordinator(onPrivate);
             fleet.awaitHealthy();
-            fleet.startWorker("redis-w1", dir.resolve("work"), origin, onPrivate);
-            fleet.startWorker("redis-w2", dir.resolve("work"), origin, onPrivate);
+            Process w1 = fleet.startWorker("redis-w1", dir.resolve("work"), origin, onPrivate);
+            Process w2 = fleet.startWorker("redis-w2", dir.resolve("work"), origin, onPrivate);
             List<String> ids = new ArrayList<>();
             for (int i = 0; i < 30; i++) {
                 ids.add(submit(fleet, "through a restart " + i + " sleep=0.5", List.of("rec-a"), Map.of()));
@@ -393,10 +393,22 @@ class QueueIT {
             long restartedAt = System.currentTimeMillis();
             redis.stop();
             redis.restart();
+            // The coordinator takes work again after the restart (retrying while its connection comes back).
+            for (int i = 0; i < 5; i++) {
+                String description = "after the restart " + i + " sleep=0.1";
+                ids.add(await().atMost(Duration.ofSeconds(30)).pollInterval(Duration.ofMillis(500))
+                        .until(() -> trySubmit(fleet, description), java.util.Optional::isPresent).orElseThrow());
+            }
             await().atMost(Duration.ofSeconds(120)).pollInterval(Duration.ofSeconds(1))
-                    .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 30);
+                    .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 35);
             assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).isEmpty();
-            assertThat(fleet.count("SELECT count(*) FROM execution_results")).isEqualTo(30);
+            assertThat(fleet.count("SELECT count(*) FROM execution_results")).isEqualTo(35);
+            // Nobody crashed or restarted; each process's log says it reconnected (a restart this short is bridged by
+            // the clients' reconnect: the claim loops' own "stops answering" lines come with longer outages).
+            assertThat(List.of(coordinator, w1, w2)).allMatch(Process::isAlive);
+            for (String log : List.of("coordinator", "redis-w1", "redis-w2")) {
+                assertThat(fleet.log(log)).as(log).contains("Reconnected to");
+            }
             long startedAfter = read(runs.resolve("runs.log")).lines().filter(l -> l.startsWith("start "))
                     .filter(l -> Long.parseLong(l.substring(l.lastIndexOf(' ') + 1)) > restartedAt).count();
             assertThat(startedAfter).as("jobs were still being claimed after the restart").isPositive();
@@ -535,6 +547,16 @@ class QueueIT {
         env.put("MAX_REQUESTS_PER_MINUTE", "100000");
         env.putAll(extra);
         return env;
+    }
+
+    /** A task for rec-a, or empty when the coordinator does not take it now (a 503 while Redis comes back). */
+    private java.util.Optional<String> trySubmit(Fleet fleet, String description) throws Exception {
+        ObjectNode body = JSON.createObjectNode().put("description", description).put("repo", origin.toString());
+        body.putArray("cli_assignments").addObject().put("cli_name", "rec-a").put("timeout", 120);
+        var response = fleet.post("/api/v1/tasks", KEY, body.toString());
+        assertThat(response.statusCode()).as(response.body()).isIn(202, 503);
+        return response.statusCode() == 202 ? java.util.Optional.of(JSON.readTree(response.body()).get("task_id").asText())
+                : java.util.Optional.empty();
     }
 
     private String submit(Fleet fleet, String description, List<String> agentNames, Map<String, String> headers) throws Exception {
