@@ -85,23 +85,33 @@ class WorkerKillChaosIT {
                 JSON.readTree(answer.body()).get("tasks").forEach(t -> taskIds.add(t.get("task_id").asText()));
             }
 
-            // Kill a random worker every few seconds until every task has ended, with a deadline that bounds the run.
+            // Kill a random worker as the run passes 10 %, 35 % and 60 % of its tasks (so a fast machine cannot finish
+            // before the first kill), and every few seconds in between, until every task has ended; a deadline bounds it.
             long deadline = System.nanoTime() + Duration.ofSeconds(120 + jobs * 12L / 10).toNanos();
+            java.util.Deque<Long> milestones = new java.util.ArrayDeque<>(List.of(jobs / 10L, jobs * 35L / 100, jobs * 60L / 100));
+            long lastKill = System.nanoTime();
             int kills = 0;
             int sameId = 0;
             int generation = 0;
-            while (finalTasks(fleet) < jobs && System.nanoTime() < deadline) {
-                await().pollDelay(Duration.ofSeconds(killEvery)).atMost(Duration.ofSeconds(killEvery + 5)).until(() -> true);
+            long ended;
+            while ((ended = finalTasks(fleet)) < jobs && System.nanoTime() < deadline) {
+                boolean milestone = !milestones.isEmpty() && ended >= milestones.peekFirst();
+                if (!milestone && System.nanoTime() - lastKill < Duration.ofSeconds(killEvery).toNanos()) {
+                    await().pollDelay(Duration.ofMillis(200)).atMost(Duration.ofSeconds(5)).until(() -> true);
+                    continue;
+                }
+                while (!milestones.isEmpty() && ended >= milestones.peekFirst()) {
+                    milestones.removeFirst();
+                }
                 api.get("queues", "/api/v1/queues", KEY);
                 api.get("task", "/api/v1/tasks/" + taskIds.get(random.nextInt(taskIds.size())), KEY);
-                if (finalTasks(fleet) >= jobs) {
-                    break;
-                }
                 int victim = random.nextInt(WORKERS);
                 workers[victim].destroyForcibly(); // SIGKILL: no shutdown hook, no hand-back
                 assertThat(workers[victim].waitFor(10, TimeUnit.SECONDS)).isTrue();
+                lastKill = System.nanoTime();
                 kills++;
-                if (random.nextBoolean()) {
+                // The first comes back under a new id (a pod replaced), the others at random under their old one too.
+                if (kills > 1 && random.nextBoolean()) {
                     sameId++;
                 } else {
                     ids[victim] = "chaos-w" + victim + "-g" + (++generation);
