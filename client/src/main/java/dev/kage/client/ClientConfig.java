@@ -43,7 +43,8 @@ public record ClientConfig(String url, String key, String urlSource, String keyS
      * @param flagConfig {@code --config}, or null; when given, the file must exist
      * @param env        the environment
      * @param home       the user's home folder
-     * @throws ClientException (usage) for an unreadable config file or a URL that is not http(s)
+     * @throws ClientException (usage) for an unreadable config file, a URL that is not http(s) (or whose port is not
+     *                         1-65535), or a key that an HTTP header cannot carry (anything but visible ASCII)
      */
     public static ClientConfig resolve(String flagUrl, String flagKey, Path flagConfig, Map<String, String> env, Path home) {
         Path file;
@@ -100,7 +101,31 @@ public record ClientConfig(String url, String key, String urlSource, String keyS
             key = props.getProperty("key");
             keySource = "key= in " + file;
         }
-        return new ClientConfig(url, key == null ? null : key.trim(), urlSource, keySource, file);
+        if (key != null) {
+            key = key.trim();
+            checkToken(key, keySource + ": the API key");
+        }
+        return new ClientConfig(url, key, urlSource, keySource, file);
+    }
+
+    /**
+     * Refuses a value sent as a header ({@code X-API-Key}, {@code Idempotency-Key}) unless it is visible ASCII without
+     * spaces, as keys are; the message shows only the value's first characters and the offending one's code point.
+     *
+     * @param what what the value is, for the message ({@code "--key: the API key"})
+     * @throws ClientException (usage)
+     */
+    static void checkToken(String value, String what) {
+        for (int i = 0; i < value.length(); ) {
+            int cp = value.codePointAt(i);
+            if (cp < 0x21 || cp > 0x7E) {
+                throw ClientException.usage(what + " (" + keyPrefix(value) + ") has " + String.format("U+%04X", cp)
+                        + (Character.isWhitespace(cp) || Character.isSpaceChar(cp) ? " (a space)" : "")
+                        + " at character " + (value.codePointCount(0, i) + 1)
+                        + "; only visible ASCII without spaces can be sent (a copied key with curly quotes?)");
+            }
+            i += Character.charCount(cp);
+        }
     }
 
     /**
@@ -121,7 +146,8 @@ public record ClientConfig(String url, String key, String urlSource, String keyS
      */
     public static String keyPrefix(String key) {
         int shown = key.startsWith("kb_") ? 11 : 4;
-        return (key.length() <= shown ? key.substring(0, Math.min(key.length(), 2)) : key.substring(0, shown)) + "…";
+        int length = key.codePointCount(0, key.length());
+        return key.substring(0, key.offsetByCodePoints(0, Math.min(length, length <= shown ? 2 : shown))) + "…";
     }
 
     private static String checkUrl(String url, String source) {
@@ -130,6 +156,9 @@ public record ClientConfig(String url, String key, String urlSource, String keyS
             URI uri = new URI(trimmed);
             if (("http".equals(uri.getScheme()) || "https".equals(uri.getScheme())) && uri.getHost() != null
                     && uri.getQuery() == null && uri.getFragment() == null) {
+                if (uri.getPort() == 0 || uri.getPort() > 65535) {
+                    throw ClientException.usage(source + ": '" + url + "' has port " + uri.getPort() + "; a port is 1-65535");
+                }
                 return trimmed;
             }
         } catch (URISyntaxException e) {

@@ -246,9 +246,52 @@ final class Format {
         return text.strip().replaceAll("\\s+", " ");
     }
 
+    /** {@link #oneLine} of the text, cut to at most {@code max} characters (code points, never half of one) with an ellipsis. */
     static String shorten(String text, int max) {
-        String line = oneLine(text);
-        return line.length() <= max ? line : line.substring(0, max - 1) + "…";
+        return truncate(oneLine(text), max);
+    }
+
+    /** The text cut to at most {@code max} code points, the last being an ellipsis when it was cut. */
+    static String truncate(String text, int max) {
+        if (text.codePointCount(0, text.length()) <= max) {
+            return text;
+        }
+        return text.substring(0, text.offsetByCodePoints(0, Math.max(0, max - 1))) + "…";
+    }
+
+    /**
+     * The columns a terminal gives the text: 2 for East Asian wide and full-width characters and most emoji, 0 for
+     * combining marks and format characters (zero-width space, joiners), 1 otherwise.
+     */
+    static int width(String text) {
+        int width = 0;
+        for (int i = 0; i < text.length(); ) {
+            int cp = text.codePointAt(i);
+            i += Character.charCount(cp);
+            int type = Character.getType(cp);
+            if (type == Character.NON_SPACING_MARK || type == Character.ENCLOSING_MARK || type == Character.FORMAT) {
+                continue;
+            }
+            width += wide(cp) ? 2 : 1;
+        }
+        return width;
+    }
+
+    private static boolean wide(int cp) {
+        return (cp >= 0x1100 && cp <= 0x115F) // Hangul Jamo initials
+                || (cp >= 0x2E80 && cp <= 0x303E) // CJK radicals, punctuation
+                || (cp >= 0x3041 && cp <= 0x33FF) // kana, CJK compatibility
+                || (cp >= 0x3400 && cp <= 0x4DBF) // CJK extension A
+                || (cp >= 0x4E00 && cp <= 0x9FFF) // CJK unified ideographs
+                || (cp >= 0xA000 && cp <= 0xA4CF) // Yi
+                || (cp >= 0xAC00 && cp <= 0xD7A3) // Hangul syllables
+                || (cp >= 0xF900 && cp <= 0xFAFF) // CJK compatibility ideographs
+                || (cp >= 0xFE30 && cp <= 0xFE4F) // CJK compatibility forms
+                || (cp >= 0xFF00 && cp <= 0xFF60) // full-width forms
+                || (cp >= 0xFFE0 && cp <= 0xFFE6)
+                || (cp >= 0x1F300 && cp <= 0x1F64F) // emoji
+                || (cp >= 0x1F900 && cp <= 0x1F9FF)
+                || (cp >= 0x20000 && cp <= 0x3FFFD); // CJK extensions B and later
     }
 
     private static String time(String instant, ZoneId zone) {

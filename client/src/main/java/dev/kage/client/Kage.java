@@ -3,6 +3,7 @@ package dev.kage.client;
 import java.io.PrintWriter;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.time.ZoneId;
 import java.util.Map;
 import java.util.concurrent.Callable;
@@ -31,7 +32,7 @@ import picocli.CommandLine.Spec;
         exitCodeListHeading = "%nExit codes:%n",
         exitCodeList = {"0:done (with --wait: the task completed)", "1:with --wait: the task ended partial, failed or cancelled",
                 "2:bad command line or configuration", "3:the API refused the request (4xx); its message is printed",
-                "4:the coordinator failed (5xx) or could not be reached"})
+                "4:the coordinator failed (5xx), could not be reached, or what answered is not its API"})
 public final class Kage implements Callable<Integer> {
     @Option(names = "--url", scope = ScopeType.INHERIT, paramLabel = "URL",
             description = "the coordinator (default: KAGE_URL, the config file, " + ClientConfig.DEFAULT_URL + ")")
@@ -52,6 +53,12 @@ public final class Kage implements Callable<Integer> {
     private final Path home;
     private final ZoneId zone;
     private ClientConfig resolved;
+
+    // What tests shorten; the defaults are the client's.
+    Duration requestTimeout = ApiClient.REQUEST_TIMEOUT;
+    Duration streamIdleLimit = ApiClient.STREAM_IDLE_LIMIT;
+    Reconnects.Clock clock = Reconnects.Clock.SYSTEM;
+    Duration reconnectBudget = Reconnects.BUDGET;
 
     /**
      * @param env  the environment the configuration is read from
@@ -83,6 +90,8 @@ public final class Kage implements Callable<Integer> {
         cli.setOut(out);
         cli.setErr(err);
         cli.setCaseInsensitiveEnumValuesAllowed(true);
+        // "-wait" is an unknown option, not -w -a it; a description starting with '-' goes after "--"
+        cli.setPosixClusteredShortOptionsAllowed(false);
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
             if (e instanceof ClientException problem) {
                 commandLine.getErr().println("kage: " + problem.getMessage());
@@ -94,7 +103,14 @@ public final class Kage implements Callable<Integer> {
                 commandLine.getErr().flush();
                 return problem.exitCode();
             }
-            throw e;
+            // A bug or a case not foreseen: one line, without the message, which may quote a header value (the key).
+            commandLine.getErr().println("kage: unexpected " + e.getClass().getName() + (e.getStackTrace().length > 0
+                    ? " at " + e.getStackTrace()[0] : "") + " (not the coordinator's answer; please report it)");
+            commandLine.getErr().flush();
+            if (e instanceof InterruptedException) {
+                Thread.currentThread().interrupt();
+            }
+            return ExitCodes.UNAVAILABLE;
         });
         return cli;
     }
@@ -117,7 +133,12 @@ public final class Kage implements Callable<Integer> {
     /** A client with the configured URL and key. */
     ApiClient api() {
         ClientConfig c = config();
-        return new ApiClient(c.url(), c.requireKey());
+        return new ApiClient(c.url(), c.requireKey(), requestTimeout, streamIdleLimit);
+    }
+
+    /** When a broken event stream is opened again, and when to give up. */
+    Reconnects reconnects() {
+        return new Reconnects(clock, reconnectBudget);
     }
 
     PrintWriter out() {

@@ -41,12 +41,18 @@ public record SseEvent(String name, String id, String data) {
      * {@code :} lines are comments) until the stream ends; events without data are not dispatched.
      */
     public static void read(InputStream in, Consumer<SseEvent> onEvent) throws IOException {
+        read(in, () -> { }, onEvent);
+    }
+
+    /** As {@link #read(InputStream, Consumer)}, calling {@code onLine} for each line read, comments included. */
+    public static void read(InputStream in, Runnable onLine, Consumer<SseEvent> onEvent) throws IOException {
         BufferedReader reader = new BufferedReader(new InputStreamReader(in, StandardCharsets.UTF_8));
         String name = null;
         String id = null;
         StringBuilder data = null;
         String line;
         while ((line = reader.readLine()) != null) {
+            onLine.run();
             if (line.isEmpty()) {
                 if (data != null) {
                     onEvent.accept(new SseEvent(name == null || name.isEmpty() ? "message" : name, id, data.toString()));

@@ -26,7 +26,7 @@ final class StatusCommand implements Callable<Integer> {
     public Integer call() throws InterruptedException {
         ApiClient api = kage.api();
         if (await) {
-            return new TaskFollower(api, kage.out(), kage.zone()).follow(taskId);
+            return new TaskFollower(api, kage.out(), kage.zone(), kage.reconnects()).follow(taskId);
         }
         ApiClient.Response response = api.get("/api/v1/tasks/" + ApiClient.segment(taskId));
         kage.out().print(json ? response.text() + "\n" : Format.task(response.body()));

@@ -26,7 +26,8 @@ final class SubmitCommand implements Callable<Integer> {
     @ParentCommand
     Kage kage;
 
-    @Parameters(index = "0", paramLabel = "DESCRIPTION", description = "what the agents should do; '-' reads it from standard input")
+    @Parameters(index = "0", paramLabel = "DESCRIPTION", description = {"what the agents should do; '-' reads it from standard input;",
+            "one starting with '-' goes last, after the options and '--': kage submit -a A -- \"$DESC\""})
     String description;
 
     @Option(names = {"-a", "--agent"}, required = true, paramLabel = "AGENT",
@@ -57,6 +58,12 @@ final class SubmitCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException, InterruptedException {
+        if (idempotencyKey != null) {
+            ClientConfig.checkToken(idempotencyKey, "--idempotency-key");
+            if (idempotencyKey.isEmpty() || idempotencyKey.length() > 200) {
+                throw ClientException.usage("--idempotency-key: 1 to 200 characters (this one has " + idempotencyKey.length() + ")");
+            }
+        }
         ApiClient api = kage.api();
         ObjectNode body = ApiClient.JSON.createObjectNode();
         body.put("description", "-".equals(description) ? new String(System.in.readAllBytes(), StandardCharsets.UTF_8) : description);
@@ -84,7 +91,11 @@ final class SubmitCommand implements Callable<Integer> {
             headers.put("Idempotency-Key", idempotencyKey);
         }
         ApiClient.Response response = api.post("/api/v1/tasks", body, headers);
-        String id = response.body().path("task_id").asText();
+        String id = response.body().path("task_id").asText("");
+        if (!response.body().path("task_id").isTextual() || id.isBlank()) {
+            throw ClientException.notTheApi("the answer to the submit (HTTP " + response.status() + ") has no task_id: "
+                    + Format.shorten(response.text(), 200));
+        }
         response.headers().firstValue("X-Kage-Unserved-Agents").ifPresent(unserved -> kage.err().println(
                 "kage: no live worker serves " + unserved + " yet; the task waits for one"));
         if (response.headers().firstValue("Idempotent-Replayed").filter("true"::equalsIgnoreCase).isPresent()) {
@@ -96,6 +107,6 @@ final class SubmitCommand implements Callable<Integer> {
         if (!await) {
             return ExitCodes.OK;
         }
-        return new TaskFollower(api, kage.out(), kage.zone()).follow(id);
+        return new TaskFollower(api, kage.out(), kage.zone(), kage.reconnects()).follow(id);
     }
 }

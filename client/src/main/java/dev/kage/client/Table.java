@@ -3,7 +3,10 @@ package dev.kage.client;
 import java.util.ArrayList;
 import java.util.List;
 
-/** A text table: a header and rows, columns padded to their widest cell, two spaces apart. Not thread-safe. */
+/**
+ * A text table: a header and rows, columns padded to their widest cell (as a terminal shows it: {@link Format#width}), two
+ * spaces apart. Not thread-safe.
+ */
 final class Table {
     private final List<String[]> rows = new ArrayList<>();
     private final int columns;
@@ -33,7 +36,7 @@ final class Table {
         int[] width = new int[columns];
         for (String[] row : rows) {
             for (int i = 0; i < columns; i++) {
-                width[i] = Math.max(width[i], row[i].length());
+                width[i] = Math.max(width[i], Format.width(row[i]));
             }
         }
         StringBuilder out = new StringBuilder();
@@ -42,7 +45,7 @@ final class Table {
             for (int i = 0; i < columns; i++) {
                 line.append(row[i]);
                 if (i < columns - 1) {
-                    line.append(" ".repeat(width[i] - row[i].length() + 2));
+                    line.append(" ".repeat(width[i] - Format.width(row[i]) + 2));
                 }
             }
             out.append(line.toString().stripTrailing()).append('\n');

@@ -2,29 +2,26 @@ package dev.kage.client;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import java.io.PrintWriter;
-import java.time.Duration;
 import java.time.ZoneId;
 
 /**
  * Follows one task's events ({@code GET /api/v1/tasks/{id}/events}) and prints a progress line per event until the
- * task has ended, then its final line. A stream that breaks is resumed with {@code Last-Event-ID}; after
- * {@link #MAX_RECONNECTS} failures in a row the coordinator counts as unreachable. Not thread-safe.
+ * task has ended, then its final line. A stream that breaks (or goes silent) is resumed with {@code Last-Event-ID}, after
+ * the last event whose line was printed; see {@link Reconnects} for the waits and when the coordinator counts as
+ * unreachable. Not thread-safe.
  */
 final class TaskFollower {
-    /** Connection failures in a row (or 5xx answers) tolerated while following. */
-    static final int MAX_RECONNECTS = 10;
-    /** Pause before reconnecting a broken stream. */
-    static final Duration RECONNECT_DELAY = Duration.ofSeconds(1);
-
     private final ApiClient api;
     private final PrintWriter out;
     private final ZoneId zone;
+    private final Reconnects reconnects;
     private String lastEventId;
 
-    TaskFollower(ApiClient api, PrintWriter out, ZoneId zone) {
+    TaskFollower(ApiClient api, PrintWriter out, ZoneId zone, Reconnects reconnects) {
         this.api = api;
         this.out = out;
         this.zone = zone;
+        this.reconnects = reconnects;
     }
 
     /**
@@ -36,14 +33,13 @@ final class TaskFollower {
      */
     int follow(String taskId) throws InterruptedException {
         String path = "/api/v1/tasks/" + ApiClient.segment(taskId);
-        int failures = 0;
         while (true) {
             try {
-                api.events(path + "/events", lastEventId, event -> {
-                    lastEventId = event.id() == null ? lastEventId : event.id();
-                    JsonNode task = "job.finished".equals(event.name()) ? api.get(path).body() : null;
-                    out.println(Format.progress(event, task, zone));
+                api.events(path + "/events", lastEventId, reconnects::opened, event -> {
+                    out.println(Format.progress(event, "job.finished".equals(event.name()) ? figures(path) : null, zone));
                     out.flush();
+                    // only now: a stream that breaks before the line was printed is resumed before this event
+                    lastEventId = resumable(event.id()) ? event.id() : lastEventId;
                 });
                 JsonNode task = api.get(path).body();
                 if (Format.FINAL.contains(task.path("status").asText())) {
@@ -51,14 +47,27 @@ final class TaskFollower {
                     out.flush();
                     return "completed".equals(task.path("status").asText()) ? ExitCodes.OK : ExitCodes.TASK_NOT_COMPLETED;
                 }
-                failures = 0; // the stream ended early (a proxy, a restarted coordinator): resume
+                reconnects.ended(); // the stream ended early (a proxy, a restarted coordinator): resume
             } catch (ClientException e) {
-                if (e.exitCode() != ExitCodes.UNAVAILABLE || ++failures > MAX_RECONNECTS) {
-                    throw e;
-                }
+                reconnects.failed(e);
             }
-            // Waiting to reconnect to a remote server: there is nothing to wait on but time.
-            Thread.sleep(RECONNECT_DELAY.toMillis());
         }
+    }
+
+    /** The task as read after a {@code job.finished}, for its agent's figures; null when it cannot be read now. */
+    private JsonNode figures(String path) {
+        try {
+            return api.get(path).body();
+        } catch (ClientException e) {
+            if (!e.retryable()) {
+                throw e;
+            }
+            return null; // the line without the figures; the final line reads the task again
+        }
+    }
+
+    /** An id that can go back as the {@code Last-Event-ID} header. */
+    static boolean resumable(String id) {
+        return id != null && !id.isEmpty() && id.chars().allMatch(c -> c >= 0x21 && c <= 0x7E);
     }
 }

@@ -41,9 +41,35 @@ final class TasksCommand implements Callable<Integer> {
         kage.out().print(json ? response.text() + "\n" : Format.tasks(response.body()));
         kage.out().flush();
         if (!json && response.body().path("next_cursor").isTextual()) {
-            kage.err().println("more: kage tasks --cursor " + response.body().path("next_cursor").asText());
+            kage.err().println("more: " + nextPage(response.body().path("next_cursor").asText()));
             kage.err().flush();
         }
         return ExitCodes.OK;
+    }
+
+    /** The command line of the next page: this one's filters and the cursor, each value quoted for a POSIX shell when needed. */
+    String nextPage(String nextCursor) {
+        StringBuilder line = new StringBuilder("kage tasks");
+        if (statuses != null && !statuses.isEmpty()) {
+            line.append(" --status ").append(shellQuote(String.join(",", statuses)));
+        }
+        if (agent != null) {
+            line.append(" --agent ").append(shellQuote(agent));
+        }
+        if (since != null) {
+            line.append(" --since ").append(shellQuote(since));
+        }
+        if (limit != null) {
+            line.append(" --limit ").append(limit);
+        }
+        return line.append(" --cursor ").append(shellQuote(nextCursor)).toString();
+    }
+
+    /** The value as one word of a POSIX shell: as it is when it holds only safe characters, else in single quotes. */
+    static String shellQuote(String value) {
+        if (!value.isEmpty() && value.matches("[A-Za-z0-9_@%+=:,./-]+")) {
+            return value;
+        }
+        return "'" + value.replace("'", "'\\''") + "'";
     }
 }

@@ -154,4 +154,23 @@ class FormatTest {
         assertThat(watch.update(List.of(finished, fresh), t0.plusSeconds(2)))
                 .containsExactly("12:00:02  a  running -> completed", "12:00:02  c  completed  x,y  fast");
     }
+
+    @Test
+    void shorteningNeverSplitsACharacterOutsideTheBasicPlane() {
+        // three emoji are six UTF-16 units: a cut by units would keep half of the first
+        assertThat(Format.shorten("\uD83D\uDE00\uD83D\uDE00\uD83D\uDE00", 2)).isEqualTo("\uD83D\uDE00…");
+        assertThat(Format.shorten("\uD83D\uDE00\uD83D\uDE00", 2)).as("two code points fit in two").isEqualTo("\uD83D\uDE00\uD83D\uDE00");
+        assertThat(Format.shorten("ab\uD83D\uDE00cd", 4)).isEqualTo("ab\uD83D\uDE00…");
+    }
+
+    @Test
+    void tableColumnsAreAlignedAsATerminalShowsThem() {
+        String table = new Table("NAME", "STATUS").row("日本語", "ok").row("\uD83D\uDE00x", "ok").row("ascii", "ok").render();
+        assertThat(table).isEqualTo("""
+                NAME    STATUS
+                日本語  ok
+                \uD83D\uDE00x     ok
+                ascii   ok
+                """);
+    }
 }
