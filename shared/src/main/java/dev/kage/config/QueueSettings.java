@@ -34,6 +34,17 @@ public record QueueSettings(int maxDeliveries, Duration reclaimIdle, Duration re
     /** Below this, a live worker's 5-second refresh could race the reclaimer. */
     public static final long MIN_RECLAIM_IDLE_SECONDS = 15;
 
+    /** Each worker's minute trim may read up to this many entries of a stream; more would only cost Redis. */
+    public static final long MAX_KEEP_ACKED = 100_000;
+
+    private static long keepAcked(Env env) {
+        long keep = env.positiveLong("KAGE_STREAM_KEEP_ACKED", DEFAULT_KEEP_ACKED);
+        if (keep > MAX_KEEP_ACKED) {
+            throw new ConfigException("KAGE_STREAM_KEEP_ACKED=" + keep + ": must be at most " + MAX_KEEP_ACKED);
+        }
+        return keep;
+    }
+
     public static QueueSettings load(Env env) {
         long idle = env.positiveLong("KAGE_RECLAIM_IDLE_SECONDS", DEFAULT_RECLAIM_IDLE_SECONDS);
         if (idle < MIN_RECLAIM_IDLE_SECONDS) {
@@ -56,7 +67,7 @@ public record QueueSettings(int maxDeliveries, Duration reclaimIdle, Duration re
         }
         return new QueueSettings(env.positiveInt("KAGE_MAX_DELIVERIES", DEFAULT_MAX_DELIVERIES), Duration.ofSeconds(idle),
                 Duration.ofMillis((long) (base * 1000)), Duration.ofMillis((long) (max * 1000)),
-                env.positiveLong("KAGE_STREAM_KEEP_ACKED", DEFAULT_KEEP_ACKED), deadLetterMax, Duration.ofDays(deadLetterDays));
+                keepAcked(env), deadLetterMax, Duration.ofDays(deadLetterDays));
     }
 
     /** Delay before attempt {@code nextAttempt} (2 for the first retry): base × 2^(n−2), capped, with ±20 % jitter. */

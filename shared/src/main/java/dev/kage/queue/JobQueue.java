@@ -745,11 +745,29 @@ public final class JobQueue {
             if (summary.getCount() > 0 && summary.getMessageIds().getLower().getValue() != null) {
                 threshold = min(threshold, summary.getMessageIds().getLower().getValue());
             }
-            List<StreamMessage<String, String>> newest = redis.xrevrange(stream, Range.create("-", "+"), Limit.from(keepAcked));
-            if (newest.size() < keepAcked) {
+            // The keepAcked-th newest entry bounds the trim too. Read from whichever end is nearer (its entries travel
+            // whole, descriptions and all): in steady state that is the few added since the last trim, from the oldest.
+            long length = redis.xlen(stream);
+            if (length <= keepAcked) {
                 continue;
             }
-            threshold = min(threshold, newest.getLast().getId());
+            long fromOldest = length - keepAcked + 1;
+            String kept;
+            if (fromOldest < keepAcked) {
+                // Entries added meanwhile only make this id older than the keepAcked-th newest: more are kept, never fewer.
+                List<StreamMessage<String, String>> oldest = redis.xrange(stream, Range.create("-", "+"), Limit.from(fromOldest));
+                if (oldest.size() < fromOldest) {
+                    continue; // trimmed by another worker meanwhile
+                }
+                kept = oldest.getLast().getId();
+            } else {
+                List<StreamMessage<String, String>> newest = redis.xrevrange(stream, Range.create("-", "+"), Limit.from(keepAcked));
+                if (newest.size() < keepAcked) {
+                    continue;
+                }
+                kept = newest.getLast().getId();
+            }
+            threshold = min(threshold, kept);
             removed += redis.xtrim(stream, XTrimArgs.Builder.minId(threshold));
         }
         return removed;

@@ -92,6 +92,8 @@ class KageSettingsTest {
                 .hasMessageStartingWith("DEFAULT_CLI_TIMEOUT=100000: must be at most 86400");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_DEAD_LETTER_MAX", "0"))))
                 .hasMessageStartingWith("KAGE_DEAD_LETTER_MAX=0: must be a positive integer");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_STREAM_KEEP_ACKED", "100001"))))
+                .hasMessageStartingWith("KAGE_STREAM_KEEP_ACKED=100001: must be at most 100000");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_DEAD_LETTER_MAX", "200000"))))
                 .hasMessageStartingWith("KAGE_DEAD_LETTER_MAX=200000: must be at most 100000");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_DEAD_LETTER_DAYS", "forever"))))

@@ -273,6 +273,25 @@ class QueueSemanticsTest {
     }
 
     @Test
+    void trimmingKeepsExactlyTheNewestAcknowledgedEntriesReadFromWhicheverEndIsNearer() {
+        queue.ensureStreams("demo");
+        for (int i = 0; i < 30; i++) {
+            queue.enqueue(job("k" + i, Priority.NORMAL));
+        }
+        for (int i = 0; i < 30; i++) {
+            queue.ack(readOne("w1"));
+        }
+        // 30 acknowledged: keeping 25 and then 20 reads the few oldest; keeping 10 reads the 10 newest.
+        assertThat(queue.trim("demo", 25)).isEqualTo(5);
+        assertThat(queue.trim("demo", 20)).isEqualTo(5);
+        assertThat(queue.trim("demo", 10)).isEqualTo(10);
+        assertThat(queue.trim("demo", 10)).as("nothing more").isZero();
+        assertThat(redis.redis().xrange(stream(Priority.NORMAL), io.lettuce.core.Range.create("-", "+")).stream()
+                .map(m -> m.getBody().get("task_id"))).containsExactly("k20", "k21", "k22", "k23", "k24", "k25", "k26", "k27",
+                "k28", "k29");
+    }
+
+    @Test
     void underABacklogHighGoesFirstButNoPriorityStarves() {
         queue.ensureStreams("demo");
         for (int i = 0; i < 20; i++) {
