@@ -70,11 +70,16 @@ public final class WorktreeManager {
     /** One job's use of a worktree, from {@link #create} to {@link #remove}; identity matters, not contents. */
     private static final class Use {
         private final String name;
+        /** The job's branch ({@code kage/<task>/<agent>}): the minute prune never deletes it while the use lasts. */
+        private final String branch;
         private final java.util.concurrent.CountDownLatch ended = new java.util.concurrent.CountDownLatch(1);
         private volatile Worktree worktree;
+        /** A ready worktree this use took and has not made active yet: the minute prune leaves its folder alone. */
+        private volatile Path taking;
 
-        Use(String name) {
+        Use(String name, String branch) {
             this.name = name;
+            this.branch = branch;
         }
     }
 
@@ -138,13 +143,14 @@ public final class WorktreeManager {
         if (repo.isBlank() || repo.startsWith("-")) {
             throw new GitException("repository '" + repo + "' is not a path or URL", false);
         }
-        Use use = beginUse(dirName);
+        Use use = beginUse(dirName, branch);
         Path cache = repos.resolve(cacheName(repo));
         Path readyPath = null;
         boolean created = false;
         boolean slot = false;
         try {
             readyPath = takeReady(cache);
+            use.taking = readyPath;
             if (readyPath == null && !slots.tryAcquire()) {
                 if (!evictReady()) {
                     LOG.info("All {} worktrees (MAX_ACTIVE_WORKTREES) are in use; {} waits for one", maxActive, dirName);
@@ -155,6 +161,7 @@ public final class WorktreeManager {
             Worktree worktree = createHoldingSlot(repo, cache, baseBranch, branch, dirName, readyPath, queuedAtMillis);
             use.worktree = worktree;
             active.put(worktree.path(), use);
+            use.taking = null;
             created = true;
             refill(cache, worktree.baseSha());
             return worktree;
@@ -171,12 +178,20 @@ public final class WorktreeManager {
         }
     }
 
+    private boolean beingTaken(Path path) {
+        return uses.values().stream().anyMatch(use -> path.equals(use.taking));
+    }
+
+    private boolean branchInUse(String ref) {
+        return uses.values().stream().anyMatch(use -> ref.equals("refs/heads/" + use.branch));
+    }
+
     /**
      * Starts the job's use of its worktree: waits while an earlier use of the same job's (its path and branch) is not
      * removed yet, e.g. a run being stopped and cleaned up while the same task and agent arrive again on this worker.
      */
-    private Use beginUse(String dirName) throws InterruptedException {
-        Use use = new Use(dirName);
+    private Use beginUse(String dirName, String branch) throws InterruptedException {
+        Use use = new Use(dirName, branch);
         while (true) {
             Use earlier = uses.putIfAbsent(dirName, use);
             if (earlier == null) {
@@ -561,7 +576,8 @@ public final class WorktreeManager {
             try (Stream<Path> entries = Files.list(worktrees)) {
                 for (Path path : entries.toList()) {
                     try {
-                        if (!active.containsKey(path) && !isReady(path) && Files.getLastModifiedTime(path).toMillis() < cutoffMillis) {
+                        if (!active.containsKey(path) && !isReady(path) && !beingTaken(path)
+                                && Files.getLastModifiedTime(path).toMillis() < cutoffMillis) {
                             deleteRecursively(path);
                             removed++;
                         }
@@ -594,7 +610,10 @@ public final class WorktreeManager {
                     String refs = Git.run(cache, "for-each-ref", "--format=%(refname) %(committerdate:unix)", "refs/heads/kage/");
                     for (String line : refs.split("\n")) {
                         String[] parts = line.split(" ");
-                        if (parts.length == 2 && !inUse.contains(parts[0]) && Long.parseLong(parts[1]) * 1000 < cutoffMillis) {
+                        // A job starting now may be checking its branch out (a ready worktree does so outside this lock),
+                        // after the worktree list above was read: its use, registered before, is asked at the last moment.
+                        if (parts.length == 2 && !inUse.contains(parts[0]) && Long.parseLong(parts[1]) * 1000 < cutoffMillis
+                                && !branchInUse(parts[0])) {
                             Git.run(cache, "update-ref", "-d", parts[0]);
                             removed++;
                         }
