@@ -106,6 +106,24 @@ public final class ApiDocs {
     public @interface AdminErrors {
     }
 
+    public static final String UNKNOWN_QUERY_PARAMETER = """
+            {"error": "validation_failed", "message": "the request is invalid: agnet: is not a parameter of this route, which \
+            takes no query parameters", "errors": [{"field": "agnet", "message": "is not a parameter of this route, which takes \
+            no query parameters"}]}""";
+
+    /**
+     * Routes with no 400 of their own: every {@code /api} route refuses a query parameter it does not read, or one it
+     * reads given twice ({@link QueryParameterFilter}).
+     */
+    @Documented
+    @Retention(RetentionPolicy.RUNTIME)
+    @Target(ElementType.METHOD)
+    @ApiResponse(responseCode = "400", description = "A query parameter this route does not read, or one given twice",
+            content = @Content(mediaType = JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "unknown parameter", value = UNKNOWN_QUERY_PARAMETER)))
+    public @interface QueryParameterErrors {
+    }
+
     /** Routes that read a body: over {@code micronaut.server.max-request-size} (1 MiB) is a 413. */
     @Documented
     @Retention(RetentionPolicy.RUNTIME)

@@ -153,6 +153,7 @@ public class KeysController {
                     {"error": "not_found", "message": "no API key 99", "errors": []}""")))
     @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Delete(value = "/{id}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> revoke(HttpRequest<?> request, @PathVariable String id) {
         Optional<ApiKeyStore.KeyRow> revoked = parseId(id).flatMap(store::revoke);

@@ -82,6 +82,7 @@ public class BudgetsController {
                             "usd_used": 7.300000, "usd_reserved": 0.000000, "usd_remaining": 492.700000}]}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Get(produces = MediaType.APPLICATION_JSON)
     public Budgets mine(HttpRequest<?> request) {
         String tenant = tenant(request);
@@ -108,6 +109,7 @@ public class BudgetsController {
                             "usd_used": 1.200000, "usd_reserved": 0.160000, "usd_remaining": 23.640000}], "agents": []}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Get(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> get(HttpRequest<?> request, @PathVariable String tenant) {
         checkTenant(tenant);
@@ -168,6 +170,7 @@ public class BudgetsController {
                             "usd_used": 1.200000, "usd_reserved": 0.160000, "usd_remaining": 23.640000}], "agents": []}""")))
     @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Delete(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String tenant) {
         checkTenant(tenant);

@@ -83,6 +83,7 @@ public class LimitsController {
                             "effective": 40, "used": 7, "tokens_used": 0, "cooldown_ms": 0, "waiting": {"high": 0, "normal": 2, "low": 0}}]}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Get(produces = MediaType.APPLICATION_JSON)
     public Limits list() {
         Map<String, Limit> configured = catalog.limitGroups(settings.rateLimit());
@@ -111,6 +112,7 @@ public class LimitsController {
                     {"error": "not_found", "message": "no agent or limit group named 'claud'", "errors": []}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Get(value = "/{agent}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> get(@PathVariable String agent) {
         Optional<String> group = group(agent);
@@ -210,6 +212,7 @@ public class LimitsController {
                     change it with PUT instead", "errors": []}""")))
     @ApiDocs.AdminErrors
     @RequiresScope(Scope.ADMIN)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Delete(value = "/{agent}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String agent) {
         Optional<HttpResponse<?>> refused = refuseChange(request, agent);

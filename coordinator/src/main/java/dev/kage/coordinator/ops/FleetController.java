@@ -61,6 +61,7 @@ public class FleetController {
                             "waiting": 3, "pending": 2, "consumers": 2, "oldest_age_ms": 41250}], "delayed": 1}], "dead": 0}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Get(value = "/queues", produces = MediaType.APPLICATION_JSON)
     public Queues queues() {
         List<AgentQueues> agents = new ArrayList<>();
@@ -85,6 +86,7 @@ public class FleetController {
                             "heartbeat_at": "2025-06-10T08:00:05Z", "pid": 4242}]}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Get(value = "/workers", produces = MediaType.APPLICATION_JSON)
     public Workers workers() {
         return new Workers(workers.workers());

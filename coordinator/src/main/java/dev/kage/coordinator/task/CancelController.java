@@ -63,6 +63,7 @@ public class CancelController {
                     nothing to cancel", "errors": []}""")))
     @ApiDocs.SubmitErrors
     @RequiresScope(Scope.SUBMIT)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Post(value = "/{id}/cancel", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> cancel(HttpRequest<?> request, @PathVariable String id) {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();

@@ -63,6 +63,7 @@ public class DeadLetterController {
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @QueryParameters({"limit", "agent"})
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Get(produces = MediaType.APPLICATION_JSON)
     public Letters list(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @QueryValue Integer limit,
                         @Parameter(hidden = true) @Nullable @QueryValue String agent) {
@@ -134,6 +135,7 @@ public class DeadLetterController {
                     {"error": "not_found", "message": "no dead letter 1718000000000-0 for this API key", "errors": []}""")))
     @ApiDocs.SubmitErrors
     @RequiresScope(Scope.SUBMIT)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Delete(value = "/{id}", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> discard(HttpRequest<?> request, @PathVariable String id) {
         Optional<DeadLetter> discarded = dev.kage.coordinator.events.StreamIds.parse(id)
@@ -184,6 +186,7 @@ public class DeadLetterController {
                     not an integer): it cannot be replayed, only discarded", "errors": []}""")))
     @ApiDocs.SubmitErrors
     @RequiresScope(Scope.SUBMIT)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Post(value = "/{id}/replay", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> replay(HttpRequest<?> request, @PathVariable String id) {
         // Not an entry id Redis could hold (e.g. beyond 64 bits, which Redis refuses as an error, a false 503): no letter.

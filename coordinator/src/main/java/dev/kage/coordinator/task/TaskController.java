@@ -250,6 +250,7 @@ public class TaskController {
                     "errors": []}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
+    @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Get(value = "/{id}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> get(HttpRequest<?> request, @PathVariable String id) {
         Optional<UUID> taskId = parseId(id);
