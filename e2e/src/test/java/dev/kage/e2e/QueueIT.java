@@ -153,6 +153,9 @@ class QueueIT {
             assertThat(fleet.query("SELECT attempt, status FROM execution_results WHERE task_id = ?::uuid ORDER BY attempt", id))
                     .containsExactly("1:failed", "2:completed");
             assertThat(deadLetters(fleet)).isEmpty();
+            // Every state change went to kage:events, in order (the killed runs' starts are there too).
+            assertThat(events(fleet, id)).containsSubsequence("task.submitted", "job.started", "job.started", "job.dead_lettered",
+                    "job.replayed", "job.started", "job.finished");
         }
     }
 
@@ -172,6 +175,8 @@ class QueueIT {
 
             JsonNode ok = awaitFinal(fleet, retried, Duration.ofSeconds(60));
             assertThat(ok.get("status").asText()).isEqualTo("completed");
+            assertThat(events(fleet, retried)).containsExactly("task.submitted", "job.started", "job.retry_scheduled",
+                    "job.started", "job.retry_scheduled", "job.started", "job.finished");
             assertThat(fleet.query("SELECT attempt, status FROM execution_results WHERE task_id = ?::uuid", retried))
                     .containsExactly("3:completed");
             assertThat(fleet.query("SELECT error_type, retryable FROM task_errors WHERE task_id = ?::uuid ORDER BY id", retried))
@@ -198,6 +203,12 @@ class QueueIT {
             assertThat(starts.get(1) - fails.get(0)).as("ms before attempt 2").isGreaterThanOrEqualTo(800);
             assertThat(starts.get(2) - fails.get(1)).as("ms before attempt 3").isGreaterThanOrEqualTo(1_600);
         }
+    }
+
+    /** The types of the task's events in {@code kage:events}, oldest first. */
+    private static List<String> events(Fleet fleet, String taskId) {
+        return fleet.redis.redis().xrange(fleet.redis.keys().events(), io.lettuce.core.Range.create("-", "+")).stream()
+                .filter(m -> taskId.equals(m.getBody().get("task_id"))).map(m -> m.getBody().get("type")).toList();
     }
 
     /** The times (ms) of the run log's lines that start with {@code prefix}, in order. */
@@ -240,6 +251,9 @@ class QueueIT {
                     !ProcessHandle.of(grandchild).map(ProcessHandle::isAlive).orElse(false));
             assertThat(count("start " + queued + "/rec-a ")).as("the queued job never started").isZero();
             assertThat(fleet.post("/api/v1/tasks/" + running + "/cancel", KEY, "").statusCode()).isEqualTo(409);
+            assertThat(events(fleet, running)).containsSubsequence("task.submitted", "job.started", "task.cancelled", "job.finished");
+            assertThat(events(fleet, queued)).containsSubsequence("task.submitted", "task.cancelled", "job.finished")
+                    .doesNotContain("job.started");
         }
     }
 
@@ -305,7 +319,8 @@ class QueueIT {
             fleet.awaitHealthy();
             Process w1 = fleet.startWorker("grace-w1", dir.resolve("work"), origin,
                     env(Map.of("KAGE_SHUTDOWN_GRACE_SECONDS", "30", "MAX_PARALLEL_CLIS", "1")));
-            String running = submit(fleet, "finishes in the grace sleep=3", List.of("rec-a"), Map.of());
+            // Long enough that the backlog and the SIGTERM come while it runs, on a slow machine too; well within the grace.
+            String running = submit(fleet, "finishes in the grace sleep=10", List.of("rec-a"), Map.of());
             await().atMost(Duration.ofSeconds(30)).until(() -> count("start " + running + "/rec-a ") == 1);
             // A backlog behind it: the slot it frees must not take one of these once the worker is stopping.
             List<String> backlog = new ArrayList<>();

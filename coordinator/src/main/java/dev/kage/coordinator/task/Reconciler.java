@@ -117,10 +117,15 @@ public class Reconciler {
                 return;
             }
             service.reconcile();
-            int requeued = service.requeueLost();
+            java.util.concurrent.atomic.AtomicInteger refused = new java.util.concurrent.atomic.AtomicInteger();
+            int requeued = service.requeueLost(refused);
             if (checkedRunId != null || requeued > 0) {
                 LOG.info("Redis is a new server process (run_id {}); {} accepted job(s) it no longer had were enqueued again",
                         redis.runId(), requeued);
+            }
+            if (refused.get() > 0) {
+                // Not done: the refused jobs are looked at again at the next pass (those enqueued are not added twice).
+                return;
             }
             checkedRunId = redis.runId();
         } catch (RuntimeException e) {

@@ -221,7 +221,7 @@ public final class TaskService {
         UNREACHABLE;
 
         static Enqueued failed(RedisException e) {
-            return e instanceof io.lettuce.core.RedisCommandExecutionException ? REFUSED : UNREACHABLE;
+            return dev.kage.redis.RedisErrors.isTransient(e) ? UNREACHABLE : REFUSED;
         }
     }
 
@@ -263,11 +263,11 @@ public final class TaskService {
     private Enqueued enqueueReplayed(TaskRecord task, List<JobMessage> jobs) {
         try {
             for (JobMessage job : jobs) {
-                if (queue.enqueue(job).isPresent()) {
-                    live.jobRetrying(task.tenant(), job.taskId(), job.agent(), job.attempt(), clock.instant());
-                    events.publish("job.requeued", Map.of("task_id", job.taskId(), "tenant", task.tenant(), "agent", job.agent(),
-                            "attempt", Integer.toString(job.attempt()), "reason", "replay"));
-                }
+                // Before the job exists, as a replay says it (a worker may start it at once).
+                live.jobRetrying(task.tenant(), job.taskId(), job.agent(), job.attempt(), clock.instant());
+                events.publish("job.requeued", Map.of("task_id", job.taskId(), "tenant", task.tenant(), "agent", job.agent(),
+                        "attempt", Integer.toString(job.attempt()), "reason", "replay"));
+                queue.enqueue(job);
             }
         } catch (RedisException e) {
             LOG.error("Task {} was reopened by a replay, but Redis refused its jobs ({}); retried when Redis answers", task.id(),
@@ -385,6 +385,14 @@ public final class TaskService {
      * @return jobs enqueued again
      */
     public int requeueLost() {
+        return requeueLost(new java.util.concurrent.atomic.AtomicInteger());
+    }
+
+    /**
+     * As {@link #requeueLost()}, counting in {@code refused} the jobs Redis refused with an error about the job itself
+     * (a damaged key of its agent): the caller checks again later rather than take the pass as complete.
+     */
+    public int requeueLost(java.util.concurrent.atomic.AtomicInteger refused) {
         int requeued = 0;
         UUID after = new UUID(0, 0);
         while (true) {
@@ -400,11 +408,15 @@ public final class TaskService {
                             LOG.warn("Reconciler: job {} of task {} was missing from Redis (lost with Redis's last writes); "
                                     + "enqueued it again", job.jobId(), entry.getKey());
                         }
-                    } catch (io.lettuce.core.RedisCommandExecutionException refused) {
-                        // Refused for this job alone (a clobbered key of its agent): the others are enqueued, and the
-                        // check is not repeated for ever. Redis not answering ends the pass, which runs again.
+                    } catch (RedisException e) {
+                        if (dev.kage.redis.RedisErrors.isTransient(e)) {
+                            throw e; // Redis not ready (down, loading, failing over): the whole pass runs again
+                        }
+                        // Refused for this job alone (a damaged key of its agent): the jobs after it are enqueued, and the
+                        // caller looks again at its next pass.
+                        refused.incrementAndGet();
                         LOG.error("Reconciler: job {} of task {} was missing from Redis, which refused to enqueue it again "
-                                + "({}); the jobs after it go on", job.jobId(), entry.getKey(), refused.getMessage());
+                                + "({}); the jobs after it go on", job.jobId(), entry.getKey(), e.getMessage());
                     }
                 }
             }
@@ -645,6 +657,11 @@ public final class TaskService {
             queue.finishStaleReplay(letter.get());
             return Optional.empty();
         }
+        // Said before the job exists: a worker may start it the moment it is added, and its job.started (and the live
+        // state it writes) must come after, not be followed by a "replayed, waiting" that is no longer true.
+        live.jobRetrying(tenant, next.taskId(), next.agent(), next.attempt(), clock.instant());
+        events.publish("job.replayed", Map.of("task_id", next.taskId(), "tenant", tenant, "agent", next.agent(),
+                "attempt", Integer.toString(next.attempt()), "dead_letter_id", deadLetterId));
         Optional<JobMessage> replayed = queue.replay(letter.get(), next.attempt());
         // Marked at once, not with the submits' marks a moment later: a mark written late could land after another
         // replay of the task reopened it (and failed in Redis), hiding that one from the reconciler.
@@ -654,11 +671,10 @@ public final class TaskService {
             LOG.debug("Task {}'s enqueued mark after a replay was not written ({}); the reconciler writes it", taskId,
                     e.getMessage());
         }
-        replayed.ifPresent(job -> {
-            live.jobRetrying(tenant, job.taskId(), job.agent(), job.attempt(), clock.instant());
-            events.publish("job.replayed", Map.of("task_id", job.taskId(), "tenant", tenant, "agent", job.agent(),
-                    "attempt", Integer.toString(job.attempt()), "dead_letter_id", deadLetterId));
-        });
+        if (replayed.isEmpty()) {
+            LOG.warn("Dead letter {} was replayed by another call meanwhile; its job.replayed event was published twice",
+                    deadLetterId);
+        }
         return replayed;
     }
 

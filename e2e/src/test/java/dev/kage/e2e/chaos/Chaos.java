@@ -164,7 +164,10 @@ public final class Chaos {
         List<String> found = new java.util.ArrayList<>(runLines(runsLog, "OVERLAP "));
         record Run(String job, String pid, long start, long end) {
         }
-        java.util.Map<String, Run> byPid = new java.util.LinkedHashMap<>();
+        // A run is a start line and the end (or fail) line of the same pid after it; a pid the system used again later
+        // starts a new run.
+        List<Run> all = new java.util.ArrayList<>();
+        java.util.Map<String, Integer> open = new java.util.HashMap<>();
         for (String line : runLines(runsLog, "")) {
             String[] f = line.split(" ");
             if (f.length != 4 || !f[3].matches("\\d+")) {
@@ -172,13 +175,21 @@ public final class Chaos {
             }
             long at = Long.parseLong(f[3]);
             switch (f[0]) {
-                case "start" -> byPid.put(f[2], new Run(f[1], f[2], at, at));
-                case "end", "fail" -> byPid.computeIfPresent(f[2], (pid, run) -> new Run(run.job(), pid, run.start(), at));
+                case "start" -> {
+                    open.put(f[2], all.size());
+                    all.add(new Run(f[1], f[2], at, at));
+                }
+                case "end", "fail" -> {
+                    Integer index = open.remove(f[2]);
+                    if (index != null) {
+                        Run run = all.get(index);
+                        all.set(index, new Run(run.job(), run.pid(), run.start(), at));
+                    }
+                }
                 default -> { }
             }
         }
-        java.util.Map<String, List<Run>> byJob = byPid.values().stream()
-                .collect(java.util.stream.Collectors.groupingBy(Run::job));
+        java.util.Map<String, List<Run>> byJob = all.stream().collect(java.util.stream.Collectors.groupingBy(Run::job));
         for (List<Run> runs : byJob.values()) {
             for (int i = 0; i < runs.size(); i++) {
                 for (int j = i + 1; j < runs.size(); j++) {

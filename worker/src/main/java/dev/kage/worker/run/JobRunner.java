@@ -555,9 +555,7 @@ public final class JobRunner {
             try {
                 return call.get();
             } catch (RedisException e) {
-                boolean refused = e instanceof io.lettuce.core.RedisCommandExecutionException
-                        && !String.valueOf(e.getMessage()).matches("(?s)^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|READONLY|CLUSTERDOWN).*");
-                if (refused || System.nanoTime() - deadline > 0) {
+                if (!dev.kage.redis.RedisErrors.isTransient(e) || System.nanoTime() - deadline > 0) {
                     throw e;
                 }
                 if (!told) {

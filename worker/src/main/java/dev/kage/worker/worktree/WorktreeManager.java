@@ -262,13 +262,22 @@ public final class WorktreeManager {
                     }
                     Git.run(cache, "worktree", "prune");
                 }
-                if (unpruned.remove(path) | !unpruned.isEmpty()) {
-                    // A worktree removed without git (this path's last one, or a ready one an earlier run of this job took)
-                    // is still registered with its branch until a prune: `worktree add -B` of that branch would fail with
-                    // "already checked out". A retry arriving while the pool is empty meets exactly that.
+                if (unpruned.remove(path)) {
+                    // This path's last worktree was removed without git: its registration would block the branch.
                     Git.run(cache, "worktree", "prune");
                 }
-                Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
+                try {
+                    Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
+                } catch (GitException e) {
+                    if (!String.valueOf(e.getMessage()).contains("already checked out")
+                            && !String.valueOf(e.getMessage()).contains("already used by worktree")) {
+                        throw e;
+                    }
+                    // A ready worktree an earlier run of this job took, removed without git, still holds its branch until
+                    // a prune: a retry arriving while the pool is empty meets that. Pruned here, once, not before every add.
+                    Git.run(cache, "worktree", "prune");
+                    Git.run(cache, "worktree", "add", "--quiet", "-B", branch, path.toString(), baseSha);
+                }
                 return new Worktree(cache, path, branch, baseSha, false);
             }
         } catch (IOException e) {
@@ -491,9 +500,17 @@ public final class WorktreeManager {
             head = Git.runNiced(worktree.path(), "rev-parse", "HEAD");
         }
         if (head != null && head.matches("[0-9a-f]{40,64}") && !worktree.branch().equals(checkedOut)) {
-            // The agent switched to a branch of its own, or detached HEAD, and committed there: its work is what the job
-            // made, so the job's branch (the one recorded and pushed) is moved to it.
-            Git.runNiced(worktree.path(), "update-ref", "refs/heads/" + worktree.branch(), head);
+            if (descendsFrom(worktree, head)) {
+                // The agent switched to a branch of its own, or detached HEAD, and committed there: its work is what the
+                // job made, so the job's branch (the one recorded and pushed) is moved to it.
+                Git.runNiced(worktree.path(), "update-ref", "refs/heads/" + worktree.branch(), head);
+            } else {
+                // It left HEAD elsewhere (another branch it looked at, an older commit): not the job's work. The job's
+                // branch stays as it was, and so do the recorded commit and diff.
+                LOG.warn("Worktree {}: the agent left HEAD on {} ({}), which does not descend from the job's base {}; "
+                        + "recording {} as it is", worktree.path(), checkedOut, head, worktree.baseSha(), worktree.branch());
+                head = Git.runNiced(worktree.path(), "rev-parse", "refs/heads/" + worktree.branch());
+            }
         }
         if (head == null || head.equals(worktree.baseSha())) {
             return new Commit(head == null ? worktree.baseSha() : head, "", null);
@@ -515,6 +532,16 @@ public final class WorktreeManager {
             patch += "\n[... " + (patchBytes - PATCH_BYTES) + " more bytes of the patch omitted ...]\n";
         }
         return new Commit(head, stat, patch);
+    }
+
+    /** Whether {@code commit} is the job's base or comes after it. */
+    private static boolean descendsFrom(Worktree worktree, String commit) {
+        try {
+            Git.runNiced(worktree.path(), "merge-base", "--is-ancestor", worktree.baseSha(), commit);
+            return true;
+        } catch (GitException notAnAncestor) {
+            return false;
+        }
     }
 
     /** Pushes the worktree's branch to the repository it was cloned from, replacing an older push of it. */

@@ -393,6 +393,16 @@ class WorktreeManagerTest {
         manager.push(detached);
         assertThat(Git.run(origin, "rev-parse", "kage/b2/demo")).isEqualTo(second.sha()).isNotEqualTo(detached.baseSha());
         manager.remove(detached);
+
+        // HEAD left on history that does not come from the base (here an unrelated branch it made): not the job's work.
+        Worktree elsewhere = manager.create(origin.toString(), "main", "kage/b3/demo", "b3-demo");
+        Git.run(elsewhere.path(), "checkout", "--quiet", "--orphan", "unrelated");
+        Git.run(elsewhere.path(), "-c", "user.name=Agent", "-c", "user.email=agent@localhost", "commit", "--quiet", "-m", "x");
+        Commit third = manager.commit(elsewhere, "kage: nothing of the job");
+        assertThat(third.sha()).isEqualTo(elsewhere.baseSha());
+        assertThat(third.diffStat()).isEmpty();
+        assertThat(Git.run(elsewhere.path(), "rev-parse", "refs/heads/kage/b3/demo")).isEqualTo(elsewhere.baseSha());
+        manager.remove(elsewhere);
     }
 
     @Test
