@@ -19,6 +19,8 @@
 #                    (default <repo>/.run/services)
 #   KAGE_SERVICES_NO_INSTALL=1   never install packages, only report how to get them
 #   KAGE_SERVICES_WAIT           seconds to wait for readiness (default 30)
+#   KAGE_SERVICES_TRUST_LOOPBACK=1  an installed Debian cluster this script starts, whose login fails, is made to trust
+#                                loopback TCP logins (root or passwordless sudo); without it, the lines are printed
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -682,13 +684,14 @@ pg_login_or_trust() { # version cluster
   local ver=$1 name=$2 i
   pg_tool psql >/dev/null || return 0 # pg_ensure_psql, later, says so
   pg_login_ok && return 0
-  if can_admin && pg_trust_loopback "$ver" "$name"; then
+  # Another cluster's access rules are its owner's: changed only when asked (a throwaway CI machine or container)
+  if [[ ${KAGE_SERVICES_TRUST_LOOPBACK:-0} == 1 ]] && can_admin && pg_trust_loopback "$ver" "$name"; then
     for ((i = 0; i < 10; i++)); do # the reload takes a moment
       pg_login_ok && return 0
       sleep 0.5
     done
   fi
-  warn "postgres: cannot log in as '$P_USER' at $P_HOST:$P_PORT to cluster $ver/$name, which this script started. Put the password in DATABASE_URL, or (development machine) add these lines above the other 'host' lines of /etc/postgresql/$ver/$name/pg_hba.conf:"
+  warn "postgres: cannot log in as '$P_USER' at $P_HOST:$P_PORT to cluster $ver/$name, which this script started. Put the password in DATABASE_URL, run again with KAGE_SERVICES_TRUST_LOOPBACK=1 (a throwaway machine: this script then adds the lines below itself), or (development machine) add these lines above the other 'host' lines of /etc/postgresql/$ver/$name/pg_hba.conf:"
   {
     printf '    host    all             all             127.0.0.1/32            trust\n'
     printf '    host    all             all             ::1/128                 trust\n'
