@@ -30,6 +30,7 @@ public final class JobControl {
     private volatile boolean exited;
     private volatile boolean outcomeChecked;
     private volatile dev.kage.tokens.Usage charged;
+    private final java.util.concurrent.atomic.AtomicBoolean lostNoted = new java.util.concurrent.atomic.AtomicBoolean();
 
     /** The job holds a slot; {@code release} gives it back. */
     void holdSlot(Runnable release) {
@@ -97,11 +98,15 @@ public final class JobControl {
 
     /**
      * The job's agent has exited (its process, or its HTTP call, returned): what is left is settling, committing,
-     * pushing and recording. A shutdown no longer stops it, since handing it back would run a finished, paid-for
-     * agent again. Called by the job's own thread.
+     * pushing and recording. No stop applies from here on ({@link #stop}). Called by the job's own thread.
      */
     public synchronized void agentExited() {
         exited = true;
+    }
+
+    /** Its entry was found no longer this worker's after its agent exited; true the first time only (to log it once). */
+    public boolean noteLost() {
+        return lostNoted.compareAndSet(false, true);
     }
 
     /** True once the job's agent has exited ({@link #agentExited}) or it is {@linkplain #finishing() finishing}: no stop applies. */

@@ -369,7 +369,7 @@ public final class JobRunner {
         }
 
         Outcome outcome = execute(job, agent, claimed, control);
-        if (control.reason() != null) {
+        if (control.reason() != null && !control.unstoppable()) {
             throw new InterruptedException("stopped: " + control.reason());
         }
         if (outcome.deferral() != null) {
@@ -537,6 +537,16 @@ public final class JobRunner {
                 Thread.sleep(OUTCOME_CHECK_RETRY.toMillis());
             }
         }
+    }
+
+    /**
+     * The agent has exited by itself: from here no stop applies. A stop that came after the exit and before this (a
+     * cancel, a lost lease) left its interrupt behind; cleared, so that settling, committing and recording are not cut
+     * short by it and the run is recorded as it ended, not as stopped and free.
+     */
+    private static void agentExited(JobControl control) {
+        control.agentExited();
+        Thread.interrupted();
     }
 
     /** How long a run whose agent exited waits for Redis to settle its usage before it gives up (the entry stays pending). */
@@ -747,7 +757,7 @@ public final class JobRunner {
                     Usage.UsageSource.ESTIMATE));
             throw e;
         }
-        control.agentExited();
+        agentExited(control);
 
         AgentReport report = OutputParser.parse(agent, job.description(), process.stdout(), process.stdoutTail(), process.stderr());
         Usage usage = live.atLeastCounted(report.usage());
@@ -1062,7 +1072,7 @@ public final class JobRunner {
                 // the budget's Redis errors, which leave the entry pending as they always did.
                 throw new RequestRefused(refused);
             }
-            control.agentExited();
+            agentExited(control);
         } catch (IOException e) {
             List<ErrorRecord> errors = unansweredCall(job, agent, hold, unanswered, sent.get(), grant[0]);
             ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not reach " + agent.endpoint().baseUrl()

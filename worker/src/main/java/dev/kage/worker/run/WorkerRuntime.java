@@ -208,11 +208,11 @@ public final class WorkerRuntime {
         jobs.shutdown();
         try {
             if (!jobs.awaitTermination(worker.shutdownGrace().toMillis(), TimeUnit.MILLISECONDS)) {
+                // A job whose agent has exited only settles, pushes and records: that must not be cut short.
+                List<Running> stoppable = inFlight.values().stream().filter(r -> !r.control().unstoppable()).toList();
                 LOG.warn("Grace period of {}s over; handing back {} running job(s)", worker.shutdownGrace().toSeconds(),
-                        runningJobs());
-                // A finishing job's agent is done; it only waits for its outcome's write, which must not be cut short.
-                inFlight.values().stream().filter(r -> !r.control().finishing())
-                        .forEach(r -> r.control().stop(JobControl.StopReason.SHUTDOWN));
+                        stoppable.size());
+                stoppable.forEach(r -> r.control().stop(JobControl.StopReason.SHUTDOWN));
                 if (!jobs.awaitTermination(30, TimeUnit.SECONDS)) {
                     LOG.error("{} job(s) did not stop; their entries stay pending and will be reclaimed", inFlight.size());
                 }
@@ -489,7 +489,13 @@ public final class WorkerRuntime {
                     continue;
                 }
                 JobQueue.Ownership ownership = queue.refresh(job.claimed(), worker.workerId());
-                if (ownership == JobQueue.Ownership.TAKEN) {
+                if (ownership != JobQueue.Ownership.OWNED && job.control().unstoppable()) {
+                    if (job.control().noteLost()) {
+                        LOG.warn("Entry {} is no longer this worker's ({}), but its agent has exited: its outcome is recorded "
+                                + "here (the first recorded wins; a worker that delivers it again finds it)", job.claimed().key(),
+                                ownership == JobQueue.Ownership.TAKEN ? "reclaimed by another worker" : "pending nowhere");
+                    }
+                } else if (ownership == JobQueue.Ownership.TAKEN) {
                     LOG.warn("Entry {} was reclaimed by another worker; stopping it here", job.claimed().key());
                     job.control().stop(JobControl.StopReason.LOST);
                 } else if (ownership == JobQueue.Ownership.GONE) {
