@@ -558,7 +558,7 @@ public final class JobRunner {
      * paid-for run away: its worktree went, and the entry ran again elsewhere. Nothing stops a job whose agent exited,
      * so the wait is not interrupted; a refusal Redis gives for the command itself (a script error) is not waited out.
      */
-    private <T> T untilRedisAnswers(JobMessage job, String what, java.util.function.Supplier<T> call) {
+    private <T> T untilRedisAnswers(JobMessage job, String what, java.util.function.Supplier<T> call, Runnable onRetry) {
         long deadline = System.nanoTime() + SETTLE_PATIENCE.toNanos();
         boolean told = false;
         while (true) {
@@ -573,6 +573,7 @@ public final class JobRunner {
                             e.getMessage(), SETTLE_PATIENCE.toMinutes());
                     told = true;
                 }
+                onRetry.run();
                 try {
                     Thread.sleep(1_000);
                 } catch (InterruptedException interrupted) {
@@ -835,8 +836,9 @@ public final class JobRunner {
      * tenant's or an agent's pool is.
      */
     private void settle(JobMessage job, Hold hold, Usage usage, List<ErrorRecord> errors) {
+        boolean[] retried = {false};
         Settlement settlement = untilRedisAnswers(job, "settle its usage",
-                () -> budget.settle(hold, usage.totalTokens(), PeriodLimits.micros(usage.costUsd())));
+                () -> budget.settle(hold, usage.totalTokens(), PeriodLimits.micros(usage.costUsd())), () -> retried[0] = true);
         metrics.usage(job.agent(), job.tenant(), usage.inputTokens(), usage.outputTokens(), usage.cacheReadTokens(),
                 usage.cacheWriteTokens(), usage.costUsd());
         for (PoolSettlement pool : settlement.pools()) {
@@ -861,7 +863,10 @@ public final class JobRunner {
                 }
             }
         }
-        if (!settlement.firstTime()) {
+        // A settle that says "settled before" after a retry was this run's own first try, whose answer was lost (the hold
+        // id is this run's alone): the task's violation row is still due, read from the pool as it stands. (The other
+        // pools' "passed now" flags are only in the lost answer: their once-a-period rows are not written then.)
+        if (!settlement.firstTime() && !retried[0]) {
             return;
         }
         PoolSettlement task = settlement.task();
