@@ -116,7 +116,10 @@ public final class ApiClient {
         events(path, lastEventId, () -> { }, onEvent);
     }
 
-    /** As {@link #events(String, String, Consumer)}, calling {@code onOpen} once the server has accepted the stream. */
+    /**
+     * As {@link #events(String, String, Consumer)}, calling {@code onOpen} once the stream has brought its first line (an
+     * event or a keep-alive): a stream that is accepted and then breaks at once, again and again, has not opened.
+     */
     public void events(String path, String lastEventId, Runnable onOpen, Consumer<SseEvent> onEvent) {
         // the timeout covers the wait for the headers only; the watchdog below covers the stream
         HttpRequest.Builder request = HttpRequest.newBuilder(uri(path)).timeout(requestTimeout).header("X-API-Key", key)
@@ -143,15 +146,15 @@ public final class ApiClient {
                 throw ClientException.notTheApi("the answer from " + baseUrl + " is not the coordinator's API: HTTP " + status
                         + " with Content-Type " + (type.isEmpty() ? "(none)" : type) + " where an event stream (text/event-stream) was expected");
             }
-            onOpen.run();
-            readWatched(in, onEvent);
+            readWatched(in, onOpen, onEvent);
         } catch (IOException e) {
             throw ClientException.unreachable("the event stream from " + baseUrl + " broke: " + describe(e), e);
         }
     }
 
     /** Reads the stream, closing it (an IOException) when no line has come for {@link #streamIdleLimit}. */
-    private void readWatched(InputStream in, Consumer<SseEvent> onEvent) throws IOException {
+    private void readWatched(InputStream in, Runnable onFirstLine, Consumer<SseEvent> onEvent) throws IOException {
+        AtomicBoolean opened = new AtomicBoolean();
         long limit = streamIdleLimit.toNanos();
         AtomicLong lastActivity = new AtomicLong(System.nanoTime());
         AtomicBoolean dispatching = new AtomicBoolean();
@@ -182,7 +185,12 @@ public final class ApiClient {
         };
         watchdog.schedule(check, limit, TimeUnit.NANOSECONDS);
         try {
-            SseEvent.read(in, () -> lastActivity.set(System.nanoTime()), event -> {
+            SseEvent.read(in, () -> {
+                lastActivity.set(System.nanoTime());
+                if (opened.compareAndSet(false, true)) {
+                    onFirstLine.run();
+                }
+            }, event -> {
                 dispatching.set(true);
                 try {
                     onEvent.accept(event);

@@ -7,7 +7,8 @@ import java.time.Duration;
  * {@link #DELAY}, or what the server asked in {@code Retry-After} (a 503 while Postgres is down: 5 s), at most
  * {@link #MAX_WAIT}; it gives up (rethrows) when the failures have gone on, without a stream opening in between, for
  * {@link #BUDGET}, or at once for an error that retrying cannot mend (a 4xx, an answer that is not the API's). A stream
- * that opened ({@link #opened()}) ends the run of failures, however it ends later. Not thread-safe.
+ * that opened ({@link #opened()}: it brought a line, an event or a keep-alive) ends the run of failures, however it ends
+ * later. Not thread-safe.
  */
 final class Reconnects {
     /** Pause before reconnecting when the server said nothing about when. */

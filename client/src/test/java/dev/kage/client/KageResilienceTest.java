@@ -297,6 +297,18 @@ class KageResilienceTest {
         assertThat(clock.sleeps).hasSize(20);
     }
 
+    @Test
+    void aStreamThatIsAcceptedAndBreaksBeforeAnyLineAgainAndAgainUsesUpTheBudget() {
+        // A proxy or a failing coordinator that answers 200 and closes at once: no stream ever opened, so the failures are
+        // in a row, and the client gives up after the budget instead of looping for ever.
+        routes.put("GET /api/v1/tasks/t-1", (exchange, n) -> json(exchange, 200, TASK));
+        routes.put("GET /api/v1/tasks/t-1/events", (exchange, n) -> broken(exchange, ""));
+        Kage kage = kage();
+        kage.reconnectBudget = Duration.ofSeconds(5);
+        assertThat(kage(kage, "status", "t-1", "--wait")).isEqualTo(ExitCodes.UNAVAILABLE);
+        assertThat(clock.sleeps).hasSizeBetween(5, 7);
+    }
+
     // 4. Retry-After and a time budget; the finished line when the task cannot be read
 
     @Test
