@@ -312,6 +312,7 @@ start_coordinator() {
   launch "$RUN/coordinator.log" "$pidfile" "$RUN/jars/kage-coordinator.jar" \
     PORT="$PORT" KAGE_DEV_MODE=true KAGE_AGENTS_FILE="$RUN/agents.yml"
   printf '%s\n' "$PORT" >"$RUN/coordinator.port"
+  rm -f "$RUN/coordinator.env" # a file from an earlier run keeps its mode: made anew, private
   (umask 077 && fleet_settings >"$RUN/coordinator.env") # DATABASE_URL may hold a password
   pid=$(read_pid "$pidfile")
   say "coordinator: started (pid $pid, port $PORT, log $RUN/coordinator.log); waiting up to ${HEALTH_WAIT}s for health ..."

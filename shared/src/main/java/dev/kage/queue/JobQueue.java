@@ -757,8 +757,10 @@ public final class JobQueue {
                 // Entries added meanwhile only make this id older than the keepAcked-th newest: more are kept, never fewer.
                 List<StreamMessage<String, String>> oldest = redis.xrange(stream, Range.create("-", "+"), Limit.from(fromOldest));
                 if (oldest.size() < fromOldest) {
-                    continue; // trimmed by another worker meanwhile
+                    continue; // trimmed meanwhile
                 }
+                // (Another worker's trim between the XLEN and this read moves the boundary: a few more of the kept,
+                // acknowledged entries can go. Pending and undelivered ones cannot: the threshold stays below them.)
                 kept = oldest.getLast().getId();
             } else {
                 List<StreamMessage<String, String>> newest = redis.xrevrange(stream, Range.create("-", "+"), Limit.from(keepAcked));

@@ -11,7 +11,7 @@ import java.util.regex.Pattern;
 public final class RedisErrors {
     /** Error replies a healthy command gets from a Redis that is loading, busy, read-only, failing over or out of memory. */
     private static final Pattern TRANSIENT_REPLY = Pattern.compile("(?s)^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|READONLY|CLUSTERDOWN|OOM|NOREPLICAS"
-            + "|NOSCRIPT)\\b.*");
+            + "|NOSCRIPT|MISCONF)\\b.*");
 
     private RedisErrors() {
     }

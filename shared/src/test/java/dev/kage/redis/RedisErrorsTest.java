@@ -27,7 +27,8 @@ class RedisErrorsTest {
         }
         for (String reply : new String[] {"LOADING Redis is loading the dataset in memory",
                 "READONLY You can't write against a read only replica.", "OOM command not allowed when used memory > 'maxmemory'.",
-                "BUSY Redis is busy running a script.", "MASTERDOWN Link with MASTER is down"}) {
+                "BUSY Redis is busy running a script.", "MASTERDOWN Link with MASTER is down",
+                "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk."}) {
             assertThat(RedisErrors.isTransient(new RedisCommandExecutionException(reply))).as(reply).isTrue();
         }
         assertThat(RedisErrors.isTransient(new RedisCommandExecutionException("ERR Error running script: boom"))).isFalse();

@@ -107,9 +107,9 @@ public final class ApiDocs {
     }
 
     public static final String UNKNOWN_QUERY_PARAMETER = """
-            {"error": "validation_failed", "message": "the request is invalid: agnet: is not a parameter of this route, which \
-            takes no query parameters", "errors": [{"field": "agnet", "message": "is not a parameter of this route, which takes \
-            no query parameters"}]}""";
+            {"error": "validation_failed", "message": "the request is invalid: agnet: is not a parameter of this route; it \
+            takes agent, limit", "errors": [{"field": "agnet", "message": "is not a parameter of this route; it takes agent, \
+            limit"}]}""";
 
     /**
      * Routes with no 400 of their own: every {@code /api} route refuses a query parameter it does not read, or one it

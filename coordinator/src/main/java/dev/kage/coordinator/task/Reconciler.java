@@ -2,6 +2,7 @@ package dev.kage.coordinator.task;
 
 import io.micronaut.scheduling.annotation.Scheduled;
 import jakarta.inject.Singleton;
+import java.util.List;
 import java.util.Map;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -27,6 +28,8 @@ public class Reconciler {
     /** A run_id seen since that check, and when ({@link System#nanoTime}): the check waits for the workers' beats. */
     private volatile String newRunId;
     private volatile long newRunIdSeenAt;
+    /** Lost jobs Redis refused to enqueue again (a damaged key of their agent), tried again at each pass. */
+    private final List<dev.kage.task.JobMessage> refusedLost = new java.util.ArrayList<>();
     /** The Redis run_id every recent cancel was last passed on to. */
     private volatile String cancelsPassedFor;
 
@@ -101,6 +104,9 @@ public class Reconciler {
             }
             if (redis.runId().equals(checkedRunId)) {
                 service.reconcile();
+                if (!refusedLost.isEmpty()) {
+                    service.requeueRefused(refusedLost);
+                }
                 return;
             }
             if (!redis.runId().equals(newRunId)) {
@@ -117,16 +123,13 @@ public class Reconciler {
                 return;
             }
             service.reconcile();
-            java.util.concurrent.atomic.AtomicInteger refused = new java.util.concurrent.atomic.AtomicInteger();
-            int requeued = service.requeueLost(refused);
+            refusedLost.clear();
+            int requeued = service.requeueLost(refusedLost);
             if (checkedRunId != null || requeued > 0) {
                 LOG.info("Redis is a new server process (run_id {}); {} accepted job(s) it no longer had were enqueued again",
                         redis.runId(), requeued);
             }
-            if (refused.get() > 0) {
-                // Not done: the refused jobs are looked at again at the next pass (those enqueued are not added twice).
-                return;
-            }
+            // Those Redis refused (a damaged key) are tried again, alone, at each pass: no full scan every 5 s.
             checkedRunId = redis.runId();
         } catch (RuntimeException e) {
             LOG.warn("Reconciler pass failed (retrying in a few seconds): {}", e.getMessage());

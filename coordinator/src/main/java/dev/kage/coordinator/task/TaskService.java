@@ -263,6 +263,9 @@ public final class TaskService {
     private Enqueued enqueueReplayed(TaskRecord task, List<JobMessage> jobs) {
         try {
             for (JobMessage job : jobs) {
+                if (queue.wasEnqueued(job)) {
+                    continue; // added meanwhile: by the replay this pass caught halfway, which said so itself
+                }
                 // Before the job exists, as a replay says it (a worker may start it at once).
                 live.jobRetrying(task.tenant(), job.taskId(), job.agent(), job.attempt(), clock.instant());
                 events.publish("job.requeued", Map.of("task_id", job.taskId(), "tenant", task.tenant(), "agent", job.agent(),
@@ -385,14 +388,14 @@ public final class TaskService {
      * @return jobs enqueued again
      */
     public int requeueLost() {
-        return requeueLost(new java.util.concurrent.atomic.AtomicInteger());
+        return requeueLost(new java.util.ArrayList<>());
     }
 
     /**
-     * As {@link #requeueLost()}, counting in {@code refused} the jobs Redis refused with an error about the job itself
-     * (a damaged key of its agent): the caller checks again later rather than take the pass as complete.
+     * As {@link #requeueLost()}, adding to {@code refused} the jobs Redis refused with an error about the job itself (a
+     * damaged key of its agent), for {@link #requeueRefused} to try again.
      */
-    public int requeueLost(java.util.concurrent.atomic.AtomicInteger refused) {
+    public int requeueLost(List<JobMessage> refused) {
         int requeued = 0;
         UUID after = new UUID(0, 0);
         while (true) {
@@ -414,14 +417,44 @@ public final class TaskService {
                         }
                         // Refused for this job alone (a damaged key of its agent): the jobs after it are enqueued, and the
                         // caller looks again at its next pass.
-                        refused.incrementAndGet();
+                        refused.add(job);
                         LOG.error("Reconciler: job {} of task {} was missing from Redis, which refused to enqueue it again "
-                                + "({}); the jobs after it go on", job.jobId(), entry.getKey(), e.getMessage());
+                                + "({}); the jobs after it go on, and it is tried again at each pass", job.jobId(), entry.getKey(),
+                                e.getMessage());
                     }
                 }
             }
             after = page.getLast().id();
         }
+    }
+
+    /**
+     * Tries again the lost jobs Redis refused ({@link #requeueLost(List)}); those it refuses again stay in {@code refused}.
+     * A job that ended meanwhile (a result row) or is in Redis again is dropped.
+     *
+     * @return jobs enqueued
+     */
+    public int requeueRefused(List<JobMessage> refused) {
+        int requeued = 0;
+        java.util.Set<String> done = store.jobsWithOutcome(refused.stream().map(j -> UUID.fromString(j.taskId())).distinct().toList());
+        for (java.util.Iterator<JobMessage> it = refused.iterator(); it.hasNext(); ) {
+            JobMessage job = it.next();
+            if (done.contains(job.jobId()) || queue.wasEnqueued(job)) {
+                it.remove();
+                continue;
+            }
+            try {
+                queue.enqueue(job);
+                it.remove();
+                requeued++;
+                LOG.warn("Reconciler: job {}, lost with Redis's last writes and refused before, was enqueued again", job.jobId());
+            } catch (RedisException e) {
+                if (dev.kage.redis.RedisErrors.isTransient(e)) {
+                    throw e;
+                }
+            }
+        }
+        return requeued;
     }
 
     /** Tasks younger than this have markers and live state fresh from their submit: {@link #renewWaiting} leaves them. */

@@ -313,8 +313,17 @@ class SubmitSafetyApiTest {
                 store.markEnqueued(task.id());
                 made.add(task.id());
             }
-            service.requeueLost();
+            List<dev.kage.task.JobMessage> refusedJobs = new ArrayList<>();
+            service.requeueLost(refusedJobs);
             assertThat(redis.xlen(coordinator.redis().keys().jobStream("lost-behind-clobbered", Priority.NORMAL))).isEqualTo(1);
+            assertThat(refusedJobs).extracting(dev.kage.task.JobMessage::taskId).containsExactly(lostRefused.id().toString());
+            // Refused again while the key is damaged; enqueued once an operator has mended it.
+            assertThat(service.requeueRefused(refusedJobs)).isZero();
+            assertThat(refusedJobs).hasSize(1);
+            redis.del(clobbered);
+            assertThat(service.requeueRefused(refusedJobs)).isEqualTo(1);
+            assertThat(refusedJobs).isEmpty();
+            assertThat(redis.xlen(clobbered)).isEqualTo(1);
         } finally {
             // Ended, so that this class's other tests (one coordinator, one schema) find none of them to requeue.
             database.jdbi().useHandle(h -> h.createUpdate("UPDATE tasks SET status = 'cancelled' WHERE id = ANY(:ids)")

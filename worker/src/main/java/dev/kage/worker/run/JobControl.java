@@ -102,6 +102,9 @@ public final class JobControl {
      */
     public synchronized void agentExited() {
         exited = true;
+        // A stop that came after the agent's exit and before this mark (its interrupt is cleared by the caller) is
+        // forgotten too: the run is recorded as it ended, also if something fails later.
+        reason = null;
     }
 
     /** Its entry was found no longer this worker's after its agent exited; true the first time only (to log it once). */

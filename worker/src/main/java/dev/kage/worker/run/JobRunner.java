@@ -813,6 +813,10 @@ public final class JobRunner {
             commitSha = commit.sha();
             diffStat = commit.diffStat();
             patch = commit.patch() == null ? null : redactor.redact(commit.patch());
+            if (commit.stray() != null) {
+                errors.add(error(job, "GitError", "Agent " + job.agent() + ": " + commit.stray(), Map.of("branch", worktree.branch()),
+                        false));
+            }
             if (worker.pushBranches()) {
                 worktrees.push(worktree);
             }

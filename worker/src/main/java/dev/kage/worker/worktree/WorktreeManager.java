@@ -493,13 +493,20 @@ public final class WorktreeManager {
                 dirty = true;
             }
         }
+        boolean elsewhere = !worktree.branch().equals(checkedOut);
         if (dirty) {
+            if (elsewhere && checkedOut != null && !checkedOut.equals("(detached)")) {
+                // HEAD is on a branch the agent checked out (its own, or one of the clone's, such as main): the worker's
+                // commit must not move that branch. Detached at the same commit, the tree and index stay as they are.
+                Git.runNiced(worktree.path(), "checkout", "--quiet", "--detach");
+            }
             Git.runNiced(worktree.path(), "add", "-A");
             Git.runNiced(worktree.path(), "-c", "user.name=Kage Bunshin", "-c", "user.email=kage@localhost", "commit", "--quiet",
                     "--no-verify", "-m", message);
             head = Git.runNiced(worktree.path(), "rev-parse", "HEAD");
         }
-        if (head != null && head.matches("[0-9a-f]{40,64}") && !worktree.branch().equals(checkedOut)) {
+        String stray = null;
+        if (head != null && head.matches("[0-9a-f]{40,64}") && elsewhere) {
             if (descendsFrom(worktree, head)) {
                 // The agent switched to a branch of its own, or detached HEAD, and committed there: its work is what the
                 // job made, so the job's branch (the one recorded and pushed) is moved to it.
@@ -507,13 +514,15 @@ public final class WorktreeManager {
             } else {
                 // It left HEAD elsewhere (another branch it looked at, an older commit): not the job's work. The job's
                 // branch stays as it was, and so do the recorded commit and diff.
-                LOG.warn("Worktree {}: the agent left HEAD on {} ({}), which does not descend from the job's base {}; "
-                        + "recording {} as it is", worktree.path(), checkedOut, head, worktree.baseSha(), worktree.branch());
+                stray = "the agent left HEAD " + ("(detached)".equals(checkedOut) ? "detached" : "on " + checkedOut) + " at " + head
+                        + ", which does not come from the job's base " + worktree.baseSha() + ": what is there is not on "
+                        + worktree.branch() + ", which is recorded as it is";
+                LOG.warn("Worktree {}: {}", worktree.path(), stray);
                 head = Git.runNiced(worktree.path(), "rev-parse", "refs/heads/" + worktree.branch());
             }
         }
         if (head == null || head.equals(worktree.baseSha())) {
-            return new Commit(head == null ? worktree.baseSha() : head, "", null);
+            return new Commit(head == null ? worktree.baseSha() : head, "", null, stray);
         }
         // The short stat line, a blank line, then the patch: one process for both.
         Git.Capped diff = Git.runCapped(worktree.path(), PATCH_BYTES + 4096, true, "diff", "--no-color", "--no-ext-diff", "--shortstat",
@@ -521,7 +530,7 @@ public final class WorktreeManager {
         String out = new String(diff.head(), StandardCharsets.UTF_8);
         int split = out.indexOf("\n\n");
         if (split < 0) {
-            return new Commit(head, out.trim(), null); // an agent's commits that cancel out: no difference to show
+            return new Commit(head, out.trim(), null, stray); // an agent's commits that cancel out: no difference to show
         }
         String stat = out.substring(0, split).trim();
         int patchStart = out.substring(0, split + 2).getBytes(StandardCharsets.UTF_8).length;
@@ -531,7 +540,7 @@ public final class WorktreeManager {
         if (patchBytes > PATCH_BYTES) {
             patch += "\n[... " + (patchBytes - PATCH_BYTES) + " more bytes of the patch omitted ...]\n";
         }
-        return new Commit(head, stat, patch);
+        return new Commit(head, stat, patch, stray);
     }
 
     /** Whether {@code commit} is the job's base or comes after it. */
@@ -751,7 +760,12 @@ public final class WorktreeManager {
      * @param diffStat {@code git diff --shortstat} against the base; empty when the agent changed nothing
      * @param patch    {@code git diff} against the base, its first {@link #PATCH_BYTES} bytes (with a note of what was
      *                 left out); null when the agent changed nothing
+     * @param stray    why work the agent left elsewhere (HEAD on history that does not come from the base) is not on the
+     *                 job's branch; null when there is none
      */
-    public record Commit(String sha, String diffStat, String patch) {
+    public record Commit(String sha, String diffStat, String patch, String stray) {
+        public Commit(String sha, String diffStat, String patch) {
+            this(sha, diffStat, patch, null);
+        }
     }
 }

@@ -53,4 +53,18 @@ class JobControlTest {
             assertThat(Thread.interrupted()).as(reason.name()).isFalse();
         }
     }
+
+    @Test
+    void aStopThatCameBetweenTheAgentsExitAndItsMarkIsForgotten() {
+        // The process ended by itself; a cancel landed before the runner marked the exit. The run is recorded as it ended.
+        JobControl control = new JobControl();
+        control.bind(Thread.currentThread());
+        control.holdSlot(() -> { });
+        control.stop(JobControl.StopReason.CANCELLED);
+        assertThat(control.reason()).isEqualTo(JobControl.StopReason.CANCELLED);
+        control.agentExited();
+        assertThat(Thread.interrupted()).as("the interrupt the runner clears").isTrue();
+        assertThat(control.reason()).isNull();
+        assertThat(control.unstoppable()).isTrue();
+    }
 }

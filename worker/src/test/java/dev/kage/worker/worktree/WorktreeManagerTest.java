@@ -398,10 +398,15 @@ class WorktreeManagerTest {
         Worktree elsewhere = manager.create(origin.toString(), "main", "kage/b3/demo", "b3-demo");
         Git.run(elsewhere.path(), "checkout", "--quiet", "--orphan", "unrelated");
         Git.run(elsewhere.path(), "-c", "user.name=Agent", "-c", "user.email=agent@localhost", "commit", "--quiet", "-m", "x");
+        Files.writeString(elsewhere.path().resolve("LEFT.md"), "left uncommitted on the unrelated branch\n");
+        String unrelated = Git.run(elsewhere.path(), "rev-parse", "refs/heads/unrelated");
         Commit third = manager.commit(elsewhere, "kage: nothing of the job");
         assertThat(third.sha()).isEqualTo(elsewhere.baseSha());
         assertThat(third.diffStat()).isEmpty();
+        assertThat(third.stray()).as("said, not silently dropped").contains("does not come from the job's base");
         assertThat(Git.run(elsewhere.path(), "rev-parse", "refs/heads/kage/b3/demo")).isEqualTo(elsewhere.baseSha());
+        assertThat(Git.run(elsewhere.path(), "rev-parse", "refs/heads/unrelated")).as("the worker's commit moved no branch of the agent's")
+                .isEqualTo(unrelated);
         manager.remove(elsewhere);
     }
 
