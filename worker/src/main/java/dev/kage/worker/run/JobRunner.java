@@ -575,6 +575,7 @@ public final class JobRunner {
                 }
                 onRetry.run();
                 try {
+                    // A backoff, not a poll of something that signals: Redis gives no notice when it answers again.
                     Thread.sleep(1_000);
                 } catch (InterruptedException interrupted) {
                     Thread.currentThread().interrupt();
