@@ -127,6 +127,10 @@ public class KageQueueBench {
             int port = coordinatorPort;
             HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1).build();
             awaitHealthy(http, port, coordinator, runDir);
+            // A coordinator's first reconciler pass (5 s after it starts) looks for every open task's jobs in Redis: a
+            // start-up cost, which a long-running coordinator does not pay per request. Before session 14 it fell
+            // inside the timed submit and counted as up to half of the coordinator's CPU per task.
+            awaitLogLine(runDir.resolve("coordinator.log"), "Start-up check done", coordinator);
             int warm = Integer.parseInt(env("BENCH_SUBMIT_WARMUP", "20"));
             for (int i = 0; i < warm; i++) {
                 submit(http, port, apiKey, batchBody(OTHER_AGENT, 1_000));
@@ -534,6 +538,25 @@ public class KageQueueBench {
                 throw new IllegalStateException("the coordinator is not healthy after 90 s; see " + runDir.resolve("coordinator.log"));
             }
             // A bench, not a test: it waits for another process's HTTP port, whose readiness it can only poll.
+            Thread.sleep(200);
+        }
+    }
+
+    /**
+     * Waits until the process has written a line containing {@code text} to its log; a build older than that line
+     * (BENCH_COORDINATOR_JAR) is given 20 s.
+     */
+    static void awaitLogLine(Path log, String text, Process process) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (!Files.readString(log).contains(text)) {
+            if (!process.isAlive()) {
+                throw new IllegalStateException("the process exited; see " + log);
+            }
+            if (System.nanoTime() > deadline) {
+                say("no '" + text + "' in " + log + " after 20 s (an older build?): going on");
+                return;
+            }
+            // A bench, not a test: another process's log can only be polled.
             Thread.sleep(200);
         }
     }

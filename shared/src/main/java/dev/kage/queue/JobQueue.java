@@ -153,6 +153,32 @@ public final class JobQueue {
         return redis.exists(keys.enqueued(job.agent(), job.jobId(), job.attempt())) > 0;
     }
 
+    /**
+     * {@link #wasEnqueued} for many jobs in one pipelined round trip (a start-up check reads every open task's markers:
+     * one round trip each made a coordinator with a large backlog take seconds per 100,000 jobs).
+     *
+     * @return the jobs among {@code jobs} whose marker exists, by identity
+     * @throws RedisException when Redis fails any of the checks
+     */
+    public java.util.Set<JobMessage> enqueuedAmong(List<JobMessage> jobs) {
+        if (jobs.isEmpty()) {
+            return java.util.Set.of();
+        }
+        var async = redis.getStatefulConnection().async();
+        List<io.lettuce.core.RedisFuture<Long>> replies = new ArrayList<>(jobs.size());
+        for (JobMessage job : jobs) {
+            replies.add(async.exists(keys.enqueued(job.agent(), job.jobId(), job.attempt())));
+        }
+        long timeout = redis.getStatefulConnection().getTimeout().toNanos();
+        java.util.Set<JobMessage> found = java.util.Collections.newSetFromMap(new java.util.IdentityHashMap<>());
+        for (int i = 0; i < jobs.size(); i++) {
+            if (io.lettuce.core.LettuceFutures.awaitOrCancel(replies.get(i), timeout, java.util.concurrent.TimeUnit.NANOSECONDS) > 0) {
+                found.add(jobs.get(i));
+            }
+        }
+        return found;
+    }
+
     /** The Redis server's {@code run_id} (a new one after every restart) and how long it has been up. */
     public ServerProcess server() {
         String runId = null;

@@ -50,9 +50,15 @@ public final class TaskStore {
     /**
      * Inserts many tasks in one statement (one array per column, unnested): all or none. A thousand tasks cost about
      * half of a JDBC batch of single-row inserts, which Postgres plans and executes row by row.
+     *
+     * <p>The rows are inserted already marked enqueued, and the same statement writes the outbox row {@code outbox}
+     * naming them ({@code enqueue_outbox}): the caller deletes it once their jobs are in Redis ({@link #deleteOutbox});
+     * until then, and if it never does, the reconciler finds it ({@link #releaseStaleOutbox}).
+     *
+     * @param outbox the id of the outbox row to write
      */
-    public void insertAll(List<TaskRecord> tasks) {
-        run(handle -> insertRows(handle, tasks, null, null));
+    public void insertAll(List<TaskRecord> tasks, UUID outbox) {
+        call(handle -> insertRows(handle, tasks, null, null, outbox));
     }
 
     /**
@@ -65,7 +71,8 @@ public final class TaskStore {
      * @return empty when inserted; otherwise the tasks already holding these keys, in the order of {@code keys} (fewer
      * than asked when only some keys are taken: the key was used for another request)
      */
-    public Optional<List<Existing>> insertAllIdempotent(List<TaskRecord> tasks, List<String> keys, String requestHash) {
+    public Optional<List<Existing>> insertAllIdempotent(List<TaskRecord> tasks, List<String> keys, String requestHash,
+                                                        UUID outbox) {
         if (keys.size() != tasks.size() || tasks.isEmpty()) {
             throw new IllegalArgumentException(keys.size() + " keys for " + tasks.size() + " tasks");
         }
@@ -74,12 +81,13 @@ public final class TaskStore {
             throw new IllegalArgumentException("an idempotent batch is one tenant's");
         }
         return call(handle -> handle.inTransaction(tx -> {
-            int inserted = insertRows(tx, tasks, keys, requestHash);
+            int inserted = insertRows(tx, tasks, keys, requestHash, outbox);
             if (inserted == tasks.size()) {
                 return Optional.<List<Existing>>empty();
             }
             if (inserted > 0) {
-                // Some keys were free: not a repeat of the request that took the others. None of this batch stays.
+                // Some keys were free: not a repeat of the request that took the others. None of this batch stays, nor
+                // its outbox row.
                 tx.rollback();
             }
             Map<String, Existing> byKey = new java.util.HashMap<>();
@@ -92,8 +100,13 @@ public final class TaskStore {
         }));
     }
 
-    /** The batch insert; with {@code keys}, a task whose key its tenant holds already is skipped. @return rows inserted */
-    private static int insertRows(Handle handle, List<TaskRecord> tasks, List<String> keys, String requestHash) {
+    /**
+     * The batch insert, marked enqueued, with its outbox row (none when no row is inserted); with {@code keys}, a task
+     * whose key its tenant holds already is skipped.
+     *
+     * @return rows inserted
+     */
+    private static int insertRows(Handle handle, List<TaskRecord> tasks, List<String> keys, String requestHash, UUID outbox) {
         int n = tasks.size();
         UUID[] ids = new UUID[n];
         String[] tenants = new String[n];
@@ -119,18 +132,24 @@ public final class TaskStore {
             tokenLimits[i] = task.tokenLimit();
         }
         boolean keyed = keys != null;
-        var insert = handle.createUpdate("""
+        var insert = handle.createQuery("""
+                        WITH inserted AS (
                         INSERT INTO tasks (id, tenant, description, status, priority, repo, base_branch,
-                                           cli_assignments, metadata, token_limit%s)
+                                           cli_assignments, metadata, token_limit, enqueued_at%s)
                         SELECT id, tenant, description, status, priority, repo, base_branch,
-                               CAST(assignments AS jsonb), CAST(metadata AS jsonb), token_limit%s
+                               CAST(assignments AS jsonb), CAST(metadata AS jsonb), token_limit, now()%s
                         FROM unnest(CAST(:ids AS uuid[]), CAST(:tenants AS text[]), CAST(:descriptions AS text[]),
                                     CAST(:statuses AS text[]), CAST(:priorities AS text[]), CAST(:repos AS text[]),
                                     CAST(:baseBranches AS text[]), CAST(:assignments AS text[]), CAST(:metadata AS text[]),
                                     CAST(:tokenLimits AS bigint[])%s)
                              AS u(id, tenant, description, status, priority, repo, base_branch, assignments, metadata,
                                   token_limit%s)
-                        %s""".formatted(keyed ? ", idempotency_key, request_hash" : "", keyed ? ", key, :hash" : "",
+                        %s
+                        RETURNING id)
+                        INSERT INTO enqueue_outbox (id, task_ids)
+                        SELECT :outbox, array_agg(id) FROM inserted HAVING count(*) > 0
+                        RETURNING cardinality(task_ids)
+                        """.formatted(keyed ? ", idempotency_key, request_hash" : "", keyed ? ", key, :hash" : "",
                         keyed ? ", CAST(:keys AS text[])" : "", keyed ? ", key" : "",
                         keyed ? "ON CONFLICT (tenant, idempotency_key) DO NOTHING" : ""))
                 .bindArray("ids", UUID.class, (Object[]) ids)
@@ -142,11 +161,52 @@ public final class TaskStore {
                 .bindArray("baseBranches", String.class, (Object[]) baseBranches)
                 .bindArray("assignments", String.class, (Object[]) assignments)
                 .bindArray("metadata", String.class, (Object[]) metadata)
-                .bindArray("tokenLimits", Long.class, (Object[]) tokenLimits);
+                .bindArray("tokenLimits", Long.class, (Object[]) tokenLimits)
+                .bind("outbox", outbox);
         if (keyed) {
             insert.bindArray("keys", String.class, keys).bind("hash", requestHash);
         }
-        return insert.execute();
+        return insert.mapTo(Integer.class).findOne().orElse(0);
+    }
+
+    /** Deletes outbox rows whose tasks' jobs are all in Redis ({@link #insertAll}). */
+    public void deleteOutbox(List<UUID> outboxes) {
+        run(handle -> handle.createUpdate("DELETE FROM enqueue_outbox WHERE id = ANY(:ids)")
+                .bindArray("ids", UUID.class, outboxes)
+                .execute());
+    }
+
+    /**
+     * Hands back up to {@code rows} outbox rows older than {@code olderThanSeconds}, oldest first: whoever wrote them did
+     * not confirm their tasks' jobs in Redis (it died, or Redis refused them). In one transaction, each row is deleted
+     * and its tasks that are not ended have {@code enqueued_at} cleared, so that {@link #unenqueued} returns them.
+     * Concurrent callers (every coordinator's reconciler) take different rows.
+     *
+     * @return tasks handed back
+     */
+    public int releaseStaleOutbox(long olderThanSeconds, int rows) {
+        return call(handle -> handle.inTransaction(tx -> {
+            List<UUID> ids = new java.util.ArrayList<>();
+            tx.createQuery("""
+                            DELETE FROM enqueue_outbox WHERE id IN (
+                                SELECT id FROM enqueue_outbox WHERE created_at < now() - make_interval(secs => :age)
+                                ORDER BY created_at LIMIT :rows FOR UPDATE SKIP LOCKED)
+                            RETURNING task_ids
+                            """)
+                    .bind("age", (double) olderThanSeconds)
+                    .bind("rows", rows)
+                    .map((rs, ctx) -> (UUID[]) rs.getArray(1).getArray())
+                    .forEach(taskIds -> ids.addAll(List.of(taskIds)));
+            if (ids.isEmpty()) {
+                return 0;
+            }
+            return tx.createUpdate("""
+                            UPDATE tasks SET enqueued_at = NULL
+                            WHERE id = ANY(:ids) AND enqueued_at IS NOT NULL AND status IN ('queued', 'running')
+                            """)
+                    .bindArray("ids", UUID.class, ids)
+                    .execute();
+        }));
     }
 
     /** {@link #markEnqueued} for many tasks in one statement. */
@@ -544,13 +604,24 @@ public final class TaskStore {
      * Postgres refuses them), and an unmarked task is never checked after a Redis restart ({@link #openEnqueued}).
      */
     public List<TaskRecord> unenqueued(long olderThanSeconds, int limit) {
+        return unenqueued(olderThanSeconds, null, limit);
+    }
+
+    /**
+     * {@link #unenqueued(long, int)}, the page after {@code after} (null: the first) in (created_at, id) order, so that a
+     * pass goes on past tasks it could not enqueue.
+     */
+    public List<TaskRecord> unenqueued(long olderThanSeconds, TaskRecord after, int limit) {
         return call(handle -> handle.createQuery("""
                         SELECT * FROM tasks
                         WHERE enqueued_at IS NULL AND status IN ('queued', 'running')
                           AND created_at < now() - make_interval(secs => :age)
-                        ORDER BY created_at LIMIT :limit
+                          AND (created_at, id) > (:afterCreated, :afterId)
+                        ORDER BY created_at, id LIMIT :limit
                         """)
                 .bind("age", (double) olderThanSeconds)
+                .bind("afterCreated", after == null ? java.time.Instant.EPOCH : after.createdAt())
+                .bind("afterId", after == null ? new UUID(0, 0) : after.id())
                 .bind("limit", limit)
                 .map((rs, ctx) -> taskRow(rs))
                 .list());

@@ -51,7 +51,7 @@ class TaskStoreTest {
                     i % 2 == 0 ? null : "{\"n\": " + i + ", \"s\": \"a\\\"b\"}", 1_000L + i, java.time.Instant.now(),
                     java.time.Instant.now(), null));
         }
-        store.insertAll(tasks);
+        store.insertAll(tasks, UUID.randomUUID());
         for (TaskRecord written : tasks) {
             TaskRecord read = store.find(written.tenant(), written.id()).orElseThrow();
             assertThat(read.description()).isEqualTo(written.description());
@@ -70,9 +70,81 @@ class TaskStoreTest {
         }
         // All or none: a batch with an id already taken inserts nothing.
         TaskRecord fresh = task("acme", "demo");
-        org.assertj.core.api.Assertions.assertThatThrownBy(() -> store.insertAll(List.of(fresh, tasks.getFirst())))
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> store.insertAll(List.of(fresh, tasks.getFirst()), UUID.randomUUID()))
                 .isInstanceOf(RuntimeException.class);
         assertThat(store.find("acme", fresh.id())).isEmpty();
+    }
+
+    @Test
+    void aBatchIsInsertedMarkedWithAnOutboxRowThatTheReconcilerHandsBackWhenNobodyConfirmsIt() {
+        TaskRecord a = task("acme", "demo");
+        TaskRecord b = task("acme", "demo", "codex");
+        UUID outbox = UUID.randomUUID();
+        store.insertAll(List.of(a, b), outbox);
+        assertThat(outboxTasks(outbox)).containsExactlyInAnyOrder(a.id(), b.id());
+        assertThat(store.unenqueued(-60, 1000)).as("marked at insert: no UPDATE per task").extracting(TaskRecord::id)
+                .doesNotContain(a.id(), b.id());
+
+        // All or none, the outbox row included.
+        TaskRecord fresh = task("acme", "demo");
+        UUID refused = UUID.randomUUID();
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> store.insertAll(List.of(fresh, a), refused))
+                .isInstanceOf(RuntimeException.class);
+        assertThat(outboxTasks(refused)).isNull();
+        // An idempotent repeat inserts nothing, and writes no outbox row either.
+        TaskRecord keyed = task("acme", "demo");
+        assertThat(store.insertAllIdempotent(List.of(keyed), List.of("k1"), "h", UUID.randomUUID())).isEmpty();
+        UUID repeat = UUID.randomUUID();
+        assertThat(store.insertAllIdempotent(List.of(task("acme", "demo")), List.of("k1"), "h", repeat)).get()
+                .satisfies(found -> assertThat(found).extracting(e -> e.task().id()).containsExactly(keyed.id()));
+        assertThat(outboxTasks(repeat)).isNull();
+
+        // Young rows stay (their coordinator is still enqueuing); an old one is handed back: its open tasks lose the mark.
+        assertThat(store.releaseStaleOutbox(60, 10)).isZero();
+        assertThat(outboxTasks(outbox)).isNotNull();
+        store.setStatus(b.id(), TaskStatus.CANCELLED);
+        db.database().jdbi().useHandle(h -> h.execute("UPDATE enqueue_outbox SET created_at = now() - interval '1 minute' "
+                + "WHERE id = ?", outbox));
+        assertThat(store.releaseStaleOutbox(30, 10)).as("the cancelled task is left alone").isEqualTo(1);
+        assertThat(outboxTasks(outbox)).isNull();
+        assertThat(store.unenqueued(-60, 1000)).extracting(TaskRecord::id).contains(a.id()).doesNotContain(b.id());
+        assertThat(store.releaseStaleOutbox(30, 10)).isZero();
+
+        // A confirmed batch's row is simply deleted.
+        UUID confirmed = UUID.randomUUID();
+        store.insertAll(List.of(task("acme", "demo")), confirmed);
+        store.deleteOutbox(List.of(confirmed, UUID.randomUUID()));
+        assertThat(outboxTasks(confirmed)).isNull();
+    }
+
+    @Test
+    void unconfirmedTasksArePagedInCreationOrderPastTheOnesAPassLeft() {
+        java.time.Instant base = java.time.Instant.now().minusSeconds(60).truncatedTo(java.time.temporal.ChronoUnit.MILLIS);
+        List<UUID> ids = new java.util.ArrayList<>();
+        for (int i = 0; i < 7; i++) {
+            TaskRecord t = task("acme", "demo");
+            store.insert(t);
+            // Two tasks share each creation time: the id breaks the tie, so a page boundary never skips or repeats one.
+            db.database().jdbi().useHandle(h -> h.execute("UPDATE tasks SET created_at = ? WHERE id = ?",
+                    java.sql.Timestamp.from(base.plusMillis(ids.size() / 2)), t.id()));
+            ids.add(t.id());
+        }
+        List<UUID> seen = new java.util.ArrayList<>();
+        TaskRecord after = null;
+        while (true) {
+            List<TaskRecord> page = store.unenqueued(5, after, 3);
+            page.forEach(t -> seen.add(t.id()));
+            if (page.size() < 3) {
+                break;
+            }
+            after = page.getLast();
+        }
+        assertThat(seen).containsExactlyInAnyOrderElementsOf(ids).doesNotHaveDuplicates();
+    }
+
+    private UUID[] outboxTasks(UUID outbox) {
+        return db.database().jdbi().withHandle(h -> h.createQuery("SELECT task_ids FROM enqueue_outbox WHERE id = :id")
+                .bind("id", outbox).map((rs, ctx) -> (UUID[]) rs.getArray(1).getArray()).findOne().orElse(null));
     }
 
     @Test

@@ -37,11 +37,17 @@ import org.slf4j.LoggerFactory;
  * few seconds by every coordinator) enqueues: the enqueue-once script makes a second enqueue of the
  * same attempt a no-op, so a task is neither stuck nor run twice. A job never exists without its row.
  *
- * <p>{@code enqueued_at} of single and batch submits is written in batches ({@link #flushEnqueuedMarks}, every 100 ms):
- * one {@code UPDATE} for all the tasks enqueued since, instead of a second transaction per submit (the load scenario:
- * about a third of Postgres's work per submit; a batch of 1,000 answered ~15 ms sooner). A mark not yet written when
- * the coordinator dies only makes the reconciler enqueue the task again, which the enqueue-once script turns into a
- * no-op.
+ * <p>{@code enqueued_at} of single submits is written in batches ({@link #flushEnqueuedMarks}, every 100 ms): one
+ * {@code UPDATE} for all the tasks enqueued since, instead of a second transaction per submit (the load scenario: about
+ * a third of Postgres's work per submit). A mark not yet written when the coordinator dies only makes the reconciler
+ * enqueue the task again, which the enqueue-once script turns into a no-op.
+ *
+ * <p>A batch's rows are inserted already marked, with one {@code enqueue_outbox} row naming them in the same
+ * statement; once the jobs are in Redis, the flusher deletes that row. An {@code UPDATE} of 1,000 rows cost Postgres
+ * more than their insert (about 16 µs a row against 9: not a HOT update, since an index's predicate reads
+ * {@code enqueued_at}). An outbox row older than {@link #RECONCILE_AFTER_SECONDS} (its coordinator died, or Redis
+ * refused the jobs) is handed back by {@link #reconcile}: its open tasks lose their mark and are checked like any
+ * unconfirmed task.
  */
 public final class TaskService {
     private static final Logger LOG = LoggerFactory.getLogger(TaskService.class);
@@ -57,6 +63,8 @@ public final class TaskService {
     private final MeterRegistry registry;
     private final RedisPipeline pipeline;
     private final java.util.concurrent.ConcurrentLinkedQueue<UUID> enqueuedMarks = new java.util.concurrent.ConcurrentLinkedQueue<>();
+    /** Outbox rows of batches whose jobs are all in Redis, deleted with the next marks. */
+    private final java.util.concurrent.ConcurrentLinkedQueue<UUID> confirmedOutboxes = new java.util.concurrent.ConcurrentLinkedQueue<>();
 
     /**
      * @param registry where {@code kage_tasks_submitted_total{tenant,priority}} is counted
@@ -139,13 +147,14 @@ public final class TaskService {
                     request.maxTokens() == null ? settings.maxTokensPerTask() : request.maxTokens(), clock.instant(),
                     clock.instant(), null));
         }
+        UUID outbox = UUID.randomUUID();
         if (idempotencyKey == null) {
-            store.insertAll(tasks);
+            store.insertAll(tasks, outbox);
         } else {
             String hash = sha256(body);
             List<String> keys = java.util.stream.IntStream.range(0, tasks.size()).mapToObj(i -> batchTaskKey(idempotencyKey, i))
                     .toList();
-            Optional<List<TaskStore.Existing>> existing = store.insertAllIdempotent(tasks, keys, hash);
+            Optional<List<TaskStore.Existing>> existing = store.insertAllIdempotent(tasks, keys, hash, outbox);
             if (existing.isPresent()) {
                 List<TaskStore.Existing> found = existing.get();
                 if (found.size() != tasks.size() || found.stream().anyMatch(e -> !hash.equals(e.requestHash()))) {
@@ -155,7 +164,7 @@ public final class TaskService {
                 return new BatchSubmitted(found.stream().map(TaskStore.Existing::task).toList(), true);
             }
         }
-        return new BatchSubmitted(enqueueBatch(tenant, tasks), false);
+        return new BatchSubmitted(enqueueBatch(tenant, tasks, outbox), false);
     }
 
     /**
@@ -166,8 +175,11 @@ public final class TaskService {
         return batchKey + '\u001e' + index;
     }
 
-    /** Enqueues a recorded batch's jobs and events; a Redis outage leaves them to the reconciler. */
-    private List<TaskRecord> enqueueBatch(String tenant, List<TaskRecord> tasks) {
+    /**
+     * Enqueues a recorded batch's jobs and events, then has its outbox row deleted; a Redis outage leaves the row to the
+     * reconciler.
+     */
+    private List<TaskRecord> enqueueBatch(String tenant, List<TaskRecord> tasks, UUID outbox) {
         tasks.forEach(this::submitted);
         try {
             List<JobMessage> jobs = new java.util.ArrayList<>();
@@ -188,7 +200,7 @@ public final class TaskService {
                     e.getMessage());
             return tasks;
         }
-        tasks.forEach(task -> enqueuedMarks.add(task.id()));
+        confirmedOutboxes.add(outbox);
         LOG.info("Batch of {} tasks for tenant {} queued", tasks.size(), tenant);
         return tasks;
     }
@@ -289,8 +301,20 @@ public final class TaskService {
      * @return tasks marked
      */
     public int flushEnqueuedMarks() {
-        List<UUID> ids = new java.util.ArrayList<>();
+        List<UUID> outboxes = new java.util.ArrayList<>();
         UUID id;
+        while (outboxes.size() < 1_000 && (id = confirmedOutboxes.poll()) != null) {
+            outboxes.add(id);
+        }
+        if (!outboxes.isEmpty()) {
+            try {
+                store.deleteOutbox(outboxes);
+            } catch (RuntimeException e) {
+                LOG.warn("Could not delete the outbox rows of {} enqueued batches ({}); the reconciler confirms their tasks",
+                        outboxes.size(), e.getMessage());
+            }
+        }
+        List<UUID> ids = new java.util.ArrayList<>();
         while (ids.size() < 10_000 && (id = enqueuedMarks.poll()) != null) {
             ids.add(id);
         }
@@ -306,15 +330,47 @@ public final class TaskService {
         return ids.size();
     }
 
+    /** Unconfirmed tasks a reconciler pass reads at a time, and at most this many pages a pass (every few seconds). */
+    static final int RECONCILE_PAGE = 500;
+    static final int RECONCILE_PAGES = 20;
+    /** Stale outbox rows (up to 1,000 tasks each) a reconciler pass hands back. */
+    static final int RECONCILE_OUTBOXES = 10;
+
     /**
      * Enqueues queued tasks whose jobs were never confirmed in Redis (a coordinator died between the
-     * row and the streams, or Redis was down).
+     * row and the streams, or Redis was down): first hands back stale batch outbox rows (up to
+     * {@link #RECONCILE_OUTBOXES}), then goes through the unconfirmed tasks older than {@link #RECONCILE_AFTER_SECONDS}
+     * in pages ({@link #RECONCILE_PAGES} of {@link #RECONCILE_PAGE} at most a pass; a task Redis refuses does not
+     * hold back those after it). A Redis that does not answer ends the pass.
      *
      * @return tasks enqueued
      */
     public int reconcile() {
+        int released = store.releaseStaleOutbox(RECONCILE_AFTER_SECONDS, RECONCILE_OUTBOXES);
+        if (released > 0) {
+            LOG.warn("Reconciler: {} task(s) of batches whose enqueue was never confirmed (their coordinator died, or Redis "
+                    + "refused them) are checked against Redis", released);
+        }
         int done = 0;
-        List<TaskRecord> page = store.unenqueued(RECONCILE_AFTER_SECONDS, 100);
+        TaskRecord after = null;
+        for (int pages = 0; pages < RECONCILE_PAGES; pages++) {
+            List<TaskRecord> page = store.unenqueued(RECONCILE_AFTER_SECONDS, after, RECONCILE_PAGE);
+            PageReconciled reconciled = reconcile(page);
+            done += reconciled.enqueued();
+            if (reconciled.unreachable()) {
+                return done;
+            }
+            if (page.size() < RECONCILE_PAGE) {
+                break;
+            }
+            after = page.getLast();
+        }
+        return done;
+    }
+
+    /** One page of {@link #reconcile()}. */
+    private PageReconciled reconcile(List<TaskRecord> page) {
+        int done = 0;
         Map<UUID, List<JobMessage>> missing = page.isEmpty() ? Map.of() : missingJobs(page);
         for (TaskRecord task : page) {
             List<JobMessage> jobs = missing.getOrDefault(task.id(), List.of());
@@ -329,7 +385,7 @@ public final class TaskService {
                         task.id(), jobs.stream().map(job -> job.jobId() + " attempt " + job.attempt()).toList());
                 Enqueued enqueued = enqueueReplayed(task, jobs);
                 if (enqueued == Enqueued.UNREACHABLE) {
-                    break;
+                    return new PageReconciled(done, true);
                 }
                 done += enqueued == Enqueued.YES ? 1 : 0;
                 continue;
@@ -339,11 +395,15 @@ public final class TaskService {
             // does not answer for ends the pass.
             Enqueued enqueued = enqueue(task, jobs);
             if (enqueued == Enqueued.UNREACHABLE) {
-                break;
+                return new PageReconciled(done, true);
             }
             done += enqueued == Enqueued.YES ? 1 : 0;
         }
-        return done;
+        return new PageReconciled(done, false);
+    }
+
+    /** @param unreachable Redis did not answer: the pass ends */
+    private record PageReconciled(int enqueued, boolean unreachable) {
     }
 
     /**
@@ -357,14 +417,21 @@ public final class TaskService {
         java.util.Set<String> done = store.jobsWithOutcome(ids);
         // A job a dead letter's replay put back is due as that attempt: its marker is that attempt's, and so is the enqueue.
         Map<String, Integer> replayed = store.replayedAttempts(ids);
-        Map<UUID, List<JobMessage>> markerless = new java.util.LinkedHashMap<>();
+        List<JobMessage> undone = new java.util.ArrayList<>();
         for (TaskRecord task : tasks) {
             for (JobMessage first : jobsOf(task)) {
                 Integer due = replayed.get(first.jobId());
                 JobMessage job = due == null ? first : first.withAttempt(due);
-                if (!done.contains(job.jobId()) && !queue.wasEnqueued(job)) {
-                    markerless.computeIfAbsent(task.id(), id -> new java.util.ArrayList<>()).add(job);
+                if (!done.contains(job.jobId())) {
+                    undone.add(job);
                 }
+            }
+        }
+        java.util.Set<JobMessage> enqueued = queue.enqueuedAmong(undone);
+        Map<UUID, List<JobMessage>> markerless = new java.util.LinkedHashMap<>();
+        for (JobMessage job : undone) {
+            if (!enqueued.contains(job)) {
+                markerless.computeIfAbsent(UUID.fromString(job.taskId()), id -> new java.util.ArrayList<>()).add(job);
             }
         }
         if (markerless.isEmpty()) {

@@ -333,6 +333,102 @@ class SubmitSafetyApiTest {
     }
 
     @Test
+    void aBatchWhoseJobsRedisRefusedIsHandedBackByItsOutboxRowAndEnqueuedOnceRedisTakesThem() throws Exception {
+        // demo's low-priority stream key is clobbered (a string): Redis refuses that job of the batch, and takes the other.
+        Database database = coordinator.context().getBean(Database.class);
+        var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
+        var redis = coordinator.redis().redis();
+        String clobbered = coordinator.redis().keys().jobStream("demo", Priority.LOW);
+        String normal = coordinator.redis().keys().jobStream("demo", Priority.NORMAL);
+        redis.del(clobbered);
+        redis.set(clobbered, "not a stream");
+        List<UUID> ids = new ArrayList<>();
+        try {
+            HttpResponse<String> accepted = post("/api/v1/tasks:batch", "acme-key-123", """
+                    {"tasks": [{"description": "taken at once", "cli_assignments": [{"cli_name": "demo"}]},
+                    {"description": "refused at first", "priority": "low", "cli_assignments": [{"cli_name": "demo"}]}]}""");
+            assertThat(accepted.statusCode()).as("the rows are committed: accepted").isEqualTo(202);
+            JSON.readTree(accepted.body()).get("tasks").forEach(t -> ids.add(UUID.fromString(t.get("task_id").asText())));
+            // One script call enqueues both (up to 100 jobs of an agent a call): it stops at the refused job, after the other.
+            UUID taken = ids.get(0);
+            UUID refused = ids.get(1);
+            assertThat(jobsOf(normal, taken)).isEqualTo(1);
+            // Not confirmed, so its outbox row stays.
+            org.awaitility.Awaitility.await().during(java.time.Duration.ofMillis(500)).atMost(java.time.Duration.ofSeconds(2))
+                    .until(() -> outboxRowsOf(database, ids) == 1);
+
+            // Older than the reconciler's 5 s: handed back, the task Redis took is confirmed, the refused one stays open.
+            database.jdbi().useHandle(h -> {
+                h.createUpdate("UPDATE enqueue_outbox SET created_at = now() - interval '1 minute' WHERE task_ids && :ids")
+                        .bindArray("ids", UUID.class, ids).execute();
+                h.createUpdate("UPDATE tasks SET created_at = now() - interval '1 minute' WHERE id = ANY(:ids)")
+                        .bindArray("ids", UUID.class, ids).execute();
+            });
+            service.reconcile();
+            assertThat(outboxRowsOf(database, ids)).isZero();
+            assertThat(jobsOf(normal, taken)).as("not added a second time").isEqualTo(1);
+            org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3)).until(() -> enqueuedMark(database, taken));
+            assertThat(enqueuedMark(database, refused)).isFalse();
+
+            redis.del(clobbered);
+            // (The scheduled pass may run beside these calls: what is asserted is what Redis and Postgres hold after.)
+            service.reconcile();
+            assertThat(jobsOf(clobbered, refused)).isEqualTo(1);
+            org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3)).until(() -> enqueuedMark(database, refused));
+        } finally {
+            database.jdbi().useHandle(h -> h.createUpdate("UPDATE tasks SET status = 'cancelled' WHERE id = ANY(:ids)")
+                    .bindArray("ids", UUID.class, ids).execute());
+            if ("string".equals(redis.type(clobbered))) {
+                redis.del(clobbered);
+            }
+        }
+    }
+
+    @Test
+    void aReconcilerPassGoesThroughMoreUnconfirmedTasksThanOnePage() throws Exception {
+        // A coordinator that died with many tasks unconfirmed (a burst of batches): one pass takes them all, not one page
+        // of them every few seconds.
+        Database database = coordinator.context().getBean(Database.class);
+        var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
+        TaskStore store = new TaskStore(database);
+        List<dev.kage.task.TaskRecord> orphans = new ArrayList<>();
+        for (int i = 0; i < 1_200; i++) {
+            orphans.add(queuedTask("orphan " + i, "paged"));
+        }
+        List<UUID> ids = orphans.stream().map(dev.kage.task.TaskRecord::id).toList();
+        try {
+            store.insertAll(orphans, UUID.randomUUID());
+            database.jdbi().useHandle(h -> h.createUpdate(
+                            "UPDATE tasks SET enqueued_at = NULL, created_at = now() - interval '1 minute' WHERE id = ANY(:ids)")
+                    .bindArray("ids", UUID.class, ids).execute());
+            service.reconcile();
+            assertThat(redis().xlen(coordinator.redis().keys().jobStream("paged", Priority.NORMAL))).isEqualTo(1_200);
+        } finally {
+            database.jdbi().useHandle(h -> h.createUpdate("UPDATE tasks SET status = 'cancelled' WHERE id = ANY(:ids)")
+                    .bindArray("ids", UUID.class, ids).execute());
+        }
+    }
+
+    private io.lettuce.core.api.sync.RedisCommands<String, String> redis() {
+        return coordinator.redis().redis();
+    }
+
+    private long jobsOf(String stream, UUID task) {
+        return redis().xrange(stream, io.lettuce.core.Range.create("-", "+")).stream()
+                .filter(m -> task.toString().equals(m.getBody().get("task_id"))).count();
+    }
+
+    private static boolean enqueuedMark(Database database, UUID task) {
+        return database.jdbi().withHandle(h -> h.createQuery("SELECT enqueued_at IS NOT NULL FROM tasks WHERE id = :id")
+                .bind("id", task).mapTo(Boolean.class).one());
+    }
+
+    private static long outboxRowsOf(Database database, List<UUID> tasks) {
+        return database.jdbi().withHandle(h -> h.createQuery("SELECT count(*) FROM enqueue_outbox WHERE task_ids && :ids")
+                .bindArray("ids", UUID.class, tasks).mapTo(Long.class).one());
+    }
+
+    @Test
     void anUnconfirmedTaskWhoseJobRanMeanwhileIsMarkedNotEnqueuedAgain() throws Exception {
         // The reconciler read the task as queued and unconfirmed (its coordinator died before marking the row); since
         // then a worker ran its job: result row committed, enqueue-once marker deleted (agent "ran-meanwhile").
@@ -392,14 +488,16 @@ class SubmitSafetyApiTest {
         String first = tasks.get(0).get("task_id").asText();
         assertThat(coordinator.get("/api/v1/tasks/" + first, "acme-key-123").statusCode()).isEqualTo(200);
         tasks.forEach(t -> assertThat(t.get("ignored_fields")).as("no unknown field").isEmpty());
-        // Their enqueued marks are written with the single submits' (every 100 ms), after the answer; within 3 s, before
-        // the reconciler would look at them (tasks older than 5 s) and mark them itself.
+        // The rows are inserted marked, with an outbox row naming them; the flusher (every 100 ms) deletes that row once
+        // the jobs are in Redis: within 3 s, before the reconciler would hand it back (rows older than 5 s).
         List<UUID> ids = new ArrayList<>();
         tasks.forEach(t -> ids.add(UUID.fromString(t.get("task_id").asText())));
         Database database = coordinator.context().getBean(Database.class);
-        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3)).until(() ->
-                database.jdbi().withHandle(h -> h.createQuery("SELECT count(*) FROM tasks WHERE id = ANY(:ids) AND enqueued_at IS NOT NULL")
-                        .bindArray("ids", UUID.class, ids).mapTo(Long.class).one()) == ids.size());
+        long marked = database.jdbi().withHandle(h -> h.createQuery(
+                "SELECT count(*) FROM tasks WHERE id = ANY(:ids) AND enqueued_at IS NOT NULL")
+                .bindArray("ids", UUID.class, ids).mapTo(Long.class).one());
+        assertThat(marked).isEqualTo(ids.size());
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3)).until(() -> outboxRowsOf(database, ids) == 0);
 
         String bad = good.toString().replace("batch 3\", \"priority\": \"high\", \"cli_assignments\": [{\"cli_name\": \"demo\"}]",
                 "batch 3\", \"priority\": \"high\", \"cli_assignments\": [{\"cli_name\": \"nope\"}]");

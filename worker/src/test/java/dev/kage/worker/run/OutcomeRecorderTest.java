@@ -123,7 +123,7 @@ class OutcomeRecorderTest {
         TaskRecord overflowing = StoreTestData.task("t1", "a");
         TaskRecord nulls = StoreTestData.task("t1", "a");
         TaskRecord later = StoreTestData.task("t1", "a");
-        store.insertAll(List.of(good, overflowing, nulls, later));
+        store.insertAll(List.of(good, overflowing, nulls, later), java.util.UUID.randomUUID());
         TaskRecord rowless = StoreTestData.task("t1", "a");
         OutcomeRecorder outcomes = new OutcomeRecorder(store, redis.keys(), redis.redis());
         // A cost beyond numeric(16, 6): Postgres refuses the statement (SQLSTATE 22003), whatever else it carries.
@@ -281,7 +281,7 @@ class OutcomeRecorderTest {
         for (int i = 0; i < OutcomeRecorder.MAX_BATCH + 100; i++) {
             quick.add(StoreTestData.task("t1", "a"));
         }
-        store.insertAll(quick);
+        store.insertAll(quick, java.util.UUID.randomUUID());
         OutcomeRecorder outcomes = new OutcomeRecorder(store, redis.keys(), redis.redis());
 
         try (org.jdbi.v3.core.Handle locker = db.database().jdbi().open();
