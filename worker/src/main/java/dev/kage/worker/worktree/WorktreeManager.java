@@ -326,13 +326,15 @@ public final class WorktreeManager {
      * Prepares {@code repo} in the background before any job needs it (a worker's default repository at start): clones
      * or fetches it and fills its pool of ready worktrees at {@code baseBranch}, so the first jobs do not wait for a clone.
      * Failures are logged; the first job then reports them.
+     *
+     * @return the thread doing it (a test joins it), or null when there is nothing to prepare
      */
-    public void prepare(String repo, String baseBranch) {
+    public Thread prepare(String repo, String baseBranch) {
         if (poolSize == 0 || repo.isBlank() || repo.startsWith("-")) {
-            return;
+            return null;
         }
         Path cache = repos.resolve(cacheName(repo));
-        Thread.ofVirtual().name("kage-worktree-prepare").start(() -> {
+        return Thread.ofVirtual().name("kage-worktree-prepare").start(() -> {
             String baseSha;
             ReentrantLock lock = locks.computeIfAbsent(cache, c -> new ReentrantLock());
             lock.lock();

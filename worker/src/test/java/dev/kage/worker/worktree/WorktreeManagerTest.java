@@ -469,9 +469,12 @@ class WorktreeManagerTest {
         pooled.close();
 
         WorktreeManager broken = new WorktreeManager(dir.resolve("broken"), 50, 3);
-        broken.prepare(dir.resolve("no-such-repo").toString(), "main"); // logged, nothing prepared
+        Thread preparing = broken.prepare(dir.resolve("no-such-repo").toString(), "main"); // logged, nothing prepared
         assertThatThrownBy(() -> broken.create(dir.resolve("no-such-repo").toString(), "main", "kage/s2/demo", "s2-demo"))
                 .isInstanceOf(GitException.class);
+        // Its failed clone may come after the job's: it must be over before the test's directory is deleted.
+        assertThat(preparing.join(java.time.Duration.ofSeconds(30))).isTrue();
         assertThat(broken.readyCount()).isZero();
+        broken.close();
     }
 }
