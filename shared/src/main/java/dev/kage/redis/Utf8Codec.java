@@ -16,8 +16,9 @@ import java.nio.ByteBuffer;
  * <p>Each argument is encoded once, by {@link String#getBytes(java.nio.charset.Charset)} (for ASCII text an array copy,
  * where Netty's {@code writeUtf8} into a direct buffer checked bounds char by char: about half of Lettuce's encoding
  * time in the coordinator's batch submit, session 14), and the bytes are kept for the {@link #encodeValue(String,
- * ByteBuf)} that follows {@link #estimateSize} for the same string on the same thread. A lone surrogate is one byte,
- * {@code ?}, as StringCodec writes it. Decoding is StringCodec's. Thread-safe (the last encoding is per thread); use
+ * ByteBuf)} that follows {@link #estimateSize} for the same string on the same thread, then dropped. A lone surrogate is
+ * one byte, {@code ?}, and the char after it is kept whole (StringCodec, through Netty, writes a char that follows a lone
+ * high surrogate as one raw byte). Decoding is StringCodec's. Thread-safe (the pending encoding is per thread); use
  * {@link #INSTANCE}.
  */
 public final class Utf8Codec implements RedisCodec<String, String>, ToByteBufEncoder<String, String> {
@@ -72,6 +73,10 @@ public final class Utf8Codec implements RedisCodec<String, String>, ToByteBufEnc
     private static void write(String text, ByteBuf target) {
         if (text != null) {
             target.writeBytes(bytesOf(text));
+            // Not kept past its write: a thread's last argument may be a 100,000-char prompt.
+            Encoded last = LAST.get();
+            last.text = null;
+            last.bytes = null;
         }
     }
 

@@ -118,6 +118,7 @@ public final class TaskStore {
         String[] assignments = new String[n];
         String[] metadata = new String[n];
         Long[] tokenLimits = new Long[n];
+        Map<List<dev.kage.task.Assignment>, String> assignmentJson = new java.util.HashMap<>();
         for (int i = 0; i < n; i++) {
             TaskRecord task = tasks.get(i);
             ids[i] = task.id();
@@ -127,7 +128,8 @@ public final class TaskStore {
             priorities[i] = task.priority().wireName();
             repos[i] = task.repo();
             baseBranches[i] = task.baseBranch();
-            assignments[i] = assignmentsJson(task.assignments());
+            // A batch's tasks mostly share their assignments: each distinct list is written as JSON once.
+            assignments[i] = assignmentJson.computeIfAbsent(task.assignments(), TaskStore::assignmentsJson);
             metadata[i] = task.metadataJson();
             tokenLimits[i] = task.tokenLimit();
         }
@@ -181,12 +183,11 @@ public final class TaskStore {
      * not confirm their tasks' jobs in Redis (it died, or Redis refused them). In one transaction, each row is deleted
      * and its tasks that are not ended have {@code enqueued_at} cleared, so that {@link #unenqueued} returns them.
      * Concurrent callers (every coordinator's reconciler) take different rows.
-     *
-     * @return tasks handed back
      */
-    public int releaseStaleOutbox(long olderThanSeconds, int rows) {
+    public Released releaseStaleOutbox(long olderThanSeconds, int rows) {
         return call(handle -> handle.inTransaction(tx -> {
             List<UUID> ids = new java.util.ArrayList<>();
+            int[] deleted = {0};
             tx.createQuery("""
                             DELETE FROM enqueue_outbox WHERE id IN (
                                 SELECT id FROM enqueue_outbox WHERE created_at < now() - make_interval(secs => :age)
@@ -196,17 +197,31 @@ public final class TaskStore {
                     .bind("age", (double) olderThanSeconds)
                     .bind("rows", rows)
                     .map((rs, ctx) -> (UUID[]) rs.getArray(1).getArray())
-                    .forEach(taskIds -> ids.addAll(List.of(taskIds)));
+                    .forEach(taskIds -> {
+                        deleted[0]++;
+                        ids.addAll(List.of(taskIds));
+                    });
             if (ids.isEmpty()) {
-                return 0;
+                return new Released(deleted[0], 0, 0);
             }
-            return tx.createUpdate("""
+            int reopened = tx.createUpdate("""
                             UPDATE tasks SET enqueued_at = NULL
                             WHERE id = ANY(:ids) AND enqueued_at IS NOT NULL AND status IN ('queued', 'running')
                             """)
                     .bindArray("ids", UUID.class, ids)
                     .execute();
+            return new Released(deleted[0], ids.size(), reopened);
         }));
+    }
+
+    /**
+     * What {@link #releaseStaleOutbox} handed back.
+     *
+     * @param rows     outbox rows deleted
+     * @param named    tasks those rows named
+     * @param reopened those of them not ended, whose mark was cleared
+     */
+    public record Released(int rows, int named, int reopened) {
     }
 
     /** {@link #markEnqueued} for many tasks in one statement. */

@@ -226,6 +226,23 @@ class JobQueueTest {
     }
 
     @Test
+    void markersOfManyJobsAreReadInOnePipelinedCheck() {
+        List<JobMessage> jobs = new java.util.ArrayList<>();
+        for (int i = 0; i < 30; i++) {
+            jobs.add(new JobMessage(JobMessage.jobId("m" + i, "demo"), "m" + i, "acme", "demo", Priority.NORMAL, "x", "", "main",
+                    60, 1000, 1 + i % 2));
+        }
+        List<JobMessage> enqueued = jobs.stream().filter(j -> j.taskId().hashCode() % 3 == 0).toList();
+        enqueued.forEach(queue::enqueue);
+        // The same job as another attempt has a marker of its own.
+        JobMessage otherAttempt = enqueued.getFirst().withAttempt(enqueued.getFirst().attempt() + 1);
+        List<JobMessage> asked = new java.util.ArrayList<>(jobs);
+        asked.add(otherAttempt);
+        assertThat(queue.enqueuedAmong(asked)).containsExactlyInAnyOrderElementsOf(enqueued);
+        assertThat(queue.enqueuedAmong(List.of())).isEmpty();
+    }
+
+    @Test
     void aBatchAddsEachAttemptOnceToItsAgentsPriorityStreamInOrder() {
         // Two agents, three priorities, more jobs than one script call takes, one attempt already in its stream.
         List<JobMessage> jobs = new java.util.ArrayList<>();

@@ -98,23 +98,65 @@ class TaskStoreTest {
         assertThat(store.insertAllIdempotent(List.of(task("acme", "demo")), List.of("k1"), "h", repeat)).get()
                 .satisfies(found -> assertThat(found).extracting(e -> e.task().id()).containsExactly(keyed.id()));
         assertThat(outboxTasks(repeat)).isNull();
+        // Nor does one whose keys are partly free (another request's batch): its rows and its outbox row are rolled back.
+        UUID partly = UUID.randomUUID();
+        TaskRecord unkeyed = task("acme", "demo");
+        assertThat(store.insertAllIdempotent(List.of(task("acme", "demo"), unkeyed), List.of("k1", "k2"), "h2", partly)).get()
+                .satisfies(found -> assertThat(found).extracting(e -> e.task().id()).containsExactly(keyed.id()));
+        assertThat(outboxTasks(partly)).isNull();
+        assertThat(store.find("acme", unkeyed.id())).isEmpty();
 
         // Young rows stay (their coordinator is still enqueuing); an old one is handed back: its open tasks lose the mark.
-        assertThat(store.releaseStaleOutbox(60, 10)).isZero();
+        assertThat(store.releaseStaleOutbox(60, 10)).isEqualTo(new TaskStore.Released(0, 0, 0));
         assertThat(outboxTasks(outbox)).isNotNull();
         store.setStatus(b.id(), TaskStatus.CANCELLED);
         db.database().jdbi().useHandle(h -> h.execute("UPDATE enqueue_outbox SET created_at = now() - interval '1 minute' "
                 + "WHERE id = ?", outbox));
-        assertThat(store.releaseStaleOutbox(30, 10)).as("the cancelled task is left alone").isEqualTo(1);
+        assertThat(store.releaseStaleOutbox(30, 10)).as("the cancelled task is left alone").isEqualTo(new TaskStore.Released(1, 2, 1));
         assertThat(outboxTasks(outbox)).isNull();
         assertThat(store.unenqueued(-60, 1000)).extracting(TaskRecord::id).contains(a.id()).doesNotContain(b.id());
-        assertThat(store.releaseStaleOutbox(30, 10)).isZero();
+        assertThat(store.releaseStaleOutbox(30, 10).rows()).isZero();
 
         // A confirmed batch's row is simply deleted.
         UUID confirmed = UUID.randomUUID();
         store.insertAll(List.of(task("acme", "demo")), confirmed);
         store.deleteOutbox(List.of(confirmed, UUID.randomUUID()));
         assertThat(outboxTasks(confirmed)).isNull();
+    }
+
+    @Test
+    void concurrentReleasesOfStaleOutboxRowsTakeEachRowOnce() throws Exception {
+        List<UUID> tasks = new java.util.ArrayList<>();
+        for (int i = 0; i < 60; i++) {
+            TaskRecord t = task("acme", "demo");
+            store.insertAll(List.of(t), UUID.randomUUID());
+            tasks.add(t.id());
+        }
+        db.database().jdbi().useHandle(h -> h.execute("UPDATE enqueue_outbox SET created_at = now() - interval '1 minute'"));
+        ExecutorService pool = Executors.newFixedThreadPool(4);
+        try {
+            CountDownLatch start = new CountDownLatch(1);
+            List<Future<Integer>> released = new java.util.ArrayList<>();
+            for (int i = 0; i < 4; i++) {
+                released.add(pool.submit(() -> {
+                    start.await();
+                    int named = 0;
+                    for (TaskStore.Released r; (r = store.releaseStaleOutbox(5, 7)).rows() > 0; ) {
+                        named += r.named();
+                    }
+                    return named;
+                }));
+            }
+            start.countDown();
+            int total = 0;
+            for (Future<Integer> f : released) {
+                total += f.get();
+            }
+            assertThat(total).as("each row handed back by one caller").isEqualTo(60);
+        } finally {
+            pool.shutdownNow();
+        }
+        assertThat(store.unenqueued(-60, 1000)).extracting(TaskRecord::id).containsExactlyInAnyOrderElementsOf(tasks);
     }
 
     @Test

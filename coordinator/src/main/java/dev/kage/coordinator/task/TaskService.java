@@ -30,7 +30,7 @@ import org.slf4j.LoggerFactory;
 /**
  * Accepts, cancels and replays tasks. Thread-safe.
  *
- * <p><b>No dual-write gap.</b> The task row is written first, with {@code enqueued_at} empty; then
+ * <p><b>No dual-write gap.</b> A single submit's task row is written first, with {@code enqueued_at} empty; then
  * each job is added to its stream through a script that adds a job attempt at most once; then
  * {@code enqueued_at} is set. A coordinator that dies in between, or a Redis that is down at that
  * moment, leaves a queued task with {@code enqueued_at} empty, which {@link #reconcile} (run every
@@ -126,8 +126,9 @@ public final class TaskService {
     }
 
     /**
-     * Records many tasks in one statement, then enqueues their jobs (script calls of 100 jobs) and events. Their
-     * {@code enqueued_at} marks are written with the single submits' ({@link #flushEnqueuedMarks}), not in the request.
+     * Records many tasks in one statement, already marked enqueued, with the batch's {@code enqueue_outbox} row; then
+     * enqueues their jobs (script calls of 100 jobs) and events; the outbox row is deleted by {@link #flushEnqueuedMarks},
+     * not in the request.
      *
      * <p>With an idempotency key, the batch is recorded once: task {@code i} holds the key {@link #batchTaskKey}, and a
      * repeat of the request (same key, same body) returns the tasks the first one created, in order, without enqueuing
@@ -221,7 +222,7 @@ public final class TaskService {
      * @return true when every job is in Redis
      */
     boolean enqueue(TaskRecord task) {
-        return enqueue(task, jobsOf(task)) == Enqueued.YES;
+        return enqueue(task, jobsOf(task), true) == Enqueued.YES;
     }
 
     /** What became of an enqueue. */
@@ -238,7 +239,7 @@ public final class TaskService {
     }
 
     /** {@link #enqueue(TaskRecord)} of some of the task's jobs (the reconciler's: those missing from Redis). */
-    private Enqueued enqueue(TaskRecord task, List<JobMessage> jobs) {
+    private Enqueued enqueue(TaskRecord task, List<JobMessage> jobs, boolean logRefusal) {
         String id = task.id().toString();
         List<String> agents = task.assignments().stream().map(Assignment::cliName).toList();
         try {
@@ -257,8 +258,10 @@ public final class TaskService {
                 jobs.forEach(queue::enqueue);
             }
         } catch (RedisException e) {
-            LOG.error("Task {} is recorded but Redis refused its jobs ({}); the reconciler enqueues it when Redis answers",
-                    id, e.getMessage());
+            if (logRefusal) {
+                LOG.error("Task {} is recorded but Redis refused its jobs ({}); the reconciler enqueues it when Redis answers",
+                        id, e.getMessage());
+            }
             return Enqueued.failed(e);
         }
         enqueuedMarks.add(task.id());
@@ -333,43 +336,56 @@ public final class TaskService {
     /** Unconfirmed tasks a reconciler pass reads at a time, and at most this many pages a pass (every few seconds). */
     static final int RECONCILE_PAGE = 500;
     static final int RECONCILE_PAGES = 20;
-    /** Stale outbox rows (up to 1,000 tasks each) a reconciler pass hands back. */
-    static final int RECONCILE_OUTBOXES = 10;
+    /** Stale outbox rows a reconciler pass hands back, taken 100 at a time until their tasks reach this many. */
+    static final int RECONCILE_OUTBOX_TASKS = 10_000;
+    /** Unconfirmed tasks a pass names one by one in its log; the rest are counted in one line. */
+    static final int RECONCILE_LOGGED = 20;
 
     /**
      * Enqueues queued tasks whose jobs were never confirmed in Redis (a coordinator died between the
-     * row and the streams, or Redis was down): first hands back stale batch outbox rows (up to
-     * {@link #RECONCILE_OUTBOXES}), then goes through the unconfirmed tasks older than {@link #RECONCILE_AFTER_SECONDS}
+     * row and the streams, or Redis was down): first hands back stale batch outbox rows (until they name
+     * {@link #RECONCILE_OUTBOX_TASKS}), then goes through the unconfirmed tasks older than {@link #RECONCILE_AFTER_SECONDS}
      * in pages ({@link #RECONCILE_PAGES} of {@link #RECONCILE_PAGE} at most a pass; a task Redis refuses does not
      * hold back those after it). A Redis that does not answer ends the pass.
      *
      * @return tasks enqueued
      */
     public int reconcile() {
-        int released = store.releaseStaleOutbox(RECONCILE_AFTER_SECONDS, RECONCILE_OUTBOXES);
-        if (released > 0) {
-            LOG.warn("Reconciler: {} task(s) of batches whose enqueue was never confirmed (their coordinator died, or Redis "
-                    + "refused them) are checked against Redis", released);
-        }
-        int done = 0;
-        TaskRecord after = null;
-        for (int pages = 0; pages < RECONCILE_PAGES; pages++) {
-            List<TaskRecord> page = store.unenqueued(RECONCILE_AFTER_SECONDS, after, RECONCILE_PAGE);
-            PageReconciled reconciled = reconcile(page);
-            done += reconciled.enqueued();
-            if (reconciled.unreachable()) {
-                return done;
-            }
-            if (page.size() < RECONCILE_PAGE) {
+        int named = 0;
+        while (named < RECONCILE_OUTBOX_TASKS) {
+            TaskStore.Released released = store.releaseStaleOutbox(RECONCILE_AFTER_SECONDS, 100);
+            if (released.rows() == 0) {
                 break;
             }
-            after = page.getLast();
+            named += released.named();
+            LOG.warn("Reconciler: {} batch(es) whose enqueue was never confirmed (their coordinator died, or Redis refused "
+                    + "them): {} of their {} task(s), those not ended, are checked against Redis", released.rows(),
+                    released.reopened(), released.named());
+        }
+        int done = 0;
+        int[] seen = {0};
+        TaskRecord after = null;
+        try {
+            for (int pages = 0; pages < RECONCILE_PAGES; pages++) {
+                List<TaskRecord> page = store.unenqueued(RECONCILE_AFTER_SECONDS, after, RECONCILE_PAGE);
+                PageReconciled reconciled = reconcile(page, seen);
+                done += reconciled.enqueued();
+                if (reconciled.unreachable() || page.size() < RECONCILE_PAGE) {
+                    break;
+                }
+                after = page.getLast();
+            }
+        } finally {
+            if (seen[0] > RECONCILE_LOGGED) {
+                LOG.info("Reconciler: {} task(s) were never confirmed in Redis ({} logged by id); {} enqueued this pass",
+                        seen[0], RECONCILE_LOGGED, done);
+            }
         }
         return done;
     }
 
     /** One page of {@link #reconcile()}. */
-    private PageReconciled reconcile(List<TaskRecord> page) {
+    private PageReconciled reconcile(List<TaskRecord> page, int[] seen) {
         int done = 0;
         Map<UUID, List<JobMessage>> missing = page.isEmpty() ? Map.of() : missingJobs(page);
         for (TaskRecord task : page) {
@@ -390,10 +406,12 @@ public final class TaskService {
                 done += enqueued == Enqueued.YES ? 1 : 0;
                 continue;
             }
-            LOG.info("Reconciler: task {} was never confirmed in Redis; enqueuing it", task.id());
+            if (++seen[0] <= RECONCILE_LOGGED) {
+                LOG.info("Reconciler: task {} was never confirmed in Redis; enqueuing it", task.id());
+            }
             // One task Redis refuses (a clobbered key of its agent) must not hold back every task after it; one Redis
             // does not answer for ends the pass.
-            Enqueued enqueued = enqueue(task, jobs);
+            Enqueued enqueued = enqueue(task, jobs, seen[0] <= RECONCILE_LOGGED);
             if (enqueued == Enqueued.UNREACHABLE) {
                 return new PageReconciled(done, true);
             }

@@ -386,8 +386,8 @@ class SubmitSafetyApiTest {
 
     @Test
     void aReconcilerPassGoesThroughMoreUnconfirmedTasksThanOnePage() throws Exception {
-        // A coordinator that died with many tasks unconfirmed (a burst of batches): one pass takes them all, not one page
-        // of them every few seconds.
+        // A coordinator that died with many batches recorded and none of their jobs in Redis (150 small batches, 1,200
+        // tasks): one pass hands back every outbox row and enqueues every task, not a page of them every few seconds.
         Database database = coordinator.context().getBean(Database.class);
         var service = coordinator.context().getBean(dev.kage.coordinator.task.TaskService.class);
         TaskStore store = new TaskStore(database);
@@ -397,12 +397,18 @@ class SubmitSafetyApiTest {
         }
         List<UUID> ids = orphans.stream().map(dev.kage.task.TaskRecord::id).toList();
         try {
-            store.insertAll(orphans, UUID.randomUUID());
-            database.jdbi().useHandle(h -> h.createUpdate(
-                            "UPDATE tasks SET enqueued_at = NULL, created_at = now() - interval '1 minute' WHERE id = ANY(:ids)")
-                    .bindArray("ids", UUID.class, ids).execute());
+            for (int from = 0; from < orphans.size(); from += 8) {
+                store.insertAll(orphans.subList(from, from + 8), UUID.randomUUID());
+            }
+            database.jdbi().useHandle(h -> {
+                h.createUpdate("UPDATE tasks SET created_at = now() - interval '1 minute' WHERE id = ANY(:ids)")
+                        .bindArray("ids", UUID.class, ids).execute();
+                h.createUpdate("UPDATE enqueue_outbox SET created_at = now() - interval '1 minute' WHERE task_ids && :ids")
+                        .bindArray("ids", UUID.class, ids).execute();
+            });
             service.reconcile();
             assertThat(redis().xlen(coordinator.redis().keys().jobStream("paged", Priority.NORMAL))).isEqualTo(1_200);
+            assertThat(outboxRowsOf(database, ids)).isZero();
         } finally {
             database.jdbi().useHandle(h -> h.createUpdate("UPDATE tasks SET status = 'cancelled' WHERE id = ANY(:ids)")
                     .bindArray("ids", UUID.class, ids).execute());
