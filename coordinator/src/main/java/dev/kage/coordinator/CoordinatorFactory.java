@@ -81,7 +81,9 @@ public class CoordinatorFactory {
         return dev.kage.coordinator.task.RepoPolicy.load(env);
     }
 
+    /** Closed at shutdown: its batch relay finishes what it holds, then the last marks are written. */
     @Singleton
+    @Bean(preDestroy = "close")
     public TaskService taskService(KageSettings settings, TaskStore store, JobQueue queue, LiveTaskState live,
                                    EventLog events, Clock clock, MeterRegistry registry, @Named("submit") RedisPipeline pipeline) {
         return new TaskService(settings, store, queue, live, events, clock, registry, pipeline);

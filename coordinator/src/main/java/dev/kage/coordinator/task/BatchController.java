@@ -55,8 +55,9 @@ public class BatchController {
             parameters = @Parameter(name = "Idempotency-Key", in = ParameterIn.HEADER,
                     schema = @Schema(type = "string"), example = "import-2025-01-31-part-3",
                     description = "1 to 200 printable characters; makes the batch safe to repeat"),
-            description = "Each task in the single submit's shape, recorded in one statement and enqueued in pipelined "
-                    + "Redis script calls. All or nothing: one bad field anywhere is a 400 naming it and no task is created. "
+            description = "Each task in the single submit's shape, recorded in one statement; answered once the rows are "
+                    + "committed, while the batch relay adds the jobs to their streams in pipelined Redis script calls "
+                    + "(moments later; after a Redis outage, the reconciler does). All or nothing: one bad field anywhere is a 400 naming it and no task is created. "
                     + "With `Idempotency-Key`, the same key and body return the tasks the first request created, in order "
                     + "(`Idempotent-Replayed: true`), and create none; the same key with another body is a 422.",
             requestBody = @RequestBody(required = true, content = @Content(mediaType = MediaType.APPLICATION_JSON,

@@ -349,10 +349,11 @@ class SubmitSafetyApiTest {
                     {"description": "refused at first", "priority": "low", "cli_assignments": [{"cli_name": "demo"}]}]}""");
             assertThat(accepted.statusCode()).as("the rows are committed: accepted").isEqualTo(202);
             JSON.readTree(accepted.body()).get("tasks").forEach(t -> ids.add(UUID.fromString(t.get("task_id").asText())));
-            // One script call enqueues both (up to 100 jobs of an agent a call): it stops at the refused job, after the other.
+            // One script call of the batch relay enqueues both (up to 100 jobs of an agent a call): it stops at the refused
+            // job, after the other.
             UUID taken = ids.get(0);
             UUID refused = ids.get(1);
-            assertThat(jobsOf(normal, taken)).isEqualTo(1);
+            org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3)).until(() -> jobsOf(normal, taken) == 1);
             // Not confirmed, so its outbox row stays.
             org.awaitility.Awaitility.await().during(java.time.Duration.ofMillis(500)).atMost(java.time.Duration.ofSeconds(2))
                     .until(() -> outboxRowsOf(database, ids) == 1);
@@ -490,7 +491,9 @@ class SubmitSafetyApiTest {
         assertThat(accepted.statusCode()).as(accepted.body()).isEqualTo(202);
         var tasks = JSON.readTree(accepted.body()).get("tasks");
         assertThat(tasks).hasSize(50);
-        assertThat(coordinator.redis().redis().xlen(stream)).isEqualTo(before + 50);
+        // Answered once the rows are committed; the batch relay adds the jobs moments later.
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3))
+                .until(() -> coordinator.redis().redis().xlen(stream) == before + 50);
         String first = tasks.get(0).get("task_id").asText();
         assertThat(coordinator.get("/api/v1/tasks/" + first, "acme-key-123").statusCode()).isEqualTo(200);
         tasks.forEach(t -> assertThat(t.get("ignored_fields")).as("no unknown field").isEmpty());
@@ -522,6 +525,126 @@ class SubmitSafetyApiTest {
         assertThat(badKey.statusCode()).as(badKey.body()).isEqualTo(400);
         assertThat(JSON.readTree(badKey.body()).get("errors").get(0).get("field").asText()).isEqualTo("Idempotency-Key");
         assertThat(coordinator.redis().redis().xlen(stream)).as("no job of a refused batch").isEqualTo(before + 50);
+    }
+
+    @Test
+    void concurrentBatchesReachRedisOnceEachAndInTheOrderEachClientSentThem() throws Exception {
+        // 6 clients, 5 batches each, one after another: more than the relay holds at once (4), so requests wait for room.
+        String stream = coordinator.redis().keys().jobStream("demo", Priority.LOW);
+        String run = UUID.randomUUID().toString().substring(0, 8);
+        int clients = 6;
+        int batches = 5;
+        int size = 40;
+        List<List<List<UUID>>> sent = new ArrayList<>();
+        ExecutorService pool = Executors.newFixedThreadPool(clients);
+        try {
+            List<Future<List<List<UUID>>>> each = new ArrayList<>();
+            for (int c = 0; c < clients; c++) {
+                int client = c;
+                each.add(pool.submit(() -> {
+                    List<List<UUID>> mine = new ArrayList<>();
+                    for (int b = 0; b < batches; b++) {
+                        HttpResponse<String> accepted = post("/api/v1/tasks:batch", "acme-key-123",
+                                batchOf(size, "relay " + run + " client " + client + " batch " + b));
+                        assertThat(accepted.statusCode()).as(accepted.body()).isEqualTo(202);
+                        mine.add(taskIds(accepted).stream().map(UUID::fromString).toList());
+                    }
+                    return mine;
+                }));
+            }
+            for (Future<List<List<UUID>>> client : each) {
+                sent.add(client.get());
+            }
+        } finally {
+            pool.shutdownNow();
+        }
+        List<UUID> all = sent.stream().flatMap(List::stream).flatMap(List::stream).toList();
+        assertThat(all).hasSize(clients * batches * size).doesNotHaveDuplicates();
+
+        java.util.Set<String> wanted = new java.util.HashSet<>(all.stream().map(UUID::toString).toList());
+        java.util.Map<String, List<Integer>> positions = new java.util.HashMap<>();
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(10)).until(() -> {
+            positions.clear();
+            List<io.lettuce.core.StreamMessage<String, String>> entries = redis().xrange(stream, io.lettuce.core.Range.create("-", "+"));
+            for (int i = 0; i < entries.size(); i++) {
+                String task = entries.get(i).getBody().get("task_id");
+                if (wanted.contains(task)) {
+                    positions.computeIfAbsent(task, k -> new ArrayList<>()).add(i);
+                }
+            }
+            return positions.size() == wanted.size();
+        });
+        assertThat(positions.values()).as("each task's job in its stream once").allSatisfy(p -> assertThat(p).hasSize(1));
+        for (List<List<UUID>> client : sent) {
+            for (int b = 1; b < client.size(); b++) {
+                int lastOfEarlier = client.get(b - 1).stream().mapToInt(id -> positions.get(id.toString()).getFirst()).max().orElseThrow();
+                int firstOfLater = client.get(b).stream().mapToInt(id -> positions.get(id.toString()).getFirst()).min().orElseThrow();
+                assertThat(lastOfEarlier).as("a client's batch %d is in Redis before its batch %d", b - 1, b).isLessThan(firstOfLater);
+            }
+        }
+        Database database = coordinator.context().getBean(Database.class);
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3)).until(() -> outboxRowsOf(database, all) == 0);
+        cancelAll(database, all);
+    }
+
+    @Test
+    void aCoordinatorStoppedWhileItsRelayWaitsForRedisStillEnqueuesEveryBatchItAccepted() throws Exception {
+        // Redis stalls (a proxy holds every byte): the batches are answered (their rows are committed) while the relay
+        // waits with them. The coordinator is then told to stop, and Redis comes back a second later: the relay finishes
+        // them and their outbox rows are deleted before the coordinator's connections close, so no accepted batch waits
+        // for another coordinator's reconciler.
+        java.net.URI rd = java.net.URI.create(dev.kage.testing.TestServices.redisUrl());
+        try (dev.kage.testing.TcpProxy proxy = dev.kage.testing.TcpProxy.start(rd.getHost(), rd.getPort() > 0 ? rd.getPort() : 6379)) {
+            TestCoordinator stopping = new TestCoordinator(dev.kage.testing.TestServices.newSchema(), "acme:acme-key-123",
+                    java.util.Map.of("REDIS_URL", dev.kage.testing.TcpProxy.redirectRedisUrl(dev.kage.testing.TestServices.redisUrl(), proxy)));
+            try {
+                String stream = stopping.redis().keys().jobStream("demo", Priority.LOW);
+                // A first batch through a flowing Redis: every connection is open and every script loaded.
+                HttpResponse<String> first = stopping.send("POST", "/api/v1/tasks:batch", "acme-key-123", batchOf(10, "flowing"));
+                assertThat(first.statusCode()).as(first.body()).isEqualTo(202);
+                List<UUID> ids = new ArrayList<>(taskIds(first).stream().map(UUID::fromString).toList());
+                org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3))
+                        .until(() -> stopping.redis().redis().exists(stream) == 1 && stopping.redis().redis().xlen(stream) == 10);
+
+                proxy.stall();
+                for (int b = 0; b < dev.kage.coordinator.task.TaskService.RELAY_BATCHES; b++) {
+                    HttpResponse<String> accepted = stopping.send("POST", "/api/v1/tasks:batch", "acme-key-123",
+                            batchOf(100, "stalled " + b));
+                    assertThat(accepted.statusCode()).as(accepted.body()).isEqualTo(202);
+                    taskIds(accepted).forEach(id -> ids.add(UUID.fromString(id)));
+                }
+                assertThat(stopping.redis().redis().xlen(stream)).as("the relay holds them while Redis stalls").isEqualTo(10);
+                Thread resume = Thread.ofVirtual().start(() -> {
+                    try {
+                        Thread.sleep(1_000); // the coordinator is stopping by then: its relay drains as it stops
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                    proxy.resume();
+                });
+                stopping.stop();
+                resume.join();
+
+                java.util.Map<String, Long> jobs = stopping.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+"))
+                        .stream().collect(java.util.stream.Collectors.groupingBy(m -> m.getBody().get("task_id"),
+                                java.util.stream.Collectors.counting()));
+                assertThat(jobs.size()).as("tasks with a job in the stream").isEqualTo(ids.size());
+                assertThat(ids).allSatisfy(id -> assertThat(jobs.get(id.toString())).as("jobs of %s", id).isEqualTo(1L));
+                try (Database database = Database.open(dev.kage.config.DatabaseUrl.parse("DATABASE_URL",
+                        dev.kage.testing.TestServices.databaseUrl()), stopping.schema(), "drain-check", 1)) {
+                    assertThat(outboxRowsOf(database, ids)).as("outbox rows left to a reconciler").isZero();
+                }
+            } finally {
+                proxy.resume();
+                stopping.close();
+            }
+        }
+    }
+
+    private static void cancelAll(Database database, List<UUID> ids) {
+        // Out of the way of the tests that follow (and of the reconciler): ended tasks are not checked again.
+        database.jdbi().useHandle(h -> h.createUpdate("UPDATE tasks SET status = 'cancelled' WHERE id = ANY(:ids)")
+                .bindArray("ids", UUID.class, ids).execute());
     }
 
     @Test

@@ -113,6 +113,14 @@ public final class TestCoordinator implements AutoCloseable {
         return JSON.readTree(response.body());
     }
 
+    /**
+     * Stops the coordinator as at shutdown (its server, then its beans), keeping its Redis namespace and schema for the
+     * test to look at until {@link #close()}.
+     */
+    public void stop() {
+        server.stop();
+    }
+
     @Override
     public void close() {
         server.close();
