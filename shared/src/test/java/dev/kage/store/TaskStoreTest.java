@@ -5,7 +5,9 @@ import static dev.kage.store.StoreTestData.result;
 import static dev.kage.store.StoreTestData.task;
 import static org.assertj.core.api.Assertions.assertThat;
 
+import dev.kage.task.JobMessage;
 import dev.kage.task.JobStatus;
+import dev.kage.task.ResultRecord;
 import dev.kage.task.TaskRecord;
 import dev.kage.task.TaskStatus;
 import dev.kage.testing.DatabaseFixture;
@@ -241,6 +243,45 @@ class TaskStoreTest {
         assertThat(store.reopen(task.id(), job, 2)).as("stale").isFalse();
         assertThat(store.find("acme", task.id()).orElseThrow().status()).isEqualTo(TaskStatus.FAILED);
         assertThat(store.jobsWithOutcome(List.of(task.id()))).containsExactly(job);
+    }
+
+    @Test
+    void resultRowsWrittenTogetherKeepEveryValueAsWrittenNullsIncluded() {
+        // The group commit binds one array per column: text an array literal could mistake, non-ASCII text, and the
+        // columns a run may leave empty (exit code, branch, commit, model, patch) must come back as written.
+        List<String> awkward = List.of("NULL", "", "\"quoted\" {braces}, commas", "back\\slash \\\"", "line\nbreak\ttab",
+                "ünïcödé — 漢字 🚀");
+        List<TaskStore.Outcome> outcomes = new java.util.ArrayList<>();
+        List<ResultRecord> written = new java.util.ArrayList<>();
+        for (int i = 0; i < awkward.size(); i++) {
+            TaskRecord task = task("acme", "demo");
+            store.insert(task);
+            boolean empty = i % 2 == 0;
+            ResultRecord result = new ResultRecord(task.id(), JobMessage.jobId(task.id().toString(), "demo"), "demo",
+                    JobStatus.COMPLETED, awkward.get(i), 100L + i, 20L + i, i, 2L * i, new java.math.BigDecimal("0.00012" + i),
+                    "agent", empty ? null : awkward.get(i), 1_500L + i, empty ? null : i - 3, empty ? null : "kage/" + awkward.get(i),
+                    empty ? null : "abc" + i, empty ? null : awkward.get(i), "w" + i, 1 + i, null, empty ? null : awkward.get(i));
+            written.add(result);
+            outcomes.add(new TaskStore.Outcome(result, List.of()));
+        }
+        store.recordOutcomes(outcomes, List.of());
+        for (ResultRecord expected : written) {
+            assertThat(store.results(expected.taskId())).singleElement().satisfies(read -> {
+                assertThat(read.outputSummary()).isEqualTo(expected.outputSummary());
+                assertThat(read.model()).isEqualTo(expected.model());
+                assertThat(read.exitCode()).isEqualTo(expected.exitCode());
+                assertThat(read.branch()).isEqualTo(expected.branch());
+                assertThat(read.commitSha()).isEqualTo(expected.commitSha());
+                assertThat(read.diffStat()).isEqualTo(expected.diffStat());
+                assertThat(read.patch()).isEqualTo(expected.patch());
+                assertThat(read.workerId()).isEqualTo(expected.workerId());
+                assertThat(read.attempt()).isEqualTo(expected.attempt());
+                assertThat(read.tokensIn()).isEqualTo(expected.tokensIn());
+                assertThat(read.cacheWriteTokens()).isEqualTo(expected.cacheWriteTokens());
+                assertThat(read.durationMs()).isEqualTo(expected.durationMs());
+                assertThat(read.cost()).isEqualByComparingTo(expected.cost());
+            });
+        }
     }
 
     @Test
