@@ -267,6 +267,13 @@ class TaskStoreTest {
         store.recordOutcomes(outcomes, List.of());
         for (ResultRecord expected : written) {
             assertThat(store.results(expected.taskId())).singleElement().satisfies(read -> {
+                assertThat(read.jobId()).isEqualTo(expected.jobId());
+                assertThat(read.cliName()).isEqualTo(expected.cliName());
+                assertThat(read.status()).isEqualTo(expected.status());
+                assertThat(read.usageSource()).isEqualTo(expected.usageSource());
+                assertThat(read.tokensOut()).isEqualTo(expected.tokensOut());
+                assertThat(read.cacheReadTokens()).isEqualTo(expected.cacheReadTokens());
+                assertThat(read.totalTokens()).isEqualTo(expected.totalTokens());
                 assertThat(read.outputSummary()).isEqualTo(expected.outputSummary());
                 assertThat(read.model()).isEqualTo(expected.model());
                 assertThat(read.exitCode()).isEqualTo(expected.exitCode());

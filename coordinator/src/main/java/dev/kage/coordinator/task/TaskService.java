@@ -43,8 +43,9 @@ import org.slf4j.LoggerFactory;
  * enqueue the task again, which the enqueue-once script turns into a no-op.
  *
  * <p>A batch's rows are inserted already marked, with one {@code enqueue_outbox} row naming them in the same
- * statement, and the request is answered once they are committed: the batch relay (one thread, in commit order) adds
- * the jobs and events to Redis meanwhile, and once they are in, the flusher deletes the outbox row. The relay works
+ * statement, and the request is answered once they are committed: the batch relay (one thread, batches in the order
+ * they are handed to it) adds the jobs and events to Redis meanwhile, and once they are in, the flusher deletes the
+ * outbox row. The relay works
  * beside the requests that follow, as Postgres's insert of one batch and Redis's enqueue of the one before it overlap
  * (batch submits about 14 % faster side by side; BENCHMARKS.md, session 15). An {@code UPDATE} of 1,000 rows cost Postgres
  * more than their insert (about 16 µs a row against 9: not a HOT update, since an index's predicate reads
@@ -56,8 +57,18 @@ public final class TaskService {
     private static final Logger LOG = LoggerFactory.getLogger(TaskService.class);
     /** A task younger than this is still being enqueued by the coordinator that accepted it. */
     static final long RECONCILE_AFTER_SECONDS = 5;
-    /** Recorded batches the relay holds at most before a batch submit waits for room. */
+    /** Recorded batches the relay holds at most (the one it is enqueuing included) before a batch submit waits for room. */
     public static final int RELAY_BATCHES = 4;
+    /**
+     * How long a batch submit waits for room in the relay; past that (Redis slow or down), its batch is left to the
+     * reconciler by its outbox row and the request is answered all the same.
+     */
+    static final java.time.Duration RELAY_WAIT = java.time.Duration.ofSeconds(2);
+    /**
+     * After Redis failed the relay with a transient error (down, a timeout), the relay leaves the batches it is handed for
+     * this long to the reconciler instead of waiting out a command timeout for each.
+     */
+    static final java.time.Duration RELAY_BACK_OFF = java.time.Duration.ofSeconds(5);
 
     private final KageSettings settings;
     private final TaskStore store;
@@ -71,16 +82,19 @@ public final class TaskService {
     /** Outbox rows of batches whose jobs are all in Redis, deleted with the next marks. */
     private final java.util.concurrent.ConcurrentLinkedQueue<UUID> confirmedOutboxes = new java.util.concurrent.ConcurrentLinkedQueue<>();
     /**
-     * The batch relay: one thread that adds committed batches' jobs and events to Redis, in the order they committed,
-     * while the requests that recorded them are answered and the next batches are parsed and inserted.
+     * The batch relay: one thread that adds committed batches' jobs and events to Redis, in the order they are handed to
+     * it (a client's batches in the order it sent them), while the requests that recorded them are answered and the next
+     * batches are parsed and inserted.
      */
     private final java.util.concurrent.ExecutorService relay = java.util.concurrent.Executors.newSingleThreadExecutor(
             Thread.ofPlatform().name("kage-batch-relay").daemon(true).factory());
     /**
      * Batches handed to the relay and not yet in Redis, at most {@value #RELAY_BATCHES}: a request that finds the relay
-     * full waits for room (back-pressure to the client), so a Redis slower than Postgres cannot pile up batches here.
+     * full waits for room, first come first served (back-pressure to the client), up to {@link #RELAY_WAIT}.
      */
-    private final java.util.concurrent.Semaphore relayRoom = new java.util.concurrent.Semaphore(RELAY_BATCHES);
+    private final java.util.concurrent.Semaphore relayRoom = new java.util.concurrent.Semaphore(RELAY_BATCHES, true);
+    /** {@link System#nanoTime} of the relay's last transient Redis failure; 0 when none. */
+    private volatile long relayFailedAt;
     /** How long {@link #close} lets the relay finish the batches it holds before leaving them to the reconciler. */
     private static final java.time.Duration RELAY_DRAIN = java.time.Duration.ofSeconds(5);
 
@@ -146,8 +160,9 @@ public final class TaskService {
     /**
      * Records many tasks in one statement, already marked enqueued, with the batch's {@code enqueue_outbox} row, and hands
      * them to the batch relay, which enqueues their jobs (script calls of 100 jobs) and events after this returns; the
-     * outbox row is deleted by {@link #flushEnqueuedMarks} once they are in Redis. At most {@value #RELAY_BATCHES}
-     * batches wait for the relay: beyond that, this waits for room.
+     * outbox row is deleted by {@link #flushEnqueuedMarks} once they are in Redis. The relay holds at most
+     * {@value #RELAY_BATCHES} batches: beyond that, this waits for room up to {@link #RELAY_WAIT}, then leaves the batch
+     * to the reconciler.
      *
      * <p>With an idempotency key, the batch is recorded once: task {@code i} holds the key {@link #batchTaskKey}, and a
      * repeat of the request (same key, same body) returns the tasks the first one created, in order, without enqueuing
@@ -203,7 +218,11 @@ public final class TaskService {
     private List<TaskRecord> enqueueBatch(String tenant, List<TaskRecord> tasks, UUID outbox) {
         tasks.forEach(this::submitted);
         try {
-            relayRoom.acquire();
+            if (!relayRoom.tryAcquire(RELAY_WAIT.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS)) {
+                LOG.warn("A batch of {} tasks is recorded but the batch relay stayed full for {} s (Redis slow or down); "
+                        + "the reconciler enqueues it", tasks.size(), RELAY_WAIT.toSeconds());
+                return tasks;
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             LOG.warn("A batch of {} tasks is recorded but its enqueue was interrupted; the reconciler enqueues it", tasks.size());
@@ -213,6 +232,11 @@ public final class TaskService {
             relay.execute(() -> {
                 try {
                     relayBatch(tenant, tasks, outbox);
+                } catch (Throwable e) {
+                    LOG.error("The batch relay failed on a batch of {} tasks; the reconciler enqueues it", tasks.size(), e);
+                    if (e instanceof Error error) {
+                        throw error;
+                    }
                 } finally {
                     relayRoom.release();
                 }
@@ -226,6 +250,12 @@ public final class TaskService {
 
     /** On the relay's thread: a committed batch's jobs and events into Redis, then its outbox row confirmed. */
     private void relayBatch(String tenant, List<TaskRecord> tasks, UUID outbox) {
+        long failedAt = relayFailedAt;
+        if (failedAt != 0 && System.nanoTime() - failedAt < RELAY_BACK_OFF.toNanos()) {
+            LOG.warn("A batch of {} tasks is recorded while Redis failed the relay moments ago; the reconciler enqueues it",
+                    tasks.size());
+            return;
+        }
         try {
             List<JobMessage> jobs = new java.util.ArrayList<>();
             List<Map<String, String>> submitted = new java.util.ArrayList<>();
@@ -241,13 +271,14 @@ public final class TaskService {
             JobQueue.added(enqueued);
             published.await();
         } catch (RedisException e) {
+            if (dev.kage.redis.RedisErrors.isTransient(e)) {
+                relayFailedAt = System.nanoTime();
+            }
             LOG.error("A batch of {} tasks is recorded but Redis refused its jobs ({}); the reconciler enqueues them", tasks.size(),
                     e.getMessage());
             return;
-        } catch (RuntimeException e) {
-            LOG.error("A batch of {} tasks is recorded but its enqueue failed; the reconciler enqueues it", tasks.size(), e);
-            return;
         }
+        relayFailedAt = 0;
         confirmedOutboxes.add(outbox);
         LOG.info("Batch of {} tasks for tenant {} queued", tasks.size(), tenant);
     }
@@ -259,18 +290,30 @@ public final class TaskService {
      */
     public void close() {
         relay.shutdown();
+        boolean interrupted = false;
         try {
             if (!relay.awaitTermination(RELAY_DRAIN.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS)) {
                 LOG.warn("The batch relay did not finish within {} s; the reconciler enqueues what it held", RELAY_DRAIN.toSeconds());
+                relay.shutdownNow();
             }
         } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+            interrupted = true;
+            relay.shutdownNow();
         }
         try {
             flushEnqueuedMarks();
         } catch (RuntimeException e) {
             LOG.warn("Writing enqueued marks at shutdown failed (the reconciler confirms those tasks): {}", e.getMessage());
         }
+        if (interrupted) {
+            // Only now: an interrupted thread could not take a pooled connection for the flush above.
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /** True once {@link #close} has begun: the relay takes no more batches. */
+    public boolean closing() {
+        return relay.isShutdown();
     }
 
     private static List<JobMessage> jobsOf(TaskRecord task) {
@@ -366,11 +409,11 @@ public final class TaskService {
     /**
      * Writes {@code enqueued_at} of the tasks enqueued since the last call, in one statement (up to 10,000; the rest
      * at the next call). When Postgres refuses, the marks are dropped: the reconciler finds those tasks, sees their jobs
-     * in Redis (or done), and marks them.
+     * in Redis (or done), and marks them. One call at a time: the shutdown's last flush waits for the scheduler's.
      *
      * @return tasks marked
      */
-    public int flushEnqueuedMarks() {
+    public synchronized int flushEnqueuedMarks() {
         List<UUID> outboxes = new java.util.ArrayList<>();
         UUID id;
         while (outboxes.size() < 1_000 && (id = confirmedOutboxes.poll()) != null) {

@@ -614,12 +614,10 @@ class SubmitSafetyApiTest {
                     taskIds(accepted).forEach(id -> ids.add(UUID.fromString(id)));
                 }
                 assertThat(stopping.redis().redis().xlen(stream)).as("the relay holds them while Redis stalls").isEqualTo(10);
+                var service = stopping.context().getBean(dev.kage.coordinator.task.TaskService.class);
                 Thread resume = Thread.ofVirtual().start(() -> {
-                    try {
-                        Thread.sleep(1_000); // the coordinator is stopping by then: its relay drains as it stops
-                    } catch (InterruptedException e) {
-                        Thread.currentThread().interrupt();
-                    }
+                    // Redis comes back only once the coordinator is closing its relay: what it held is drained then.
+                    org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(30)).until(service::closing);
                     proxy.resume();
                 });
                 stopping.stop();
@@ -637,6 +635,62 @@ class SubmitSafetyApiTest {
             } finally {
                 proxy.resume();
                 stopping.close();
+            }
+        }
+    }
+
+    @Test
+    void aBatchSubmitWaitsForTheRelayOnlySoLongWhileRedisStallsAndTheReconcilerEnqueuesWhatItLeft() throws Exception {
+        // Redis stalls: the relay's first batch waits out Redis's command timeout (10 s) and the relay fills up. Later
+        // batches wait for room only so long, are answered all the same (their rows are committed), and are left to the
+        // reconciler, which enqueues every one of them once Redis answers.
+        java.net.URI rd = java.net.URI.create(dev.kage.testing.TestServices.redisUrl());
+        try (dev.kage.testing.TcpProxy proxy = dev.kage.testing.TcpProxy.start(rd.getHost(), rd.getPort() > 0 ? rd.getPort() : 6379)) {
+            TestCoordinator stalled = new TestCoordinator(dev.kage.testing.TestServices.newSchema(), "acme:acme-key-123",
+                    java.util.Map.of("REDIS_URL", dev.kage.testing.TcpProxy.redirectRedisUrl(dev.kage.testing.TestServices.redisUrl(), proxy)));
+            try {
+                String stream = stalled.redis().keys().jobStream("demo", Priority.LOW);
+                HttpResponse<String> first = stalled.send("POST", "/api/v1/tasks:batch", "acme-key-123", batchOf(5, "flowing"));
+                assertThat(first.statusCode()).as(first.body()).isEqualTo(202);
+                List<UUID> ids = new ArrayList<>(taskIds(first).stream().map(UUID::fromString).toList());
+                org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3))
+                        .until(() -> stalled.redis().redis().exists(stream) == 1 && stalled.redis().redis().xlen(stream) == 5);
+
+                proxy.stall();
+                int batches = dev.kage.coordinator.task.TaskService.RELAY_BATCHES + 3;
+                for (int b = 0; b < batches; b++) {
+                    // A client's timeout, well under what the relay takes to give up on one stalled batch: a request that
+                    // waited for room until then would fail here.
+                    HttpResponse<String> accepted = stalled.http().send(HttpRequest.newBuilder(stalled.uri("/api/v1/tasks:batch"))
+                            .header("X-API-Key", "acme-key-123").header("Content-Type", "application/json")
+                            .timeout(java.time.Duration.ofSeconds(8))
+                            .POST(HttpRequest.BodyPublishers.ofString(batchOf(20, "stalled " + b))).build(),
+                            HttpResponse.BodyHandlers.ofString());
+                    assertThat(accepted.statusCode()).as(accepted.body()).isEqualTo(202);
+                    taskIds(accepted).forEach(id -> ids.add(UUID.fromString(id)));
+                }
+                proxy.resume();
+
+                // Their outbox rows, once older than 5 s, are handed back by the reconciler, which enqueues the tasks.
+                Database database = stalled.context().getBean(Database.class);
+                var service = stalled.context().getBean(dev.kage.coordinator.task.TaskService.class);
+                org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(60)).pollInterval(java.time.Duration.ofMillis(500))
+                        .until(() -> {
+                            database.jdbi().useHandle(h -> h.createUpdate(
+                                    "UPDATE enqueue_outbox SET created_at = now() - interval '1 minute' WHERE task_ids && :ids")
+                                    .bindArray("ids", UUID.class, ids).execute());
+                            service.reconcile();
+                            java.util.Set<String> queued = stalled.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+"))
+                                    .stream().map(m -> m.getBody().get("task_id")).collect(java.util.stream.Collectors.toSet());
+                            return ids.stream().allMatch(id -> queued.contains(id.toString()));
+                        });
+                java.util.Map<String, Long> jobs = stalled.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+"))
+                        .stream().collect(java.util.stream.Collectors.groupingBy(m -> m.getBody().get("task_id"),
+                                java.util.stream.Collectors.counting()));
+                assertThat(ids).allSatisfy(id -> assertThat(jobs.get(id.toString())).as("jobs of %s", id).isEqualTo(1L));
+            } finally {
+                proxy.resume();
+                stalled.close();
             }
         }
     }
@@ -684,8 +738,10 @@ class SubmitSafetyApiTest {
         long recorded = database.jdbi().withHandle(h -> h.createQuery("SELECT count(*) FROM tasks WHERE description LIKE :d")
                 .bind("d", "keyed " + key + " %").mapTo(Long.class).one());
         assertThat(recorded).as("tasks in Postgres").isEqualTo(20);
-        assertThat(coordinator.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+")).stream()
-                .filter(m -> ids.contains(m.getBody().get("task_id"))).count()).as("jobs in Redis").isEqualTo(20);
+        // Answered once committed; the batch relay adds the jobs moments later.
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3)).until(() -> coordinator.redis().redis()
+                .xrange(stream, io.lettuce.core.Range.create("-", "+")).stream()
+                .filter(m -> ids.contains(m.getBody().get("task_id"))).count() == 20);
 
         // A later repeat, once the tasks moved on, still finds them; another tenant's same key is its own batch.
         HttpResponse<String> again = postBatch("acme-key-123", key, batch);
