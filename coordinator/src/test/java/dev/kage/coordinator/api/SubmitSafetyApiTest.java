@@ -590,21 +590,14 @@ class SubmitSafetyApiTest {
     @Test
     void aCoordinatorStoppedWhileItsRelayWaitsForRedisStillEnqueuesEveryBatchItAccepted() throws Exception {
         // Redis stalls (a proxy holds every byte): the batches are answered (their rows are committed) while the relay
-        // waits with them. The coordinator is then told to stop, and Redis comes back a second later: the relay finishes
+        // waits with them. The coordinator is then told to stop, and Redis comes back once it is closing: the relay finishes
         // them and their outbox rows are deleted before the coordinator's connections close, so no accepted batch waits
         // for another coordinator's reconciler.
-        java.net.URI rd = java.net.URI.create(dev.kage.testing.TestServices.redisUrl());
-        try (dev.kage.testing.TcpProxy proxy = dev.kage.testing.TcpProxy.start(rd.getHost(), rd.getPort() > 0 ? rd.getPort() : 6379)) {
-            TestCoordinator stopping = new TestCoordinator(dev.kage.testing.TestServices.newSchema(), "acme:acme-key-123",
-                    java.util.Map.of("REDIS_URL", dev.kage.testing.TcpProxy.redirectRedisUrl(dev.kage.testing.TestServices.redisUrl(), proxy)));
+        try (dev.kage.testing.TcpProxy proxy = redisProxy()) {
+            TestCoordinator stopping = behind(proxy);
             try {
                 String stream = stopping.redis().keys().jobStream("demo", Priority.LOW);
-                // A first batch through a flowing Redis: every connection is open and every script loaded.
-                HttpResponse<String> first = stopping.send("POST", "/api/v1/tasks:batch", "acme-key-123", batchOf(10, "flowing"));
-                assertThat(first.statusCode()).as(first.body()).isEqualTo(202);
-                List<UUID> ids = new ArrayList<>(taskIds(first).stream().map(UUID::fromString).toList());
-                org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3))
-                        .until(() -> stopping.redis().redis().exists(stream) == 1 && stopping.redis().redis().xlen(stream) == 10);
+                List<UUID> ids = flowingBatch(stopping, stream, 10);
 
                 proxy.stall();
                 for (int b = 0; b < dev.kage.coordinator.task.TaskService.RELAY_BATCHES; b++) {
@@ -623,9 +616,7 @@ class SubmitSafetyApiTest {
                 stopping.stop();
                 resume.join();
 
-                java.util.Map<String, Long> jobs = stopping.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+"))
-                        .stream().collect(java.util.stream.Collectors.groupingBy(m -> m.getBody().get("task_id"),
-                                java.util.stream.Collectors.counting()));
+                java.util.Map<String, Long> jobs = jobsPerTask(stopping, stream);
                 assertThat(jobs.size()).as("tasks with a job in the stream").isEqualTo(ids.size());
                 assertThat(ids).allSatisfy(id -> assertThat(jobs.get(id.toString())).as("jobs of %s", id).isEqualTo(1L));
                 try (Database database = Database.open(dev.kage.config.DatabaseUrl.parse("DATABASE_URL",
@@ -644,17 +635,11 @@ class SubmitSafetyApiTest {
         // Redis stalls: the relay's first batch waits out Redis's command timeout (10 s) and the relay fills up. Later
         // batches wait for room only so long, are answered all the same (their rows are committed), and are left to the
         // reconciler, which enqueues every one of them once Redis answers.
-        java.net.URI rd = java.net.URI.create(dev.kage.testing.TestServices.redisUrl());
-        try (dev.kage.testing.TcpProxy proxy = dev.kage.testing.TcpProxy.start(rd.getHost(), rd.getPort() > 0 ? rd.getPort() : 6379)) {
-            TestCoordinator stalled = new TestCoordinator(dev.kage.testing.TestServices.newSchema(), "acme:acme-key-123",
-                    java.util.Map.of("REDIS_URL", dev.kage.testing.TcpProxy.redirectRedisUrl(dev.kage.testing.TestServices.redisUrl(), proxy)));
+        try (dev.kage.testing.TcpProxy proxy = redisProxy()) {
+            TestCoordinator stalled = behind(proxy);
             try {
                 String stream = stalled.redis().keys().jobStream("demo", Priority.LOW);
-                HttpResponse<String> first = stalled.send("POST", "/api/v1/tasks:batch", "acme-key-123", batchOf(5, "flowing"));
-                assertThat(first.statusCode()).as(first.body()).isEqualTo(202);
-                List<UUID> ids = new ArrayList<>(taskIds(first).stream().map(UUID::fromString).toList());
-                org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3))
-                        .until(() -> stalled.redis().redis().exists(stream) == 1 && stalled.redis().redis().xlen(stream) == 5);
+                List<UUID> ids = flowingBatch(stalled, stream, 5);
 
                 proxy.stall();
                 int batches = dev.kage.coordinator.task.TaskService.RELAY_BATCHES + 3;
@@ -684,15 +669,43 @@ class SubmitSafetyApiTest {
                                     .stream().map(m -> m.getBody().get("task_id")).collect(java.util.stream.Collectors.toSet());
                             return ids.stream().allMatch(id -> queued.contains(id.toString()));
                         });
-                java.util.Map<String, Long> jobs = stalled.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+"))
-                        .stream().collect(java.util.stream.Collectors.groupingBy(m -> m.getBody().get("task_id"),
-                                java.util.stream.Collectors.counting()));
+                java.util.Map<String, Long> jobs = jobsPerTask(stalled, stream);
                 assertThat(ids).allSatisfy(id -> assertThat(jobs.get(id.toString())).as("jobs of %s", id).isEqualTo(1L));
             } finally {
                 proxy.resume();
                 stalled.close();
             }
         }
+    }
+
+    /** A proxy in front of the tests' Redis, to stall it. */
+    private static dev.kage.testing.TcpProxy redisProxy() {
+        java.net.URI redis = java.net.URI.create(dev.kage.testing.TestServices.redisUrl());
+        return dev.kage.testing.TcpProxy.start(redis.getHost(), redis.getPort() > 0 ? redis.getPort() : 6379);
+    }
+
+    /** A coordinator of its own (namespace and schema) that reaches Redis through {@code proxy}. */
+    private static TestCoordinator behind(dev.kage.testing.TcpProxy proxy) {
+        return new TestCoordinator(dev.kage.testing.TestServices.newSchema(), "acme:acme-key-123", java.util.Map.of("REDIS_URL",
+                dev.kage.testing.TcpProxy.redirectRedisUrl(dev.kage.testing.TestServices.redisUrl(), proxy)));
+    }
+
+    /**
+     * A first batch of {@code count} low-priority tasks through a flowing Redis, its jobs awaited in {@code stream} (empty
+     * before): every connection is open and every script loaded before a test stalls Redis.
+     */
+    private static List<UUID> flowingBatch(TestCoordinator target, String stream, int count) throws Exception {
+        HttpResponse<String> first = target.send("POST", "/api/v1/tasks:batch", "acme-key-123", batchOf(count, "flowing"));
+        assertThat(first.statusCode()).as(first.body()).isEqualTo(202);
+        org.awaitility.Awaitility.await().atMost(java.time.Duration.ofSeconds(3))
+                .until(() -> target.redis().redis().exists(stream) == 1 && target.redis().redis().xlen(stream) == count);
+        return new ArrayList<>(taskIds(first).stream().map(UUID::fromString).toList());
+    }
+
+    /** The number of entries of each task in {@code stream}, by task id. */
+    private static java.util.Map<String, Long> jobsPerTask(TestCoordinator target, String stream) {
+        return target.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+")).stream()
+                .collect(java.util.stream.Collectors.groupingBy(m -> m.getBody().get("task_id"), java.util.stream.Collectors.counting()));
     }
 
     private static void cancelAll(Database database, List<UUID> ids) {
