@@ -45,9 +45,8 @@ import org.slf4j.LoggerFactory;
  * <p>A batch's rows are inserted already marked, with one {@code enqueue_outbox} row naming them in the same
  * statement, and the request is answered once they are committed: the batch relay (one thread, batches in the order
  * they are handed to it) adds the jobs and events to Redis meanwhile, and once they are in, the flusher deletes the
- * outbox row. The relay works
- * beside the requests that follow, as Postgres's insert of one batch and Redis's enqueue of the one before it overlap
- * (batch submits about 14 % faster side by side; BENCHMARKS.md, session 15). An {@code UPDATE} of 1,000 rows cost Postgres
+ * outbox row. The relay works beside the requests that follow, so Postgres's insert of one batch and Redis's enqueue of
+ * the one before it overlap (batch submits about 16 % faster on average side by side; BENCHMARKS.md, session 15). An {@code UPDATE} of 1,000 rows cost Postgres
  * more than their insert (about 16 µs a row against 9: not a HOT update, since an index's predicate reads
  * {@code enqueued_at}). An outbox row older than {@link #RECONCILE_AFTER_SECONDS} (its coordinator died, or Redis
  * refused the jobs) is handed back by {@link #reconcile}: its open tasks lose their mark and are checked like any
