@@ -544,16 +544,16 @@ public class KageQueueBench {
 
     /**
      * Waits until the process has written a line containing {@code text} to its log; a build older than that line
-     * (BENCH_COORDINATOR_JAR) is given 30 s (the first pass comes 5 s after the start, or once Redis has been up 12 s).
+     * (BENCH_COORDINATOR_JAR) is given 40 s (the first pass comes 5 s after the start, or once Redis has been up 25 s).
      */
     static void awaitLogLine(Path log, String text, Process process) throws Exception {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(40);
         while (!Files.readString(log).contains(text)) {
             if (!process.isAlive()) {
                 throw new IllegalStateException("the process exited; see " + log);
             }
             if (System.nanoTime() > deadline) {
-                say("no '" + text + "' in " + log + " after 30 s (an older build?): going on");
+                say("no '" + text + "' in " + log + " after 40 s (an older build?): going on");
                 return;
             }
             // A bench, not a test: another process's log can only be polled.

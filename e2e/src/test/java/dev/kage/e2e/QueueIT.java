@@ -449,11 +449,49 @@ class QueueIT {
             redis.restart();
             JsonNode task = awaitFinal(fleet, id, Duration.ofSeconds(120));
             assertThat(task.get("status").asText()).isEqualTo("completed");
-            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).isEmpty();
+            // On failure, what a CI log needs to tell a late stop from an early enqueue.
+            String story = read(runs.resolve("runs.log")) + (fleet.log("coordinator") + fleet.log("lost-w1") + fleet.log("lost-w2"))
+                    .lines().filter(l -> l.contains("WARN") || l.contains("ERROR") || l.contains("Reconnected"))
+                    .collect(java.util.stream.Collectors.joining("\n", "\n", ""));
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).as(story).isEmpty();
             assertThat(count("start " + id + "/rec-a ")).as("the lost run, then one more").isEqualTo(2);
             assertThat(count("end " + id + "/rec-a ")).as("the lost run was stopped before its end").isEqualTo(1);
             assertThat(fleet.log("lost-w1") + fleet.log("lost-w2")).contains("pending nowhere (Redis lost it)");
             assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE task_id = '" + id + "'")).isEqualTo(1);
+        }
+    }
+
+    @Test
+    void aWorkerWhoseBeatsCannotCheckItsRunningEntriesStopsThemByItsLease() throws Exception {
+        // A beat renews the worker's lease only once it has checked every running entry. One that reached Redis but
+        // could not (a refresh that waited out its timeout across a Redis restart) may leave running a job whose entry
+        // Redis lost, which a coordinator enqueues again after JobQueue.LOST_ENTRY_GRACE: the lease must stop it
+        // before then. Here the worker's Redis user may not XCLAIM, so every beat's heartbeat gets through and its
+        // refresh of the running entry (XCLAIM JUSTID, in a script) fails.
+        Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        try (PrivateRedis redis = PrivateRedis.start(PrivateRedis.Persistence.NONE);
+             Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "lease-unchecked"))) {
+            io.lettuce.core.RedisClient admin = io.lettuce.core.RedisClient.create(redis.url());
+            try (var connection = admin.connect()) {
+                connection.sync().aclSetuser("no-xclaim", io.lettuce.core.AclSetuserArgs.Builder.on().addPassword("secret-1")
+                        .allKeys().allChannels().allCommands().removeCommand(io.lettuce.core.protocol.CommandType.XCLAIM));
+            } finally {
+                admin.shutdown();
+            }
+            URI direct = URI.create(redis.url());
+            fleet.startCoordinator(env(Map.of("REDIS_URL", redis.url())));
+            fleet.awaitHealthy();
+            fleet.startWorker("unchecked-w1", dir.resolve("work"), origin, env(Map.of("REDIS_URL",
+                    "redis://no-xclaim:secret-1@" + direct.getHost() + ":" + direct.getPort())));
+            String id = submit(fleet, "unchecked sleep=45", List.of("rec-a"), Map.of());
+            await().atMost(Duration.ofSeconds(60)).until(() -> count("start " + id + "/rec-a ") == 1);
+            // The lease is 15 s; checked every second, with 5 s for the agent to exit.
+            await().atMost(Duration.ofSeconds(35)).pollInterval(Duration.ofMillis(500))
+                    .until(() -> fleet.log("unchecked-w1").contains("or none checked every running entry"));
+            await().atMost(Duration.ofSeconds(10)).pollInterval(Duration.ofMillis(200))
+                    .until(() -> fleet.log("unchecked-w1").contains("stopped here and left alone"));
+            assertThat(count("end " + id + "/rec-a ")).as("stopped by the lease before its end").isZero();
+            assertThat(fleet.log("unchecked-w1")).contains("Heartbeat failed");
         }
     }
 

@@ -114,7 +114,7 @@ public class KageFactory {
      * on the class path: an HdrHistogram update per command reply, ~2% of a worker's CPU in the queue bench's profile,
      * read by nothing here), and reconnecting at least every {@link #REDIS_RECONNECT_AT_MOST} after an outage. Lettuce's
      * default backs off to 30 s: a worker would then beat again up to 30 s after Redis returned, while the coordinator's
-     * reconciler waits {@code JobQueue.LOST_ENTRY_GRACE} (12 s) for those beats before enqueuing jobs Redis lost.
+     * reconciler waits {@code JobQueue.LOST_ENTRY_GRACE} (25 s) for those beats before enqueuing jobs Redis lost.
      */
     @Singleton
     @Bean(preDestroy = "shutdown")

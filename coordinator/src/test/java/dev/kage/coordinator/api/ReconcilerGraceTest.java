@@ -46,7 +46,7 @@ class ReconcilerGraceTest {
             try (StatefulRedisConnection<String, String> connection = client.connect(Utf8Codec.INSTANCE)) {
                 var commands = connection.sync();
                 String stream = coordinator.context().getBean(KageKeys.class).jobStream("demo", Priority.NORMAL);
-                StreamMessage<String, String> entry = Awaitility.await().atMost(Duration.ofSeconds(40))
+                StreamMessage<String, String> entry = Awaitility.await().atMost(Duration.ofSeconds(60))
                         .pollInterval(Duration.ofMillis(200))
                         .until(() -> commands.exists(stream) == 0 ? null : commands.xrange(stream, Range.create("-", "+")).stream()
                                 .filter(m -> task.id().toString().equals(m.getBody().get("task_id"))).findFirst().orElse(null),

@@ -55,12 +55,13 @@ public final class WorkerRuntime {
 
     public static final Duration BLOCK = Duration.ofSeconds(2);
     public static final Duration HEARTBEAT_EVERY = Duration.ofSeconds(5);
-    public static final Duration HEARTBEAT_TTL = Duration.ofSeconds(25);
+    public static final Duration HEARTBEAT_TTL = JobQueue.HEARTBEAT_TTL;
     /**
-     * How long a worker runs its agents on without a heartbeat that reached Redis: short of the heartbeat's TTL, after
-     * which other workers may reclaim its entries, by one period and by the time a stopped agent has to exit before
-     * it is killed ({@link dev.kage.worker.process.ProcessRunner#KILL_GRACE}). Checked every second on a thread of its
-     * own; no job is claimed or reclaimed meanwhile.
+     * How long a worker runs its agents on without a complete heartbeat (one that reached Redis and checked every entry
+     * it runs): short of the heartbeat's TTL, after which other workers may reclaim its entries (and a coordinator
+     * enqueues again the jobs a restarted Redis lost, {@link JobQueue#LOST_ENTRY_GRACE}), by one period and by the time
+     * a stopped agent has to exit before it is killed ({@link dev.kage.worker.process.ProcessRunner#KILL_GRACE}).
+     * Checked every second on a thread of its own; no job is claimed or reclaimed meanwhile.
      */
     public static final Duration LEASE = HEARTBEAT_TTL.minus(HEARTBEAT_EVERY).minus(dev.kage.worker.process.ProcessRunner.KILL_GRACE);
     private static final dev.kage.redis.LuaScript HEARTBEAT = dev.kage.redis.LuaScript.load(WorkerRuntime.class, "heartbeat.lua");
@@ -119,7 +120,7 @@ public final class WorkerRuntime {
     /** Watches {@link #lastBeat} every second; never waits on Redis or Postgres. */
     private final ScheduledExecutorService leaseWatch = Executors.newSingleThreadScheduledExecutor(
             Thread.ofPlatform().daemon().name("kage-lease").factory());
-    /** When ({@link System#nanoTime}) the last heartbeat that reached Redis was sent. */
+    /** When ({@link System#nanoTime}) the last complete heartbeat (it reached Redis and checked every entry) was sent. */
     private volatile long lastBeat = System.nanoTime();
     /** True while the lease is out: running agents were stopped, and jobs claimed meanwhile are stopped too. */
     private volatile boolean leaseLost;
@@ -479,7 +480,6 @@ public final class WorkerRuntime {
                     "in_flight", String.join(",", inFlight.keySet()),
                     "heartbeat_at", clock.instant().toString(),
                     "pid", Long.toString(ProcessHandle.current().pid()));
-            lastBeat = sent;
             redis.sadd(keys.workers(), worker.workerId());
             for (Running job : inFlight.values()) {
                 if (job.control().finishing()) {
@@ -507,14 +507,20 @@ public final class WorkerRuntime {
                     job.control().stop(JobControl.StopReason.LOST);
                 }
             }
+            // Only now does the beat renew the lease: one that reached Redis but could not check every entry (a refresh
+            // that timed out across a restart) may have left running a job whose entry Redis lost, which a coordinator
+            // enqueues again once LOST_ENTRY_GRACE has passed. The lease stops such a run before that.
+            lastBeat = sent;
         } catch (RedisException e) {
-            LOG.warn("Heartbeat failed: {}", e.getMessage());
+            LOG.warn("Heartbeat failed (the lease is renewed only by a beat that checks every running entry): {}",
+                    e.getMessage());
         }
     }
 
     /**
-     * Stops the running agents once no heartbeat has reached Redis for {@link #LEASE}: their entries are this worker's
-     * only while its heartbeat lives, and another worker that can reach Redis may reclaim them soon after it lapses.
+     * Stops the running agents once no complete heartbeat has reached Redis for {@link #LEASE}: their entries are this
+     * worker's only while its heartbeat lives, and another worker that can reach Redis may reclaim them soon after it
+     * lapses (or, when Redis lost them, a coordinator enqueue them again).
      * They stop as lost: nothing is recorded or acknowledged here; the job runs again where its entry goes. Jobs whose
      * agent is done only wait for their outcome's write and go on.
      */
@@ -540,8 +546,9 @@ public final class WorkerRuntime {
         List<Running> running = inFlight.values().stream()
                 .filter(r -> !r.control().unstoppable() && r.control().reason() == null).toList();
         if (!leaseLost || !running.isEmpty()) {
-            LOG.error("No heartbeat has reached Redis for {} s (the lease is {} s): stopping {} running job(s) here, since "
-                    + "another worker may reclaim them once this worker's heartbeat lapses; they run again there",
+            LOG.error("No heartbeat has reached Redis for {} s, or none checked every running entry (the lease is {} s): "
+                    + "stopping {} running job(s) here, since another worker may reclaim them once this worker's heartbeat "
+                    + "lapses; they run again there",
                     TimeUnit.NANOSECONDS.toSeconds(silent), LEASE.toSeconds(), running.size());
         }
         leaseLost = true;
