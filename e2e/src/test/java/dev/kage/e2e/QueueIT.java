@@ -98,6 +98,52 @@ class QueueIT {
     }
 
     @Test
+    void aDeadWorkersStaleJobsTakeTheSlotsThatFreeBeforeNewerJobs() throws Exception {
+        // A killed worker's entries stay pending under its name. Once stale (idle past the reclaim time, its heartbeat
+        // expired) they have waited longer than anything in the streams, so the slots that free go to them first. CI
+        // saw them get only a share of the slots, a few seconds out of each reclaim period, and wait minutes behind a
+        // backlog of newer jobs.
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "stale-first"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            Process doomed = fleet.startWorker("stale-w1", dir.resolve("work"), origin, env(Map.of("MAX_PARALLEL_CLIS", "4")));
+            List<String> stale = new ArrayList<>();
+            for (int i = 0; i < 4; i++) {
+                stale.add(submit(fleet, "stale " + i + " sleep=6", List.of("rec-a"), Map.of()) + "/rec-a");
+            }
+            await().atMost(Duration.ofSeconds(60)).until(() -> lines("start ") == 4);
+            doomed.destroyForcibly();
+            assertThat(doomed.waitFor(10, TimeUnit.SECONDS)).isTrue();
+            List<String> fresh = new ArrayList<>();
+            for (int i = 0; i < 30; i++) {
+                fresh.add(submit(fleet, "fresh " + i + " sleep=0.2", List.of("rec-a"), Map.of()) + "/rec-a");
+            }
+            String stream = fleet.redis.keys().jobStream("rec-a", dev.kage.task.Priority.NORMAL);
+            await().atMost(Duration.ofSeconds(45)).pollInterval(Duration.ofMillis(500))
+                    .until(() -> fleet.redis.redis().exists(fleet.redis.keys().worker("stale-w1")) == 0
+                            && fleet.redis.redis().xpending(stream, io.lettuce.core.XPendingArgs.Builder.xpending(
+                                    dev.kage.redis.KageKeys.WORKER_GROUP, io.lettuce.core.Range.create("-", "+"),
+                                    io.lettuce.core.Limit.from(10)).idle(Duration.ofSeconds(15))).size() == 4);
+            // One slot: the order in which runs start is the order in which the slot went to their jobs. Its claim
+            // loop takes newer jobs until its first reclaim pass (5 s after it starts) finds the stale ones.
+            fleet.startWorker("stale-w2", dir.resolve("work"), origin, env(Map.of("MAX_PARALLEL_CLIS", "1")));
+            await().atMost(Duration.ofSeconds(120)).pollInterval(Duration.ofMillis(500))
+                    .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == 34);
+            List<String> order = dev.kage.e2e.chaos.Chaos.runLines(runs.resolve("runs.log"), "start ").stream()
+                    .skip(4).map(l -> l.split(" ")[1]).toList();
+            int first = java.util.stream.IntStream.range(0, order.size()).filter(i -> stale.contains(order.get(i))).findFirst()
+                    .orElseThrow();
+            String labels = order.stream().map(job -> stale.contains(job) ? "S" : fresh.contains(job) ? "f" : "?")
+                    .collect(java.util.stream.Collectors.joining());
+            assertThat(order.subList(first, first + 4)).as("runs in start order, S stale, f fresh: %s", labels)
+                    .containsExactlyInAnyOrderElementsOf(stale);
+            assertThat(order.subList(first + 4, order.size())).as("runs in start order, S stale, f fresh: %s", labels)
+                    .isNotEmpty().allMatch(fresh::contains);
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).isEmpty();
+        }
+    }
+
+    @Test
     void aJobRunningLongerThanTheReclaimIdleTimeOnALiveWorkerIsNotReclaimed() throws Exception {
         try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "long-job"))) {
             fleet.startCoordinator(env());
@@ -462,22 +508,20 @@ class QueueIT {
     }
 
     @Test
-    void aWorkerWhoseBeatsCannotCheckItsRunningEntriesStopsThemByItsLease() throws Exception {
-        // A beat renews the worker's lease only once it has checked every running entry. One that reached Redis but
-        // could not (a refresh that waited out its timeout across a Redis restart) may leave running a job whose entry
-        // Redis lost, which a coordinator enqueues again after JobQueue.LOST_ENTRY_GRACE: the lease must stop it
+    void aRunningEntryThatNoBeatCanCheckIsStoppedByItsOwnLease() throws Exception {
+        // A running entry is this worker's only as long as its beats find it so. One whose refresh keeps failing while
+        // the heartbeat gets through (a refresh that waited out its timeout across a Redis restart) may be an entry
+        // Redis lost, which a coordinator enqueues again after JobQueue.LOST_ENTRY_GRACE: its own lease must stop it
         // before then. Here the worker's Redis user may not XCLAIM, so every beat's heartbeat gets through and its
         // refresh of the running entry (XCLAIM JUSTID, in a script) fails.
         Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        io.lettuce.core.RedisClient admin = null;
         try (PrivateRedis redis = PrivateRedis.start(PrivateRedis.Persistence.NONE);
              Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "lease-unchecked"))) {
-            io.lettuce.core.RedisClient admin = io.lettuce.core.RedisClient.create(redis.url());
-            try (var connection = admin.connect()) {
-                connection.sync().aclSetuser("no-xclaim", io.lettuce.core.AclSetuserArgs.Builder.on().addPassword("secret-1")
-                        .allKeys().allChannels().allCommands().removeCommand(io.lettuce.core.protocol.CommandType.XCLAIM));
-            } finally {
-                admin.shutdown();
-            }
+            admin = io.lettuce.core.RedisClient.create(redis.url());
+            var commands = admin.connect().sync();
+            commands.aclSetuser("no-xclaim", io.lettuce.core.AclSetuserArgs.Builder.on().addPassword("secret-1")
+                    .allKeys().allChannels().allCommands().removeCommand(io.lettuce.core.protocol.CommandType.XCLAIM));
             URI direct = URI.create(redis.url());
             fleet.startCoordinator(env(Map.of("REDIS_URL", redis.url())));
             fleet.awaitHealthy();
@@ -487,11 +531,17 @@ class QueueIT {
             await().atMost(Duration.ofSeconds(60)).until(() -> count("start " + id + "/rec-a ") == 1);
             // The lease is 15 s; checked every second, with 5 s for the agent to exit.
             await().atMost(Duration.ofSeconds(35)).pollInterval(Duration.ofMillis(500))
-                    .until(() -> fleet.log("unchecked-w1").contains("or none checked every running entry"));
+                    .until(() -> fleet.log("unchecked-w1").contains("could not be checked against Redis"));
             await().atMost(Duration.ofSeconds(10)).pollInterval(Duration.ofMillis(200))
                     .until(() -> fleet.log("unchecked-w1").contains("stopped here and left alone"));
-            assertThat(count("end " + id + "/rec-a ")).as("stopped by the lease before its end").isZero();
-            assertThat(fleet.log("unchecked-w1")).contains("Heartbeat failed");
+            assertThat(count("end " + id + "/rec-a ")).as("stopped by its lease before its end").isZero();
+            // The premise: the worker's heartbeat got through all along (its own lease never ran out), its refresh did not.
+            assertThat(commands.exists(fleet.redis.keys().worker("unchecked-w1"))).isEqualTo(1);
+            assertThat(fleet.log("unchecked-w1")).contains("Heartbeat failed").doesNotContain("No heartbeat has reached Redis");
+        } finally {
+            if (admin != null) {
+                admin.shutdown();
+            }
         }
     }
 

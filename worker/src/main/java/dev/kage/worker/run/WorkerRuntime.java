@@ -57,16 +57,21 @@ public final class WorkerRuntime {
     public static final Duration HEARTBEAT_EVERY = Duration.ofSeconds(5);
     public static final Duration HEARTBEAT_TTL = JobQueue.HEARTBEAT_TTL;
     /**
-     * How long a worker runs its agents on without a complete heartbeat (one that reached Redis and checked every entry
-     * it runs): short of the heartbeat's TTL, after which other workers may reclaim its entries (and a coordinator
-     * enqueues again the jobs a restarted Redis lost, {@link JobQueue#LOST_ENTRY_GRACE}), by one period and by the time
-     * a stopped agent has to exit before it is killed ({@link dev.kage.worker.process.ProcessRunner#KILL_GRACE}).
-     * Checked every second on a thread of its own; no job is claimed or reclaimed meanwhile.
+     * How long a worker runs its agents on without a heartbeat that reached Redis, and each agent on without a beat that
+     * found its entry still this worker's: short of the heartbeat's TTL, after which other workers may reclaim its
+     * entries (and a coordinator enqueues again the jobs a restarted Redis lost, {@link JobQueue#LOST_ENTRY_GRACE}), by
+     * one period and by the time a stopped agent has to exit before it is killed
+     * ({@link dev.kage.worker.process.ProcessRunner#KILL_GRACE}). Checked every second on a thread of its own; no job
+     * is claimed or reclaimed while the worker's own lease is out.
      */
     public static final Duration LEASE = HEARTBEAT_TTL.minus(HEARTBEAT_EVERY).minus(dev.kage.worker.process.ProcessRunner.KILL_GRACE);
     private static final dev.kage.redis.LuaScript HEARTBEAT = dev.kage.redis.LuaScript.load(WorkerRuntime.class, "heartbeat.lua");
     /** How long one reclaim pass waits, at most, for slots to free for the stale entries it found. */
     static final Duration RECLAIM_SLOT_WAIT = Duration.ofSeconds(3);
+    /** How many stale entries one pass reads per stream (oldest first). */
+    static final int RECLAIM_WINDOW = 50;
+    /** How often a claim loop looks again whether the reclaimer still waits for slots for stale entries. */
+    static final Duration STALE_FIRST_PAUSE = Duration.ofMillis(100);
     static final Duration CANCEL_CHECK_EVERY = Duration.ofSeconds(1);
     static final Duration TRIM_EVERY = Duration.ofSeconds(60);
     /** How often a claim loop moves due delayed jobs to the streams, at most. */
@@ -117,10 +122,24 @@ public final class WorkerRuntime {
      */
     private final ScheduledExecutorService heartbeat = Executors.newSingleThreadScheduledExecutor(
             Thread.ofPlatform().daemon().name("kage-heartbeat").factory());
+    /**
+     * The reclaimer's own thread: while a dead worker's entries wait for slots, its passes follow each other at once,
+     * and housekeeping that must run every second (cancels) must not wait behind them.
+     */
+    private final ScheduledExecutorService reclaimer = Executors.newSingleThreadScheduledExecutor(
+            Thread.ofPlatform().daemon().name("kage-reclaim").factory());
+    /**
+     * True while the reclaimer found stale entries (a dead worker's, idle past the reclaim time) it has no slot for yet:
+     * the claim loops take no new entries meanwhile, so the slots that free go to the jobs that have waited longest.
+     * Read by the claim loops, written by the reclaimer only.
+     */
+    private volatile boolean staleWaiting;
+    /** Reclaim passes so far; the reclaimer's thread only. */
+    private long reclaimPasses;
     /** Watches {@link #lastBeat} every second; never waits on Redis or Postgres. */
     private final ScheduledExecutorService leaseWatch = Executors.newSingleThreadScheduledExecutor(
             Thread.ofPlatform().daemon().name("kage-lease").factory());
-    /** When ({@link System#nanoTime}) the last complete heartbeat (it reached Redis and checked every entry) was sent. */
+    /** When ({@link System#nanoTime}) the last heartbeat that reached Redis was sent. */
     private volatile long lastBeat = System.nanoTime();
     /** True while the lease is out: running agents were stopped, and jobs claimed meanwhile are stopped too. */
     private volatile boolean leaseLost;
@@ -171,7 +190,7 @@ public final class WorkerRuntime {
         heartbeat.scheduleAtFixedRate(logged(this::beat), HEARTBEAT_EVERY.toMillis(), HEARTBEAT_EVERY.toMillis(),
                 TimeUnit.MILLISECONDS);
         every(leaseWatch, Duration.ofSeconds(1), this::watchLease);
-        every(HEARTBEAT_EVERY, this::reclaim);
+        every(reclaimer, HEARTBEAT_EVERY, this::reclaim);
         every(CANCEL_CHECK_EVERY, this::stopCancelled);
         every(Duration.ofSeconds(2), this::flushOutbox);
         every(TRIM_EVERY, this::tidy);
@@ -222,6 +241,7 @@ public final class WorkerRuntime {
             Thread.currentThread().interrupt();
         }
         housekeeping.shutdownNow();
+        reclaimer.shutdownNow();
         heartbeat.shutdownNow();
         leaseWatch.shutdownNow();
         try {
@@ -255,6 +275,13 @@ public final class WorkerRuntime {
             if (leaseOut()) {
                 // Nothing is claimed while no heartbeat reaches Redis: a job started now would be stopped by the lease.
                 if (!pause(Duration.ofSeconds(1))) {
+                    return;
+                }
+                continue;
+            }
+            if (staleWaiting) {
+                // A dead worker's entries wait for the next free slots (the reclaimer's): they have waited longest.
+                if (!pause(STALE_FIRST_PAUSE)) {
                     return;
                 }
                 continue;
@@ -480,6 +507,7 @@ public final class WorkerRuntime {
                     "in_flight", String.join(",", inFlight.keySet()),
                     "heartbeat_at", clock.instant().toString(),
                     "pid", Long.toString(ProcessHandle.current().pid()));
+            lastBeat = sent;
             redis.sadd(keys.workers(), worker.workerId());
             for (Running job : inFlight.values()) {
                 if (job.control().finishing()) {
@@ -489,6 +517,9 @@ public final class WorkerRuntime {
                     continue;
                 }
                 JobQueue.Ownership ownership = queue.refresh(job.claimed(), worker.workerId());
+                if (ownership == JobQueue.Ownership.OWNED) {
+                    job.checkedAt = sent;
+                }
                 if (ownership != JobQueue.Ownership.OWNED && job.control().unstoppable()) {
                     if (job.control().noteLost()) {
                         LOG.warn("Entry {} is no longer this worker's ({}), but its agent has exited: its outcome is recorded "
@@ -507,20 +538,18 @@ public final class WorkerRuntime {
                     job.control().stop(JobControl.StopReason.LOST);
                 }
             }
-            // Only now does the beat renew the lease: one that reached Redis but could not check every entry (a refresh
-            // that timed out across a restart) may have left running a job whose entry Redis lost, which a coordinator
-            // enqueues again once LOST_ENTRY_GRACE has passed. The lease stops such a run before that.
-            lastBeat = sent;
         } catch (RedisException e) {
-            LOG.warn("Heartbeat failed (the lease is renewed only by a beat that checks every running entry): {}",
-                    e.getMessage());
+            // A refresh that failed leaves its entry's check time (and those after it) as it was: an entry Redis lost
+            // in a restart, which a coordinator enqueues again after LOST_ENTRY_GRACE, is stopped by its own lease.
+            LOG.warn("Heartbeat failed: {}", e.getMessage());
         }
     }
 
     /**
-     * Stops the running agents once no complete heartbeat has reached Redis for {@link #LEASE}: their entries are this
-     * worker's only while its heartbeat lives, and another worker that can reach Redis may reclaim them soon after it
-     * lapses (or, when Redis lost them, a coordinator enqueue them again).
+     * Stops the running agents once no heartbeat has reached Redis for {@link #LEASE}: their entries are this worker's
+     * only while its heartbeat lives, and another worker that can reach Redis may reclaim them soon after it lapses. Stops
+     * a running agent whose entry no beat found still this worker's for as long, too: a Redis that restarted may have
+     * lost it, and a coordinator enqueue it again.
      * They stop as lost: nothing is recorded or acknowledged here; the job runs again where its entry goes. Jobs whose
      * agent is done only wait for their outcome's write and go on.
      */
@@ -541,14 +570,24 @@ public final class WorkerRuntime {
                 leaseLost = false;
                 LOG.info("Heartbeats reach Redis again; running jobs as before");
             }
+            // Each entry has a lease of its own: one whose refresh has failed for as long (while the heartbeat got
+            // through) may be an entry a restarted Redis lost, which a coordinator enqueues again.
+            List<Running> unchecked = inFlight.values().stream()
+                    .filter(r -> !r.control().unstoppable() && r.control().reason() == null && now - r.checkedAt >= LEASE.toNanos())
+                    .toList();
+            for (Running job : unchecked) {
+                LOG.error("Entry {} could not be checked against Redis for {} s (the lease is {} s): stopping it here, since "
+                        + "Redis may have lost it and the job may run again elsewhere", job.claimed().key(),
+                        TimeUnit.NANOSECONDS.toSeconds(now - job.checkedAt), LEASE.toSeconds());
+                job.control().stop(JobControl.StopReason.LOST);
+            }
             return;
         }
         List<Running> running = inFlight.values().stream()
                 .filter(r -> !r.control().unstoppable() && r.control().reason() == null).toList();
         if (!leaseLost || !running.isEmpty()) {
-            LOG.error("No heartbeat has reached Redis for {} s, or none checked every running entry (the lease is {} s): "
-                    + "stopping {} running job(s) here, since another worker may reclaim them once this worker's heartbeat "
-                    + "lapses; they run again there",
+            LOG.error("No heartbeat has reached Redis for {} s (the lease is {} s): stopping {} running job(s) here, since "
+                    + "another worker may reclaim them once this worker's heartbeat lapses; they run again there",
                     TimeUnit.NANOSECONDS.toSeconds(silent), LEASE.toSeconds(), running.size());
         }
         leaseLost = true;
@@ -560,17 +599,43 @@ public final class WorkerRuntime {
         return System.nanoTime() - lastBeat >= LEASE.toNanos();
     }
 
+    /**
+     * Reclaims what it can of the stale entries of every served agent. While some are left for want of a slot, the
+     * claim loops take no new entries ({@link #staleWaiting}) and the next pass follows at once: under a backlog, a dead
+     * worker's jobs would otherwise get only a share of the slots that free, a few seconds out of each period, and wait
+     * minutes behind newer jobs.
+     */
     private void reclaim() {
-        if (!running || leaseOut()) {
-            return;
+        try {
+            while (running && !leaseOut() && reclaimPass()) {
+                // Stale entries are left: the next pass at once.
+            }
+        } finally {
+            staleWaiting = false;
         }
-        // Waiting for slots ends within a few seconds, well inside a heartbeat period: the next pass goes on.
-        long deadline = System.nanoTime() + RECLAIM_SLOT_WAIT.toNanos();
-        for (String agent : worker.agents()) {
+    }
+
+    /**
+     * @return true when stale entries may be left: no slot freed for one within {@link #RECLAIM_SLOT_WAIT}, or it took
+     *     some from a window of {@link #RECLAIM_WINDOW} that was full
+     */
+    private boolean reclaimPass() {
+        boolean more = false;
+        // The waits for slots end within a few seconds, counted from the first (not from the pass's start, which a slow
+        // Redis or Postgres may take up): the next pass looks at the entries again (others may have taken them, their
+        // workers may be back).
+        long deadline = 0;
+        boolean waited = false;
+        // Each pass starts at the next agent: one agent's stale entries that wait for slots do not hold up another's.
+        List<String> agents = new ArrayList<>(worker.agents());
+        java.util.Collections.rotate(agents, -(int) (reclaimPasses++ % agents.size()));
+        for (String agent : agents) {
             try {
-                for (PendingEntry entry : queue.stale(agent, queueSettings.reclaimIdle(), 50)) {
+                List<PendingEntry> stale = queue.stale(agent, queueSettings.reclaimIdle(), RECLAIM_WINDOW);
+                int reclaimed = 0;
+                for (PendingEntry entry : stale) {
                     if (!running || leaseOut()) {
-                        return;
+                        return false;
                     }
                     if (inFlight.containsKey(entry.key()) || ownerStillWorksOn(entry)) {
                         continue;
@@ -580,27 +645,35 @@ public final class WorkerRuntime {
                                 .ifPresent(job -> deadLetter(job, entry.deliveries()));
                         continue;
                     }
-                    // A stale entry has waited longer than anything in the streams: it takes the next slot that frees
-                    // (the semaphore is fair, so the claim loops queue behind it), not only one free at this instant —
-                    // under a backlog none ever is, and a dead worker's jobs would wait until the backlog drained.
-                    long left = deadline - System.nanoTime();
-                    if (left <= 0 || !slots.tryAcquire(left, TimeUnit.NANOSECONDS)) {
+                    // A stale entry has waited longer than anything in the streams: it takes the next slot that frees,
+                    // not only one free at this instant (under a backlog none ever is). From the first one found until
+                    // the passes end, the claim loops stand aside; one already waiting for a slot may take one more.
+                    staleWaiting = true;
+                    if (!waited) {
+                        waited = true;
+                        deadline = System.nanoTime() + RECLAIM_SLOT_WAIT.toNanos();
+                    }
+                    if (!slots.tryAcquire(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS)) {
+                        // Left for the next pass; the other agents' stale entries may still find a slot free now.
+                        more = true;
                         break;
                     }
                     // Room too, within the same wait: this thread must not block on finished jobs' writes.
                     if (!room.tryAcquire(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS)) {
                         slots.release();
+                        more = true;
                         break;
                     }
                     Optional<ClaimedJob> job;
                     try {
                         job = queue.claim(entry.stream(), worker.workerId(), queueSettings.reclaimIdle(), entry.entryId());
-                    } catch (RedisException e) {
+                    } catch (RuntimeException e) {
                         slots.release();
                         room.release();
                         throw e;
                     }
                     if (job.isPresent()) {
+                        reclaimed++;
                         metrics.reclaim(agent);
                         LOG.info("Reclaimed {} from {} (idle {} ms, delivery {})", entry.key(), entry.consumer(), entry.idleMs(),
                                 entry.deliveries() + 1);
@@ -613,14 +686,18 @@ public final class WorkerRuntime {
                         room.release();
                     }
                 }
+                // A full window may hide more stale entries behind it (once some were taken: a window of entries live
+                // workers still run would otherwise be read again and again).
+                more |= reclaimed > 0 && stale.size() >= RECLAIM_WINDOW;
             } catch (InterruptedException e) {
                 // Stopping: the next worker's reclaimer takes what is left.
                 Thread.currentThread().interrupt();
-                return;
+                return false;
             } catch (RedisException e) {
                 LOG.warn("Reclaim pass for {} failed: {}", agent, e.getMessage());
             }
         }
+        return more;
     }
 
     /**
@@ -760,6 +837,27 @@ public final class WorkerRuntime {
         }
     }
 
-    private record Running(ClaimedJob claimed, JobControl control) {
+    /** A job in flight: what was claimed, how to stop it, and when its entry was last found this worker's. */
+    private static final class Running {
+        private final ClaimedJob claimed;
+        private final JobControl control;
+        /**
+         * When ({@link System#nanoTime}) the beat that last found the entry still this worker's was sent; at first, when
+         * it was claimed. Written by the heartbeat thread, read by the lease watch.
+         */
+        volatile long checkedAt = System.nanoTime();
+
+        Running(ClaimedJob claimed, JobControl control) {
+            this.claimed = claimed;
+            this.control = control;
+        }
+
+        ClaimedJob claimed() {
+            return claimed;
+        }
+
+        JobControl control() {
+            return control;
+        }
     }
 }
