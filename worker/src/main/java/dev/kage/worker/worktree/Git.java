@@ -45,7 +45,7 @@ final class Git {
     }
 
     /**
-     * As {@link #run}, at a lower CPU priority ({@code nice}): for work after a job's agent has run (commit, push) and
+     * As {@link #run}, at a lower CPU priority ({@code nice}): for work after a job's agent has run (commit, diff) and
      * for preparing ready worktrees, so that on a busy machine the next job's start gets the CPU first.
      */
     static String runNiced(Path cwd, String... args) {
