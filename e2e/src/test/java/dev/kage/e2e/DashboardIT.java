@@ -66,6 +66,9 @@ class DashboardIT {
             WebDriver browser = chromium(dir.resolve("chromium-profile"));
             try {
                 WebDriverWait wait = new WebDriverWait(browser, Duration.ofSeconds(60));
+                // The page renders its tables anew on each event: an element found a moment ago may be gone when it is
+                // read (CI saw that for a task's status cell). Each poll finds it again.
+                wait.ignoring(org.openqa.selenium.StaleElementReferenceException.class);
                 browser.get("http://127.0.0.1:" + fleet.port + "/");
                 assertThat(browser.getTitle()).isEqualTo("Kage Bunshin");
 
@@ -92,12 +95,15 @@ class DashboardIT {
                 String taskId = browser.findElement(row).getDomAttribute("data-task-id");
                 wait.until(d -> "completed".equals(d.findElement(By.cssSelector("#tasks tbody tr[data-task-id='" + taskId + "'] td.status"))
                         .getText()));
-                WebElement agentRow = wait.until(ExpectedConditions.presenceOfElementLocated(
-                        By.cssSelector("#detail-agents .agent-row[data-agent='demo']")));
-                wait.until(d -> agentRow.findElement(By.cssSelector(".diff")).getText().contains("1 file changed"));
-                assertThat(agentRow.findElement(By.cssSelector(".tokens")).getText()).matches("[1-9]\\d* / [1-9]\\d*");
-                assertThat(agentRow.findElement(By.cssSelector(".cost")).getText()).startsWith("$");
-                assertThat(agentRow.getText()).contains("kage/" + taskId + "/demo");
+                By agentRowAt = By.cssSelector("#detail-agents .agent-row[data-agent='demo']");
+                wait.until(d -> d.findElement(agentRowAt).findElement(By.cssSelector(".diff")).getText().contains("1 file changed"));
+                // Read through the wait, which finds the row again should it be rendered anew meanwhile.
+                String tokens = wait.until(d -> d.findElement(agentRowAt).findElement(By.cssSelector(".tokens")).getText());
+                String cost = wait.until(d -> d.findElement(agentRowAt).findElement(By.cssSelector(".cost")).getText());
+                String agentText = wait.until(d -> d.findElement(agentRowAt).getText());
+                assertThat(tokens).matches("[1-9]\\d* / [1-9]\\d*");
+                assertThat(cost).startsWith("$");
+                assertThat(agentText).contains("kage/" + taskId + "/demo");
                 assertThat(browser.findElement(By.id("detail-status")).getText()).isEqualTo("completed");
 
                 // The fleet panels, and nothing of the other tenant.
@@ -106,8 +112,9 @@ class DashboardIT {
                 assertThat(browser.findElements(By.cssSelector("#limits tr[data-group='demo']"))).hasSize(1);
                 String page = browser.getPageSource();
                 assertThat(page).doesNotContain(theirId).doesNotContain(theirId.substring(0, 8)).doesNotContain("globex's secret plan");
-                List<WebElement> rows = browser.findElements(By.cssSelector("#tasks tbody tr"));
-                assertThat(rows).extracting(r -> r.getDomAttribute("data-task-id")).containsExactly(taskId);
+                List<String> rows = wait.until(d -> d.findElements(By.cssSelector("#tasks tbody tr")).stream()
+                        .map(r -> r.getDomAttribute("data-task-id")).toList());
+                assertThat(rows).containsExactly(taskId);
 
                 Files.createDirectories(logs);
                 Path shot = ((TakesScreenshot) browser).getScreenshotAs(OutputType.FILE).toPath();
