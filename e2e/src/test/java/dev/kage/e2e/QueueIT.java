@@ -118,12 +118,10 @@ class QueueIT {
             for (int i = 0; i < 30; i++) {
                 fresh.add(submit(fleet, "fresh " + i + " sleep=0.2", List.of("rec-a"), Map.of()) + "/rec-a");
             }
-            String stream = fleet.redis.keys().jobStream("rec-a", dev.kage.task.Priority.NORMAL);
+            dev.kage.queue.JobQueue queue = new dev.kage.queue.JobQueue(fleet.redis.keys(), fleet.redis.redis());
             await().atMost(Duration.ofSeconds(45)).pollInterval(Duration.ofMillis(500))
                     .until(() -> fleet.redis.redis().exists(fleet.redis.keys().worker("stale-w1")) == 0
-                            && fleet.redis.redis().xpending(stream, io.lettuce.core.XPendingArgs.Builder.xpending(
-                                    dev.kage.redis.KageKeys.WORKER_GROUP, io.lettuce.core.Range.create("-", "+"),
-                                    io.lettuce.core.Limit.from(10)).idle(Duration.ofSeconds(15))).size() == 4);
+                            && queue.stale("rec-a", Duration.ofSeconds(15), 10).size() == 4);
             // One slot: the order in which runs start is the order in which the slot went to their jobs. Its claim
             // loop takes newer jobs until its first reclaim pass (5 s after it starts) finds the stale ones.
             fleet.startWorker("stale-w2", dir.resolve("work"), origin, env(Map.of("MAX_PARALLEL_CLIS", "1")));

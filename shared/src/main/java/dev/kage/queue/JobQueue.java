@@ -491,17 +491,17 @@ public final class JobQueue {
 
     /**
      * How long a worker's heartbeat ({@code kage:worker:<id>}) lives after its last beat. A worker runs its agents on
-     * only while a beat that checked every entry it runs has reached Redis within its lease, which is this less one
-     * beat period and the time a stopped agent has to exit (the worker's {@code WorkerRuntime.LEASE}): by this long
-     * after its last such beat, every agent it ran has exited.
+     * only while its heartbeat reaches Redis, and each agent only while a beat finds its entry still the worker's, both
+     * within a lease of this less one beat period and the time a stopped agent has to exit (the worker's
+     * {@code WorkerRuntime.LEASE}): this long after the last such beat, the agent has exited.
      */
     public static final Duration HEARTBEAT_TTL = Duration.ofSeconds(25);
 
     /**
      * How long after Redis turned out to be a new server process the jobs it lost are enqueued again: the heartbeat's
      * TTL. By then each worker that ran one has either beaten into the new Redis, found its entry pending nowhere and
-     * stopped it, or gone a whole lease without such a beat and stopped all its agents; either way the first run has
-     * exited before the second can start. Not merely a few beat periods: a beat that reaches the new Redis late (a
+     * stopped it, or gone a whole lease without a beat that found the entry its own and stopped it by that lease;
+     * either way the first run has exited before the second can start. Not merely a few beat periods: a beat that reaches the new Redis late (a
      * command that waits out its timeout across the restart, a loaded host) must not let the two runs overlap.
      */
     public static final Duration LOST_ENTRY_GRACE = HEARTBEAT_TTL;

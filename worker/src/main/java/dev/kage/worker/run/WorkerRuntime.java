@@ -36,7 +36,7 @@ import org.slf4j.LoggerFactory;
  *   <li>one claim loop per served agent, each with its own Redis connection for blocking reads, all
  *       sharing {@code MAX_PARALLEL_CLIS} slots; jobs run on virtual threads;</li>
  *   <li>a heartbeat ({@code kage:worker:<id>}, every {@link #HEARTBEAT_EVERY}, expiring after
- *       {@link #HEARTBEAT_TTL}) that lists the in-flight entries and refreshes each one's idle time,
+ *       {@link JobQueue#HEARTBEAT_TTL}) that lists the in-flight entries and refreshes each one's idle time,
  *       so a long job on a live worker is never reclaimed; an entry found taken by another worker is
  *       stopped here;</li>
  *   <li>a lease: when no heartbeat has reached Redis for {@link #LEASE} (the heartbeat's TTL less one period and a
@@ -55,7 +55,6 @@ public final class WorkerRuntime {
 
     public static final Duration BLOCK = Duration.ofSeconds(2);
     public static final Duration HEARTBEAT_EVERY = Duration.ofSeconds(5);
-    public static final Duration HEARTBEAT_TTL = JobQueue.HEARTBEAT_TTL;
     /**
      * How long a worker runs its agents on without a heartbeat that reached Redis, and each agent on without a beat that
      * found its entry still this worker's: short of the heartbeat's TTL, after which other workers may reclaim its
@@ -64,7 +63,7 @@ public final class WorkerRuntime {
      * ({@link dev.kage.worker.process.ProcessRunner#KILL_GRACE}). Checked every second on a thread of its own; no job
      * is claimed or reclaimed while the worker's own lease is out.
      */
-    public static final Duration LEASE = HEARTBEAT_TTL.minus(HEARTBEAT_EVERY).minus(dev.kage.worker.process.ProcessRunner.KILL_GRACE);
+    public static final Duration LEASE = JobQueue.HEARTBEAT_TTL.minus(HEARTBEAT_EVERY).minus(dev.kage.worker.process.ProcessRunner.KILL_GRACE);
     private static final dev.kage.redis.LuaScript HEARTBEAT = dev.kage.redis.LuaScript.load(WorkerRuntime.class, "heartbeat.lua");
     /** How long one reclaim pass waits, at most, for slots to free for the stale entries it found. */
     static final Duration RECLAIM_SLOT_WAIT = Duration.ofSeconds(3);
@@ -118,7 +117,7 @@ public final class WorkerRuntime {
             Thread.ofPlatform().daemon().name("kage-housekeeping-", 0).factory());
     /**
      * The heartbeat's own thread: housekeeping that waits on Postgres (the outbox's flush, a poison job's outcome) for
-     * up to its socket timeout must not hold it past {@link #HEARTBEAT_TTL}, or live jobs would be reclaimed and run twice.
+     * up to its socket timeout must not hold it past {@link JobQueue#HEARTBEAT_TTL}, or live jobs would be reclaimed and run twice.
      */
     private final ScheduledExecutorService heartbeat = Executors.newSingleThreadScheduledExecutor(
             Thread.ofPlatform().daemon().name("kage-heartbeat").factory());
@@ -500,7 +499,7 @@ public final class WorkerRuntime {
         long sent = System.nanoTime();
         try {
             HEARTBEAT.run(redis, io.lettuce.core.ScriptOutputType.INTEGER, new String[] {keys.worker(worker.workerId())},
-                    Long.toString(HEARTBEAT_TTL.toMillis()),
+                    Long.toString(JobQueue.HEARTBEAT_TTL.toMillis()),
                     "agents", String.join(",", worker.agents()),
                     "slots", Integer.toString(slotCount),
                     "busy", Long.toString(runningJobs()),
