@@ -50,26 +50,46 @@ public final class EventLog {
      */
     public dev.kage.redis.LuaScript.Sent<Long> sendPublishAll(String type, java.util.List<Map<String, String>> events) {
         java.util.List<dev.kage.redis.LuaScript.Call> calls = new java.util.ArrayList<>();
+        // One time for the whole publish: the events are of one moment (a batch), and formatting it is not free.
+        String at = clock.instant().toString();
         for (int from = 0; from < events.size(); from += PUBLISH_CHUNK) {
-            java.util.List<String> args = new java.util.ArrayList<>();
-            args.add(Long.toString(MAX_EVENTS));
-            for (Map<String, String> fields : events.subList(from, Math.min(from + PUBLISH_CHUNK, events.size()))) {
-                Map<String, String> body = body(type, fields);
-                args.add(Integer.toString(2 * body.size()));
-                body.forEach((name, value) -> {
-                    args.add(name);
-                    args.add(value);
+            java.util.List<Map<String, String>> chunk = events.subList(from, Math.min(from + PUBLISH_CHUNK, events.size()));
+            var call = new dev.kage.redis.LuaScript.Call(new String[] {keys.events()}, 160 * chunk.size()).arg(MAX_EVENTS);
+            for (Map<String, String> fields : chunk) {
+                // As body() has it: type and at first, then the fields that have a value (a field named type or at
+                // replaces those, in their place).
+                Map<String, String> body = fields.containsKey("type") || fields.containsKey("at") ? body(type, fields, at) : null;
+                if (body != null) {
+                    call.arg(2L * body.size());
+                    body.forEach((name, value) -> call.arg(name).arg(value));
+                    continue;
+                }
+                long present = 2;
+                for (String value : fields.values()) {
+                    if (value != null) {
+                        present++;
+                    }
+                }
+                call.arg(2 * present).arg("type").arg(type).arg("at").arg(at);
+                fields.forEach((name, value) -> {
+                    if (value != null) {
+                        call.arg(name).arg(value);
+                    }
                 });
             }
-            calls.add(new dev.kage.redis.LuaScript.Call(new String[] {keys.events()}, args.toArray(String[]::new)));
+            calls.add(call);
         }
         return PUBLISH_MANY.sendAll(redis, io.lettuce.core.ScriptOutputType.INTEGER, calls);
     }
 
     private Map<String, String> body(String type, Map<String, String> fields) {
+        return body(type, fields, clock.instant().toString());
+    }
+
+    private static Map<String, String> body(String type, Map<String, String> fields, String at) {
         Map<String, String> body = new LinkedHashMap<>();
         body.put("type", type);
-        body.put("at", clock.instant().toString());
+        body.put("at", at);
         fields.forEach((k, v) -> {
             if (v != null) {
                 body.put(k, v);

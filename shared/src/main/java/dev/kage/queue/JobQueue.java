@@ -244,20 +244,19 @@ public final class JobQueue {
             for (int from = 0; from < ofAgent.size(); from += ENQUEUE_CHUNK) {
                 List<JobMessage> chunk = ofAgent.subList(from, Math.min(from + ENQUEUE_CHUNK, ofAgent.size()));
                 String[] scriptKeys = java.util.Arrays.copyOf(keys.jobStreams(agent), 3 + chunk.size());
-                List<String> args = new ArrayList<>(1 + chunk.size() * 26);
-                args.add(Long.toString(ENQUEUE_MARKER_TTL.toMillis()));
+                int expectedBytes = 16;
                 for (int i = 0; i < chunk.size(); i++) {
                     JobMessage job = chunk.get(i);
                     scriptKeys[3 + i] = keys.enqueued(agent, job.jobId(), job.attempt());
-                    Map<String, String> fields = job.toFields();
-                    args.add(job.priority().wireName());
-                    args.add(Integer.toString(2 * fields.size()));
-                    fields.forEach((name, value) -> {
-                        args.add(name);
-                        args.add(value);
-                    });
+                    expectedBytes += 400 + job.description().length() + job.baseBranch().length()
+                            + (job.repo() == null ? 0 : job.repo().length());
                 }
-                calls.add(new LuaScript.Call(scriptKeys, args.toArray(String[]::new)));
+                LuaScript.Call call = new LuaScript.Call(scriptKeys, expectedBytes).arg(ENQUEUE_MARKER_TTL.toMillis());
+                for (JobMessage job : chunk) {
+                    call.arg(job.priority().wireName()).arg(2L * job.fieldCount());
+                    job.forEachField((name, value) -> call.arg(name).arg(value));
+                }
+                calls.add(call);
             }
         }
         return ENQUEUE_MANY.<Long>sendAll(redis, ScriptOutputType.INTEGER, calls);

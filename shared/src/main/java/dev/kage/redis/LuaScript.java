@@ -4,6 +4,14 @@ import dev.kage.KageException;
 import io.lettuce.core.RedisNoScriptException;
 import io.lettuce.core.ScriptOutputType;
 import io.lettuce.core.api.sync.RedisCommands;
+import io.lettuce.core.output.BooleanOutput;
+import io.lettuce.core.output.CommandOutput;
+import io.lettuce.core.output.IntegerOutput;
+import io.lettuce.core.output.NestedMultiOutput;
+import io.lettuce.core.output.ObjectOutput;
+import io.lettuce.core.output.StatusOutput;
+import io.lettuce.core.output.ValueOutput;
+import io.lettuce.core.protocol.CommandType;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
@@ -19,6 +27,9 @@ public final class LuaScript {
     private final String name;
     private final String text;
     private final String sha;
+    /** The SHA-1 and the text as encoded arguments, for the calls of {@link #sendAll}. */
+    private final byte[] encodedSha;
+    private final byte[] encodedText;
 
     private LuaScript(String name, String text) {
         this.name = name;
@@ -28,6 +39,8 @@ public final class LuaScript {
         } catch (NoSuchAlgorithmException e) {
             throw new IllegalStateException(e);
         }
+        this.encodedSha = EncodedArgs.encodedOf(sha);
+        this.encodedText = EncodedArgs.encodedOf(text);
     }
 
     /** Loads {@code name} from beside {@code owner} on the classpath. */
@@ -85,9 +98,28 @@ public final class LuaScript {
         io.lettuce.core.RedisFuture<String> loaded = async.scriptLoad(text);
         java.util.List<io.lettuce.core.RedisFuture<T>> replies = new java.util.ArrayList<>(calls.size());
         for (Call call : calls) {
-            replies.add(async.evalsha(sha, type, call.keys(), call.args()));
+            replies.add(async.dispatch(CommandType.EVALSHA, output(type), call.arguments.behind(encodedSha)));
         }
         return new Sent<>(redis, type, calls, loaded, replies);
+    }
+
+    /** {@code call} with the script's text ({@code EVAL}), for a Redis that does not know the script. */
+    <T> T eval(RedisCommands<String, String> redis, ScriptOutputType type, Call call) {
+        return redis.dispatch(CommandType.EVAL, output(type), call.arguments.behind(encodedText));
+    }
+
+    /** The output Lettuce's own {@code evalsha} decodes a reply of {@code type} with. */
+    @SuppressWarnings("unchecked")
+    private static <T> CommandOutput<String, String, T> output(ScriptOutputType type) {
+        Utf8Codec codec = Utf8Codec.INSTANCE;
+        return (CommandOutput<String, String, T>) switch (type) {
+            case BOOLEAN -> new BooleanOutput<>(codec);
+            case INTEGER -> new IntegerOutput<>(codec);
+            case STATUS -> new StatusOutput<>(codec);
+            case MULTI -> new NestedMultiOutput<>(codec);
+            case VALUE -> new ValueOutput<>(codec);
+            case OBJECT -> new ObjectOutput<>(codec);
+        };
     }
 
     /** Calls {@link #sendAll} sent; {@link #await} once, from one thread. */
@@ -129,14 +161,53 @@ public final class LuaScript {
                 }
             }
             for (int i : unknown) {
-                results.set(i, run(redis, type, calls.get(i).keys(), calls.get(i).args()));
+                results.set(i, eval(redis, type, calls.get(i)));
             }
             return results;
         }
     }
 
-    /** One call of {@link #sendAll}: its keys and arguments. */
-    public record Call(String[] keys, String[] args) {
+    /**
+     * One call of {@link #sendAll}: its keys, then its arguments as they are added, encoded in Redis's protocol at once
+     * ({@link EncodedArgs}: for calls of thousands of arguments, where Lettuce's {@code evalsha} would write each into its
+     * buffer piece by piece). Not thread-safe while built; add nothing once it is sent.
+     */
+    public static final class Call {
+        private final EncodedArgs arguments;
+
+        /**
+         * @param keys          the call's keys, all of them
+         * @param expectedBytes about how many bytes its arguments take, for the first buffer (it grows as needed)
+         */
+        public Call(String[] keys, int expectedBytes) {
+            int keyBytes = 0;
+            for (String key : keys) {
+                keyBytes += key.length() + 8;
+            }
+            arguments = new EncodedArgs(keyBytes + expectedBytes);
+            arguments.value(keys.length);
+            for (String key : keys) {
+                arguments.key(key);
+            }
+        }
+
+        /** A call with these keys and these arguments. */
+        public Call(String[] keys, String... args) {
+            this(keys, 16 * args.length);
+            for (String arg : args) {
+                arg(arg);
+            }
+        }
+
+        public Call arg(String value) {
+            arguments.value(value);
+            return this;
+        }
+
+        public Call arg(long value) {
+            arguments.value(value);
+            return this;
+        }
     }
 
     /**

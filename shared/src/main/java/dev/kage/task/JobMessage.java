@@ -59,21 +59,31 @@ public record JobMessage(
 
     public Map<String, String> toFields() {
         Map<String, String> fields = new HashMap<>();
-        fields.put("job_id", jobId);
-        fields.put("task_id", taskId);
-        fields.put("tenant", tenant);
-        fields.put("agent", agent);
-        fields.put("priority", priority.wireName());
-        fields.put("description", description);
-        fields.put("repo", repo == null ? "" : repo);
-        fields.put("base_branch", baseBranch);
-        fields.put("timeout", Integer.toString(timeoutSeconds));
-        fields.put("token_limit", Long.toString(tokenLimit));
-        fields.put("attempt", Integer.toString(attempt));
-        if (rateLimitRetries > 0) {
-            fields.put("rl_retries", Integer.toString(rateLimitRetries));
-        }
+        forEachField(fields::put);
         return fields;
+    }
+
+    /** How many fields {@link #toFields} has. */
+    public int fieldCount() {
+        return rateLimitRetries > 0 ? 12 : 11;
+    }
+
+    /** Each of {@link #toFields}'s fields, in a fixed order, without building the map (the batch relay's 100 jobs a call). */
+    public void forEachField(java.util.function.BiConsumer<String, String> field) {
+        field.accept("job_id", jobId);
+        field.accept("task_id", taskId);
+        field.accept("tenant", tenant);
+        field.accept("agent", agent);
+        field.accept("priority", priority.wireName());
+        field.accept("description", description);
+        field.accept("repo", repo == null ? "" : repo);
+        field.accept("base_branch", baseBranch);
+        field.accept("timeout", Integer.toString(timeoutSeconds));
+        field.accept("token_limit", Long.toString(tokenLimit));
+        field.accept("attempt", Integer.toString(attempt));
+        if (rateLimitRetries > 0) {
+            field.accept("rl_retries", Integer.toString(rateLimitRetries));
+        }
     }
 
     /**

@@ -249,8 +249,10 @@ class JobQueueTest {
         Priority[] priorities = Priority.values();
         for (int i = 0; i < 2 * JobQueue.ENQUEUE_CHUNK + 50; i++) {
             String agent = i % 3 == 0 ? "other" : "demo";
-            jobs.add(new JobMessage(JobMessage.jobId("t" + i, agent), "t" + i, "acme", agent, priorities[i % priorities.length],
-                    "do it " + i, "", "main", 60, 1000, 1));
+            JobMessage job = new JobMessage(JobMessage.jobId("t" + i, agent), "t" + i, "acme", agent, priorities[i % priorities.length],
+                    "do it " + i + " — 日本語 🚀", i % 7 == 0 ? "" : "/srv/repo-" + i, "main", 60, 1000 + i, 1 + i % 2);
+            // Some met a 429 already: their entries have one field more.
+            jobs.add(i % 5 == 0 ? job.withRateLimitRetry() : job);
         }
         JobMessage early = jobs.get(7);
         assertThat(queue.enqueue(early)).isPresent();
