@@ -222,6 +222,10 @@ public final class JobQueue {
         return added(sendEnqueueAll(jobs));
     }
 
+    private static int lengthOf(String text) {
+        return text == null ? 0 : text.length();
+    }
+
     /** How many jobs the calls of {@link #sendEnqueueAll} added, once they are all answered. */
     public static int added(LuaScript.Sent<Long> sent) {
         int added = 0;
@@ -248,8 +252,7 @@ public final class JobQueue {
                 for (int i = 0; i < chunk.size(); i++) {
                     JobMessage job = chunk.get(i);
                     scriptKeys[3 + i] = keys.enqueued(agent, job.jobId(), job.attempt());
-                    expectedBytes += 400 + job.description().length() + job.baseBranch().length()
-                            + (job.repo() == null ? 0 : job.repo().length());
+                    expectedBytes += 400 + lengthOf(job.description()) + lengthOf(job.baseBranch()) + lengthOf(job.repo());
                 }
                 LuaScript.Call call = new LuaScript.Call(scriptKeys, expectedBytes).arg(ENQUEUE_MARKER_TTL.toMillis());
                 for (JobMessage job : chunk) {

@@ -17,7 +17,7 @@ import java.util.Arrays;
  * {@link Utf8Codec} encodes them (a lone surrogate is {@code ?}).
  *
  * <p>Only {@link #key} and {@link #value} add arguments; Lettuce's {@code add…} methods inherited from
- * {@link CommandArgs} must not be used on it (they would add to a list this class never writes). Not thread-safe while
+ * {@link CommandArgs} throw (they would add to a list this class never writes). Not thread-safe while
  * being built; once handed to Lettuce it is not changed, and Lettuce may encode it again (a reconnect's retry).
  */
 final class EncodedArgs extends CommandArgs<String, String> {
@@ -66,8 +66,9 @@ final class EncodedArgs extends CommandArgs<String, String> {
         return bulk(encoded);
     }
 
+    /** A value; null is sent empty, as Lettuce's own arguments send it with {@link Utf8Codec}. */
     EncodedArgs value(String value) {
-        return bulk(value.getBytes(StandardCharsets.UTF_8));
+        return bulk(value == null ? new byte[0] : value.getBytes(StandardCharsets.UTF_8));
     }
 
     EncodedArgs value(long value) {
@@ -136,6 +137,83 @@ final class EncodedArgs extends CommandArgs<String, String> {
     @Override
     public String toString() {
         return getClass().getSimpleName() + toCommandString();
+    }
+
+    // Lettuce's own ways to add arguments would add to a list this class never writes: refused, so that a misuse fails
+    // loudly instead of sending a command without them.
+
+    @Override
+    public CommandArgs<String, String> addKey(String key) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> addKeys(Iterable<String> keys) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> addValue(String value) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> addValues(Iterable<String> values) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> add(java.util.Map<String, String> map) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> add(String s) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> add(char[] cs) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> add(long n) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> add(double n) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> add(byte[] value) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> add(io.lettuce.core.protocol.CommandKeyword keyword) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> add(io.lettuce.core.protocol.CommandType type) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> add(io.lettuce.core.protocol.ProtocolKeyword keyword) {
+        throw unsupported();
+    }
+
+    @Override
+    public CommandArgs<String, String> addAll(CommandArgs<?, ?> args) {
+        throw unsupported();
+    }
+
+    private static UnsupportedOperationException unsupported() {
+        return new UnsupportedOperationException("EncodedArgs takes arguments through key() and value() only");
     }
 
     /** The encoded arguments, without the head. */

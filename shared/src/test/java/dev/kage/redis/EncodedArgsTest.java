@@ -63,6 +63,12 @@ class EncodedArgsTest {
             assertThat(sent.getFirstEncodedKey()).isEqualTo(keys.isEmpty() ? null
                     : java.nio.ByteBuffer.wrap(keys.getFirst().getBytes(StandardCharsets.UTF_8)));
         }
+        // A null value goes empty, as through Lettuce's own arguments; Lettuce's add methods are refused.
+        EncodedArgs withNull = new EncodedArgs(8).value((String) null).value("x");
+        assertThat(encoded(withNull)).isEqualTo(encoded(new CommandArgs<>(Utf8Codec.INSTANCE).addValue(null).addValue("x")));
+        assertThatThrownBy(() -> withNull.add("more")).isInstanceOf(UnsupportedOperationException.class);
+        assertThatThrownBy(() -> withNull.addValues("a", "b")).isInstanceOf(UnsupportedOperationException.class);
+
         // The log form names sizes, never the arguments (tenants' text).
         EncodedArgs secret = new EncodedArgs(8).value(1).key("k").value("a tenant's prompt").behind(EncodedArgs.encodedOf("sha"));
         assertThat(secret.toCommandString()).doesNotContain("prompt").contains("4 arguments");
@@ -133,6 +139,10 @@ class EncodedArgsTest {
                 List.of(new LuaScript.Call(keys, new String[] {"value", "é"}))).await()).containsExactly("é");
         assertThat(count.<String>sendAll(redis.redis(), ScriptOutputType.STATUS,
                 List.of(new LuaScript.Call(keys, new String[] {"status"}))).await()).containsExactly("OK");
+        // OBJECT: whatever Lettuce's own evalsha makes of the reply.
+        Object lettuces = count.<Object>run(redis.redis(), ScriptOutputType.OBJECT, keys, "a", "b");
+        assertThat(count.<Object>sendAll(redis.redis(), ScriptOutputType.OBJECT,
+                List.of(new LuaScript.Call(keys, new String[] {"a", "b"}))).await()).containsExactly(lettuces);
         assertThat(count.<Boolean>sendAll(redis.redis(), ScriptOutputType.BOOLEAN,
                 List.of(new LuaScript.Call(keys, new String[] {"boolean"}))).await()).containsExactly(true);
 
