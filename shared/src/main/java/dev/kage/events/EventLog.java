@@ -56,23 +56,13 @@ public final class EventLog {
             java.util.List<Map<String, String>> chunk = events.subList(from, Math.min(from + PUBLISH_CHUNK, events.size()));
             var call = new dev.kage.redis.LuaScript.Call(new String[] {keys.events()}, 160 * chunk.size()).arg(MAX_EVENTS);
             for (Map<String, String> fields : chunk) {
-                // As body() has it: type and at first, then the fields that have a value (a field named type or at
-                // replaces those, in their place).
-                Map<String, String> body = fields.containsKey("type") || fields.containsKey("at") ? body(type, fields, at) : null;
-                if (body != null) {
-                    call.arg(2L * body.size());
-                    body.forEach((name, value) -> call.arg(name).arg(value));
-                    continue;
-                }
-                long present = 2;
-                for (String value : fields.values()) {
-                    if (value != null) {
-                        present++;
-                    }
-                }
-                call.arg(2 * present).arg("type").arg(type).arg("at").arg(at);
+                // As body() has it: type and at first (a field of that name, with a value, replaces them in their
+                // place), then the other fields that have a value.
+                long others = fields.entrySet().stream()
+                        .filter(field -> field.getValue() != null && !OWN_FIELDS.contains(field.getKey())).count();
+                call.arg(2 * (2 + others)).arg("type").arg(valueOr(fields, "type", type)).arg("at").arg(valueOr(fields, "at", at));
                 fields.forEach((name, value) -> {
-                    if (value != null) {
+                    if (value != null && !OWN_FIELDS.contains(name)) {
                         call.arg(name).arg(value);
                     }
                 });
@@ -82,14 +72,18 @@ public final class EventLog {
         return PUBLISH_MANY.sendAll(redis, io.lettuce.core.ScriptOutputType.INTEGER, calls);
     }
 
-    private Map<String, String> body(String type, Map<String, String> fields) {
-        return body(type, fields, clock.instant().toString());
+    /** The fields every event has, written first. */
+    private static final java.util.Set<String> OWN_FIELDS = java.util.Set.of("type", "at");
+
+    private static String valueOr(Map<String, String> fields, String name, String otherwise) {
+        String value = fields.get(name);
+        return value == null ? otherwise : value;
     }
 
-    private static Map<String, String> body(String type, Map<String, String> fields, String at) {
+    private Map<String, String> body(String type, Map<String, String> fields) {
         Map<String, String> body = new LinkedHashMap<>();
         body.put("type", type);
-        body.put("at", at);
+        body.put("at", clock.instant().toString());
         fields.forEach((k, v) -> {
             if (v != null) {
                 body.put(k, v);

@@ -222,10 +222,6 @@ public final class JobQueue {
         return added(sendEnqueueAll(jobs));
     }
 
-    private static int lengthOf(String text) {
-        return text == null ? 0 : text.length();
-    }
-
     /** How many jobs the calls of {@link #sendEnqueueAll} added, once they are all answered. */
     public static int added(LuaScript.Sent<Long> sent) {
         int added = 0;
@@ -263,6 +259,10 @@ public final class JobQueue {
             }
         }
         return ENQUEUE_MANY.<Long>sendAll(redis, ScriptOutputType.INTEGER, calls);
+    }
+
+    private static int lengthOf(String text) {
+        return text == null ? 0 : text.length();
     }
 
     /**
