@@ -16,7 +16,7 @@ import java.util.Arrays;
  * submit (JFR, session 17). Strings are encoded by {@link String#getBytes(java.nio.charset.Charset)} into UTF-8, as
  * {@link Utf8Codec} encodes them (a lone surrogate is {@code ?}).
  *
- * <p>Only {@link #key} and {@link #value} add arguments; Lettuce's {@code add…} methods inherited from
+ * <p>Only {@link #key}, {@link #value} and {@link #encoded} add arguments; Lettuce's {@code add…} methods inherited from
  * {@link CommandArgs} throw (they would add to a list this class never writes). Not thread-safe while
  * being built; once handed to Lettuce it is not changed, and Lettuce may encode it again (a reconnect's retry).
  */
@@ -73,6 +73,15 @@ final class EncodedArgs extends CommandArgs<String, String> {
 
     EncodedArgs value(long value) {
         return bulk(Long.toString(value).getBytes(StandardCharsets.ISO_8859_1));
+    }
+
+    /** An argument already encoded by {@link #encodedOf}: its bytes as they are (a constant, encoded once). */
+    EncodedArgs encoded(byte[] encoded) {
+        ensure(encoded.length);
+        System.arraycopy(encoded, 0, bytes, size, encoded.length);
+        size += encoded.length;
+        count++;
+        return this;
     }
 
     private EncodedArgs bulk(byte[] argument) {

@@ -173,7 +173,7 @@ public final class LuaScript {
      * buffer piece by piece). Not thread-safe while built; add nothing once it is sent.
      */
     public static final class Call {
-        private final EncodedArgs arguments;
+        final EncodedArgs arguments;
 
         /**
          * @param keys          the call's keys, all of them
@@ -207,6 +207,34 @@ public final class LuaScript {
         public Call arg(long value) {
             arguments.value(value);
             return this;
+        }
+
+        /**
+         * Name and value pairs: {@code names}' first {@code values.length} names, each followed by its value (a null
+         * value sent empty).
+         *
+         * @throws IllegalArgumentException when there are more values than names
+         */
+        public Call pairs(Names names, String[] values) {
+            if (values.length > names.encoded.length) {
+                throw new IllegalArgumentException(values.length + " values for " + names.encoded.length + " names");
+            }
+            for (int i = 0; i < values.length; i++) {
+                arguments.encoded(names.encoded[i]).value(values[i]);
+            }
+            return this;
+        }
+    }
+
+    /**
+     * Argument texts encoded once, for {@link Call#pairs}: the field names a call sends with each of its hundred jobs.
+     * Immutable, thread-safe.
+     */
+    public static final class Names {
+        private final byte[][] encoded;
+
+        public Names(java.util.List<String> names) {
+            encoded = names.stream().map(EncodedArgs::encodedOf).toArray(byte[][]::new);
         }
     }
 

@@ -47,7 +47,12 @@ class EncodedArgsTest {
             });
             values.forEach(value -> {
                 lettuces.addValue(value);
-                ours.value(value);
+                // A value encoded once beforehand (a field name) is written as it is, and reads the same.
+                if (random.nextBoolean()) {
+                    ours.value(value);
+                } else {
+                    ours.encoded(EncodedArgs.encodedOf(value));
+                }
             });
             lettuces.add(number);
             ours.value(number);
@@ -68,6 +73,14 @@ class EncodedArgsTest {
         assertThat(encoded(withNull)).isEqualTo(encoded(new CommandArgs<>(Utf8Codec.INSTANCE).addValue(null).addValue("x")));
         assertThatThrownBy(() -> withNull.add("more")).isInstanceOf(UnsupportedOperationException.class);
         assertThatThrownBy(() -> withNull.addValues("a", "b")).isInstanceOf(UnsupportedOperationException.class);
+
+        // Name and value pairs, the names encoded once: as many values as names at most.
+        LuaScript.Names names = new LuaScript.Names(List.of("a", "bé", "c"));
+        LuaScript.Call pairs = new LuaScript.Call(new String[] {"k"}, 8).pairs(names, new String[] {"1", null});
+        assertThat(encoded(pairs.arguments)).isEqualTo(encoded(new CommandArgs<>(Utf8Codec.INSTANCE).add(1).addKey("k")
+                .addValue("a").addValue("1").addValue("bé").addValue(null)));
+        assertThatThrownBy(() -> pairs.pairs(names, new String[] {"1", "2", "3", "4"}))
+                .isInstanceOf(IllegalArgumentException.class).hasMessageContaining("4 values for 3 names");
 
         // The log form names sizes, never the arguments (tenants' text).
         EncodedArgs secret = new EncodedArgs(8).value(1).key("k").value("a tenant's prompt").behind(EncodedArgs.encodedOf("sha"));

@@ -41,4 +41,24 @@ class StatusTest {
         assertThatThrownBy(() -> JobMessage.fromFields(fields)).hasMessage("job field 'agent' is missing");
         assertThat(job.logFields().get("description")).isEqualTo("<12 chars>");
     }
+
+    @Test
+    void fieldValuesFollowTheFieldNamesAndCarryRateLimitRetriesOnlyAfterA429() {
+        JobMessage job = new JobMessage("t:a", "t", "acme", "a", Priority.LOW, "é", null, "main", 60, 1000, 3);
+        for (JobMessage message : List.of(job, job.withRateLimitRetry().withRateLimitRetry())) {
+            String[] values = message.fieldValues();
+            assertThat(values).hasSize(message.fieldCount()).doesNotContainNull();
+            Map<String, String> fields = message.toFields();
+            assertThat(fields).hasSize(values.length);
+            for (int i = 0; i < values.length; i++) {
+                assertThat(fields).containsEntry(JobMessage.FIELD_NAMES.get(i), values[i]);
+            }
+            assertThat(JobMessage.fromFields(fields)).isEqualTo(message.repo() == null
+                    ? new JobMessage("t:a", "t", "acme", "a", Priority.LOW, "é", "", "main", 60, 1000, 3,
+                    message.rateLimitRetries()) : message);
+        }
+        assertThat(job.toFields()).doesNotContainKey("rl_retries").containsEntry("repo", "").containsEntry("priority", "low")
+                .containsEntry("attempt", "3");
+        assertThat(job.withRateLimitRetry().withRateLimitRetry().toFields()).containsEntry("rl_retries", "2");
+    }
 }

@@ -115,9 +115,26 @@ public final class TaskService {
 
     /** A task was accepted (recorded; a replay of an idempotent request is not counted again). */
     private void submitted(TaskRecord task) {
-        submittedCounters.computeIfAbsent(task.tenant() + '\n' + task.priority().wireName(), key ->
+        submittedCounter(task.tenant(), task.priority()).increment();
+    }
+
+    /** A batch's tasks were accepted: counted by priority, one increment each. */
+    private void submitted(String tenant, List<TaskRecord> tasks) {
+        int[] byPriority = new int[dev.kage.task.Priority.values().length];
+        for (TaskRecord task : tasks) {
+            byPriority[task.priority().ordinal()]++;
+        }
+        for (dev.kage.task.Priority priority : dev.kage.task.Priority.values()) {
+            if (byPriority[priority.ordinal()] > 0) {
+                submittedCounter(tenant, priority).increment(byPriority[priority.ordinal()]);
+            }
+        }
+    }
+
+    private Counter submittedCounter(String tenant, dev.kage.task.Priority priority) {
+        return submittedCounters.computeIfAbsent(tenant + '\n' + priority.wireName(), key ->
                 Counter.builder("kage.tasks.submitted").description("Tasks accepted, by tenant and priority")
-                        .tag("tenant", task.tenant()).tag("priority", task.priority().wireName()).register(registry)).increment();
+                        .tag("tenant", tenant).tag("priority", priority.wireName()).register(registry));
     }
 
     /** {@code kage.tasks.submitted} by tenant and priority, looked up once each (a registry lookup per submit builds its tags). */
@@ -215,7 +232,7 @@ public final class TaskService {
      * that fails (Redis refused, or the coordinator stopped) leaves the outbox row to the reconciler.
      */
     private List<TaskRecord> enqueueBatch(String tenant, List<TaskRecord> tasks, UUID outbox) {
-        tasks.forEach(this::submitted);
+        submitted(tenant, tasks);
         try {
             if (!relayRoom.tryAcquire(RELAY_WAIT.toMillis(), java.util.concurrent.TimeUnit.MILLISECONDS)) {
                 LOG.warn("A batch of {} tasks is recorded but the batch relay stayed full for {} s (Redis slow or down); "
@@ -256,12 +273,12 @@ public final class TaskService {
             return;
         }
         try {
-            List<JobMessage> jobs = new java.util.ArrayList<>();
-            List<Map<String, String>> submitted = new java.util.ArrayList<>();
+            List<JobMessage> jobs = new java.util.ArrayList<>(tasks.size());
+            List<Map<String, String>> submitted = new java.util.ArrayList<>(tasks.size());
             for (TaskRecord task : tasks) {
-                jobs.addAll(jobsOf(task));
-                submitted.add(Map.of("task_id", task.id().toString(), "tenant", tenant,
-                        "agents", String.join(",", task.assignments().stream().map(Assignment::cliName).toList())));
+                String id = task.id().toString();
+                addJobs(task, id, jobs);
+                submitted.add(Map.of("task_id", id, "tenant", tenant, "agents", agentsOf(task)));
             }
             // Both sent before either is awaited: Redis runs the events' calls while the jobs' replies come back. An
             // event of a task whose job Redis refused is still true (the task is accepted; the reconciler enqueues it).
@@ -316,12 +333,31 @@ public final class TaskService {
     }
 
     private static List<JobMessage> jobsOf(TaskRecord task) {
-        String id = task.id().toString();
-        return task.assignments().stream()
-                .map(a -> new JobMessage(JobMessage.jobId(id, a.cliName()), id, task.tenant(), a.cliName(), task.priority(),
-                        task.description(), task.repo() == null ? "" : task.repo(), task.baseBranch(), a.timeoutSeconds(),
-                        task.tokenLimit(), 1))
-                .toList();
+        List<JobMessage> jobs = new java.util.ArrayList<>(task.assignments().size());
+        addJobs(task, task.id().toString(), jobs);
+        return jobs;
+    }
+
+    /** The task's first attempts, one per assignment, added to {@code jobs}; {@code id} is the task's id as text. */
+    private static void addJobs(TaskRecord task, String id, List<JobMessage> jobs) {
+        for (Assignment a : task.assignments()) {
+            jobs.add(new JobMessage(JobMessage.jobId(id, a.cliName()), id, task.tenant(), a.cliName(), task.priority(),
+                    task.description(), task.repo() == null ? "" : task.repo(), task.baseBranch(), a.timeoutSeconds(),
+                    task.tokenLimit(), 1));
+        }
+    }
+
+    /** The task's agents, comma-separated, as its {@code task.submitted} event names them. */
+    private static String agentsOf(TaskRecord task) {
+        List<Assignment> assignments = task.assignments();
+        if (assignments.size() == 1) {
+            return assignments.getFirst().cliName();
+        }
+        StringBuilder agents = new StringBuilder();
+        for (Assignment a : assignments) {
+            agents.append(agents.isEmpty() ? "" : ",").append(a.cliName());
+        }
+        return agents.toString();
     }
 
     /**
