@@ -165,28 +165,32 @@ public class LimitsController {
         if (refused.isPresent()) {
             return refused.get();
         }
-        Optional<String> group = group(agent);
-        Limit configured = catalog.limitGroups(settings.rateLimit()).get(group.orElseThrow());
-        Limit current = limiter.state(group.get()).map(LimitState::limit).orElse(configured);
-        if (current == null) {
-            return HttpResponse.status(HttpStatus.CONFLICT).body(ErrorBody.of("conflict", "limit group " + group.get()
-                    + " has no limit stored or configured any more; configure it in the agents file"));
-        }
-        Limit next = parse(body, current);
-        // Postgres first: the change outlives a Redis that loses its data (the reconciler writes it back).
-        overrides.save(group.get(), next);
-        try {
-            limiter.override(group.get(), next);
-        } catch (RuntimeException e) {
-            // Not in force (the caller gets an error): not kept either, or a later Redis restart would bring it in.
-            try {
-                overrides.delete(group.get());
-            } catch (RuntimeException alsoPostgres) {
-                e.addSuppressed(alsoPostgres);
+        String group = group(agent).orElseThrow();
+        Limit configured = catalog.limitGroups(settings.rateLimit()).get(group);
+        // One change of the group at a time, from any coordinator: the limit read here is still the one in force when
+        // both copies are written (a partial body changes only its fields of it).
+        return overrides.<HttpResponse<?>>changing(group, change -> {
+            Limit current = limiter.state(group).map(LimitState::limit).orElse(configured);
+            if (current == null) {
+                return HttpResponse.status(HttpStatus.CONFLICT).body(ErrorBody.of("conflict", "limit group " + group
+                        + " has no limit stored or configured any more; configure it in the agents file"));
             }
-            throw e;
-        }
-        return HttpResponse.ok(view(group.get(), configured));
+            Limit next = parse(body, current);
+            // Postgres first: the change outlives a Redis that loses its data (the reconciler writes it back).
+            change.save(next);
+            try {
+                limiter.override(group, next);
+            } catch (RuntimeException e) {
+                // Not in force (the caller gets an error): not kept either, or a later Redis restart would bring it in.
+                try {
+                    change.delete();
+                } catch (RuntimeException alsoPostgres) {
+                    e.addSuppressed(alsoPostgres);
+                }
+                throw e;
+            }
+            return HttpResponse.ok(view(group, configured));
+        });
     }
 
     /** Drops the runtime change: back to the agents' configuration. */
@@ -225,9 +229,11 @@ public class LimitsController {
             return HttpResponse.status(HttpStatus.CONFLICT).body(ErrorBody.of("conflict", "limit group " + group.get()
                     + " has no configured limit to return to; change it with PUT instead"));
         }
-        overrides.delete(group.get());
-        limiter.reset(group.get(), configured);
-        return HttpResponse.ok(view(group.get(), configured));
+        return overrides.<HttpResponse<?>>changing(group.get(), change -> {
+            change.delete();
+            limiter.reset(group.get(), configured);
+            return HttpResponse.ok(view(group.get(), configured));
+        });
     }
 
     /** Why a change may not go ahead: 404 for an unknown agent or group (scope {@code admin} is the filter's). */

@@ -10,6 +10,7 @@ import dev.kage.task.Priority;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -116,6 +117,54 @@ class LimitsApiTest {
         assertThat(json(coordinator.get("/api/v1/limits/demo", TENANT)).at("/current/requests").asLong()).isEqualTo(30);
         assertThat(coordinator.get("/api/v1/limits/no-such-agent", TENANT).statusCode()).isEqualTo(404);
         assertThat(put("/api/v1/limits/no-such-agent", ADMIN, "{\"requests\": 3}").statusCode()).isEqualTo(404);
+    }
+
+    /**
+     * Changes of one group crossing each other (PUTs of different limits and DELETEs at once, from many threads) end with
+     * Postgres and Redis holding the same change: each is made whole, Postgres then Redis, before the next begins. Without
+     * the group's lock, a PUT's Redis write landing after a DELETE's left Redis under a change Postgres no longer had
+     * (or two PUTs, each copy under the other's), until Redis next restarted.
+     */
+    @Test
+    void changesOfOneGroupCrossingEachOtherLeavePostgresAndRedisAgreeing() throws Exception {
+        dev.kage.store.LimitOverrideStore stored = coordinator.context().getBean(dev.kage.store.LimitOverrideStore.class);
+        int threads = 8;
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(threads);
+        try {
+            for (int round = 0; round < 25; round++) {
+                java.util.concurrent.CyclicBarrier start = new java.util.concurrent.CyclicBarrier(threads);
+                List<java.util.concurrent.Future<Integer>> answers = new java.util.ArrayList<>();
+                for (int t = 0; t < threads; t++) {
+                    int requests = 100 + round * threads + t;
+                    boolean reset = t % 3 == 2;
+                    answers.add(pool.submit(() -> {
+                        start.await();
+                        return reset
+                                ? coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/limits/demo"))
+                                        .header("X-API-Key", ADMIN).DELETE().build(), HttpResponse.BodyHandlers.ofString())
+                                        .statusCode()
+                                : put("/api/v1/limits/demo", ADMIN, "{\"requests\": " + requests + "}").statusCode();
+                    }));
+                }
+                for (var answer : answers) {
+                    assertThat(answer.get(30, java.util.concurrent.TimeUnit.SECONDS)).isEqualTo(200);
+                }
+                JsonNode inForce = json(coordinator.get("/api/v1/limits/demo", TENANT));
+                Limit kept = stored.all().get("demo");
+                if (kept == null) {
+                    assertThat(inForce.get("source").asText()).as("round %d: Postgres has no change", round).isEqualTo("config");
+                    assertThat(inForce.at("/current/requests").asLong()).as("round %d", round).isEqualTo(30);
+                } else {
+                    assertThat(inForce.get("source").asText()).as("round %d: Postgres keeps %s", round, kept).isEqualTo("api");
+                    assertThat(inForce.at("/current/requests").asLong()).as("round %d", round).isEqualTo(kept.requests());
+                }
+            }
+        } finally {
+            pool.shutdownNow();
+            coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/limits/demo")).header("X-API-Key", ADMIN)
+                    .DELETE().build(), HttpResponse.BodyHandlers.ofString());
+        }
+        assertThat(json(coordinator.get("/api/v1/limits/demo", TENANT)).at("/current/requests").asLong()).isEqualTo(30);
     }
 
     private static HttpResponse<String> put(String path, String key, String body) throws Exception {
