@@ -658,8 +658,15 @@ public final class WorkerRuntime {
                         break;
                     }
                     // Room too, within the same wait: this thread must not block on finished jobs' writes.
-                    if (!room.tryAcquire(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS)) {
-                        slots.release();
+                    boolean roomTaken = false;
+                    try {
+                        roomTaken = room.tryAcquire(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+                    } finally {
+                        if (!roomTaken) {
+                            slots.release(); // also when interrupted (stopping): the slot taken above is given back
+                        }
+                    }
+                    if (!roomTaken) {
                         more = true;
                         break;
                     }
