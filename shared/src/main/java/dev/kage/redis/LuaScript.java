@@ -220,8 +220,14 @@ public final class LuaScript {
                 throw new IllegalArgumentException(values.length + " values for " + names.encoded.length + " names");
             }
             for (int i = 0; i < values.length; i++) {
-                arguments.encoded(names.encoded[i]).value(values[i]);
+                pair(names, i, values[i]);
             }
+            return this;
+        }
+
+        /** Name {@code index} of {@code names}, then {@code value} (null sent empty). */
+        public Call pair(Names names, int index, String value) {
+            arguments.encoded(names.encoded[index]).value(value);
             return this;
         }
     }

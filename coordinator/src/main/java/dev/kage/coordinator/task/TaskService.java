@@ -264,6 +264,9 @@ public final class TaskService {
         return tasks;
     }
 
+    /** The fields of a {@code task.submitted} event, as the relay writes them. */
+    private static final List<String> SUBMITTED_FIELDS = List.of("task_id", "tenant", "agents");
+
     /** On the relay's thread: a committed batch's jobs and events into Redis, then its outbox row confirmed. */
     private void relayBatch(String tenant, List<TaskRecord> tasks, UUID outbox) {
         long failedAt = relayFailedAt;
@@ -274,16 +277,16 @@ public final class TaskService {
         }
         try {
             List<JobMessage> jobs = new java.util.ArrayList<>(tasks.size());
-            List<Map<String, String>> submitted = new java.util.ArrayList<>(tasks.size());
+            List<String[]> submitted = new java.util.ArrayList<>(tasks.size());
             for (TaskRecord task : tasks) {
                 String id = task.id().toString();
                 addJobs(task, id, jobs);
-                submitted.add(Map.of("task_id", id, "tenant", tenant, "agents", agentsOf(task)));
+                submitted.add(new String[] {id, tenant, agentsOf(task)});
             }
             // Both sent before either is awaited: Redis runs the events' calls while the jobs' replies come back. An
             // event of a task whose job Redis refused is still true (the task is accepted; the reconciler enqueues it).
             var enqueued = queue.sendEnqueueAll(jobs);
-            var published = events.sendPublishAll("task.submitted", submitted);
+            var published = events.sendPublishAll("task.submitted", SUBMITTED_FIELDS, submitted);
             JobQueue.added(enqueued);
             published.await();
         } catch (RedisException e) {
