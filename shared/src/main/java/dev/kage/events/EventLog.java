@@ -97,7 +97,6 @@ public final class EventLog {
         return call;
     }
 
-
     private Map<String, String> body(String type, Map<String, String> fields) {
         Map<String, String> body = new LinkedHashMap<>();
         body.put("type", type);

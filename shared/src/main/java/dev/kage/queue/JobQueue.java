@@ -252,7 +252,7 @@ public final class JobQueue {
 
     /**
      * One enqueue-many.lua call for jobs of one agent. Small loops of small steps: the C2 compiler compiles this early
-     * and quickly (the same work written with a callback per field took it 250 ms a compilation, JFR, session 18).
+     * and quickly (the same work written with a callback per field took it 240–290 ms a compilation, JFR, session 18).
      */
     private LuaScript.Call enqueueCall(String agent, List<JobMessage> chunk) {
         String[] scriptKeys = java.util.Arrays.copyOf(keys.jobStreams(agent), 3 + chunk.size());

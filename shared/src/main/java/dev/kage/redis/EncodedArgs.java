@@ -222,7 +222,7 @@ final class EncodedArgs extends CommandArgs<String, String> {
     }
 
     private static UnsupportedOperationException unsupported() {
-        return new UnsupportedOperationException("EncodedArgs takes arguments through key() and value() only");
+        return new UnsupportedOperationException("EncodedArgs takes arguments through key(), value() and encoded() only");
     }
 
     /** The encoded arguments, without the head. */

@@ -46,6 +46,13 @@ public class ErrorHandlers {
     }
 
     @Singleton
+    public ExceptionHandler<dev.kage.store.LimitOverrideStore.GroupBusyException, HttpResponse<ErrorBody>> limitGroupBusy() {
+        return (HttpRequest request, dev.kage.store.LimitOverrideStore.GroupBusyException e) ->
+                HttpResponse.<ErrorBody>status(HttpStatus.SERVICE_UNAVAILABLE).header("Retry-After", "1")
+                        .body(ErrorBody.of("busy", e.getMessage()));
+    }
+
+    @Singleton
     public ExceptionHandler<IdempotencyConflictException, HttpResponse<ErrorBody>> idempotencyConflict() {
         return (HttpRequest request, IdempotencyConflictException e) -> HttpResponse.<ErrorBody>status(HttpStatus.UNPROCESSABLE_ENTITY)
                 .body(new ErrorBody("idempotency_conflict", e.getMessage(),

@@ -176,17 +176,14 @@ public class LimitsController {
                         + " has no limit stored or configured any more; configure it in the agents file"));
             }
             Limit next = parse(body, current);
+            Optional<Limit> before = change.stored();
             // Postgres first: the change outlives a Redis that loses its data (the reconciler writes it back).
             change.save(next);
             try {
                 limiter.override(group, next);
             } catch (RuntimeException e) {
                 // Not in force (the caller gets an error): not kept either, or a later Redis restart would bring it in.
-                try {
-                    change.delete();
-                } catch (RuntimeException alsoPostgres) {
-                    e.addSuppressed(alsoPostgres);
-                }
+                putBack(change, before, e);
                 throw e;
             }
             return HttpResponse.ok(view(group, configured));
@@ -230,10 +227,33 @@ public class LimitsController {
                     + " has no configured limit to return to; change it with PUT instead"));
         }
         return overrides.<HttpResponse<?>>changing(group.get(), change -> {
+            Optional<Limit> before = change.stored();
             change.delete();
-            limiter.reset(group.get(), configured);
+            try {
+                limiter.reset(group.get(), configured);
+            } catch (RuntimeException e) {
+                // Still in force in Redis (the caller gets an error): still kept, as it was.
+                putBack(change, before, e);
+                throw e;
+            }
             return HttpResponse.ok(view(group.get(), configured));
         });
+    }
+
+    /**
+     * After Redis refused a change: Postgres's copy back as it was before it ({@code before}, or none), so that the two
+     * still agree. A failure of that is added to {@code failure}, which the caller answers.
+     */
+    private static void putBack(dev.kage.store.LimitOverrideStore.Change change, Optional<Limit> before, RuntimeException failure) {
+        try {
+            if (before.isPresent()) {
+                change.save(before.get());
+            } else {
+                change.delete();
+            }
+        } catch (RuntimeException alsoPostgres) {
+            failure.addSuppressed(alsoPostgres);
+        }
     }
 
     /** Why a change may not go ahead: 404 for an unknown agent or group (scope {@code admin} is the filter's). */

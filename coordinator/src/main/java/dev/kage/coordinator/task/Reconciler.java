@@ -3,7 +3,6 @@ package dev.kage.coordinator.task;
 import io.micronaut.scheduling.annotation.Scheduled;
 import jakarta.inject.Singleton;
 import java.util.List;
-import java.util.Map;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -56,9 +55,11 @@ public class Reconciler {
      */
     public int reapplyLimitOverrides() {
         int restored = 0;
-        for (Map.Entry<String, dev.kage.ratelimit.Limit> change : limitOverrides.all().entrySet()) {
+        for (String group : limitOverrides.all().keySet()) {
             // A group no agent of this coordinator's file has any more is left alone: nothing asks for its permits.
-            if (configuredGroups.contains(change.getKey()) && limiter.restore(change.getKey(), change.getValue()).changed()) {
+            // Under the group's lock, its row read again: a change made meanwhile through the API is not undone.
+            if (configuredGroups.contains(group) && limitOverrides.changing(group, change -> change.stored()
+                    .map(limit -> limiter.restore(group, limit).changed()).orElse(false))) {
                 restored++;
             }
         }

@@ -120,7 +120,8 @@ class LimitsApiTest {
     }
 
     /**
-     * Changes of one group crossing each other (PUTs of different limits and DELETEs at once, from many threads) end with
+     * Changes of one group crossing each other (PUTs of different limits, DELETEs and the reconciler's restoring of the
+     * stored change at once, from many threads) end with
      * Postgres and Redis holding the same change: each is made whole, Postgres then Redis, before the next begins. Without
      * the group's lock, a PUT's Redis write landing after a DELETE's left Redis under a change Postgres no longer had
      * (or two PUTs, each copy under the other's), until Redis next restarted.
@@ -131,19 +132,38 @@ class LimitsApiTest {
         int threads = 8;
         java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(threads);
         try {
-            for (int round = 0; round < 25; round++) {
+            for (int round = 0; round < 40; round++) {
                 java.util.concurrent.CyclicBarrier start = new java.util.concurrent.CyclicBarrier(threads);
                 List<java.util.concurrent.Future<Integer>> answers = new java.util.ArrayList<>();
+                dev.kage.coordinator.task.Reconciler reconciler =
+                        coordinator.context().getBean(dev.kage.coordinator.task.Reconciler.class);
+                java.util.concurrent.CountDownLatch changed = new java.util.concurrent.CountDownLatch(threads - 1);
                 for (int t = 0; t < threads; t++) {
                     int requests = 100 + round * threads + t;
                     boolean reset = t % 3 == 2;
+                    if (t == threads - 1) {
+                        // The reconciler writing the stored change back (as after a Redis that lost its data), again and
+                        // again while the requests run, crosses them too.
+                        answers.add(pool.submit(() -> {
+                            start.await();
+                            do {
+                                reconciler.reapplyLimitOverrides();
+                            } while (!changed.await(0, java.util.concurrent.TimeUnit.MILLISECONDS));
+                            return 200;
+                        }));
+                        continue;
+                    }
                     answers.add(pool.submit(() -> {
                         start.await();
-                        return reset
-                                ? coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/limits/demo"))
-                                        .header("X-API-Key", ADMIN).DELETE().build(), HttpResponse.BodyHandlers.ofString())
-                                        .statusCode()
-                                : put("/api/v1/limits/demo", ADMIN, "{\"requests\": " + requests + "}").statusCode();
+                        try {
+                            return reset
+                                    ? coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/limits/demo"))
+                                            .header("X-API-Key", ADMIN).DELETE().build(), HttpResponse.BodyHandlers.ofString())
+                                            .statusCode()
+                                    : put("/api/v1/limits/demo", ADMIN, "{\"requests\": " + requests + "}").statusCode();
+                        } finally {
+                            changed.countDown();
+                        }
                     }));
                 }
                 for (var answer : answers) {
@@ -165,6 +185,39 @@ class LimitsApiTest {
                     .DELETE().build(), HttpResponse.BodyHandlers.ofString());
         }
         assertThat(json(coordinator.get("/api/v1/limits/demo", TENANT)).at("/current/requests").asLong()).isEqualTo(30);
+    }
+
+    /**
+     * A change that waits too long for its group's lock (held here as another coordinator's change would hold it) is
+     * answered 503 {@code busy} after {@link dev.kage.store.LimitOverrideStore#LOCK_WAIT}, with nothing changed, and the
+     * next change once the lock is free goes through.
+     */
+    @Test
+    void aChangeThatWaitsTooLongForItsGroupIsAnsweredBusyAndChangesNothing() throws Exception {
+        dev.kage.store.Database database = coordinator.context().getBean(dev.kage.store.Database.class);
+        try (org.jdbi.v3.core.Handle other = database.jdbi().open()) {
+            other.createQuery("SELECT pg_advisory_lock(:space, hashtext('demo'))::text")
+                    .bind("space", dev.kage.store.LimitOverrideStore.LOCK_SPACE).mapTo(String.class).one();
+            try {
+                HttpResponse<String> busy = put("/api/v1/limits/demo", ADMIN, "{\"requests\": 7}");
+                assertThat(busy.statusCode()).as(busy.body()).isEqualTo(503);
+                assertThat(json(busy).get("error").asText()).isEqualTo("busy");
+                assertThat(json(busy).get("message").asText()).contains("demo");
+                assertThat(busy.headers().firstValue("Retry-After")).hasValue("1");
+                assertThat(json(coordinator.get("/api/v1/limits/demo", TENANT)).at("/current/requests").asLong()).isEqualTo(30);
+                assertThat(coordinator.context().getBean(dev.kage.store.LimitOverrideStore.class).all()).doesNotContainKey("demo");
+            } finally {
+                // A pooled connection: it must not go back to the pool holding the lock.
+                other.createQuery("SELECT pg_advisory_unlock_all()::text").mapTo(String.class).one();
+            }
+        }
+        HttpResponse<String> changed = put("/api/v1/limits/demo", ADMIN, "{\"requests\": 7}");
+        assertThat(changed.statusCode()).as(changed.body()).isEqualTo(200);
+        assertThat(json(changed).at("/current/requests").asLong()).isEqualTo(7);
+        HttpResponse<String> reset = coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/limits/demo"))
+                .header("X-API-Key", ADMIN).DELETE().build(), HttpResponse.BodyHandlers.ofString());
+        assertThat(reset.statusCode()).isEqualTo(200);
+        assertThat(json(reset).at("/current/requests").asLong()).isEqualTo(30);
     }
 
     private static HttpResponse<String> put(String path, String key, String body) throws Exception {
