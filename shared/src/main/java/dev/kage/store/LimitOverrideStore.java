@@ -59,14 +59,22 @@ public final class LimitOverrideStore {
                 handle.useTransaction(tx -> {
                     // SET LOCAL: the bound lasts this transaction only; the session lock taken in it outlives its commit.
                     tx.execute("SET LOCAL lock_timeout = '" + LOCK_WAIT.toMillis() + "ms'");
-                    tx.createQuery("SELECT pg_advisory_lock(:space, hashtext(:group))::text")
-                            .bind("space", LOCK_SPACE).bind("group", group).mapTo(String.class).one();
+                    tx.createQuery("SELECT pg_advisory_lock(:space, hashtext(:key))::text")
+                            .bind("space", LOCK_SPACE).bind("key", lockKey(group)).mapTo(String.class).one();
                 });
-                return underLock(handle, group, change);
+                return underLock(handle, group, lockKey(group), change);
             });
         } finally {
             mine.unlock();
         }
+    }
+
+    /**
+     * What the group's Postgres lock is keyed by (hashed), with {@link #LOCK_SPACE}: the schema and the group, since
+     * advisory locks are the database's, and deployments in other schemas of it have groups of their own.
+     */
+    public String lockKey(String group) {
+        return database.schema() + '/' + group;
     }
 
     /** {@link #call}, a Postgres {@code lock_timeout} (SQLSTATE 55P03) answered as {@link GroupBusyException}. */
@@ -91,7 +99,8 @@ public final class LimitOverrideStore {
     }
 
     /** {@code change} on a handle holding the group's session lock, which this releases whatever becomes of it. */
-    private static <T> T underLock(org.jdbi.v3.core.Handle handle, String group, java.util.function.Function<Change, T> change) {
+    private static <T> T underLock(org.jdbi.v3.core.Handle handle, String group, String key,
+                                   java.util.function.Function<Change, T> change) {
         T result;
         try {
             result = change.apply(new Change() {
@@ -114,21 +123,21 @@ public final class LimitOverrideStore {
             });
         } catch (RuntimeException | Error e) {
             try {
-                unlock(handle, group);
+                unlock(handle, group, key);
             } catch (RuntimeException unlock) {
                 e.addSuppressed(unlock); // the change's own failure is what the caller answers
             }
             throw e;
         }
-        unlock(handle, group);
+        unlock(handle, group, key);
         return result;
     }
 
-    private static void unlock(org.jdbi.v3.core.Handle handle, String group) {
+    private static void unlock(org.jdbi.v3.core.Handle handle, String group, String key) {
         boolean held;
         try {
-            held = handle.createQuery("SELECT pg_advisory_unlock(:space, hashtext(:group))")
-                    .bind("space", LOCK_SPACE).bind("group", group).mapTo(Boolean.class).one();
+            held = handle.createQuery("SELECT pg_advisory_unlock(:space, hashtext(:key))")
+                    .bind("space", LOCK_SPACE).bind("key", key).mapTo(Boolean.class).one();
         } catch (RuntimeException e) {
             // The session may still hold the lock, and Hikari does not reset a connection it takes back: drop every
             // advisory lock of the session if it still answers (if it does not, Postgres ends the session and its locks).

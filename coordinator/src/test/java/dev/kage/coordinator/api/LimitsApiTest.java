@@ -196,8 +196,10 @@ class LimitsApiTest {
     void aChangeThatWaitsTooLongForItsGroupIsAnsweredBusyAndChangesNothing() throws Exception {
         dev.kage.store.Database database = coordinator.context().getBean(dev.kage.store.Database.class);
         try (org.jdbi.v3.core.Handle other = database.jdbi().open()) {
-            other.createQuery("SELECT pg_advisory_lock(:space, hashtext('demo'))::text")
-                    .bind("space", dev.kage.store.LimitOverrideStore.LOCK_SPACE).mapTo(String.class).one();
+            other.createQuery("SELECT pg_advisory_lock(:space, hashtext(:key))::text")
+                    .bind("space", dev.kage.store.LimitOverrideStore.LOCK_SPACE)
+                    .bind("key", coordinator.context().getBean(dev.kage.store.LimitOverrideStore.class).lockKey("demo"))
+                    .mapTo(String.class).one();
             try {
                 HttpResponse<String> busy = put("/api/v1/limits/demo", ADMIN, "{\"requests\": 7}");
                 assertThat(busy.statusCode()).as(busy.body()).isEqualTo(503);
