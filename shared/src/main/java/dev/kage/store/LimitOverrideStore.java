@@ -41,7 +41,8 @@ public final class LimitOverrideStore {
      * {@code change} returns or throws, and by Postgres if the session dies. Each wait is bounded by {@link #LOCK_WAIT}
      * (in Postgres, {@code lock_timeout}).
      *
-     * @throws StoreException when Postgres is away or the lock was not had within {@link #LOCK_WAIT}
+     * @throws GroupBusyException when the lock was not had within {@link #LOCK_WAIT} (here, or then in Postgres)
+     * @throws StoreException      when Postgres is away
      */
     public <T> T changing(String group, java.util.function.Function<Change, T> change) {
         java.util.concurrent.locks.ReentrantLock mine = local.computeIfAbsent(group,
