@@ -63,7 +63,7 @@ public final class EventLog {
         String at = clock.instant().toString();
         java.util.List<dev.kage.redis.LuaScript.Call> calls = new java.util.ArrayList<>();
         for (int from = 0; from < events.size(); from += PUBLISH_CHUNK) {
-            calls.add(publishCall(type, at, encodedNames, names.size(),
+            calls.add(publishCall(type, at, encodedNames,
                     events.subList(from, Math.min(from + PUBLISH_CHUNK, events.size()))));
         }
         return PUBLISH_MANY.sendAll(redis, io.lettuce.core.ScriptOutputType.INTEGER, calls);
@@ -77,11 +77,11 @@ public final class EventLog {
      * a callback per field, inlined whole, took C2 about 300 ms to compile (JFR, session 18).
      */
     private dev.kage.redis.LuaScript.Call publishCall(String type, String at, dev.kage.redis.LuaScript.Names names,
-                                                      int nameCount, java.util.List<String[]> chunk) {
+                                                      java.util.List<String[]> chunk) {
         var call = new dev.kage.redis.LuaScript.Call(new String[] {keys.events()}, 160 * chunk.size()).arg(MAX_EVENTS);
         for (String[] values : chunk) {
-            if (values.length > nameCount) {
-                throw new IllegalArgumentException(values.length + " values for " + nameCount + " names");
+            if (values.length > names.size()) {
+                throw new IllegalArgumentException(values.length + " values for " + names.size() + " names");
             }
             int present = 0;
             for (String value : values) {

@@ -216,8 +216,8 @@ public final class LuaScript {
          * @throws IllegalArgumentException when there are more values than names
          */
         public Call pairs(Names names, String[] values) {
-            if (values.length > names.encoded.length) {
-                throw new IllegalArgumentException(values.length + " values for " + names.encoded.length + " names");
+            if (values.length > names.size()) {
+                throw new IllegalArgumentException(values.length + " values for " + names.size() + " names");
             }
             for (int i = 0; i < values.length; i++) {
                 pair(names, i, values[i]);
@@ -241,6 +241,11 @@ public final class LuaScript {
 
         public Names(java.util.List<String> names) {
             encoded = names.stream().map(EncodedArgs::encodedOf).toArray(byte[][]::new);
+        }
+
+        /** How many names. */
+        public int size() {
+            return encoded.length;
         }
     }
 

@@ -172,14 +172,6 @@ public final class LimitOverrideStore {
                 Duration.ofMillis(rs.getLong("guard_ms")));
     }
 
-    /** Keeps the group's changed limit (replacing an earlier change). */
-    public void save(String group, Limit limit) {
-        call(handle -> {
-            save(handle, group, limit);
-            return null;
-        });
-    }
-
     private static void save(org.jdbi.v3.core.Handle handle, String group, Limit limit) {
         handle.createUpdate("""
                         INSERT INTO limit_overrides (limit_group, requests, window_ms, tokens, guard_ms)
@@ -195,14 +187,6 @@ public final class LimitOverrideStore {
                 .execute();
     }
 
-    /** The group is back to its configured limit. */
-    public void delete(String group) {
-        call(handle -> {
-            delete(handle, group);
-            return null;
-        });
-    }
-
     private static void delete(org.jdbi.v3.core.Handle handle, String group) {
         handle.createUpdate("DELETE FROM limit_overrides WHERE limit_group = :group").bind("group", group).execute();
     }
@@ -212,8 +196,7 @@ public final class LimitOverrideStore {
         return call(handle -> {
             Map<String, Limit> limits = new LinkedHashMap<>();
             handle.createQuery("SELECT limit_group, requests, window_ms, tokens, guard_ms FROM limit_overrides ORDER BY limit_group")
-                    .map((rs, ctx) -> Map.entry(rs.getString(1), new Limit(rs.getLong(2), Duration.ofMillis(rs.getLong(3)),
-                            rs.getLong(4), Duration.ofMillis(rs.getLong(5)))))
+                    .map((rs, ctx) -> Map.entry(rs.getString("limit_group"), limit(rs)))
                     .forEach(e -> limits.put(e.getKey(), e.getValue()));
             return limits;
         });
