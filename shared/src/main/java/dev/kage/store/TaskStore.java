@@ -305,17 +305,22 @@ public final class TaskStore {
     }
 
     /**
-     * The latest result of each job of the tasks {@code :ids}. Each task's rows are read through
-     * {@code execution_results_task_idx} on their own (a {@code LATERAL} subquery that {@code OFFSET 0} keeps from
-     * being merged into a join): with {@code task_id = ANY(:ids)}, a table without statistics yet (a new deployment,
-     * before autovacuum's first analyze) was read whole for every batch, so a batch's cost grew with the table (10 ms
-     * at 60,000 rows against 1 ms).
+     * The latest result of each job of the tasks {@code :ids}, as the status that decides the task: a job a dead
+     * letter's replay put back ({@code job_replays}) and whose replayed attempt has no row yet is {@code running}, not
+     * the failure of its older attempt, which would otherwise end the task (as {@code partial} or {@code failed}) while
+     * that attempt still runs, and so refuse its cancel and hide it from the reconciler. Each task's rows are read
+     * through {@code execution_results_task_idx} on their own (a {@code LATERAL} subquery that {@code OFFSET 0} keeps
+     * from being merged into a join): with {@code task_id = ANY(:ids)}, a table without statistics yet (a new
+     * deployment, before autovacuum's first analyze) was read whole for every batch, so a batch's cost grew with the
+     * table (10 ms at 60,000 rows against 1 ms).
      */
     static final String LATEST_RESULTS = """
-            SELECT DISTINCT ON (r.job_id) r.task_id, r.status
+            SELECT DISTINCT ON (r.job_id) r.task_id,
+                   CASE WHEN r.attempt < p.attempt THEN 'running' ELSE r.status END AS status
             FROM unnest(CAST(:ids AS uuid[])) AS t(id)
             CROSS JOIN LATERAL (SELECT task_id, job_id, status, attempt FROM execution_results
                                 WHERE task_id = t.id OFFSET 0) AS r
+            LEFT JOIN job_replays p ON p.job_id = r.job_id
             ORDER BY r.job_id, r.attempt DESC
             """;
 

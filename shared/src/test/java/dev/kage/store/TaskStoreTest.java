@@ -246,6 +246,55 @@ class TaskStoreTest {
     }
 
     @Test
+    void aReplayedJobKeepsItsTaskOpenUntilItsReplayedAttemptEndsHoweverItsOtherJobsEnd() {
+        // Both jobs dead-lettered: the task failed. Both letters replayed: the task runs again, and the first replayed
+        // attempt to end must not let the other job's old failure end it while that job's attempt 2 still runs.
+        TaskRecord task = task("acme", "claude-code", "demo");
+        store.insert(task);
+        String claude = JobMessage.jobId(task.id().toString(), "claude-code");
+        String demo = JobMessage.jobId(task.id().toString(), "demo");
+        store.recordOutcome(result(task, "claude-code", JobStatus.FAILED, "0.01"), List.of());
+        assertThat(store.recordOutcome(result(task, "demo", JobStatus.FAILED, "0.01"), List.of())).isEqualTo(TaskStatus.FAILED);
+        assertThat(store.reopen(task.id(), claude, 2)).isTrue();
+        assertThat(store.reopen(task.id(), demo, 2)).isTrue();
+
+        assertThat(store.recordOutcome(attempt(result(task, "claude-code", JobStatus.COMPLETED, "0.01"), 2), List.of()))
+                .as("demo's attempt 2 has no outcome yet").isEqualTo(TaskStatus.RUNNING);
+        TaskRecord open = store.find("acme", task.id()).orElseThrow();
+        assertThat(open.status()).isEqualTo(TaskStatus.RUNNING);
+        assertThat(open.completedAt()).isNull();
+        assertThat(store.unenqueued(-60, 1000)).as("still the reconciler's until the replays mark it enqueued")
+                .extracting(TaskRecord::id).contains(task.id());
+        // A start of the replayed attempt changes nothing either.
+        assertThat(store.recordOutcomes(List.of(), List.of(task.id()))).containsEntry(task.id(), TaskStatus.RUNNING);
+
+        assertThat(store.recordOutcome(attempt(result(task, "demo", JobStatus.FAILED, "0.01"), 2), List.of()))
+                .as("every job's latest attempt has ended").isEqualTo(TaskStatus.PARTIAL);
+        assertThat(store.find("acme", task.id()).orElseThrow().completedAt()).isNotNull();
+    }
+
+    @Test
+    void aReplayedJobWhoseOtherJobStillRunsEndsTheTaskOnlyWhenBothHaveEnded() {
+        TaskRecord task = task("acme", "claude-code", "demo");
+        store.insert(task);
+        store.recordOutcomes(List.of(), List.of(task.id()));
+        String demo = JobMessage.jobId(task.id().toString(), "demo");
+        assertThat(store.recordOutcome(result(task, "demo", JobStatus.FAILED, "0.01"), List.of())).isEqualTo(TaskStatus.RUNNING);
+        assertThat(store.reopen(task.id(), demo, 2)).isTrue();
+        assertThat(store.recordOutcome(result(task, "claude-code", JobStatus.COMPLETED, "0.01"), List.of()))
+                .as("demo's replayed attempt still to run").isEqualTo(TaskStatus.RUNNING);
+        assertThat(store.recordOutcome(attempt(result(task, "demo", JobStatus.COMPLETED, "0.01"), 2), List.of()))
+                .isEqualTo(TaskStatus.COMPLETED);
+    }
+
+    /** {@code result} as the outcome of another attempt of its job. */
+    private static ResultRecord attempt(ResultRecord r, int attempt) {
+        return new ResultRecord(r.taskId(), r.jobId(), r.cliName(), r.status(), r.outputSummary(), r.tokensIn(), r.tokensOut(),
+                r.cacheReadTokens(), r.cacheWriteTokens(), r.cost(), r.usageSource(), r.model(), r.durationMs(), r.exitCode(),
+                r.branch(), r.commitSha(), r.diffStat(), r.workerId(), attempt, r.createdAt(), r.patch());
+    }
+
+    @Test
     void resultRowsWrittenTogetherKeepEveryValueAsWrittenNullsIncluded() {
         // The group commit binds one array per column: text an array literal could mistake, non-ASCII text, and the
         // columns a run may leave empty (exit code, branch, commit, model, patch) must come back as written.
