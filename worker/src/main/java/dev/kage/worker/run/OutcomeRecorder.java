@@ -131,7 +131,13 @@ public final class OutcomeRecorder {
                     (task, n) -> n > 1 ? n - 1 : null));
             java.util.Set<java.util.UUID> marks = takeStarts(batch);
             if (!batch.isEmpty() || !marks.isEmpty()) {
-                write(batch, marks);
+                try {
+                    write(batch, marks);
+                } catch (RuntimeException e) {
+                    // Nothing may end this thread: every later record() would wait for it for ever, and its jobs with it.
+                    LOG.error("Writing {} outcomes failed; their jobs stay pending and run again", batch.size(), e);
+                    failed(batch, marks, e);
+                }
             }
             batch.clear();
         }
@@ -184,13 +190,21 @@ public final class OutcomeRecorder {
                 // One outcome Postgres refuses for its content must not send the batch to the outbox: each alone.
                 retryLater(marks);
                 for (Pending p : batch) {
-                    write(List.of(p), java.util.Set.of());
+                    try {
+                        write(List.of(p), java.util.Set.of());
+                    } catch (RuntimeException alone) {
+                        LOG.error("Writing the outcome of job {} failed; it stays pending and runs again",
+                                p.outcome().result().jobId(), alone);
+                        p.done().completeExceptionally(alone);
+                    }
                 }
                 return;
             }
             if (refusedForContent(e)) {
                 retryLater(marks);
                 Pending refused = batch.getFirst();
+                // Set aside in Redis; when Redis refuses that too (two faults at once), the caller's exception leaves
+                // the job pending rather than ending it with its outcome kept nowhere.
                 refuse(refused.agent(), new Spooled(refused.outcome().result(), refused.outcome().errors()), e.getMessage());
                 refused.done().complete(endInstead(refused.agent(), refused.outcome().result(), e));
                 return;
@@ -206,9 +220,14 @@ public final class OutcomeRecorder {
                 }
             }
         } catch (RuntimeException e) {
-            retryLater(marks);
-            batch.forEach(p -> p.done().completeExceptionally(e));
+            failed(batch, marks, e);
         }
+    }
+
+    /** A batch neither written nor kept: its outcomes' callers get the error, its starts are tried again later. */
+    private void failed(List<Pending> batch, java.util.Set<java.util.UUID> marks, RuntimeException e) {
+        retryLater(marks);
+        batch.forEach(p -> p.done().completeExceptionally(e));
     }
 
     private void retryLater(java.util.Set<java.util.UUID> marks) {

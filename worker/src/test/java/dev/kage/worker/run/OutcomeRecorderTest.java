@@ -196,6 +196,29 @@ class OutcomeRecorderTest {
     }
 
     @Test
+    void anOutcomeNeitherPostgresNorRedisTakesFailsItsCallerAndTheWriterGoesOn() throws Exception {
+        TaskStore store = db.store();
+        TaskRecord overflowing = StoreTestData.task("t1", "a");
+        TaskRecord good = StoreTestData.task("t1", "a");
+        store.insertAll(List.of(overflowing, good), java.util.UUID.randomUUID());
+        OutcomeRecorder outcomes = new OutcomeRecorder(store, redis.keys(), redis.redis());
+        // Postgres refuses the outcome for its content, and Redis refuses to keep it aside: its list's key holds a string.
+        redis.redis().set(redis.keys().outboxRefused("a"), "not a list");
+        // Not closed: a writer that died leaves its callers waiting for ever, and closing would wait for them.
+        ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor();
+        Future<Optional<TaskStatus>> refused = pool.submit(() -> outcomes.record("a",
+                StoreTestData.result(overflowing, "a", JobStatus.COMPLETED, "123456789012.5"), List.of()));
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> refused.get(20, TimeUnit.SECONDS))
+                .as("its caller learns it was kept nowhere (the job stays pending), rather than waiting for ever")
+                .isInstanceOf(java.util.concurrent.ExecutionException.class)
+                .hasRootCauseInstanceOf(io.lettuce.core.RedisCommandExecutionException.class);
+        assertThat(pool.submit(() -> outcomes.record("a", StoreTestData.result(good, "a", JobStatus.COMPLETED, "0.01"),
+                List.of())).get(20, TimeUnit.SECONDS)).as("the writer still writes").contains(TaskStatus.COMPLETED);
+        assertThat(store.results(overflowing.id())).isEmpty();
+        assertThat(store.results(good.id())).hasSize(1);
+    }
+
+    @Test
     void aJobWhoseOutcomeWasRefusedIsEndedThroughTheOutboxWhenPostgresGoesAwayBeforeItsFailedResult() {
         TaskStore store = db.store();
         TaskRecord task = StoreTestData.task("t1", "a");
