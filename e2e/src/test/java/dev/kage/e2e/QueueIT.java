@@ -635,6 +635,64 @@ class QueueIT {
         }
     }
 
+    @Test
+    void jobsClaimedTogetherWaitingForRoomBehindUnwrittenOutcomesAreNeverReclaimedFromTheirLiveWorker() throws Exception {
+        // A worker holds room for its slots plus 1,000 finished jobs whose outcomes wait for Postgres. Once finished
+        // no-op jobs fill it, the jobs of the next read wait for room: every one of them must stay its worker's (listed
+        // and refreshed), or another worker's reclaimer takes those idle past the reclaim time and both run them.
+        int slots = 8;
+        int filling = slots + 1_000 - 1;
+        Path agentsFile = dir.resolve("noop-agents.yml");
+        Files.writeString(agentsFile, "agents:\n  nop:\n    type: noop\n");
+        // No socket timeout: the outcomes wait for the lock as long as the test holds it, not 60 s.
+        Map<String, String> noop = env(Map.of("KAGE_AGENTS_FILE", agentsFile.toString(),
+                "MAX_PARALLEL_CLIS", Integer.toString(slots), "KAGE_DB_SOCKET_TIMEOUT_SECONDS", "0"));
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "room-wait"))) {
+            fleet.startCoordinator(noop);
+            fleet.awaitHealthy();
+            String[] streams = fleet.redis.keys().jobStreams("nop");
+            java.util.function.LongSupplier ownedByW1 = () -> java.util.Arrays.stream(streams).mapToLong(stream -> {
+                Long n = fleet.redis.redis().xpending(stream, dev.kage.redis.KageKeys.WORKER_GROUP)
+                        .getConsumerMessageCount().get("room-w1");
+                return n == null ? 0 : n;
+            }).sum();
+            dev.kage.config.DatabaseUrl url = dev.kage.config.DatabaseUrl.parse("test", TestServices.databaseUrl());
+            try (java.sql.Connection locker = java.sql.DriverManager.getConnection(url.jdbcUrl(), url.user(), url.password())) {
+                locker.createStatement().execute("SET search_path TO \"" + fleet.schema + "\"");
+                locker.setAutoCommit(false);
+                locker.createStatement().execute("LOCK TABLE execution_results IN SHARE MODE");
+                fleet.startWorker("room-w1", dir.resolve("work"), origin, noop);
+                fleet.awaitWorkers(1);
+                fleet.submitBatch(KEY, "nop", filling / 2, origin, i -> "fill " + i);
+                fleet.submitBatch(KEY, "nop", filling - filling / 2, origin, i -> "fill " + (filling / 2 + i));
+                await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofMillis(300))
+                        .until(() -> ownedByW1.getAsLong() == filling);
+                // One job's room is left, and the claim loop waits on the empty streams with every slot given back.
+                // Thirty more: the blocking read takes one, which starts and fills the room; the next read takes as many
+                // as there are free slots, and the first of them waits for room.
+                fleet.submitBatch(KEY, "nop", 30, origin, i -> "after " + i);
+                await().atMost(Duration.ofSeconds(30)).pollInterval(Duration.ofMillis(200))
+                        .until(() -> ownedByW1.getAsLong() >= filling + 3);
+                fleet.startWorker("room-w2", dir.resolve("work2"), origin, noop);
+                fleet.awaitWorkers(2);
+                // Past the reclaim idle time (15 s here), with w2's reclaimer passing over w1's entries all along.
+                await().pollDelay(Duration.ofSeconds(22)).atMost(Duration.ofSeconds(25)).until(() -> true);
+                assertThat(fleet.log("room-w1") + fleet.log("room-w2")).as("no job was taken from its live worker")
+                        .doesNotContain("Reclaimed");
+                locker.rollback();
+            }
+            int tasks = filling + 30;
+            await().atMost(Duration.ofSeconds(120)).pollInterval(Duration.ofMillis(500))
+                    .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == tasks);
+            Map<String, Long> starts = new HashMap<>();
+            fleet.redis.redis().xrange(fleet.redis.keys().events(), io.lettuce.core.Range.create("-", "+")).stream()
+                    .map(m -> m.getBody()).filter(e -> "job.started".equals(e.get("type")))
+                    .forEach(e -> starts.merge(e.get("task_id"), 1L, Long::sum));
+            assertThat(starts).as("every job started once").hasSize(tasks).allSatisfy((task, n) -> assertThat(n).isEqualTo(1));
+            assertThat(fleet.log("room-w1") + fleet.log("room-w2")).doesNotContain("Reclaimed");
+        }
+    }
+
     private Map<String, String> env() {
         return env(Map.of());
     }

@@ -529,17 +529,66 @@ public final class JobQueue {
 
     /** Pending entries of the agent idle for at least {@code idle}, oldest first, at most {@code count} per priority. */
     public List<PendingEntry> stale(String agent, Duration idle, int count) {
+        return stale(agent, idle, count, 0, entry -> false).entries();
+    }
+
+    /**
+     * Stale entries of the agent a reclaimer may take.
+     *
+     * @param entries   oldest first per priority, at most the {@code count} asked for per priority
+     * @param truncated whether a stream may hold more of them than were returned
+     */
+    public record Stale(List<PendingEntry> entries, boolean truncated) {
+    }
+
+    /**
+     * Pending entries of the agent idle for at least {@code idle}, oldest first, at most {@code count} per priority,
+     * passing over those {@code passOver} names (entries their live owners still work on). Reads each stream's pending
+     * entries a page of {@code count} at a time, up to {@code scanAtMost} of them: a first page of passed-over entries
+     * (finished jobs whose outcomes wait for a slow Postgres are idle, and their owners' still) must not hide a dead
+     * worker's entries behind it.
+     *
+     * @param scanAtMost pending entries read per stream at most, 0 for one page
+     */
+    public Stale stale(String agent, Duration idle, int count, int scanAtMost, java.util.function.Predicate<PendingEntry> passOver) {
         List<PendingEntry> stale = new ArrayList<>();
+        boolean truncated = false;
         for (Priority priority : Priority.values()) {
             String stream = keys.jobStream(agent, priority);
-            List<PendingMessage> pending = redis.xpending(stream, XPendingArgs.Builder
-                    .xpending(KageKeys.WORKER_GROUP, Range.create("-", "+"), Limit.from(count)).idle(idle));
-            for (PendingMessage message : pending) {
-                stale.add(new PendingEntry(stream, message.getId(), message.getConsumer(), message.getMsSinceLastDelivery(),
-                        message.getRedeliveryCount()));
+            String from = "-";
+            int scanned = 0;
+            int found = 0;
+            while (true) {
+                List<PendingMessage> page = redis.xpending(stream, XPendingArgs.Builder
+                        .xpending(KageKeys.WORKER_GROUP, Range.create(from, "+"), Limit.from(count)).idle(idle));
+                for (PendingMessage message : page) {
+                    PendingEntry entry = new PendingEntry(stream, message.getId(), message.getConsumer(),
+                            message.getMsSinceLastDelivery(), message.getRedeliveryCount());
+                    if (!passOver.test(entry) && found < count) {
+                        stale.add(entry);
+                        found++;
+                    }
+                }
+                scanned += page.size();
+                if (page.size() < count) {
+                    break; // the stream's last page
+                }
+                if (found >= count || scanned >= scanAtMost) {
+                    truncated = true;
+                    break;
+                }
+                from = nextId(page.getLast().getId());
             }
         }
-        return stale;
+        return new Stale(stale, truncated);
+    }
+
+    /** The smallest stream id after {@code id} ({@code ms-seq}, both unsigned 64-bit): where the next page starts. */
+    static String nextId(String id) {
+        int dash = id.indexOf('-');
+        long ms = Long.parseUnsignedLong(id.substring(0, dash));
+        long seq = Long.parseUnsignedLong(id.substring(dash + 1));
+        return seq == -1L ? Long.toUnsignedString(ms + 1) + "-0" : Long.toUnsignedString(ms) + "-" + Long.toUnsignedString(seq + 1);
     }
 
     /**

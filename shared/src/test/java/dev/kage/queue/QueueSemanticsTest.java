@@ -164,6 +164,44 @@ class QueueSemanticsTest {
     }
 
     @Test
+    void staleEntriesBehindManyThatTheReclaimerPassesOverAreStillFound() {
+        // A live worker's 130 finished jobs wait for Postgres (idle, not refreshed, still listed as its own), and a dead
+        // worker's 3 jobs were claimed after them: a reclaimer's window of the oldest 50 would show only the live ones.
+        queue.ensureStreams("demo");
+        for (int i = 0; i < 133; i++) {
+            queue.enqueue(job("t" + i, Priority.NORMAL));
+        }
+        for (int i = 0; i < 130; i++) {
+            readOne("live");
+        }
+        List<String> dead = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            dead.add(readOne("dead").entryId());
+        }
+        JobQueue.Stale stale = queue.stale("demo", Duration.ZERO, 50, 5_000, entry -> entry.consumer().equals("live"));
+        assertThat(stale.entries()).extracting(JobQueue.PendingEntry::entryId).containsExactlyElementsOf(dead);
+        assertThat(stale.truncated()).isFalse();
+
+        // At most a window per stream, and a sign that more may follow.
+        JobQueue.Stale first = queue.stale("demo", Duration.ZERO, 2, 5_000, entry -> entry.consumer().equals("live"));
+        assertThat(first.entries()).extracting(JobQueue.PendingEntry::entryId).containsExactlyElementsOf(dead.subList(0, 2));
+        assertThat(first.truncated()).isTrue();
+        // No further than asked: the dead entries lie beyond the first 100 read.
+        JobQueue.Stale bounded = queue.stale("demo", Duration.ZERO, 50, 100, entry -> entry.consumer().equals("live"));
+        assertThat(bounded.entries()).isEmpty();
+        assertThat(bounded.truncated()).isTrue();
+        assertThat(queue.stale("demo", Duration.ZERO, 50)).as("one window, nothing passed over").hasSize(50)
+                .allSatisfy(entry -> assertThat(entry.consumer()).isEqualTo("live"));
+    }
+
+    @Test
+    void theIdAfterAStreamIdIsTheNextSequenceOrTheNextMillisecond() {
+        assertThat(JobQueue.nextId("1700000000000-0")).isEqualTo("1700000000000-1");
+        assertThat(JobQueue.nextId("1700000000000-41")).isEqualTo("1700000000000-42");
+        assertThat(JobQueue.nextId("1700000000000-18446744073709551615")).isEqualTo("1700000000001-0");
+    }
+
+    @Test
     void twoReclaimersRacingForOneEntryCannotBothWin() throws Exception {
         queue.ensureStreams("demo");
         queue.enqueue(job("t1", Priority.NORMAL));

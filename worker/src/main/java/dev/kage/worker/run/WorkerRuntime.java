@@ -69,6 +69,11 @@ public final class WorkerRuntime {
     static final Duration RECLAIM_SLOT_WAIT = Duration.ofSeconds(3);
     /** How many stale entries one pass reads per stream (oldest first). */
     static final int RECLAIM_WINDOW = 50;
+    /**
+     * Pending entries a reclaim pass reads per stream at most, past those it passes over (their live owners still work
+     * on them), looking for a window of stale ones.
+     */
+    static final int RECLAIM_SCAN = 5_000;
     /** How often a claim loop looks again whether the reclaimer still waits for slots for stale entries. */
     static final Duration STALE_FIRST_PAUSE = Duration.ofMillis(100);
     static final Duration CANCEL_CHECK_EVERY = Duration.ofSeconds(1);
@@ -390,12 +395,16 @@ public final class WorkerRuntime {
                 slots.release(taken - claimed.size());
                 releaseLanes(laned, taken - claimed.size());
             }
+            // Every job of the read is listed in flight before the first waits for room: one not listed yet would be
+            // neither refreshed nor named by the heartbeat while it waited, and a reclaimer (another worker's, or this
+            // one's) would take it and run it beside this worker's run once room freed.
+            List<Map.Entry<ClaimedJob, JobControl>> tracked = new ArrayList<>(claimed.size());
             for (ClaimedJob job : claimed) {
                 if (!blocked) {
-                    submit(job, laned);
+                    tracked.add(Map.entry(job, track(job, laned)));
                 } else if (slots.tryAcquire()) {
                     if (!laned || startLanes.tryAcquire()) {
-                        submit(job, laned);
+                        tracked.add(Map.entry(job, track(job, laned)));
                     } else {
                         slots.release();
                         safely(() -> queue.handBack(job, worker.workerId()));
@@ -404,6 +413,13 @@ public final class WorkerRuntime {
                     // No slot for an entry that arrived while blocking: give it back at once rather than hold it
                     // unrefreshed (another worker would reclaim it while it waited here).
                     safely(() -> queue.handBack(job, worker.workerId()));
+                }
+            }
+            for (int i = 0; i < tracked.size(); i++) {
+                if (!submit(tracked.get(i).getKey(), tracked.get(i).getValue())) {
+                    // Stopping while waiting for room: the jobs not started yet go back to the queue.
+                    tracked.subList(i + 1, tracked.size()).forEach(t -> untrack(t.getKey(), t.getValue()));
+                    return;
                 }
             }
         }
@@ -421,23 +437,30 @@ public final class WorkerRuntime {
     }
 
     /**
-     * Runs a claimed job; the caller has taken a slot for it, and a start lane when {@code laned}. Waits for the job's
-     * {@link #room} first (at once, unless finished jobs fill it), listed in flight meanwhile so that its entry stays
-     * refreshed and is never reclaimed; a stopping worker hands back a job still waiting.
+     * Runs a claimed job the caller has listed in flight ({@link #track}). Waits for the job's {@link #room} first (at
+     * once, unless finished jobs fill it), listed in flight meanwhile so that its entry stays refreshed and is never
+     * reclaimed; a stopping worker hands back a job still waiting.
+     *
+     * @return false when the wait was interrupted (the worker stops): the job went back, the thread's interrupt is set
      */
-    private void submit(ClaimedJob job, boolean laned) {
-        JobControl control = track(job, laned);
+    private boolean submit(ClaimedJob job, JobControl control) {
         try {
             room.acquire();
         } catch (InterruptedException e) {
-            control.leaveStartLane();
-            inFlight.remove(job.key());
-            slots.release();
-            giveBack(job);
+            untrack(job, control);
             Thread.currentThread().interrupt();
-            return;
+            return false;
         }
         start(job, control);
+        return true;
+    }
+
+    /** A tracked job that never took its room: what it holds given back, the job back to the queue. */
+    private void untrack(ClaimedJob job, JobControl control) {
+        control.leaveStartLane();
+        inFlight.remove(job.key());
+        slots.release();
+        giveBack(job);
     }
 
     /** Lists a claimed job in flight, holding its slot and (when {@code laned}) start lane. */
@@ -628,15 +651,19 @@ public final class WorkerRuntime {
         // Each pass starts at the next agent: one agent's stale entries that wait for slots do not hold up another's.
         List<String> agents = new ArrayList<>(worker.agents());
         java.util.Collections.rotate(agents, -(int) (reclaimPasses++ % agents.size()));
+        // Each owner's in-flight list, read once a pass (not once an entry: a live worker's thousand finished jobs
+        // waiting for Postgres would cost a thousand reads every pass).
+        Map<String, java.util.Set<String>> listed = new java.util.HashMap<>();
         for (String agent : agents) {
             try {
-                List<PendingEntry> stale = queue.stale(agent, queueSettings.reclaimIdle(), RECLAIM_WINDOW);
+                JobQueue.Stale stale = queue.stale(agent, queueSettings.reclaimIdle(), RECLAIM_WINDOW, RECLAIM_SCAN,
+                        entry -> inFlight.containsKey(entry.key()) || ownerStillWorksOn(entry, listed));
                 int reclaimed = 0;
-                for (PendingEntry entry : stale) {
+                for (PendingEntry entry : stale.entries()) {
                     if (!running || leaseOut()) {
                         return false;
                     }
-                    if (inFlight.containsKey(entry.key()) || ownerStillWorksOn(entry)) {
+                    if (inFlight.containsKey(entry.key())) {
                         continue;
                     }
                     if (entry.deliveries() >= queueSettings.maxDeliveries()) {
@@ -692,9 +719,9 @@ public final class WorkerRuntime {
                         room.release();
                     }
                 }
-                // A full window may hide more stale entries behind it (once some were taken: a window of entries live
-                // workers still run would otherwise be read again and again).
-                more |= reclaimed > 0 && stale.size() >= RECLAIM_WINDOW;
+                // A full window may hide more stale entries behind it (once some were taken: entries live workers
+                // still run would otherwise be read again and again).
+                more |= reclaimed > 0 && stale.truncated();
             } catch (InterruptedException e) {
                 // Stopping: the next worker's reclaimer takes what is left.
                 Thread.currentThread().interrupt();
@@ -722,18 +749,16 @@ public final class WorkerRuntime {
         }
     }
 
-    /** The entry's owner has a live heartbeat that lists it: it is working on it, however long that takes. */
-    private boolean ownerStillWorksOn(PendingEntry entry) {
-        String inFlightList = redis.hget(keys.worker(entry.consumer()), "in_flight");
-        if (inFlightList == null) {
-            return false;
-        }
-        for (String key : inFlightList.split(",")) {
-            if (key.equals(entry.key())) {
-                return true;
-            }
-        }
-        return false;
+    /**
+     * The entry's owner has a live heartbeat that lists it: it is working on it, however long that takes.
+     *
+     * @param listed the owners' lists read so far in this pass, by consumer name; an owner's is read on first need
+     */
+    private boolean ownerStillWorksOn(PendingEntry entry, Map<String, java.util.Set<String>> listed) {
+        return listed.computeIfAbsent(entry.consumer(), consumer -> {
+            String inFlightList = redis.hget(keys.worker(consumer), "in_flight");
+            return inFlightList == null ? java.util.Set.of() : new java.util.HashSet<>(List.of(inFlightList.split(",")));
+        }).contains(entry.key());
     }
 
     private void stopCancelled() {
