@@ -246,6 +246,56 @@ class TaskStoreTest {
     }
 
     @Test
+    void theReconcilersScansOfOpenTasksReadOnlyOpenTasksInOrderHoweverManyHaveEnded() {
+        // 20,000 ended tasks, 2,000 of them never marked enqueued (their marks were lost; they ended anyway), beside
+        // 20,000 open confirmed tasks (a backlog) and 5 open unconfirmed ones. Analyzed, as autovacuum would.
+        db.database().jdbi().useHandle(h -> {
+            h.execute("""
+                    INSERT INTO tasks (id, tenant, description, status, base_branch, cli_assignments, token_limit, enqueued_at)
+                    SELECT gen_random_uuid(), 'acme', 'old', 'completed', 'main', '[{"cli_name": "demo", "timeout": 60}]', 1000,
+                           CASE WHEN n % 10 = 0 THEN NULL ELSE now() END
+                    FROM generate_series(1, 20000) AS n""");
+            h.execute("""
+                    INSERT INTO tasks (id, tenant, description, status, base_branch, cli_assignments, token_limit, enqueued_at)
+                    SELECT gen_random_uuid(), 'acme', 'open', 'queued', 'main', '[{"cli_name": "demo", "timeout": 60}]', 1000, now()
+                    FROM generate_series(1, 20000)""");
+            h.execute("ANALYZE tasks");
+        });
+        List<TaskRecord> unconfirmed = new java.util.ArrayList<>();
+        for (int i = 0; i < 5; i++) {
+            TaskRecord task = task("acme", "demo");
+            store.insert(task);
+            unconfirmed.add(task);
+        }
+        assertThat(store.unenqueued(-60, 1000)).extracting(TaskRecord::id)
+                .containsExactlyInAnyOrderElementsOf(unconfirmed.stream().map(TaskRecord::id).toList());
+        assertThat(store.openEnqueued(new UUID(0, 0), 500)).hasSize(500);
+
+        String unenqueuedPlan = plan("""
+                SELECT * FROM tasks
+                WHERE enqueued_at IS NULL AND status IN ('queued', 'running')
+                  AND created_at < now() - make_interval(secs => -60)
+                  AND (created_at, id) > ('epoch'::timestamptz, '00000000-0000-0000-0000-000000000000'::uuid)
+                ORDER BY created_at, id LIMIT 500""");
+        assertThat(unenqueuedPlan).contains("tasks_unenqueued_open_idx").doesNotContain("Rows Removed by Filter")
+                .doesNotContain("Seq Scan");
+        String openPlan = plan("""
+                SELECT * FROM tasks
+                WHERE enqueued_at IS NOT NULL AND status IN ('queued', 'running')
+                  AND id > '00000000-0000-0000-0000-000000000000'::uuid
+                ORDER BY id LIMIT 500""");
+        assertThat(openPlan).as("open tasks in id order, not all of them sorted for each page").contains("tasks_open_idx")
+                .doesNotContain("Sort").doesNotContain("Seq Scan");
+    }
+
+    /** {@code EXPLAIN ANALYZE} of the query, as text. */
+    private String plan(String sql) {
+        List<String> lines = db.database().jdbi().withHandle(h -> h.createQuery("EXPLAIN ANALYZE " + sql)
+                .mapTo(String.class).list());
+        return String.join("\n", lines);
+    }
+
+    @Test
     void aReplayedJobKeepsItsTaskOpenUntilItsReplayedAttemptEndsHoweverItsOtherJobsEnd() {
         // Both jobs dead-lettered: the task failed. Both letters replayed: the task runs again, and the first replayed
         // attempt to end must not let the other job's old failure end it while that job's attempt 2 still runs.
