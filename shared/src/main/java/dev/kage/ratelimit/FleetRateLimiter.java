@@ -298,7 +298,8 @@ public final class FleetRateLimiter implements AutoCloseable {
 
     private Stored store(String group, String mode, Limit limit) {
         List<Object> out = scripts.eval(keys.limiter(group), RScript.Mode.READ_WRITE, CONFIGURE, RScript.ReturnType.MULTI,
-                List.of(keys.limiter(group)), mode, Long.toString(limit.requests()), Long.toString(limit.window().toMillis()),
+                List.of(keys.limiter(group), keys.limiterRequests(group), keys.limiterTokens(group)), mode,
+                Long.toString(limit.requests()), Long.toString(limit.window().toMillis()),
                 Long.toString(limit.tokens()), Long.toString(limit.guard().toMillis()));
         redisson.getSet(keys.limitGroups(), StringCodec.INSTANCE).add(group);
         return new Stored(number(out.get(0)) == 1, String.valueOf(out.get(1)), new Limit(number(out.get(2)),

@@ -2,7 +2,12 @@
 -- change never hands out a fresh burst (Redisson's setRate deletes them) and is never ignored
 -- (Redisson's trySetRate keeps the old rate).
 --
--- KEYS[1] group hash
+-- A wider window reaches back past what the limiter remembers: it kept only the old window's grants (plus
+-- guard). The calls the old limit allowed in that unremembered stretch are counted as made, as placeholder
+-- grants spread over it that leave the new window as real ones would (10 per 1 s widened to 600 per 60 s
+-- grants about 10 a second until the placeholders have left, not 590 at once). The same for tokens.
+--
+-- KEYS[1] group hash, KEYS[2] its requests zset, KEYS[3] its tokens zset (acquire.lua)
 -- ARGV[1] mode: 'config' (a worker starting with its configured limit: applied unless an operator's
 --         runtime change is in force), 'api' (an operator's runtime change), 'reset' (back to the configuration)
 -- ARGV[2..5] limit, window_ms, tokens_limit, guard_ms
@@ -20,6 +25,54 @@ if stored[1] == source and stored[2] == ARGV[2] and stored[3] == ARGV[3] and sto
 end
 redis.call('HSET', KEYS[1], 'limit', ARGV[2], 'window_ms', ARGV[3], 'tokens_limit', ARGV[4], 'guard_ms', ARGV[5],
   'source', source, 'updated_at', nowMs)
+if stored[2] and stored[3] and stored[5] then
+  local oldHold = (tonumber(stored[3]) + tonumber(stored[5])) * 1000
+  local newHold = (tonumber(ARGV[3]) + tonumber(ARGV[5])) * 1000
+  local span = newHold - oldHold
+  if span > 0 then
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local from = now - newHold
+    local ttl = math.floor(newHold / 1000) * 2 + 1000
+    -- Placeholders for calls: at most what the old limit allowed in the stretch, never more than the new limit.
+    local calls = math.min(tonumber(ARGV[2]), math.floor(tonumber(stored[2]) * span / oldHold))
+    -- ZADD 500 at a time: a limit of thousands must not mean thousands of calls, nor one call past Lua's stack.
+    local batch = {}
+    for i = 0, calls - 1 do
+      batch[#batch + 1] = from + math.floor((i + 0.5) * span / calls)
+      batch[#batch + 1] = 'widened@' .. nowMs .. '#' .. i
+      if #batch == 1000 or i == calls - 1 then
+        redis.call('ZADD', KEYS[2], unpack(batch))
+        batch = {}
+      end
+    end
+    if calls > 0 then
+      redis.call('PEXPIRE', KEYS[2], ttl, 'GT')
+      if redis.call('PTTL', KEYS[2]) < 0 then
+        redis.call('PEXPIRE', KEYS[2], ttl)
+      end
+    end
+    -- Tokens, in up to 20 placeholder grants: the old token limit's share of the stretch, within the new limit.
+    local oldTokens = tonumber(stored[4] or '0')
+    local newTokens = tonumber(ARGV[4])
+    if oldTokens > 0 and newTokens > 0 then
+      local tokens = math.min(newTokens, math.floor(oldTokens * span / oldHold))
+      local parts = math.min(20, tokens)
+      local given = 0
+      for i = 0, parts - 1 do
+        local share = math.floor(tokens * (i + 1) / parts) - given
+        given = given + share
+        redis.call('ZADD', KEYS[3], from + math.floor((i + 0.5) * span / parts), 'widened@' .. nowMs .. '#' .. i .. '|' .. share)
+      end
+      if given > 0 then
+        redis.call('HINCRBY', KEYS[1], 'tokens_used', given)
+        redis.call('PEXPIRE', KEYS[3], ttl, 'GT')
+        if redis.call('PTTL', KEYS[3]) < 0 then
+          redis.call('PEXPIRE', KEYS[3], ttl)
+        end
+      end
+    end
+  end
+end
 local effective = redis.call('HGET', KEYS[1], 'effective')
 if effective and tonumber(effective) > tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'effective', ARGV[2])

@@ -116,6 +116,35 @@ class FleetRateLimiterTest {
     }
 
     @Test
+    void aWiderWindowCountsTheCallsTheOldLimitAllowedBeforeWhatTheLimiterRemembers() {
+        FleetRateLimiter a = limiter();
+        FleetRateLimiter b = limiter();
+        Limit perSecond = new Limit(10, Duration.ofSeconds(1), 1_000, Duration.ZERO);
+        a.configure("wide", perSecond);
+        b.configure("wide", perSecond);
+        assertThat(takeAll(a, "wide")).isEqualTo(10);
+
+        // The same pace over a minute: the fleet may have made 600 calls in the last minute, of which the limiter
+        // remembers the last second's. Granting 590 now would put about 1,190 into the provider's minute.
+        a.override("wide", new Limit(600, Duration.ofSeconds(60), 60_000, Duration.ZERO));
+        int now = takeAll(b, "wide");
+        assertThat(now).as("no fresh burst: the unremembered 59 s count as used at the old pace").isLessThanOrEqualTo(10);
+        FleetRateLimiter.LimitState state = a.state("wide").orElseThrow();
+        assertThat(state.used()).isBetween(590L, 600L);
+        assertThat(state.tokensUsed()).as("tokens alike: the old 1,000 a second over 59 s").isBetween(55_000L, 60_000L);
+        Decision tokens = b.tryAcquire("wide", "big", Priority.NORMAL, 6_000);
+        assertThat(tokens.granted()).isFalse();
+        assertThat(tokens.reason()).isIn(Reason.TOKENS, Reason.REQUESTS);
+        // The placeholders leave the window as real grants would: about ten a second come free, not 590 at once.
+        await().atMost(Duration.ofSeconds(5)).until(() -> b.tryAcquire("wide", "later", Priority.NORMAL, 0).granted());
+        assertThat(takeAll(b, "wide")).isLessThanOrEqualTo(20);
+
+        // Narrower again: nothing to make up; the placeholders, older than the new window, stop counting.
+        a.override("wide", new Limit(10, Duration.ofSeconds(1), 1_000, Duration.ZERO));
+        assertThat(a.state("wide").orElseThrow().used()).as("only the last second's real grants").isLessThanOrEqualTo(30);
+    }
+
+    @Test
     void aCooldownHoldsTheFleetBackEvenWhenTheGroupsHashIsGone() {
         // Redis lost its data (no persistence, a restart): the next ask sets the group up again from the configuration,
         // but a 429 answered in between must still pause the fleet.
