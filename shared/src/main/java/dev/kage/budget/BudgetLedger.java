@@ -276,8 +276,8 @@ public final class BudgetLedger {
 
     /**
      * Grows an open hold while its agent runs: by {@code wantTokens} / {@code wantUsdMicros} when every pool has
-     * room, else by what is needed, else refuses (in enforce mode; log mode always grows). A negative amount gives
-     * tokens back.
+     * room, else by what is needed or half of what is left when that is more (the jobs beside it draw on the same
+     * pools), else refuses (in enforce mode; log mode always grows). A negative amount gives tokens back.
      */
     public TopUp topUp(Hold hold, long needTokens, long wantTokens, long needUsdMicros, long wantUsdMicros) {
         TopUp first = topUpStep(hold, keys.tenantHolds(hold.tenant()), hold.tenantPools(), needTokens, wantTokens,

@@ -1,6 +1,8 @@
 -- Grows open hold ARGV[1] while its agent runs: by the wanted tokens and dollars when every pool has
--- room, else by what is needed, else not at all; a negative amount gives back. In log mode it always grows
--- by the wanted amount. Any call renews the hold's lifetime (ARGV[7] ms from now): a running agent's hold
+-- room, else by what is needed or half of what is left when that is more, else not at all; a negative
+-- amount gives back. Half, not all: the jobs running beside it draw on the same pools, and one that took
+-- the rest would have them stopped while it held room it may never use. In log mode it always grows by the
+-- wanted amount. Any call renews the hold's lifetime (ARGV[7] ms from now): a running agent's hold
 -- does not lapse.
 -- The hold's record decides which pools it grows in (those it was taken in), whatever the caller's copy of
 -- the hold names: a settlement releases what the record holds from the record's pools. They share the holds
@@ -39,10 +41,14 @@ if ARGV[6] == 'enforce' then
     end
   end
 end
-local grant_t, grant_u = want_t, want_u
-if room_t ~= nil and grant_t > room_t then grant_t = room_t end
-if room_u ~= nil and grant_u > room_u then grant_u = room_u end
-if grant_t < need_t or grant_u < need_u then
+local function grant(need, want, room)
+  if room == nil or want <= room then
+    return want
+  end
+  return math.min(want, math.max(need, math.floor(room / 2)))
+end
+local grant_t, grant_u = grant(need_t, want_t, room_t), grant(need_u, want_u, room_u)
+if (room_t ~= nil and grant_t > room_t) or (room_u ~= nil and grant_u > room_u) then
   return {0, 0, 0, pools[tight] or '', room_t or -1}
 end
 parts[1] = string.format('%d', num(parts[1]) + grant_t)

@@ -236,11 +236,12 @@ class BudgetLedgerTest {
         assertThat(grown.tokens()).isEqualTo(2_000);
         TopUp partial = ledger.topUp(hold, 500, 4_000, 0, 0);
         assertThat(partial.granted()).isTrue();
-        assertThat(partial.tokens()).as("what is left").isEqualTo(2_000);
-        TopUp refused = ledger.topUp(hold, 1, 1, 0, 0);
-        assertThat(refused.granted()).isFalse();
+        assertThat(partial.tokens()).as("half of the 2,000 left: more than the 500 needed").isEqualTo(1_000);
+        assertThat(ledger.topUp(hold, 800, 4_000, 0, 0).tokens()).as("the 800 needed: more than half of 1,000").isEqualTo(800);
+        TopUp refused = ledger.topUp(hold, 201, 201, 0, 0);
+        assertThat(refused.granted()).as("200 left").isFalse();
         assertThat(refused.tightest().kind()).isEqualTo(PoolKind.TENANT);
-        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(5_000);
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(4_800);
 
         ledger.settle(hold, 4_800, 0);
         assertThat(ledger.tenantPools("acme").getFirst()).extracting(PoolState::used, PoolState::reserved)
@@ -331,6 +332,26 @@ class BudgetLedgerTest {
     }
 
     @Test
+    void aTopUpNearThePoolsEndLeavesRoomForTheJobsBesideIt() {
+        // Two jobs share a day of 12,000 tokens, 5,500 held each: 1,000 left. The first, printing, needs 10 more and
+        // would like 2,000; had it taken the 1,000, the second would be stopped at its next 10 while room sat unused.
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(12_000));
+        Hold first = ledger.reserve(request("t1", "j1", "w1", 5_500, 50_000));
+        Hold second = ledger.reserve(request("t2", "j2", "w1", 5_500, 50_000));
+        TopUp a = ledger.topUp(first, 10, 2_000, 0, 0);
+        assertThat(a.granted()).isTrue();
+        assertThat(a.tokens()).isEqualTo(500);
+        TopUp b = ledger.topUp(second, 10, 2_000, 0, 0);
+        assertThat(b.granted()).as("room is left for the second job").isTrue();
+        assertThat(b.tokens()).isEqualTo(250);
+        // Until the pool is truly spent: each takes what it needs, and only then is one refused.
+        assertThat(ledger.topUp(first, 200, 2_000, 0, 0).tokens()).isEqualTo(200);
+        assertThat(ledger.topUp(second, 50, 50, 0, 0).tokens()).isEqualTo(50);
+        assertThat(ledger.topUp(first, 1, 1, 0, 0).granted()).as("12,000 held").isFalse();
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(12_000);
+    }
+
+    @Test
     void aTopUpGrowsTheDollarsHeldAndRefusesWhenTheDollarPoolIsSpent() {
         BudgetLedger ledger = ledger(BudgetMode.ENFORCE, new PeriodLimits(0, 1_000_000, 0, 0)); // $1 a day
         Hold hold = ledger.reserve(new HoldRequest("acme", "t1", "claude-code", "j1", "w1", 100, 600_000, 50_000, 0,
@@ -347,10 +368,10 @@ class BudgetLedgerTest {
         Hold hold = ledger.reserve(new HoldRequest("acme", "t1", "codex", "j1", "w1", 1_000, 0, 50_000, 0, agentDay, LONG));
         TopUp topUp = ledger.topUp(hold, 100, 5_000, 0, 0);
         assertThat(topUp.granted()).as("the agent's day has 500 left: enough for the 100 needed").isTrue();
-        assertThat(topUp.tokens()).isEqualTo(500);
+        assertThat(topUp.tokens()).as("half of it").isEqualTo(250);
         // The tenant's pools hold what the agent's granted, not the 5,000 the tenant's had room for.
-        assertThat(ledger.taskPool("acme", "t1", 50_000, 0).reserved()).isEqualTo(1_500);
-        assertThat(ledger.agentPools("codex", agentDay).getFirst().reserved()).isEqualTo(1_500);
+        assertThat(ledger.taskPool("acme", "t1", 50_000, 0).reserved()).isEqualTo(1_250);
+        assertThat(ledger.agentPools("codex", agentDay).getFirst().reserved()).isEqualTo(1_250);
     }
 
     @Test
