@@ -30,7 +30,8 @@ import java.util.concurrent.ConcurrentHashMap;
  *
  * <p>Amounts are tokens and micro-USD (1e-6 USD), integers, so Redis adds them exactly. A limit of 0 means
  * none. In {@link BudgetMode#LOG} every hold is granted (the seed's behaviour: violations are only logged).
- * Periods are named by this process's clock (UTC). A hold belongs to the periods it was taken in: it is released
+ * Periods are named by the clock given (UTC): in a fleet the Redis server's ({@link dev.kage.redis.RedisClock}), so
+ * that a worker with a skewed clock charges the day and month the others do. A hold belongs to the periods it was taken in: it is released
  * from and charged to those pools (its record in Redis names them) even when it is settled after midnight, in the
  * tenant's and the agent's pools alike; its bookkeeping (settled once, superseded by a reclaiming worker) is kept
  * per task, not per period, so a hold taken before midnight is still recognised after it. Thread-safe.

@@ -70,8 +70,8 @@ public class KageFactory {
 
     /**
      * The process's clock. {@code KAGE_CLOCK_OFFSET_MS} skews it, for fault-injection tests only: nothing that
-     * decides across processes (rate limits, due times, reclaim) reads a process's clock, and a test proves it
-     * with one worker skewed.
+     * decides across processes (rate limits, due times, reclaim, budget periods) reads a process's clock, and a test
+     * proves it with one worker skewed.
      */
     @Singleton
     public Clock clock(Env env) {
@@ -176,8 +176,9 @@ public class KageFactory {
 
     @Singleton
     public BudgetLedger budgetLedger(KageKeys keys, RedisCommands<String, String> redis, KageSettings settings, Clock clock) {
+        // Periods by the Redis clock: the day a hold is charged to is the fleet's, not this process's.
         return new BudgetLedger(keys, redis, settings.budgetMode(), settings.tokenWarningThreshold(),
-                settings.budget().tenantDefaults(), clock);
+                settings.budget().tenantDefaults(), new dev.kage.redis.RedisClock(redis, clock));
     }
 
     /**
