@@ -801,9 +801,14 @@ public final class WorkerRuntime {
         } catch (RedisException e) {
             LOG.warn("Dropping old dead letters failed: {}", e.getMessage());
         }
-        int pruned = runner.pruneOldWorktrees();
-        if (pruned > 0) {
-            LOG.info("Pruned {} worktree(s) and branch(es) older than WORKTREE_CLEANUP_DAYS", pruned);
+        try {
+            int pruned = runner.pruneOldWorktrees();
+            if (pruned > 0) {
+                LOG.info("Pruned {} worktree(s) and branch(es) older than WORKTREE_CLEANUP_DAYS", pruned);
+            }
+        } catch (RuntimeException e) {
+            // A worktree it cannot walk (an agent left an unreadable folder) must not cost the streams their trimming.
+            LOG.warn("Pruning old worktrees failed: {}", e.toString());
         }
         for (String agent : worker.agents()) {
             try {

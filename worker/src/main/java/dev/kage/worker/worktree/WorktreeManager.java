@@ -756,8 +756,8 @@ public final class WorktreeManager {
                     // best effort; git worktree prune tidies what is left
                 }
             });
-        } catch (IOException ignored) {
-            // best effort
+        } catch (IOException | java.io.UncheckedIOException ignored) {
+            // best effort (a folder it may not read stops the walk: git worktree prune, and the next pass, tidy the rest)
         }
     }
 
