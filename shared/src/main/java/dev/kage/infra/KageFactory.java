@@ -70,8 +70,9 @@ public class KageFactory {
 
     /**
      * The process's clock. {@code KAGE_CLOCK_OFFSET_MS} skews it, for fault-injection tests only: nothing that
-     * decides across processes (rate limits, due times, reclaim, budget periods) reads a process's clock, and a test
-     * proves it with one worker skewed.
+     * decides across processes (rate limits, due times, reclaim, budget periods) reads a process's clock. RateLimitIT
+     * proves it for rate limits with one worker skewed, RedisClockTest for budget periods (which read the process's
+     * clock only until Redis first answers).
      */
     @Singleton
     public Clock clock(Env env) {

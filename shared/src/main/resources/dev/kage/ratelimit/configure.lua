@@ -33,8 +33,9 @@ if stored[2] and stored[3] and stored[5] then
     local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
     local from = now - newHold
     local ttl = math.floor(newHold / 1000) * 2 + 1000
-    -- Placeholders for calls: at most what the old limit allowed in the stretch, never more than the new limit.
-    local calls = math.min(tonumber(ARGV[2]), math.floor(tonumber(stored[2]) * span / oldHold))
+    -- Placeholders for calls: at most what the old limit allowed in the stretch, never more than the new limit,
+    -- nor than 100,000 (a member each: a limit of millions an hour must not make this script write millions).
+    local calls = math.min(tonumber(ARGV[2]), math.floor(tonumber(stored[2]) * span / oldHold), 100000)
     -- ZADD 500 at a time: a limit of thousands must not mean thousands of calls, nor one call past Lua's stack.
     local batch = {}
     for i = 0, calls - 1 do

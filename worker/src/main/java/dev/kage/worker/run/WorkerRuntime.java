@@ -417,8 +417,10 @@ public final class WorkerRuntime {
             }
             for (int i = 0; i < tracked.size(); i++) {
                 if (!submit(tracked.get(i).getKey(), tracked.get(i).getValue())) {
-                    // Stopping while waiting for room: the jobs not started yet go back to the queue.
+                    // Stopping while waiting for room: the jobs not started yet go back to the queue, before the
+                    // interrupt is set again (with it set, Lettuce's calls would give up at once and hand back nothing).
                     tracked.subList(i + 1, tracked.size()).forEach(t -> untrack(t.getKey(), t.getValue()));
+                    Thread.currentThread().interrupt();
                     return;
                 }
             }
@@ -441,14 +443,14 @@ public final class WorkerRuntime {
      * once, unless finished jobs fill it), listed in flight meanwhile so that its entry stays refreshed and is never
      * reclaimed; a stopping worker hands back a job still waiting.
      *
-     * @return false when the wait was interrupted (the worker stops): the job went back, the thread's interrupt is set
+     * @return false when the wait was interrupted (the worker stops): the job went back; the caller sets the thread's
+     *         interrupt again once it has handed back the rest
      */
     private boolean submit(ClaimedJob job, JobControl control) {
         try {
             room.acquire();
         } catch (InterruptedException e) {
             untrack(job, control);
-            Thread.currentThread().interrupt();
             return false;
         }
         start(job, control);
@@ -651,8 +653,9 @@ public final class WorkerRuntime {
         // Each pass starts at the next agent: one agent's stale entries that wait for slots do not hold up another's.
         List<String> agents = new ArrayList<>(worker.agents());
         java.util.Collections.rotate(agents, -(int) (reclaimPasses++ % agents.size()));
-        // Each owner's in-flight list, read once a pass (not once an entry: a live worker's thousand finished jobs
-        // waiting for Postgres would cost a thousand reads every pass).
+        // Each owner's in-flight list, read once a pass to pass over what live owners hold (not once an entry: a live
+        // worker's thousand finished jobs waiting for Postgres would cost a thousand reads every pass); an entry to be
+        // taken is checked again just before.
         Map<String, java.util.Set<String>> listed = new java.util.HashMap<>();
         for (String agent : agents) {
             try {
@@ -663,7 +666,9 @@ public final class WorkerRuntime {
                     if (!running || leaseOut()) {
                         return false;
                     }
-                    if (inFlight.containsKey(entry.key())) {
+                    // Asked again now, not from the pass's reading: a pass may outlast the reclaim idle time (a
+                    // dead letter written to a slow Postgres, waits for slots), and a live owner may have listed it since.
+                    if (inFlight.containsKey(entry.key()) || ownerStillWorksOn(entry, new java.util.HashMap<>())) {
                         continue;
                     }
                     if (entry.deliveries() >= queueSettings.maxDeliveries()) {
