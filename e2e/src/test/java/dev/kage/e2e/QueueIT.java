@@ -636,12 +636,15 @@ class QueueIT {
     }
 
     @Test
-    void jobsClaimedTogetherWaitingForRoomBehindUnwrittenOutcomesAreNeverReclaimedFromTheirLiveWorker() throws Exception {
+    void jobsWaitingBehindUnwrittenOutcomesStayTheirLiveWorkersWhileADeadWorkersBehindThemAreReclaimed() throws Exception {
         // A worker holds room for its slots plus 1,000 finished jobs whose outcomes wait for Postgres. Once finished
         // no-op jobs fill it, the jobs of the next read wait for room: every one of them must stay its worker's (listed
-        // and refreshed), or another worker's reclaimer takes those idle past the reclaim time and both run them.
+        // and refreshed), or another worker's reclaimer takes those idle past the reclaim time and both run them. And
+        // the live worker's thousand idle finished entries, oldest in the stream, must not hide a dead worker's behind
+        // them from the reclaimer.
         int slots = 8;
         int filling = slots + 1_000 - 1;
+        int after = 30;
         Path agentsFile = dir.resolve("noop-agents.yml");
         Files.writeString(agentsFile, "agents:\n  nop:\n    type: noop\n");
         // No socket timeout: the outcomes wait for the lock as long as the test holds it, not 60 s.
@@ -651,12 +654,13 @@ class QueueIT {
             fleet.startCoordinator(noop);
             fleet.awaitHealthy();
             String[] streams = fleet.redis.keys().jobStreams("nop");
-            java.util.function.LongSupplier ownedByW1 = () -> java.util.Arrays.stream(streams).mapToLong(stream -> {
+            java.util.function.ToLongFunction<String> owned = consumer -> java.util.Arrays.stream(streams).mapToLong(stream -> {
                 Long n = fleet.redis.redis().xpending(stream, dev.kage.redis.KageKeys.WORKER_GROUP)
-                        .getConsumerMessageCount().get("room-w1");
+                        .getConsumerMessageCount().get(consumer);
                 return n == null ? 0 : n;
             }).sum();
             dev.kage.config.DatabaseUrl url = dev.kage.config.DatabaseUrl.parse("test", TestServices.databaseUrl());
+            long deadOnes;
             try (java.sql.Connection locker = java.sql.DriverManager.getConnection(url.jdbcUrl(), url.user(), url.password())) {
                 locker.createStatement().execute("SET search_path TO \"" + fleet.schema + "\"");
                 locker.setAutoCommit(false);
@@ -666,30 +670,41 @@ class QueueIT {
                 fleet.submitBatch(KEY, "nop", filling / 2, origin, i -> "fill " + i);
                 fleet.submitBatch(KEY, "nop", filling - filling / 2, origin, i -> "fill " + (filling / 2 + i));
                 await().atMost(Duration.ofSeconds(90)).pollInterval(Duration.ofMillis(300))
-                        .until(() -> ownedByW1.getAsLong() == filling);
+                        .until(() -> owned.applyAsLong("room-w1") == filling);
                 // One job's room is left, and the claim loop waits on the empty streams with every slot given back.
                 // Thirty more: the blocking read takes one, which starts and fills the room; the next read takes as many
                 // as there are free slots, and the first of them waits for room.
-                fleet.submitBatch(KEY, "nop", 30, origin, i -> "after " + i);
+                fleet.submitBatch(KEY, "nop", after, origin, i -> "after " + i);
                 await().atMost(Duration.ofSeconds(30)).pollInterval(Duration.ofMillis(200))
-                        .until(() -> ownedByW1.getAsLong() >= filling + 3);
+                        .until(() -> owned.applyAsLong("room-w1") >= filling + 3);
+                // A third worker runs the rest, their outcomes waiting too, and is killed: its entries lie behind w1's.
+                Process dying = fleet.startWorker("room-w3", dir.resolve("work3"), origin, noop);
+                long left = filling + after - owned.applyAsLong("room-w1");
+                await().atMost(Duration.ofSeconds(60)).pollInterval(Duration.ofMillis(200))
+                        .until(() -> owned.applyAsLong("room-w3") == left);
+                deadOnes = left;
+                dying.destroyForcibly().waitFor();
                 fleet.startWorker("room-w2", dir.resolve("work2"), origin, noop);
-                fleet.awaitWorkers(2);
-                // Past the reclaim idle time (15 s here), with w2's reclaimer passing over w1's entries all along.
-                await().pollDelay(Duration.ofSeconds(22)).atMost(Duration.ofSeconds(25)).until(() -> true);
+                // Past the reclaim idle time (15 s here) and w3's heartbeat: w2 takes w3's entries and none of w1's.
+                await().atMost(Duration.ofSeconds(60)).pollInterval(Duration.ofMillis(500))
+                        .until(() -> owned.applyAsLong("room-w3") == 0);
+                assertThat(fleet.log("room-w2")).contains("from room-w3");
                 assertThat(fleet.log("room-w1") + fleet.log("room-w2")).as("no job was taken from its live worker")
-                        .doesNotContain("Reclaimed");
+                        .doesNotContain("from room-w1");
                 locker.rollback();
             }
-            int tasks = filling + 30;
+            int tasks = filling + after;
             await().atMost(Duration.ofSeconds(120)).pollInterval(Duration.ofMillis(500))
                     .until(() -> fleet.count("SELECT count(*) FROM tasks WHERE status = 'completed'") == tasks);
             Map<String, Long> starts = new HashMap<>();
             fleet.redis.redis().xrange(fleet.redis.keys().events(), io.lettuce.core.Range.create("-", "+")).stream()
                     .map(m -> m.getBody()).filter(e -> "job.started".equals(e.get("type")))
                     .forEach(e -> starts.merge(e.get("task_id"), 1L, Long::sum));
-            assertThat(starts).as("every job started once").hasSize(tasks).allSatisfy((task, n) -> assertThat(n).isEqualTo(1));
-            assertThat(fleet.log("room-w1") + fleet.log("room-w2")).doesNotContain("Reclaimed");
+            // The dead worker's jobs ran again (one run after the other: it was dead), every other job once.
+            assertThat(starts).hasSize(tasks);
+            assertThat(starts.values().stream().filter(n -> n == 2).count()).isBetween(1L, deadOnes);
+            assertThat(starts.values()).allSatisfy(n -> assertThat(n).isBetween(1L, 2L));
+            assertThat(fleet.log("room-w1") + fleet.log("room-w2")).doesNotContain("from room-w1");
         }
     }
 
