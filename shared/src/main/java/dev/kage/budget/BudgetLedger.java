@@ -56,6 +56,12 @@ public final class BudgetLedger {
     private final double warningThreshold;
     private final PeriodLimits tenantDefaults;
     private final Clock clock;
+    /**
+     * Top-up calls made by this ledger: each call's id ({@link #topUpStep}) is this count after a prefix of this ledger's
+     * own, so a worker restarted under the same id (whose holds keep their names) never repeats an earlier one's.
+     */
+    private final java.util.concurrent.atomic.AtomicLong topUpCalls = new java.util.concurrent.atomic.AtomicLong();
+    private final String callIdPrefix = Long.toHexString(new java.security.SecureRandom().nextLong()) + ".";
     private final Set<String> registeredHoldSets = ConcurrentHashMap.newKeySet();
 
     /**
@@ -309,6 +315,16 @@ public final class BudgetLedger {
 
     private TopUp topUpStep(Hold hold, String holds, List<Pool> pools, long needTokens, long wantTokens, long needUsd,
                             long wantUsd) {
+        return topUpStep(hold, holds, pools, needTokens, wantTokens, needUsd, wantUsd,
+                callIdPrefix + topUpCalls.incrementAndGet());
+    }
+
+    /**
+     * One top-up script call; {@code callId}, unique among this process's calls, makes a call Lettuce sends again after
+     * a reconnect (its reply lost) grow the hold once.
+     */
+    TopUp topUpStep(Hold hold, String holds, List<Pool> pools, long needTokens, long wantTokens, long needUsd,
+                    long wantUsd, String callId) {
         String[] keyArray = new String[2 + pools.size()];
         keyArray[0] = holds;
         keyArray[1] = KageKeys.holdExpiry(holds);
@@ -317,7 +333,7 @@ public final class BudgetLedger {
         }
         List<Object> reply = TOP_UP.run(redis, ScriptOutputType.MULTI, keyArray, hold.id(), Long.toString(needTokens),
                 Long.toString(wantTokens), Long.toString(needUsd), Long.toString(wantUsd), mode.name().toLowerCase(),
-                Long.toString(hold.holdFor().toMillis()));
+                Long.toString(hold.holdFor().toMillis()), callId);
         int status = (int) n(reply, 0);
         String tight = String.valueOf(reply.get(3));
         return new TopUp(status == 1, status == -1, n(reply, 1), n(reply, 2), tight.isEmpty() ? null : pool(hold, tight),

@@ -34,7 +34,7 @@ local function release_hold(holds, expiry, id)
   if not record then
     return 0
   end
-  redis.call('HDEL', holds, id)
+  redis.call('HDEL', holds, id, id .. '#topups')
   local parts = split(record)
   local tokens, usd = num(parts[1]), num(parts[2])
   for i = 3, #parts do

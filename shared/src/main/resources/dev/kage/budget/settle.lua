@@ -56,7 +56,7 @@ if record then
   for i = 3, #parts do
     pools[#pools + 1] = parts[i]
   end
-  redis.call('HDEL', holds, id)
+  redis.call('HDEL', holds, id, id .. '#topups')
   redis.call('ZREM', expiry, id)
 else
   pools = callers_pools()

@@ -7,9 +7,12 @@
 -- The hold's record decides which pools it grows in (those it was taken in), whatever the caller's copy of
 -- the hold names: a settlement releases what the record holds from the record's pools. They share the holds
 -- hash's hash tag (same slot).
+-- Once per call: a call id the hold has grown by already (Lettuce sends a command again after a reconnect
+-- when its reply was lost) returns that growth again and changes nothing; the hold's last 8 growths are kept
+-- beside its record (field '<id>#topups', removed with it).
 -- KEYS: 1 holds, 2 expiry, 3.. the caller's idea of the hold's pools (unused when the record exists).
 -- ARGV: 1 hold id, 2 tokens needed, 3 tokens wanted, 4 micro-USD needed, 5 micro-USD wanted, 6 mode,
--- 7 hold lifetime ms.
+-- 7 hold lifetime ms, 8 call id ('' for none).
 -- Returns {status (1 grown, 0 refused, -1 no such open hold), tokens granted, micro-USD granted,
 -- the tightest pool's key ('' when no pool limits tokens), tokens left in it (-1 when no pool limits tokens)}.
 local holds, expiry = KEYS[1], KEYS[2]
@@ -19,6 +22,15 @@ if not record then
   return {-1, 0, 0, '', -1}
 end
 redis.call('ZADD', expiry, now_ms() + num(ARGV[7]), id)
+local call = ARGV[8] or ''
+local done_field = id .. '#topups'
+local done = call ~= '' and (redis.call('HGET', holds, done_field) or '') or ''
+for entry in string.gmatch(done, '[^ ]+') do
+  local c, gt, gu = string.match(entry, '^([^,]+),([^,]+),([^,]+)$')
+  if c == call then
+    return {1, num(gt), num(gu), '', -1}
+  end
+end
 local need_t, want_t, need_u, want_u = num(ARGV[2]), num(ARGV[3]), num(ARGV[4]), num(ARGV[5])
 local parts = split(record)
 local pools = {}
@@ -58,4 +70,15 @@ for i = 1, npools do
   add(pools[i], 'usd_reserved', grant_u)
 end
 redis.call('HSET', holds, id, table.concat(parts, ' '))
+if call ~= '' then
+  local kept = {}
+  for entry in string.gmatch(done, '[^ ]+') do
+    kept[#kept + 1] = entry
+  end
+  kept[#kept + 1] = call .. ',' .. string.format('%d', grant_t) .. ',' .. string.format('%d', grant_u)
+  while #kept > 8 do
+    table.remove(kept, 1)
+  end
+  redis.call('HSET', holds, done_field, table.concat(kept, ' '))
+end
 return {1, grant_t, grant_u, pools[tight] or '', room_t or -1}

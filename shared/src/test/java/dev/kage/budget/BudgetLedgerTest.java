@@ -332,6 +332,36 @@ class BudgetLedgerTest {
     }
 
     @Test
+    void aTopUpSentAgainAfterAReconnectGrowsOrShrinksTheHoldOnce() {
+        // Lettuce sends a command again when the connection dropped before its reply (at-least-once): the same call,
+        // with the same id, must not grow the hold twice, nor give back twice (which would let others over-reserve).
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(10_000));
+        Hold hold = ledger.reserve(request("t1", "j1", "w1", 1_000, 50_000));
+        String holds = redis.keys().tenantHolds("acme");
+        TopUp first = ledger.topUpStep(hold, holds, hold.tenantPools(), 100, 2_000, 0, 0, "c1");
+        TopUp again = ledger.topUpStep(hold, holds, hold.tenantPools(), 100, 2_000, 0, 0, "c1");
+        assertThat(first.tokens()).isEqualTo(2_000);
+        assertThat(again.granted()).isTrue();
+        assertThat(again.tokens()).as("the first call's answer").isEqualTo(2_000);
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(3_000);
+
+        ledger.topUpStep(hold, holds, hold.tenantPools(), -500, -500, 0, 0, "c2");
+        ledger.topUpStep(hold, holds, hold.tenantPools(), -500, -500, 0, 0, "c2");
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).as("given back once").isEqualTo(2_500);
+        assertThat(ledger.topUpStep(hold, holds, hold.tenantPools(), 100, 100, 0, 0, "c3").tokens()).isEqualTo(100);
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(2_600);
+        // Each ledger's calls have ids of their own: two top-ups through the public API both count.
+        ledger.topUp(hold, 10, 10, 0, 0);
+        ledger.topUp(hold, 10, 10, 0, 0);
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isEqualTo(2_620);
+
+        ledger.settle(hold, 2_000, 0);
+        assertThat(redis.redis().hget(holds, hold.id() + "#topups")).as("gone with the hold's record").isNull();
+        assertThat(ledger.tenantPools("acme").getFirst()).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(2_000L, 0L);
+    }
+
+    @Test
     void aTopUpNearThePoolsEndLeavesRoomForTheJobsBesideIt() {
         // Two jobs share a day of 12,000 tokens, 5,500 held each: 1,000 left. The first, printing, needs 10 more and
         // would like 2,000; had it taken the 1,000, the second would be stopped at its next 10 while room sat unused.
