@@ -792,9 +792,9 @@ public final class TaskStore {
                 return false;
             }
             tx.createUpdate("""
-                            INSERT INTO job_replays (job_id, task_id, attempt) VALUES (:job, :task, :attempt)
+                            INSERT INTO job_replays (job_id, task_id, attempt, enqueued) VALUES (:job, :task, :attempt, false)
                             ON CONFLICT (job_id) DO UPDATE SET attempt = GREATEST(job_replays.attempt, EXCLUDED.attempt),
-                                                               replayed_at = now()
+                                                               enqueued = false, replayed_at = now()
                             """)
                     .bind("job", jobId)
                     .bind("task", taskId)
@@ -810,6 +810,44 @@ public final class TaskStore {
                     .bind("id", taskId)
                     .execute();
             return true;
+        }));
+    }
+
+    /**
+     * Marks enqueued the tasks whose jobs were found in Redis (or done), after confirming the replayed attempts found
+     * there ({@code verified}: job id to attempt, as {@link #replayedAttempts} gave them before Redis was asked), in one
+     * transaction. The tasks' rows are locked first, as {@link #reopen} locks them, so a replay that reopened a task
+     * meanwhile, its attempt not confirmed yet (its Redis step may still fail), keeps the task unmarked: the reconciler
+     * goes on looking at it. A replayed attempt is confirmed only as the attempt asked for: a later replay's is not.
+     */
+    public void markVerified(List<UUID> taskIds, Map<String, Integer> verified) {
+        if (taskIds.isEmpty()) {
+            return;
+        }
+        UUID[] ids = taskIds.stream().sorted().distinct().toArray(UUID[]::new);
+        run(handle -> handle.useTransaction(tx -> {
+            tx.createQuery("SELECT id FROM tasks WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
+                    .bindArray("ids", UUID.class, ids)
+                    .mapTo(UUID.class)
+                    .list();
+            if (!verified.isEmpty()) {
+                List<String> jobs = List.copyOf(verified.keySet());
+                tx.createUpdate("""
+                                UPDATE job_replays r SET enqueued = true
+                                FROM unnest(CAST(:jobs AS text[]), CAST(:attempts AS integer[])) AS v(job_id, attempt)
+                                WHERE r.job_id = v.job_id AND r.attempt = v.attempt
+                                """)
+                        .bindArray("jobs", String.class, jobs)
+                        .bindArray("attempts", Integer.class, jobs.stream().map(verified::get).toList())
+                        .execute();
+            }
+            tx.createUpdate("""
+                            UPDATE tasks SET enqueued_at = now()
+                            WHERE id = ANY(:ids) AND enqueued_at IS NULL
+                              AND NOT EXISTS (SELECT 1 FROM job_replays r WHERE r.task_id = tasks.id AND NOT r.enqueued)
+                            """)
+                    .bindArray("ids", UUID.class, ids)
+                    .execute();
         }));
     }
 

@@ -324,6 +324,39 @@ class TaskStoreTest {
     }
 
     @Test
+    void aTaskTwoReplaysReopenedIsMarkedEnqueuedOnlyOnceBothReplayedAttemptsAreConfirmed() {
+        // Two letters of one task replayed at once: A reopens it, B reopens it, A's attempt reaches Redis and A marks
+        // the task. B's Redis step has not happened (and may fail): the mark must wait for it, or the reconciler would
+        // never look at the task again and B's attempt would never run.
+        TaskRecord task = task("acme", "claude-code", "demo");
+        store.insert(task);
+        String a = JobMessage.jobId(task.id().toString(), "claude-code");
+        String b = JobMessage.jobId(task.id().toString(), "demo");
+        store.recordOutcome(result(task, "claude-code", JobStatus.FAILED, "0.01"), List.of());
+        store.recordOutcome(result(task, "demo", JobStatus.FAILED, "0.01"), List.of());
+        store.markEnqueued(task.id());
+        assertThat(store.reopen(task.id(), a, 2)).isTrue();
+        assertThat(store.reopen(task.id(), b, 2)).isTrue();
+
+        store.markVerified(List.of(task.id()), java.util.Map.of(a, 2));
+        assertThat(store.unenqueued(-60, 1000)).as("B's attempt unconfirmed: still the reconciler's")
+                .extracting(TaskRecord::id).contains(task.id());
+        // A confirmation of an older attempt than the one due confirms nothing.
+        store.markVerified(List.of(task.id()), java.util.Map.of(b, 1));
+        assertThat(store.unenqueued(-60, 1000)).extracting(TaskRecord::id).contains(task.id());
+
+        store.markVerified(List.of(task.id()), java.util.Map.of(b, 2));
+        assertThat(store.unenqueued(-60, 1000)).as("both confirmed").extracting(TaskRecord::id).doesNotContain(task.id());
+
+        // Replayed again (attempt 3 of B): unmarked until that attempt is confirmed, whoever marks.
+        assertThat(store.reopen(task.id(), b, 3)).isTrue();
+        store.markVerified(List.of(task.id()), java.util.Map.of());
+        assertThat(store.unenqueued(-60, 1000)).extracting(TaskRecord::id).contains(task.id());
+        store.markVerified(List.of(task.id()), java.util.Map.of(b, 3));
+        assertThat(store.unenqueued(-60, 1000)).extracting(TaskRecord::id).doesNotContain(task.id());
+    }
+
+    @Test
     void aReplayedJobWhoseOtherJobStillRunsEndsTheTaskOnlyWhenBothHaveEnded() {
         TaskRecord task = task("acme", "claude-code", "demo");
         store.insert(task);

@@ -422,8 +422,10 @@ public final class TaskService {
      * Enqueues the jobs of a task that a dead letter's replay reopened and whose Redis step did not happen (each attempt
      * once: the replay's own script may have added it meanwhile), without the submit's live state and event, which would
      * write the task's other, ended jobs queued again.
+     *
+     * @param replayed the replayed attempts the reconciler looked for (job id to attempt): the task's are confirmed
      */
-    private Enqueued enqueueReplayed(TaskRecord task, List<JobMessage> jobs) {
+    private Enqueued enqueueReplayed(TaskRecord task, List<JobMessage> jobs, Map<String, Integer> replayed) {
         try {
             for (JobMessage job : jobs) {
                 if (queue.wasEnqueued(job)) {
@@ -440,7 +442,8 @@ public final class TaskService {
                     e.getMessage());
             return Enqueued.failed(e);
         }
-        enqueuedMarks.add(task.id());
+        // Its replayed attempts are all in Redis now (found there, done, or just added): confirmed with the mark.
+        markVerified(List.of(task.id()), replayed);
         return Enqueued.YES;
     }
 
@@ -535,19 +538,22 @@ public final class TaskService {
     /** One page of {@link #reconcile()}. */
     private PageReconciled reconcile(List<TaskRecord> page, int[] seen) {
         int done = 0;
-        Map<UUID, List<JobMessage>> missing = page.isEmpty() ? Map.of() : missingJobs(page);
+        Map<String, Integer> replayed = new java.util.HashMap<>();
+        Map<UUID, List<JobMessage>> missing = page.isEmpty() ? Map.of() : missingJobs(page, replayed);
+        // Tasks whose jobs reached Redis (or ran already: a worker deletes a job's marker once its row is committed)
+        // that the coordinator which added them did not mark; adding a finished job again would run it twice. Their
+        // replayed attempts, as found, are confirmed with the mark.
+        List<UUID> found = page.stream().map(TaskRecord::id).filter(id -> !missing.containsKey(id)).toList();
+        markVerified(found, replayed);
         for (TaskRecord task : page) {
             List<JobMessage> jobs = missing.getOrDefault(task.id(), List.of());
             if (jobs.isEmpty()) {
-                // Its jobs reached Redis (or ran already: a worker deletes a job's marker once its row is committed); the
-                // coordinator that added them did not mark the row. Adding a finished job again would run it twice.
-                enqueuedMarks.add(task.id());
                 continue;
             }
             if (jobs.stream().anyMatch(job -> job.attempt() > 1)) {
                 LOG.info("Reconciler: task {} was reopened by a dead letter's replay that did not reach Redis; enqueuing {}",
                         task.id(), jobs.stream().map(job -> job.jobId() + " attempt " + job.attempt()).toList());
-                Enqueued enqueued = enqueueReplayed(task, jobs);
+                Enqueued enqueued = enqueueReplayed(task, jobs, replayed);
                 if (enqueued == Enqueued.UNREACHABLE) {
                     return new PageReconciled(done, true);
                 }
@@ -573,16 +579,46 @@ public final class TaskService {
     }
 
     /**
+     * {@link TaskStore#markVerified} of the tasks, with those of the replayed attempts that are theirs; when Postgres
+     * refuses, the next pass finds them again.
+     */
+    private void markVerified(List<UUID> taskIds, Map<String, Integer> replayed) {
+        if (taskIds.isEmpty()) {
+            return;
+        }
+        java.util.Set<String> prefixes = new java.util.HashSet<>();
+        taskIds.forEach(id -> prefixes.add(id + ":"));
+        Map<String, Integer> theirs = new java.util.HashMap<>();
+        replayed.forEach((job, attempt) -> {
+            int colon = job.indexOf(':');
+            if (colon > 0 && prefixes.contains(job.substring(0, colon + 1))) {
+                theirs.put(job, attempt);
+            }
+        });
+        try {
+            store.markVerified(taskIds, theirs);
+        } catch (dev.kage.store.StoreException e) {
+            LOG.debug("Reconciler: {} task(s) found in Redis were not marked ({}); the next pass marks them", taskIds.size(),
+                    e.getMessage());
+        }
+    }
+
+    /**
      * The tasks' jobs that are neither in Redis (their attempt's enqueue-once marker is gone) nor done (no result row;
      * for a replayed job, none for its replayed attempt). The rows are read again after the markers: a worker lets a
      * job's marker expire once its row is committed, so a job that finished between the first read and its marker's
      * check is seen done, never as missing.
      */
     private Map<UUID, List<JobMessage>> missingJobs(List<TaskRecord> tasks) {
+        return missingJobs(tasks, new java.util.HashMap<>());
+    }
+
+    /** {@link #missingJobs(List)}, putting into {@code replayed} the replayed attempts it looked for (job id to attempt). */
+    private Map<UUID, List<JobMessage>> missingJobs(List<TaskRecord> tasks, Map<String, Integer> replayed) {
         List<UUID> ids = tasks.stream().map(TaskRecord::id).toList();
         java.util.Set<String> done = store.jobsWithOutcome(ids);
         // A job a dead letter's replay put back is due as that attempt: its marker is that attempt's, and so is the enqueue.
-        Map<String, Integer> replayed = store.replayedAttempts(ids);
+        replayed.putAll(store.replayedAttempts(ids));
         List<JobMessage> undone = new java.util.ArrayList<>();
         for (TaskRecord task : tasks) {
             for (JobMessage first : jobsOf(task)) {
@@ -929,10 +965,10 @@ public final class TaskService {
         events.publish("job.replayed", Map.of("task_id", next.taskId(), "tenant", tenant, "agent", next.agent(),
                 "attempt", Integer.toString(next.attempt()), "dead_letter_id", deadLetterId));
         Optional<JobMessage> replayed = queue.replay(letter.get(), next.attempt());
-        // Marked at once, not with the submits' marks a moment later: a mark written late could land after another
-        // replay of the task reopened it (and failed in Redis), hiding that one from the reconciler.
+        // This attempt confirmed and the task marked, unless another replay of the task reopened it and has not
+        // confirmed its own attempt (its Redis step may yet fail: the reconciler must keep looking at the task).
         try {
-            store.markEnqueued(taskId);
+            store.markVerified(List.of(taskId), Map.of(next.jobId(), next.attempt()));
         } catch (dev.kage.store.StoreException e) {
             LOG.debug("Task {}'s enqueued mark after a replay was not written ({}); the reconciler writes it", taskId,
                     e.getMessage());
