@@ -97,11 +97,8 @@ local function deny(reason, waitUs, spreadUs)
   local spreadMs = math.max(waitMs, math.floor(spreadUs / 1000) + 1)
   local lapse = spreadMs + tonumber(ARGV[4])
   redis.call('ZADD', waitKey, now + lapse * 1000, id)
-  -- GT: a short registration never cuts the key's life under a longer one's
-  redis.call('PEXPIRE', waitKey, lapse + 1000, 'GT')
-  if redis.call('PTTL', waitKey) < 0 then
-    redis.call('PEXPIRE', waitKey, lapse + 1000)
-  end
+  -- a short registration never cuts the key's life under a longer one's
+  keepFor(waitKey, lapse + 1000)
   return {0, waitMs, reason, limit, effective, used, spreadMs, tokensUsed}
 end
 
@@ -183,18 +180,12 @@ local grant = id .. '@' .. string.format('%.0f', now)
 local lease = tonumber(ARGV[9] or '0')
 local counted = now + lease * 1000
 local ttl = math.floor(hold / 1000) * 2 + lease + 1000
--- GT (and a TTL where there was none): a short-lived grant never cuts the life of a leased one
-local function keepFor(key)
-  redis.call('PEXPIRE', key, ttl, 'GT')
-  if redis.call('PTTL', key) < 0 then
-    redis.call('PEXPIRE', key, ttl)
-  end
-end
+-- a short-lived grant never cuts the life of a leased one
 redis.call('ZADD', KEYS[2], counted, grant)
-keepFor(KEYS[2])
+keepFor(KEYS[2], ttl)
 if tokensLimit > 0 and tokens > 0 then
   redis.call('ZADD', KEYS[3], counted, grant .. '|' .. tokens)
-  keepFor(KEYS[3])
+  keepFor(KEYS[3], ttl)
   tokensUsed = redis.call('HINCRBY', KEYS[1], 'tokens_used', tokens)
 end
 redis.call('ZREM', waitKey, id)

@@ -6,6 +6,15 @@ local function serverMicros()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
+-- Lets `key` live at least `ms` more: GT, so a short-lived entry never cuts the life a longer-lived one gave the
+-- key, and a TTL set where the key had none (GT leaves a key without one as it is).
+local function keepFor(key, ms)
+  redis.call('PEXPIRE', key, ms, 'GT')
+  if redis.call('PTTL', key) < 0 then
+    redis.call('PEXPIRE', key, ms)
+  end
+end
+
 -- The group's rate now, at least 1: the limit, or after a decrease to `base` at `at` (µs) the base plus
 -- a tenth of the limit for every whole window since (additive increase), never above the limit.
 local function effectiveRate(limit, windowMs, base, at, now)

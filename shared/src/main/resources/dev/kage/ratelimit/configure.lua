@@ -47,10 +47,7 @@ if stored[2] and stored[3] and stored[5] then
       end
     end
     if calls > 0 then
-      redis.call('PEXPIRE', KEYS[2], ttl, 'GT')
-      if redis.call('PTTL', KEYS[2]) < 0 then
-        redis.call('PEXPIRE', KEYS[2], ttl)
-      end
+      keepFor(KEYS[2], ttl)
     end
     -- Tokens, in up to 20 placeholder grants: the old token limit's share of the stretch, within the new limit.
     local oldTokens = tonumber(stored[4] or '0')
@@ -66,10 +63,7 @@ if stored[2] and stored[3] and stored[5] then
       end
       if given > 0 then
         redis.call('HINCRBY', KEYS[1], 'tokens_used', given)
-        redis.call('PEXPIRE', KEYS[3], ttl, 'GT')
-        if redis.call('PTTL', KEYS[3]) < 0 then
-          redis.call('PEXPIRE', KEYS[3], ttl)
-        end
+        keepFor(KEYS[3], ttl)
       end
     end
   end
