@@ -225,7 +225,7 @@ public final class TaskStore {
     public record Released(int rows, int named, int reopened) {
     }
 
-    /** {@link #markEnqueued} for many tasks in one statement. */
+    /** Notes that every job of these tasks is in Redis, so the reconciler leaves them alone; one statement. */
     public void markAllEnqueued(List<UUID> taskIds) {
         run(handle -> handle.createUpdate("UPDATE tasks SET enqueued_at = now() WHERE id = ANY(:ids) AND enqueued_at IS NULL")
                 .bindArray("ids", UUID.class, taskIds)
@@ -611,13 +611,6 @@ public final class TaskStore {
                     .map((rs, ctx) -> new Existing(taskRow(rs), rs.getString("request_hash")))
                     .one());
         }));
-    }
-
-    /** Notes that every job of the task is in Redis, so the reconciler leaves it alone. */
-    public void markEnqueued(UUID taskId) {
-        run(handle -> handle.createUpdate("UPDATE tasks SET enqueued_at = now() WHERE id = :id AND enqueued_at IS NULL")
-                .bind("id", taskId)
-                .execute());
     }
 
     /**

@@ -226,7 +226,7 @@ class TaskStoreTest {
         store.insert(task);
         String job = dev.kage.task.JobMessage.jobId(task.id().toString(), "demo");
         assertThat(store.recordOutcome(result(task, "demo", JobStatus.FAILED, "0.01"), List.of())).isEqualTo(TaskStatus.FAILED);
-        store.markEnqueued(task.id());
+        store.markAllEnqueued(List.of(task.id()));
         assertThat(store.reopen(task.id(), job, 2)).isTrue();
         assertThat(store.find("acme", task.id()).orElseThrow().status()).isEqualTo(TaskStatus.RUNNING);
         assertThat(store.unenqueued(-60, 1000)).as("left for the reconciler until the replay marks it enqueued")
@@ -334,7 +334,7 @@ class TaskStoreTest {
         String b = JobMessage.jobId(task.id().toString(), "demo");
         store.recordOutcome(result(task, "claude-code", JobStatus.FAILED, "0.01"), List.of());
         store.recordOutcome(result(task, "demo", JobStatus.FAILED, "0.01"), List.of());
-        store.markEnqueued(task.id());
+        store.markAllEnqueued(List.of(task.id()));
         assertThat(store.reopen(task.id(), a, 2)).isTrue();
         assertThat(store.reopen(task.id(), b, 2)).isTrue();
 

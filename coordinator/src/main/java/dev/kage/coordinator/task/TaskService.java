@@ -443,7 +443,7 @@ public final class TaskService {
             return Enqueued.failed(e);
         }
         // Its replayed attempts are all in Redis now (found there, done, or just added): confirmed with the mark.
-        markVerified(List.of(task.id()), replayed);
+        markVerified(List.of(task), replayed);
         return Enqueued.YES;
     }
 
@@ -543,8 +543,7 @@ public final class TaskService {
         // Tasks whose jobs reached Redis (or ran already: a worker deletes a job's marker once its row is committed)
         // that the coordinator which added them did not mark; adding a finished job again would run it twice. Their
         // replayed attempts, as found, are confirmed with the mark.
-        List<UUID> found = page.stream().map(TaskRecord::id).filter(id -> !missing.containsKey(id)).toList();
-        markVerified(found, replayed);
+        markVerified(page.stream().filter(task -> !missing.containsKey(task.id())).toList(), replayed);
         for (TaskRecord task : page) {
             List<JobMessage> jobs = missing.getOrDefault(task.id(), List.of());
             if (jobs.isEmpty()) {
@@ -582,23 +581,24 @@ public final class TaskService {
      * {@link TaskStore#markVerified} of the tasks, with those of the replayed attempts that are theirs; when Postgres
      * refuses, the next pass finds them again.
      */
-    private void markVerified(List<UUID> taskIds, Map<String, Integer> replayed) {
-        if (taskIds.isEmpty()) {
+    private void markVerified(List<TaskRecord> tasks, Map<String, Integer> replayed) {
+        if (tasks.isEmpty()) {
             return;
         }
-        java.util.Set<String> prefixes = new java.util.HashSet<>();
-        taskIds.forEach(id -> prefixes.add(id + ":"));
         Map<String, Integer> theirs = new java.util.HashMap<>();
-        replayed.forEach((job, attempt) -> {
-            int colon = job.indexOf(':');
-            if (colon > 0 && prefixes.contains(job.substring(0, colon + 1))) {
-                theirs.put(job, attempt);
+        for (TaskRecord task : tasks) {
+            for (Assignment a : task.assignments()) {
+                String job = JobMessage.jobId(task.id().toString(), a.cliName());
+                Integer attempt = replayed.get(job);
+                if (attempt != null) {
+                    theirs.put(job, attempt);
+                }
             }
-        });
+        }
         try {
-            store.markVerified(taskIds, theirs);
+            store.markVerified(tasks.stream().map(TaskRecord::id).toList(), theirs);
         } catch (dev.kage.store.StoreException e) {
-            LOG.debug("Reconciler: {} task(s) found in Redis were not marked ({}); the next pass marks them", taskIds.size(),
+            LOG.debug("Reconciler: {} task(s) found in Redis were not marked ({}); the next pass marks them", tasks.size(),
                     e.getMessage());
         }
     }

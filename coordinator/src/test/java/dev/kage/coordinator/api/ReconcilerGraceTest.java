@@ -40,7 +40,7 @@ class ReconcilerGraceTest {
             TaskRecord task = new TaskRecord(UUID.randomUUID(), "acme", "lost in the reboot", TaskStatus.QUEUED, Priority.NORMAL,
                     null, "main", List.of(new Assignment("demo", 60)), null, 1000, Instant.now(), Instant.now(), null);
             store.insert(task);
-            store.markEnqueued(task.id());
+            store.markAllEnqueued(List.of(task.id()));
 
             RedisClient client = RedisClient.create(redis.url());
             try (StatefulRedisConnection<String, String> connection = client.connect(Utf8Codec.INSTANCE)) {
@@ -81,7 +81,7 @@ class ReconcilerGraceTest {
                     Priority.NORMAL, null, "main", List.of(new Assignment("demo", 60)), null, 1000, Instant.now(), Instant.now(),
                     null);
             store.insert(task);
-            store.markEnqueued(task.id());
+            store.markAllEnqueued(List.of(task.id()));
             assertThat(coordinator.send("POST", "/api/v1/tasks/" + task.id() + "/cancel", "acme-key-123", null).statusCode())
                     .isEqualTo(202);
             // A worker configured the group; an operator changed it.

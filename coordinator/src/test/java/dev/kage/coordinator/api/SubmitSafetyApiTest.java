@@ -132,13 +132,13 @@ class SubmitSafetyApiTest {
         var lost = queuedTask("lost with redis", "lost");
         var kept = queuedTask("still in redis", "lost");
         store.insert(lost);
-        store.markEnqueued(lost.id());
+        store.markAllEnqueued(List.of(lost.id()));
         store.insert(kept);
         String stream = coordinator.redis().keys().jobStream("lost", Priority.NORMAL);
         var keptJob = new dev.kage.task.JobMessage(dev.kage.task.JobMessage.jobId(kept.id().toString(), "lost"), kept.id().toString(),
                 "acme", "lost", Priority.NORMAL, kept.description(), "", "main", 60, 1000, 1);
         assertThat(queue.enqueue(keptJob)).isPresent();
-        store.markEnqueued(kept.id());
+        store.markAllEnqueued(List.of(kept.id()));
 
         assertThat(coordinator.redis().redis().xrange(stream, io.lettuce.core.Range.create("-", "+")).stream()
                 .filter(m -> lost.id().toString().equals(m.getBody().get("task_id")))).isEmpty();
@@ -229,13 +229,13 @@ class SubmitSafetyApiTest {
         String id = task.id().toString();
         String jobId = dev.kage.task.JobMessage.jobId(id, "replay-lost");
         store.insert(task);
-        store.markEnqueued(task.id());
+        store.markAllEnqueued(List.of(task.id()));
         store.recordOutcome(new dev.kage.task.ResultRecord(task.id(), jobId, "replay-lost", dev.kage.task.JobStatus.FAILED,
                 "delivered 5 times without finishing", 0, 0, 0, 0, java.math.BigDecimal.ZERO, "agent", null, 5, null, null, null,
                 null, "w", 1, null), List.of());
         assertThat(store.reopen(task.id(), jobId, 2)).isTrue();
         assertThat(store.find("acme", task.id()).orElseThrow().status()).isEqualTo(dev.kage.task.TaskStatus.RUNNING);
-        store.markEnqueued(task.id()); // as the replay does once its attempt is in Redis
+        store.markVerified(List.of(task.id()), java.util.Map.of(jobId, 2)); // as the replay does once its attempt is in Redis
 
         // The coordinator's own reconciler may make its first pass at the same time: then this call finds nothing to do.
         assertThat(service.requeueLost()).isBetween(0, 1);
@@ -264,7 +264,7 @@ class SubmitSafetyApiTest {
         var queue = coordinator.context().getBean(dev.kage.queue.JobQueue.class);
         var task = queuedTask("half done", "done-half", "done-other");
         store.insert(task);
-        store.markEnqueued(task.id());
+        store.markAllEnqueued(List.of(task.id()));
         String id = task.id().toString();
         var finished = new dev.kage.task.JobMessage(dev.kage.task.JobMessage.jobId(id, "done-half"), id, "acme", "done-half",
                 Priority.NORMAL, task.description(), "", "main", 60, 1000, 1);
@@ -310,7 +310,7 @@ class SubmitSafetyApiTest {
             var lostBehind = queuedTask("lost behind it", "lost-behind-clobbered");
             for (var task : List.of(lostRefused, lostBehind)) {
                 store.insert(task);
-                store.markEnqueued(task.id());
+                store.markAllEnqueued(List.of(task.id()));
                 made.add(task.id());
             }
             List<dev.kage.task.JobMessage> refusedJobs = new ArrayList<>();
