@@ -668,7 +668,7 @@ public final class WorkerRuntime {
                     }
                     // Asked again now, not from the pass's reading: a pass may outlast the reclaim idle time (a
                     // dead letter written to a slow Postgres, waits for slots), and a live owner may have listed it since.
-                    if (inFlight.containsKey(entry.key()) || ownerStillWorksOn(entry, new java.util.HashMap<>())) {
+                    if (inFlight.containsKey(entry.key()) || inFlightOf(entry.consumer()).contains(entry.key())) {
                         continue;
                     }
                     if (entry.deliveries() >= queueSettings.maxDeliveries()) {
@@ -760,10 +760,13 @@ public final class WorkerRuntime {
      * @param listed the owners' lists read so far in this pass, by consumer name; an owner's is read on first need
      */
     private boolean ownerStillWorksOn(PendingEntry entry, Map<String, java.util.Set<String>> listed) {
-        return listed.computeIfAbsent(entry.consumer(), consumer -> {
-            String inFlightList = redis.hget(keys.worker(consumer), "in_flight");
-            return inFlightList == null ? java.util.Set.of() : new java.util.HashSet<>(List.of(inFlightList.split(",")));
-        }).contains(entry.key());
+        return listed.computeIfAbsent(entry.consumer(), this::inFlightOf).contains(entry.key());
+    }
+
+    /** The entries a worker's live heartbeat lists as its own; none when its heartbeat lapsed. */
+    private java.util.Set<String> inFlightOf(String consumer) {
+        String inFlightList = redis.hget(keys.worker(consumer), "in_flight");
+        return inFlightList == null ? java.util.Set.of() : new java.util.HashSet<>(List.of(inFlightList.split(",")));
     }
 
     private void stopCancelled() {
