@@ -643,38 +643,36 @@ public final class TaskStore {
     }
 
     /**
-     * Tasks not yet ended whose jobs were confirmed in Redis, in id order after {@code after} (the nil UUID: from
-     * the start), for checking after Redis restarted that their jobs are still there.
+     * Tasks not yet ended whose jobs were confirmed in Redis, a page in (tenant, created_at, id) order after
+     * {@code after} (null: from the start), for checking after Redis restarted that their jobs are still there. Reads
+     * the open tasks' index ({@code tasks_open_tenant_created_id_idx}) alone, however many tasks have ended.
      */
-    public List<TaskRecord> openEnqueued(UUID after, int limit) {
-        return call(handle -> handle.createQuery("""
-                        SELECT * FROM tasks
-                        WHERE enqueued_at IS NOT NULL AND status IN ('queued', 'running')
-                          AND id > :after
-                        ORDER BY id LIMIT :limit
-                        """)
-                .bind("after", after)
-                .bind("limit", limit)
-                .map((rs, ctx) -> taskRow(rs))
-                .list());
+    public List<TaskRecord> openEnqueued(TaskRecord after, int limit) {
+        return openPage("", after, limit, query -> { });
     }
 
     /**
      * Tasks not ended, confirmed in Redis, created before {@code before}: those whose jobs may wait long for a worker.
-     * A page in id order after {@code after}.
+     * A page in (tenant, created_at, id) order after {@code after} (null: from the start).
      */
-    public List<TaskRecord> openCreatedBefore(java.time.Instant before, UUID after, int limit) {
-        return call(handle -> handle.createQuery("""
-                        SELECT * FROM tasks
-                        WHERE enqueued_at IS NOT NULL AND status IN ('queued', 'running') AND created_at < :before
-                          AND id > :after
-                        ORDER BY id LIMIT :limit
-                        """)
-                .bind("before", before)
-                .bind("after", after)
-                .bind("limit", limit)
-                .map((rs, ctx) -> taskRow(rs))
-                .list());
+    public List<TaskRecord> openCreatedBefore(java.time.Instant before, TaskRecord after, int limit) {
+        return openPage("  AND created_at < :before\n", after, limit, query -> query.bind("before", before));
+    }
+
+    /** Open confirmed tasks after {@code after} in the open tasks' index order, with {@code condition} (binding its own). */
+    private List<TaskRecord> openPage(String condition, TaskRecord after, int limit,
+                                      java.util.function.Consumer<org.jdbi.v3.core.statement.Query> bindCondition) {
+        String sql = "SELECT * FROM tasks\nWHERE enqueued_at IS NOT NULL AND status IN ('queued', 'running')\n" + condition
+                + (after == null ? "" : "  AND (tenant, created_at, id) > (:afterTenant, :afterCreated, :afterId)\n")
+                + "ORDER BY tenant, created_at, id LIMIT :limit";
+        return call(handle -> {
+            var query = handle.createQuery(sql).bind("limit", limit);
+            bindCondition.accept(query);
+            if (after != null) {
+                query.bind("afterTenant", after.tenant()).bind("afterCreated", after.createdAt()).bind("afterId", after.id());
+            }
+            return query.map((rs, ctx) -> taskRow(rs)).list();
+        });
     }
 
     /**

@@ -81,6 +81,54 @@ class TaskQueriesTest {
     }
 
     @Test
+    void aTenantsOpenTasksAreListedFromTheOpenTasksIndexHoweverManyOfItsTasksEnded() {
+        // Three old open tasks under 20,000 newer ended ones, and another tenant's open task. Analyzed, as autovacuum
+        // would. Newest first through the tenant's whole index, a page of open tasks read every ended task's entry.
+        List<UUID> open = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            TaskRecord t = task("acme", "demo");
+            store.insert(t);
+            setCreatedAt(t.id(), Instant.parse("2020-01-01T00:00:00Z").plusSeconds(i));
+            open.add(0, t.id());
+        }
+        store.setStatus(open.get(1), TaskStatus.RUNNING);
+        store.insert(task("globex", "demo"));
+        db.database().jdbi().useHandle(h -> {
+            h.execute("""
+                    INSERT INTO tasks (id, tenant, description, status, base_branch, cli_assignments, token_limit)
+                    SELECT gen_random_uuid(), 'acme', 'old', 'completed', 'main', '[{"cli_name": "demo"}]', 1000
+                    FROM generate_series(1, 20000)""");
+            h.execute("ANALYZE tasks");
+        });
+
+        TaskFilter live = filter(Set.of(TaskStatus.QUEUED, TaskStatus.RUNNING), null, null);
+        assertThat(ids(live)).containsExactlyElementsOf(open);
+        assertThat(ids(filter(Set.of(TaskStatus.RUNNING), null, null))).containsExactly(open.get(1));
+        assertThat(queries.list(filter(Set.of(TaskStatus.QUEUED, TaskStatus.COMPLETED), null, null)).rows())
+                .as("with an ended status asked for, ended tasks are listed too").hasSize(TaskQueries.MAX_LIMIT)
+                .extracting(TaskRow::status).containsOnly(TaskStatus.COMPLETED);
+        // The plan a statement run often gets: Postgres may plan a prepared statement once for any values (a generic
+        // plan), and a bound array of statuses proves nothing about a partial index's predicate then.
+        for (TaskFilter filter : List.of(live, filter(Set.of(TaskStatus.RUNNING), null, null))) {
+            String prepared = TaskQueries.sql(filter).replace(":tenant", "$1").replace(":statuses", "$2").replace(":limit", "$3");
+            String statuses = filter.statuses().stream().map(TaskStatus::wireName).collect(java.util.stream.Collectors.joining(",", "{", "}"));
+            List<String> lines = db.database().jdbi().withHandle(h -> {
+                h.execute("PREPARE listing (text, text[], int) AS " + prepared);
+                h.execute("SET plan_cache_mode = force_generic_plan");
+                try {
+                    return h.createQuery("EXPLAIN ANALYZE EXECUTE listing ('acme', '" + statuses + "', 101)").mapTo(String.class).list();
+                } finally {
+                    h.execute("DEALLOCATE listing");
+                    h.execute("RESET plan_cache_mode");
+                }
+            });
+            String plan = String.join("\n", lines);
+            assertThat(plan).as(filter.statuses().toString()).contains("tasks_open_tenant_created_id_idx")
+                    .doesNotContain("Seq Scan").doesNotContain("Sort").doesNotContainPattern("Rows Removed by Filter: [0-9]{2,}");
+        }
+    }
+
+    @Test
     void aCursorSurvivesItsWireFormAndRejectsGarbage() {
         Cursor cursor = new Cursor(Instant.parse("2025-03-01T12:00:00.123456Z"), UUID.randomUUID());
         assertThat(Cursor.decode(cursor.encode())).contains(cursor);
@@ -96,7 +144,8 @@ class TaskQueriesTest {
     }
 
     private TaskFilter filter(Set<TaskStatus> statuses, String agent, Instant since) {
-        return new TaskFilter("acme", statuses, Optional.ofNullable(agent), Optional.ofNullable(since), Optional.empty(), 100);
+        return new TaskFilter("acme", statuses, Optional.ofNullable(agent), Optional.ofNullable(since), Optional.empty(),
+                TaskQueries.MAX_LIMIT);
     }
 
     private List<UUID> ids(TaskFilter filter) {

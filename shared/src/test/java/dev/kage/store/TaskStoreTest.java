@@ -162,6 +162,50 @@ class TaskStoreTest {
     }
 
     @Test
+    void openConfirmedTasksArePagedAcrossTenantsAndSharedCreationTimesWithoutGapsOrRepeats() {
+        java.time.Instant base = java.time.Instant.now().minusSeconds(3600).truncatedTo(java.time.temporal.ChronoUnit.MILLIS);
+        List<UUID> open = new java.util.ArrayList<>();
+        List<UUID> old = new java.util.ArrayList<>();
+        for (int i = 0; i < 12; i++) {
+            TaskRecord t = task(i % 3 == 0 ? "acme" : i % 3 == 1 ? "globex" : "initech", "demo");
+            store.insert(t);
+            // Four tasks share each creation time (across tenants and within one): the keyset must order by all three.
+            java.sql.Timestamp at = java.sql.Timestamp.from(base.plusSeconds(i / 4 * 1800L));
+            db.database().jdbi().useHandle(h -> h.execute("UPDATE tasks SET created_at = ? WHERE id = ?", at, t.id()));
+            open.add(t.id());
+            if (i < 8) {
+                old.add(t.id());
+            }
+        }
+        TaskRecord ended = task("acme", "demo");
+        store.insert(ended);
+        store.setStatus(ended.id(), TaskStatus.COMPLETED);
+        TaskRecord unconfirmed = task("acme", "demo");
+        store.insert(unconfirmed);
+        store.markAllEnqueued(open);
+        store.markAllEnqueued(List.of(ended.id()));
+
+        assertThat(walk(after -> store.openEnqueued(after, 5))).containsExactlyInAnyOrderElementsOf(open).doesNotHaveDuplicates();
+        assertThat(walk(after -> store.openCreatedBefore(base.plusSeconds(3000), after, 3)))
+                .containsExactlyInAnyOrderElementsOf(old).doesNotHaveDuplicates();
+    }
+
+    /** Every page of a keyset scan, the next one asked for after the last task of the one before. */
+    private static List<UUID> walk(java.util.function.Function<TaskRecord, List<TaskRecord>> pages) {
+        List<UUID> seen = new java.util.ArrayList<>();
+        TaskRecord after = null;
+        for (int i = 0; i < 100; i++) {
+            List<TaskRecord> page = pages.apply(after);
+            if (page.isEmpty()) {
+                return seen;
+            }
+            page.forEach(t -> seen.add(t.id()));
+            after = page.getLast();
+        }
+        throw new AssertionError("no end after 100 pages: " + seen.size() + " tasks");
+    }
+
+    @Test
     void unconfirmedTasksArePagedInCreationOrderPastTheOnesAPassLeft() {
         java.time.Instant base = java.time.Instant.now().minusSeconds(60).truncatedTo(java.time.temporal.ChronoUnit.MILLIS);
         List<UUID> ids = new java.util.ArrayList<>();
@@ -269,7 +313,7 @@ class TaskStoreTest {
         }
         assertThat(store.unenqueued(-60, 1000)).extracting(TaskRecord::id)
                 .containsExactlyInAnyOrderElementsOf(unconfirmed.stream().map(TaskRecord::id).toList());
-        assertThat(store.openEnqueued(new UUID(0, 0), 500)).hasSize(500);
+        assertThat(store.openEnqueued(null, 500)).hasSize(500);
 
         String unenqueuedPlan = plan("""
                 SELECT * FROM tasks
@@ -279,13 +323,15 @@ class TaskStoreTest {
                 ORDER BY created_at, id LIMIT 500""");
         assertThat(unenqueuedPlan).contains("tasks_unenqueued_open_idx").doesNotContain("Rows Removed by Filter")
                 .doesNotContain("Seq Scan");
+        TaskRecord middle = store.openEnqueued(null, 10_000).get(10_000 - 1);
         String openPlan = plan("""
                 SELECT * FROM tasks
                 WHERE enqueued_at IS NOT NULL AND status IN ('queued', 'running')
-                  AND id > '00000000-0000-0000-0000-000000000000'::uuid
-                ORDER BY id LIMIT 500""");
-        assertThat(openPlan).as("open tasks in id order, not all of them sorted for each page").contains("tasks_open_idx")
-                .doesNotContain("Sort").doesNotContain("Seq Scan");
+                  AND (tenant, created_at, id) > ('%s', '%s'::timestamptz, '%s'::uuid)
+                ORDER BY tenant, created_at, id LIMIT 500""".formatted(middle.tenant(), middle.createdAt(), middle.id()));
+        assertThat(openPlan).as("open tasks in the index's order from where the last page ended, not all of them sorted")
+                .contains("tasks_open_tenant_created_id_idx").contains("Index Cond").doesNotContain("Sort")
+                .doesNotContain("Seq Scan").doesNotContain("Rows Removed by Filter");
     }
 
     /** {@code EXPLAIN ANALYZE} of the query, as text. */

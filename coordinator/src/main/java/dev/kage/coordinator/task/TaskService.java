@@ -666,7 +666,7 @@ public final class TaskService {
      */
     public int requeueLost(List<JobMessage> refused) {
         int requeued = 0;
-        UUID after = new UUID(0, 0);
+        TaskRecord after = null;
         while (true) {
             List<TaskRecord> page = store.openEnqueued(after, 500);
             if (page.isEmpty()) {
@@ -693,7 +693,7 @@ public final class TaskService {
                     }
                 }
             }
-            after = page.getLast().id();
+            after = page.getLast();
         }
     }
 
@@ -740,7 +740,7 @@ public final class TaskService {
      */
     public int renewWaiting() {
         java.time.Instant before = clock.instant().minus(RENEW_AFTER);
-        UUID after = new UUID(0, 0);
+        TaskRecord after = null;
         int renewed = 0;
         while (true) {
             List<TaskRecord> page = store.openCreatedBefore(before, after, 500);
@@ -763,7 +763,7 @@ public final class TaskService {
                         .thenApply(v -> replies.stream().map(java.util.concurrent.CompletableFuture::join).toList());
             });
             renewed += (int) done.stream().filter(Boolean.TRUE::equals).count();
-            after = page.getLast().id();
+            after = page.getLast();
         }
     }
 
