@@ -85,6 +85,12 @@ public record AgentConfig(
     /**
      * The argv for one run. Each placeholder is replaced in a single pass, so a prompt that contains
      * {@code {task_id}} stays as written.
+     *
+     * <p>An element whose template does not begin with {@code -} is never rendered as an option: when its value would
+     * begin with {@code -} (a task description such as {@code --permission-mode=bypassPermissions} in a standalone
+     * {@code {prompt}}), one space is put before it. The agent's own parser would otherwise read a tenant's text as an
+     * option of the command the operator configured; with the space, every usual parser (getopt, commander, yargs,
+     * clap, argparse, Go's flag) reads it as an argument, and a model reads the same text.
      */
     public List<String> render(String prompt, String taskId, Path workdir) {
         Map<String, String> values = Map.of(
@@ -106,6 +112,9 @@ public record AgentConfig(
                 matcher.appendReplacement(out, Matcher.quoteReplacement(values.get(matcher.group(1))));
             }
             matcher.appendTail(out);
+            if (!out.isEmpty() && out.charAt(0) == '-' && !element.startsWith("-")) {
+                out.insert(0, ' ');
+            }
             rendered.add(out.toString());
         }
         return rendered;

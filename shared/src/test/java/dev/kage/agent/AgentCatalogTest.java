@@ -40,6 +40,27 @@ class AgentCatalogTest {
     }
 
     @Test
+    void aPromptThatBeginsWithADashIsNeverReadAsAnOptionOfTheAgentsCommand() throws Exception {
+        // A tenant's description decides the prompt, never the options of the command the operator configured. coreutils'
+        // echo reads a lone --version or --help as its option: a real process shows which way the element was read.
+        AgentConfig agent = load("""
+                agents:
+                  echo:
+                    argv: ["/bin/echo", "{prompt}", "-n", "--tag={prompt}"]
+                """).require("echo");
+        for (String prompt : List.of("--version", "--help", "-e \\x41", "-")) {
+            List<String> argv = agent.render(prompt, "T1", dir);
+            assertThat(argv).containsExactly("/bin/echo", " " + prompt, "-n", "--tag=" + prompt);
+            Process echo = new ProcessBuilder(argv.subList(0, 2)).redirectErrorStream(true).start();
+            String out = new String(echo.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+            assertThat(echo.waitFor()).isZero();
+            assertThat(out).as(prompt).isEqualTo(" " + prompt + "\n");
+        }
+        assertThat(agent.render("- a list item", "T1", dir).get(1)).isEqualTo(" - a list item");
+        assertThat(agent.render("fix -v", "T1", dir).get(1)).as("only a leading dash").isEqualTo("fix -v");
+    }
+
+    @Test
     void bareProgramNamesAreLookedUpOnPath() throws IOException {
         AgentConfig agent = load("""
                 agents:
