@@ -32,6 +32,12 @@ import java.util.regex.Pattern;
  */
 public final class SubmitRequestParser {
     public static final int MAX_DESCRIPTION_CHARS = 100_000;
+    /**
+     * UTF-8 bytes a description may take: an agent gets it as one argument, and Linux takes at most 128 KiB in one
+     * (MAX_ARG_STRLEN, its NUL included). 100,000 characters of CJK text are 300,000 bytes: the run could never start.
+     * The rest of the 128 KiB is left to what an agent's template puts beside {@code {prompt}} in the same element.
+     */
+    public static final int MAX_DESCRIPTION_BYTES = 120_000;
     public static final int MAX_ASSIGNMENTS = 16;
     /** Tasks one batch submit may carry. */
     public static final int MAX_BATCH = 1_000;
@@ -184,6 +190,9 @@ public final class SubmitRequestParser {
             errors.add(new FieldError("description", LONE_SURROGATE + describe(text)));
         } else if (text.length() > MAX_DESCRIPTION_CHARS) {
             errors.add(new FieldError("description", "is " + text.length() + " characters; at most " + MAX_DESCRIPTION_CHARS));
+        } else if (utf8Length(text) > MAX_DESCRIPTION_BYTES) {
+            errors.add(new FieldError("description", "is " + utf8Length(text) + " bytes in UTF-8; at most " + MAX_DESCRIPTION_BYTES
+                    + " (an agent gets it as one command-line argument, which Linux caps at 128 KiB)"));
         } else if (text.indexOf('\0') >= 0) {
             errors.add(new FieldError("description", "must not contain NUL characters"));
         }
@@ -436,4 +445,14 @@ public final class SubmitRequestParser {
 
     private static final String LONE_SURROGATE = "must be valid Unicode: it has a lone UTF-16 surrogate ";
 
+
+    /** UTF-8 length of text without lone surrogates (checked before), without encoding it. */
+    private static long utf8Length(String text) {
+        long bytes = 0;
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            bytes += c < 0x80 ? 1 : c < 0x800 ? 2 : Character.isHighSurrogate(c) ? 2 : Character.isLowSurrogate(c) ? 2 : 3;
+        }
+        return bytes;
+    }
 }

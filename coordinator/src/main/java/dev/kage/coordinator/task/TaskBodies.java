@@ -17,7 +17,7 @@ final class TaskBodies {
     /**
      * {@code POST /api/v1/tasks}. Unknown top-level fields are ignored and listed back in {@code ignored_fields}.
      *
-     * @param description    what the agents should do, 1 to 100,000 characters; passed to each agent as one argument
+     * @param description    what the agents should do, 1 to 100,000 characters and at most 120,000 bytes in UTF-8; passed to each agent as one argument
      * @param cliAssignments 1 to 16 agents, each at most once
      * @param priority       {@code high}, {@code normal} (default) or {@code low}
      * @param repo           absolute path or http(s)/ssh/git/file URL of the git repository; default the worker's

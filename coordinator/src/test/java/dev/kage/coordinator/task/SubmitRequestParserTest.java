@@ -106,6 +106,36 @@ class SubmitRequestParserTest {
     }
 
     @Test
+    void aDescriptionTooLongForOneCommandLineArgumentIsRefusedAtSubmit() throws Exception {
+        // 40,000 CJK characters are 120,000 bytes in UTF-8: the most an agent's argument may carry, with room beside it.
+        String most = "漢".repeat(SubmitRequestParser.MAX_DESCRIPTION_BYTES / 3);
+        assertThat(parse(body(most)).description()).isEqualTo(most);
+        String over = most + "漢";
+        assertThatThrownBy(() -> parse(body(over))).isInstanceOf(InvalidRequestException.class)
+                .satisfies(e -> assertThat(((InvalidRequestException) e).errors()).singleElement().satisfies(error -> {
+                    assertThat(error.field()).isEqualTo("description");
+                    assertThat(error.message()).contains("120003 bytes in UTF-8; at most 120000");
+                }));
+        assertThat(parse(body("😀".repeat(30_000))).description()).as("4 bytes each: 120,000").hasSize(60_000);
+        assertThatThrownBy(() -> parse(body("😀".repeat(30_001)))).isInstanceOf(InvalidRequestException.class);
+        // What Linux takes: the most, with 11 KB of template beside it, starts; the 100,000 characters accepted before
+        // (300,000 bytes) could never start.
+        assertThat(echo("--prompt=" + "x".repeat(11_000) + most)).isZero();
+        assertThatThrownBy(() -> echo("漢".repeat(SubmitRequestParser.MAX_DESCRIPTION_CHARS)))
+                .isInstanceOf(java.io.IOException.class).hasMessageContaining("Argument list too long");
+    }
+
+    private static String body(String description) {
+        return "{\"description\": \"" + description + "\", \"cli_assignments\": [{\"cli_name\": \"demo\"}]}";
+    }
+
+    /** Runs {@code /bin/echo argument} and returns its exit code. */
+    private static int echo(String argument) throws Exception {
+        Process process = new ProcessBuilder("/bin/echo", argument).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        return process.waitFor();
+    }
+
+    @Test
     void unknownKeysOfAnAssignmentAreReportedWithTheirPath() {
         // "timout" is a typo: the job runs with the default timeout, and the caller is told the key had no effect.
         SubmitRequest request = parse("""
