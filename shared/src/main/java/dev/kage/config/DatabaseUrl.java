@@ -76,7 +76,18 @@ public record DatabaseUrl(String jdbcUrl, String user, String password) {
                 port = -1;
             }
             if (port < 1 || port > 65_535) {
-                throw new ConfigException(variable + ": port '" + portText + "' is not a number from 1 to 65535");
+                // The text is shown only when it is digits: a password with an unescaped '/' ends the authority early,
+                // and what follows its ':' (the password's start) is read as the port.
+                throw new ConfigException(variable + ": " + (portText.chars().allMatch(Character::isDigit)
+                        ? "port " + portText + " is not a number from 1 to 65535"
+                        : "the port is not a number from 1 to 65535") + UNESCAPED);
+            }
+        }
+        for (String after : new String[] {uri.getRawPath(), uri.getRawQuery(), uri.getRawFragment()}) {
+            if (after != null && after.contains("@")) {
+                // The user and password end at the first '/', '?' or '#': the '@' after it would have the rest of the
+                // password read as the host, the database name or a parameter.
+                throw new ConfigException(variable + ": an '@' after the host" + UNESCAPED);
             }
         }
         String database = Optional.ofNullable(uri.getPath()).map(p -> p.replaceFirst("^/", "")).filter(p -> !p.isEmpty())
@@ -92,6 +103,9 @@ public record DatabaseUrl(String jdbcUrl, String user, String password) {
                 + (uri.getRawQuery() == null ? "" : "?" + uri.getRawQuery());
         return new DatabaseUrl(jdbc, user, password);
     }
+
+    private static final String UNESCAPED = " (a user name or password holding '/', '?', '#' or '@' must be "
+            + "percent-encoded: %2F, %3F, %23, %40); expected e.g. " + DEFAULT;
 
     /** Percent-decoding of a URL's user or password: a '+' stays a '+' (it means a space only in form data). */
     private static String decode(String variable, String raw) {

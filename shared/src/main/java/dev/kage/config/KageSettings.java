@@ -84,7 +84,7 @@ public record KageSettings(
         try {
             redisUri = RedisURI.create(redisUrl);
         } catch (RuntimeException e) {
-            throw new ConfigException("REDIS_URL: not a Redis URL (" + e.getMessage() + "); expected e.g. " + DEFAULT_REDIS_URL);
+            throw new ConfigException("REDIS_URL: not a Redis URL (" + parseFailure(e) + "); expected e.g. " + DEFAULT_REDIS_URL);
         }
         // The rate limiter's Redisson client is built from the host and port: a sentinel or socket URL, which Lettuce
         // takes, has no host, and the worker failed after it had connected everything else.
@@ -158,4 +158,26 @@ public record KageSettings(
 
     /** The levels {@code KAGE_LOG_LEVEL} may name (case does not matter). */
     static final java.util.List<String> LOG_LEVELS = java.util.List.of("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "OFF");
+
+    /**
+     * Why a URL did not parse, without the URL: the parser's message quotes its input, password included (a password
+     * with a '%' or a '^' fails to parse, and start-up logged it). A {@link java.net.URISyntaxException}'s reason names
+     * the problem alone; any other message is shown with URLs' credentials masked.
+     */
+    static String parseFailure(Throwable e) {
+        for (Throwable cause = e; cause != null; cause = cause.getCause()) {
+            if (cause instanceof java.net.URISyntaxException syntax) {
+                return syntax.getReason() + " at index " + syntax.getIndex();
+            }
+        }
+        return dev.kage.task.UrlCredentials.mask(String.valueOf(e.getMessage()));
+    }
+
+    /** The settings as they may be logged: {@code REDIS_URL}'s credentials masked ({@link DatabaseUrl} masks its own). */
+    @Override
+    public String toString() {
+        return "KageSettings[namespace=" + namespace + ", redisUrl=" + dev.kage.task.UrlCredentials.mask(redisUrl)
+                + ", database=" + database + ", dbSchema=" + dbSchema + ", queue=" + queue + ", rateLimit=" + rateLimit
+                + ", budget=" + budget + ", budgetMode=" + budgetMode + "]";
+    }
 }

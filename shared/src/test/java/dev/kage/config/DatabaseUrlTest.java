@@ -35,6 +35,19 @@ class DatabaseUrlTest {
     }
 
     @Test
+    void aPasswordWithAnUnescapedSlashQuestionMarkOrHashStopsStartUpWithoutShowingAnyOfIt() {
+        // The authority ends at the first '/', '?' or '#': "Ab3" was read as the port, and the error quoted it.
+        for (String bad : new String[] {"postgresql://kage:Ab3/x9@db/kage", "postgresql://kage:Ab3?x9@db/kage",
+                "postgresql://kage:Ab3#x9@db/kage", "postgresql://kage:123/x9@db/kage"}) {
+            assertThatThrownBy(() -> DatabaseUrl.parse("DATABASE_URL", bad)).as(bad).isInstanceOf(ConfigException.class)
+                    .hasMessageStartingWith("DATABASE_URL: ").hasMessageContaining("must be percent-encoded")
+                    .message().doesNotContain("Ab3").doesNotContain("x9").doesNotContain("123");
+        }
+        assertThat(DatabaseUrl.parse("DATABASE_URL", "postgresql://kage:Ab3%2Fx9@db/kage").password()).isEqualTo("Ab3/x9");
+        assertThat(new DatabaseUrl("jdbc:postgresql://h/d?password=pw1", "u", "pw2").toString()).doesNotContain("pw1", "pw2");
+    }
+
+    @Test
     void aPasswordInTheQueryIsNeverShownNorInTheErrorOfAMigrationThatCannotConnect() {
         assertThat(DatabaseUrl.masked("(jdbc:postgresql://h/d?password=ab)cd&ssl=true)")).doesNotContain("cd&")
                 .contains("password=***&ssl=true");

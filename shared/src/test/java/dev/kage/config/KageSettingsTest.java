@@ -77,6 +77,14 @@ class KageSettingsTest {
         }
         assertThat(KageSettings.load(Env.of(Map.of("REDIS_URL", "rediss://:pw@redis.example:6380/2"))).redisUrl())
                 .isEqualTo("rediss://:pw@redis.example:6380/2");
+        assertThat(KageSettings.load(Env.of(Map.of("REDIS_URL", "rediss://:pw-1@redis.example:6380/2"))).toString())
+                .contains("rediss://***@redis.example:6380/2").doesNotContain("pw-1");
+        // The parser's own message quotes the whole URL: start-up logged the password of one it could not parse.
+        for (String url : new String[] {"redis://:Xy%9q^Z@redis:6379", "redis://kage:Xy^|Z@redis:6379", "redis://:Xy Z@redis:6379"}) {
+            assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("REDIS_URL", url)))).as(url)
+                    .isInstanceOf(ConfigException.class).hasMessageStartingWith("REDIS_URL: ").message()
+                    .doesNotContain("Xy").doesNotContain("9q").doesNotContain("Z@");
+        }
         // A base that rounded to 0 ms paused nothing after a 429; one past a day overflowed.
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("RATE_LIMIT_BACKOFF_BASE", "0.0004"))))
                 .hasMessage("RATE_LIMIT_BACKOFF_BASE=0.0004: must be a number of seconds from 0.001 to 86400");

@@ -1085,9 +1085,13 @@ public final class JobRunner {
             agentExited(control);
         } catch (IOException e) {
             List<ErrorRecord> errors = unansweredCall(job, agent, hold, unanswered, sent.get(), grant[0]);
-            ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not reach " + agent.endpoint().baseUrl()
-                    + ": " + e.getMessage() + (sent.get() ? " (after the request was sent: charged at its hold)" : ""),
-                    Map.of("base_url", agent.endpoint().baseUrl(), "request_sent", sent.get()), true);
+            // Redacted as a refused request's message is: an operator's base URL may carry credentials or a key.
+            Redactor redactor = redactor(agent);
+            String baseUrl = redactor.redact(agent.endpoint().baseUrl());
+            ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not reach " + baseUrl
+                    + ": " + redactor.redact(String.valueOf(e.getMessage()))
+                    + (sent.get() ? " (after the request was sent: charged at its hold)" : ""),
+                    Map.of("base_url", baseUrl, "request_sent", sent.get()), true);
             errors.add(0, error);
             return new Outcome(failedResult(job, agent, error.errorMessage(), null, sent.get() ? unanswered : null), errors);
         } catch (InterruptedException e) {
@@ -1109,8 +1113,9 @@ public final class JobRunner {
             // The message may quote a header, so it is redacted with the agent's secrets, its key among them.
             List<ErrorRecord> errors = unansweredCall(job, agent, hold, unanswered, sent.get(), grant[0]);
             String why = redactor(agent).redact(String.valueOf(e.getMessage()));
-            ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not call " + agent.endpoint().baseUrl()
-                    + ": " + e.getClass().getSimpleName() + ": " + why, Map.of("base_url", agent.endpoint().baseUrl()), false);
+            String baseUrl = redactor(agent).redact(agent.endpoint().baseUrl());
+            ErrorRecord error = error(job, "AgentError", "Agent " + job.agent() + " could not call " + baseUrl
+                    + ": " + e.getClass().getSimpleName() + ": " + why, Map.of("base_url", baseUrl), false);
             errors.add(0, error);
             return new Outcome(failedResult(job, agent, error.errorMessage(), null, sent.get() ? unanswered : null), errors);
         }

@@ -137,8 +137,15 @@ class HttpAgentBudgetTest {
         try (ServerSocket socket = new ServerSocket(0)) {
             closedPort = socket.getLocalPort();
         }
-        AgentConfig unreachable = httpAgent("gpt", AgentType.OPENAI_COMPATIBLE, "http://127.0.0.1:" + closedPort + "/v1");
-        assertChargedNothing(run(unreachable, 30));
+        // A base URL with credentials in it (a gateway's basic auth): the error row names it masked.
+        AgentConfig unreachable = httpAgent("gpt", AgentType.OPENAI_COMPATIBLE,
+                "http://gateway:s3cret-pw@127.0.0.1:" + closedPort + "/v1");
+        TaskRecord never = run(unreachable, 30);
+        assertChargedNothing(never);
+        assertThat(store.errors(never.id())).isNotEmpty().allSatisfy(error -> {
+            assertThat(error.errorMessage()).contains("http://***@127.0.0.1:" + closedPort).doesNotContain("s3cret");
+            assertThat(String.valueOf(error.detailsJson())).doesNotContain("s3cret");
+        });
 
         try (ScriptedModelServer server = ScriptedModelServer.start()) {
             server.then(Reply.failed(400));

@@ -52,5 +52,10 @@ class RedactorTest {
         assertThat(none.redact("xhttps://u:p@h and git+ssh://u@h")).isEqualTo("xhttps://***@h and git+ssh://***@h");
         String jwt = "oauth2:" + "eyJhbGciOiJSUzI1NiJ9.".repeat(20);
         assertThat(none.redact("clone https://" + jwt + "@dev.azure.com/acme/app")).isEqualTo("clone https://***@dev.azure.com/acme/app");
+        // A password with an '@' left unescaped: git reads the userinfo up to the last '@', and so is it masked.
+        assertThat(none.redact("fatal: https://bot:p@ss@github.com/x.git and https://u:a@b@c@h/")).isEqualTo(
+                "fatal: https://***@github.com/x.git and https://***@h/");
+        String many = "https://" + "a@".repeat(200_000) + " after";
+        assertThat(none.redact(many)).as("one pass, however many '@'").isEqualTo("https://***@ after");
     }
 }
