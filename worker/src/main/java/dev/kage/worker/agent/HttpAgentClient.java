@@ -144,18 +144,103 @@ public final class HttpAgentClient {
             }
         }
         long started = System.nanoTime();
+        HttpRequest built = request.build();
+        // The request's timeout covers the wait for the reply's headers only (JDK-8208693): a provider, or a proxy, that
+        // answers its headers and then trickles the body held the job past its timeout, for ever. So the whole exchange,
+        // body included, is waited for at most the timeout, and abandoned past it.
+        java.util.concurrent.CompletableFuture<HttpResponse<String>> exchange =
+                http.sendAsync(built, info -> new CappedBody(MAX_BODY_BYTES));
         try {
-            HttpResponse<String> response = http.send(request.build(), HttpResponse.BodyHandlers.ofString(StandardCharsets.UTF_8));
+            HttpResponse<String> response = exchange.get(timeout.toNanos(), java.util.concurrent.TimeUnit.NANOSECONDS);
             String text = response.body();
             if (text.length() > MAX_BODY_CHARS) {
                 text = text.substring(0, MAX_BODY_CHARS);
             }
             return new Reply(response.statusCode(), text, response.headers(), Duration.ofNanos(System.nanoTime() - started));
-        } catch (java.net.http.HttpConnectTimeoutException e) {
-            // No connection: the call never left.
-            throw new IOException("connect timed out", e);
-        } catch (HttpTimeoutException e) {
-            return new Reply(0, "", HttpHeaders.of(java.util.Map.of(), (a, b) -> true), Duration.ofNanos(System.nanoTime() - started));
+        } catch (java.util.concurrent.TimeoutException e) {
+            exchange.cancel(true);
+            return timedOut(started);
+        } catch (InterruptedException e) {
+            exchange.cancel(true);
+            throw e;
+        } catch (java.util.concurrent.ExecutionException e) {
+            Throwable cause = e.getCause();
+            if (cause instanceof java.net.http.HttpConnectTimeoutException) {
+                // No connection: the call never left.
+                throw new IOException("connect timed out", cause);
+            }
+            if (cause instanceof HttpTimeoutException) {
+                return timedOut(started);
+            }
+            if (cause instanceof IOException io) {
+                throw io;
+            }
+            if (cause instanceof RuntimeException runtime) {
+                throw runtime;
+            }
+            throw new IOException(String.valueOf(cause), cause);
+        }
+    }
+
+    private static Reply timedOut(long started) {
+        return new Reply(0, "", HttpHeaders.of(java.util.Map.of(), (a, b) -> true), Duration.ofNanos(System.nanoTime() - started));
+    }
+
+    /** Bytes of a reply's body kept at most (enough for {@link #MAX_BODY_CHARS} characters of any UTF-8). */
+    static final int MAX_BODY_BYTES = 4 * MAX_BODY_CHARS;
+
+    /**
+     * A reply's body as text, its first {@code limit} bytes kept: past them the body is abandoned (the connection
+     * closed), so a flood neither fills the heap nor holds the job while it streams. Used by one exchange's thread at a
+     * time, as the client calls a subscriber.
+     */
+    static final class CappedBody implements HttpResponse.BodySubscriber<String> {
+        private final int limit;
+        private final java.io.ByteArrayOutputStream kept = new java.io.ByteArrayOutputStream();
+        private final java.util.concurrent.CompletableFuture<String> text = new java.util.concurrent.CompletableFuture<>();
+        private java.util.concurrent.Flow.Subscription subscription;
+
+        CappedBody(int limit) {
+            this.limit = limit;
+        }
+
+        @Override
+        public java.util.concurrent.CompletionStage<String> getBody() {
+            return text;
+        }
+
+        @Override
+        public void onSubscribe(java.util.concurrent.Flow.Subscription subscription) {
+            this.subscription = subscription;
+            subscription.request(Long.MAX_VALUE);
+        }
+
+        @Override
+        public void onNext(java.util.List<java.nio.ByteBuffer> buffers) {
+            if (text.isDone()) {
+                return;
+            }
+            for (java.nio.ByteBuffer buffer : buffers) {
+                int take = Math.min(buffer.remaining(), limit - kept.size());
+                byte[] bytes = new byte[take];
+                buffer.get(bytes);
+                kept.write(bytes, 0, take);
+                if (kept.size() >= limit) {
+                    subscription.cancel();
+                    onComplete();
+                    return;
+                }
+            }
+        }
+
+        @Override
+        public void onError(Throwable error) {
+            text.completeExceptionally(error);
+        }
+
+        @Override
+        public void onComplete() {
+            text.complete(kept.toString(StandardCharsets.UTF_8));
         }
     }
 
@@ -248,9 +333,22 @@ public final class HttpAgentClient {
             BigDecimal cost = agent.prices().cost(input, output, 0, 0);
             return new AgentReport(answer, false, new Usage(input, output, 0, 0, cost, UsageSource.TOKENIZER), root.path("id").asText(null));
         }
+        // A usage object without the prompt's or the answer's count (a proxy that passes on part of it) billed that side
+        // as zero tokens, and the hold settled to it: the side it lacks is counted here instead.
+        String inputField = agent.type() == AgentType.ANTHROPIC ? "input_tokens" : "prompt_tokens";
+        String outputField = agent.type() == AgentType.ANTHROPIC ? "output_tokens" : "completion_tokens";
+        boolean counted = false;
+        if (!usage.path(inputField).isNumber()) {
+            input = TokenCounter.count(agent.encoding(), prompt);
+            counted = true;
+        }
+        if (!usage.path(outputField).isNumber()) {
+            output = TokenCounter.count(agent.encoding(), answer);
+            counted = true;
+        }
         BigDecimal cost = agent.prices().cost(input, output, cacheRead, cacheWrite);
-        return new AgentReport(answer, false, new Usage(input, output, cacheRead, cacheWrite, cost, UsageSource.AGENT),
-                root.path("id").asText(null));
+        return new AgentReport(answer, false, new Usage(input, output, cacheRead, cacheWrite, cost,
+                counted ? UsageSource.TOKENIZER : UsageSource.AGENT), root.path("id").asText(null));
     }
 
     /**
