@@ -109,7 +109,7 @@ class QueueIT {
             Process doomed = fleet.startWorker("stale-w1", dir.resolve("work"), origin, env(Map.of("MAX_PARALLEL_CLIS", "4")));
             List<String> stale = new ArrayList<>();
             for (int i = 0; i < 4; i++) {
-                stale.add(submit(fleet, "stale " + i + " sleep=6", List.of("rec-a"), Map.of()) + "/rec-a");
+                stale.add(submit(fleet, "stale " + i + " sleep=6 rerun=0.5", List.of("rec-a"), Map.of()) + "/rec-a");
             }
             await().atMost(Duration.ofSeconds(60)).until(() -> lines("start ") == 4);
             doomed.destroyForcibly();
@@ -312,7 +312,7 @@ class QueueIT {
             fleet.awaitHealthy();
             Map<String, String> oneSlot = env(Map.of("MAX_PARALLEL_CLIS", "1"));
             Process dying = fleet.startWorker("backlog-dying", dir.resolve("work"), origin, oneSlot);
-            String orphan = submit(fleet, "orphan sleep=30", List.of("rec-a"), Map.of());
+            String orphan = submit(fleet, "orphan sleep=30 rerun=1", List.of("rec-a"), Map.of());
             await().atMost(Duration.ofSeconds(60)).until(() -> count("start " + orphan + "/rec-a ") == 1);
             dying.destroyForcibly();
             assertThat(dying.waitFor(10, TimeUnit.SECONDS)).isTrue();
@@ -323,7 +323,7 @@ class QueueIT {
             }
             fleet.startWorker("backlog-live", dir.resolve("work"), origin, oneSlot);
 
-            // Reclaimable once the dead worker's heartbeat lapsed (20 s) and the entry is idle 15 s; then it runs 30 s.
+            // Reclaimable once the dead worker's heartbeat lapsed (20 s) and the entry is idle 15 s; then it runs 1 s.
             awaitFinal(fleet, orphan, Duration.ofSeconds(120));
             long backlogDone = fleet.count("SELECT count(*) FROM execution_results WHERE status = 'completed'"
                     + " AND task_id::text = ANY(string_to_array(?, ','))", String.join(",", backlog));
@@ -487,7 +487,7 @@ class QueueIT {
             fleet.awaitHealthy();
             fleet.startWorker("lost-w1", dir.resolve("work"), origin, onPrivate);
             fleet.startWorker("lost-w2", dir.resolve("work"), origin, onPrivate);
-            String id = submit(fleet, "lost with Redis sleep=12", List.of("rec-a"), Map.of());
+            String id = submit(fleet, "lost with Redis sleep=12 rerun=1", List.of("rec-a"), Map.of());
             await().atMost(Duration.ofSeconds(60)).until(() -> count("start " + id + "/rec-a ") == 1);
             redis.stop();
             redis.restart();
@@ -555,7 +555,7 @@ class QueueIT {
             fleet.awaitHealthy();
             fleet.startWorker("lease-w1", dir.resolve("work"), origin,
                     env(Map.of("REDIS_URL", TcpProxy.redirectRedisUrl(TestServices.redisUrl(), proxy))));
-            String id = submit(fleet, "cut off sleep=40", List.of("rec-a"), Map.of());
+            String id = submit(fleet, "cut off sleep=40 rerun=1", List.of("rec-a"), Map.of());
             await().atMost(Duration.ofSeconds(60)).until(() -> count("start " + id + "/rec-a ") == 1);
             fleet.startWorker("lease-w2", dir.resolve("work"), origin, env());
             proxy.cut();
