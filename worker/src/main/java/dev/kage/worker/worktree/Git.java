@@ -80,6 +80,19 @@ final class Git {
         argv.add("http.lowSpeedLimit=1");
         argv.add("-c");
         argv.add("http.lowSpeedTime=120");
+        if (args[0].equals("gc")) {
+            // In the foreground: its caller holds the clone's lock for as long as it runs.
+            argv.add("-c");
+            argv.add("gc.autoDetach=false");
+        } else {
+            // No automatic gc or maintenance after a commit or a fetch: git detaches it, and it packed refs and objects
+            // of a clone outside its lock (a job's fetch --prune then failed on packed-refs.lock) and outlived the worker.
+            // WorktreeManager#pruneOlderThan runs 'gc --auto' under the clone's lock instead.
+            argv.add("-c");
+            argv.add("gc.auto=0");
+            argv.add("-c");
+            argv.add("maintenance.auto=false");
+        }
         argv.addAll(List.of(args));
         ProcessBuilder builder = new ProcessBuilder(argv).redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
         if (cwd != null) {

@@ -660,6 +660,10 @@ public final class WorktreeManager {
                             removed++;
                         }
                     }
+                    // The clone's housekeeping, here under its lock and in the foreground (no job's git runs it: see
+                    // Git#runCapped): a no-op until loose objects or packs pass git's thresholds (gc.auto, 6,700 loose
+                    // objects; gc.autoPackLimit, 50 packs). Niced, with the network timeout: a big clone's repack is long.
+                    Git.runCapped(cache, 64 * 1024, true, Git.NETWORK_TIMEOUT, "gc", "--auto", "--quiet");
                 } catch (GitException e) {
                     allPruned = false;
                     LOG.warn("Cannot prune old branches of {}: {}", cache, e.getMessage());

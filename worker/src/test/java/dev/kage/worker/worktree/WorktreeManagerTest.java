@@ -44,6 +44,29 @@ class WorktreeManagerTest {
     }
 
     @Test
+    void noJobsGitPacksTheCloneOutsideItsLockThePruneDoesUnderIt() throws Exception {
+        Worktree worktree = manager.create(origin.toString(), "main", "kage/t9/demo", "t9-demo");
+        // The clone asks for gc after a single loose object, in the foreground (so a commit that ran it would have
+        // packed before it returned). 2,000 new files: git's estimate (objects/17 times 256) passes 1 for certain.
+        GitTestRepos.git(worktree.cache(), "config", "gc.auto", "1");
+        GitTestRepos.git(worktree.cache(), "config", "gc.autoDetach", "false");
+        for (int i = 0; i < 2_000; i++) {
+            Files.writeString(worktree.path().resolve("f" + i), "content " + i + "\n");
+        }
+        manager.commit(worktree, "kage: many files");
+        assertThat(looseObjects(worktree.cache())).as("a job's commit ran no gc").isGreaterThan(2_000);
+        manager.remove(worktree);
+
+        manager.pruneOlderThan(java.time.Duration.ofDays(7));
+        assertThat(looseObjects(worktree.cache())).as("packed by the prune, under the clone's lock").isZero();
+    }
+
+    private static long looseObjects(Path repo) {
+        // "N objects, M kilobytes"
+        return Long.parseLong(GitTestRepos.git(repo, "count-objects").trim().split(" ")[0]);
+    }
+
+    @Test
     void nothingChangedMeansNoCommitAndAnEmptyDiffStat() throws Exception {
         Worktree worktree = manager.create(origin.toString(), "main", "kage/t2/demo", "t2-demo");
         Commit commit = manager.commit(worktree, "nothing");
