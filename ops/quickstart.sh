@@ -17,6 +17,9 @@
 # Environment (defaults in brackets):
 #   KAGE_RUN_DIR              run dir [<repo>/.run/quickstart]
 #   PORT                      coordinator port [8003]
+#   MICRONAUT_SERVER_HOST     address the coordinator listens on [127.0.0.1: this fleet accepts the development key,
+#                             which has the admin scope, so it is reachable from this machine only]
+#   KAGE_PORT_VARIABLE        the variable a caller sets the port with, named in the port-taken error [PORT]
 #   REDIS_URL                 [redis://127.0.0.1:6379]
 #   DATABASE_URL              [postgresql://postgres@127.0.0.1:5432/kage]
 #   KAGE_NAMESPACE            Redis key prefix [kage]
@@ -33,6 +36,7 @@ need_linux
 ROOT=$(kage_root)
 RUN=${KAGE_RUN_DIR:-$ROOT/.run/quickstart}
 PORT=${PORT:-8003}
+HOST=${MICRONAUT_SERVER_HOST:-127.0.0.1}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/kage}
 KAGE_NAMESPACE=${KAGE_NAMESPACE:-kage}
@@ -49,8 +53,8 @@ TASK_WAIT=180
 STOP_WAIT=40
 SELF="ops/quickstart.sh"
 
-usage() {
-  sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+usage() { # the comment block at the top, whatever its length
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${BASH_SOURCE[0]}"
 }
 
 # ---------------------------------------------------------------- helpers
@@ -129,7 +133,8 @@ check_same_settings() { # pid
   fi
   while IFS= read -r line; do
     name=${line%%=*}
-    grep -qxF -- "$line" "$file" || differ+="${differ:+;} $name (running: $(sed -n "s/^$name=//p" "$file"), now: ${line#*=})"
+    grep -qxF -- "$line" "$file" ||
+      differ+="${differ:+;} $name (running: $(shown_url "$(sed -n "s/^$name=//p" "$file")"), now: $(shown_url "${line#*=}"))"
   done < <(fleet_settings)
   [[ -z $differ ]] ||
     die "the quickstart fleet running from $RUN (coordinator pid $1) was started with other settings:$differ. Run '$SELF stop' first, then start again (or start with the same settings)"
@@ -140,7 +145,7 @@ check_port_free() {
   port_in_use "$PORT" || return 0
   local who=""
   command -v ss >/dev/null 2>&1 && who=$(ss -Hltnp "sport = :$PORT" 2>/dev/null | head -n 1 | tr -s ' ' || true)
-  die "port $PORT is already in use by a program this quickstart did not start${who:+ ($who)}. Stop it, or pick another port: PORT=$((PORT + 10)) $SELF"
+  die "port $PORT is already in use by a program this quickstart did not start${who:+ ($who)}. Stop it, or pick another port: ${KAGE_PORT_VARIABLE:-PORT}=$((PORT + 10))"
 }
 
 # wait_healthy PID: the coordinator answers /health with 200 within HEALTH_WAIT s (fails early if PID exits)
@@ -310,7 +315,7 @@ start_coordinator() {
   fi
   check_port_free
   launch "$RUN/coordinator.log" "$pidfile" "$RUN/jars/kage-coordinator.jar" \
-    PORT="$PORT" KAGE_DEV_MODE=true KAGE_AGENTS_FILE="$RUN/agents.yml"
+    PORT="$PORT" MICRONAUT_SERVER_HOST="$HOST" KAGE_DEV_MODE=true KAGE_AGENTS_FILE="$RUN/agents.yml"
   printf '%s\n' "$PORT" >"$RUN/coordinator.port"
   rm -f "$RUN/coordinator.env" # a file from an earlier run keeps its mode: made anew, private
   (umask 077 && fleet_settings >"$RUN/coordinator.env") # DATABASE_URL may hold a password
@@ -364,9 +369,11 @@ start_workers() {
 }
 
 print_hints() { # task_id
-  local id=$1 redis="redis-cli" psql_url=$DATABASE_URL stop_cmd="$SELF stop"
+  local id=$1 redis="redis-cli" psql_url stop_cmd="$SELF stop"
+  psql_url=$(shown_url "$DATABASE_URL")
   [[ -n ${KAGE_RUN_DIR:-} ]] && stop_cmd="KAGE_RUN_DIR=$RUN $SELF stop"
-  [[ $REDIS_URL != redis://127.0.0.1:6379 && $REDIS_URL != redis://localhost:6379 ]] && redis="redis-cli -u '$REDIS_URL'"
+  # passwords masked (these lines reach terminals and CI logs): *** stands for your user and password
+  [[ $REDIS_URL != redis://127.0.0.1:6379 && $REDIS_URL != redis://localhost:6379 ]] && redis="redis-cli -u '$(shown_url "$REDIS_URL")'"
   # psql wants the libpq form
   [[ $psql_url == jdbc:* ]] && psql_url='<your DATABASE_URL in postgresql://user@host:port/db form>'
   cat <<TXT

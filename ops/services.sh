@@ -42,8 +42,17 @@ die() {
   exit 1
 }
 
-usage() {
-  sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+usage() { # the comment block at the top, whatever its length
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${BASH_SOURCE[0]}"
+}
+
+# shown_url URL: URL with its secrets masked, as it may be printed (a terminal, a CI transcript): a Redis URL's whole
+# userinfo (redis://secret@host is a password), another URL's password, and a password= parameter (JDBC)
+shown_url() {
+  case $1 in
+    redis://* | rediss://*) sed -E 's#(://)[^/[:space:]]*@#\1***@#' <<<"$1" ;;
+    *) sed -E -e 's#(://[^/:@[:space:]]*):[^/[:space:]]*@#\1:***@#' -e 's#([?&]password=)[^&[:space:]]*#\1***#g' <<<"$1" ;;
+  esac
 }
 
 # ---------------------------------------------------------------- URL parsing
@@ -101,7 +110,7 @@ parse_redis_url() {
       rest=${url#rediss://}
       R_TLS=1
       ;;
-    *://*) die "REDIS_URL must start with redis:// or rediss:// (got '$url')" ;;
+    *://*) die "REDIS_URL must start with redis:// or rediss:// (got '$(shown_url "$url")')" ;;
     *) rest=$url ;;
   esac
   rest=${rest%%\?*}
@@ -113,7 +122,8 @@ parse_redis_url() {
   R_USER=$(urldecode "$AUTH_USER")
   R_PASS=$(urldecode "$AUTH_PASS")
   R_DB=${path:-0}
-  [[ $R_PORT =~ ^[0-9]+$ ]] || die "REDIS_URL has a bad port '$R_PORT'"
+  # the text is not shown: with an unescaped '/' in the password, what follows its ':' is read as the port
+  [[ $R_PORT =~ ^[0-9]+$ ]] || die "REDIS_URL has a bad port (a user or password holding '/', '?', '#' or '@' must be percent-encoded: %2F, %3F, %23, %40)"
   [[ $R_DB =~ ^[0-9]+$ ]] || die "REDIS_URL has a bad database number '$R_DB'"
 }
 
@@ -127,7 +137,7 @@ parse_database_url() {
       ;;
     postgresql://*) rest=${url#postgresql://} ;;
     postgres://*) rest=${url#postgres://} ;;
-    *) die "DATABASE_URL must be postgresql://user@host:port/db or jdbc:postgresql://host:port/db?user=... (got '$url')" ;;
+    *) die "DATABASE_URL must be postgresql://user@host:port/db or jdbc:postgresql://host:port/db?user=... (got '$(shown_url "$url")')" ;;
   esac
   if [[ $rest == *\?* ]]; then
     query=${rest#*\?}
@@ -160,7 +170,7 @@ parse_database_url() {
   P_USER=$(urldecode "${user:-postgres}")
   P_PASS=$(urldecode "$pass")
   P_DB=$(urldecode "${db:-$P_USER}")
-  [[ $P_PORT =~ ^[0-9]+$ ]] || die "DATABASE_URL has a bad port '$P_PORT'"
+  [[ $P_PORT =~ ^[0-9]+$ ]] || die "DATABASE_URL has a bad port (a user or password holding '/', '?', '#' or '@' must be percent-encoded: %2F, %3F, %23, %40)"
   [[ -n $P_DB ]] || die "DATABASE_URL names no database"
 }
 
@@ -352,6 +362,9 @@ redis_start_local() {
     --save "" --appendonly no --logfile "$dir/redis.log" --pidfile "$dir/redis.pid")
   if [[ -n $R_PASS && -z $R_USER ]]; then
     args+=(--requirepass "$R_PASS")
+  elif [[ -n $R_PASS ]]; then
+    # REDIS_URL names a user: this instance has that user, with that password and every right, and no other login
+    args+=(--user "$R_USER" on ">$R_PASS" '~*' '&*' '+@all' --user default off)
   fi
   rm -f "$dir/redis.pid"
   if ! "$bin" "${args[@]}"; then
@@ -395,13 +408,9 @@ redis_up() {
     redis_check_version || return 1
     return 0
   fi
-  if ! is_local_host "$R_HOST"; then
-    warn "redis: $R_HOST:$R_PORT is not reachable and is not a local address; not starting anything"
-    redis_how_to
-    return 1
-  fi
+  local reply=""
   if tcp_open "$R_HOST" "$R_PORT"; then
-    local reply
+    # asked first, of a remote Redis too: one that answers but refuses the login is no unreachable one
     reply=$(redis_ping_reply)
     case $reply in
       *NOAUTH* | *WRONGPASS* | *"invalid password"* | *"invalid username"*)
@@ -409,6 +418,13 @@ redis_up() {
         return 1
         ;;
     esac
+  fi
+  if ! is_local_host "$R_HOST"; then
+    warn "redis: $R_HOST:$R_PORT is not reachable${reply:+ as Redis ($reply)} and is not a local address; not starting anything"
+    redis_how_to
+    return 1
+  fi
+  if tcp_open "$R_HOST" "$R_PORT"; then
     # Redis loading its data (-LOADING), or docker-proxy accepting before the container is up
     log "redis: something listens on $R_HOST:$R_PORT but does not answer PING yet${reply:+ ($reply)}; waiting up to ${WAIT_SECONDS}s ..."
     if ! redis_wait; then
@@ -525,15 +541,16 @@ pg_tool() { # name of a client tool: PATH first, then the newest /usr/lib/postgr
 }
 
 # pg_bindir [VERSION]: server binaries of VERSION (a data dir's PG_VERSION), else the newest:
-# /usr/lib/postgresql/<version>/bin, else initdb/pg_ctl on PATH (when they are that version)
+# /usr/lib/postgresql/<version>/bin or /usr/pgsql-<version>/bin, else initdb/pg_ctl on PATH (when they are that version)
 pg_bindir() {
   local want=${1:-} d best v
   if [[ -n $want ]]; then
-    d=/usr/lib/postgresql/$want/bin
-    if [[ -x $d/initdb && -x $d/pg_ctl ]]; then
-      printf '%s\n' "$d"
-      return 0
-    fi
+    for d in /usr/lib/postgresql/$want/bin /usr/pgsql-$want/bin; do
+      if [[ -x $d/initdb && -x $d/pg_ctl ]]; then
+        printf '%s\n' "$d"
+        return 0
+      fi
+    done
     if have initdb && have pg_ctl; then
       v=$(initdb --version 2>/dev/null | sed -n 's/^.*(PostgreSQL) \([0-9][0-9.]*[a-z0-9]*\).*$/\1/p' | head -n 1)
       # "15.20" or "15" for PG_VERSION 15, "9.6.24" for 9.6
@@ -544,7 +561,8 @@ pg_bindir() {
     fi
     return 1
   fi
-  best=$(for d in /usr/lib/postgresql/*/bin; do
+  # Debian's layout, then the PGDG packages' of RHEL and its kin (/usr/pgsql-16/bin, not on PATH)
+  best=$(for d in /usr/lib/postgresql/*/bin /usr/pgsql-*/bin; do
     if [[ -x $d/initdb && -x $d/pg_ctl ]]; then printf '%s\n' "$d"; fi
   done | sort -V | tail -n1)
   if [[ -n $best ]]; then
@@ -997,7 +1015,7 @@ main() {
       redis_up || rc=1
       pg_up || rc=1
       if [[ $rc -eq 0 ]]; then
-        log "services: ready (REDIS_URL=$REDIS_URL DATABASE_URL=$DATABASE_URL)"
+        log "services: ready (REDIS_URL=$(shown_url "$REDIS_URL") DATABASE_URL=$(shown_url "$DATABASE_URL"))"
       else
         log "services: NOT all ready, see the messages above" >&2
       fi

@@ -13,7 +13,7 @@
 #   KAGE_SKIP_SMOKE=1    skip step 3
 #   KAGE_TEST_FAKETIME=1 the rate-limit e2e test runs its skewed worker under libfaketime (apt-get install
 #                        faketime) as well as KAGE_CLOCK_OFFSET_MS; off by default, see RateLimitIT
-#   KAGE_SMOKE_PORT      coordinator port of the smoke run [18003]
+#   KAGE_SMOKE_PORT      coordinator port of the smoke run [18003]; it must listen on loopback only (ss checks it)
 #   KAGE_AGENTS_CACHE    where the real claude and codex CLIs are installed from npm for the real-agents
 #                        tier (RealAgentsIT) [~/.cache/kage/agents]; without npm that tier is skipped
 #   KAGE_AUTOCANNON_CACHE where autocannon (the load scenario's load tool) is installed from npm
@@ -70,7 +70,8 @@ fi
 
 SMOKE_RUN=$ROOT/.run/smoke
 SMOKE_DB_URL=$(db_url_with_name "$DATABASE_URL" kage_smoke)
-smoke_env=(KAGE_RUN_DIR="$SMOKE_RUN" PORT="${KAGE_SMOKE_PORT:-18003}" KAGE_NAMESPACE=kage-smoke
+SMOKE_PORT=${KAGE_SMOKE_PORT:-18003}
+smoke_env=(KAGE_RUN_DIR="$SMOKE_RUN" PORT="$SMOKE_PORT" KAGE_PORT_VARIABLE=KAGE_SMOKE_PORT KAGE_NAMESPACE=kage-smoke
   DATABASE_URL="$SMOKE_DB_URL" KAGE_SKIP_BUILD=1)
 
 smoke_stop() {
@@ -85,5 +86,14 @@ smoke_rc=0
 env "${smoke_env[@]}" ops/quickstart.sh start || smoke_rc=$?
 if ((smoke_rc != 0)); then
   die "the quickstart smoke run failed (exit $smoke_rc; logs in $SMOKE_RUN)"
+fi
+# Its coordinator accepts the development key (admin scope): it must listen on this machine's loopback only.
+if command -v ss >/dev/null 2>&1; then
+  listening=$(ss -Hltn "sport = :$SMOKE_PORT" | awk '{print $4}')
+  [[ -n $listening ]] || die "the quickstart smoke run's coordinator listens on no port $SMOKE_PORT"
+  if grep -qvE '^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):' <<<"$listening"; then
+    die "the quickstart smoke run's coordinator listens beyond loopback: $(tr '\n' ' ' <<<"$listening")"
+  fi
+  say "the smoke run's coordinator listens on loopback only ($(tr '\n' ' ' <<<"$listening"))"
 fi
 say "quickstart smoke run passed"

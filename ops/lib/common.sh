@@ -259,3 +259,12 @@ install_browser() {
     return 1
   fi
 }
+
+# shown_url URL: URL with its secrets masked, as it may be printed (a terminal, a CI transcript): a Redis URL's whole
+# userinfo (redis://secret@host is a password), another URL's password, and a password= parameter (JDBC)
+shown_url() {
+  case $1 in
+    redis://* | rediss://*) sed -E 's#(://)[^/[:space:]]*@#\1***@#' <<<"$1" ;;
+    *) sed -E -e 's#(://[^/:@[:space:]]*):[^/[:space:]]*@#\1:***@#' -e 's#([?&]password=)[^&[:space:]]*#\1***#g' <<<"$1" ;;
+  esac
+}
