@@ -1383,6 +1383,15 @@ public final class JobRunner {
         env.put("KAGE_TASK_ID", job.taskId());
         env.put("KAGE_JOB_ID", job.jobId());
         env.put("KAGE_AGENT", job.agent());
+        if (!env.containsKey("GIT_CONFIG_COUNT")) {
+            // The agent's own git (a commit it makes) runs no automatic gc or maintenance either: git would detach it,
+            // and it would pack the shared clone outside its lock, as the worker's git no longer does (Git#runCapped).
+            env.put("GIT_CONFIG_COUNT", "2");
+            env.put("GIT_CONFIG_KEY_0", "gc.auto");
+            env.put("GIT_CONFIG_VALUE_0", "0");
+            env.put("GIT_CONFIG_KEY_1", "maintenance.auto");
+            env.put("GIT_CONFIG_VALUE_1", "false");
+        }
         return env;
     }
 

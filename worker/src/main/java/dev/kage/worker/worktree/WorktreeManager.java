@@ -662,8 +662,9 @@ public final class WorktreeManager {
                     }
                     // The clone's housekeeping, here under its lock and in the foreground (no job's git runs it: see
                     // Git#runCapped): a no-op until loose objects or packs pass git's thresholds (gc.auto, 6,700 loose
-                    // objects; gc.autoPackLimit, 50 packs). Niced, with the network timeout: a big clone's repack is long.
-                    Git.runCapped(cache, 64 * 1024, true, Git.NETWORK_TIMEOUT, "gc", "--auto", "--quiet");
+                    // objects; gc.autoPackLimit, 50 packs). Not niced, as a push is not: starting jobs that need the
+                    // lock wait for it. With the network timeout: a big clone's full repack is long, and rare.
+                    Git.runCapped(cache, 64 * 1024, false, Git.NETWORK_TIMEOUT, "gc", "--auto", "--quiet");
                 } catch (GitException e) {
                     allPruned = false;
                     LOG.warn("Cannot prune old branches of {}: {}", cache, e.getMessage());

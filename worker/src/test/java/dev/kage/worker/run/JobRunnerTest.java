@@ -390,6 +390,16 @@ class JobRunnerTest {
     }
 
     @Test
+    void anAgentsOwnGitRunsNoAutomaticGcInTheSharedClone() throws Exception {
+        // What git in the agent's worktree reads: gc.auto and maintenance.auto from the environment the worker gives it.
+        Run run = run(BudgetMode.LOG, agent("git-probe", List.of("/bin/bash", "-c",
+                        "echo \"$(git config gc.auto) $(git config maintenance.auto)\" >&2; exit 3", "git-probe", "{prompt}")),
+                "probe", 50_000, "main", 30);
+        assertThat(run.errors).singleElement().satisfies(error ->
+                assertThat(JSON.readTree(error.detailsJson()).get("stderr_tail").asText()).isEqualTo("0 false\n"));
+    }
+
+    @Test
     void aNonZeroExitFailsTheJobWithTheExitCodeAndStderr() throws Exception {
         Run run = run(BudgetMode.LOG, agent("crasher", List.of("/bin/bash", "-c", "echo boom >&2; exit 3", "crasher", "{prompt}")),
                 "crash", 50_000, "main", 30);
