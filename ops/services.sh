@@ -360,7 +360,7 @@ redis_start_local() {
   esac
   local -a args=(--daemonize yes --port "$R_PORT" --bind "$bind" --dir "$dir"
     --save "" --appendonly no --logfile "$dir/redis.log" --pidfile "$dir/redis.pid")
-  if [[ -n $R_PASS && -z $R_USER ]]; then
+  if [[ -n $R_PASS && ( -z $R_USER || $R_USER == default ) ]]; then
     args+=(--requirepass "$R_PASS")
   elif [[ -n $R_PASS ]]; then
     # REDIS_URL names a user: this instance has that user, with that password and every right, and no other login

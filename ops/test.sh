@@ -88,12 +88,14 @@ if ((smoke_rc != 0)); then
   die "the quickstart smoke run failed (exit $smoke_rc; logs in $SMOKE_RUN)"
 fi
 # Its coordinator accepts the development key (admin scope): it must listen on this machine's loopback only.
-if command -v ss >/dev/null 2>&1; then
-  listening=$(ss -Hltn "sport = :$SMOKE_PORT" | awk '{print $4}')
+if ss -Hltn >/dev/null 2>&1; then
+  listening=$(ss -Hltn "sport = :$SMOKE_PORT" | awk '{print $4}') || listening=""
   [[ -n $listening ]] || die "the quickstart smoke run's coordinator listens on no port $SMOKE_PORT"
-  if grep -qvE '^(127\.0\.0\.1|\[::ffff:127\.0\.0\.1\]|\[::1\]):' <<<"$listening"; then
+  if grep -qvE '^(127\.[0-9.]+|\[::ffff:127\.[0-9.]+\]|\[::1\]):' <<<"$listening"; then
     die "the quickstart smoke run's coordinator listens beyond loopback: $(tr '\n' ' ' <<<"$listening")"
   fi
   say "the smoke run's coordinator listens on loopback only ($(tr '\n' ' ' <<<"$listening"))"
+else
+  warn "ss cannot list listening sockets here: the smoke run's loopback-only check is skipped"
 fi
 say "quickstart smoke run passed"

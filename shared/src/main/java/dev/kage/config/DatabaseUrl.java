@@ -78,17 +78,18 @@ public record DatabaseUrl(String jdbcUrl, String user, String password) {
             if (port < 1 || port > 65_535) {
                 // The text is shown only when it is digits: a password with an unescaped '/' ends the authority early,
                 // and what follows its ':' (the password's start) is read as the port.
-                throw new ConfigException(variable + ": " + (portText.chars().allMatch(Character::isDigit)
-                        ? "port " + portText + " is not a number from 1 to 65535"
-                        : "the port is not a number from 1 to 65535") + UNESCAPED);
+                // Not quoted: with an unescaped '/' in a password, what follows its ':' (digits or not) is read here.
+                throw new ConfigException(variable + ": the port is not a number from 1 to 65535" + UNESCAPED);
             }
         }
-        for (String after : new String[] {uri.getRawPath(), uri.getRawQuery(), uri.getRawFragment()}) {
-            if (after != null && after.contains("@")) {
-                // The user and password end at the first '/', '?' or '#': the '@' after it would have the rest of the
-                // password read as the host, the database name or a parameter.
-                throw new ConfigException(variable + ": an '@' after the host" + UNESCAPED);
-            }
+        // The user and password end at the first '/', '?' or '#': an '@' after it (in the database name, before the first
+        // parameter's '=', or in a fragment) is the rest of a password, read as the database name or a parameter. An '@'
+        // in a parameter's value (user=kage@server) is one.
+        String query = uri.getRawQuery();
+        String firstParameterName = query == null ? "" : query.split("[=&]", 2)[0];
+        if (Optional.ofNullable(uri.getRawPath()).orElse("").contains("@") || firstParameterName.contains("@")
+                || Optional.ofNullable(uri.getRawFragment()).orElse("").contains("@")) {
+            throw new ConfigException(variable + ": an '@' after the host" + UNESCAPED);
         }
         String database = Optional.ofNullable(uri.getPath()).map(p -> p.replaceFirst("^/", "")).filter(p -> !p.isEmpty())
                 .orElseThrow(() -> new ConfigException(variable + ": no database name given; expected e.g. " + DEFAULT));

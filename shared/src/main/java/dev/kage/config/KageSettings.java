@@ -177,7 +177,13 @@ public record KageSettings(
     @Override
     public String toString() {
         return "KageSettings[namespace=" + namespace + ", redisUrl=" + dev.kage.task.UrlCredentials.mask(redisUrl)
-                + ", database=" + database + ", dbSchema=" + dbSchema + ", queue=" + queue + ", rateLimit=" + rateLimit
-                + ", budget=" + budget + ", budgetMode=" + budgetMode + "]";
+                + ", database=" + database + ", dbSchema=" + dbSchema + ", dbSocketTimeoutSeconds=" + dbSocketTimeoutSeconds
+                + ", maxTokensPerTask=" + maxTokensPerTask + ", tokenWarningThreshold=" + tokenWarningThreshold
+                + ", maxRequestsPerMinute=" + maxRequestsPerMinute + ", backoffBaseSeconds=" + backoffBaseSeconds
+                + ", backoffMaxSeconds=" + backoffMaxSeconds + ", rateLimitMaxRetries=" + rateLimitMaxRetries
+                + ", defaultCliTimeout=" + defaultCliTimeout + ", maxParallelClis=" + maxParallelClis
+                + ", worktreeCleanupDays=" + worktreeCleanupDays + ", maxActiveWorktrees=" + maxActiveWorktrees
+                + ", baseBranch=" + baseBranch + ", budgetMode=" + budgetMode + ", queue=" + queue + ", rateLimit=" + rateLimit
+                + ", budget=" + budget + "]";
     }
 }

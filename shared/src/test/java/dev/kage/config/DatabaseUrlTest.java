@@ -38,11 +38,15 @@ class DatabaseUrlTest {
     void aPasswordWithAnUnescapedSlashQuestionMarkOrHashStopsStartUpWithoutShowingAnyOfIt() {
         // The authority ends at the first '/', '?' or '#': "Ab3" was read as the port, and the error quoted it.
         for (String bad : new String[] {"postgresql://kage:Ab3/x9@db/kage", "postgresql://kage:Ab3?x9@db/kage",
-                "postgresql://kage:Ab3#x9@db/kage", "postgresql://kage:123/x9@db/kage"}) {
+                "postgresql://kage:Ab3#x9@db/kage", "postgresql://kage:123/x9@db/kage", "postgresql://kage:99999/x9@db/kage",
+                "postgresql://db/kage?Ab3x9@db"}) {
             assertThatThrownBy(() -> DatabaseUrl.parse("DATABASE_URL", bad)).as(bad).isInstanceOf(ConfigException.class)
                     .hasMessageStartingWith("DATABASE_URL: ").hasMessageContaining("must be percent-encoded")
-                    .message().doesNotContain("Ab3").doesNotContain("x9").doesNotContain("123");
+                    .message().doesNotContain("Ab3").doesNotContain("x9").doesNotContain("123").doesNotContain("99999");
         }
+        // An '@' in a parameter's value is no password's (an Azure-style user name).
+        assertThat(DatabaseUrl.parse("DATABASE_URL", "postgresql://db/kage?user=kage@srv&sslmode=require").jdbcUrl())
+                .isEqualTo("jdbc:postgresql://db:5432/kage?user=kage@srv&sslmode=require");
         assertThat(DatabaseUrl.parse("DATABASE_URL", "postgresql://kage:Ab3%2Fx9@db/kage").password()).isEqualTo("Ab3/x9");
         assertThat(new DatabaseUrl("jdbc:postgresql://h/d?password=pw1", "u", "pw2").toString()).doesNotContain("pw1", "pw2");
     }

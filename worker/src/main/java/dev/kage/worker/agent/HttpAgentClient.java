@@ -339,7 +339,8 @@ public final class HttpAgentClient {
         String outputField = agent.type() == AgentType.ANTHROPIC ? "output_tokens" : "completion_tokens";
         boolean counted = false;
         if (!usage.path(inputField).isNumber()) {
-            input = TokenCounter.count(agent.encoding(), prompt);
+            // Less what the reply says was read from the cache, which is charged as such.
+            input = Math.max(0, TokenCounter.count(agent.encoding(), prompt) - cacheRead);
             counted = true;
         }
         if (!usage.path(outputField).isNumber()) {

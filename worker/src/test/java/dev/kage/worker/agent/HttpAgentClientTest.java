@@ -164,7 +164,10 @@ class HttpAgentClientTest {
         assertThat(noPrompt.source()).isEqualTo(dev.kage.tokens.Usage.UsageSource.TOKENIZER);
         dev.kage.tokens.Usage noAnswer = usage.apply("{\"prompt_tokens\": 30, \"completion_tokens\": null}");
         assertThat(List.of(noAnswer.inputTokens(), noAnswer.outputTokens())).containsExactly(30L, answerTokens);
-        assertThat(promptTokens).isPositive();
+        dev.kage.tokens.Usage cachedNoPrompt = usage.apply("{\"completion_tokens\": 20, \"prompt_tokens_details\": {\"cached_tokens\": 5}}");
+        assertThat(List.of(cachedNoPrompt.inputTokens(), cachedNoPrompt.cacheReadTokens())).as("the cached part charged once")
+                .containsExactly(promptTokens - 5, 5L);
+        assertThat(promptTokens).isGreaterThan(5);
         assertThat(answerTokens).isPositive();
     }
 }
