@@ -26,16 +26,22 @@ final class EventReplay {
      * An {@code after} beyond the newest entry — an id this stream never sent, or one a restarted Redis lost — counts
      * as the newest entry: live events follow it, where a future position would filter out every one of them.
      *
-     * @return them, and the id of the last entry read, whichever event it was: live events up to it are in the replay
+     * @return them, the id of the last entry read, whichever event it was (live events up to it are in the replay), and
+     *         whether they are every wanted event after {@code after}: not when the stream was trimmed past it, when
+     *         only the newest {@code max} are returned, or when {@code after} is beyond the newest entry (Redis lost it)
      */
     static Replay read(RedisCommands<String, String> redis, KageKeys keys, Predicate<StreamEvent> wanted, String after, int max) {
         java.util.ArrayDeque<StreamEvent> events = new java.util.ArrayDeque<>();
         String position = after == null ? StreamIds.ZERO : after;
+        boolean complete = true;
         if (after != null) {
             String last = newest(redis, keys);
             if (StreamIds.compare(after, last) >= 0) {
-                return new Replay(List.of(), last);
+                return new Replay(List.of(), last, StreamIds.compare(after, last) == 0);
             }
+            // The capped stream (EventLog.MAX_EVENTS) may have trimmed entries after it: what happened then is not here.
+            List<StreamMessage<String, String>> oldest = redis.xrange(keys.events(), Range.create("-", "+"), Limit.from(1));
+            complete = !oldest.isEmpty() && StreamIds.compare(oldest.getFirst().getId(), StreamIds.successor(after)) <= 0;
         }
         String from = after == null ? "-" : StreamIds.successor(after);
         while (true) {
@@ -46,12 +52,13 @@ final class EventReplay {
                     events.addLast(event);
                     if (events.size() > max) {
                         events.removeFirst();
+                        complete = false;
                     }
                 }
                 position = message.getId();
             }
             if (page.size() < PAGE) {
-                return new Replay(new ArrayList<>(events), position);
+                return new Replay(new ArrayList<>(events), position, complete);
             }
             from = StreamIds.successor(position);
         }
@@ -72,7 +79,10 @@ final class EventReplay {
                         + dev.kage.coordinator.api.ErrorBody.printable(text) + "' is not an id this stream sent, e.g. 1718000000000-0"))));
     }
 
-    /** @param position the id of the last entry read */
-    record Replay(List<StreamEvent> events, String position) {
+    /**
+     * @param position the id of the last entry read
+     * @param complete every wanted event after the one asked for is in {@code events}
+     */
+    record Replay(List<StreamEvent> events, String position, boolean complete) {
     }
 }

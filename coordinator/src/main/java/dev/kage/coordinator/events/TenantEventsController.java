@@ -72,12 +72,16 @@ public class TenantEventsController {
                     description = "first replay the tenant's events after this one (sent by EventSource on reconnect)"),
             description = """
                     Every lifecycle event of the caller's tenant from now on (other tenants' and fleet-wide events are never \
-                    sent), in the shape of a task's stream. A `: connected` comment comes at once and `: keep-alive` every \
-                    15 s; the stream never ends by itself.""")
+                    sent), in the shape of a task's stream. A `stream.connected` event comes at once: its id is where the \
+                    stream starts (keep it as `Last-Event-ID`), and `"complete": "false"` says events before it may be \
+                    missing (a first connection, or a `Last-Event-ID` the capped stream trimmed since): read the tasks \
+                    again then. `: keep-alive` comes every 15 s; the stream never ends by itself.""")
     @ApiResponse(responseCode = "200", description = "The event stream",
             content = @Content(mediaType = MediaType.TEXT_EVENT_STREAM, schema = @Schema(type = "string"),
                     examples = @ExampleObject(name = "events", value = """
-                            : connected
+                            id: 1718000071839-0
+                            event: stream.connected
+                            data: {"type":"stream.connected","tenant":"acme","complete":"false"}
 
                             id: 1718000071840-0
                             event: job.started
@@ -105,6 +109,7 @@ public class TenantEventsController {
         // Subscribe before reading the past, so an event published in between is buffered, not lost.
         EventHub.Subscription live = hub.subscribe(e -> tenant.equals(e.tenant()));
         Flux<StreamEvent> events;
+        StreamEvent connected;
         if (resumeAfter.isPresent()) {
             EventReplay.Replay past;
             try {
@@ -115,6 +120,7 @@ public class TenantEventsController {
             }
             events = Flux.concat(Flux.fromIterable(past.events()),
                     live.events().filter(e -> StreamIds.compare(e.id(), past.position()) > 0));
+            connected = connected(resumeAfter.get(), tenant, past.complete());
         } else {
             // From now on, exactly: the hub may still be dispatching events published before this request.
             String now;
@@ -125,17 +131,33 @@ public class TenantEventsController {
                 throw e;
             }
             events = live.events().filter(e -> StreamIds.compare(e.id(), now) > 0);
+            connected = connected(now, tenant, false);
         }
         // A comment first: the response's headers leave with its first bytes, and a quiet tenant has no event to send.
         // A key revoked meanwhile ends the stream at the next keep-alive: it never ends by itself otherwise.
         dev.kage.coordinator.auth.Principal principal = ApiKeyFilter.principal(request);
         Flux<Event<String>> keepAlive = KeepAlive.of(heartbeat, blocking, () -> apiKeys.stillActive(principal), true,
                 active -> active ? Flux.empty() : Flux.just(TaskEventsController.END));
-        Flux<Event<String>> body = Flux.merge(Flux.concat(Mono.just(Event.of("").comment("connected")),
+        // The connected event first: the response's headers leave with it, and its id is where the stream starts.
+        Flux<Event<String>> body = Flux.merge(Flux.concat(Mono.just(TaskEventsController.sse(connected)),
                                 events.map(TaskEventsController::sse)),
                         keepAlive)
                 .takeWhile(event -> event != TaskEventsController.END)
                 .doFinally(signal -> live.close());
         return HttpResponse.ok(body).contentType(MediaType.TEXT_EVENT_STREAM_TYPE);
+    }
+
+    /**
+     * The stream's first event. Its id is where the stream starts: the client's own {@code Last-Event-ID} when it resumes,
+     * else the newest entry when it connected (a client that keeps it resumes from there, where a reconnect before any
+     * event started "from now" again and lost what happened in between). {@code complete} is false when events before
+     * it may be missing: a first connection (a client lists the tasks after it), or a resume the replay cannot cover.
+     */
+    private static StreamEvent connected(String position, String tenant, boolean complete) {
+        java.util.Map<String, String> fields = new java.util.LinkedHashMap<>();
+        fields.put("type", "stream.connected");
+        fields.put("tenant", tenant);
+        fields.put("complete", Boolean.toString(complete));
+        return new StreamEvent(position, fields);
     }
 }

@@ -106,7 +106,7 @@ class TaskEventsApiTest {
         var created = store.create("acme", "dashboard", java.util.Set.of(dev.kage.coordinator.auth.Scope.READ));
         String task = coordinator.submit(ACME, TASK);
         try (SseReader tenant = openTenant(created.key(), null); SseReader taskStream = open(task, created.key(), null)) {
-            await().atMost(PATIENCE).until(() -> tenant.text().contains(": connected")
+            await().atMost(PATIENCE).until(() -> tenant.names().contains("stream.connected")
                     && taskStream.names().contains("task.submitted"));
             await().during(Duration.ofMillis(2_500)).atMost(PATIENCE).until(() -> !tenant.ended() && !taskStream.ended());
             assertThat(store.revoke(created.row().id())).isPresent();
@@ -187,6 +187,9 @@ class TaskEventsApiTest {
                 e -> task.equals(e.taskId()), before, 2);
         assertThat(replay.events()).extracting(StreamEvent::id).containsExactly(ids.get(3), ids.get(4));
         assertThat(replay.position()).isEqualTo(ids.get(4));
+        assertThat(replay.complete()).as("three of the task's events left out").isFalse();
+        assertThat(EventReplay.read(coordinator.redis().redis(), coordinator.redis().keys(), e -> task.equals(e.taskId()),
+                before, 5).complete()).isTrue();
     }
 
     @Test
@@ -272,26 +275,32 @@ class TaskEventsApiTest {
             jobFinished(first, "completed"); // the task's end does not end the tenant's stream
             jobStarted(second);
             events.publish("fleet.paused", Map.of("agent", "demo")); // no tenant: nobody's
-            await().atMost(PATIENCE).until(() -> acme.events().size() == 5);
+            await().atMost(PATIENCE).until(() -> acme.events().size() == 6);
             await().atMost(PATIENCE).until(() -> globex.names().contains("task.submitted"));
             assertThat(acme.ended()).isFalse();
-            assertThat(acme.names()).containsExactly("task.submitted", "task.submitted", "job.started", "job.finished",
-                    "job.started");
-            for (SseEvent event : acme.events()) {
+            assertThat(acme.names()).containsExactly("stream.connected", "task.submitted", "task.submitted", "job.started",
+                    "job.finished", "job.started");
+            // First, where the stream starts: the events before it are not sent, and the client lists the tasks.
+            SseEvent connected = acme.events().getFirst();
+            assertThat(JSON.readTree(connected.data()).get("complete").asText()).isEqualTo("false");
+            assertThat(dev.kage.coordinator.events.StreamIds.compare(connected.id(), acme.events().get(1).id())).isNegative();
+            for (SseEvent event : acme.events().subList(1, acme.events().size())) {
                 JsonNode data = JSON.readTree(event.data());
                 assertThat(data.get("tenant").asText()).isEqualTo("acme");
                 assertThat(data.get("task_id").asText()).isIn(first, second).isNotEqualTo(before);
             }
-            assertThat(globex.events()).singleElement().satisfies(e -> assertThat(JSON.readTree(e.data()).get("task_id").asText())
-                    .isEqualTo(theirs));
+            assertThat(globex.names()).containsExactly("stream.connected", "task.submitted");
+            assertThat(JSON.readTree(globex.events().get(1).data()).get("task_id").asText()).isEqualTo(theirs);
 
             // A client that reconnects with the last id it saw gets what it missed, then live events.
-            String resumeAt = acme.events().get(2).id();
+            String resumeAt = acme.events().get(3).id();
             try (SseReader resumed = openTenant(ACME, resumeAt)) {
-                await().atMost(PATIENCE).until(() -> resumed.events().size() == 2);
-                assertThat(resumed.names()).containsExactly("job.finished", "job.started");
-                jobFinished(second, "completed");
                 await().atMost(PATIENCE).until(() -> resumed.events().size() == 3);
+                assertThat(resumed.names()).containsExactly("stream.connected", "job.finished", "job.started");
+                assertThat(resumed.events().getFirst().id()).as("its own place").isEqualTo(resumeAt);
+                assertThat(JSON.readTree(resumed.events().getFirst().data()).get("complete").asText()).isEqualTo("true");
+                jobFinished(second, "completed");
+                await().atMost(PATIENCE).until(() -> resumed.events().size() == 4);
             }
         }
         HttpResponse<String> bad = coordinator.http().send(java.net.http.HttpRequest.newBuilder(coordinator.uri("/api/v1/events"))
@@ -299,6 +308,33 @@ class TaskEventsApiTest {
         assertThat(bad.statusCode()).isEqualTo(400);
         assertThat(json(bad).get("errors").get(0).get("field").asText()).isEqualTo("Last-Event-ID");
         await().atMost(Duration.ofSeconds(30)).until(() -> hub.subscribers() == subscribers);
+    }
+
+    @Test
+    void aResumeFromAnEventTheCappedStreamTrimmedSaysEventsMayBeMissing() throws Exception {
+        String task = coordinator.submit(ACME, TASK);
+        String place;
+        try (SseReader first = openTenant(ACME, null)) {
+            await().atMost(PATIENCE).until(() -> first.names().contains("stream.connected"));
+            place = first.events().getFirst().id();
+        }
+        // Three events after the client's place, then the stream trimmed to its newest (EventLog caps it at ~10,000):
+        // the first two are gone, and a replay from the place cannot say what they were.
+        jobStarted(task);
+        jobFinished(task, "running");
+        jobStarted(task);
+        coordinator.redis().redis().xtrim(coordinator.redis().keys().events(), 1);
+        try (SseReader resumed = openTenant(ACME, place)) {
+            await().atMost(PATIENCE).until(() -> resumed.events().size() == 2);
+            assertThat(resumed.names()).containsExactly("stream.connected", "job.started");
+            assertThat(JSON.readTree(resumed.events().getFirst().data()).get("complete").asText()).isEqualTo("false");
+        }
+        String newest = EventReplay.newest(coordinator.redis().redis(), coordinator.redis().keys());
+        try (SseReader resumed = openTenant(ACME, newest)) {
+            await().atMost(PATIENCE).until(() -> resumed.names().contains("stream.connected"));
+            assertThat(JSON.readTree(resumed.events().getFirst().data()).get("complete").asText()).as("nothing missed")
+                    .isEqualTo("true");
+        }
     }
 
     private static SseReader openTenant(String key, String lastEventId) {
