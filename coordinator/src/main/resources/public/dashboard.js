@@ -157,6 +157,12 @@ function dispatch(event) {
   if (event.id) state.lastEventId = event.id;
   let data;
   try { data = JSON.parse(event.data.join('\n')); } catch (e) { return; }
+  // The stream's first event: events before it may be missing (the first connection, or a resume past what the capped
+  // stream still holds), so the tasks are read again.
+  if (event.name === 'stream.connected') {
+    if (data.complete === 'false') readTasksAgain();
+    return;
+  }
   const id = data.task_id;
   if (!id || pendingRefresh.has(id)) return;
   // Several events of one task arrive together: one read of the task answers them all.
@@ -164,6 +170,23 @@ function dispatch(event) {
     pendingRefresh.delete(id);
     try { upsertTask(await api('/api/v1/tasks/' + encodeURIComponent(id))); } catch (e) { /* gone or not ours */ }
   }, 150));
+}
+
+// The newest tasks listed again, and each task shown open that the listing does not have read on its own.
+async function readTasksAgain() {
+  try {
+    const page = await api('/api/v1/tasks?limit=50');
+    const listed = new Set();
+    for (const task of page.tasks.slice().reverse()) {
+      listed.add(task.task_id);
+      upsertTask(task);
+    }
+    for (const [id, task] of state.tasks) {
+      if (!listed.has(id) && (task.status === 'queued' || task.status === 'running')) {
+        try { upsertTask(await api('/api/v1/tasks/' + encodeURIComponent(id))); } catch (e) { /* gone or not ours */ }
+      }
+    }
+  } catch (e) { /* the next connection reads them again */ }
 }
 
 // ---- tasks ------------------------------------------------------------------------------------------------------

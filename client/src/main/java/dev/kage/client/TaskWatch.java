@@ -56,6 +56,17 @@ final class TaskWatch {
         return lines;
     }
 
+    /** The tasks last seen neither ended nor cancelled. */
+    Set<String> unfinished() {
+        Set<String> ids = new HashSet<>();
+        statuses.forEach((id, status) -> {
+            if (!Format.FINAL.contains(status)) {
+                ids.add(id);
+            }
+        });
+        return ids;
+    }
+
     private static String agents(JsonNode task) {
         List<String> names = new ArrayList<>();
         for (JsonNode agent : task.path("agents")) {

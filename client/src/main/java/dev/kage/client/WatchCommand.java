@@ -15,7 +15,10 @@ import picocli.CommandLine.ParentCommand;
  * {@code kage watch}: the tenant's tasks as they appear and change. It lists the tasks queued or running, then follows
  * the tenant's event stream ({@code GET /api/v1/events}) and reads a task again each time one of its events arrives; a
  * stream that breaks (or goes silent) is resumed with {@code Last-Event-ID}, after the last event whose task was read and
- * shown; see {@link Reconnects} for the waits and when the coordinator counts as unreachable. Not thread-safe.
+ * shown; see {@link Reconnects} for the waits and when the coordinator counts as unreachable. When the stream says events
+ * before it may be missing ({@code stream.connected} with {@code complete} false: the first connection, which comes
+ * after the listing, or a resume past what the capped stream still holds), the tasks are read again: the open ones
+ * listed, and those shown open that are no longer, one by one. Not thread-safe.
  */
 @Command(name = "watch", mixinStandardHelpOptions = true,
         description = {"Follow this key's tenant's tasks live: a line when a task appears or its status changes, until Ctrl-C.",
@@ -28,22 +31,14 @@ final class WatchCommand implements Callable<Integer> {
     String agent;
 
     private String lastEventId;
+    /** Set when a stream said events may be missing, until the tasks have been read again (a failed read is retried). */
+    private boolean readAgain;
 
     @Override
     public Integer call() throws InterruptedException {
         ApiClient api = kage.api();
         TaskWatch watch = new TaskWatch(kage.zone());
-        List<JsonNode> active = new ArrayList<>();
-        Set<String> cursors = new HashSet<>();
-        String cursor = null;
-        do {
-            JsonNode page = api.get(ApiClient.withQuery("/api/v1/tasks",
-                    ApiClient.params("status", "queued,running", "agent", agent, "limit", "100", "cursor", cursor))).body();
-            page.path("tasks").forEach(active::add);
-            cursor = page.path("next_cursor").isTextual() && !page.path("next_cursor").asText().isEmpty()
-                    ? page.path("next_cursor").asText() : null;
-        } while (cursor != null && cursors.add(cursor)); // a cursor seen before would loop
-        print(watch.update(active, Instant.now()));
+        print(watch.update(open(api), Instant.now()));
         Reconnects reconnects = kage.reconnects();
         boolean[] announced = {false};
         while (true) {
@@ -56,6 +51,13 @@ final class WatchCommand implements Callable<Integer> {
                         kage.err().flush();
                     }
                 }, event -> {
+                    if (STREAM_CONNECTED.equals(event.name())) {
+                        readAgain |= "false".equals(event.field("complete", "true"));
+                        if (readAgain) {
+                            readAgain(api, watch); // a failing read breaks off the stream: the next connection tries again
+                            readAgain = false;
+                        }
+                    }
                     String taskId = taskId(event);
                     if (taskId != null) {
                         // a failing read breaks off the stream before lastEventId moves: the event comes again
@@ -71,6 +73,40 @@ final class WatchCommand implements Callable<Integer> {
                 reconnects.failed(e);
             }
         }
+    }
+
+    /** The first event of the tenant's stream: its id is where the stream starts. */
+    static final String STREAM_CONNECTED = "stream.connected";
+
+    /** The tenant's queued and running tasks (of {@link #agent}), every page. */
+    private List<JsonNode> open(ApiClient api) {
+        List<JsonNode> active = new ArrayList<>();
+        Set<String> cursors = new HashSet<>();
+        String cursor = null;
+        do {
+            JsonNode page = api.get(ApiClient.withQuery("/api/v1/tasks",
+                    ApiClient.params("status", "queued,running", "agent", agent, "limit", "100", "cursor", cursor))).body();
+            page.path("tasks").forEach(active::add);
+            cursor = page.path("next_cursor").isTextual() && !page.path("next_cursor").asText().isEmpty()
+                    ? page.path("next_cursor").asText() : null;
+        } while (cursor != null && cursors.add(cursor)); // a cursor seen before would loop
+        return active;
+    }
+
+    /**
+     * Events before the stream's start may be missing: the open tasks listed again, and each task shown open that the
+     * listing no longer has read on its own (it ended, or was cancelled, while no event of it reached this watch).
+     */
+    private void readAgain(ApiClient api, TaskWatch watch) {
+        List<JsonNode> tasks = open(api);
+        Set<String> listed = new HashSet<>();
+        tasks.forEach(task -> listed.add(task.path("task_id").asText()));
+        for (String id : watch.unfinished()) {
+            if (!listed.contains(id)) {
+                tasks.add(api.get("/api/v1/tasks/" + ApiClient.segment(id)).body());
+            }
+        }
+        print(watch.update(tasks, Instant.now()));
     }
 
     private void print(List<String> lines) {

@@ -405,6 +405,27 @@ class KageResilienceTest {
         assertThat(lastEventIds).containsExactly("-", "-", "1-0");
     }
 
+    @Test
+    void watchReadsTheTasksAgainWhenItsStreamSaysEventsMayBeMissing() {
+        // t-a is listed running, then ends while no event of it reaches the watch (the capped stream trimmed it, or it
+        // ended between the listing and the stream's start). The stream's first event says events may be missing.
+        routes.put("GET /api/v1/tasks", (exchange, n) -> json(exchange, 200, n == 1
+                ? "{\"tasks\":[{\"task_id\":\"t-a\",\"status\":\"running\",\"agents\":[\"demo\"],\"description\":\"a\"}],\"next_cursor\":null}"
+                : "{\"tasks\":[],\"next_cursor\":null}"));
+        routes.put("GET /api/v1/tasks/t-a", (exchange, n) -> json(exchange, 200,
+                "{\"task_id\":\"t-a\",\"status\":\"completed\",\"agents\":[{\"cli_name\":\"demo\"}],\"description\":\"a\"}"));
+        routes.put("GET /api/v1/events", (exchange, n) -> {
+            if ("5-0".equals(exchange.getRequestHeaders().getFirst("Last-Event-ID"))) {
+                json(exchange, 403, "{\"error\":\"forbidden\",\"message\":\"revoked\",\"errors\":[]}");
+            } else {
+                stream(exchange, "event: stream.connected\nid: 5-0\ndata: {\"type\":\"stream.connected\",\"complete\":\"false\"}\n\n");
+            }
+        });
+        assertThat(kage("watch")).isEqualTo(ExitCodes.API_REFUSED);
+        assertThat(out).contains("  t-a  running  demo  a\n").contains("  t-a  running -> completed\n");
+        assertThat(lastEventIds).as("it resumes from the stream's start").containsExactly("-", "5-0");
+    }
+
     // 5. keys and URLs that cannot be sent; anything unforeseen
 
     @Test
