@@ -133,12 +133,12 @@ public class TenantEventsController {
             events = live.events().filter(e -> StreamIds.compare(e.id(), now) > 0);
             connected = connected(now, tenant, false);
         }
-        // A comment first: the response's headers leave with its first bytes, and a quiet tenant has no event to send.
         // A key revoked meanwhile ends the stream at the next keep-alive: it never ends by itself otherwise.
         dev.kage.coordinator.auth.Principal principal = ApiKeyFilter.principal(request);
         Flux<Event<String>> keepAlive = KeepAlive.of(heartbeat, blocking, () -> apiKeys.stillActive(principal), true,
                 active -> active ? Flux.empty() : Flux.just(TaskEventsController.END));
-        // The connected event first: the response's headers leave with it, and its id is where the stream starts.
+        // The connected event first: the response's headers leave with its bytes (a quiet tenant has no other event to
+        // send), and its id is where the stream starts.
         Flux<Event<String>> body = Flux.merge(Flux.concat(Mono.just(TaskEventsController.sse(connected)),
                                 events.map(TaskEventsController::sse)),
                         keepAlive)

@@ -90,6 +90,7 @@ class HttpAgentClientTest {
                 for (int i = 0; i < 3_000; i++) {
                     out.write(' ');
                     out.flush();
+                    // The fixture provider's trickle itself (the behaviour under test), not a wait for a condition.
                     Thread.sleep(200);
                 }
             } catch (java.io.IOException | InterruptedException e) {
