@@ -193,7 +193,10 @@ async function readTasksAgain() {
 
 function upsertTask(task) {
   const id = task.task_id;
-  state.tasks.set(id, Object.assign(state.tasks.get(id) || {}, task));
+  const held = state.tasks.get(id);
+  // Reads of one task can be answered out of order (a slow one after a later one): an older view never replaces a newer.
+  if (held && held.updated_at && task.updated_at && Date.parse(task.updated_at) < Date.parse(held.updated_at)) return;
+  state.tasks.set(id, Object.assign(held || {}, task));
   const view = state.tasks.get(id);
   let row = $('#tasks tbody').querySelector('tr[data-task-id="' + CSS.escape(id) + '"]');
   const cells = [
