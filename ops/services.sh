@@ -24,6 +24,9 @@
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shown_url and the like; this script's own log/warn/die, defined below, replace common.sh's
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$SCRIPT_DIR/lib/common.sh"
 REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 STATE_DIR=${KAGE_STATE_DIR:-$REPO_DIR/.run/services}
 WAIT_SECONDS=${KAGE_SERVICES_WAIT:-30}
@@ -46,14 +49,6 @@ usage() { # the comment block at the top, whatever its length
   awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "${BASH_SOURCE[0]}"
 }
 
-# shown_url URL: URL with its secrets masked, as it may be printed (a terminal, a CI transcript): a Redis URL's whole
-# userinfo (redis://secret@host is a password), another URL's password, and a password= parameter (JDBC)
-shown_url() {
-  case $1 in
-    redis://* | rediss://*) sed -E 's#(://)[^/[:space:]]*@#\1***@#' <<<"$1" ;;
-    *) sed -E -e 's#(://[^/:@[:space:]]*):[^/[:space:]]*@#\1:***@#' -e 's#([?&]password=)[^&[:space:]]*#\1***#g' <<<"$1" ;;
-  esac
-}
 
 # ---------------------------------------------------------------- URL parsing
 
