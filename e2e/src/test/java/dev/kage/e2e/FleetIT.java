@@ -86,6 +86,16 @@ class FleetIT {
             assertThat(fleet.redis.redis().hget(heartbeat, "agents")).isEqualTo("claude-code,demo");
             assertThat(fleet.redis.redis().pttl(heartbeat)).isPositive();
             assertThat(fleet.redis.redis().smembers(fleet.redis.keys().workers())).contains("e2e-term");
+
+            // A second worker with the same id on the same host (a copied unit file, a scaled-up process group): it
+            // would share the first's consumer name, clones and worktrees. It stops at start-up, naming the variable.
+            Process twin = fleet.startWorker("e2e-term-twin", "e2e-term", dir.resolve("work"), origin, Map.of());
+            assertThat(twin.waitFor(60, TimeUnit.SECONDS)).isTrue();
+            assertThat(twin.exitValue()).isEqualTo(2);
+            assertThat(fleet.log("e2e-term-twin")).contains("KAGE_WORKER_ID=e2e-term: another worker process on this host "
+                    + "runs with this id (pid " + worker.pid());
+            assertThat(worker.isAlive()).isTrue();
+            assertThat(fleet.redis.redis().hget(heartbeat, "agents")).isEqualTo("claude-code,demo");
             worker.destroy();
             assertThat(worker.waitFor(40, TimeUnit.SECONDS)).isTrue();
             assertThat(fleet.redis.redis().exists(heartbeat)).isZero();

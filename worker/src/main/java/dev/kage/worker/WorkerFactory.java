@@ -141,11 +141,24 @@ public class WorkerFactory {
     }
 
     /**
+     * This worker's hold on its work dir, taken before anything uses the dir: a second worker with the same id on this
+     * host stops at start-up ({@code KAGE_WORKER_ID}); then what this host's workers with default ids left when they
+     * were killed without a shutdown is cleared. Released when the worker stops.
+     */
+    @Singleton
+    @Bean(preDestroy = "close")
+    public WorkDirLock workDirLock(WorkerSettings worker) {
+        WorkDirLock lock = WorkDirLock.acquire(worker.workDir(), worker.workerId(), WorkDirLock.PREDECESSOR_EXIT);
+        lock.sweepPredecessors(WorkerSettings.defaultIdPrefix());
+        return lock;
+    }
+
+    /**
      * Runs the agents, recording their process groups in the work dir ({@code agent-groups/}); first kills the groups
      * an earlier incarnation of this worker (same work dir) left running when it was killed without a shutdown.
      */
     @Singleton
-    public ProcessRunner processRunner(WorkerSettings worker) {
+    public ProcessRunner processRunner(WorkerSettings worker, WorkDirLock workDir) {
         ProcessRunner processes = new ProcessRunner(worker.workDir().resolve(AGENT_GROUPS));
         processes.killLeftoverGroups();
         return processes;

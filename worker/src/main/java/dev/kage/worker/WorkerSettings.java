@@ -3,7 +3,6 @@ package dev.kage.worker;
 import dev.kage.agent.AgentCatalog;
 import dev.kage.config.ConfigException;
 import dev.kage.config.Env;
-import java.lang.management.ManagementFactory;
 import java.net.InetAddress;
 import java.net.UnknownHostException;
 import java.nio.file.Path;
@@ -97,13 +96,21 @@ public record WorkerSettings(String workerId, Path workDir, String defaultRepo, 
     }
 
     private static String defaultWorkerId() {
+        return defaultIdPrefix() + ProcessHandle.current().pid();
+    }
+
+    /**
+     * What every default {@code KAGE_WORKER_ID} of this host begins with: the host name, then {@code -}; the process id
+     * follows. A worker restarted without an id of its own gets a new one, and a new work dir
+     * ({@link WorkDirLock#sweepPredecessors}).
+     */
+    public static String defaultIdPrefix() {
         String host;
         try {
             host = InetAddress.getLocalHost().getHostName();
         } catch (UnknownHostException e) {
             host = "worker";
         }
-        String pid = ManagementFactory.getRuntimeMXBean().getName().split("@")[0];
-        return (host + "-" + pid).replaceAll("[^A-Za-z0-9_.-]", "-");
+        return (host + "-").replaceAll("[^A-Za-z0-9_.-]", "-");
     }
 }

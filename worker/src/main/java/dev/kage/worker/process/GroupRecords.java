@@ -90,8 +90,8 @@ final class GroupRecords {
                     long pgid = Long.parseLong(name);
                     String[] fields = Files.readString(file, StandardCharsets.US_ASCII).trim().split(" ");
                     if (fields.length == 2 && fields[0].equals(boot) && ours(pgid, Long.parseLong(fields[1]))) {
-                        LOG.warn("Killing process group {}: an agent's processes left running by an earlier run of this "
-                                + "worker (killed without a shutdown)", pgid);
+                        LOG.warn("Killing process group {}: an agent's processes left running by a worker that was "
+                                + "killed without a shutdown (recorded in {})", pgid, dir);
                         ProcessGroups.kill(pgid, grace);
                         killed++;
                     }

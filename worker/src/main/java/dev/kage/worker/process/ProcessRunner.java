@@ -89,6 +89,17 @@ public final class ProcessRunner {
         return records == null || !ownGroup ? 0 : records.killLeftovers(KILL_GRACE);
     }
 
+    /**
+     * As {@link #killLeftoverGroups()} for the groups another worker, one that ended without a shutdown, recorded in
+     * {@code groupRecords} (its work dir's folder): a worker that starts clears what its host's earlier workers left.
+     *
+     * @return groups killed
+     */
+    public static int killLeftoverGroups(Path groupRecords) {
+        return java.nio.file.Files.isExecutable(SETSID) && java.nio.file.Files.isExecutable(KILL)
+                ? new GroupRecords(groupRecords).killLeftovers(KILL_GRACE) : 0;
+    }
+
     /** Time between SIGTERM and SIGKILL. */
     public static final Duration KILL_GRACE = Duration.ofSeconds(5);
     /** Bytes of each stream kept from the start and from the end. */

@@ -749,7 +749,8 @@ public final class WorktreeManager {
         }
     }
 
-    private static void deleteRecursively(Path path) {
+    /** Removes {@code path} and what is below it, not following links; best effort (what cannot go is left). */
+    public static void deleteRecursively(Path path) {
         if (!Files.exists(path)) {
             return;
         }
