@@ -64,6 +64,59 @@ final class EventReplay {
         }
     }
 
+    /**
+     * How far before the task's creation a first connection to its stream reads, and at least how far before its
+     * {@code task.submitted} event: room for the clocks of Postgres ({@code created_at}) and Redis (entry ids) to
+     * differ. Every event of a task is added after its row is committed.
+     */
+    static final java.time.Duration TASK_LOOKBACK = java.time.Duration.ofSeconds(10);
+
+    /**
+     * A task's past events for a first connection to its stream (no {@code Last-Event-ID}), read from the newest entry
+     * backwards: down to {@link #TASK_LOOKBACK} before the task was created ({@code createdAt}, Postgres's clock), once
+     * its {@code task.submitted} event has been read and is no later than that (else down to {@link #TASK_LOOKBACK}
+     * before that event); to the oldest entry while no {@code task.submitted} is found (not published yet, trimmed, or
+     * Redis's clock far behind Postgres's). Before, every connection read the whole capped stream (about 10,000 entries)
+     * to find a new task's few events.
+     *
+     * @return them, oldest first; the newest entry's id as the position (live events after it follow); complete
+     */
+    static Replay readTask(RedisCommands<String, String> redis, KageKeys keys, Predicate<StreamEvent> wanted,
+                           java.time.Instant createdAt) {
+        List<StreamEvent> newestFirst = new ArrayList<>();
+        String position = null;
+        long floor = createdAt.toEpochMilli() - TASK_LOOKBACK.toMillis();
+        boolean submitted = false;
+        Range.Boundary<String> upper = Range.Boundary.unbounded();
+        while (true) {
+            List<StreamMessage<String, String>> page = redis.xrevrange(keys.events(),
+                    Range.from(Range.Boundary.unbounded(), upper), Limit.from(PAGE));
+            for (StreamMessage<String, String> message : page) {
+                if (position == null) {
+                    position = message.getId();
+                }
+                long millis = StreamIds.millis(message.getId());
+                if (submitted && millis < floor) {
+                    return new Replay(newestFirst.reversed(), position, true);
+                }
+                StreamEvent event = new StreamEvent(message.getId(), message.getBody());
+                if (wanted.test(event)) {
+                    newestFirst.add(event);
+                    if (SUBMITTED.equals(event.type())) {
+                        submitted = true;
+                        floor = Math.min(floor, millis - TASK_LOOKBACK.toMillis());
+                    }
+                }
+            }
+            if (page.size() < PAGE) {
+                return new Replay(newestFirst.reversed(), position == null ? StreamIds.ZERO : position, true);
+            }
+            upper = Range.Boundary.excluding(page.getLast().getId());
+        }
+    }
+
+    private static final String SUBMITTED = "task.submitted";
+
     /** The id of the newest event in the stream ({@link StreamIds#ZERO} when there is none). */
     static String newest(RedisCommands<String, String> redis, KageKeys keys) {
         List<StreamMessage<String, String>> newest = redis.xrevrange(keys.events(), Range.create("-", "+"), Limit.from(1));

@@ -43,6 +43,11 @@ public final class StreamIds {
         return Long.toUnsignedString(parts[0]) + "-" + Long.toUnsignedString(parts[1] + 1);
     }
 
+    /** The id's time part: milliseconds since the epoch on Redis's clock when the entry was added with an automatic id. */
+    static long millis(String id) {
+        return split(id)[0];
+    }
+
     private static long[] split(String id) {
         int dash = id.indexOf('-');
         return new long[] {Long.parseUnsignedLong(id.substring(0, dash)), Long.parseUnsignedLong(id.substring(dash + 1))};

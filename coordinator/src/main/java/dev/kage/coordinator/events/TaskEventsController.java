@@ -136,8 +136,9 @@ public class TaskEventsController {
         EventHub.Subscription live = hub.subscribe(e -> taskId.equals(e.taskId()) && sameTenant(e, tenant));
         EventReplay.Replay replay;
         try {
-            replay = EventReplay.read(redis, keys, e -> taskId.equals(e.taskId()) && sameTenant(e, tenant), resumeAfter.orElse(null),
-                    Integer.MAX_VALUE);
+            java.util.function.Predicate<StreamEvent> wanted = e -> taskId.equals(e.taskId()) && sameTenant(e, tenant);
+            replay = resumeAfter.isPresent() ? EventReplay.read(redis, keys, wanted, resumeAfter.get(), Integer.MAX_VALUE)
+                    : EventReplay.readTask(redis, keys, wanted, task.createdAt());
         } catch (RuntimeException e) {
             live.close();
             throw e;
