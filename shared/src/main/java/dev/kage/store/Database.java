@@ -25,7 +25,25 @@ public final class Database implements AutoCloseable {
         this.jdbi = Jdbi.create(dataSource).installPlugin(new SqlObjectPlugin()).installPlugin(new PostgresPlugin())
                 // Costs bound as arrays (the batched outcome insert); the plugins know the other element types.
                 .registerArrayType(java.math.BigDecimal.class, "numeric");
+        jdbi.getConfig(org.jdbi.v3.core.statement.StatementExceptions.class).setMessageRendering(Database::errorMessage);
     }
+
+    /**
+     * A failed statement's message: the driver's error and the statement's SQL, never its bound values. Jdbi's default
+     * appended the values ({@code arguments:{...}}), and the message is logged (a 503's ERROR line, an outbox's WARN): a
+     * repository URL's credentials, a task's description or an API key's hash would reach the logs with it.
+     */
+    static String errorMessage(org.jdbi.v3.core.statement.StatementException e) {
+        var context = e.getStatementContext();
+        String sql = context == null || context.getRawSql() == null ? "" : context.getRawSql().strip().replaceAll("\\s+", " ");
+        if (sql.length() > SQL_SHOWN) {
+            sql = sql.substring(0, SQL_SHOWN) + "...";
+        }
+        return e.getShortMessage() + (sql.isEmpty() ? "" : " [statement: \"" + sql + "\"]");
+    }
+
+    /** Characters of a failed statement's SQL its message shows. */
+    private static final int SQL_SHOWN = 200;
 
     /**
      * {@link #open(DatabaseUrl, String, String, int, int)} with the default socket timeout
@@ -74,6 +92,9 @@ public final class Database implements AutoCloseable {
             init += "; SET statement_timeout = " + statementTimeoutMillis(socketTimeoutSeconds);
         }
         config.setConnectionInitSql(init);
+        // pgjdbc puts Postgres's DETAIL into its messages (a unique key's value: "Key (idempotency_key)=(...) already
+        // exists"); the messages are logged.
+        config.addDataSourceProperty("logServerErrorDetail", "false");
         HikariDataSource dataSource = new HikariDataSource(config);
         try {
             org.postgresql.ds.PGSimpleDataSource migrations = new org.postgresql.ds.PGSimpleDataSource();
@@ -81,6 +102,7 @@ public final class Database implements AutoCloseable {
             // A server that accepts connections but never answers fails the start instead of holding it.
             migrations.setConnectTimeout(10);
             migrations.setLoginTimeout(30);
+            migrations.setLogServerErrorDetail(false);
             if (url.user() != null) {
                 migrations.setUser(url.user());
             }

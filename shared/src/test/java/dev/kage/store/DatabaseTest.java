@@ -76,6 +76,28 @@ class DatabaseTest {
         assertThat(Database.statementTimeoutMillis(1)).isEqualTo(500);
     }
 
+    @Test
+    void aFailedStatementsMessageNamesPostgresErrorAndItsSqlButNeverItsBoundValues() {
+        // Such messages are logged (a 503's ERROR line, an outbox's WARN); Jdbi appended the bound values, pgjdbc the
+        // key's value of a unique violation.
+        Database database = db.database();
+        String secret = "https://bot:ghp_" + UUID.randomUUID().toString().replace("-", "") + "@github.com/acme/x.git";
+        database.call(h -> h.execute("CREATE TABLE leak_check (repo text PRIMARY KEY)"));
+        database.call(h -> h.createUpdate("INSERT INTO leak_check (repo) VALUES (:repo)").bind("repo", secret).execute());
+
+        StoreException duplicate = org.junit.jupiter.api.Assertions.assertThrows(StoreException.class, () -> database.call(h ->
+                h.createUpdate("INSERT INTO leak_check (repo) VALUES (:repo)").bind("repo", secret).execute()));
+        assertThat(causes(duplicate)).doesNotContain("ghp_");
+        assertThat(duplicate.getMessage()).contains("duplicate key value violates unique constraint")
+                .contains("[statement: \"INSERT INTO leak_check (repo) VALUES (:repo)\"]");
+
+        StoreException badType = org.junit.jupiter.api.Assertions.assertThrows(StoreException.class, () -> database.call(h ->
+                h.createQuery("SELECT :repo || 'x', :count::int").bind("repo", secret).bind("count", "many")
+                        .mapTo(String.class).one()));
+        assertThat(badType.getMessage()).contains("invalid input syntax for type integer");
+        assertThat(causes(badType)).doesNotContain("ghp_");
+    }
+
     private Database open(int socketTimeoutSeconds) {
         return Database.open(DatabaseUrl.parse("proxied", TcpProxy.redirectDatabaseUrl(TestServices.databaseUrl(), proxy)),
                 db.schema(), "stalled", 2, socketTimeoutSeconds);
