@@ -33,10 +33,19 @@ public record PeriodLimits(long dayTokens, long dayUsdMicros, long monthTokens, 
         return period == Period.DAY ? dayUsdMicros : monthUsdMicros;
     }
 
-    /** Micro-USD of a dollar amount, rounded up: a budget never rounds a cost away. */
+    /**
+     * Micro-USD of a dollar amount, rounded up: a budget never rounds a cost away. An amount below a micro-dollar
+     * either way is 1 or 0 at once: rounding {@code 1e-900000000} itself would build 10^900000000 (a 500, or minutes of
+     * CPU and hundreds of MB a little above that exponent).
+     */
     public static long micros(BigDecimal usd) {
+        if (usd.signum() != 0 && usd.abs().compareTo(ONE_MICRO) < 0) {
+            return usd.signum() > 0 ? 1 : 0;
+        }
         return usd.movePointRight(6).setScale(0, java.math.RoundingMode.CEILING).longValueExact();
     }
+
+    private static final BigDecimal ONE_MICRO = new BigDecimal("0.000001");
 
     /** Dollars of a micro-USD amount, 6 decimals. */
     public static BigDecimal usd(long micros) {

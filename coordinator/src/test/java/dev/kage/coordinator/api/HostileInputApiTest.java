@@ -61,6 +61,24 @@ class HostileInputApiTest {
     }
 
     @Test
+    void aDollarAmountFarBelowAMicroDollarIsRoundedUpAtOnceNotA500() throws Exception {
+        // Rounding 1e-900000000 itself built 10^900000000 (an ArithmeticException: a 500; a little above, minutes of CPU).
+        for (String tiny : new String[] {"1e-900000000", "1e-500000000", "1e-7"}) {
+            var response = coordinator.send("PUT", "/api/v1/budgets/acme", KEY, "{\"usd_per_day\": " + tiny + "}");
+            assertThat(response.statusCode()).as(tiny + ": " + response.body()).isEqualTo(200);
+            JsonNode day = null;
+            for (JsonNode pool : TestCoordinator.json(response).get("tenant")) {
+                if (pool.get("period").asText().startsWith("day:")) {
+                    day = pool;
+                }
+            }
+            assertThat(day).as(response.body()).isNotNull();
+            assertThat(day.get("usd_limit").decimalValue()).as(tiny).isEqualByComparingTo("0.000001");
+        }
+        coordinator.send("DELETE", "/api/v1/budgets/acme", KEY, "");
+    }
+
+    @Test
     void aWholeNumberBeyond64BitsIsA400NotItsLowBits() throws Exception {
         // 2^64 + 5 kept only its low bits (a limit of 5 tokens a day); 1e100 became 0, "no limit".
         for (String value : new String[] {"18446744073709551621", "1e100", "-18446744073709551611"}) {
