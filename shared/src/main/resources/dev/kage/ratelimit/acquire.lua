@@ -184,7 +184,8 @@ local ttl = math.floor(hold / 1000) * 2 + lease + 1000
 redis.call('ZADD', KEYS[2], counted, grant)
 keepFor(KEYS[2], ttl)
 if tokensLimit > 0 and tokens > 0 then
-  redis.call('ZADD', KEYS[3], counted, grant .. '|' .. tokens)
+  -- '%.0f': Lua writes a number of 1e14 or more as 1e+14, which the readers' '|(%d+)$' does not match.
+  redis.call('ZADD', KEYS[3], counted, grant .. '|' .. string.format('%.0f', tokens))
   keepFor(KEYS[3], ttl)
   tokensUsed = redis.call('HINCRBY', KEYS[1], 'tokens_used', tokens)
 end

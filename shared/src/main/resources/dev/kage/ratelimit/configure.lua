@@ -57,9 +57,10 @@ if stored[2] and stored[3] and stored[5] then
       local parts = math.min(20, tokens)
       local given = 0
       for i = 0, parts - 1 do
+        -- Written with '%.0f': Lua writes a number of 1e14 or more as 1e+14, which '|(%d+)$' does not read back.
         local share = math.floor(tokens * (i + 1) / parts) - given
         given = given + share
-        redis.call('ZADD', KEYS[3], from + math.floor((i + 0.5) * span / parts), 'widened@' .. nowMs .. '#' .. i .. '|' .. share)
+        redis.call('ZADD', KEYS[3], from + math.floor((i + 0.5) * span / parts), 'widened@' .. nowMs .. '#' .. i .. '|' .. string.format('%.0f', share))
       end
       if given > 0 then
         redis.call('HINCRBY', KEYS[1], 'tokens_used', given)

@@ -145,6 +145,23 @@ class FleetRateLimiterTest {
     }
 
     @Test
+    void tokenCountsOf10To14AndMoreAreStoredAsDigitsNotInTheLuaNumbersExponentForm() {
+        // Lua printed 2e14 as "2e+14" in a grant's member, and a widened window's placeholder shares as
+        // "4.9180327868852e+14": every script that read them back failed (the group's state and every acquire) until
+        // the members left the window.
+        FleetRateLimiter a = limiter();
+        long limit = 10_000_000_000_000_000L;
+        a.configure("huge", new Limit(10, Duration.ofSeconds(1), limit, Duration.ZERO));
+        assertThat(a.tryAcquire("huge", "j1", Priority.NORMAL, 200_000_000_000_000L).granted()).isTrue();
+        assertThat(a.state("huge").orElseThrow().tokensUsed()).isEqualTo(200_000_000_000_000L);
+
+        a.override("huge", new Limit(600, Duration.ofSeconds(61), limit, Duration.ZERO));
+        assertThat(a.state("huge").orElseThrow().tokensUsed()).isGreaterThan(200_000_000_000_000L);
+        assertThat(a.tryAcquire("huge", "j2", Priority.NORMAL, 5).reason()).isNotNull();
+        assertThat(a.state("huge")).isPresent();
+    }
+
+    @Test
     void aCooldownHoldsTheFleetBackEvenWhenTheGroupsHashIsGone() {
         // Redis lost its data (no persistence, a restart): the next ask sets the group up again from the configuration,
         // but a 429 answered in between must still pause the fleet.
