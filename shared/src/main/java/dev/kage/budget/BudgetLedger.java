@@ -47,6 +47,7 @@ public final class BudgetLedger {
     private static final LuaScript SETTLE = LuaScript.load(BudgetLedger.class, "common.lua", "settle.lua");
     private static final LuaScript TOP_UP = LuaScript.load(BudgetLedger.class, "common.lua", "top-up.lua");
     private static final LuaScript SWEEP = LuaScript.load(BudgetLedger.class, "common.lua", "sweep.lua");
+    private static final LuaScript SET_LIMITS = LuaScript.load(BudgetLedger.class, "common.lua", "set-limits.lua");
     /** Every script of the ledger. */
     static final List<LuaScript> SCRIPTS = List.of(RESERVE, SETTLE, TOP_UP, SWEEP);
 
@@ -438,7 +439,10 @@ public final class BudgetLedger {
         return redis.exists(keys.tenantBudgetLimits(tenant)) == 1;
     }
 
-    /** Sets the tenant's period limits for the whole fleet at once; the next reservation applies them. */
+    /**
+     * Sets the tenant's period limits for the whole fleet at once: the next reservation applies them, and so do the
+     * holds already open (their top-ups and settlements).
+     */
     public void setTenantLimits(String tenant, PeriodLimits limits) {
         setTenantLimits(tenant, Map.of(DAY_TOKENS, limits.dayTokens(), DAY_USD, limits.dayUsdMicros(),
                 MONTH_TOKENS, limits.monthTokens(), MONTH_USD, limits.monthUsdMicros()));
@@ -451,26 +455,42 @@ public final class BudgetLedger {
     public static final String MONTH_USD = "month_usd";
 
     /**
-     * Changes some of a tenant's limits ({@link #DAY_TOKENS} …), one {@code HSET} of those fields only: the others keep
-     * following the fleet's defaults or an earlier change. Nothing is written for no fields.
+     * Changes some of a tenant's limits ({@link #DAY_TOKENS} …), an {@code HSET} of those fields only: the others keep
+     * following the fleet's defaults or an earlier change. In the same script call the tenant's current day and month
+     * pools take the limits that now apply: a running agent's top-up meets the new limit, not the one its reservation
+     * saw (raised, it was stopped for a budget already lifted; lowered, it ran on past it). Nothing is written for no
+     * fields.
      */
     public void setTenantLimits(String tenant, Map<String, Long> fields) {
         if (fields.isEmpty()) {
             return;
         }
-        Map<String, String> values = new java.util.HashMap<>();
+        List<String> args = limitArgs("set");
         fields.forEach((field, value) -> {
             if (!List.of(DAY_TOKENS, DAY_USD, MONTH_TOKENS, MONTH_USD).contains(field) || value < 0) {
                 throw new IllegalArgumentException("not a tenant limit: " + field + "=" + value);
             }
-            values.put(field, Long.toString(value));
+            args.add(field);
+            args.add(Long.toString(value));
         });
-        redis.hset(keys.tenantBudgetLimits(tenant), values);
+        SET_LIMITS.run(redis, ScriptOutputType.INTEGER, limitKeys(tenant), args.toArray(String[]::new));
     }
 
-    /** Back to the fleet's defaults ({@code TENANT_MAX_*}). */
+    /** Back to the fleet's defaults ({@code TENANT_MAX_*}), for the holds already open too. */
     public void clearTenantLimits(String tenant) {
-        redis.del(keys.tenantBudgetLimits(tenant));
+        SET_LIMITS.run(redis, ScriptOutputType.INTEGER, limitKeys(tenant), limitArgs("clear").toArray(String[]::new));
+    }
+
+    private String[] limitKeys(String tenant) {
+        Instant now = clock.instant();
+        return new String[] {keys.tenantBudgetLimits(tenant), keys.tenantBudget(tenant, Period.DAY.id(now)),
+                keys.tenantBudget(tenant, Period.MONTH.id(now))};
+    }
+
+    private List<String> limitArgs(String action) {
+        return new ArrayList<>(List.of(action, Long.toString(tenantDefaults.dayTokens()),
+                Long.toString(tenantDefaults.dayUsdMicros()), Long.toString(tenantDefaults.monthTokens()),
+                Long.toString(tenantDefaults.monthUsdMicros())));
     }
 
     public PeriodLimits tenantDefaults() {

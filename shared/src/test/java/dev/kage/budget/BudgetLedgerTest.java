@@ -19,6 +19,7 @@ import java.time.Instant;
 import java.time.ZoneOffset;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -225,6 +226,37 @@ class BudgetLedgerTest {
         ledger.settle(dead, 1_000, 0);
         assertThat(ledger.tenantPools("acme").getFirst()).extracting(PoolState::used, PoolState::reserved)
                 .containsExactly(3_000L, 0L);
+    }
+
+    @Test
+    void aLimitChangedWhileAnAgentRunsAppliesToItsTopUpsAtOnce() {
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(10_000));
+        Hold hold = ledger.reserve(request("t1", "j1", "w1", 9_000, 1_000_000));
+        assertThat(hold.status()).isEqualTo(HoldStatus.HELD);
+        assertThat(ledger.topUp(hold, 2_000, 2_000, 0, 0).granted()).as("1,000 left").isFalse();
+
+        // Raised by an operator: the running agent may go on (it was stopped for a budget already lifted).
+        ledger.setTenantLimits("acme", Map.of(BudgetLedger.DAY_TOKENS, 100_000L));
+        TopUp raised = ledger.topUp(hold, 2_000, 5_000, 0, 0);
+        assertThat(raised.granted()).isTrue();
+        assertThat(raised.tokens()).isEqualTo(5_000);
+
+        // Lowered below what is held: the next top-up is refused (it ran on against the old limit).
+        ledger.setTenantLimits("acme", Map.of(BudgetLedger.DAY_TOKENS, 14_000L));
+        assertThat(ledger.topUp(hold, 1, 1, 0, 0).granted()).isFalse();
+
+        // Back to the fleet's default of 10,000.
+        ledger.setTenantLimits("acme", Map.of(BudgetLedger.DAY_TOKENS, 100_000L));
+        assertThat(ledger.topUp(hold, 1, 1, 0, 0).granted()).isTrue();
+        ledger.clearTenantLimits("acme");
+        assertThat(ledger.topUp(hold, 1, 1, 0, 0).granted()).isFalse();
+        assertThat(redis.redis().hget(redis.keys().tenantBudget("acme", Period.DAY.id(java.time.Instant.now())), "limit"))
+                .isEqualTo("10000");
+        // A tenant with no pool today gets none from a change (a pool is made, with its TTL, by a reservation).
+        ledger.setTenantLimits("globex", Map.of(BudgetLedger.DAY_TOKENS, 5L));
+        assertThat(redis.redis().exists(redis.keys().tenantBudget("globex", Period.DAY.id(java.time.Instant.now()))))
+                .isZero();
+        ledger.clearTenantLimits("globex");
     }
 
     @Test

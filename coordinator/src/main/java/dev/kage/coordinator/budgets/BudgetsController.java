@@ -52,7 +52,8 @@ import java.util.Set;
  * current UTC day and month (limit, used, reserved, remaining, in tokens and USD) and the pools of agents with
  * budgets of their own; {@code GET|PUT|DELETE /api/v1/budgets/{tenant}} reads, sets or resets one tenant's period
  * limits (a key with scope {@code read} reads its own tenant's; reading another's and changing any needs scope
- * {@code admin}). A change applies to the whole fleet at the next reservation.
+ * {@code admin}). A change applies to the whole fleet at once: to the next reservation, and to the holds of agents
+ * already running (their top-ups meet the new limit).
  */
 @Controller("/api/v1/budgets")
 @Tag(name = "budgets")
@@ -128,7 +129,8 @@ public class BudgetsController {
             parameters = @Parameter(schema = @Schema(type = "string"), name = "tenant", in = ParameterIn.PATH,
                     example = "acme", description = "the tenant"),
             description = "Any of the fields; fields left out keep their value, 0 means no limit. Applies to the whole "
-                    + "fleet at the next reservation.",
+                    + "fleet at once: to the next reservation, and to agents already running (their next top-up meets "
+                    + "the new limit).",
             requestBody = @RequestBody(required = true, content = @Content(mediaType = MediaType.APPLICATION_JSON,
                     schema = @Schema(implementation = LimitsChange.class), examples = @ExampleObject(name = "day limits", value = """
                             {"tokens_per_day": 2000000, "usd_per_day": 25.00}"""))))
