@@ -63,6 +63,7 @@ public final class CoordinatorApplication {
             ApiKeys keys = ApiKeys.load(env);
             KeyAuthenticator.cacheTtl(env);
             dev.kage.coordinator.task.RepoPolicy.load(env);
+            dev.kage.coordinator.events.EventHub.maxStreamsPerTenant(env);
             AgentCatalog.load(Path.of(env.get(AgentCatalog.VARIABLE).orElseThrow(() -> new ConfigException(
                     AgentCatalog.VARIABLE + " is not set: point it at the agents file, e.g. ops/agents/agents.yml"))));
             if (keys.isEmpty()) {

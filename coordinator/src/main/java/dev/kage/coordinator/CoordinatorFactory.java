@@ -107,8 +107,8 @@ public class CoordinatorFactory {
     /** The one reader of {@code kage:events} behind every SSE stream, closed at shutdown. */
     @Singleton
     @Bean(preDestroy = "close")
-    public EventHub eventHub(RedisClient client, KageSettings settings, KageKeys keys) {
-        EventHub hub = new EventHub(client, settings.redisUrl(), keys);
+    public EventHub eventHub(RedisClient client, KageSettings settings, KageKeys keys, Env env) {
+        EventHub hub = new EventHub(client, settings.redisUrl(), keys, EventHub.maxStreamsPerTenant(env));
         hub.start();
         return hub;
     }

@@ -53,6 +53,13 @@ public class ErrorHandlers {
     }
 
     @Singleton
+    public ExceptionHandler<dev.kage.coordinator.events.EventHub.TooManyStreamsException, HttpResponse<ErrorBody>> tooManyStreams() {
+        return (HttpRequest request, dev.kage.coordinator.events.EventHub.TooManyStreamsException e) ->
+                HttpResponse.<ErrorBody>status(HttpStatus.TOO_MANY_REQUESTS).header("Retry-After", "15")
+                        .body(ErrorBody.of("too_many_streams", e.getMessage()));
+    }
+
+    @Singleton
     public ExceptionHandler<IdempotencyConflictException, HttpResponse<ErrorBody>> idempotencyConflict() {
         return (HttpRequest request, IdempotencyConflictException e) -> HttpResponse.<ErrorBody>status(HttpStatus.UNPROCESSABLE_ENTITY)
                 .body(new ErrorBody("idempotency_conflict", e.getMessage(),

@@ -55,6 +55,8 @@ public final class EventHub implements AutoCloseable {
     private final String stream;
     private final String name;
     private final Set<Subscription> subscriptions = ConcurrentHashMap.newKeySet();
+    private final ConcurrentHashMap<String, Integer> perTenant = new ConcurrentHashMap<>();
+    private final int maxPerTenant;
     private final CountDownLatch stopping = new CountDownLatch(1);
     private final Object lock = new Object();
     private final Thread thread;
@@ -69,6 +71,15 @@ public final class EventHub implements AutoCloseable {
      *                 in {@code CLIENT LIST}, also after a reconnect
      */
     public EventHub(RedisClient client, String redisUrl, KageKeys keys) {
+        this(client, redisUrl, keys, DEFAULT_MAX_STREAMS_PER_TENANT);
+    }
+
+    /**
+     * @param maxPerTenant subscriptions (event streams) one tenant may hold on this coordinator at once
+     *                     ({@code KAGE_MAX_EVENT_STREAMS_PER_TENANT}); {@link #subscribe(String, Predicate)} refuses more
+     */
+    public EventHub(RedisClient client, String redisUrl, KageKeys keys, int maxPerTenant) {
+        this.maxPerTenant = maxPerTenant;
         this.client = client;
         this.stream = keys.events();
         this.name = keys.namespace() + "-event-hub";
@@ -101,9 +112,52 @@ public final class EventHub implements AutoCloseable {
      * @param filter runs on the hub's thread; must be fast and must not block
      */
     public Subscription subscribe(Predicate<StreamEvent> filter) {
-        Subscription subscription = new Subscription(filter);
+        Subscription subscription = new Subscription(null, filter);
         subscriptions.add(subscription);
         return subscription;
+    }
+
+    /**
+     * {@link #subscribe(Predicate)} for a tenant's event stream, counted against the tenant's {@code maxPerTenant}:
+     * each stream holds a buffer here and asks Postgres at every keep-alive, and the blocking threads and the pool
+     * those queries share serve every tenant's submits.
+     *
+     * @throws TooManyStreamsException when the tenant holds {@code maxPerTenant} streams already (a 429)
+     */
+    public Subscription subscribe(String tenant, Predicate<StreamEvent> filter) {
+        int held = perTenant.merge(tenant, 1, Integer::sum);
+        if (held > maxPerTenant) {
+            perTenant.computeIfPresent(tenant, (t, count) -> count > 1 ? count - 1 : null);
+            throw new TooManyStreamsException(maxPerTenant);
+        }
+        Subscription subscription = new Subscription(tenant, filter);
+        subscriptions.add(subscription);
+        return subscription;
+    }
+
+    /** Event streams a tenant holds now. */
+    public int streams(String tenant) {
+        return perTenant.getOrDefault(tenant, 0);
+    }
+
+    /** {@code KAGE_MAX_EVENT_STREAMS_PER_TENANT} when unset. */
+    public static final int DEFAULT_MAX_STREAMS_PER_TENANT = 500;
+
+    /**
+     * {@code KAGE_MAX_EVENT_STREAMS_PER_TENANT}, checked.
+     *
+     * @throws dev.kage.config.ConfigException naming the variable
+     */
+    public static int maxStreamsPerTenant(dev.kage.config.Env env) {
+        return env.intBetween("KAGE_MAX_EVENT_STREAMS_PER_TENANT", 1, 1_000_000, DEFAULT_MAX_STREAMS_PER_TENANT);
+    }
+
+    /** A tenant asked for one event stream more than it may hold at once on this coordinator. */
+    public static final class TooManyStreamsException extends KageException {
+        public TooManyStreamsException(int max) {
+            super("this tenant holds " + max + " event streams on this coordinator already (KAGE_MAX_EVENT_STREAMS_PER_TENANT); "
+                    + "close one, or follow every task of the tenant on one stream: GET /api/v1/events", false);
+        }
     }
 
     /** Subscribers registered now, for tests and metrics. */
@@ -144,6 +198,7 @@ public final class EventHub implements AutoCloseable {
             subscription.sink.tryEmitComplete();
         }
         subscriptions.clear();
+        perTenant.clear();
     }
 
     private void run() {
@@ -226,11 +281,13 @@ public final class EventHub implements AutoCloseable {
 
     /** One subscriber's filtered, buffered view of the stream from the moment it subscribed. */
     public final class Subscription implements AutoCloseable {
+        private final String tenant;
         private final Predicate<StreamEvent> filter;
         private final Sinks.Many<StreamEvent> sink =
                 Sinks.many().unicast().onBackpressureBuffer(Queues.<StreamEvent>get(SUBSCRIBER_BUFFER).get());
 
-        private Subscription(Predicate<StreamEvent> filter) {
+        private Subscription(String tenant, Predicate<StreamEvent> filter) {
+            this.tenant = tenant;
             this.filter = filter;
         }
 
@@ -242,7 +299,9 @@ public final class EventHub implements AutoCloseable {
         /** Stops buffering; the hub forgets this subscriber. */
         @Override
         public void close() {
-            subscriptions.remove(this);
+            if (subscriptions.remove(this) && tenant != null) {
+                perTenant.computeIfPresent(tenant, (t, held) -> held > 1 ? held - 1 : null);
+            }
         }
 
         // Only the hub's thread emits, so emissions are serial as Sinks require.

@@ -112,6 +112,13 @@ public class TaskEventsController {
             @ExampleObject(name = "unknown", value = """
                     {"error": "not_found", "message": "no task 0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90 for this API key", \
                     "errors": []}""")))
+    @ApiResponse(responseCode = "429", description = "The tenant holds `KAGE_MAX_EVENT_STREAMS_PER_TENANT` event streams on "
+            + "this coordinator already (default 500); `Retry-After: 15`",
+            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "too many streams", value = """
+                    {"error": "too_many_streams", "message": "this tenant holds 500 event streams on this coordinator already \
+                    (KAGE_MAX_EVENT_STREAMS_PER_TENANT); close one, or follow every task of the tenant on one stream: \
+                    GET /api/v1/events", "errors": []}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/{id}/events", produces = {MediaType.TEXT_EVENT_STREAM, MediaType.APPLICATION_JSON})
@@ -133,7 +140,7 @@ public class TaskEventsController {
         String taskId = task.id().toString();
 
         // Subscribe before reading the past, so an event published in between is buffered, not lost.
-        EventHub.Subscription live = hub.subscribe(e -> taskId.equals(e.taskId()) && sameTenant(e, tenant));
+        EventHub.Subscription live = hub.subscribe(tenant, e -> taskId.equals(e.taskId()) && sameTenant(e, tenant));
         EventReplay.Replay replay;
         try {
             java.util.function.Predicate<StreamEvent> wanted = e -> taskId.equals(e.taskId()) && sameTenant(e, tenant);
