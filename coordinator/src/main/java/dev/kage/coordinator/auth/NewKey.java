@@ -30,6 +30,9 @@ public record NewKey(String tenant, String name, Set<Scope> scopes) {
         String label = name == null ? "" : name.strip();
         if (label.length() > MAX_NAME || label.chars().anyMatch(Character::isISOControl)) {
             errors.add(new FieldError("name", "at most " + MAX_NAME + " characters, no control characters"));
+        } else if (label.codePoints().anyMatch(c -> Character.getType(c) == Character.SURROGATE)) {
+            // A lone UTF-16 surrogate (JSON's "\ud800"): the driver stored it as '?', a name changed without a word.
+            errors.add(new FieldError("name", "must be valid Unicode: it has a lone UTF-16 surrogate"));
         }
         Set<Scope> parsed = EnumSet.noneOf(Scope.class);
         if (scopes == null || scopes.isEmpty()) {

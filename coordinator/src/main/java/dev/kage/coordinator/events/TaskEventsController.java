@@ -131,7 +131,7 @@ public class TaskEventsController {
             return HttpResponse.notFound(ErrorBody.of("not_found", "no task " + id + " for this API key"))
                     .contentType(MediaType.APPLICATION_JSON_TYPE);
         }
-        String resumeText = request.getHeaders().get(LAST_EVENT_ID);
+        String resumeText = dev.kage.coordinator.api.SingleHeader.of(request, LAST_EVENT_ID);
         Optional<String> resumeAfter = resumeText == null || resumeText.isBlank() ? Optional.empty() : StreamIds.parse(resumeText);
         if (resumeText != null && !resumeText.isBlank() && resumeAfter.isEmpty()) {
             return EventReplay.badLastEventId(resumeText);

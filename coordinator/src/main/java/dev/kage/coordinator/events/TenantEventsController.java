@@ -107,7 +107,7 @@ public class TenantEventsController {
     public HttpResponse<?> events(HttpRequest<?> request) {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class)
                 .orElseThrow(() -> new IllegalStateException("ApiKeyFilter did not run for " + request.getPath()));
-        String resumeText = request.getHeaders().get(TaskEventsController.LAST_EVENT_ID);
+        String resumeText = dev.kage.coordinator.api.SingleHeader.of(request, TaskEventsController.LAST_EVENT_ID);
         boolean resuming = resumeText != null && !resumeText.isBlank();
         Optional<String> resumeAfter = resuming ? StreamIds.parse(resumeText) : Optional.empty();
         if (resuming && resumeAfter.isEmpty()) {

@@ -96,7 +96,7 @@ public class BatchController {
             MediaType.TEXT_PLAIN, MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<Accepted> submit(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @Body byte[] body) {
         String tenant = request.getAttribute(ApiKeyFilter.TENANT, String.class).orElseThrow();
-        String idempotencyKey = IdempotencyKeys.validate(request.getHeaders().get("Idempotency-Key"));
+        String idempotencyKey = IdempotencyKeys.validate(dev.kage.coordinator.api.SingleHeader.of(request, "Idempotency-Key"));
         List<SubmitRequest> requests = parser.parseBatch(body);
         List<dev.kage.coordinator.api.ErrorBody.FieldError> refused = repos.refusals(tenant, requests);
         if (!refused.isEmpty()) {

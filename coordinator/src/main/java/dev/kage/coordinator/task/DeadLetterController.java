@@ -48,7 +48,7 @@ public class DeadLetterController {
 
     @Operation(operationId = "listDeadLetters", summary = "List the tenant's dead letters",
             parameters = {@Parameter(name = "limit", in = ParameterIn.QUERY, example = "50",
-                    description = "letters at most; 1 to 500 (values " + "outside are clamped), default 50",
+                    description = "letters at most; 1 to 500 (another value is a 400), default 50",
                     schema = @Schema(type = "integer", defaultValue = "50")),
                     @Parameter(name = "agent", in = ParameterIn.QUERY, example = "claude-code",
                             description = "only this agent's jobs (any name: an agent no longer configured too)",
@@ -67,7 +67,12 @@ public class DeadLetterController {
     @Get(produces = MediaType.APPLICATION_JSON)
     public Letters list(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @QueryValue Integer limit,
                         @Parameter(hidden = true) @Nullable @QueryValue String agent) {
-        int n = limit == null ? 50 : Math.max(1, Math.min(limit, 500));
+        if (limit != null && (limit < 1 || limit > 500)) {
+            // Clamped before: ?limit=0 answered one letter, ?limit=100000 five hundred, both as if asked for.
+            throw new InvalidRequestException(List.of(new ErrorBody.FieldError("limit",
+                    "must be a whole number from 1 to 500 (default 50)")));
+        }
+        int n = limit == null ? 50 : limit;
         return new Letters(service.deadLetters(tenant(request), agentFilter(agent), n).stream()
                 .map(DeadLetterController::view).toList());
     }

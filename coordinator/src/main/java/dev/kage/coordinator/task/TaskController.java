@@ -34,7 +34,6 @@ import io.micronaut.http.MediaType;
 import io.micronaut.http.annotation.Body;
 import io.micronaut.http.annotation.Controller;
 import io.micronaut.http.annotation.Get;
-import io.micronaut.http.annotation.Header;
 import io.micronaut.core.annotation.Nullable;
 import io.micronaut.http.annotation.PathVariable;
 import io.micronaut.http.annotation.Post;
@@ -137,9 +136,9 @@ public class TaskController {
     @RequiresScope(Scope.SUBMIT)
     @Post(consumes = {MediaType.APPLICATION_JSON, MediaType.APPLICATION_FORM_URLENCODED, MediaType.TEXT_PLAIN,
             MediaType.ALL}, produces = MediaType.APPLICATION_JSON)
-    public HttpResponse<SubmitResponse> submit(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @Body byte[] body,
-                                               @Nullable @Header("Idempotency-Key") String idempotencyKey) {
+    public HttpResponse<SubmitResponse> submit(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @Body byte[] body) {
         String tenant = tenant(request);
+        String idempotencyKey = dev.kage.coordinator.api.SingleHeader.of(request, "Idempotency-Key");
         SubmitRequest submit = parser.parse(body);
         repos.refusal(tenant, submit.repo(), "repo").ifPresent(refused -> {
             throw new InvalidRequestException(List.of(refused));

@@ -42,6 +42,12 @@ class HostileInputApiTest {
         JsonNode badLimit = error(coordinator.get("/api/v1/dead-letters?limit=abc", KEY), 400);
         assertThat(badLimit.get("error").asText()).isEqualTo("validation_failed");
         assertThat(badLimit.at("/errors/0/field").asText()).isEqualTo("limit");
+        // Out of range: refused, not clamped (0 answered one letter, 100000 five hundred, as if asked for).
+        for (String limit : new String[] {"0", "-5", "501", "100000"}) {
+            JsonNode outOfRange = error(coordinator.get("/api/v1/dead-letters?limit=" + limit, KEY), 400);
+            assertThat(outOfRange.at("/errors/0/message").asText()).as(limit).isEqualTo("must be a whole number from 1 to 500 (default 50)");
+        }
+        assertThat(coordinator.get("/api/v1/dead-letters?limit=500", KEY).statusCode()).isEqualTo(200);
     }
 
     @Test
@@ -58,6 +64,28 @@ class HostileInputApiTest {
         assertThat(body.at("/errors/0/field").asText()).isEqualTo("usd_per_month");
         JsonNode limits = error(coordinator.send("PUT", "/api/v1/limits/claude-code", KEY, "{\"window_seconds\": 1e400}"), 400);
         assertThat(limits.at("/errors/0/field").asText()).isEqualTo("window_seconds");
+    }
+
+    @Test
+    void aSingleValuedHeaderSentTwiceIsA400NamingItAndNothingIsCreated() throws Exception {
+        // Which of two keys guarded a submit was the framework's choice; a resume point likewise.
+        String task = "{\"description\": \"twice\", \"cli_assignments\": [{\"cli_name\": \"demo\"}]}";
+        Map<String, String> requests = Map.of("/api/v1/tasks", task, "/api/v1/tasks:batch", "{\"tasks\": [" + task + "]}");
+        for (var entry : requests.entrySet()) {
+            java.net.http.HttpRequest request = java.net.http.HttpRequest.newBuilder(coordinator.uri(entry.getKey()))
+                    .header("X-API-Key", KEY).header("Content-Type", "application/json")
+                    .header("Idempotency-Key", "import-1").header("Idempotency-Key", "import-2")
+                    .POST(java.net.http.HttpRequest.BodyPublishers.ofString(entry.getValue())).build();
+            JsonNode body = error(coordinator.http().send(request, HttpResponse.BodyHandlers.ofString()), 400);
+            assertThat(body.at("/errors/0/field").asText()).isEqualTo("Idempotency-Key");
+            assertThat(body.at("/errors/0/message").asText()).isEqualTo("was sent 2 times; send it once");
+        }
+        String listed = coordinator.get("/api/v1/tasks?limit=100", KEY).body();
+        assertThat(listed).doesNotContain("\"twice\"");
+        java.net.http.HttpRequest events = java.net.http.HttpRequest.newBuilder(coordinator.uri("/api/v1/events"))
+                .header("X-API-Key", KEY).header("Last-Event-ID", "1-0").header("Last-Event-ID", "2-0").GET().build();
+        JsonNode refused = error(coordinator.http().send(events, HttpResponse.BodyHandlers.ofString()), 400);
+        assertThat(refused.at("/errors/0/field").asText()).isEqualTo("Last-Event-ID");
     }
 
     @Test

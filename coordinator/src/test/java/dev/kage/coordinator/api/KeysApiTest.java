@@ -159,6 +159,8 @@ class KeysApiTest {
                 {"{\"tenant\": \"acme\", \"scopes\": \"read\"}", "scopes"},
                 {"{\"tenant\": \"acme\", \"scopes\": [\"read\", \"root\"]}", "scopes[1]"},
                 {"{\"tenant\": \"acme\", \"scopes\": [\"read\"], \"name\": \"" + "n".repeat(101) + "\"}", "name"},
+                // A lone surrogate was stored as '?': the name changed without a word.
+                {"{\"tenant\": \"acme\", \"scopes\": [\"read\"], \"name\": \"ci \\ud800\"}", "name"},
                 {"{\"tenant\": \"acme\", \"scopes\": [\"read\"], \"digest\": \"x\"}", "digest"},
                 {"[]", "body"}, {"{", "body"}}) {
             HttpResponse<String> response = coordinator.send("POST", "/api/v1/keys", OPS, bad[0]);
