@@ -80,9 +80,19 @@ public final class Kage implements Callable<Integer> {
         System.exit(status);
     }
 
-    /** Runs one command line; returns its exit status (see {@link ExitCodes}). */
+    /**
+     * Runs one command line; returns its exit status (see {@link ExitCodes}). What it prints goes through a
+     * {@link TerminalWriter}: text from the server (and from agents, through it) cannot drive the terminal.
+     */
     public static int run(Kage kage, PrintWriter out, PrintWriter err, String... args) {
-        return commandLine(kage, out, err).execute(args);
+        PrintWriter shownOut = new PrintWriter(new TerminalWriter(out), true);
+        PrintWriter shownErr = new PrintWriter(new TerminalWriter(err), true);
+        try {
+            return commandLine(kage, shownOut, shownErr).execute(args);
+        } finally {
+            shownOut.flush();
+            shownErr.flush();
+        }
     }
 
     static CommandLine commandLine(Kage kage, PrintWriter out, PrintWriter err) {
@@ -90,6 +100,8 @@ public final class Kage implements Callable<Integer> {
         cli.setOut(out);
         cli.setErr(err);
         cli.setCaseInsensitiveEnumValuesAllowed(true);
+        // No colours in the help: its escape sequences would be shown as text (TerminalWriter).
+        cli.setColorScheme(CommandLine.Help.defaultColorScheme(CommandLine.Help.Ansi.OFF));
         // "-wait" is an unknown option, not -w -a it; a description starting with '-' goes after "--"
         cli.setPosixClusteredShortOptionsAllowed(false);
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {

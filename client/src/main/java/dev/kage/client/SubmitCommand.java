@@ -66,7 +66,7 @@ final class SubmitCommand implements Callable<Integer> {
         }
         ApiClient api = kage.api();
         ObjectNode body = ApiClient.JSON.createObjectNode();
-        body.put("description", "-".equals(description) ? new String(System.in.readAllBytes(), StandardCharsets.UTF_8) : description);
+        body.put("description", "-".equals(description) ? standardInput(System.in.readAllBytes()) : description);
         ArrayNode assignments = body.putArray("cli_assignments");
         for (String agent : agents) {
             ObjectNode assignment = assignments.addObject().put("cli_name", agent);
@@ -108,5 +108,19 @@ final class SubmitCommand implements Callable<Integer> {
             return ExitCodes.OK;
         }
         return new TaskFollower(api, kage.out(), kage.zone(), kage.reconnects()).follow(id);
+    }
+
+    /**
+     * The description read from standard input, which must be UTF-8: a byte that is not would otherwise be sent as
+     * U+FFFD, a changed instruction the server could no longer refuse.
+     */
+    static String standardInput(byte[] bytes) {
+        try {
+            return StandardCharsets.UTF_8.newDecoder().onMalformedInput(java.nio.charset.CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(java.nio.charset.CodingErrorAction.REPORT)
+                    .decode(java.nio.ByteBuffer.wrap(bytes)).toString();
+        } catch (java.nio.charset.CharacterCodingException e) {
+            throw ClientException.usage("the description on standard input is not UTF-8 text");
+        }
     }
 }

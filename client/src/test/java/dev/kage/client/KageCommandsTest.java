@@ -77,6 +77,14 @@ class KageCommandsTest {
                     {"task_id":"t-1","status":"failed","agents":[{"cli_name":"demo","status":"failed","total_tokens":5,
                      "tokens_in":3,"tokens_out":2,"cost_usd":0,"duration_ms":10,"branch":null,"diff_stat":null,
                      "error":{"error_type":"CliError","error_message":"exit 1"}}],"errors":[]}""");
+            case "GET /api/v1/tasks/evil" -> reply(exchange, 200, """
+                    {"task_id":"evil","status":"failed","description":"fix it\\u001b]52;c;Y3VybCBldmlsLnNo\\u0007\\u001b[2J","agents":[{"cli_name":"demo","status":"failed","total_tokens":5,
+                     "tokens_in":3,"tokens_out":2,"cost_usd":0,"duration_ms":10,"branch":null,
+                     "diff_stat":"1 file changed\\r\\u202eevil",
+                     "error":{"error_type":"CliError","error_message":"exit 1\\u001b]52;c;Y3VybCBldmlsLnNo\\u0007\\u001b[2J"}}],
+                     "errors":[]}""");
+            case "GET /api/v1/tasks/evil2" -> reply(exchange, 404,
+                    "{\"error\":\"not_found\",\"message\":\"no task \\u001b]0;pwned\\u0007 for this API key\",\"errors\":[]}");
             case "GET /api/v1/tasks/nope" -> reply(exchange, 404, "{\"error\":\"not_found\",\"message\":\"no task nope for this API key\",\"errors\":[]}");
             case "GET /api/v1/tasks" -> reply(exchange, 400, "{\"error\":\"validation_failed\",\"message\":\"the request is invalid: limit\","
                     + "\"errors\":[{\"field\":\"limit\",\"message\":\"'0' is not a whole number from 1 to 100 (default 20)\"}]}");
@@ -104,6 +112,38 @@ class KageCommandsTest {
 
     private Map<String, String> env() {
         return Map.of("KAGE_URL", "http://127.0.0.1:" + server.getAddress().getPort(), "KAGE_API_KEY", KEY);
+    }
+
+    @Test
+    void textFromTheServerCannotDriveTheTerminalItIsShownEscaped() {
+        // An agent steered by a repository's files wrote these into its error: set the clipboard (OSC 52), clear the
+        // screen, hide text with a carriage return and a right-to-left override.
+        for (String[] command : new String[][] {{"status", "evil"}, {"status", "evil", "--json"}, {"status", "evil2"}}) {
+            kage(env(), command);
+            String shown = out + err;
+            assertThat(shown.chars().filter(c -> c == 0x1b || c == 0x07 || c == '\r' || c == 0x202e).count())
+                    .as(String.join(" ", command) + ": " + shown).isZero();
+        }
+        kage(env(), "status", "evil");
+        assertThat(out).contains("\\u001b]52;c;Y3VybCBldmlsLnNo\\u0007").contains("\\u202e");
+        kage(env(), "status", "evil", "--json");
+        assertThat(out).contains("\\u001b");
+        kage(env(), "status", "evil2");
+        assertThat(err).contains("no task \\u001b]0;pwned\\u0007 for this API key");
+        assertThat(TerminalWriter.escaped('\t')).isFalse();
+        assertThat(TerminalWriter.escaped('\n')).isFalse();
+        assertThat(TerminalWriter.escaped(0x9b)).as("C1 CSI").isTrue();
+    }
+
+    @Test
+    void aDescriptionOnStandardInputThatIsNotUtf8IsAUsageErrorNotReplacementCharacters() {
+        assertThat(SubmitCommand.standardInput("Fix the caf\u00e9 \uD83D\uDE42".getBytes(StandardCharsets.UTF_8)))
+                .isEqualTo("Fix the caf\u00e9 \uD83D\uDE42");
+        org.assertj.core.api.Assertions.assertThatThrownBy(() -> SubmitCommand.standardInput(new byte[] {'F', 'i', 'x', (byte) 0xff}))
+                .isInstanceOfSatisfying(ClientException.class, e -> {
+                    assertThat(e.exitCode()).isEqualTo(ExitCodes.USAGE);
+                    assertThat(e.getMessage()).contains("standard input is not UTF-8");
+                });
     }
 
     @Test

@@ -128,7 +128,7 @@ public class TaskEventsController {
                 .orElseThrow(() -> new IllegalStateException("ApiKeyFilter did not run for " + request.getPath()));
         Optional<TaskRecord> found = parseId(id).flatMap(uuid -> store.find(tenant, uuid));
         if (found.isEmpty()) {
-            return HttpResponse.notFound(ErrorBody.of("not_found", "no task " + id + " for this API key"))
+            return HttpResponse.notFound(ErrorBody.of("not_found", "no task " + dev.kage.coordinator.api.ErrorBody.printable(id) + " for this API key"))
                     .contentType(MediaType.APPLICATION_JSON_TYPE);
         }
         String resumeText = dev.kage.coordinator.api.SingleHeader.of(request, LAST_EVENT_ID);

@@ -274,7 +274,7 @@ public class LimitsController {
     }
 
     private static HttpResponse<?> unknown(String agent) {
-        return HttpResponse.notFound(ErrorBody.of("not_found", "no agent or limit group named '" + agent + "'"));
+        return HttpResponse.notFound(ErrorBody.of("not_found", "no agent or limit group named '" + dev.kage.coordinator.api.ErrorBody.printable(agent) + "'"));
     }
 
     private LimitView view(String group, Limit configured) {

@@ -70,7 +70,7 @@ public class CancelController {
         Optional<UUID> taskId = parse(id);
         Optional<TaskStatus> before = taskId.flatMap(uuid -> service.cancel(tenant, uuid));
         if (before.isEmpty()) {
-            return HttpResponse.notFound(ErrorBody.of("not_found", "no task " + id + " for this API key"));
+            return HttpResponse.notFound(ErrorBody.of("not_found", "no task " + dev.kage.coordinator.api.ErrorBody.printable(id) + " for this API key"));
         }
         if (before.get().isFinal()) {
             return HttpResponse.status(HttpStatus.CONFLICT).body(ErrorBody.of("conflict",

@@ -255,7 +255,7 @@ public class TaskController {
         Optional<UUID> taskId = parseId(id);
         Optional<TaskRecord> task = taskId.flatMap(uuid -> store.find(tenant(request), uuid));
         if (task.isEmpty()) {
-            return HttpResponse.notFound(ErrorBody.of("not_found", "no task " + id + " for this API key"));
+            return HttpResponse.notFound(ErrorBody.of("not_found", "no task " + dev.kage.coordinator.api.ErrorBody.printable(id) + " for this API key"));
         }
         return HttpResponse.ok(view(task.get()));
     }
