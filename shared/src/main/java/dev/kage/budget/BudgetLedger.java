@@ -48,6 +48,7 @@ public final class BudgetLedger {
     private static final LuaScript TOP_UP = LuaScript.load(BudgetLedger.class, "common.lua", "top-up.lua");
     private static final LuaScript SWEEP = LuaScript.load(BudgetLedger.class, "common.lua", "sweep.lua");
     private static final LuaScript SET_LIMITS = LuaScript.load(BudgetLedger.class, "common.lua", "set-limits.lua");
+    private static final LuaScript RELEASE_PREVIOUS = LuaScript.load(BudgetLedger.class, "common.lua", "release-previous.lua");
     /** Every script of the ledger. */
     static final List<LuaScript> SCRIPTS = List.of(RESERVE, SETTLE, TOP_UP, SWEEP);
 
@@ -113,6 +114,14 @@ public final class BudgetLedger {
         addPeriodArgs(tenantArgs, tenantDefaults);
         Step first = reserveStep(id, request, tenantHolds, taskPool, Duration.ZERO, keys.tenantBudgetLimits(request.tenant()),
                 tenantPools, tenantArgs);
+        if (first.status() == 0 && !request.agentLimits().isNone()) {
+            // A reclaimed job refused by its tenant's pools: the dead worker's hold in the agent's pools goes too, as its
+            // hold in the tenant's just went. Else it held the agent's fleet-wide pools, for every tenant, until it lapsed.
+            String agentHolds = keys.agentHolds(request.agent());
+            RELEASE_PREVIOUS.run(redis, ScriptOutputType.INTEGER, new String[] {agentHolds, KageKeys.holdExpiry(agentHolds),
+                    keys.agentTaskHolds(request.agent(), request.taskId())}, request.jobId(), id);
+            return first.hold(id, request, tenantPools, List.of());
+        }
         if (first.status() == 0 || request.agentLimits().isNone()) {
             return first.hold(id, request, tenantPools, List.of());
         }

@@ -260,6 +260,31 @@ class BudgetLedgerTest {
     }
 
     @Test
+    void aReclaimedJobRefusedByItsTenantsPoolsReleasesTheDeadWorkersHoldInTheAgentsPoolsToo() {
+        PeriodLimits agentDay = new PeriodLimits(100_000, 0, 0, 0);
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(10_000));
+        Hold dead = ledger.reserve(new HoldRequest("acme", "t1", "codex", "job#1#1-0", "worker-a", 8_000, 0, 50_000, 0,
+                agentDay, LONG));
+        assertThat(dead.status()).isEqualTo(HoldStatus.HELD);
+        assertThat(ledger.agentPools("codex", agentDay).getFirst().reserved()).isEqualTo(8_000);
+        // Meanwhile the tenant's day filled up (another task's usage, settled).
+        Hold other = ledger.reserve(request("t2", "j2", "w1", 1_000, 50_000));
+        ledger.settle(other, 9_000, 0);
+
+        // Worker A died; B reclaims the entry: the tenant's pools refuse it (A's 8,000 freed, 9,000 used, 8,000 asked).
+        Hold reclaimed = ledger.reserve(new HoldRequest("acme", "t1", "codex", "job#1#1-0", "worker-b", 8_000, 0, 50_000, 0,
+                agentDay, LONG));
+        assertThat(reclaimed.status()).isEqualTo(HoldStatus.REFUSED);
+        assertThat(ledger.tenantPools("acme").getFirst().reserved()).isZero();
+        assertThat(ledger.agentPools("codex", agentDay).getFirst().reserved())
+                .as("A's hold in the agent's pools, which every tenant's jobs of codex draw on, is gone too").isZero();
+        // A's late settle (it was only cut off) still counts what it used.
+        ledger.settle(dead, 500, 0);
+        assertThat(ledger.agentPools("codex", agentDay).getFirst()).extracting(PoolState::used, PoolState::reserved)
+                .containsExactly(500L, 0L);
+    }
+
+    @Test
     void aTopUpGrowsTheHoldWhileThereIsRoomAndThenRefuses() {
         BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(5_000));
         Hold hold = ledger.reserve(request("t1", "j1", "w1", 1_000, 50_000));
