@@ -347,7 +347,7 @@ public final class BudgetLedger {
         int status = (int) n(reply, 0);
         String tight = String.valueOf(reply.get(3));
         return new TopUp(status == 1, status == -1, n(reply, 1), n(reply, 2), tight.isEmpty() ? null : pool(hold, tight),
-                n(reply, 4));
+                n(reply, 4), reply.size() > 5 && "usd".equals(String.valueOf(reply.get(5))));
     }
 
     /**
@@ -718,6 +718,12 @@ public final class BudgetLedger {
      * @param tightest  the pool with the least room, when one is limited
      * @param roomLeft  tokens left in that pool before this top-up
      */
-    public record TopUp(boolean granted, boolean lapsed, long tokens, long usdMicros, Pool tightest, long roomLeft) {
+    /**
+     * @param tightest the pool with the least room for tokens; on a refusal, the pool that refused
+     * @param roomLeft what {@code tightest} has left: tokens, or micro-USD when {@code usd}
+     * @param usd      the refusal was for dollars (the pool's token room would have done)
+     */
+    public record TopUp(boolean granted, boolean lapsed, long tokens, long usdMicros, Pool tightest, long roomLeft,
+                        boolean usd) {
     }
 }

@@ -14,7 +14,8 @@
 -- ARGV: 1 hold id, 2 tokens needed, 3 tokens wanted, 4 micro-USD needed, 5 micro-USD wanted, 6 mode,
 -- 7 hold lifetime ms, 8 call id ('' for none).
 -- Returns {status (1 grown, 0 refused, -1 no such open hold), tokens granted, micro-USD granted,
--- the tightest pool's key ('' when no pool limits tokens), tokens left in it (-1 when no pool limits tokens)}.
+-- the tightest pool's key ('' when no pool limits tokens), tokens left in it (-1 when no pool limits tokens)}; a
+-- refusal names the pool that refused and what it has left, and adds the kind that ran out ('tokens' or 'usd').
 local holds, expiry = KEYS[1], KEYS[2]
 local id = ARGV[1]
 local record = redis.call('HGET', holds, id)
@@ -39,7 +40,7 @@ for i = 3, #parts do
 end
 local npools = #pools
 -- Room in the limited pools; a pool already past its limit (an overrun settled, a limit lowered) has none.
-local room_t, room_u, tight = nil, nil, 0
+local room_t, room_u, tight, tight_u = nil, nil, 0, 0
 if ARGV[6] == 'enforce' then
   for i = 1, npools do
     local s = pool_state(pools[i])
@@ -49,7 +50,7 @@ if ARGV[6] == 'enforce' then
     end
     if s[4] > 0 then
       local r = math.max(0, s[4] - s[5] - s[6])
-      if room_u == nil or r < room_u then room_u = r end
+      if room_u == nil or r < room_u then room_u = r; tight_u = i end
     end
   end
 end
@@ -60,8 +61,11 @@ local function grant(need, want, room)
   return math.min(want, math.max(need, math.floor(room / 2)))
 end
 local grant_t, grant_u = grant(need_t, want_t, room_t), grant(need_u, want_u, room_u)
-if (room_t ~= nil and grant_t > room_t) or (room_u ~= nil and grant_u > room_u) then
-  return {0, 0, 0, pools[tight] or '', room_t or -1}
+if room_t ~= nil and grant_t > room_t then
+  return {0, 0, 0, pools[tight] or '', room_t, 'tokens'}
+end
+if room_u ~= nil and grant_u > room_u then
+  return {0, 0, 0, pools[tight_u] or '', room_u, 'usd'}
 end
 parts[1] = string.format('%d', num(parts[1]) + grant_t)
 parts[2] = string.format('%d', num(parts[2]) + grant_u)

@@ -285,6 +285,26 @@ class BudgetLedgerTest {
     }
 
     @Test
+    void aTopUpRefusedForDollarsSaysSoAndNamesThePoolWhoseDollarsRanOut() {
+        // Tokens have room everywhere; the tenant's day has $0.01 left.
+        BudgetLedger ledger = ledger(BudgetMode.ENFORCE, new PeriodLimits(0, 50_000, 0, 0));
+        Hold hold = ledger.reserve(new HoldRequest("acme", "t1", "codex", "j1", "w1", 1_000, 40_000, 1_000_000, 0,
+                PeriodLimits.NONE, LONG));
+        assertThat(hold.status()).isEqualTo(HoldStatus.HELD);
+        TopUp refused = ledger.topUp(hold, 500, 500, 20_000, 20_000);
+        assertThat(refused.granted()).isFalse();
+        assertThat(refused.usd()).isTrue();
+        assertThat(refused.tightest().kind()).isEqualTo(PoolKind.TENANT);
+        assertThat(refused.tightest().period()).startsWith("day:");
+        assertThat(refused.roomLeft()).as("micro-USD left").isEqualTo(10_000);
+
+        TopUp tokens = ledger(BudgetMode.ENFORCE, dayTokens(1_500)).topUp(
+                ledger(BudgetMode.ENFORCE, dayTokens(1_500)).reserve(request("t2", "j2", "w1", 1_000, 1_000_000)), 900, 900, 0, 0);
+        assertThat(tokens.granted()).isFalse();
+        assertThat(tokens.usd()).isFalse();
+    }
+
+    @Test
     void aTopUpGrowsTheHoldWhileThereIsRoomAndThenRefuses() {
         BudgetLedger ledger = ledger(BudgetMode.ENFORCE, dayTokens(5_000));
         Hold hold = ledger.reserve(request("t1", "j1", "w1", 1_000, 50_000));

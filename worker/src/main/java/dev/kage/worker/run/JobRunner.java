@@ -1026,17 +1026,25 @@ public final class JobRunner {
 
         ErrorRecord stopError() {
             BudgetLedger.Pool pool = stoppedAt();
-            long limit = hold.states().stream().filter(p -> p.pool().key().equals(pool.key())).findFirst()
-                    .map(BudgetLedger.PoolState::limit).orElse(job.tokenLimit());
-            Map<String, Object> details = poolDetails(job, pool, false, countedAtStop, limit, true);
+            // Dollars ran out while tokens had room: the row says so, in micro-USD, with the pool that refused.
+            boolean usd = failure == null && refusal != null && refusal.usd();
+            Optional<BudgetLedger.PoolState> state = hold.states().stream().filter(p -> p.pool().key().equals(pool.key()))
+                    .findFirst();
+            long limit = usd ? state.map(BudgetLedger.PoolState::usdLimitMicros).orElse(0L)
+                    : state.map(BudgetLedger.PoolState::limit).orElse(job.tokenLimit());
+            Map<String, Object> details = poolDetails(job, pool, usd, usd ? heldUsd : countedAtStop, limit, true);
             details.put("tokens_held", held);
+            if (usd) {
+                details.put("usd_micros_held", heldUsd);
+            }
             details.put("tokens_printed_until_killed", counted());
             details.put("stopped", true);
             if (failure != null) {
                 details.put("redis_error", failure);
             }
             String message = "Agent " + job.agent() + " stopped: " + (failure != null ? "its budget could not be checked ("
-                    + failure + ")" : "the " + pool.describe() + " budget was spent") + " after " + countedAtStop + " tokens";
+                    + failure + ")" : "the " + pool.describe() + (usd ? " dollar" : "") + " budget was spent") + " after "
+                    + countedAtStop + " tokens";
             return new ErrorRecord(UUID.fromString(job.taskId()), job.jobId(), job.agent(), "BudgetExceededError", message,
                     json(details), false, null, errorKey(job, "BudgetExceededError:stopped"));
         }

@@ -492,6 +492,24 @@ class JobRunnerTest {
     }
 
     @Test
+    void anAgentStoppedBecauseTheTenantsDollarsRanOutSaysDollarsAndNamesThatPool() throws Exception {
+        // $15 per million output tokens; the tenant's day holds $0.05 (about 3,300 tokens of answer); tokens have room.
+        String fixture = Path.of("src", "test", "resources", "fixtures", "print-forever.sh").toAbsolutePath().toString();
+        Run run = run(BudgetMode.ENFORCE, agent("talker", List.of(fixture, "{prompt}")), "say something", 100_000_000, "main",
+                120, Map.of("TENANT_MAX_USD_PER_DAY", "0.05"));
+
+        assertThat(run.result.status()).isEqualTo(JobStatus.FAILED);
+        assertThat(run.errors).extracting(ErrorRecord::errorType).containsExactly("BudgetExceededError");
+        assertThat(run.errors.getFirst().errorMessage()).startsWith("Agent talker stopped: the tenant acme day:")
+                .contains(" dollar budget was spent after ");
+        JsonNode details = JSON.readTree(run.errors.getFirst().detailsJson());
+        assertThat(details.get("pool").asText()).isEqualTo("tenant");
+        assertThat(details.get("unit").asText()).isEqualTo("usd_micros");
+        assertThat(details.get("pool_limit").asLong()).isEqualTo(50_000);
+        assertThat(details.get("stopped").asBoolean()).isTrue();
+    }
+
+    @Test
     void aRunningAgentStoppedByACancelIsChargedWhatItPrintedAndHoldsNothing() throws Exception {
         Path marker = dir.resolve("sleeper-started");
         JobControl control = new JobControl();
