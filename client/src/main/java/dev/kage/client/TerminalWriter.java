@@ -17,6 +17,14 @@ final class TerminalWriter extends FilterWriter {
         super(out);
     }
 
+    /**
+     * A CR before an LF within one write: the line separator where it is CRLF ({@code println} writes it in one call).
+     * A CR alone, which moves back over what was printed, is escaped.
+     */
+    private static boolean lineEnd(char c, char next) {
+        return c == '\r' && next == '\n';
+    }
+
     /** Whether {@code c} is written as its escape. */
     static boolean escaped(int c) {
         return (c < 0x20 && c != '\n' && c != '\t') || (c >= 0x7f && c <= 0x9f) || (c >= 0x202a && c <= 0x202e)
@@ -36,7 +44,7 @@ final class TerminalWriter extends FilterWriter {
     public void write(char[] chars, int offset, int length) throws IOException {
         int from = offset;
         for (int i = offset; i < offset + length; i++) {
-            if (escaped(chars[i])) {
+            if (escaped(chars[i]) && !lineEnd(chars[i], i + 1 < offset + length ? chars[i + 1] : 0)) {
                 out.write(chars, from, i - from);
                 write(chars[i]);
                 from = i + 1;
@@ -49,7 +57,7 @@ final class TerminalWriter extends FilterWriter {
     public void write(String text, int offset, int length) throws IOException {
         int from = offset;
         for (int i = offset; i < offset + length; i++) {
-            if (escaped(text.charAt(i))) {
+            if (escaped(text.charAt(i)) && !lineEnd(text.charAt(i), i + 1 < offset + length ? text.charAt(i + 1) : 0)) {
                 out.write(text, from, i - from);
                 write(text.charAt(i));
                 from = i + 1;

@@ -133,6 +133,13 @@ class KageCommandsTest {
         assertThat(TerminalWriter.escaped('\t')).isFalse();
         assertThat(TerminalWriter.escaped('\n')).isFalse();
         assertThat(TerminalWriter.escaped(0x9b)).as("C1 CSI").isTrue();
+        java.io.StringWriter shown = new java.io.StringWriter();
+        try (PrintWriter terminal = new PrintWriter(new TerminalWriter(shown))) {
+            terminal.print("a\r\nb\rc\r");
+            terminal.print("\n");
+        }
+        assertThat(shown.toString()).as("CRLF line ends pass (Windows' line separator); a lone CR does not")
+                .isEqualTo("a\r\nb\\u000dc\\u000d\n");
     }
 
     @Test

@@ -50,7 +50,7 @@ public final class BudgetLedger {
     private static final LuaScript SET_LIMITS = LuaScript.load(BudgetLedger.class, "common.lua", "set-limits.lua");
     private static final LuaScript RELEASE_PREVIOUS = LuaScript.load(BudgetLedger.class, "common.lua", "release-previous.lua");
     /** Every script of the ledger. */
-    static final List<LuaScript> SCRIPTS = List.of(RESERVE, SETTLE, TOP_UP, SWEEP);
+    static final List<LuaScript> SCRIPTS = List.of(RESERVE, SETTLE, TOP_UP, SWEEP, SET_LIMITS, RELEASE_PREVIOUS);
 
     private final KageKeys keys;
     private final RedisCommands<String, String> redis;
@@ -114,9 +114,10 @@ public final class BudgetLedger {
         addPeriodArgs(tenantArgs, tenantDefaults);
         Step first = reserveStep(id, request, tenantHolds, taskPool, Duration.ZERO, keys.tenantBudgetLimits(request.tenant()),
                 tenantPools, tenantArgs);
-        if (first.status() == 0 && !request.agentLimits().isNone()) {
+        if (first.status() == 0) {
             // A reclaimed job refused by its tenant's pools: the dead worker's hold in the agent's pools goes too, as its
             // hold in the tenant's just went. Else it held the agent's fleet-wide pools, for every tenant, until it lapsed.
+            // Asked whatever the agent's limits are now: the dead worker's hold was taken under the limits of then.
             String agentHolds = keys.agentHolds(request.agent());
             RELEASE_PREVIOUS.run(redis, ScriptOutputType.INTEGER, new String[] {agentHolds, KageKeys.holdExpiry(agentHolds),
                     keys.agentTaskHolds(request.agent(), request.taskId())}, request.jobId(), id);

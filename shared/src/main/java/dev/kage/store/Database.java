@@ -39,7 +39,25 @@ public final class Database implements AutoCloseable {
         if (sql.length() > SQL_SHOWN) {
             sql = sql.substring(0, SQL_SHOWN) + "...";
         }
-        return e.getShortMessage() + (sql.isEmpty() ? "" : " [statement: \"" + sql + "\"]");
+        return driverMessage(e) + (sql.isEmpty() ? "" : " [statement: \"" + sql + "\"]");
+    }
+
+    /**
+     * The driver's error; for a data exception (SQLState class 22) without the value Postgres quotes in it
+     * ({@code invalid input syntax for type uuid: "..."}): the value is a bound one.
+     */
+    private static boolean quotesAValue(Throwable e) {
+        return e.getCause() instanceof org.postgresql.util.PSQLException sql && sql.getSQLState() != null
+                && sql.getSQLState().startsWith("22") && sql.getServerErrorMessage() != null;
+    }
+
+    private static String driverMessage(org.jdbi.v3.core.statement.StatementException e) {
+        if (quotesAValue(e) && e.getCause() instanceof org.postgresql.util.PSQLException sql) {
+            String primary = String.valueOf(sql.getServerErrorMessage().getMessage());
+            return sql.getClass().getName() + ": ERROR: " + primary.replaceAll("(?s):\\s*\".*$", "") + " (SQLState "
+                    + sql.getSQLState() + ")";
+        }
+        return e.getShortMessage();
     }
 
     /** Characters of a failed statement's SQL its message shows. */
@@ -145,7 +163,9 @@ public final class Database implements AutoCloseable {
         try {
             return jdbi.withHandle(work);
         } catch (org.jdbi.v3.core.JdbiException e) {
-            throw new StoreException("Postgres: " + e.getMessage(), e);
+            // A data exception's driver error quotes the bound value it refused: not kept as the cause (a stack trace
+            // would print it), only its message without the value.
+            throw new StoreException("Postgres: " + e.getMessage(), quotesAValue(e) ? null : e);
         }
     }
 

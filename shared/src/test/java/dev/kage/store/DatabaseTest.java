@@ -94,8 +94,13 @@ class DatabaseTest {
         StoreException badType = org.junit.jupiter.api.Assertions.assertThrows(StoreException.class, () -> database.call(h ->
                 h.createQuery("SELECT :repo || 'x', :count::int").bind("repo", secret).bind("count", "many")
                         .mapTo(String.class).one()));
-        assertThat(badType.getMessage()).contains("invalid input syntax for type integer");
+        assertThat(badType.getMessage()).contains("invalid input syntax for type integer").doesNotContain("many");
         assertThat(causes(badType)).doesNotContain("ghp_");
+        // Postgres quotes a value it cannot take in its own message: a bound one, a secret as well.
+        StoreException quoted = org.junit.jupiter.api.Assertions.assertThrows(StoreException.class, () -> database.call(h ->
+                h.createQuery("SELECT CAST(:id AS uuid)").bind("id", secret).mapTo(String.class).one()));
+        assertThat(quoted.getMessage()).contains("invalid input syntax for type uuid (SQLState 22P02)");
+        assertThat(causes(quoted)).doesNotContain("ghp_");
     }
 
     private Database open(int socketTimeoutSeconds) {

@@ -148,8 +148,11 @@ public class WorkerFactory {
     @Singleton
     @Bean(preDestroy = "close")
     public WorkDirLock workDirLock(WorkerSettings worker) {
-        WorkDirLock lock = WorkDirLock.acquire(worker.workDir(), worker.workerId(), WorkDirLock.PREDECESSOR_EXIT);
-        lock.sweepPredecessors(WorkerSettings.defaultIdPrefix());
+        String prefix = WorkerSettings.defaultIdPrefix();
+        boolean defaultId = worker.workerId().equals(prefix + ProcessHandle.current().pid());
+        WorkDirLock lock = WorkDirLock.acquire(worker.workDir(), worker.workerId(), defaultId, WorkDirLock.PREDECESSOR_EXIT);
+        // Off the start-up path: killing what a dead worker left takes up to 5 s a group that ignores SIGTERM.
+        Thread.ofVirtual().name("kage-work-dir-sweep").start(() -> lock.sweepPredecessors(prefix));
         return lock;
     }
 

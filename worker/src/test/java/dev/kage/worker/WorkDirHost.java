@@ -16,7 +16,8 @@ public final class WorkDirHost {
 
     public static void main(String[] args) throws Exception {
         Path dir = Path.of(args[0]).resolve(args[1].replace("{pid}", Long.toString(ProcessHandle.current().pid())));
-        WorkDirLock lock = WorkDirLock.acquire(dir, dir.getFileName().toString(), Duration.ZERO);
+        // A name with {pid} stands for a default id, as a worker without KAGE_WORKER_ID has.
+        WorkDirLock lock = WorkDirLock.acquire(dir, dir.getFileName().toString(), args[1].contains("{pid}"), Duration.ZERO);
         System.out.println("holding " + lock.dir());
         if (args[2].equals("-")) {
             Thread.currentThread().join();

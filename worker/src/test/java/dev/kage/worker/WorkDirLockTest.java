@@ -48,24 +48,29 @@ class WorkDirLockTest {
         Process first = host(root, "w1", "-", "w1");
         awaitHolding(first, root.resolve("w1"));
 
-        assertThatThrownBy(() -> WorkDirLock.acquire(root.resolve("w1"), "w1", Duration.ofMillis(300)))
+        assertThatThrownBy(() -> WorkDirLock.acquire(root.resolve("w1"), "w1", false, Duration.ofMillis(300)))
                 .isInstanceOf(ConfigException.class)
                 .hasMessageContaining("KAGE_WORKER_ID=w1: another worker process on this host runs with this id (pid "
                         + first.pid() + ", holding " + root.resolve("w1").resolve(WorkDirLock.FILE) + ")");
 
         // A worker started again while its killed predecessor is still exiting waits for it, then goes on.
         CompletableFuture<WorkDirLock> restarted = CompletableFuture.supplyAsync(() ->
-                WorkDirLock.acquire(root.resolve("w1"), "w1", Duration.ofSeconds(30)));
+                WorkDirLock.acquire(root.resolve("w1"), "w1", false, Duration.ofSeconds(30)));
         await().during(Duration.ofMillis(500)).atMost(Duration.ofSeconds(5)).until(() -> !restarted.isDone());
         first.destroyForcibly();
         try (WorkDirLock lock = restarted.get(30, TimeUnit.SECONDS)) {
-            assertThat(Files.readString(root.resolve("w1").resolve(WorkDirLock.FILE)).trim())
-                    .isEqualTo(Long.toString(ProcessHandle.current().pid()));
-            // The same dir twice in one process is refused too.
-            assertThatThrownBy(() -> WorkDirLock.acquire(root.resolve("w1"), "w1", Duration.ofMillis(100)))
-                    .isInstanceOf(ConfigException.class).hasMessageContaining("KAGE_WORKER_ID=w1");
+            // (Not read here: closing any descriptor of the file would release this process's lock on it.)
+            // The same dir twice in one process is refused too, and without a second channel on the file, whose closing
+            // would have released this process's lock: another process still cannot take it.
+            assertThatThrownBy(() -> WorkDirLock.acquire(root.resolve("w1"), "w1", false, Duration.ofMillis(100)))
+                    .isInstanceOf(ConfigException.class).hasMessageContaining("KAGE_WORKER_ID=w1: this process holds");
+            Process second = host(root, "w1", "-", "w1-second");
+            assertThat(second.waitFor(60, TimeUnit.SECONDS)).isTrue();
+            assertThat(second.exitValue()).isNotZero();
+            assertThat(Files.readString(dir.resolve("w1-second.log"))).contains("another worker process on this host runs "
+                    + "with this id (pid " + ProcessHandle.current().pid());
         }
-        try (WorkDirLock again = WorkDirLock.acquire(root.resolve("w1"), "w1", Duration.ZERO)) {
+        try (WorkDirLock again = WorkDirLock.acquire(root.resolve("w1"), "w1", false, Duration.ZERO)) {
             assertThat(again.dir()).isEqualTo(root.resolve("w1"));
         }
     }
@@ -94,7 +99,12 @@ class WorkDirLockTest {
         Files.writeString(chosen.resolve(WorkDirLock.FILE), "");
         Path older = Files.createDirectories(root.resolve(PREFIX + "999999999").resolve("repos"));
         Path pidLives = Files.createDirectories(root.resolve(PREFIX + "1"));
-        Files.writeString(pidLives.resolve(WorkDirLock.FILE), "");
+        Files.writeString(pidLives.resolve(WorkDirLock.FILE), "1 " + WorkDirLock.DEFAULT_ID + "\n");
+        // An id an operator chose that looks like a default one (worker-2): its file does not say default-id.
+        Path lookalike = Files.createDirectories(root.resolve(PREFIX + "999999998"));
+        Files.writeString(lookalike.resolve(WorkDirLock.FILE), "999999998\n");
+        // What a sweep killed midway left: renamed, half deleted.
+        Path halfDeleted = Files.createDirectories(root.resolve("." + PREFIX + "5.deleting-42").resolve("repos").resolve("x"));
 
         dead.destroyForcibly(); // SIGKILL: no shutdown
         assertThat(dead.waitFor(30, TimeUnit.SECONDS)).isTrue();
@@ -102,18 +112,26 @@ class WorkDirLockTest {
             assertThat(alive(pid)).as("pid %d outlives its killed worker", pid).isTrue();
         }
 
-        try (WorkDirLock next = WorkDirLock.acquire(root.resolve("next"), "next", Duration.ZERO)) {
+        try (WorkDirLock next = WorkDirLock.acquire(root.resolve("next"), "next", false, Duration.ZERO)) {
             assertThat(next.sweepPredecessors(PREFIX)).containsExactly(deadDir);
         }
         for (long pid : left) {
             await().atMost(Duration.ofSeconds(15)).untilAsserted(() -> assertThat(alive(pid)).as("pid %d runs", pid).isFalse());
         }
         assertThat(deadDir).doesNotExist();
+        await().atMost(Duration.ofSeconds(30)).untilAsserted(() -> {
+            try (var entries = Files.list(root)) {
+                assertThat(entries.map(p -> p.getFileName().toString()).toList()).as("deleted in the background")
+                        .noneMatch(name -> name.contains(".deleting-"));
+            }
+        });
+        assertThat(halfDeleted).doesNotExist();
         assertThat(liveDir.resolve(WorkDirLock.FILE)).exists();
         assertThat(live.isAlive()).isTrue();
         assertThat(chosen).exists();
         assertThat(older).exists();
         assertThat(pidLives).exists();
+        assertThat(lookalike).exists();
     }
 
     private Process host(Path root, String name, String pids, String log) throws IOException {
@@ -130,7 +148,7 @@ class WorkDirLockTest {
         await().atMost(Duration.ofSeconds(60)).until(() -> {
             assertThat(host.isAlive()).as("the host runs").isTrue();
             Path file = workDir.resolve(WorkDirLock.FILE);
-            return Files.exists(file) && Files.readString(file).trim().equals(Long.toString(host.pid()));
+            return Files.exists(file) && Files.readString(file).strip().split(" ")[0].equals(Long.toString(host.pid()));
         });
     }
 

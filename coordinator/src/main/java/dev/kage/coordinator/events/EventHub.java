@@ -218,6 +218,7 @@ public final class EventHub implements AutoCloseable {
                         dispatch(new StreamEvent(message.getId(), message.getBody()));
                     }
                 }
+                reapUnclaimed();
             } catch (RedisException e) {
                 reading = false;
                 if (!running) {
@@ -264,6 +265,30 @@ public final class EventHub implements AutoCloseable {
         }
     }
 
+    /**
+     * Closes the subscriptions whose events nobody has subscribed to for {@link #unclaimedAfter}: a response whose body
+     * the server never streamed (its client hung up while the past was read) kept its subscription, and its place in
+     * the tenant's count of streams, for good.
+     */
+    private void reapUnclaimed() {
+        long now = System.nanoTime();
+        for (Subscription subscription : subscriptions) {
+            if (!subscription.claimed && now - subscription.created > unclaimedAfter.toNanos()) {
+                LOG.debug("Event hub: closing a subscription of tenant {} whose events nobody read", subscription.tenant);
+                subscription.sink.tryEmitComplete();
+                subscription.close();
+            }
+        }
+    }
+
+    /** How long a subscription may wait for its events to be read before the hub closes it. */
+    private volatile Duration unclaimedAfter = Duration.ofMinutes(1);
+
+    /** For tests: a shorter {@link #unclaimedAfter}. */
+    void unclaimedAfter(Duration after) {
+        this.unclaimedAfter = after;
+    }
+
     private void dispatch(StreamEvent event) {
         for (Subscription subscription : subscriptions) {
             subscription.offer(event);
@@ -283,6 +308,8 @@ public final class EventHub implements AutoCloseable {
     public final class Subscription implements AutoCloseable {
         private final String tenant;
         private final Predicate<StreamEvent> filter;
+        private final long created = System.nanoTime();
+        private volatile boolean claimed;
         private final Sinks.Many<StreamEvent> sink =
                 Sinks.many().unicast().onBackpressureBuffer(Queues.<StreamEvent>get(SUBSCRIBER_BUFFER).get());
 
@@ -293,7 +320,7 @@ public final class EventHub implements AutoCloseable {
 
         /** The accepted events, starting with those buffered since subscribing; consume it once. */
         public Flux<StreamEvent> events() {
-            return sink.asFlux().doFinally(signal -> close());
+            return sink.asFlux().doOnSubscribe(s -> claimed = true).doFinally(signal -> close());
         }
 
         /** Stops buffering; the hub forgets this subscriber. */

@@ -54,6 +54,28 @@ class EventHubTest {
     }
 
     @Test
+    void aSubscriptionWhoseEventsNobodyReadsIsClosedAndGivesItsTenantsPlaceBack() {
+        // A response whose body was never streamed (its client hung up while the past was read) kept its subscription,
+        // and its place among the tenant's streams, until the coordinator restarted.
+        hub.unclaimedAfter(Duration.ofSeconds(1));
+        hub.start();
+        EventHub.Subscription forgotten = hub.subscribe("acme", e -> true);
+        EventHub.Subscription read = hub.subscribe("acme", e -> true);
+        List<String> seen = new CopyOnWriteArrayList<>();
+        read.events().subscribe(e -> seen.add(e.type()));
+        assertThat(hub.streams("acme")).isEqualTo(2);
+
+        await().atMost(PATIENCE).until(() -> hub.streams("acme") == 1);
+        events.publish("job.started", Map.of("task_id", "t", "tenant", "acme"));
+        await().atMost(PATIENCE).until(() -> seen.contains("job.started"));
+        assertThat(hub.streams("acme")).as("the one being read stays").isEqualTo(1);
+        forgotten.close();
+        assertThat(hub.streams("acme")).as("a second close changes nothing").isEqualTo(1);
+        read.close();
+        assertThat(hub.streams("acme")).isZero();
+    }
+
+    @Test
     void eventsBufferedBeforeTheFirstReadAreKeptInOrder() {
         hub.start();
         EventHub.Subscription subscription = hub.subscribe(e -> true);
