@@ -43,21 +43,23 @@ public final class Database implements AutoCloseable {
     }
 
     /**
-     * The driver's error; for a data exception (SQLState class 22) without the value Postgres quotes in it
-     * ({@code invalid input syntax for type uuid: "..."}): the value is a bound one.
+     * The driver's error of a data exception (SQLState class 22), which quotes the value Postgres refused
+     * ({@code invalid input syntax for type uuid: "..."}): a bound one. Null for any other failure.
      */
-    private static boolean quotesAValue(Throwable e) {
+    private static org.postgresql.util.PSQLException quotingAValue(Throwable e) {
         return e.getCause() instanceof org.postgresql.util.PSQLException sql && sql.getSQLState() != null
-                && sql.getSQLState().startsWith("22") && sql.getServerErrorMessage() != null;
+                && sql.getSQLState().startsWith("22") && sql.getServerErrorMessage() != null ? sql : null;
     }
 
+    /** The driver's error, a data exception's without the value it quotes. */
     private static String driverMessage(org.jdbi.v3.core.statement.StatementException e) {
-        if (quotesAValue(e) && e.getCause() instanceof org.postgresql.util.PSQLException sql) {
-            String primary = String.valueOf(sql.getServerErrorMessage().getMessage());
-            return sql.getClass().getName() + ": ERROR: " + primary.replaceAll("(?s):\\s*\".*$", "") + " (SQLState "
-                    + sql.getSQLState() + ")";
-        }
-        return e.getShortMessage();
+        org.postgresql.util.PSQLException sql = quotingAValue(e);
+        return sql == null ? e.getShortMessage() : sql.getClass().getName() + ": " + withoutValue(sql);
+    }
+
+    private static String withoutValue(org.postgresql.util.PSQLException sql) {
+        String primary = String.valueOf(sql.getServerErrorMessage().getMessage());
+        return "ERROR: " + primary.replaceAll("(?s):\\s*\".*$", "") + " (SQLState " + sql.getSQLState() + ")";
     }
 
     /** Characters of a failed statement's SQL its message shows. */
@@ -163,9 +165,11 @@ public final class Database implements AutoCloseable {
         try {
             return jdbi.withHandle(work);
         } catch (org.jdbi.v3.core.JdbiException e) {
-            // A data exception's driver error quotes the bound value it refused: not kept as the cause (a stack trace
-            // would print it), only its message without the value.
-            throw new StoreException("Postgres: " + e.getMessage(), quotesAValue(e) ? null : e);
+            // A data exception's driver error is not kept as the cause (a stack trace would print the value it quotes):
+            // one with its SQLState and its message without the value stands in (callers tell content errors by state).
+            org.postgresql.util.PSQLException quoting = quotingAValue(e);
+            throw new StoreException("Postgres: " + e.getMessage(), quoting == null ? e
+                    : new java.sql.SQLDataException(withoutValue(quoting), quoting.getSQLState()));
         }
     }
 
