@@ -124,6 +124,20 @@ public final class ApiDocs {
     public @interface QueryParameterErrors {
     }
 
+    /** The event streams: a tenant holding {@code KAGE_MAX_EVENT_STREAMS_PER_TENANT} of them gets a 429 for one more. */
+    @Documented
+    @Retention(RetentionPolicy.RUNTIME)
+    @Target(ElementType.METHOD)
+    @ApiResponse(responseCode = "429", description = "The tenant holds `KAGE_MAX_EVENT_STREAMS_PER_TENANT` event streams on "
+            + "this coordinator already (default 500); `Retry-After: 15`",
+            content = @Content(mediaType = JSON, schema = @Schema(implementation = ErrorBody.class), examples =
+            @ExampleObject(name = "too many streams", value = """
+                    {"error": "too_many_streams", "message": "this tenant holds 500 event streams on this coordinator already \
+                    (KAGE_MAX_EVENT_STREAMS_PER_TENANT); close one, or follow every task of the tenant on one stream: \
+                    GET /api/v1/events", "errors": []}""")))
+    public @interface TooManyStreams {
+    }
+
     /** Routes that read a body: over {@code micronaut.server.max-request-size} (1 MiB) is a 413. */
     @Documented
     @Retention(RetentionPolicy.RUNTIME)

@@ -112,13 +112,7 @@ public class TaskEventsController {
             @ExampleObject(name = "unknown", value = """
                     {"error": "not_found", "message": "no task 0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90 for this API key", \
                     "errors": []}""")))
-    @ApiResponse(responseCode = "429", description = "The tenant holds `KAGE_MAX_EVENT_STREAMS_PER_TENANT` event streams on "
-            + "this coordinator already (default 500); `Retry-After: 15`",
-            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
-            @ExampleObject(name = "too many streams", value = """
-                    {"error": "too_many_streams", "message": "this tenant holds 500 event streams on this coordinator already \
-                    (KAGE_MAX_EVENT_STREAMS_PER_TENANT); close one, or follow every task of the tenant on one stream: \
-                    GET /api/v1/events", "errors": []}""")))
+    @ApiDocs.TooManyStreams
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(value = "/{id}/events", produces = {MediaType.TEXT_EVENT_STREAM, MediaType.APPLICATION_JSON})

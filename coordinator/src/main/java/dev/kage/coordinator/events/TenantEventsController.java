@@ -93,13 +93,7 @@ public class TenantEventsController {
             @ExampleObject(name = "Last-Event-ID", value = """
                     {"error": "validation_failed", "message": "the request is invalid: Last-Event-ID is not an event id", \
                     "errors": [{"field": "Last-Event-ID", "message": "'yesterday' is not an id this stream sent, e.g. 1718000000000-0"}]}""")))
-    @ApiResponse(responseCode = "429", description = "The tenant holds `KAGE_MAX_EVENT_STREAMS_PER_TENANT` event streams on "
-            + "this coordinator already (default 500); `Retry-After: 15`",
-            content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
-            @ExampleObject(name = "too many streams", value = """
-                    {"error": "too_many_streams", "message": "this tenant holds 500 event streams on this coordinator already \
-                    (KAGE_MAX_EVENT_STREAMS_PER_TENANT); close one, or follow every task of the tenant on one stream: \
-                    GET /api/v1/events", "errors": []}""")))
+    @ApiDocs.TooManyStreams
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
     @Get(produces = {MediaType.TEXT_EVENT_STREAM, MediaType.APPLICATION_JSON})
