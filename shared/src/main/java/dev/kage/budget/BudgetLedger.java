@@ -382,6 +382,11 @@ public final class BudgetLedger {
         return read(pool, tokenLimit, usdLimitMicros);
     }
 
+    /** A pool's figures as Redis has them now, its limits as it stores them (0: none, or no such pool). */
+    public PoolState current(Pool pool) {
+        return read(pool, 0, 0);
+    }
+
     /** The tenant's pools of the current day and month, with their limits as they apply now. */
     public List<PoolState> tenantPools(String tenant) {
         PeriodLimits limits = tenantLimits(tenant);

@@ -1028,8 +1028,13 @@ public final class JobRunner {
             BudgetLedger.Pool pool = stoppedAt();
             // Dollars ran out while tokens had room: the row says so, in micro-USD, with the pool that refused.
             boolean usd = failure == null && refusal != null && refusal.usd();
-            Optional<BudgetLedger.PoolState> state = hold.states().stream().filter(p -> p.pool().key().equals(pool.key()))
-                    .findFirst();
+            // The pool as it is now: an operator may have changed its limit while the agent ran (it applies at once).
+            Optional<BudgetLedger.PoolState> state;
+            try {
+                state = Optional.of(budget.current(pool));
+            } catch (RuntimeException e) {
+                state = hold.states().stream().filter(p -> p.pool().key().equals(pool.key())).findFirst();
+            }
             long limit = usd ? state.map(BudgetLedger.PoolState::usdLimitMicros).orElse(0L)
                     : state.map(BudgetLedger.PoolState::limit).orElse(job.tokenLimit());
             Map<String, Object> details = poolDetails(job, pool, usd, usd ? heldUsd : countedAtStop, limit, true);

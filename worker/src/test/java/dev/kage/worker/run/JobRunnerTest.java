@@ -510,6 +510,36 @@ class JobRunnerTest {
     }
 
     @Test
+    void anAgentStoppedByALimitLoweredWhileItRanNamesTheLimitInForceThen() throws Exception {
+        String fixture = Path.of("src", "test", "resources", "fixtures", "print-forever.sh").toAbsolutePath().toString();
+        Harness h = harness(BudgetMode.ENFORCE, agent("talker", List.of(fixture, "{prompt}")),
+                Map.of("TENANT_MAX_TOKENS_PER_DAY", "1000000000"));
+        TaskRecord task = h.submit("say something", 2_000_000_000L, "main", 120);
+        BudgetLedger ledger = new BudgetLedger(redis.keys(), redis.redis(), BudgetMode.ENFORCE, 0.8,
+                new PeriodLimits(1_000_000_000L, 0, 0, 0), Clock.systemUTC());
+        Thread running = Thread.ofVirtual().start(() -> {
+            try {
+                h.runner().run(h.claim(), new JobControl());
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        });
+        // Printing, its hold growing: then an operator lowers the tenant's day to 30,000 tokens.
+        org.awaitility.Awaitility.await().atMost(Duration.ofSeconds(60))
+                .until(() -> ledger.tenantPools("acme").getFirst().reserved() > 50_000);
+        ledger.setTenantLimits("acme", Map.of(BudgetLedger.DAY_TOKENS, 30_000L));
+        running.join(Duration.ofSeconds(60));
+        assertThat(running.isAlive()).isFalse();
+
+        List<ErrorRecord> errors = store.errors(task.id());
+        assertThat(errors).extracting(ErrorRecord::errorType).containsExactly("BudgetExceededError");
+        JsonNode details = JSON.readTree(errors.getFirst().detailsJson());
+        assertThat(details.get("pool").asText()).isEqualTo("tenant");
+        assertThat(details.get("pool_limit").asLong()).as("the limit that stopped it, not the reservation's").isEqualTo(30_000);
+        ledger.clearTenantLimits("acme");
+    }
+
+    @Test
     void aRunningAgentStoppedByACancelIsChargedWhatItPrintedAndHoldsNothing() throws Exception {
         Path marker = dir.resolve("sleeper-started");
         JobControl control = new JobControl();
