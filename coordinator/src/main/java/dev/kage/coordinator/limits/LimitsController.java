@@ -293,7 +293,8 @@ public class LimitsController {
         List<FieldError> errors = new ArrayList<>();
         JsonNode root = JsonBodies.object(body, FIELDS, errors);
         long requests = integer(root, "requests", 1, 1_000_000_000L, current.requests(), errors);
-        long tokens = integer(root, "tokens", 0, Long.MAX_VALUE / 4, current.tokens(), errors);
+        // At most 10^15: the limiter's scripts count tokens in Lua numbers (doubles), exact only up to 2^53 (~9 * 10^15).
+        long tokens = integer(root, "tokens", 0, MAX_TOKENS, current.tokens(), errors);
         long guardMs = integer(root, "guard_ms", 0, 60_000, current.guard().toMillis(), errors);
         Duration window = current.window();
         JsonNode w = root.get("window_seconds");
@@ -316,6 +317,9 @@ public class LimitsController {
         return new Limit(requests, window, tokens, Duration.ofMillis(guardMs));
     }
 
+    /** Tokens per window a limit may have. */
+    static final long MAX_TOKENS = 1_000_000_000_000_000L;
+
     private static long integer(JsonNode root, String field, long min, long max, long current, List<FieldError> errors) {
         JsonNode value = root.get(field);
         if (value == null) {
@@ -333,7 +337,7 @@ public class LimitsController {
      *
      * @param requests      calls per window, 1 to 1,000,000,000
      * @param windowSeconds the window, 0.001 to 86400 seconds
-     * @param tokens        tokens per window, 0 for no token limit
+     * @param tokens        tokens per window, 0 for no token limit, at most 10^15
      * @param guardMs       milliseconds a permit is held past its window (0 to 60000); left out while the window changes, a
      *                      guard that was the default for the old window becomes the default for the new one
      */

@@ -109,7 +109,7 @@ class LimitsApiTest {
     @Test
     void badChangesAreRefusedNamingTheFieldAndChangeNothing() throws Exception {
         for (String body : new String[] {"{\"requests\": 0}", "{\"requests\": \"many\"}", "{\"window_seconds\": -1}",
-                "{\"guard_ms\": 1.5}", "{\"rpm\": 5}", "[1]", "{", ""}) {
+                "{\"guard_ms\": 1.5}", "{\"rpm\": 5}", "[1]", "{", "", "{\"tokens\": 1000000000000001}"}) {
             HttpResponse<String> response = put("/api/v1/limits/demo", ADMIN, body);
             assertThat(response.statusCode()).as(body).isEqualTo(400);
             assertThat(json(response).get("errors").get(0).get("field").asText()).as(body).isNotBlank();
