@@ -55,14 +55,6 @@ final class TerminalWriter extends FilterWriter {
 
     @Override
     public void write(String text, int offset, int length) throws IOException {
-        int from = offset;
-        for (int i = offset; i < offset + length; i++) {
-            if (escaped(text.charAt(i)) && !lineEnd(text.charAt(i), i + 1 < offset + length ? text.charAt(i + 1) : 0)) {
-                out.write(text, from, i - from);
-                write(text.charAt(i));
-                from = i + 1;
-            }
-        }
-        out.write(text, from, offset + length - from);
+        write(text.toCharArray(), offset, length);
     }
 }

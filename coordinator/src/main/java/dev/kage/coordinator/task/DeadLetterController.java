@@ -65,14 +65,9 @@ public class DeadLetterController {
     @QueryParameters({"limit", "agent"})
     @dev.kage.coordinator.api.ApiDocs.QueryParameterErrors
     @Get(produces = MediaType.APPLICATION_JSON)
-    public Letters list(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @QueryValue Integer limit,
-                        @Parameter(hidden = true) @Nullable @QueryValue String agent) {
-        if (limit != null && (limit < 1 || limit > 500)) {
-            // Clamped before: ?limit=0 answered one letter, ?limit=100000 five hundred, both as if asked for.
-            throw new InvalidRequestException(List.of(new ErrorBody.FieldError("limit",
-                    "must be a whole number from 1 to 500 (default 50)")));
-        }
-        int n = limit == null ? 50 : limit;
+    public Letters list(HttpRequest<?> request, @Parameter(hidden = true) @Nullable @QueryValue String agent) {
+        // Refused, not clamped: ?limit=0 answered one letter, ?limit=100000 five hundred, both as if asked for.
+        int n = limit(request, 500, 50);
         return new Letters(service.deadLetters(tenant(request), agentFilter(agent), n).stream()
                 .map(DeadLetterController::view).toList());
     }
@@ -102,24 +97,35 @@ public class DeadLetterController {
     @QueryParameters({"limit", "agent"})
     @Post(value = "/replay", consumes = MediaType.ALL, produces = MediaType.APPLICATION_JSON)
     public HttpResponse<ReplayedMany> replayMany(HttpRequest<?> request) {
-        String limitText = request.getParameters().get("limit");
-        int limit = 100;
-        if (limitText != null) {
-            try {
-                limit = Integer.parseInt(limitText.strip());
-            } catch (NumberFormatException e) {
-                limit = 0;
-            }
-            if (limit < 1 || limit > 1000) {
-                throw new InvalidRequestException(List.of(new ErrorBody.FieldError("limit",
-                        "must be a whole number from 1 to 1000 (default 100)")));
-            }
-        }
+        int limit = limit(request, 1000, 100);
         String agent = agentFilter(request.getParameters().get("agent"));
         List<Replayed> replayed = service.replayDeadLetters(tenant(request), agent, limit).stream()
                 .map(e -> new Replayed(e.getKey(), e.getValue().taskId(), e.getValue().agent(), e.getValue().attempt()))
                 .toList();
         return HttpResponse.status(HttpStatus.ACCEPTED).body(new ReplayedMany(replayed));
+    }
+
+    /**
+     * The {@code limit} query parameter: 1 to {@code max}, {@code defaultValue} when absent.
+     *
+     * @throws InvalidRequestException naming {@code limit} for anything else
+     */
+    private static int limit(HttpRequest<?> request, int max, int defaultValue) {
+        String text = request.getParameters().get("limit");
+        if (text == null) {
+            return defaultValue;
+        }
+        int limit;
+        try {
+            limit = Integer.parseInt(text.strip());
+        } catch (NumberFormatException e) {
+            limit = 0;
+        }
+        if (limit < 1 || limit > max) {
+            throw new InvalidRequestException(List.of(new ErrorBody.FieldError("limit",
+                    "must be a whole number from 1 to " + max + " (default " + defaultValue + ")")));
+        }
+        return limit;
     }
 
     /** 200 with the letter removed; 404 for an unknown (or another tenant's, or already replayed or removed) letter. */
