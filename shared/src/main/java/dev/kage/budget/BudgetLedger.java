@@ -56,7 +56,7 @@ public final class BudgetLedger {
     private final RedisCommands<String, String> redis;
     private final BudgetMode mode;
     private final double warningThreshold;
-    private final PeriodLimits tenantDefaults;
+    private final FleetBudgetDefaults defaults;
     private final Clock clock;
     /**
      * Top-up calls made by this ledger: each call's id ({@link #topUpStep}) is this count after a prefix of this ledger's
@@ -67,15 +67,26 @@ public final class BudgetLedger {
     private final Set<String> registeredHoldSets = ConcurrentHashMap.newKeySet();
 
     /**
-     * @param tenantDefaults limits of every tenant's period pools unless an operator set others for the tenant
+     * @param tenantDefaults this process's limits of every tenant's period pools ({@code TENANT_MAX_*}), where no operator
+     *                       set others for the tenant; what applies is the fleet's ({@link FleetBudgetDefaults})
      */
     public BudgetLedger(KageKeys keys, RedisCommands<String, String> redis, BudgetMode mode, double warningThreshold,
                         PeriodLimits tenantDefaults, Clock clock) {
+        this(keys, redis, mode, warningThreshold, new FleetBudgetDefaults(keys, redis, tenantDefaults,
+                FleetBudgetDefaults.MAX_AGE), clock);
+    }
+
+    /**
+     * @param defaults the fleet's default limits, for a caller that reads them more often than every
+     *                 {@link FleetBudgetDefaults#MAX_AGE}
+     */
+    public BudgetLedger(KageKeys keys, RedisCommands<String, String> redis, BudgetMode mode, double warningThreshold,
+                        FleetBudgetDefaults defaults, Clock clock) {
         this.keys = keys;
         this.redis = redis;
         this.mode = mode;
         this.warningThreshold = warningThreshold;
-        this.tenantDefaults = tenantDefaults;
+        this.defaults = defaults;
         this.clock = clock;
     }
 
@@ -111,7 +122,7 @@ public final class BudgetLedger {
         String tenantHolds = keys.tenantHolds(request.tenant());
         List<String> tenantArgs = new ArrayList<>(List.of(Long.toString(request.taskTokenLimit()),
                 Long.toString(request.taskUsdLimitMicros()), "", Long.toString(TASK_POOL_TTL.toMillis())));
-        addPeriodArgs(tenantArgs, tenantDefaults);
+        addPeriodArgs(tenantArgs, defaults.tenant());
         Step first = reserveStep(id, request, tenantHolds, taskPool, Duration.ZERO, keys.tenantBudgetLimits(request.tenant()),
                 tenantPools, tenantArgs);
         if (first.status() == 0) {
@@ -123,14 +134,15 @@ public final class BudgetLedger {
                     keys.agentTaskHolds(request.agent(), request.taskId())}, request.jobId(), id);
             return first.hold(id, request, tenantPools, List.of());
         }
-        if (first.status() == 0 || request.agentLimits().isNone()) {
+        PeriodLimits agentLimits = defaults.agent(request.agent(), request.agentLimits());
+        if (agentLimits.isNone()) {
             return first.hold(id, request, tenantPools, List.of());
         }
         List<Pool> agentPools = List.of(
                 new Pool(PoolKind.AGENT, request.agent(), Period.DAY.id(now), keys.agentBudget(request.agent(), Period.DAY.id(now))),
                 new Pool(PoolKind.AGENT, request.agent(), Period.MONTH.id(now), keys.agentBudget(request.agent(), Period.MONTH.id(now))));
         List<String> agentArgs = new ArrayList<>();
-        addPeriodArgs(agentArgs, request.agentLimits());
+        addPeriodArgs(agentArgs, agentLimits);
         Step second;
         try {
             second = reserveStep(id, request, keys.agentHolds(request.agent()),
@@ -403,10 +415,13 @@ public final class BudgetLedger {
     /**
      * {@link #tenantPools} on a pipeline's connection, for a caller that sends it with other commands: the limits and
      * both pools are read together (one round trip's wait instead of three).
+     * The fleet's defaults are read in the same round trip, not through {@link #tenantDefaults()}'s cache (which may
+     * wait for Redis: the pipeline's thread must not).
      */
     public java.util.concurrent.CompletableFuture<List<PoolState>> tenantPools(
             io.lettuce.core.api.async.RedisAsyncCommands<String, String> async, String tenant) {
         Instant now = clock.instant();
+        var stored = async.hgetall(keys.budgetDefaults());
         var overrides = async.hgetall(keys.tenantBudgetLimits(tenant));
         List<Pool> pools = new ArrayList<>();
         List<io.lettuce.core.RedisFuture<List<io.lettuce.core.KeyValue<String, String>>>> replies = new ArrayList<>();
@@ -416,8 +431,8 @@ public final class BudgetLedger {
             replies.add(async.hmget(pool.key(), POOL_FIELDS));
         }
         return overrides.toCompletableFuture().thenCompose(limitsSet -> dev.kage.redis.RedisPipeline
-                .all(replies.toArray(io.lettuce.core.RedisFuture[]::new)).thenApply(done -> {
-                    PeriodLimits limits = apply(tenantDefaults, limitsSet);
+                .all(replies.toArray(io.lettuce.core.RedisFuture[]::new)).thenCombine(stored, (done, fleet) -> {
+                    PeriodLimits limits = apply(defaults.tenantFrom(fleet), limitsSet);
                     List<PoolState> states = new ArrayList<>();
                     Period[] periods = Period.values();
                     for (int i = 0; i < periods.length; i++) {
@@ -430,10 +445,14 @@ public final class BudgetLedger {
                 }));
     }
 
-    /** The agent's pools of the current day and month. */
+    /**
+     * The agent's pools of the current day and month.
+     *
+     * @param configured the agent's {@code budget:} in this process's {@code agents.yml}; the fleet's applies
+     */
     public List<PoolState> agentPools(String agent, PeriodLimits configured) {
         Map<String, String> overrides = redis.hgetall(keys.agentBudgetLimits(agent));
-        PeriodLimits limits = apply(configured, overrides);
+        PeriodLimits limits = apply(defaults.agent(agent, configured), overrides);
         Instant now = clock.instant();
         List<PoolState> pools = new ArrayList<>();
         for (Period period : Period.values()) {
@@ -446,7 +465,7 @@ public final class BudgetLedger {
 
     /** The limits of the tenant's period pools: an operator's, else the fleet's defaults. */
     public PeriodLimits tenantLimits(String tenant) {
-        return apply(tenantDefaults, redis.hgetall(keys.tenantBudgetLimits(tenant)));
+        return apply(defaults.tenant(), redis.hgetall(keys.tenantBudgetLimits(tenant)));
     }
 
     /** True when an operator set the tenant's limits (rather than the fleet's defaults applying). */
@@ -503,13 +522,20 @@ public final class BudgetLedger {
     }
 
     private List<String> limitArgs(String action) {
+        PeriodLimits tenantDefaults = defaults.tenant();
         return new ArrayList<>(List.of(action, Long.toString(tenantDefaults.dayTokens()),
                 Long.toString(tenantDefaults.dayUsdMicros()), Long.toString(tenantDefaults.monthTokens()),
                 Long.toString(tenantDefaults.monthUsdMicros())));
     }
 
+    /** Every tenant's default limits as the fleet applies them now ({@link FleetBudgetDefaults#tenant}). */
     public PeriodLimits tenantDefaults() {
-        return tenantDefaults;
+        return defaults.tenant();
+    }
+
+    /** The fleet's default limits: what this ledger applies where no operator set a tenant's or an agent's. */
+    public FleetBudgetDefaults defaults() {
+        return defaults;
     }
 
     private static PeriodLimits apply(PeriodLimits base, Map<String, String> overrides) {

@@ -24,6 +24,7 @@ import dev.kage.task.Priority;
  *   <tr><td>{@code kage:budget:agent:{agent}:day:...}, {@code :month:...}, {@code :holds}, {@code :holds:expiry}</td><td>an agent's pools across tenants</td></tr>
  *   <tr><td>{@code kage:budget:agent:{agent}:task:id}</td><td>hash: a task's current and settled holds in the agent's pools</td></tr>
  *   <tr><td>{@code kage:budget:holdsets}</td><td>set: every holds hash, for the sweeper</td></tr>
+ *   <tr><td>{@code kage:budget:defaults}</td><td>hash: the fleet's default limits, every tenant's and each agent's (last worker started)</td></tr>
  *   <tr><td>{@code kage:rl:{group}}</td><td>hash: a limit group's limit, source, adaptive rate</td></tr>
  *   <tr><td>{@code kage:rl:{group}:requests}, {@code :tokens}</td><td>sorted sets by grant time (µs): permits in the window</td></tr>
  *   <tr><td>{@code kage:rl:{group}:cooldown}</td><td>string with TTL: fleet-wide pause after a 429</td></tr>
@@ -161,6 +162,14 @@ public final class KageKeys {
     /** When each hold of a holds hash lapses (sorted set, ms on the Redis clock). */
     public static String holdExpiry(String holds) {
         return holds + ":expiry";
+    }
+
+    /**
+     * The fleet's default period limits where no operator set others: {@code tenant:day_tokens} …, {@code
+     * agent:<name>:day_tokens} … (tokens, micro-USD); the last worker started publishes its configuration.
+     */
+    public String budgetDefaults() {
+        return namespace + ":budget:defaults";
     }
 
     /** Every holds hash in use, so a sweeper finds holds whose tenant never reserves again. */

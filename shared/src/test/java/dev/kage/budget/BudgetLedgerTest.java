@@ -1,6 +1,7 @@
 package dev.kage.budget;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import static org.awaitility.Awaitility.await;
 
 import dev.kage.budget.BudgetLedger.Hold;
@@ -298,8 +299,10 @@ class BudgetLedgerTest {
         assertThat(refused.tightest().period()).startsWith("day:");
         assertThat(refused.roomLeft()).as("micro-USD left").isEqualTo(10_000);
 
-        TopUp tokens = ledger(BudgetMode.ENFORCE, dayTokens(1_500)).topUp(
-                ledger(BudgetMode.ENFORCE, dayTokens(1_500)).reserve(request("t2", "j2", "w1", 1_000, 1_000_000)), 900, 900, 0, 0);
+        // A worker restarted with a token limit in place of the dollars.
+        BudgetLedger restarted = ledger(BudgetMode.ENFORCE, dayTokens(1_500));
+        restarted.defaults().publish(Map.of());
+        TopUp tokens = restarted.topUp(restarted.reserve(request("t2", "j2", "w1", 1_000, 1_000_000)), 900, 900, 0, 0);
         assertThat(tokens.granted()).isFalse();
         assertThat(tokens.usd()).isFalse();
     }
@@ -394,6 +397,152 @@ class BudgetLedgerTest {
         assertThat(ledger.tenantLimits("acme").dayTokens()).isEqualTo(6_000);
         ledger.clearTenantLimits("acme");
         assertThat(ledger.reserve(request("t2", "j2", "w1", 5_000, 50_000)).accepted()).isTrue();
+    }
+
+    /** A ledger as a worker of its own builds it, on its own connection, reading the fleet's defaults on every call. */
+    private BudgetLedger worker(PeriodLimits tenantDefaults, List<StatefulRedisConnection<String, String>> connections) {
+        StatefulRedisConnection<String, String> connection = redis.client().connect();
+        connections.add(connection);
+        return new BudgetLedger(redis.keys(), connection.sync(), BudgetMode.ENFORCE, 0.8,
+                new FleetBudgetDefaults(redis.keys(), connection.sync(), tenantDefaults, Duration.ZERO), Clock.systemUTC());
+    }
+
+    @Test
+    void workersConfiguredDifferentlyAllApplyTheDefaultsTheLastStartedPublished() throws Exception {
+        List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
+        // A rolling change of TENANT_MAX_TOKENS_PER_DAY: the old worker still runs, the new one has started since.
+        BudgetLedger old = worker(dayTokens(1_000), connections);
+        old.defaults().publish(Map.of());
+        BudgetLedger current = worker(dayTokens(100_000), connections);
+        current.defaults().publish(Map.of());
+        int threads = 16;
+        ExecutorService pool = Executors.newFixedThreadPool(threads);
+        CountDownLatch start = new CountDownLatch(1);
+        List<Future<Boolean>> granted = new ArrayList<>();
+        try {
+            for (int i = 0; i < 200; i++) {
+                BudgetLedger ledger = i % 2 == 0 ? old : current;
+                String job = "j" + i;
+                granted.add(pool.submit(() -> {
+                    start.await();
+                    return ledger.reserve(request("t" + job, job, "w" + job, 1_000, 50_000)).accepted();
+                }));
+            }
+            start.countDown();
+            long grants = 0;
+            for (Future<Boolean> f : granted) {
+                grants += f.get() ? 1 : 0;
+            }
+            // Each worker applying its own default, the old one refused every job it took (1,000 held leaves no room) and
+            // set the pool's limit back to 1,000 for the new one's next job too.
+            assertThat(grants).as("jobs granted of 200 asking 1,000 each, under the fleet's 100,000").isEqualTo(100);
+            assertThat(old.tenantPools("acme").getFirst().reserved()).isEqualTo(100_000L);
+            assertThat(redis.redis().hget(redis.keys().tenantBudget("acme", Period.DAY.id(Instant.now())), "limit"))
+                    .as("the limit the pool stores").isEqualTo("100000");
+            assertThat(old.tenantLimits("acme").dayTokens()).isEqualTo(100_000);
+            assertThat(old.defaults().tenantConfigured().dayTokens()).as("its own configuration is kept").isEqualTo(1_000);
+        } finally {
+            pool.shutdownNow();
+            connections.forEach(StatefulRedisConnection::close);
+        }
+    }
+
+    @Test
+    void withNothingPublishedTheFirstProcessToLookStoresItsDefaultsAndARedisThatLostThemGetsThemAgain() {
+        List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
+        try {
+            BudgetLedger first = worker(dayTokens(3_000), connections);
+            BudgetLedger second = worker(dayTokens(100_000), connections);
+            assertThat(first.reserve(request("t1", "j1", "w1", 2_000, 50_000)).accepted()).isTrue();
+            Hold refused = second.reserve(request("t2", "j2", "w2", 2_000, 50_000));
+            assertThat(refused.accepted()).as("the second follows the first's stored 3,000").isFalse();
+            assertThat(refused.refusal().limit()).isEqualTo(3_000);
+            assertThat(redis.redis().hget(redis.keys().budgetDefaults(), "tenant:day_tokens")).isEqualTo("3000");
+
+            redis.redis().del(redis.keys().budgetDefaults());
+            assertThat(second.reserve(request("t2", "j2", "w2", 2_000, 50_000)).accepted())
+                    .as("stored again, the second's now: it looked first").isTrue();
+            assertThat(first.reserve(request("t3", "j3", "w1", 2_000, 50_000)).accepted()).isTrue();
+            assertThat(redis.redis().hget(redis.keys().tenantBudget("acme", Period.DAY.id(Instant.now())), "limit"))
+                    .isEqualTo("100000");
+        } finally {
+            connections.forEach(StatefulRedisConnection::close);
+        }
+    }
+
+    @Test
+    void anAgentsBudgetIsTheOneItsLastStartedWorkerPublishedAndAnAgentWithoutOneThere() {
+        List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
+        try {
+            PeriodLimits small = new PeriodLimits(1_000, 0, 0, 0);
+            BudgetLedger old = worker(PeriodLimits.NONE, connections);
+            old.defaults().publish(Map.of("codex", small, "gemini", PeriodLimits.NONE));
+            BudgetLedger current = worker(PeriodLimits.NONE, connections);
+            current.defaults().publish(Map.of("codex", new PeriodLimits(10_000, 0, 0, 0), "gemini", small));
+
+            HoldRequest codex = new HoldRequest("acme", "t1", "codex", "j1", "w1", 5_000, 0, 50_000, 0, small, LONG);
+            Hold held = old.reserve(codex);
+            assertThat(held.accepted()).as("5,000 under the fleet's 10,000, though this worker's agents.yml says 1,000").isTrue();
+            assertThat(held.agentPools()).hasSize(2);
+            assertThat(old.agentPools("codex", small).getFirst()).extracting(PoolState::limit, PoolState::reserved)
+                    .containsExactly(10_000L, 5_000L);
+            assertThat(redis.redis().hget(redis.keys().agentBudget("codex", Period.DAY.id(Instant.now())), "limit"))
+                    .isEqualTo("10000");
+
+            // Gemini has a budget now (the later worker's), though the old worker's configuration has none.
+            HoldRequest gemini = new HoldRequest("acme", "t2", "gemini", "j2", "w1", 5_000, 0, 50_000, 0, PeriodLimits.NONE, LONG);
+            Hold refused = old.reserve(gemini);
+            assertThat(refused.accepted()).isFalse();
+            assertThat(refused.refusal().pool().kind()).isEqualTo(PoolKind.AGENT);
+            assertThat(refused.refusal().limit()).isEqualTo(1_000);
+        } finally {
+            connections.forEach(StatefulRedisConnection::close);
+        }
+    }
+
+    @Test
+    void aPublicationRedisRefusedIsMadeBeforeTheWorkersNextRead() {
+        List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
+        try {
+            BudgetLedger other = worker(dayTokens(1_000), connections);
+            other.defaults().publish(Map.of());
+            // Redis refuses the write (here: the key holds a string, a WRONGTYPE error; at start-up, Redis down).
+            String key = redis.keys().budgetDefaults();
+            redis.redis().del(key);
+            redis.redis().set(key, "not a hash");
+            BudgetLedger starting = worker(dayTokens(9_000), connections);
+            assertThatThrownBy(() -> starting.defaults().publish(Map.of("codex", new PeriodLimits(0, 0, 50_000, 0))))
+                    .isInstanceOf(io.lettuce.core.RedisException.class);
+            redis.redis().del(key);
+            other.defaults().publish(Map.of());
+
+            assertThat(starting.tenantDefaults().dayTokens()).as("its own, published before it read").isEqualTo(9_000);
+            assertThat(redis.redis().hgetall(key)).containsEntry("tenant:day_tokens", "9000")
+                    .containsEntry("agent:codex:month_tokens", "50000");
+            assertThat(other.tenantDefaults().dayTokens()).isEqualTo(9_000);
+        } finally {
+            connections.forEach(StatefulRedisConnection::close);
+        }
+    }
+
+    @Test
+    void aPublishedChangeReachesAProcessWithinTheReadsMaximumAge() {
+        List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
+        try {
+            java.util.concurrent.atomic.AtomicLong nanos = new java.util.concurrent.atomic.AtomicLong();
+            StatefulRedisConnection<String, String> connection = redis.client().connect();
+            connections.add(connection);
+            FleetBudgetDefaults reader = new FleetBudgetDefaults(redis.keys(), connection.sync(), dayTokens(1_000),
+                    FleetBudgetDefaults.MAX_AGE, nanos::get);
+            assertThat(reader.tenant().dayTokens()).isEqualTo(1_000);
+            worker(dayTokens(7_000), connections).defaults().publish(Map.of());
+            nanos.addAndGet(FleetBudgetDefaults.MAX_AGE.toNanos() - 1);
+            assertThat(reader.tenant().dayTokens()).as("read less than MAX_AGE ago").isEqualTo(1_000);
+            nanos.addAndGet(1);
+            assertThat(reader.tenant().dayTokens()).isEqualTo(7_000);
+        } finally {
+            connections.forEach(StatefulRedisConnection::close);
+        }
     }
 
     @Test

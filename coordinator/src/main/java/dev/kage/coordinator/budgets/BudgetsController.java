@@ -90,7 +90,8 @@ public class BudgetsController {
         List<PoolView> agents = new ArrayList<>();
         for (String name : catalog.names()) {
             AgentConfig agent = catalog.require(name);
-            if (!agent.budget().isNone()) {
+            // The budget the workers apply: the one the last started published, not this coordinator's agents.yml.
+            if (!ledger.defaults().agent(name, agent.budget()).isNone()) {
                 ledger.agentPools(name, agent.budget()).forEach(p -> agents.add(PoolView.of(p)));
             }
         }

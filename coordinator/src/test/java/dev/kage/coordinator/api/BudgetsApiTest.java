@@ -145,6 +145,26 @@ class BudgetsApiTest {
         assertThat(budget.get("usd_used").decimalValue()).isZero();
     }
 
+    @Test
+    void theCoordinatorShowsTheDefaultsTheWorkersApplyNotItsOwnConfiguration() throws Exception {
+        try (TestCoordinator own = new TestCoordinator("acme:" + ACME, Map.of("TENANT_MAX_TOKENS_PER_DAY", "10000",
+                "BUDGET_MODE", "enforce"))) {
+            // A worker started with other defaults, and a budget for the demo agent the coordinator's agents.yml lacks.
+            new dev.kage.budget.FleetBudgetDefaults(own.redis().keys(), own.redis().redis(), new PeriodLimits(20_000, 0, 0, 0),
+                    Duration.ZERO).publish(Map.of("demo", new PeriodLimits(0, 0, 3_000_000, 0)));
+            JsonNode budgets = json(own.get("/api/v1/budgets", ACME));
+            assertThat(budgets.get("tenant").get(0).get("token_limit").asLong()).isEqualTo(20_000);
+            assertThat(budgets.get("agents")).hasSize(2);
+            assertThat(budgets.get("agents").get(1).get("owner").asText()).isEqualTo("demo");
+            assertThat(budgets.get("agents").get(1).get("token_limit").asLong()).isEqualTo(3_000_000);
+            HttpResponse<String> submitted = own.http().send(HttpRequest.newBuilder(own.uri("/api/v1/tasks"))
+                    .header("X-API-Key", ACME).header("Content-Type", "application/json")
+                    .POST(HttpRequest.BodyPublishers.ofString("{\"description\": \"x\", \"cli_assignments\": [{\"cli_name\": \"demo\"}]}"))
+                    .build(), HttpResponse.BodyHandlers.ofString());
+            assertThat(submitted.headers().firstValue("X-Budget-Remaining-Tokens-Day")).contains("20000");
+        }
+    }
+
     private static HttpResponse<String> put(String path, String key, String body) throws Exception {
         return coordinator.http().send(HttpRequest.newBuilder(coordinator.uri(path)).header("X-API-Key", key)
                 .header("Content-Type", "application/json").PUT(HttpRequest.BodyPublishers.ofString(body)).build(),
