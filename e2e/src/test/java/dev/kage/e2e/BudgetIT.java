@@ -39,7 +39,9 @@ class BudgetIT {
     /**
      * 500 jobs, two worker processes with 16 slots each, one tenant's day pool that fits about half of them: the
      * settled total never passes the pool, every refused job has its row and never called the provider, and the
-     * pool's figure is exactly the sum of the result rows.
+     * pool's figure is exactly the sum of the result rows. The three processes are configured with different
+     * {@code TENANT_MAX_TOKENS_PER_DAY} (a rolling change: the first worker still has the old 2,000, the coordinator
+     * 5,000): all of them apply the one the last started worker published, and every refusal names it.
      */
     @Test
     void fiveHundredConcurrentJobsFromTwoWorkersNeverOverspendOneEnforcedPool() throws Exception {
@@ -60,12 +62,22 @@ class BudgetIT {
                     """.formatted(server.openAiBaseUrl()));
             Map<String, String> settings = Map.of("BUDGET_MODE", "enforce", "TENANT_MAX_TOKENS_PER_DAY", Long.toString(limit),
                     "MAX_PARALLEL_CLIS", "16");
+            Map<String, String> old = new HashMap<>(settings);
+            old.put("TENANT_MAX_TOKENS_PER_DAY", "2000");
+            Map<String, String> coordinator = new HashMap<>(settings);
+            coordinator.put("TENANT_MAX_TOKENS_PER_DAY", "5000");
             try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "budget-500"))) {
-                fleet.startCoordinator(env(agents, settings));
+                fleet.startCoordinator(env(agents, coordinator));
                 fleet.awaitHealthy();
-                fleet.startWorker("budget-w1", dir.resolve("work1"), origin, env(agents, settings));
+                String defaults = fleet.redis.keys().budgetDefaults();
+                fleet.startWorker("budget-w1", dir.resolve("work1"), origin, env(agents, old));
+                await().atMost(Duration.ofSeconds(60)).until(() -> "2000".equals(fleet.redis.redis().hget(defaults, "tenant:day_tokens")));
                 fleet.startWorker("budget-w2", dir.resolve("work2"), origin, env(agents, settings));
+                await().atMost(Duration.ofSeconds(60)).until(() -> Long.toString(limit).equals(
+                        fleet.redis.redis().hget(defaults, "tenant:day_tokens")));
                 fleet.awaitWorkers(2);
+                // The first worker reads the fleet's defaults again when its last read is older than MAX_AGE.
+                await().pollDelay(dev.kage.budget.FleetBudgetDefaults.MAX_AGE.multipliedBy(2)).until(() -> true);
                 int server0 = server.requests().size();
 
                 fleet.submitBatch(KEY, "metered", jobs, origin, i -> "job " + i);
@@ -92,6 +104,11 @@ class BudgetIT {
                 assertThat(fleet.count("SELECT count(*) FROM task_errors WHERE error_type = 'BudgetExceededError' "
                         + "AND error_details->>'pool' = 'tenant' AND error_message LIKE 'Tenant default would exceed its token budget for day %'"))
                         .isEqualTo(refused);
+                assertThat(fleet.count("SELECT count(*) FROM task_errors WHERE error_type = 'BudgetExceededError' "
+                        + "AND error_message LIKE '% > " + limit + "'")).as("every refusal under the fleet's limit").isEqualTo(refused);
+                assertThat(Files.readString(Path.of("target", "e2e-logs", "budget-500", "budget-w1.log")))
+                        .as("the first worker says it applies the fleet's defaults, not its own")
+                        .contains("TENANT_MAX_* here is TENANT_MAX_TOKENS_PER_DAY=2000", "the fleet's is TENANT_MAX_TOKENS_PER_DAY=" + limit);
 
                 var budgets = fleet.get("/api/v1/budgets", KEY);
                 JsonNode view = JSON.readTree(budgets.body());

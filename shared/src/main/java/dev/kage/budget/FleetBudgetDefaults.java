@@ -33,7 +33,7 @@ import org.slf4j.LoggerFactory;
  */
 public final class FleetBudgetDefaults {
     /** How long a read of the stored defaults is used before the next. */
-    public static final Duration MAX_AGE = Duration.ofSeconds(5);
+    public static final Duration MAX_AGE = Duration.ofSeconds(1);
     private static final Logger LOG = LoggerFactory.getLogger(FleetBudgetDefaults.class);
     private static final LuaScript STORE = LuaScript.load(FleetBudgetDefaults.class, "defaults.lua");
     private static final String TENANT = "tenant";
