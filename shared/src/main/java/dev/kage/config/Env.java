@@ -53,6 +53,24 @@ public final class Env {
         throw new ConfigException(name + "=" + raw.get() + ": must be a positive integer (default " + defaultValue + ")");
     }
 
+    /** A whole number from {@code min} to {@code max}; a bad value fails with a {@link ConfigException} naming the variable. */
+    public long longBetween(String name, long min, long max, long defaultValue) {
+        Optional<String> raw = get(name);
+        if (raw.isEmpty()) {
+            return defaultValue;
+        }
+        try {
+            long value = Long.parseLong(raw.get().trim());
+            if (value >= min && value <= max) {
+                return value;
+            }
+        } catch (NumberFormatException ignored) {
+            // reported below with the rule
+        }
+        throw new ConfigException(name + "=" + raw.get() + ": must be a whole number from " + min + " to " + max + " (default "
+                + defaultValue + ")");
+    }
+
     public int positiveInt(String name, int defaultValue) {
         long value = positiveLong(name, defaultValue);
         if (value > Integer.MAX_VALUE) {

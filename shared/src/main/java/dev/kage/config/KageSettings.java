@@ -127,7 +127,7 @@ public record KageSettings(
                 database,
                 schema,
                 env.intBetween("KAGE_DB_SOCKET_TIMEOUT_SECONDS", 0, 3_600, DEFAULT_DB_SOCKET_TIMEOUT_SECONDS),
-                env.positiveLong("MAX_TOKENS_PER_TASK", DEFAULT_MAX_TOKENS_PER_TASK),
+                env.longBetween("MAX_TOKENS_PER_TASK", 1, BudgetSettings.MAX_TOKENS, DEFAULT_MAX_TOKENS_PER_TASK),
                 env.fraction("TOKEN_WARNING_THRESHOLD", DEFAULT_TOKEN_WARNING_THRESHOLD),
                 requestsPerWindow,
                 backoffBase,

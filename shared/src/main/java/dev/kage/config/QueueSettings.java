@@ -36,6 +36,8 @@ public record QueueSettings(int maxDeliveries, Duration reclaimIdle, Duration re
 
     /** Each worker's minute trim may read up to this many entries of a stream; more would only cost Redis. */
     public static final long MAX_KEEP_ACKED = 100_000;
+    /** The longest {@code KAGE_RECLAIM_IDLE_SECONDS}: 7 days. */
+    public static final long MAX_RECLAIM_IDLE_SECONDS = 7L * 24 * 3600;
 
     private static long keepAcked(Env env) {
         long keep = env.positiveLong("KAGE_STREAM_KEEP_ACKED", DEFAULT_KEEP_ACKED);
@@ -47,6 +49,11 @@ public record QueueSettings(int maxDeliveries, Duration reclaimIdle, Duration re
 
     public static QueueSettings load(Env env) {
         long idle = env.positiveLong("KAGE_RECLAIM_IDLE_SECONDS", DEFAULT_RECLAIM_IDLE_SECONDS);
+        if (idle > MAX_RECLAIM_IDLE_SECONDS) {
+            // Counted in milliseconds: Long.MAX_VALUE seconds overflowed there, in the reclaim loop, not at start-up.
+            throw new ConfigException("KAGE_RECLAIM_IDLE_SECONDS=" + idle + ": must be at most " + MAX_RECLAIM_IDLE_SECONDS
+                    + " (7 days)");
+        }
         if (idle < MIN_RECLAIM_IDLE_SECONDS) {
             throw new ConfigException("KAGE_RECLAIM_IDLE_SECONDS=" + idle + ": must be at least " + MIN_RECLAIM_IDLE_SECONDS
                     + " (workers refresh in-flight jobs every 5 s)");

@@ -52,7 +52,21 @@ class KageSettingsTest {
                 .isInstanceOf(ConfigException.class)
                 .hasMessage("MAX_REQUESTS_PER_MINUTE=abc: must be a positive integer (default 50)");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("MAX_TOKENS_PER_TASK", "-5"))))
-                .hasMessageStartingWith("MAX_TOKENS_PER_TASK=-5: must be a positive integer");
+                .hasMessage("MAX_TOKENS_PER_TASK=-5: must be a whole number from 1 to 1000000000000000 (default 50000)");
+        // Past 10^15 the ledger's Lua (doubles) no longer counts exactly; past 2^63 it stored the limit as negative: none.
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("MAX_TOKENS_PER_TASK", "9223372036854775807"))))
+                .hasMessageStartingWith("MAX_TOKENS_PER_TASK=9223372036854775807: must be a whole number from 1 to");
+        assertThat(KageSettings.load(Env.of(Map.of("MAX_TOKENS_PER_TASK", "1000000000000000"))).maxTokensPerTask())
+                .isEqualTo(1_000_000_000_000_000L);
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("TENANT_MAX_TOKENS_PER_MONTH", "1000000000000001"))))
+                .hasMessage("TENANT_MAX_TOKENS_PER_MONTH=1000000000000001: must be a whole number of tokens up to "
+                        + "1000000000000000 (10^15), 0 for no limit");
+        assertThat(KageSettings.load(Env.of(Map.of("TENANT_MAX_TOKENS_PER_MONTH", "1000000000000000"))).budget()
+                .tenantDefaults().monthTokens()).isEqualTo(1_000_000_000_000_000L);
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("BUDGET_HOLD_GRACE_SECONDS", "2592001"))))
+                .hasMessageStartingWith("BUDGET_HOLD_GRACE_SECONDS=2592001: must be a whole number from 1 to 2592000");
+        assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("KAGE_RECLAIM_IDLE_SECONDS", "604801"))))
+                .hasMessageStartingWith("KAGE_RECLAIM_IDLE_SECONDS=604801: must be at most 604800");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("TOKEN_WARNING_THRESHOLD", "1.5"))))
                 .hasMessageStartingWith("TOKEN_WARNING_THRESHOLD=1.5: must be a fraction");
         assertThatThrownBy(() -> KageSettings.load(Env.of(Map.of("TENANT_MAX_TOKENS_PER_DAY", "-1"))))

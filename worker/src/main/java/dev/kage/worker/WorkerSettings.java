@@ -59,7 +59,7 @@ public record WorkerSettings(String workerId, Path workDir, String defaultRepo, 
             throw new ConfigException("KAGE_WORKER_AGENTS: a worker must serve at least one agent");
         }
         return new WorkerSettings(workerId, workDir, env.string("KAGE_DEFAULT_REPO", ""), agents,
-                env.bool("KAGE_PUSH_BRANCHES", true), Duration.ofSeconds(env.positiveLong("KAGE_SHUTDOWN_GRACE_SECONDS", 30)),
+                env.bool("KAGE_PUSH_BRANCHES", true), Duration.ofSeconds(env.longBetween("KAGE_SHUTDOWN_GRACE_SECONDS", 1, 86_400, 30)),
                 worktreePool(env));
     }
 

@@ -100,7 +100,14 @@ class WorkerFactoryTest {
         };
         assertThatCode(() -> WorkerApplication.checkConfiguration(env.apply(java.util.Map.of()))).doesNotThrowAnyException();
         for (var bad : List.of(java.util.Map.of("KAGE_START_LANES", "0"), java.util.Map.of("KAGE_CLOCK_OFFSET_MS", "soon"),
-                java.util.Map.of("KAGE_CLOCK_OFFSET_MS", "99999999999999"), java.util.Map.of("KAGE_LOG_LEVEL", "inf0"))) {
+                java.util.Map.of("KAGE_CLOCK_OFFSET_MS", "99999999999999"), java.util.Map.of("KAGE_LOG_LEVEL", "inf0"),
+                // Seconds past what a Duration's milliseconds hold: the shutdown, the reclaim loop and every hold's
+                // lifetime failed on them long after start-up.
+                java.util.Map.of("KAGE_SHUTDOWN_GRACE_SECONDS", "9223372036854775807"),
+                java.util.Map.of("KAGE_RECLAIM_IDLE_SECONDS", "9223372036854775807"),
+                java.util.Map.of("BUDGET_HOLD_GRACE_SECONDS", "9223372036854775807"),
+                java.util.Map.of("TENANT_MAX_TOKENS_PER_DAY", "9223372036854775807"),
+                java.util.Map.of("MAX_TOKENS_PER_TASK", "9223372036854775807"))) {
             String variable = bad.keySet().iterator().next();
             assertThatThrownBy(() -> WorkerApplication.checkConfiguration(env.apply(bad))).as(variable)
                     .isInstanceOf(ConfigException.class).hasMessageStartingWith(variable + "=");

@@ -234,8 +234,8 @@ public class BudgetsController {
         }
         // canConvertToLong too: a whole number beyond 64 bits would otherwise keep its low bits (2^64 + 5 read as 5).
         if (!value.canConvertToExactIntegral() || !value.canConvertToLong() || value.asLong() < 0
-                || value.asLong() > Long.MAX_VALUE / 4) {
-            errors.add(new FieldError(field, "must be a whole number of tokens, 0 for no limit"));
+                || value.asLong() > dev.kage.config.BudgetSettings.MAX_TOKENS) {
+            errors.add(new FieldError(field, "must be a whole number of tokens up to 10^15, 0 for no limit"));
             return Optional.empty();
         }
         return Optional.of(value.asLong());

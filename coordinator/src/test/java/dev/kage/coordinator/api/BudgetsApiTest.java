@@ -118,7 +118,8 @@ class BudgetsApiTest {
         for (String[] bad : new String[][] {{"{\"tokens_per_day\": -1}", "tokens_per_day"}, {"{\"tokens_per_day\": 1.5}", "tokens_per_day"},
                 {"{\"usd_per_month\": \"ten\"}", "usd_per_month"}, {"{\"daily\": 5}", "daily"}, {"[1]", "body"}, {"{", "body"},
                 {"", "body"}, {"{\"tokens_per_day\": 1000, \"tokens_per_day\": 0}", "body"},
-                {"{\"tokens_per_day\": 1000} {\"tokens_per_day\": 0}", "body"}}) {
+                {"{\"tokens_per_day\": 1000} {\"tokens_per_day\": 0}", "body"},
+                {"{\"tokens_per_month\": 1000000000000001}", "tokens_per_month"}}) {
             HttpResponse<String> response = put("/api/v1/budgets/acme", ADMIN, bad[0]);
             assertThat(response.statusCode()).as(bad[0]).isEqualTo(400);
             assertThat(json(response).get("errors").get(0).get("field").asText()).as(bad[0]).isEqualTo(bad[1]);
