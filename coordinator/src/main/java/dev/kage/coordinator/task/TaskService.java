@@ -149,7 +149,7 @@ public final class TaskService {
      * @throws IdempotencyConflictException when the key was used for a different request
      */
     public Submitted submit(String tenant, SubmitRequest request, String idempotencyKey, byte[] body) {
-        UUID id = UUID.randomUUID();
+        UUID id = dev.kage.task.TaskIds.next(clock);
         long tokenLimit = request.maxTokens() == null ? settings.maxTokensPerTask() : request.maxTokens();
         String baseBranch = request.baseBranch() == null ? settings.baseBranch() : request.baseBranch();
         TaskRecord task = new TaskRecord(id, tenant, request.description(), TaskStatus.QUEUED, request.priority(),
@@ -191,14 +191,16 @@ public final class TaskService {
      */
     public BatchSubmitted submitBatch(String tenant, List<SubmitRequest> requests, String idempotencyKey, byte[] body) {
         List<TaskRecord> tasks = new java.util.ArrayList<>(requests.size());
+        // Ids counting up in the order sent, the outbox row's after them.
+        List<UUID> ids = dev.kage.task.TaskIds.next(clock, requests.size() + 1);
         for (SubmitRequest request : requests) {
-            tasks.add(new TaskRecord(UUID.randomUUID(), tenant, request.description(), TaskStatus.QUEUED, request.priority(),
+            tasks.add(new TaskRecord(ids.get(tasks.size()), tenant, request.description(), TaskStatus.QUEUED, request.priority(),
                     request.repo(), request.baseBranch() == null ? settings.baseBranch() : request.baseBranch(),
                     request.assignments(), request.metadataJson(),
                     request.maxTokens() == null ? settings.maxTokensPerTask() : request.maxTokens(), clock.instant(),
                     clock.instant(), null));
         }
-        UUID outbox = UUID.randomUUID();
+        UUID outbox = ids.getLast();
         if (idempotencyKey == null) {
             store.insertAll(tasks, outbox);
         } else {

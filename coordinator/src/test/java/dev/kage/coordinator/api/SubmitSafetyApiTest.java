@@ -501,6 +501,9 @@ class SubmitSafetyApiTest {
         // the jobs are in Redis: within 3 s, before the reconciler would hand it back (rows older than 5 s).
         List<UUID> ids = new ArrayList<>();
         tasks.forEach(t -> ids.add(UUID.fromString(t.get("task_id").asText())));
+        // Version 7 ids, counting up in the order sent (as Postgres sorts them: by their text).
+        assertThat(ids).allSatisfy(id -> assertThat(id.version()).isEqualTo(7));
+        assertThat(ids.stream().map(UUID::toString).toList()).isSortedAccordingTo(String::compareTo);
         Database database = coordinator.context().getBean(Database.class);
         long marked = database.jdbi().withHandle(h -> h.createQuery(
                 "SELECT count(*) FROM tasks WHERE id = ANY(:ids) AND enqueued_at IS NOT NULL")
