@@ -99,6 +99,8 @@ public final class BudgetBench {
         if (name.equals("kage")) {
             BudgetLedger ledger = new BudgetLedger(keys, redis, BudgetMode.ENFORCE, 0.8, new PeriodLimits(limit, 0, 0, 0),
                     Clock.systemUTC());
+            // Each phase's limit made the fleet's, as a worker starting with it does (the throughput phase's has none).
+            ledger.defaults().publish(java.util.Map.of());
             return new Spender() {
                 @Override
                 public Object hold(String job) {
