@@ -96,7 +96,9 @@ log_tail() { # file
   if [[ -s $1 ]]; then
     if grep -qE ' ERROR |cannot start' "$1"; then
       say "errors in $1:"
-      grep -E ' ERROR |cannot start|^Message:' "$1" | head -n 6 | sed 's/^/    /' >&2
+      # -m 6, not "| head": head leaving early killed grep with SIGPIPE, and pipefail the whole script (exit 141),
+      # before the explanation this is here to give.
+      grep -m 6 -E ' ERROR |cannot start|^Message:' "$1" | sed 's/^/    /' >&2
     fi
     say "last lines of $1:"
     tail -n 25 "$1" | sed 's/^/    /' >&2

@@ -214,7 +214,8 @@ apt_ready() {
   can_admin || return 1
   if [[ $APT_UPDATED -eq 0 ]]; then
     log "apt-get update (once) ..."
-    "${SUDO[@]}" apt-get update -qq || return 1
+    # A fresh VM's unattended-upgrades holds apt's locks for minutes: wait for them rather than fail.
+    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=300 update -qq || return 1
     APT_UPDATED=1
   fi
 }
@@ -239,7 +240,7 @@ apt_candidate_ok() {
 apt_install() { # packages...
   apt_ready || return 1
   log "installing $* from Debian packages ..."
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" || return 1
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "$@" || return 1
 }
 
 # run a command as the OS user that must own a postgres data dir
@@ -537,6 +538,14 @@ pg_tool() { # name of a client tool: PATH first, then the newest /usr/lib/postgr
 
 # pg_bindir [VERSION]: server binaries of VERSION (a data dir's PG_VERSION), else the newest:
 # /usr/lib/postgresql/<version>/bin or /usr/pgsql-<version>/bin, else initdb/pg_ctl on PATH (when they are that version)
+# pg_ctlcluster_skips_systemctl: Debian's pg_ctlcluster takes --skip-systemctl-redirect (it then starts the cluster
+# itself instead of asking systemd, which a container may not run). Read from the script: it has no --help.
+pg_ctlcluster_skips_systemctl() {
+  local ctl
+  ctl=$(command -v pg_ctlcluster) || return 1
+  grep -q 'skip-systemctl-redirect' "$ctl" 2>/dev/null
+}
+
 pg_bindir() {
   local want=${1:-} d best v
   if [[ -n $want ]]; then
@@ -718,7 +727,7 @@ pg_start_debian_cluster() { # version cluster
   local ver=$1 name=$2 st=""
   can_admin || SUDO=() # not root and no sudo: works only if we own the cluster
   local -a ctl=(pg_ctlcluster)
-  if pg_ctlcluster --help 2>&1 | grep -q skip-systemctl-redirect; then
+  if pg_ctlcluster_skips_systemctl; then
     ctl+=(--skip-systemctl-redirect)
   fi
   log "postgres: starting Debian cluster $ver/$name with pg_ctlcluster ..."
@@ -952,7 +961,7 @@ pg_down() {
       name=$(sed -n 's/^cluster=//p' "$marker")
       can_admin || true
       local -a ctl=(pg_ctlcluster)
-      pg_ctlcluster --help 2>&1 | grep -q skip-systemctl-redirect && ctl+=(--skip-systemctl-redirect)
+      pg_ctlcluster_skips_systemctl && ctl+=(--skip-systemctl-redirect)
       if "${SUDO[@]}" "${ctl[@]}" "$ver" "$name" stop -m fast; then
         log "postgres: stopped Debian cluster $ver/$name (started by ops/services.sh)"
       else
@@ -976,6 +985,12 @@ pg_down() {
         log "postgres: the private cluster in $data is not running"
       fi
       if [[ $PURGE -eq 1 ]]; then
+        # Only what this script made: an absolute .../data folder. A marker without its data= line (truncated, edited)
+        # made this "rm -rf ." once.
+        if [[ $data != /*/data ]]; then
+          warn "postgres: the marker $marker names no data folder of ours ('$data'); nothing deleted"
+          return 1
+        fi
         rm -rf "$(dirname "$data")"
         log "postgres: removed $(dirname "$data")"
       else

@@ -50,7 +50,7 @@ if [[ -z ${KAGE_TEST_DATABASE_URL:-} ]]; then
   DATABASE_URL=$KAGE_TEST_DATABASE_URL ops/services.sh up >/dev/null || die "could not prepare the test database (see above)"
 fi
 
-if agents_dir=$(install_agents "${KAGE_AGENTS_CACHE:-$HOME/.cache/kage/agents}"); then
+if agents_dir=$(install_agents "${KAGE_AGENTS_CACHE:-${HOME:-/tmp}/.cache/kage/agents}"); then
   export KAGE_TEST_AGENTS_DIR=$agents_dir
   say "real agent CLIs: $KAGE_TEST_AGENTS_DIR"
 fi
@@ -58,7 +58,7 @@ fi
 install_browser || true
 
 # autocannon for the chaos suite's load scenario (LoadChaosIT, ci scale); without it that test is skipped
-install_autocannon "${KAGE_AUTOCANNON_CACHE:-$HOME/.cache/kage/autocannon}" || true
+install_autocannon "${KAGE_AUTOCANNON_CACHE:-${HOME:-/tmp}/.cache/kage/autocannon}" || true
 
 say "./mvnw -B verify $*"
 ./mvnw -B verify "$@" || die "the Maven build failed"
@@ -71,8 +71,10 @@ fi
 SMOKE_RUN=$ROOT/.run/smoke
 SMOKE_DB_URL=$(db_url_with_name "$DATABASE_URL" kage_smoke)
 SMOKE_PORT=${KAGE_SMOKE_PORT:-18003}
+# ANTHROPIC_API_KEY emptied: with the claude CLI on PATH the quickstart would run the real, paid Claude over the network;
+# the smoke run checks the fleet with the bundled demo agent, offline.
 smoke_env=(KAGE_RUN_DIR="$SMOKE_RUN" PORT="$SMOKE_PORT" KAGE_PORT_VARIABLE=KAGE_SMOKE_PORT KAGE_NAMESPACE=kage-smoke
-  DATABASE_URL="$SMOKE_DB_URL" KAGE_SKIP_BUILD=1)
+  DATABASE_URL="$SMOKE_DB_URL" KAGE_SKIP_BUILD=1 ANTHROPIC_API_KEY=)
 
 smoke_stop() {
   env "${smoke_env[@]}" ops/quickstart.sh stop || warn "stopping the smoke run failed"

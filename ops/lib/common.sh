@@ -82,7 +82,7 @@ find_java() {
     local -a dirs=()
     local pattern
     for pattern in /usr/lib/jvm/* /usr/local/*jdk* /opt/*jdk* /opt/java/* \
-      "$HOME"/.sdkman/candidates/java/* "$HOME"/.jdks/* \
+      "${HOME:-/nonexistent}"/.sdkman/candidates/java/* "${HOME:-/nonexistent}"/.jdks/* \
       /Library/Java/JavaVirtualMachines/*/Contents/Home; do
       [[ -d $pattern && ! -L $pattern ]] && dirs+=("$pattern")
     done
@@ -253,8 +253,9 @@ install_browser() {
     return 1
   fi
   say "installing Debian's chromium and chromium-driver for the dashboard test ..." >&2
-  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2 ||
-    { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2; }; }; then
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q chromium chromium-driver >&2 ||
+    { apt-get -o DPkg::Lock::Timeout=300 update -q >&2 &&
+      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q chromium chromium-driver >&2; }; }; then
     warn "apt-get install chromium chromium-driver failed: the dashboard test is skipped"
     return 1
   fi
