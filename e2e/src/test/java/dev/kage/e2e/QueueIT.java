@@ -635,6 +635,53 @@ class QueueIT {
         }
     }
 
+    /**
+     * A dead worker left two entries: one past its delivery limit, then an ordinary one. The poison's failure row waits
+     * for a Postgres that does not write; the ordinary job is reclaimed and started meanwhile (the dead letter is
+     * written on a job thread, not the reclaimer's), and both end as they should once Postgres writes again.
+     */
+    @Test
+    void aDeadLetterWaitingForPostgresDoesNotHoldUpTheReclaimOfTheEntriesBehindIt() throws Exception {
+        try (Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "dead-letter-waits"))) {
+            fleet.startCoordinator(env());
+            fleet.awaitHealthy();
+            String stream = fleet.redis.keys().jobStream("rec-a", dev.kage.task.Priority.NORMAL);
+            var redis = fleet.redis.redis();
+            String poison = submit(fleet, "poisoned long ago", List.of("rec-a"), Map.of());
+            await().atMost(Duration.ofSeconds(10)).until(() -> redis.exists(stream) == 1 && redis.xlen(stream) == 1);
+            String ordinary = submit(fleet, "left by a dead worker sleep=1", List.of("rec-a"), Map.of());
+            await().atMost(Duration.ofSeconds(10)).until(() -> redis.xlen(stream) == 2);
+            // A worker that read both and died (no heartbeat): idle for ten minutes, the first delivered twice already.
+            var read = redis.xreadgroup(io.lettuce.core.Consumer.from(dev.kage.redis.KageKeys.WORKER_GROUP, "ghost-w"),
+                    io.lettuce.core.XReadArgs.Builder.count(2), io.lettuce.core.XReadArgs.StreamOffset.lastConsumed(stream));
+            assertThat(read).hasSize(2);
+            redis.xclaim(stream, io.lettuce.core.Consumer.from(dev.kage.redis.KageKeys.WORKER_GROUP, "ghost-w"),
+                    io.lettuce.core.XClaimArgs.Builder.minIdleTime(0).idle(Duration.ofMinutes(10)).retryCount(2).justid(),
+                    read.get(0).getId());
+            redis.xclaim(stream, io.lettuce.core.Consumer.from(dev.kage.redis.KageKeys.WORKER_GROUP, "ghost-w"),
+                    io.lettuce.core.XClaimArgs.Builder.minIdleTime(0).idle(Duration.ofMinutes(10)).retryCount(1).justid(),
+                    read.get(1).getId());
+
+            dev.kage.config.DatabaseUrl url = dev.kage.config.DatabaseUrl.parse("test", TestServices.databaseUrl());
+            try (java.sql.Connection locker = java.sql.DriverManager.getConnection(url.jdbcUrl(), url.user(), url.password())) {
+                locker.createStatement().execute("SET search_path TO \"" + fleet.schema + "\"");
+                locker.setAutoCommit(false);
+                // No result row can be written (reads still can): the poison's failure row waits.
+                locker.createStatement().execute("LOCK TABLE execution_results IN SHARE MODE");
+                fleet.startWorker("dl-w1", dir.resolve("work"), origin, env(Map.of("KAGE_MAX_DELIVERIES", "2")));
+                // Before this change the reclaimer waited with the poison's row, and the entry behind it with it.
+                await().atMost(Duration.ofSeconds(40)).until(() -> count("start " + ordinary + "/rec-a ") == 1);
+                locker.rollback();
+            }
+            await().atMost(Duration.ofSeconds(60)).until(() -> deadLetters(fleet).size() == 1);
+            assertThat(deadLetters(fleet).get(0).get("task_id").asText()).isEqualTo(poison);
+            assertThat(awaitFinal(fleet, poison, Duration.ofSeconds(30)).get("status").asText()).isEqualTo("failed");
+            assertThat(awaitFinal(fleet, ordinary, Duration.ofSeconds(60)).get("status").asText()).isEqualTo("completed");
+            assertThat(count("start " + poison + "/rec-a ")).as("a poison job never runs again").isZero();
+            assertThat(redis.xpending(stream, dev.kage.redis.KageKeys.WORKER_GROUP).getCount()).isZero();
+        }
+    }
+
     @Test
     void jobsWaitingBehindUnwrittenOutcomesStayTheirLiveWorkersWhileADeadWorkersBehindThemAreReclaimed() throws Exception {
         // A worker holds room for its slots plus 1,000 finished jobs whose outcomes wait for Postgres. Once finished

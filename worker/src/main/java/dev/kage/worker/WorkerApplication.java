@@ -80,6 +80,12 @@ public final class WorkerApplication {
             LOG.info("Metrics at http://0.0.0.0:{}{}", server.port(), MetricsServer.PATH);
         }
         Runtime.getRuntime().addShutdownHook(new Thread(context::close, "kage-shutdown"));
-        context.getBean(WorkerRuntime.class).start();
+        try {
+            context.getBean(WorkerRuntime.class).start();
+        } catch (RuntimeException e) {
+            // Never a process kept alive by the clients' threads with this thread gone: the exit runs the hook above.
+            LOG.error("Worker cannot start: {}", e.toString());
+            System.exit(1);
+        }
     }
 }

@@ -151,7 +151,8 @@ public final class WorkerRuntime {
     private long lastWatch = System.nanoTime();
     private boolean skippedLateTick;
     private final List<Thread> loops = new ArrayList<>();
-    private final List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
+    /** The claim loops' connections, added by each loop as it connects. */
+    private final List<StatefulRedisConnection<String, String>> connections = new java.util.concurrent.CopyOnWriteArrayList<>();
     private volatile boolean running;
 
     public WorkerRuntime(WorkerSettings worker, QueueSettings queueSettings, int slotCount, KageKeys keys, RedisClient redisClient,
@@ -184,7 +185,13 @@ public final class WorkerRuntime {
         }
         running = true;
         for (String agent : worker.agents()) {
-            queue.ensureStreams(agent);
+            try {
+                queue.ensureStreams(agent);
+            } catch (RedisException e) {
+                // Redis went away since the start-up check (or answers LOADING): the claim loop creates them once it reads.
+                LOG.warn("The streams of {} are not set up yet (Redis: {}); its claim loop sets them up when Redis answers",
+                        agent, e.getMessage());
+            }
         }
         lastBeat = System.nanoTime();
         lastWatch = lastBeat;
@@ -199,9 +206,7 @@ public final class WorkerRuntime {
         every(Duration.ofSeconds(2), this::flushOutbox);
         every(TRIM_EVERY, this::tidy);
         for (String agent : worker.agents()) {
-            StatefulRedisConnection<String, String> connection = redisClient.connect(Utf8Codec.INSTANCE);
-            connections.add(connection);
-            loops.add(Thread.ofPlatform().name("kage-claim-" + agent).start(() -> claimLoop(agent, connection.sync())));
+            loops.add(Thread.ofPlatform().name("kage-claim-" + agent).start(() -> claimLoop(agent)));
         }
         LOG.info("Worker {} serving {} with {} slots (work dir {})", worker.workerId(), worker.agents(), slotCount,
                 worker.workDir());
@@ -270,6 +275,43 @@ public final class WorkerRuntime {
      * reclaimer are never starved by a loop waiting on empty streams; an entry that arrives during the
      * blocking read takes a free slot then, or is handed straight back when there is none.
      */
+    /**
+     * The claim loop's own connection (a blocking read holds it), made here: a Redis that does not answer when the worker
+     * starts delays this agent's claims, it does not stop the worker half started (the heartbeat and the other loops
+     * running, this agent advertised and never served). Lettuce reconnects it once made.
+     */
+    private void claimLoop(String agent) {
+        StatefulRedisConnection<String, String> connection = null;
+        boolean told = false;
+        while (running && connection == null) {
+            try {
+                connection = redisClient.connect(Utf8Codec.INSTANCE);
+            } catch (RedisException e) {
+                if (!told) {
+                    LOG.error("Cannot connect to Redis for {}'s claims ({}); retrying every {}s", agent, e.getMessage(),
+                            OUTAGE_PAUSE.toSeconds());
+                    told = true;
+                }
+                if (!pause(OUTAGE_PAUSE)) {
+                    return;
+                }
+            }
+        }
+        if (connection == null) {
+            return;
+        }
+        connections.add(connection);
+        if (!running) {
+            // stop() may have closed the connections already: this one is closed here.
+            connection.close();
+            return;
+        }
+        if (told) {
+            LOG.info("Connected to Redis; {} starts claiming", agent);
+        }
+        claimLoop(agent, connection.sync());
+    }
+
     private void claimLoop(String agent, RedisCommands<String, String> blocking) {
         boolean laned = lanedAgents.contains(agent);
         boolean outage = false;
@@ -741,6 +783,8 @@ public final class WorkerRuntime {
     /**
      * Moves a job past its delivery limit to the dead letters, listed in flight meanwhile (as a job whose agent is done):
      * while a slow Postgres holds its failure row, no other worker takes the entry and dead-letters it a second time.
+     * On a job thread, not the reclaimer's: its failure row waits for Postgres (up to the socket timeout per commit),
+     * and the reclaimer, with the claim loops standing aside for it, must not wait with it.
      */
     private void deadLetter(ClaimedJob job, long deliveries) {
         JobControl control = new JobControl();
@@ -748,8 +792,17 @@ public final class WorkerRuntime {
         control.agentDone();
         inFlight.put(job.key(), new Running(job, control));
         try {
-            runner.poisoned(job, deliveries);
-        } finally {
+            jobs.execute(() -> {
+                try {
+                    runner.poisoned(job, deliveries);
+                } catch (RuntimeException e) {
+                    LOG.warn("Dead-lettering {} failed; it stays pending for the next reclaim pass: {}", job.key(), e.toString());
+                } finally {
+                    inFlight.remove(job.key());
+                }
+            });
+        } catch (java.util.concurrent.RejectedExecutionException stopping) {
+            // Stopping: left pending, and another worker's reclaimer dead-letters it.
             inFlight.remove(job.key());
         }
     }
