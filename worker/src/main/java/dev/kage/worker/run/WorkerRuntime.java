@@ -221,6 +221,8 @@ public final class WorkerRuntime {
             return;
         }
         running = false;
+        // No reclaim pass starts from now on; one under way stops before its next claim.
+        reclaimer.shutdown();
         // Not interrupted: a blocking XREADGROUP that was cut short on our side would stay blocked in Redis and
         // could still take an entry (even one handed back below) for this departing consumer. Each loop ends
         // after its read returns, within the block time, handing back what that read brought.
@@ -743,6 +745,13 @@ public final class WorkerRuntime {
                     if (!roomTaken) {
                         more = true;
                         break;
+                    }
+                    if (!running || leaseOut()) {
+                        // Stopping began while this waited for a slot (often one a finishing job of this worker freed):
+                        // claimed now, the entry would only be handed back, one delivery nearer the dead letters.
+                        slots.release();
+                        room.release();
+                        return false;
                     }
                     Optional<ClaimedJob> job;
                     try {
