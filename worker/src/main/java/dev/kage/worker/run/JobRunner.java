@@ -284,8 +284,12 @@ public final class JobRunner {
         // unable to say leaves the entry pending for the next pass, as a run would wait.
         try {
             if (recorded(job)) {
-                if (store.hasError(errorKey(job, "PoisonJobError"))
-                        && !queue.hasDeadLetter(claimed, job.tenant(), job.agent(), settings.queue().deadLetterMax())) {
+                String poisonKey = errorKey(job, "PoisonJobError");
+                // Its row may wait in the outbox still (Postgres was away when it was recorded): that counts as recorded.
+                boolean poison = store.hasError(poisonKey)
+                        || outcomes.spooledError(job.agent(), job.jobId(), job.attempt(), poisonKey)
+                        || store.hasError(poisonKey);
+                if (poison && !queue.hasDeadLetter(claimed, job.tenant(), job.agent(), settings.queue().deadLetterMax())) {
                     // An earlier pass recorded it as poison and could not write its letter (Redis failed, or the worker
                     // died, in between): acknowledged now, it would stay failed for good, its row pointing at a letter that
                     // does not exist and cannot be replayed.

@@ -332,20 +332,35 @@ public final class OutcomeRecorder {
      * is recorded, though Postgres does not have it yet. Read through the whole list (it is short but in an outage).
      */
     public boolean spooled(String agent, String jobId, int attempt) {
+        return spooledEntry(agent, jobId, attempt) != null;
+    }
+
+    /**
+     * Whether the agent's outbox holds an error row with this key ({@code <job>#<attempt>#<type>}), kept there with its
+     * outcome while Postgres was away. Read through the whole list, as {@link #spooled} is.
+     */
+    public boolean spooledError(String agent, String jobId, int attempt, String errorKey) {
+        Spooled entry = spooledEntry(agent, jobId, attempt);
+        return entry != null && entry.errors() != null
+                && entry.errors().stream().anyMatch(error -> errorKey.equals(error.errorKey()));
+    }
+
+    private Spooled spooledEntry(String agent, String jobId, int attempt) {
         for (String entry : redis.lrange(keys.outbox(agent), 0, -1)) {
             if (!entry.contains(jobId)) {
                 continue;
             }
             try {
-                ResultRecord result = JSON.readValue(entry, Spooled.class).result();
+                Spooled spooled = JSON.readValue(entry, Spooled.class);
+                ResultRecord result = spooled.result();
                 if (result != null && result.jobId().equals(jobId) && result.attempt() == attempt) {
-                    return true;
+                    return spooled;
                 }
             } catch (JsonProcessingException unreadable) {
                 // Moved aside by the next flush; it answers for no job.
             }
         }
-        return false;
+        return null;
     }
 
     /** Outcomes waiting in the agent's outbox. */

@@ -353,6 +353,32 @@ class JobRunnerTest {
     }
 
     @Test
+    void aPoisonJobWhoseFailureWaitsInTheOutboxAndWhoseLetterWasNeverWrittenGetsItsLetter() throws Exception {
+        // An earlier pass recorded the poison while Postgres was away (its failure row went to the outbox) and died before
+        // the letter. Postgres is back; no flush has run yet. Before, this pass took the outbox's outcome for a finished
+        // run and only acknowledged the entry: no letter, a row naming one that does not exist.
+        AgentConfig agent = agent("claude-code", List.of(DEMO_AGENT.toString()));
+        Harness h = harness(BudgetMode.LOG, agent);
+        TaskRecord task = h.submit("p", 60);
+        ClaimedJob claimed = h.claim();
+        JobMessage job = claimed.job();
+        ResultRecord failed = new ResultRecord(task.id(), job.jobId(), agent.name(), JobStatus.FAILED, "poison", 0, 0, 0, 0,
+                BigDecimal.ZERO, "agent", null, 0, 0, null, null, null, "dead-worker", job.attempt(), null);
+        ErrorRecord poison = new ErrorRecord(task.id(), job.jobId(), agent.name(), "PoisonJobError", "delivered 5 times", "{}",
+                false, null, job.jobId() + "#" + job.attempt() + "#PoisonJobError");
+        redis.redis().rpush(redis.keys().outbox(agent.name()), new ObjectMapper().registerModule(
+                new com.fasterxml.jackson.datatype.jsr310.JavaTimeModule()).writeValueAsString(
+                        new OutcomeRecorder.Spooled(failed, List.of(poison))));
+
+        h.runner().poisoned(new ClaimedJob(claimed.stream(), claimed.entryId(), claimed.fields(), true), 6);
+
+        var letters = redis.redis().xrange(redis.keys().deadLetters(), io.lettuce.core.Range.create("-", "+"));
+        assertThat(letters).singleElement().satisfies(m -> assertThat(m.getBody()).containsEntry("dead_from_id", claimed.entryId()));
+        assertThat(pending()).as("moved to the dead letters").isZero();
+        assertThat(store.errors(task.id())).as("the outbox's flush writes the row, once").isEmpty();
+    }
+
+    @Test
     void aJobThatWaitedPastItsTasksLiveStateIsNotStartedWhenPostgresSaysTheTaskWasCancelled() throws Exception {
         // Cancelled on day 1 for an agent nobody served; its live state (with the cancel) expired on day 8; a worker for
         // the agent starts on day 10.
