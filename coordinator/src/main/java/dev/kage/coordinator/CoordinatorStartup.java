@@ -30,9 +30,12 @@ public class CoordinatorStartup {
     private final KeyAuthenticator authenticator;
     private final JobQueue queue;
     private final Database database;
+    private final io.lettuce.core.api.sync.RedisCommands<String, String> redis;
 
     public CoordinatorStartup(KageSettings settings, AgentCatalog catalog, ApiKeys keys, ApiKeyStore keyStore,
-                              KeyAuthenticator authenticator, JobQueue queue, Database database) {
+                              KeyAuthenticator authenticator, JobQueue queue, Database database,
+                              io.lettuce.core.api.sync.RedisCommands<String, String> redis) {
+        this.redis = redis;
         this.settings = settings;
         this.catalog = catalog;
         this.keys = keys;
@@ -51,6 +54,7 @@ public class CoordinatorStartup {
         for (String agent : catalog.names()) {
             queue.ensureStreams(agent);
         }
+        dev.kage.redis.EvictionCheck.warning(redis).ifPresent(LOG::warn);
         if (keys.devMode()) {
             LOG.warn("KAGE_DEV_MODE=true: the development API key is accepted. Never run a shared fleet like this.");
         }

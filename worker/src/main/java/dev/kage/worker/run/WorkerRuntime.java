@@ -193,6 +193,11 @@ public final class WorkerRuntime {
                         agent, e.getMessage());
             }
         }
+        try {
+            dev.kage.redis.EvictionCheck.warning(redis).ifPresent(LOG::warn);
+        } catch (RuntimeException e) {
+            LOG.debug("Redis's eviction policy not read: {}", e.toString());
+        }
         lastBeat = System.nanoTime();
         lastWatch = lastBeat;
         beat();
