@@ -123,6 +123,8 @@ public final class BudgetLedger {
         List<String> tenantArgs = new ArrayList<>(List.of(Long.toString(request.taskTokenLimit()),
                 Long.toString(request.taskUsdLimitMicros()), "", Long.toString(TASK_POOL_TTL.toMillis())));
         addPeriodArgs(tenantArgs, defaults.tenant());
+        // Read now, before the first step holds anything: a read failing between the two steps would leave that hold.
+        PeriodLimits agentLimits = defaults.agent(request.agent(), request.agentLimits());
         Step first = reserveStep(id, request, tenantHolds, taskPool, Duration.ZERO, keys.tenantBudgetLimits(request.tenant()),
                 tenantPools, tenantArgs);
         if (first.status() == 0) {
@@ -134,7 +136,6 @@ public final class BudgetLedger {
                     keys.agentTaskHolds(request.agent(), request.taskId())}, request.jobId(), id);
             return first.hold(id, request, tenantPools, List.of());
         }
-        PeriodLimits agentLimits = defaults.agent(request.agent(), request.agentLimits());
         if (agentLimits.isNone()) {
             return first.hold(id, request, tenantPools, List.of());
         }

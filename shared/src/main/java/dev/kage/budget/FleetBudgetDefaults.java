@@ -24,9 +24,11 @@ import org.slf4j.LoggerFactory;
  * each worker to apply its own, two workers configured differently (a rolling change of
  * {@code TENANT_MAX_USD_PER_DAY}, one machine's stale {@code agents.yml}) would set a pool's limit back and forth, job by
  * job: the same job granted on one worker and refused on the next. So a worker publishes its configuration when it
- * starts ({@link #publish}: the last started wins, as a rate limit's configuration does), and every process, the
- * coordinator included, applies what is stored. Where nothing is stored for a scope (a fresh Redis, or one that lost its
- * data) the first process to look stores its own configuration, and the others follow it.
+ * starts ({@link #publish}: the last started wins, as a rate limit's configuration does; each scope remembers its
+ * publisher's start, so a publication Redis could only take late never undoes a later worker's), and every process,
+ * the coordinator included, applies what is stored. Where nothing is stored for a scope (Redis lost its data) the first
+ * worker to look stores its own configuration, and the others follow it; a process that never published (the
+ * coordinator) stores nothing and applies its own configuration until a worker has stored one.
  *
  * <p>What is stored is read at most every {@link #MAX_AGE}: a published change reaches every process within that time.
  * A process whose configuration differs from what it applies says so once per difference (WARN). Thread-safe.
@@ -52,6 +54,8 @@ public final class FleetBudgetDefaults {
     private volatile Snapshot snapshot;
     /** A publication Redis did not take (it was down when the worker started), made at the next read. */
     private volatile Map<String, PeriodLimits> unpublished;
+    /** When this worker first published (ms since the epoch); 0: never, as for the coordinator, which stores nothing. */
+    private volatile long publishedAt;
     /** Scopes whose difference from this process's configuration was logged, with the stored limits logged. */
     private final Map<String, PeriodLimits> warned = new java.util.concurrent.ConcurrentHashMap<>();
 
@@ -111,20 +115,31 @@ public final class FleetBudgetDefaults {
      * @throws io.lettuce.core.RedisException Redis did not take it; it is made again before this process next reads
      */
     public void publish(Map<String, PeriodLimits> agents) {
+        if (publishedAt == 0) {
+            publishedAt = System.currentTimeMillis();
+        }
         unpublished = Map.copyOf(agents);
         Map<String, PeriodLimits> scopes = new LinkedHashMap<>();
         scopes.put(TENANT, tenantConfigured);
         agents.forEach((name, limits) -> scopes.put(agentScope(name), limits));
-        List<String> args = new ArrayList<>(List.of("publish"));
-        scopes.forEach((scope, limits) -> addPairs(args, scope, limits));
+        List<String> args = new ArrayList<>(List.of("publish", Long.toString(publishedAt)));
+        scopes.forEach((scope, limits) -> addGroup(args, scope, limits));
         List<Object> reply = STORE.run(redis, ScriptOutputType.MULTI, new String[] {key}, args.toArray(String[]::new));
         @SuppressWarnings("unchecked")
         List<Object> before = (List<Object>) reply.get(0);
+        @SuppressWarnings("unchecked")
+        List<Object> written = (List<Object>) reply.get(1);
         int at = 0;
+        int index = 0;
         for (Map.Entry<String, PeriodLimits> scope : scopes.entrySet()) {
             List<String> old = new ArrayList<>();
             for (int i = 0; i < FIELDS.size(); i++) {
                 old.add(String.valueOf(before.get(at++)));
+            }
+            if (((Number) written.get(index++)).longValue() == 0) {
+                LOG.info("Budget defaults: {} stay those a worker started after this one published ({})",
+                        describeScope(scope.getKey()), describe(scope.getKey(), limits(old)));
+                continue;
             }
             if (old.stream().allMatch(String::isEmpty)) {
                 continue;
@@ -152,9 +167,13 @@ public final class FleetBudgetDefaults {
             }
         }
         if (!current.fields().containsKey(scope + ":" + FIELDS.getFirst())) {
-            // Nothing stored for the scope: this process's configuration, unless another process stores its own first.
-            List<String> args = new ArrayList<>(List.of("absent"));
-            addPairs(args, scope, own);
+            if (publishedAt == 0) {
+                // Not a worker (or one not started yet): its configuration applies here, and is stored nowhere.
+                return own;
+            }
+            // Nothing stored for the scope (Redis lost it): this worker's configuration, unless another stores its own first.
+            List<String> args = new ArrayList<>(List.of("absent", "0"));
+            addGroup(args, scope, own);
             current = remember(STORE.run(redis, ScriptOutputType.MULTI, new String[] {key}, args.toArray(String[]::new)));
         }
         PeriodLimits fleet = scope(current.fields(), scope);
@@ -184,7 +203,7 @@ public final class FleetBudgetDefaults {
 
     private Snapshot remember(List<Object> reply) {
         @SuppressWarnings("unchecked")
-        List<Object> all = (List<Object>) reply.get(1);
+        List<Object> all = (List<Object>) reply.get(2);
         Map<String, String> fields = new HashMap<>();
         for (int i = 0; i + 1 < all.size(); i += 2) {
             fields.put(String.valueOf(all.get(i)), String.valueOf(all.get(i + 1)));
@@ -194,7 +213,8 @@ public final class FleetBudgetDefaults {
         return read;
     }
 
-    private static void addPairs(List<String> args, String scope, PeriodLimits limits) {
+    private static void addGroup(List<String> args, String scope, PeriodLimits limits) {
+        args.add(scope);
         long[] values = {limits.dayTokens(), limits.dayUsdMicros(), limits.monthTokens(), limits.monthUsdMicros()};
         for (int i = 0; i < FIELDS.size(); i++) {
             args.add(scope + ":" + FIELDS.get(i));

@@ -448,23 +448,53 @@ class BudgetLedgerTest {
     }
 
     @Test
-    void withNothingPublishedTheFirstProcessToLookStoresItsDefaultsAndARedisThatLostThemGetsThemAgain() {
+    void aRedisThatLostTheDefaultsGetsThoseOfTheFirstWorkerToLookAndAProcessThatNeverPublishedStoresNone() {
         List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
         try {
+            // The coordinator's ledger: it never publishes. With nothing stored it applies its own, and stores nothing.
+            BudgetLedger coordinator = worker(dayTokens(500), connections);
+            assertThat(coordinator.tenantLimits("acme").dayTokens()).isEqualTo(500);
+            assertThat(redis.redis().exists(redis.keys().budgetDefaults())).isZero();
+
             BudgetLedger first = worker(dayTokens(3_000), connections);
+            first.defaults().publish(Map.of());
             BudgetLedger second = worker(dayTokens(100_000), connections);
+            second.defaults().publish(Map.of());
+            assertThat(coordinator.tenantLimits("acme").dayTokens()).as("the published ones, once there are").isEqualTo(100_000);
+
+            // Redis lost its data: the first worker to look stores its own, the others follow.
+            redis.redis().del(redis.keys().budgetDefaults());
             assertThat(first.reserve(request("t1", "j1", "w1", 2_000, 50_000)).accepted()).isTrue();
             Hold refused = second.reserve(request("t2", "j2", "w2", 2_000, 50_000));
             assertThat(refused.accepted()).as("the second follows the first's stored 3,000").isFalse();
             assertThat(refused.refusal().limit()).isEqualTo(3_000);
             assertThat(redis.redis().hget(redis.keys().budgetDefaults(), "tenant:day_tokens")).isEqualTo("3000");
-
-            redis.redis().del(redis.keys().budgetDefaults());
-            assertThat(second.reserve(request("t2", "j2", "w2", 2_000, 50_000)).accepted())
-                    .as("stored again, the second's now: it looked first").isTrue();
-            assertThat(first.reserve(request("t3", "j3", "w1", 2_000, 50_000)).accepted()).isTrue();
             assertThat(redis.redis().hget(redis.keys().tenantBudget("acme", Period.DAY.id(Instant.now())), "limit"))
-                    .isEqualTo("100000");
+                    .isEqualTo("3000");
+            // A worker started after it publishes again: its own then.
+            BudgetLedger third = worker(dayTokens(100_000), connections);
+            third.defaults().publish(Map.of());
+            assertThat(second.reserve(request("t2", "j2", "w2", 2_000, 50_000)).accepted()).isTrue();
+        } finally {
+            connections.forEach(StatefulRedisConnection::close);
+        }
+    }
+
+    @Test
+    void aPublicationRedisTookLateNeverUndoesThatOfAWorkerStartedAfterIt() {
+        List<StatefulRedisConnection<String, String>> connections = new ArrayList<>();
+        try {
+            String key = redis.keys().budgetDefaults();
+            redis.redis().set(key, "not a hash");
+            BudgetLedger early = worker(dayTokens(1_000), connections);
+            assertThatThrownBy(() -> early.defaults().publish(Map.of())).isInstanceOf(io.lettuce.core.RedisException.class);
+            redis.redis().del(key);
+            await().pollDelay(Duration.ofMillis(5)).until(() -> true); // the later worker starts a few ms later
+            BudgetLedger late = worker(dayTokens(50_000), connections);
+            late.defaults().publish(Map.of());
+
+            assertThat(early.tenantDefaults().dayTokens()).as("its late publication did not replace the later one").isEqualTo(50_000);
+            assertThat(redis.redis().hget(key, "tenant:day_tokens")).isEqualTo("50000");
         } finally {
             connections.forEach(StatefulRedisConnection::close);
         }

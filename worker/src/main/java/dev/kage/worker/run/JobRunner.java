@@ -172,6 +172,15 @@ public final class JobRunner {
         } catch (RuntimeException e) {
             LOG.warn("Budget scripts not loaded yet (Redis: {}); the first reservation loads them", e.getMessage());
         }
+        LOG.info("Warmed up in {} ms (token encodings, git, a trial process start, budget scripts)", Duration.ofNanos(System.nanoTime() - started).toMillis());
+    }
+
+    /**
+     * Makes this worker's budget defaults the fleet's ({@code TENANT_MAX_*}, the served agents' {@code budget:}): what a
+     * worker does once it serves (not before: one that exits at start-up, a crash loop with a stale agents.yml, must not
+     * change the fleet's limits). Redis refusing it, it is made before this worker's first reservation.
+     */
+    public void publishBudgetDefaults() {
         Map<String, dev.kage.budget.PeriodLimits> budgets = new java.util.LinkedHashMap<>();
         for (String name : worker.agents()) {
             catalog.find(name).ifPresent(agent -> budgets.put(name, agent.budget()));
@@ -179,11 +188,9 @@ public final class JobRunner {
         try {
             budget.defaults().publish(budgets);
         } catch (RuntimeException e) {
-            // Until Redis answers, nothing is reserved; then this worker applies what is stored, or stores its own.
             LOG.warn("This worker's budget defaults (TENANT_MAX_*, the agents' budget:) not published yet (Redis: {}); "
                     + "published before its first reservation", e.getMessage());
         }
-        LOG.info("Warmed up in {} ms (token encodings, git, a trial process start, budget scripts)", Duration.ofNanos(System.nanoTime() - started).toMillis());
     }
 
     /**

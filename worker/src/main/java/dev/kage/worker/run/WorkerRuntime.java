@@ -151,6 +151,9 @@ public final class WorkerRuntime {
     private long lastWatch = System.nanoTime();
     private boolean skippedLateTick;
     private final List<Thread> loops = new ArrayList<>();
+    /** Dead letters written at once at most, each on a job thread of its own ({@link #deadLetter}). */
+    static final int DEAD_LETTER_WRITERS = 2;
+    private final Semaphore deadLetterWriters = new Semaphore(DEAD_LETTER_WRITERS);
     /** The claim loops' connections, added by each loop as it connects. */
     private final List<StatefulRedisConnection<String, String>> connections = new java.util.concurrent.CopyOnWriteArrayList<>();
     private volatile boolean running;
@@ -215,6 +218,7 @@ public final class WorkerRuntime {
         }
         LOG.info("Worker {} serving {} with {} slots (work dir {})", worker.workerId(), worker.agents(), slotCount,
                 worker.workDir());
+        runner.publishBudgetDefaults();
     }
 
     /**
@@ -277,12 +281,6 @@ public final class WorkerRuntime {
     }
 
     /**
-     * Claims jobs of one agent while there are free slots. Slots are held only while reading without
-     * blocking: before a blocking read every slot is given back, so another agent's loop and the
-     * reclaimer are never starved by a loop waiting on empty streams; an entry that arrives during the
-     * blocking read takes a free slot then, or is handed straight back when there is none.
-     */
-    /**
      * The claim loop's own connection (a blocking read holds it), made here: a Redis that does not answer when the worker
      * starts delays this agent's claims, it does not stop the worker half started (the heartbeat and the other loops
      * running, this agent advertised and never served). Lettuce reconnects it once made.
@@ -319,6 +317,12 @@ public final class WorkerRuntime {
         claimLoop(agent, connection.sync());
     }
 
+    /**
+     * Claims jobs of one agent while there are free slots. Slots are held only while reading without
+     * blocking: before a blocking read every slot is given back, so another agent's loop and the
+     * reclaimer are never starved by a loop waiting on empty streams; an entry that arrives during the
+     * blocking read takes a free slot then, or is handed straight back when there is none.
+     */
     private void claimLoop(String agent, RedisCommands<String, String> blocking) {
         boolean laned = lanedAgents.contains(agent);
         boolean outage = false;
@@ -721,8 +725,23 @@ public final class WorkerRuntime {
                         continue;
                     }
                     if (entry.deliveries() >= queueSettings.maxDeliveries()) {
-                        queue.claim(entry.stream(), worker.workerId(), queueSettings.reclaimIdle(), entry.entryId())
-                                .ifPresent(job -> deadLetter(job, entry.deliveries()));
+                        // At most DEAD_LETTER_WRITERS at once (each writes to Postgres beside the jobs' outcomes); the
+                        // rest wait for the next pass, unclaimed.
+                        if (!deadLetterWriters.tryAcquire()) {
+                            continue;
+                        }
+                        Optional<ClaimedJob> poisoned;
+                        try {
+                            poisoned = queue.claim(entry.stream(), worker.workerId(), queueSettings.reclaimIdle(), entry.entryId());
+                        } catch (RuntimeException e) {
+                            deadLetterWriters.release();
+                            throw e;
+                        }
+                        if (poisoned.isPresent()) {
+                            deadLetter(poisoned.get(), entry.deliveries());
+                        } else {
+                            deadLetterWriters.release();
+                        }
                         continue;
                     }
                     // A stale entry has waited longer than anything in the streams: it takes the next slot that frees,
@@ -813,11 +832,13 @@ public final class WorkerRuntime {
                     LOG.warn("Dead-lettering {} failed; it stays pending for the next reclaim pass: {}", job.key(), e.toString());
                 } finally {
                     inFlight.remove(job.key());
+                    deadLetterWriters.release();
                 }
             });
         } catch (java.util.concurrent.RejectedExecutionException stopping) {
             // Stopping: left pending, and another worker's reclaimer dead-letters it.
             inFlight.remove(job.key());
+            deadLetterWriters.release();
         }
     }
 
