@@ -985,9 +985,9 @@ pg_down() {
         log "postgres: the private cluster in $data is not running"
       fi
       if [[ $PURGE -eq 1 ]]; then
-        # Only what this script made: an absolute .../data folder. A marker without its data= line (truncated, edited)
-        # made this "rm -rf ." once.
-        if [[ $data != /*/data ]]; then
+        # Only what this script made for this port (the two places it uses): a marker without its data= line
+        # (truncated, edited) made this "rm -rf ." once, and one naming /home/data would have removed /home.
+        if [[ $data != "$STATE_DIR/postgres-$P_PORT/data" && $data != "/var/tmp/kage-services/postgres-$P_PORT/data" ]]; then
           warn "postgres: the marker $marker names no data folder of ours ('$data'); nothing deleted"
           return 1
         fi
