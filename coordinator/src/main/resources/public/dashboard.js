@@ -20,6 +20,14 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/**
+ * A task id for a table cell: its last 8 characters. Ids are UUID version 7, whose first characters are the time they
+ * were made (every task of the same minute starts alike); the last ones are random. The whole id is the cell's title.
+ */
+function shortId(id) {
+  return '…' + id.slice(-8);
+}
+
 function say(text) {
   $('#message').textContent = text || '';
 }
@@ -200,7 +208,7 @@ function upsertTask(task) {
   const view = state.tasks.get(id);
   let row = $('#tasks tbody').querySelector('tr[data-task-id="' + CSS.escape(id) + '"]');
   const cells = [
-    el('td', {}, el('code', {}, id.slice(0, 8))),
+    el('td', {}, el('code', { title: id }, shortId(id))),
     el('td', { class: 'status ' + view.status }, view.status),
     el('td', {}, (view.description || '').slice(0, 120)),
     el('td', {}, agentNames(view.agents)),
@@ -353,7 +361,7 @@ function renderLimits(data) {
 
 function renderErrors(data) {
   $('#errors tbody').replaceChildren(...data.errors.map((e) => el('tr', {},
-    el('td', { class: 'muted' }, ago(e.occurred_at)), el('td', {}, el('code', {}, e.task_id.slice(0, 8))),
+    el('td', { class: 'muted' }, ago(e.occurred_at)), el('td', {}, el('code', { title: e.task_id }, shortId(e.task_id))),
     el('td', {}, e.cli_name || ''), el('td', {}, e.error_type), el('td', {}, e.error_message))));
 }
 

@@ -9,7 +9,7 @@ import java.util.UUID;
 
 /**
  * New task ids: UUID version 7 (RFC 9562, section 5.7): 48 bits of Unix time in milliseconds, then 74 bits from
- * {@link SecureRandom}, of which the first 12 count up within one call.
+ * {@link SecureRandom} (73 bits: a 12-bit counter whose start, below 2,048, is drawn, and 62 random bits).
  *
  * <p>Why not {@link UUID#randomUUID()} (version 4): a random id lands on a random page of the tasks' primary-key index,
  * and of every index keyed by a task id ({@code execution_results}, {@code task_errors}, {@code enqueue_outbox}); a
@@ -19,7 +19,7 @@ import java.util.UUID;
  * 7; the last 200 of 2,000 (2 million rows, the index still within {@code shared_buffers}) 770 ms and 380 ms. The ids of one call count up, so a batch's tasks sort
  * by id in the order they were sent.
  *
- * <p>74 random bits (62 of them not touched by the counter) keep an id as hard to guess as it needs to be: nothing is
+ * <p>73 random bits (62 of them not touched by the counter) keep an id as hard to guess as it needs to be: nothing is
  * authorized by knowing one (every route checks the tenant). The time in an id is the task's creation, which its
  * {@code created_at} shows anyway. Thread-safe.
  */

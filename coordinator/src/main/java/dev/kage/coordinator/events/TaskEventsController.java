@@ -79,7 +79,7 @@ public class TaskEventsController {
     @Operation(operationId = "taskEvents", summary = "Follow a task's events (server-sent events)",
             parameters = {
                     @Parameter(schema = @Schema(type = "string"), name = "id", in = ParameterIn.PATH,
-                            example = "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", description = "the task id"),
+                            example = "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", description = "the task id"),
                     @Parameter(name = LAST_EVENT_ID, in = ParameterIn.HEADER, example = "1718000000000-0",
                             schema = @Schema(type = "string"),
                             description = "resume after this event (sent by EventSource on reconnect)")
@@ -95,11 +95,11 @@ public class TaskEventsController {
                     examples = @ExampleObject(name = "events", value = """
                             id: 1718000000000-0
                             event: task.submitted
-                            data: {"type":"task.submitted","task_id":"0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90","tenant":"acme"}
+                            data: {"type":"task.submitted","task_id":"019ad735-8400-7c1e-9a57-3f1d2b6c8e90","tenant":"acme"}
 
                             id: 1718000071840-0
                             event: job.finished
-                            data: {"type":"job.finished","task_id":"0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90","agent":"claude-code",\
+                            data: {"type":"job.finished","task_id":"019ad735-8400-7c1e-9a57-3f1d2b6c8e90","agent":"claude-code",\
                             "status":"completed","task_status":"completed"}
                             """)))
     @ApiResponse(responseCode = "400", description = "`Last-Event-ID` is not an event id",
@@ -110,7 +110,7 @@ public class TaskEventsController {
     @ApiResponse(responseCode = "404", description = "No such task for this key's tenant (another tenant's task too)",
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
             @ExampleObject(name = "unknown", value = """
-                    {"error": "not_found", "message": "no task 0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90 for this API key", \
+                    {"error": "not_found", "message": "no task 019ad735-8400-7c1e-9a57-3f1d2b6c8e90 for this API key", \
                     "errors": []}""")))
     @ApiDocs.TooManyStreams
     @ApiDocs.ReadErrors

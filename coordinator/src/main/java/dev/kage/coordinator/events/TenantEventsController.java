@@ -85,7 +85,7 @@ public class TenantEventsController {
 
                             id: 1718000071840-0
                             event: job.started
-                            data: {"type":"job.started","task_id":"0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90","tenant":"acme",\
+                            data: {"type":"job.started","task_id":"019ad735-8400-7c1e-9a57-3f1d2b6c8e90","tenant":"acme",\
                             "agent":"claude-code","worker":"w-1"}
                             """)))
     @ApiResponse(responseCode = "400", description = "`Last-Event-ID` is not an event id",

@@ -131,7 +131,7 @@ public class ReportsController {
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = CostAnomaliesView.class),
                     examples = @ExampleObject(name = "one anomaly", value = """
                             {"window": {"days": 7, "from": "2025-06-03T08:00:00Z", "to": "2025-06-10T08:00:00Z"}, "factor": 3, "limit": 50, "total": 1, \
-                            "anomalies": [{"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "job_id": "0b8f2c1e:claude-code", \
+                            "anomalies": [{"task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", "job_id": "0b8f2c1e:claude-code", \
                             "attempt": 1, "cli_name": "claude-code", "cost": 1.250000, "agent_avg_cost": 0.300000, "ratio": 4.17, \
                             "created_at": "2025-06-09T14:00:00Z"}]}""")))
     @ApiResponse(responseCode = "400", description = "A bad `days` or `limit`, named",
@@ -166,8 +166,8 @@ public class ReportsController {
     @ApiResponse(responseCode = "200", description = "The rows",
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = RecentErrorsView.class),
                     examples = @ExampleObject(name = "one error", value = """
-                            {"errors": [{"id": 812, "task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", \
-                            "job_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90:claude-code", "cli_name": "claude-code", \
+                            {"errors": [{"id": 812, "task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", \
+                            "job_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90:claude-code", "cli_name": "claude-code", \
                             "error_type": "RateLimitError", "error_message": "Rate limit: claude-code answered 429", \
                             "retryable": true, "occurred_at": "2025-06-10T08:00:00Z"}]}""")))
     @ApiResponse(responseCode = "400", description = "A bad `limit`, named",

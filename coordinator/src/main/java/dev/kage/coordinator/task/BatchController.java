@@ -71,10 +71,10 @@ public class BatchController {
                     description = "`true` when an earlier request with the same Idempotency-Key created the tasks"),
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Accepted.class),
                     examples = @ExampleObject(name = "accepted", value = """
-                            {"tasks": [{"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "queued", \
-                            "status_url": "/api/v1/tasks/0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "agents": ["claude-code"], \
-                            "ignored_fields": []}, {"task_id": "5d3e9f40-1b2c-4a6d-8e7f-90a1b2c3d4e5", "status": "queued", \
-                            "status_url": "/api/v1/tasks/5d3e9f40-1b2c-4a6d-8e7f-90a1b2c3d4e5", "agents": ["codex"], \
+                            {"tasks": [{"task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", "status": "queued", \
+                            "status_url": "/api/v1/tasks/019ad735-8400-7c1e-9a57-3f1d2b6c8e90", "agents": ["claude-code"], \
+                            "ignored_fields": []}, {"task_id": "019ad735-8400-7c1f-8e7f-90a1b2c3d4e5", "status": "queued", \
+                            "status_url": "/api/v1/tasks/019ad735-8400-7c1f-8e7f-90a1b2c3d4e5", "agents": ["codex"], \
                             "ignored_fields": []}]}""")))
     @ApiResponse(responseCode = "400", description = "A bad field, named with the task's index; no task was created",
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples = {

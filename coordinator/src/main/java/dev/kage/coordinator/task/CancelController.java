@@ -43,23 +43,23 @@ public class CancelController {
     /** 202 when cancelled now; 409 when the task had already ended; 404 for an unknown or another tenant's task. */
     @Operation(operationId = "cancelTask", summary = "Cancel a task",
             parameters = @Parameter(schema = @Schema(type = "string"), name = "id", in = ParameterIn.PATH,
-                    example = "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", description = "the task id"),
+                    example = "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", description = "the task id"),
             description = "The task ends `cancelled` at once: its queued jobs never start and its running agents are stopped "
                     + "within about a second (process tree killed, budget reservation released). No body.")
     @ApiResponse(responseCode = "202", description = "Cancelled now",
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Cancelled.class),
                     examples = @ExampleObject(name = "cancelled", value = """
-                            {"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "cancelled", \
+                            {"task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", "status": "cancelled", \
                             "previous_status": "running"}""")))
     @ApiResponse(responseCode = "404", description = "No such task for this key's tenant (another tenant's task too)",
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
             @ExampleObject(name = "unknown", value = """
-                    {"error": "not_found", "message": "no task 0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90 for this API key", \
+                    {"error": "not_found", "message": "no task 019ad735-8400-7c1e-9a57-3f1d2b6c8e90 for this API key", \
                     "errors": []}""")))
     @ApiResponse(responseCode = "409", description = "The task had already ended",
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
             @ExampleObject(name = "ended", value = """
-                    {"error": "conflict", "message": "task 0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90 already ended as completed; \
+                    {"error": "conflict", "message": "task 019ad735-8400-7c1e-9a57-3f1d2b6c8e90 already ended as completed; \
                     nothing to cancel", "errors": []}""")))
     @ApiDocs.SubmitErrors
     @RequiresScope(Scope.SUBMIT)

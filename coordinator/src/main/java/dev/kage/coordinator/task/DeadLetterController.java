@@ -57,7 +57,7 @@ public class DeadLetterController {
     @ApiResponse(responseCode = "200", description = "The letters",
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Letters.class),
                     examples = @ExampleObject(name = "one letter", value = """
-                            {"dead_letters": [{"id": "1718000000000-0", "task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", \
+                            {"dead_letters": [{"id": "1718000000000-0", "task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", \
                             "agent": "claude-code", "attempt": "3", "reason": "RateLimitError: retries exhausted", \
                             "stream": "kage:jobs:{claude-code}:normal"}]}""")))
     @ApiDocs.ReadErrors
@@ -84,9 +84,9 @@ public class DeadLetterController {
     @ApiResponse(responseCode = "202", description = "The jobs enqueued again",
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = ReplayedMany.class),
                     examples = @ExampleObject(name = "two", value = """
-                            {"replayed": [{"dead_letter_id": "1718000000000-0", "task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", \
+                            {"replayed": [{"dead_letter_id": "1718000000000-0", "task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", \
                             "agent": "claude-code", "attempt": 4}, {"dead_letter_id": "1718000000500-0", \
-                            "task_id": "5d3e9f40-1b2c-4a6d-8e7f-90a1b2c3d4e5", "agent": "claude-code", "attempt": 2}]}""")))
+                            "task_id": "019ad735-8400-7c1f-8e7f-90a1b2c3d4e5", "agent": "claude-code", "attempt": 2}]}""")))
     @ApiResponse(responseCode = "400", description = "A bad query parameter, named",
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
             @ExampleObject(name = "limit", value = """
@@ -137,7 +137,7 @@ public class DeadLetterController {
     @ApiResponse(responseCode = "200", description = "The letter removed",
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Letter.class),
                     examples = @ExampleObject(name = "discarded", value = """
-                            {"id": "1718000000000-0", "task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", \
+                            {"id": "1718000000000-0", "task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", \
                             "agent": "claude-code", "attempt": "3", "reason": "delivered 5 times without finishing", \
                             "stream": "kage:jobs:{claude-code}:normal"}""")))
     @ApiResponse(responseCode = "404", description = "No such letter for this key's tenant",
@@ -177,7 +177,7 @@ public class DeadLetterController {
     @ApiResponse(responseCode = "202", description = "Enqueued again",
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = Replayed.class),
                     examples = @ExampleObject(name = "replayed", value = """
-                            {"dead_letter_id": "1718000000000-0", "task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", \
+                            {"dead_letter_id": "1718000000000-0", "task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", \
                             "agent": "claude-code", "attempt": 4}""")))
     @ApiResponse(responseCode = "404", description = "No such letter for this key's tenant, or already replayed",
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
@@ -188,7 +188,7 @@ public class DeadLetterController {
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
             @ExampleObject(name = "cancelled", value = """
                     {"error": "task_cancelled", "message": "dead letter 1718000000000-0 is a job of task \
-                    0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90, which was cancelled: it is not run again (discard the letter)", \
+                    019ad735-8400-7c1e-9a57-3f1d2b6c8e90, which was cancelled: it is not run again (discard the letter)", \
                     "errors": []}""")))
     @ApiResponse(responseCode = "422", description = "The letter is not a job (a poison entry): discard it instead",
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =

@@ -56,7 +56,7 @@ import java.util.UUID;
 public class TaskController {
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final String TASK_EXAMPLE = """
-            {"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "completed", "description": "Quick test", \
+            {"task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", "status": "completed", "description": "Quick test", \
             "priority": "normal", "repo": null, "base_branch": "main", "created_at": "2025-06-10T08:00:00Z", \
             "updated_at": "2025-06-10T08:01:12Z", "completed_at": "2025-06-10T08:01:12Z", \
             "budget": {"token_limit": 100000, "tokens_used": 5120, "tokens_reserved": 0, "tokens_remaining": 94880, \
@@ -117,8 +117,8 @@ public class TaskController {
                             description = "assigned agents no live worker serves, comma-separated")},
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = SubmitResponse.class),
                     examples = @ExampleObject(name = "queued", value = """
-                            {"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "queued", \
-                            "status_url": "/api/v1/tasks/0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "agents": ["claude-code"], \
+                            {"task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", "status": "queued", \
+                            "status_url": "/api/v1/tasks/019ad735-8400-7c1e-9a57-3f1d2b6c8e90", "agents": ["claude-code"], \
                             "ignored_fields": []}""")))
     @ApiResponse(responseCode = "400", description = "Bad input: every bad field named",
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples = {
@@ -217,7 +217,7 @@ public class TaskController {
     @ApiResponse(responseCode = "200", description = "One page of tasks",
             content = @Content(mediaType = MediaType.APPLICATION_JSON, schema = @Schema(implementation = TaskListView.class),
                     examples = @ExampleObject(name = "page", value = """
-                            {"tasks": [{"task_id": "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", "status": "completed", \
+                            {"tasks": [{"task_id": "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", "status": "completed", \
                             "description": "Quick test", "priority": "normal", "agents": ["claude-code"], \
                             "created_at": "2025-06-10T08:00:00Z", "updated_at": "2025-06-10T08:01:12Z", \
                             "completed_at": "2025-06-10T08:01:12Z"}], "next_cursor": null}""")))
@@ -236,7 +236,7 @@ public class TaskController {
 
     @Operation(operationId = "getTask", summary = "Read a task",
             parameters = @Parameter(schema = @Schema(type = "string"), name = "id", in = ParameterIn.PATH,
-                    example = "0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90", description = "the task id"),
+                    example = "019ad735-8400-7c1e-9a57-3f1d2b6c8e90", description = "the task id"),
             description = "Its status, budget, one entry per agent (tokens, cost, duration, branch, commit, patch, first "
                     + "error, and why it waits while no live worker serves its agent) and every error row.")
     @ApiResponse(responseCode = "200", description = "The task",
@@ -245,7 +245,7 @@ public class TaskController {
     @ApiResponse(responseCode = "404", description = "No such task for this key's tenant (another tenant's task too)",
             content = @Content(mediaType = ApiDocs.JSON, schema = @Schema(implementation = ErrorBody.class), examples =
             @ExampleObject(name = "unknown", value = """
-                    {"error": "not_found", "message": "no task 0b8f2c1e-6a4d-4c1e-9a57-3f1d2b6c8e90 for this API key", \
+                    {"error": "not_found", "message": "no task 019ad735-8400-7c1e-9a57-3f1d2b6c8e90 for this API key", \
                     "errors": []}""")))
     @ApiDocs.ReadErrors
     @RequiresScope(Scope.READ)
