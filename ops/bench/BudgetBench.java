@@ -61,6 +61,9 @@ public final class BudgetBench {
         long pool = Long.parseLong(args[3]);
         long callMs = Long.parseLong(args[4]);
         String namespace = "kage-budgetbench-" + Long.toHexString(ThreadLocalRandom.current().nextLong());
+        // The namespace's keys go however the bench ends: a bench stopped by a signal (timeout, Ctrl-C) once left
+        // millions of task pools (7-day TTL) in the shared Redis, and every test's clean-up SCAN crawled through them.
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> removeKeys(url, namespace), "budgetbench-cleanup"));
         RedisClient client = RedisClient.create(url);
         try (StatefulRedisConnection<String, String> connection = client.connect()) {
             RedisCommands<String, String> redis = connection.sync();
@@ -74,12 +77,22 @@ public final class BudgetBench {
                 System.out.printf(Locale.ROOT, "RESULT side=%s phase=throughput ops_per_s=%.0f p50_ms=%.2f p99_ms=%.2f%n", name,
                         result[0], result[1], result[2]);
                 Spender limited = spender(name, keys, redis, "os", pool);
-                overspend(limited, threads, callMs);
+                overspend(limited, threads, callMs, pool);
                 long used = limited.used();
                 System.out.printf(Locale.ROOT, "RESULT side=%s phase=overspend used=%d limit=%d overspent=%d%n", name, used, pool,
                         Math.max(0, used - pool));
             }
             System.out.printf(Locale.ROOT, "RATIO kage_vs_naive_ops=%.2f%n", ops[0] / ops[1]);
+        } finally {
+            client.shutdown();
+        }
+    }
+
+    /** Deletes every key of {@code namespace}, on a connection of its own (the bench's may be gone). */
+    private static void removeKeys(String url, String namespace) {
+        RedisClient client = RedisClient.create(url);
+        try (StatefulRedisConnection<String, String> connection = client.connect()) {
+            RedisCommands<String, String> redis = connection.sync();
             long removed = 0;
             ScanCursor cursor = ScanCursor.INITIAL;
             do {
@@ -90,6 +103,8 @@ public final class BudgetBench {
                 cursor = page;
             } while (!cursor.isFinished());
             System.out.println("removed " + removed + " keys of " + namespace);
+        } catch (RuntimeException e) {
+            System.err.println("could not remove the keys of " + namespace + ": " + e);
         } finally {
             client.shutdown();
         }
@@ -185,19 +200,24 @@ public final class BudgetBench {
         return new double[] {total / elapsed, all[all.length / 2] / 1e6, all[(int) (all.length * 0.99)] / 1e6};
     }
 
-    private static void overspend(Spender spender, int threads, long callMs) throws InterruptedException {
+    private static void overspend(Spender spender, int threads, long callMs, long pool) throws InterruptedException {
         List<Thread> workers = new ArrayList<>();
+        // A side that never refuses (a limit that did not apply) stops at four pools' worth, its overspend plain to see,
+        // instead of holding for ever.
+        long maxGrants = Math.max(1, 4 * pool / HOLD);
+        java.util.concurrent.atomic.AtomicLong granted = new java.util.concurrent.atomic.AtomicLong();
         for (int t = 0; t < threads; t++) {
             int id = t;
             workers.add(Thread.ofPlatform().start(() -> {
                 int refusedInARow = 0;
-                for (int n = 0; refusedInARow < 3; n++) {
+                for (int n = 0; refusedInARow < 3 && granted.get() < maxGrants; n++) {
                     Object handle = spender.hold("os-" + id + "-" + n);
                     if (handle == null) {
                         refusedInARow++;
                         continue;
                     }
                     refusedInARow = 0;
+                    granted.incrementAndGet();
                     try {
                         Thread.sleep(callMs); // the agent's call between the check and the charge
                     } catch (InterruptedException e) {
