@@ -336,6 +336,20 @@ redis_wait() { # up to WAIT_SECONDS (wall clock: a probe itself may take seconds
   done
 }
 
+# redis_binary_too_old BIN: BIN's own version (redis-server --version: "Redis server v=7.0.15 sha=...") is below
+# REDIS_MIN_MAJOR; says so. Asked before starting it: started, an old Redis would be refused only once it ran (and left
+# running on the port, where the next `up` found it and refused it again).
+redis_binary_too_old() {
+  local v major
+  v=$("$1" --version 2>/dev/null | sed -n 's/^.*v=\([0-9][0-9.]*\).*$/\1/p' | head -n 1)
+  major=${v%%.*}
+  if [[ $major =~ ^[0-9]+$ ]] && ((major < REDIS_MIN_MAJOR)); then
+    warn "redis: $1 is version $v; Kage Bunshin needs Redis >= $REDIS_MIN_MAJOR (XPENDING with IDLE, XINFO GROUPS lag, Lua scripts using them), so it is not started. Install a newer one (packages.redis.io has current versions), point REDIS_URL at one, or use 'docker compose up -d redis'."
+    return 0
+  fi
+  return 1
+}
+
 redis_marker() { # bin dir: record the redis-server we started, so `down` stops it
   local pid=""
   [[ -s $2/redis.pid ]] && pid=$(<"$2/redis.pid")
@@ -450,6 +464,9 @@ redis_up() {
       redis_how_to
       return 1
     fi
+  fi
+  if redis_binary_too_old "$(command -v redis-server)"; then
+    return 1
   fi
   local started=0
   redis_start_local || started=$?
@@ -722,9 +739,21 @@ pg_login_or_trust() { # version cluster
   return 1
 }
 
+# pg_major_too_old MAJOR WHAT: PostgreSQL MAJOR (9.6, 13, 16, ...) is below PG_MIN_VERSION_NUM; says so about WHAT,
+# which is then not started (started, it would be refused only once it ran, and left running on the port).
+pg_major_too_old() {
+  local major=${1%%.*}
+  if [[ $major =~ ^[0-9]+$ ]] && ((major * 10000 < PG_MIN_VERSION_NUM)); then
+    warn "postgres: $2 is PostgreSQL $1; Kage Bunshin needs PostgreSQL >= $((PG_MIN_VERSION_NUM / 10000)), so it is not started. Install a newer one (the PGDG apt repository, apt.postgresql.org, has current versions), point DATABASE_URL at one, or use 'docker compose up -d postgres'."
+    return 0
+  fi
+  return 1
+}
+
 # -> 0 ready, 1 not started, 2 started but not ready (recorded for `down`)
 pg_start_debian_cluster() { # version cluster
   local ver=$1 name=$2 st=""
+  pg_major_too_old "$ver" "Debian cluster $ver/$name on port $P_PORT" && return 1
   can_admin || SUDO=() # not root and no sudo: works only if we own the cluster
   local -a ctl=(pg_ctlcluster)
   if pg_ctlcluster_skips_systemctl; then
@@ -751,7 +780,12 @@ pg_start_debian_cluster() { # version cluster
 # -> 0 ready, 1 not started, 2 started but not ready (recorded for `down`)
 pg_start_private() {
   local bindir base data listen want=""
-  pg_bindir >/dev/null || return 1
+  bindir=$(pg_bindir) || return 1
+  if [[ ! -f $STATE_DIR/postgres-$P_PORT/data/PG_VERSION && ! -f /var/tmp/kage-services/postgres-$P_PORT/data/PG_VERSION ]]; then
+    # a new cluster is made with the newest binaries: too old, they are refused before anything is created
+    pg_major_too_old "$("$bindir/initdb" --version 2>/dev/null | sed -n 's/^.*(PostgreSQL) \([0-9][0-9.]*\).*$/\1/p' | head -n 1)" \
+      "$bindir/initdb" && return 1
+  fi
   base="$STATE_DIR/postgres-$P_PORT"
   data="$base/data"
   PG_OS_USER=""
@@ -786,6 +820,7 @@ pg_start_private() {
     warn "postgres: the private cluster in $data is PostgreSQL $want, whose server binaries are not installed (/usr/lib/postgresql/$want/bin): install postgresql-$want, or remove $base to start afresh"
     return 1
   fi
+  [[ -n $want ]] && pg_major_too_old "$want" "the private cluster in $data" && return 1
   if [[ ! -f $data/PG_VERSION ]]; then
     log "postgres: initdb a private cluster in $data ($bindir)"
     rm -rf "$data"

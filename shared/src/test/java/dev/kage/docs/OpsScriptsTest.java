@@ -59,6 +59,52 @@ class OpsScriptsTest {
         }
     }
 
+    /**
+     * A redis-server, initdb or Debian cluster older than Kage supports is refused before it is started: started, it was
+     * refused only once it answered, and left running on the port (the next {@code up} found it there and refused it
+     * again). The binaries are fakes that say their version and record any other call.
+     */
+    @Test
+    void serversTooOldAreRefusedBeforeTheyAreStarted(@org.junit.jupiter.api.io.TempDir Path dir) throws Exception {
+        Path bin = java.nio.file.Files.createDirectories(dir.resolve("bin"));
+        Path started = dir.resolve("started");
+        fake(bin.resolve("redis-server"), "Redis server v=6.2.14 sha=00000000:0 malloc=jemalloc-5.2.1 bits=64", started);
+        fake(bin.resolve("initdb"), "initdb (PostgreSQL) 13.16 (Debian 13.16-0+deb11u1)", started);
+        fake(bin.resolve("pg_ctlcluster"), "", started);
+        int port;
+        try (var socket = new java.net.ServerSocket(0)) {
+            port = socket.getLocalPort(); // free once closed: nothing answers there
+        }
+        Map<String, String> env = Map.of("PATH", bin + ":" + System.getenv("PATH"), "KAGE_STATE_DIR", dir.resolve("state").toString(),
+                "KAGE_SERVICES_NO_INSTALL", "1", "REDIS_URL", "redis://127.0.0.1:" + port,
+                "DATABASE_URL", "postgresql://postgres@127.0.0.1:" + port + "/kage");
+        Run redis = run(env, "bash", "-c", "source ops/services.sh && redis_up");
+        assertThat(redis.exit()).isNotZero();
+        assertThat(redis.output()).contains("is version 6.2.14").contains("needs Redis >= 7").contains("not started");
+        Run cluster = run(env, "bash", "-c", "source ops/services.sh && parse_database_url \"$DATABASE_URL\" && "
+                + "pg_start_debian_cluster 13 main");
+        assertThat(cluster.exit()).isNotZero();
+        assertThat(cluster.output()).contains("Debian cluster 13/main").contains("needs PostgreSQL >= 14");
+        // The newest binaries found are the fake's (pg_bindir stands for the search of /usr/lib/postgresql/*/bin).
+        Run fresh = run(env, "bash", "-c", "source ops/services.sh && parse_database_url \"$DATABASE_URL\" && "
+                + "pg_bindir() { printf '%s\\n' " + bin + "; } && pg_start_private");
+        assertThat(fresh.exit()).isNotZero();
+        assertThat(fresh.output()).contains("is PostgreSQL 13.16").contains("needs PostgreSQL >= 14");
+        assertThat(started).doesNotExist();
+        assertThat(dir.resolve("state").resolve("redis-" + port + ".started")).doesNotExist();
+    }
+
+    /** An executable that prints {@code version} for --version and appends any other call's arguments to {@code calls}. */
+    private static void fake(Path file, String version, Path calls) throws Exception {
+        java.nio.file.Files.writeString(file, """
+                #!/usr/bin/env bash
+                if [[ ${1:-} == --version || ${1:-} == -V ]]; then echo '%s'; exit 0; fi
+                echo "$0 $*" >> '%s'
+                exit 0
+                """.formatted(version, calls));
+        java.nio.file.Files.setPosixFilePermissions(file, java.nio.file.attribute.PosixFilePermissions.fromString("rwxr-xr-x"));
+    }
+
     @Test
     void helpPrintsEachScriptsWholeHeaderAndNoCode() throws Exception {
         Run services = run(Map.of(), "ops/services.sh", "--help");
