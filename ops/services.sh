@@ -885,9 +885,15 @@ pg_up() {
     fi
     log "postgres: answers at $P_HOST:$P_PORT now (reused)"
   else
-    local cl="" started=0 ver name src
+    local cl="" started=0 ver name st src
     if cl=$(pg_cluster_on_port); then
-      read -r ver name _ <<<"$cl"
+      read -r ver name st <<<"$cl"
+      if [[ $st == online* ]]; then
+        # Running, but not at our address (its listen_addresses, or a socket only): not ours to start, to record as
+        # started (`down` would stop it) or to put a private cluster beside on its port.
+        warn "postgres: Debian cluster $ver/$name on port $P_PORT is $st but does not answer at $P_HOST:$P_PORT; left as it is. Check its listen_addresses in /etc/postgresql/$ver/$name/postgresql.conf, or point DATABASE_URL at the address it listens on"
+        return 1
+      fi
       src=0
       pg_start_debian_cluster "$ver" "$name" || src=$?
       if [[ $src -eq 0 ]]; then

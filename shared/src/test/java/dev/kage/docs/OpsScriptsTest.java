@@ -94,6 +94,37 @@ class OpsScriptsTest {
         assertThat(dir.resolve("state").resolve("redis-" + port + ".started")).doesNotExist();
     }
 
+    /**
+     * A Debian cluster configured on DATABASE_URL's port that runs but does not answer at its address (it listens
+     * elsewhere) is left alone: not started again, not recorded as started here (a {@code down} would have stopped the
+     * system's Postgres), no private cluster put beside it.
+     */
+    @Test
+    void aDebianClusterRunningElsewhereIsNeitherStartedNorRecorded(@org.junit.jupiter.api.io.TempDir Path dir) throws Exception {
+        Path bin = java.nio.file.Files.createDirectories(dir.resolve("bin"));
+        Path started = dir.resolve("started");
+        int port;
+        try (var socket = new java.net.ServerSocket(0)) {
+            port = socket.getLocalPort();
+        }
+        fake(bin.resolve("pg_ctlcluster"), "", started);
+        java.nio.file.Files.writeString(bin.resolve("pg_lsclusters"), """
+                #!/usr/bin/env bash
+                echo '15 main %d online postgres /var/lib/postgresql/15/main /var/log/postgresql/postgresql-15-main.log'
+                """.formatted(port));
+        java.nio.file.Files.setPosixFilePermissions(bin.resolve("pg_lsclusters"),
+                java.nio.file.attribute.PosixFilePermissions.fromString("rwxr-xr-x"));
+        Path state = dir.resolve("state");
+        Run run = run(Map.of("PATH", bin + ":" + System.getenv("PATH"), "KAGE_STATE_DIR", state.toString(),
+                "KAGE_SERVICES_NO_INSTALL", "1", "KAGE_SERVICES_WAIT", "1",
+                "DATABASE_URL", "postgresql://postgres@127.0.0.1:" + port + "/kage"), "bash", "-c", "source ops/services.sh && pg_up");
+        assertThat(run.exit()).isNotZero();
+        assertThat(run.output()).contains("Debian cluster 15/main on port " + port + " is online but does not answer");
+        assertThat(started).doesNotExist();
+        assertThat(state.resolve("postgres-" + port + ".started")).doesNotExist();
+        assertThat(state.resolve("postgres-" + port)).doesNotExist();
+    }
+
     /** An executable that prints {@code version} for --version and appends any other call's arguments to {@code calls}. */
     private static void fake(Path file, String version, Path calls) throws Exception {
         java.nio.file.Files.writeString(file, """
