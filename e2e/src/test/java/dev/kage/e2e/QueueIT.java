@@ -505,6 +505,96 @@ class QueueIT {
         }
     }
 
+    /**
+     * A Redis restarted from a snapshot taken before the job's delivery (the AOF's last second lost, a replica promoted
+     * before the delivery reached it) has the entry back, undelivered, while its first run goes on. The worker that reads
+     * it as new waits until that Redis has been up for JobQueue.LOST_ENTRY_GRACE (by then the first worker's beat has
+     * found the entry taken and stopped the first run), looks for its outcome, and only then runs it. The first worker has
+     * one slot, so the second worker is the one that reads it.
+     */
+    @Test
+    void anEntryARestartedRedisDeliversAgainToAnotherWorkerWaitsUntilItsFirstRunHasStopped() throws Exception {
+        Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        try (PrivateRedis redis = PrivateRedis.start(PrivateRedis.Persistence.NONE);
+             Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "redis-snapshot-other"))) {
+            Map<String, String> onPrivate = env(Map.of("REDIS_URL", redis.url()));
+            String id = submitThenSnapshot(fleet, redis, onPrivate);
+            fleet.startWorker("snap-w1", dir.resolve("work"), origin, env(Map.of("REDIS_URL", redis.url(), "MAX_PARALLEL_CLIS", "1")));
+            await().atMost(Duration.ofSeconds(60)).until(() -> count("start " + id + "/rec-a ") == 1);
+            fleet.startWorker("snap-w2", dir.resolve("work"), origin, onPrivate);
+            awaitLogged(fleet, "snap-w2", "serving");
+            redis.stop();
+            redis.restart(); // from the snapshot: the entry is back, its delivery gone
+            JsonNode task = awaitFinal(fleet, id, Duration.ofSeconds(120));
+            String story = story(fleet, "snap-w1", "snap-w2");
+            assertThat(task.get("status").asText()).as(story).isEqualTo("completed");
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).as(story).isEmpty();
+            assertThat(fleet.log("snap-w2")).as(story).contains("may have been delivered before it started");
+            assertThat(count("start " + id + "/rec-a ")).as(story).isEqualTo(2);
+            assertThat(count("end " + id + "/rec-a ")).as("the first run was stopped before its end" + story).isEqualTo(1);
+            assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE task_id = '" + id + "'")).isEqualTo(1);
+        }
+    }
+
+    /**
+     * As above, but the worker that runs the job reads its entry as new again itself (it has a free slot): the run goes
+     * on, and the new delivery is not run beside it.
+     */
+    @Test
+    void anEntryARestartedRedisDeliversAgainToTheWorkerRunningItIsNotRunTwice() throws Exception {
+        Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        try (PrivateRedis redis = PrivateRedis.start(PrivateRedis.Persistence.NONE);
+             Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "redis-snapshot-same"))) {
+            Map<String, String> onPrivate = env(Map.of("REDIS_URL", redis.url()));
+            String id = submitThenSnapshot(fleet, redis, onPrivate);
+            fleet.startWorker("snap-w3", dir.resolve("work"), origin, env(Map.of("REDIS_URL", redis.url(), "MAX_PARALLEL_CLIS", "2")));
+            await().atMost(Duration.ofSeconds(60)).until(() -> count("start " + id + "/rec-a ") == 1);
+            redis.stop();
+            redis.restart();
+            JsonNode task = awaitFinal(fleet, id, Duration.ofSeconds(120));
+            String story = story(fleet, "snap-w3");
+            assertThat(task.get("status").asText()).as(story).isEqualTo("completed");
+            assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).as(story).isEmpty();
+            // Read again while the run is listed here (most often), or after its beat had found it pending nowhere and
+            // stopped it (then held like any entry the restarted Redis may have delivered before).
+            assertThat(fleet.log("snap-w3")).as(story).containsAnyOf("was delivered again while it runs here",
+                    "may have been delivered before it started");
+            assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE task_id = '" + id + "'")).isEqualTo(1);
+        }
+    }
+
+    /**
+     * Starts the coordinator on the private Redis, submits a 12-second job for rec-a (its entry is in its stream when the
+     * submit answers) and saves Redis's data, before any worker exists: a restart brings the entry back undelivered.
+     */
+    private String submitThenSnapshot(Fleet fleet, PrivateRedis redis, Map<String, String> onPrivate) throws Exception {
+        fleet.startCoordinator(onPrivate);
+        fleet.awaitHealthy();
+        String id = submit(fleet, "delivered twice sleep=12 rerun=1", List.of("rec-a"), Map.of());
+        io.lettuce.core.RedisClient admin = io.lettuce.core.RedisClient.create(redis.url());
+        try {
+            assertThat(admin.connect().sync().save()).isEqualTo("OK");
+        } finally {
+            admin.shutdown();
+        }
+        return id;
+    }
+
+    private void awaitLogged(Fleet fleet, String process, String text) {
+        await().atMost(Duration.ofSeconds(60)).until(() -> fleet.log(process).contains(text));
+    }
+
+    /** The run log and the WARN/ERROR lines of the coordinator and the workers named: what a CI log needs on failure. */
+    private String story(Fleet fleet, String... workers) throws Exception {
+        StringBuilder logs = new StringBuilder(fleet.log("coordinator"));
+        for (String worker : workers) {
+            logs.append(fleet.log(worker));
+        }
+        return "\n" + read(runs.resolve("runs.log")) + logs.toString().lines()
+                .filter(l -> l.contains("WARN") || l.contains("ERROR") || l.contains("waits"))
+                .collect(java.util.stream.Collectors.joining("\n", "\n", ""));
+    }
+
     @Test
     void aRunningEntryThatNoBeatCanCheckIsStoppedByItsOwnLease() throws Exception {
         // A running entry is this worker's only as long as its beats find it so. One whose refresh keeps failing while

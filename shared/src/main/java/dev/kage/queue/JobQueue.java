@@ -181,27 +181,55 @@ public final class JobQueue {
 
     /** The Redis server's {@code run_id} (a new one after every restart) and how long it has been up. */
     public ServerProcess server() {
+        return server(redis);
+    }
+
+    /**
+     * {@link #server()} asked on {@code connection}: on the connection a read came over, right after the read, it names
+     * the server that answered the read or one that started later.
+     */
+    public static ServerProcess server(RedisCommands<String, String> connection) {
         String runId = null;
         long uptime = -1;
-        for (String line : redis.info("server").split("\r?\n")) {
+        long timeMicros = 0;
+        for (String line : connection.info("server").split("\r?\n")) {
             if (line.startsWith("run_id:")) {
                 runId = line.substring("run_id:".length()).strip();
             } else if (line.startsWith("uptime_in_seconds:")) {
                 uptime = Long.parseLong(line.substring("uptime_in_seconds:".length()).strip());
+            } else if (line.startsWith("server_time_usec:")) {
+                timeMicros = Long.parseLong(line.substring("server_time_usec:".length()).strip());
             }
         }
         if (runId == null) {
             throw new IllegalStateException("INFO server has no run_id");
         }
         // Not every server says (some proxies do not): unknown counts as just started, the safe side.
-        return new ServerProcess(runId, Duration.ofSeconds(Math.max(0, uptime)));
+        return new ServerProcess(runId, Duration.ofSeconds(Math.max(0, uptime)), timeMicros / 1000);
     }
 
     /**
-     * @param runId  {@code run_id}
-     * @param uptime {@code uptime_in_seconds}
+     * @param runId      {@code run_id}
+     * @param uptime     {@code uptime_in_seconds}
+     * @param timeMillis {@code server_time_usec} in ms (Redis's clock when it answered); 0 when it did not say
      */
-    public record ServerProcess(String runId, Duration uptime) {
+    public record ServerProcess(String runId, Duration uptime, long timeMillis) {
+        /**
+         * Whether a server process before this one may have delivered the entry: its id (Redis's ms when it was added) is
+         * older than this process, or may be. Uptime is the difference of two whole seconds (now's and the start's), so
+         * the process started less than a second either side of {@code timeMillis - uptime}: entries of its first two
+         * seconds count too, and every entry does when the server does not tell its time.
+         */
+        public boolean mayPredate(String entryId) {
+            if (timeMillis <= 0) {
+                return true;
+            }
+            try {
+                return Long.parseLong(entryId.substring(0, entryId.indexOf('-'))) < timeMillis - uptime.toMillis() + 1000;
+            } catch (RuntimeException notAnId) {
+                return true;
+            }
+        }
     }
 
     /**
@@ -963,6 +991,11 @@ public final class JobQueue {
             } catch (IllegalArgumentException e) {
                 throw new MalformedJobException(stream + " " + entryId + ": " + e.getMessage());
             }
+        }
+
+        /** This entry as one delivered before: its attempt may already have an outcome, looked for before it runs. */
+        public ClaimedJob deliveredBefore() {
+            return redelivered ? this : new ClaimedJob(stream, entryId, fields, true, claimedAtNanos);
         }
 
         /** {@code stream/entryId}, how a worker names its in-flight entries in its heartbeat. */

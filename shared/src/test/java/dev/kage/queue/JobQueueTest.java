@@ -2,6 +2,7 @@ package dev.kage.queue;
 
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
+import static org.awaitility.Awaitility.await;
 
 import dev.kage.queue.JobQueue.ClaimedJob;
 import dev.kage.redis.KageKeys;
@@ -296,6 +297,39 @@ class JobQueueTest {
                 assertThat(fresh.enqueueAll(jobs)).as("the first ten were in already").isEqualTo(jobs.size() - 10);
                 assertThat(commands.xrange(redis.keys().jobStream("demo", Priority.NORMAL), io.lettuce.core.Range.create("-", "+"))
                         .stream().map(m -> JobMessage.fromFields(m.getBody())).toList()).containsExactlyElementsOf(jobs);
+            } finally {
+                client.shutdown();
+            }
+        }
+    }
+
+    @Test
+    void aServerProcessTellsTheEntriesAnEarlierProcessMayHaveDeliveredFromThoseItAddedItself() throws Exception {
+        // The worker's restart hold: entries older than the Redis process that hands them out may have been delivered by
+        // the one before it. A private server, restarted from a snapshot holding an entry: that entry predates the new
+        // process, one added after the restart (two seconds later: uptime is the difference of two whole seconds) does not.
+        org.junit.jupiter.api.Assumptions.assumeTrue(dev.kage.testing.PrivateRedis.available(), "redis-server is not installed");
+        try (var server = dev.kage.testing.PrivateRedis.start(false)) {
+            io.lettuce.core.RedisClient client = io.lettuce.core.RedisClient.create(server.url());
+            try (StatefulRedisConnection<String, String> connection = client.connect()) {
+                var commands = connection.sync();
+                String before = commands.xadd("s", Map.of("k", "v"));
+                commands.save();
+                JobQueue.ServerProcess first = JobQueue.server(commands);
+                server.restart();
+                JobQueue.ServerProcess restarted = JobQueue.server(commands);
+                assertThat(restarted.runId()).isNotEqualTo(first.runId());
+                assertThat(restarted.uptime()).isLessThan(JobQueue.LOST_ENTRY_GRACE);
+                assertThat(restarted.timeMillis()).isPositive();
+                assertThat(commands.xlen("s")).as("the snapshot was loaded").isEqualTo(1);
+                assertThat(restarted.mayPredate(before)).isTrue();
+                await().atMost(Duration.ofSeconds(5)).until(() -> JobQueue.server(commands).uptime().toSeconds() >= 2);
+                String after = commands.xadd("s", Map.of("k", "v"));
+                JobQueue.ServerProcess later = JobQueue.server(commands);
+                assertThat(later.mayPredate(after)).isFalse();
+                assertThat(later.mayPredate(before)).isTrue();
+                // A server that does not tell its time: every entry may predate it.
+                assertThat(new JobQueue.ServerProcess("r", Duration.ofSeconds(3), 0).mayPredate(after)).isTrue();
             } finally {
                 client.shutdown();
             }

@@ -32,6 +32,25 @@ public final class JobControl {
     private volatile dev.kage.tokens.Usage charged;
     private final java.util.concurrent.atomic.AtomicBoolean lostNoted = new java.util.concurrent.atomic.AtomicBoolean();
 
+    /** When ({@link System#nanoTime}) the job may start; meaningful only while {@link #held} is set. */
+    private volatile long holdUntil;
+    private volatile boolean held;
+
+    /**
+     * The job must not start before {@code nanos} ({@link System#nanoTime}): it came from a Redis that restarted moments
+     * ago, and an earlier delivery of it may still run elsewhere ({@code WorkerRuntime}'s restart hold). Set by the
+     * runtime before the job is started.
+     */
+    void holdUntil(long nanos) {
+        holdUntil = nanos;
+        held = true;
+    }
+
+    /** How long the job must still wait before it starts, in ns; 0 when it need not (any more). */
+    public long holdRemainingNanos() {
+        return held ? Math.max(0, holdUntil - System.nanoTime()) : 0;
+    }
+
     /** The job holds a slot; {@code release} gives it back. */
     void holdSlot(Runnable release) {
         slot.set(release);

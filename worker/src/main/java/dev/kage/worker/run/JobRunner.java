@@ -52,6 +52,7 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.Optional;
 import java.util.concurrent.ThreadLocalRandom;
+import java.util.concurrent.TimeUnit;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -347,6 +348,14 @@ public final class JobRunner {
         }
         UUID taskId = UUID.fromString(job.taskId());
         AgentConfig agent = catalog.require(job.agent());
+        long hold = control.holdRemainingNanos();
+        if (hold > 0) {
+            // WorkerRuntime's restart hold: an earlier delivery of this entry may still run elsewhere until its worker
+            // stops it. Waiting starts nothing; a stop (shutdown, cancel, the entry found taken) interrupts the wait.
+            LOG.info("Job {} attempt {} waits {} ms before it starts: Redis restarted moments ago and may have delivered it "
+                    + "before", job.jobId(), job.attempt(), TimeUnit.NANOSECONDS.toMillis(hold));
+            Thread.sleep(TimeUnit.NANOSECONDS.toMillis(hold) + 1);
+        }
         boolean recorded = claimed.redelivered() && alreadyRecorded(job, control);
         control.outcomeChecked();
         if (recorded) {

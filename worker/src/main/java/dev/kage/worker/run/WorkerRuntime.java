@@ -437,9 +437,11 @@ public final class WorkerRuntime {
                 }
                 continue;
             }
+            Map<String, Long> holds = restartHolds(blocking, agent, claimed);
             if (!running) {
-                // Stopping: what this last read brought goes straight back to the queue.
-                claimed.forEach(job -> safely(() -> queue.handBack(job, worker.workerId())));
+                // Stopping: what this last read brought goes straight back to the queue (what a restarted Redis may have
+                // delivered before stays pending: a new entry would run unchecked, perhaps beside its first run).
+                claimed.forEach(job -> giveBack(holds.containsKey(job.key()) ? job.deliveredBefore() : job));
                 slots.release(taken);
                 releaseLanes(laned, taken);
                 return;
@@ -452,21 +454,41 @@ public final class WorkerRuntime {
             // neither refreshed nor named by the heartbeat while it waited, and a reclaimer (another worker's, or this
             // one's) would take it and run it beside this worker's run once room freed.
             List<Map.Entry<ClaimedJob, JobControl>> tracked = new ArrayList<>(claimed.size());
-            for (ClaimedJob job : claimed) {
+            for (ClaimedJob read : claimed) {
+                ClaimedJob job = holds.containsKey(read.key()) ? read.deliveredBefore() : read;
+                if (inFlight.containsKey(job.key())) {
+                    // Redis handed out as new an entry this worker runs now: it lost the delivery (restarted from a
+                    // snapshot or an AOF that missed it). The run here goes on, and the entry is this worker's again.
+                    LOG.warn("Entry {} was delivered again while it runs here (Redis lost its delivery); not run twice",
+                            job.key());
+                    if (!blocked) {
+                        slots.release();
+                        releaseLanes(laned, 1);
+                    }
+                    continue;
+                }
+                JobControl control;
                 if (!blocked) {
-                    tracked.add(Map.entry(job, track(job, laned)));
+                    control = track(job, laned);
                 } else if (slots.tryAcquire()) {
                     if (!laned || startLanes.tryAcquire()) {
-                        tracked.add(Map.entry(job, track(job, laned)));
+                        control = track(job, laned);
                     } else {
                         slots.release();
-                        safely(() -> queue.handBack(job, worker.workerId()));
+                        giveBack(job);
+                        continue;
                     }
                 } else {
                     // No slot for an entry that arrived while blocking: give it back at once rather than hold it
                     // unrefreshed (another worker would reclaim it while it waited here).
-                    safely(() -> queue.handBack(job, worker.workerId()));
+                    giveBack(job);
+                    continue;
                 }
+                Long holdUntil = holds.get(job.key());
+                if (holdUntil != null) {
+                    control.holdUntil(holdUntil);
+                }
+                tracked.add(Map.entry(job, control));
             }
             for (int i = 0; i < tracked.size(); i++) {
                 if (!submit(tracked.get(i).getKey(), tracked.get(i).getValue())) {
@@ -478,6 +500,49 @@ public final class WorkerRuntime {
                 }
             }
         }
+    }
+
+    /**
+     * The restart hold: entries that a Redis up for less than {@link JobQueue#LOST_ENTRY_GRACE} hands out as new, and
+     * that its server process before may have delivered already (restarted from a snapshot or an AOF that missed the
+     * delivery, or a replica promoted before the delivery reached it), by their keys, each with the time
+     * ({@link System#nanoTime}) the server has been up that long. Such a job is run as delivered again (its outcome looked
+     * for first) and not before that time: by then the earlier run has stopped wherever it ran (the worker's beats find
+     * its entry pending nowhere or taken, or its lease runs out), as for the jobs a restarted Redis lost whole, which the
+     * coordinator's reconciler enqueues again after the same wait. Asked on the connection the read came over, right after
+     * it: the answer names the server that answered the read or a later one. Unknown (Redis failed the question) holds
+     * every entry for the whole grace.
+     */
+    private Map<String, Long> restartHolds(RedisCommands<String, String> connection, String agent, List<ClaimedJob> claimed) {
+        if (claimed.isEmpty()) {
+            return Map.of();
+        }
+        JobQueue.ServerProcess server;
+        try {
+            server = JobQueue.server(connection);
+        } catch (RuntimeException e) {
+            server = null;
+        }
+        // Uptime is the difference of two whole seconds: it may say a second more than the server has been up.
+        Duration left = server == null ? JobQueue.LOST_ENTRY_GRACE : JobQueue.LOST_ENTRY_GRACE.minus(server.uptime()).plusSeconds(1);
+        if (left.isNegative() || left.isZero()) {
+            return Map.of();
+        }
+        long until = System.nanoTime() + left.toNanos();
+        Map<String, Long> holds = new java.util.HashMap<>();
+        for (ClaimedJob job : claimed) {
+            if (server == null || server.mayPredate(job.entryId())) {
+                holds.put(job.key(), until);
+            }
+        }
+        if (!holds.isEmpty()) {
+            LOG.warn("{} entr(ies) of {} came from a Redis {} and may have been delivered before it started: each waits {} s, "
+                    + "then runs once Postgres says it has no outcome yet (an earlier run may still be stopping elsewhere)",
+                    holds.size(), agent, server == null ? "that did not say how long it has been up"
+                            : "up " + server.uptime().toSeconds() + " s (run_id " + server.runId() + ")",
+                    TimeUnit.NANOSECONDS.toSeconds(until - System.nanoTime() + TimeUnit.SECONDS.toNanos(1) - 1));
+        }
+        return holds;
     }
 
     /** Jobs holding a slot: claimed and not yet done with their agent (finishing jobs wait for their write only). */
