@@ -31,7 +31,8 @@ public class ClientException extends RuntimeException {
     }
 
     /**
-     * Whether trying again later may succeed: the coordinator could not be reached, an event stream broke, or a 5xx.
+     * Whether trying again later may succeed: the coordinator could not be reached, an event stream broke, a 5xx or a
+     * 429.
      * Not for an answer that is not the API's (a redirect, an HTML page): the URL is wrong, and stays wrong.
      */
     public boolean retryable() {
@@ -77,7 +78,9 @@ public class ClientException extends RuntimeException {
         }
 
         public ApiError(int status, String error, String apiMessage, List<String> fieldErrors, Duration retryAfter) {
-            super(status >= 500 ? ExitCodes.UNAVAILABLE : ExitCodes.API_REFUSED, status + ": " + apiMessage, null, status >= 500);
+            // 429 (too many event streams of the tenant open at once, say) may pass too: a stream waits its Retry-After.
+            super(status >= 500 ? ExitCodes.UNAVAILABLE : ExitCodes.API_REFUSED, status + ": " + apiMessage, null,
+                    status >= 500 || status == 429);
             this.status = status;
             this.error = error;
             this.apiMessage = apiMessage;

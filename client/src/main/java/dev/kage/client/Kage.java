@@ -104,6 +104,18 @@ public final class Kage implements Callable<Integer> {
         cli.setColorScheme(CommandLine.Help.defaultColorScheme(CommandLine.Help.Ansi.OFF));
         // "-wait" is an unknown option, not -w -a it; a description starting with '-' goes after "--"
         cli.setPosixClusteredShortOptionsAllowed(false);
+        // "@notes.md" is a description, not "read the arguments from notes.md" (picocli's default, also after "--").
+        cli.setExpandAtFiles(false);
+        cli.setParameterExceptionHandler((e, args) -> {
+            // picocli's own handler, but its message quotes what it could not match: a key given to a mistyped option.
+            CommandLine failed = e.getCommandLine();
+            failed.getErr().println(masked(e.getMessage(), args));
+            if (!CommandLine.UnmatchedArgumentException.printSuggestions(e, failed.getErr())) {
+                failed.usage(failed.getErr());
+            }
+            failed.getErr().flush();
+            return ExitCodes.USAGE;
+        });
         cli.setExecutionExceptionHandler((e, commandLine, parseResult) -> {
             if (e instanceof ClientException problem) {
                 commandLine.getErr().println("kage: " + problem.getMessage());
@@ -125,6 +137,35 @@ public final class Kage implements Callable<Integer> {
             return ExitCodes.UNAVAILABLE;
         });
         return cli;
+    }
+
+    /**
+     * {@code message} with every argument that may be an API key shown as its prefix only ({@link ClientConfig#keyPrefix}):
+     * one that looks like a server-made key ({@code kb_…}), the value of an option whose name says "key"
+     * ({@code --api-key=…}, or the argument after {@code --api-key}, known or not).
+     */
+    static String masked(String message, String[] args) {
+        java.util.Set<String> secrets = new java.util.HashSet<>();
+        for (int i = 0; i < args.length; i++) {
+            String arg = args[i];
+            if (arg.startsWith("kb_")) {
+                secrets.add(arg);
+            }
+            if (arg.startsWith("-") && arg.toLowerCase(java.util.Locale.ROOT).contains("key")) {
+                int eq = arg.indexOf('=');
+                if (eq >= 0) {
+                    secrets.add(arg.substring(eq + 1));
+                } else if (i + 1 < args.length) {
+                    secrets.add(args[i + 1]);
+                }
+            }
+        }
+        String shown = message;
+        for (String secret : secrets.stream().filter(v -> v.length() >= 4)
+                .sorted(java.util.Comparator.comparingInt(String::length).reversed()).toList()) {
+            shown = shown.replace(secret, ClientConfig.keyPrefix(secret));
+        }
+        return shown;
     }
 
     /** {@code kage} alone: the usage, and a usage error. */

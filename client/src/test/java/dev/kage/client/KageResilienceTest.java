@@ -328,6 +328,24 @@ class KageResilienceTest {
     }
 
     @Test
+    void a429TooManyStreamsIsWaitedOutLikeA503() {
+        // The tenant has KAGE_MAX_EVENT_STREAMS_PER_TENANT streams open: --wait waits for one to close (it ended with
+        // exit 3 while the task ran on).
+        routes.put("GET /api/v1/tasks/t-1", (exchange, n) -> json(exchange, 200, TASK));
+        routes.put("GET /api/v1/tasks/t-1/events", (exchange, n) -> {
+            if (n <= 3) {
+                exchange.getResponseHeaders().add("Retry-After", "15");
+                json(exchange, 429, "{\"error\":\"too_many_streams\",\"message\":\"too many event streams\",\"errors\":[]}");
+            } else {
+                stream(exchange, STARTED + FINISHED);
+            }
+        });
+        assertThat(kage("status", "t-1", "--wait")).isEqualTo(ExitCodes.TASK_NOT_COMPLETED);
+        assertThat(out.lines().toList()).containsExactly(STARTED_LINE, FINISHED_LINE, FINAL_LINE);
+        assertThat(clock.sleeps).containsExactly(Duration.ofSeconds(15), Duration.ofSeconds(15), Duration.ofSeconds(15));
+    }
+
+    @Test
     void anOutageLongerThanTheBudgetIsExitFour() {
         routes.put("GET /api/v1/tasks/t-1/events", (exchange, n) -> {
             exchange.getResponseHeaders().add("Retry-After", "5");
@@ -498,6 +516,37 @@ class KageResilienceTest {
     void aSingleDashTypoIsAnUnknownOptionNotAClusterOfOthers() {
         assertThat(kage("submit", "x", "-a", "demo", "-wait")).isEqualTo(ExitCodes.USAGE);
         assertThat(err).contains("-wait");
+        assertThat(requests).isEmpty();
+    }
+
+    @Test
+    void aDescriptionStartingWithAnAtSignIsSentAsItIsNotReadFromAFile() throws Exception {
+        // picocli reads "@name" as "the arguments in file name", after "--" too: "@notes.md" sent that file's text.
+        java.nio.file.Path file = java.nio.file.Files.writeString(java.nio.file.Files.createTempFile("kage-at", ".txt"), "--bogus\n");
+        try {
+            routes.put("POST /api/v1/tasks", (exchange, n) -> json(exchange, 202, "{\"task_id\":\"t-9\",\"status\":\"queued\"}"));
+            assertThat(kage("submit", "-a", "demo", "--", "@" + file)).isEqualTo(ExitCodes.OK);
+            assertThat(ApiClient.JSON.readTree(bodies.get("POST /api/v1/tasks")).path("description").asText()).isEqualTo("@" + file);
+            assertThat(kage("submit", "-a", "demo", "@" + file)).isEqualTo(ExitCodes.OK);
+            assertThat(ApiClient.JSON.readTree(bodies.get("POST /api/v1/tasks")).path("description").asText()).isEqualTo("@" + file);
+        } finally {
+            java.nio.file.Files.delete(file);
+        }
+    }
+
+    @Test
+    void aKeyGivenToAMistypedOptionIsNotPrinted() {
+        // picocli's message quotes what it could not match: "Unknown options: '--api-key', 'kb_…'" went to a CI log.
+        String key = "kb_01234567secretsecretsecret";
+        for (String[] args : List.of(new String[] {"--api-key", key, "status", "t-1"}, new String[] {"--api-key=" + key, "status", "t-1"},
+                new String[] {"-key", key, "status", "t-1"}, new String[] {"status", "t-1", key},
+                new String[] {"--token", "plain-secret-value", "status", "t-1", "--apikey", "other-secret-value"})) {
+            assertThat(kage(args)).as(String.join(" ", args)).isEqualTo(ExitCodes.USAGE);
+            assertThat(err).as(String.join(" ", args)).doesNotContain("secretsecret").doesNotContain("other-secret-value")
+                    .isNotEmpty();
+        }
+        assertThat(kage("--api-key", key, "status", "t-1")).isEqualTo(ExitCodes.USAGE);
+        assertThat(err).contains("Unknown option").contains("kb_01234567…");
         assertThat(requests).isEmpty();
     }
 

@@ -119,7 +119,16 @@ public final class ServedAgents {
         static Worker of(String id, Map<String, String> beat) {
             return new Worker(id, split(beat.get("agents")), parse(beat.get("slots")), parse(beat.get("busy")),
                     split(beat.get("in_flight")), beat.get("heartbeat_at"),
-                    beat.get("pid") == null ? null : Long.parseLong(beat.get("pid")));
+                    pid(beat.get("pid")));
+        }
+
+        /** A heartbeat's pid; null when missing or not a number (a hash written by hand, another version). */
+        private static Long pid(String value) {
+            try {
+                return value == null ? null : Long.valueOf(value);
+            } catch (NumberFormatException e) {
+                return null;
+            }
         }
 
         private static List<String> split(String value) {

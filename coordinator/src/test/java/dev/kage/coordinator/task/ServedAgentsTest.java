@@ -84,4 +84,20 @@ class ServedAgentsTest {
             assertThat(served.waiting("codex")).isPresent();
         }
     }
+
+    @Test
+    void aHeartbeatWithAPidThatIsNoNumberIsReadWithoutOne() {
+        // A hash written by hand or by another version: GET /api/v1/workers and every submit (which asks whether a live
+        // worker serves its agents) answered 500 on it.
+        try (RedisFixture fixture = new RedisFixture()) {
+            RedisCommands<String, String> redis = fixture.redis();
+            redis.hset(fixture.keys().worker("w1"), java.util.Map.of("agents", "demo", "slots", "2", "busy", "1", "pid", "12x"));
+            redis.hset(fixture.keys().worker("w2"), java.util.Map.of("agents", "noop", "slots", "1", "busy", "0", "pid", "4242"));
+            redis.sadd(fixture.keys().workers(), "w1", "w2");
+            ServedAgents served = new ServedAgents(fixture.keys(), redis, Duration.ZERO);
+            assertThat(served.workers()).extracting(ServedAgents.Worker::id, ServedAgents.Worker::pid)
+                    .containsExactlyInAnyOrder(org.assertj.core.groups.Tuple.tuple("w1", null), org.assertj.core.groups.Tuple.tuple("w2", 4242L));
+            assertThat(served.served()).contains(Set.of("demo", "noop"));
+        }
+    }
 }

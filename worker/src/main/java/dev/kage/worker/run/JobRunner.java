@@ -354,6 +354,7 @@ public final class JobRunner {
             // stops it. Waiting starts nothing; a stop (shutdown, cancel, the entry found taken) interrupts the wait.
             LOG.info("Job {} attempt {} waits {} ms before it starts: Redis restarted moments ago and may have delivered it "
                     + "before", job.jobId(), job.attempt(), TimeUnit.NANOSECONDS.toMillis(hold));
+            control.leaveStartLane(); // a wait that needs no CPU: another job may start meanwhile
             Thread.sleep(TimeUnit.NANOSECONDS.toMillis(hold) + 1);
         }
         boolean recorded = claimed.redelivered() && alreadyRecorded(job, control);
