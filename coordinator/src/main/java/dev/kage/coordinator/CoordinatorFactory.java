@@ -77,6 +77,11 @@ public class CoordinatorFactory {
     }
 
     @Singleton
+    public dev.kage.store.TenantBudgetLimitStore tenantBudgetLimitStore(dev.kage.store.Database database) {
+        return new dev.kage.store.TenantBudgetLimitStore(database);
+    }
+
+    @Singleton
     public dev.kage.coordinator.task.RepoPolicy repoPolicy(Env env) {
         return dev.kage.coordinator.task.RepoPolicy.load(env);
     }

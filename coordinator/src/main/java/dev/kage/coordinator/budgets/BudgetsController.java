@@ -63,10 +63,14 @@ public class BudgetsController {
 
     private final BudgetLedger ledger;
     private final AgentCatalog catalog;
-    public BudgetsController(BudgetLedger ledger, AgentCatalog catalog) {
+    public BudgetsController(BudgetLedger ledger, AgentCatalog catalog, dev.kage.store.TenantBudgetLimitStore stored) {
         this.ledger = ledger;
         this.catalog = catalog;
+        this.stored = stored;
     }
+
+    /** The operators' tenant limits as Postgres keeps them: written first, so a Redis that loses its data gets them back. */
+    private final dev.kage.store.TenantBudgetLimitStore stored;
 
     @Operation(operationId = "myBudgets", summary = "The caller's budgets",
             description = "The tenant's pools for the current UTC day and month (limit, used, reserved, remaining, in tokens "
@@ -154,7 +158,12 @@ public class BudgetsController {
     public HttpResponse<?> put(HttpRequest<?> request, @PathVariable String tenant,
                                @Parameter(hidden = true) @Nullable @Body byte[] body) {
         checkTenant(tenant);
-        ledger.setTenantLimits(tenant, parse(body));
+        Map<String, Long> fields = parse(body);
+        stored.changing(tenant, change -> {
+            change.set(fields);
+            ledger.setTenantLimits(tenant, fields); // Redis refusing rolls the row back
+            return null;
+        });
         return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
                 List.of()));
     }
@@ -177,7 +186,11 @@ public class BudgetsController {
     @Delete(value = "/{tenant}", produces = MediaType.APPLICATION_JSON)
     public HttpResponse<?> reset(HttpRequest<?> request, @PathVariable String tenant) {
         checkTenant(tenant);
-        ledger.clearTenantLimits(tenant);
+        stored.changing(tenant, change -> {
+            change.clear();
+            ledger.clearTenantLimits(tenant);
+            return null;
+        });
         return HttpResponse.ok(new Budgets(tenant, ledger.mode().name().toLowerCase(), source(tenant), tenantPools(tenant),
                 List.of()));
     }

@@ -39,8 +39,11 @@ public class Reconciler {
 
     public Reconciler(TaskService service, dev.kage.queue.JobQueue queue, dev.kage.store.LimitOverrideStore limitOverrides,
                       dev.kage.ratelimit.FleetRateLimiter limiter, dev.kage.agent.AgentCatalog catalog,
-                      dev.kage.config.KageSettings settings) {
+                      dev.kage.config.KageSettings settings, dev.kage.store.TenantBudgetLimitStore budgetLimits,
+                      dev.kage.budget.BudgetLedger ledger) {
         this.service = service;
+        this.budgetLimits = budgetLimits;
+        this.ledger = ledger;
         this.queue = queue;
         this.limitOverrides = limitOverrides;
         this.limiter = limiter;
@@ -60,6 +63,30 @@ public class Reconciler {
             // Under the group's lock, its row read again: a change made meanwhile through the API is not undone.
             if (configuredGroups.contains(group) && limitOverrides.changing(group, change -> change.stored()
                     .map(limit -> limiter.restore(group, limit).changed()).orElse(false))) {
+                restored++;
+            }
+        }
+        return restored;
+    }
+
+    private final dev.kage.store.TenantBudgetLimitStore budgetLimits;
+    private final dev.kage.budget.BudgetLedger ledger;
+
+    /**
+     * Writes every operator's tenant budget limits kept in Postgres ({@code tenant_budget_limits}) back into Redis where
+     * Redis no longer has them: a Redis that lost its data applied the fleet's defaults (often none) to those tenants.
+     * Each under its tenant's lock, the row read again: a change made meanwhile through the API is not undone.
+     *
+     * @return tenants whose limits Redis did not hold
+     */
+    public int reapplyTenantBudgetLimits() {
+        int restored = 0;
+        for (String tenant : budgetLimits.all().keySet()) {
+            if (budgetLimits.changing(tenant, change -> change.stored().filter(f -> !f.isEmpty() && !ledger.hasTenantLimits(tenant))
+                    .map(fields -> {
+                        ledger.setTenantLimits(tenant, fields);
+                        return true;
+                    }).orElse(false))) {
                 restored++;
             }
         }
@@ -92,15 +119,16 @@ public class Reconciler {
                 try {
                     int cancels = service.passOnRecentCancels();
                     int limits = reapplyLimitOverrides();
+                    int budgets = reapplyTenantBudgetLimits();
                     cancelsPassedFor = redis.runId();
-                    if (cancels > 0 || limits > 0) {
-                        LOG.info("Redis is a new server process (run_id {}): passed on the {} cancel(s) of the last {} days "
-                                + "and the {} rate-limit change(s) again", redis.runId(), cancels,
-                                dev.kage.task.LiveTaskState.TTL.toDays(), limits);
+                    if (cancels > 0 || limits > 0 || budgets > 0) {
+                        LOG.info("Redis is a new server process (run_id {}): passed on the {} cancel(s) of the last {} days, "
+                                + "the {} rate-limit change(s) and {} tenant(s)' budget limits again", redis.runId(), cancels,
+                                dev.kage.task.LiveTaskState.TTL.toDays(), limits, budgets);
                     }
                 } catch (RuntimeException e) {
-                    LOG.warn("Passing on recent cancels and rate-limit changes to Redis failed (retrying at the next pass): {}",
-                            e.getMessage());
+                    LOG.warn("Passing on recent cancels, rate-limit changes and budget limits to Redis failed (retrying at "
+                            + "the next pass): {}", e.getMessage());
                 }
             }
             if (redis.runId().equals(checkedRunId)) {

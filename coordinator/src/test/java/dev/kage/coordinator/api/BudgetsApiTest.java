@@ -166,6 +166,58 @@ class BudgetsApiTest {
         }
     }
 
+    @Test
+    void aTenantsLimitsOutliveARedisThatLostThemAndCrossingChangesLeaveBothCopiesAlike() throws Exception {
+        // Kept only in Redis, an operator's limits were gone with a Redis that lost its data: the tenant fell back to
+        // TENANT_MAX_* (often no limit at all) and ran uncapped.
+        dev.kage.store.TenantBudgetLimitStore stored = coordinator.context().getBean(dev.kage.store.TenantBudgetLimitStore.class);
+        dev.kage.coordinator.task.Reconciler reconciler = coordinator.context().getBean(dev.kage.coordinator.task.Reconciler.class);
+        var redis = coordinator.redis().redis();
+        String key = coordinator.redis().keys().tenantBudgetLimits("hooli");
+        assertThat(put("/api/v1/budgets/hooli", ADMIN, "{\"usd_per_day\": 25, \"tokens_per_month\": 900}").statusCode()).isEqualTo(200);
+        assertThat(stored.all()).containsEntry("hooli", Map.of(BudgetLedger.DAY_USD, 25_000_000L, BudgetLedger.MONTH_TOKENS, 900L));
+        redis.del(key); // what a Redis that lost its data has of them
+        assertThat(json(coordinator.get("/api/v1/budgets/hooli", ADMIN)).get("source").asText()).isEqualTo("defaults");
+
+        assertThat(reconciler.reapplyTenantBudgetLimits()).isEqualTo(1);
+        assertThat(reconciler.reapplyTenantBudgetLimits()).as("Redis has them now").isZero();
+        assertThat(redis.hgetall(key)).isEqualTo(Map.of("day_usd", "25000000", "month_tokens", "900"));
+        assertThat(json(coordinator.get("/api/v1/budgets/hooli", ADMIN)).get("source").asText()).isEqualTo("operator");
+        assertThat(spend("hooli", "over", 1000, 0).accepted()).as("the month's 900 tokens apply again").isFalse();
+
+        // PUTs, DELETEs and the reconciler's restoring (of a Redis that keeps losing them) crossing each other: each
+        // change writes Postgres then Redis under the tenant's lock, so the two copies end alike.
+        for (int round = 0; round < 10; round++) {
+            try (var pool = java.util.concurrent.Executors.newFixedThreadPool(6)) {
+                java.util.List<java.util.concurrent.Future<?>> work = new java.util.ArrayList<>();
+                for (int i = 0; i < 12; i++) {
+                    int n = i;
+                    work.add(pool.submit(() -> {
+                        switch (n % 3) {
+                            case 0 -> assertThat(coordinator.http().send(HttpRequest.newBuilder(coordinator.uri("/api/v1/budgets/hooli"))
+                                    .header("X-API-Key", ADMIN).DELETE().build(), HttpResponse.BodyHandlers.ofString()).statusCode()).isEqualTo(200);
+                            case 1 -> assertThat(put("/api/v1/budgets/hooli", ADMIN, "{\"tokens_per_day\": " + (1000 + n) + "}")
+                                    .statusCode()).isEqualTo(200);
+                            default -> {
+                                redis.del(key);
+                                reconciler.reapplyTenantBudgetLimits();
+                            }
+                        }
+                        return null;
+                    }));
+                }
+                for (var done : work) {
+                    done.get(60, java.util.concurrent.TimeUnit.SECONDS);
+                }
+            }
+            // A deletion by the last restorer may leave Redis without them until the next pass: that pass restores them.
+            reconciler.reapplyTenantBudgetLimits();
+            Map<String, String> inPostgres = new java.util.HashMap<>();
+            stored.all().getOrDefault("hooli", Map.of()).forEach((field, value) -> inPostgres.put(field, Long.toString(value)));
+            assertThat(redis.hgetall(key)).as("round " + round).isEqualTo(inPostgres);
+        }
+    }
+
     private static HttpResponse<String> put(String path, String key, String body) throws Exception {
         return coordinator.http().send(HttpRequest.newBuilder(coordinator.uri(path)).header("X-API-Key", key)
                 .header("Content-Type", "application/json").PUT(HttpRequest.BodyPublishers.ofString(body)).build(),
