@@ -297,7 +297,14 @@ public final class ApiClient {
         if (status < 400) {
             return ClientException.notTheApi("the answer from " + baseUrl + " is not the coordinator's API: HTTP " + status);
         }
-        return error(status, text, retryAfter(response.headers()));
+        ClientException.ApiError error = error(status, text, retryAfter(response.headers()));
+        if (status < 500 && error.error() == null) {
+            // A 4xx without the API's error body comes from something else at that URL (another web server, a proxy's
+            // login page): the URL is wrong, not the request (the API answers every refusal in its own shape).
+            return ClientException.notTheApi("the answer from " + baseUrl + " is not the coordinator's API: " + status + ": "
+                    + error.apiMessage());
+        }
+        return error;
     }
 
     /** {@code Retry-After} as seconds or an HTTP date; null when absent or unreadable. */

@@ -56,6 +56,9 @@ final class SubmitCommand implements Callable<Integer> {
     @Option(names = {"-w", "--wait"}, description = "follow the task and print per-agent progress until it ends")
     boolean await;
 
+    /** How often a submit is sent at most when its answer is lost (with the same Idempotency-Key each time). */
+    static final int SUBMIT_ATTEMPTS = 3;
+
     @Override
     public Integer call() throws IOException, InterruptedException {
         if (idempotencyKey != null) {
@@ -87,10 +90,26 @@ final class SubmitCommand implements Callable<Integer> {
             body.putObject("budget").put("max_tokens", maxTokens);
         }
         Map<String, String> headers = new LinkedHashMap<>();
-        if (idempotencyKey != null) {
-            headers.put("Idempotency-Key", idempotencyKey);
+        // Without a key of the caller's, one of its own: a submit whose answer was lost (a timeout, a dropped
+        // connection, a 5xx) is sent again with it, and the coordinator returns the task the first one created instead
+        // of making a second.
+        boolean ownKey = idempotencyKey == null;
+        String key = ownKey ? "kage-cli-" + java.util.UUID.randomUUID() : idempotencyKey;
+        headers.put("Idempotency-Key", key);
+        ApiClient.Response response = null;
+        Reconnects retries = kage.reconnects();
+        for (int attempt = 1; response == null; attempt++) {
+            try {
+                response = api.post("/api/v1/tasks", body, headers);
+            } catch (ClientException e) {
+                if (!e.retryable() || attempt == SUBMIT_ATTEMPTS) {
+                    throw e.retryable() ? new ClientException(e.exitCode(), e.getMessage() + " (the task may have been created: "
+                            + "the same command with --idempotency-key " + key + " returns it if so, and never makes a second)")
+                            : e;
+                }
+                retries.failed(e); // waits 1 s, or the answer's Retry-After
+            }
         }
-        ApiClient.Response response = api.post("/api/v1/tasks", body, headers);
         String id = response.body().path("task_id").asText("");
         if (!response.body().path("task_id").isTextual() || id.isBlank()) {
             throw ClientException.notTheApi("the answer to the submit (HTTP " + response.status() + ") has no task_id: "
@@ -99,7 +118,8 @@ final class SubmitCommand implements Callable<Integer> {
         response.headers().firstValue("X-Kage-Unserved-Agents").ifPresent(unserved -> kage.err().println(
                 "kage: no live worker serves " + unserved + " yet; the task waits for one"));
         if (response.headers().firstValue("Idempotent-Replayed").filter("true"::equalsIgnoreCase).isPresent()) {
-            kage.err().println("kage: the same Idempotency-Key was used before: this is the task it created");
+            kage.err().println(ownKey ? "kage: the first attempt's answer was lost; this is the task it created"
+                    : "kage: the same Idempotency-Key was used before: this is the task it created");
         }
         kage.err().flush();
         kage.out().println(id);

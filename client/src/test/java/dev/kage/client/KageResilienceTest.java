@@ -82,6 +82,8 @@ class KageResilienceTest {
     /** Last-Event-ID of each events request, "-" when absent. */
     private final List<String> lastEventIds = new CopyOnWriteArrayList<>();
     private final Map<String, String> bodies = new ConcurrentHashMap<>();
+    /** The Idempotency-Key of each request that had one, in order. */
+    private final List<String> idempotencyKeys = new CopyOnWriteArrayList<>();
     /** Released after each test, for handlers that hang. */
     private final CountDownLatch release = new CountDownLatch(1);
     private final FakeClock clock = new FakeClock();
@@ -109,6 +111,10 @@ class KageResilienceTest {
         String query = exchange.getRequestURI().getRawQuery();
         requests.add(route + (query == null ? "" : "?" + query));
         bodies.put(route, new String(exchange.getRequestBody().readAllBytes(), StandardCharsets.UTF_8));
+        String idempotencyKey = exchange.getRequestHeaders().getFirst("Idempotency-Key");
+        if (idempotencyKey != null) {
+            idempotencyKeys.add(idempotencyKey);
+        }
         if (route.endsWith("/events")) {
             String id = exchange.getRequestHeaders().getFirst("Last-Event-ID");
             lastEventIds.add(id == null ? "-" : id);
@@ -207,6 +213,50 @@ class KageResilienceTest {
         assertThat(kage("status", "t-1", "--wait")).as("not followed forever").isEqualTo(ExitCodes.UNAVAILABLE);
         assertThat(err).contains("where an event stream (text/event-stream) was expected");
         assertThat(calls("GET /api/v1/tasks/t-1/events")).as("a wrong URL stays wrong: not retried").isEqualTo(1);
+    }
+
+    @Test
+    void aFourHundredPageThatIsNotTheApisJsonIsTheWrongUrlExitFour() {
+        // Another web server, or a proxy's login page, at that URL: its 404 or 401 is no refusal of the API (exit 3).
+        routes.put("GET /api/v1/tasks/t-1", (exchange, n) -> reply(exchange, 404, "text/html", "<html>Not Found</html>"));
+        assertThat(kage("status", "t-1")).isEqualTo(ExitCodes.UNAVAILABLE);
+        assertThat(err).contains("is not the coordinator's API: 404: <html>Not Found</html>");
+        routes.put("GET /api/v1/tasks/t-1", (exchange, n) -> json(exchange, 404,
+                "{\"error\":\"not_found\",\"message\":\"no task t-1 for this API key\",\"errors\":[]}"));
+        assertThat(kage("status", "t-1")).as("the API's own 404").isEqualTo(ExitCodes.API_REFUSED);
+    }
+
+    @Test
+    void aSubmitWhoseAnswerWasLostIsSentAgainWithTheSameIdempotencyKeyAndGetsTheFirstTask() {
+        routes.put("POST /api/v1/tasks", (exchange, n) -> {
+            if (n == 1) {
+                json(exchange, 503, "{\"error\":\"unavailable\",\"message\":\"Postgres is unavailable\",\"errors\":[]}");
+            } else {
+                exchange.getResponseHeaders().add("Idempotent-Replayed", "true");
+                json(exchange, 202, "{\"task_id\":\"t-7\",\"status\":\"queued\"}");
+            }
+        });
+        assertThat(kage("submit", "x", "-a", "demo")).isEqualTo(ExitCodes.OK);
+        assertThat(out).isEqualTo("t-7\n");
+        assertThat(err).contains("the first attempt's answer was lost; this is the task it created");
+        assertThat(idempotencyKeys).hasSize(2).allMatch(k -> k.startsWith("kage-cli-"));
+        assertThat(idempotencyKeys.get(1)).isEqualTo(idempotencyKeys.get(0));
+
+        // Each command its own key; given up after three attempts, the message names the key to repeat it with.
+        idempotencyKeys.clear();
+        routes.put("POST /api/v1/tasks", (exchange, n) ->
+                json(exchange, 503, "{\"error\":\"unavailable\",\"message\":\"Postgres is unavailable\",\"errors\":[]}"));
+        assertThat(kage("submit", "x", "-a", "demo")).isEqualTo(ExitCodes.UNAVAILABLE);
+        assertThat(idempotencyKeys).hasSize(SubmitCommand.SUBMIT_ATTEMPTS);
+        assertThat(java.util.Set.copyOf(idempotencyKeys)).hasSize(1);
+        assertThat(err).contains("--idempotency-key " + idempotencyKeys.getFirst());
+
+        // A refusal is not sent again.
+        idempotencyKeys.clear();
+        routes.put("POST /api/v1/tasks", (exchange, n) -> json(exchange, 400,
+                "{\"error\":\"validation_failed\",\"message\":\"the request is invalid: description\",\"errors\":[]}"));
+        assertThat(kage("submit", "x", "-a", "demo")).isEqualTo(ExitCodes.API_REFUSED);
+        assertThat(idempotencyKeys).hasSize(1);
     }
 
     @Test
