@@ -167,6 +167,9 @@ public class LimitsController {
         }
         String group = group(agent).orElseThrow();
         Limit configured = catalog.limitGroups(settings.rateLimit()).get(group);
+        // The body's fields are checked before the group's lock is waited for (ranges do not depend on the limit in
+        // force): a bad one is a 400 at once, not a 503 while the group is busy or Postgres away.
+        parse(body, configured != null ? configured : new Limit(1, Duration.ofSeconds(1), 0, Duration.ZERO));
         // One change of the group at a time, from any coordinator: the limit read here is still the one in force when
         // both copies are written (a partial body changes only its fields of it).
         return overrides.<HttpResponse<?>>changing(group, change -> {

@@ -208,6 +208,11 @@ class LimitsApiTest {
                 assertThat(busy.headers().firstValue("Retry-After")).hasValue("1");
                 assertThat(json(coordinator.get("/api/v1/limits/demo", TENANT)).at("/current/requests").asLong()).isEqualTo(30);
                 assertThat(coordinator.context().getBean(dev.kage.store.LimitOverrideStore.class).all()).doesNotContainKey("demo");
+                // A bad body is the client's mistake whatever holds the group: a 400 naming the field, at once (it
+                // waited for the lock first and was answered 503 busy).
+                HttpResponse<String> bad = put("/api/v1/limits/demo", ADMIN, "{\"requests\": 0}");
+                assertThat(bad.statusCode()).as(bad.body()).isEqualTo(400);
+                assertThat(json(bad).at("/errors/0/field").asText()).isEqualTo("requests");
             } finally {
                 // A pooled connection: it must not go back to the pool holding the lock.
                 other.createQuery("SELECT pg_advisory_unlock_all()::text").mapTo(String.class).one();
