@@ -40,7 +40,8 @@ final class TasksCommand implements Callable<Integer> {
         ApiClient.Response response = kage.api().get(path);
         kage.out().print(json ? response.text() + "\n" : Format.tasks(response.body()));
         kage.out().flush();
-        if (!json && response.body().path("next_cursor").isTextual()) {
+        if (response.body().path("next_cursor").isTextual()) {
+            // With --json too: standard output stays the page's JSON, the hint goes beside it.
             kage.err().println("more: " + nextPage(response.body().path("next_cursor").asText()));
             kage.err().flush();
         }
@@ -49,7 +50,15 @@ final class TasksCommand implements Callable<Integer> {
 
     /** The command line of the next page: this one's filters and the cursor, each value quoted for a POSIX shell when needed. */
     String nextPage(String nextCursor) {
-        StringBuilder line = new StringBuilder("kage tasks");
+        StringBuilder line = new StringBuilder("kage");
+        // The coordinator and config file this page came from (the key is never printed: it comes as it came).
+        if (kage.url != null) {
+            line.append(" --url ").append(shellQuote(kage.url));
+        }
+        if (kage.config != null) {
+            line.append(" --config ").append(shellQuote(kage.config.toString()));
+        }
+        line.append(" tasks");
         if (statuses != null && !statuses.isEmpty()) {
             line.append(" --status ").append(shellQuote(String.join(",", statuses)));
         }
@@ -61,6 +70,9 @@ final class TasksCommand implements Callable<Integer> {
         }
         if (limit != null) {
             line.append(" --limit ").append(limit);
+        }
+        if (json) {
+            line.append(" --json");
         }
         return line.append(" --cursor ").append(shellQuote(nextCursor)).toString();
     }

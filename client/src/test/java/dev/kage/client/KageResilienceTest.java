@@ -549,6 +549,12 @@ class KageResilienceTest {
                 "--limit", "5")).isEqualTo(ExitCodes.OK);
         assertThat(err).isEqualTo("more: kage tasks --status failed,partial --agent 'my agent'\\''s' --since 2025-01-31T12:00:00Z"
                 + " --limit 5 --cursor MjAyNS0w+MS/x==\n");
+        // Given on the command line, the coordinator's URL and the config file go with it (a page of the default
+        // coordinator refused the cursor), and --json too, whose output stays the page alone.
+        String url = "http://127.0.0.1:" + server.getAddress().getPort();
+        assertThat(kage("--url", url, "tasks", "--json")).isEqualTo(ExitCodes.OK);
+        assertThat(out).isEqualTo("{\"tasks\":[],\"next_cursor\":\"MjAyNS0w+MS/x==\"}\n");
+        assertThat(err).isEqualTo("more: kage --url " + url + " tasks --json --cursor MjAyNS0w+MS/x==\n");
     }
 
     // 7. a name that does not resolve
