@@ -494,9 +494,7 @@ class QueueIT {
             JsonNode task = awaitFinal(fleet, id, Duration.ofSeconds(120));
             assertThat(task.get("status").asText()).isEqualTo("completed");
             // On failure, what a CI log needs to tell a late stop from an early enqueue.
-            String story = read(runs.resolve("runs.log")) + (fleet.log("coordinator") + fleet.log("lost-w1") + fleet.log("lost-w2"))
-                    .lines().filter(l -> l.contains("WARN") || l.contains("ERROR") || l.contains("Reconnected"))
-                    .collect(java.util.stream.Collectors.joining("\n", "\n", ""));
+            String story = story(fleet, "lost-w1", "lost-w2");
             assertThat(dev.kage.e2e.chaos.Chaos.overlaps(runs.resolve("runs.log"))).as(story).isEmpty();
             assertThat(count("start " + id + "/rec-a ")).as("the lost run, then one more").isEqualTo(2);
             assertThat(count("end " + id + "/rec-a ")).as("the lost run was stopped before its end").isEqualTo(1);
@@ -584,14 +582,17 @@ class QueueIT {
         await().atMost(Duration.ofSeconds(60)).until(() -> fleet.log(process).contains(text));
     }
 
-    /** The run log and the WARN/ERROR lines of the coordinator and the workers named: what a CI log needs on failure. */
+    /**
+     * The run log and the WARN/ERROR/reconnect lines of the coordinator and the workers named: what a CI log needs on
+     * failure to tell a late stop from an early start.
+     */
     private String story(Fleet fleet, String... workers) throws Exception {
         StringBuilder logs = new StringBuilder(fleet.log("coordinator"));
         for (String worker : workers) {
             logs.append(fleet.log(worker));
         }
         return "\n" + read(runs.resolve("runs.log")) + logs.toString().lines()
-                .filter(l -> l.contains("WARN") || l.contains("ERROR") || l.contains("waits"))
+                .filter(l -> l.contains("WARN") || l.contains("ERROR") || l.contains("Reconnected") || l.contains("waits"))
                 .collect(java.util.stream.Collectors.joining("\n", "\n", ""));
     }
 
