@@ -139,7 +139,7 @@ public final class ApiClient {
         try (InputStream in = response.body()) {
             int status = response.statusCode();
             if (status < 200 || status > 299) {
-                throw failure(status, response, new String(in.readNBytes(64 * 1024), StandardCharsets.UTF_8));
+                throw failure(status, response, errorBody(in));
             }
             String type = response.headers().firstValue("Content-Type").orElse("");
             if (!type.toLowerCase(Locale.ROOT).startsWith("text/event-stream")) {
@@ -149,6 +149,35 @@ public final class ApiClient {
             readWatched(in, onOpen, onEvent);
         } catch (IOException e) {
             throw ClientException.unreachable("the event stream from " + baseUrl + " broke: " + describe(e), e);
+        }
+    }
+
+    /**
+     * The error body of a refused stream (64 KiB at most), within the request timeout: the request's own timeout ended
+     * with the headers, and a proxy that sends an error's headers and then stalls would otherwise hold the reader for
+     * ever. Closed at the timeout (an IOException: a broken stream, tried again).
+     */
+    private String errorBody(InputStream in) throws IOException {
+        AtomicBoolean late = new AtomicBoolean();
+        ScheduledExecutorService watchdog = Executors.newSingleThreadScheduledExecutor(task -> {
+            Thread thread = new Thread(task, "kage-error-body-watchdog");
+            thread.setDaemon(true);
+            return thread;
+        });
+        watchdog.schedule(() -> {
+            late.set(true);
+            try {
+                in.close(); // wakes the reader with an IOException
+            } catch (IOException ignored) {
+                // closing is all that is wanted
+            }
+        }, requestTimeout.toNanos(), TimeUnit.NANOSECONDS);
+        try {
+            return new String(in.readNBytes(64 * 1024), StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw late.get() ? new IOException("an error's body did not come within " + seconds(requestTimeout), e) : e;
+        } finally {
+            watchdog.shutdownNow();
         }
     }
 

@@ -322,6 +322,28 @@ class KageResilienceTest {
         assertThat(calls("GET /api/v1/tasks/t-1/events")).isEqualTo(2);
     }
 
+    @Test
+    void anErrorWhoseBodyNeverComesIsABrokenStreamAndIsRetried() {
+        // A proxy sends a 502's headers and then stalls: the request's timeout ended with the headers, and the body was
+        // read without any (--wait hung for ever).
+        routes.put("GET /api/v1/tasks/t-1", (exchange, n) -> json(exchange, 200, TASK));
+        routes.put("GET /api/v1/tasks/t-1/events", (exchange, n) -> {
+            if (n == 1) {
+                exchange.getResponseHeaders().add("Content-Type", "text/html");
+                exchange.sendResponseHeaders(502, 0);
+                exchange.getResponseBody().write("<html>".getBytes(StandardCharsets.UTF_8));
+                exchange.getResponseBody().flush();
+                release.await(); // the rest never comes
+            }
+            stream(exchange, STARTED + FINISHED);
+        });
+        Kage kage = kage();
+        kage.requestTimeout = Duration.ofSeconds(2);
+        assertThat(kage(kage, "status", "t-1", "--wait")).isEqualTo(ExitCodes.TASK_NOT_COMPLETED);
+        assertThat(out.lines().toList()).containsExactly(STARTED_LINE, FINISHED_LINE, FINAL_LINE);
+        assertThat(calls("GET /api/v1/tasks/t-1/events")).isEqualTo(2);
+    }
+
     // 3. a stream that opened and broke is no failure in a row
 
     @Test
