@@ -750,10 +750,17 @@ pg_major_too_old() {
   return 1
 }
 
-# -> 0 ready, 1 not started, 2 started but not ready (recorded for `down`)
+# -> 0 ready, 1 not started, 2 started but not ready (recorded for `down`), 3 runs already but not at our address
 pg_start_debian_cluster() { # version cluster
   local ver=$1 name=$2 st=""
   pg_major_too_old "$ver" "Debian cluster $ver/$name on port $P_PORT" && return 1
+  read -r _ _ st <<<"$(pg_cluster_on_port || true)"
+  if [[ $st == online* ]]; then
+    # Running, but not at our address (its listen_addresses, or a socket only): not ours to start, to record as started
+    # (`down` would stop it) or to put a private cluster beside on its port.
+    warn "postgres: Debian cluster $ver/$name on port $P_PORT is $st but does not answer at $P_HOST:$P_PORT; left as it is. Check its listen_addresses in /etc/postgresql/$ver/$name/postgresql.conf, or point DATABASE_URL at the address it listens on"
+    return 3
+  fi
   can_admin || SUDO=() # not root and no sudo: works only if we own the cluster
   local -a ctl=(pg_ctlcluster)
   if pg_ctlcluster_skips_systemctl; then
@@ -885,21 +892,17 @@ pg_up() {
     fi
     log "postgres: answers at $P_HOST:$P_PORT now (reused)"
   else
-    local cl="" started=0 ver name st src
+    local cl="" started=0 ver name src
     if cl=$(pg_cluster_on_port); then
-      read -r ver name st <<<"$cl"
-      if [[ $st == online* ]]; then
-        # Running, but not at our address (its listen_addresses, or a socket only): not ours to start, to record as
-        # started (`down` would stop it) or to put a private cluster beside on its port.
-        warn "postgres: Debian cluster $ver/$name on port $P_PORT is $st but does not answer at $P_HOST:$P_PORT; left as it is. Check its listen_addresses in /etc/postgresql/$ver/$name/postgresql.conf, or point DATABASE_URL at the address it listens on"
-        return 1
-      fi
+      read -r ver name _ <<<"$cl"
       src=0
       pg_start_debian_cluster "$ver" "$name" || src=$?
       if [[ $src -eq 0 ]]; then
         started=1
       elif [[ $src -eq 2 ]]; then
         started_not_ready postgres "$P_HOST:$P_PORT"
+        return 1
+      elif [[ $src -eq 3 ]]; then
         return 1
       else
         warn "postgres: could not start Debian cluster $ver/$name; trying a private cluster"
@@ -928,6 +931,8 @@ pg_up() {
               started=1
             elif [[ $src -eq 2 ]]; then
               started_not_ready postgres "$P_HOST:$P_PORT"
+              return 1
+            elif [[ $src -eq 3 ]]; then
               return 1
             fi
           fi

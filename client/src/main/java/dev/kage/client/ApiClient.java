@@ -327,9 +327,10 @@ public final class ApiClient {
             return ClientException.notTheApi("the answer from " + baseUrl + " is not the coordinator's API: HTTP " + status);
         }
         ClientException.ApiError error = error(status, text, retryAfter(response.headers()));
-        if (status < 500 && error.error() == null) {
+        if (status < 500 && status != 429 && error.error() == null) {
             // A 4xx without the API's error body comes from something else at that URL (another web server, a proxy's
-            // login page): the URL is wrong, not the request (the API answers every refusal in its own shape).
+            // login page): the URL is wrong, not the request (the API answers every refusal in its own shape). A 429
+            // stays the retryable "too many" whoever says it (a proxy in front of the coordinator, say).
             return ClientException.notTheApi("the answer from " + baseUrl + " is not the coordinator's API: " + status + ": "
                     + error.apiMessage());
         }

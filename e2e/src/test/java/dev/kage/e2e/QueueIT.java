@@ -504,8 +504,8 @@ class QueueIT {
     }
 
     /**
-     * A Redis restarted from a snapshot taken before the job's delivery (the AOF's last second lost, a replica promoted
-     * before the delivery reached it) has the entry back, undelivered, while its first run goes on. The worker that reads
+     * A Redis restarted from a snapshot taken before the job's delivery (as with an AOF that lost its last second) has
+     * the entry back, undelivered, while its first run goes on. The worker that reads
      * it as new waits until that Redis has been up for JobQueue.LOST_ENTRY_GRACE (by then the first worker's beat has
      * found the entry taken and stopped the first run), looks for its outcome, and only then runs it. The first worker has
      * one slot, so the second worker is the one that reads it.
@@ -558,6 +558,30 @@ class QueueIT {
             assertThat(fleet.log("snap-w3")).as(story).containsAnyOf("was delivered again while it runs here",
                     "may have been delivered before it started");
             assertThat(fleet.count("SELECT count(*) FROM execution_results WHERE task_id = '" + id + "'")).isEqualTo(1);
+        }
+    }
+
+    /**
+     * A worker whose Redis user may not run INFO (a least-privilege ACL) would hold every job it reads for the restart
+     * hold's 25 s, for good: it refuses to start instead, saying why.
+     */
+    @Test
+    void aWorkerWhoseRedisUserMayNotRunInfoRefusesToStart() throws Exception {
+        Assumptions.assumeTrue(PrivateRedis.available(), "redis-server is not installed");
+        try (PrivateRedis redis = PrivateRedis.start(PrivateRedis.Persistence.NONE);
+             Fleet fleet = new Fleet(Path.of("target", "e2e-logs", "redis-no-info"))) {
+            io.lettuce.core.RedisClient admin = io.lettuce.core.RedisClient.create(redis.url());
+            try {
+                admin.connect().sync().aclSetuser("kage", io.lettuce.core.AclSetuserArgs.Builder.on().addPassword("pw-123")
+                        .allKeys().allChannels().allCommands().removeCommand(io.lettuce.core.protocol.CommandType.INFO));
+            } finally {
+                admin.shutdown();
+            }
+            Process worker = fleet.startWorker("no-info-w1", dir.resolve("work"), origin,
+                    env(Map.of("REDIS_URL", "redis://kage:pw-123@127.0.0.1:" + redis.port())));
+            assertThat(worker.waitFor(60, java.util.concurrent.TimeUnit.SECONDS)).as(fleet.log("no-info-w1")).isTrue();
+            assertThat(worker.exitValue()).isEqualTo(1);
+            assertThat(fleet.log("no-info-w1")).contains("Redis refuses INFO server").contains("allow INFO");
         }
     }
 

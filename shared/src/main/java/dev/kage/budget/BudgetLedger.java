@@ -469,6 +469,19 @@ public final class BudgetLedger {
         return apply(defaults.tenant(), redis.hgetall(keys.tenantBudgetLimits(tenant)));
     }
 
+    /** The fields of the tenant's limits an operator set, as Redis holds them ({@link #DAY_TOKENS} ...); empty for none. */
+    public Map<String, Long> tenantLimitFields(String tenant) {
+        Map<String, Long> fields = new java.util.TreeMap<>();
+        redis.hgetall(keys.tenantBudgetLimits(tenant)).forEach((field, value) -> {
+            try {
+                fields.put(field, Long.parseLong(value));
+            } catch (NumberFormatException e) {
+                fields.put(field, -1L); // unlike any stored value: a restore writes it anew
+            }
+        });
+        return fields;
+    }
+
     /** True when an operator set the tenant's limits (rather than the fleet's defaults applying). */
     public boolean hasTenantLimits(String tenant) {
         return redis.exists(keys.tenantBudgetLimits(tenant)) == 1;

@@ -40,7 +40,10 @@ public final class TenantBudgetLimitStore {
      * takes to change that tenant's limits: a change writes this table and then Redis (inside {@code change}) before
      * the next begins, so a {@code PUT} and a {@code DELETE} crossing each other (or the reconciler restoring the row)
      * cannot leave Postgres holding one change and Redis another. A {@code change} that throws (Redis refused) rolls
-     * the table back. Waits at most 5 s for the lock ({@code lock_timeout}: then a {@link StoreException}).
+     * the table back; a commit that fails after Redis took the change leaves Redis ahead until the next restore (rare:
+     * Postgres lost between two statements). Waits at most 5 s for the lock ({@code lock_timeout}: then a
+     * {@link StoreException}, a 503), holding a pooled connection meanwhile: changes of one tenant's limits are an
+     * operator's, rare and short.
      */
     public <T> T changing(String tenant, java.util.function.Function<Change, T> change) {
         return database.call(handle -> handle.inTransaction(tx -> {

@@ -73,17 +73,21 @@ public class Reconciler {
     private final dev.kage.budget.BudgetLedger ledger;
 
     /**
-     * Writes every operator's tenant budget limits kept in Postgres ({@code tenant_budget_limits}) back into Redis where
-     * Redis no longer has them: a Redis that lost its data applied the fleet's defaults (often none) to those tenants.
-     * Each under its tenant's lock, the row read again: a change made meanwhile through the API is not undone.
+     * Makes Redis hold every operator's tenant budget limits as Postgres keeps them ({@code tenant_budget_limits}): a
+     * Redis that lost its data applied the fleet's defaults (often none) to those tenants, and one restarted from an older
+     * snapshot holds older limits. Each under its tenant's lock, the row read again: a change made meanwhile through the
+     * API is not undone. A tenant whose limits were reset after such a snapshot (no row) is not seen here.
      *
-     * @return tenants whose limits Redis did not hold
+     * @return tenants whose limits Redis held otherwise
      */
     public int reapplyTenantBudgetLimits() {
         int restored = 0;
         for (String tenant : budgetLimits.all().keySet()) {
-            if (budgetLimits.changing(tenant, change -> change.stored().filter(f -> !f.isEmpty() && !ledger.hasTenantLimits(tenant))
+            if (budgetLimits.changing(tenant, change -> change.stored()
+                    .filter(fields -> !new java.util.TreeMap<>(fields).equals(ledger.tenantLimitFields(tenant)))
                     .map(fields -> {
+                        // Exactly the row's fields: a field Redis has and the row does not follows the defaults again.
+                        ledger.clearTenantLimits(tenant);
                         ledger.setTenantLimits(tenant, fields);
                         return true;
                     }).orElse(false))) {

@@ -201,6 +201,15 @@ public final class WorkerRuntime {
         } catch (RuntimeException e) {
             LOG.debug("Redis's eviction policy not read: {}", e.toString());
         }
+        try {
+            JobQueue.server(redis);
+        } catch (io.lettuce.core.RedisCommandExecutionException e) {
+            // Refused (an ACL without INFO), not unreachable: every job would wait out the restart hold, for good.
+            throw new IllegalStateException("Redis refuses INFO server (" + e.getMessage() + "): a worker needs it after each "
+                    + "read to tell entries a restarted Redis may have delivered before; allow INFO for its user", e);
+        } catch (RuntimeException e) {
+            LOG.debug("INFO server not read at start: {}", e.toString());
+        }
         lastBeat = System.nanoTime();
         lastWatch = lastBeat;
         beat();
@@ -456,11 +465,14 @@ public final class WorkerRuntime {
             List<Map.Entry<ClaimedJob, JobControl>> tracked = new ArrayList<>(claimed.size());
             for (ClaimedJob read : claimed) {
                 ClaimedJob job = holds.containsKey(read.key()) ? read.deliveredBefore() : read;
-                if (inFlight.containsKey(job.key())) {
+                Running here = inFlight.get(job.key());
+                if (here != null) {
                     // Redis handed out as new an entry this worker runs now: it lost the delivery (restarted from a
-                    // snapshot or an AOF that missed it). The run here goes on, and the entry is this worker's again.
-                    LOG.warn("Entry {} was delivered again while it runs here (Redis lost its delivery); not run twice",
-                            job.key());
+                    // snapshot or an AOF that missed it). The run here goes on, and the entry is this worker's again; a
+                    // run here already stopping (a beat found the entry pending nowhere) leaves it pending for a reclaim.
+                    LOG.warn("Entry {} was delivered again while it runs here (Redis lost its delivery); not run twice{}",
+                            job.key(), here.control().reason() == null ? ""
+                                    : ": the run here is stopping, and the entry is reclaimed once idle, its outcome checked");
                     if (!blocked) {
                         slots.release();
                         releaseLanes(laned, 1);
@@ -485,7 +497,7 @@ public final class WorkerRuntime {
                     continue;
                 }
                 Long holdUntil = holds.get(job.key());
-                if (holdUntil != null) {
+                if (holdUntil != null && holdUntil != 0) {
                     control.holdUntil(holdUntil);
                 }
                 tracked.add(Map.entry(job, control));
@@ -503,15 +515,15 @@ public final class WorkerRuntime {
     }
 
     /**
-     * The restart hold: entries that a Redis up for less than {@link JobQueue#LOST_ENTRY_GRACE} hands out as new, and
-     * that its server process before may have delivered already (restarted from a snapshot or an AOF that missed the
-     * delivery, or a replica promoted before the delivery reached it), by their keys, each with the time
-     * ({@link System#nanoTime}) the server has been up that long. Such a job is run as delivered again (its outcome looked
-     * for first) and not before that time: by then the earlier run has stopped wherever it ran (the worker's beats find
-     * its entry pending nowhere or taken, or its lease runs out), as for the jobs a restarted Redis lost whole, which the
-     * coordinator's reconciler enqueues again after the same wait. Asked on the connection the read came over, right after
-     * it: the answer names the server that answered the read or a later one. Unknown (Redis failed the question) holds
-     * every entry for the whole grace.
+     * The restart hold: entries the Redis that hands them out as new may not be the first to hand out (older than its
+     * server process: it restarted from a snapshot or an AOF that missed their delivery), by their keys. Each is run as
+     * delivered again (its outcome looked for first: an earlier run may have recorded one), and, while that Redis has been
+     * up for less than {@link JobQueue#LOST_ENTRY_GRACE}, not before it has (the value: when, {@link System#nanoTime}; 0
+     * for no wait): by then the earlier run has stopped wherever it ran (its worker's beats find the entry pending nowhere
+     * or taken, or its lease runs out), as for the jobs a restarted Redis lost whole, which the coordinator's reconciler
+     * enqueues again after the same wait. Asked on the connection the read came over, right after it: the answer names
+     * the server that answered the read or a later one. Unknown (Redis failed the question) holds every entry for the
+     * whole grace.
      */
     private Map<String, Long> restartHolds(RedisCommands<String, String> connection, String agent, List<ClaimedJob> claimed) {
         if (claimed.isEmpty()) {
@@ -525,17 +537,14 @@ public final class WorkerRuntime {
         }
         // Uptime is the difference of two whole seconds: it may say a second more than the server has been up.
         Duration left = server == null ? JobQueue.LOST_ENTRY_GRACE : JobQueue.LOST_ENTRY_GRACE.minus(server.uptime()).plusSeconds(1);
-        if (left.isNegative() || left.isZero()) {
-            return Map.of();
-        }
-        long until = System.nanoTime() + left.toNanos();
+        long until = left.isNegative() || left.isZero() ? 0 : System.nanoTime() + left.toNanos();
         Map<String, Long> holds = new java.util.HashMap<>();
         for (ClaimedJob job : claimed) {
             if (server == null || server.mayPredate(job.entryId())) {
                 holds.put(job.key(), until);
             }
         }
-        if (!holds.isEmpty()) {
+        if (!holds.isEmpty() && until != 0) {
             LOG.warn("{} entr(ies) of {} came from a Redis {} and may have been delivered before it started: each waits {} s, "
                     + "then runs once Postgres says it has no outcome yet (an earlier run may still be stopping elsewhere)",
                     holds.size(), agent, server == null ? "that did not say how long it has been up"
