@@ -351,7 +351,8 @@ public final class JobRunner {
         long hold = control.holdRemainingNanos();
         if (hold > 0) {
             // WorkerRuntime's restart hold: an earlier delivery of this entry may still run elsewhere until its worker
-            // stops it. Waiting starts nothing; a stop (shutdown, cancel, the entry found taken) interrupts the wait.
+            // stops it. A sleep, not a wait on a condition: the hold ends at a time (that Redis up for 25 s) that nothing
+            // here can signal sooner. It starts nothing; a stop (shutdown, cancel, the entry found taken) interrupts it.
             LOG.info("Job {} attempt {} waits {} ms before it starts: Redis restarted moments ago and may have delivered it "
                     + "before", job.jobId(), job.attempt(), TimeUnit.NANOSECONDS.toMillis(hold));
             control.leaveStartLane(); // a wait that needs no CPU: another job may start meanwhile
